@@ -1,0 +1,222 @@
+//! The CloudEvents NATS protocol binding, over `async-nats` headers.
+//!
+//! Producers publish in *structured* mode (`Content-Type: application/cloudevents+json`,
+//! the whole event as JSON in the payload). Consumers also accept *binary* mode, where
+//! attributes travel as `ce-<name>` headers (percent-encoded) and the payload is the data,
+//! because outside producers are allowed to use either. `cloudevents-sdk`'s own NATS
+//! binding is structured-only and built on the old synchronous client, hence this module.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use cloudevents::{AttributesReader, Data, EventBuilder, EventBuilderV10};
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+use crate::envelope::{DecodeError, Envelope, is_json_content_type};
+
+pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
+/// Header names used on every message we publish.
+pub const HEADER_CONTENT_TYPE: &str = "Content-Type";
+pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+
+/// What the CloudEvents HTTP binding percent-encodes in header values; the NATS binding
+/// follows it: controls, space, `"`, `%` and everything outside printable ASCII.
+const HEADER_VALUE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%').add(0x7f);
+
+/// Attribute names: lower-case ASCII letters and digits (CloudEvents 1.0, "Attribute Naming
+/// Convention"); the spec says SHOULD NOT exceed 20 characters, which we enforce.
+pub fn valid_attribute_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 20
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// A message body and headers, ready for `async-nats`.
+#[derive(Debug, Clone)]
+pub struct EncodedMessage {
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+}
+
+/// Encode an envelope in structured mode: the mode every imagelib producer uses.
+pub fn encode_structured(envelope: &Envelope) -> EncodedMessage {
+    let ce = envelope.to_cloudevent();
+    // `cloudevents::Event` serialises to the JSON event format; it has no fallible parts.
+    let payload = serde_json::to_vec(&ce).unwrap_or_default();
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE);
+    headers.insert(HEADER_MSG_ID, envelope.id.to_string().as_str());
+    if let Some(tp) = &envelope.traceparent {
+        headers.insert(HEADER_TRACEPARENT, tp.to_string().as_str());
+    }
+    EncodedMessage {
+        headers,
+        payload: Bytes::from(payload),
+    }
+}
+
+/// Encode an envelope in binary mode (`ce-` headers, data as the payload). Used by
+/// `imagelib events publish --binary` and by the interoperability tests.
+pub fn encode_binary(envelope: &Envelope) -> EncodedMessage {
+    let ce = envelope.to_cloudevent();
+    let mut headers = HeaderMap::new();
+    for (name, value) in ce.iter() {
+        if name == "datacontenttype" {
+            headers.insert(HEADER_CONTENT_TYPE, value.to_string().as_str());
+            continue;
+        }
+        let encoded = utf8_percent_encode(&value.to_string(), HEADER_VALUE).to_string();
+        headers.insert(format!("ce-{name}").as_str(), encoded.as_str());
+    }
+    headers.insert(HEADER_MSG_ID, envelope.id.to_string().as_str());
+    if let Some(tp) = &envelope.traceparent {
+        headers.insert(HEADER_TRACEPARENT, tp.to_string().as_str());
+    }
+    let payload = serde_json::to_vec(&envelope.payload.to_json()).unwrap_or_default();
+    EncodedMessage {
+        headers,
+        payload: Bytes::from(payload),
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| AsRef::<str>::as_ref(k).eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.first())
+        .map(|v| v.as_str())
+}
+
+/// Decode a NATS message (either mode) into a CloudEvent, checking attribute names.
+pub fn decode_cloudevent(
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+) -> Result<cloudevents::Event, DecodeError> {
+    let content_type = headers.and_then(|h| header(h, HEADER_CONTENT_TYPE));
+    let structured = content_type
+        .map(|ct| {
+            ct.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/cloudevents")
+        })
+        .unwrap_or(false);
+    if structured {
+        return decode_structured(payload);
+    }
+    match headers {
+        Some(h) if header(h, "ce-specversion").is_some() => decode_binary(h, payload),
+        // No headers at all: accept a structured JSON body (a client that could not set
+        // headers), recognised by its `specversion` member.
+        _ if payload.first() == Some(&b'{') => decode_structured(payload),
+        _ => Err(DecodeError::NotACloudEvent),
+    }
+}
+
+fn decode_structured(payload: &[u8]) -> Result<cloudevents::Event, DecodeError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let serde_json::Value::Object(map) = &value else {
+        return Err(DecodeError::Json("the event is not a JSON object".into()));
+    };
+    match map.get("specversion").and_then(|v| v.as_str()) {
+        Some("1.0") => {}
+        Some(other) => return Err(DecodeError::SpecVersion(other.to_owned())),
+        None => {
+            return Err(DecodeError::Attribute {
+                name: "specversion".into(),
+                message: "missing".into(),
+            });
+        }
+    }
+    for key in map.keys() {
+        if key != "data" && key != "data_base64" && !valid_attribute_name(key) {
+            return Err(DecodeError::AttributeName(key.clone()));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| DecodeError::Json(e.to_string()))
+}
+
+fn decode_binary(headers: &HeaderMap, payload: &[u8]) -> Result<cloudevents::Event, DecodeError> {
+    let mut builder = EventBuilderV10::new();
+    let mut spec_ok = false;
+    for (name, values) in headers.iter() {
+        let lower = AsRef::<str>::as_ref(name).to_ascii_lowercase();
+        let Some(attr) = lower.strip_prefix("ce-") else {
+            continue;
+        };
+        if !valid_attribute_name(attr) {
+            return Err(DecodeError::AttributeName(attr.to_owned()));
+        }
+        let raw = values.first().map(|v| v.as_str()).unwrap_or_default();
+        let value = percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| DecodeError::Attribute {
+                name: attr.to_owned(),
+                message: "percent-encoded value is not UTF-8".into(),
+            })?
+            .into_owned();
+        builder = match attr {
+            "specversion" => {
+                if value != "1.0" {
+                    return Err(DecodeError::SpecVersion(value));
+                }
+                spec_ok = true;
+                builder
+            }
+            "id" => builder.id(value),
+            "source" => builder.source(value),
+            "type" => builder.ty(value),
+            "subject" => builder.subject(value),
+            "time" => {
+                let t = chrono::DateTime::parse_from_rfc3339(&value).map_err(|e| {
+                    DecodeError::Attribute {
+                        name: "time".into(),
+                        message: e.to_string(),
+                    }
+                })?;
+                builder.time(t.with_timezone(&chrono::Utc))
+            }
+            // Carried on `Content-Type` in binary mode; accept it as a header too.
+            "datacontenttype" | "dataschema" => builder,
+            ext => builder.extension(ext, value),
+        };
+    }
+    if !spec_ok {
+        return Err(DecodeError::NotACloudEvent);
+    }
+    let content_type = header(headers, HEADER_CONTENT_TYPE)
+        .or_else(|| header(headers, "ce-datacontenttype"))
+        .unwrap_or("application/json")
+        .to_owned();
+    let schema = header(headers, "ce-dataschema")
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned());
+    let data = if is_json_content_type(&content_type) {
+        let v: serde_json::Value =
+            serde_json::from_slice(payload).map_err(|e| DecodeError::Json(e.to_string()))?;
+        Data::Json(v)
+    } else {
+        Data::Binary(payload.to_vec())
+    };
+    builder = match schema {
+        Some(s) => builder.data_with_schema(content_type, s.as_str(), data),
+        None => builder.data(content_type, data),
+    };
+    builder.build().map_err(|e| DecodeError::Attribute {
+        name: "(required)".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Decode a NATS message into an envelope of the contract.
+pub fn decode_envelope(
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+) -> Result<Envelope, DecodeError> {
+    let ce = decode_cloudevent(headers, payload)?;
+    if ce.specversion().as_str() != "1.0" {
+        return Err(DecodeError::SpecVersion(ce.specversion().to_string()));
+    }
+    Envelope::from_cloudevent(&ce)
+}

@@ -1,0 +1,604 @@
+//! Every event type of the contract (DESIGN section 3), one struct each, and the
+//! [`EventPayload`] enum that consumers match on.
+//!
+//! A type's identity is `io.imagelib.<aggregate>.<event>.v<N>`. Adding an optional field
+//! keeps `vN`; anything a v`N` consumer would misread gets a new struct and `vN+1`, and
+//! both stay decodable. [`EventPayload::decode`] is the one place where a type string
+//! becomes a Rust type.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ids::{DeploymentId, ImageId, RegistryId, RuleId, SyncId};
+use crate::model::*;
+use crate::oci::{Digest, RepositoryName, Tag};
+
+/// The aggregates of the contract: the second token of every subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Aggregate {
+    Registry,
+    Rule,
+    Sync,
+    Image,
+    Catalog,
+    Deployment,
+}
+
+impl Aggregate {
+    pub const ALL: [Aggregate; 6] = [
+        Aggregate::Registry,
+        Aggregate::Rule,
+        Aggregate::Sync,
+        Aggregate::Image,
+        Aggregate::Catalog,
+        Aggregate::Deployment,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggregate::Registry => "registry",
+            Aggregate::Rule => "rule",
+            Aggregate::Sync => "sync",
+            Aggregate::Image => "image",
+            Aggregate::Catalog => "catalog",
+            Aggregate::Deployment => "deployment",
+        }
+    }
+}
+
+/// Implemented by every event data struct.
+pub trait EventData:
+    Serialize + for<'de> Deserialize<'de> + JsonSchema + Into<EventPayload>
+{
+    const AGGREGATE: Aggregate;
+    /// The event's name within its aggregate: the last subject token.
+    const NAME: &'static str;
+    const VERSION: u32;
+    /// The CloudEvent `type`.
+    const TYPE: &'static str;
+
+    /// The aggregate instance: the third subject token.
+    fn aggregate_id(&self) -> Uuid;
+    /// The CloudEvent `subject`: the human identity of what the event is about.
+    fn subject(&self) -> String;
+}
+
+// ---------------------------------------------------------------- registry
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegistryRegistered {
+    pub registry_id: RegistryId,
+    pub label: String,
+    /// `host[:port][/namespace]`, without scheme.
+    pub url: String,
+    pub registry_type: RegistryType,
+    /// Plain HTTP instead of HTTPS.
+    pub insecure: bool,
+    pub auth_kind: AuthKind,
+    /// The credential, sealed; absent for `auth_kind: none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<SealedCredential>,
+    /// Teams that see this registry; empty means every team.
+    #[serde(default)]
+    pub visibility: Vec<String>,
+    /// A PEM CA bundle trusted for this registry in addition to the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Scan interval in seconds (the scanner's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_interval_secs: Option<u64>,
+    /// Repositories to scan where the registry has no usable `_catalog`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<RepositoryName>,
+    /// The secret registry webhooks authenticate with, sealed like the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<SealedCredential>,
+}
+
+/// A change of a registry's settings; absent fields are unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegistryUpdated {
+    pub registry_id: RegistryId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<Vec<String>>,
+    /// `Some(None)` removes the custom CA.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "double_option"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub ca_pem: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_interval_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repositories: Option<Vec<RepositoryName>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegistryCredentialsRotated {
+    pub registry_id: RegistryId,
+    pub auth_kind: AuthKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<SealedCredential>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegistryValidated {
+    pub registry_id: RegistryId,
+    /// The auth scheme the registry challenged with (`basic`, `bearer`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_scheme: Option<String>,
+    /// Whether `_catalog` answered with the credentials given.
+    pub catalog_access: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegistryValidationFailed {
+    pub registry_id: RegistryId,
+    pub reason: ValidationReason,
+    /// A human explanation, never containing a secret.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegistryRemoved {
+    pub registry_id: RegistryId,
+}
+
+// ---------------------------------------------------------------- rule
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RuleSet {
+    pub registry_id: RegistryId,
+    pub rule_id: RuleId,
+    pub repositories: Vec<RepositoryPattern>,
+    #[serde(default)]
+    pub tags: TagSelector,
+    pub kind: RuleKind,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub hm_tags: Vec<HmTag>,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RuleRemoved {
+    pub registry_id: RegistryId,
+    pub rule_id: RuleId,
+}
+
+// ---------------------------------------------------------------- sync
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncRequested {
+    pub registry_id: RegistryId,
+    /// Only this repository (a webhook push); the whole registry when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RepositoryName>,
+    pub reason: SyncReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncStarted {
+    pub registry_id: RegistryId,
+    pub sync_id: SyncId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RepositoryName>,
+    pub reason: SyncReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncCompleted {
+    pub registry_id: RegistryId,
+    pub sync_id: SyncId,
+    /// Repositories scanned.
+    pub repositories: u64,
+    pub tags_seen: u64,
+    pub added: u64,
+    pub moved: u64,
+    pub removed: u64,
+    /// HTTP requests made to the registry.
+    pub requests: u64,
+    pub duration_ms: u64,
+    /// Not everything could be listed: nothing unseen was removed.
+    #[serde(default)]
+    pub partial: bool,
+    /// Repositories deferred to the next cycle after a `429`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limited: Vec<RepositoryName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncFailed {
+    pub registry_id: RegistryId,
+    pub sync_id: SyncId,
+    pub reason: String,
+}
+
+// ---------------------------------------------------------------- image
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TagDiscovered {
+    pub registry_id: RegistryId,
+    pub repository: RepositoryName,
+    pub tag: Tag,
+    pub digest: Digest,
+    #[serde(flatten)]
+    pub details: ImageDetails,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TagMoved {
+    pub registry_id: RegistryId,
+    pub repository: RepositoryName,
+    pub tag: Tag,
+    pub old_digest: Digest,
+    pub new_digest: Digest,
+    /// What the new digest is.
+    #[serde(flatten)]
+    pub details: ImageDetails,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TagRemoved {
+    pub registry_id: RegistryId,
+    pub repository: RepositoryName,
+    pub tag: Tag,
+    /// The digest the tag pointed at when last seen.
+    pub digest: Digest,
+}
+
+// ---------------------------------------------------------------- catalog
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CatalogLabeled {
+    pub target: CatalogTarget,
+    pub hm_tag: HmTag,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CatalogUnlabeled {
+    pub target: CatalogTarget,
+    pub hm_tag: HmTag,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CatalogReadmeSet {
+    pub target: CatalogTarget,
+    /// Markdown.
+    pub readme: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CatalogApproved {
+    pub target: CatalogTarget,
+    /// The digest approved, when the target is a tag: a later move is not approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CatalogRejected {
+    pub target: CatalogTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    pub reason: String,
+}
+
+// ---------------------------------------------------------------- deployment
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentRequested {
+    pub deployment_id: DeploymentId,
+    pub image: ImageRef,
+    /// The digest the tag resolved to when requested: the manifests pin it.
+    pub digest: Digest,
+    #[serde(default)]
+    pub workload: WorkloadKind,
+    pub name: KubeName,
+    pub namespace: KubeName,
+    pub replicas: u32,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub target: DeploymentTarget,
+    /// Workload-specific settings (e.g. CNPG `instances`, `storage`).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentRendered {
+    pub deployment_id: DeploymentId,
+    pub manifests: Vec<ManifestRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentApplied {
+    pub deployment_id: DeploymentId,
+    pub target: DeploymentTarget,
+    /// The git commit (gitops) or the resource version (kubernetes).
+    pub revision: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentFailed {
+    pub deployment_id: DeploymentId,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentDeleted {
+    pub deployment_id: DeploymentId,
+    /// The git commit (gitops) that removed the manifests, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(
+        v: &Option<Option<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(inner) => inner.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+// ---------------------------------------------------------------- the catalogue of types
+
+fn registry_subject(id: RegistryId) -> String {
+    format!("registry/{id}")
+}
+
+fn image_subject(registry: RegistryId, repository: &RepositoryName, tag: &Tag) -> String {
+    format!("{registry}/{repository}:{tag}")
+}
+
+fn deployment_subject(id: DeploymentId) -> String {
+    format!("deployment/{id}")
+}
+
+macro_rules! events {
+    ($(
+        $variant:ident => $agg:ident, $name:literal, $ver:literal,
+            id: |$i:ident| $id:expr, subject: |$s:ident| $subject:expr;
+    )*) => {
+        $(
+            impl EventData for $variant {
+                const AGGREGATE: Aggregate = Aggregate::$agg;
+                const NAME: &'static str = $name;
+                const VERSION: u32 = $ver;
+                const TYPE: &'static str = concat!(
+                    "io.imagelib.", events!(@agg $agg), ".", $name, ".v", stringify!($ver)
+                );
+
+                fn aggregate_id(&self) -> Uuid {
+                    let $i = self;
+                    $id
+                }
+
+                fn subject(&self) -> String {
+                    let $s = self;
+                    $subject
+                }
+            }
+
+            impl From<$variant> for EventPayload {
+                fn from(e: $variant) -> Self {
+                    EventPayload::$variant(e)
+                }
+            }
+        )*
+
+        /// Any event of the contract.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum EventPayload {
+            $( $variant($variant), )*
+        }
+
+        impl EventPayload {
+            /// Every event type, for schema generation and documentation.
+            pub const TYPES: &'static [EventType] = &[
+                $( EventType {
+                    type_name: <$variant as EventData>::TYPE,
+                    aggregate: Aggregate::$agg,
+                    name: $name,
+                    version: $ver,
+                    rust_name: stringify!($variant),
+                    schema: || schemars::schema_for!($variant),
+                }, )*
+            ];
+
+            pub fn event_type(&self) -> &'static str {
+                match self { $( EventPayload::$variant(_) => <$variant as EventData>::TYPE, )* }
+            }
+
+            pub fn aggregate(&self) -> Aggregate {
+                match self { $( EventPayload::$variant(_) => Aggregate::$agg, )* }
+            }
+
+            pub fn name(&self) -> &'static str {
+                match self { $( EventPayload::$variant(_) => $name, )* }
+            }
+
+            pub fn aggregate_id(&self) -> Uuid {
+                match self { $( EventPayload::$variant(e) => e.aggregate_id(), )* }
+            }
+
+            pub fn subject(&self) -> String {
+                match self { $( EventPayload::$variant(e) => e.subject(), )* }
+            }
+
+            pub fn to_json(&self) -> serde_json::Value {
+                let v = match self { $( EventPayload::$variant(e) => serde_json::to_value(e), )* };
+                // Serialising these plain data structs cannot fail: no maps with non-string
+                // keys, no custom serialisers that error.
+                v.unwrap_or(serde_json::Value::Null)
+            }
+
+            /// Decode `data` as the event type `type_name`.
+            pub fn decode(type_name: &str, data: serde_json::Value) -> Result<Self, PayloadError> {
+                match type_name {
+                    $( <$variant as EventData>::TYPE => serde_json::from_value::<$variant>(data)
+                        .map(EventPayload::$variant)
+                        .map_err(|e| PayloadError::Data { type_name: type_name.to_owned(), message: e.to_string() }), )*
+                    other => Err(PayloadError::UnknownType(other.to_owned())),
+                }
+            }
+        }
+    };
+    (@agg Registry) => { "registry" };
+    (@agg Rule) => { "rule" };
+    (@agg Sync) => { "sync" };
+    (@agg Image) => { "image" };
+    (@agg Catalog) => { "catalog" };
+    (@agg Deployment) => { "deployment" };
+}
+
+/// Describes one event type of the contract.
+#[derive(Debug, Clone, Copy)]
+pub struct EventType {
+    pub type_name: &'static str,
+    pub aggregate: Aggregate,
+    pub name: &'static str,
+    pub version: u32,
+    pub rust_name: &'static str,
+    pub schema: fn() -> schemars::Schema,
+}
+
+/// An event's data does not fit its declared type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("unknown event type `{0}`")]
+    UnknownType(String),
+    #[error("data of `{type_name}` does not match its schema: {message}")]
+    Data { type_name: String, message: String },
+}
+
+events! {
+    RegistryRegistered => Registry, "registered", 1,
+        id: |e| e.registry_id.0, subject: |e| registry_subject(e.registry_id);
+    RegistryUpdated => Registry, "updated", 1,
+        id: |e| e.registry_id.0, subject: |e| registry_subject(e.registry_id);
+    RegistryCredentialsRotated => Registry, "credentials_rotated", 1,
+        id: |e| e.registry_id.0, subject: |e| registry_subject(e.registry_id);
+    RegistryValidated => Registry, "validated", 1,
+        id: |e| e.registry_id.0, subject: |e| registry_subject(e.registry_id);
+    RegistryValidationFailed => Registry, "validation_failed", 1,
+        id: |e| e.registry_id.0, subject: |e| registry_subject(e.registry_id);
+    RegistryRemoved => Registry, "removed", 1,
+        id: |e| e.registry_id.0, subject: |e| registry_subject(e.registry_id);
+
+    RuleSet => Rule, "set", 1,
+        id: |e| e.registry_id.0, subject: |e| format!("registry/{}/rules/{}", e.registry_id, e.rule_id);
+    RuleRemoved => Rule, "removed", 1,
+        id: |e| e.registry_id.0, subject: |e| format!("registry/{}/rules/{}", e.registry_id, e.rule_id);
+
+    SyncRequested => Sync, "requested", 1,
+        id: |e| e.registry_id.0, subject: |e| registry_subject(e.registry_id);
+    SyncStarted => Sync, "started", 1,
+        id: |e| e.registry_id.0, subject: |e| registry_subject(e.registry_id);
+    SyncCompleted => Sync, "completed", 1,
+        id: |e| e.registry_id.0, subject: |e| registry_subject(e.registry_id);
+    SyncFailed => Sync, "failed", 1,
+        id: |e| e.registry_id.0, subject: |e| registry_subject(e.registry_id);
+
+    TagDiscovered => Image, "tag_discovered", 1,
+        id: |e| ImageId::derive(e.registry_id, &e.repository).0,
+        subject: |e| image_subject(e.registry_id, &e.repository, &e.tag);
+    TagMoved => Image, "tag_moved", 1,
+        id: |e| ImageId::derive(e.registry_id, &e.repository).0,
+        subject: |e| image_subject(e.registry_id, &e.repository, &e.tag);
+    TagRemoved => Image, "tag_removed", 1,
+        id: |e| ImageId::derive(e.registry_id, &e.repository).0,
+        subject: |e| image_subject(e.registry_id, &e.repository, &e.tag);
+
+    CatalogLabeled => Catalog, "labeled", 1,
+        id: |e| ImageId::derive(e.target.registry_id, &e.target.repository).0,
+        subject: |e| e.target.to_string();
+    CatalogUnlabeled => Catalog, "unlabeled", 1,
+        id: |e| ImageId::derive(e.target.registry_id, &e.target.repository).0,
+        subject: |e| e.target.to_string();
+    CatalogReadmeSet => Catalog, "readme_set", 1,
+        id: |e| ImageId::derive(e.target.registry_id, &e.target.repository).0,
+        subject: |e| e.target.to_string();
+    CatalogApproved => Catalog, "approved", 1,
+        id: |e| ImageId::derive(e.target.registry_id, &e.target.repository).0,
+        subject: |e| e.target.to_string();
+    CatalogRejected => Catalog, "rejected", 1,
+        id: |e| ImageId::derive(e.target.registry_id, &e.target.repository).0,
+        subject: |e| e.target.to_string();
+
+    DeploymentRequested => Deployment, "requested", 1,
+        id: |e| e.deployment_id.0, subject: |e| deployment_subject(e.deployment_id);
+    DeploymentRendered => Deployment, "rendered", 1,
+        id: |e| e.deployment_id.0, subject: |e| deployment_subject(e.deployment_id);
+    DeploymentApplied => Deployment, "applied", 1,
+        id: |e| e.deployment_id.0, subject: |e| deployment_subject(e.deployment_id);
+    DeploymentFailed => Deployment, "failed", 1,
+        id: |e| e.deployment_id.0, subject: |e| deployment_subject(e.deployment_id);
+    DeploymentDeleted => Deployment, "deleted", 1,
+        id: |e| e.deployment_id.0, subject: |e| deployment_subject(e.deployment_id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_follow_the_contract() {
+        assert_eq!(
+            RegistryRegistered::TYPE,
+            "io.imagelib.registry.registered.v1"
+        );
+        assert_eq!(TagDiscovered::TYPE, "io.imagelib.image.tag_discovered.v1");
+        assert_eq!(DeploymentDeleted::TYPE, "io.imagelib.deployment.deleted.v1");
+        let mut names: Vec<_> = EventPayload::TYPES.iter().map(|t| t.type_name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            EventPayload::TYPES.len(),
+            "type names are unique"
+        );
+        assert_eq!(EventPayload::TYPES.len(), 25);
+    }
+
+    #[test]
+    fn unknown_types_and_bad_data_are_errors() {
+        assert!(matches!(
+            EventPayload::decode("io.imagelib.nope.v1", serde_json::json!({})),
+            Err(PayloadError::UnknownType(_))
+        ));
+        assert!(matches!(
+            EventPayload::decode(RegistryRemoved::TYPE, serde_json::json!({"registry_id": 3})),
+            Err(PayloadError::Data { .. })
+        ));
+    }
+}

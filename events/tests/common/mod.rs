@@ -1,0 +1,559 @@
+//! Strategies for generating every event of the contract.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use imagelib_events::event::*;
+use imagelib_events::model::*;
+use imagelib_events::*;
+use proptest::prelude::*;
+use uuid::Uuid;
+
+pub fn uuid() -> impl Strategy<Value = Uuid> {
+    any::<u128>().prop_map(Uuid::from_u128)
+}
+pub fn registry_id() -> impl Strategy<Value = RegistryId> {
+    uuid().prop_map(RegistryId)
+}
+pub fn repo() -> impl Strategy<Value = RepositoryName> {
+    "[a-z0-9]{1,6}([._-][a-z0-9]{1,4})?(/[a-z0-9]{1,6}){0,2}".prop_map(|s| s.parse().unwrap())
+}
+pub fn tag() -> impl Strategy<Value = Tag> {
+    "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,20}".prop_map(|s| s.parse().unwrap())
+}
+pub fn digest() -> impl Strategy<Value = Digest> {
+    "[0-9a-f]{64}".prop_map(|h| format!("sha256:{h}").parse().unwrap())
+}
+/// Any text, including non-ASCII and characters that need percent-encoding in headers.
+pub fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[ -~]{0,30}",
+        Just("100% \"quoted\" é ✓".to_owned())
+    ]
+}
+pub fn time() -> impl Strategy<Value = DateTime<Utc>> {
+    (0i64..4_000_000_000, 0u32..1_000_000_000)
+        .prop_map(|(s, n)| Utc.timestamp_opt(s, n).single().unwrap())
+}
+pub fn hm_tag() -> impl Strategy<Value = HmTag> {
+    "[a-z0-9][a-z0-9._:-]{0,20}".prop_map(|s| s.parse().unwrap())
+}
+pub fn kube() -> impl Strategy<Value = KubeName> {
+    "[a-z]([a-z0-9-]{0,10}[a-z0-9])?".prop_map(|s| s.parse().unwrap())
+}
+pub fn map() -> impl Strategy<Value = BTreeMap<String, String>> {
+    prop::collection::btree_map(text(), text(), 0..4)
+}
+pub fn sealed() -> impl Strategy<Value = SealedCredential> {
+    (
+        "[a-z0-9-]{1,20}",
+        "[A-Za-z0-9+/=]{16}",
+        "[A-Za-z0-9+/=]{8,60}",
+    )
+        .prop_map(|(k, n, c)| SealedCredential {
+            key_id: k,
+            algorithm: "AES-256-GCM".into(),
+            nonce: n,
+            ciphertext: c,
+        })
+}
+pub fn registry_type() -> impl Strategy<Value = RegistryType> {
+    prop_oneof![
+        Just(RegistryType::Generic),
+        Just(RegistryType::Harbor),
+        Just(RegistryType::Dockerhub),
+        Just(RegistryType::Ghcr),
+        Just(RegistryType::Ecr),
+        Just(RegistryType::Acr),
+        Just(RegistryType::Gcr)
+    ]
+}
+pub fn auth_kind() -> impl Strategy<Value = AuthKind> {
+    prop_oneof![
+        Just(AuthKind::None),
+        Just(AuthKind::Basic),
+        Just(AuthKind::Token),
+        Just(AuthKind::AwsEcr),
+        Just(AuthKind::AzureServicePrincipal)
+    ]
+}
+pub fn model_type() -> impl Strategy<Value = ModelType> {
+    prop::sample::select(ModelType::ALL.to_vec())
+}
+pub fn image_kind() -> impl Strategy<Value = ImageKind> {
+    prop_oneof![
+        Just(ImageKind::Database),
+        Just(ImageKind::Model),
+        Just(ImageKind::Other)
+    ]
+}
+pub fn platform() -> impl Strategy<Value = Platform> {
+    (
+        "[a-z]{2,8}",
+        "[a-z0-9]{2,8}",
+        prop::option::of("v[0-9]"),
+        prop::option::of(digest()),
+        prop::option::of(any::<u32>().prop_map(u64::from)),
+    )
+        .prop_map(|(os, architecture, variant, digest, size)| Platform {
+            os,
+            architecture,
+            variant,
+            digest,
+            size,
+        })
+}
+pub fn details() -> BoxedStrategy<ImageDetails> {
+    (
+        "[a-z./+0-9-]{5,40}",
+        prop::option::of("[a-z./+0-9-]{5,40}"),
+        prop::collection::vec(platform(), 0..3),
+        any::<u64>().prop_map(|n| n % (1 << 50)),
+        prop::option::of(time()),
+        map(),
+        map(),
+        image_kind(),
+        prop::option::of(model_type()),
+        prop::collection::vec(
+            (text(), prop::option::of(text()), prop::option::of(text())).prop_map(
+                |(name, version, description)| PostgresExtension {
+                    name,
+                    version,
+                    description,
+                },
+            ),
+            0..3,
+        ),
+        prop::collection::vec(
+            (
+                digest(),
+                prop_oneof![
+                    Just(ReferrerKind::Signature),
+                    Just(ReferrerKind::Sbom),
+                    Just(ReferrerKind::Attestation),
+                    Just(ReferrerKind::Other)
+                ],
+                prop::option::of("[a-z./+-]{3,20}"),
+            )
+                .prop_map(|(digest, kind, artifact_type)| Referrer {
+                    digest,
+                    kind,
+                    artifact_type,
+                }),
+            0..2,
+        ),
+    )
+        .prop_map(
+            |(
+                media_type,
+                artifact_type,
+                platforms,
+                size,
+                created,
+                labels,
+                annotations,
+                kind,
+                model_type,
+                extensions,
+                referrers,
+            )| ImageDetails {
+                media_type,
+                artifact_type,
+                platforms,
+                size,
+                created,
+                labels,
+                annotations,
+                kind,
+                model_type,
+                extensions,
+                referrers,
+            },
+        )
+        .boxed()
+}
+pub fn repo_pattern() -> impl Strategy<Value = RepositoryPattern> {
+    prop_oneof![
+        repo().prop_map(RepositoryPattern::Exact),
+        "[a-z*/?]{1,20}".prop_map(RepositoryPattern::Glob),
+        text().prop_map(RepositoryPattern::Regex),
+    ]
+}
+pub fn tag_pattern() -> impl Strategy<Value = TagPattern> {
+    prop_oneof![
+        tag().prop_map(TagPattern::Exact),
+        text().prop_map(TagPattern::Prefix),
+        text().prop_map(TagPattern::Regex),
+        "[<>=0-9., ]{1,12}".prop_map(TagPattern::Semver),
+    ]
+}
+pub fn tag_selector() -> impl Strategy<Value = TagSelector> {
+    (
+        prop::collection::vec(tag_pattern(), 0..3),
+        prop::collection::vec(tag_pattern(), 0..3),
+        prop::option::of(1u32..100),
+        prop::option::of(prop::collection::vec(tag_pattern(), 0..2)),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(include, exclude, newest, mutable, exclude_artifact_tags)| TagSelector {
+                include,
+                exclude,
+                newest,
+                mutable,
+                exclude_artifact_tags,
+            },
+        )
+}
+pub fn target() -> impl Strategy<Value = CatalogTarget> {
+    (registry_id(), repo(), prop::option::of(tag())).prop_map(|(registry_id, repository, tag)| {
+        CatalogTarget {
+            registry_id,
+            repository,
+            tag,
+        }
+    })
+}
+pub fn sync_reason() -> impl Strategy<Value = SyncReason> {
+    prop_oneof![
+        Just(SyncReason::Schedule),
+        Just(SyncReason::Manual),
+        Just(SyncReason::Webhook)
+    ]
+}
+
+pub fn payload() -> BoxedStrategy<EventPayload> {
+    let registry: BoxedStrategy<EventPayload> = prop_oneof![
+        (
+            (
+                registry_id(),
+                text(),
+                "[a-z0-9.-]{1,20}(:[0-9]{2,5})?(/[a-z]{1,8})?",
+                registry_type(),
+                any::<bool>(),
+                auth_kind(),
+                prop::option::of(sealed()),
+                prop::collection::vec("[a-z-]{1,10}", 0..3),
+                prop::option::of(text()),
+                prop::option::of(1u64..100_000),
+                prop::collection::vec(repo(), 0..3),
+            ),
+            prop::option::of(sealed()),
+        )
+            .prop_map(
+                |((id, label, url, t, insecure, auth, cred, vis, ca, iv, repos), cred2)| {
+                    RegistryRegistered {
+                        registry_id: id,
+                        label,
+                        url,
+                        registry_type: t,
+                        insecure,
+                        auth_kind: auth,
+                        credential: cred,
+                        visibility: vis,
+                        ca_pem: ca,
+                        scan_interval_secs: iv,
+                        repositories: repos,
+                        webhook_secret: cred2,
+                    }
+                    .into()
+                }
+            ),
+        (
+            registry_id(),
+            prop::option::of(text()),
+            prop::option::of("[a-z.]{1,20}"),
+            prop::option::of(any::<bool>()),
+            prop::option::of(prop::collection::vec("[a-z]{1,5}", 0..2)),
+            prop::option::of(prop::option::of(text())),
+            prop::option::of(1u64..1000),
+        )
+            .prop_map(|(id, label, url, insecure, visibility, ca_pem, iv)| {
+                RegistryUpdated {
+                    registry_id: id,
+                    label,
+                    url,
+                    insecure,
+                    visibility,
+                    ca_pem,
+                    scan_interval_secs: iv,
+                    repositories: None,
+                }
+                .into()
+            }),
+        (registry_id(), auth_kind(), prop::option::of(sealed())).prop_map(|(id, a, c)| {
+            RegistryCredentialsRotated {
+                registry_id: id,
+                auth_kind: a,
+                credential: c,
+            }
+            .into()
+        }),
+        (registry_id(), prop::option::of("[a-z]{3,6}"), any::<bool>()).prop_map(|(id, s, c)| {
+            RegistryValidated {
+                registry_id: id,
+                auth_scheme: s,
+                catalog_access: c,
+            }
+            .into()
+        }),
+        (registry_id(), text()).prop_map(|(id, d)| RegistryValidationFailed {
+            registry_id: id,
+            reason: ValidationReason::Unauthorized,
+            detail: d,
+        }
+        .into()),
+        registry_id().prop_map(|id| RegistryRemoved { registry_id: id }.into()),
+    ]
+    .boxed();
+    let rule: BoxedStrategy<EventPayload> = prop_oneof![
+        (
+            registry_id(),
+            "[a-z0-9][a-z0-9_-]{0,20}",
+            prop::collection::vec(repo_pattern(), 1..3),
+            tag_selector(),
+            prop_oneof![
+                Just(RuleKind::Auto),
+                Just(RuleKind::Model),
+                Just(RuleKind::Database)
+            ],
+            text(),
+            prop::collection::vec(hm_tag(), 0..3),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(id, rid, repositories, tags, kind, description, hm_tags, enabled)| {
+                    RuleSet {
+                        registry_id: id,
+                        rule_id: rid.parse().unwrap(),
+                        repositories,
+                        tags,
+                        kind,
+                        description,
+                        hm_tags,
+                        enabled,
+                    }
+                    .into()
+                }
+            ),
+        (registry_id(), "[a-z0-9]{1,10}").prop_map(|(id, rid)| RuleRemoved {
+            registry_id: id,
+            rule_id: rid.parse().unwrap()
+        }
+        .into()),
+    ]
+    .boxed();
+    let sync: BoxedStrategy<EventPayload> = prop_oneof![
+        (registry_id(), prop::option::of(repo()), sync_reason()).prop_map(|(id, r, reason)| {
+            SyncRequested {
+                registry_id: id,
+                repository: r,
+                reason,
+            }
+            .into()
+        }),
+        (
+            registry_id(),
+            uuid(),
+            prop::option::of(repo()),
+            sync_reason()
+        )
+            .prop_map(|(id, s, r, reason)| SyncStarted {
+                registry_id: id,
+                sync_id: SyncId(s),
+                repository: r,
+                reason,
+            }
+            .into()),
+        (
+            registry_id(),
+            uuid(),
+            prop::array::uniform7(any::<u32>()),
+            any::<bool>(),
+            prop::collection::vec(repo(), 0..2)
+        )
+            .prop_map(|(id, s, n, partial, rl)| SyncCompleted {
+                registry_id: id,
+                sync_id: SyncId(s),
+                repositories: n[0].into(),
+                tags_seen: n[1].into(),
+                added: n[2].into(),
+                moved: n[3].into(),
+                removed: n[4].into(),
+                requests: n[5].into(),
+                duration_ms: n[6].into(),
+                partial,
+                rate_limited: rl,
+            }
+            .into()),
+        (registry_id(), uuid(), text()).prop_map(|(id, s, reason)| SyncFailed {
+            registry_id: id,
+            sync_id: SyncId(s),
+            reason
+        }
+        .into()),
+    ]
+    .boxed();
+    let image: BoxedStrategy<EventPayload> = prop_oneof![
+        (registry_id(), repo(), tag(), digest(), details()).prop_map(
+            |(registry_id, repository, tag, digest, details)| TagDiscovered {
+                registry_id,
+                repository,
+                tag,
+                digest,
+                details,
+            }
+            .into()
+        ),
+        (registry_id(), repo(), tag(), digest(), digest(), details()).prop_map(
+            |(registry_id, repository, tag, old_digest, new_digest, details)| TagMoved {
+                registry_id,
+                repository,
+                tag,
+                old_digest,
+                new_digest,
+                details,
+            }
+            .into()
+        ),
+        (registry_id(), repo(), tag(), digest()).prop_map(
+            |(registry_id, repository, tag, digest)| TagRemoved {
+                registry_id,
+                repository,
+                tag,
+                digest,
+            }
+            .into()
+        ),
+    ]
+    .boxed();
+    let catalog: BoxedStrategy<EventPayload> = prop_oneof![
+        (target(), hm_tag()).prop_map(|(target, hm_tag)| CatalogLabeled { target, hm_tag }.into()),
+        (target(), hm_tag())
+            .prop_map(|(target, hm_tag)| CatalogUnlabeled { target, hm_tag }.into()),
+        (target(), text()).prop_map(|(target, readme)| CatalogReadmeSet { target, readme }.into()),
+        (target(), prop::option::of(digest()), text()).prop_map(|(target, digest, reason)| {
+            CatalogApproved {
+                target,
+                digest,
+                reason,
+            }
+            .into()
+        }),
+        (target(), prop::option::of(digest()), text()).prop_map(|(target, digest, reason)| {
+            CatalogRejected {
+                target,
+                digest,
+                reason,
+            }
+            .into()
+        }),
+    ]
+    .boxed();
+    let deployment: BoxedStrategy<EventPayload> = prop_oneof![
+        (
+            uuid(),
+            registry_id(),
+            repo(),
+            tag(),
+            digest(),
+            kube(),
+            kube(),
+            0u32..10,
+            map(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(id, reg, repository, tag, digest, name, namespace, replicas, env, k8s)| {
+                    let mut resources = Resources::default();
+                    resources
+                        .limits
+                        .insert("nvidia.com/gpu".into(), serde_json::json!(1));
+                    resources
+                        .requests
+                        .insert("memory".into(), serde_json::json!("16Gi"));
+                    DeploymentRequested {
+                        deployment_id: DeploymentId(id),
+                        image: ImageRef {
+                            registry_id: reg,
+                            repository,
+                            tag,
+                        },
+                        digest,
+                        workload: if k8s {
+                            WorkloadKind::PostgresCluster
+                        } else {
+                            WorkloadKind::InferenceService
+                        },
+                        name,
+                        namespace,
+                        replicas,
+                        resources,
+                        env,
+                        target: if k8s {
+                            DeploymentTarget::Kubernetes
+                        } else {
+                            DeploymentTarget::Gitops
+                        },
+                        options: Default::default(),
+                    }
+                    .into()
+                }
+            ),
+        (uuid(), "[A-Za-z]{1,10}", "[a-z-]{1,10}").prop_map(|(id, kind, name)| {
+            DeploymentRendered {
+                deployment_id: DeploymentId(id),
+                manifests: vec![ManifestRef {
+                    api_version: "serving.kserve.io/v1beta1".into(),
+                    kind,
+                    name,
+                    namespace: Some("models".into()),
+                    sha256: "ab".repeat(32),
+                }],
+            }
+            .into()
+        }),
+        (uuid(), "[0-9a-f]{40}").prop_map(|(id, rev)| DeploymentApplied {
+            deployment_id: DeploymentId(id),
+            target: DeploymentTarget::Gitops,
+            revision: rev
+        }
+        .into()),
+        (uuid(), text()).prop_map(|(id, reason)| DeploymentFailed {
+            deployment_id: DeploymentId(id),
+            reason
+        }
+        .into()),
+        (uuid(), prop::option::of("[0-9a-f]{40}")).prop_map(|(id, revision)| {
+            DeploymentDeleted {
+                deployment_id: DeploymentId(id),
+                revision,
+            }
+            .into()
+        }),
+    ]
+    .boxed();
+    prop_oneof![registry, rule, sync, image, catalog, deployment].boxed()
+}
+
+pub fn envelope() -> impl Strategy<Value = Envelope> {
+    (
+        payload(),
+        uuid(),
+        time(),
+        prop::option::of(text()),
+        any::<bool>(),
+        "[a-z-]{1,20}",
+    )
+        .prop_map(|(payload, id, time, actor, traced, service)| {
+            let mut e = Envelope::new(&service, payload).with_id(EventId(id));
+            e.time = time;
+            e.actor = actor;
+            if traced {
+                e.traceparent = Some(TraceParent::new_root());
+            }
+            e
+        })
+}

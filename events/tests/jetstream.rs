@@ -1,0 +1,400 @@
+//! The JetStream plumbing against a real NATS server: each test has its own stream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use imagelib_events::bus::{
+    ConsumerSettings, EventBus, Exhausted, Expect, Handler, HandlerError, RecordedEvent,
+    StreamSettings,
+};
+use imagelib_events::event::{RegistryRemoved, RegistryValidated, SyncRequested};
+use imagelib_events::model::SyncReason;
+use imagelib_events::{Envelope, EventId, RegistryId, TraceParent};
+use imagelib_testkit::TestStream;
+use tokio::sync::Mutex;
+
+async fn bus(ts: &TestStream) -> EventBus {
+    let bus = EventBus::connect(
+        &ts.nats_url,
+        "test",
+        StreamSettings::new(&ts.name, &ts.prefix),
+    )
+    .await
+    .unwrap();
+    bus.ensure_stream().await.unwrap();
+    bus
+}
+
+fn validated(id: RegistryId) -> Envelope {
+    Envelope::new(
+        "test",
+        RegistryValidated {
+            registry_id: id,
+            auth_scheme: None,
+            catalog_access: true,
+        },
+    )
+}
+
+#[tokio::test]
+async fn ensure_stream_is_idempotent_and_follows_config() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    let info = bus.ensure_stream().await.unwrap();
+    assert_eq!(info.config.subjects, vec![format!("{}.>", ts.prefix)]);
+    assert_eq!(info.config.duplicate_window, Duration::from_secs(120));
+    assert_eq!(
+        info.config.storage,
+        async_nats::jetstream::stream::StorageType::File
+    );
+    // A changed duplicate window is applied to the existing stream.
+    let mut s = StreamSettings::new(&ts.name, &ts.prefix);
+    s.duplicate_window = Duration::from_secs(300);
+    let bus2 = EventBus::from_client(ts.client().await.unwrap(), s);
+    let info = bus2.ensure_stream().await.unwrap();
+    assert_eq!(info.config.duplicate_window, Duration::from_secs(300));
+}
+
+#[tokio::test]
+async fn a_retried_publish_is_deduplicated_by_event_id() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    let id = RegistryId::new();
+    let env = validated(id).with_id(EventId::for_fact("same fact"));
+    let first = bus.publish(&env).await.unwrap();
+    let again = bus.publish(&env).await.unwrap();
+    assert!(!first.duplicate);
+    assert!(again.duplicate);
+    assert_eq!(first.sequence, again.sequence);
+    assert_eq!(bus.last_sequence().await.unwrap(), 1);
+    let subject = bus.subject_of(&env);
+    assert_eq!(subject, format!("{}.registry.{}.validated", ts.prefix, id));
+}
+
+#[tokio::test]
+async fn append_checks_the_aggregate_sequence() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    let id = RegistryId::new();
+    let r1 = bus.append(&validated(id), Expect::NoEvents).await.unwrap();
+    // Someone who has not seen r1 loses.
+    let err = bus
+        .append(&validated(id), Expect::NoEvents)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, imagelib_events::bus::BusError::Conflict { .. }),
+        "{err}"
+    );
+    // A different event type of the same aggregate also counts.
+    let removed = Envelope::new("test", RegistryRemoved { registry_id: id });
+    let err = bus.append(&removed, Expect::NoEvents).await.unwrap_err();
+    assert!(matches!(
+        err,
+        imagelib_events::bus::BusError::Conflict { .. }
+    ));
+    let r2 = bus
+        .append(&removed, Expect::LastSequence(r1.sequence))
+        .await
+        .unwrap();
+    assert!(r2.sequence > r1.sequence);
+    // Other aggregates are independent.
+    bus.append(&validated(RegistryId::new()), Expect::NoEvents)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn racing_appends_give_one_winner() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    let id = RegistryId::new();
+    let r = bus.append(&validated(id), Expect::NoEvents).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let bus = bus.clone();
+        tasks.push(tokio::spawn(async move {
+            bus.append(&validated(id), Expect::LastSequence(r.sequence))
+                .await
+                .is_ok()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1);
+}
+
+struct Recorder {
+    seen: Mutex<Vec<RecordedEvent>>,
+    fail_first: AtomicU32,
+    permanent: bool,
+}
+
+impl Handler for Recorder {
+    async fn handle(&self, event: RecordedEvent) -> Result<(), HandlerError> {
+        if self.fail_first.load(Ordering::SeqCst) > 0 {
+            self.fail_first.fetch_sub(1, Ordering::SeqCst);
+            return Err(if self.permanent {
+                HandlerError::Permanent("cannot apply".into())
+            } else {
+                HandlerError::Transient("database hiccup".into())
+            });
+        }
+        self.seen.lock().await.push(event);
+        Ok(())
+    }
+}
+
+async fn wait_for<F: Fn() -> bool>(f: F) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn consumer_dead_letters_garbage_and_goes_on() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    let client = ts.client().await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    // Garbage, a structured event of an unknown type, and an event with a bad attribute.
+    js.publish(format!("{}.registry.x.junk", ts.prefix), "not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Content-Type", "application/cloudevents+json");
+    js.publish_with_headers(
+        format!("{}.registry.x.bad", ts.prefix),
+        h,
+        r#"{"specversion":"1.0","id":"1","source":"/x","type":"t","Bad_Name":1,"data":{}}"#.into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let tp = TraceParent::new_root();
+    let good = validated(RegistryId::new()).with_traceparent(Some(tp));
+    bus.publish(&good).await.unwrap();
+
+    let recorder = Arc::new(Recorder {
+        seen: Mutex::new(vec![]),
+        fail_first: AtomicU32::new(0),
+        permanent: false,
+    });
+    let consumer = bus
+        .consumer(ConsumerSettings::new("catalog"))
+        .await
+        .unwrap();
+    let r = recorder.clone();
+    let stop = tokio_util_like_stop();
+    let run = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            consumer
+                .run(&*r, async move { stop.notified().await })
+                .await
+        }
+    });
+    let r2 = recorder.clone();
+    wait_for(|| r2.seen.try_lock().map(|s| s.len() == 1).unwrap_or(false)).await;
+    stop.notify_waiters();
+    run.await.unwrap().unwrap();
+    let seen = recorder.seen.lock().await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].envelope, good);
+    assert_eq!(seen[0].envelope.traceparent, Some(tp));
+
+    // Both bad messages are on the dead-letter subject, with the reason.
+    let mut replay = bus
+        .replay(1, None, Some(format!("{}.dlq.catalog", ts.prefix)))
+        .await
+        .unwrap();
+    let stream = js.get_stream(&ts.name).await.unwrap();
+    let last = stream
+        .get_last_raw_message_by_subject(&format!("{}.dlq.catalog", ts.prefix))
+        .await
+        .unwrap();
+    assert!(
+        last.headers
+            .get("Imagelib-Dlq-Error")
+            .unwrap()
+            .as_str()
+            .contains("Bad_Name")
+    );
+    // Replay skips dead letters.
+    assert!(replay.next().await.is_none());
+    let count = js
+        .get_stream(&ts.name)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert_eq!(count, 5, "3 originals + 2 dead letters");
+}
+
+fn tokio_util_like_stop() -> Arc<tokio::sync::Notify> {
+    Arc::new(tokio::sync::Notify::new())
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_then_succeed() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    let env = Envelope::new(
+        "test",
+        SyncRequested {
+            registry_id: RegistryId::new(),
+            repository: None,
+            reason: SyncReason::Manual,
+        },
+    );
+    bus.publish(&env).await.unwrap();
+    let recorder = Arc::new(Recorder {
+        seen: Mutex::new(vec![]),
+        fail_first: AtomicU32::new(2),
+        permanent: false,
+    });
+    let mut settings = ConsumerSettings::new("scanner");
+    settings.backoff = vec![Duration::from_millis(50), Duration::from_millis(100)];
+    let consumer = bus.consumer(settings).await.unwrap();
+    let stop = tokio_util_like_stop();
+    let r = recorder.clone();
+    let run = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            consumer
+                .run(&*r, async move { stop.notified().await })
+                .await
+        }
+    });
+    let r2 = recorder.clone();
+    wait_for(|| r2.seen.try_lock().map(|s| s.len() == 1).unwrap_or(false)).await;
+    stop.notify_waiters();
+    run.await.unwrap().unwrap();
+    assert_eq!(recorder.seen.lock().await.len(), 1);
+    assert_eq!(recorder.fail_first.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn exhausted_retries_stop_a_projection_loudly() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    bus.publish(&validated(RegistryId::new())).await.unwrap();
+    let recorder = Recorder {
+        seen: Mutex::new(vec![]),
+        fail_first: AtomicU32::new(100),
+        permanent: false,
+    };
+    let mut settings = ConsumerSettings::new("projector");
+    settings.max_deliver = 3;
+    settings.backoff = vec![Duration::from_millis(20)];
+    settings.on_exhausted = Exhausted::Stop;
+    let consumer = bus.consumer(settings).await.unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        consumer.run(&recorder, std::future::pending()),
+    )
+    .await
+    .expect("the consumer stops by itself");
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("failed 3 times"), "{err}");
+    assert!(recorder.seen.lock().await.is_empty());
+}
+
+#[tokio::test]
+async fn replay_reads_in_order_up_to_the_last_sequence() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    let mut sent = Vec::new();
+    for _ in 0..50 {
+        let e = validated(RegistryId::new());
+        bus.publish(&e).await.unwrap();
+        sent.push(e);
+    }
+    let mut replay = bus.replay(1, None, None).await.unwrap();
+    assert_eq!(replay.until(), 50);
+    // Published after the replay started: not part of it.
+    bus.publish(&validated(RegistryId::new())).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(item) = replay.next().await {
+        let item = item.unwrap();
+        assert_eq!(item.sequence as usize, got.len() + 1);
+        got.push(item.event.unwrap());
+    }
+    assert_eq!(got, sent);
+    // An empty range ends at once.
+    let mut empty = bus.replay(100, Some(60), None).await.unwrap();
+    assert!(empty.next().await.is_none());
+}
+
+#[tokio::test]
+async fn binary_mode_messages_from_other_producers_are_read() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    let env = validated(RegistryId::new()).with_actor("ci-pipeline über");
+    let m = imagelib_events::binding::encode_binary(&env);
+    let subject = bus.subject_of(&env);
+    bus.publish_raw(&subject, m.headers, m.payload, &env.id.to_string())
+        .await
+        .unwrap();
+    let mut replay = bus.replay(1, None, None).await.unwrap();
+    let item = replay.next().await.unwrap().unwrap();
+    assert_eq!(item.event.unwrap(), env);
+}
+
+#[tokio::test]
+async fn a_consumer_with_backoff_resumes_where_its_owner_says() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    for _ in 0..5 {
+        bus.publish(&validated(RegistryId::new())).await.unwrap();
+    }
+    let settings = |after: u64| {
+        let mut s = ConsumerSettings::new("owner");
+        s.backoff = vec![Duration::from_millis(100), Duration::from_secs(1)];
+        s.max_deliver = 5;
+        s.resume_after = Some(after);
+        s
+    };
+    // The owner applied up to 3: the consumer starts at 4.
+    let c = bus.consumer(settings(3)).await.unwrap();
+    let batch = c.fetch(10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(batch.iter().map(|d| d.sequence).collect::<Vec<_>>(), [4, 5]);
+    for d in &batch {
+        d.double_ack().await.unwrap();
+    }
+    // Same settings and position after a restart: the same consumer, nothing redelivered.
+    let c = bus.consumer(settings(5)).await.unwrap();
+    assert!(
+        c.fetch(10, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The owner's database was emptied: everything again.
+    let c = bus.consumer(settings(0)).await.unwrap();
+    let batch = c.fetch(10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(batch.len(), 5);
+    // A consumer created at 3 that never acked, then an owner at 0: starts over too.
+    drop(batch);
+    let c = bus.consumer(settings(3)).await.unwrap();
+    drop(c);
+    let c = bus.consumer(settings(0)).await.unwrap();
+    assert_eq!(
+        c.fetch(10, Duration::from_millis(500)).await.unwrap().len(),
+        5
+    );
+}
