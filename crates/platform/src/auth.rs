@@ -1,0 +1,284 @@
+//! Bearer tokens with a role and teams (DESIGN section 4).
+//!
+//! Tokens come from `IMAGELIB_ADMIN_TOKEN` (a bootstrap admin) and `IMAGELIB_TOKENS_FILE`.
+//! The file stores SHA-256 hashes of tokens, so a leaked file does not leak access; a
+//! presented token is hashed and looked up. A request without a token is an anonymous
+//! viewer of no team: it sees only what is visible to everyone and can change nothing.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::problem::Problem;
+
+/// What a token may do. `admin` may do everything; the others may read and do their own
+/// kind of write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Curator,
+    Deployer,
+    Viewer,
+}
+
+impl Role {
+    pub fn allows(self, required: Role) -> bool {
+        self == Role::Admin || required == Role::Viewer || self == required
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Recorded as the `actor` of the events the call causes.
+    pub subject: String,
+    pub role: Role,
+    pub teams: Vec<String>,
+    pub authenticated: bool,
+}
+
+impl Caller {
+    pub fn anonymous() -> Self {
+        Caller {
+            subject: "anonymous".into(),
+            role: Role::Viewer,
+            teams: Vec::new(),
+            authenticated: false,
+        }
+    }
+
+    /// The caller's role allows `role`, or a problem saying so (401 without a token).
+    pub fn require(&self, role: Role) -> Result<(), Problem> {
+        if role != Role::Viewer && !self.authenticated {
+            return Err(Problem::unauthorized(
+                "this needs a bearer token: send `Authorization: Bearer <token>`",
+            ));
+        }
+        if self.role.allows(role) {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(format!(
+                "the `{}` role cannot do this; it needs `{}`",
+                role_name(self.role),
+                role_name(role)
+            )))
+        }
+    }
+
+    /// Whether a thing visible to `visibility` (teams; empty = everyone) is visible to the
+    /// caller. Admins see everything.
+    pub fn sees(&self, visibility: &[String]) -> bool {
+        self.role == Role::Admin
+            || visibility.is_empty()
+            || visibility.iter().any(|t| self.teams.contains(t))
+    }
+
+    /// `None` for admins (no filter), otherwise the teams whose things the caller sees.
+    pub fn team_filter(&self) -> Option<&[String]> {
+        (self.role != Role::Admin).then_some(self.teams.as_slice())
+    }
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Admin => "admin",
+        Role::Curator => "curator",
+        Role::Deployer => "deployer",
+        Role::Viewer => "viewer",
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    subject: String,
+    role: Role,
+    #[serde(default)]
+    teams: Vec<String>,
+    /// Hex SHA-256 of the token (preferred).
+    #[serde(default)]
+    token_sha256: Option<String>,
+    /// The token itself (for development only).
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    tokens: Vec<TokenEntry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokensError {
+    #[error("IMAGELIB_TOKENS_FILE {path}: {message}")]
+    File { path: String, message: String },
+}
+
+/// The known tokens, by hash.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    by_hash: Arc<HashMap<[u8; 32], Caller>>,
+}
+
+pub fn sha256(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Tokens {
+    /// From the bootstrap admin token and the tokens file (YAML or JSON).
+    pub fn load(admin_token: Option<&str>, file: Option<&Path>) -> Result<Self, TokensError> {
+        let mut by_hash = HashMap::new();
+        if let Some(t) = admin_token.filter(|t| !t.is_empty()) {
+            by_hash.insert(
+                sha256(t),
+                Caller {
+                    subject: "admin".into(),
+                    role: Role::Admin,
+                    teams: vec![],
+                    authenticated: true,
+                },
+            );
+        }
+        if let Some(path) = file {
+            let err = |message: String| TokensError::File {
+                path: path.display().to_string(),
+                message,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            let parsed: TokensFile = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+            for (i, entry) in parsed.tokens.into_iter().enumerate() {
+                let hash = match (&entry.token_sha256, &entry.token) {
+                    (Some(h), None) => decode_hex32(h).ok_or_else(|| {
+                        err(format!("tokens[{i}].token_sha256 is not 64 hex digits"))
+                    })?,
+                    (None, Some(t)) if !t.is_empty() => sha256(t),
+                    _ => {
+                        return Err(err(format!(
+                            "tokens[{i}] needs exactly one of `token_sha256` or `token`"
+                        )));
+                    }
+                };
+                by_hash.insert(
+                    hash,
+                    Caller {
+                        subject: entry.subject,
+                        role: entry.role,
+                        teams: entry.teams,
+                        authenticated: true,
+                    },
+                );
+            }
+        }
+        Ok(Tokens {
+            by_hash: Arc::new(by_hash),
+        })
+    }
+
+    pub fn from_config(c: &crate::config::CommonConfig) -> Result<Self, TokensError> {
+        Self::load(c.admin_token.as_deref(), c.tokens_file.as_deref())
+    }
+
+    pub fn caller(&self, token: &str) -> Option<Caller> {
+        self.by_hash.get(&sha256(token)).cloned()
+    }
+}
+
+fn decode_hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            return Ok(Caller::anonymous());
+        };
+        let tokens = parts
+            .extensions
+            .get::<Tokens>()
+            .ok_or_else(|| Problem::internal(&"no token store on this route"))?;
+        let value = value
+            .to_str()
+            .map_err(|_| Problem::unauthorized("the Authorization header is not ASCII"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| Problem::unauthorized("use `Authorization: Bearer <token>`"))?;
+        tokens
+            .caller(token.trim())
+            .ok_or_else(|| Problem::unauthorized("the bearer token is not valid"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles() {
+        assert!(Role::Admin.allows(Role::Curator));
+        assert!(Role::Curator.allows(Role::Viewer));
+        assert!(!Role::Viewer.allows(Role::Admin));
+        assert!(!Role::Deployer.allows(Role::Curator));
+    }
+
+    #[test]
+    fn visibility() {
+        let c = Caller {
+            subject: "a".into(),
+            role: Role::Viewer,
+            teams: vec!["ml".into()],
+            authenticated: true,
+        };
+        assert!(c.sees(&[]));
+        assert!(c.sees(&["ml".into(), "db".into()]));
+        assert!(!c.sees(&["db".into()]));
+        assert!(Caller::anonymous().require(Role::Admin).is_err());
+        assert_eq!(
+            Caller::anonymous().require(Role::Admin).unwrap_err().status,
+            401
+        );
+        assert_eq!(c.require(Role::Admin).unwrap_err().status, 403);
+    }
+
+    #[test]
+    fn tokens_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokens.yaml");
+        let hash: String = sha256("s3cret")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::write(
+            &p,
+            format!(
+                "tokens:\n  - subject: alice\n    role: viewer\n    teams: [ml]\n    token_sha256: {hash}\n  - subject: bob\n    role: curator\n    token: dev-token\n"
+            ),
+        )
+        .unwrap();
+        let t = Tokens::load(Some("boot"), Some(&p)).unwrap();
+        assert_eq!(t.caller("s3cret").unwrap().subject, "alice");
+        assert_eq!(t.caller("dev-token").unwrap().role, Role::Curator);
+        assert_eq!(t.caller("boot").unwrap().role, Role::Admin);
+        assert!(t.caller("nope").is_none());
+        std::fs::write(&p, "tokens:\n  - subject: x\n    role: viewer\n").unwrap();
+        let e = Tokens::load(None, Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("exactly one"), "{e}");
+    }
+}

@@ -1,0 +1,202 @@
+//! Configuration: defaults that work on a developer machine, then a TOML file, then
+//! `IMAGELIB_*` environment variables (DESIGN section 10; the names are a contract).
+//!
+//! Each service has its own typed config struct that embeds [`CommonConfig`]; they are
+//! all read through [`load`] so the precedence is the same everywhere.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Settings every service reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CommonConfig {
+    /// `IMAGELIB_NATS_URL`: one URL or a comma-separated list of cluster URLs.
+    pub nats_url: String,
+    /// `IMAGELIB_DATABASE_URL`: created if missing.
+    pub database_url: String,
+    /// `IMAGELIB_STREAM`: the JetStream stream name.
+    pub stream: String,
+    /// `IMAGELIB_SUBJECT_PREFIX`: the first token of every subject.
+    pub subject_prefix: String,
+    /// `IMAGELIB_STREAM_REPLICAS`: 3 in a NATS cluster.
+    pub stream_replicas: usize,
+    /// `IMAGELIB_HTTP_ADDR`: where the HTTP API listens (each service has its own default).
+    pub http_addr: Option<SocketAddr>,
+    /// `IMAGELIB_MASTER_KEY_FILE`: the key that wraps every registry's data key.
+    pub master_key_file: PathBuf,
+    /// `IMAGELIB_ADMIN_TOKEN`: a bootstrap admin bearer token.
+    pub admin_token: Option<String>,
+    /// `IMAGELIB_TOKENS_FILE`: bearer tokens with roles and teams.
+    pub tokens_file: Option<PathBuf>,
+    /// `IMAGELIB_DENY_NETWORKS`: CIDRs registries may never resolve to.
+    pub deny_networks: Option<String>,
+    /// `IMAGELIB_ALLOW_NETWORKS`: CIDRs allowed even when inside a denied network.
+    pub allow_networks: Option<String>,
+    /// `IMAGELIB_GITOPS_DIR`: the gitops target's repository.
+    pub gitops_dir: PathBuf,
+    /// `IMAGELIB_LOG_FORMAT`: `json` (default) or `pretty`.
+    pub log_format: LogFormat,
+    /// `IMAGELIB_MAX_BODY_BYTES`: largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
+
+impl Default for CommonConfig {
+    fn default() -> Self {
+        let state = default_state_dir();
+        CommonConfig {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            database_url: "postgres://postgres@127.0.0.1:5432/imagelib".into(),
+            stream: "IMAGELIB".into(),
+            subject_prefix: "imagelib".into(),
+            stream_replicas: 1,
+            http_addr: None,
+            master_key_file: state.join("master.key"),
+            admin_token: None,
+            tokens_file: None,
+            deny_networks: None,
+            allow_networks: None,
+            gitops_dir: state.join("gitops"),
+            log_format: LogFormat::Json,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `$XDG_STATE_HOME/imagelib`, `~/.local/state/imagelib`, or `./.imagelib`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(d).join("imagelib");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".local/state/imagelib");
+    }
+    PathBuf::from(".imagelib")
+}
+
+impl CommonConfig {
+    pub fn stream_settings(&self) -> imagelib_events::bus::StreamSettings {
+        imagelib_events::bus::StreamSettings {
+            name: self.stream.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            replicas: self.stream_replicas,
+            ..Default::default()
+        }
+    }
+
+    /// Refuse values that would only fail later and obscurely.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let token_ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !token_ok(&self.stream) {
+            return Err(ConfigError::Invalid(format!(
+                "IMAGELIB_STREAM `{}` must be letters, digits, `_` and `-`",
+                self.stream
+            )));
+        }
+        if !self.subject_prefix.split('.').all(token_ok) {
+            return Err(ConfigError::Invalid(format!(
+                "IMAGELIB_SUBJECT_PREFIX `{}` must be dot-separated tokens of letters, digits, `_` and `-`",
+                self.subject_prefix
+            )));
+        }
+        if !(1..=5).contains(&self.stream_replicas) {
+            return Err(ConfigError::Invalid(
+                "IMAGELIB_STREAM_REPLICAS must be between 1 and 5".into(),
+            ));
+        }
+        url::Url::parse(&self.database_url).map_err(|e| {
+            ConfigError::Invalid(format!("IMAGELIB_DATABASE_URL is not a URL: {e}"))
+        })?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// Load a config struct: `T::default()`, then the TOML file named by `IMAGELIB_CONFIG`
+/// (or `imagelib.toml` in the working directory, if present), then `IMAGELIB_*`
+/// variables (`IMAGELIB_SCANNER__INTERVAL_SECS` reaches a nested field).
+pub fn load<T>() -> Result<T, ConfigError>
+where
+    T: Default + Serialize + for<'de> Deserialize<'de>,
+{
+    let file = std::env::var("IMAGELIB_CONFIG").unwrap_or_else(|_| "imagelib.toml".into());
+    Figment::from(Serialized::defaults(T::default()))
+        .merge(Toml::file(file))
+        .merge(Env::prefixed("IMAGELIB_").split("__").ignore(&["config"]))
+        .extract()
+        .map_err(|e| ConfigError::Load(Box::new(e)))
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature (figment::Error)
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("IMAGELIB_NATS_URL", "nats://10.0.0.1:4222");
+            jail.set_env("IMAGELIB_STREAM", "OTHER");
+            jail.set_env("IMAGELIB_HTTP_ADDR", "0.0.0.0:9000");
+            let c: CommonConfig = load().map_err(|e| e.to_string())?;
+            assert_eq!(c.nats_url, "nats://10.0.0.1:4222");
+            assert_eq!(c.stream, "OTHER");
+            assert_eq!(c.http_addr, Some("0.0.0.0:9000".parse().unwrap()));
+            assert_eq!(c.subject_prefix, "imagelib");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "imagelib.toml",
+                "stream = \"FROMFILE\"\nsubject_prefix = \"a.b\"",
+            )?;
+            jail.set_env("IMAGELIB_SUBJECT_PREFIX", "env");
+            let c: CommonConfig = load().map_err(|e| e.to_string())?;
+            assert_eq!(c.stream, "FROMFILE");
+            assert_eq!(c.subject_prefix, "env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn validation_refuses_bad_names() {
+        let c = CommonConfig {
+            stream: "a.b".into(),
+            ..Default::default()
+        };
+        assert!(c.validate().is_err());
+        let c = CommonConfig {
+            subject_prefix: "a.>".into(),
+            ..Default::default()
+        };
+        assert!(c.validate().is_err());
+        assert!(CommonConfig::default().validate().is_ok());
+    }
+}

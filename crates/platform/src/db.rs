@@ -1,0 +1,92 @@
+//! PostgreSQL: one database for the installation, one schema per service.
+//!
+//! Services never read each other's tables (DESIGN section 2); a schema each keeps that
+//! visible and lets a projection be rebuilt into a fresh schema and swapped in. The
+//! database is created when missing so `imagelib serve` works on an empty server.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("IMAGELIB_DATABASE_URL is invalid: {0}")]
+    Url(String),
+    #[error("cannot reach PostgreSQL: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot create database `{database}`: {source}")]
+    Create {
+        database: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// Create the database named in `url` if it does not exist.
+pub async fn ensure_database(url: &str) -> Result<(), DbError> {
+    let opts = PgConnectOptions::from_str(url).map_err(|e| DbError::Url(e.to_string()))?;
+    let database = opts.get_database().unwrap_or("postgres").to_owned();
+    let admin = opts.clone().database("postgres");
+    let mut conn = admin.connect().await.map_err(DbError::Connect)?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&database)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let ident = quote_ident(&database);
+        if let Err(source) = sqlx::query(&format!("CREATE DATABASE {ident}"))
+            .execute(&mut conn)
+            .await
+        {
+            // Another service created it at the same moment.
+            let raced =
+                matches!(&source, sqlx::Error::Database(e) if e.code().as_deref() == Some("42P04"));
+            if !raced {
+                return Err(DbError::Create { database, source });
+            }
+        }
+    }
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// A pool whose connections use `schema` (created if missing) as their search path.
+pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<PgPool, DbError> {
+    ensure_database(url).await?;
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(|e| DbError::Url(e.to_string()))?
+        .options([("search_path", schema)]);
+    {
+        let mut conn = opts.connect().await.map_err(DbError::Connect)?;
+        let ident = quote_ident(schema);
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {ident}"))
+            .execute(&mut conn)
+            .await
+            .or_else(|e| match &e {
+                // Concurrent CREATE SCHEMA IF NOT EXISTS can still race on the catalog.
+                sqlx::Error::Database(d) if d.code().as_deref() == Some("23505") => {
+                    Ok(Default::default())
+                }
+                _ => Err(e),
+            })?;
+        let _ = conn.close().await;
+    }
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(opts)
+        .await
+        .map_err(DbError::Connect)
+}
+
+/// Quote an SQL identifier.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}

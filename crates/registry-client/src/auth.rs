@@ -1,0 +1,340 @@
+//! Credentials and the pieces of the registry auth protocol: `WWW-Authenticate` challenges,
+//! token-endpoint answers and the per-scope token cache.
+//!
+//! The exchange itself (when to ask, where credentials may go) lives in
+//! [`crate::transport`], because it needs the guarded, counted HTTP path like any request.
+//! Secrets stay in [`SecretString`] from the moment they enter: `Debug` prints them redacted
+//! and nothing here formats them into a message.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::future::BoxFuture;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// What the client presents to a registry.
+#[derive(Clone, Default)]
+pub enum Credentials {
+    #[default]
+    Anonymous,
+    /// Username and password: sent as Basic auth, or to the token realm for a Bearer registry.
+    Basic {
+        username: String,
+        password: SecretString,
+    },
+    /// A ready token sent as `Authorization: Bearer` to the registry itself.
+    Bearer(SecretString),
+}
+
+impl Credentials {
+    pub fn basic(username: impl Into<String>, password: impl Into<String>) -> Self {
+        Credentials::Basic {
+            username: username.into(),
+            password: SecretString::from(password.into()),
+        }
+    }
+
+    pub fn bearer(token: impl Into<String>) -> Self {
+        Credentials::Bearer(SecretString::from(token.into()))
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Anonymous => f.write_str("Anonymous"),
+            Credentials::Basic { username, .. } => f
+                .debug_struct("Basic")
+                .field("username", username)
+                .field("password", &"[redacted]")
+                .finish(),
+            Credentials::Bearer(_) => f.write_str("Bearer([redacted])"),
+        }
+    }
+}
+
+/// Credentials with the time they stop working, as a provider hands them out.
+#[derive(Debug, Clone)]
+pub struct ProvidedCredentials {
+    pub credentials: Credentials,
+    /// `None` for credentials that do not expire (a password, a robot token).
+    pub expires_at: Option<SystemTime>,
+}
+
+/// Where credentials come from. Static credentials implement it directly; provider
+/// exchangers (ECR `GetAuthorizationToken`, ACR `/oauth2/exchange`, Artifact Registry
+/// OAuth) implement it to hand out short-lived credentials, which the client asks for again
+/// shortly before `expires_at`.
+pub trait CredentialProvider: Send + Sync + fmt::Debug {
+    fn credentials(&self) -> BoxFuture<'_, Result<ProvidedCredentials, Error>>;
+}
+
+impl CredentialProvider for Credentials {
+    fn credentials(&self) -> BoxFuture<'_, Result<ProvidedCredentials, Error>> {
+        let provided = ProvidedCredentials {
+            credentials: self.clone(),
+            expires_at: None,
+        };
+        Box::pin(async move { Ok(provided) })
+    }
+}
+
+/// Provider credentials are refreshed this long before they expire (ECR's 12 h tokens are
+/// refreshed after ~11 h).
+pub(crate) const CREDENTIAL_REFRESH_MARGIN: Duration = Duration::from_secs(15 * 60);
+
+/// What an access token is for, in the registry token protocol's words.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The `/v2/` ping: a token with no scope.
+    Registry,
+    /// `repository:<name>:pull`
+    Pull(String),
+    /// `registry:catalog:*`
+    Catalog,
+}
+
+impl Scope {
+    pub fn as_param(&self) -> Option<String> {
+        match self {
+            Scope::Registry => None,
+            Scope::Pull(name) => Some(format!("repository:{name}:pull")),
+            Scope::Catalog => Some("registry:catalog:*".to_owned()),
+        }
+    }
+
+    pub(crate) fn cache_key(&self) -> String {
+        self.as_param().unwrap_or_default()
+    }
+}
+
+/// One challenge of a `WWW-Authenticate` header; scheme and parameter names lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub scheme: String,
+    pub params: BTreeMap<String, String>,
+}
+
+impl Challenge {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+}
+
+/// Parses `WWW-Authenticate` (RFC 9110 §11.6.1): several challenges, parameters whose quoted
+/// values hold commas, `=` and escaped quotes, any case for the scheme.
+pub fn parse_challenges(header: &str) -> Vec<Challenge> {
+    let b = header.as_bytes();
+    let mut i = 0;
+    let mut out = Vec::new();
+    let skip = |i: &mut usize, chars: &[u8]| {
+        while *i < b.len() && chars.contains(&b[*i]) {
+            *i += 1;
+        }
+    };
+    let token = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && !matches!(b[*i], b' ' | b'\t' | b',' | b'=' | b'"') {
+            *i += 1;
+        }
+        header[start..*i].to_owned()
+    };
+    loop {
+        skip(&mut i, b" \t,");
+        let scheme = token(&mut i);
+        if scheme.is_empty() {
+            break;
+        }
+        let mut challenge = Challenge {
+            scheme: scheme.to_ascii_lowercase(),
+            params: BTreeMap::new(),
+        };
+        loop {
+            skip(&mut i, b" \t,");
+            let mark = i;
+            let name = token(&mut i);
+            skip(&mut i, b" \t");
+            if name.is_empty() || i >= b.len() || b[i] != b'=' {
+                i = mark;
+                break;
+            }
+            i += 1;
+            skip(&mut i, b" \t");
+            let value = if i < b.len() && b[i] == b'"' {
+                i += 1;
+                let mut v = Vec::new();
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] == b'\\' && i + 1 < b.len() {
+                        i += 1;
+                    }
+                    v.push(b[i]);
+                    i += 1;
+                }
+                i += 1;
+                String::from_utf8_lossy(&v).into_owned()
+            } else {
+                let start = i;
+                while i < b.len() && !matches!(b[i], b',' | b' ' | b'\t') {
+                    i += 1;
+                }
+                header[start..i].to_owned()
+            };
+            challenge.params.insert(name.to_ascii_lowercase(), value);
+        }
+        out.push(challenge);
+    }
+    out
+}
+
+/// The answer of a token endpoint (Docker token spec and OAuth2 flavours).
+#[derive(Deserialize)]
+pub(crate) struct TokenResponse {
+    token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<i64>,
+    issued_at: Option<String>,
+}
+
+pub(crate) struct IssuedToken {
+    pub token: SecretString,
+    /// When to stop using it (expiry minus a safety margin).
+    pub refresh_at: Instant,
+}
+
+impl TokenResponse {
+    /// The token and when to stop using it: `expires_in` (60 s when absent) counted from
+    /// `issued_at` when that is in the past, minus a margin so a token is not sent as it dies.
+    pub(crate) fn into_issued(self) -> Option<IssuedToken> {
+        let token = self
+            .token
+            .filter(|t| !t.is_empty())
+            .or(self.access_token.filter(|t| !t.is_empty()))?;
+        let lifetime = Duration::from_secs(self.expires_in.filter(|s| *s > 0).unwrap_or(60) as u64);
+        let age = self
+            .issued_at
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
+            .and_then(|issued| (chrono::Utc::now() - issued.to_utc()).to_std().ok())
+            .unwrap_or_default();
+        let margin = (lifetime / 5).min(Duration::from_secs(30));
+        let usable = lifetime.saturating_sub(age).saturating_sub(margin);
+        Some(IssuedToken {
+            token: SecretString::from(token),
+            refresh_at: Instant::now() + usable,
+        })
+    }
+}
+
+/// A token ready to send, as an `Authorization` value marked sensitive.
+pub(crate) struct CachedToken {
+    pub id: u64,
+    pub value: reqwest::header::HeaderValue,
+    pub refresh_at: Instant,
+}
+
+/// Tokens by scope. Each scope has its own async lock so that many concurrent requests for
+/// a new scope make one token request, not one each.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<CachedToken>>>>>,
+}
+
+impl TokenCache {
+    pub(crate) fn slot(&self, scope: &Scope) -> Arc<tokio::sync::Mutex<Option<CachedToken>>> {
+        self.slots
+            .lock()
+            .expect("token cache lock")
+            .entry(scope.cache_key())
+            .or_default()
+            .clone()
+    }
+
+    pub(crate) fn clear(&self) {
+        self.slots.lock().expect("token cache lock").clear();
+    }
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.slots.lock().map(|s| s.len()).unwrap_or_default();
+        write!(f, "TokenCache({n} scopes)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn parses_bearer_with_quoted_commas() {
+        let c = parse_challenges(
+            r#"Bearer realm="https://auth.example.io/token",service="registry.example.io",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].scheme, "bearer");
+        assert_eq!(c[0].param("realm"), Some("https://auth.example.io/token"));
+        assert_eq!(c[0].param("service"), Some("registry.example.io"));
+        assert_eq!(c[0].param("scope"), Some("repository:a/b:pull,push"));
+    }
+
+    #[test]
+    fn parses_several_challenges_spacing_and_escapes() {
+        let c = parse_challenges(
+            r#"basic realm="Registry \"R\"" , BEARER  realm = "https://t/x?a=1,b=2" ,error="insufficient_scope", Negotiate"#,
+        );
+        assert_eq!(c.len(), 3, "{c:?}");
+        assert_eq!(c[0].scheme, "basic");
+        assert_eq!(c[0].param("realm"), Some(r#"Registry "R""#));
+        assert_eq!(c[1].scheme, "bearer");
+        assert_eq!(c[1].param("realm"), Some("https://t/x?a=1,b=2"));
+        assert_eq!(c[1].param("error"), Some("insufficient_scope"));
+        assert_eq!(c[2].scheme, "negotiate");
+        assert!(parse_challenges("").is_empty());
+    }
+
+    #[test]
+    fn token_response_forms_and_expiry() {
+        let r: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"abc","expires_in":300}"#).unwrap();
+        let t = r.into_issued().unwrap();
+        assert_eq!(t.token.expose_secret(), "abc");
+        let left = t.refresh_at - Instant::now();
+        assert!(
+            left > Duration::from_secs(260) && left <= Duration::from_secs(270),
+            "{left:?}"
+        );
+
+        let r: TokenResponse = serde_json::from_str(r#"{"token":"t","access_token":"u"}"#).unwrap();
+        let t = r.into_issued().unwrap();
+        assert_eq!(t.token.expose_secret(), "t");
+        assert!(t.refresh_at - Instant::now() <= Duration::from_secs(48));
+
+        let issued = (chrono::Utc::now() - chrono::Duration::seconds(100)).to_rfc3339();
+        let r: TokenResponse = serde_json::from_str(&format!(
+            r#"{{"token":"t","expires_in":120,"issued_at":"{issued}"}}"#
+        ))
+        .unwrap();
+        let t = r.into_issued().unwrap();
+        assert!(t.refresh_at <= Instant::now() + Duration::from_secs(20));
+
+        let r: TokenResponse = serde_json::from_str(r#"{"token":""}"#).unwrap();
+        assert!(r.into_issued().is_none());
+    }
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let c = Credentials::basic("robot$ai+scanner", "canary-pw-123");
+        let d = format!("{c:?}");
+        assert!(
+            d.contains("robot$ai+scanner") && !d.contains("canary"),
+            "{d}"
+        );
+        let d = format!("{:?}", Credentials::bearer("canary-token"));
+        assert!(!d.contains("canary"), "{d}");
+    }
+}

@@ -1,0 +1,264 @@
+//! What one registry connection is allowed to do: where it goes, what it trusts, how long it
+//! waits, how hard it pushes.
+//!
+//! The URL form is the one of the HTTP contract (`host[:port][/namespace]`), parsed once here
+//! so the rest of the client only sees a base URL that cannot carry credentials, a query or a
+//! fragment: error messages print URLs, and a URL with user-info would leak a password.
+
+use std::fmt;
+use std::time::Duration;
+
+use imagelib_events::RepositoryName;
+use url::Url;
+
+use crate::error::Error;
+use crate::guard::NetworkGuard;
+
+/// A registry's location: `host[:port][/namespace]`, over HTTPS unless `insecure`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryUrl {
+    insecure: bool,
+    host: String,
+    port: Option<u16>,
+    namespace: Option<String>,
+}
+
+impl RegistryUrl {
+    /// Accepts `host[:port][/namespace]`, with an optional `https://` (stripped) or `http://`
+    /// (only when `insecure`). Refuses user-info, a query and a fragment, saying what to change.
+    pub fn parse(input: &str, insecure: bool) -> Result<Self, Error> {
+        let input = input.trim();
+        let after_scheme = input.split_once("://").map_or(input, |(_, rest)| rest);
+        if after_scheme
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or_default()
+            .contains('@')
+        {
+            return Err(Error::Config(
+                "the registry URL must not hold user-info (user:password@); pass credentials separately"
+                    .into(),
+            ));
+        }
+        let rest = if let Some(rest) = strip_prefix_ci(input, "https://") {
+            rest
+        } else if let Some(rest) = strip_prefix_ci(input, "http://") {
+            if !insecure {
+                return Err(Error::Config(format!(
+                    "`{input}` uses http://; set insecure to use plain HTTP, or drop the scheme for HTTPS"
+                )));
+            }
+            rest
+        } else if input.contains("://") {
+            return Err(Error::Config(format!(
+                "`{input}` has an unsupported scheme; give host[:port][/namespace]"
+            )));
+        } else {
+            input
+        };
+        if rest.is_empty() {
+            return Err(Error::Config("the registry URL is empty".into()));
+        }
+        if rest.contains('?') || rest.contains('#') {
+            return Err(Error::Config(
+                "the registry URL must not hold a query (?…) or a fragment (#…)".into(),
+            ));
+        }
+        let url = Url::parse(&format!("https://{rest}"))
+            .map_err(|e| Error::Config(format!("`{input}` is not host[:port][/namespace]: {e}")))?;
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| Error::Config(format!("`{input}` has no host")))?
+            .to_owned();
+        let namespace = url.path().trim_matches('/');
+        let namespace = if namespace.is_empty() {
+            None
+        } else {
+            namespace.parse::<RepositoryName>().map_err(|e| {
+                Error::Config(format!(
+                    "the namespace `{namespace}` is not a repository path: {e}"
+                ))
+            })?;
+            Some(namespace.to_owned())
+        };
+        Ok(RegistryUrl {
+            insecure,
+            host,
+            port: url.port(),
+            namespace,
+        })
+    }
+
+    pub fn insecure(&self) -> bool {
+        self.insecure
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// The repository prefix the registry is limited to (a Harbor project, say), if any.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.insecure { "http" } else { "https" }
+    }
+
+    /// `scheme://host[:port]/`, the base every API path is joined to.
+    pub fn base(&self) -> Url {
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        Url::parse(&format!("{}://{}{}/", self.scheme(), self.host, port))
+            .expect("a parsed host and port form a URL")
+    }
+}
+
+impl fmt::Display for RegistryUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        if let Some(ns) = &self.namespace {
+            write!(f, "/{ns}")?;
+        }
+        Ok(())
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
+}
+
+/// Retries and waits: backoff on 5xx and dropped connections, and how long a `Retry-After`
+/// may make us wait before we hand the wait back to the caller as `rate_limited`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt, for 5xx, dropped connections and 429.
+    pub max_retries: u32,
+    /// The first backoff; doubled on every retry, with jitter.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// The longest `Retry-After` waited for in place.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 3,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+            max_retry_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything one [`crate::RegistryClient`] needs besides credentials.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    pub url: RegistryUrl,
+    /// Extra trusted roots (PEM, one or more certificates), added to the system roots.
+    pub ca_pem: Option<String>,
+    pub connect_timeout: Duration,
+    /// The whole of one HTTP exchange, body included.
+    pub request_timeout: Duration,
+    /// `n` for `_catalog` and `tags/list`.
+    pub page_size: u32,
+    /// Pages followed before a listing is declared a loop.
+    pub max_pages: u32,
+    /// Requests in flight to this registry at once.
+    pub max_concurrency: usize,
+    /// Requests this client may make in its lifetime (token requests included).
+    pub request_budget: Option<u64>,
+    pub user_agent: String,
+    /// An explicit proxy for every request; otherwise the `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`
+    /// environment is honoured. Through a proxy the guard can only check IP-literal hosts.
+    pub proxy: Option<String>,
+    pub guard: NetworkGuard,
+    pub retry: RetryPolicy,
+    pub max_manifest_bytes: u64,
+    /// Cap for blobs read into memory (config blobs).
+    pub max_blob_bytes: u64,
+    /// Redirect hops followed for one request.
+    pub max_redirects: u32,
+}
+
+impl RegistryConfig {
+    pub const DEFAULT_USER_AGENT: &'static str =
+        concat!("imagelib-registry-client/", env!("CARGO_PKG_VERSION"));
+
+    pub fn new(url: &str, insecure: bool) -> Result<Self, Error> {
+        Ok(Self::from_url(RegistryUrl::parse(url, insecure)?))
+    }
+
+    pub fn from_url(url: RegistryUrl) -> Self {
+        RegistryConfig {
+            url,
+            ca_pem: None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            page_size: 100,
+            max_pages: 10_000,
+            max_concurrency: 8,
+            request_budget: None,
+            user_agent: Self::DEFAULT_USER_AGENT.to_owned(),
+            proxy: None,
+            guard: NetworkGuard::default(),
+            retry: RetryPolicy::default(),
+            max_manifest_bytes: 4 << 20,
+            max_blob_bytes: 4 << 20,
+            max_redirects: 5,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_contract_forms() {
+        let u = RegistryUrl::parse("harbor.acme.internal/ai", false).unwrap();
+        assert_eq!(u.host(), "harbor.acme.internal");
+        assert_eq!(u.namespace(), Some("ai"));
+        assert_eq!(u.base().as_str(), "https://harbor.acme.internal/");
+        assert_eq!(u.to_string(), "harbor.acme.internal/ai");
+
+        let u = RegistryUrl::parse("https://127.0.0.1:5000/", false).unwrap();
+        assert_eq!(u.base().as_str(), "https://127.0.0.1:5000/");
+        assert_eq!(u.namespace(), None);
+
+        let u = RegistryUrl::parse("http://localhost:5000/team/sub", true).unwrap();
+        assert_eq!(u.base().as_str(), "http://localhost:5000/");
+        assert_eq!(u.namespace(), Some("team/sub"));
+
+        let u = RegistryUrl::parse("[::1]:5000", true).unwrap();
+        assert_eq!(u.base().as_str(), "http://[::1]:5000/");
+    }
+
+    #[test]
+    fn refuses_what_the_contract_refuses() {
+        for (input, insecure, needle) in [
+            ("http://r.example", false, "insecure"),
+            ("https://user:pw@r.example", false, "user-info"),
+            ("http://user:pw@r.example", false, "user-info"),
+            ("r.example/x?y=1", false, "query"),
+            ("r.example#frag", false, "fragment"),
+            ("ftp://r.example", false, "scheme"),
+            ("", false, "empty"),
+            ("r.example/Not_Valid", false, "namespace"),
+        ] {
+            let err = RegistryUrl::parse(input, insecure).unwrap_err().to_string();
+            assert!(err.contains(needle), "{input}: {err}");
+            assert!(!err.contains("pw@"), "{err}");
+        }
+    }
+}

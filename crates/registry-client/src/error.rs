@@ -1,0 +1,176 @@
+//! Errors, classified the way callers act on them.
+//!
+//! registry-registry turns a failed validation into a precise reason (`dns`, `tls`, …) and
+//! sync-scanner decides from the class whether to defer a repository (`rate_limited`), end a
+//! scan `partial`, or give up on a registry. So every failure carries an [`ErrorKind`], and no
+//! message ever holds a credential or a token: they only ever name URLs (which never carry
+//! user-info, see [`crate::config`]) and server-side reasons.
+
+use std::fmt;
+use std::time::Duration;
+
+use imagelib_events::model::ValidationReason;
+
+/// The class of a failure; the first nine are the validation reasons of the HTTP contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    Dns,
+    Tls,
+    Connect,
+    Timeout,
+    NotARegistry,
+    Unauthorized,
+    Forbidden,
+    RateLimited,
+    Blocked,
+    /// The repository, manifest or blob does not exist.
+    NotFound,
+    /// The registry kept answering 5xx after the retries.
+    Server,
+    /// An answer that breaks the protocol: bad JSON, a pagination loop, a redirect loop, …
+    Protocol,
+    /// Content whose sha256 is not the digest it was asked for or announced with.
+    DigestMismatch,
+    /// A manifest or blob larger than the configured cap.
+    TooLarge,
+    /// The per-registry request budget is spent.
+    BudgetExhausted,
+    /// The client was configured with something it cannot use (bad URL, bad CA, …).
+    Config,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Dns => "dns",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::NotARegistry => "not_a_registry",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Blocked => "blocked",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Server => "server",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::DigestMismatch => "digest_mismatch",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::BudgetExhausted => "budget_exhausted",
+            ErrorKind::Config => "config",
+        }
+    }
+
+    /// The contract's validation reason for this class, if it is one.
+    pub fn validation_reason(self) -> Option<ValidationReason> {
+        Some(match self {
+            ErrorKind::Dns => ValidationReason::Dns,
+            ErrorKind::Tls => ValidationReason::Tls,
+            ErrorKind::Connect => ValidationReason::Connect,
+            ErrorKind::Timeout => ValidationReason::Timeout,
+            ErrorKind::NotARegistry => ValidationReason::NotARegistry,
+            ErrorKind::Unauthorized => ValidationReason::Unauthorized,
+            ErrorKind::Forbidden => ValidationReason::Forbidden,
+            ErrorKind::RateLimited => ValidationReason::RateLimited,
+            ErrorKind::Blocked => ValidationReason::Blocked,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("blocked: {host} ({addr}) is in a denied network")]
+    Blocked {
+        host: String,
+        addr: std::net::IpAddr,
+    },
+    #[error("dns: cannot resolve {host}: {reason}")]
+    Dns { host: String, reason: String },
+    #[error("tls: {url}: {reason}")]
+    Tls { url: String, reason: String },
+    #[error("connect: {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("timeout: {url} did not answer in time")]
+    Timeout { url: String },
+    #[error("not_a_registry: {url}: {reason}")]
+    NotARegistry { url: String, reason: String },
+    #[error("unauthorized: {url}: {reason}")]
+    Unauthorized { url: String, reason: String },
+    #[error("forbidden: {url}: {reason}")]
+    Forbidden { url: String, reason: String },
+    #[error("rate_limited: {url}{}", match .retry_after { Some(d) => format!(", retry after {}s", d.as_secs()), None => String::new() })]
+    RateLimited {
+        url: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("not_found: {url}")]
+    NotFound { url: String },
+    #[error("server: {url} answered {status}")]
+    Server { url: String, status: u16 },
+    #[error("protocol: {url}: {reason}")]
+    Protocol { url: String, reason: String },
+    #[error("digest_mismatch: {url}: expected {expected}, content is {actual}")]
+    DigestMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("too_large: {url} is larger than {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
+    #[error("budget_exhausted: the request budget of {budget} is spent")]
+    BudgetExhausted { budget: u64 },
+    #[error("config: {0}")]
+    Config(String),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Blocked { .. } => ErrorKind::Blocked,
+            Error::Dns { .. } => ErrorKind::Dns,
+            Error::Tls { .. } => ErrorKind::Tls,
+            Error::Connect { .. } => ErrorKind::Connect,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::NotARegistry { .. } => ErrorKind::NotARegistry,
+            Error::Unauthorized { .. } => ErrorKind::Unauthorized,
+            Error::Forbidden { .. } => ErrorKind::Forbidden,
+            Error::RateLimited { .. } => ErrorKind::RateLimited,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Server { .. } => ErrorKind::Server,
+            Error::Protocol { .. } => ErrorKind::Protocol,
+            Error::DigestMismatch { .. } => ErrorKind::DigestMismatch,
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::BudgetExhausted { .. } => ErrorKind::BudgetExhausted,
+            Error::Config(_) => ErrorKind::Config,
+        }
+    }
+
+    /// The contract's validation reason, for registry-registry.
+    pub fn validation_reason(&self) -> Option<ValidationReason> {
+        self.kind().validation_reason()
+    }
+
+    /// How long the registry asked us to wait, for a `rate_limited` error.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn protocol(url: impl fmt::Display, reason: impl fmt::Display) -> Self {
+        Error::Protocol {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,171 @@
+//! The credential forms an admin registers, as they are sealed and stored.
+//!
+//! registry-registry seals the JSON of [`StoredCredentials`]; sync-scanner opens it. Both
+//! turn it into a [`CredentialProvider`] here, so the two never disagree on what a form
+//! means, and the provider exchanges (ECR, ACR) live in one place.
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::auth::{CredentialProvider, Credentials};
+use crate::config::RegistryUrl;
+use crate::error::Error;
+use crate::guard::NetworkGuard;
+use crate::providers::{AcrConfig, AcrProvider, EcrConfig, EcrProvider};
+
+/// Credentials as stored, tagged by `kind`.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoredCredentials {
+    /// Anonymous access.
+    #[default]
+    None,
+    /// Username and password: Harbor robot accounts (`robot$…`), ACR admin user, Docker
+    /// Hub and GHCR tokens as passwords, GAR `_json_key` (password = the key JSON) and
+    /// `oauth2accesstoken` (password = an access token).
+    Basic {
+        username: String,
+        #[serde(serialize_with = "expose")]
+        password: SecretString,
+    },
+    /// A bearer token sent as is.
+    Token {
+        #[serde(serialize_with = "expose")]
+        token: SecretString,
+    },
+    /// An AWS access key, exchanged for 12-hour ECR tokens.
+    AwsEcr {
+        access_key_id: String,
+        #[serde(serialize_with = "expose")]
+        secret_access_key: SecretString,
+        region: String,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            serialize_with = "expose_opt"
+        )]
+        session_token: Option<SecretString>,
+    },
+    /// An Azure service principal, exchanged at the registry's `/oauth2/exchange`.
+    AzureServicePrincipal {
+        tenant_id: String,
+        client_id: String,
+        #[serde(serialize_with = "expose")]
+        client_secret: SecretString,
+    },
+}
+
+// Serialising exposes the secret: it is only ever done to produce the sealed plaintext.
+fn expose<S: serde::Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.expose_secret())
+}
+
+fn expose_opt<S: serde::Serializer>(s: &Option<SecretString>, ser: S) -> Result<S::Ok, S::Error> {
+    match s {
+        Some(s) => ser.serialize_str(s.expose_secret()),
+        None => ser.serialize_none(),
+    }
+}
+
+/// Where provider token endpoints are, when not the public clouds' (sovereign clouds,
+/// private endpoints, tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProviderEndpoints {
+    /// The ECR API endpoint (default `https://api.ecr.<region>.amazonaws.com`).
+    pub ecr: Option<Url>,
+    /// The Azure AD authority (default `https://login.microsoftonline.com`).
+    pub aad: Option<Url>,
+}
+
+impl StoredCredentials {
+    /// The sealed plaintext.
+    pub fn to_plaintext(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parse an opened plaintext. The error never quotes the input (it holds secrets).
+    pub fn from_plaintext(bytes: &[u8]) -> Result<Self, Error> {
+        serde_json::from_slice(bytes).map_err(|_| {
+            Error::Config("the stored credential is not a known credential form".into())
+        })
+    }
+
+    /// What presents these credentials to `registry`.
+    pub fn provider(
+        &self,
+        registry: &RegistryUrl,
+        guard: &NetworkGuard,
+        endpoints: &ProviderEndpoints,
+        ca_pem: Option<&str>,
+    ) -> Result<Arc<dyn CredentialProvider>, Error> {
+        Ok(match self {
+            StoredCredentials::None => Arc::new(Credentials::Anonymous),
+            StoredCredentials::Basic { username, password } => Arc::new(Credentials::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            StoredCredentials::Token { token } => Arc::new(Credentials::Bearer(token.clone())),
+            StoredCredentials::AwsEcr {
+                access_key_id,
+                secret_access_key,
+                region,
+                session_token,
+            } => {
+                let mut c = EcrConfig::new(
+                    access_key_id.clone(),
+                    secret_access_key.clone(),
+                    region.clone(),
+                );
+                c.session_token = session_token.clone();
+                c.endpoint = endpoints.ecr.clone();
+                c.guard = guard.clone();
+                Arc::new(EcrProvider::new(c)?)
+            }
+            StoredCredentials::AzureServicePrincipal {
+                tenant_id,
+                client_id,
+                client_secret,
+            } => {
+                let mut c = AcrConfig::new(
+                    registry.host().to_owned(),
+                    tenant_id.clone(),
+                    client_id.clone(),
+                    client_secret.clone(),
+                );
+                c.authority = endpoints.aad.clone();
+                c.registry_base = Some(registry.base());
+                c.guard = guard.clone();
+                c.ca_pem = ca_pem.map(str::to_owned);
+                Arc::new(AcrProvider::new(c)?)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_never_debugs_secrets() {
+        let c: StoredCredentials = serde_json::from_str(
+            r#"{"kind":"aws_ecr","access_key_id":"AKIA","secret_access_key":"canary-secret","region":"eu-west-1"}"#,
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("canary-secret"));
+        let back = StoredCredentials::from_plaintext(&c.to_plaintext()).unwrap();
+        assert!(
+            matches!(back, StoredCredentials::AwsEcr { ref region, .. } if region == "eu-west-1")
+        );
+        let err = StoredCredentials::from_plaintext(
+            br#"{"kind":"basic","username":"u","password":"canary-secret","x":1}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("canary-secret"), "{err}");
+    }
+}

@@ -1,0 +1,802 @@
+//! The one path every request takes: guard, budget, concurrency cap, timeout, redirects,
+//! retries, auth. Nothing else in the crate talks to reqwest.
+//!
+//! Redirects are followed here rather than by reqwest, because the rule is ours: the
+//! `Authorization` header only ever goes to the origin it was issued for (the registry, or
+//! the token realm), so a blob redirect to a storage host or anywhere else never carries
+//! it, and every hop passes the network guard again. Auth is here too because a token
+//! request is just another guarded, counted, rate-limited request.
+
+use std::sync::Arc;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use rand::Rng as _;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use secrecy::ExposeSecret as _;
+use tokio::sync::Semaphore;
+use url::{Origin, Url};
+
+use crate::auth::{
+    CREDENTIAL_REFRESH_MARGIN, CachedToken, Challenge, CredentialProvider, Credentials,
+    IssuedToken, Scope, TokenCache, TokenResponse, parse_challenges,
+};
+use crate::config::RegistryConfig;
+use crate::error::{Error, Result};
+use crate::guard::{GuardedResolver, ResolveError};
+
+/// Error bodies and token answers are small; more is not read.
+const SMALL_BODY: u64 = 64 * 1024;
+
+/// How the registry asked us to authenticate, learnt from its first challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AuthMode {
+    Unknown,
+    Basic,
+    Bearer { realm: Url, service: Option<String> },
+}
+
+/// An `Authorization` value and the only origin it may be sent to.
+#[derive(Debug, Clone)]
+pub(crate) struct Authz {
+    origin: Origin,
+    value: HeaderValue,
+    /// Identifies the cached token it came from, so a 401 only evicts that token.
+    token_id: Option<u64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The URL that answered, after redirects.
+    pub url: Url,
+}
+
+impl Reply {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub(crate) fn content_type(&self) -> Option<&str> {
+        self.header("content-type")
+            .map(|ct| ct.split(';').next().unwrap_or_default().trim())
+    }
+
+    /// The error this reply stands for when its status is not a success.
+    pub(crate) fn status_error(&self) -> Error {
+        let url = self.url.to_string();
+        let reason = registry_error_message(&self.body)
+            .unwrap_or_else(|| format!("answered {}", self.status));
+        match self.status.as_u16() {
+            401 => Error::Unauthorized { url, reason },
+            403 => Error::Forbidden { url, reason },
+            404 => Error::NotFound { url },
+            429 => Error::RateLimited {
+                url,
+                retry_after: None,
+            },
+            s if s >= 500 => Error::Server { url, status: s },
+            _ => Error::Protocol { url, reason },
+        }
+    }
+}
+
+/// `{"errors":[{"code":"…","message":"…"}]}` → `CODE: message`.
+fn registry_error_message(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let errors: Errors = serde_json::from_slice(body).ok()?;
+    let parts: Vec<String> = errors
+        .errors
+        .into_iter()
+        .map(|e| match (e.code, e.message) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            (c, m) => c.or(m).unwrap_or_default(),
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// Counters of what the client has done, for sync reports and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequestStats {
+    /// Every HTTP request sent: redirect hops, retries and token requests included.
+    pub requests: u64,
+    /// Requests to a token realm.
+    pub token_requests: u64,
+    /// `429` answers received.
+    pub rate_limited: u64,
+    /// Retries after a 5xx, a dropped connection or a 429.
+    pub retries: u64,
+}
+
+pub(crate) struct Transport {
+    pub(crate) config: RegistryConfig,
+    pub(crate) base: Url,
+    http: reqwest::Client,
+    permits: Semaphore,
+    requests: AtomicU64,
+    token_requests: AtomicU64,
+    rate_limited: AtomicU64,
+    retries: AtomicU64,
+    provider: Arc<dyn CredentialProvider>,
+    credentials: tokio::sync::Mutex<Option<CachedCredentials>>,
+    mode: RwLock<AuthMode>,
+    tokens: TokenCache,
+    token_ids: AtomicU64,
+}
+
+struct CachedCredentials {
+    credentials: Credentials,
+    refresh_at: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("registry", &self.config.url.to_string())
+            .field("mode", &self.mode.read().map(|m| m.clone()).ok())
+            .field("tokens", &self.tokens)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Attempt {
+    Done(Reply),
+    Retry(Error),
+}
+
+impl Transport {
+    pub(crate) fn new(
+        config: RegistryConfig,
+        provider: Arc<dyn CredentialProvider>,
+    ) -> Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver {
+                guard: Arc::new(config.guard.clone()),
+            }))
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .user_agent(config.user_agent.clone())
+            .https_only(!config.url.insecure());
+        if let Some(pem) = &config.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| Error::Config(format!("the custom CA is not PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(Error::Config("the custom CA holds no certificate".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some(proxy) = &config.proxy {
+            let proxy = reqwest::Proxy::all(proxy)
+                .map_err(|e| Error::Config(format!("the proxy URL is not usable: {e}")))?;
+            builder = builder.proxy(proxy);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Transport {
+            base: config.url.base(),
+            permits: Semaphore::new(config.max_concurrency.max(1)),
+            config,
+            http,
+            requests: AtomicU64::new(0),
+            token_requests: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            provider,
+            credentials: tokio::sync::Mutex::new(None),
+            mode: RwLock::new(AuthMode::Unknown),
+            tokens: TokenCache::default(),
+            token_ids: AtomicU64::new(1),
+        })
+    }
+
+    pub(crate) fn stats(&self) -> RequestStats {
+        RequestStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            token_requests: self.token_requests.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> Url {
+        self.base.join(path).expect("API paths are relative URLs")
+    }
+
+    pub(crate) fn mode(&self) -> AuthMode {
+        self.mode.read().expect("auth mode lock").clone()
+    }
+
+    /// One authenticated request. A 401 to a request without credentials teaches the
+    /// registry's scheme; a 401 to one with credentials (a token that expired mid-scan) gets
+    /// exactly one new attempt with fresh ones.
+    pub(crate) async fn execute(
+        &self,
+        method: Method,
+        url: Url,
+        scope: &Scope,
+        accept: Option<&str>,
+        max_body: u64,
+    ) -> Result<Reply> {
+        let mut challenged = false;
+        let mut reauthenticated = false;
+        loop {
+            let authz = self.authorization(scope).await?;
+            let reply = self
+                .send(
+                    method.clone(),
+                    url.clone(),
+                    authz.as_ref(),
+                    accept,
+                    max_body,
+                )
+                .await?;
+            if reply.status != StatusCode::UNAUTHORIZED {
+                return Ok(reply);
+            }
+            let challenges = challenges_of(&reply.headers);
+            let spent = match authz {
+                Some(_) => std::mem::replace(&mut reauthenticated, true),
+                None => std::mem::replace(&mut challenged, true),
+            };
+            if spent || !self.learn(scope, &challenges, authz.as_ref()).await? {
+                return Err(unauthorized(&reply, &challenges, authz.is_some()));
+            }
+        }
+    }
+
+    /// Takes in a 401's challenges; true when a new attempt can succeed.
+    pub(crate) async fn learn(
+        &self,
+        scope: &Scope,
+        challenges: &[Challenge],
+        sent: Option<&Authz>,
+    ) -> Result<bool> {
+        let credentials = self.credentials().await?;
+        if matches!(credentials, Credentials::Bearer(_)) {
+            return Ok(false);
+        }
+        if let Some(bearer) = challenges
+            .iter()
+            .find(|c| c.scheme == "bearer" && c.param("realm").is_some())
+        {
+            if sent.is_some() && bearer.param("error") == Some("insufficient_scope") {
+                return Ok(false);
+            }
+            let realm_param = bearer.param("realm").unwrap_or_default();
+            let realm = self.base.join(realm_param).map_err(|e| {
+                Error::protocol(&self.base, format!("token realm `{realm_param}`: {e}"))
+            })?;
+            let mode = AuthMode::Bearer {
+                realm,
+                service: bearer.param("service").map(str::to_owned),
+            };
+            *self.mode.write().expect("auth mode lock") = mode;
+            if let Some(id) = sent.and_then(|a| a.token_id) {
+                let slot = self.tokens.slot(scope);
+                let mut token = slot.lock().await;
+                if token.as_ref().is_some_and(|t| t.id == id) {
+                    *token = None;
+                }
+            }
+            return Ok(true);
+        }
+        if challenges.iter().any(|c| c.scheme == "basic") {
+            *self.mode.write().expect("auth mode lock") = AuthMode::Basic;
+            return Ok(matches!(credentials, Credentials::Basic { .. }) && sent.is_none());
+        }
+        Ok(false)
+    }
+
+    /// The `Authorization` for a request in `scope`, fetching a token when needed.
+    async fn authorization(&self, scope: &Scope) -> Result<Option<Authz>> {
+        let credentials = self.credentials().await?;
+        let origin = self.base.origin();
+        match (&credentials, self.mode()) {
+            (Credentials::Bearer(token), _) => Ok(Some(Authz {
+                origin,
+                value: sensitive(format!("Bearer {}", token.expose_secret()))?,
+                token_id: None,
+            })),
+            (_, AuthMode::Unknown) => Ok(None),
+            (Credentials::Basic { username, password }, AuthMode::Basic) => Ok(Some(Authz {
+                origin,
+                value: basic(username, password.expose_secret())?,
+                token_id: None,
+            })),
+            (_, AuthMode::Basic) => Ok(None),
+            (_, AuthMode::Bearer { realm, service }) => {
+                let slot = self.tokens.slot(scope);
+                let mut cached = slot.lock().await;
+                if let Some(token) = cached.as_ref().filter(|t| t.refresh_at > Instant::now()) {
+                    return Ok(Some(Authz {
+                        origin,
+                        value: token.value.clone(),
+                        token_id: Some(token.id),
+                    }));
+                }
+                let issued = self
+                    .fetch_token(scope, &realm, service.as_deref(), &credentials)
+                    .await?;
+                let token = CachedToken {
+                    id: self.token_ids.fetch_add(1, Ordering::Relaxed),
+                    value: sensitive(format!("Bearer {}", issued.token.expose_secret()))?,
+                    refresh_at: issued.refresh_at,
+                };
+                let authz = Authz {
+                    origin,
+                    value: token.value.clone(),
+                    token_id: Some(token.id),
+                };
+                *cached = Some(token);
+                Ok(Some(authz))
+            }
+        }
+    }
+
+    /// The token protocol: `GET realm?service=…&scope=…`, with the credentials only when the
+    /// realm may see them (HTTPS, or the insecure registry's own host over HTTP).
+    async fn fetch_token(
+        &self,
+        scope: &Scope,
+        realm: &Url,
+        service: Option<&str>,
+        credentials: &Credentials,
+    ) -> Result<IssuedToken> {
+        let mut url = realm.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(service) = service {
+                query.append_pair("service", service);
+            }
+            if let Some(scope) = scope.as_param() {
+                query.append_pair("scope", &scope);
+            }
+        }
+        let authz = match credentials {
+            Credentials::Basic { username, password } => {
+                if !self.realm_may_receive_credentials(realm) {
+                    return Err(Error::Unauthorized {
+                        url: realm.to_string(),
+                        reason: "refusing to send credentials to a token realm that is neither \
+                                 HTTPS nor the insecure registry's own host"
+                            .into(),
+                    });
+                }
+                Some(Authz {
+                    origin: realm.origin(),
+                    value: basic(username, password.expose_secret())?,
+                    token_id: None,
+                })
+            }
+            _ => None,
+        };
+        self.token_requests.fetch_add(1, Ordering::Relaxed);
+        let reply = self
+            .send(
+                Method::GET,
+                url,
+                authz.as_ref(),
+                Some("application/json"),
+                SMALL_BODY,
+            )
+            .await?;
+        match reply.status.as_u16() {
+            200..=299 => {}
+            400 | 401 => {
+                return Err(Error::Unauthorized {
+                    url: realm.to_string(),
+                    reason: "the token endpoint refused the credentials".into(),
+                });
+            }
+            _ => return Err(reply.status_error()),
+        }
+        serde_json::from_slice::<TokenResponse>(&reply.body)
+            .ok()
+            .and_then(TokenResponse::into_issued)
+            .ok_or_else(|| Error::protocol(realm, "the token endpoint's answer holds no token"))
+    }
+
+    fn realm_may_receive_credentials(&self, realm: &Url) -> bool {
+        match realm.scheme() {
+            "https" => true,
+            "http" => self.config.url.insecure() && realm.host_str() == self.base.host_str(),
+            _ => false,
+        }
+    }
+
+    async fn credentials(&self) -> Result<Credentials> {
+        let mut cached = self.credentials.lock().await;
+        if let Some(c) = cached.as_ref()
+            && c.refresh_at.is_none_or(|at| SystemTime::now() < at)
+        {
+            return Ok(c.credentials.clone());
+        }
+        let provided = self.provider.credentials().await?;
+        if cached.is_some() {
+            self.tokens.clear();
+        }
+        let refresh_at = provided.expires_at.map(|expires| {
+            let lifetime = expires
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            expires - (lifetime / 4).min(CREDENTIAL_REFRESH_MARGIN)
+        });
+        *cached = Some(CachedCredentials {
+            credentials: provided.credentials.clone(),
+            refresh_at,
+        });
+        Ok(provided.credentials)
+    }
+
+    /// A request with retries: 429 waits for `Retry-After` up to the cap, 5xx and dropped
+    /// connections back off with jitter; both bounded by `max_retries`.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        authz: Option<&Authz>,
+        accept: Option<&str>,
+        max_body: u64,
+    ) -> Result<Reply> {
+        let policy = &self.config.retry;
+        let mut attempt = 0;
+        loop {
+            let outcome = self
+                .send_once(method.clone(), url.clone(), authz, accept, max_body)
+                .await?;
+            let (error, wait) = match outcome {
+                Attempt::Retry(error) => (error, None),
+                Attempt::Done(reply) if reply.status == StatusCode::TOO_MANY_REQUESTS => {
+                    self.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    let retry_after = reply
+                        .header("retry-after")
+                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                    let error = Error::RateLimited {
+                        url: reply.url.to_string(),
+                        retry_after,
+                    };
+                    if retry_after.is_some_and(|d| d > policy.max_retry_after) {
+                        return Err(error);
+                    }
+                    (error, retry_after)
+                }
+                Attempt::Done(reply) if is_transient(reply.status) => {
+                    let retry_after = reply
+                        .header("retry-after")
+                        .and_then(|v| parse_retry_after(v, SystemTime::now()))
+                        .filter(|d| *d <= policy.max_retry_after);
+                    (reply.status_error(), retry_after)
+                }
+                Attempt::Done(reply) => return Ok(reply),
+            };
+            if attempt >= policy.max_retries {
+                return Err(error);
+            }
+            let wait =
+                wait.unwrap_or_else(|| backoff(policy.base_delay, policy.max_delay, attempt));
+            tracing::debug!(%error, ?wait, attempt, "retrying");
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            attempt += 1;
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One request, redirects included. `Attempt::Retry` is a dropped connection.
+    async fn send_once(
+        &self,
+        mut method: Method,
+        mut url: Url,
+        authz: Option<&Authz>,
+        accept: Option<&str>,
+        max_body: u64,
+    ) -> Result<Attempt> {
+        for _ in 0..=self.config.max_redirects {
+            self.config.guard.check_url(&url)?;
+            let spent = self.requests.fetch_add(1, Ordering::Relaxed);
+            if let Some(budget) = self.config.request_budget
+                && spent >= budget
+            {
+                self.requests.fetch_sub(1, Ordering::Relaxed);
+                return Err(Error::BudgetExhausted { budget });
+            }
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .expect("semaphore never closed");
+            let mut request = self.http.request(method.clone(), url.clone());
+            if let Some(accept) = accept {
+                request = request.header(header::ACCEPT, accept);
+            }
+            if let Some(authz) = authz.filter(|a| a.origin == url.origin()) {
+                request = request.header(header::AUTHORIZATION, authz.value.clone());
+            }
+            let response = match request.send().await {
+                Ok(r) => r,
+                Err(e) => return classify(e, &url),
+            };
+            let status = response.status();
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                let location = response
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .ok_or_else(|| Error::protocol(&url, format!("{status} without a Location")))?;
+                let next = url.join(location).map_err(|e| {
+                    Error::protocol(&url, format!("bad redirect `{location}`: {e}"))
+                })?;
+                if status == StatusCode::SEE_OTHER && method != Method::HEAD {
+                    method = Method::GET;
+                }
+                tracing::debug!(from = %url, to = %next, "following redirect");
+                url = next;
+                continue;
+            }
+            let cap = if status.is_success() {
+                max_body
+            } else {
+                SMALL_BODY
+            };
+            let headers = response.headers().clone();
+            return match read_body(response, cap, status.is_success()).await {
+                Ok(body) => Ok(Attempt::Done(Reply {
+                    status,
+                    headers,
+                    body,
+                    url,
+                })),
+                Err(BodyError::TooLarge) => Err(Error::TooLarge {
+                    url: url.to_string(),
+                    limit: cap,
+                }),
+                Err(BodyError::Transport(e)) => classify(e, &url),
+            };
+        }
+        Err(Error::protocol(
+            &url,
+            format!("more than {} redirects", self.config.max_redirects),
+        ))
+    }
+}
+
+fn is_transient(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
+fn challenges_of(headers: &HeaderMap) -> Vec<Challenge> {
+    headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(parse_challenges)
+        .collect()
+}
+
+fn unauthorized(reply: &Reply, challenges: &[Challenge], sent_credentials: bool) -> Error {
+    let url = reply.url.to_string();
+    let scope_error = challenges.iter().find_map(|c| c.param("error"));
+    if sent_credentials && scope_error == Some("insufficient_scope") {
+        return Error::Forbidden {
+            url,
+            reason: "the credentials lack the scope this request needs".into(),
+        };
+    }
+    let reason = if sent_credentials {
+        "the registry refused the credentials".to_owned()
+    } else {
+        "the registry requires credentials".to_owned()
+    };
+    Error::Unauthorized { url, reason }
+}
+
+fn sensitive(value: String) -> Result<HeaderValue> {
+    let mut value = HeaderValue::from_str(&value)
+        .map_err(|_| Error::Config("credentials hold characters not allowed in a header".into()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+fn basic(username: &str, password: &str) -> Result<HeaderValue> {
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    sensitive(format!("Basic {encoded}"))
+}
+
+/// Full jitter between half and all of `base * 2^attempt`, capped.
+pub(crate) fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let ceiling = base.saturating_mul(1 << attempt.min(16)).min(max);
+    let half = ceiling / 2;
+    half + rand::rng().random_range(Duration::ZERO..=half)
+}
+
+/// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
+enum BodyError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+async fn read_body(
+    mut response: reqwest::Response,
+    cap: u64,
+    strict: bool,
+) -> Result<Bytes, BodyError> {
+    if strict && response.content_length().is_some_and(|len| len > cap) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() as u64 + chunk.len() as u64 > cap {
+            if strict {
+                return Err(BodyError::TooLarge);
+            }
+            let room = cap as usize - body.len();
+            body.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Turns a reqwest failure into our classes; dropped connections come back as retryable.
+fn classify(err: reqwest::Error, url: &Url) -> Result<Attempt> {
+    let url_s = url.to_string();
+    let mut messages = Vec::new();
+    let mut refused = false;
+    let mut dropped = false;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(e) = source {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        for candidate in [Some(e), inner].into_iter().flatten() {
+            if let Some(resolve) = candidate.downcast_ref::<ResolveError>() {
+                return Err(match resolve {
+                    ResolveError::Blocked { host, addr } => Error::Blocked {
+                        host: host.clone(),
+                        addr: *addr,
+                    },
+                    ResolveError::Dns { host, reason } => Error::Dns {
+                        host: host.clone(),
+                        reason: reason.clone(),
+                    },
+                });
+            }
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            match io.kind() {
+                K::ConnectionRefused => refused = true,
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+                    dropped = true
+                }
+                _ => {}
+            }
+        }
+        messages.push(e.to_string());
+        source = e.source();
+    }
+    // The first message is reqwest's, which names the URL: a host called `tls.example`
+    // must not make a refused connection look like a TLS failure.
+    let all = messages[1.min(messages.len())..]
+        .join(": ")
+        .to_ascii_lowercase();
+    let reason = messages
+        .iter()
+        .skip(1)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(": ");
+    let reason = if reason.is_empty() {
+        messages.first().cloned().unwrap_or_default()
+    } else {
+        reason
+    };
+    if err.is_timeout() {
+        return Err(Error::Timeout { url: url_s });
+    }
+    if [
+        "certificate",
+        "tls",
+        "handshake",
+        "corrupt message",
+        "invalidcontenttype",
+    ]
+    .iter()
+    .any(|needle| all.contains(needle))
+    {
+        return Err(Error::Tls { url: url_s, reason });
+    }
+    if refused {
+        return Err(Error::Connect { url: url_s, reason });
+    }
+    if dropped
+        || [
+            "connection closed",
+            "connection reset",
+            "incomplete",
+            "unexpected eof",
+            "end of file",
+        ]
+        .iter()
+        .any(|needle| all.contains(needle))
+    {
+        return Ok(Attempt::Retry(Error::Connect { url: url_s, reason }));
+    }
+    Err(Error::Connect { url: url_s, reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_both_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::from_secs(0))
+        );
+        let earlier = now - Duration::from_secs(30);
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", earlier),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        for attempt in 0..10 {
+            let d = backoff(base, max, attempt);
+            let ceiling = (base * (1 << attempt)).min(max);
+            assert!(d >= ceiling / 2 && d <= ceiling, "{attempt}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn registry_errors_are_summarised() {
+        let body = br#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#;
+        assert_eq!(
+            registry_error_message(body).as_deref(),
+            Some("NAME_UNKNOWN: repository name not known to registry")
+        );
+        assert_eq!(registry_error_message(b"<html>"), None);
+    }
+}

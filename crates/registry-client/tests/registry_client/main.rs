@@ -1,0 +1,9 @@
+//! Integration tests against real `docker-registry` processes (imagelib-testkit), with a
+//! fault-injecting proxy in front of them where a test needs a misbehaving registry.
+
+mod auth;
+mod common;
+mod faults;
+mod network;
+mod open;
+mod proxy;
