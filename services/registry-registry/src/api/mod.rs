@@ -1,0 +1,68 @@
+//! The HTTP API (DESIGN section 4): registries, rules, sync requests and webhooks.
+
+mod registries;
+mod rules;
+mod webhooks;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode};
+use imagelib_events::TraceParent;
+use imagelib_platform::Problem;
+use imagelib_platform::auth::Tokens;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::{CommandError, Registries, reason_str};
+
+pub fn router(app: Arc<Registries>, tokens: Tokens) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .merge(registries::router())
+        .merge(rules::router())
+        .merge(webhooks::router())
+        .with_state(app)
+        .layer(axum::Extension(tokens))
+}
+
+/// The W3C trace context of the request, or a new root.
+pub(crate) fn traceparent(headers: &HeaderMap) -> Option<TraceParent> {
+    imagelib_events::trace::current()
+        .or_else(|| {
+            headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        })
+        .or_else(|| Some(TraceParent::new_root()))
+}
+
+impl From<CommandError> for Problem {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Invalid(f) => Problem::validation(f.pointer, f.message),
+            CommandError::NotFound(_) | CommandError::RuleNotFound(..) => {
+                Problem::not_found(e.to_string())
+            }
+            CommandError::Validation(f) => {
+                let mut p = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    reason_str(f.reason),
+                    format!(
+                        "the registry could not be validated ({}): {}. Fix it, or save without validating (\"validate\": false).",
+                        reason_str(f.reason),
+                        f.detail
+                    ),
+                );
+                p.title = "Registry validation failed".into();
+                p
+            }
+            CommandError::Conflict(m) => Problem::conflict(m),
+            CommandError::Unavailable(m) => {
+                tracing::warn!(error = %m, "dependency unavailable");
+                Problem::unavailable("a dependency is unavailable; retry shortly")
+            }
+            CommandError::Rule(r) => Problem::validation(r.pointer().to_owned(), r.to_string()),
+            CommandError::Store(e) => Problem::internal(&e),
+            CommandError::Secrets(e) => Problem::internal(&e),
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! `/v1/registries`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use imagelib_events::RegistryId;
+use imagelib_events::model::{AuthKind, RegistryType, SyncReason};
+use imagelib_platform::Problem;
+use imagelib_platform::auth::{Caller, Role};
+use imagelib_platform::problem::{ApiJson, ApiPath, ApiQuery};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::{Registries, ValidationReport, reason_str};
+use crate::domain::registry::{RegisterRequest, RotateRequest, UpdateRequest};
+use crate::store::{Registry, Status};
+
+pub fn router() -> OpenApiRouter<Arc<Registries>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_registries, register_registry))
+        .routes(routes!(get_registry, update_registry, remove_registry))
+        .routes(routes!(rotate_credentials))
+        .routes(routes!(validate_registry))
+        .routes(routes!(sync_registry))
+}
+
+/// A registry as the API shows it: never a secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegistryView {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: RegistryId,
+    pub label: String,
+    pub url: String,
+    #[schema(value_type = String)]
+    pub registry_type: RegistryType,
+    pub insecure: bool,
+    #[schema(value_type = String)]
+    pub auth_kind: AuthKind,
+    pub visibility: Vec<String>,
+    pub has_custom_ca: bool,
+    pub scan_interval_secs: Option<u64>,
+    pub repositories: Vec<String>,
+    pub status: Status,
+    /// Why the last validation failed (`dns`, `tls`, `connect`, `timeout`, `not_a_registry`,
+    /// `unauthorized`, `forbidden`, `rate_limited`, `blocked`).
+    pub status_reason: Option<String>,
+    pub status_detail: Option<String>,
+    pub auth_scheme: Option<String>,
+    pub catalog_access: Option<bool>,
+    pub validated_at: Option<DateTime<Utc>>,
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Where the registry's notifications go (`Authorization: Bearer <webhook secret>`).
+    pub webhook_url: String,
+    /// The aggregate version; send it back as `If-Match` to update safely.
+    pub version: u64,
+    pub last_sync: Option<LastSync>,
+}
+
+/// How the registry's last scan went.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LastSync {
+    /// `running`, `completed`, `partial` or `failed`.
+    pub state: String,
+    pub at: Option<DateTime<Utc>>,
+    /// The counts of a completed scan (`repositories`, `tags_seen`, `added`, `moved`,
+    /// `removed`, `requests`, `duration_ms`, `rate_limited`) or a failure's `reason`.
+    #[schema(value_type = Option<Object>)]
+    pub summary: Option<serde_json::Value>,
+}
+
+impl From<&Registry> for RegistryView {
+    fn from(r: &Registry) -> Self {
+        RegistryView {
+            id: r.id,
+            label: r.label.clone(),
+            url: r.url.clone(),
+            registry_type: r.registry_type,
+            insecure: r.insecure,
+            auth_kind: r.auth_kind,
+            visibility: r.visibility.clone(),
+            has_custom_ca: r.ca_pem.is_some(),
+            scan_interval_secs: r.scan_interval_secs,
+            repositories: r.repositories.clone(),
+            status: r.status,
+            status_reason: r.status_reason.clone(),
+            status_detail: r.status_detail.clone(),
+            auth_scheme: r.auth_scheme.clone(),
+            catalog_access: r.catalog_access,
+            validated_at: r.validated_at,
+            created_by: r.created_by.clone(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            webhook_url: format!("/v1/webhooks/{}", r.id),
+            version: r.last_sequence,
+            last_sync: r.last_sync_state.as_ref().map(|state| LastSync {
+                state: state.clone(),
+                at: r.last_sync_at,
+                summary: r.last_sync_summary.clone(),
+            }),
+        }
+    }
+}
+
+fn with_etag(status: StatusCode, r: &Registry, extra: Option<serde_json::Value>) -> Response {
+    let mut body = serde_json::to_value(RegistryView::from(r)).unwrap_or_default();
+    if let (Some(extra), Some(obj)) = (extra, body.as_object_mut())
+        && let Some(e) = extra.as_object()
+    {
+        obj.extend(e.clone());
+    }
+    (
+        status,
+        [(header::ETAG, format!("\"{}\"", r.last_sequence))],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+fn report_json(report: &ValidationReport) -> serde_json::Value {
+    match &report.result {
+        Ok(p) => {
+            serde_json::json!({"validation": {"ok": true, "auth_scheme": p.auth_scheme, "catalog_access": p.catalog_access}})
+        }
+        Err(f) => {
+            serde_json::json!({"validation": {"ok": false, "reason": reason_str(f.reason), "detail": f.detail}})
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size, 1 to 500 (default 100).
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegistryPage {
+    items: Vec<RegistryView>,
+    next_cursor: Option<String>,
+}
+
+/// The registries the caller may see.
+#[utoipa::path(get, path = "/v1/registries", tag = "registries", params(ListQuery),
+    responses((status = 200, body = RegistryPage), (status = 400, body = Problem)))]
+#[tracing::instrument(skip_all)]
+async fn list_registries(
+    State(app): State<Arc<Registries>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<axum::Json<RegistryPage>, Problem> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(Problem::validation("limit", "between 1 and 500"));
+    }
+    let after: Option<RegistryId> = match &q.cursor {
+        Some(c) => Some(
+            c.parse()
+                .map_err(|_| Problem::validation("cursor", "not a cursor from this API"))?,
+        ),
+        None => None,
+    };
+    let mut all: Vec<Registry> = app
+        .store()
+        .list()
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .into_iter()
+        .filter(|r| caller.sees(&r.visibility))
+        .collect();
+    all.sort_by_key(|r| r.id);
+    let items: Vec<Registry> = all
+        .into_iter()
+        .filter(|r| after.is_none_or(|a| r.id > a))
+        .take(limit as usize + 1)
+        .collect();
+    let more = items.len() > limit as usize;
+    let page: Vec<RegistryView> = items
+        .iter()
+        .take(limit as usize)
+        .map(RegistryView::from)
+        .collect();
+    let next_cursor = more
+        .then(|| page.last().map(|r| r.id.to_string()))
+        .flatten();
+    Ok(axum::Json(RegistryPage {
+        items: page,
+        next_cursor,
+    }))
+}
+
+/// Register a registry; it is validated first unless `validate` is false.
+#[utoipa::path(post, path = "/v1/registries", tag = "registries", request_body = RegisterRequest,
+    responses((status = 201, body = RegistryView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 422, body = Problem, description = "invalid input, or validation failed with a reason")))]
+#[tracing::instrument(skip_all, fields(registry.label))]
+async fn register_registry(
+    State(app): State<Arc<Registries>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> Result<Response, Problem> {
+    caller.require(Role::Admin)?;
+    tracing::Span::current().record("registry.label", req.label.as_str());
+    let (r, report) = app
+        .register(&caller, req, super::traceparent(&headers))
+        .await?;
+    let mut res = with_etag(StatusCode::CREATED, &r, report.as_ref().map(report_json));
+    if let Ok(v) = format!("/v1/registries/{}", r.id).parse() {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+fn parse_id(s: &str) -> Result<RegistryId, Problem> {
+    s.parse().map_err(|_| {
+        Problem::bad_request(format!("`{s}` is not a registry id (a UUID)")).with_code("bad-path")
+    })
+}
+
+async fn visible(app: &Registries, caller: &Caller, id: RegistryId) -> Result<Registry, Problem> {
+    let r = app.live(id).await?;
+    if !caller.sees(&r.visibility) {
+        // Not visible is indistinguishable from not existing.
+        return Err(Problem::not_found(format!("registry {id} not found")));
+    }
+    Ok(r)
+}
+
+/// One registry.
+#[utoipa::path(get, path = "/v1/registries/{id}", tag = "registries",
+    params(("id" = String, Path, description = "registry id")),
+    responses((status = 200, body = RegistryView), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, fields(registry.id = %id))]
+async fn get_registry(
+    State(app): State<Arc<Registries>>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, Problem> {
+    let r = visible(&app, &caller, parse_id(&id)?).await?;
+    Ok(with_etag(StatusCode::OK, &r, None))
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                Problem::bad_request("If-Match must be the registry's ETag")
+                    .with_code("bad-if-match")
+            }),
+    }
+}
+
+/// Relabel, move or reconfigure a registry. `If-Match` with the ETag guards lost updates.
+#[utoipa::path(patch, path = "/v1/registries/{id}", tag = "registries", request_body = UpdateRequest,
+    params(("id" = String, Path, description = "registry id")),
+    responses((status = 200, body = RegistryView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, fields(registry.id = %id))]
+async fn update_registry(
+    State(app): State<Arc<Registries>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdateRequest>,
+) -> Result<Response, Problem> {
+    caller.require(Role::Admin)?;
+    let id = parse_id(&id)?;
+    let expected = if_match(&headers)?;
+    let r = app
+        .update(&caller, id, req, expected, super::traceparent(&headers))
+        .await?;
+    Ok(with_etag(StatusCode::OK, &r, None))
+}
+
+/// Remove a registry: scans stop, deployments of its images are refused, its
+/// credentials become unrecoverable.
+#[utoipa::path(delete, path = "/v1/registries/{id}", tag = "registries",
+    params(("id" = String, Path, description = "registry id")),
+    responses((status = 204), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, fields(registry.id = %id))]
+async fn remove_registry(
+    State(app): State<Arc<Registries>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, Problem> {
+    caller.require(Role::Admin)?;
+    app.remove(&caller, parse_id(&id)?, super::traceparent(&headers))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Rotate credentials (validated first unless `validate` is false).
+#[utoipa::path(put, path = "/v1/registries/{id}/credentials", tag = "registries", request_body = RotateRequest,
+    params(("id" = String, Path, description = "registry id")),
+    responses((status = 200, body = RegistryView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, fields(registry.id = %id))]
+async fn rotate_credentials(
+    State(app): State<Arc<Registries>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<RotateRequest>,
+) -> Result<Response, Problem> {
+    caller.require(Role::Admin)?;
+    let (r, report) = app
+        .rotate(&caller, parse_id(&id)?, req, super::traceparent(&headers))
+        .await?;
+    Ok(with_etag(
+        StatusCode::OK,
+        &r,
+        report.as_ref().map(report_json),
+    ))
+}
+
+/// Re-check the connection and credentials now; the outcome is recorded either way.
+#[utoipa::path(post, path = "/v1/registries/{id}/validate", tag = "registries",
+    params(("id" = String, Path, description = "registry id")),
+    responses((status = 200, body = RegistryView), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, fields(registry.id = %id))]
+async fn validate_registry(
+    State(app): State<Arc<Registries>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, Problem> {
+    caller.require(Role::Admin)?;
+    let (r, report) = app
+        .revalidate(&caller, parse_id(&id)?, super::traceparent(&headers))
+        .await?;
+    Ok(with_etag(StatusCode::OK, &r, Some(report_json(&report))))
+}
+
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// Only this repository; the whole registry when absent.
+    repository: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncAccepted {
+    /// The stream sequence of the `sync.requested` event.
+    sequence: u64,
+}
+
+/// Sync now: emits `sync.requested` (reason `manual`).
+#[utoipa::path(post, path = "/v1/registries/{id}/sync", tag = "registries", request_body(content = SyncRequest, description = "optional"),
+    params(("id" = String, Path, description = "registry id")),
+    responses((status = 202, body = SyncAccepted), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, fields(registry.id = %id))]
+async fn sync_registry(
+    State(app): State<Arc<Registries>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, axum::Json<SyncAccepted>), Problem> {
+    caller.require(Role::Admin)?;
+    let req: SyncRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SyncRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Problem::validation("/", format!("not a sync request: {e}")))?
+    };
+    let repository = req
+        .repository
+        .map(|r| {
+            r.parse().map_err(|e: imagelib_events::OciParseError| {
+                Problem::validation("/repository", e.to_string())
+            })
+        })
+        .transpose()?;
+    let id = parse_id(&id)?;
+    visible(&app, &caller, id).await?;
+    let sequence = app
+        .request_sync(
+            &caller,
+            id,
+            repository,
+            SyncReason::Manual,
+            super::traceparent(&headers),
+        )
+        .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(SyncAccepted { sequence })))
+}

@@ -1,0 +1,120 @@
+//! `POST /v1/webhooks/{registry_id}`: registry notifications become scoped sync requests.
+//!
+//! A notification authenticates with the registry's webhook secret as
+//! `Authorization: Bearer <secret>` (distribution's `headers`, Harbor's "auth header"; a
+//! bare `Authorization: <secret>` is accepted too). Unknown and removed registries and
+//! wrong secrets get the same 401, so the endpoint tells nothing to a prober.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use imagelib_events::model::SyncReason;
+use imagelib_platform::Problem;
+use imagelib_platform::auth::{Caller, Role};
+use imagelib_platform::problem::ApiPath;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::Registries;
+use crate::domain::webhook;
+
+pub fn router() -> OpenApiRouter<Arc<Registries>> {
+    OpenApiRouter::new()
+        .routes(routes!(receive))
+        .routes(routes!(webhook_settings))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Received {
+    /// Repositories a sync was requested for.
+    repositories: Vec<String>,
+}
+
+fn unauthorized() -> Problem {
+    Problem::unauthorized("send the registry's webhook secret as `Authorization: Bearer <secret>`")
+}
+
+/// Receive a registry notification (CNCF distribution envelope, Harbor Default or
+/// CloudEvents payload).
+#[utoipa::path(post, path = "/v1/webhooks/{registry_id}", tag = "webhooks", request_body = Object,
+    params(("registry_id" = String, Path, description = "registry id")),
+    responses((status = 202, body = Received), (status = 401, body = Problem), (status = 400, body = Problem)))]
+#[tracing::instrument(skip_all, fields(registry.id = %registry_id))]
+async fn receive(
+    State(app): State<Arc<Registries>>,
+    headers: HeaderMap,
+    ApiPath(registry_id): ApiPath<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, axum::Json<Received>), Problem> {
+    let id = registry_id.parse().map_err(|_| unauthorized())?;
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned())
+        .ok_or_else(unauthorized)?;
+    let registry = app.live(id).await.map_err(|_| unauthorized())?;
+    let secret = app
+        .webhook_secret(&registry)
+        .await?
+        .ok_or_else(unauthorized)?;
+    if !imagelib_secrets::constant_time_eq(presented.as_bytes(), secret.expose_secret().as_bytes())
+    {
+        return Err(unauthorized());
+    }
+    let repos = webhook::repositories(&headers, &body)
+        .map_err(|e| Problem::bad_request(e.to_string()).with_code("bad-notification"))?;
+    let caller = Caller {
+        subject: format!("webhook:{id}"),
+        role: Role::Viewer,
+        teams: vec![],
+        authenticated: true,
+    };
+    let tp = super::traceparent(&headers);
+    for repo in &repos {
+        app.request_sync(&caller, id, Some(repo.clone()), SyncReason::Webhook, tp)
+            .await?;
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(Received {
+            repositories: repos.iter().map(|r| r.to_string()).collect(),
+        }),
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookSettings {
+    /// The path notifications are posted to.
+    url: String,
+    /// The value to send as `Authorization: Bearer <secret>`.
+    secret: String,
+}
+
+/// The webhook URL and secret to configure in the registry (admins only).
+#[utoipa::path(get, path = "/v1/registries/{registry_id}/webhook", tag = "webhooks",
+    params(("registry_id" = String, Path, description = "registry id")),
+    responses((status = 200, body = WebhookSettings), (status = 403, body = Problem), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, fields(registry.id = %registry_id))]
+async fn webhook_settings(
+    State(app): State<Arc<Registries>>,
+    caller: Caller,
+    ApiPath(registry_id): ApiPath<String>,
+) -> Result<axum::Json<WebhookSettings>, Problem> {
+    caller.require(Role::Admin)?;
+    let id = registry_id.parse().map_err(|_| {
+        Problem::bad_request(format!("`{registry_id}` is not a registry id")).with_code("bad-path")
+    })?;
+    let r = app.live(id).await?;
+    let secret = app
+        .webhook_secret(&r)
+        .await?
+        .ok_or_else(|| Problem::not_found("this registry has no webhook secret"))?;
+    Ok(axum::Json(WebhookSettings {
+        url: format!("/v1/webhooks/{id}"),
+        secret: secret.expose_secret().to_owned(),
+    }))
+}

@@ -1,0 +1,472 @@
+//! The command side: each command is checked against the projected state, becomes events
+//! appended with the aggregate's expected sequence, and is applied to the projection
+//! before the call returns (read-your-writes).
+
+use std::sync::Arc;
+
+use imagelib_events::bus::{BusError, EventBus, Expect};
+use imagelib_events::event::{
+    RegistryCredentialsRotated, RegistryRegistered, RegistryRemoved, RegistryUpdated,
+    RegistryValidated, RegistryValidationFailed, RuleRemoved, RuleSet, SyncRequested,
+};
+use imagelib_events::model::{SealedCredential, SyncReason, ValidationReason};
+use imagelib_events::{Envelope, EventPayload, RegistryId, RepositoryName, RuleId, TraceParent};
+use imagelib_platform::auth::Caller;
+use imagelib_secrets::Vault;
+use registry_client::{NetworkGuard, ProviderEndpoints, RegistryUrl};
+use secrecy::ExposeSecret;
+
+use crate::domain::credentials::{Credentials, CredentialsExt};
+use crate::domain::registry::{
+    self as reg, FieldError, RegisterRequest, RotateRequest, UpdateRequest,
+};
+use crate::store::{Registry, Store, StoreError};
+use crate::validate::{self, Failed, Passed};
+
+/// The AAD field name binding a registry's webhook secret.
+const WEBHOOK_FIELD: &str = "webhook_secret";
+
+/// Why a command was refused; mapped once to a problem in `api`.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    Invalid(#[from] FieldError),
+    #[error("registry {0} not found")]
+    NotFound(RegistryId),
+    #[error("rule `{1}` of registry {0} not found")]
+    RuleNotFound(RegistryId, String),
+    #[error("validation failed ({}): {}", reason_str(.0.reason), .0.detail)]
+    Validation(Failed),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("secrets: {0}")]
+    Secrets(#[from] imagelib_secrets::SecretsError),
+    #[error("{0}")]
+    Rule(#[from] imagelib_rules::RuleError),
+}
+
+pub fn reason_str(r: ValidationReason) -> &'static str {
+    match r {
+        ValidationReason::Dns => "dns",
+        ValidationReason::Tls => "tls",
+        ValidationReason::Connect => "connect",
+        ValidationReason::Timeout => "timeout",
+        ValidationReason::NotARegistry => "not_a_registry",
+        ValidationReason::Unauthorized => "unauthorized",
+        ValidationReason::Forbidden => "forbidden",
+        ValidationReason::RateLimited => "rate_limited",
+        ValidationReason::Blocked => "blocked",
+    }
+}
+
+impl From<BusError> for CommandError {
+    fn from(e: BusError) -> Self {
+        match e {
+            BusError::Conflict { .. } => CommandError::Conflict(
+                "the registry changed since you read it; read it again and retry".into(),
+            ),
+            other => CommandError::Unavailable(format!("event stream: {other}")),
+        }
+    }
+}
+
+/// The registry-registry's command handlers.
+#[derive(Debug, Clone)]
+pub struct Registries {
+    pub(crate) bus: EventBus,
+    pub(crate) store: Store,
+    pub(crate) vault: Arc<Vault>,
+    pub(crate) guard: NetworkGuard,
+    pub(crate) endpoints: ProviderEndpoints,
+}
+
+/// The outcome of a validation run, as the API reports it.
+#[derive(Debug, Clone)]
+pub struct ValidationReport {
+    pub result: Result<Passed, Failed>,
+}
+
+impl Registries {
+    pub fn new(
+        bus: EventBus,
+        store: Store,
+        vault: Arc<Vault>,
+        guard: NetworkGuard,
+        endpoints: ProviderEndpoints,
+    ) -> Self {
+        Registries {
+            bus,
+            store,
+            vault,
+            guard,
+            endpoints,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn envelope(
+        &self,
+        caller: &Caller,
+        payload: impl Into<EventPayload>,
+        tp: Option<TraceParent>,
+    ) -> Envelope {
+        Envelope::new(crate::NAME, payload)
+            .with_actor(caller.subject.clone())
+            .with_traceparent(tp)
+    }
+
+    /// Append and apply: the caller sees its own write.
+    async fn commit(&self, env: Envelope, expect: Expect) -> Result<u64, CommandError> {
+        let receipt = self.bus.append(&env, expect).await?;
+        self.store.apply(receipt.sequence, &env).await?;
+        Ok(receipt.sequence)
+    }
+
+    /// A registry that exists and is not removed.
+    pub async fn live(&self, id: RegistryId) -> Result<Registry, CommandError> {
+        match self.store.get(id).await? {
+            Some(r) if r.removed_at.is_none() => Ok(r),
+            _ => Err(CommandError::NotFound(id)),
+        }
+    }
+
+    async fn seal(
+        &self,
+        id: RegistryId,
+        creds: &Credentials,
+    ) -> Result<Option<SealedCredential>, CommandError> {
+        if matches!(creds, Credentials::None) {
+            return Ok(None);
+        }
+        Ok(Some(self.vault.seal_for(id, &creds.to_plaintext()).await?))
+    }
+
+    async fn open(&self, r: &Registry) -> Result<Credentials, CommandError> {
+        let Some(sealed) = &r.credential else {
+            return Ok(Credentials::None);
+        };
+        let plain = self.vault.open_for(r.id, sealed).await?;
+        Credentials::from_plaintext(plain.expose_secret())
+            .map_err(|e| CommandError::Unavailable(e.to_string()))
+    }
+
+    pub async fn register(
+        &self,
+        caller: &Caller,
+        req: RegisterRequest,
+        tp: Option<TraceParent>,
+    ) -> Result<(Registry, Option<ValidationReport>), CommandError> {
+        let label = reg::check_label(&req.label)?;
+        let url = reg::check_url(&req.url, req.insecure)?;
+        let visibility = reg::check_visibility(&req.visibility)?;
+        let ca_pem = reg::check_ca(req.ca_pem.as_deref())?;
+        let interval = reg::check_interval(req.scan_interval_secs)?;
+        let repositories = reg::check_repositories(&req.repositories)?;
+        req.credentials
+            .validate(req.registry_type)
+            .map_err(|e| reg::field(&e.pointer, e.message))?;
+
+        let report = if req.validate {
+            let target = validate::Target {
+                url: &url,
+                ca_pem: ca_pem.as_deref(),
+                repositories: &repositories,
+            };
+            let result =
+                validate::check(&target, &req.credentials, &self.guard, &self.endpoints).await;
+            if let Err(f) = result {
+                // Refused: nothing is published, no key is kept.
+                return Err(CommandError::Validation(f));
+            }
+            Some(ValidationReport { result })
+        } else {
+            None
+        };
+
+        let id = RegistryId::new();
+        let credential = self.seal(id, &req.credentials).await?;
+        let webhook_token = imagelib_secrets::generate_token();
+        let webhook_secret = self
+            .vault
+            .seal_field(id, WEBHOOK_FIELD, webhook_token.expose_secret().as_bytes())
+            .await?;
+        let registered = RegistryRegistered {
+            registry_id: id,
+            label,
+            url: url.to_string(),
+            registry_type: req.registry_type,
+            insecure: req.insecure,
+            auth_kind: req.credentials.kind(),
+            credential,
+            visibility,
+            ca_pem,
+            scan_interval_secs: interval,
+            repositories,
+            webhook_secret: Some(webhook_secret),
+        };
+        let seq = self
+            .commit(self.envelope(caller, registered, tp), Expect::NoEvents)
+            .await?;
+        if let Some(ValidationReport { result: Ok(p) }) = &report {
+            let validated = RegistryValidated {
+                registry_id: id,
+                auth_scheme: p.auth_scheme.clone(),
+                catalog_access: p.catalog_access,
+            };
+            self.commit(
+                self.envelope(caller, validated, tp),
+                Expect::LastSequence(seq),
+            )
+            .await?;
+        }
+        let r = self.live(id).await?;
+        Ok((r, report))
+    }
+
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        id: RegistryId,
+        req: UpdateRequest,
+        expected: Option<u64>,
+        tp: Option<TraceParent>,
+    ) -> Result<Registry, CommandError> {
+        let current = self.live(id).await?;
+        let insecure = req.insecure.unwrap_or(current.insecure);
+        let url = match &req.url {
+            Some(u) => Some(reg::check_url(u, insecure)?.to_string()),
+            None if req.insecure.is_some() => {
+                // Re-check the stored URL under the new `insecure`.
+                Some(reg::check_url(&current.url, insecure)?.to_string())
+            }
+            None => None,
+        };
+        let update = RegistryUpdated {
+            registry_id: id,
+            label: req.label.as_deref().map(reg::check_label).transpose()?,
+            url,
+            insecure: req.insecure,
+            visibility: req
+                .visibility
+                .as_deref()
+                .map(reg::check_visibility)
+                .transpose()?,
+            ca_pem: match req.ca_pem {
+                Some(ca) => Some(reg::check_ca(ca.as_deref())?),
+                None => None,
+            },
+            scan_interval_secs: reg::check_interval(req.scan_interval_secs)?,
+            repositories: req
+                .repositories
+                .as_deref()
+                .map(reg::check_repositories)
+                .transpose()?,
+        };
+        let expect = Expect::LastSequence(expected.unwrap_or(current.last_sequence));
+        self.commit(self.envelope(caller, update, tp), expect)
+            .await?;
+        self.live(id).await
+    }
+
+    pub async fn rotate(
+        &self,
+        caller: &Caller,
+        id: RegistryId,
+        req: RotateRequest,
+        tp: Option<TraceParent>,
+    ) -> Result<(Registry, Option<ValidationReport>), CommandError> {
+        let current = self.live(id).await?;
+        req.credentials
+            .validate(current.registry_type)
+            .map_err(|e| reg::field(&e.pointer, e.message))?;
+        let report = if req.validate {
+            let result = self.check(&current, &req.credentials).await?;
+            if let Err(f) = result {
+                return Err(CommandError::Validation(f));
+            }
+            Some(ValidationReport { result })
+        } else {
+            None
+        };
+        let rotated = RegistryCredentialsRotated {
+            registry_id: id,
+            auth_kind: req.credentials.kind(),
+            credential: self.seal(id, &req.credentials).await?,
+        };
+        let seq = self
+            .commit(
+                self.envelope(caller, rotated, tp),
+                Expect::LastSequence(current.last_sequence),
+            )
+            .await?;
+        if let Some(ValidationReport { result: Ok(p) }) = &report {
+            let validated = RegistryValidated {
+                registry_id: id,
+                auth_scheme: p.auth_scheme.clone(),
+                catalog_access: p.catalog_access,
+            };
+            self.commit(
+                self.envelope(caller, validated, tp),
+                Expect::LastSequence(seq),
+            )
+            .await?;
+        }
+        Ok((self.live(id).await?, report))
+    }
+
+    async fn check(
+        &self,
+        r: &Registry,
+        creds: &Credentials,
+    ) -> Result<Result<Passed, Failed>, CommandError> {
+        let url = RegistryUrl::parse(&r.url, r.insecure)
+            .map_err(|e| reg::field("/url", e.to_string()))?;
+        let repositories: Vec<RepositoryName> = r
+            .repositories
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let target = validate::Target {
+            url: &url,
+            ca_pem: r.ca_pem.as_deref(),
+            repositories: &repositories,
+        };
+        Ok(validate::check(&target, creds, &self.guard, &self.endpoints).await)
+    }
+
+    /// Re-check a registry with its stored credentials; the outcome is an event either way.
+    pub async fn revalidate(
+        &self,
+        caller: &Caller,
+        id: RegistryId,
+        tp: Option<TraceParent>,
+    ) -> Result<(Registry, ValidationReport), CommandError> {
+        let current = self.live(id).await?;
+        let creds = self.open(&current).await?;
+        let result = self.check(&current, &creds).await?;
+        let payload: EventPayload = match &result {
+            Ok(p) => RegistryValidated {
+                registry_id: id,
+                auth_scheme: p.auth_scheme.clone(),
+                catalog_access: p.catalog_access,
+            }
+            .into(),
+            Err(f) => RegistryValidationFailed {
+                registry_id: id,
+                reason: f.reason,
+                detail: f.detail.clone(),
+            }
+            .into(),
+        };
+        self.commit(
+            self.envelope(caller, payload, tp),
+            Expect::LastSequence(current.last_sequence),
+        )
+        .await?;
+        Ok((self.live(id).await?, ValidationReport { result }))
+    }
+
+    /// Remove: scanning stops (consumers see `removed`) and the data key is destroyed, so
+    /// every sealed credential of this registry in the log is dead.
+    pub async fn remove(
+        &self,
+        caller: &Caller,
+        id: RegistryId,
+        tp: Option<TraceParent>,
+    ) -> Result<(), CommandError> {
+        let current = self.live(id).await?;
+        self.commit(
+            self.envelope(caller, RegistryRemoved { registry_id: id }, tp),
+            Expect::LastSequence(current.last_sequence),
+        )
+        .await?;
+        self.vault.shred(id).await?;
+        Ok(())
+    }
+
+    pub async fn request_sync(
+        &self,
+        caller: &Caller,
+        id: RegistryId,
+        repository: Option<RepositoryName>,
+        reason: SyncReason,
+        tp: Option<TraceParent>,
+    ) -> Result<u64, CommandError> {
+        self.live(id).await?;
+        let env = self.envelope(
+            caller,
+            SyncRequested {
+                registry_id: id,
+                repository,
+                reason,
+            },
+            tp,
+        );
+        Ok(self.bus.publish(&env).await?.sequence)
+    }
+
+    pub async fn set_rule(
+        &self,
+        caller: &Caller,
+        id: RegistryId,
+        rule: RuleSet,
+        tp: Option<TraceParent>,
+    ) -> Result<RuleSet, CommandError> {
+        self.live(id).await?;
+        imagelib_rules::CompiledRule::compile(&rule)?;
+        let version = self.store.rules_version(id).await?;
+        let expect = if version == 0 {
+            Expect::NoEvents
+        } else {
+            Expect::LastSequence(version)
+        };
+        self.commit(self.envelope(caller, rule.clone(), tp), expect)
+            .await?;
+        Ok(rule)
+    }
+
+    pub async fn remove_rule(
+        &self,
+        caller: &Caller,
+        id: RegistryId,
+        rule_id: RuleId,
+        tp: Option<TraceParent>,
+    ) -> Result<(), CommandError> {
+        self.live(id).await?;
+        if self.store.rule(id, rule_id.as_str()).await?.is_none() {
+            return Err(CommandError::RuleNotFound(id, rule_id.to_string()));
+        }
+        let version = self.store.rules_version(id).await?;
+        let removed = RuleRemoved {
+            registry_id: id,
+            rule_id,
+        };
+        self.commit(
+            self.envelope(caller, removed, tp),
+            Expect::LastSequence(version),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The webhook secret of a registry, to compare with what a notification presents.
+    pub async fn webhook_secret(
+        &self,
+        r: &Registry,
+    ) -> Result<Option<secrecy::SecretString>, CommandError> {
+        let Some(sealed) = &r.webhook_secret else {
+            return Ok(None);
+        };
+        let plain = self.vault.open_field(r.id, WEBHOOK_FIELD, sealed).await?;
+        let s = String::from_utf8(plain.expose_secret().clone())
+            .map_err(|_| CommandError::Unavailable("stored webhook secret unreadable".into()))?;
+        Ok(Some(secrecy::SecretString::from(s)))
+    }
+}

@@ -1,0 +1,34 @@
+//! The service's configuration (README, "Configuration").
+
+use std::net::SocketAddr;
+
+use imagelib_platform::config::CommonConfig;
+use serde::{Deserialize, Serialize};
+
+/// Listens here unless `IMAGELIB_HTTP_ADDR` says otherwise.
+pub const DEFAULT_HTTP_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8081);
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    #[serde(flatten)]
+    pub common: CommonConfig,
+    /// `IMAGELIB_KEYS_BUCKET`: the NATS KV bucket of wrapped data keys (default
+    /// `<stream>_KEYS`); sync-scanner must use the same.
+    pub keys_bucket: Option<String>,
+    /// `IMAGELIB_PROVIDERS__ECR`, `IMAGELIB_PROVIDERS__AAD`: provider token endpoints other
+    /// than the public clouds' (sovereign clouds, private endpoints).
+    pub providers: registry_client::ProviderEndpoints,
+}
+
+impl Config {
+    /// From defaults, `IMAGELIB_CONFIG`/`imagelib.toml` and `IMAGELIB_*` variables.
+    pub fn load() -> Result<Self, imagelib_platform::ConfigError> {
+        imagelib_platform::config::load()
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.common.http_addr.unwrap_or(DEFAULT_HTTP_ADDR)
+    }
+}

@@ -1,0 +1,219 @@
+//! A registry as an admin registers it: parsed and checked before anything is published.
+
+use imagelib_events::RepositoryName;
+use imagelib_events::model::RegistryType;
+use registry_client::RegistryUrl;
+use serde::Deserialize;
+
+use super::credentials::Credentials;
+
+/// `POST /v1/registries`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// A name people recognise, e.g. `Acme Harbor`.
+    pub label: String,
+    /// `host[:port][/namespace]`; `https://` is accepted and stripped.
+    pub url: String,
+    #[schema(value_type = String, example = "harbor")]
+    pub registry_type: RegistryType,
+    /// Plain HTTP instead of HTTPS.
+    #[serde(default)]
+    pub insecure: bool,
+    /// PEM CA certificates trusted for this registry in addition to the system roots.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+    /// Teams that see the registry; empty means everyone.
+    #[serde(default)]
+    pub visibility: Vec<String>,
+    /// `{"kind": "none" | "basic" | "token" | "aws_ecr" | "azure_service_principal", …}`
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub credentials: Credentials,
+    /// Seconds between scheduled scans (60 to 604800).
+    #[serde(default)]
+    pub scan_interval_secs: Option<u64>,
+    /// Repositories to scan when the registry has no usable `_catalog` (Docker Hub, GHCR, ECR
+    /// without the permission).
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub repositories: Vec<String>,
+    /// `false` saves the registry without checking the connection first.
+    #[serde(default = "yes")]
+    pub validate: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `PATCH /v1/registries/{id}`: absent fields stay as they are.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    pub label: Option<String>,
+    pub url: Option<String>,
+    pub insecure: Option<bool>,
+    /// `null` removes the custom CA.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub ca_pem: Option<Option<String>>,
+    pub visibility: Option<Vec<String>>,
+    pub scan_interval_secs: Option<u64>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub repositories: Option<Vec<String>>,
+}
+
+fn double_option<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// `PUT /v1/registries/{id}/credentials`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    #[schema(value_type = Object)]
+    pub credentials: Credentials,
+    #[serde(default = "yes")]
+    pub validate: bool,
+}
+
+/// A field that is wrong, as a JSON pointer and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{pointer}: {message}")]
+pub struct FieldError {
+    pub pointer: String,
+    pub message: String,
+}
+
+pub fn field(pointer: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        pointer: pointer.into(),
+        message: message.into(),
+    }
+}
+
+pub fn check_label(label: &str) -> Result<String, FieldError> {
+    let label = label.trim();
+    if label.is_empty() || label.chars().count() > 200 || label.chars().any(char::is_control) {
+        return Err(field(
+            "/label",
+            "1 to 200 characters, no control characters",
+        ));
+    }
+    Ok(label.to_owned())
+}
+
+pub fn check_url(url: &str, insecure: bool) -> Result<RegistryUrl, FieldError> {
+    RegistryUrl::parse(url, insecure).map_err(|e| field("/url", e.to_string()))
+}
+
+pub fn check_visibility(teams: &[String]) -> Result<Vec<String>, FieldError> {
+    let mut out = Vec::with_capacity(teams.len());
+    for (i, t) in teams.iter().enumerate() {
+        let ok = !t.is_empty()
+            && t.len() <= 63
+            && t.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+            });
+        if !ok {
+            return Err(field(
+                &format!("/visibility/{i}"),
+                "team names are 1 to 63 characters of a-z, 0-9, `-`, `_` and `.`",
+            ));
+        }
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    Ok(out)
+}
+
+pub fn check_ca(ca: Option<&str>) -> Result<Option<String>, FieldError> {
+    let Some(ca) = ca.map(str::trim).filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    if ca.len() > 256 * 1024 {
+        return Err(field("/ca_pem", "larger than 256 KiB"));
+    }
+    let count = ca.matches("-----BEGIN CERTIFICATE-----").count();
+    if count == 0 || count != ca.matches("-----END CERTIFICATE-----").count() {
+        return Err(field(
+            "/ca_pem",
+            "PEM certificates (-----BEGIN CERTIFICATE----- … -----END CERTIFICATE-----)",
+        ));
+    }
+    reqwest::Certificate::from_pem_bundle(ca.as_bytes())
+        .map_err(|e| field("/ca_pem", format!("not valid PEM certificates: {e}")))?;
+    Ok(Some(ca.to_owned()))
+}
+
+pub fn check_interval(secs: Option<u64>) -> Result<Option<u64>, FieldError> {
+    match secs {
+        Some(s) if !(60..=604_800).contains(&s) => Err(field(
+            "/scan_interval_secs",
+            "between 60 (a minute) and 604800 (a week)",
+        )),
+        other => Ok(other),
+    }
+}
+
+pub fn check_repositories(repos: &[String]) -> Result<Vec<RepositoryName>, FieldError> {
+    repos
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.parse::<RepositoryName>()
+                .map_err(|e| field(&format!("/repositories/{i}"), e.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            check_url("https://harbor.acme.internal/ai", false)
+                .unwrap()
+                .to_string(),
+            "harbor.acme.internal/ai"
+        );
+        assert!(check_url("http://r.local:5000", false).is_err());
+        assert!(check_url("http://r.local:5000", true).is_ok());
+        for bad in ["user:pw@r.io", "r.io/?x=1", "r.io/#f", ""] {
+            let e = check_url(bad, false).unwrap_err();
+            assert_eq!(e.pointer, "/url", "{bad}");
+        }
+        assert!(
+            check_url("user:pw@r.io", false)
+                .unwrap_err()
+                .message
+                .contains("credentials separately")
+        );
+    }
+
+    #[test]
+    fn fields() {
+        assert!(check_label("  ").is_err());
+        assert_eq!(check_label(" Acme ").unwrap(), "Acme");
+        assert!(check_visibility(&["ML".into()]).is_err());
+        assert_eq!(
+            check_visibility(&["ml".into(), "ml".into()]).unwrap(),
+            vec!["ml".to_owned()]
+        );
+        assert!(check_interval(Some(5)).is_err());
+        assert!(check_ca(Some("not pem")).is_err());
+        assert_eq!(check_ca(Some("  ")).unwrap(), None);
+        assert_eq!(
+            check_repositories(&["ok/x".into(), "Bad".into()])
+                .unwrap_err()
+                .pointer,
+            "/repositories/1"
+        );
+    }
+}

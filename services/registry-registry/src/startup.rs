@@ -1,0 +1,106 @@
+//! Wiring: infrastructure in, a running service out.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use imagelib_platform::auth::Tokens;
+use imagelib_platform::{Infra, Readiness, Service, StartupError};
+use imagelib_secrets::{MasterKeyring, Vault};
+use registry_client::NetworkGuard;
+
+use crate::app::Registries;
+use crate::config::Config;
+use crate::store::Store;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Build the service on shared infrastructure (its own binary or `imagelib serve`).
+pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupError> {
+    MIGRATOR
+        .run(&infra.pool)
+        .await
+        .map_err(imagelib_platform::db::DbError::from)?;
+    let other = |e: &dyn std::fmt::Display| StartupError::Other(e.to_string());
+    let keyring = Arc::new(
+        MasterKeyring::load_or_create(&config.common.master_key_file).map_err(|e| other(&e))?,
+    );
+    let bucket = config
+        .keys_bucket
+        .clone()
+        .unwrap_or_else(|| imagelib_secrets::bucket_for_stream(&config.common.stream));
+    let vault = Vault::connect(
+        infra.bus.jetstream(),
+        &bucket,
+        config.common.stream_replicas,
+        keyring.clone(),
+    )
+    .await
+    .map_err(|e| other(&e))?;
+    let rewrapped = vault
+        .store()
+        .rewrap_all(&keyring)
+        .await
+        .map_err(|e| other(&e))?;
+    if rewrapped > 0 {
+        tracing::info!(
+            rewrapped,
+            "data keys re-wrapped with the primary master key"
+        );
+    }
+    let guard = NetworkGuard::from_lists(
+        config.common.deny_networks.as_deref(),
+        config.common.allow_networks.as_deref(),
+    )
+    .map_err(|e| other(&e))?;
+    let tokens = Tokens::from_config(&config.common).map_err(|e| other(&e))?;
+    let store = Store::new(infra.pool.clone());
+    let app = Arc::new(Registries::new(
+        infra.bus.clone(),
+        store.clone(),
+        Arc::new(vault),
+        guard,
+        config.providers.clone(),
+    ));
+    let readiness = Readiness::new();
+    readiness.set("stream", true, None);
+    readiness.set("database", true, None);
+    let workers = crate::bus::projectors(&infra.bus, &store, &readiness);
+    Ok(Service {
+        name: crate::NAME,
+        router: crate::api::router(app, tokens),
+        readiness,
+        workers,
+    })
+}
+
+/// The service as a process of its own.
+#[derive(Debug)]
+pub struct Application(imagelib_platform::Application);
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let app = imagelib_platform::Application::single(
+            &config.common,
+            crate::NAME,
+            crate::SCHEMA,
+            config.http_addr(),
+            |infra| {
+                let config = &config;
+                async move { service(config, &infra).await }
+            },
+        )
+        .await?;
+        Ok(Self(app))
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.0.local_addr()
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        self.0.run_until_stopped(shutdown).await
+    }
+}

@@ -1,0 +1,110 @@
+//! Checking a registry before it is saved: the connection, the credentials, and the scope
+//! scanning needs. Every failure becomes one of the contract's precise reasons.
+
+use imagelib_events::RepositoryName;
+use imagelib_events::model::ValidationReason;
+use registry_client::{
+    AuthScheme, ErrorKind, NetworkGuard, ProviderEndpoints, RegistryClient, RegistryConfig,
+    RegistryUrl,
+};
+
+use crate::domain::credentials::Credentials;
+
+/// What is checked.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    pub url: &'a RegistryUrl,
+    pub ca_pem: Option<&'a str>,
+    pub repositories: &'a [RepositoryName],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passed {
+    pub auth_scheme: Option<String>,
+    pub catalog_access: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    pub reason: ValidationReason,
+    pub detail: String,
+}
+
+fn failed(e: &registry_client::Error) -> Failed {
+    Failed {
+        // Server errors and protocol violations after retries: the registry is not usable.
+        reason: e
+            .validation_reason()
+            .unwrap_or(ValidationReason::NotARegistry),
+        detail: e.to_string(),
+    }
+}
+
+/// Ping `/v2/`, answer the challenge, and check the scanning scope: `_catalog` access, or
+/// pull access to each listed repository when the registry has no usable catalog.
+pub async fn check(
+    target: &Target<'_>,
+    credentials: &Credentials,
+    guard: &NetworkGuard,
+    endpoints: &ProviderEndpoints,
+) -> Result<Passed, Failed> {
+    let mut config = RegistryConfig::from_url(target.url.clone());
+    config.ca_pem = target.ca_pem.map(str::to_owned);
+    config.guard = guard.clone();
+    config.request_timeout = std::time::Duration::from_secs(15);
+    config.connect_timeout = std::time::Duration::from_secs(5);
+    config.retry.max_retries = 1;
+    config.retry.max_retry_after = std::time::Duration::from_secs(2);
+    let provider = credentials
+        .provider(target.url, guard, endpoints, target.ca_pem)
+        .map_err(|e| failed(&e))?;
+    let client = RegistryClient::with_provider(config, provider).map_err(|e| failed(&e))?;
+    let ping = client.ping().await.map_err(|e| failed(&e))?;
+    if matches!(ping.auth, AuthScheme::None) && !matches!(credentials, Credentials::None) {
+        tracing::debug!("registry did not ask for credentials");
+    }
+    let auth_scheme = match ping.auth {
+        AuthScheme::None => None,
+        AuthScheme::Basic => Some("basic".to_owned()),
+        AuthScheme::Bearer { .. } => Some("bearer".to_owned()),
+    };
+    let catalog = client.check_catalog_access().await;
+    match catalog {
+        Ok(()) => Ok(Passed {
+            auth_scheme,
+            catalog_access: true,
+        }),
+        Err(e) if target.repositories.is_empty() => {
+            let mut f = failed(&e);
+            if matches!(
+                f.reason,
+                ValidationReason::Forbidden | ValidationReason::Unauthorized
+            ) {
+                f.reason = ValidationReason::Forbidden;
+                f.detail = format!(
+                    "the credentials cannot list the catalog (scope registry:catalog:*): {}; grant catalog access or list the repositories to scan",
+                    e
+                );
+            }
+            Err(f)
+        }
+        Err(_) => {
+            for repo in target.repositories {
+                match client.check_pull_access(repo).await {
+                    // A listed repository may not exist yet; the access itself was granted.
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => {
+                        let mut f = failed(&e);
+                        f.detail = format!("pull access to `{repo}`: {}", f.detail);
+                        return Err(f);
+                    }
+                }
+            }
+            Ok(Passed {
+                auth_scheme,
+                catalog_access: false,
+            })
+        }
+    }
+}
