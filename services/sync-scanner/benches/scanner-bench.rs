@@ -1,0 +1,594 @@
+//! `cargo bench -p sync-scanner --bench scanner-bench -- [--repos N] [--tags T]
+//! [--concurrency C] [--skopeo]`
+//!
+//! Fills a local `docker-registry` with N repositories × T tags (default 1000 × 20; every
+//! fourth repository multi-arch), runs a sync-scanner against it (its own NATS stream and
+//! database, as the tests do) and prints, side by side:
+//! - cold sync: time, requests and requests/s, against the registry's raw rate for the
+//!   same requests (replayed from a flat list by a plain HTTP client at the same
+//!   concurrency): the scanner's overhead on top of the registry;
+//! - warm re-sync (nothing changed): requests (catalog pages + one `tags/list` per
+//!   repository + one HEAD per mutable tag, nothing else) and time, against a raw sweep of
+//!   the catalog and every `tags/list` at the same concurrency;
+//! - with `--skopeo`: `skopeo list-tags` + `skopeo inspect --raw` over the same tags with
+//!   `xargs -P 8`, on a sample of repositories, extrapolated.
+//!
+//! It needs what the tests need: NATS (`IMAGELIB_TEST_NATS_URL`), PostgreSQL
+//! (`IMAGELIB_TEST_DATABASE_URL`) and the `docker-registry` binary.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use imagelib_events::bus::{EventBus, StreamSettings};
+use imagelib_events::event::{RegistryRegistered, RuleSet, SyncCompleted, SyncRequested};
+use imagelib_events::model::{
+    AuthKind, RegistryType, RepositoryPattern, RuleKind, SyncReason, TagSelector,
+};
+use imagelib_events::{Envelope, EventPayload, RegistryId};
+use imagelib_platform::config::CommonConfig;
+use imagelib_testkit::registry::{ImageSpec, TestRegistry};
+use imagelib_testkit::{TestDb, TestStream};
+use sync_scanner::config::{Config, ScannerConfig};
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+struct Args {
+    repos: usize,
+    tags: usize,
+    concurrency: usize,
+    skopeo: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        repos: 1000,
+        tags: 20,
+        concurrency: 8,
+        skopeo: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut num = |d: usize| it.next().and_then(|v| v.parse().ok()).unwrap_or(d);
+        match k.as_str() {
+            "--repos" => a.repos = num(a.repos),
+            "--tags" => a.tags = num(a.tags),
+            "--concurrency" => a.concurrency = num(a.concurrency),
+            "--skopeo" => a.skopeo = true,
+            _ => {} // `cargo bench` passes `--bench`
+        }
+    }
+    a
+}
+
+fn repo_name(i: usize) -> String {
+    format!("bench/r{i:05}")
+}
+
+fn tag_name(j: usize, tags: usize) -> String {
+    if j + 1 == tags {
+        "latest".into()
+    } else {
+        format!("1.{j}.0")
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let a = args();
+    imagelib_testkit::init_tracing();
+    let registry = TestRegistry::start().await?;
+    let t = Instant::now();
+    fill(&registry, &a).await?;
+    println!(
+        "registry: {} repositories × {} tags (every 4th multi-arch), filled in {:.1}s",
+        a.repos,
+        a.tags,
+        t.elapsed().as_secs_f64()
+    );
+
+    let stream = TestStream::new();
+    let db = TestDb::new();
+    let dir = tempfile::tempdir()?;
+    let client = stream.client().await?;
+    let bus = EventBus::from_client(client, StreamSettings::new(&stream.name, &stream.prefix));
+    bus.ensure_stream().await?;
+    let config = Config {
+        common: CommonConfig {
+            nats_url: stream.nats_url.clone(),
+            database_url: db.url.clone(),
+            stream: stream.name.clone(),
+            subject_prefix: stream.prefix.clone(),
+            http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            master_key_file: dir.path().join("master.key"),
+            ..Default::default()
+        },
+        keys_bucket: None,
+        providers: Default::default(),
+        scanner: ScannerConfig {
+            schedule: false,
+            max_concurrency: a.concurrency,
+            repository_concurrency: a.concurrency,
+            scan_timeout_secs: 3600,
+            ..Default::default()
+        },
+    };
+    let app = sync_scanner::startup::Application::build(config).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+
+    let id = RegistryId::new();
+    publish(
+        &bus,
+        RegistryRegistered {
+            registry_id: id,
+            label: "bench".into(),
+            url: registry.host(),
+            registry_type: RegistryType::Generic,
+            insecure: true,
+            auth_kind: AuthKind::None,
+            credential: None,
+            visibility: vec![],
+            ca_pem: None,
+            scan_interval_secs: None,
+            repositories: vec![],
+            webhook_secret: None,
+        },
+    )
+    .await?;
+    publish(
+        &bus,
+        RuleSet {
+            registry_id: id,
+            rule_id: "all".parse()?,
+            repositories: vec![RepositoryPattern::Glob("bench/*".into())],
+            tags: TagSelector::default(),
+            kind: RuleKind::Auto,
+            description: String::new(),
+            hm_tags: vec![],
+            enabled: true,
+        },
+    )
+    .await?;
+
+    // Cold.
+    let cpu0 = Cpu::now();
+    let (cold, cold_wall, cold_events) = sync(&bus, id).await?;
+    let cold_cpu = Cpu::now().since(&cpu0);
+    // The same request mix, raw.
+    let base = format!("http://{}", registry.host());
+    let mix = request_mix(&base).await?;
+    let cpu0 = Cpu::now();
+    let raw_cold = replay(&mix, a.concurrency).await?;
+    let raw_cpu = Cpu::now().since(&cpu0);
+    // Warm.
+    let (warm, warm_wall, warm_events) = sync(&bus, id).await?;
+    let sweep: Vec<Req> = mix
+        .iter()
+        .filter(|r| r.url.contains("/_catalog") || r.url.contains("/tags/list"))
+        .cloned()
+        .collect();
+    let raw_sweep = replay(&sweep, a.concurrency).await?;
+    let warm_mix: Vec<Req> = sweep
+        .iter()
+        .cloned()
+        .chain((0..a.repos).map(|i| Req {
+            method: reqwest::Method::HEAD,
+            url: format!("{base}/v2/{}/manifests/latest", repo_name(i)),
+        }))
+        .collect();
+    let raw_warm_mix = replay(&warm_mix, a.concurrency).await?;
+
+    let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+    let cold_d = Duration::from_millis(cold.duration_ms);
+    let warm_d = Duration::from_millis(warm.duration_ms);
+    let pages = a.repos.div_ceil(100) as u64;
+    println!();
+    println!(
+        "concurrency {} (scanner: requests in flight per registry; raw: the same)",
+        a.concurrency
+    );
+    println!(
+        "cold sync:  {:>8.2}s  {:>7} requests  {:>8.0} req/s   | raw same mix {:>8.2}s {:>8.0} req/s | ratio {:.2}x (target >= 0.8)",
+        cold_d.as_secs_f64(),
+        cold.requests,
+        rate(cold.requests, cold_d),
+        raw_cold.as_secs_f64(),
+        rate(mix.len() as u64, raw_cold),
+        rate(cold.requests, cold_d) / rate(mix.len() as u64, raw_cold),
+    );
+    println!(
+        "            {} tags discovered, {} image events, {:.2}s from request to sync.completed",
+        cold.added,
+        cold_events,
+        cold_wall.as_secs_f64()
+    );
+    println!("            CPU seconds, cold sync: {cold_cpu}");
+    println!("            CPU seconds, raw mix:   {raw_cpu}");
+    println!(
+        "warm sync:  {:>8.2}s  {:>7} requests (expected {} = {} catalog pages + {} tags/list + {} HEADs of `latest`), {} image events",
+        warm_d.as_secs_f64(),
+        warm.requests,
+        pages + 2 * a.repos as u64,
+        pages,
+        a.repos,
+        a.repos,
+        warm_events,
+    );
+    println!(
+        "            raw tags/list sweep {:>8.2}s ({} requests) | ratio {:.2}x of its time (target <= 1.3)",
+        raw_sweep.as_secs_f64(),
+        sweep.len(),
+        warm_d.as_secs_f64() / raw_sweep.as_secs_f64().max(1e-9),
+    );
+    println!(
+        "            raw same mix (sweep + HEADs) {:>8.2}s ({} requests) | ratio {:.2}x; {:.2}s from request to sync.completed",
+        raw_warm_mix.as_secs_f64(),
+        warm_mix.len(),
+        warm_d.as_secs_f64() / raw_warm_mix.as_secs_f64().max(1e-9),
+        warm_wall.as_secs_f64(),
+    );
+    if a.skopeo {
+        skopeo(&registry.host(), &a, cold_d).await?;
+    }
+    println!(
+        "peak RSS of this process (scanner, registry client and harness): {} MB",
+        peak_rss_mb()
+    );
+
+    let _ = stop.send(());
+    let _ = server.await;
+    // The companion streams go with the test stream (which TestStream deletes).
+    for name in [
+        format!("{}_JOBS", stream.name),
+        format!("KV_{}_LEASES", stream.name),
+        format!("KV_{}_KEYS", stream.name),
+    ] {
+        let _ = bus.jetstream().delete_stream(&name).await;
+    }
+    Ok(())
+}
+
+async fn publish(bus: &EventBus, payload: impl Into<EventPayload>) -> anyhow::Result<u64> {
+    Ok(bus
+        .publish(&Envelope::new("bench", payload))
+        .await?
+        .sequence)
+}
+
+/// Requests a sync and waits for its `sync.completed`: the event, the wall time, and how
+/// many image events it emitted (core NATS subscriptions: no polling load on the server).
+async fn sync(bus: &EventBus, id: RegistryId) -> anyhow::Result<(SyncCompleted, Duration, u64)> {
+    let prefix = &bus.settings().subject_prefix;
+    let mut ends = bus
+        .client()
+        .subscribe(format!("{prefix}.sync.{id}.*"))
+        .await?;
+    let mut images = bus.client().subscribe(format!("{prefix}.image.>")).await?;
+    bus.client().flush().await?;
+    let t = Instant::now();
+    publish(
+        bus,
+        SyncRequested {
+            registry_id: id,
+            repository: None,
+            reason: SyncReason::Manual,
+        },
+    )
+    .await?;
+    let mut count = 0u64;
+    loop {
+        tokio::select! {
+            Some(_) = images.next() => count += 1,
+            Some(m) = ends.next() => {
+                let env = imagelib_events::binding::decode_envelope(m.headers.as_ref(), &m.payload)?;
+                match env.payload {
+                    EventPayload::SyncCompleted(c) => {
+                        let wall = t.elapsed();
+                        // Image events published before the end are delivered before it.
+                        while let Ok(Some(_)) =
+                            tokio::time::timeout(Duration::from_millis(200), images.next()).await
+                        {
+                            count += 1;
+                        }
+                        return Ok((c, wall, count));
+                    }
+                    EventPayload::SyncFailed(f) => anyhow::bail!("sync failed: {}", f.reason),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+async fn fill(registry: &TestRegistry, a: &Args) -> anyhow::Result<()> {
+    // Repositories in parallel, each repository's tags in order (distribution races on
+    // concurrent uploads of one blob to one repository).
+    futures::stream::iter(0..a.repos)
+        .map(|i| async move {
+            let repo = repo_name(i);
+            for j in 0..a.tags {
+                let tag = tag_name(j, a.tags);
+                let spec = |os: &str, arch: &str| {
+                    ImageSpec::new(os, arch)
+                        .label("org.opencontainers.image.version", &tag)
+                        .label("bench.repository", &repo)
+                };
+                if i % 4 == 0 {
+                    registry
+                        .push_index(
+                            &repo,
+                            &tag,
+                            &[spec("linux", "amd64"), spec("linux", "arm64")],
+                            &[],
+                        )
+                        .await?;
+                } else {
+                    registry
+                        .push_image(&repo, &tag, &spec("linux", "amd64"))
+                        .await?;
+                }
+            }
+            anyhow::Ok(())
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+struct Req {
+    method: reqwest::Method,
+    url: String,
+}
+
+/// The requests a cold scan of the registry makes, as a flat list: catalog pages,
+/// `tags/list` per repository, a HEAD per tag, a GET per distinct manifest (indexes and
+/// their platform manifests) and per config blob, and the one referrers probe.
+async fn request_mix(base: &str) -> anyhow::Result<Vec<Req>> {
+    let http = reqwest::Client::new();
+    let mut out = Vec::new();
+    let mut repos: Vec<String> = Vec::new();
+    let mut next = Some(format!("{base}/v2/_catalog?n=100"));
+    while let Some(url) = next.take() {
+        out.push(Req {
+            method: reqwest::Method::GET,
+            url: url.clone(),
+        });
+        let resp = http.get(&url).send().await?;
+        next = resp
+            .headers()
+            .get("link")
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| l.split_once('<'))
+            .and_then(|(_, rest)| rest.split_once('>'))
+            .map(|(target, _)| format!("{base}{target}"));
+        let v: serde_json::Value = resp.json().await?;
+        let page: Vec<String> = serde_json::from_value(v["repositories"].clone())?;
+        repos.extend(page);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let lists: Vec<Vec<Req>> =
+        futures::stream::iter(repos.iter().filter(|r| r.starts_with("bench/")))
+            .map(|repo| {
+                let http = http.clone();
+                async move {
+                    let mut reqs = vec![Req {
+                        method: reqwest::Method::GET,
+                        url: format!("{base}/v2/{repo}/tags/list?n=100"),
+                    }];
+                    let v: serde_json::Value = http
+                        .get(format!("{base}/v2/{repo}/tags/list"))
+                        .send()
+                        .await?
+                        .json()
+                        .await?;
+                    let tags: Vec<String> = serde_json::from_value(v["tags"].clone())?;
+                    for tag in tags {
+                        reqs.push(Req {
+                            method: reqwest::Method::HEAD,
+                            url: format!("{base}/v2/{repo}/manifests/{tag}"),
+                        });
+                        let m: serde_json::Value = http
+                            .get(format!("{base}/v2/{repo}/manifests/{tag}"))
+                            .header("accept", ACCEPT)
+                            .send()
+                            .await?
+                            .json()
+                            .await?;
+                        let mut manifests = vec![m];
+                        if let Some(children) = manifests[0]["manifests"].as_array().cloned() {
+                            for c in children {
+                                let d = c["digest"].as_str().unwrap_or_default().to_owned();
+                                let child: serde_json::Value = http
+                                    .get(format!("{base}/v2/{repo}/manifests/{d}"))
+                                    .header("accept", ACCEPT)
+                                    .send()
+                                    .await?
+                                    .json()
+                                    .await?;
+                                reqs.push(Req {
+                                    method: reqwest::Method::GET,
+                                    url: format!("{base}/v2/{repo}/manifests/{d}"),
+                                });
+                                manifests.push(child);
+                            }
+                        }
+                        reqs.push(Req {
+                            method: reqwest::Method::GET,
+                            url: format!("{base}/v2/{repo}/manifests/{tag}"),
+                        });
+                        for m in &manifests {
+                            if let Some(d) = m["config"]["digest"].as_str() {
+                                reqs.push(Req {
+                                    method: reqwest::Method::GET,
+                                    url: format!("{base}/v2/{repo}/blobs/{d}"),
+                                });
+                            }
+                        }
+                    }
+                    anyhow::Ok(reqs)
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+    for reqs in lists {
+        for r in reqs {
+            // Content-addressed requests are made once per scan (the cache).
+            if r.url.contains("/blobs/") && !seen.insert(r.url.clone()) {
+                continue;
+            }
+            out.push(r);
+        }
+    }
+    out.push(Req {
+        method: reqwest::Method::GET,
+        url: format!(
+            "{base}/v2/{}/referrers/sha256:{}",
+            repo_name(0),
+            "0".repeat(64)
+        ),
+    });
+    Ok(out)
+}
+
+/// Sends `reqs` with at most `concurrency` in flight; the time it took.
+async fn replay(reqs: &[Req], concurrency: usize) -> anyhow::Result<Duration> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let t = Instant::now();
+    futures::stream::iter(reqs)
+        .map(|r| {
+            let http = http.clone();
+            async move {
+                let resp = http
+                    .request(r.method.clone(), &r.url)
+                    .header("accept", ACCEPT)
+                    .send()
+                    .await?;
+                resp.bytes().await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(t.elapsed())
+}
+
+/// `skopeo list-tags` + `skopeo inspect --raw` per tag with `xargs -P 8`, over a sample of
+/// repositories, extrapolated to all of them.
+async fn skopeo(host: &str, a: &Args, scanner: Duration) -> anyhow::Result<()> {
+    let sample = a.repos.min(20);
+    let script = format!(
+        "for i in $(seq 0 {last}); do r=$(printf 'bench/r%05d' $i); echo $r; done | \
+         xargs -P 8 -I{{}} sh -c 'skopeo list-tags --tls-verify=false docker://{host}/{{}} >/dev/null && \
+         for j in $(seq 0 {tl}); do if [ $j = {tl} ]; then t=latest; else t=1.$j.0; fi; echo {{}}:$t; done' | \
+         xargs -P 8 -I{{}} skopeo inspect --raw --tls-verify=false docker://{host}/{{}} >/dev/null",
+        last = sample - 1,
+        tl = a.tags - 1,
+    );
+    let t = Instant::now();
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .status()
+        .await?;
+    let took = t.elapsed();
+    let all = took.as_secs_f64() * a.repos as f64 / sample as f64;
+    println!(
+        "skopeo:     {:>8.2}s for {sample} repositories ({}), ~{:.1}s for all {} | scanner {:.1}x faster (target >= 10)",
+        took.as_secs_f64(),
+        if status.success() { "ok" } else { "FAILED" },
+        all,
+        a.repos,
+        all / scanner.as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
+fn peak_rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system, seconds) of the processes on this machine that take part.
+#[derive(Debug, Clone, Default)]
+struct Cpu {
+    registry: f64,
+    nats: f64,
+    postgres: f64,
+    this: f64,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        let tick = 100.0; // USER_HZ
+        let mut c = Cpu::default();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return c;
+        };
+        let me = std::process::id().to_string();
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let comm = &stat[open + 1..close];
+            let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+            let t = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            let secs = (t(11) + t(12)) / tick;
+            match comm {
+                _ if name == me => c.this += secs,
+                "docker-registry" | "registry" => c.registry += secs,
+                "nats-server" => c.nats += secs,
+                "postgres" => c.postgres += secs,
+                _ => {}
+            }
+        }
+        c
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            registry: self.registry - before.registry,
+            nats: self.nats - before.nats,
+            postgres: self.postgres - before.postgres,
+            this: self.this - before.this,
+        }
+    }
+}
+
+impl std::fmt::Display for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "registry {:.1}, scanner/client process {:.1}, nats {:.1}, postgres {:.1} (exited postgres backends not counted)",
+            self.registry, self.this, self.nats, self.postgres
+        )
+    }
+}

@@ -1,0 +1,158 @@
+//! The projectors: registries, rules, the scanner's own image and sync events, from the
+//! stream into its schema; and `sync.requested` into scan jobs.
+//!
+//! One durable consumer per aggregate type (NATS 2.9 has one filter per consumer), named
+//! `sync-scanner[-<instance>]-<aggregate>`: replicas with their own instance names each
+//! project everything (into one shared schema, idempotently, or into schemas of their
+//! own). Each consumer resumes after the position its projection recorded.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use imagelib_events::bus::{
+    ConsumerSettings, EventBus, Exhausted, Handler, HandlerError, RecordedEvent,
+};
+use imagelib_events::{Aggregate, EventPayload};
+use imagelib_platform::{Readiness, Worker};
+
+use crate::jobs::{Job, Jobs};
+use crate::scan::ScanRequest;
+use crate::store::Store;
+
+/// The aggregate types the scanner projects.
+pub const PROJECTED: [Aggregate; 4] = [
+    Aggregate::Registry,
+    Aggregate::Rule,
+    Aggregate::Image,
+    Aggregate::Sync,
+];
+
+/// The durable consumer name of `aggregate` for `instance`.
+pub fn consumer_name(instance: &str, aggregate: Aggregate) -> String {
+    if instance.is_empty() {
+        format!("{}-{}", crate::NAME, aggregate.as_str())
+    } else {
+        format!("{}-{}-{}", crate::NAME, instance, aggregate.as_str())
+    }
+}
+
+/// The readiness check of a projection.
+pub fn check_name(aggregate: Aggregate) -> String {
+    format!("projection.{}", aggregate.as_str())
+}
+
+struct Apply {
+    store: Store,
+    consumer: String,
+    /// Turns `sync.requested` into jobs (the sync consumer only).
+    requests: Option<(Jobs, chrono::Duration)>,
+}
+
+impl Handler for Apply {
+    async fn handle(&self, event: RecordedEvent) -> Result<(), HandlerError> {
+        let transient = |e: &dyn std::fmt::Display| HandlerError::Transient(e.to_string());
+        if let (EventPayload::SyncRequested(e), Some((jobs, max_age))) =
+            (&event.envelope.payload, &self.requests)
+        {
+            let env = &event.envelope;
+            if Utc::now() - env.time <= *max_age {
+                let job = Job {
+                    request: ScanRequest {
+                        registry_id: e.registry_id,
+                        repository: e.repository.clone(),
+                        reason: e.reason,
+                    },
+                    requested_at: env.time,
+                    traceparent: env.traceparent.map(|t| t.to_string()),
+                };
+                jobs.submit(&job, &format!("request:{}", env.id))
+                    .await
+                    .map_err(|e| transient(&e))?;
+            } else {
+                tracing::debug!(id = %env.id, "stale sync request not turned into a scan");
+            }
+            return self
+                .store
+                .advance(&self.consumer, event.sequence)
+                .await
+                .map_err(|e| transient(&e));
+        }
+        self.store
+            .apply_consumed(&self.consumer, event.sequence, &event.envelope)
+            .await
+            .map_err(|e| transient(&e))
+    }
+}
+
+/// The projector of one aggregate type.
+pub fn projector(
+    bus: &EventBus,
+    store: Store,
+    readiness: Readiness,
+    aggregate: Aggregate,
+    instance: &str,
+    jobs: Option<(Jobs, Duration)>,
+) -> Worker {
+    let bus = bus.clone();
+    let name = consumer_name(instance, aggregate);
+    let check = check_name(aggregate);
+    readiness.set(&check, false, Some("catching up".into()));
+    Worker::new(name.clone(), move |cancel| async move {
+        let mut settings = ConsumerSettings::new(name.clone())
+            .filter(bus.settings().aggregate_type_filter(aggregate));
+        settings.max_deliver = 10;
+        // No server-side `backoff` list: with one, NATS reports `ack_wait` as its first
+        // step, `EventBus::consumer` then sees a config change on every restart and its
+        // update (which carries a new start sequence) is refused. Naks carry their own
+        // exponential delays instead.
+        settings.on_exhausted = Exhausted::Stop;
+        let position = store.position(&name).await.map_err(|e| e.to_string())?;
+        if position == 0 {
+            // An empty projection replays from the start. `EventBus::consumer` compares the
+            // server's ack floor with the position, and a consumer that never acked
+            // anything reports 0 too, so it would be kept, starting wherever it was
+            // created: delete it instead.
+            if let Ok(stream) = bus.jetstream().get_stream(&bus.settings().name).await {
+                let _ = stream.delete_consumer(&name).await;
+            }
+        }
+        settings.resume_after = Some(position);
+        let consumer = bus.consumer(settings).await.map_err(|e| e.to_string())?;
+        let handler = Apply {
+            store,
+            consumer: name,
+            requests: jobs.map(|(j, age)| {
+                (
+                    j,
+                    chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX),
+                )
+            }),
+        };
+        let watch = async {
+            loop {
+                match consumer.pending().await {
+                    Ok(0) => {
+                        readiness.set(&check, true, None);
+                        break;
+                    }
+                    Ok(n) => readiness.set(&check, false, Some(format!("{n} events to apply"))),
+                    Err(e) => readiness.set(&check, false, Some(e.to_string())),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            r = consumer.run(&handler, cancel.cancelled()) => r.map_err(|e| e.to_string()),
+            _ = watch => Ok(()),
+        }
+    })
+}
+
+/// Whether the projections have caught up with the stream once (after a start).
+pub fn projections_ready(readiness: &Readiness) -> bool {
+    let report = readiness.report();
+    PROJECTED
+        .iter()
+        .all(|a| report.get(&check_name(*a)).is_some_and(|c| c.ready))
+}

@@ -1,0 +1,175 @@
+//! The service's configuration (README, "Configuration").
+//!
+//! Besides the common settings, everything of the scanner's own sits under `scanner`
+//! (`IMAGELIB_SCANNER__<FIELD>` in the environment, `[scanner]` in the TOML file).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use imagelib_events::RegistryId;
+use imagelib_platform::config::CommonConfig;
+use serde::{Deserialize, Serialize};
+
+/// Listens here unless `IMAGELIB_HTTP_ADDR` says otherwise.
+pub const DEFAULT_HTTP_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8083);
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    #[serde(flatten)]
+    pub common: CommonConfig,
+    /// `IMAGELIB_KEYS_BUCKET`: the NATS KV bucket of wrapped data keys (default
+    /// `<stream>_KEYS`); the same as registry-registry's.
+    pub keys_bucket: Option<String>,
+    /// `IMAGELIB_PROVIDERS__ECR`, `IMAGELIB_PROVIDERS__AAD`: provider token endpoints other
+    /// than the public clouds' (as registry-registry's).
+    pub providers: registry_client::ProviderEndpoints,
+    /// `IMAGELIB_SCANNER__*`.
+    pub scanner: ScannerConfig,
+}
+
+/// The scanner's own settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ScannerConfig {
+    /// `IMAGELIB_SCANNER__INSTANCE`: this replica's stable name (a StatefulSet pod name).
+    /// Names its durable stream consumers, so replicas sharing a stream each project
+    /// everything; empty for a single scanner.
+    pub instance: String,
+    /// `IMAGELIB_SCANNER__SCHEDULE`: scan registries on their interval (false: only on
+    /// requests).
+    pub schedule: bool,
+    /// `IMAGELIB_SCANNER__INTERVAL_SECS`: the scan interval of registries that set none.
+    pub interval_secs: u64,
+    /// `IMAGELIB_SCANNER__JITTER_SECS`: each registry's scans are offset by a stable
+    /// amount in `[0, jitter)` (derived from its id), so registries spread out and every
+    /// replica agrees on when a registry is due. Capped at the interval.
+    pub jitter_secs: u64,
+    /// `IMAGELIB_SCANNER__SCAN_TIMEOUT_SECS`: a scan of one registry is cut (and ends
+    /// `partial`) after this long, so a slow registry never holds a worker forever.
+    pub scan_timeout_secs: u64,
+    /// `IMAGELIB_SCANNER__CONCURRENT_SCANS`: registries this process scans at once.
+    pub concurrent_scans: usize,
+    /// `IMAGELIB_SCANNER__REPOSITORY_CONCURRENCY`: repositories of one registry scanned
+    /// at once.
+    pub repository_concurrency: usize,
+    /// `IMAGELIB_SCANNER__MAX_CONCURRENCY`: HTTP requests in flight to one registry.
+    pub max_concurrency: usize,
+    /// `IMAGELIB_SCANNER__REQUEST_BUDGET`: requests one scan may make (none: unlimited).
+    pub request_budget: Option<u64>,
+    /// `IMAGELIB_SCANNER__PAGE_SIZE`: `n` for `_catalog` and `tags/list`.
+    pub page_size: u32,
+    /// `IMAGELIB_SCANNER__REQUEST_TIMEOUT_SECS`: the timeout of one HTTP exchange.
+    pub request_timeout_secs: u64,
+    /// `IMAGELIB_SCANNER__MAX_RETRY_AFTER_SECS`: the longest `Retry-After` waited in
+    /// place; a longer one defers the repository to the next scan (`rate_limited`).
+    pub max_retry_after_secs: u64,
+    /// `IMAGELIB_SCANNER__REFERRERS`: look up signatures, SBOMs and attestations of new
+    /// digests.
+    pub referrers: bool,
+    /// `IMAGELIB_SCANNER__LEASE_TTL_SECS`: a registry's scan lease expires this long after
+    /// its last renewal (a crashed scanner's registry is free again after it).
+    pub lease_ttl_secs: u64,
+    /// `IMAGELIB_SCANNER__REQUEST_MAX_AGE_SECS`: `sync.requested` events older than this
+    /// are not turned into scans (a replay after a rebuild does not rescan history).
+    pub request_max_age_secs: u64,
+    /// `IMAGELIB_SCANNER__RULES_DEBOUNCE_MS`: a registry whose rules changed is rescanned
+    /// this long after the last change.
+    pub rules_debounce_ms: u64,
+    /// `IMAGELIB_SCANNER__AGENT_CONFIG`: a beacon agent YAML file (DESIGN section 6) whose
+    /// repositories become rules of `agent_registry`.
+    pub agent_config: Option<PathBuf>,
+    /// `IMAGELIB_SCANNER__AGENT_REGISTRY`: the registry id the agent YAML applies to.
+    pub agent_registry: Option<RegistryId>,
+}
+
+impl Default for ScannerConfig {
+    fn default() -> Self {
+        ScannerConfig {
+            instance: String::new(),
+            schedule: true,
+            interval_secs: 300,
+            jitter_secs: 60,
+            scan_timeout_secs: 900,
+            concurrent_scans: 4,
+            repository_concurrency: 8,
+            max_concurrency: 8,
+            request_budget: None,
+            page_size: 100,
+            request_timeout_secs: 30,
+            max_retry_after_secs: 30,
+            referrers: true,
+            lease_ttl_secs: 30,
+            request_max_age_secs: 900,
+            rules_debounce_ms: 2000,
+            agent_config: None,
+            agent_registry: None,
+        }
+    }
+}
+
+impl ScannerConfig {
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_secs.max(1))
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs.max(3))
+    }
+
+    pub fn scan_timeout(&self) -> Duration {
+        Duration::from_secs(self.scan_timeout_secs.max(1))
+    }
+}
+
+impl Config {
+    /// From defaults, `IMAGELIB_CONFIG`/`imagelib.toml` and `IMAGELIB_*` variables.
+    pub fn load() -> Result<Self, imagelib_platform::ConfigError> {
+        imagelib_platform::config::load()
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.common.http_addr.unwrap_or(DEFAULT_HTTP_ADDR)
+    }
+
+    /// The KV bucket of the registries' data keys.
+    pub fn keys_bucket(&self) -> String {
+        self.keys_bucket
+            .clone()
+            .unwrap_or_else(|| imagelib_secrets::bucket_for_stream(&self.common.stream))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_variables_reach_the_scanner_settings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("IMAGELIB_SCANNER__INTERVAL_SECS", "60");
+            jail.set_env("IMAGELIB_SCANNER__AGENT_CONFIG", "/etc/agent.yaml");
+            jail.set_env(
+                "IMAGELIB_SCANNER__AGENT_REGISTRY",
+                "0190f1d2-3c4b-7a5e-8f90-123456789abc",
+            );
+            jail.set_env("IMAGELIB_SCANNER__SCHEDULE", "false");
+            jail.set_env("IMAGELIB_STREAM", "OTHER");
+            let c = Config::load().map_err(|e| e.to_string())?;
+            assert_eq!(c.scanner.interval_secs, 60);
+            assert!(!c.scanner.schedule);
+            assert_eq!(
+                c.scanner.agent_config.as_deref(),
+                Some(std::path::Path::new("/etc/agent.yaml"))
+            );
+            assert!(c.scanner.agent_registry.is_some());
+            assert_eq!(c.scanner.page_size, 100, "defaults stay");
+            assert_eq!(c.common.stream, "OTHER");
+            assert_eq!(c.keys_bucket(), "OTHER_KEYS");
+            Ok(())
+        });
+    }
+}

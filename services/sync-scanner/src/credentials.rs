@@ -1,0 +1,65 @@
+//! Opening a registry's sealed credential.
+//!
+//! registry-registry seals the JSON of `registry_client::StoredCredentials` with the
+//! registry's data key; the scanner opens it with the same key bucket and master key and
+//! turns it into the registry client's credential provider (static credentials, or the
+//! ECR/ACR exchangers), exactly as registry-registry's validation does. The plaintext
+//! lives only in `secrecy` types.
+
+use std::sync::Arc;
+
+use imagelib_events::RegistryId;
+use imagelib_events::model::SealedCredential;
+use imagelib_secrets::{ExposeSecret, Vault};
+use registry_client::{
+    CredentialProvider, Credentials, NetworkGuard, ProviderEndpoints, RegistryUrl,
+    StoredCredentials,
+};
+
+/// Why a registry's credentials cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("the registry's credential cannot be opened: {0}")]
+    Open(#[from] imagelib_secrets::SecretsError),
+    #[error("the registry's credential is not usable: {0}")]
+    Unusable(#[from] registry_client::Error),
+}
+
+/// The registry client's credential provider for a registry.
+pub async fn provider(
+    vault: &Vault,
+    registry_id: RegistryId,
+    sealed: Option<&SealedCredential>,
+    url: &RegistryUrl,
+    guard: &NetworkGuard,
+    endpoints: &ProviderEndpoints,
+    ca_pem: Option<&str>,
+) -> Result<Arc<dyn CredentialProvider>, CredentialError> {
+    let Some(sealed) = sealed else {
+        return Ok(Arc::new(Credentials::Anonymous));
+    };
+    let plain = vault.open_for(registry_id, sealed).await?;
+    let stored = StoredCredentials::from_plaintext(plain.expose_secret())?;
+    Ok(stored.provider(url, guard, endpoints, ca_pem)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_registry_registry_shapes() {
+        for json in [
+            r#"{"kind":"basic","username":"u","password":"p"}"#,
+            r#"{"kind":"token","token":"t"}"#,
+            r#"{"kind":"none"}"#,
+            r#"{"kind":"aws_ecr","access_key_id":"AKIA","secret_access_key":"s","region":"eu-west-1"}"#,
+        ] {
+            assert!(
+                StoredCredentials::from_plaintext(json.as_bytes()).is_ok(),
+                "{json}"
+            );
+        }
+        assert!(StoredCredentials::from_plaintext(b"{\"kind\":\"nope\"}").is_err());
+    }
+}

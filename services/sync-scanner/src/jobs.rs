@@ -1,0 +1,246 @@
+//! Scale-out: scan jobs on a JetStream work queue, and a lease per registry.
+//!
+//! Every scan runs as a job. Jobs are messages on a work-queue stream of their own,
+//! `<stream>_JOBS`, subjects `<prefix>_jobs.scan.<registry-id>` (outside the event
+//! stream's `<prefix>.>`, and not events: nothing projects them). All scanner replicas
+//! pull from one durable consumer, so each job goes to one replica. Jobs are submitted
+//! with a `Nats-Msg-Id` that names what caused them (the `sync.requested` event, the
+//! schedule slot, the rules change), so replicas that all see the same cause submit it
+//! once.
+//!
+//! A registry is scanned by one replica at a time: before scanning, a replica creates the
+//! key `<registry-id>` in the KV bucket `<stream>_LEASES` (create fails when the key
+//! exists), renews it by revision every third of its TTL while scanning, and deletes it
+//! (expecting its revision) when done. The bucket's `max_age` is the TTL, so the lease of
+//! a replica that died expires on its own. A replica that cannot renew its lease stops
+//! the scan. A job whose registry is leased by someone else goes back to the queue with a
+//! delay.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, kv, message::PublishMessage, stream};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use imagelib_events::RegistryId;
+use imagelib_events::bus::EventBus;
+use serde::{Deserialize, Serialize};
+
+use crate::scan::ScanRequest;
+
+/// One scan to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    #[serde(flatten)]
+    pub request: ScanRequest,
+    /// When it was asked for: a complete scan of the whole registry started later serves it.
+    pub requested_at: DateTime<Utc>,
+    /// The W3C trace context of what caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("scan jobs: {0}")]
+pub struct JobsError(pub String);
+
+fn err(e: impl std::fmt::Display) -> JobsError {
+    JobsError(e.to_string())
+}
+
+/// The work queue and the lease bucket.
+#[derive(Clone)]
+pub struct Jobs {
+    js: jetstream::Context,
+    stream_name: String,
+    subject_root: String,
+    leases: kv::Store,
+    holder: String,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs")
+            .field("stream", &self.stream_name)
+            .field("holder", &self.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A registry's lease, held by this process.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub registry_id: RegistryId,
+    revision: u64,
+}
+
+/// The durable consumer every replica pulls jobs from.
+pub const JOBS_CONSUMER: &str = "sync-scanner-jobs";
+
+impl Jobs {
+    /// Creates (or finds) the jobs stream and the lease bucket of `bus`'s stream.
+    pub async fn open(bus: &EventBus, holder: String, ttl: Duration) -> Result<Self, JobsError> {
+        let js = bus.jetstream().clone();
+        let settings = bus.settings();
+        let stream_name = format!("{}_JOBS", settings.name);
+        let subject_root = format!("{}_jobs.scan", settings.subject_prefix);
+        let config = stream::Config {
+            name: stream_name.clone(),
+            description: Some("imagelib sync-scanner: scan jobs (work queue)".into()),
+            subjects: vec![format!("{subject_root}.*")],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            num_replicas: settings.replicas.max(1),
+            duplicate_window: Duration::from_secs(120),
+            max_age: Duration::from_secs(24 * 3600),
+            ..Default::default()
+        };
+        js.get_or_create_stream(config).await.map_err(err)?;
+
+        // The KV stream is created by hand: `create_key_value` needs an account-info reply
+        // that NATS 2.9 does not give.
+        let bucket = format!("{}_LEASES", settings.name);
+        let leases = match js.get_key_value(&bucket).await {
+            Ok(kv) => kv,
+            Err(_) => {
+                let config = stream::Config {
+                    name: format!("KV_{bucket}"),
+                    description: Some("imagelib sync-scanner: registry scan leases".into()),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: 1,
+                    max_age: ttl,
+                    storage: stream::StorageType::File,
+                    num_replicas: settings.replicas.max(1),
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    discard: stream::DiscardPolicy::New,
+                    duplicate_window: ttl.min(Duration::from_secs(120)),
+                    ..Default::default()
+                };
+                js.get_or_create_stream(config).await.map_err(err)?;
+                js.get_key_value(&bucket).await.map_err(err)?
+            }
+        };
+        Ok(Jobs {
+            js,
+            stream_name,
+            subject_root,
+            leases,
+            holder,
+            ttl,
+        })
+    }
+
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Queues `job`, once per `msg_id` within the duplicate window. True when it was new.
+    pub async fn submit(&self, job: &Job, msg_id: &str) -> Result<bool, JobsError> {
+        let subject = format!("{}.{}", self.subject_root, job.request.registry_id);
+        let payload = serde_json::to_vec(job).map_err(err)?;
+        let publish = PublishMessage::build()
+            .payload(Bytes::from(payload))
+            .message_id(msg_id);
+        let ack = self
+            .js
+            .send_publish(subject, publish)
+            .await
+            .map_err(err)?
+            .await
+            .map_err(err)?;
+        Ok(!ack.duplicate)
+    }
+
+    /// The shared durable consumer of the queue.
+    pub async fn consumer(&self) -> Result<jetstream::consumer::Consumer<pull::Config>, JobsError> {
+        let stream = self.js.get_stream(&self.stream_name).await.map_err(err)?;
+        stream
+            .get_or_create_consumer(
+                JOBS_CONSUMER,
+                pull::Config {
+                    durable_name: Some(JOBS_CONSUMER.into()),
+                    description: Some("sync-scanner replicas: scan jobs".into()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(60),
+                    max_deliver: -1,
+                    max_ack_pending: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(err)
+    }
+
+    /// Jobs waiting (not yet delivered, or delivered and not acknowledged).
+    pub async fn pending(&self) -> Result<u64, JobsError> {
+        let mut c = self.consumer().await?;
+        let info = c.info().await.map_err(err)?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+
+    /// Jobs ever queued (the queue stream's last sequence).
+    pub async fn queued(&self) -> Result<u64, JobsError> {
+        let mut stream = self.js.get_stream(&self.stream_name).await.map_err(err)?;
+        Ok(stream.info().await.map_err(err)?.state.last_sequence)
+    }
+
+    /// Takes the registry's lease, or `None` when another scanner holds it.
+    pub async fn acquire(&self, registry_id: RegistryId) -> Result<Option<Lease>, JobsError> {
+        match self
+            .leases
+            .create(registry_id.to_string(), Bytes::from(self.holder.clone()))
+            .await
+        {
+            Ok(revision) => Ok(Some(Lease {
+                registry_id,
+                revision,
+            })),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// Renews the lease; an error means it is lost (expired and maybe taken).
+    pub async fn renew(&self, lease: &mut Lease) -> Result<(), JobsError> {
+        let revision = self
+            .leases
+            .update(
+                lease.registry_id.to_string(),
+                Bytes::from(self.holder.clone()),
+                lease.revision,
+            )
+            .await
+            .map_err(err)?;
+        lease.revision = revision;
+        Ok(())
+    }
+
+    /// Gives the lease back (if it is still ours).
+    pub async fn release(&self, lease: Lease) {
+        if let Err(e) = self
+            .leases
+            .delete_expect_revision(lease.registry_id.to_string(), Some(lease.revision))
+            .await
+        {
+            tracing::debug!(registry = %lease.registry_id, error = %e, "lease not released (expired?)");
+        }
+    }
+
+    /// Who holds the registry's lease now, if anyone.
+    pub async fn holder_of(&self, registry_id: RegistryId) -> Result<Option<String>, JobsError> {
+        let entry = self
+            .leases
+            .entry(registry_id.to_string())
+            .await
+            .map_err(err)?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| String::from_utf8_lossy(&e.value).into_owned()))
+    }
+}

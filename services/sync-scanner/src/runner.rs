@@ -1,0 +1,553 @@
+//! The workers that run scans: the job runner (pulls scan jobs, takes the registry's
+//! lease, makes sure the state has caught up, scans) and the scheduler (submits a job
+//! when a registry is due).
+//!
+//! Scheduling is deterministic so that every replica agrees: a registry's scans are due
+//! at `phase + k × interval`, where `interval` is the registry's `scan_interval_secs` (or
+//! the configured default) and `phase` is a stable offset in `[0, jitter)` derived from
+//! the registry id (the jitter that spreads registries over the interval). A slot's job
+//! is submitted with the id `schedule:<registry>:<slot>`, so replicas submit it once. A
+//! registry whose rules changed is rescanned shortly after the last change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, message::AckKind};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use imagelib_events::bus::EventBus;
+use imagelib_events::model::SyncReason;
+use imagelib_events::{Aggregate, RegistryId, RepositoryName};
+use imagelib_platform::{Readiness, Worker};
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{consumer_name, projections_ready};
+use crate::config::ScannerConfig;
+use crate::jobs::{Job, Jobs};
+use crate::scan::{Outcome, ScanRequest, Scanner};
+use crate::store::{Registry, ScanRecord, Store};
+
+/// What the workers share.
+#[derive(Debug)]
+pub struct Runner {
+    pub scanner: Scanner,
+    pub jobs: Jobs,
+    pub bus: EventBus,
+    pub store: Store,
+    pub readiness: Readiness,
+    pub config: ScannerConfig,
+    /// Repository scans that completed, by when they started (coalesces webhook bursts).
+    recent: Mutex<HashMap<(RegistryId, RepositoryName), DateTime<Utc>>>,
+}
+
+impl Runner {
+    pub fn new(
+        scanner: Scanner,
+        jobs: Jobs,
+        bus: EventBus,
+        store: Store,
+        readiness: Readiness,
+        config: ScannerConfig,
+    ) -> Arc<Self> {
+        Arc::new(Runner {
+            scanner,
+            jobs,
+            bus,
+            store,
+            readiness,
+            config,
+            recent: Mutex::default(),
+        })
+    }
+
+    async fn until_projections_ready(&self, cancel: &CancellationToken) -> bool {
+        while !projections_ready(&self.readiness) {
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        true
+    }
+
+    // ------------------------------------------------------------ jobs
+
+    pub fn job_worker(self: &Arc<Self>) -> Worker {
+        let me = self.clone();
+        Worker::new(
+            "jobs",
+            move |cancel| async move { me.run_jobs(cancel).await },
+        )
+    }
+
+    async fn run_jobs(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
+        self.readiness
+            .set("jobs", false, Some("waiting for the projections".into()));
+        if !self.until_projections_ready(&cancel).await {
+            return Ok(());
+        }
+        let consumer = loop {
+            match self.jobs.consumer().await {
+                Ok(c) => break c,
+                Err(e) => {
+                    self.readiness.set("jobs", false, Some(e.to_string()));
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+        self.readiness.set("jobs", true, None);
+        let slots = self.config.concurrent_scans.max(1);
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            while tasks.try_join_next().is_some() {}
+            if tasks.len() >= slots {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tasks.join_next() => continue,
+                }
+            }
+            let want = slots - tasks.len();
+            let batch = tokio::select! {
+                _ = cancel.cancelled() => break,
+                b = fetch(&consumer, want) => b,
+            };
+            match batch {
+                Ok(messages) => {
+                    for msg in messages {
+                        let me = self.clone();
+                        let token = cancel.child_token();
+                        tasks.spawn(async move { me.handle(msg, token).await });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "fetching scan jobs failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// Whether what `job` asks for was already done after it was asked.
+    async fn served(&self, job: &Job) -> bool {
+        let id = job.request.registry_id;
+        if let Ok(Some(scan)) = self.store.scan(id).await
+            && scan
+                .last_full_started_at
+                .is_some_and(|t| t > job.requested_at)
+        {
+            return true;
+        }
+        if let Some(repo) = &job.request.repository
+            && let Ok(recent) = self.recent.lock()
+            && recent
+                .get(&(id, repo.clone()))
+                .is_some_and(|t| *t > job.requested_at)
+        {
+            return true;
+        }
+        false
+    }
+
+    async fn handle(&self, msg: jetstream::Message, cancel: CancellationToken) {
+        let job: Job = match serde_json::from_slice(&msg.payload) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable scan job dropped");
+                let _ = msg.ack_with(AckKind::Term).await;
+                return;
+            }
+        };
+        let id = job.request.registry_id;
+        let age = Utc::now() - job.requested_at;
+        let too_old = age.to_std().unwrap_or_default()
+            > Duration::from_secs(self.config.request_max_age_secs.max(60));
+        match self.store.registry(id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                // Not projected yet (retry shortly), removed, or unknown for too long.
+                if too_old || self.store.is_removed(id).await.unwrap_or(false) {
+                    tracing::info!(registry = %id, "scan job for an unknown or removed registry dropped");
+                    let _ = msg.ack().await;
+                } else {
+                    nak(&msg, Some(Duration::from_secs(1))).await;
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store unavailable; job retried");
+                nak(&msg, Some(Duration::from_secs(2))).await;
+                return;
+            }
+        }
+        if self.served(&job).await {
+            let _ = msg.ack().await;
+            return;
+        }
+        let lease = match self.jobs.acquire(id).await {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                // Someone is scanning it: try again after that scan (it may serve us),
+                // backing off while it lasts.
+                let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).max(1) as u64;
+                let delay = Duration::from_millis((250 * delivered).min(5000));
+                nak(&msg, Some(delay)).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(registry = %id, error = %e, "lease unavailable; job retried");
+                nak(&msg, Some(Duration::from_secs(2))).await;
+                return;
+            }
+        };
+        if !self.caught_up(id, &cancel).await {
+            self.jobs.release(lease).await;
+            nak(&msg, Some(Duration::from_secs(1))).await;
+            return;
+        }
+        if self.served(&job).await {
+            self.jobs.release(lease).await;
+            let _ = msg.ack().await;
+            return;
+        }
+
+        let scan_cancel = cancel.child_token();
+        let done = CancellationToken::new();
+        let every = self.jobs.ttl() / 3;
+        let renew = async {
+            let mut lease = lease;
+            loop {
+                tokio::select! {
+                    _ = done.cancelled() => return lease,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                if let Err(e) = self.jobs.renew(&mut lease).await {
+                    tracing::error!(registry = %id, error = %e, "scan lease lost; stopping the scan");
+                    scan_cancel.cancel();
+                    return lease;
+                }
+                let _ = msg.ack_with(AckKind::Progress).await;
+            }
+        };
+        let traceparent = job.traceparent.as_deref().and_then(|t| t.parse().ok());
+        let started = Utc::now();
+        let scan = async {
+            let r = self
+                .scanner
+                .scan(&job.request, traceparent, &scan_cancel)
+                .await;
+            done.cancel();
+            r
+        };
+        let (lease, result) = tokio::join!(renew, scan);
+        self.jobs.release(lease).await;
+        match result {
+            Ok(outcome) => {
+                if let (Outcome::Completed(c), Some(repo)) = (&outcome, &job.request.repository)
+                    && !c.partial
+                    && let Ok(mut recent) = self.recent.lock()
+                {
+                    recent.insert((id, repo.clone()), started);
+                }
+                if cancel.is_cancelled() {
+                    // Stopping: another replica (or the next start) does it again.
+                    nak(&msg, None).await;
+                } else {
+                    let _ = msg.double_ack().await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(registry = %id, error = %e, "scan could not run; job retried");
+                nak(&msg, Some(Duration::from_secs(5))).await;
+            }
+        }
+    }
+
+    /// Waits (bounded) until the projections hold every event about the registry, its
+    /// rules and every image event published so far: the scan compares the registry
+    /// with that state, so it must not miss what another replica just emitted.
+    async fn caught_up(&self, id: RegistryId, cancel: &CancellationToken) -> bool {
+        let s = self.bus.settings();
+        let checks = [
+            (
+                Aggregate::Registry,
+                s.aggregate_filter(Aggregate::Registry, id.0),
+            ),
+            (Aggregate::Rule, s.aggregate_filter(Aggregate::Rule, id.0)),
+            (Aggregate::Image, s.aggregate_type_filter(Aggregate::Image)),
+        ];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        for (aggregate, filter) in checks {
+            let Ok(last) = self.bus.last_sequence_of(&filter).await else {
+                return false;
+            };
+            let last = last.unwrap_or(0);
+            let name = consumer_name(&self.config.instance, aggregate);
+            loop {
+                match self.store.position(&name).await {
+                    Ok(p) if p >= last => break,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+                if tokio::time::Instant::now() > deadline || cancel.is_cancelled() {
+                    tracing::warn!(registry = %id, aggregate = aggregate.as_str(), "state behind the stream; scan deferred");
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        true
+    }
+
+    // ------------------------------------------------------------ schedule
+
+    pub fn schedule_worker(self: &Arc<Self>) -> Worker {
+        let me = self.clone();
+        Worker::new("schedule", move |cancel| async move {
+            me.run_schedule(cancel).await
+        })
+    }
+
+    async fn run_schedule(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
+        if !self.until_projections_ready(&cancel).await {
+            return Ok(());
+        }
+        let mut submitted: HashMap<RegistryId, String> = HashMap::new();
+        loop {
+            if let Err(e) = self.tick(&mut submitted).await {
+                tracing::warn!(error = %e, "schedule tick failed");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    async fn tick(&self, submitted: &mut HashMap<RegistryId, String>) -> Result<(), String> {
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        let registries = self.store.registries().await.map_err(|x| e(&x))?;
+        let scans = self.store.scans().await.map_err(|x| e(&x))?;
+        let mut enabled = self
+            .store
+            .registries_with_enabled_rules()
+            .await
+            .map_err(|x| e(&x))?;
+        if let Some(a) = self.scanner.agent().registry() {
+            enabled.insert(a);
+        }
+        let now = Utc::now();
+        for r in &registries {
+            let scan = scans.get(&r.id);
+            let Some(msg_id) = due(&self.config, r, scan, enabled.contains(&r.id), now) else {
+                continue;
+            };
+            if submitted.get(&r.id) == Some(&msg_id) {
+                continue;
+            }
+            let job = Job {
+                request: ScanRequest {
+                    registry_id: r.id,
+                    repository: None,
+                    reason: SyncReason::Schedule,
+                },
+                requested_at: now,
+                traceparent: None,
+            };
+            match self.jobs.submit(&job, &msg_id).await {
+                Ok(_) => {
+                    tracing::debug!(registry = %r.id, %msg_id, "scan scheduled");
+                    submitted.insert(r.id, msg_id);
+                }
+                Err(x) => tracing::warn!(registry = %r.id, error = %x, "scheduling failed"),
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn nak(msg: &jetstream::Message, delay: Option<Duration>) {
+    let _ = msg.ack_with(AckKind::Nak(delay)).await;
+}
+
+async fn fetch(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    max: usize,
+) -> Result<Vec<jetstream::Message>, String> {
+    let mut batch = consumer
+        .fetch()
+        .max_messages(max)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    while let Some(m) = batch.next().await {
+        out.push(m.map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+/// The scan interval of a registry.
+pub fn interval_of(config: &ScannerConfig, r: &Registry) -> u64 {
+    r.scan_interval_secs
+        .filter(|s| *s > 0)
+        .unwrap_or(config.interval_secs)
+        .max(1)
+}
+
+/// A registry's stable offset within its interval.
+pub fn phase_of(config: &ScannerConfig, r: &Registry) -> u64 {
+    let span = config.jitter_secs.min(interval_of(config, r));
+    if span == 0 {
+        return 0;
+    }
+    (r.id.0.as_u128() % u128::from(span)) as u64
+}
+
+/// The schedule slot `now` falls in, and when it started.
+pub fn slot_of(config: &ScannerConfig, r: &Registry, now: DateTime<Utc>) -> (i64, DateTime<Utc>) {
+    let interval = interval_of(config, r) as i64;
+    let phase = phase_of(config, r) as i64;
+    let slot = (now.timestamp() - phase).div_euclid(interval);
+    let start = DateTime::from_timestamp(slot * interval + phase, 0).unwrap_or(now);
+    (slot, start)
+}
+
+/// When the registry's next scheduled scan is due (now or earlier when it is due).
+pub fn next_due(
+    config: &ScannerConfig,
+    r: &Registry,
+    scan: Option<&ScanRecord>,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let (_, start) = slot_of(config, r, now);
+    if covered(scan, start) {
+        start + chrono::Duration::seconds(interval_of(config, r) as i64)
+    } else {
+        start
+    }
+}
+
+/// The job id of the scan the registry is due for, if any.
+fn due(
+    config: &ScannerConfig,
+    r: &Registry,
+    scan: Option<&ScanRecord>,
+    has_rules: bool,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    if !config.schedule {
+        return None;
+    }
+    if let Some(changed) = r.rules_changed_at {
+        let since = scan.and_then(|s| s.last_started_at);
+        let settled =
+            now - changed >= chrono::Duration::milliseconds(config.rules_debounce_ms as i64);
+        if since.is_none_or(|s| s < changed) && settled {
+            return Some(format!("rules:{}:{}", r.id, changed.timestamp_millis()));
+        }
+    }
+    if !has_rules {
+        return None;
+    }
+    let (slot, start) = slot_of(config, r, now);
+    (!covered(scan, start)).then(|| format!("schedule:{}:{slot}", r.id))
+}
+
+/// Whether a whole-registry scan completed, or is running, since `start`.
+fn covered(scan: Option<&ScanRecord>, start: DateTime<Utc>) -> bool {
+    let Some(s) = scan else { return false };
+    let since = |t: Option<DateTime<Utc>>| t.is_some_and(|t| t >= start);
+    since(s.last_full_started_at)
+        || (s.running_sync_id.is_some() && s.running_repository.is_none() && since(s.running_since))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(interval: Option<u64>) -> Registry {
+        Registry {
+            id: RegistryId(uuid::Uuid::from_u128(1000 + 37)),
+            url: "r.example".into(),
+            insecure: false,
+            ca_pem: None,
+            auth_kind: "none".into(),
+            credential: None,
+            visibility: vec![],
+            scan_interval_secs: interval,
+            repositories: vec![],
+            rules_changed_at: None,
+        }
+    }
+
+    #[test]
+    fn slots_follow_interval_and_phase() {
+        let config = ScannerConfig {
+            interval_secs: 300,
+            jitter_secs: 60,
+            ..Default::default()
+        };
+        let r = registry(Some(100));
+        assert_eq!(interval_of(&config, &r), 100);
+        let phase = phase_of(&config, &r);
+        assert_eq!(phase, 1037 % 60);
+        let now = DateTime::from_timestamp(1_000_000 + phase as i64 + 50, 0).unwrap();
+        let (slot, start) = slot_of(&config, &r, now);
+        assert_eq!(slot, 10_000);
+        assert_eq!(start.timestamp(), 1_000_000 + phase as i64);
+        assert!(due(&config, &r, None, true, now).is_some());
+        assert!(
+            due(&config, &r, None, false, now).is_none(),
+            "no rules, no scan"
+        );
+        let scan = ScanRecord {
+            last_full_started_at: Some(start),
+            last_started_at: Some(start),
+            ..Default::default()
+        };
+        assert!(due(&config, &r, Some(&scan), true, now).is_none());
+        assert_eq!(
+            next_due(&config, &r, Some(&scan), now).timestamp(),
+            start.timestamp() + 100
+        );
+    }
+
+    #[test]
+    fn rule_changes_trigger_a_debounced_scan() {
+        let config = ScannerConfig {
+            rules_debounce_ms: 1000,
+            ..Default::default()
+        };
+        let mut r = registry(None);
+        let now = Utc::now();
+        r.rules_changed_at = Some(now - chrono::Duration::milliseconds(500));
+        assert!(due(&config, &r, None, false, now).is_none(), "not settled");
+        r.rules_changed_at = Some(now - chrono::Duration::seconds(2));
+        assert!(
+            due(&config, &r, None, false, now)
+                .unwrap()
+                .starts_with("rules:")
+        );
+        let scan = ScanRecord {
+            last_started_at: Some(now - chrono::Duration::seconds(1)),
+            ..Default::default()
+        };
+        assert!(due(&config, &r, Some(&scan), false, now).is_none());
+        let off = ScannerConfig {
+            schedule: false,
+            ..config
+        };
+        r.rules_changed_at = Some(now - chrono::Duration::seconds(2));
+        assert!(
+            due(&off, &r, None, false, now).is_none(),
+            "schedule off: requests only"
+        );
+    }
+}

@@ -1,0 +1,736 @@
+//! One scan of one registry (or one repository of it): list, select by rules, compare
+//! with what the scanner last said, and emit only the differences.
+//!
+//! - Repositories: `_catalog` (limited to the registry URL's namespace); the registry's
+//!   explicit `repositories` when it has them; the rules' exact names when `_catalog` is
+//!   forbidden or missing. Only repositories some enabled rule matches are looked at.
+//! - Tags: `tags/list`, then the rules' selection ([`imagelib_rules::RuleSetIndex::select`]).
+//!   A tag the scanner does not know is inspected (content from the cache first) and
+//!   classified → `image.tag_discovered`. A known tag the rules call mutable (by default
+//!   `latest` and tags without a version) costs one `HEAD`; a new digest → inspected →
+//!   `image.tag_moved`. A known immutable tag costs nothing.
+//! - Removal: a known tag no longer selected (gone from the registry, or dropped by the
+//!   rules) → `image.tag_removed`, but only when the repository's listing was complete; a
+//!   repository gone from a complete catalog, or no longer in scope, loses all its tags.
+//!   A scan that could not list everything ends `partial` and removes nothing it did not
+//!   see.
+//! - Limits: a `429` whose `Retry-After` is beyond the client's cap defers the repository
+//!   to the next scan (`rate_limited`), 5xx are retried by the client with backoff, and
+//!   the whole scan is bounded by a timeout (what it found until then is kept; it ends
+//!   `partial`).
+//!
+//! Image event ids are derived from the fact (registry, repository, tag, old and new
+//! digest, and the sequence of the tag's previous event), so a scan that crashed after
+//! publishing and re-emits the same fact is deduplicated by JetStream, while a tag that
+//! really moves back and forth gets a new id each time.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use imagelib_events::bus::EventBus;
+use imagelib_events::event::{
+    SyncCompleted, SyncFailed, SyncStarted, TagDiscovered, TagMoved, TagRemoved,
+};
+use imagelib_events::model::{ImageDetails, RuleKind, SyncReason};
+use imagelib_events::{
+    Digest, Envelope, EventId, EventPayload, RegistryId, RepositoryName, SyncId, Tag, TraceParent,
+};
+use imagelib_rules::RuleSetIndex;
+use imagelib_secrets::Vault;
+use registry_client::{
+    ErrorKind, ImageInspection, InspectOptions, NetworkGuard, ProviderEndpoints, Reference,
+    RegistryClient, RegistryConfig,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::ScanCache;
+use crate::config::ScannerConfig;
+use crate::rules::AgentRules;
+use crate::store::{KnownTag, Registry, Store, StoreError};
+
+/// What to scan and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScanRequest {
+    pub registry_id: RegistryId,
+    /// One repository only (a webhook push); the whole registry when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RepositoryName>,
+    pub reason: SyncReason,
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Completed(SyncCompleted),
+    Failed(SyncFailed),
+}
+
+/// Why a scan did not run at all (nothing was emitted; the job is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] imagelib_events::bus::BusError),
+    #[error("registry {0} is unknown or removed")]
+    UnknownRegistry(RegistryId),
+}
+
+/// Scans registries; shared by every scan of the process.
+#[derive(Debug, Clone)]
+pub struct Scanner {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    bus: EventBus,
+    vault: Arc<Vault>,
+    guard: NetworkGuard,
+    endpoints: ProviderEndpoints,
+    agent: Arc<AgentRules>,
+    config: ScannerConfig,
+    actor: String,
+}
+
+/// A selected tag whose digest is not the one the scanner last announced.
+struct Change<'t> {
+    tag: &'t Tag,
+    rule_kind: RuleKind,
+    known: Option<&'t KnownTag>,
+    digest: Digest,
+}
+
+/// Counts of one scan, shared by its repository tasks (and read after a timeout).
+#[derive(Debug, Default)]
+struct Tally {
+    repositories: u64,
+    tags_seen: u64,
+    added: u64,
+    moved: u64,
+    removed: u64,
+    partial: bool,
+    rate_limited: BTreeSet<RepositoryName>,
+    errors: Vec<String>,
+}
+
+impl Tally {
+    fn error(&mut self, what: String) {
+        self.partial = true;
+        if self.errors.len() < 20 {
+            self.errors.push(what);
+        }
+    }
+}
+
+/// What one scan works with.
+struct Ctx<'a> {
+    scanner: &'a Inner,
+    registry: &'a Registry,
+    client: &'a RegistryClient,
+    index: &'a RuleSetIndex,
+    tally: &'a Mutex<Tally>,
+    traceparent: Option<TraceParent>,
+    cancel: &'a CancellationToken,
+}
+
+impl Scanner {
+    pub fn new(
+        store: Store,
+        bus: EventBus,
+        vault: Arc<Vault>,
+        guard: NetworkGuard,
+        endpoints: ProviderEndpoints,
+        agent: Arc<AgentRules>,
+        config: ScannerConfig,
+    ) -> Self {
+        let actor = if config.instance.is_empty() {
+            format!("system:{}", crate::NAME)
+        } else {
+            format!("system:{}/{}", crate::NAME, config.instance)
+        };
+        Scanner {
+            inner: Arc::new(Inner {
+                store,
+                bus,
+                vault,
+                guard,
+                endpoints,
+                agent,
+                config,
+                actor,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn agent(&self) -> &AgentRules {
+        &self.inner.agent
+    }
+
+    /// The `actor` of this process's events.
+    pub fn actor(&self) -> &str {
+        &self.inner.actor
+    }
+
+    /// Scans as `request` says: `sync.started`, the image events, then `sync.completed`
+    /// or `sync.failed`. `cancel` stops the scan early (the lease was lost, or the process
+    /// is stopping); it then ends `failed`.
+    pub async fn scan(
+        &self,
+        request: &ScanRequest,
+        traceparent: Option<TraceParent>,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, ScanError> {
+        let s = &*self.inner;
+        let registry = s
+            .store
+            .registry(request.registry_id)
+            .await?
+            .ok_or(ScanError::UnknownRegistry(request.registry_id))?;
+        let sync_id = SyncId::new();
+        let started = Instant::now();
+        s.emit(
+            SyncStarted {
+                registry_id: registry.id,
+                sync_id,
+                repository: request.repository.clone(),
+                reason: request.reason,
+            },
+            None,
+            traceparent,
+        )
+        .await?;
+        tracing::info!(registry = %registry.id, %sync_id, repository = ?request.repository, reason = ?request.reason, "scan started");
+
+        let tally = Mutex::new(Tally::default());
+        let t_client = Instant::now();
+        let client = match s.client_for(&registry).await {
+            Ok(c) => c,
+            Err(reason) => return s.fail(&registry, sync_id, reason, traceparent).await,
+        };
+        let index = match crate::rules::index_for(&s.store, &s.agent, registry.id).await {
+            Ok(i) => i,
+            Err(e) => return s.fail(&registry, sync_id, e.to_string(), traceparent).await,
+        };
+        tracing::debug!(
+            elapsed_ms = t_client.elapsed().as_millis() as u64,
+            "client and rules ready"
+        );
+        let ctx = Ctx {
+            scanner: s,
+            registry: &registry,
+            client: &client,
+            index: &index,
+            tally: &tally,
+            traceparent,
+            cancel,
+        };
+        let body = ctx.run(request.repository.as_ref());
+        let result = tokio::select! {
+            r = tokio::time::timeout(s.config.scan_timeout(), body) => match r {
+                Ok(r) => r,
+                Err(_) => {
+                    let mut t = tally.lock().expect("tally");
+                    t.error(format!("the scan took longer than {}s and was cut", s.config.scan_timeout().as_secs()));
+                    Ok(())
+                }
+            },
+            _ = cancel.cancelled() => Err("the scan was interrupted (lease lost or shutting down)".to_owned()),
+        };
+        let requests = client.stats().requests;
+        match result {
+            Err(reason) => s.fail(&registry, sync_id, reason, traceparent).await,
+            Ok(()) => {
+                let t = std::mem::take(&mut *tally.lock().expect("tally"));
+                if !t.errors.is_empty() {
+                    tracing::warn!(registry = %registry.id, %sync_id, errors = ?t.errors, "scan ended partial");
+                }
+                let completed = SyncCompleted {
+                    registry_id: registry.id,
+                    sync_id,
+                    repositories: t.repositories,
+                    tags_seen: t.tags_seen,
+                    added: t.added,
+                    moved: t.moved,
+                    removed: t.removed,
+                    requests,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    partial: t.partial || !t.rate_limited.is_empty(),
+                    rate_limited: t.rate_limited.into_iter().collect(),
+                };
+                tracing::info!(registry = %registry.id, %sync_id, added = completed.added, moved = completed.moved, removed = completed.removed, requests, partial = completed.partial, "scan completed");
+                s.emit(completed.clone(), None, traceparent).await?;
+                Ok(Outcome::Completed(completed))
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Publishes an event; true when it is new to the stream.
+    async fn emit(
+        &self,
+        payload: impl Into<EventPayload>,
+        id: Option<EventId>,
+        traceparent: Option<TraceParent>,
+    ) -> Result<bool, ScanError> {
+        let mut env = Envelope::new(crate::NAME, payload)
+            .with_actor(self.actor.clone())
+            .with_traceparent(traceparent);
+        if let Some(id) = id {
+            env = env.with_id(id);
+        }
+        let receipt = self.bus.publish(&env).await?;
+        // Image events reach the state through the projector (a scan never reads a tag it
+        // wrote, and the next scan waits for the projector to catch up); scan events are
+        // applied at once so the status is current.
+        if env.payload.aggregate() != imagelib_events::Aggregate::Image {
+            self.store.apply(receipt.sequence, &env).await?;
+        }
+        Ok(!receipt.duplicate)
+    }
+
+    async fn fail(
+        &self,
+        registry: &Registry,
+        sync_id: SyncId,
+        reason: String,
+        traceparent: Option<TraceParent>,
+    ) -> Result<Outcome, ScanError> {
+        tracing::warn!(registry = %registry.id, %sync_id, %reason, "scan failed");
+        let failed = SyncFailed {
+            registry_id: registry.id,
+            sync_id,
+            reason,
+        };
+        self.emit(failed.clone(), None, traceparent).await?;
+        Ok(Outcome::Failed(failed))
+    }
+
+    /// A registry client of its own for this scan: its budget and counts are the scan's.
+    async fn client_for(&self, registry: &Registry) -> Result<RegistryClient, String> {
+        let c = &self.config;
+        let mut config =
+            RegistryConfig::new(&registry.url, registry.insecure).map_err(|e| e.to_string())?;
+        config.ca_pem = registry.ca_pem.clone();
+        config.max_concurrency = c.max_concurrency.max(1);
+        config.request_budget = c.request_budget;
+        config.page_size = c.page_size;
+        config.request_timeout = Duration::from_secs(c.request_timeout_secs.max(1));
+        config.retry.max_retry_after = Duration::from_secs(c.max_retry_after_secs);
+        config.guard = self.guard.clone();
+        config.user_agent = concat!("imagelib-sync-scanner/", env!("CARGO_PKG_VERSION")).into();
+        let provider = crate::credentials::provider(
+            &self.vault,
+            registry.id,
+            registry.credential.as_ref(),
+            &config.url,
+            &self.guard,
+            &self.endpoints,
+            registry.ca_pem.as_deref(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        RegistryClient::with_provider(config, provider).map_err(|e| e.to_string())
+    }
+}
+
+/// How a registry client error is handled in a scan.
+fn is_rate_limited(e: &registry_client::Error) -> bool {
+    e.kind() == ErrorKind::RateLimited
+}
+
+impl Ctx<'_> {
+    fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().expect("tally")
+    }
+
+    /// The scan body. `Err` is a reason for `sync.failed` (nothing could be scanned).
+    async fn run(&self, only: Option<&RepositoryName>) -> Result<(), String> {
+        let registry = self.registry;
+        let store = &self.scanner.store;
+        let index = self.index;
+        let (listed, complete): (Vec<RepositoryName>, bool) = match only {
+            Some(repo) => (vec![repo.clone()], true),
+            None => self.repositories().await?,
+        };
+        // Repositories whose known tags all go: gone from a complete listing, or no
+        // longer matched by any enabled rule.
+        let listed_set: HashSet<&RepositoryName> = listed.iter().collect();
+        if only.is_none() {
+            let known = store
+                .known_repositories(registry.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            for repo in known {
+                let gone = complete && !listed_set.contains(&repo);
+                if gone || !index.in_scope(&repo) {
+                    self.remove_all(&repo).await.map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        if let Some(repo) = only
+            && !index.in_scope(repo)
+        {
+            // A request for a repository no enabled rule covers (any more).
+            self.remove_all(repo).await.map_err(|e| e.to_string())?;
+        }
+        let in_scope: Vec<RepositoryName> =
+            listed.into_iter().filter(|r| index.in_scope(r)).collect();
+        let concurrency = self.scanner.config.repository_concurrency.max(1);
+        let tasks: Vec<Task<'_>> = in_scope
+            .into_iter()
+            .map(|repo| {
+                Box::pin(async move {
+                    if self.cancel.is_cancelled() {
+                        return;
+                    }
+                    if let Err(e) = self.repository(&repo).await {
+                        self.tally().error(format!("{repo}: {e}"));
+                    }
+                }) as Task<'_>
+            })
+            .collect();
+        run_all(tasks, concurrency).await;
+        Ok(())
+    }
+
+    /// The registry's repositories and whether that list is the whole truth.
+    async fn repositories(&self) -> Result<(Vec<RepositoryName>, bool), String> {
+        let registry = self.registry;
+        let index = self.index;
+        if !index.has_enabled() {
+            return Ok((Vec::new(), true));
+        }
+        let exact: BTreeSet<RepositoryName> =
+            index.exact_repositories().into_iter().cloned().collect();
+        if !registry.repositories.is_empty() {
+            let mut all: BTreeSet<RepositoryName> = registry.repositories.iter().cloned().collect();
+            all.extend(exact);
+            return Ok((all.into_iter().collect(), true));
+        }
+        match self.client.catalog().await {
+            Ok(listing) => {
+                if !listing.complete {
+                    let why = listing
+                        .error
+                        .as_ref()
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "the catalog listing was cut".into());
+                    self.tally().error(format!("_catalog: {why}"));
+                }
+                Ok((listing.items, listing.complete))
+            }
+            Err(e) => match e.kind() {
+                // No usable `_catalog` (Docker Hub, GHCR, ECR without the permission): the
+                // rules' exact names, and nothing else is known to exist or not.
+                ErrorKind::Forbidden | ErrorKind::NotFound => {
+                    tracing::info!(registry = %registry.id, error = %e, "no usable _catalog; scanning the rules' exact repositories");
+                    Ok((exact.into_iter().collect(), false))
+                }
+                ErrorKind::RateLimited => {
+                    self.tally().error(format!("_catalog: {e}"));
+                    Ok((exact.into_iter().collect(), false))
+                }
+                _ => Err(e.to_string()),
+            },
+        }
+    }
+
+    /// Emits `tag_removed` for every present tag of `repo`.
+    async fn remove_all(&self, repo: &RepositoryName) -> Result<(), ScanError> {
+        let known = self
+            .scanner
+            .store
+            .known_tags(self.registry.id, repo)
+            .await?;
+        for (tag, k) in known.iter().filter(|(_, k)| k.present) {
+            self.remove(repo, tag, k).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        k: &KnownTag,
+    ) -> Result<(), ScanError> {
+        let id = EventId::for_fact(&format!(
+            "image/{}/{repo}:{tag}/removed/{}/after/{}",
+            self.registry.id, k.digest, k.last_sequence
+        ));
+        let event = TagRemoved {
+            registry_id: self.registry.id,
+            repository: repo.clone(),
+            tag: tag.clone(),
+            digest: k.digest.clone(),
+        };
+        if self.scanner.emit(event, Some(id), self.traceparent).await? {
+            self.tally().removed += 1;
+        }
+        Ok(())
+    }
+
+    /// One repository: list, compare, emit.
+    async fn repository(&self, repo: &RepositoryName) -> Result<(), ScanError> {
+        let registry = self.registry;
+        let store = &self.scanner.store;
+        // What the scanner knows is read while the registry lists.
+        let (listing, known) =
+            tokio::join!(self.client.tags(repo), store.known_tags(registry.id, repo));
+        let known = known?;
+        let listing = match listing {
+            Ok(l) => l,
+            Err(e) if is_rate_limited(&e) => {
+                self.tally().rate_limited.insert(repo.clone());
+                return Ok(());
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                // The repository does not exist (any more): no tags, for sure.
+                registry_client::Listing {
+                    items: Vec::new(),
+                    complete: true,
+                    pages: 0,
+                    skipped: Vec::new(),
+                    error: None,
+                }
+            }
+            Err(e) => {
+                self.tally().error(format!("{repo}: tags/list: {e}"));
+                return Ok(());
+            }
+        };
+        let complete = listing.complete;
+        if let Some(e) = &listing.error {
+            if is_rate_limited(e) {
+                self.tally().rate_limited.insert(repo.clone());
+            } else {
+                self.tally().error(format!("{repo}: tags/list: {e}"));
+            }
+        }
+        let tags = listing.items;
+        {
+            let mut t = self.tally();
+            t.repositories += 1;
+            t.tags_seen += tags.len() as u64;
+        }
+        let selected = self.index.select(repo, &tags);
+        let selected_names: HashSet<&Tag> = selected.iter().map(|s| s.tag).collect();
+        let cache = ScanCache::new();
+        let deferred = std::sync::atomic::AtomicBool::new(false);
+        // Several tags per request slot, so that publishing and the content cache's
+        // reads overlap with requests (the client caps what is in flight).
+        let concurrency = self.scanner.config.max_concurrency.max(1) * 4;
+        let handle = |tag: &Tag, result: Result<(), TagError>| match result {
+            Ok(()) => {}
+            Err(TagError::Registry(e)) if is_rate_limited(&e) => {
+                deferred.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.tally().rate_limited.insert(repo.clone());
+            }
+            // Deleted between the listing and now: the next scan removes it.
+            Err(TagError::Registry(e)) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => self.tally().error(format!("{repo}:{tag}: {e}")),
+        };
+        let stop =
+            || deferred.load(std::sync::atomic::Ordering::Relaxed) || self.cancel.is_cancelled();
+
+        // 1. Where each tag points: a HEAD for tags not known, and for known mutable ones.
+        let changed: Mutex<Vec<Change<'_>>> = Mutex::new(Vec::new());
+        let tasks: Vec<Task<'_>> = selected
+            .iter()
+            .map(|s| {
+                let (known, changed, handle, stop) = (&known, &changed, &handle, &stop);
+                Box::pin(async move {
+                    let k = known.get(s.tag);
+                    let present = k.filter(|k| k.present);
+                    if stop() || (present.is_some() && !s.mutable) {
+                        return;
+                    }
+                    let head = self
+                        .client
+                        .head_manifest(repo, &Reference::Tag(s.tag.clone()))
+                        .await;
+                    match head {
+                        Ok(h) if present.is_some_and(|k| k.digest == h.digest) => {}
+                        Ok(h) => changed.lock().expect("changes").push(Change {
+                            tag: s.tag,
+                            rule_kind: s.rule.kind(),
+                            known: k,
+                            digest: h.digest,
+                        }),
+                        Err(e) => handle(s.tag, Err(e.into())),
+                    }
+                }) as Task<'_>
+            })
+            .collect();
+        run_all(tasks, concurrency).await;
+        let changed = changed.into_inner().expect("changes");
+
+        // 2. What the content cache already holds about the new digests, in one go.
+        let digests: Vec<Digest> = changed.iter().map(|c| c.digest.clone()).collect();
+        if let Err(e) = cache.prefetch(store, &digests).await {
+            tracing::warn!(error = %e, "content cache not read");
+        }
+
+        // 3. Inspect, classify, announce.
+        let tasks: Vec<Task<'_>> = changed
+            .iter()
+            .map(|c| {
+                let (cache, tags, handle, stop) = (&cache, &tags, &handle, &stop);
+                Box::pin(async move {
+                    if stop() {
+                        return;
+                    }
+                    handle(c.tag, self.announce(repo, c, tags, cache).await);
+                }) as Task<'_>
+            })
+            .collect();
+        run_all(tasks, concurrency).await;
+        if let Err(e) = cache.flush(store).await {
+            tracing::warn!(error = %e, "content cache not written");
+        }
+        if complete && !self.cancel.is_cancelled() {
+            for (tag, k) in known.iter().filter(|(_, k)| k.present) {
+                if !selected_names.contains(tag) {
+                    self.remove(repo, tag, k).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Announces a tag whose digest is new: `tag_discovered`, or `tag_moved` for a known
+    /// tag.
+    async fn announce(
+        &self,
+        repo: &RepositoryName,
+        c: &Change<'_>,
+        tags: &[Tag],
+        cache: &ScanCache,
+    ) -> Result<(), TagError> {
+        let registry = self.registry.id;
+        let tag = c.tag;
+        let details = self
+            .inspect(repo, &c.digest, c.rule_kind, tags, cache)
+            .await?;
+        match c.known.filter(|k| k.present) {
+            Some(k) => {
+                let id = EventId::for_fact(&format!(
+                    "image/{registry}/{repo}:{tag}/moved/{}/{}/after/{}",
+                    k.digest, c.digest, k.last_sequence
+                ));
+                let event = TagMoved {
+                    registry_id: registry,
+                    repository: repo.clone(),
+                    tag: tag.clone(),
+                    old_digest: k.digest.clone(),
+                    new_digest: c.digest.clone(),
+                    details,
+                };
+                if self.scanner.emit(event, Some(id), self.traceparent).await? {
+                    self.tally().moved += 1;
+                }
+            }
+            None => {
+                // A tombstone's sequence makes a re-added tag a new fact.
+                let after = c.known.map(|k| k.last_sequence).unwrap_or(0);
+                let id = EventId::for_fact(&format!(
+                    "image/{registry}/{repo}:{tag}/discovered/{}/after/{after}",
+                    c.digest
+                ));
+                let event = TagDiscovered {
+                    registry_id: registry,
+                    repository: repo.clone(),
+                    tag: tag.clone(),
+                    digest: c.digest.clone(),
+                    details,
+                };
+                if self.scanner.emit(event, Some(id), self.traceparent).await? {
+                    self.tally().added += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What `digest` is, with as much as possible from the content cache.
+    async fn inspect(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        rule_kind: RuleKind,
+        tags: &[Tag],
+        cache: &ScanCache,
+    ) -> Result<ImageDetails, TagError> {
+        let _one_at_a_time = cache.lock(digest).await;
+        let options = InspectOptions {
+            referrers: self.scanner.config.referrers,
+            known_tags: Some(tags),
+        };
+        let inspection = self
+            .client
+            .inspect_digest(repo, digest, cache, &options)
+            .await?;
+        Ok(details_of(inspection, rule_kind, repo))
+    }
+}
+
+type Task<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// Runs `tasks`, at most `concurrency` at a time.
+async fn run_all(tasks: Vec<Task<'_>>, concurrency: usize) {
+    futures::stream::iter(tasks)
+        .buffer_unordered(concurrency)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TagError {
+    #[error(transparent)]
+    Registry(#[from] registry_client::Error),
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+}
+
+/// The event's view of an inspected image, classified.
+pub fn details_of(i: ImageInspection, rule_kind: RuleKind, repo: &RepositoryName) -> ImageDetails {
+    let artifact_type = i
+        .artifact_type
+        .as_deref()
+        .or(i.config_media_type.as_deref());
+    let (kind, model_type) = imagelib_rules::classify(
+        rule_kind,
+        artifact_type,
+        &i.media_type,
+        &i.labels,
+        &i.annotations,
+        repo,
+    );
+    let extensions = imagelib_rules::parse_extensions(&i.labels, &i.annotations).unwrap_or_else(|e| {
+        tracing::warn!(repository = %repo, digest = %i.digest, error = %e, "extensions not readable");
+        Vec::new()
+    });
+    ImageDetails {
+        media_type: i.media_type,
+        artifact_type: i.artifact_type,
+        platforms: i.platforms,
+        size: i.size,
+        created: i.created,
+        labels: i.labels,
+        annotations: i.annotations,
+        kind,
+        model_type,
+        extensions,
+        referrers: i.referrers,
+    }
+}

@@ -1,0 +1,777 @@
+//! The scanner's state in its PostgreSQL schema: a projection of the stream.
+//!
+//! - registries and their rules (registry-registry's events),
+//! - the tags it knows ([`KnownTag`]), from its own `image.*` events: what it last said
+//!   is what it compares the registry with, so a restart re-emits nothing unchanged and a
+//!   crash between publishing and recording is repaired by the projector,
+//! - its scans (its own `sync.*` events), for scheduling and `GET /v1/scanner/status`,
+//! - and a content-addressed cache of manifests and config blobs (not a projection: what
+//!   a digest names never changes).
+//!
+//! [`Store::apply`] is the only writer of the projections. It is idempotent and
+//! order-independent where it must be: a registry or rule event at or below the
+//! aggregate's recorded sequence is skipped, and each tag row keeps the sequence of the
+//! last event about it (removed tags stay as tombstones), so the scanner (which applies
+//! what it just published) and the durable consumers (which apply everything) can apply
+//! the same events in any order.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use imagelib_events::event::RuleSet;
+use imagelib_events::model::{Platform, SealedCredential};
+use imagelib_events::{Digest, Envelope, EventPayload, RegistryId, RepositoryName, SyncId, Tag};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A registry as the scanner needs it.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub id: RegistryId,
+    pub url: String,
+    pub insecure: bool,
+    pub ca_pem: Option<String>,
+    pub auth_kind: String,
+    pub credential: Option<SealedCredential>,
+    pub visibility: Vec<String>,
+    pub scan_interval_secs: Option<u64>,
+    /// Repositories to scan where `_catalog` is unusable.
+    pub repositories: Vec<RepositoryName>,
+    pub rules_changed_at: Option<DateTime<Utc>>,
+}
+
+/// What the scanner last said about a tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownTag {
+    pub digest: Digest,
+    /// False for a tombstone: the tag was removed.
+    pub present: bool,
+    /// The stream sequence of the last event about the tag.
+    pub last_sequence: u64,
+}
+
+/// One registry's scans, from the sync events.
+#[derive(Debug, Clone, Default)]
+pub struct ScanRecord {
+    pub running_sync_id: Option<SyncId>,
+    pub running_since: Option<DateTime<Utc>>,
+    pub running_repository: Option<String>,
+    pub running_actor: Option<String>,
+    pub last_sync_id: Option<SyncId>,
+    pub last_started_at: Option<DateTime<Utc>>,
+    /// When the last complete whole-registry scan started: requests older than it are
+    /// already served.
+    pub last_full_started_at: Option<DateTime<Utc>>,
+    pub last_finished_at: Option<DateTime<Utc>>,
+    pub last_state: Option<String>,
+    pub last_summary: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn parse<T: std::str::FromStr>(s: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse::<T>().map_err(|e| corrupt(format!("`{s}`: {e}")))
+}
+
+impl Registry {
+    fn from_row(r: &sqlx::postgres::PgRow) -> Result<Self, StoreError> {
+        let repositories: Vec<String> = r.try_get("repositories")?;
+        Ok(Registry {
+            id: RegistryId(r.try_get("id")?),
+            url: r.try_get("url")?,
+            insecure: r.try_get("insecure")?,
+            ca_pem: r.try_get("ca_pem")?,
+            auth_kind: r.try_get("auth_kind")?,
+            credential: r
+                .try_get::<Option<serde_json::Value>, _>("credential")?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(corrupt)?,
+            visibility: r.try_get("visibility")?,
+            scan_interval_secs: r
+                .try_get::<Option<i64>, _>("scan_interval_secs")?
+                .map(|v| v.max(0) as u64),
+            repositories: repositories
+                .iter()
+                .map(|s| parse(s))
+                .collect::<Result<_, _>>()?,
+            rules_changed_at: r.try_get("rules_changed_at")?,
+        })
+    }
+}
+
+impl ScanRecord {
+    fn from_row(r: &sqlx::postgres::PgRow) -> Result<Self, StoreError> {
+        Ok(ScanRecord {
+            running_sync_id: r
+                .try_get::<Option<uuid::Uuid>, _>("running_sync_id")?
+                .map(SyncId),
+            running_since: r.try_get("running_since")?,
+            running_repository: r.try_get("running_repository")?,
+            running_actor: r.try_get("running_actor")?,
+            last_sync_id: r
+                .try_get::<Option<uuid::Uuid>, _>("last_sync_id")?
+                .map(SyncId),
+            last_started_at: r.try_get("last_started_at")?,
+            last_full_started_at: r.try_get("last_full_started_at")?,
+            last_finished_at: r.try_get("last_finished_at")?,
+            last_state: r.try_get("last_state")?,
+            last_summary: r.try_get("last_summary")?,
+        })
+    }
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Store { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    // ------------------------------------------------------------ registries and rules
+
+    pub async fn registry(&self, id: RegistryId) -> Result<Option<Registry>, StoreError> {
+        let row = sqlx::query("SELECT * FROM registries WHERE id = $1 AND NOT removed")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Registry::from_row).transpose()
+    }
+
+    /// Whether the registry was registered and then removed.
+    pub async fn is_removed(&self, id: RegistryId) -> Result<bool, StoreError> {
+        let v: Option<bool> = sqlx::query_scalar("SELECT removed FROM registries WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(v.unwrap_or(false))
+    }
+
+    /// Registries with at least one enabled rule from the stream.
+    pub async fn registries_with_enabled_rules(
+        &self,
+    ) -> Result<std::collections::HashSet<RegistryId>, StoreError> {
+        let rows: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT DISTINCT registry_id FROM rules WHERE (body->>'enabled')::boolean",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(RegistryId).collect())
+    }
+
+    /// Registries not removed.
+    pub async fn registries(&self) -> Result<Vec<Registry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM registries WHERE NOT removed ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Registry::from_row).collect()
+    }
+
+    /// The rules of a registry, from `rule.set` events, in rule-id order.
+    pub async fn rules(&self, id: RegistryId) -> Result<Vec<RuleSet>, StoreError> {
+        let rows: Vec<serde_json::Value> =
+            sqlx::query_scalar("SELECT body FROM rules WHERE registry_id = $1 ORDER BY rule_id")
+                .bind(id.0)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|v| serde_json::from_value(v).map_err(corrupt))
+            .collect()
+    }
+
+    // ------------------------------------------------------------ known tags
+
+    /// Every tag row of a repository, tombstones included.
+    pub async fn known_tags(
+        &self,
+        registry: RegistryId,
+        repository: &RepositoryName,
+    ) -> Result<HashMap<Tag, KnownTag>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tag, digest, present, last_sequence FROM known_tags
+             WHERE registry_id = $1 AND repository = $2",
+        )
+        .bind(registry.0)
+        .bind(repository.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let tag: String = r.try_get("tag")?;
+            let digest: String = r.try_get("digest")?;
+            out.insert(
+                parse(&tag)?,
+                KnownTag {
+                    digest: parse(&digest)?,
+                    present: r.try_get("present")?,
+                    last_sequence: r.try_get::<i64, _>("last_sequence")?.max(0) as u64,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Repositories of a registry with at least one present tag.
+    pub async fn known_repositories(
+        &self,
+        registry: RegistryId,
+    ) -> Result<Vec<RepositoryName>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT repository FROM known_tags WHERE registry_id = $1 AND present ORDER BY 1",
+        )
+        .bind(registry.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|s| parse(s)).collect()
+    }
+
+    /// Present tags per registry (for the status API).
+    pub async fn known_tag_counts(&self) -> Result<HashMap<RegistryId, u64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT registry_id, count(*) AS n FROM known_tags WHERE present GROUP BY registry_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    RegistryId(r.try_get("registry_id")?),
+                    r.try_get::<i64, _>("n")?.max(0) as u64,
+                ))
+            })
+            .collect()
+    }
+
+    // ------------------------------------------------------------ content cache
+
+    /// Cached content of these digests: (digest, media type, bytes).
+    pub async fn blobs(
+        &self,
+        digests: &[String],
+    ) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("SELECT digest, media_type, body FROM blobs WHERE digest = ANY($1)")
+            .bind(digests)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("digest")?,
+                    r.try_get("media_type")?,
+                    r.try_get("body")?,
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn put_blobs(&self, items: &[(String, String, Vec<u8>)]) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let digests: Vec<&str> = items.iter().map(|i| i.0.as_str()).collect();
+        let types: Vec<&str> = items.iter().map(|i| i.1.as_str()).collect();
+        let bodies: Vec<&[u8]> = items.iter().map(|i| i.2.as_slice()).collect();
+        sqlx::query(
+            "INSERT INTO blobs (digest, media_type, body)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[])
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(&digests)
+        .bind(&types)
+        .bind(&bodies)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ scans
+
+    pub async fn scans(&self) -> Result<HashMap<RegistryId, ScanRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM scans")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    RegistryId(r.try_get("registry_id")?),
+                    ScanRecord::from_row(r)?,
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn scan(&self, id: RegistryId) -> Result<Option<ScanRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM scans WHERE registry_id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(ScanRecord::from_row).transpose()
+    }
+
+    // ------------------------------------------------------------ applying events
+
+    /// A transaction for projection writes. They commit without waiting for the WAL
+    /// flush (`synchronous_commit = off`): a crash can lose only the last few
+    /// milliseconds of commits, never consistency (rows and consumer positions commit
+    /// together), and the stream, the source of truth, replays what was lost. That
+    /// keeps a scan of thousands of tags from waiting on thousands of fsyncs.
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    /// The last stream sequence `consumer` applied (0 when none).
+    pub async fn position(&self, consumer: &str) -> Result<u64, StoreError> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT sequence FROM stream_position WHERE consumer = $1")
+                .bind(consumer)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(v.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Apply an event the scanner just published (read-your-writes). Consumer positions
+    /// are left alone: events before it may not be applied yet.
+    pub async fn apply(&self, seq: u64, env: &Envelope) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        apply_in(&mut tx, seq, env).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Apply an event delivered to `consumer`, recording its position in the same
+    /// transaction.
+    pub async fn apply_consumed(
+        &self,
+        consumer: &str,
+        seq: u64,
+        env: &Envelope,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        apply_in(&mut tx, seq, env).await?;
+        record_position(&mut tx, consumer, seq).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Record that `consumer` is past `seq` without applying anything (events it only
+    /// reacts to, such as `sync.requested`).
+    pub async fn advance(&self, consumer: &str, seq: u64) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        record_position(&mut tx, consumer, seq).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn record_position(
+    tx: &mut Transaction<'_, Postgres>,
+    consumer: &str,
+    seq: u64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO stream_position (consumer, sequence) VALUES ($1, $2)
+         ON CONFLICT (consumer) DO UPDATE SET sequence = GREATEST(stream_position.sequence, EXCLUDED.sequence), updated_at = now()",
+    )
+    .bind(consumer)
+    .bind(seq as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn enum_str<T: serde::Serialize>(v: &T) -> String {
+    json(v).as_str().map(str::to_owned).unwrap_or_default()
+}
+
+/// The event is newer than what the registry row has seen (and the row exists).
+async fn registry_newer(
+    tx: &mut Transaction<'_, Postgres>,
+    id: RegistryId,
+    seq: u64,
+) -> Result<bool, StoreError> {
+    let v: Option<i64> =
+        sqlx::query_scalar("SELECT last_sequence FROM registries WHERE id = $1 FOR UPDATE")
+            .bind(id.0)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(v.is_some_and(|last| seq > last as u64))
+}
+
+async fn touch_registry(
+    tx: &mut Transaction<'_, Postgres>,
+    id: RegistryId,
+    seq: u64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE registries SET last_sequence = $2 WHERE id = $1")
+        .bind(id.0)
+        .bind(seq as i64)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn rules_newer(
+    tx: &mut Transaction<'_, Postgres>,
+    id: RegistryId,
+    seq: u64,
+) -> Result<bool, StoreError> {
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT last_sequence FROM rule_sets WHERE registry_id = $1 FOR UPDATE")
+            .bind(id.0)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if last.is_some_and(|l| seq <= l as u64) {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO rule_sets (registry_id, last_sequence) VALUES ($1, $2)
+         ON CONFLICT (registry_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
+    )
+    .bind(id.0)
+    .bind(seq as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(true)
+}
+
+async fn scans_newer(
+    tx: &mut Transaction<'_, Postgres>,
+    id: RegistryId,
+    seq: u64,
+) -> Result<bool, StoreError> {
+    sqlx::query(
+        "INSERT INTO scans (registry_id, last_sequence) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind(id.0)
+    .execute(&mut **tx)
+    .await?;
+    let last: i64 =
+        sqlx::query_scalar("SELECT last_sequence FROM scans WHERE registry_id = $1 FOR UPDATE")
+            .bind(id.0)
+            .fetch_one(&mut **tx)
+            .await?;
+    if seq <= last as u64 {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE scans SET last_sequence = $2 WHERE registry_id = $1")
+        .bind(id.0)
+        .bind(seq as i64)
+        .execute(&mut **tx)
+        .await?;
+    Ok(true)
+}
+
+/// Upserts a tag row unless it already reflects a later event.
+#[allow(clippy::too_many_arguments)]
+async fn put_tag(
+    tx: &mut Transaction<'_, Postgres>,
+    registry: RegistryId,
+    repository: &RepositoryName,
+    tag: &Tag,
+    digest: &Digest,
+    present: bool,
+    kind: Option<&str>,
+    platforms: &[Platform],
+    seq: u64,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO known_tags (registry_id, repository, tag, digest, present, kind, platforms, last_sequence, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (registry_id, repository, tag) DO UPDATE SET
+            digest = EXCLUDED.digest, present = EXCLUDED.present,
+            kind = COALESCE(EXCLUDED.kind, known_tags.kind),
+            platforms = CASE WHEN EXCLUDED.present THEN EXCLUDED.platforms ELSE known_tags.platforms END,
+            last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
+         WHERE known_tags.last_sequence < EXCLUDED.last_sequence",
+    )
+    .bind(registry.0)
+    .bind(repository.as_str())
+    .bind(tag.as_str())
+    .bind(digest.as_str())
+    .bind(present)
+    .bind(kind)
+    .bind(json(&platforms))
+    .bind(seq as i64)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn apply_in(
+    tx: &mut Transaction<'_, Postgres>,
+    seq: u64,
+    env: &Envelope,
+) -> Result<(), StoreError> {
+    let at = env.time;
+    match &env.payload {
+        EventPayload::RegistryRegistered(e) => {
+            sqlx::query(
+                "INSERT INTO registries (id, url, insecure, ca_pem, auth_kind, credential, visibility,
+                    scan_interval_secs, repositories, last_sequence)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(e.registry_id.0)
+            .bind(&e.url)
+            .bind(e.insecure)
+            .bind(&e.ca_pem)
+            .bind(enum_str(&e.auth_kind))
+            .bind(e.credential.as_ref().map(json))
+            .bind(&e.visibility)
+            .bind(e.scan_interval_secs.map(|v| v as i64))
+            .bind(e.repositories.iter().map(|r| r.to_string()).collect::<Vec<_>>())
+            .bind(seq as i64)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventPayload::RegistryUpdated(e) => {
+            if !registry_newer(tx, e.registry_id, seq).await? {
+                return Ok(());
+            }
+            sqlx::query(
+                "UPDATE registries SET
+                    url = COALESCE($2, url),
+                    insecure = COALESCE($3, insecure),
+                    visibility = COALESCE($4, visibility),
+                    ca_pem = CASE WHEN $5 THEN $6 ELSE ca_pem END,
+                    scan_interval_secs = COALESCE($7, scan_interval_secs),
+                    repositories = COALESCE($8, repositories)
+                 WHERE id = $1",
+            )
+            .bind(e.registry_id.0)
+            .bind(&e.url)
+            .bind(e.insecure)
+            .bind(&e.visibility)
+            .bind(e.ca_pem.is_some())
+            .bind(e.ca_pem.clone().flatten())
+            .bind(e.scan_interval_secs.map(|v| v as i64))
+            .bind(
+                e.repositories
+                    .as_ref()
+                    .map(|r| r.iter().map(|r| r.to_string()).collect::<Vec<_>>()),
+            )
+            .execute(&mut **tx)
+            .await?;
+            touch_registry(tx, e.registry_id, seq).await?;
+        }
+        EventPayload::RegistryCredentialsRotated(e) => {
+            if !registry_newer(tx, e.registry_id, seq).await? {
+                return Ok(());
+            }
+            sqlx::query("UPDATE registries SET auth_kind = $2, credential = $3 WHERE id = $1")
+                .bind(e.registry_id.0)
+                .bind(enum_str(&e.auth_kind))
+                .bind(e.credential.as_ref().map(json))
+                .execute(&mut **tx)
+                .await?;
+            touch_registry(tx, e.registry_id, seq).await?;
+        }
+        EventPayload::RegistryRemoved(e) => {
+            if !registry_newer(tx, e.registry_id, seq).await? {
+                return Ok(());
+            }
+            sqlx::query("UPDATE registries SET removed = TRUE, credential = NULL WHERE id = $1")
+                .bind(e.registry_id.0)
+                .execute(&mut **tx)
+                .await?;
+            for table in ["rules", "known_tags"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE registry_id = $1"))
+                    .bind(e.registry_id.0)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            touch_registry(tx, e.registry_id, seq).await?;
+        }
+        EventPayload::RuleSet(e) => {
+            if !rules_newer(tx, e.registry_id, seq).await? {
+                return Ok(());
+            }
+            sqlx::query(
+                "INSERT INTO rules (registry_id, rule_id, body) VALUES ($1, $2, $3)
+                 ON CONFLICT (registry_id, rule_id) DO UPDATE SET body = EXCLUDED.body",
+            )
+            .bind(e.registry_id.0)
+            .bind(e.rule_id.as_str())
+            .bind(json(e))
+            .execute(&mut **tx)
+            .await?;
+            rules_changed(tx, e.registry_id, at).await?;
+        }
+        EventPayload::RuleRemoved(e) => {
+            if !rules_newer(tx, e.registry_id, seq).await? {
+                return Ok(());
+            }
+            sqlx::query("DELETE FROM rules WHERE registry_id = $1 AND rule_id = $2")
+                .bind(e.registry_id.0)
+                .bind(e.rule_id.as_str())
+                .execute(&mut **tx)
+                .await?;
+            rules_changed(tx, e.registry_id, at).await?;
+        }
+        EventPayload::TagDiscovered(e) => {
+            put_tag(
+                tx,
+                e.registry_id,
+                &e.repository,
+                &e.tag,
+                &e.digest,
+                true,
+                Some(e.details.kind.as_str()),
+                &e.details.platforms,
+                seq,
+                at,
+            )
+            .await?;
+        }
+        EventPayload::TagMoved(e) => {
+            put_tag(
+                tx,
+                e.registry_id,
+                &e.repository,
+                &e.tag,
+                &e.new_digest,
+                true,
+                Some(e.details.kind.as_str()),
+                &e.details.platforms,
+                seq,
+                at,
+            )
+            .await?;
+        }
+        EventPayload::TagRemoved(e) => {
+            put_tag(
+                tx,
+                e.registry_id,
+                &e.repository,
+                &e.tag,
+                &e.digest,
+                false,
+                None,
+                &[],
+                seq,
+                at,
+            )
+            .await?;
+        }
+        EventPayload::SyncStarted(e) => {
+            if !scans_newer(tx, e.registry_id, seq).await? {
+                return Ok(());
+            }
+            sqlx::query(
+                "UPDATE scans SET running_sync_id = $2, running_since = $3, running_repository = $4,
+                    running_actor = $5, last_started_at = $3
+                 WHERE registry_id = $1",
+            )
+            .bind(e.registry_id.0)
+            .bind(e.sync_id.0)
+            .bind(at)
+            .bind(e.repository.as_ref().map(|r| r.to_string()))
+            .bind(&env.actor)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventPayload::SyncCompleted(e) => {
+            if !scans_newer(tx, e.registry_id, seq).await? {
+                return Ok(());
+            }
+            finish_scan(
+                tx,
+                e.registry_id,
+                e.sync_id,
+                if e.partial { "partial" } else { "completed" },
+                json(e),
+                !e.partial,
+                at,
+            )
+            .await?;
+        }
+        EventPayload::SyncFailed(e) => {
+            if !scans_newer(tx, e.registry_id, seq).await? {
+                return Ok(());
+            }
+            finish_scan(tx, e.registry_id, e.sync_id, "failed", json(e), false, at).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn rules_changed(
+    tx: &mut Transaction<'_, Postgres>,
+    id: RegistryId,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE registries SET rules_changed_at = GREATEST(COALESCE(rules_changed_at, $2), $2) WHERE id = $1",
+    )
+    .bind(id.0)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn finish_scan(
+    tx: &mut Transaction<'_, Postgres>,
+    id: RegistryId,
+    sync_id: SyncId,
+    state: &str,
+    summary: serde_json::Value,
+    complete: bool,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    // A complete scan of the whole registry serves every request made before it started.
+    sqlx::query(
+        "UPDATE scans SET
+            last_full_started_at = CASE
+                WHEN $5 AND running_sync_id = $2 AND running_repository IS NULL
+                THEN running_since ELSE last_full_started_at END,
+            running_sync_id = CASE WHEN running_sync_id = $2 THEN NULL ELSE running_sync_id END,
+            running_since = CASE WHEN running_sync_id = $2 THEN NULL ELSE running_since END,
+            running_repository = CASE WHEN running_sync_id = $2 THEN NULL ELSE running_repository END,
+            running_actor = CASE WHEN running_sync_id = $2 THEN NULL ELSE running_actor END,
+            last_sync_id = $2, last_finished_at = $3, last_state = $4, last_summary = $6
+         WHERE registry_id = $1",
+    )
+    .bind(id.0)
+    .bind(sync_id.0)
+    .bind(at)
+    .bind(state)
+    .bind(complete)
+    .bind(summary)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! sync-scanner against real parts: a real NATS JetStream, PostgreSQL and `docker-registry`
+//! processes, with a fault-injecting proxy in front where the registry must misbehave.
+//! Every test has its own stream, database and registries; events are asserted by reading
+//! the stream back.
+
+mod access;
+mod common;
+mod discovery;
+mod limits;
+mod proxy;
+mod restart;
+mod scale;
+mod triggers;
+
+/// The address of a test registry, for a proxy in front of it.
+pub fn upstream(registry: &imagelib_testkit::registry::TestRegistry) -> std::net::SocketAddr {
+    format!("127.0.0.1:{}", registry.port())
+        .parse()
+        .expect("address")
+}

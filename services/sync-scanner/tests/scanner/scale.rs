@@ -1,0 +1,131 @@
+//! Two scanner processes on one stream: they share the scan jobs, and never scan one
+//! registry at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use imagelib_events::model::RuleKind;
+use imagelib_events::{EventPayload, RegistryId};
+use imagelib_testkit::TestDb;
+use imagelib_testkit::registry::{ImageSpec, TestRegistry};
+use sync_scanner::jobs::Jobs;
+
+use crate::common::Env;
+use crate::proxy::{Action, FaultProxy};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_scanners_share_the_work_and_never_scan_a_registry_at_once() -> anyhow::Result<()> {
+    let registry = TestRegistry::start().await?;
+    for r in ["fleet/a", "fleet/b", "fleet/c"] {
+        registry
+            .push_image(r, "1.0", &ImageSpec::linux_amd64().layer(r.as_bytes()))
+            .await?;
+    }
+    // Slow answers, so scans overlap in time when they can.
+    let proxy = FaultProxy::start(Some(crate::upstream(&registry)), |_, _| {
+        Action::Delay(Duration::from_millis(60))
+    })
+    .await;
+    let env = Env::new().await;
+    let other_db = TestDb::new();
+    let mut a = env.config();
+    a.scanner.instance = "a".into();
+    a.scanner.concurrent_scans = 1;
+    let mut b = env.config_for(&other_db);
+    b.scanner.instance = "b".into();
+    b.scanner.concurrent_scans = 1;
+    let _a = env.start_with(a).await;
+    let _b = env.start_with(b).await;
+
+    // Two registry entries for the same registry: two leases, two sets of tags.
+    let mut ids: Vec<RegistryId> = Vec::new();
+    for _ in 0..2 {
+        let id = env.register(&proxy.host(), None).await;
+        env.rule(id, "fleet", &["fleet/*"], RuleKind::Auto).await;
+        ids.push(id);
+    }
+    let first = env.bus.last_sequence().await?;
+    for id in &ids {
+        env.request(*id, None).await;
+        for r in ["fleet/a", "fleet/b", "fleet/c"] {
+            env.request(*id, Some(r)).await;
+        }
+    }
+    // Wait until no job is left and every scan that started has ended.
+    let jobs = Jobs::open(&env.bus, "test".into(), Duration::from_secs(6)).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let events = loop {
+        let events = env.events_after(first).await;
+        let started = events
+            .iter()
+            .filter(|(_, e)| matches!(e.payload, EventPayload::SyncStarted(_)))
+            .count();
+        let ended = events
+            .iter()
+            .filter(|(_, e)| {
+                matches!(
+                    e.payload,
+                    EventPayload::SyncCompleted(_) | EventPayload::SyncFailed(_)
+                )
+            })
+            .count();
+        if started > 0 && started == ended && jobs.pending().await? == 0 {
+            break events;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "jobs did not drain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Per registry, scans follow each other: a start is always followed by its own end.
+    let mut running: BTreeMap<RegistryId, imagelib_events::SyncId> = BTreeMap::new();
+    let mut actors = BTreeSet::new();
+    for (_, e) in &events {
+        match &e.payload {
+            EventPayload::SyncStarted(s) => {
+                assert!(
+                    running.insert(s.registry_id, s.sync_id).is_none(),
+                    "two scans of {} at once",
+                    s.registry_id
+                );
+                actors.insert(e.actor.clone().unwrap_or_default());
+            }
+            EventPayload::SyncCompleted(c) => {
+                assert_eq!(running.remove(&c.registry_id), Some(c.sync_id));
+                assert!(!c.partial, "{c:?}");
+            }
+            EventPayload::SyncFailed(f) => panic!("{f:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        actors,
+        BTreeSet::from([
+            "system:sync-scanner/a".to_owned(),
+            "system:sync-scanner/b".to_owned()
+        ]),
+        "both scanners did some of the work"
+    );
+    // Every tag of each registry announced exactly once, whoever scanned it.
+    let mut discovered: Vec<(RegistryId, String)> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.payload {
+            EventPayload::TagDiscovered(d) => {
+                Some((d.registry_id, format!("{}:{}", d.repository, d.tag)))
+            }
+            EventPayload::TagMoved(_) | EventPayload::TagRemoved(_) => panic!("{e:?}"),
+            _ => None,
+        })
+        .collect();
+    discovered.sort();
+    let mut want: Vec<(RegistryId, String)> = ids
+        .iter()
+        .flat_map(|id| ["fleet/a:1.0", "fleet/b:1.0", "fleet/c:1.0"].map(|t| (*id, t.to_owned())))
+        .collect();
+    want.sort();
+    assert_eq!(discovered, want);
+    // Leases are given back.
+    for id in &ids {
+        assert_eq!(jobs.holder_of(*id).await?, None);
+    }
+    Ok(())
+}
