@@ -1,0 +1,159 @@
+//! `/v1/images` (the Image Library) and `/v1/models` (the Model Library).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use imagelib_platform::Problem;
+use imagelib_platform::auth::Caller;
+use imagelib_platform::problem::ApiQuery;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::params;
+use super::views::{ImagePage, ImageView};
+use crate::curate::Catalog;
+use crate::query::{self, Cursor, ImageFilter, Sort};
+
+pub fn router() -> OpenApiRouter<Arc<Catalog>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_images))
+        .routes(routes!(list_models))
+}
+
+/// Filters, order and page of the image lists. Unknown parameters are refused.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ImagesQuery {
+    /// Registry id.
+    registry: Option<String>,
+    /// Exact repository name, e.g. `nvidia/nim/llama-3.1-8b-instruct`.
+    repository: Option<String>,
+    /// `database`, `model` or `other`.
+    kind: Option<String>,
+    /// `text-completion`, `text-embedding`, `image-embedding`, `ocr` or `reranker`.
+    model_type: Option<String>,
+    /// An HM tag of the tag or of its repository.
+    hm_tag: Option<String>,
+    /// An architecture among the image's platforms, e.g. `arm64`.
+    arch: Option<String>,
+    /// `true`: only approved images (for their current digest); `false`: the others.
+    approved: Option<String>,
+    /// Words the repository name or description must contain (prefix match).
+    q: Option<String>,
+    /// RFC 3339 time: the catalog as it was then.
+    as_of: Option<String>,
+    /// `name` (default) or `updated` (most recently changed first).
+    sort: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+impl ImagesQuery {
+    fn filter(&self, caller: &Caller) -> Result<(ImageFilter, i64), Problem> {
+        let limit = params::limit(self.limit.as_deref())?;
+        let sort = params::sort(self.sort.as_deref())?;
+        let after = params::cursor(self.cursor.as_deref(), |c| {
+            matches!(
+                (sort, c),
+                (Sort::Name, Cursor::Name { .. }) | (Sort::Updated, Cursor::Updated { .. })
+            )
+        })?;
+        let f = ImageFilter {
+            teams: caller.team_filter().map(<[String]>::to_vec),
+            registry: params::uuid("registry", self.registry.as_deref())?,
+            repository: params::repository(self.repository.as_deref())?,
+            kind: params::kind(self.kind.as_deref())?,
+            model_type: params::model_type(self.model_type.as_deref())?,
+            hm_tag: params::hm_tag(self.hm_tag.as_deref())?,
+            arch: params::arch(self.arch.as_deref())?,
+            approved: params::boolean("approved", self.approved.as_deref())?,
+            q: params::q(self.q.as_deref())?,
+            as_of: params::as_of(self.as_of.as_deref())?,
+            sort,
+            after,
+            fetch: limit + 1,
+        };
+        Ok((f, limit))
+    }
+}
+
+/// Run an image query and cut the page.
+pub(crate) async fn page(
+    catalog: &Catalog,
+    filter: &ImageFilter,
+    limit: i64,
+) -> Result<ImagePage, Problem> {
+    let sql = query::images(filter);
+    let rows = sql
+        .query()
+        .fetch_all(catalog.pool())
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    let more = rows.len() as i64 > limit;
+    let mut items = Vec::with_capacity(rows.len().min(limit as usize));
+    let mut last_repo = None;
+    for row in rows.iter().take(limit as usize) {
+        let (view, repo_id) = ImageView::from_row(row).map_err(|e| Problem::internal(&e))?;
+        last_repo = Some(repo_id);
+        items.push(view);
+    }
+    let next_cursor = match (more, items.last(), last_repo) {
+        (true, Some(last), Some(repo_id)) => Some(
+            match filter.sort {
+                Sort::Name => Cursor::Name {
+                    r: last.repository.clone(),
+                    t: last.tag.clone(),
+                    g: last.registry_id,
+                },
+                Sort::Updated => Cursor::Updated {
+                    u: last.updated_at.timestamp_micros(),
+                    i: repo_id,
+                    t: last.tag.clone(),
+                },
+            }
+            .encode(),
+        ),
+        _ => None,
+    };
+    Ok(ImagePage { items, next_cursor })
+}
+
+/// The Image Library: one row per tag the caller may see.
+#[utoipa::path(get, path = "/v1/images", tag = "catalog", params(ImagesQuery),
+    responses((status = 200, body = ImagePage), (status = 400, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all)]
+async fn list_images(
+    State(catalog): State<Arc<Catalog>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ImagesQuery>,
+) -> Result<axum::Json<ImagePage>, Problem> {
+    let (f, limit) = q.filter(&caller)?;
+    Ok(axum::Json(page(&catalog, &f, limit).await?))
+}
+
+/// The Model Library: model images only (the same parameters; `kind` can only be `model`).
+#[utoipa::path(get, path = "/v1/models", tag = "catalog", params(ImagesQuery),
+    responses((status = 200, body = ImagePage), (status = 400, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all)]
+async fn list_models(
+    State(catalog): State<Arc<Catalog>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ImagesQuery>,
+) -> Result<axum::Json<ImagePage>, Problem> {
+    let (mut f, limit) = q.filter(&caller)?;
+    match f.kind.as_deref() {
+        None | Some("model") => f.kind = Some("model".into()),
+        Some(_) => {
+            return Err(Problem::validation(
+                "kind",
+                "the Model Library holds model images only",
+            ));
+        }
+    }
+    Ok(axum::Json(page(&catalog, &f, limit).await?))
+}

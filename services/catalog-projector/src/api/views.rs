@@ -1,0 +1,245 @@
+//! What the API answers with, and how rows become it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// One tag of one repository: a row of the Image Library.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageView {
+    pub registry_id: Uuid,
+    /// The registry's label.
+    pub registry: String,
+    pub repository: String,
+    pub tag: String,
+    /// `<registry_id>/<repository>:<tag>`, as deployments name images.
+    pub reference: String,
+    pub digest: String,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    /// `database`, `model` or `other`.
+    pub kind: String,
+    /// For models: `text-completion`, `text-embedding`, `image-embedding`, `ocr`, `reranker`.
+    pub model_type: Option<String>,
+    pub architectures: Vec<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub platforms: Box<RawValue>,
+    /// Bytes: manifest, config and layers (of every platform for an index).
+    pub size: i64,
+    pub created: Option<DateTime<Utc>>,
+    /// When the tag was first seen at all.
+    pub first_seen: DateTime<Utc>,
+    /// When the tag was last seen at this digest.
+    pub last_seen: DateTime<Utc>,
+    /// When the tag started pointing at this digest.
+    pub updated_at: DateTime<Utc>,
+    /// When it stopped (only in `as_of` answers, for versions since replaced or removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<DateTime<Utc>>,
+    #[schema(value_type = Object)]
+    pub labels: Box<RawValue>,
+    #[schema(value_type = Object)]
+    pub annotations: Box<RawValue>,
+    /// PostgreSQL extensions the image declares.
+    #[schema(value_type = Vec<Object>)]
+    pub extensions: Box<RawValue>,
+    /// Signatures, SBOMs and attestations attached to it.
+    #[schema(value_type = Vec<Object>)]
+    pub referrers: Box<RawValue>,
+    /// HM tags of the tag and of its repository.
+    pub hm_tags: Vec<String>,
+    /// `approved`, `rejected`, or absent when no decision applies to this digest.
+    pub approval: Option<String>,
+    pub approved: bool,
+    pub description: String,
+}
+
+fn raw(s: String) -> Result<Box<RawValue>, sqlx::Error> {
+    RawValue::from_string(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+impl ImageView {
+    /// From a row of [`crate::query::IMAGE_COLUMNS`].
+    pub fn from_row(row: &PgRow) -> Result<(Self, Uuid), sqlx::Error> {
+        let registry_id: Uuid = row.try_get(0)?;
+        let repository: String = row.try_get(2)?;
+        let tag: String = row.try_get(3)?;
+        let mut hm_tags: Vec<String> = row.try_get(21)?;
+        let repo_hm: Vec<String> = row.try_get(22)?;
+        if !repo_hm.is_empty() {
+            hm_tags.extend(repo_hm);
+            hm_tags.sort();
+            hm_tags.dedup();
+        }
+        let approval: Option<String> = row.try_get(23)?;
+        let view = ImageView {
+            reference: format!("{registry_id}/{repository}:{tag}"),
+            registry_id,
+            registry: row.try_get(1)?,
+            repository,
+            tag,
+            digest: row.try_get(4)?,
+            media_type: row.try_get(5)?,
+            artifact_type: row.try_get(6)?,
+            kind: row.try_get(7)?,
+            model_type: row.try_get(8)?,
+            architectures: row.try_get(9)?,
+            platforms: raw(row.try_get(10)?)?,
+            size: row.try_get(11)?,
+            created: row.try_get(12)?,
+            first_seen: row.try_get(13)?,
+            last_seen: row.try_get(14)?,
+            updated_at: row.try_get(15)?,
+            valid_to: row.try_get(16)?,
+            labels: raw(row.try_get(17)?)?,
+            annotations: raw(row.try_get(18)?)?,
+            extensions: raw(row.try_get(19)?)?,
+            referrers: raw(row.try_get(20)?)?,
+            hm_tags,
+            approved: approval.as_deref() == Some("approved"),
+            approval,
+            description: row.try_get(24)?,
+        };
+        Ok((view, row.try_get(25)?))
+    }
+}
+
+/// A page of images.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImagePage {
+    pub items: Vec<ImageView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A curator's approval decision.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApprovalView {
+    /// `approved` or `rejected`.
+    pub decision: String,
+    pub reason: String,
+    pub by: Option<String>,
+    pub at: DateTime<Utc>,
+    /// For a tag: the digest decided on (a moved tag is no longer covered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// A repository in lists.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RepositoryView {
+    pub registry_id: Uuid,
+    pub registry: String,
+    pub name: String,
+    /// The kind of its most recently discovered tag.
+    pub kind: String,
+    pub model_type: Option<String>,
+    pub description: String,
+    /// From its rule and from curators.
+    pub hm_tags: Vec<String>,
+    pub tag_count: i32,
+    pub database_tags: i32,
+    pub model_tags: i32,
+    pub first_seen: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The repository-level decision, if any.
+    pub approval: Option<ApprovalView>,
+}
+
+impl RepositoryView {
+    /// From a row of [`crate::query::REPOSITORY_COLUMNS`].
+    pub fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        let decision: Option<String> = row.try_get(13)?;
+        let approval = match decision {
+            Some(decision) => Some(ApprovalView {
+                decision,
+                reason: row.try_get(14)?,
+                by: row.try_get(15)?,
+                at: row.try_get(16)?,
+                digest: None,
+            }),
+            None => None,
+        };
+        Ok(RepositoryView {
+            registry_id: row.try_get(1)?,
+            registry: row.try_get(2)?,
+            name: row.try_get(3)?,
+            kind: row.try_get(4)?,
+            model_type: row.try_get(5)?,
+            description: row.try_get(6)?,
+            hm_tags: row.try_get(7)?,
+            tag_count: row.try_get(8)?,
+            database_tags: row.try_get(9)?,
+            model_tags: row.try_get(10)?,
+            first_seen: row.try_get(11)?,
+            updated_at: row.try_get(12)?,
+            approval,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RepositoryPage {
+    pub items: Vec<RepositoryView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReadmeView {
+    /// Markdown.
+    pub readme: String,
+    pub updated_by: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A deployment using an image ("used by").
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeploymentView {
+    pub deployment_id: Uuid,
+    pub name: String,
+    pub namespace: String,
+    pub tag: String,
+    pub digest: String,
+    /// `inference_service` or `postgres_cluster`.
+    pub workload: String,
+    /// `gitops` or `kubernetes`.
+    pub target: String,
+    pub replicas: i32,
+    /// `requested`, `rendered`, `applied` or `failed`.
+    pub status: String,
+    pub status_detail: Option<String>,
+    pub revision: Option<String>,
+    pub requested_by: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One tag in a repository's detail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TagDetail {
+    #[serde(flatten)]
+    pub image: ImageView,
+    /// The tag's own decision (the effective one is `approval`).
+    pub tag_approval: Option<ApprovalView>,
+    pub readme: Option<ReadmeView>,
+    pub used_by: Vec<DeploymentView>,
+}
+
+/// A repository with its tags, README, HM tags and the deployments that use it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RepositoryDetail {
+    #[serde(flatten)]
+    pub repository: RepositoryView,
+    pub rule_id: Option<String>,
+    /// HM tags from the rule that governs the repository.
+    pub rule_hm_tags: Vec<String>,
+    /// HM tags curators put on the repository.
+    pub curator_hm_tags: Vec<String>,
+    pub readme: Option<ReadmeView>,
+    pub tags: Vec<TagDetail>,
+    pub used_by: Vec<DeploymentView>,
+}

@@ -1,0 +1,660 @@
+//! `catalog-bench`: replay and query throughput of the catalog, each against a raw anchor
+//! measured in the same run (README, "Performance").
+//!
+//! 1. Publishes N synthetic events (the real mix: tags discovered, moved and removed across
+//!    10,000 repositories) into a fresh stream.
+//! 2. Anchors: (a) consuming every message from JetStream without applying it (an ordered
+//!    consumer, no decoding); (b) loading the rows the catalog ends with (one per tag
+//!    version) into an identical `tag_versions` table with `COPY`.
+//! 3. Replay: the rebuild path (`replay_into`) into an empty catalog; events/s and the
+//!    ratio to the lower anchor (target ≥ 0.5).
+//! 4. Query: tops the catalog up to `--query-tags` current tags, starts the service and runs
+//!    `/v1/images?repository=…&kind=…&limit=50` with 8 closed-loop connections, then the
+//!    same SQL through `pgbench -f` (target ≥ 0.7 × pgbench, p99 ≤ 10 ms).
+//!
+//! Run it in release mode: `cargo run --release -p catalog-projector --bin catalog-bench`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use catalog_projector::config::{CatalogSettings, Config};
+use catalog_projector::copy::CopyBuf;
+use catalog_projector::projection::Projection;
+use catalog_projector::projection::images::{NewVersion, copy_statement, encode_version};
+use catalog_projector::query::{ImageFilter, images};
+use catalog_projector::rebuild::{RebuildReport, bulk_replay, replay_into};
+use catalog_projector::synth::{Generator, Mix, repo_kind, repo_name};
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use futures::StreamExt;
+use imagelib_events::bus::{EventBus, StreamSettings};
+use imagelib_events::model::ImageKind;
+use imagelib_events::{EventPayload, ImageId};
+use imagelib_platform::config::CommonConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "catalog-bench",
+    about = "Replay and query throughput of the catalog against raw anchors"
+)]
+struct Args {
+    /// Image events to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    #[arg(long, default_value_t = 10_000)]
+    repositories: usize,
+    #[arg(long, default_value_t = 4)]
+    registries: usize,
+    /// Current tags in the catalog for the query phase (topped up with new tags).
+    #[arg(long, default_value_t = 1_000_000)]
+    query_tags: usize,
+    /// Events per transaction during replay.
+    #[arg(long, default_value_t = 2000)]
+    batch: usize,
+    /// Closed-loop connections of the query phase.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Seconds of each query measurement.
+    #[arg(long, default_value_t = 15)]
+    query_seconds: u64,
+    #[arg(
+        long,
+        env = "IMAGELIB_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    nats_url: String,
+    /// A PostgreSQL server URL; the bench creates (and drops) a database of its own.
+    #[arg(
+        long,
+        env = "IMAGELIB_BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    /// Keep the stream and the database afterwards.
+    #[arg(long)]
+    keep: bool,
+    /// Skip the query phase.
+    #[arg(long)]
+    no_query: bool,
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map(|i| scheme_end + i)
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{}", &base[..host_end], database);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let stream = StreamSettings::new(format!("CATBENCH_{id}"), format!("catbench{id}"));
+    let db_name = format!("imagelib_bench_{id}");
+    let db_url = with_database(&args.database_url, &db_name);
+    let bus = EventBus::connect(&args.nats_url, "catalog-bench", stream.clone()).await?;
+    bus.ensure_stream().await?;
+    println!(
+        "catalog-bench: {} events over {} repositories; stream {}, database {}",
+        args.events, args.repositories, stream.name, db_name
+    );
+    let result = run(&args, &bus, &db_url).await;
+    if !args.keep {
+        let _ = bus.jetstream().delete_stream(&stream.name).await;
+        if let Ok(admin) = sqlx::PgPool::connect(&args.database_url).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
+            ))
+            .execute(&admin)
+            .await;
+        }
+    }
+    result
+}
+
+async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
+    let mix = Mix {
+        registries: args.registries,
+        repositories: args.repositories,
+        events: args.events,
+        ..Default::default()
+    };
+
+    // 1. Publish.
+    let started = Instant::now();
+    let total = publish(bus, Generator::new(mix.clone())).await?;
+    let last = bus.last_sequence().await?;
+    println!(
+        "published   {total} events in {:.1} s ({:.0} events/s)",
+        started.elapsed().as_secs_f64(),
+        rate(total, started.elapsed())
+    );
+
+    // 2a. Raw consume.
+    let consume = raw_consume(bus, last).await?;
+    let consume_rate = rate(total, consume);
+    println!(
+        "anchor (a)  JetStream consume without applying: {consume_rate:.0} msgs/s ({:.2} s)",
+        consume.as_secs_f64()
+    );
+
+    // 2b. COPY of the equivalent rows.
+    let (rows, copy) = copy_anchor(db_url, &mix).await?;
+    let copy_rate = rate(total, copy);
+    println!(
+        "anchor (b)  COPY of the {rows} equivalent tag_versions rows: {:.0} rows/s = {copy_rate:.0} events/s ({:.2} s)",
+        rate(rows, copy),
+        copy.as_secs_f64()
+    );
+
+    // 3. Replay.
+    let pool = imagelib_platform::db::connect(db_url, catalog_projector::SCHEMA, 4).await?;
+    catalog_projector::startup::migrate(&pool).await?;
+    let projection = Projection::in_memory(pool.clone());
+    let settings = CatalogSettings {
+        batch_size: args.batch,
+        ..Default::default()
+    };
+    let mut report = RebuildReport {
+        position: 0,
+        events: 0,
+        skipped: 0,
+        old_schema: None,
+        elapsed: Duration::ZERO,
+    };
+    let started = Instant::now();
+    bulk_replay(bus, &projection, &settings, last, &mut report).await?;
+    let replay = started.elapsed();
+    let p: Vec<u64> = catalog_projector::projection::images::PROFILE
+        .iter()
+        .map(|a| a.load(std::sync::atomic::Ordering::Relaxed) / 1000)
+        .collect();
+    println!(
+        "profile ms: lookup {} repos {} closes {} copy {} waiting for decode {} indexes {}",
+        p[0], p[1], p[2], p[3], p[4], p[5]
+    );
+    let replay_rate = rate(total, replay);
+    let lower = consume_rate.min(copy_rate);
+    println!(
+        "replay      {replay_rate:.0} events/s ({:.2} s, batches of {}): {:.2} x the lower anchor ({lower:.0}/s); target >= 0.5",
+        replay.as_secs_f64(),
+        args.batch,
+        replay_rate / lower
+    );
+
+    if args.no_query {
+        return Ok(());
+    }
+
+    // 4. Query.
+    let current: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tag_versions WHERE valid_to IS NULL")
+            .fetch_one(&pool)
+            .await?;
+    if (current as usize) < args.query_tags {
+        let extra = args.query_tags - current as usize;
+        let more = Generator::continuing(
+            Mix {
+                events: extra,
+                moved_pct: 0,
+                removed_pct: 0,
+                seed: mix.seed + 1,
+                tag_prefix: "q".into(),
+                start: mix.start + chrono::Duration::days(30),
+                ..mix.clone()
+            },
+            Generator::new(mix.clone()).registry_ids,
+        );
+        publish(bus, more).await?;
+        let last = bus.last_sequence().await?;
+        replay_into(bus, &projection, &settings, last, &mut report).await?;
+        projection.flush_deferred().await?;
+    }
+    sqlx::query("VACUUM ANALYZE tag_versions")
+        .execute(&pool)
+        .await?;
+    sqlx::query("ANALYZE").execute(&pool).await?;
+    let current: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tag_versions WHERE valid_to IS NULL")
+            .fetch_one(&pool)
+            .await?;
+    let versions: i64 = sqlx::query_scalar("SELECT count(*) FROM tag_versions")
+        .fetch_one(&pool)
+        .await?;
+    println!("catalog     {current} current tags, {versions} tag versions");
+
+    // The repositories queried: databases, each with at least a page of tags.
+    let mut names = Vec::new();
+    for i in 0..args.repositories {
+        if repo_kind(i).0 == ImageKind::Database {
+            names.push(repo_name(i));
+        }
+        if names.len() == 16 {
+            break;
+        }
+    }
+    let http = http_load(args, bus, db_url, &names).await?;
+    println!(
+        "query HTTP  {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({} connections, {} s, {} requests)",
+        http.rps,
+        http.p50.as_secs_f64() * 1e3,
+        http.p99.as_secs_f64() * 1e3,
+        args.connections,
+        args.query_seconds,
+        http.requests
+    );
+    match pgbench(args, db_url, &names).await {
+        Ok(pg) => {
+            println!(
+                "query SQL   pgbench {:.0} tps, p99 {:.2} ms",
+                pg.rps,
+                pg.p99.as_secs_f64() * 1e3
+            );
+            println!(
+                "query       {:.2} x pgbench; target >= 0.7; p99 {:.2} ms, target <= 10 ms",
+                http.rps / pg.rps,
+                http.p99.as_secs_f64() * 1e3
+            );
+        }
+        Err(e) => println!("query SQL   pgbench not run: {e:#}"),
+    }
+    pool.close().await;
+    Ok(())
+}
+
+/// Publish in order with many acknowledgements in flight.
+async fn publish(
+    bus: &EventBus,
+    events: impl Iterator<Item = imagelib_events::Envelope>,
+) -> anyhow::Result<usize> {
+    let js = bus.jetstream().clone();
+    let mut inflight = futures::stream::FuturesOrdered::new();
+    let mut n = 0;
+    for env in events {
+        let subject = bus.subject_of(&env);
+        let msg = imagelib_events::binding::encode_structured(&env);
+        let ack = js
+            .publish_with_headers(subject, msg.headers, msg.payload)
+            .await
+            .context("publish")?;
+        inflight.push_back(ack.into_future());
+        n += 1;
+        if inflight.len() >= 4096
+            && let Some(r) = inflight.next().await
+        {
+            r.context("publish ack")?;
+        }
+    }
+    while let Some(r) = inflight.next().await {
+        r.context("publish ack")?;
+    }
+    Ok(n)
+}
+
+async fn raw_consume(bus: &EventBus, last: u64) -> anyhow::Result<Duration> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+    let stream = bus.jetstream().get_stream(&bus.settings().name).await?;
+    let started = Instant::now();
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            filter_subject: bus.settings().all_subjects(),
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut bytes = 0usize;
+    while let Some(m) = messages.next().await {
+        let m = m?;
+        bytes += m.payload.len();
+        if m.info().map(|i| i.stream_sequence).unwrap_or(0) >= last {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    std::hint::black_box(bytes);
+    Ok(elapsed)
+}
+
+/// Load the tag versions the stream ends with into an identical table, with `COPY`; only
+/// the time PostgreSQL takes is counted.
+async fn copy_anchor(db_url: &str, mix: &Mix) -> anyhow::Result<(usize, Duration)> {
+    let pool = imagelib_platform::db::connect(db_url, "copy_anchor", 2).await?;
+    catalog_projector::startup::migrate(&pool).await?;
+    // Pass 1: when each version ends.
+    let mut current: HashMap<(uuid::Uuid, String), usize> = HashMap::new();
+    let mut valid_to: Vec<Option<DateTime<Utc>>> = Vec::new();
+    let mut row_of_event: Vec<Option<usize>> = Vec::new();
+    for env in Generator::new(mix.clone()) {
+        let t = catalog_projector_micros(env.time);
+        let (key, opens) = match &env.payload {
+            EventPayload::TagDiscovered(e) => (
+                (
+                    ImageId::derive(e.registry_id, &e.repository).0,
+                    e.tag.to_string(),
+                ),
+                true,
+            ),
+            EventPayload::TagMoved(e) => (
+                (
+                    ImageId::derive(e.registry_id, &e.repository).0,
+                    e.tag.to_string(),
+                ),
+                true,
+            ),
+            EventPayload::TagRemoved(e) => (
+                (
+                    ImageId::derive(e.registry_id, &e.repository).0,
+                    e.tag.to_string(),
+                ),
+                false,
+            ),
+            _ => {
+                row_of_event.push(None);
+                continue;
+            }
+        };
+        if let Some(prev) = current.remove(&key) {
+            valid_to[prev] = Some(t);
+        }
+        if opens {
+            valid_to.push(None);
+            current.insert(key, valid_to.len() - 1);
+            row_of_event.push(Some(valid_to.len() - 1));
+        } else {
+            row_of_event.push(None);
+        }
+    }
+    drop(current);
+    // Pass 2: the rows, in chunks.
+    let mut conn = pool.acquire().await?;
+    let mut buf = CopyBuf::new();
+    let mut spent = Duration::ZERO;
+    let mut rows = 0usize;
+    let mut first_seen: HashMap<(uuid::Uuid, String), DateTime<Utc>> = HashMap::new();
+    let statement = copy_statement();
+    for (i, env) in Generator::new(mix.clone()).enumerate() {
+        let Some(row) = row_of_event[i] else { continue };
+        let t = catalog_projector_micros(env.time);
+        let (registry_id, repository, tag, digest, details) = match &env.payload {
+            EventPayload::TagDiscovered(e) => {
+                (e.registry_id, &e.repository, &e.tag, &e.digest, &e.details)
+            }
+            EventPayload::TagMoved(e) => (
+                e.registry_id,
+                &e.repository,
+                &e.tag,
+                &e.new_digest,
+                &e.details,
+            ),
+            _ => continue,
+        };
+        let repo_id = ImageId::derive(registry_id, repository).0;
+        let first = *first_seen.entry((repo_id, tag.to_string())).or_insert(t);
+        encode_version(
+            &mut buf,
+            &NewVersion {
+                repo_id,
+                registry_id,
+                repository,
+                tag: tag.as_str(),
+                sequence: i as u64 + 1,
+                digest: digest.as_str(),
+                valid_from: t,
+                valid_to: valid_to[row],
+                first_seen: first,
+                last_seen: t,
+                details,
+            },
+            &[],
+            None,
+        );
+        if buf.rows() >= 5000 {
+            rows += buf.rows();
+            spent += copy_chunk(&mut conn, &statement, &buf).await?;
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        rows += buf.rows();
+        spent += copy_chunk(&mut conn, &statement, &buf).await?;
+    }
+    drop(conn);
+    pool.close().await;
+    Ok((rows, spent))
+}
+
+fn catalog_projector_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+async fn copy_chunk(
+    conn: &mut sqlx::PgConnection,
+    statement: &str,
+    buf: &CopyBuf,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut copy = conn.copy_in_raw(statement).await?;
+    copy.send(buf.as_bytes()).await?;
+    copy.finish().await?;
+    Ok(started.elapsed())
+}
+
+struct Load {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    requests: usize,
+}
+
+fn query_path(name: &str) -> String {
+    format!("/v1/images?repository={name}&kind=database&limit=50")
+}
+
+async fn http_load(
+    args: &Args,
+    bus: &EventBus,
+    db_url: &str,
+    names: &[String],
+) -> anyhow::Result<Load> {
+    let config = Config {
+        common: CommonConfig {
+            nats_url: args.nats_url.clone(),
+            database_url: db_url.to_owned(),
+            stream: bus.settings().name.clone(),
+            subject_prefix: bus.settings().subject_prefix.clone(),
+            http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            log_format: imagelib_platform::config::LogFormat::Pretty,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let app = catalog_projector::startup::Application::build(config).await?;
+    let addr = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _ = app
+            .run_until_stopped(async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .build()?;
+    let urls: Arc<Vec<String>> = Arc::new(
+        names
+            .iter()
+            .map(|n| format!("http://{addr}{}", query_path(n)))
+            .collect(),
+    );
+    // Check the answer once.
+    let first: serde_json::Value = client.get(&urls[0]).send().await?.json().await?;
+    let n = first["items"].as_array().map_or(0, Vec::len);
+    if n != 50 {
+        bail!("expected a page of 50 images, got {n}: use more events per repository");
+    }
+    let run = |secs: u64| {
+        let (client, urls) = (client.clone(), urls.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            let mut tasks = Vec::new();
+            for c in 0..args.connections {
+                let (client, urls) = (client.clone(), urls.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::with_capacity(100_000);
+                    let mut i = c;
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        let res = client.get(&urls[i % urls.len()]).send().await?;
+                        let status = res.status();
+                        let body = res.bytes().await?;
+                        if !status.is_success() {
+                            bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+                        }
+                        lat.push(t.elapsed());
+                        i += 1;
+                    }
+                    Ok::<_, anyhow::Error>(lat)
+                }));
+            }
+            let started = Instant::now();
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await??);
+            }
+            Ok::<_, anyhow::Error>((all, started.elapsed()))
+        }
+    };
+    run(2).await?; // warm-up
+    let (mut lat, elapsed) = run(args.query_seconds).await?;
+    lat.sort_unstable();
+    let _ = stop.send(());
+    let _ = server.await;
+    Ok(Load {
+        rps: rate(lat.len(), elapsed),
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        requests: lat.len(),
+    })
+}
+
+async fn pgbench(args: &Args, db_url: &str, names: &[String]) -> anyhow::Result<Load> {
+    let dir = std::env::temp_dir().join(format!("catalog-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut cmd = tokio::process::Command::new("pgbench");
+    cmd.env(
+        "PGOPTIONS",
+        format!("-c search_path={}", catalog_projector::SCHEMA),
+    )
+    .arg("-n")
+    .arg("-M")
+    .arg("prepared")
+    .arg("-c")
+    .arg(args.connections.to_string())
+    .arg("-j")
+    .arg("2")
+    .arg("-T")
+    .arg(args.query_seconds.to_string())
+    .arg("-l")
+    .arg("--log-prefix")
+    .arg(dir.join("log"));
+    for (i, name) in names.iter().enumerate() {
+        // Exactly what the API runs for an anonymous caller.
+        let sql = images(&ImageFilter {
+            teams: Some(vec![]),
+            repository: Some(name.clone()),
+            kind: Some("database".into()),
+            fetch: 51,
+            ..Default::default()
+        });
+        let file = dir.join(format!("q{i}.sql"));
+        std::fs::write(&file, format!("{};\n", sql.literal()))?;
+        cmd.arg("-f").arg(&file);
+    }
+    // Warm-up, then the measured run.
+    let mut warm = tokio::process::Command::new("pgbench");
+    warm.env(
+        "PGOPTIONS",
+        format!("-c search_path={}", catalog_projector::SCHEMA),
+    )
+    .args(["-n", "-M", "prepared", "-c", "2", "-T", "2", "-f"])
+    .arg(dir.join("q0.sql"))
+    .arg(db_url);
+    let _ = warm.output().await;
+    let out = cmd.arg(db_url).output().await.context("running pgbench")?;
+    if !out.status.success() {
+        bail!(
+            "pgbench failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tps: f64 = stdout
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no tps in pgbench output")?;
+    let lat = pgbench_latencies(&dir)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Load {
+        rps: tps,
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        requests: lat.len(),
+    })
+}
+
+/// Per-transaction latencies from pgbench's `-l` logs (third field, microseconds).
+fn pgbench_latencies(dir: &Path) -> anyhow::Result<Vec<Duration>> {
+    let mut lat = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if !path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("log"))
+        {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path)?.lines() {
+            if let Some(us) = line
+                .split_whitespace()
+                .nth(2)
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                lat.push(Duration::from_micros(us));
+            }
+        }
+    }
+    lat.sort_unstable();
+    Ok(lat)
+}

@@ -1,0 +1,472 @@
+//! The projection: events in, catalog rows out.
+//!
+//! [`Projection::apply_batch`] is the consumer's (and the rebuild's) only writer. One call
+//! is one PostgreSQL transaction that locks the consumer's position row, skips what the
+//! position says is already applied, applies the rest and records the new position, so a
+//! crash at any point leaves either the whole batch or none of it: the same catalog as a
+//! clean replay.
+//!
+//! Image events, the bulk of the stream, are folded in memory per tag against the current
+//! rows and written set-wise (`UPDATE … FROM UNNEST`, `COPY`); the other events are applied
+//! one by one between those folds, in stream order.
+//!
+//! Curator commands apply the `catalog.*` event they appended straight away
+//! ([`Projection::apply_out_of_band`]) for read-your-writes; those rows are last-writer-wins
+//! by stream sequence, so applying one early, late or twice gives the same result.
+
+pub mod images;
+mod other;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use imagelib_events::event::RuleSet;
+use imagelib_events::{Aggregate, Envelope, RegistryId};
+use imagelib_rules::RuleSetIndex;
+use sqlx::{PgPool, Postgres, Transaction};
+
+/// The durable consumer's name, and the key of its position in `stream_position`.
+pub const CONSUMER: &str = "catalog-projector";
+
+/// The advisory lock that keeps a rebuild's schema swap out of write transactions: each
+/// one takes it shared before touching a table, the swap takes it exclusively. A
+/// transaction that spanned the rename would go on using the tables it already locked in
+/// the old schema while resolving the others in the new one.
+pub const SWAP_LOCK: i64 = 0x6361_7461_6c6f_6703;
+
+/// One message of a batch. `envelope` is `None` for what is not applied (dead letters,
+/// undecodable messages already dead-lettered): its sequence still moves the position.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub sequence: u64,
+    pub envelope: Option<Envelope>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Someone else moved the position (a rebuild swapped the schema, or another replica
+    /// wrote): the caller must resume from the recorded position.
+    #[error(
+        "the recorded position is {found}, not {expected}: it was moved by a rebuild or another writer"
+    )]
+    Moved { expected: u64, found: u64 },
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+impl ApplyError {
+    /// The database could not be reached or asked for a retry; the event itself is fine.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            ApplyError::Moved { .. } => false,
+            ApplyError::Sql(e) => is_unavailable(e),
+        }
+    }
+}
+
+/// A failure of the connection rather than a refusal of the statement.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            // connection exceptions, serialization failure / deadlock, insufficient
+            // resources, operator intervention (shutdown, cancel).
+            c.starts_with("08") || c.starts_with("40") || c.starts_with("53") || c.starts_with("57")
+        }),
+        _ => false,
+    }
+}
+
+/// The catalog projection over one schema (the pool's search path).
+#[derive(Debug, Clone)]
+pub struct Projection {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    consumer: String,
+    /// Compiled rules per registry, as committed.
+    rules: Mutex<HashMap<RegistryId, Arc<RuleSetIndex>>>,
+    /// The current tags and known repositories, when this projection is the only writer of
+    /// its schema and started it empty (a bulk replay): lookups skip the database.
+    memory: Option<Mutex<Memory>>,
+}
+
+/// A tag, as memory keys it.
+pub(crate) type TagKey = (uuid::Uuid, Box<str>);
+
+/// What a bulk replay keeps in memory (as committed).
+#[derive(Debug, Default)]
+pub(crate) struct Memory {
+    pub(crate) tags: HashMap<TagKey, images::Current>,
+    pub(crate) repos: HashSet<uuid::Uuid>,
+    /// Repository counters and details not written yet ([`Projection::flush_deferred`]).
+    pub(crate) repos_updates: HashMap<uuid::Uuid, images::RepoUpdate>,
+}
+
+/// What a batch changed in [`Memory`] terms, merged after its commit.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    pub(crate) tags: Vec<(TagKey, Option<images::Current>)>,
+    pub(crate) repos: Vec<uuid::Uuid>,
+    pub(crate) repos_updates: Vec<images::RepoUpdate>,
+}
+
+/// Rules as seen inside one transaction: the committed cache plus what this transaction
+/// loaded or changed, merged into the cache only after commit.
+pub(crate) struct RulesCtx<'p> {
+    projection: &'p Projection,
+    local: HashMap<RegistryId, Arc<RuleSetIndex>>,
+    changed: HashSet<RegistryId>,
+    /// With [`Memory`]: what this batch changed.
+    pub(crate) changes: Option<Changes>,
+}
+
+impl<'p> RulesCtx<'p> {
+    fn new(projection: &'p Projection) -> Self {
+        RulesCtx {
+            projection,
+            local: HashMap::new(),
+            changed: HashSet::new(),
+            changes: projection.inner.memory.as_ref().map(|_| Changes::default()),
+        }
+    }
+
+    pub(crate) fn memory(&self) -> Option<&Mutex<Memory>> {
+        self.projection.inner.memory.as_ref()
+    }
+}
+
+impl RulesCtx<'_> {
+    pub(crate) async fn get(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        registry: RegistryId,
+    ) -> Result<Arc<RuleSetIndex>, sqlx::Error> {
+        if let Some(i) = self.local.get(&registry) {
+            return Ok(i.clone());
+        }
+        if !self.changed.contains(&registry)
+            && let Some(i) = self.projection.cached_rules(registry)
+        {
+            return Ok(i);
+        }
+        let bodies: Vec<serde_json::Value> =
+            sqlx::query_scalar("SELECT body FROM rules WHERE registry_id = $1 ORDER BY rule_id")
+                .bind(registry.0)
+                .fetch_all(&mut **tx)
+                .await?;
+        let mut index = RuleSetIndex::new();
+        for body in bodies {
+            match serde_json::from_value::<RuleSet>(body) {
+                Ok(rule) => {
+                    if let Err(e) = index.apply_set(&rule) {
+                        tracing::warn!(%registry, rule = %rule.rule_id, error = %e, "rule does not compile; ignored by the catalog");
+                    }
+                }
+                Err(e) => tracing::warn!(%registry, error = %e, "stored rule unreadable; ignored"),
+            }
+        }
+        let index = Arc::new(index);
+        self.local.insert(registry, index.clone());
+        Ok(index)
+    }
+
+    pub(crate) fn invalidate(&mut self, registry: RegistryId) {
+        self.local.remove(&registry);
+        self.changed.insert(registry);
+    }
+
+    fn commit(self) {
+        if let Ok(mut cache) = self.projection.inner.rules.lock() {
+            for r in &self.changed {
+                cache.remove(r);
+            }
+            cache.extend(self.local);
+        }
+        if let (Some(memory), Some(changes)) = (self.projection.inner.memory.as_ref(), self.changes)
+            && let Ok(mut m) = memory.lock()
+        {
+            for (key, current) in changes.tags {
+                match current {
+                    Some(c) => {
+                        m.tags.insert(key, c);
+                    }
+                    None => {
+                        m.tags.remove(&key);
+                    }
+                }
+            }
+            m.repos.extend(changes.repos);
+            for u in changes.repos_updates {
+                match m.repos_updates.entry(u.id) {
+                    std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(u),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(u);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Projection {
+    pub fn new(pool: PgPool) -> Self {
+        Self::with_consumer(pool, CONSUMER)
+    }
+
+    pub fn with_consumer(pool: PgPool, consumer: &str) -> Self {
+        Projection {
+            inner: Arc::new(Inner {
+                pool,
+                consumer: consumer.to_owned(),
+                rules: Mutex::new(HashMap::new()),
+                memory: None,
+            }),
+        }
+    }
+
+    /// A projection of an empty schema nothing else writes (a rebuild): it keeps the
+    /// current tags in memory instead of looking them up (about 150 bytes per tag), and
+    /// defers repository counters to [`Projection::flush_deferred`], so its schema is only
+    /// consistent after that.
+    pub fn in_memory(pool: PgPool) -> Self {
+        Projection {
+            inner: Arc::new(Inner {
+                pool,
+                consumer: CONSUMER.to_owned(),
+                rules: Mutex::new(HashMap::new()),
+                memory: Some(Mutex::new(Memory::default())),
+            }),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub fn consumer(&self) -> &str {
+        &self.inner.consumer
+    }
+
+    fn cached_rules(&self, registry: RegistryId) -> Option<Arc<RuleSetIndex>> {
+        self.inner
+            .rules
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&registry).cloned())
+    }
+
+    /// Write what an in-memory projection deferred (repository counters and details).
+    pub async fn flush_deferred(&self) -> Result<(), sqlx::Error> {
+        let Some(memory) = &self.inner.memory else {
+            return Ok(());
+        };
+        let updates: Vec<images::RepoUpdate> = {
+            let m = memory.lock().unwrap_or_else(|e| e.into_inner());
+            m.repos_updates.values().cloned().collect()
+        };
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.inner.pool.begin().await?;
+        for chunk in updates.chunks(10_000) {
+            images::update_repositories(&mut tx, chunk).await?;
+        }
+        tx.commit().await?;
+        if let Ok(mut m) = memory.lock() {
+            m.repos_updates.clear();
+        }
+        Ok(())
+    }
+
+    /// Forget cached rules (a new writer takes over, or tests).
+    pub fn clear_cache(&self) {
+        if let Ok(mut c) = self.inner.rules.lock() {
+            c.clear();
+        }
+    }
+
+    /// The last stream sequence applied (0 when none).
+    pub async fn position(&self) -> Result<u64, sqlx::Error> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT sequence FROM stream_position WHERE consumer = $1")
+                .bind(&self.inner.consumer)
+                .fetch_optional(&self.inner.pool)
+                .await?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    /// Apply a batch in one transaction and record its last sequence as the position.
+    /// Items at or below the recorded position are skipped (a redelivery). With
+    /// `expected`, the recorded position must be exactly that, or nothing is applied
+    /// ([`ApplyError::Moved`]). Returns the new position.
+    pub async fn apply_batch(
+        &self,
+        items: &[Item],
+        expected: Option<u64>,
+    ) -> Result<u64, ApplyError> {
+        let mut conn = Guarded::acquire(&self.inner.pool).await?;
+        let result = self.apply_batch_on(conn.get(), items, expected).await;
+        conn.settled();
+        result
+    }
+
+    async fn apply_batch_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        items: &[Item],
+        expected: Option<u64>,
+    ) -> Result<u64, ApplyError> {
+        use sqlx::Connection;
+        let mut tx = conn.begin().await?;
+        // The batch statements join a few thousand keys (UNNEST) to large tables: index
+        // lookups are right whatever the statistics say (a schema filled since its last
+        // ANALYZE looks tiny to the planner and would get hash joins over full scans).
+        // The swap lock first, before any table: see [`SWAP_LOCK`]. The commit need not
+        // wait for the WAL flush: rows and position are one transaction, so a database
+        // crash loses both together and the consumer resumes from the older position (it
+        // always restarts from the recorded one), re-applying from the stream.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock_shared($1), \
+                    set_config('synchronous_commit', 'off', true), \
+                    set_config('enable_hashjoin', 'off', true), \
+                    set_config('enable_mergejoin', 'off', true), \
+                    set_config('enable_seqscan', 'off', true)",
+        )
+        .bind(SWAP_LOCK)
+        .execute(&mut *tx)
+        .await?;
+        // The position, locked for this transaction (one round trip).
+        let found: i64 = sqlx::query_scalar(
+            "INSERT INTO stream_position (consumer, sequence) VALUES ($1, 0)
+             ON CONFLICT (consumer) DO UPDATE SET sequence = stream_position.sequence
+             RETURNING sequence",
+        )
+        .bind(&self.inner.consumer)
+        .fetch_one(&mut *tx)
+        .await?;
+        let found = found as u64;
+        if let Some(expected) = expected
+            && expected != found
+        {
+            return Err(ApplyError::Moved { expected, found });
+        }
+        let fresh: Vec<&Item> = items.iter().filter(|i| i.sequence > found).collect();
+        let Some(last) = fresh.iter().map(|i| i.sequence).max() else {
+            return Ok(found);
+        };
+        let mut rules = RulesCtx::new(self);
+        let mut segment: Vec<(u64, &Envelope)> = Vec::new();
+        for item in fresh {
+            let Some(env) = &item.envelope else { continue };
+            if env.payload.aggregate() == Aggregate::Image {
+                segment.push((item.sequence, env));
+                continue;
+            }
+            if !segment.is_empty() {
+                images::flush(&mut tx, &segment, &mut rules).await?;
+                segment.clear();
+            }
+            other::apply(&mut tx, item.sequence, env, &mut rules).await?;
+        }
+        if !segment.is_empty() {
+            images::flush(&mut tx, &segment, &mut rules).await?;
+        }
+        sqlx::query(
+            "UPDATE stream_position SET sequence = $2, updated_at = now() WHERE consumer = $1",
+        )
+        .bind(&self.inner.consumer)
+        .bind(last as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rules.commit();
+        Ok(last)
+    }
+
+    /// Apply a `catalog.*` event a curator command just appended (read-your-writes). The
+    /// position is left alone; the consumer applies the event again later, to no effect.
+    pub async fn apply_out_of_band(
+        &self,
+        sequence: u64,
+        env: &Envelope,
+    ) -> Result<(), sqlx::Error> {
+        debug_assert_eq!(env.payload.aggregate(), Aggregate::Catalog);
+        if env.payload.aggregate() != Aggregate::Catalog {
+            return Ok(());
+        }
+        let mut conn = Guarded::acquire(&self.inner.pool).await?;
+        let result = async {
+            use sqlx::Connection;
+            let mut tx = conn.get().begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                .bind(SWAP_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            let mut rules = RulesCtx::new(self);
+            other::apply(&mut tx, sequence, env, &mut rules).await?;
+            tx.commit().await
+        }
+        .await;
+        conn.settled();
+        result
+    }
+}
+
+/// A pooled connection that is closed, not returned to the pool, when the work on it is
+/// dropped half-way (an aborted task): a `COPY` cut off mid-protocol would leave it out of
+/// step with the server.
+struct Guarded {
+    conn: sqlx::pool::PoolConnection<Postgres>,
+    settled: bool,
+}
+
+impl Guarded {
+    async fn acquire(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        Ok(Guarded {
+            conn: pool.acquire().await?,
+            settled: false,
+        })
+    }
+
+    fn get(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.conn
+    }
+
+    /// The work finished (successfully or not) at a protocol boundary.
+    fn settled(&mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// Event times as PostgreSQL keeps them (microseconds), so comparisons made here and in
+/// SQL agree.
+pub(crate) fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    let nanos = t.timestamp_subsec_nanos();
+    t - chrono::Duration::nanoseconds(i64::from(nanos % 1000))
+}
+
+/// The string form of a serde enum value (`ImageKind::Model` → `model`).
+pub(crate) fn enum_str<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}

@@ -1,0 +1,351 @@
+//! The catalog's read queries: filters in, one SQL statement out.
+//!
+//! Every list is one statement (visibility, filters, keyset pagination and the joins it
+//! shows), so a page costs one round trip. [`Sql::literal`] renders the same statement with
+//! its parameters inlined, which is what the bench hands to `pgbench`.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A bound parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bind {
+    Uuid(Uuid),
+    Text(String),
+    TextArray(Vec<String>),
+    Time(DateTime<Utc>),
+    Int(i64),
+}
+
+/// An SQL statement and its parameters (`$1`, `$2`, … in order).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sql {
+    pub text: String,
+    pub binds: Vec<Bind>,
+}
+
+impl Sql {
+    fn bind(&mut self, b: Bind) -> String {
+        self.binds.push(b);
+        format!("${}", self.binds.len())
+    }
+
+    /// The statement with its parameters inlined as literals (for `pgbench -f`).
+    pub fn literal(&self) -> String {
+        let mut out = self.text.clone();
+        // From the highest index down, so `$1` does not clobber `$10`.
+        for (i, b) in self.binds.iter().enumerate().rev() {
+            let lit = match b {
+                Bind::Uuid(u) => format!("'{u}'::uuid"),
+                Bind::Text(s) => quote(s),
+                Bind::TextArray(v) => format!(
+                    "ARRAY[{}]::text[]",
+                    v.iter().map(|s| quote(s)).collect::<Vec<_>>().join(",")
+                ),
+                Bind::Time(t) => format!("'{}'::timestamptz", t.to_rfc3339()),
+                Bind::Int(n) => n.to_string(),
+            };
+            out = out.replace(&format!("${}", i + 1), &lit);
+        }
+        out
+    }
+
+    /// A sqlx query with the parameters bound.
+    pub fn query(&self) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let mut q = sqlx::query(&self.text);
+        for b in &self.binds {
+            q = match b {
+                Bind::Uuid(u) => q.bind(*u),
+                Bind::Text(s) => q.bind(s.as_str()),
+                Bind::TextArray(v) => q.bind(v.as_slice()),
+                Bind::Time(t) => q.bind(*t),
+                Bind::Int(n) => q.bind(*n),
+            };
+        }
+        q
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// How `/v1/images` is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sort {
+    /// Repository, then tag, then registry (ascending).
+    #[default]
+    Name,
+    /// Most recently changed first (the version's start).
+    Updated,
+}
+
+/// Where the previous page ended. Opaque to clients (base64url JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "s", rename_all = "lowercase")]
+pub enum Cursor {
+    Name {
+        r: String,
+        t: String,
+        g: Uuid,
+    },
+    Updated {
+        /// Microseconds since the epoch.
+        u: i64,
+        i: Uuid,
+        t: String,
+    },
+    Repo {
+        n: String,
+        g: Uuid,
+    },
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(s.as_bytes()).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// Who is asking: `None` sees every registry (admins), otherwise registries with no
+/// visibility or one of these teams.
+pub type Teams = Option<Vec<String>>;
+
+/// The filters of `/v1/images` and `/v1/models`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageFilter {
+    pub teams: Teams,
+    pub registry: Option<Uuid>,
+    pub repository: Option<String>,
+    pub kind: Option<String>,
+    pub model_type: Option<String>,
+    pub hm_tag: Option<String>,
+    pub arch: Option<String>,
+    pub approved: Option<bool>,
+    /// A `to_tsquery('simple', …)` expression (see [`tsquery`]).
+    pub q: Option<String>,
+    pub as_of: Option<DateTime<Utc>>,
+    pub sort: Sort,
+    pub after: Option<Cursor>,
+    /// Rows fetched (the page size plus one, to know whether there is a next page).
+    pub fetch: i64,
+}
+
+/// The columns of an image row, in the order `api` reads them.
+pub const IMAGE_COLUMNS: &str = "t.registry_id, g.label, t.repository, t.tag, t.digest, t.media_type, \
+     t.artifact_type, t.kind, t.model_type, t.archs, t.platforms::text, t.size, t.created, t.first_seen, \
+     t.last_seen, t.valid_from, t.valid_to, t.labels::text, t.annotations::text, t.extensions::text, \
+     t.referrers::text, t.hm_tags, r.hm_tags, t.approval, r.description, t.repo_id";
+
+fn visibility(sql: &mut Sql, teams: &Teams, as_of: Option<&str>) -> String {
+    let mut w = match as_of {
+        Some(a) => format!("(g.removed_at IS NULL OR g.removed_at > {a})"),
+        None => "g.removed_at IS NULL".to_owned(),
+    };
+    if let Some(teams) = teams {
+        let p = sql.bind(Bind::TextArray(teams.clone()));
+        w.push_str(&format!(
+            " AND (cardinality(g.visibility) = 0 OR g.visibility && {p})"
+        ));
+    }
+    w
+}
+
+/// The `/v1/images` statement.
+pub fn images(f: &ImageFilter) -> Sql {
+    let mut sql = Sql::default();
+    let mut wh: Vec<String> = Vec::new();
+    let as_of = f.as_of.map(|t| sql.bind(Bind::Time(t)));
+    match &as_of {
+        Some(a) => wh.push(format!(
+            "t.valid_from <= {a} AND (t.valid_to IS NULL OR t.valid_to > {a})"
+        )),
+        None => wh.push("t.valid_to IS NULL".into()),
+    }
+    wh.push(visibility(&mut sql, &f.teams, as_of.as_deref()));
+    if let Some(r) = f.registry {
+        let p = sql.bind(Bind::Uuid(r));
+        wh.push(format!("t.registry_id = {p}"));
+    }
+    if let Some(r) = &f.repository {
+        let p = sql.bind(Bind::Text(r.clone()));
+        wh.push(format!("t.repository = {p}"));
+    }
+    if let Some(k) = &f.kind {
+        let p = sql.bind(Bind::Text(k.clone()));
+        wh.push(format!("t.kind = {p}"));
+    }
+    if let Some(m) = &f.model_type {
+        let p = sql.bind(Bind::Text(m.clone()));
+        wh.push(format!("t.model_type = {p}"));
+    }
+    if let Some(h) = &f.hm_tag {
+        let p = sql.bind(Bind::TextArray(vec![h.clone()]));
+        wh.push(format!("(t.hm_tags @> {p} OR r.hm_tags @> {p})"));
+    }
+    if let Some(a) = &f.arch {
+        let p = sql.bind(Bind::TextArray(vec![a.clone()]));
+        wh.push(format!("t.archs @> {p}"));
+    }
+    match f.approved {
+        Some(true) => wh.push("t.approval = 'approved'".into()),
+        Some(false) => wh.push("t.approval IS DISTINCT FROM 'approved'".into()),
+        None => {}
+    }
+    if let Some(q) = &f.q {
+        let p = sql.bind(Bind::Text(q.clone()));
+        wh.push(format!("r.search @@ to_tsquery('simple', {p})"));
+    }
+    let order = match (&f.sort, &f.after) {
+        (Sort::Name, after) => {
+            if let Some(Cursor::Name { r, t, g }) = after {
+                let (a, b, c) = (
+                    sql.bind(Bind::Text(r.clone())),
+                    sql.bind(Bind::Text(t.clone())),
+                    sql.bind(Bind::Uuid(*g)),
+                );
+                wh.push(format!(
+                    "(t.repository, t.tag, t.registry_id) > ({a}, {b}, {c})"
+                ));
+            }
+            "t.repository, t.tag, t.registry_id"
+        }
+        (Sort::Updated, after) => {
+            if let Some(Cursor::Updated { u, i, t }) = after {
+                let at = DateTime::<Utc>::from_timestamp_micros(*u).unwrap_or_default();
+                let (a, b, c) = (
+                    sql.bind(Bind::Time(at)),
+                    sql.bind(Bind::Uuid(*i)),
+                    sql.bind(Bind::Text(t.clone())),
+                );
+                wh.push(format!(
+                    "(t.valid_from, t.repo_id, t.tag) < ({a}, {b}, {c})"
+                ));
+            }
+            "t.valid_from DESC, t.repo_id DESC, t.tag DESC"
+        }
+    };
+    let limit = sql.bind(Bind::Int(f.fetch));
+    sql.text = format!(
+        "SELECT {IMAGE_COLUMNS} FROM tag_versions t \
+         JOIN registries g ON g.id = t.registry_id \
+         JOIN repositories r ON r.id = t.repo_id \
+         WHERE {} ORDER BY {order} LIMIT {limit}",
+        wh.join(" AND ")
+    );
+    sql
+}
+
+/// The filters of `/v1/repositories`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RepositoryFilter {
+    pub teams: Teams,
+    pub registry: Option<Uuid>,
+    pub kind: Option<String>,
+    pub hm_tag: Option<String>,
+    pub q: Option<String>,
+    pub after: Option<Cursor>,
+    pub fetch: i64,
+}
+
+pub const REPOSITORY_COLUMNS: &str = "r.id, r.registry_id, g.label, r.name, r.kind, r.model_type, \
+     r.description, r.hm_tags, r.tag_count, r.database_tags, r.model_tags, r.first_seen, r.updated_at, \
+     a.decision, a.reason, a.actor, a.at";
+
+pub fn repositories(f: &RepositoryFilter) -> Sql {
+    let mut sql = Sql::default();
+    let mut wh = vec!["r.tag_count > 0".to_owned()];
+    wh.push(visibility(&mut sql, &f.teams, None));
+    if let Some(r) = f.registry {
+        let p = sql.bind(Bind::Uuid(r));
+        wh.push(format!("r.registry_id = {p}"));
+    }
+    if let Some(k) = &f.kind {
+        let p = sql.bind(Bind::Text(k.clone()));
+        wh.push(format!("r.kind = {p}"));
+    }
+    if let Some(h) = &f.hm_tag {
+        let p = sql.bind(Bind::TextArray(vec![h.clone()]));
+        wh.push(format!("r.hm_tags @> {p}"));
+    }
+    if let Some(q) = &f.q {
+        let p = sql.bind(Bind::Text(q.clone()));
+        wh.push(format!("r.search @@ to_tsquery('simple', {p})"));
+    }
+    if let Some(Cursor::Repo { n, g }) = &f.after {
+        let (a, b) = (sql.bind(Bind::Text(n.clone())), sql.bind(Bind::Uuid(*g)));
+        wh.push(format!("(r.name, r.registry_id) > ({a}, {b})"));
+    }
+    let limit = sql.bind(Bind::Int(f.fetch));
+    sql.text = format!(
+        "SELECT {REPOSITORY_COLUMNS} FROM repositories r \
+         JOIN registries g ON g.id = r.registry_id \
+         LEFT JOIN approvals a ON a.repo_id = r.id AND a.tag = '' \
+         WHERE {} ORDER BY r.name, r.registry_id LIMIT {limit}",
+        wh.join(" AND ")
+    );
+    sql
+}
+
+/// Turn free text into a prefix-matching `tsquery` over the `simple` configuration: every
+/// word must match the start of a word of the name or description. `None` when the text
+/// has no word.
+pub fn tsquery(text: &str) -> Option<String> {
+    let terms: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("{}:*", w.to_lowercase()))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" & "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let c = Cursor::Name {
+            r: "nvidia/nim/llm".into(),
+            t: "1.0".into(),
+            g: Uuid::from_u128(9),
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode("not a cursor"), None);
+        assert_eq!(Cursor::decode(""), None);
+    }
+
+    #[test]
+    fn tsquery_is_prefix_and_safe() {
+        assert_eq!(tsquery("Llama 3.1"), Some("llama:* & 3:* & 1:*".into()));
+        assert_eq!(tsquery("a'|!b"), Some("a:* & b:*".into()));
+        assert_eq!(tsquery(" -- "), None);
+    }
+
+    #[test]
+    fn literal_inlines_parameters_in_order() {
+        let f = ImageFilter {
+            teams: Some(vec!["ml".into()]),
+            repository: Some("o'brien/x".into()),
+            kind: Some("model".into()),
+            fetch: 51,
+            ..Default::default()
+        };
+        let sql = images(&f);
+        assert_eq!(sql.binds.len(), 4);
+        let lit = sql.literal();
+        assert!(lit.contains("g.visibility && ARRAY['ml']::text[]"), "{lit}");
+        assert!(lit.contains("t.repository = 'o''brien/x'"), "{lit}");
+        assert!(lit.ends_with("LIMIT 51"), "{lit}");
+        assert!(!lit.contains('$'), "{lit}");
+    }
+}

@@ -1,0 +1,310 @@
+//! Rebuild: replay the whole stream into a fresh schema, then swap it in.
+//!
+//! 1. `catalog_next` is dropped if a failed rebuild left it, created and migrated.
+//! 2. The stream is replayed from sequence 1 ([`EventBus::replay`]) into it, in batches
+//!    (the same [`Projection::apply_batch`] as the live consumer), then again from where it
+//!    ended until little is left.
+//! 3. One transaction renames `catalog` to `catalog_old_<timestamp>` and `catalog_next` to
+//!    `catalog`. Until then the live service reads (and writes) the old schema; from then on
+//!    its connections, whose search path names `catalog`, read the new one. It never sees
+//!    empty tables.
+//! 4. The new schema carries the position the replay reached, so the live consumer notices
+//!    its position moved and resumes right after it, applying what came since.
+//! 5. The old schema is dropped (unless `keep_old_schema`).
+
+use std::time::{Duration, Instant};
+
+use imagelib_events::bus::EventBus;
+use imagelib_platform::db::quote_ident;
+use sqlx::{Connection, PgPool};
+use tokio::sync::mpsc;
+
+use crate::config::CatalogSettings;
+use crate::projection::{ApplyError, Item, Projection};
+
+/// The advisory lock held while a rebuild runs (one at a time).
+const REBUILD_LOCK: i64 = 0x6361_7461_6c6f_6702;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("event stream: {0}")]
+    Bus(#[from] imagelib_events::bus::BusError),
+    #[error("database: {0}")]
+    Db(#[from] imagelib_platform::db::DbError),
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("applying the replay: {0}")]
+    Apply(#[from] ApplyError),
+    #[error("another rebuild is running")]
+    Busy,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildReport {
+    /// The stream sequence the new schema is at.
+    pub position: u64,
+    /// Events applied (dead letters and undecodable messages not counted).
+    pub events: u64,
+    /// Messages skipped because they are not events of the contract.
+    pub skipped: u64,
+    /// The replaced schema, when kept.
+    pub old_schema: Option<String>,
+    pub elapsed: Duration,
+}
+
+/// Rebuild `schema` (normally [`crate::SCHEMA`]) of the database at `database_url` from the
+/// stream of `bus`, and swap it in.
+pub async fn rebuild(
+    bus: &EventBus,
+    database_url: &str,
+    schema: &str,
+    settings: &CatalogSettings,
+) -> Result<RebuildReport, RebuildError> {
+    let started = Instant::now();
+    let next = format!("{schema}_next");
+    let admin = imagelib_platform::db::connect(database_url, "public", 2).await?;
+    let mut lock = sqlx::PgConnection::connect_with(&admin.connect_options()).await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(REBUILD_LOCK)
+        .fetch_one(&mut lock)
+        .await?;
+    if !locked {
+        return Err(RebuildError::Busy);
+    }
+    sqlx::query(&format!(
+        "DROP SCHEMA IF EXISTS {} CASCADE",
+        quote_ident(&next)
+    ))
+    .execute(&admin)
+    .await?;
+    let pool = imagelib_platform::db::connect(database_url, &next, 4).await?;
+    crate::startup::MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(imagelib_platform::db::DbError::from)?;
+    // The only writer of the new schema: it may keep the current tags in memory.
+    let projection = Projection::in_memory(pool.clone());
+    tracing::info!(schema = %next, "rebuilding the catalog from the stream");
+
+    let mut report = RebuildReport {
+        position: 0,
+        events: 0,
+        skipped: 0,
+        old_schema: None,
+        elapsed: Duration::ZERO,
+    };
+    // Replay until what is left is at most a batch (appends keep coming meanwhile); the
+    // first round into the empty schema with its secondary indexes built afterwards.
+    for round in 0..5 {
+        let last = bus.last_sequence().await?;
+        if last <= report.position {
+            break;
+        }
+        if round == 0 {
+            bulk_replay(bus, &projection, settings, last, &mut report).await?;
+        } else {
+            replay_into(bus, &projection, settings, last, &mut report).await?;
+            projection.flush_deferred().await?;
+        }
+        tracing::info!(round, position = report.position, "replayed");
+        if bus.last_sequence().await?.saturating_sub(report.position) <= settings.batch_size as u64
+        {
+            let last = bus.last_sequence().await?;
+            if last > report.position {
+                replay_into(bus, &projection, settings, last, &mut report).await?;
+                projection.flush_deferred().await?;
+            }
+            break;
+        }
+    }
+    pool.close().await;
+
+    let old = format!(
+        "{schema}_old_{}",
+        chrono::Utc::now().format("%Y%m%d%H%M%S%6f")
+    );
+    let mut tx = admin.begin().await?;
+    // No write transaction of the live service spans the rename (see `SWAP_LOCK`).
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(crate::projection::SWAP_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let live_exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(schema)
+            .fetch_one(&mut *tx)
+            .await?;
+    if live_exists {
+        sqlx::query(&format!(
+            "ALTER SCHEMA {} RENAME TO {}",
+            quote_ident(schema),
+            quote_ident(&old)
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(&format!(
+        "ALTER SCHEMA {} RENAME TO {}",
+        quote_ident(&next),
+        quote_ident(schema)
+    ))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(position = report.position, replaced = %old, "rebuilt catalog swapped in");
+    if live_exists {
+        if settings.keep_old_schema {
+            report.old_schema = Some(old);
+        } else {
+            sqlx::query(&format!("DROP SCHEMA {} CASCADE", quote_ident(&old)))
+                .execute(&admin)
+                .await?;
+        }
+    }
+    let _ = lock.close().await;
+    admin.close().await;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Replay into an empty schema: its non-unique indexes are dropped first and built again
+/// at the end (one sort each instead of a row-by-row maintenance), which is how a rebuild
+/// loads a large stream fast. Nothing reads the schema meanwhile.
+pub async fn bulk_replay(
+    bus: &EventBus,
+    projection: &Projection,
+    settings: &CatalogSettings,
+    until: u64,
+    report: &mut RebuildReport,
+) -> Result<(), RebuildError> {
+    let pool = projection.pool();
+    let deferred: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, pg_get_indexdef(i.indexrelid)
+         FROM pg_index i
+         JOIN pg_class c ON c.oid = i.indexrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = current_schema() AND NOT i.indisunique
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (name, _) in &deferred {
+        sqlx::query(&format!("DROP INDEX {}", quote_ident(name)))
+            .execute(pool)
+            .await?;
+    }
+    replay_into(bus, projection, settings, until, report).await?;
+    projection.flush_deferred().await?;
+    let t = std::time::Instant::now();
+    // Build them back, two at a time (the large ones are on one table).
+    let mut pending = deferred.into_iter().map(|(_, def)| def).collect::<Vec<_>>();
+    while !pending.is_empty() {
+        let chunk: Vec<String> = pending.drain(..pending.len().min(2)).collect();
+        let builds = chunk.iter().map(|def| async move {
+            let mut conn = pool.acquire().await?;
+            sqlx::query("SET maintenance_work_mem = '256MB'")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(def).execute(&mut *conn).await?;
+            sqlx::query("RESET maintenance_work_mem")
+                .execute(&mut *conn)
+                .await?;
+            Ok::<_, sqlx::Error>(())
+        });
+        for r in futures::future::join_all(builds).await {
+            r?;
+        }
+    }
+    sqlx::query("ANALYZE").execute(pool).await?;
+    crate::projection::images::prof(5, t);
+    Ok(())
+}
+
+/// Replay `(report.position, until]` into `projection`, in batches, decoding ahead of the
+/// writes.
+pub async fn replay_into(
+    bus: &EventBus,
+    projection: &Projection,
+    settings: &CatalogSettings,
+    until: u64,
+    report: &mut RebuildReport,
+) -> Result<(), RebuildError> {
+    let mut replay = bus.replay(report.position + 1, Some(until), None).await?;
+    let batch_size = settings.batch_size;
+    let (tx, mut rx) = mpsc::channel::<Result<(Vec<Item>, u64), RebuildError>>(4);
+    let reader = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(batch_size);
+        let mut skipped = 0u64;
+        while let Some(item) = replay.next().await {
+            let item = match item {
+                Ok(i) => i,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let envelope = match item.event {
+                Ok(env) => Some(env),
+                Err(e) => {
+                    tracing::warn!(sequence = item.sequence, error = %e, "not an event of the contract; skipped");
+                    skipped += 1;
+                    None
+                }
+            };
+            batch.push(Item {
+                sequence: item.sequence,
+                envelope,
+            });
+            if batch.len() >= batch_size {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                if tx
+                    .send(Ok((full, std::mem::take(&mut skipped))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(Ok((batch, skipped))).await;
+    });
+    loop {
+        let t = std::time::Instant::now();
+        let Some(msg) = rx.recv().await else { break };
+        crate::projection::images::prof(4, t);
+        let (items, skipped) = msg?;
+        report.skipped += skipped;
+        if items.is_empty() {
+            continue;
+        }
+        report.events += items.iter().filter(|i| i.envelope.is_some()).count() as u64;
+        report.position = projection
+            .apply_batch(&items, Some(report.position))
+            .await?;
+    }
+    let _ = reader.await;
+    // Dead letters at the end (which a replay skips) still move the position.
+    if report.position < until {
+        report.position = projection
+            .apply_batch(
+                &[Item {
+                    sequence: until,
+                    envelope: None,
+                }],
+                Some(report.position),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The schemas a rebuild left behind (`<schema>_old_*`), newest first.
+pub async fn old_schemas(pool: &PgPool, schema: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 ORDER BY nspname DESC",
+    )
+    .bind(format!("{schema}\\_old\\_%"))
+    .fetch_all(pool)
+    .await
+}

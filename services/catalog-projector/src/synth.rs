@@ -1,0 +1,334 @@
+//! Synthetic streams with the real mix of a registry scanner's events (new tags, moved
+//! tags, removed tags across many repositories), for the crash tests and the bench.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use imagelib_events::event::{RegistryRegistered, TagDiscovered, TagMoved, TagRemoved};
+use imagelib_events::model::{
+    AuthKind, ImageDetails, ImageKind, ModelType, Platform, PostgresExtension, Referrer,
+    ReferrerKind, RegistryType,
+};
+use imagelib_events::{Digest, Envelope, EventId, RegistryId, RepositoryName, Tag};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// The shape of a synthetic stream.
+#[derive(Debug, Clone)]
+pub struct Mix {
+    pub registries: usize,
+    pub repositories: usize,
+    /// Image events (registries come on top).
+    pub events: usize,
+    pub seed: u64,
+    /// Percent of image events that move an existing tag, and that remove one.
+    pub moved_pct: u32,
+    pub removed_pct: u32,
+    pub start: DateTime<Utc>,
+    /// Put before every tag name (to add tags next to an earlier stream's).
+    pub tag_prefix: String,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Mix {
+            registries: 4,
+            repositories: 10_000,
+            events: 1_000_000,
+            seed: 42,
+            moved_pct: 15,
+            removed_pct: 5,
+            start: DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default(),
+            tag_prefix: String::new(),
+        }
+    }
+}
+
+/// The kind of repository `i` (stable across runs): 30 % models, 30 % databases.
+pub fn repo_kind(i: usize) -> (ImageKind, Option<ModelType>) {
+    match i % 10 {
+        0..=2 => (
+            ImageKind::Model,
+            Some(ModelType::ALL[i % ModelType::ALL.len()]),
+        ),
+        3..=5 => (ImageKind::Database, None),
+        _ => (ImageKind::Other, None),
+    }
+}
+
+/// The name of repository `i`.
+pub fn repo_name(i: usize) -> String {
+    match repo_kind(i).0 {
+        ImageKind::Model => format!("nvidia/nim/model-{i:05}"),
+        ImageKind::Database => format!("postgres/cnpg-{i:05}"),
+        ImageKind::Other => format!("apps/service-{i:05}"),
+    }
+}
+
+fn digest(rng: &mut StdRng) -> Digest {
+    let a: u128 = rng.random();
+    let b: u128 = rng.random();
+    format!("sha256:{a:032x}{b:032x}")
+        .parse()
+        .expect("64 hex digits are a sha256 digest")
+}
+
+fn details(i: usize, rng: &mut StdRng, at: DateTime<Utc>) -> ImageDetails {
+    let (kind, model_type) = repo_kind(i);
+    let multi = rng.random_ratio(1, 3);
+    let archs: &[&str] = if multi {
+        &["amd64", "arm64"]
+    } else {
+        &["amd64"]
+    };
+    let size: u64 = match kind {
+        ImageKind::Model => rng.random_range(2_000_000_000..20_000_000_000),
+        ImageKind::Database => rng.random_range(100_000_000..400_000_000),
+        ImageKind::Other => rng.random_range(10_000_000..200_000_000),
+    };
+    let mut labels = BTreeMap::new();
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        "org.opencontainers.image.source".to_owned(),
+        format!("https://github.com/example/{}", repo_name(i)),
+    );
+    annotations.insert(
+        "org.opencontainers.image.revision".to_owned(),
+        format!("{:040x}", rng.random::<u128>()),
+    );
+    annotations.insert(
+        "org.opencontainers.image.created".to_owned(),
+        at.to_rfc3339(),
+    );
+    if i.is_multiple_of(4) {
+        annotations.insert(
+            "org.opencontainers.image.description".to_owned(),
+            format!("Synthetic image number {i} for the catalog bench"),
+        );
+    }
+    labels.insert("maintainer".to_owned(), "platform@example.com".to_owned());
+    labels.insert(
+        "org.opencontainers.image.vendor".to_owned(),
+        "Example".to_owned(),
+    );
+    let mut extensions = Vec::new();
+    match kind {
+        ImageKind::Model => {
+            labels.insert("com.nvidia.nim.model".to_owned(), "true".to_owned());
+            if let Some(m) = model_type {
+                annotations.insert("io.imagelib.model.type".to_owned(), m.as_str().to_owned());
+            }
+        }
+        ImageKind::Database => {
+            labels.insert("io.imagelib.postgres.major".to_owned(), "16".to_owned());
+            extensions.push(PostgresExtension {
+                name: "pgvector".into(),
+                version: Some("0.8.0".into()),
+                description: None,
+            });
+        }
+        ImageKind::Other => {}
+    }
+    let referrers = if rng.random_ratio(1, 5) {
+        vec![Referrer {
+            digest: digest(rng),
+            kind: ReferrerKind::Signature,
+            artifact_type: Some("application/vnd.dev.cosign.artifact.sig.v1+json".into()),
+        }]
+    } else {
+        vec![]
+    };
+    ImageDetails {
+        media_type: if multi {
+            "application/vnd.oci.image.index.v1+json".into()
+        } else {
+            "application/vnd.oci.image.manifest.v1+json".into()
+        },
+        artifact_type: None,
+        platforms: archs
+            .iter()
+            .map(|a| Platform {
+                os: "linux".into(),
+                architecture: (*a).into(),
+                variant: None,
+                digest: Some(digest(rng)),
+                size: Some(size / archs.len() as u64),
+            })
+            .collect(),
+        size,
+        created: Some(at - Duration::hours(2)),
+        labels,
+        annotations,
+        kind,
+        model_type,
+        extensions,
+        referrers,
+    }
+}
+
+/// A generator of a synthetic stream: registries first, then `mix.events` image events.
+#[derive(Debug)]
+pub struct Generator {
+    mix: Mix,
+    rng: StdRng,
+    pub registry_ids: Vec<RegistryId>,
+    /// Per repository: its tags and their digests.
+    tags: Vec<Vec<(Tag, Digest)>>,
+    next_tag: Vec<u32>,
+    emitted: usize,
+    registries_emitted: usize,
+}
+
+impl Generator {
+    pub fn new(mix: Mix) -> Self {
+        let mut rng = StdRng::seed_from_u64(mix.seed);
+        let registry_ids = (0..mix.registries.max(1))
+            .map(|_| RegistryId(uuid::Uuid::from_u128(rng.random())))
+            .collect();
+        Self::build(mix, rng, registry_ids, 0)
+    }
+
+    /// More image events for the registries of an earlier stream (not registered again).
+    pub fn continuing(mix: Mix, registry_ids: Vec<RegistryId>) -> Self {
+        let rng = StdRng::seed_from_u64(mix.seed);
+        let n = registry_ids.len();
+        Self::build(mix, rng, registry_ids, n)
+    }
+
+    fn build(
+        mix: Mix,
+        rng: StdRng,
+        registry_ids: Vec<RegistryId>,
+        registries_emitted: usize,
+    ) -> Self {
+        Generator {
+            tags: vec![Vec::new(); mix.repositories.max(1)],
+            next_tag: vec![0; mix.repositories.max(1)],
+            rng,
+            registry_ids,
+            mix,
+            emitted: 0,
+            registries_emitted,
+        }
+    }
+
+    /// Events in total (registries included).
+    pub fn len(&self) -> usize {
+        self.registry_ids.len() - self.registries_emitted.min(self.registry_ids.len())
+            + self.mix.events
+            - self.emitted
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn at(&self) -> DateTime<Utc> {
+        self.mix.start + Duration::milliseconds(self.emitted as i64 * 250)
+    }
+
+    fn registry_of(&self, repo: usize) -> RegistryId {
+        self.registry_ids[repo % self.registry_ids.len()]
+    }
+
+    fn envelope(&mut self, payload: impl Into<imagelib_events::EventPayload>) -> Envelope {
+        let mut e = Envelope::new("sync-scanner", payload)
+            .with_id(EventId(uuid::Uuid::from_u128(self.rng.random())))
+            .with_actor("system:sync-scanner");
+        e.time = self.at();
+        e
+    }
+}
+
+impl Iterator for Generator {
+    type Item = Envelope;
+
+    fn next(&mut self) -> Option<Envelope> {
+        if self.registries_emitted < self.registry_ids.len() {
+            let i = self.registries_emitted;
+            self.registries_emitted += 1;
+            let id = self.registry_ids[i];
+            let mut e = Envelope::new(
+                "registry-registry",
+                RegistryRegistered {
+                    registry_id: id,
+                    label: format!("Registry {i}"),
+                    url: format!("registry-{i}.example.internal"),
+                    registry_type: RegistryType::Harbor,
+                    insecure: false,
+                    auth_kind: AuthKind::None,
+                    credential: None,
+                    visibility: vec![],
+                    ca_pem: None,
+                    scan_interval_secs: None,
+                    repositories: vec![],
+                    webhook_secret: None,
+                },
+            )
+            .with_id(EventId(uuid::Uuid::from_u128(self.rng.random())));
+            e.time = self.mix.start;
+            return Some(e);
+        }
+        if self.emitted >= self.mix.events {
+            return None;
+        }
+        let repos = self.tags.len();
+        let repo = self.rng.random_range(0..repos);
+        let roll = self.rng.random_range(0..100u32);
+        let registry_id = self.registry_of(repo);
+        let repository: RepositoryName =
+            repo_name(repo).parse().expect("synthetic names are valid");
+        let at = self.at();
+        let has_tags = !self.tags[repo].is_empty();
+        let e = if has_tags && roll < self.mix.moved_pct {
+            let k = self.rng.random_range(0..self.tags[repo].len());
+            let new = digest(&mut self.rng);
+            let details = details(repo, &mut self.rng, at);
+            let (tag, old) = self.tags[repo][k].clone();
+            self.tags[repo][k].1 = new.clone();
+            self.envelope(TagMoved {
+                registry_id,
+                repository,
+                tag,
+                old_digest: old,
+                new_digest: new,
+                details,
+            })
+        } else if has_tags && roll < self.mix.moved_pct + self.mix.removed_pct {
+            let k = self.rng.random_range(0..self.tags[repo].len());
+            let (tag, digest) = self.tags[repo].swap_remove(k);
+            self.envelope(TagRemoved {
+                registry_id,
+                repository,
+                tag,
+                digest,
+            })
+        } else {
+            let n = self.next_tag[repo];
+            self.next_tag[repo] += 1;
+            let tag: Tag = format!(
+                "{}{}.{}.{}",
+                self.mix.tag_prefix,
+                1 + n / 100,
+                (n / 10) % 10,
+                n % 10
+            )
+            .parse()
+            .expect("synthetic tags are valid");
+            let d = digest(&mut self.rng);
+            let details = details(repo, &mut self.rng, at);
+            self.tags[repo].push((tag.clone(), d.clone()));
+            self.envelope(TagDiscovered {
+                registry_id,
+                repository,
+                tag,
+                digest: d,
+                details,
+            })
+        };
+        self.emitted += 1;
+        Some(e)
+    }
+}

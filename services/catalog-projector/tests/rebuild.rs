@@ -1,0 +1,158 @@
+//! Rebuild: a fresh schema filled from the stream and swapped in while the live service
+//! keeps answering, and keeps projecting.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use catalog_projector::config::CatalogSettings;
+use catalog_projector::projection::Projection;
+use catalog_projector::rebuild::{RebuildReport, old_schemas, rebuild, replay_into};
+use catalog_projector::synth::{Generator, Mix};
+use common::*;
+use imagelib_events::model::ImageKind;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_swaps_in_a_fresh_catalog_while_reads_and_writes_go_on() {
+    let env = Env::new().await;
+    let generator = Generator::new(Mix {
+        registries: 2,
+        repositories: 60,
+        events: 3000,
+        seed: 11,
+        ..Default::default()
+    });
+    let registry = generator.registry_ids[0];
+    env.publish(generator).await;
+    let svc = Arc::new(env.start().await);
+    env.caught_up().await;
+    let baseline = svc.get("/v1/stats").await["tags"].as_i64().unwrap();
+    assert!(baseline > 1000, "{baseline}");
+    let before = env.dump("catalog").await;
+
+    // Readers: every answer complete, never an error, never an empty catalog.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (svc, stop, reads) = (svc.clone(), stop.clone(), reads.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let stats = svc.get("/v1/stats").await;
+                let tags = stats["tags"].as_i64().unwrap();
+                assert!(
+                    tags >= baseline,
+                    "a read saw {tags} tags (< {baseline}): {stats}"
+                );
+                let page = svc.get("/v1/images?limit=50").await;
+                assert_eq!(page["items"].as_array().unwrap().len(), 50, "{page}");
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    eventually("reads are flowing", || async {
+        reads.load(Ordering::Relaxed) > 3
+    })
+    .await;
+
+    // Writers keep appending meanwhile.
+    let rebuilt = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (bus, rebuilt) = (env.bus.clone(), rebuilt.clone());
+        tokio::spawn(async move {
+            // Until after the swap, so that the live projector is ahead of the rebuilt
+            // schema when it is swapped in.
+            let mut after = 0;
+            let mut i = 0u64;
+            while after < 20 {
+                if rebuilt.load(Ordering::Relaxed) {
+                    after += 1;
+                }
+                let e = discovered(
+                    registry,
+                    "apps/during-rebuild",
+                    &format!("v{i}"),
+                    10_000 + i,
+                    details(ImageKind::Other, None, &["amd64"], 1000),
+                );
+                bus.publish(&e).await.unwrap();
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            i
+        })
+    };
+    let settings = CatalogSettings {
+        batch_size: 200,
+        ..Default::default()
+    };
+    let report = rebuild(&env.bus, &env.db.url, catalog_projector::SCHEMA, &settings)
+        .await
+        .unwrap();
+    assert!(report.events >= 3000, "{report:?}");
+    rebuilt.store(true, Ordering::Relaxed);
+    let written = writer.await.unwrap() as usize;
+    let reads_before_swap_settled = reads.load(Ordering::Relaxed);
+    eventually("reads go on after the swap", || async {
+        reads.load(Ordering::Relaxed) > reads_before_swap_settled + 3
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    reader.await.unwrap();
+
+    // The old schema is gone; the live projector resumed on the new one.
+    let pool = env.catalog_pool().await;
+    assert_eq!(
+        old_schemas(&pool, "catalog").await.unwrap(),
+        Vec::<String>::new()
+    );
+    env.caught_up().await;
+    assert_eq!(
+        svc.all_pages(
+            Some(ADMIN),
+            "/v1/images?repository=apps/during-rebuild&limit=500"
+        )
+        .await
+        .len(),
+        written
+    );
+    eventually("ready", || async { svc.readyz().await.0 == 200 }).await;
+
+    // And it equals a clean replay of everything.
+    let clean = imagelib_platform::db::connect(&env.db.url, "clean_replay", 4)
+        .await
+        .unwrap();
+    catalog_projector::startup::migrate(&clean).await.unwrap();
+    let mut r = RebuildReport {
+        position: 0,
+        events: 0,
+        skipped: 0,
+        old_schema: None,
+        elapsed: Duration::ZERO,
+    };
+    let last = env.bus.last_sequence().await.unwrap();
+    replay_into(&env.bus, &Projection::new(clean), &settings, last, &mut r)
+        .await
+        .unwrap();
+    assert_eq!(env.dump("catalog").await, env.dump("clean_replay").await);
+    assert_ne!(env.dump("catalog").await, before, "the new tags are there");
+
+    // A second rebuild, keeping the old schema this time, changes nothing.
+    let keep = CatalogSettings {
+        keep_old_schema: true,
+        ..settings
+    };
+    let dump = env.dump("catalog").await;
+    let report = rebuild(&env.bus, &env.db.url, catalog_projector::SCHEMA, &keep)
+        .await
+        .unwrap();
+    let old = report.old_schema.clone().unwrap();
+    assert_eq!(
+        old_schemas(&pool, "catalog").await.unwrap(),
+        vec![old.clone()]
+    );
+    assert_eq!(env.dump("catalog").await, dump);
+    assert_eq!(env.dump(&old).await, dump);
+    Arc::into_inner(svc).unwrap().stop().await;
+}
