@@ -1,0 +1,600 @@
+//! serving-deployer's projection: what it needs to decide and to show, from the stream.
+//!
+//! Like every projection here, [`Store::apply`] is idempotent per aggregate so command
+//! handlers (read-your-writes) and the durable consumers can both apply an event.
+
+use chrono::{DateTime, Utc};
+use imagelib_events::event::DeploymentRequested;
+use imagelib_events::model::{ImageKind, ManifestRef};
+use imagelib_events::{Aggregate, DeploymentId, Envelope, EventPayload, ImageId, RegistryId};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistryRow {
+    pub id: RegistryId,
+    pub label: String,
+    pub url: String,
+    pub visibility: Vec<String>,
+    pub removed: bool,
+}
+
+impl RegistryRow {
+    /// `host[:port]`: where images of this registry are pulled from.
+    pub fn host(&self) -> &str {
+        self.url.split('/').next().unwrap_or(&self.url)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TagRow {
+    pub registry_id: RegistryId,
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
+    pub kind: ImageKind,
+    pub model_type: Option<String>,
+    pub media_type: String,
+    pub labels: serde_json::Map<String, serde_json::Value>,
+    pub annotations: serde_json::Map<String, serde_json::Value>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One step of a deployment's life.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct HistoryEntry {
+    pub state: String,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub sequence: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeploymentRow {
+    pub id: DeploymentId,
+    pub name: String,
+    pub namespace: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub request: DeploymentRequested,
+    pub manifests: Vec<ManifestRef>,
+    pub revision: Option<String>,
+    pub history: Vec<HistoryEntry>,
+    pub registry_removed: bool,
+    pub requested_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_sequence: u64,
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl DeploymentRow {
+    fn from_row(r: &sqlx::postgres::PgRow) -> Result<Self, StoreError> {
+        Ok(DeploymentRow {
+            id: DeploymentId(r.try_get("id")?),
+            name: r.try_get("name")?,
+            namespace: r.try_get("namespace")?,
+            state: r.try_get("state")?,
+            reason: r.try_get("reason")?,
+            request: serde_json::from_value(r.try_get("request")?).map_err(corrupt)?,
+            manifests: serde_json::from_value(r.try_get("manifests")?).map_err(corrupt)?,
+            revision: r.try_get("revision")?,
+            history: serde_json::from_value(r.try_get("history")?).map_err(corrupt)?,
+            registry_removed: r.try_get("registry_removed")?,
+            requested_by: r.try_get("requested_by")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+            last_sequence: r.try_get::<i64, _>("last_sequence")? as u64,
+        })
+    }
+}
+
+fn kind_str(k: ImageKind) -> &'static str {
+    k.as_str()
+}
+
+fn parse_kind(s: &str) -> ImageKind {
+    match s {
+        "database" => ImageKind::Database,
+        "model" => ImageKind::Model,
+        _ => ImageKind::Other,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Store { pool }
+    }
+
+    pub async fn registry(&self, id: RegistryId) -> Result<Option<RegistryRow>, StoreError> {
+        let r = sqlx::query("SELECT * FROM registries WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.map(|r| -> Result<_, StoreError> {
+            Ok(RegistryRow {
+                id: RegistryId(r.try_get("id")?),
+                label: r.try_get("label")?,
+                url: r.try_get("url")?,
+                visibility: r.try_get("visibility")?,
+                removed: r.try_get("removed")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn tag(
+        &self,
+        registry: RegistryId,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Option<TagRow>, StoreError> {
+        let r = sqlx::query(
+            "SELECT * FROM tags WHERE registry_id = $1 AND repository = $2 AND tag = $3",
+        )
+        .bind(registry.0)
+        .bind(repository)
+        .bind(tag)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(tag_row).transpose()
+    }
+
+    pub async fn tags_of(
+        &self,
+        registry: RegistryId,
+        repository: &str,
+    ) -> Result<Vec<TagRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM tags WHERE registry_id = $1 AND repository = $2 ORDER BY tag",
+        )
+        .bind(registry.0)
+        .bind(repository)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tag_row).collect()
+    }
+
+    /// The repository of an image id (the catalog's id for it).
+    pub async fn repository_of(
+        &self,
+        image: ImageId,
+    ) -> Result<Option<(RegistryId, String)>, StoreError> {
+        let rows: Vec<(uuid::Uuid, String)> =
+            sqlx::query_as("SELECT DISTINCT registry_id, repository FROM tags")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().find_map(|(r, repo)| {
+            let reg = RegistryId(r);
+            let name = repo.parse().ok()?;
+            (ImageId::derive(reg, &name) == image).then_some((reg, repo))
+        }))
+    }
+
+    /// Whether the tag (at `digest`) is approved: a tag decision pinned to this digest, or
+    /// a repository decision; a rejection wins over an approval at the same level.
+    pub async fn approved(
+        &self,
+        registry: RegistryId,
+        repository: &str,
+        tag: &str,
+        digest: &str,
+    ) -> Result<bool, StoreError> {
+        let rows: Vec<(String, Option<String>, bool)> = sqlx::query_as(
+            "SELECT tag, digest, approved FROM approvals WHERE registry_id = $1 AND repository = $2 AND (tag = $3 OR tag = '')",
+        )
+        .bind(registry.0)
+        .bind(repository)
+        .bind(tag)
+        .fetch_all(&self.pool)
+        .await?;
+        let tag_level = rows
+            .iter()
+            .find(|(t, d, _)| t == tag && d.as_deref().is_none_or(|d| d == digest));
+        if let Some((_, _, approved)) = tag_level {
+            return Ok(*approved);
+        }
+        Ok(rows
+            .iter()
+            .any(|(t, _, approved)| t.is_empty() && *approved))
+    }
+
+    pub async fn deployment(&self, id: DeploymentId) -> Result<Option<DeploymentRow>, StoreError> {
+        let r = sqlx::query("SELECT * FROM deployments WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(DeploymentRow::from_row).transpose()
+    }
+
+    /// Deployments ordered by id, after `after`, at most `limit`.
+    pub async fn deployments(
+        &self,
+        after: Option<DeploymentId>,
+        limit: i64,
+    ) -> Result<Vec<DeploymentRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM deployments WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
+        )
+        .bind(after.map(|a| a.0))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(DeploymentRow::from_row).collect()
+    }
+
+    /// Deployments stuck in `requested` since before `before` (a crash between the request
+    /// and its rendering).
+    pub async fn stalled(&self, before: DateTime<Utc>) -> Result<Vec<DeploymentRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM deployments WHERE state = 'requested' AND updated_at < $1 ORDER BY id",
+        )
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(DeploymentRow::from_row).collect()
+    }
+
+    pub async fn apply(&self, seq: u64, env: &Envelope) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        apply_in(&mut tx, seq, env).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl imagelib_platform::projection::Projection for Store {
+    async fn position(&self, consumer: &str) -> Result<u64, String> {
+        imagelib_platform::projection::position(&self.pool, consumer)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn apply_consumed(&self, consumer: &str, seq: u64, env: &Envelope) -> Result<(), String> {
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            apply_in(&mut tx, seq, env).await?;
+            imagelib_platform::projection::record_position(&mut tx, consumer, seq).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        };
+        run.await.map_err(|e| e.to_string())
+    }
+}
+
+fn tag_row(r: &sqlx::postgres::PgRow) -> Result<TagRow, StoreError> {
+    let obj = |v: serde_json::Value| match v {
+        serde_json::Value::Object(m) => m,
+        _ => Default::default(),
+    };
+    Ok(TagRow {
+        registry_id: RegistryId(r.try_get("registry_id")?),
+        repository: r.try_get("repository")?,
+        tag: r.try_get("tag")?,
+        digest: r.try_get("digest")?,
+        kind: parse_kind(&r.try_get::<String, _>("kind")?),
+        model_type: r.try_get("model_type")?,
+        media_type: r.try_get("media_type")?,
+        labels: obj(r.try_get("labels")?),
+        annotations: obj(r.try_get("annotations")?),
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// Advance an aggregate's recorded sequence; false when `seq` was already applied.
+async fn advance(
+    tx: &mut Transaction<'_, Postgres>,
+    aggregate: Aggregate,
+    id: uuid::Uuid,
+    seq: u64,
+) -> Result<bool, StoreError> {
+    let r = sqlx::query(
+        "INSERT INTO aggregate_sequences (aggregate, id, last_sequence) VALUES ($1, $2, $3)
+         ON CONFLICT (aggregate, id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence
+         WHERE aggregate_sequences.last_sequence < EXCLUDED.last_sequence",
+    )
+    .bind(aggregate.as_str())
+    .bind(id)
+    .bind(seq as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+async fn history(
+    tx: &mut Transaction<'_, Postgres>,
+    id: DeploymentId,
+    entry: HistoryEntry,
+    state: &str,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
+    let entry = serde_json::to_value(vec![entry]).map_err(corrupt)?;
+    sqlx::query(
+        "UPDATE deployments SET state = $2, reason = $3, history = history || $4::jsonb, updated_at = now() WHERE id = $1",
+    )
+    .bind(id.0)
+    .bind(state)
+    .bind(reason)
+    .bind(entry)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn apply_in(
+    tx: &mut Transaction<'_, Postgres>,
+    seq: u64,
+    env: &Envelope,
+) -> Result<(), StoreError> {
+    let p = &env.payload;
+    if !advance(tx, p.aggregate(), p.aggregate_id(), seq).await? {
+        return Ok(());
+    }
+    let at = env.time;
+    let entry = |state: &str, detail: Option<String>| HistoryEntry {
+        state: state.to_owned(),
+        at,
+        detail,
+        sequence: seq,
+    };
+    match p {
+        EventPayload::RegistryRegistered(e) => {
+            sqlx::query(
+                "INSERT INTO registries (id, label, url, visibility, last_sequence) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(e.registry_id.0)
+            .bind(&e.label)
+            .bind(&e.url)
+            .bind(&e.visibility)
+            .bind(seq as i64)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventPayload::RegistryUpdated(e) => {
+            sqlx::query(
+                "UPDATE registries SET label = COALESCE($2, label), url = COALESCE($3, url), visibility = COALESCE($4, visibility) WHERE id = $1",
+            )
+            .bind(e.registry_id.0)
+            .bind(&e.label)
+            .bind(&e.url)
+            .bind(&e.visibility)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventPayload::RegistryRemoved(e) => {
+            sqlx::query("UPDATE registries SET removed = true WHERE id = $1")
+                .bind(e.registry_id.0)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("UPDATE deployments SET registry_removed = true WHERE registry_id = $1")
+                .bind(e.registry_id.0)
+                .execute(&mut **tx)
+                .await?;
+        }
+        EventPayload::TagDiscovered(e) => {
+            upsert_tag(
+                tx,
+                e.registry_id,
+                e.repository.as_str(),
+                e.tag.as_str(),
+                e.digest.as_str(),
+                &e.details,
+                at,
+            )
+            .await?;
+        }
+        EventPayload::TagMoved(e) => {
+            upsert_tag(
+                tx,
+                e.registry_id,
+                e.repository.as_str(),
+                e.tag.as_str(),
+                e.new_digest.as_str(),
+                &e.details,
+                at,
+            )
+            .await?;
+        }
+        EventPayload::TagRemoved(e) => {
+            sqlx::query("DELETE FROM tags WHERE registry_id = $1 AND repository = $2 AND tag = $3")
+                .bind(e.registry_id.0)
+                .bind(e.repository.as_str())
+                .bind(e.tag.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+        EventPayload::CatalogApproved(e) => {
+            decide(
+                tx,
+                &e.target,
+                e.digest.as_ref().map(|d| d.as_str()),
+                true,
+                &e.reason,
+                at,
+            )
+            .await?;
+        }
+        EventPayload::CatalogRejected(e) => {
+            decide(
+                tx,
+                &e.target,
+                e.digest.as_ref().map(|d| d.as_str()),
+                false,
+                &e.reason,
+                at,
+            )
+            .await?;
+        }
+        EventPayload::DeploymentRequested(e) => {
+            let request = serde_json::to_value(e).map_err(corrupt)?;
+            let hist = serde_json::to_value(vec![entry("requested", None)]).map_err(corrupt)?;
+            sqlx::query(
+                "INSERT INTO deployments (id, name, namespace, workload, target, registry_id, repository, tag, digest,
+                    request, state, history, requested_by, created_at, updated_at, last_sequence)
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,'requested',$11,$12,$13,$13,$14)
+                 ON CONFLICT (id) DO UPDATE SET
+                    workload = EXCLUDED.workload, target = EXCLUDED.target, registry_id = EXCLUDED.registry_id,
+                    repository = EXCLUDED.repository, tag = EXCLUDED.tag, digest = EXCLUDED.digest,
+                    request = EXCLUDED.request, state = 'requested', reason = NULL,
+                    history = deployments.history || EXCLUDED.history, requested_by = EXCLUDED.requested_by,
+                    updated_at = EXCLUDED.updated_at, last_sequence = EXCLUDED.last_sequence",
+            )
+            .bind(e.deployment_id.0)
+            .bind(e.name.as_str())
+            .bind(e.namespace.as_str())
+            .bind(serde_json::to_value(e.workload).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
+            .bind(serde_json::to_value(e.target).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
+            .bind(e.image.registry_id.0)
+            .bind(e.image.repository.as_str())
+            .bind(e.image.tag.as_str())
+            .bind(e.digest.as_str())
+            .bind(request)
+            .bind(hist)
+            .bind(&env.actor)
+            .bind(at)
+            .bind(seq as i64)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query(
+                "UPDATE deployments d SET registry_removed = r.removed FROM registries r WHERE d.id = $1 AND r.id = d.registry_id",
+            )
+            .bind(e.deployment_id.0)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventPayload::DeploymentRendered(e) => {
+            sqlx::query("UPDATE deployments SET manifests = $2 WHERE id = $1")
+                .bind(e.deployment_id.0)
+                .bind(serde_json::to_value(&e.manifests).map_err(corrupt)?)
+                .execute(&mut **tx)
+                .await?;
+            history(
+                tx,
+                e.deployment_id,
+                entry("rendered", None),
+                "rendered",
+                None,
+            )
+            .await?;
+        }
+        EventPayload::DeploymentApplied(e) => {
+            sqlx::query("UPDATE deployments SET revision = $2 WHERE id = $1")
+                .bind(e.deployment_id.0)
+                .bind(&e.revision)
+                .execute(&mut **tx)
+                .await?;
+            history(
+                tx,
+                e.deployment_id,
+                entry("applied", Some(e.revision.clone())),
+                "applied",
+                None,
+            )
+            .await?;
+        }
+        EventPayload::DeploymentFailed(e) => {
+            history(
+                tx,
+                e.deployment_id,
+                entry("failed", Some(e.reason.clone())),
+                "failed",
+                Some(&e.reason),
+            )
+            .await?;
+        }
+        EventPayload::DeploymentDeleted(e) => {
+            history(
+                tx,
+                e.deployment_id,
+                entry("deleted", e.revision.clone()),
+                "deleted",
+                None,
+            )
+            .await?;
+        }
+        _ => {}
+    }
+    if p.aggregate() == Aggregate::Deployment {
+        sqlx::query("UPDATE deployments SET last_sequence = $2 WHERE id = $1")
+            .bind(p.aggregate_id())
+            .bind(seq as i64)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn upsert_tag(
+    tx: &mut Transaction<'_, Postgres>,
+    registry: RegistryId,
+    repository: &str,
+    tag: &str,
+    digest: &str,
+    d: &imagelib_events::model::ImageDetails,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tags (registry_id, repository, tag, digest, kind, model_type, media_type, labels, annotations, extensions, updated_at)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)
+         ON CONFLICT (registry_id, repository, tag) DO UPDATE SET digest = EXCLUDED.digest, kind = EXCLUDED.kind,
+            model_type = EXCLUDED.model_type, media_type = EXCLUDED.media_type, labels = EXCLUDED.labels,
+            annotations = EXCLUDED.annotations, extensions = EXCLUDED.extensions, updated_at = EXCLUDED.updated_at",
+    )
+    .bind(registry.0)
+    .bind(repository)
+    .bind(tag)
+    .bind(digest)
+    .bind(kind_str(d.kind))
+    .bind(d.model_type.map(|m| m.as_str()))
+    .bind(&d.media_type)
+    .bind(serde_json::to_value(&d.labels).map_err(corrupt)?)
+    .bind(serde_json::to_value(&d.annotations).map_err(corrupt)?)
+    .bind(serde_json::to_value(&d.extensions).map_err(corrupt)?)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn decide(
+    tx: &mut Transaction<'_, Postgres>,
+    target: &imagelib_events::model::CatalogTarget,
+    digest: Option<&str>,
+    approved: bool,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO approvals (registry_id, repository, tag, digest, approved, reason, at) VALUES ($1,$2,$3,$4,$5,$6,$7)
+         ON CONFLICT (registry_id, repository, tag) DO UPDATE SET digest = EXCLUDED.digest, approved = EXCLUDED.approved,
+            reason = EXCLUDED.reason, at = EXCLUDED.at",
+    )
+    .bind(target.registry_id.0)
+    .bind(target.repository.as_str())
+    .bind(target.tag.as_ref().map(|t| t.as_str()).unwrap_or(""))
+    .bind(digest)
+    .bind(approved)
+    .bind(reason)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
