@@ -1,0 +1,364 @@
+//! `imagelib demo`: fill a local registry with sample images and register it, so a
+//! newcomer sees a populated Image and Model Library a minute after `scripts/run`.
+//!
+//! The images are tiny (a few bytes of layer each) but real OCI content, pushed through
+//! the Registry HTTP API: PostgreSQL images that declare their extensions, NIM-style
+//! model images (one multi-arch), an embedding model, a reranker, and a CNCF ModelPack
+//! artifact. Only `scripts/run` calls it, and only against a development registry;
+//! `IMAGELIB_DEMO=0 scripts/run` skips it.
+
+use std::collections::BTreeMap;
+
+use clap::Args;
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::client::{Body, Client};
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The registry to fill and register (plain HTTP, a development registry).
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    pub registry: String,
+    /// Only push the images; do not register the registry.
+    #[arg(long)]
+    pub push_only: bool,
+    /// Do not wait for the first scan to finish.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+fn sha(bytes: &[u8]) -> String {
+    format!(
+        "sha256:{}",
+        Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+struct Pusher {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Pusher {
+    async fn blob(&self, repo: &str, bytes: &[u8]) -> anyhow::Result<(String, usize)> {
+        let digest = sha(bytes);
+        let head = self
+            .http
+            .head(format!("{}/v2/{repo}/blobs/{digest}", self.base))
+            .send()
+            .await?;
+        if head.status().is_success() {
+            return Ok((digest, bytes.len()));
+        }
+        let start = self
+            .http
+            .post(format!("{}/v2/{repo}/blobs/uploads/", self.base))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            start.status().as_u16() == 202,
+            "upload start answered {}",
+            start.status()
+        );
+        let location = start
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| anyhow::anyhow!("no upload location"))?
+            .to_owned();
+        let url = if location.starts_with("http") {
+            location
+        } else {
+            format!("{}{location}", self.base)
+        };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let put = self
+            .http
+            .put(format!("{url}{sep}digest={digest}"))
+            .header("content-type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .await?;
+        anyhow::ensure!(
+            put.status().as_u16() == 201,
+            "blob upload answered {}",
+            put.status()
+        );
+        Ok((digest, bytes.len()))
+    }
+
+    async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &Value,
+    ) -> anyhow::Result<(String, usize)> {
+        let bytes = serde_json::to_vec(body)?;
+        let res = self
+            .http
+            .put(format!("{}/v2/{repo}/manifests/{reference}", self.base))
+            .header("content-type", media_type)
+            .body(bytes.clone())
+            .send()
+            .await?;
+        anyhow::ensure!(
+            res.status().as_u16() == 201,
+            "manifest {repo}:{reference} answered {}",
+            res.status()
+        );
+        Ok((sha(&bytes), bytes.len()))
+    }
+
+    /// A single-platform OCI image with labels (config) and annotations (manifest).
+    async fn image(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        arch: &str,
+        labels: &BTreeMap<&str, String>,
+        annotations: &BTreeMap<&str, String>,
+    ) -> anyhow::Result<(String, usize)> {
+        let layer = format!("imagelib demo layer {repo}:{} {arch}\n", tag.unwrap_or("-"));
+        let (layer_digest, layer_size) = self.blob(repo, layer.as_bytes()).await?;
+        let config = json!({
+            "architecture": arch, "os": "linux", "created": "2026-10-01T12:00:00Z",
+            "config": {"Labels": labels},
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]}
+        });
+        let (config_digest, config_size) = self.blob(repo, &serde_json::to_vec(&config)?).await?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
+            "annotations": annotations,
+        });
+        // Platform manifests of an index are pushed by digest, as real multi-arch
+        // builds do, so the demo registry has no per-architecture tags.
+        let reference = match tag {
+            Some(tag) => tag.to_owned(),
+            None => sha(&serde_json::to_vec(&manifest)?),
+        };
+        self.manifest(
+            repo,
+            &reference,
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest,
+        )
+        .await
+    }
+
+    async fn multi_arch(
+        &self,
+        repo: &str,
+        tag: &str,
+        labels: &BTreeMap<&str, String>,
+        annotations: &BTreeMap<&str, String>,
+    ) -> anyhow::Result<()> {
+        let mut entries = Vec::new();
+        for arch in ["amd64", "arm64"] {
+            let (digest, size) = self.image(repo, None, arch, labels, annotations).await?;
+            entries.push(json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size,
+                                "platform": {"os": "linux", "architecture": arch}}));
+        }
+        let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries, "annotations": annotations});
+        self.manifest(repo, tag, "application/vnd.oci.image.index.v1+json", &index)
+            .await?;
+        Ok(())
+    }
+
+    /// A CNCF ModelPack artifact.
+    async fn modelpack(&self, repo: &str, tag: &str, name: &str) -> anyhow::Result<()> {
+        let config = json!({"descriptor": {"name": name, "family": "granite"}, "config": {"format": "safetensors"},
+                            "modelfs": {"type": "layers", "diffIds": []}});
+        let (config_digest, config_size) = self.blob(repo, &serde_json::to_vec(&config)?).await?;
+        let weights = format!("weights of {name}\n");
+        let (layer_digest, layer_size) = self.blob(repo, weights.as_bytes()).await?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.cncf.model.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.cncf.model.config.v1+json", "digest": config_digest, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.raw", "digest": layer_digest, "size": layer_size}],
+            "annotations": {"org.opencontainers.image.title": name, "io.imagelib.model.type": "text-embedding"}
+        });
+        self.manifest(
+            repo,
+            tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+fn map(pairs: &[(&'static str, &str)]) -> BTreeMap<&'static str, String> {
+    pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
+pub async fn push(registry: &str) -> anyhow::Result<usize> {
+    let p = Pusher {
+        http: reqwest::Client::new(),
+        base: format!("http://{registry}"),
+    };
+    let pg_ext = r#"[{"name":"pgvector","version":"0.8.0","description":"vector similarity search"},{"name":"pg_stat_statements","version":"1.10"},{"name":"postgis","version":"3.5.0","description":"spatial types"}]"#;
+    let mut n = 0;
+    for (tag, title) in [
+        ("17.2", "PostgreSQL 17"),
+        ("16.6", "PostgreSQL 16"),
+        ("16.4", "PostgreSQL 16"),
+        ("15.10", "PostgreSQL 15"),
+    ] {
+        let labels = map(&[
+            ("org.opencontainers.image.title", title),
+            (
+                "org.opencontainers.image.source",
+                "https://github.com/cloudnative-pg/postgres-containers",
+            ),
+        ]);
+        let ann = map(&[
+            ("io.imagelib.postgres.extensions", pg_ext),
+            (
+                "org.opencontainers.image.description",
+                "Community PostgreSQL with pgvector and PostGIS",
+            ),
+        ]);
+        p.image("demo/postgresql", Some(tag), "amd64", &labels, &ann)
+            .await?;
+        n += 1;
+    }
+    let nim = |model: &'static str, ty: &'static str| {
+        (
+            map(&[
+                ("com.nvidia.nim.model", model),
+                ("io.imagelib.model.type", ty),
+            ]),
+            map(&[(
+                "org.opencontainers.image.description",
+                "NVIDIA NIM microservice (demo)",
+            )]),
+        )
+    };
+    let (l, a) = nim("meta/llama-3.1-8b-instruct", "text-completion");
+    p.multi_arch("nvidia/nim/llama-3.1-8b-instruct", "1.0.3", &l, &a)
+        .await?;
+    p.multi_arch("nvidia/nim/llama-3.1-8b-instruct", "latest", &l, &a)
+        .await?;
+    let (l, a) = nim("nvidia/nv-embedqa-e5-v5", "text-embedding");
+    p.image(
+        "nvidia/nim/nv-embedqa-e5-v5",
+        Some("1.1.0"),
+        "amd64",
+        &l,
+        &a,
+    )
+    .await?;
+    let (l, a) = nim("nvidia/nv-rerankqa-mistral-4b-v3", "reranker");
+    p.image(
+        "nvidia/nim/nv-rerankqa-mistral-4b-v3",
+        Some("1.0.2"),
+        "amd64",
+        &l,
+        &a,
+    )
+    .await?;
+    p.modelpack("models/granite-embedding", "278m", "granite-embedding-278m")
+        .await?;
+    p.image(
+        "tools/psql-client",
+        Some("latest"),
+        "amd64",
+        &map(&[]),
+        &map(&[]),
+    )
+    .await?;
+    n += 6;
+    Ok(n)
+}
+
+pub async fn run(client: &Client, args: DemoArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let pushed = push(&args.registry).await.map_err(|e| {
+        anyhow::anyhow!("cannot push the demo images to {}: {e}\nIs the dev registry running? `deploy/local/up.sh` starts it.", args.registry)
+    })?;
+    writeln!(out, "pushed {pushed} demo images to {}", args.registry)?;
+    if args.push_only {
+        return Ok(());
+    }
+    let list = client
+        .send(Method::GET, "/v1/registries?limit=500", None)
+        .await?;
+    let existing = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["url"] == args.registry.as_str())
+        .map(|r| r["id"].as_str().unwrap_or_default().to_owned());
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            let r = client
+                .send(
+                    Method::POST,
+                    "/v1/registries",
+                    Some(Body::Json(json!({"label": "Demo registry", "url": args.registry, "registry_type": "generic", "insecure": true}))),
+                )
+                .await?;
+            r["id"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    for (rule, body) in [
+        (
+            "postgres",
+            json!({"repositories": "demo/*", "kind": "database", "description": "PostgreSQL images", "hm_tags": ["demo"]}),
+        ),
+        (
+            "nim",
+            json!({"repositories": "nvidia/nim/*", "kind": "model", "description": "NVIDIA NIM models", "hm_tags": ["demo", "gpu"]}),
+        ),
+        (
+            "models",
+            json!({"repositories": "models/*", "kind": "auto", "description": "Other models", "hm_tags": ["demo"]}),
+        ),
+    ] {
+        client
+            .send(
+                Method::PUT,
+                &format!("/v1/registries/{id}/rules/{rule}"),
+                Some(Body::Json(body)),
+            )
+            .await?;
+    }
+    let since = chrono::Utc::now();
+    client
+        .send(
+            Method::POST,
+            &format!("/v1/registries/{id}/sync"),
+            Some(Body::Json(json!({}))),
+        )
+        .await?;
+    writeln!(
+        out,
+        "registered the demo registry ({id}) with rules postgres, nim, models; scanning…"
+    )?;
+    if !args.no_wait {
+        match crate::registry_cmd::wait_for_sync(client, &id, since, 120).await {
+            Ok(last) => writeln!(
+                out,
+                "scan {}: {} tags seen",
+                last["state"].as_str().unwrap_or("?"),
+                last["summary"]["tags_seen"]
+            )?,
+            Err(e) => writeln!(out, "the first scan has not finished yet: {e}")?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! `imagelib deploy …` and `imagelib postgres …`: deployments through serving-deployer.
+
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::client::{Body, Client, print, s, table};
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Deploy a model image as a KServe InferenceService, pinned by digest.
+    Create {
+        /// `<registry-id>/<repository>:<tag>` or `<image-id>:<tag>`
+        image: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
+        /// GPUs per replica (`nvidia.com/gpu` limit).
+        #[arg(long)]
+        gpus: Option<u32>,
+        /// CPU request, e.g. `4` or `500m`.
+        #[arg(long)]
+        cpu: Option<String>,
+        /// Memory request and limit, e.g. `32Gi`.
+        #[arg(long)]
+        memory: Option<String>,
+        /// `KEY=VALUE` runtime environment (repeatable).
+        #[arg(long = "env", value_parser = parse_kv)]
+        env: Vec<(String, String)>,
+        /// `gitops` or `kubernetes` (the server's default when absent).
+        #[arg(long)]
+        target: Option<String>,
+        /// Provision PostgreSQL (a CloudNativePG Cluster) from a database image instead.
+        #[arg(long)]
+        postgres: bool,
+        /// Postgres storage size.
+        #[arg(long)]
+        storage: Option<String>,
+    },
+    /// List deployments.
+    Ls,
+    /// Show a deployment, its manifests and history.
+    Show { id: String },
+    /// Remove a deployment's manifests from its target.
+    Rm { id: String },
+    /// Print the CloudNativePG ClusterImageCatalog of a database repository.
+    ImageCatalog {
+        /// `<registry-id>/<repository>`
+        repository: String,
+    },
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+fn detail(d: &Value) -> String {
+    let mut out = String::new();
+    for key in [
+        "id",
+        "name",
+        "namespace",
+        "workload",
+        "target",
+        "image",
+        "digest",
+        "replicas",
+        "state",
+        "reason",
+        "revision",
+        "registry_removed",
+        "requested_by",
+        "updated_at",
+    ] {
+        out.push_str(&format!("{key:<16} {}\n", s(&d[key])));
+    }
+    out.push_str("history:\n");
+    for h in d["history"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {:<10} {} {}\n",
+            s(&h["state"]),
+            s(&h["at"]),
+            h["detail"].as_str().unwrap_or("")
+        ));
+    }
+    out
+}
+
+pub async fn run(client: &Client, cmd: DeployCommand) -> anyhow::Result<()> {
+    match cmd {
+        DeployCommand::Create {
+            image,
+            name,
+            namespace,
+            replicas,
+            gpus,
+            cpu,
+            memory,
+            env,
+            target,
+            postgres,
+            storage,
+        } => {
+            let mut requests = serde_json::Map::new();
+            let mut limits = serde_json::Map::new();
+            if let Some(c) = cpu {
+                requests.insert("cpu".into(), json!(c));
+            }
+            if let Some(m) = memory {
+                requests.insert("memory".into(), json!(m));
+                limits.insert("memory".into(), json!(m));
+            }
+            if let Some(g) = gpus {
+                limits.insert("nvidia.com/gpu".into(), json!(g));
+            }
+            let mut body = json!({
+                "image": image, "name": name, "namespace": namespace, "replicas": replicas,
+                "resources": {"requests": requests, "limits": limits},
+                "env": env.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<String, Value>>(),
+            });
+            if let Some(t) = target {
+                body["target"] = json!(t);
+            }
+            if let Some(size) = storage {
+                body["options"] = json!({"storage": size});
+            }
+            let path = if postgres {
+                "/v1/provisioning/postgres"
+            } else {
+                "/v1/deployments"
+            };
+            let d = client
+                .send(Method::POST, path, Some(Body::Json(body)))
+                .await?;
+            print(client.json(), &d, detail)
+        }
+        DeployCommand::Ls => {
+            let page = client
+                .send(Method::GET, "/v1/deployments?limit=500", None)
+                .await?;
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            print(client.json(), &page, |_| {
+                let rows: Vec<Vec<String>> = items
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            s(&d["id"]),
+                            format!("{}/{}", s(&d["namespace"]), s(&d["name"])),
+                            s(&d["workload"]),
+                            s(&d["state"]),
+                            s(&d["image"]),
+                        ]
+                    })
+                    .collect();
+                table(&["ID", "NAME", "WORKLOAD", "STATE", "IMAGE"], &rows)
+            })
+        }
+        DeployCommand::Show { id } => {
+            let d = client
+                .send(Method::GET, &format!("/v1/deployments/{id}"), None)
+                .await?;
+            print(client.json(), &d, detail)
+        }
+        DeployCommand::Rm { id } => {
+            client
+                .send(Method::DELETE, &format!("/v1/deployments/{id}"), None)
+                .await?;
+            print(client.json(), &json!({"deleted": id}), |_| {
+                format!("deleted {id}")
+            })
+        }
+        DeployCommand::ImageCatalog { repository } => {
+            let c = client
+                .send(
+                    Method::GET,
+                    &format!("/v1/provisioning/cnpg/image-catalog?repository={repository}"),
+                    None,
+                )
+                .await?;
+            print(client.json(), &c, |c| {
+                serde_yaml::to_string(c).unwrap_or_default()
+            })
+        }
+    }
+}

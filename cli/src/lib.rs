@@ -1,0 +1,10 @@
+//! The `imagelib` binary's library half, so the end-to-end tests start exactly what
+//! `imagelib serve` starts.
+
+pub mod client;
+pub mod demo;
+pub mod deploy_cmd;
+pub mod events_cmd;
+pub mod keys_cmd;
+pub mod registry_cmd;
+pub mod serve;

@@ -1,0 +1,70 @@
+//! The `imagelib` binary: `imagelib serve` (the four services in one process, one HTTP
+//! port) and the command-line client.
+
+use imagelib::client::{Client, Connection};
+use imagelib::{demo, deploy_cmd, events_cmd, keys_cmd, registry_cmd, serve};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imagelib",
+    version,
+    about = "The Image and Model Library for platform teams"
+)]
+struct Cli {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run registry-registry, sync-scanner, catalog-projector and serving-deployer in one
+    /// process on one HTTP port (IMAGELIB_HTTP_ADDR, default 127.0.0.1:8080).
+    Serve,
+    /// Register and manage container registries.
+    #[command(subcommand)]
+    Registry(registry_cmd::RegistryCommand),
+    /// Repository rules: which repositories and tags are discovered, and as what.
+    #[command(subcommand)]
+    Rules(registry_cmd::RulesCommand),
+    /// Read and write the event stream.
+    #[command(subcommand)]
+    Events(events_cmd::EventsCommand),
+    /// Deploy model images to KServe and provision Postgres from database images.
+    #[command(subcommand)]
+    Deploy(deploy_cmd::DeployCommand),
+    /// Master-key rotation.
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCommand),
+    /// Fill a development registry with sample images and register it (`scripts/run` does).
+    Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve => serve::run().await,
+        Command::Events(cmd) => events_cmd::run(cmd).await,
+        Command::Keys(cmd) => keys_cmd::run(cmd).await,
+        Command::Demo(args) => demo::run(&Client::new(cli.connection), args).await,
+        Command::Deploy(cmd) => deploy_cmd::run(&Client::new(cli.connection), cmd).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "imagelib",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Registry(cmd) => registry_cmd::run(&Client::new(cli.connection), cmd).await,
+        Command::Rules(cmd) => registry_cmd::run_rules(&Client::new(cli.connection), cmd).await,
+    }
+}
