@@ -234,8 +234,15 @@ impl Scanner {
             cancel,
         };
         let body = ctx.run(request.repository.as_ref());
+        // The body also watches `cancel` and winds down early; an interrupted scan is
+        // reported as such whichever branch completes first.
+        let interrupted =
+            || Err("the scan was interrupted (lease lost or shutting down)".to_owned());
         let result = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => interrupted(),
             r = tokio::time::timeout(s.config.scan_timeout(), body) => match r {
+                Ok(_) if cancel.is_cancelled() => interrupted(),
                 Ok(r) => r,
                 Err(_) => {
                     let mut t = tally.lock().expect("tally");
@@ -243,7 +250,6 @@ impl Scanner {
                     Ok(())
                 }
             },
-            _ = cancel.cancelled() => Err("the scan was interrupted (lease lost or shutting down)".to_owned()),
         };
         let requests = client.stats().requests;
         match result {
