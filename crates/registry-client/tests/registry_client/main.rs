@@ -6,4 +6,4 @@ mod common;
 mod faults;
 mod network;
 mod open;
-mod proxy;
+use imagelib_testkit::proxy;

@@ -7,7 +7,7 @@ mod access;
 mod common;
 mod discovery;
 mod limits;
-mod proxy;
+use imagelib_testkit::proxy;
 mod restart;
 mod scale;
 mod triggers;

@@ -3,10 +3,9 @@
 //! or drops the connection; everything it receives is recorded. Without an upstream it is
 //! a plain recording server (a foreign host, an HTML page).
 //!
-//! Copied from registry-client's tests, plus [`paginate_tags`]: distribution 2.8 does not
-//! paginate `tags/list`, so the proxy pages the registry's answer as `n` asks, with an
-//! opaque `last` cursor in the `Link` header.
-#![allow(dead_code)]
+//! [`paginate_tags`] exists because distribution 2.8 does not paginate `tags/list`: the
+//! proxy pages the registry's answer as `n` asks, with an opaque `last` cursor in the
+//! `Link` header.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -85,6 +84,22 @@ pub enum Action {
 
 type Rule = dyn Fn(&Request, usize) -> Action + Send + Sync;
 
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Forward => f.write_str("Forward"),
+            Action::Rewrite(_) => f.write_str("Rewrite(..)"),
+            Action::ForwardAs(req, _) => f.debug_tuple("ForwardAs").field(req).finish(),
+            Action::Respond(resp) => f.debug_tuple("Respond").field(&resp.status).finish(),
+            Action::Stall => f.write_str("Stall"),
+            Action::Drop => f.write_str("Drop"),
+            Action::Raw(bytes) => f.debug_tuple("Raw").field(&bytes.len()).finish(),
+            Action::Delay(d) => f.debug_tuple("Delay").field(d).finish(),
+        }
+    }
+}
+
+#[derive(Debug)]
 pub struct FaultProxy {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Request>>>,
