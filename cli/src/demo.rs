@@ -337,8 +337,7 @@ pub async fn run(client: &Client, args: DemoArgs) -> anyhow::Result<()> {
             )
             .await?;
     }
-    let since = chrono::Utc::now();
-    client
+    let requested = client
         .send(
             Method::POST,
             &format!("/v1/registries/{id}/sync"),
@@ -350,7 +349,14 @@ pub async fn run(client: &Client, args: DemoArgs) -> anyhow::Result<()> {
         "registered the demo registry ({id}) with rules postgres, nim, models; scanning…"
     )?;
     if !args.no_wait {
-        match crate::registry_cmd::wait_for_sync(client, &id, since, 120).await {
+        match crate::registry_cmd::wait_for_sync(
+            client,
+            &id,
+            requested["sequence"].as_u64().unwrap_or(0),
+            120,
+        )
+        .await
+        {
             Ok(last) => writeln!(
                 out,
                 "scan {}: {} tags seen",

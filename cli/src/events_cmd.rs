@@ -16,6 +16,14 @@ pub enum EventsCommand {
         /// Only events whose type contains this text.
         #[arg(long = "type")]
         event_type: Option<String>,
+        /// Only events whose CloudEvent subject contains this text (e.g. a repository name
+        /// or `registry/<id>`).
+        #[arg(long)]
+        subject: Option<String>,
+        /// One human line per event (sequence, time, type, subject, a data summary)
+        /// instead of CloudEvents JSON.
+        #[arg(long)]
+        pretty: bool,
         /// Keep following new events.
         #[arg(long, short)]
         follow: bool,
@@ -41,13 +49,40 @@ pub async fn run(cmd: EventsCommand) -> anyhow::Result<()> {
         EventsCommand::Tail {
             from,
             event_type,
+            subject,
+            pretty,
             follow,
-        } => tail(from, event_type, follow).await,
+        } => {
+            let filter = Filter {
+                event_type,
+                subject,
+            };
+            tail(from, &filter, pretty, follow).await
+        }
         EventsCommand::Publish { file } => publish(file).await,
     }
 }
 
-async fn tail(from: u64, event_type: Option<String>, follow: bool) -> anyhow::Result<()> {
+/// What `events tail` keeps.
+#[derive(Debug, Default)]
+struct Filter {
+    event_type: Option<String>,
+    subject: Option<String>,
+}
+
+impl Filter {
+    fn keeps(&self, env: &imagelib_events::Envelope) -> bool {
+        self.event_type
+            .as_deref()
+            .is_none_or(|t| env.event_type().contains(t))
+            && self
+                .subject
+                .as_deref()
+                .is_none_or(|s| env.payload.subject().contains(s))
+    }
+}
+
+async fn tail(from: u64, filter: &Filter, pretty: bool, follow: bool) -> anyhow::Result<()> {
     use std::io::Write;
     let bus = bus().await?;
     let mut next = from.max(1);
@@ -59,14 +94,19 @@ async fn tail(from: u64, event_type: Option<String>, follow: bool) -> anyhow::Re
             next = item.sequence + 1;
             let line = match item.event {
                 Ok(env) => {
-                    if event_type
-                        .as_deref()
-                        .is_some_and(|t| !env.event_type().contains(t))
-                    {
+                    if !filter.keeps(&env) {
                         continue;
                     }
-                    serde_json::to_string(&env.to_cloudevent())?
+                    if pretty {
+                        pretty_line(item.sequence, &env)
+                    } else {
+                        serde_json::to_string(&env.to_cloudevent())?
+                    }
                 }
+                Err(e) if pretty => format!(
+                    "{:>6}  not an event of the contract on {}: {e}",
+                    item.sequence, item.subject
+                ),
                 Err(e) => serde_json::json!({"sequence": item.sequence, "subject": item.subject, "error": e.to_string()}).to_string(),
             };
             writeln!(std::io::stdout(), "{line}")?;
@@ -77,6 +117,88 @@ async fn tail(from: u64, event_type: Option<String>, follow: bool) -> anyhow::Re
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
+}
+
+/// Data fields worth a glance, in the order shown.
+const SUMMARY_KEYS: &[&str] = &[
+    "label",
+    "url",
+    "registry_type",
+    "kind",
+    "model_type",
+    "digest",
+    "old_digest",
+    "new_digest",
+    "platforms",
+    "repository",
+    "repositories",
+    "tags_seen",
+    "added",
+    "moved",
+    "removed",
+    "partial",
+    "hm_tag",
+    "name",
+    "namespace",
+    "replicas",
+    "revision",
+    "reason",
+];
+
+/// One line: sequence, time, type (without `io.imagelib.`), subject and a data summary.
+pub fn pretty_line(sequence: u64, env: &imagelib_events::Envelope) -> String {
+    let subject = env.payload.subject();
+    let data = env.payload.to_json();
+    let mut parts = Vec::new();
+    for key in SUMMARY_KEYS {
+        let v = &data[*key];
+        let text = match v {
+            serde_json::Value::Null => continue,
+            serde_json::Value::String(s) if s.is_empty() => continue,
+            serde_json::Value::String(s) if s.starts_with("sha256:") => short_digest(s),
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(a) if *key == "platforms" => {
+                if a.is_empty() {
+                    continue;
+                }
+                a.iter()
+                    .map(|p| {
+                        let arch = p["architecture"].as_str().unwrap_or("?");
+                        match p["variant"].as_str() {
+                            Some(var) => format!("{arch}/{var}"),
+                            None => arch.to_owned(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+            serde_json::Value::Array(_) | serde_json::Value::Object(_) => continue,
+            other => other.to_string(),
+        };
+        // Already in the subject (a repository, a tag's registry).
+        if matches!(v, serde_json::Value::String(_)) && subject.contains(text.as_str()) {
+            continue;
+        }
+        parts.push(format!("{key}={text}"));
+    }
+    let mut summary = parts.join(" ");
+    if summary.chars().count() > 160 {
+        summary = summary.chars().take(159).collect::<String>() + "…";
+    }
+    let event_type = env.event_type();
+    format!(
+        "{sequence:>6}  {}  {:<28}  {subject}  {summary}",
+        env.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        event_type
+            .strip_prefix("io.imagelib.")
+            .unwrap_or(event_type),
+    )
+    .trim_end()
+    .to_owned()
+}
+
+fn short_digest(d: &str) -> String {
+    crate::catalog_cmd::short_digest(d)
 }
 
 async fn publish(file: Option<std::path::PathBuf>) -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 //! port) and the command-line client.
 
 use imagelib::client::{Client, Connection};
-use imagelib::{demo, deploy_cmd, events_cmd, keys_cmd, registry_cmd, serve};
+use imagelib::{catalog_cmd, demo, deploy_cmd, events_cmd, keys_cmd, registry_cmd, serve};
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +30,14 @@ enum Command {
     /// Repository rules: which repositories and tags are discovered, and as what.
     #[command(subcommand)]
     Rules(registry_cmd::RulesCommand),
+    /// The Image Library: catalog images and repositories.
+    #[command(subcommand)]
+    Images(catalog_cmd::ImagesCommand),
+    /// The Model Library: model images.
+    #[command(subcommand)]
+    Models(catalog_cmd::ModelsCommand),
+    /// The library's counters: tags, images by kind, repositories, registries.
+    Stats,
     /// Read and write the event stream.
     #[command(subcommand)]
     Events(events_cmd::EventsCommand),
@@ -66,5 +74,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Registry(cmd) => registry_cmd::run(&Client::new(cli.connection), cmd).await,
         Command::Rules(cmd) => registry_cmd::run_rules(&Client::new(cli.connection), cmd).await,
+        Command::Images(cmd) => catalog_cmd::run_images(&Client::new(cli.connection), cmd).await,
+        Command::Models(cmd) => catalog_cmd::run_models(&Client::new(cli.connection), cmd).await,
+        Command::Stats => catalog_cmd::run_stats(&Client::new(cli.connection)).await,
     }
 }

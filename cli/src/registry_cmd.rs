@@ -258,7 +258,6 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
             wait,
             timeout,
         } => {
-            let requested_at = chrono::Utc::now();
             let r = client
                 .send(
                     Method::POST,
@@ -271,7 +270,10 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
                     format!("sync requested (event sequence {})", s(&r["sequence"]))
                 });
             }
-            let last = wait_for_sync(client, &id, requested_at, timeout).await?;
+            let request_sequence = r["sequence"].as_u64().ok_or_else(|| {
+                anyhow::anyhow!("the server did not say which sync request it recorded: {r}")
+            })?;
+            let last = wait_for_sync(client, &id, request_sequence, timeout).await?;
             let failed = last["state"] == "failed";
             print(client.json(), &last, |l| {
                 let sum = &l["summary"];
@@ -299,11 +301,13 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Follow the registry's `last_sync` until a scan that started after `since` ends.
+/// Follow the registry's `last_sync` until a scan that started after the sync request
+/// (stream sequence `request_sequence`) ends. A scan already running when the request was
+/// made does not count: it may predate the rules the request was meant to apply.
 pub async fn wait_for_sync(
     client: &Client,
     id: &str,
-    since: chrono::DateTime<chrono::Utc>,
+    request_sequence: u64,
     timeout: u64,
 ) -> anyhow::Result<Value> {
     let bar = indicatif::ProgressBar::new_spinner();
@@ -322,7 +326,9 @@ pub async fn wait_for_sync(
             .as_str()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&chrono::Utc));
-        let fresh = at.is_some_and(|t| t >= since - chrono::Duration::seconds(1));
+        let fresh = last["started_sequence"]
+            .as_u64()
+            .is_some_and(|started| started > request_sequence);
         match (fresh, last["state"].as_str()) {
             (true, Some("running")) => bar.set_message(format!(
                 "scanning {} (started {})",

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use imagelib::serve::Configs;
 use imagelib_platform::config::CommonConfig;
-use imagelib_testkit::registry::TestRegistry;
+use imagelib_testkit::registry::{ImageSpec, TestRegistry};
 use imagelib_testkit::{TestDb, TestStream};
 
 const ADMIN: &str = "cli-admin-token";
@@ -239,4 +239,470 @@ async fn deployments_and_completions_through_the_cli() {
     );
     let (_, err) = run(&["deploy", "create", "garbage", "--name", "llm"], true);
     assert!(err.contains("422"), "{err}");
+}
+
+const EXTENSIONS: &str = r#"[{"name":"pgvector","version":"0.7.0","description":"vector search"}]"#;
+
+/// Real images in a real registry, discovered by a real scan and projected into the
+/// catalog, read back through `images`, `models`, `stats` and `events tail`.
+#[tokio::test(flavor = "multi_thread")]
+async fn catalog_through_the_cli() {
+    let (stream, db) = (TestStream::new(), TestDb::new());
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&stream, &db, dir.path()).await;
+    let registry = TestRegistry::start().await.unwrap();
+    let postgres = registry
+        .push_image(
+            "library/postgres",
+            "16.1",
+            &ImageSpec::linux_amd64()
+                .label("io.imagelib.postgres.extensions", EXTENSIONS)
+                .label("org.opencontainers.image.vendor", "PGDG"),
+        )
+        .await
+        .unwrap();
+    let llama = registry
+        .push_index(
+            "acme/llama-instruct",
+            "1.0",
+            &[
+                ImageSpec::linux_amd64(),
+                ImageSpec::new("linux", "arm64").variant("v8"),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    let llama_old = registry
+        .push_image(
+            "acme/llama-instruct",
+            "0.9",
+            &ImageSpec::linux_amd64().layer(b"old weights"),
+        )
+        .await
+        .unwrap();
+    registry
+        .push_image(
+            "tools/busybox",
+            "1.36",
+            &ImageSpec::linux_amd64().layer(b"busybox"),
+        )
+        .await
+        .unwrap();
+
+    let run = |args: &[&str], fail: bool| {
+        tokio::task::block_in_place(|| imagelib(&server, args, "", fail))
+    };
+    let json = |out: &str| -> serde_json::Value {
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+
+    let (out, _) = run(
+        &[
+            "--json",
+            "registry",
+            "add",
+            "--label",
+            "cli-catalog",
+            "--url",
+            &registry.host(),
+            "--insecure",
+        ],
+        false,
+    );
+    let id = json(&out)["id"].as_str().unwrap().to_owned();
+    run(
+        &[
+            "rules",
+            "set",
+            &id,
+            "db",
+            "--repositories",
+            "library/postgres",
+            "--kind",
+            "database",
+        ],
+        false,
+    );
+    run(
+        &[
+            "rules",
+            "set",
+            &id,
+            "models",
+            "--repositories",
+            "acme/*",
+            "--kind",
+            "model",
+            "--hm-tag",
+            "gpu",
+            "--description",
+            "Instruction-tuned Llama",
+        ],
+        false,
+    );
+    run(
+        &["rules", "set", &id, "tools", "--repositories", "tools/*"],
+        false,
+    );
+    // `--wait` waits for the scan that started after the request, so it saw every rule.
+    let (out, _) = run(&["registry", "sync", &id, "--wait"], false);
+    assert!(
+        out.contains("scan completed: 3 repositories, 4 tags seen"),
+        "{out}"
+    );
+    // The catalog follows the stream on its own consumer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let stats = loop {
+        let (out, _) = run(&["--json", "stats"], false);
+        let stats = json(&out);
+        if stats["tags"] == 4 || std::time::Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let counts = |v: &serde_json::Value| {
+        [
+            "tags",
+            "database_images",
+            "model_images",
+            "other_images",
+            "repositories",
+            "registries",
+        ]
+        .map(|k| v[k].as_i64().unwrap_or(-1))
+    };
+    assert_eq!(counts(&stats), [4, 1, 2, 1, 3, 1], "{stats}");
+    let (out, _) = run(&["stats"], false);
+    let mut lines = out.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("TAGS  DATABASE IMAGES  MODEL IMAGES  OTHER"),
+        "{out}"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(row, ["4", "1", "2", "1", "3", "1"], "{out}");
+
+    // The Image Library as a table: label, repository, tag, kind, short digest, arch.
+    let (out, _) = run(&["images", "ls"], false);
+    assert!(out.starts_with("REGISTRY"), "{out}");
+    let short = |d: &str| d[..("sha256:".len() + 12)].to_owned();
+    let row_of = |out: &str, repo: &str, tag: &str| -> Vec<String> {
+        out.lines()
+            .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .find(|c| {
+                c.get(1).map(String::as_str) == Some(repo)
+                    && c.get(2).map(String::as_str) == Some(tag)
+            })
+            .unwrap_or_else(|| panic!("no row {repo}:{tag} in\n{out}"))
+    };
+    assert_eq!(out.lines().count(), 5, "{out}");
+    let pg = row_of(&out, "library/postgres", "16.1");
+    assert_eq!(
+        pg[..7],
+        [
+            "cli-catalog",
+            "library/postgres",
+            "16.1",
+            "database",
+            "-",
+            &short(&postgres.digest),
+            "amd64"
+        ],
+        "{out}"
+    );
+    assert!(
+        !out.contains(&postgres.digest),
+        "digests are shortened: {out}"
+    );
+    let ll = row_of(&out, "acme/llama-instruct", "1.0");
+    assert_eq!(
+        ll[3..7],
+        [
+            "model",
+            "text-completion",
+            &short(&llama.digest),
+            "amd64,arm64"
+        ],
+        "{out}"
+    );
+    assert_eq!(row_of(&out, "tools/busybox", "1.36")[3], "other", "{out}");
+
+    // Filters reach the server: kind, architecture, repository.
+    let (out, _) = run(&["images", "ls", "--kind", "model", "--json"], false);
+    let page = json(&out);
+    let mut models: Vec<(String, String, String)> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            assert_eq!(i["kind"], "model", "{i}");
+            assert_eq!(i["model_type"], "text-completion", "{i}");
+            assert!(
+                i["hm_tags"].as_array().unwrap().contains(&"gpu".into()),
+                "{i}"
+            );
+            (
+                i["repository"].as_str().unwrap().to_owned(),
+                i["tag"].as_str().unwrap().to_owned(),
+                i["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    models.sort();
+    assert_eq!(
+        models,
+        [
+            (
+                "acme/llama-instruct".into(),
+                "0.9".into(),
+                llama_old.digest.clone()
+            ),
+            (
+                "acme/llama-instruct".into(),
+                "1.0".into(),
+                llama.digest.clone()
+            ),
+        ]
+    );
+    assert!(page["next_cursor"].is_null(), "{page}");
+    let (out, _) = run(&["images", "ls", "--arch", "arm64", "--json"], false);
+    let items = json(&out)["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 1, "{out}");
+    assert_eq!(
+        items[0]["reference"],
+        format!("{id}/acme/llama-instruct:1.0")
+    );
+    let (out, _) = run(
+        &[
+            "images",
+            "ls",
+            "--repository",
+            "tools/busybox",
+            "--registry",
+            &id,
+        ],
+        false,
+    );
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains("tools/busybox"), "{out}");
+
+    // Keyset pagination: one page says there is more; --all follows next_cursor.
+    let (out, err) = run(&["images", "ls", "--limit", "1"], false);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains("acme/llama-instruct  0.9"), "{out}");
+    assert!(err.contains("--all"), "{err}");
+    let (out, _) = run(
+        &[
+            "images", "ls", "--limit", "1", "--all", "--sort", "name", "--json",
+        ],
+        false,
+    );
+    let all = json(&out);
+    let tags: Vec<String> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{}:{}",
+                i["repository"].as_str().unwrap(),
+                i["tag"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            "acme/llama-instruct:0.9",
+            "acme/llama-instruct:1.0",
+            "library/postgres:16.1",
+            "tools/busybox:1.36"
+        ],
+        "{all}"
+    );
+    assert!(all["next_cursor"].is_null());
+
+    // The Model Library.
+    let (out, _) = run(&["models", "ls"], false);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.contains("acme/llama-instruct") && !out.contains("library/postgres"),
+        "{out}"
+    );
+    let (out, err) = run(&["models", "ls", "--model-type", "reranker"], false);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(err.contains("no models match"), "{err}");
+
+    // A repository with its tags, and one tag's details.
+    let (out, _) = run(
+        &["images", "show", &format!("{id}/acme/llama-instruct")],
+        false,
+    );
+    assert!(out.contains("model (text-completion)"), "{out}");
+    assert!(out.contains("cli-catalog"), "{out}");
+    assert!(
+        out.contains("hm tags       gpu (rule: gpu; curators: -)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("description   Instruction-tuned Llama"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("rule") && l.contains("models")),
+        "{out}"
+    );
+    assert!(out.contains("2 (0 database, 2 model)"), "{out}");
+    let tag_rows: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("TAG "))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(tag_rows, ["0.9", "1.0"], "{out}");
+    let (out, _) = run(
+        &[
+            "--json",
+            "images",
+            "show",
+            &format!("{id}/acme/llama-instruct"),
+        ],
+        false,
+    );
+    let repo = json(&out);
+    assert_eq!(repo["name"], "acme/llama-instruct");
+    assert_eq!(repo["tags"].as_array().unwrap().len(), 2);
+
+    let (out, _) = run(
+        &["images", "show", &format!("{id}/acme/llama-instruct:1.0")],
+        false,
+    );
+    assert!(
+        out.contains(&format!("digest        {}", llama.digest)),
+        "{out}"
+    );
+    for (platform, m) in ["linux/amd64", "linux/arm64/v8"]
+        .iter()
+        .zip(&llama.manifests)
+    {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(platform) && l.contains(&m.digest)),
+            "{platform} {}: {out}",
+            m.digest
+        );
+    }
+    let (out, _) = run(
+        &["images", "show", &format!("{id}/library/postgres:16.1")],
+        false,
+    );
+    assert!(out.contains(&postgres.digest), "{out}");
+    assert!(out.contains("kind          database"), "{out}");
+    assert!(out.contains("pgvector 0.7.0: vector search"), "{out}");
+    assert!(
+        out.contains("org.opencontainers.image.vendor=PGDG"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("({} bytes)", postgres.size)), "{out}");
+    let (out, _) = run(
+        &[
+            "--json",
+            "images",
+            "show",
+            &format!("{id}/library/postgres:16.1"),
+        ],
+        false,
+    );
+    let tag = json(&out);
+    assert_eq!(tag["tag"], "16.1");
+    assert_eq!(tag["extensions"][0]["name"], "pgvector");
+    let (_, err) = run(
+        &["images", "show", &format!("{id}/library/postgres:17")],
+        true,
+    );
+    assert!(err.contains("no tag `17`") && err.contains("16.1"), "{err}");
+
+    // The stream, one line per event.
+    let (out, _) = run(
+        &["events", "tail", "--pretty", "--type", "tag_discovered"],
+        false,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines.iter().all(|l| l.contains("image.tag_discovered")),
+        "{out}"
+    );
+    let pg_line = lines
+        .iter()
+        .find(|l| l.contains(&format!("{id}/library/postgres:16.1")))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        pg_line.contains("kind=database")
+            && pg_line.contains(&format!("digest={}", short(&postgres.digest))),
+        "{pg_line}"
+    );
+    let seq: u64 = pg_line.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(seq > 1, "{pg_line}");
+    let ll_line = lines
+        .iter()
+        .find(|l| l.contains(&format!("{id}/acme/llama-instruct:1.0")))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        ll_line.contains("kind=model") && ll_line.contains("platforms=amd64,arm64/v8"),
+        "{ll_line}"
+    );
+    let (out, _) = run(
+        &["events", "tail", "--subject", "acme/llama-instruct"],
+        false,
+    );
+    let events: Vec<serde_json::Value> = out.lines().map(json).collect();
+    assert_eq!(events.len(), 2, "{out}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["type"] == "io.imagelib.image.tag_discovered.v1"
+                && e["subject"]
+                    .as_str()
+                    .unwrap()
+                    .contains("acme/llama-instruct")),
+        "{out}"
+    );
+    let (out, _) = run(
+        &["events", "tail", "--pretty", "--subject", "no/such/thing"],
+        false,
+    );
+    assert!(out.is_empty(), "{out}");
+
+    // Bad input says what to type; server problems come through the client's error path.
+    let (_, err) = run(&["images", "show", "nosuchformat"], true);
+    assert!(err.contains("<registry-id>/<repository>[:<tag>]"), "{err}");
+    let (_, err) = run(&["images", "show", "acme/llama-instruct"], true);
+    assert!(err.contains("not a registry id"), "{err}");
+    let (_, err) = run(&["images", "ls", "--kind", "bogus"], true);
+    assert!(
+        err.contains("possible values: database, model, other"),
+        "{err}"
+    );
+    let (_, err) = run(&["images", "ls", "--as-of", "yesterday"], true);
+    assert!(err.contains("RFC 3339"), "{err}");
+    let (_, err) = run(&["images", "ls", "--approved", "maybe"], true);
+    assert!(err.contains("true") && err.contains("false"), "{err}");
+    let (_, err) = run(&["models", "ls", "--kind", "database"], true);
+    assert!(err.contains("model images only"), "{err}");
+    let (_, err) = run(&["images", "ls", "--hm-tag", "Not A Tag!"], true);
+    assert!(err.contains("422"), "{err}");
+    let (_, err) = run(
+        &[
+            "images",
+            "show",
+            &format!("{}/nope/nothing", uuid::Uuid::now_v7()),
+        ],
+        true,
+    );
+    assert!(err.contains("404") && err.contains("images ls"), "{err}");
 }

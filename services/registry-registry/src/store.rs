@@ -61,6 +61,8 @@ pub struct Registry {
     pub last_sync_at: Option<DateTime<Utc>>,
     /// Counts of the last completed scan, or the failure reason.
     pub last_sync_summary: Option<serde_json::Value>,
+    /// The stream sequence of the last scan's `sync.started`.
+    pub last_sync_started_sequence: Option<u64>,
 }
 
 fn enum_str<T: serde::Serialize>(v: &T) -> String {
@@ -118,6 +120,9 @@ impl Registry {
             last_sync_state: r.try_get("last_sync_state")?,
             last_sync_at: r.try_get("last_sync_at")?,
             last_sync_summary: r.try_get("last_sync_summary")?,
+            last_sync_started_sequence: r
+                .try_get::<Option<i64>, _>("last_sync_started_sequence")?
+                .map(|s| s as u64),
         })
     }
 }
@@ -434,7 +439,9 @@ async fn sync_state(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE registries SET last_sync_state = $3, last_sync_at = $4,
-            last_sync_summary = COALESCE($5, last_sync_summary), sync_sequence = $2
+            last_sync_summary = COALESCE($5, last_sync_summary), sync_sequence = $2,
+            last_sync_started_sequence = CASE WHEN $3 = 'running' THEN $2
+                                              ELSE last_sync_started_sequence END
          WHERE id = $1 AND sync_sequence < $2",
     )
     .bind(id.0)

@@ -73,6 +73,9 @@ pub struct LastSync {
     /// `removed`, `requests`, `duration_ms`, `rate_limited`) or a failure's `reason`.
     #[schema(value_type = Option<Object>)]
     pub summary: Option<serde_json::Value>,
+    /// The stream sequence of this scan's `sync.started`: a scan answers a sync request
+    /// (`POST …/sync` returns its `sequence`) when it started after it.
+    pub started_sequence: Option<u64>,
 }
 
 impl From<&Registry> for RegistryView {
@@ -103,6 +106,7 @@ impl From<&Registry> for RegistryView {
                 state: state.clone(),
                 at: r.last_sync_at,
                 summary: r.last_sync_summary.clone(),
+                started_sequence: r.last_sync_started_sequence,
             }),
         }
     }
