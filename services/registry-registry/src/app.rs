@@ -82,6 +82,7 @@ pub struct Registries {
     pub(crate) vault: Arc<Vault>,
     pub(crate) guard: NetworkGuard,
     pub(crate) endpoints: ProviderEndpoints,
+    pub(crate) validation_timeout: std::time::Duration,
 }
 
 /// The outcome of a validation run, as the API reports it.
@@ -97,6 +98,7 @@ impl Registries {
         vault: Arc<Vault>,
         guard: NetworkGuard,
         endpoints: ProviderEndpoints,
+        validation_timeout: std::time::Duration,
     ) -> Self {
         Registries {
             bus,
@@ -104,6 +106,7 @@ impl Registries {
             vault,
             guard,
             endpoints,
+            validation_timeout,
         }
     }
 
@@ -178,6 +181,7 @@ impl Registries {
                 url: &url,
                 ca_pem: ca_pem.as_deref(),
                 repositories: &repositories,
+                timeout: self.validation_timeout,
             };
             let result =
                 validate::check(&target, &req.credentials, &self.guard, &self.endpoints).await;
@@ -337,6 +341,7 @@ impl Registries {
             url: &url,
             ca_pem: r.ca_pem.as_deref(),
             repositories: &repositories,
+            timeout: self.validation_timeout,
         };
         Ok(validate::check(&target, creds, &self.guard, &self.endpoints).await)
     }

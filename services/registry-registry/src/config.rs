@@ -20,12 +20,19 @@ pub struct Config {
     /// `IMAGELIB_PROVIDERS__ECR`, `IMAGELIB_PROVIDERS__AAD`: provider token endpoints other
     /// than the public clouds' (sovereign clouds, private endpoints).
     pub providers: registry_client::ProviderEndpoints,
+    /// `IMAGELIB_VALIDATION_TIMEOUT_SECS` (default 15): the timeout of each request a
+    /// validation makes; a registry that does not answer in time fails with `timeout`.
+    pub validation_timeout_secs: Option<u64>,
 }
 
 impl Config {
     /// From defaults, `IMAGELIB_CONFIG`/`imagelib.toml` and `IMAGELIB_*` variables.
     pub fn load() -> Result<Self, imagelib_platform::ConfigError> {
         imagelib_platform::config::load()
+    }
+
+    pub fn validation_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.validation_timeout_secs.unwrap_or(15).max(1))
     }
 
     pub fn http_addr(&self) -> SocketAddr {

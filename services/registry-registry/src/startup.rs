@@ -60,6 +60,7 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
         Arc::new(vault),
         guard,
         config.providers.clone(),
+        config.validation_timeout(),
     ));
     let readiness = Readiness::new();
     readiness.set("stream", true, None);

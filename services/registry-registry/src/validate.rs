@@ -16,6 +16,8 @@ pub struct Target<'a> {
     pub url: &'a RegistryUrl,
     pub ca_pem: Option<&'a str>,
     pub repositories: &'a [RepositoryName],
+    /// The timeout of each request to the registry.
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,8 +53,8 @@ pub async fn check(
     let mut config = RegistryConfig::from_url(target.url.clone());
     config.ca_pem = target.ca_pem.map(str::to_owned);
     config.guard = guard.clone();
-    config.request_timeout = std::time::Duration::from_secs(15);
-    config.connect_timeout = std::time::Duration::from_secs(5);
+    config.request_timeout = target.timeout;
+    config.connect_timeout = target.timeout.min(std::time::Duration::from_secs(5));
     config.retry.max_retries = 1;
     config.retry.max_retry_after = std::time::Duration::from_secs(2);
     let provider = credentials

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{ADMIN, Env, VIEWER_DB, VIEWER_ML};
+use imagelib_testkit::proxy::{Action, FaultProxy, Response as ProxyResponse};
 use imagelib_testkit::registry::TestRegistry;
 use reqwest::Method;
 use serde_json::json;
@@ -96,6 +97,56 @@ async fn validation_failures_refuse_the_add_with_a_precise_reason() {
         env.event_types().await.last().unwrap(),
         "io.imagelib.registry.validation_failed.v1"
     );
+}
+
+/// The reasons a misbehaving registry gives, through a fault-injecting proxy in front of
+/// a real registry: no catalog scope, a stalled answer, a `429` that lasts too long.
+#[tokio::test]
+async fn forbidden_timeout_and_rate_limited_refuse_the_add() {
+    let env = Env::new();
+    let mut config = env.config();
+    config.validation_timeout_secs = Some(1);
+    let svc = env.start_with(config).await;
+    let registry = TestRegistry::start().await.unwrap();
+    let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", registry.port()).parse().unwrap();
+    let denied = FaultProxy::start(Some(upstream), |req, _| {
+        if req.path().starts_with("/v2/_catalog") {
+            Action::Respond(ProxyResponse::new(
+                403,
+                &[("content-type", "application/json")],
+                r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#,
+            ))
+        } else {
+            Action::Forward
+        }
+    })
+    .await;
+    let stalled = FaultProxy::start(Some(upstream), |_, _| Action::Stall).await;
+    let limited = FaultProxy::respond_always(ProxyResponse::new(
+        429,
+        &[("retry-after", "3600")],
+        r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
+    ))
+    .await;
+    for (proxy, reason) in [
+        (&denied, "forbidden"),
+        (&stalled, "timeout"),
+        (&limited, "rate_limited"),
+    ] {
+        let (s, p) = svc
+            .post(
+                "/v1/registries",
+                json!({"label": reason, "url": proxy.host(), "registry_type": "generic", "insecure": true}),
+            )
+            .await;
+        assert_eq!(s, 422, "{reason}: {p}");
+        assert_eq!(p["code"], reason, "{p}");
+        assert!(
+            !proxy.seen().is_empty(),
+            "{reason}: the proxy was not asked"
+        );
+    }
+    assert!(env.event_types().await.is_empty());
 }
 
 #[tokio::test]
