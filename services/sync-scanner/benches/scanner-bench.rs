@@ -1,5 +1,5 @@
 //! `cargo bench -p sync-scanner --bench scanner-bench -- [--repos N] [--tags T]
-//! [--concurrency C] [--skopeo]`
+//! [--concurrency C] [--skopeo]`, or `-- --memory-tags M [--repos N]`
 //!
 //! Fills a local `docker-registry` with N repositories × T tags (default 1000 × 20; every
 //! fourth repository multi-arch), runs a sync-scanner against it (its own NATS stream and
@@ -12,6 +12,15 @@
 //!   the catalog and every `tags/list` at the same concurrency;
 //! - with `--skopeo`: `skopeo list-tags` + `skopeo inspect --raw` over the same tags with
 //!   `xargs -P 8`, on a sample of repositories, extrapolated.
+//!
+//! With `--memory-tags M` it measures memory instead: M tags over N repositories (default
+//! 1000, so 100 tags each for 100,000), the tags of a repository sharing one manifest
+//! (pushed once, then `PUT` under every tag: cheap to fill, and the scanner still lists,
+//! `HEAD`s, diffs, announces and stores every tag). The scanner runs as its own process,
+//! the `sync-scanner` binary of this build (`CARGO_BIN_EXE_sync-scanner`), so its
+//! `/proc/<pid>/status` `VmHWM` (peak RSS) and `VmRSS` are the service's alone: a cold
+//! sync (every tag new), then a warm re-sync (every tag known). The bench process's own
+//! figures (filling the registry, counting events) are printed beside them.
 //!
 //! It needs what the tests need: NATS (`IMAGELIB_TEST_NATS_URL`), PostgreSQL
 //! (`IMAGELIB_TEST_DATABASE_URL`) and the `docker-registry` binary.
@@ -38,6 +47,7 @@ struct Args {
     tags: usize,
     concurrency: usize,
     skopeo: bool,
+    memory_tags: usize,
 }
 
 fn args() -> Args {
@@ -46,6 +56,7 @@ fn args() -> Args {
         tags: 20,
         concurrency: 8,
         skopeo: false,
+        memory_tags: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -55,6 +66,7 @@ fn args() -> Args {
             "--tags" => a.tags = num(a.tags),
             "--concurrency" => a.concurrency = num(a.concurrency),
             "--skopeo" => a.skopeo = true,
+            "--memory-tags" => a.memory_tags = num(a.memory_tags),
             _ => {} // `cargo bench` passes `--bench`
         }
     }
@@ -77,6 +89,9 @@ fn tag_name(j: usize, tags: usize) -> String {
 async fn main() -> anyhow::Result<()> {
     let a = args();
     imagelib_testkit::init_tracing();
+    if a.memory_tags > 0 {
+        return memory(&a).await;
+    }
     let registry = TestRegistry::start().await?;
     let t = Instant::now();
     fill(&registry, &a).await?;
@@ -119,39 +134,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = stopped.await;
     }));
 
-    let id = RegistryId::new();
-    publish(
-        &bus,
-        RegistryRegistered {
-            registry_id: id,
-            label: "bench".into(),
-            url: registry.host(),
-            registry_type: RegistryType::Generic,
-            insecure: true,
-            auth_kind: AuthKind::None,
-            credential: None,
-            visibility: vec![],
-            ca_pem: None,
-            scan_interval_secs: None,
-            repositories: vec![],
-            webhook_secret: None,
-        },
-    )
-    .await?;
-    publish(
-        &bus,
-        RuleSet {
-            registry_id: id,
-            rule_id: "all".parse()?,
-            repositories: vec![RepositoryPattern::Glob("bench/*".into())],
-            tags: TagSelector::default(),
-            kind: RuleKind::Auto,
-            description: String::new(),
-            hm_tags: vec![],
-            enabled: true,
-        },
-    )
-    .await?;
+    let id = register(&bus, &registry).await?;
 
     // Cold.
     let cpu0 = Cpu::now();
@@ -240,7 +223,12 @@ async fn main() -> anyhow::Result<()> {
 
     let _ = stop.send(());
     let _ = server.await;
-    // The companion streams go with the test stream (which TestStream deletes).
+    delete_companions(&bus, &stream).await;
+    Ok(())
+}
+
+/// The companion streams go with the test stream (which TestStream deletes).
+async fn delete_companions(bus: &EventBus, stream: &TestStream) {
     for name in [
         format!("{}_JOBS", stream.name),
         format!("KV_{}_LEASES", stream.name),
@@ -248,7 +236,215 @@ async fn main() -> anyhow::Result<()> {
     ] {
         let _ = bus.jetstream().delete_stream(&name).await;
     }
+}
+
+/// Registers `registry` (open, insecure) with one rule over `bench/*`, as registry-registry
+/// would.
+async fn register(bus: &EventBus, registry: &TestRegistry) -> anyhow::Result<RegistryId> {
+    let id = RegistryId::new();
+    publish(
+        bus,
+        RegistryRegistered {
+            registry_id: id,
+            label: "bench".into(),
+            url: registry.host(),
+            registry_type: RegistryType::Generic,
+            insecure: true,
+            auth_kind: AuthKind::None,
+            credential: None,
+            visibility: vec![],
+            ca_pem: None,
+            scan_interval_secs: None,
+            repositories: vec![],
+            webhook_secret: None,
+        },
+    )
+    .await?;
+    publish(
+        bus,
+        RuleSet {
+            registry_id: id,
+            rule_id: "all".parse()?,
+            repositories: vec![RepositoryPattern::Glob("bench/*".into())],
+            tags: TagSelector::default(),
+            kind: RuleKind::Auto,
+            description: String::new(),
+            hm_tags: vec![],
+            enabled: true,
+        },
+    )
+    .await?;
+    Ok(id)
+}
+
+/// `--memory-tags`: the scanner process's peak RSS with that many known tags.
+async fn memory(a: &Args) -> anyhow::Result<()> {
+    let tags = a.memory_tags.div_ceil(a.repos).max(1);
+    let registry = TestRegistry::start().await?;
+    let t = Instant::now();
+    fill_shared(&registry, a.repos, tags).await?;
+    println!(
+        "registry: {} repositories × {tags} tags = {} tags (one manifest per repository, under all its tags), filled in {:.1}s",
+        a.repos,
+        a.repos * tags,
+        t.elapsed().as_secs_f64()
+    );
+    let harness_filled = Rss::of("self");
+
+    let stream = TestStream::new();
+    let db = TestDb::new();
+    let dir = tempfile::tempdir()?;
+    let client = stream.client().await?;
+    let bus = EventBus::from_client(client, StreamSettings::new(&stream.name, &stream.prefix));
+    bus.ensure_stream().await?;
+    let log = std::fs::File::create(dir.path().join("sync-scanner.log"))?;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sync-scanner"))
+        .env("IMAGELIB_CONFIG", dir.path().join("none.toml"))
+        .env("IMAGELIB_NATS_URL", &stream.nats_url)
+        .env("IMAGELIB_DATABASE_URL", &db.url)
+        .env("IMAGELIB_STREAM", &stream.name)
+        .env("IMAGELIB_SUBJECT_PREFIX", &stream.prefix)
+        .env("IMAGELIB_HTTP_ADDR", "127.0.0.1:0")
+        .env("IMAGELIB_MASTER_KEY_FILE", dir.path().join("master.key"))
+        .env("IMAGELIB_SCANNER__SCHEDULE", "false")
+        .env(
+            "IMAGELIB_SCANNER__MAX_CONCURRENCY",
+            a.concurrency.to_string(),
+        )
+        .env(
+            "IMAGELIB_SCANNER__REPOSITORY_CONCURRENCY",
+            a.concurrency.to_string(),
+        )
+        .env("IMAGELIB_SCANNER__SCAN_TIMEOUT_SECS", "3600")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().map(|p| p.to_string()).unwrap_or_default();
+    let id = register(&bus, &registry).await?;
+    // Idle, after projecting the registry and its rule.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = Rss::of(&pid);
+
+    let (cold, cold_wall, cold_events) = sync(&bus, id).await?;
+    let after_cold = Rss::of(&pid);
+    let (warm, warm_wall, warm_events) = sync(&bus, id).await?;
+    let after_warm = Rss::of(&pid);
+    let harness = Rss::of("self");
+    if let Ok(Some(status)) = child.try_wait() {
+        anyhow::bail!(
+            "sync-scanner exited ({status}): {}",
+            std::fs::read_to_string(dir.path().join("sync-scanner.log")).unwrap_or_default()
+        );
+    }
+
+    println!();
+    println!(
+        "cold sync: {:.1}s, {} requests, {} tags discovered ({cold_events} image events), {:.1}s from request to sync.completed",
+        cold.duration_ms as f64 / 1000.0,
+        cold.requests,
+        cold.added,
+        cold_wall.as_secs_f64()
+    );
+    println!(
+        "warm sync: {:.2}s, {} requests, {} tags seen, {warm_events} image events, {:.2}s from request to sync.completed",
+        warm.duration_ms as f64 / 1000.0,
+        warm.requests,
+        warm.tags_seen,
+        warm_wall.as_secs_f64()
+    );
+    println!(
+        "sync-scanner process (pid {pid}, release binary, alone: HTTP API, projections, job runner, registry client, DB pool):"
+    );
+    println!("  started, idle (3 s), no scan yet:   {started}");
+    println!("  after the cold sync:                {after_cold}");
+    println!(
+        "  after the warm re-sync:             {after_warm}   <- peak RSS with {} known tags (target <= 100 MB)",
+        cold.added
+    );
+    println!(
+        "bench process (harness: filling the registry, NATS client counting events; no scanner in it): after filling {harness_filled}; at the end {harness}"
+    );
+
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    delete_companions(&bus, &stream).await;
     Ok(())
+}
+
+/// `repos` repositories × `tags` tags, a repository's tags all on one manifest: the
+/// image pushed once, then its manifest `PUT` under each other tag.
+async fn fill_shared(registry: &TestRegistry, repos: usize, tags: usize) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(16)
+        .build()?;
+    let base = registry.base_url();
+    futures::stream::iter(0..repos)
+        .map(|i| {
+            let http = http.clone();
+            let base = base.clone();
+            async move {
+                let repo = repo_name(i);
+                let spec = ImageSpec::new("linux", "amd64").label("bench.repository", &repo);
+                let pushed = registry
+                    .push_image(&repo, &tag_name(0, tags), &spec)
+                    .await?;
+                for j in 1..tags {
+                    let tag = tag_name(j, tags);
+                    let resp = http
+                        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+                        .header("content-type", &pushed.media_type)
+                        .body(pushed.raw.clone())
+                        .send()
+                        .await?;
+                    if resp.status().as_u16() != 201 {
+                        anyhow::bail!("putting {repo}:{tag}: {}", resp.status());
+                    }
+                }
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// `VmHWM` (peak resident set) and `VmRSS` of a process (`self` or a pid).
+struct Rss {
+    hwm_kb: u64,
+    rss_kb: u64,
+}
+
+impl Rss {
+    fn of(pid: &str) -> Rss {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Rss {
+            hwm_kb: field("VmHWM:"),
+            rss_kb: field("VmRSS:"),
+        }
+    }
+}
+
+impl std::fmt::Display for Rss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "peak RSS (VmHWM) {:.1} MB, RSS (VmRSS) {:.1} MB",
+            self.hwm_kb as f64 / 1024.0,
+            self.rss_kb as f64 / 1024.0
+        )
+    }
 }
 
 async fn publish(bus: &EventBus, payload: impl Into<EventPayload>) -> anyhow::Result<u64> {

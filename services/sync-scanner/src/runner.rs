@@ -193,10 +193,15 @@ impl Runner {
             Ok(Some(l)) => l,
             Ok(None) => {
                 // Someone is scanning it: try again after that scan (it may serve us),
-                // backing off while it lasts.
-                let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).max(1) as u64;
-                let delay = Duration::from_millis((250 * delivered).min(5000));
-                nak(&msg, Some(delay)).await;
+                // backing off while it lasts. A repository scan (a webhook push) takes
+                // milliseconds and a whole registry minutes, so start short and double
+                // (25 ms, 50 ms, … up to 5 s): a fixed 250 ms step made every push that
+                // met another scan of its registry wait a quarter of a second or more.
+                nak(
+                    &msg,
+                    Some(lease_busy_delay(msg.info().map(|i| i.delivered).ok())),
+                )
+                .await;
                 return;
             }
             Err(e) => {
@@ -371,6 +376,13 @@ impl Runner {
     }
 }
 
+/// The redelivery delay of a job whose registry is being scanned, after its
+/// `delivered`-th delivery: 25 ms doubling to at most 5 s.
+fn lease_busy_delay(delivered: Option<i64>) -> Duration {
+    let n = delivered.unwrap_or(1).clamp(1, 16) as u32;
+    Duration::from_millis(25u64 << (n - 1)).min(Duration::from_secs(5))
+}
+
 async fn nak(msg: &jetstream::Message, delay: Option<Duration>) {
     let _ = msg.ack_with(AckKind::Nak(delay)).await;
 }
@@ -517,6 +529,18 @@ mod tests {
             next_due(&config, &r, Some(&scan), now).timestamp(),
             start.timestamp() + 100
         );
+    }
+
+    #[test]
+    fn a_busy_registry_is_retried_soon_then_less_often() {
+        let ms = |d: Option<i64>| lease_busy_delay(d).as_millis();
+        assert_eq!(ms(None), 25);
+        assert_eq!(ms(Some(1)), 25);
+        assert_eq!(ms(Some(2)), 50);
+        assert_eq!(ms(Some(5)), 400);
+        assert_eq!(ms(Some(8)), 3200);
+        assert_eq!(ms(Some(9)), 5000);
+        assert_eq!(ms(Some(1000)), 5000);
     }
 
     #[test]

@@ -3,6 +3,12 @@
 //! Three payloads are understood: CNCF distribution notification envelopes, Harbor's
 //! "Default" JSON and Harbor's CloudEvents (structured or binary HTTP mode). Each becomes
 //! the set of repositories to rescan; pulls and other noise are ignored.
+//!
+//! distribution notifies every blob upload and cross-repository mount too (an image push
+//! is a `push` per layer and config blob, then one for the manifest). A blob changes no
+//! tag, so those events are ignored: only manifest and tag events ask for a scan. Turning
+//! each blob into a scan made a push cost several scans, which held the registry's scan
+//! lease while the manifest's scan waited for it.
 
 use std::collections::BTreeSet;
 
@@ -39,6 +45,16 @@ struct DistributionEvent {
 struct DistributionTarget {
     #[serde(default)]
     repository: Option<String>,
+    /// The object's URL: `…/v2/<name>/blobs/<digest>` for a blob.
+    #[serde(default)]
+    url: Option<String>,
+}
+
+impl DistributionTarget {
+    /// A blob (layer or config), not a manifest or tag.
+    fn is_blob(&self) -> bool {
+        self.url.as_deref().is_some_and(|u| u.contains("/blobs/"))
+    }
 }
 
 #[derive(Deserialize)]
@@ -90,8 +106,12 @@ pub fn repositories(
         let env: DistributionEnvelope =
             serde_json::from_value(value).map_err(|e| WebhookError::Json(e.to_string()))?;
         for e in env.events {
-            if matches!(e.action.as_str(), "push" | "delete" | "mount")
-                && let Some(r) = e.target.and_then(|t| t.repository)
+            // `mount` is always a blob; a blob `delete` carries no URL and is kept (it
+            // cannot be told from a manifest's).
+            if matches!(e.action.as_str(), "push" | "delete")
+                && let Some(t) = e.target
+                && !t.is_blob()
+                && let Some(r) = t.repository
             {
                 names.push(r);
             }
@@ -156,6 +176,26 @@ mod tests {
             repos(&HeaderMap::new(), body),
             ["nvidia/nim/llm", "pg/postgres"]
         );
+    }
+
+    /// What distribution 2.8 sends for `docker push` (blobs, then the manifest), a
+    /// cross-repository mount and a delete, as captured from a real registry.
+    #[test]
+    fn distribution_blob_events_ask_for_nothing() {
+        let blob = |action: &str, repo: &str| {
+            format!(
+                r#"{{"events":[{{"id":"b","action":"{action}","target":{{"mediaType":"application/octet-stream","size":5,"digest":"sha256:2c","length":5,"repository":"{repo}","url":"http://127.0.0.1:5000/v2/{repo}/blobs/sha256:2c"}}}}]}}"#
+            )
+        };
+        assert!(repos(&HeaderMap::new(), &blob("push", "a/b")).is_empty());
+        assert!(repos(&HeaderMap::new(), &blob("mount", "c/d")).is_empty());
+        let manifest = r#"{"events":[{"id":"m","action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","size":393,"digest":"sha256:8a","length":393,"repository":"a/b","url":"http://127.0.0.1:5000/v2/a/b/manifests/sha256:8a","tag":"v1"}}]}"#;
+        assert_eq!(repos(&HeaderMap::new(), manifest), ["a/b"]);
+        let deletes = r#"{"events":[
+            {"id":"d1","action":"delete","target":{"digest":"sha256:8a","repository":"a/b"}},
+            {"id":"d2","action":"delete","target":{"repository":"e/f","tag":"v1"}}
+        ]}"#;
+        assert_eq!(repos(&HeaderMap::new(), deletes), ["a/b", "e/f"]);
     }
 
     #[test]
