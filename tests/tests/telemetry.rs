@@ -95,6 +95,17 @@ async fn one_trace_spans_the_command_and_its_consumers() {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
+    // The response names the trace the request joined.
+    let traceresponse = res
+        .headers()
+        .get("traceresponse")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        traceresponse.starts_with(&format!("00-{trace_id}-")),
+        "{traceresponse:?}"
+    );
 
     // Wait (generously: CI runs every suite at once on two cores) until the consumers of
     // the event have exported their spans and the metrics have arrived; assertions run

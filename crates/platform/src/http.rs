@@ -72,6 +72,7 @@ pub fn app(
         .layer(CatchPanicLayer::custom(|_| {
             Problem::internal(&"a handler panicked").into_response()
         }))
+        .layer(axum::middleware::map_response(trace_response))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             options.request_timeout,
@@ -109,6 +110,18 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
         imagelib_events::trace::set_parent(&span, &tp);
     }
     span
+}
+
+/// Tells the caller which trace its request joined (`traceresponse`, W3C Trace Context
+/// level 2), so a trace can be looked up from any response. Runs inside the request span;
+/// absent when tracing is not exported.
+async fn trace_response(mut res: Response) -> Response {
+    if let Some(tp) = imagelib_events::trace::current()
+        && let Ok(v) = axum::http::HeaderValue::from_str(&tp.to_string())
+    {
+        res.headers_mut().insert("traceresponse", v);
+    }
+    res
 }
 
 fn on_response(

@@ -123,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
         scanner: ScannerConfig {
             schedule: false,
             max_concurrency: a.concurrency,
-            repository_concurrency: a.concurrency,
+            repository_concurrency: 2 * a.concurrency,
             scan_timeout_secs: 3600,
             ..Default::default()
         },

@@ -53,7 +53,8 @@ pub struct ScannerConfig {
     /// `IMAGELIB_SCANNER__CONCURRENT_SCANS`: registries this process scans at once.
     pub concurrent_scans: usize,
     /// `IMAGELIB_SCANNER__REPOSITORY_CONCURRENCY`: repositories of one registry scanned
-    /// at once.
+    /// at once. Twice the request cap by default: a repository spends part of its scan
+    /// publishing and writing its cache, and others keep the request slots busy meanwhile.
     pub repository_concurrency: usize,
     /// `IMAGELIB_SCANNER__MAX_CONCURRENCY`: HTTP requests in flight to one registry.
     pub max_concurrency: usize,
@@ -94,7 +95,7 @@ impl Default for ScannerConfig {
             jitter_secs: 60,
             scan_timeout_secs: 900,
             concurrent_scans: 4,
-            repository_concurrency: 8,
+            repository_concurrency: 16,
             max_concurrency: 8,
             request_budget: None,
             page_size: 100,
