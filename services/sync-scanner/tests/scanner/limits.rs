@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use imagelib_events::EventPayload;
 use imagelib_events::model::RuleKind;
@@ -129,7 +130,7 @@ async fn a_dead_registry_never_delays_another() -> anyhow::Result<()> {
     let stalled = FaultProxy::start(None, |_, _| Action::Stall).await;
     let env = Env::new().await;
     let mut config = env.config();
-    config.scanner.request_timeout_secs = 3;
+    config.scanner.request_timeout_secs = 5;
     let _scanner = env.start_with(config).await;
     let dead = env.register(&stalled.host(), None).await;
     env.rule(dead, "all", &["**"], RuleKind::Auto).await;
@@ -137,6 +138,20 @@ async fn a_dead_registry_never_delays_another() -> anyhow::Result<()> {
     env.rule(alive, "all", &["**"], RuleKind::Auto).await;
 
     let seq = env.request(dead, None).await;
+    // The dead registry's scan is under way before the healthy one is asked for.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !env
+        .events_after(seq)
+        .await
+        .iter()
+        .any(|(_, e)| matches!(&e.payload, EventPayload::SyncStarted(s) if s.registry_id == dead))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead registry's scan never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     env.request(alive, None).await;
     let (outcome, _) = env.outcome_after(alive, seq).await;
     assert!(matches!(outcome, Outcome::Completed(_)));
