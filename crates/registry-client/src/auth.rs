@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
@@ -247,20 +249,19 @@ impl TokenCache {
     pub(crate) fn slot(&self, scope: &Scope) -> Arc<tokio::sync::Mutex<Option<CachedToken>>> {
         self.slots
             .lock()
-            .expect("token cache lock")
             .entry(scope.cache_key())
             .or_default()
             .clone()
     }
 
     pub(crate) fn clear(&self) {
-        self.slots.lock().expect("token cache lock").clear();
+        self.slots.lock().clear();
     }
 }
 
 impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.slots.lock().map(|s| s.len()).unwrap_or_default();
+        let n = self.slots.lock().len();
         write!(f, "TokenCache({n} scopes)")
     }
 }

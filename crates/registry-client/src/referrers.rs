@@ -95,8 +95,12 @@ impl RegistryClient {
         let exists =
             |tag: &str| known_tags.is_none_or(|tags| tags.iter().any(|t| t.as_str() == tag));
         let stem = format!("{}-{}", subject.algorithm(), subject.encoded());
-        if use_tag_schema && exists(&stem) {
-            let tag = Reference::Tag(stem.parse().expect("digest-derived tags are valid"));
+        // A tag is at most 128 characters: a sha512 digest has no tag-schema form.
+        if use_tag_schema
+            && exists(&stem)
+            && let Ok(stem_tag) = stem.parse::<Tag>()
+        {
+            let tag = Reference::Tag(stem_tag);
             match self.get_manifest(repository, &tag).await {
                 Ok(fetched) => {
                     if let Manifest::Index(index) = fetched.manifest {
@@ -116,7 +120,9 @@ impl RegistryClient {
             if !exists(&name) {
                 continue;
             }
-            let tag: Tag = name.parse().expect("digest-derived tags are valid");
+            let Ok(tag) = name.parse::<Tag>() else {
+                continue;
+            };
             if let Some(digest) = self.probe_tag(repository, &tag).await? {
                 out.push(Referrer {
                     digest,

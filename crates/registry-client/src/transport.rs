@@ -7,8 +7,8 @@
 //! it, and every hop passes the network guard again. Auth is here too because a token
 //! request is just another guarded, counted, rate-limited request.
 
+use parking_lot::RwLock;
 use std::sync::Arc;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -148,7 +148,7 @@ impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transport")
             .field("registry", &self.config.url.to_string())
-            .field("mode", &self.mode.read().map(|m| m.clone()).ok())
+            .field("mode", &*self.mode.read())
             .field("tokens", &self.tokens)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
@@ -223,7 +223,7 @@ impl Transport {
     }
 
     pub(crate) fn mode(&self) -> AuthMode {
-        self.mode.read().expect("auth mode lock").clone()
+        self.mode.read().clone()
     }
 
     /// One authenticated request. A 401 to a request without credentials teaches the
@@ -290,7 +290,7 @@ impl Transport {
                 realm,
                 service: bearer.param("service").map(str::to_owned),
             };
-            *self.mode.write().expect("auth mode lock") = mode;
+            *self.mode.write() = mode;
             if let Some(id) = sent.and_then(|a| a.token_id) {
                 let slot = self.tokens.slot(scope);
                 let mut token = slot.lock().await;
@@ -301,7 +301,7 @@ impl Transport {
             return Ok(true);
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
-            *self.mode.write().expect("auth mode lock") = AuthMode::Basic;
+            *self.mode.write() = AuthMode::Basic;
             return Ok(matches!(credentials, Credentials::Basic { .. }) && sent.is_none());
         }
         Ok(false)

@@ -24,9 +24,9 @@
 //! publishing and re-emits the same fact is deduplicated by JetStream, while a tag that
 //! really moves back and forth gets a new id each time.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -245,7 +245,7 @@ impl Scanner {
                 Ok(_) if cancel.is_cancelled() => interrupted(),
                 Ok(r) => r,
                 Err(_) => {
-                    let mut t = tally.lock().expect("tally");
+                    let mut t = tally.lock();
                     t.error(format!("the scan took longer than {}s and was cut", s.config.scan_timeout().as_secs()));
                     Ok(())
                 }
@@ -255,7 +255,7 @@ impl Scanner {
         match result {
             Err(reason) => s.fail(&registry, sync_id, reason, traceparent).await,
             Ok(()) => {
-                let t = std::mem::take(&mut *tally.lock().expect("tally"));
+                let t = std::mem::take(&mut *tally.lock());
                 if !t.errors.is_empty() {
                     tracing::warn!(registry = %registry.id, %sync_id, errors = ?t.errors, "scan ended partial");
                 }
@@ -355,8 +355,8 @@ fn is_rate_limited(e: &registry_client::Error) -> bool {
 }
 
 impl Ctx<'_> {
-    fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
-        self.tally.lock().expect("tally")
+    fn tally(&self) -> parking_lot::MutexGuard<'_, Tally> {
+        self.tally.lock()
     }
 
     /// The scan body. `Err` is a reason for `sync.failed` (nothing could be scanned).
@@ -567,7 +567,7 @@ impl Ctx<'_> {
                         .await;
                     match head {
                         Ok(h) if present.is_some_and(|k| k.digest == h.digest) => {}
-                        Ok(h) => changed.lock().expect("changes").push(Change {
+                        Ok(h) => changed.lock().push(Change {
                             tag: s.tag,
                             rule_kind: s.rule.kind(),
                             known: k,
@@ -579,7 +579,7 @@ impl Ctx<'_> {
             })
             .collect();
         run_all(tasks, concurrency).await;
-        let changed = changed.into_inner().expect("changes");
+        let changed = changed.into_inner();
 
         // 2. What the content cache already holds about the new digests, in one go.
         let digests: Vec<Digest> = changed.iter().map(|c| c.digest.clone()).collect();
