@@ -58,6 +58,29 @@ pub async fn record_position(
     Ok(())
 }
 
+/// Moves one aggregate's watermark in `table` (columns `key_column`, `last_sequence`) to
+/// `sequence`, in the applying transaction: false when the aggregate already saw that
+/// event or a later one (a redelivery), so its effect is applied once. `table` and
+/// `key_column` are the caller's constants, never input.
+pub async fn advance_watermark(
+    tx: &mut Transaction<'_, Postgres>,
+    table: &'static str,
+    key_column: &'static str,
+    id: sqlx::types::Uuid,
+    sequence: u64,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(&format!(
+        "INSERT INTO {table} ({key_column}, last_sequence) VALUES ($1, $2)
+         ON CONFLICT ({key_column}) DO UPDATE SET last_sequence = EXCLUDED.last_sequence
+         WHERE {table}.last_sequence < EXCLUDED.last_sequence"
+    ))
+    .bind(id)
+    .bind(sequence as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 struct Apply<P> {
     projection: P,
     consumer: String,

@@ -468,23 +468,10 @@ async fn rules_newer(
     id: RegistryId,
     seq: u64,
 ) -> Result<bool, StoreError> {
-    let last: Option<i64> =
-        sqlx::query_scalar("SELECT last_sequence FROM rule_sets WHERE registry_id = $1 FOR UPDATE")
-            .bind(id.0)
-            .fetch_optional(&mut **tx)
-            .await?;
-    if last.is_some_and(|l| seq <= l as u64) {
-        return Ok(false);
-    }
-    sqlx::query(
-        "INSERT INTO rule_sets (registry_id, last_sequence) VALUES ($1, $2)
-         ON CONFLICT (registry_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
+    Ok(
+        imagelib_platform::projection::advance_watermark(tx, "rule_sets", "registry_id", id.0, seq)
+            .await?,
     )
-    .bind(id.0)
-    .bind(seq as i64)
-    .execute(&mut **tx)
-    .await?;
-    Ok(true)
 }
 
 /// The aggregates this service projects.
