@@ -217,6 +217,22 @@ pub struct SyncCompleted {
     /// Repositories deferred to the next cycle after a `429`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limited: Vec<RepositoryName>,
+    /// Why the scan is `partial`: each repository (or the `_catalog` listing, without a
+    /// repository) whose scan ended early, with the reason. At most
+    /// [`SyncCompleted::MAX_INCOMPLETE`] entries; `incomplete_more` counts the rest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<IncompleteScan>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incomplete_more: u64,
+}
+
+impl SyncCompleted {
+    /// The most `incomplete` entries one event carries.
+    pub const MAX_INCOMPLETE: usize = 100;
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

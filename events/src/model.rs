@@ -282,6 +282,49 @@ pub enum SyncReason {
     Webhook,
 }
 
+/// A repository whose scan ended early (`sync.completed` is then `partial`): nothing of it
+/// that the scan did not see was removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IncompleteScan {
+    /// The repository; absent for the registry's `_catalog` listing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RepositoryName>,
+    pub reason: IncompleteReason,
+}
+
+/// Why a repository's scan ended early. The caps are the scanner's configuration
+/// (`IMAGELIB_SCANNER__MAX_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IncompleteReason {
+    /// More tags than `max_tags` per repository.
+    TooManyTags,
+    /// More pages than `max_pages` per listing (or a pagination loop).
+    TooManyPages,
+    /// A listing larger than `max_listing_bytes` in total, or one page larger than the cap.
+    ListingTooLarge,
+    /// A manifest larger than `max_manifest_bytes`.
+    ManifestTooLarge,
+    /// An index with more children than `max_index_children`.
+    TooManyIndexChildren,
+    /// A config blob larger than `max_config_bytes`.
+    ConfigTooLarge,
+    /// A `429` (or `503`) with a `Retry-After` beyond the cap: deferred to the next scan.
+    RateLimited,
+    /// `tags/list` answered `404` where the repository was known: its tags are removed
+    /// only when the next scan sees it missing again, or a complete `_catalog` agrees.
+    Missing,
+    /// The registry's answer broke the protocol (bad JSON, a link off the registry, a
+    /// digest mismatch, …).
+    Protocol,
+    /// The request budget of the scan is spent.
+    BudgetExhausted,
+    /// The scan ran out of time.
+    Timeout,
+    /// Any other failure (connection, 5xx after retries, refused credentials).
+    Error,
+}
+
 /// A curator's organisational label (`approved-production`, `gpu`). Never written to a
 /// registry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]

@@ -257,6 +257,7 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
                         scan_interval_secs: iv,
                         repositories: repos,
                         webhook_secret: cred2,
+                        auth_hosts: vec![],
                     }
                     .into()
                 }
@@ -280,6 +281,7 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
                     ca_pem,
                     scan_interval_secs: iv,
                     repositories: None,
+                    auth_hosts: None,
                 }
                 .into()
             }),
@@ -288,6 +290,7 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
                 registry_id: id,
                 auth_kind: a,
                 credential: c,
+                webhook_secret: None,
             }
             .into()
         }),
@@ -372,9 +375,21 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
             uuid(),
             prop::array::uniform7(any::<u32>()),
             any::<bool>(),
-            prop::collection::vec(repo(), 0..2)
+            prop::collection::vec(repo(), 0..2),
+            prop::collection::vec(
+                (
+                    prop::option::of(repo()),
+                    prop::sample::select(vec![
+                        IncompleteReason::TooManyTags,
+                        IncompleteReason::ListingTooLarge,
+                        IncompleteReason::Missing,
+                        IncompleteReason::RateLimited,
+                    ])
+                ),
+                0..2
+            )
         )
-            .prop_map(|(id, s, n, partial, rl)| SyncCompleted {
+            .prop_map(|(id, s, n, partial, rl, inc)| SyncCompleted {
                 registry_id: id,
                 sync_id: SyncId(s),
                 repositories: n[0].into(),
@@ -386,6 +401,11 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
                 duration_ms: n[6].into(),
                 partial,
                 rate_limited: rl,
+                incomplete: inc
+                    .into_iter()
+                    .map(|(repository, reason)| IncompleteScan { repository, reason })
+                    .collect(),
+                incomplete_more: 0,
             }
             .into()),
         (registry_id(), uuid(), text()).prop_map(|(id, s, reason)| SyncFailed {

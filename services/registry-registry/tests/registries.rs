@@ -536,6 +536,8 @@ async fn the_last_scan_shows_on_the_registry() {
             duration_ms: 120,
             partial: false,
             rate_limited: vec![],
+            incomplete: vec![],
+            incomplete_more: 0,
         }
         .into(),
     ] {

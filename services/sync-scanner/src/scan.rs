@@ -271,6 +271,8 @@ impl Scanner {
                     duration_ms: started.elapsed().as_millis() as u64,
                     partial: t.partial || !t.rate_limited.is_empty(),
                     rate_limited: t.rate_limited.into_iter().collect(),
+                    incomplete: vec![],
+                    incomplete_more: 0,
                 };
                 tracing::info!(registry = %registry.id, %sync_id, added = completed.added, moved = completed.moved, removed = completed.removed, requests, partial = completed.partial, "scan completed");
                 s.emit(completed.clone(), None, traceparent).await?;

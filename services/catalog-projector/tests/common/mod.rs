@@ -376,6 +376,7 @@ pub fn registered(id: RegistryId, label: &str, visibility: &[&str]) -> Envelope 
             scan_interval_secs: Some(300),
             repositories: vec![],
             webhook_secret: None,
+            auth_hosts: vec![],
         },
     )
 }
@@ -549,6 +550,8 @@ pub fn sync_completed(registry: RegistryId, added: u64) -> (Envelope, Envelope) 
                 duration_ms: 840,
                 partial: false,
                 rate_limited: vec![],
+                incomplete: vec![],
+                incomplete_more: 0,
             },
         ),
     )
