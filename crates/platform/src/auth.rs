@@ -2,8 +2,19 @@
 //!
 //! Tokens come from `IMAGELIB_ADMIN_TOKEN` (a bootstrap admin) and `IMAGELIB_TOKENS_FILE`.
 //! The file stores SHA-256 hashes of tokens, so a leaked file does not leak access; a
-//! presented token is hashed and looked up. A request without a token is an anonymous
-//! viewer of no team: it sees only what is visible to everyone and can change nothing.
+//! presented token is hashed and looked up.
+//!
+//! A request without a token is refused (401) unless `IMAGELIB_ANONYMOUS_READ` is on; then
+//! a `GET` without a token is an anonymous viewer of no team, who sees only what is
+//! visible to everyone and can change nothing. The catalog says which private registries,
+//! images and deployments a team has, so reading it is not free for anyone on the network
+//! by default.
+//!
+//! A presented credential that does not authenticate is an audit event: one structured
+//! line on the `imagelib::security` target (the first 8 hex digits of the credential's
+//! SHA-256, never the credential; the route template; the peer address) and one count of
+//! `imagelib.auth.failures`. The hash prefix lets an operator tell one guessed token from
+//! many, or match a leaked token they hold, without the log becoming a token store.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -121,10 +132,11 @@ pub enum TokensError {
     File { path: String, message: String },
 }
 
-/// The known tokens, by hash.
+/// The known tokens, by hash, and whether a request without one may read.
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     by_hash: Arc<HashMap<[u8; 32], Caller>>,
+    anonymous_read: bool,
 }
 
 pub fn sha256(token: &str) -> [u8; 32] {
@@ -178,11 +190,25 @@ impl Tokens {
         }
         Ok(Tokens {
             by_hash: Arc::new(by_hash),
+            anonymous_read: false,
         })
     }
 
     pub fn from_config(c: &crate::config::CommonConfig) -> Result<Self, TokensError> {
-        Self::load(c.admin_token.as_deref(), c.tokens_file.as_deref())
+        Ok(
+            Self::load(c.admin_token.as_deref(), c.tokens_file.as_deref())?
+                .with_anonymous_read(c.anonymous_read),
+        )
+    }
+
+    /// Let requests without a token read (`IMAGELIB_ANONYMOUS_READ`).
+    pub fn with_anonymous_read(mut self, on: bool) -> Self {
+        self.anonymous_read = on;
+        self
+    }
+
+    pub fn anonymous_read(&self) -> bool {
+        self.anonymous_read
     }
 
     pub fn caller(&self, token: &str) -> Option<Caller> {
@@ -202,27 +228,127 @@ fn decode_hex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Why a presented credential was refused (the `reason` of the audit line and metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// Not `Bearer <token>`, not ASCII, or an empty token.
+    Malformed,
+    /// A well-formed bearer token that no configured token hashes to.
+    UnknownToken,
+}
+
+impl AuthFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::UnknownToken => "unknown_token",
+        }
+    }
+}
+
+/// The first 8 hex digits of the SHA-256 of `bytes`: enough to correlate, far too little
+/// to recover or replay anything.
+pub fn hash_prefix(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The caller an `Authorization` header value names.
+pub fn authenticate(tokens: &Tokens, value: &[u8]) -> Result<Caller, AuthFailure> {
+    let value = std::str::from_utf8(value).map_err(|_| AuthFailure::Malformed)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthFailure::Malformed)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || !value.is_ascii() {
+        return Err(AuthFailure::Malformed);
+    }
+    tokens.caller(token).ok_or(AuthFailure::UnknownToken)
+}
+
+/// The part of a header value the hash prefix is taken from: the token when the header
+/// is `Bearer <token>`, else the whole value.
+fn presented_credential(value: &[u8]) -> &[u8] {
+    match value.iter().position(|b| *b == b' ') {
+        Some(i) if value[..i].eq_ignore_ascii_case(b"bearer") => value[i + 1..].trim_ascii(),
+        _ => value,
+    }
+}
+
+fn failures_counter() -> &'static opentelemetry::metrics::Counter<u64> {
+    static C: std::sync::OnceLock<opentelemetry::metrics::Counter<u64>> =
+        std::sync::OnceLock::new();
+    C.get_or_init(|| {
+        crate::telemetry::meter()
+            .u64_counter("imagelib.auth.failures")
+            .with_unit("{failure}")
+            .with_description("Requests whose credential did not authenticate, by route and reason")
+            .build()
+    })
+}
+
+/// One audit line and one count for a refused credential.
+fn audit_failure(parts: &Parts, value: &[u8], reason: AuthFailure) {
+    let route = parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let source = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let prefix = hash_prefix(presented_credential(value));
+    tracing::warn!(
+        target: "imagelib::security",
+        event = "auth_failed",
+        reason = reason.as_str(),
+        token.sha256_prefix = %prefix,
+        http.route = %route,
+        http.request.method = %parts.method,
+        source.address = %source,
+        "authentication failed"
+    );
+    failures_counter().add(
+        1,
+        &[
+            opentelemetry::KeyValue::new("http.route", route),
+            opentelemetry::KeyValue::new("reason", reason.as_str()),
+        ],
+    );
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
-        let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
-            return Ok(Caller::anonymous());
-        };
         let tokens = parts
             .extensions
             .get::<Tokens>()
             .ok_or_else(|| Problem::internal(&"no token store on this route"))?;
-        let value = value
-            .to_str()
-            .map_err(|_| Problem::unauthorized("the Authorization header is not ASCII"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| Problem::unauthorized("use `Authorization: Bearer <token>`"))?;
-        tokens
-            .caller(token.trim())
-            .ok_or_else(|| Problem::unauthorized("the bearer token is not valid"))
+        let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            let safe = matches!(
+                parts.method,
+                axum::http::Method::GET | axum::http::Method::HEAD
+            );
+            return if tokens.anonymous_read && safe {
+                Ok(Caller::anonymous())
+            } else {
+                Err(Problem::unauthorized(
+                    "this needs a bearer token: send `Authorization: Bearer <token>`",
+                ))
+            };
+        };
+        authenticate(tokens, value.as_bytes()).map_err(|reason| {
+            audit_failure(parts, value.as_bytes(), reason);
+            match reason {
+                AuthFailure::Malformed => {
+                    Problem::unauthorized("use `Authorization: Bearer <token>`")
+                }
+                AuthFailure::UnknownToken => Problem::unauthorized("the bearer token is not valid"),
+            }
+        })
     }
 }
 

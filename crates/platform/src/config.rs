@@ -33,6 +33,9 @@ pub struct CommonConfig {
     pub admin_token: Option<String>,
     /// `IMAGELIB_TOKENS_FILE`: bearer tokens with roles and teams.
     pub tokens_file: Option<PathBuf>,
+    /// `IMAGELIB_ANONYMOUS_READ`: requests without a token may read (GET) as a viewer of
+    /// no team. Off by default: without it every `/v1` route needs a bearer token.
+    pub anonymous_read: bool,
     /// `IMAGELIB_DENY_NETWORKS`: CIDRs registries may never resolve to.
     pub deny_networks: Option<String>,
     /// `IMAGELIB_ALLOW_NETWORKS`: CIDRs allowed even when inside a denied network.
@@ -66,6 +69,7 @@ impl Default for CommonConfig {
             master_key_file: state.join("master.key"),
             admin_token: None,
             tokens_file: None,
+            anonymous_read: false,
             deny_networks: None,
             allow_networks: None,
             gitops_dir: state.join("gitops"),

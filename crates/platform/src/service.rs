@@ -184,6 +184,8 @@ pub async fn serve(
     let combined = Readiness::combine(&readiness);
     let app = crate::http::app(routers, combined, options);
     let drain = cancel.clone();
+    // The peer address reaches handlers (and the audit line of a failed authentication).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             tokio::select! {

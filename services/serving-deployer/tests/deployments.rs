@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{ADMIN, DEPLOYER, Env, assert_valid, crd_validator, documents};
+use common::{ADMIN, DEPLOYER, Env, VIEWER, assert_valid, crd_validator, documents};
 use imagelib_events::model::ImageKind;
 use reqwest::Method;
 use serde_json::json;
@@ -112,7 +112,12 @@ async fn a_model_is_deployed_to_gitops_pinned_by_digest() {
             .starts_with("delete models/llama")
     );
     let (_, d3) = svc
-        .call(Method::GET, &format!("/v1/deployments/{id}"), None, None)
+        .call(
+            Method::GET,
+            &format!("/v1/deployments/{id}"),
+            Some(VIEWER),
+            None,
+        )
         .await;
     assert_eq!(d3["state"], "deleted");
     assert_eq!(
@@ -359,7 +364,7 @@ async fn postgres_is_provisioned_and_the_image_catalog_lists_majors() {
         .call(
             Method::GET,
             &format!("/v1/provisioning/cnpg/image-catalog?repository={reg}/pg/postgresql"),
-            None,
+            Some(VIEWER),
             None,
         )
         .await;
@@ -382,6 +387,7 @@ async fn postgres_is_provisioned_and_the_image_catalog_lists_majors() {
             "/v1/provisioning/cnpg/image-catalog?repository={reg}/pg/postgresql"
         )))
         .header("accept", "application/yaml")
+        .bearer_auth(VIEWER)
         .send()
         .await
         .unwrap()
@@ -393,7 +399,7 @@ async fn postgres_is_provisioned_and_the_image_catalog_lists_majors() {
         .call(
             Method::GET,
             "/v1/provisioning/cnpg/image-catalog?repository=nope",
-            None,
+            Some(VIEWER),
             None,
         )
         .await;
@@ -402,7 +408,7 @@ async fn postgres_is_provisioned_and_the_image_catalog_lists_majors() {
         .call(
             Method::GET,
             "/v1/provisioning/cnpg/image-catalog",
-            None,
+            Some(VIEWER),
             None,
         )
         .await;
@@ -430,7 +436,7 @@ async fn a_rebuild_from_the_stream_reapplies_nothing() {
         .call(
             Method::GET,
             &format!("/v1/deployments/{}", d["id"].as_str().unwrap()),
-            None,
+            Some(VIEWER),
             None,
         )
         .await;

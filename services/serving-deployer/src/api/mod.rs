@@ -1,4 +1,9 @@
 //! The HTTP API (DESIGN section 4): deployments and Postgres provisioning.
+//!
+//! A deployment's `env` holds what its workload is configured with — often an API key or a
+//! connection string — so its values are shown only to the roles that may deploy
+//! (`deployer`, `admin`). Everyone else who sees the deployment sees the variable names
+//! with every value replaced by [`REDACTED`].
 
 use std::sync::Arc;
 
@@ -77,6 +82,8 @@ pub struct DeploymentView {
     pub replicas: u32,
     #[schema(value_type = Object)]
     pub resources: imagelib_events::model::Resources,
+    /// The workload's environment variables; the values are `"***"` unless the caller is a
+    /// `deployer` or an `admin`.
     pub env: std::collections::BTreeMap<String, String>,
     /// `requested`, `rendered`, `applied`, `failed` or `deleted`.
     pub state: String,
@@ -93,8 +100,25 @@ pub struct DeploymentView {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<DeploymentRow> for DeploymentView {
-    fn from(r: DeploymentRow) -> Self {
+/// What a caller without the `deployer` role sees instead of an `env` value.
+pub const REDACTED: &str = "***";
+
+impl DeploymentView {
+    /// The deployment as `caller` may see it: `env` values only for deployers and admins.
+    pub fn for_caller(row: DeploymentRow, caller: &Caller) -> Self {
+        let mut view = Self::unredacted(row);
+        if !caller.role.allows(Role::Deployer) {
+            for value in view.env.values_mut() {
+                REDACTED.clone_into(value);
+            }
+        }
+        view
+    }
+}
+
+impl DeploymentView {
+    /// Every value in the clear; only [`DeploymentView::for_caller`] decides who gets it.
+    fn unredacted(r: DeploymentRow) -> Self {
         let workload = match r.request.workload {
             WorkloadKind::InferenceService => "inference_service",
             WorkloadKind::PostgresCluster => "postgres_cluster",
@@ -147,7 +171,7 @@ async fn deploy(
     Ok((
         status,
         [(header::LOCATION, location)],
-        axum::Json(DeploymentView::from(row)),
+        axum::Json(DeploymentView::for_caller(row, caller)),
     )
         .into_response())
 }
@@ -232,7 +256,7 @@ async fn list_deployments(
                 more = true;
                 break 'pages;
             }
-            items.push(DeploymentView::from(row));
+            items.push(DeploymentView::for_caller(row, &caller));
         }
         if exhausted {
             break;
@@ -268,7 +292,7 @@ async fn get_deployment(
         .map_err(|e| Problem::internal(&e))?
         .ok_or_else(|| Problem::not_found(format!("deployment {id} not found")))?;
     app.visible(&caller, &row).await?;
-    Ok(axum::Json(row.into()))
+    Ok(axum::Json(DeploymentView::for_caller(row, &caller)))
 }
 
 /// Remove a deployment's manifests from its target.

@@ -17,6 +17,9 @@ use tokio::sync::oneshot;
 
 pub const DEPLOYER: &str = "deployer-token";
 pub const ADMIN: &str = "admin-token";
+/// A viewer of the team `other` (sees what is visible to everyone, like an anonymous reader).
+pub const VIEWER: &str = "viewer";
+pub const CURATOR: &str = "curator-token";
 
 pub struct Env {
     pub stream: TestStream,
@@ -48,7 +51,7 @@ impl Env {
         let tokens = self.dir.path().join("tokens.yaml");
         std::fs::write(
             &tokens,
-            format!("tokens:\n  - {{subject: dana, role: deployer, token: {DEPLOYER}}}\n  - {{subject: vic, role: viewer, teams: [other], token: viewer}}\n"),
+            format!("tokens:\n  - {{subject: dana, role: deployer, token: {DEPLOYER}}}\n  - {{subject: vic, role: viewer, teams: [other], token: {VIEWER}}}\n  - {{subject: cora, role: curator, token: {CURATOR}}}\n"),
         )
         .unwrap();
         Config {
@@ -120,6 +123,7 @@ impl Env {
             scan_interval_secs: None,
             repositories: vec![],
             webhook_secret: None,
+            auth_hosts: vec![],
         })
         .await;
         id
