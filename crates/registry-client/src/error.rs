@@ -86,10 +86,15 @@ impl fmt::Display for ErrorKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("blocked: {host} ({addr}) is in a denied network")]
+    #[error(
+        "blocked: {host} ({addr}) is in the denied network {network}; if this registry is \
+         meant to be reached, add {network} (or {addr}) to IMAGELIB_ALLOW_NETWORKS"
+    )]
     Blocked {
         host: String,
         addr: std::net::IpAddr,
+        /// The deny-list entry that matched.
+        network: ipnet::IpNet,
     },
     #[error("dns: cannot resolve {host}: {reason}")]
     Dns { host: String, reason: String },

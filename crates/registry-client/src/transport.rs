@@ -27,7 +27,7 @@ use crate::auth::{
 };
 use crate::config::RegistryConfig;
 use crate::error::{Error, Result};
-use crate::guard::{GuardedResolver, ResolveError};
+use crate::guard::{GuardedResolver, Proxies, ResolveError};
 
 /// Error bodies and token answers are small; more is not read.
 const SMALL_BODY: u64 = 64 * 1024;
@@ -127,6 +127,8 @@ pub(crate) struct Transport {
     pub(crate) config: RegistryConfig,
     pub(crate) base: Url,
     http: reqwest::Client,
+    /// A proxy may resolve the targets, so the guard checks them before each request.
+    proxied: bool,
     permits: Semaphore,
     requests: AtomicU64,
     token_requests: AtomicU64,
@@ -165,11 +167,11 @@ impl Transport {
         config: RegistryConfig,
         provider: Arc<dyn CredentialProvider>,
     ) -> Result<Self> {
+        let proxies = Proxies::detect(config.proxy.as_deref());
+        let proxied = proxies.active();
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(GuardedResolver {
-                guard: Arc::new(config.guard.clone()),
-            }))
+            .dns_resolver(Arc::new(GuardedResolver::new(config.guard.clone(), proxies)))
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .user_agent(config.user_agent.clone())
@@ -197,6 +199,7 @@ impl Transport {
             permits: Semaphore::new(config.max_concurrency.max(1)),
             config,
             http,
+            proxied,
             requests: AtomicU64::new(0),
             token_requests: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
@@ -512,6 +515,12 @@ impl Transport {
     ) -> Result<Attempt> {
         for _ in 0..=self.config.max_redirects {
             self.config.guard.check_url(&url)?;
+            if self.proxied {
+                self.config
+                    .guard
+                    .check_target(&url, self.config.connect_timeout)
+                    .await?;
+            }
             let spent = self.requests.fetch_add(1, Ordering::Relaxed);
             if let Some(budget) = self.config.request_budget
                 && spent >= budget
@@ -681,16 +690,7 @@ fn classify(err: reqwest::Error, url: &Url) -> Result<Attempt> {
             .map(|i| i as &(dyn std::error::Error + 'static));
         for candidate in [Some(e), inner].into_iter().flatten() {
             if let Some(resolve) = candidate.downcast_ref::<ResolveError>() {
-                return Err(match resolve {
-                    ResolveError::Blocked { host, addr } => Error::Blocked {
-                        host: host.clone(),
-                        addr: *addr,
-                    },
-                    ResolveError::Dns { host, reason } => Error::Dns {
-                        host: host.clone(),
-                        reason: reason.clone(),
-                    },
-                });
+                return Err(resolve.to_error());
             }
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {

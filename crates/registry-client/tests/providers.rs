@@ -100,9 +100,15 @@ fn is_form(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
 }
 
+/// The default guard with loopback, where the fakes and registries listen, allowed.
+fn loopback_allowed() -> NetworkGuard {
+    NetworkGuard::from_lists(None, Some(imagelib_testkit::LOOPBACK_NETWORKS)).expect("parses")
+}
+
 fn registry_config(registry: &TestRegistry) -> RegistryConfig {
     imagelib_testkit::init_tracing();
     let mut c = RegistryConfig::new(&registry.host(), true).expect("registry URL");
+    c.guard = loopback_allowed();
     c.request_timeout = Duration::from_secs(10);
     c.connect_timeout = Duration::from_secs(5);
     c
@@ -417,6 +423,7 @@ fn ecr_config(endpoint: &Url, secret: &str) -> EcrConfig {
     let mut config = EcrConfig::new(AKID, SecretString::from(secret.to_owned()), "eu-west-1");
     config.endpoint = Some(endpoint.clone());
     config.timeouts = timeouts();
+    config.guard = loopback_allowed();
     config
 }
 
@@ -613,12 +620,12 @@ async fn ecr_network_failures_timeout_connect_blocked() -> anyhow::Result<()> {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Blocked, "{err}");
 
-    // a name resolving to a denied network: refused by the guarded resolver
+    // a name resolving to loopback, denied by default: refused by the guarded resolver
     let mut config = ecr_config(
         &format!("http://localhost:{}/", server.base.port().unwrap()).parse()?,
         AWS_SECRET,
     );
-    config.guard = NetworkGuard::from_lists(Some("127.0.0.0/8, ::1/128"), None)?;
+    config.guard = NetworkGuard::default();
     let err = EcrProvider::new(config)?.credentials().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Blocked, "{err}");
     assert!(err.to_string().contains("localhost"), "{err}");
@@ -945,6 +952,7 @@ fn acr_config(fakes: &AcrFakes, secret: &str) -> AcrConfig {
     config.authority = Some(fakes.aad_server.base.clone());
     config.registry_base = Some(fakes.acr_server.base.clone());
     config.timeouts = timeouts();
+    config.guard = loopback_allowed();
     config
 }
 
@@ -1254,6 +1262,7 @@ fn gcp_config(key: &KeyPair, server: &Server) -> GcpServiceAccountConfig {
         &server.base.join("token").unwrap(),
     ));
     config.timeouts = timeouts();
+    config.guard = loopback_allowed();
     config
 }
 

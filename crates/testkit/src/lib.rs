@@ -4,8 +4,14 @@
 //! Tests run in parallel against one NATS and one PostgreSQL, so every test gets a stream
 //! name, a subject prefix and a database of its own, all derived from one random id.
 
+pub mod forward_proxy;
 pub mod proxy;
 pub mod registry;
+
+/// Where the registries and servers the tests start listen. The network guard denies
+/// loopback by default, so every test that talks to one allows it explicitly, the way the
+/// quickstart does with `IMAGELIB_ALLOW_NETWORKS`.
+pub const LOOPBACK_NETWORKS: &str = "127.0.0.0/8,::1/128";
 
 use std::sync::Once;
 

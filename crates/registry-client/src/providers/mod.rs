@@ -52,7 +52,7 @@ use url::{Host, Url};
 
 use crate::auth::{CredentialProvider, Credentials, ProvidedCredentials};
 use crate::error::{Error, Result};
-use crate::guard::{GuardedResolver, NetworkGuard, ResolveError};
+use crate::guard::{GuardedResolver, NetworkGuard, Proxies, ResolveError};
 
 mod acr;
 mod ecr;
@@ -93,6 +93,9 @@ impl Default for ExchangeTimeouts {
 pub(crate) struct ExchangeHttp {
     client: reqwest::Client,
     guard: NetworkGuard,
+    /// The proxy environment is honoured; the guard then checks each endpoint itself.
+    proxied: bool,
+    connect_timeout: Duration,
 }
 
 impl fmt::Debug for ExchangeHttp {
@@ -123,11 +126,11 @@ impl ExchangeHttp {
         for endpoint in endpoints {
             plain_http |= check_endpoint(endpoint)?;
         }
+        let proxies = Proxies::detect(None);
+        let proxied = proxies.active();
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(GuardedResolver {
-                guard: Arc::new(guard.clone()),
-            }))
+            .dns_resolver(Arc::new(GuardedResolver::new(guard.clone(), proxies)))
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.request)
             .user_agent(concat!(
@@ -148,7 +151,12 @@ impl ExchangeHttp {
         let client = builder
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(ExchangeHttp { client, guard })
+        Ok(ExchangeHttp {
+            client,
+            guard,
+            proxied,
+            connect_timeout: timeouts.connect,
+        })
     }
 
     pub(crate) fn post(&self, url: &Url) -> reqwest::RequestBuilder {
@@ -160,6 +168,9 @@ impl ExchangeHttp {
     /// caller's to judge.
     pub(crate) async fn send(&self, url: &Url, request: reqwest::RequestBuilder) -> Result<Answer> {
         self.guard.check_url(url)?;
+        if self.proxied {
+            self.guard.check_target(url, self.connect_timeout).await?;
+        }
         let mut response = request.send().await.map_err(|e| classify(e, url))?;
         let status = response.status();
         let headers = response.headers().clone();
@@ -262,16 +273,7 @@ pub(crate) fn classify(err: reqwest::Error, url: &Url) -> Error {
             .map(|i| i as &(dyn std::error::Error + 'static));
         for candidate in [Some(e), inner].into_iter().flatten() {
             if let Some(resolve) = candidate.downcast_ref::<ResolveError>() {
-                return match resolve {
-                    ResolveError::Blocked { host, addr } => Error::Blocked {
-                        host: host.clone(),
-                        addr: *addr,
-                    },
-                    ResolveError::Dns { host, reason } => Error::Dns {
-                        host: host.clone(),
-                        reason: reason.clone(),
-                    },
-                };
+                return resolve.to_error();
             }
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>()

@@ -2,14 +2,16 @@ use std::time::Duration;
 
 use imagelib_events::{Digest, RepositoryName, Tag};
 use imagelib_testkit::registry::TestRegistry;
-use registry_client::{Credentials, RegistryClient, RegistryConfig};
+use registry_client::{Credentials, NetworkGuard, RegistryClient, RegistryConfig};
 
 use crate::proxy::FaultProxy;
 
-/// A config with short backoffs so retry tests run fast.
+/// A config with short backoffs so retry tests run fast, and loopback (where the test
+/// registries and proxies listen) allowed through the network guard.
 pub fn config(host: &str, insecure: bool) -> RegistryConfig {
     imagelib_testkit::init_tracing();
     let mut c = RegistryConfig::new(host, insecure).expect("test registry URL");
+    c.guard = loopback_allowed();
     c.retry.base_delay = Duration::from_millis(20);
     c.retry.max_delay = Duration::from_millis(200);
     c.retry.max_retry_after = Duration::from_secs(5);
@@ -50,4 +52,10 @@ pub fn upstream(registry: &TestRegistry) -> std::net::SocketAddr {
     format!("127.0.0.1:{}", registry.port())
         .parse()
         .expect("address")
+}
+
+/// The default guard with loopback allowed, as `IMAGELIB_ALLOW_NETWORKS` would.
+pub fn loopback_allowed() -> NetworkGuard {
+    NetworkGuard::from_lists(None, Some(imagelib_testkit::LOOPBACK_NETWORKS))
+        .expect("loopback networks parse")
 }

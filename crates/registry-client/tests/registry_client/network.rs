@@ -9,6 +9,7 @@ use registry_client::{Credentials, ErrorKind, NetworkGuard, RegistryClient};
 
 use crate::common::{client, config, repo, upstream};
 use crate::proxy::{Action, FaultProxy, Response};
+use imagelib_testkit::forward_proxy::ForwardProxy;
 
 #[tokio::test]
 async fn tls_with_a_trusted_private_ca() -> anyhow::Result<()> {
@@ -167,37 +168,176 @@ async fn the_metadata_address_is_blocked_without_a_connection() -> anyhow::Resul
     Ok(())
 }
 
-/// `localhost` is refused when loopback is denied: the check is on what the name resolves
-/// to, at connect time. The allow list overrides the deny list.
+/// What the guard denies by default, as IP literals: refused before any request, with an
+/// error that names the network and the variable that allows it.
 #[tokio::test]
-async fn resolved_addresses_are_checked_and_the_allow_list_wins() -> anyhow::Result<()> {
+async fn private_and_special_addresses_are_denied_by_default() -> anyhow::Result<()> {
+    for (host, network) in [
+        ("127.0.0.1:5000", "127.0.0.0/8"),
+        ("[::1]:5000", "::1/128"),
+        ("10.0.0.1", "10.0.0.0/8"),
+        ("172.20.1.1:5000", "172.16.0.0/12"),
+        ("192.168.1.10:5000", "192.168.0.0/16"),
+        ("100.64.0.1", "100.64.0.0/10"),
+        ("0.0.0.0:5000", "0.0.0.0/8"),
+        ("[fd12::1]:5000", "fc00::/7"),
+        ("[::ffff:127.0.0.1]:5000", "127.0.0.0/8"),
+        ("[64:ff9b::7f00:1]:5000", "127.0.0.0/8"),
+        ("[64:ff9b::808:808]:5000", "64:ff9b::/96"),
+        ("[::ffff:169.254.169.254]", "169.254.169.254/32"),
+    ] {
+        let mut cfg = config(host, true);
+        cfg.guard = NetworkGuard::default();
+        let client = RegistryClient::new(cfg, Credentials::basic("u", "canary"))?;
+        let err = client.ping().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Blocked, "{host}: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains(network), "{host}: names {network}: {msg}");
+        assert!(msg.contains("IMAGELIB_ALLOW_NETWORKS"), "{msg}");
+        assert!(!msg.contains("canary"), "{msg}");
+        assert_eq!(client.requests(), 0, "{host}: no request was sent");
+    }
+    Ok(())
+}
+
+/// `localhost` is refused by default: the check is on what the name resolves to, at
+/// connect time. The allow list re-allows; a deny list adds to the defaults.
+#[tokio::test]
+async fn loopback_is_denied_by_default_and_the_allow_list_wins() -> anyhow::Result<()> {
     let registry = TestRegistry::start().await?;
     let host = format!("localhost:{}", registry.port());
-    let deny_loopback = NetworkGuard::from_lists(Some("127.0.0.0/8,::1/128"), None)?;
 
     let mut cfg = config(&host, true);
-    cfg.guard = deny_loopback.clone();
+    cfg.guard = NetworkGuard::default();
     let err = RegistryClient::new(cfg, Credentials::Anonymous)?
         .ping()
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Blocked, "{err}");
     assert!(err.to_string().contains("localhost"), "{err}");
+    assert!(err.to_string().contains("127.0.0.0/8"), "{err}");
 
     let mut cfg = config(&host, true);
-    cfg.guard =
-        NetworkGuard::from_lists(Some("127.0.0.0/8,::1/128"), Some("127.0.0.1/32,::1/128"))?;
+    cfg.guard = NetworkGuard::from_lists(None, Some("127.0.0.1/32"))?;
     RegistryClient::new(cfg, Credentials::Anonymous)?
         .ping()
         .await?;
 
+    // IMAGELIB_DENY_NETWORKS adds: the defaults still deny loopback
     let mut cfg = config(&registry.host(), true);
-    cfg.guard = deny_loopback;
+    cfg.guard = NetworkGuard::from_lists(Some("192.0.2.0/24"), None)?;
     let err = RegistryClient::new(cfg, Credentials::Anonymous)?
         .ping()
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Blocked, "an IP literal: {err}");
+
+    // … and an allowed network stays allowed even when also denied
+    let mut cfg = config(&registry.host(), true);
+    cfg.guard = NetworkGuard::from_lists(Some("127.0.0.1/32"), Some("127.0.0.0/8"))?;
+    RegistryClient::new(cfg, Credentials::Anonymous)?
+        .ping()
+        .await?;
+    Ok(())
+}
+
+/// With a proxy the resolver only sees the proxy's name, so the transport resolves and
+/// checks each target itself: a denied one never reaches the proxy, not even as a
+/// connection. The proxy's own address (127.0.0.2, denied by default and not allowed
+/// here) is the operator's choice and is not checked.
+#[tokio::test]
+async fn a_proxy_does_not_bypass_the_guard() -> anyhow::Result<()> {
+    let registry = TestRegistry::builder()
+        .tls()
+        .htpasswd("scanner", "canary-proxy-password")
+        .start()
+        .await?;
+    registry
+        .push_image("behind/proxy", "v1", &ImageSpec::linux_amd64())
+        .await?;
+    let proxy = ForwardProxy::start("127.0.0.2".parse()?).await?;
+    let host = format!("localhost:{}", registry.port());
+    let credentials = Credentials::basic("scanner", "canary-proxy-password");
+    let proxied = |guard: NetworkGuard| {
+        let mut cfg = config(&host, false);
+        cfg.ca_pem = registry.ca_pem().map(str::to_owned);
+        cfg.proxy = Some(proxy.url());
+        cfg.guard = guard;
+        cfg
+    };
+
+    let client = RegistryClient::new(proxied(NetworkGuard::default()), credentials.clone())?;
+    let err = client.ping().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Blocked, "{err}");
+    assert!(err.to_string().contains("127.0.0.0/8"), "{err}");
+    assert_eq!(client.requests(), 0);
+    assert_eq!(proxy.connections(), 0, "the proxy saw nothing");
+
+    let client = RegistryClient::new(
+        proxied(NetworkGuard::from_lists(None, Some("127.0.0.1/32"))?),
+        credentials,
+    )?;
+    client.ping().await?;
+    assert_eq!(client.tags(&repo("behind/proxy")).await?.items.len(), 1);
+    let seen = proxy.seen();
+    assert!(!seen.is_empty());
+    for line in &seen {
+        assert!(line.starts_with(&format!("CONNECT {host} ")), "{line}");
+    }
+    Ok(())
+}
+
+/// The same through `HTTPS_PROXY`, which reqwest reads from the environment. The
+/// environment is process-wide, so the client runs in a child process (this test binary,
+/// this test) while the registry and the proxy stay here and record what reached them.
+#[tokio::test]
+async fn the_proxy_environment_does_not_bypass_the_guard() -> anyhow::Result<()> {
+    const TEST: &str = "network::the_proxy_environment_does_not_bypass_the_guard";
+    if let Ok(host) = std::env::var("IMAGELIB_TEST_PROXIED_REGISTRY") {
+        let ca = std::env::var("IMAGELIB_TEST_PROXIED_CA")?;
+        let proxied = |guard: NetworkGuard| {
+            let mut cfg = config(&host, false);
+            cfg.ca_pem = Some(ca.clone());
+            cfg.guard = guard;
+            RegistryClient::new(cfg, Credentials::Anonymous)
+        };
+        let err = proxied(NetworkGuard::default())?.ping().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Blocked, "{err}");
+        proxied(NetworkGuard::from_lists(None, Some("127.0.0.1/32"))?)?
+            .ping()
+            .await?;
+        return Ok(());
+    }
+
+    let registry = TestRegistry::builder().tls().start().await?;
+    let proxy = ForwardProxy::start("127.0.0.2".parse()?).await?;
+    let host = format!("localhost:{}", registry.port());
+    let child = tokio::process::Command::new(std::env::current_exe()?)
+        .args([TEST, "--exact", "--nocapture"])
+        .env("HTTPS_PROXY", proxy.url())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env("IMAGELIB_TEST_PROXIED_REGISTRY", &host)
+        .env(
+            "IMAGELIB_TEST_PROXIED_CA",
+            registry.ca_pem().unwrap_or_default(),
+        )
+        .output()
+        .await?;
+    assert!(
+        child.status.success(),
+        "child: {}{}",
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
+    let seen = proxy.seen();
+    assert!(
+        !seen.is_empty(),
+        "the allowed request went through the proxy"
+    );
+    for line in &seen {
+        assert!(line.starts_with(&format!("CONNECT {host} ")), "{line}");
+    }
     Ok(())
 }
 
