@@ -41,6 +41,17 @@ impl Client {
         self.conn.json
     }
 
+    /// Whether the server lets a request without a token read (`IMAGELIB_ANONYMOUS_READ`),
+    /// asked with a tokenless `GET /v1/stats`; `None` when the answer says neither.
+    pub async fn anonymous_reads(&self) -> Option<bool> {
+        let url = format!("{}/v1/stats", self.conn.server.trim_end_matches('/'));
+        match self.http.get(&url).send().await.ok()?.status().as_u16() {
+            200 => Some(true),
+            401 => Some(false),
+            _ => None,
+        }
+    }
+
     pub async fn send(
         &self,
         method: Method,

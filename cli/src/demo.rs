@@ -366,5 +366,16 @@ pub async fn run(client: &Client, args: DemoArgs) -> anyhow::Result<()> {
             Err(e) => writeln!(out, "the first scan has not finished yet: {e}")?,
         }
     }
+    match client.anonymous_reads().await {
+        Some(true) => writeln!(
+            out,
+            "anonymous reads are on (IMAGELIB_ANONYMOUS_READ=true, as the quickstart sets it): a GET without a token reads what everyone may see"
+        )?,
+        Some(false) => writeln!(
+            out,
+            "anonymous reads are off: send a token (IMAGELIB_TOKEN, or `Authorization: Bearer …`) to read"
+        )?,
+        None => {}
+    }
     Ok(())
 }

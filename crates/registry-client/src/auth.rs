@@ -74,6 +74,12 @@ pub struct ProvidedCredentials {
 /// shortly before `expires_at`.
 pub trait CredentialProvider: Send + Sync + fmt::Debug {
     fn credentials(&self) -> BoxFuture<'_, Result<ProvidedCredentials, Error>>;
+
+    /// Forgets credentials held for reuse, so the next [`Self::credentials`] exchanges
+    /// again (the registry refused them before they expired).
+    fn invalidate(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 impl CredentialProvider for Credentials {
@@ -198,7 +204,9 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
 pub(crate) struct TokenResponse {
     token: Option<String>,
     access_token: Option<String>,
-    expires_in: Option<i64>,
+    /// Any JSON: a registry may send a float, a string, `1e300` or `-5`; see
+    /// [`token_lifetime`].
+    expires_in: Option<serde_json::Value>,
     issued_at: Option<String>,
 }
 
@@ -208,25 +216,58 @@ pub(crate) struct IssuedToken {
     pub refresh_at: Instant,
 }
 
+/// The shortest token lifetime believed: a token said to live less is still used this
+/// long (a 401 then fetches a new one), so a registry cannot make us fetch a token per request.
+pub(crate) const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(30);
+/// The longest token lifetime believed: a huge `expires_in` must not overflow `Instant`
+/// arithmetic nor keep a token cached for years.
+pub(crate) const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// The token spec's default when `expires_in` is absent.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// `expires_in` as the registry sent it, clamped to
+/// [[`MIN_TOKEN_LIFETIME`], [`MAX_TOKEN_LIFETIME`]]; absent, zero, negative or not a
+/// number means the spec's default of 60 s.
+pub(crate) fn token_lifetime(expires_in: Option<&serde_json::Value>) -> Duration {
+    let secs = match expires_in {
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match secs {
+        Some(s) if s.is_finite() && s > 0.0 => {
+            let max = MAX_TOKEN_LIFETIME.as_secs_f64();
+            Duration::from_secs_f64(s.min(max)).max(MIN_TOKEN_LIFETIME)
+        }
+        _ => DEFAULT_TOKEN_LIFETIME,
+    }
+}
+
 impl TokenResponse {
-    /// The token and when to stop using it: `expires_in` (60 s when absent) counted from
-    /// `issued_at` when that is in the past, minus a margin so a token is not sent as it dies.
+    /// The token and when to stop using it: the clamped lifetime counted from `issued_at`
+    /// when that is in the past, minus a margin so a token is not sent as it dies.
     pub(crate) fn into_issued(self) -> Option<IssuedToken> {
         let token = self
             .token
             .filter(|t| !t.is_empty())
             .or(self.access_token.filter(|t| !t.is_empty()))?;
-        let lifetime = Duration::from_secs(self.expires_in.filter(|s| *s > 0).unwrap_or(60) as u64);
+        let lifetime = token_lifetime(self.expires_in.as_ref());
         let age = self
             .issued_at
             .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
-            .and_then(|issued| (chrono::Utc::now() - issued.to_utc()).to_std().ok())
+            .and_then(|issued| {
+                chrono::Utc::now()
+                    .signed_duration_since(issued.to_utc())
+                    .to_std()
+                    .ok()
+            })
             .unwrap_or_default();
         let margin = (lifetime / 5).min(Duration::from_secs(30));
         let usable = lifetime.saturating_sub(age).saturating_sub(margin);
+        let now = Instant::now();
         Some(IssuedToken {
             token: SecretString::from(token),
-            refresh_at: Instant::now() + usable,
+            refresh_at: now.checked_add(usable).unwrap_or(now),
         })
     }
 }
@@ -325,6 +366,46 @@ mod tests {
 
         let r: TokenResponse = serde_json::from_str(r#"{"token":""}"#).unwrap();
         assert!(r.into_issued().is_none());
+    }
+
+    #[test]
+    fn hostile_lifetimes_are_clamped_never_overflow() {
+        let day = MAX_TOKEN_LIFETIME;
+        for (expires_in, lo, hi) in [
+            ("18446744073709551615", day - Duration::from_secs(31), day),
+            ("1e308", day - Duration::from_secs(31), day),
+            ("9223372036854775807", day - Duration::from_secs(31), day),
+            (
+                "\"300\"",
+                Duration::from_secs(260),
+                Duration::from_secs(270),
+            ),
+            ("1", Duration::from_secs(20), Duration::from_secs(24)),
+            ("0", Duration::from_secs(40), Duration::from_secs(48)),
+            (
+                "-9223372036854775808",
+                Duration::from_secs(40),
+                Duration::from_secs(48),
+            ),
+            ("\"soon\"", Duration::from_secs(40), Duration::from_secs(48)),
+            ("null", Duration::from_secs(40), Duration::from_secs(48)),
+        ] {
+            let r: TokenResponse =
+                serde_json::from_str(&format!(r#"{{"token":"t","expires_in":{expires_in}}}"#))
+                    .unwrap();
+            let t = r.into_issued().unwrap();
+            let left = t.refresh_at.saturating_duration_since(Instant::now());
+            assert!(left > lo && left <= hi, "{expires_in}: {left:?}");
+        }
+        // An issued_at far in the past or the future neither panics nor extends the life.
+        for issued in ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
+            let r: TokenResponse = serde_json::from_str(&format!(
+                r#"{{"token":"t","expires_in":1e20,"issued_at":"{issued}"}}"#
+            ))
+            .unwrap();
+            let t = r.into_issued().unwrap();
+            assert!(t.refresh_at <= Instant::now() + day, "{issued}");
+        }
     }
 
     #[test]

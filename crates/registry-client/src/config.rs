@@ -172,8 +172,16 @@ pub struct RegistryConfig {
     pub request_timeout: Duration,
     /// `n` for `_catalog` and `tags/list`.
     pub page_size: u32,
-    /// Pages followed before a listing is declared a loop.
+    /// Pages one listing may take; more ends it incomplete (an endless `Link` chain).
     pub max_pages: u32,
+    /// Entries one listing may hold (tags of a repository, repositories of a catalog).
+    pub max_listing_items: u64,
+    /// Bytes of all of one listing's pages together.
+    pub max_listing_bytes: u64,
+    /// Bytes of one listing page (a registry that ignores `n`).
+    pub max_page_bytes: u64,
+    /// Children of one image index looked at.
+    pub max_index_children: usize,
     /// Requests in flight to this registry at once.
     pub max_concurrency: usize,
     /// Requests this client may make in its lifetime (token requests included).
@@ -206,7 +214,11 @@ impl RegistryConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             page_size: 100,
-            max_pages: 10_000,
+            max_pages: 1_000,
+            max_listing_items: 100_000,
+            max_listing_bytes: 64 << 20,
+            max_page_bytes: 8 << 20,
+            max_index_children: 256,
             max_concurrency: 8,
             request_budget: None,
             user_agent: Self::DEFAULT_USER_AGENT.to_owned(),

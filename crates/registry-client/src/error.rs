@@ -84,6 +84,36 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// The caps of [`crate::RegistryConfig`] that bound what a registry can make us read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cap {
+    /// `max_manifest_bytes`
+    ManifestBytes,
+    /// `max_blob_bytes` (config blobs)
+    ConfigBytes,
+    /// `max_index_children`
+    IndexChildren,
+    /// `max_listing_items`
+    ListingItems,
+    /// `max_pages`
+    ListingPages,
+    /// `max_listing_bytes`, or `max_page_bytes` for one page
+    ListingBytes,
+}
+
+impl fmt::Display for Cap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Cap::ManifestBytes => "manifest bytes",
+            Cap::ConfigBytes => "config blob bytes",
+            Cap::IndexChildren => "index children",
+            Cap::ListingItems => "listed entries",
+            Cap::ListingPages => "pages",
+            Cap::ListingBytes => "listing bytes",
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
@@ -129,6 +159,10 @@ pub enum Error {
     },
     #[error("too_large: {url} is larger than {limit} bytes")]
     TooLarge { url: String, limit: u64 },
+    /// A configured cap was reached (a hostile or runaway registry): what was read until
+    /// then is kept, nothing is concluded from what was not.
+    #[error("too_large: {url}: more than {limit} {cap}")]
+    Capped { url: String, cap: Cap, limit: u64 },
     #[error("budget_exhausted: the request budget of {budget} is spent")]
     BudgetExhausted { budget: u64 },
     #[error("config: {0}")]
@@ -151,7 +185,7 @@ impl Error {
             Error::Server { .. } => ErrorKind::Server,
             Error::Protocol { .. } => ErrorKind::Protocol,
             Error::DigestMismatch { .. } => ErrorKind::DigestMismatch,
-            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::TooLarge { .. } | Error::Capped { .. } => ErrorKind::TooLarge,
             Error::BudgetExhausted { .. } => ErrorKind::BudgetExhausted,
             Error::Config(_) => ErrorKind::Config,
         }
@@ -160,6 +194,22 @@ impl Error {
     /// The contract's validation reason, for registry-registry.
     pub fn validation_reason(&self) -> Option<ValidationReason> {
         self.kind().validation_reason()
+    }
+
+    /// The cap this error hit, if it is one.
+    pub fn cap(&self) -> Option<Cap> {
+        match self {
+            Error::Capped { cap, .. } => Some(*cap),
+            _ => None,
+        }
+    }
+
+    /// A body over its size cap, said as the cap of what was being read.
+    pub(crate) fn as_cap(self, cap: Cap) -> Self {
+        match self {
+            Error::TooLarge { url, limit } => Error::Capped { url, cap, limit },
+            other => other,
+        }
     }
 
     /// How long the registry asked us to wait, for a `rate_limited` error.

@@ -15,7 +15,7 @@ use imagelib_events::model::{Platform, Referrer, ReferrerKind};
 use imagelib_events::{Digest, RepositoryName, Tag};
 
 use crate::client::RegistryClient;
-use crate::error::{Error, Result};
+use crate::error::{Cap, Error, Result};
 use crate::manifest::{
     Descriptor, FetchedManifest, ImageConfig, ImageManifest, Manifest, Reference, media_type,
 };
@@ -182,6 +182,14 @@ impl RegistryClient {
                 }
             }
             Manifest::Index(index) => {
+                let limit = self.config().max_index_children;
+                if index.manifests.len() > limit {
+                    return Err(Error::Capped {
+                        url: format!("{repository}@{digest}"),
+                        cap: Cap::IndexChildren,
+                        limit: limit as u64,
+                    });
+                }
                 let (images, attestations): (Vec<&Descriptor>, Vec<&Descriptor>) =
                     index.manifests.iter().partition(|d| {
                         d.annotations.get(DOCKER_REFERENCE_TYPE).map(String::as_str)
@@ -220,7 +228,7 @@ impl RegistryClient {
                         Manifest::Image(m) => m.content_size(),
                         Manifest::Index(_) => d.size,
                     })
-                    .sum();
+                    .fold(0u64, u64::saturating_add);
                 let primary = images
                     .iter()
                     .position(|d| {

@@ -42,7 +42,7 @@ pub mod transport;
 pub use auth::{Challenge, CredentialProvider, Credentials, ProvidedCredentials, Scope};
 pub use client::{AuthScheme, PingOutcome, RegistryClient};
 pub use config::{RegistryConfig, RegistryUrl, RetryPolicy};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Cap, Error, ErrorKind, Result};
 pub use guard::NetworkGuard;
 pub use inspect::{
     CachedContent, ImageInspection, InspectOptions, ManifestCache, MemoryCache, NoCache,

@@ -19,7 +19,7 @@ use sha2::Digest as _;
 
 use crate::auth::Scope;
 use crate::client::RegistryClient;
-use crate::error::{Error, Result};
+use crate::error::{Cap, Error, Result};
 
 pub mod media_type {
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -131,9 +131,12 @@ pub struct ImageManifest {
 }
 
 impl ImageManifest {
-    /// Config plus layers: what pulling the image downloads.
+    /// Config plus layers: what pulling the image downloads. Saturating: sizes are the
+    /// registry's word, and `u64::MAX` layers must not overflow.
     pub fn content_size(&self) -> u64 {
-        self.config.size + self.layers.iter().map(|l| l.size).sum::<u64>()
+        self.layers
+            .iter()
+            .fold(self.config.size, |sum, l| sum.saturating_add(l.size))
     }
 
     /// The artifact type as the image spec defines it: `artifactType`, else the config's
@@ -408,7 +411,8 @@ impl RegistryClient {
                 Some(MANIFEST_ACCEPT),
                 self.config().max_manifest_bytes,
             )
-            .await?;
+            .await
+            .map_err(|e| e.as_cap(Cap::ManifestBytes))?;
         let header_digest = reply
             .header("docker-content-digest")
             .and_then(|d| d.trim().parse::<Digest>().ok());
@@ -463,7 +467,8 @@ impl RegistryClient {
                 Some(MANIFEST_ACCEPT),
                 self.config().max_manifest_bytes,
             )
-            .await?;
+            .await
+            .map_err(|e| e.as_cap(Cap::ManifestBytes))?;
         if !reply.status.is_success() {
             return Err(reply.status_error());
         }
@@ -502,7 +507,8 @@ impl RegistryClient {
                 None,
                 self.config().max_blob_bytes,
             )
-            .await?;
+            .await
+            .map_err(|e| e.as_cap(Cap::ConfigBytes))?;
         if !reply.status.is_success() {
             return Err(reply.status_error());
         }

@@ -1,11 +1,19 @@
 //! `_catalog` and `tags/list`, page by page, exactly as the `Link` header says.
 //!
 //! Registries disagree on what `last` holds (a name, an opaque cursor) and on whether the
-//! link is relative or absolute, so the client never builds the next URL itself: it follows
-//! `rel="next"` (RFC 8288) resolved against the page's own URL, refuses a link that leaves
-//! the registry, and stops on a URL it has already fetched or after `max_pages`. A listing
-//! cut short says so (`complete: false` and the error) instead of passing for the whole:
-//! the scanner must not remove tags it did not see.
+//! link is relative or absolute, so the client never builds the next URL itself while
+//! there is a link: it follows `rel="next"` (RFC 8288) resolved against the page's own URL,
+//! refuses a link that leaves the registry, and stops on a URL it has already fetched.
+//! A listing cut short says so (`complete: false` and the error) instead of passing for
+//! the whole: the scanner must not remove tags it did not see.
+//!
+//! A registry is not trusted to end a listing, nor to make it finite:
+//! - a full page (exactly `n` entries) without a `Link` may be a registry that forgot
+//!   the header; one more request, `?n=<n>&last=<last entry>`, confirms the end (if it
+//!   brings new entries, paging goes on);
+//! - pages, entries and bytes are capped ([`crate::RegistryConfig`]): an endless chain of
+//!   links or a listing of millions ends incomplete with a [`Cap`] error;
+//! - an entry seen twice counts once.
 
 use std::collections::HashSet;
 
@@ -17,19 +25,17 @@ use url::Url;
 
 use crate::auth::Scope;
 use crate::client::RegistryClient;
-use crate::error::{Error, Result};
-
-/// A page body may be large when a registry ignores `n`.
-const MAX_PAGE_BYTES: u64 = 32 << 20;
+use crate::error::{Cap, Error, Result};
 
 /// What a listing saw.
 #[derive(Debug)]
 pub struct Listing<T> {
     pub items: Vec<T>,
-    /// False when a page after the first failed or a loop was cut; `error` says why.
+    /// False when a page after the first failed, a cap was reached or a loop was cut;
+    /// `error` says why.
     pub complete: bool,
     pub pages: u32,
-    /// Entries that are not valid names or tags, left out of `items`.
+    /// Entries that are not valid names or tags, left out of `items` (at most 100 kept).
     pub skipped: Vec<String>,
     pub error: Option<Error>,
 }
@@ -54,6 +60,16 @@ struct CatalogPage {
 struct TagsPage {
     #[serde(default)]
     tags: Option<Vec<String>>,
+}
+
+const MAX_SKIPPED_KEPT: usize = 100;
+
+/// What to fetch next.
+enum Next {
+    /// The registry's `Link`.
+    Link(Url),
+    /// Our own `last=` request after a full page without a link.
+    Confirm(Url),
 }
 
 impl RegistryClient {
@@ -103,6 +119,8 @@ impl RegistryClient {
         extract: impl Fn(&[u8]) -> serde_json::Result<Vec<String>>,
     ) -> Result<Listing<T>> {
         let t = self.t();
+        let config = self.config();
+        let page_size = u64::from(config.page_size);
         let mut listing = Listing {
             items: Vec::new(),
             complete: false,
@@ -110,31 +128,44 @@ impl RegistryClient {
             skipped: Vec::new(),
             error: None,
         };
-        let mut seen = HashSet::new();
-        let mut next = Some(first);
-        while let Some(url) = next.take() {
+        let mut fetched = HashSet::new();
+        let mut names_seen: HashSet<String> = HashSet::new();
+        let mut entries: u64 = 0;
+        let mut bytes: u64 = 0;
+        let mut next = Some(Next::Link(first.clone()));
+        while let Some(step_to) = next.take() {
+            let (url, confirming) = match step_to {
+                Next::Link(url) => (url, false),
+                Next::Confirm(url) => (url, true),
+            };
             let step = async {
-                if !seen.insert(url.to_string()) {
+                if !fetched.insert(url.to_string()) {
                     return Err(Error::protocol(
                         &url,
                         "pagination loop: the Link header points at a page already fetched",
                     ));
                 }
-                if listing.pages >= self.config().max_pages {
-                    return Err(Error::protocol(
-                        &url,
-                        format!("more than {} pages", self.config().max_pages),
-                    ));
+                if listing.pages >= config.max_pages {
+                    return Err(Error::Capped {
+                        url: url.to_string(),
+                        cap: Cap::ListingPages,
+                        limit: u64::from(config.max_pages),
+                    });
                 }
+                let page_cap = config
+                    .max_page_bytes
+                    .min(config.max_listing_bytes.saturating_sub(bytes))
+                    .max(1);
                 let reply = t
                     .execute(
                         Method::GET,
                         url.clone(),
                         scope,
                         Some("application/json"),
-                        MAX_PAGE_BYTES,
+                        page_cap,
                     )
-                    .await?;
+                    .await
+                    .map_err(|e| e.as_cap(Cap::ListingBytes))?;
                 if !reply.status.is_success() {
                     return Err(reply.status_error());
                 }
@@ -150,18 +181,50 @@ impl RegistryClient {
                         )),
                         link => Ok(link),
                     });
-                Ok((names, link))
+                Ok((names, link, reply.body.len() as u64))
             };
             let link = match step.await {
-                Ok((names, link)) => {
+                Ok((names, link, size)) => {
                     listing.pages += 1;
+                    bytes = bytes.saturating_add(size);
+                    let full = page_size > 0 && names.len() as u64 >= page_size;
+                    let last = names.last().cloned();
+                    let mut new = 0u64;
+                    let mut capped = None;
                     for name in names {
+                        if names_seen.contains(&name) {
+                            continue;
+                        }
+                        if entries >= config.max_listing_items {
+                            capped = Some(Error::Capped {
+                                url: url.to_string(),
+                                cap: Cap::ListingItems,
+                                limit: config.max_listing_items,
+                            });
+                            break;
+                        }
+                        entries += 1;
+                        new += 1;
                         match name.parse::<T>() {
                             Ok(item) => listing.items.push(item),
-                            Err(_) => listing.skipped.push(name),
+                            Err(_) if listing.skipped.len() < MAX_SKIPPED_KEPT => {
+                                listing.skipped.push(name.clone())
+                            }
+                            Err(_) => {}
                         }
+                        names_seen.insert(name);
                     }
-                    link
+                    match (capped, link) {
+                        (Some(e), _) => Err(e),
+                        (None, Err(e)) => Err(e),
+                        (None, Ok(Some(link))) => Ok(Some(Next::Link(link))),
+                        // The confirmation brought nothing new: the listing ends here.
+                        (None, Ok(None)) if confirming && new == 0 => Ok(None),
+                        (None, Ok(None)) if full => {
+                            Ok(last.map(|last| Next::Confirm(confirm_url(&first, page_size, &last))))
+                        }
+                        (None, Ok(None)) => Ok(None),
+                    }
                 }
                 Err(e) if listing.pages == 0 => return Err(e),
                 Err(e) => Err(e),
@@ -178,6 +241,16 @@ impl RegistryClient {
         listing.complete = true;
         Ok(listing)
     }
+}
+
+/// `first` with its query replaced by `n=<n>&last=<last>`.
+fn confirm_url(first: &Url, n: u64, last: &str) -> Url {
+    let mut url = first.clone();
+    url.set_query(None);
+    url.query_pairs_mut()
+        .append_pair("n", &n.to_string())
+        .append_pair("last", last);
+    url
 }
 
 /// The `rel="next"` target of the `Link` headers, resolved against `base`.

@@ -15,7 +15,7 @@ use reqwest::Method;
 
 use crate::auth::Scope;
 use crate::client::RegistryClient;
-use crate::error::{ErrorKind, Result};
+use crate::error::{Cap, ErrorKind, Result};
 use crate::manifest::{Descriptor, MANIFEST_ACCEPT, Manifest, Reference, media_type};
 
 const API_UNKNOWN: u8 = 0;
@@ -74,14 +74,19 @@ impl RegistryClient {
                     Some(media_type::OCI_INDEX),
                     self.config().max_manifest_bytes,
                 )
-                .await?;
+                .await
+                .map_err(|e| e.as_cap(Cap::ManifestBytes))?;
             match reply.status.as_u16() {
                 200..=299 => {
                     api.store(API_SUPPORTED, Ordering::Relaxed);
                     if let Ok((Manifest::Index(index), _)) =
                         Manifest::parse(reply.content_type(), &reply.body)
                     {
-                        out.extend(index.manifests.iter().map(from_descriptor));
+                        let limit = self.config().max_index_children;
+                        if index.manifests.len() > limit {
+                            tracing::warn!(%repository, %subject, count = index.manifests.len(), limit, "referrers list cut at the index children cap");
+                        }
+                        out.extend(index.manifests.iter().take(limit).map(from_descriptor));
                     }
                 }
                 400 | 404 | 405 if api.load(Ordering::Relaxed) == API_UNKNOWN => {
@@ -104,7 +109,8 @@ impl RegistryClient {
             match self.get_manifest(repository, &tag).await {
                 Ok(fetched) => {
                     if let Manifest::Index(index) = fetched.manifest {
-                        out.extend(index.manifests.iter().map(from_descriptor));
+                        let limit = self.config().max_index_children;
+                        out.extend(index.manifests.iter().take(limit).map(from_descriptor));
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => {}

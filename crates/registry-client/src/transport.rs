@@ -139,6 +139,9 @@ pub(crate) struct Transport {
     mode: RwLock<AuthMode>,
     tokens: TokenCache,
     token_ids: AtomicU64,
+    /// Until when each host (`host:port`) asked us to wait (`Retry-After`): every request
+    /// to that host waits, not only the one that was told.
+    gates: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 struct CachedCredentials {
@@ -209,6 +212,7 @@ impl Transport {
             mode: RwLock::new(AuthMode::Unknown),
             tokens: TokenCache::default(),
             token_ids: AtomicU64::new(1),
+            gates: parking_lot::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -242,6 +246,7 @@ impl Transport {
     ) -> Result<Reply> {
         let mut challenged = false;
         let mut reauthenticated = false;
+        let mut reexchanged = false;
         loop {
             let authz = self.authorization(scope).await?;
             let reply = self
@@ -261,10 +266,35 @@ impl Transport {
                 Some(_) => std::mem::replace(&mut reauthenticated, true),
                 None => std::mem::replace(&mut challenged, true),
             };
-            if spent || !self.learn(scope, &challenges, authz.as_ref()).await? {
-                return Err(unauthorized(&reply, &challenges, authz.is_some()));
+            if !spent && self.learn(scope, &challenges, authz.as_ref()).await? {
+                continue;
             }
+            let insufficient_scope = challenges
+                .iter()
+                .any(|c| c.param("error") == Some("insufficient_scope"));
+            if authz.is_some() && !reexchanged && !insufficient_scope && self.reexchange().await
+            {
+                // Exchanged credentials (ECR, ACR, Artifact Registry) refused: revoked or
+                // rotated early. Exchange them again, once, before failing.
+                reexchanged = true;
+                continue;
+            }
+            return Err(unauthorized(&reply, &challenges, authz.is_some()));
         }
+    }
+
+    /// Drops credentials a provider exchanged (and the tokens made from them), so the next
+    /// request exchanges again; false for static credentials, which a retry cannot change.
+    async fn reexchange(&self) -> bool {
+        let mut cached = self.credentials.lock().await;
+        if !cached.as_ref().is_some_and(|c| c.refresh_at.is_some()) {
+            return false;
+        }
+        *cached = None;
+        self.provider.invalidate().await;
+        self.tokens.clear();
+        tracing::debug!(registry = %self.config.url, "exchanged credentials refused; exchanging again");
+        true
     }
 
     /// Takes in a 401's challenges; true when a new attempt can succeed.
@@ -442,7 +472,9 @@ impl Transport {
             let lifetime = expires
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
-            expires - (lifetime / 4).min(CREDENTIAL_REFRESH_MARGIN)
+            expires
+                .checked_sub((lifetime / 4).min(CREDENTIAL_REFRESH_MARGIN))
+                .unwrap_or(expires)
         });
         *cached = Some(CachedCredentials {
             credentials: provided.credentials.clone(),
@@ -451,8 +483,10 @@ impl Transport {
         Ok(provided.credentials)
     }
 
-    /// A request with retries: 429 waits for `Retry-After` up to the cap, 5xx and dropped
-    /// connections back off with jitter; both bounded by `max_retries`.
+    /// A request with retries: a 429 (or a 503 with `Retry-After`) closes the host's gate
+    /// for the time asked (every request to it waits, see [`Self::pass_gate`]), up to the
+    /// cap; beyond the cap the request fails `rate_limited` at once. 5xx and dropped
+    /// connections back off with jitter. All bounded by `max_retries`.
     pub(crate) async fn send(
         &self,
         method: Method,
@@ -467,40 +501,99 @@ impl Transport {
             let outcome = self
                 .send_once(method.clone(), url.clone(), authz, accept, max_body)
                 .await?;
-            let (error, wait) = match outcome {
-                Attempt::Retry(error) => (error, None),
+            let (error, gated) = match outcome {
+                Attempt::Retry(error) => (error, false),
                 Attempt::Done(reply) if reply.status == StatusCode::TOO_MANY_REQUESTS => {
                     self.rate_limited.fetch_add(1, Ordering::Relaxed);
                     let retry_after = reply
                         .header("retry-after")
                         .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                    let wait = retry_after
+                        .unwrap_or_else(|| backoff(policy.base_delay, policy.max_delay, attempt));
+                    self.close_gate(&reply.url, wait);
                     let error = Error::RateLimited {
                         url: reply.url.to_string(),
                         retry_after,
                     };
-                    if retry_after.is_some_and(|d| d > policy.max_retry_after) {
+                    if wait > policy.max_retry_after {
                         return Err(error);
                     }
-                    (error, retry_after)
+                    (error, true)
                 }
                 Attempt::Done(reply) if is_transient(reply.status) => {
                     let retry_after = reply
                         .header("retry-after")
-                        .and_then(|v| parse_retry_after(v, SystemTime::now()))
-                        .filter(|d| *d <= policy.max_retry_after);
-                    (reply.status_error(), retry_after)
+                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                    match retry_after {
+                        Some(wait) => {
+                            self.close_gate(&reply.url, wait);
+                            if wait > policy.max_retry_after {
+                                return Err(Error::RateLimited {
+                                    url: reply.url.to_string(),
+                                    retry_after: Some(wait),
+                                });
+                            }
+                            (reply.status_error(), true)
+                        }
+                        None => (reply.status_error(), false),
+                    }
                 }
                 Attempt::Done(reply) => return Ok(reply),
             };
             if attempt >= policy.max_retries {
                 return Err(error);
             }
-            let wait =
-                wait.unwrap_or_else(|| backoff(policy.base_delay, policy.max_delay, attempt));
-            tracing::debug!(%error, ?wait, attempt, "retrying");
+            tracing::debug!(%error, gated, attempt, "retrying");
             self.retries.fetch_add(1, Ordering::Relaxed);
+            if !gated {
+                tokio::time::sleep(backoff(policy.base_delay, policy.max_delay, attempt)).await;
+            }
             attempt += 1;
-            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// `host:port` of a URL: what a `Retry-After` applies to.
+    fn gate_key(url: &Url) -> String {
+        format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or_default()
+        )
+    }
+
+    /// Makes every request to `url`'s host wait `wait` (at most a day: a hostile value must
+    /// not overflow `Instant`); a gate already closed for longer stays so.
+    fn close_gate(&self, url: &Url, wait: Duration) {
+        let now = Instant::now();
+        let until = now
+            .checked_add(wait.min(Duration::from_secs(24 * 3600)))
+            .unwrap_or(now);
+        let mut gates = self.gates.lock();
+        let gate = gates.entry(Self::gate_key(url)).or_insert(until);
+        if *gate < until {
+            *gate = until;
+        }
+        tracing::info!(host = %Self::gate_key(url), wait_ms = wait.as_millis() as u64, "registry asked us to wait; pausing every request to it");
+    }
+
+    /// Waits while `url`'s host has asked us to wait; fails `rate_limited` at once (no
+    /// request) when the wait left is beyond the cap.
+    async fn pass_gate(&self, url: &Url) -> Result<()> {
+        let key = Self::gate_key(url);
+        loop {
+            let until = self.gates.lock().get(&key).copied();
+            let now = Instant::now();
+            let Some(until) = until.filter(|u| *u > now) else {
+                return Ok(());
+            };
+            let left = until - now;
+            if left > self.config.retry.max_retry_after {
+                return Err(Error::RateLimited {
+                    url: url.to_string(),
+                    retry_after: Some(left),
+                });
+            }
+            tokio::time::sleep(left).await;
         }
     }
 
@@ -515,6 +608,7 @@ impl Transport {
     ) -> Result<Attempt> {
         for _ in 0..=self.config.max_redirects {
             self.config.guard.check_url(&url)?;
+            self.pass_gate(&url).await?;
             if self.proxied {
                 self.config
                     .guard
@@ -533,6 +627,8 @@ impl Transport {
                 .acquire()
                 .await
                 .expect("semaphore never closed");
+            // Again: the gate may have closed while this request waited for a slot.
+            self.pass_gate(&url).await?;
             let mut request = self.http.request(method.clone(), url.clone());
             if let Some(accept) = accept {
                 request = request.header(header::ACCEPT, accept);

@@ -63,7 +63,10 @@ fn repos_of(page: &Value) -> Vec<String> {
 async fn a_viewer_sees_only_registries_of_its_teams_even_in_counters() {
     let env = Env::new().await;
     let (public, ml, db) = three_teams(&env).await;
-    let svc = env.start().await;
+    // `None` below is an anonymous reader, which exists only with anonymous reads on.
+    let mut config = env.config();
+    config.common.anonymous_read = true;
+    let svc = env.start_with(config).await;
     env.caught_up().await;
 
     // Lists.
@@ -573,8 +576,18 @@ async fn bad_parameters_are_problems() {
         ("/v1/repositories?cursor=eyJzIjoibmFtZSJ9", 422, "cursor"),
         ("/v1/registries?limit=1000", 422, "limit"),
     ];
+    // Without a token (anonymous reads are off by default) nothing is read.
+    let res = svc.http.get(svc.url("/v1/images")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
     for (path, status, pointer) in cases {
-        let res = svc.http.get(svc.url(path)).send().await.unwrap();
+        let res = svc
+            .http
+            .get(svc.url(path))
+            .bearer_auth(VIEWER_DB)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status().as_u16(), *status, "{path}");
         assert_eq!(
             res.headers()["content-type"],
@@ -598,7 +611,7 @@ async fn bad_parameters_are_problems() {
         .call(
             Method::GET,
             &format!("/v1/images?sort=updated&cursor={name_cursor}"),
-            None,
+            Some(VIEWER_DB),
             None,
         )
         .await;
@@ -616,7 +629,7 @@ async fn bad_parameters_are_problems() {
         ("/v1/registries/not-a-uuid", 400),
         (&*format!("/v1/registries/{}", RegistryId::new()), 404),
     ] {
-        let (s, p) = svc.call(Method::GET, path, None, None).await;
+        let (s, p) = svc.call(Method::GET, path, Some(VIEWER_DB), None).await;
         assert_eq!(s, status, "{path}: {p}");
         assert!(p["type"].as_str().is_some(), "{path}: {p}");
     }

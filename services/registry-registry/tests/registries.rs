@@ -335,8 +335,10 @@ async fn roles_and_team_visibility() {
         .call(Method::GET, "/v1/registries", Some(VIEWER_DB), None)
         .await;
     assert_eq!(labels(&l), ["DB registry"]);
-    let (_, l, _) = svc.call(Method::GET, "/v1/registries", None, None).await;
-    assert!(labels(&l).is_empty());
+    // No token: a 401 (anonymous reads are off unless IMAGELIB_ANONYMOUS_READ).
+    let (s, p, h) = svc.call(Method::GET, "/v1/registries", None, None).await;
+    assert_eq!((s, p["code"].as_str()), (401, Some("unauthenticated")), "{p}");
+    assert!(h["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
     let (_, l) = svc.get("/v1/registries").await;
     assert_eq!(labels(&l).len(), 2);
     let (s, _, _) = svc

@@ -249,6 +249,10 @@ impl CredentialProvider for AcrProvider {
     fn credentials(&self) -> BoxFuture<'_, Result<ProvidedCredentials, Error>> {
         Box::pin(self.cache.get_or_exchange(|| self.exchange()))
     }
+
+    fn invalidate(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.cache.clear())
+    }
 }
 
 fn join(base: &Url, path: &str) -> Result<Url> {

@@ -200,6 +200,10 @@ impl CredentialProvider for EcrProvider {
     fn credentials(&self) -> BoxFuture<'_, Result<ProvidedCredentials, Error>> {
         Box::pin(self.cache.get_or_exchange(|| self.exchange()))
     }
+
+    fn invalidate(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.cache.clear())
+    }
 }
 
 fn default_endpoint(region: &str) -> Result<Url> {

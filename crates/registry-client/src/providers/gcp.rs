@@ -239,6 +239,10 @@ impl CredentialProvider for GcpServiceAccountProvider {
     fn credentials(&self) -> BoxFuture<'_, Result<ProvidedCredentials, Error>> {
         Box::pin(self.cache.get_or_exchange(|| self.exchange()))
     }
+
+    fn invalidate(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.cache.clear())
+    }
 }
 
 /// A PEM RSA key: PKCS#8 (`PRIVATE KEY`, what Google issues) or PKCS#1 (`RSA PRIVATE KEY`).

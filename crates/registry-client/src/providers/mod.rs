@@ -367,6 +367,11 @@ struct Cached {
 }
 
 impl CredentialCache {
+    /// Forgets the cached credentials: the next call exchanges again.
+    pub(crate) async fn clear(&self) {
+        *self.slot.lock().await = None;
+    }
+
     pub(crate) async fn get_or_exchange<F, Fut>(&self, exchange: F) -> Result<ProvidedCredentials>
     where
         F: FnOnce() -> Fut,
