@@ -311,7 +311,19 @@ pub async fn run(client: &Client, args: DemoArgs) -> anyhow::Result<()> {
                     "/v1/registries",
                     Some(Body::Json(json!({"label": "Demo registry", "url": args.registry, "registry_type": "generic", "insecure": true}))),
                 )
-                .await?;
+                .await
+                .map_err(|e| {
+                    if e.to_string().contains("blocked") {
+                        e.context(format!(
+                            "the server's network guard refuses {}: loopback and private networks are denied by default. \
+                             The quickstart's registry is on loopback, so start the server with \
+                             IMAGELIB_ALLOW_NETWORKS=127.0.0.0/8,::1/128 (scripts/run does)",
+                            args.registry
+                        ))
+                    } else {
+                        e
+                    }
+                })?;
             r["id"].as_str().unwrap_or_default().to_owned()
         }
     };

@@ -27,6 +27,8 @@ async fn serve(stream: &TestStream, db: &TestDb, dir: &std::path::Path) -> Serve
         master_key_file: dir.join("master.key"),
         gitops_dir: dir.join("gitops"),
         admin_token: Some(ADMIN.into()),
+        // Test registries listen on loopback, which the guard denies by default.
+        allow_networks: Some(imagelib_testkit::LOOPBACK_NETWORKS.into()),
         ..Default::default()
     };
     let app = imagelib::serve::build(Configs::from_common(common.clone()))

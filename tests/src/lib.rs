@@ -53,6 +53,8 @@ impl TestServer {
             master_key_file: state.join("master.key"),
             gitops_dir: state.join("gitops"),
             admin_token: Some("test-admin-token".into()),
+            // Test registries listen on loopback, which the guard denies by default.
+            allow_networks: Some(imagelib_testkit::LOOPBACK_NETWORKS.into()),
             ..Default::default()
         }
     }

@@ -116,6 +116,8 @@ async fn main() -> anyhow::Result<()> {
             subject_prefix: stream.prefix.clone(),
             http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             master_key_file: dir.path().join("master.key"),
+            // The bench's registry listens on loopback, which the guard denies by default.
+            allow_networks: Some(imagelib_testkit::LOOPBACK_NETWORKS.into()),
             ..Default::default()
         },
         keys_bucket: None,

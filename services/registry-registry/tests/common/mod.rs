@@ -58,7 +58,8 @@ impl Env {
                 master_key_file: self.dir.path().join("master.key"),
                 admin_token: Some(ADMIN.into()),
                 tokens_file: Some(tokens),
-                // Tests talk to registries on loopback; keep the default deny list.
+                // Test registries listen on loopback, which the guard denies by default.
+                allow_networks: Some(imagelib_testkit::LOOPBACK_NETWORKS.into()),
                 ..Default::default()
             },
             ..Default::default()

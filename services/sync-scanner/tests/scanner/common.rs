@@ -66,6 +66,8 @@ impl Env {
                 http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
                 master_key_file: self.dir.path().join("master.key"),
                 admin_token: Some(ADMIN.into()),
+                // Test registries listen on loopback, which the guard denies by default.
+                allow_networks: Some(imagelib_testkit::LOOPBACK_NETWORKS.into()),
                 ..Default::default()
             },
             keys_bucket: None,
