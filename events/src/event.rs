@@ -96,6 +96,9 @@ pub struct RegistryRegistered {
     /// The secret registry webhooks authenticate with, sealed like the credential.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<SealedCredential>,
+    /// Hosts besides the registry's own whose token realm may receive its credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth_hosts: Vec<String>,
 }
 
 /// A change of a registry's settings; absent fields are unchanged.
@@ -122,6 +125,18 @@ pub struct RegistryUpdated {
     pub scan_interval_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repositories: Option<Vec<RepositoryName>>,
+    /// Replaces the hosts whose token realm may receive the credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_hosts: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_type: Option<RegistryType>,
+    /// New credentials that come with a move (`url`, `insecure`, `registry_type` or new
+    /// `auth_hosts`), in the same event so the old ones never meet the new settings:
+    /// when present, `credential` replaces the stored one (absent for `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_kind: Option<AuthKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<SealedCredential>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -130,6 +145,10 @@ pub struct RegistryCredentialsRotated {
     pub auth_kind: AuthKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<SealedCredential>,
+    /// A new webhook secret, when the registry's data key had to be replaced (the old one
+    /// could not be opened): the old webhook secret is dead with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<SealedCredential>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

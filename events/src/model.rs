@@ -73,6 +73,14 @@ pub enum ValidationReason {
     RateLimited,
     /// Refused by the network guard (link-local, metadata or a denied network).
     Blocked,
+    /// The registry's token realm is on a host its credentials may not go to (neither the
+    /// registry's own host, nor one of its `auth_hosts`, nor a known token host).
+    RealmNotAllowed,
+    /// The credentials are for a cloud exchange (ACR, ECR) and the registry's host is not
+    /// one of that cloud's registry hosts: nothing is exchanged.
+    HostNotAllowed,
+    /// The registry's sealed credentials cannot be opened with the master keys at hand.
+    CredentialsUnavailable,
 }
 
 /// What a rule says an image is. `auto` infers it from annotations, labels and artifact type.

@@ -71,6 +71,7 @@ async fn the_python_cloudevents_sdk_reads_our_events() {
                 scan_interval_secs: None,
                 repositories: vec![],
                 webhook_secret: None,
+                auth_hosts: vec![],
             },
         )
         .with_traceparent(Some(tp))

@@ -92,6 +92,41 @@ impl CredentialProvider for Credentials {
     }
 }
 
+/// Token services that live on another host than their registry, built in because the
+/// public registries use them: `(registry host, token host)`. Every other registry type
+/// (GHCR, ACR, ECR, Artifact Registry and Container Registry, Quay, Harbor) answers with a
+/// realm on its own host, which is always allowed.
+pub const KNOWN_TOKEN_HOSTS: &[(&str, &str)] = &[
+    ("docker.io", "auth.docker.io"),
+    ("index.docker.io", "auth.docker.io"),
+    ("registry-1.docker.io", "auth.docker.io"),
+    ("registry.hub.docker.com", "auth.docker.io"),
+    ("registry.gitlab.com", "gitlab.com"),
+];
+
+/// Whether credentials may go to the token realm `realm` of the registry at
+/// `registry_host`: the realm is on the registry's own host, on one of `auth_hosts` (the
+/// registry's configuration), or on a [`KNOWN_TOKEN_HOSTS`] host of that registry. Host
+/// names compare case-insensitively and without a trailing dot; the port is not part of the
+/// rule (the scheme rule, HTTPS, is checked separately).
+pub fn realm_host_allowed(registry_host: &str, realm: &url::Url, auth_hosts: &[String]) -> bool {
+    let Some(realm_host) = realm.host_str() else {
+        return false;
+    };
+    let norm = |h: &str| h.trim().trim_end_matches('.').to_ascii_lowercase();
+    let realm_host = norm(realm_host);
+    let registry_host = norm(registry_host);
+    if realm_host == registry_host {
+        return true;
+    }
+    if auth_hosts.iter().any(|h| norm(h) == realm_host) {
+        return true;
+    }
+    KNOWN_TOKEN_HOSTS
+        .iter()
+        .any(|(registry, token)| *registry == registry_host && *token == realm_host)
+}
+
 /// Provider credentials are refreshed this long before they expire (ECR's 12 h tokens are
 /// refreshed after ~11 h).
 pub(crate) const CREDENTIAL_REFRESH_MARGIN: Duration = Duration::from_secs(15 * 60);
@@ -419,4 +454,56 @@ mod tests {
         let d = format!("{:?}", Credentials::bearer("canary-token"));
         assert!(!d.contains("canary"), "{d}");
     }
+    #[test]
+    fn realms_only_on_the_registrys_host_its_auth_hosts_or_known_token_hosts() {
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        let none: &[String] = &[];
+        assert!(realm_host_allowed(
+            "harbor.acme.io",
+            &url("https://harbor.acme.io/service/token"),
+            none
+        ));
+        assert!(realm_host_allowed(
+            "Harbor.Acme.io.",
+            &url("https://HARBOR.acme.io:8443/t"),
+            none
+        ));
+        assert!(realm_host_allowed(
+            "registry-1.docker.io",
+            &url("https://auth.docker.io/token"),
+            none
+        ));
+        assert!(realm_host_allowed(
+            "registry.gitlab.com",
+            &url("https://gitlab.com/jwt/auth"),
+            none
+        ));
+        assert!(!realm_host_allowed(
+            "ghcr.io",
+            &url("https://auth.docker.io/token"),
+            none
+        ));
+        assert!(!realm_host_allowed(
+            "harbor.acme.io",
+            &url("https://evil.example/token"),
+            none
+        ));
+        assert!(!realm_host_allowed(
+            "harbor.acme.io",
+            &url("https://harbor.acme.io.evil.example/t"),
+            none
+        ));
+        let listed = vec!["Auth.Acme.io".to_owned()];
+        assert!(realm_host_allowed(
+            "harbor.acme.io",
+            &url("https://auth.acme.io/token"),
+            &listed
+        ));
+        assert!(!realm_host_allowed(
+            "harbor.acme.io",
+            &url("https://other.acme.io/token"),
+            &listed
+        ));
+    }
+
 }

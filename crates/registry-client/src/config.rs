@@ -197,6 +197,10 @@ pub struct RegistryConfig {
     pub max_blob_bytes: u64,
     /// Redirect hops followed for one request.
     pub max_redirects: u32,
+    /// Hosts besides the registry's own whose `WWW-Authenticate` token realm may receive
+    /// the credentials (see [`crate::auth::realm_host_allowed`]); any other realm is
+    /// refused with `realm_not_allowed`.
+    pub auth_hosts: Vec<String>,
 }
 
 impl RegistryConfig {
@@ -228,6 +232,7 @@ impl RegistryConfig {
             max_manifest_bytes: 4 << 20,
             max_blob_bytes: 4 << 20,
             max_redirects: 5,
+            auth_hosts: Vec::new(),
         }
     }
 }

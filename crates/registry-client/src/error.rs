@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use imagelib_events::model::ValidationReason;
 
-/// The class of a failure; the first nine are the validation reasons of the HTTP contract.
+/// The class of a failure; the first eleven are the validation reasons of the HTTP contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     Dns,
@@ -23,6 +23,11 @@ pub enum ErrorKind {
     Forbidden,
     RateLimited,
     Blocked,
+    /// A token realm on a host the registry's credentials may not go to.
+    RealmNotAllowed,
+    /// A cloud exchange (ACR, ECR) asked for a host that is not one of that cloud's
+    /// registry hosts.
+    HostNotAllowed,
     /// The repository, manifest or blob does not exist.
     NotFound,
     /// The registry kept answering 5xx after the retries.
@@ -51,6 +56,8 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::Blocked => "blocked",
+            ErrorKind::RealmNotAllowed => "realm_not_allowed",
+            ErrorKind::HostNotAllowed => "host_not_allowed",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Server => "server",
             ErrorKind::Protocol => "protocol",
@@ -73,6 +80,8 @@ impl ErrorKind {
             ErrorKind::Forbidden => ValidationReason::Forbidden,
             ErrorKind::RateLimited => ValidationReason::RateLimited,
             ErrorKind::Blocked => ValidationReason::Blocked,
+            ErrorKind::RealmNotAllowed => ValidationReason::RealmNotAllowed,
+            ErrorKind::HostNotAllowed => ValidationReason::HostNotAllowed,
             _ => return None,
         })
     }
@@ -126,6 +135,16 @@ pub enum Error {
         /// The deny-list entry that matched.
         network: ipnet::IpNet,
     },
+    /// Credentials were about to go to a token realm on another host.
+    #[error(
+        "realm_not_allowed: the token realm {realm} is not on the registry's host {registry} \
+         nor a known token host; credentials are not sent there (list the realm's host in \
+         the registry's auth_hosts if it is the registry's token service)"
+    )]
+    RealmNotAllowed { realm: String, registry: String },
+    /// A provider exchange refused before any request: `reason` says which hosts it serves.
+    #[error("host_not_allowed: {host}: {reason}")]
+    HostNotAllowed { host: String, reason: String },
     #[error("dns: cannot resolve {host}: {reason}")]
     Dns { host: String, reason: String },
     #[error("tls: {url}: {reason}")]
@@ -173,6 +192,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Blocked { .. } => ErrorKind::Blocked,
+            Error::RealmNotAllowed { .. } => ErrorKind::RealmNotAllowed,
+            Error::HostNotAllowed { .. } => ErrorKind::HostNotAllowed,
             Error::Dns { .. } => ErrorKind::Dns,
             Error::Tls { .. } => ErrorKind::Tls,
             Error::Connect { .. } => ErrorKind::Connect,

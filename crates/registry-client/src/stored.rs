@@ -70,8 +70,8 @@ fn expose_opt<S: serde::Serializer>(s: &Option<SecretString>, ser: S) -> Result<
     }
 }
 
-/// Where provider token endpoints are, when not the public clouds' (sovereign clouds,
-/// private endpoints, tests).
+/// Where provider token endpoints are, and which registry hosts a cloud exchange serves,
+/// when not the public clouds' defaults (sovereign clouds, private endpoints, tests).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProviderEndpoints {
@@ -79,6 +79,60 @@ pub struct ProviderEndpoints {
     pub ecr: Option<Url>,
     /// The Azure AD authority (default `https://login.microsoftonline.com`).
     pub aad: Option<Url>,
+    /// `IMAGELIB_PROVIDERS__ACR_SUFFIXES`: the host suffixes an Azure service principal is
+    /// exchanged for (default `.azurecr.io,.azurecr.cn,.azurecr.us`); a comma-separated
+    /// string or a list.
+    #[serde(deserialize_with = "string_or_list")]
+    pub acr_suffixes: Option<Vec<String>>,
+    /// `IMAGELIB_PROVIDERS__ACR_SCOPE`: the AAD scope of the token exchanged at
+    /// `/oauth2/exchange` (default the ACR audience,
+    /// `https://containerregistry.azure.net/.default`).
+    pub acr_scope: Option<String>,
+    /// `IMAGELIB_PROVIDERS__ECR_SUFFIXES`: the domain suffixes of ECR registry hosts
+    /// `<account>.dkr.ecr.<region><suffix>` (default `.amazonaws.com,.amazonaws.com.cn`).
+    #[serde(deserialize_with = "string_or_list")]
+    pub ecr_suffixes: Option<Vec<String>>,
+}
+
+impl ProviderEndpoints {
+    pub fn acr_suffixes(&self) -> Vec<String> {
+        self.acr_suffixes.clone().unwrap_or_else(|| {
+            crate::providers::ACR_HOST_SUFFIXES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        })
+    }
+
+    pub fn ecr_suffixes(&self) -> Vec<String> {
+        self.ecr_suffixes.clone().unwrap_or_else(|| {
+            crate::providers::ECR_HOST_SUFFIXES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        })
+    }
+}
+
+/// `"a, b"` or `["a", "b"]` (environment variables are strings; config files may use lists).
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match Option::<Form>::deserialize(d)? {
+        None => return Ok(None),
+        Some(Form::One(s)) => s.split(',').map(str::to_owned).collect::<Vec<_>>(),
+        Some(Form::Many(v)) => v,
+    };
+    let items: Vec<String> = items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    Ok((!items.is_empty()).then_some(items))
 }
 
 impl StoredCredentials {
@@ -115,6 +169,11 @@ impl StoredCredentials {
                 region,
                 session_token,
             } => {
+                crate::providers::check_ecr_host(
+                    registry.host(),
+                    region.trim(),
+                    &endpoints.ecr_suffixes(),
+                )?;
                 let mut c = EcrConfig::new(
                     access_key_id.clone(),
                     secret_access_key.clone(),
@@ -137,6 +196,10 @@ impl StoredCredentials {
                     client_secret.clone(),
                 );
                 c.authority = endpoints.aad.clone();
+                c.allowed_suffixes = endpoints.acr_suffixes();
+                if let Some(scope) = &endpoints.acr_scope {
+                    c.scope = scope.clone();
+                }
                 c.registry_base = Some(registry.base());
                 c.guard = guard.clone();
                 c.ca_pem = ca_pem.map(str::to_owned);
@@ -149,6 +212,64 @@ impl StoredCredentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cloud_exchanges_only_for_their_clouds_hosts() {
+        let guard = NetworkGuard::default();
+        let endpoints = ProviderEndpoints::default();
+        let ecr: StoredCredentials = serde_json::from_str(
+            r#"{"kind":"aws_ecr","access_key_id":"AKIA","secret_access_key":"canary","region":"eu-west-1"}"#,
+        )
+        .unwrap();
+        let acr: StoredCredentials = serde_json::from_str(
+            r#"{"kind":"azure_service_principal","tenant_id":"t","client_id":"c","client_secret":"canary"}"#,
+        )
+        .unwrap();
+        let url = |s: &str| RegistryUrl::parse(s, false).unwrap();
+        for (creds, good, bad) in [
+            (
+                &ecr,
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+                "registry.evil.example",
+            ),
+            (
+                &acr,
+                "contoso.azurecr.io",
+                "contoso.azurecr.io.evil.example",
+            ),
+        ] {
+            assert!(
+                creds.provider(&url(good), &guard, &endpoints, None).is_ok(),
+                "{good}"
+            );
+            let err = creds
+                .provider(&url(bad), &guard, &endpoints, None)
+                .unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::HostNotAllowed, "{bad}");
+            assert_eq!(
+                err.validation_reason(),
+                Some(imagelib_events::model::ValidationReason::HostNotAllowed)
+            );
+        }
+        let sovereign = ProviderEndpoints {
+            acr_suffixes: Some(vec![".azurecr.example".into()]),
+            ..Default::default()
+        };
+        assert!(
+            acr.provider(&url("r.azurecr.example"), &guard, &sovereign, None)
+                .is_ok()
+        );
+        assert!(
+            acr.provider(&url("r.azurecr.io"), &guard, &sovereign, None)
+                .is_err()
+        );
+        let parsed: ProviderEndpoints = serde_json::from_str(
+            r#"{"acr_suffixes": " .azurecr.io, .azurecr.cn ", "ecr_suffixes": [".amazonaws.com"]}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.acr_suffixes().len(), 2);
+        assert_eq!(parsed.ecr_suffixes(), vec![".amazonaws.com".to_owned()]);
+    }
 
     #[test]
     fn round_trips_and_never_debugs_secrets() {

@@ -174,7 +174,10 @@ impl Transport {
         let proxied = proxies.active();
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(GuardedResolver::new(config.guard.clone(), proxies)))
+            .dns_resolver(Arc::new(GuardedResolver::new(
+                config.guard.clone(),
+                proxies,
+            )))
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .user_agent(config.user_agent.clone())
@@ -272,8 +275,7 @@ impl Transport {
             let insufficient_scope = challenges
                 .iter()
                 .any(|c| c.param("error") == Some("insufficient_scope"));
-            if authz.is_some() && !reexchanged && !insufficient_scope && self.reexchange().await
-            {
+            if authz.is_some() && !reexchanged && !insufficient_scope && self.reexchange().await {
                 // Exchanged credentials (ECR, ACR, Artifact Registry) refused: revoked or
                 // rotated early. Exchange them again, once, before failing.
                 reexchanged = true;
@@ -407,6 +409,16 @@ impl Transport {
         }
         let authz = match credentials {
             Credentials::Basic { username, password } => {
+                if !crate::auth::realm_host_allowed(
+                    self.config.url.host(),
+                    realm,
+                    &self.config.auth_hosts,
+                ) {
+                    return Err(Error::RealmNotAllowed {
+                        realm: realm.to_string(),
+                        registry: self.config.url.host().to_owned(),
+                    });
+                }
                 if !self.realm_may_receive_credentials(realm) {
                     return Err(Error::Unauthorized {
                         url: realm.to_string(),

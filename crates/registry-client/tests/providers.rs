@@ -806,7 +806,7 @@ async fn aad_token(
             "AADSTS70003",
         );
     }
-    if get("scope") != Some("https://management.azure.com/.default") {
+    if get("scope") != Some("https://containerregistry.azure.net/.default") {
         return aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
@@ -1034,6 +1034,32 @@ async fn acr_refused_exchange_is_unauthorized() -> anyhow::Result<()> {
     );
     assert_eq!(fakes.aad.requests.load(Ordering::SeqCst), 1);
     assert_secret_free(&text, &["aad-access-"]);
+    Ok(())
+}
+
+/// A host outside the ACR suffixes is refused before any request: the AAD token is never
+/// even asked for, let alone posted to that host's `/oauth2/exchange`.
+#[tokio::test]
+async fn acr_exchange_only_with_acr_hosts_and_the_acr_audience() -> anyhow::Result<()> {
+    let fakes = acr_fakes(None).await;
+    let mut config = acr_config(&fakes, CLIENT_SECRET);
+    config.registry_host = "registry.evil.example".into();
+    let err = AcrProvider::new(config).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HostNotAllowed, "{err}");
+    assert!(err.to_string().contains(".azurecr.io"), "{err}");
+    assert_secret_free(&err.to_string(), &[CLIENT_SECRET]);
+    assert_eq!(fakes.aad.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(fakes.acr.exchanges.load(Ordering::SeqCst), 0);
+
+    // The fake AAD only issues tokens for the ACR audience: an exchange that works proves
+    // the scope asked for was `https://containerregistry.azure.net/.default`.
+    let provider = AcrProvider::new(acr_config(&fakes, CLIENT_SECRET))?;
+    provider.credentials().await?;
+    assert_eq!(fakes.aad.requests.load(Ordering::SeqCst), 1);
+    let mut arm = acr_config(&fakes, CLIENT_SECRET);
+    arm.scope = "https://management.azure.com/.default".into();
+    let err = AcrProvider::new(arm)?.credentials().await.unwrap_err();
+    assert!(err.to_string().contains("invalid_scope"), "{err}");
     Ok(())
 }
 

@@ -18,10 +18,13 @@ pub enum SecretsError {
         #[source]
         source: std::io::Error,
     },
-    /// A data key is wrapped by a master key that is not in the keyring.
+    /// A data key is wrapped by a master key that is not in the keyring (the key file was
+    /// lost or replaced): what it sealed stays unreadable until the file holding that key is
+    /// restored, or the credentials are entered again (a new data key).
     #[error(
-        "data key wrapped by master key {0}, which is not in the keyring \
-         (keep old keys in the file until rewrap_all has run)"
+        "data key wrapped by master key {0}, which is not in the keyring: restore the master \
+         key file that holds key {0} (keep old keys in the file until rewrap_all has run), or \
+         enter the registry's credentials again"
     )]
     UnknownMasterKey(String),
     /// The registry's data key was destroyed: its sealed credentials are gone for good.

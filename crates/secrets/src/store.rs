@@ -261,8 +261,26 @@ impl KeyStore {
             let Ok(registry_id) = key.parse::<RegistryId>() else {
                 continue;
             };
-            if self.rewrap_one(keyring, registry_id).await? {
-                rewrapped += 1;
+            match self.rewrap_one(keyring, registry_id).await {
+                Ok(true) => rewrapped += 1,
+                Ok(false) => {}
+                // A key no master key of the ring opens stays as it is (a restored key file
+                // may open it later); the registries' credentials are unavailable meanwhile.
+                Err(SecretsError::UnknownMasterKey(master_key_id)) => {
+                    tracing::error!(
+                        %registry_id,
+                        master_key_id,
+                        bucket = %self.kv.name,
+                        "the registry's data key is wrapped by master key {master_key_id}, which \
+                         is not in the keyring: its credentials are unavailable until the key \
+                         file holding {master_key_id} is restored or its credentials are entered \
+                         again (PUT /v1/registries/{registry_id}/credentials)"
+                    );
+                }
+                Err(SecretsError::Decrypt) => {
+                    tracing::error!(%registry_id, bucket = %self.kv.name, "the registry's data key does not unwrap (tampered, or a different key with the same id); enter its credentials again");
+                }
+                Err(e) => return Err(e),
             }
         }
         tracing::info!(
@@ -272,6 +290,71 @@ impl KeyStore {
             "data keys re-wrapped"
         );
         Ok(rewrapped)
+    }
+
+    /// Whether the registry's data key can be opened with `keyring`: `Ok(true)` if it
+    /// can, `Ok(false)` if there is none (never created, or destroyed), and the error
+    /// (`UnknownMasterKey` naming the missing master key, or `Decrypt`) if it cannot.
+    pub async fn check(&self, keyring: &MasterKeyring, registry_id: RegistryId) -> Result<bool> {
+        Ok(self.data_key(keyring, registry_id).await?.is_some())
+    }
+
+    /// Recovery after a lost master key: replaces the registry's data key with a fresh one
+    /// wrapped by the primary master key, but only if the stored one cannot be opened
+    /// (`UnknownMasterKey` or `Decrypt`). Everything sealed with the old key is dead; the
+    /// caller seals the credentials (and any other secret of the registry) again. Returns
+    /// whether a key was replaced. A destroyed key is never replaced.
+    pub async fn replace_unopenable(
+        &self,
+        keyring: &MasterKeyring,
+        registry_id: RegistryId,
+    ) -> Result<bool> {
+        if self.is_shredded(registry_id).await? {
+            return Err(SecretsError::Shredded(registry_id));
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let Some((stored, revision)) = self.read(registry_id).await? else {
+                return Ok(false);
+            };
+            let aad = data_key_aad(registry_id, &stored.key_id);
+            match keyring.unwrap_with_aad(&stored.wrapped, &aad) {
+                Ok(_) => return Ok(false),
+                Err(SecretsError::UnknownMasterKey(_) | SecretsError::Decrypt) => {}
+                Err(e) => return Err(e),
+            }
+            let key_id = format!("dk-{}", uuid::Uuid::new_v4());
+            let data_key = DataKey::generate();
+            let value = encode(&StoredKey {
+                version: 1,
+                wrapped: keyring.wrap_with_aad(&data_key, &data_key_aad(registry_id, &key_id)),
+                key_id,
+            })?;
+            match self
+                .kv
+                .update(registry_id.to_string(), value, revision)
+                .await
+            {
+                Ok(_) => {
+                    tracing::warn!(
+                        %registry_id,
+                        lost_master_key = %stored.wrapped.master_key_id,
+                        primary = keyring.primary_id(),
+                        "the registry's unopenable data key was replaced by a new one"
+                    );
+                    if self.is_shredded(registry_id).await? {
+                        self.destroy(registry_id).await?;
+                        return Err(SecretsError::Shredded(registry_id));
+                    }
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(SecretsError::store("replace data key", e)),
+            }
+        }
+        Err(SecretsError::store(
+            "replace data key",
+            "the key kept changing under concurrent writers",
+        ))
     }
 
     async fn rewrap_one(&self, keyring: &MasterKeyring, registry_id: RegistryId) -> Result<bool> {

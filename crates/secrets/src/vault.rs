@@ -140,6 +140,20 @@ impl Vault {
             .map_err(|_| SecretsError::Malformed("secret value (not the expected JSON shape)"))
     }
 
+    /// Whether the registry's data key opens with this vault's keyring (see
+    /// [`KeyStore::check`]): an `UnknownMasterKey` error names the master key that is missing.
+    pub async fn check(&self, registry_id: RegistryId) -> Result<bool> {
+        self.store.check(&self.keyring, registry_id).await
+    }
+
+    /// Replaces the registry's data key if it cannot be opened (the master key that wrapped
+    /// it is lost), so new credentials can be sealed; see [`KeyStore::replace_unopenable`].
+    pub async fn replace_unopenable(&self, registry_id: RegistryId) -> Result<bool> {
+        self.store
+            .replace_unopenable(&self.keyring, registry_id)
+            .await
+    }
+
     /// Destroys the registry's data key: everything sealed for it becomes unrecoverable.
     pub async fn shred(&self, registry_id: RegistryId) -> Result<()> {
         self.store.destroy(registry_id).await

@@ -495,3 +495,61 @@ async fn nothing_secret_in_errors_or_debug() -> Result<()> {
     }
     Ok(())
 }
+
+/// The master key file is lost and a new one created: the old data keys neither stop a
+/// re-wrap nor get silently replaced; a registry whose credentials are entered again gets
+/// a new data key under the new master key, and a destroyed key is never brought back.
+#[tokio::test]
+async fn a_lost_master_key_leaves_other_keys_working_and_new_credentials_recover() -> Result<()> {
+    let bucket = Bucket::new().await?;
+    let lost = Arc::new(MasterKeyring::generate());
+    let before = bucket.vault(&lost).await?;
+    let stranded = RegistryId::new();
+    let old_sealed = before.seal_for(stranded, CANARY.as_bytes()).await?;
+    let shredded = RegistryId::new();
+    before.seal_for(shredded, b"gone").await?;
+    before.shred(shredded).await?;
+
+    let replaced = Arc::new(MasterKeyring::generate());
+    let vault = bucket.vault(&replaced).await?;
+    let fresh = RegistryId::new();
+    let fresh_sealed = vault.seal_for(fresh, b"fresh").await?;
+    // A re-wrap skips what it cannot open instead of failing.
+    assert_eq!(vault.rewrap_all().await?, 0);
+    let err = vault.check(stranded).await.unwrap_err();
+    assert!(
+        matches!(err, SecretsError::UnknownMasterKey(ref id) if id == lost.primary_id()),
+        "{err}"
+    );
+    let text_of = err.to_string();
+    assert!(
+        text_of.contains(lost.primary_id()) && text_of.contains("credentials again"),
+        "{text_of}"
+    );
+    assert!(!text_of.contains(CANARY));
+    assert!(vault.check(fresh).await?);
+    assert!(!vault.check(RegistryId::new()).await?);
+    assert!(
+        !vault.replace_unopenable(fresh).await?,
+        "an openable key stays"
+    );
+    assert_eq!(text(&vault.open_for(fresh, &fresh_sealed).await?), "fresh");
+
+    // Recovery: a new data key, then the credentials sealed again.
+    assert!(vault.replace_unopenable(stranded).await?);
+    assert!(vault.check(stranded).await?);
+    let resealed = vault.seal_for(stranded, b"re-entered").await?;
+    assert_eq!(
+        text(&vault.open_for(stranded, &resealed).await?),
+        "re-entered"
+    );
+    assert!(matches!(
+        vault.open_for(stranded, &old_sealed).await.unwrap_err(),
+        SecretsError::Decrypt
+    ));
+    assert!(matches!(
+        vault.replace_unopenable(shredded).await.unwrap_err(),
+        SecretsError::Shredded(_)
+    ));
+    Ok(())
+}

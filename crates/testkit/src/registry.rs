@@ -55,6 +55,10 @@ pub struct TokenAuth {
     pub grant_catalog: bool,
     /// Answer `access_token` instead of `token` (the OAuth2 form).
     pub access_token_field: bool,
+    /// The host name the registry announces in its realm instead of `127.0.0.1` (e.g.
+    /// `localhost`): the same token server under another host name, as a realm on another
+    /// host looks to a client.
+    pub realm_host: Option<String>,
 }
 
 impl Default for TokenAuth {
@@ -65,6 +69,7 @@ impl Default for TokenAuth {
             expired_tokens: 0,
             grant_catalog: true,
             access_token_field: false,
+            realm_host: None,
         }
     }
 }
@@ -1086,9 +1091,13 @@ impl TokenServer {
         })
     }
 
-    /// `http://127.0.0.1:<port>/token`.
+    /// `http://127.0.0.1:<port>/token` (or the configured `realm_host` instead of
+    /// `127.0.0.1`).
     pub fn realm(&self) -> String {
-        format!("http://{}/token", self.addr)
+        match &self.state.options.realm_host {
+            Some(host) => format!("http://{host}:{}/token", self.addr.port()),
+            None => format!("http://{}/token", self.addr),
+        }
     }
 
     /// The requests made by clients under test (the harness's own pushes are left out).

@@ -282,6 +282,9 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
                     scan_interval_secs: iv,
                     repositories: None,
                     auth_hosts: None,
+                    registry_type: None,
+                    auth_kind: None,
+                    credential: None,
                 }
                 .into()
             }),

@@ -265,6 +265,7 @@ impl Iterator for Generator {
                     scan_interval_secs: None,
                     repositories: vec![],
                     webhook_secret: None,
+                    auth_hosts: vec![],
                 },
             )
             .with_id(EventId(uuid::Uuid::from_u128(self.rng.random())));

@@ -199,6 +199,10 @@ async fn a_viewer_sees_only_registries_of_its_teams_even_in_counters() {
             ca_pem: None,
             scan_interval_secs: None,
             repositories: None,
+            auth_hosts: None,
+            registry_type: None,
+            auth_kind: None,
+            credential: None,
         },
     )])
     .await;

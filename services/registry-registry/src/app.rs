@@ -2,14 +2,16 @@
 //! appended with the aggregate's expected sequence, and is applied to the projection
 //! before the call returns (read-your-writes).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use imagelib_events::bus::{BusError, EventBus, Expect};
 use imagelib_events::event::{
     RegistryCredentialsRotated, RegistryRegistered, RegistryRemoved, RegistryUpdated,
     RegistryValidated, RegistryValidationFailed, RuleRemoved, RuleSet, SyncRequested,
 };
-use imagelib_events::model::{SealedCredential, SyncReason, ValidationReason};
+use imagelib_events::model::{AuthKind, SealedCredential, SyncReason, ValidationReason};
 use imagelib_events::{Envelope, EventPayload, RegistryId, RepositoryName, RuleId, TraceParent};
 use imagelib_platform::auth::Caller;
 use imagelib_secrets::Vault;
@@ -20,8 +22,22 @@ use crate::domain::credentials::{Credentials, CredentialsExt};
 use crate::domain::registry::{
     self as reg, FieldError, RegisterRequest, RotateRequest, UpdateRequest,
 };
-use crate::store::{Registry, Store, StoreError};
+use crate::store::{Registry, Status, Store, StoreError};
 use crate::validate::{self, Failed, Passed};
+
+fn unavailable_detail(id: RegistryId, master_key_id: &str) -> String {
+    format!(
+        "the registry's data key is wrapped by master key {master_key_id}, which is not in the \
+         master key file: restore the file that holds key {master_key_id} and restart, or enter \
+         the credentials again (PUT /v1/registries/{id}/credentials)"
+    )
+}
+
+/// How long the shredder waits before retrying a failed shred: doubling from a second to
+/// five minutes.
+pub(crate) fn shred_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300))
+}
 
 /// The AAD field name binding a registry's webhook secret.
 const WEBHOOK_FIELD: &str = "webhook_secret";
@@ -37,6 +53,16 @@ pub enum CommandError {
     RuleNotFound(RegistryId, String),
     #[error("validation failed ({}): {}", reason_str(.0.reason), .0.detail)]
     Validation(Failed),
+    /// A change that would send the stored credentials somewhere new: `field` needs
+    /// `credentials` in the same request.
+    #[error(
+        "changing `{field}` needs the registry's credentials in the same request \
+         (`credentials`): stored credentials never follow a registry to another place"
+    )]
+    CredentialsRequired { field: &'static str },
+    /// The registry's sealed credentials cannot be opened (lost master key).
+    #[error("{0}")]
+    CredentialsUnavailable(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -60,6 +86,9 @@ pub fn reason_str(r: ValidationReason) -> &'static str {
         ValidationReason::Forbidden => "forbidden",
         ValidationReason::RateLimited => "rate_limited",
         ValidationReason::Blocked => "blocked",
+        ValidationReason::RealmNotAllowed => "realm_not_allowed",
+        ValidationReason::HostNotAllowed => "host_not_allowed",
+        ValidationReason::CredentialsUnavailable => "credentials_unavailable",
     }
 }
 
@@ -83,6 +112,10 @@ pub struct Registries {
     pub(crate) guard: NetworkGuard,
     pub(crate) endpoints: ProviderEndpoints,
     pub(crate) validation_timeout: std::time::Duration,
+    /// Registries whose data key this process cannot open, with the missing master key id.
+    unavailable: Arc<Mutex<HashMap<RegistryId, String>>>,
+    /// Wakes the shredder after a removal whose shred failed.
+    pub(crate) shred_wake: Arc<tokio::sync::Notify>,
 }
 
 /// The outcome of a validation run, as the API reports it.
@@ -107,7 +140,101 @@ impl Registries {
             guard,
             endpoints,
             validation_timeout,
+            unavailable: Arc::default(),
+            shred_wake: Arc::default(),
         }
+    }
+
+    fn unavailable(&self) -> std::sync::MutexGuard<'_, HashMap<RegistryId, String>> {
+        self.unavailable.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Shows a registry whose credentials this process cannot open as
+    /// `credentials_unavailable`, saying which master key is missing and what to do.
+    pub fn overlay(&self, r: &mut Registry) {
+        if let Some(master_key_id) = self.unavailable().get(&r.id) {
+            r.status = Status::CredentialsUnavailable;
+            r.status_reason = Some("credentials_unavailable".into());
+            r.status_detail = Some(unavailable_detail(r.id, master_key_id));
+        }
+    }
+
+    /// Registries not removed, as the API shows them.
+    pub async fn list(&self) -> Result<Vec<Registry>, CommandError> {
+        let mut all = self.store.list().await?;
+        for r in &mut all {
+            self.overlay(r);
+        }
+        Ok(all)
+    }
+
+    /// Startup: finds the registries whose data key no master key of the keyring opens,
+    /// logs each with the missing key and the way out, and shows them as
+    /// `credentials_unavailable` (everything else keeps working).
+    pub async fn sweep_unavailable(&self) -> Result<usize, CommandError> {
+        let mut found = 0;
+        for r in self.store.list().await? {
+            if r.credential.is_none() && r.webhook_secret.is_none() {
+                continue;
+            }
+            match self.vault.check(r.id).await {
+                Ok(_) => {
+                    self.unavailable().remove(&r.id);
+                }
+                Err(e) => {
+                    self.mark_unavailable(r.id, &e);
+                    found += 1;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Records (and logs) a data key that cannot be opened; other errors are not ours.
+    fn mark_unavailable(&self, id: RegistryId, e: &imagelib_secrets::SecretsError) -> bool {
+        let master_key_id = match e {
+            imagelib_secrets::SecretsError::UnknownMasterKey(k) => k.clone(),
+            imagelib_secrets::SecretsError::Decrypt => "(unknown: the key does not unwrap)".into(),
+            _ => return false,
+        };
+        tracing::error!(
+            registry = %id,
+            master_key_id,
+            "registry credentials unavailable: {}",
+            unavailable_detail(id, &master_key_id)
+        );
+        self.unavailable().insert(id, master_key_id);
+        true
+    }
+
+    fn secrets_error(&self, id: RegistryId, e: imagelib_secrets::SecretsError) -> CommandError {
+        if self.mark_unavailable(id, &e) {
+            let detail = self
+                .unavailable()
+                .get(&id)
+                .map(|k| unavailable_detail(id, k))
+                .unwrap_or_default();
+            CommandError::CredentialsUnavailable(detail)
+        } else {
+            CommandError::Secrets(e)
+        }
+    }
+
+    /// Destroys the data keys of removed registries that still have one. Returns how many
+    /// are left (failures are logged and retried by the caller).
+    pub async fn shred_pending(&self) -> Result<usize, CommandError> {
+        let pending = self.store.unshredded().await?;
+        let mut left = 0;
+        for id in pending {
+            match self.vault.shred(id).await {
+                Ok(()) => self.store.mark_shredded(id).await?,
+                Err(e) => {
+                    tracing::warn!(registry = %id, error = %e, "shredding the removed registry's data key failed; retrying");
+                    left += 1;
+                }
+            }
+        }
+        Ok(left)
     }
 
     pub fn store(&self) -> &Store {
@@ -135,7 +262,10 @@ impl Registries {
     /// A registry that exists and is not removed.
     pub async fn live(&self, id: RegistryId) -> Result<Registry, CommandError> {
         match self.store.get(id).await? {
-            Some(r) if r.removed_at.is_none() => Ok(r),
+            Some(mut r) if r.removed_at.is_none() => {
+                self.overlay(&mut r);
+                Ok(r)
+            }
             _ => Err(CommandError::NotFound(id)),
         }
     }
@@ -148,14 +278,23 @@ impl Registries {
         if matches!(creds, Credentials::None) {
             return Ok(None);
         }
-        Ok(Some(self.vault.seal_for(id, &creds.to_plaintext()).await?))
+        let sealed = self
+            .vault
+            .seal_for(id, &creds.to_plaintext())
+            .await
+            .map_err(|e| self.secrets_error(id, e))?;
+        Ok(Some(sealed))
     }
 
     async fn open(&self, r: &Registry) -> Result<Credentials, CommandError> {
         let Some(sealed) = &r.credential else {
             return Ok(Credentials::None);
         };
-        let plain = self.vault.open_for(r.id, sealed).await?;
+        let plain = self
+            .vault
+            .open_for(r.id, sealed)
+            .await
+            .map_err(|e| self.secrets_error(r.id, e))?;
         Credentials::from_plaintext(plain.expose_secret())
             .map_err(|e| CommandError::Unavailable(e.to_string()))
     }
@@ -172,6 +311,7 @@ impl Registries {
         let ca_pem = reg::check_ca(req.ca_pem.as_deref())?;
         let interval = reg::check_interval(req.scan_interval_secs)?;
         let repositories = reg::check_repositories(&req.repositories)?;
+        let auth_hosts = reg::check_auth_hosts(&req.auth_hosts)?;
         req.credentials
             .validate(req.registry_type)
             .map_err(|e| reg::field(&e.pointer, e.message))?;
@@ -181,6 +321,7 @@ impl Registries {
                 url: &url,
                 ca_pem: ca_pem.as_deref(),
                 repositories: &repositories,
+                auth_hosts: &auth_hosts,
                 timeout: self.validation_timeout,
             };
             let result =
@@ -214,6 +355,7 @@ impl Registries {
             scan_interval_secs: interval,
             repositories,
             webhook_secret: Some(webhook_secret),
+            auth_hosts,
         };
         let seq = self
             .commit(self.envelope(caller, registered, tp), Expect::NoEvents)
@@ -252,6 +394,87 @@ impl Registries {
             }
             None => None,
         };
+        let auth_hosts = req
+            .auth_hosts
+            .as_deref()
+            .map(reg::check_auth_hosts)
+            .transpose()?;
+        let ca_pem = match &req.ca_pem {
+            Some(ca) => Some(reg::check_ca(ca.as_deref())?),
+            None => None,
+        };
+        let repositories = req
+            .repositories
+            .as_deref()
+            .map(reg::check_repositories)
+            .transpose()?;
+        let registry_type = req.registry_type.unwrap_or(current.registry_type);
+
+        // What would send the stored credentials somewhere they were not given for.
+        let moved = [
+            ("url", url.as_ref().is_some_and(|u| *u != current.url)),
+            ("insecure", insecure != current.insecure),
+            ("registry_type", registry_type != current.registry_type),
+            (
+                "auth_hosts",
+                auth_hosts
+                    .as_ref()
+                    .is_some_and(|h| h.iter().any(|h| !current.auth_hosts.contains(h))),
+            ),
+        ]
+        .into_iter()
+        .find_map(|(field, changed)| changed.then_some(field));
+        if let Some(creds) = &req.credentials {
+            creds
+                .validate(registry_type)
+                .map_err(|e| reg::field(&e.pointer, e.message))?;
+        }
+        let credentials = match (&req.credentials, moved) {
+            (Some(c), _) => Some(c),
+            (None, Some(field)) if current.auth_kind != AuthKind::None => {
+                return Err(CommandError::CredentialsRequired { field });
+            }
+            (None, _) => None,
+        };
+
+        // Moves, and new credentials, are validated with what will be stored, before
+        // anything is emitted.
+        let report = if moved.is_some() || credentials.is_some() {
+            let anonymous = Credentials::None;
+            let creds = credentials.unwrap_or(&anonymous);
+            let url_now = reg::check_url(url.as_deref().unwrap_or(&current.url), insecure)?;
+            let repositories_now: Vec<RepositoryName> = match &repositories {
+                Some(r) => r.clone(),
+                None => current
+                    .repositories
+                    .iter()
+                    .filter_map(|s| s.parse().ok())
+                    .collect(),
+            };
+            let ca_now = match &ca_pem {
+                Some(ca) => ca.clone(),
+                None => current.ca_pem.clone(),
+            };
+            let auth_hosts_now = auth_hosts.clone().unwrap_or(current.auth_hosts.clone());
+            let target = validate::Target {
+                url: &url_now,
+                ca_pem: ca_now.as_deref(),
+                repositories: &repositories_now,
+                auth_hosts: &auth_hosts_now,
+                timeout: self.validation_timeout,
+            };
+            let result = validate::check(&target, creds, &self.guard, &self.endpoints).await;
+            if let Err(f) = result {
+                return Err(CommandError::Validation(f));
+            }
+            result.ok()
+        } else {
+            None
+        };
+        let (auth_kind, credential) = match credentials {
+            Some(c) => (Some(c.kind()), self.seal(id, c).await?),
+            None => (None, None),
+        };
         let update = RegistryUpdated {
             registry_id: id,
             label: req.label.as_deref().map(reg::check_label).transpose()?,
@@ -262,21 +485,42 @@ impl Registries {
                 .as_deref()
                 .map(reg::check_visibility)
                 .transpose()?,
-            ca_pem: match req.ca_pem {
-                Some(ca) => Some(reg::check_ca(ca.as_deref())?),
-                None => None,
-            },
+            ca_pem,
             scan_interval_secs: reg::check_interval(req.scan_interval_secs)?,
-            repositories: req
-                .repositories
-                .as_deref()
-                .map(reg::check_repositories)
-                .transpose()?,
+            repositories,
+            auth_hosts,
+            registry_type: req.registry_type,
+            auth_kind,
+            credential,
         };
         let expect = Expect::LastSequence(expected.unwrap_or(current.last_sequence));
-        self.commit(self.envelope(caller, update, tp), expect)
+        let seq = self
+            .commit(self.envelope(caller, update, tp), expect)
             .await?;
+        if let Some(p) = report {
+            let validated = RegistryValidated {
+                registry_id: id,
+                auth_scheme: p.auth_scheme.clone(),
+                catalog_access: p.catalog_access,
+            };
+            self.commit(
+                self.envelope(caller, validated, tp),
+                Expect::LastSequence(seq),
+            )
+            .await?;
+        }
         self.live(id).await
+    }
+
+    /// Before sealing new credentials: a data key no master key opens is replaced (the
+    /// credentials it sealed are lost anyway), so the registry recovers.
+    async fn recover_key(&self, id: RegistryId) -> Result<bool, CommandError> {
+        let replaced = self.vault.replace_unopenable(id).await?;
+        if replaced {
+            tracing::warn!(registry = %id, "new data key for a registry whose credentials were unavailable; its webhook secret is new too (GET /v1/registries/{id}/webhook)");
+        }
+        self.unavailable().remove(&id);
+        Ok(replaced)
     }
 
     pub async fn rotate(
@@ -299,10 +543,22 @@ impl Registries {
         } else {
             None
         };
+        let replaced = self.recover_key(id).await?;
+        let webhook_secret = if replaced {
+            let webhook_token = imagelib_secrets::generate_token();
+            Some(
+                self.vault
+                    .seal_field(id, WEBHOOK_FIELD, webhook_token.expose_secret().as_bytes())
+                    .await?,
+            )
+        } else {
+            None
+        };
         let rotated = RegistryCredentialsRotated {
             registry_id: id,
             auth_kind: req.credentials.kind(),
             credential: self.seal(id, &req.credentials).await?,
+            webhook_secret,
         };
         let seq = self
             .commit(
@@ -341,6 +597,7 @@ impl Registries {
             url: &url,
             ca_pem: r.ca_pem.as_deref(),
             repositories: &repositories,
+            auth_hosts: &r.auth_hosts,
             timeout: self.validation_timeout,
         };
         Ok(validate::check(&target, creds, &self.guard, &self.endpoints).await)
@@ -392,7 +649,15 @@ impl Registries {
             Expect::LastSequence(current.last_sequence),
         )
         .await?;
-        self.vault.shred(id).await?;
+        // The registry is gone from here on; its data key is destroyed now, or by the
+        // shredder, which retries (also after a restart) until it is.
+        match self.vault.shred(id).await {
+            Ok(()) => self.store.mark_shredded(id).await?,
+            Err(e) => {
+                tracing::warn!(registry = %id, error = %e, "shredding the data key failed; the shredder retries");
+                self.shred_wake.notify_one();
+            }
+        }
         Ok(())
     }
 
@@ -469,7 +734,11 @@ impl Registries {
         let Some(sealed) = &r.webhook_secret else {
             return Ok(None);
         };
-        let plain = self.vault.open_field(r.id, WEBHOOK_FIELD, sealed).await?;
+        let plain = self
+            .vault
+            .open_field(r.id, WEBHOOK_FIELD, sealed)
+            .await
+            .map_err(|e| self.secrets_error(r.id, e))?;
         let s = String::from_utf8(plain.expose_secret().clone())
             .map_err(|_| CommandError::Unavailable("stored webhook secret unreadable".into()))?;
         Ok(Some(secrecy::SecretString::from(s)))

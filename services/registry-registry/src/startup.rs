@@ -62,16 +62,54 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
         config.providers.clone(),
         config.validation_timeout(),
     ));
+    let unavailable = app.sweep_unavailable().await.map_err(|e| other(&e))?;
+    if unavailable > 0 {
+        tracing::error!(
+            unavailable,
+            "registries whose credentials cannot be opened with this master key file are \
+             shown as credentials_unavailable; everything else runs"
+        );
+    }
     let readiness = Readiness::new();
     readiness.set("stream", true, None);
     readiness.set("database", true, None);
-    let workers = crate::bus::projectors(&infra.bus, &store, &readiness);
+    let mut workers = crate::bus::projectors(&infra.bus, &store, &readiness);
+    workers.push(shredder(app.clone()));
     Ok(Service {
         name: crate::NAME,
         router: crate::api::router(app, tokens),
         readiness,
         workers,
     })
+}
+
+/// Destroys the data keys of removed registries that still have one: at start (a removal
+/// whose shred failed before a restart), after a removal whose shred failed, and every
+/// minute (removals applied by the projector from another replica); failures back off.
+fn shredder(app: Arc<Registries>) -> imagelib_platform::Worker {
+    imagelib_platform::Worker::new(
+        format!("{}.shredder", crate::NAME),
+        move |cancel| async move {
+            let mut failures = 0u32;
+            loop {
+                let wait = match app.shred_pending().await {
+                    Ok(0) => {
+                        failures = 0;
+                        std::time::Duration::from_secs(60)
+                    }
+                    Ok(_) | Err(_) => {
+                        failures = failures.saturating_add(1);
+                        crate::app::shred_backoff(failures - 1)
+                    }
+                };
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = app.shred_wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        },
+    )
 }
 
 /// The service as a process of its own.

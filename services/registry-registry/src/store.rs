@@ -28,6 +28,9 @@ pub enum Status {
     Pending,
     Validated,
     ValidationFailed,
+    /// Its sealed credentials cannot be opened with this process's master keys (the key
+    /// file was lost or replaced): enter the credentials again, or restore the key file.
+    CredentialsUnavailable,
 }
 
 /// A registry row.
@@ -45,6 +48,7 @@ pub struct Registry {
     pub ca_pem: Option<String>,
     pub scan_interval_secs: Option<u64>,
     pub repositories: Vec<String>,
+    pub auth_hosts: Vec<String>,
     pub status: Status,
     pub status_reason: Option<String>,
     pub status_detail: Option<String>,
@@ -102,6 +106,7 @@ impl Registry {
                 .try_get::<Option<i64>, _>("scan_interval_secs")?
                 .map(|v| v as u64),
             repositories: r.try_get("repositories")?,
+            auth_hosts: r.try_get("auth_hosts")?,
             status: match status.as_str() {
                 "validated" => Status::Validated,
                 "validation_failed" => Status::ValidationFailed,
@@ -147,6 +152,24 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(Registry::from_row).transpose()
+    }
+
+    /// Removed registries whose data key is not known to be destroyed yet.
+    pub async fn unshredded(&self) -> Result<Vec<RegistryId>, StoreError> {
+        let ids: Vec<sqlx::types::Uuid> = sqlx::query_scalar(
+            "SELECT id FROM registries WHERE removed_at IS NOT NULL AND key_shredded_at IS NULL ORDER BY removed_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(RegistryId).collect())
+    }
+
+    pub async fn mark_shredded(&self, id: RegistryId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE registries SET key_shredded_at = now() WHERE id = $1")
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Registries not removed, by label.
@@ -264,8 +287,8 @@ async fn apply_in(
             sqlx::query(
                 "INSERT INTO registries (id, label, url, registry_type, insecure, auth_kind, credential,
                     webhook_secret, visibility, ca_pem, scan_interval_secs, repositories, status,
-                    created_by, created_at, updated_at, last_sequence)
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'pending',$13,$14,$14,$15)
+                    created_by, created_at, updated_at, last_sequence, auth_hosts)
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'pending',$13,$14,$14,$15,$16)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(e.registry_id.0)
@@ -283,6 +306,7 @@ async fn apply_in(
             .bind(&env.actor)
             .bind(at)
             .bind(seq as i64)
+            .bind(&e.auth_hosts)
             .execute(&mut **tx)
             .await?;
         }
@@ -290,7 +314,12 @@ async fn apply_in(
             if !newer(tx, e.registry_id, seq).await? {
                 return Ok(());
             }
-            let changes_connection = e.url.is_some() || e.insecure.is_some() || e.ca_pem.is_some();
+            let changes_connection = e.url.is_some()
+                || e.insecure.is_some()
+                || e.ca_pem.is_some()
+                || e.registry_type.is_some()
+                || e.auth_kind.is_some()
+                || e.auth_hosts.is_some();
             sqlx::query(
                 "UPDATE registries SET
                     label = COALESCE($2, label),
@@ -300,7 +329,11 @@ async fn apply_in(
                     ca_pem = CASE WHEN $6 THEN $7 ELSE ca_pem END,
                     scan_interval_secs = COALESCE($8, scan_interval_secs),
                     repositories = COALESCE($9, repositories),
-                    status = CASE WHEN $10 THEN 'pending' ELSE status END
+                    status = CASE WHEN $10 THEN 'pending' ELSE status END,
+                    auth_hosts = COALESCE($11, auth_hosts),
+                    registry_type = COALESCE($12, registry_type),
+                    auth_kind = COALESCE($13, auth_kind),
+                    credential = CASE WHEN $13 IS NULL THEN credential ELSE $14 END
                  WHERE id = $1",
             )
             .bind(e.registry_id.0)
@@ -317,6 +350,10 @@ async fn apply_in(
                     .map(|r| r.iter().map(|r| r.to_string()).collect::<Vec<_>>()),
             )
             .bind(changes_connection)
+            .bind(&e.auth_hosts)
+            .bind(e.registry_type.as_ref().map(enum_str))
+            .bind(e.auth_kind.as_ref().map(enum_str))
+            .bind(sealed_json(&e.credential))
             .execute(&mut **tx)
             .await?;
             touch(tx, e.registry_id, seq, at).await?;
@@ -326,11 +363,13 @@ async fn apply_in(
                 return Ok(());
             }
             sqlx::query(
-                "UPDATE registries SET auth_kind = $2, credential = $3, status = 'pending' WHERE id = $1",
+                "UPDATE registries SET auth_kind = $2, credential = $3, status = 'pending',
+                    webhook_secret = COALESCE($4, webhook_secret) WHERE id = $1",
             )
             .bind(e.registry_id.0)
             .bind(enum_str(&e.auth_kind))
             .bind(sealed_json(&e.credential))
+            .bind(sealed_json(&e.webhook_secret))
             .execute(&mut **tx)
             .await?;
             touch(tx, e.registry_id, seq, at).await?;

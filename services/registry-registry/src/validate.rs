@@ -16,6 +16,8 @@ pub struct Target<'a> {
     pub url: &'a RegistryUrl,
     pub ca_pem: Option<&'a str>,
     pub repositories: &'a [RepositoryName],
+    /// Hosts besides the registry's whose token realm may receive the credentials.
+    pub auth_hosts: &'a [String],
     /// The timeout of each request to the registry.
     pub timeout: std::time::Duration,
 }
@@ -53,6 +55,7 @@ pub async fn check(
     let mut config = RegistryConfig::from_url(target.url.clone());
     config.ca_pem = target.ca_pem.map(str::to_owned);
     config.guard = guard.clone();
+    config.auth_hosts = target.auth_hosts.to_vec();
     config.request_timeout = target.timeout;
     config.connect_timeout = target.timeout.min(std::time::Duration::from_secs(5));
     config.retry.max_retries = 1;

@@ -259,6 +259,7 @@ async fn register(bus: &EventBus, registry: &TestRegistry) -> anyhow::Result<Reg
             scan_interval_secs: None,
             repositories: vec![],
             webhook_secret: None,
+            auth_hosts: vec![],
         },
     )
     .await?;

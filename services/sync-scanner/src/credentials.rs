@@ -16,13 +16,29 @@ use registry_client::{
     StoredCredentials,
 };
 
-/// Why a registry's credentials cannot be used.
+/// Why a registry's credentials cannot be used. The messages start with the reason word
+/// (`credentials_unavailable`, `host_not_allowed`, …) that ends up in `sync.failed`.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
+    /// The data key is wrapped by a master key this process does not have (the key file
+    /// was lost or replaced), or does not unwrap: the scan fails at once, without retries,
+    /// until the credentials are entered again or the key file is restored.
+    #[error("credentials_unavailable: {0}")]
+    Unavailable(imagelib_secrets::SecretsError),
     #[error("the registry's credential cannot be opened: {0}")]
-    Open(#[from] imagelib_secrets::SecretsError),
-    #[error("the registry's credential is not usable: {0}")]
+    Open(imagelib_secrets::SecretsError),
+    #[error("{0}")]
     Unusable(#[from] registry_client::Error),
+}
+
+impl From<imagelib_secrets::SecretsError> for CredentialError {
+    fn from(e: imagelib_secrets::SecretsError) -> Self {
+        match e {
+            imagelib_secrets::SecretsError::UnknownMasterKey(_)
+            | imagelib_secrets::SecretsError::Decrypt => CredentialError::Unavailable(e),
+            other => CredentialError::Open(other),
+        }
+    }
 }
 
 /// The registry client's credential provider for a registry.

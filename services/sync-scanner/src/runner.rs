@@ -496,6 +496,7 @@ mod tests {
             scan_interval_secs: interval,
             repositories: vec![],
             rules_changed_at: None,
+            auth_hosts: vec![],
         }
     }
 

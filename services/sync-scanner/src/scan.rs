@@ -399,6 +399,7 @@ impl Ctx<'_> {
             .map(|repo| {
                 Box::pin(async move {
                     if self.cancel.is_cancelled() {
+        config.auth_hosts = registry.auth_hosts.clone();
                         return;
                     }
                     if let Err(e) = self.repository(&repo).await {

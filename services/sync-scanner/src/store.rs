@@ -45,6 +45,8 @@ pub struct Registry {
     /// Repositories to scan where `_catalog` is unusable.
     pub repositories: Vec<RepositoryName>,
     pub rules_changed_at: Option<DateTime<Utc>>,
+    /// Hosts besides the registry's whose token realm may receive its credentials.
+    pub auth_hosts: Vec<String>,
 }
 
 /// What the scanner last said about a tag.
@@ -113,6 +115,7 @@ impl Registry {
                 .map(|s| parse(s))
                 .collect::<Result<_, _>>()?,
             rules_changed_at: r.try_get("rules_changed_at")?,
+            auth_hosts: r.try_get("auth_hosts")?,
         })
     }
 }
@@ -526,8 +529,8 @@ async fn apply_in(
         EventPayload::RegistryRegistered(e) => {
             sqlx::query(
                 "INSERT INTO registries (id, url, insecure, ca_pem, auth_kind, credential, visibility,
-                    scan_interval_secs, repositories, last_sequence)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                    scan_interval_secs, repositories, last_sequence, auth_hosts)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(e.registry_id.0)
@@ -540,6 +543,7 @@ async fn apply_in(
             .bind(e.scan_interval_secs.map(|v| v as i64))
             .bind(e.repositories.iter().map(|r| r.to_string()).collect::<Vec<_>>())
             .bind(seq as i64)
+            .bind(&e.auth_hosts)
             .execute(&mut **tx)
             .await?;
         }
@@ -554,7 +558,10 @@ async fn apply_in(
                     visibility = COALESCE($4, visibility),
                     ca_pem = CASE WHEN $5 THEN $6 ELSE ca_pem END,
                     scan_interval_secs = COALESCE($7, scan_interval_secs),
-                    repositories = COALESCE($8, repositories)
+                    repositories = COALESCE($8, repositories),
+                    auth_hosts = COALESCE($9, auth_hosts),
+                    auth_kind = COALESCE($10, auth_kind),
+                    credential = CASE WHEN $10 IS NULL THEN credential ELSE $11 END
                  WHERE id = $1",
             )
             .bind(e.registry_id.0)
@@ -569,6 +576,9 @@ async fn apply_in(
                     .as_ref()
                     .map(|r| r.iter().map(|r| r.to_string()).collect::<Vec<_>>()),
             )
+            .bind(&e.auth_hosts)
+            .bind(e.auth_kind.as_ref().map(enum_str))
+            .bind(e.credential.as_ref().map(json))
             .execute(&mut **tx)
             .await?;
             touch_registry(tx, e.registry_id, seq).await?;

@@ -28,8 +28,40 @@ use crate::guard::NetworkGuard;
 /// The username that goes with an ACR refresh token.
 pub const ACR_REFRESH_TOKEN_USERNAME: &str = "00000000-0000-0000-0000-000000000000";
 
-/// The AAD scope asked for: an Azure Resource Manager token, which `/oauth2/exchange` takes.
-const AAD_SCOPE: &str = "https://management.azure.com/.default";
+/// The AAD scope asked for by default: the ACR audience, a token good for container
+/// registries only (not an Azure Resource Manager token, which could manage the whole
+/// subscription wherever it leaks). `/oauth2/exchange` takes it, including on registries
+/// that refuse ARM-audience tokens (`az acr config authentication-as-arm`).
+pub const ACR_AAD_SCOPE: &str = "https://containerregistry.azure.net/.default";
+
+/// The registry host suffixes of the Azure clouds: public, China (21Vianet), US Government.
+/// (Azure Germany's `azurecr.de` was retired in 2021.)
+pub const ACR_HOST_SUFFIXES: &[&str] = &[".azurecr.io", ".azurecr.cn", ".azurecr.us"];
+
+/// Refuses a registry host that is not `<name>` under one of `suffixes`: a service
+/// principal's token is only exchanged with Azure Container Registry itself.
+pub fn check_acr_host(host: &str, suffixes: &[String]) -> Result<()> {
+    let host_l = host.trim_end_matches('.').to_ascii_lowercase();
+    let ok = suffixes.iter().any(|suffix| {
+        let suffix = format!(".{}", suffix.trim_start_matches('.').to_ascii_lowercase());
+        host_l
+            .strip_suffix(suffix.as_str())
+            .is_some_and(|name| !name.is_empty() && !name.contains('.'))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::HostNotAllowed {
+            host: host.to_owned(),
+            reason: format!(
+                "azure_service_principal credentials are only exchanged with Azure Container \
+                 Registry hosts (<name>{}); configure IMAGELIB_PROVIDERS__ACR_SUFFIXES for \
+                 another Azure cloud",
+                suffixes.join(", <name>")
+            ),
+        })
+    }
+}
 
 /// When the refresh token is not a JWT with an `exp`.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
@@ -50,6 +82,10 @@ pub struct AcrConfig {
     /// A custom CA (PEM) added to the system roots.
     pub ca_pem: Option<String>,
     pub timeouts: ExchangeTimeouts,
+    /// The registry host suffixes exchanged with (default [`ACR_HOST_SUFFIXES`]).
+    pub allowed_suffixes: Vec<String>,
+    /// The AAD scope of the token exchanged (default [`ACR_AAD_SCOPE`]).
+    pub scope: String,
 }
 
 impl AcrConfig {
@@ -70,6 +106,8 @@ impl AcrConfig {
             guard: NetworkGuard::default(),
             ca_pem: None,
             timeouts: ExchangeTimeouts::default(),
+            allowed_suffixes: ACR_HOST_SUFFIXES.iter().map(|s| s.to_string()).collect(),
+            scope: ACR_AAD_SCOPE.to_owned(),
         }
     }
 }
@@ -77,6 +115,7 @@ impl AcrConfig {
 /// The AAD → ACR refresh token exchanger.
 pub struct AcrProvider {
     registry_host: String,
+    scope: String,
     tenant_id: String,
     client_id: String,
     client_secret: SecretString,
@@ -116,6 +155,7 @@ impl AcrProvider {
                 "`{registry_host}` is not a registry host (like myregistry.azurecr.io)"
             )));
         }
+        check_acr_host(&registry_host, &config.allowed_suffixes)?;
         let tenant_id = config.tenant_id.trim().to_owned();
         if tenant_id.is_empty()
             || !tenant_id
@@ -138,8 +178,29 @@ impl AcrProvider {
             None => Url::parse("https://login.microsoftonline.com/").expect("a URL"),
         };
         let registry_base = match config.registry_base {
-            Some(base) => base,
+            // The exchange goes to the registry itself (a loopback endpoint only in tests).
+            Some(base)
+                if base
+                    .host_str()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(&registry_host))
+                    || super::is_loopback(&base) =>
+            {
+                base
+            }
+            Some(base) => {
+                return Err(Error::HostNotAllowed {
+                    host: base.host_str().unwrap_or_default().to_owned(),
+                    reason: format!(
+                        "the ACR exchange goes to the registry {registry_host} itself, not another host"
+                    ),
+                });
+            }
             None => parsed.expect("checked above"),
+        };
+        let scope = if config.scope.trim().is_empty() {
+            ACR_AAD_SCOPE.to_owned()
+        } else {
+            config.scope.trim().to_owned()
         };
         let token_url = join(&authority, &format!("{tenant_id}/oauth2/v2.0/token"))?;
         let exchange_url = join(&registry_base, "oauth2/exchange")?;
@@ -151,6 +212,7 @@ impl AcrProvider {
         )?;
         Ok(AcrProvider {
             registry_host,
+            scope,
             tenant_id,
             client_id,
             client_secret: config.client_secret,
@@ -181,7 +243,7 @@ impl AcrProvider {
             ("grant_type", "client_credentials"),
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.client_secret.expose_secret()),
-            ("scope", AAD_SCOPE),
+            ("scope", self.scope.as_str()),
         ];
         tracing::debug!(token_url = %url, "AAD client credentials grant");
         let request = self
@@ -337,11 +399,38 @@ mod tests {
 
     #[test]
     fn refuses_bad_hosts_tenants_and_endpoints() {
-        for host in ["", "a/b", "user@host", "host?x"] {
+        for host in [
+            "",
+            "a/b",
+            "user@host",
+            "host?x",
+            "evil.example",
+            "azurecr.io",
+            "a.b.azurecr.io",
+            "myregistry.azurecr.io.evil.example",
+        ] {
             let mut c = config();
             c.registry_host = host.into();
             assert!(AcrProvider::new(c).is_err(), "{host}");
         }
+        let mut c = config();
+        c.registry_host = "evil.example".into();
+        let err = AcrProvider::new(c).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::HostNotAllowed, "{err}");
+        for host in ["r.azurecr.cn", "r.azurecr.us"] {
+            let mut c = config();
+            c.registry_host = host.into();
+            assert!(AcrProvider::new(c).is_ok(), "{host}");
+        }
+        let mut c = config();
+        c.registry_host = "r.azurecr.de".into();
+        assert!(AcrProvider::new(c.clone()).is_err(), "retired cloud");
+        c.allowed_suffixes = vec!["azurecr.de".into()];
+        assert!(AcrProvider::new(c).is_ok(), "configured suffix");
+        let mut c = config();
+        c.registry_base = Some("https://evil.example/".parse().unwrap());
+        let err = AcrProvider::new(c).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::HostNotAllowed, "{err}");
         let mut c = config();
         c.tenant_id = "../common".into();
         assert!(AcrProvider::new(c).is_err());

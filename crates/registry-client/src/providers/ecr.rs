@@ -206,6 +206,47 @@ impl CredentialProvider for EcrProvider {
     }
 }
 
+/// The domain suffixes of ECR registry hosts: `<account>.dkr.ecr.<region>.amazonaws.com`,
+/// and `….amazonaws.com.cn` in the China regions.
+pub const ECR_HOST_SUFFIXES: &[&str] = &[".amazonaws.com", ".amazonaws.com.cn"];
+
+/// Refuses a registry host that is not an ECR registry of `region`: AWS credentials are
+/// only exchanged for, and the token only sent to, `<12-digit account>.dkr.ecr.<region>`
+/// under one of `suffixes` (default [`ECR_HOST_SUFFIXES`]). Nothing is requested before.
+pub fn check_ecr_host(host: &str, region: &str, suffixes: &[String]) -> Result<()> {
+    let host_l = host.trim_end_matches('.').to_ascii_lowercase();
+    let refuse = || Error::HostNotAllowed {
+        host: host.to_owned(),
+        reason: format!(
+            "aws_ecr credentials are only used for ECR registries of their region \
+             (<account>.dkr.ecr.{region}{}), never exchanged for another host",
+            suffixes
+                .first()
+                .map(String::as_str)
+                .unwrap_or(".amazonaws.com")
+        ),
+    };
+    let rest = suffixes
+        .iter()
+        .map(|s| format!(".{}", s.trim_start_matches('.').to_ascii_lowercase()))
+        .find_map(|suffix| host_l.strip_suffix(suffix.as_str()).map(str::to_owned))
+        .ok_or_else(refuse)?;
+    let mut labels = rest.splitn(4, '.');
+    let (account, dkr, ecr, host_region) = (
+        labels.next().unwrap_or_default(),
+        labels.next().unwrap_or_default(),
+        labels.next().unwrap_or_default(),
+        labels.next().unwrap_or_default(),
+    );
+    let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+    let ecr_ok = ecr == "ecr" || ecr == "ecr-fips";
+    if account_ok && dkr == "dkr" && ecr_ok && host_region == region {
+        Ok(())
+    } else {
+        Err(refuse())
+    }
+}
+
 fn default_endpoint(region: &str) -> Result<Url> {
     let suffix = if region.starts_with("cn-") {
         "amazonaws.com.cn"
@@ -322,6 +363,53 @@ fn parse_authorization(url: &Url, body: &[u8]) -> Result<ProvidedCredentials> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ecr_hosts_are_the_regions_registries_only() {
+        let d: Vec<String> = ECR_HOST_SUFFIXES.iter().map(|s| s.to_string()).collect();
+        assert!(
+            check_ecr_host(
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+                "eu-west-1",
+                &d
+            )
+            .is_ok()
+        );
+        assert!(
+            check_ecr_host(
+                "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn",
+                "cn-north-1",
+                &d
+            )
+            .is_ok()
+        );
+        assert!(
+            check_ecr_host(
+                "123456789012.dkr.ecr-fips.us-east-1.amazonaws.com",
+                "us-east-1",
+                &d
+            )
+            .is_ok()
+        );
+        for (host, region) in [
+            ("123456789012.dkr.ecr.eu-west-1.amazonaws.com", "us-east-1"),
+            (
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com.evil.example",
+                "eu-west-1",
+            ),
+            ("evil.example", "eu-west-1"),
+            ("12345.dkr.ecr.eu-west-1.amazonaws.com", "eu-west-1"),
+            (
+                "123456789012.dkr.ecr.eu-west-1.x.amazonaws.com",
+                "eu-west-1",
+            ),
+            ("s3.amazonaws.com", "eu-west-1"),
+        ] {
+            let err = check_ecr_host(host, region, &d).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::HostNotAllowed, "{host}");
+            assert!(err.to_string().contains("dkr.ecr"), "{err}");
+        }
+    }
     use crate::auth::Credentials;
 
     fn url() -> Url {

@@ -3,8 +3,8 @@
 //!
 //! | registry | provider | exchange | hands out |
 //! | --- | --- | --- | --- |
-//! | Amazon ECR | [`EcrProvider`] | `GetAuthorizationToken`, SigV4-signed by `aws-sigv4` | `AWS` / token password, 12 h |
-//! | Azure ACR (service principal) | [`AcrProvider`] | AAD client credentials, then `/oauth2/exchange` | `00000000-0000-0000-0000-000000000000` / ACR refresh token, ~3 h |
+//! | Amazon ECR | [`EcrProvider`] | `GetAuthorizationToken`, SigV4-signed by `aws-sigv4`, only for `<account>.dkr.ecr.<region>.amazonaws.com(.cn)` ([`check_ecr_host`]) | `AWS` / token password, 12 h |
+//! | Azure ACR (service principal) | [`AcrProvider`] | AAD client credentials (ACR audience), then `/oauth2/exchange`, only with `*.azurecr.io` (and the sovereign clouds' suffixes) | `00000000-0000-0000-0000-000000000000` / ACR refresh token, ~3 h |
 //! | Google Artifact Registry | [`GcpServiceAccountProvider`] | OAuth 2.0 JWT bearer grant (RFC 7523) | `oauth2accesstoken` / access token, 1 h |
 //!
 //! # Credentials that need no exchange
@@ -58,8 +58,11 @@ mod acr;
 mod ecr;
 mod gcp;
 
-pub use acr::{ACR_REFRESH_TOKEN_USERNAME, AcrConfig, AcrProvider};
-pub use ecr::{EcrConfig, EcrProvider};
+pub use acr::{
+    ACR_AAD_SCOPE, ACR_HOST_SUFFIXES, ACR_REFRESH_TOKEN_USERNAME, AcrConfig, AcrProvider,
+    check_acr_host,
+};
+pub use ecr::{ECR_HOST_SUFFIXES, EcrConfig, EcrProvider, check_ecr_host};
 pub use gcp::{
     GCP_ACCESS_TOKEN_USERNAME, GCP_CLOUD_PLATFORM_SCOPE, GcpServiceAccountConfig,
     GcpServiceAccountProvider,
@@ -246,7 +249,7 @@ pub(crate) fn check_endpoint(url: &Url) -> Result<bool> {
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(Host::Ipv4(ip)) => ip.is_loopback(),
         Some(Host::Ipv6(ip)) => ip.is_loopback(),

@@ -223,3 +223,43 @@ async fn credentials_never_go_to_a_plain_http_realm_on_another_host() -> anyhow:
     assert!(registry.token_server().unwrap().requests().is_empty());
     Ok(())
 }
+
+/// A realm on another host name (`localhost`, while the registry is `127.0.0.1`) never
+/// receives the credentials, unless the registry's `auth_hosts` lists it.
+#[tokio::test]
+async fn a_realm_on_another_host_never_receives_the_password() -> anyhow::Result<()> {
+    let registry = token_registry(TokenAuth {
+        realm_host: Some("localhost".into()),
+        ..with_credentials()
+    })
+    .await?;
+    let server = registry.token_server().unwrap();
+    assert!(server.realm().starts_with("http://localhost:"));
+    let mut c = config(&registry.host(), true);
+    assert_eq!(c.url.host(), "127.0.0.1");
+    let refused = RegistryClient::new(c.clone(), Credentials::basic("robot$scanner", PASSWORD))?;
+    let err = refused.tags(&repo("team/a")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RealmNotAllowed, "{err}");
+    assert_eq!(
+        err.validation_reason(),
+        Some(imagelib_events::model::ValidationReason::RealmNotAllowed)
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("localhost") && text.contains("auth_hosts"),
+        "{text}"
+    );
+    assert!(!text.contains(PASSWORD), "{text}");
+    assert!(
+        server.requests().is_empty(),
+        "nothing, not even a token request, went to the other host"
+    );
+
+    // Listed in the registry's auth_hosts: the same realm is trusted.
+    c.auth_hosts = vec!["LOCALHOST".into()];
+    let allowed = RegistryClient::new(c, Credentials::basic("robot$scanner", PASSWORD))?;
+    assert_eq!(allowed.tags(&repo("team/a")).await?.items, [tag("v1")]);
+    let requests = server.requests();
+    assert!(!requests.is_empty() && requests.iter().all(|r| r.authenticated));
+    Ok(())
+}

@@ -55,6 +55,24 @@ impl From<CommandError> for Problem {
                 p.title = "Registry validation failed".into();
                 p
             }
+            CommandError::CredentialsRequired { field } => {
+                let mut p = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "credentials-required",
+                    e.to_string(),
+                );
+                p.title = "New credentials required".into();
+                p.errors.push(imagelib_platform::problem::FieldError {
+                    pointer: "/credentials".into(),
+                    detail: format!("required when `{field}` changes"),
+                });
+                p
+            }
+            CommandError::CredentialsUnavailable(m) => {
+                let mut p = Problem::new(StatusCode::CONFLICT, "credentials-unavailable", m);
+                p.title = "Registry credentials unavailable".into();
+                p
+            }
             CommandError::Conflict(m) => Problem::conflict(m),
             CommandError::Unavailable(m) => {
                 tracing::warn!(error = %m, "dependency unavailable");

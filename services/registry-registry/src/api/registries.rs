@@ -45,9 +45,15 @@ pub struct RegistryView {
     pub has_custom_ca: bool,
     pub scan_interval_secs: Option<u64>,
     pub repositories: Vec<String>,
+    /// Hosts besides the registry's whose token realm may receive its credentials.
+    pub auth_hosts: Vec<String>,
+    /// `pending`, `validated`, `validation_failed`, or `credentials_unavailable` (the
+    /// sealed credentials cannot be opened with the master key file at hand: enter them
+    /// again with `PUT …/credentials`, or restore the key file).
     pub status: Status,
     /// Why the last validation failed (`dns`, `tls`, `connect`, `timeout`, `not_a_registry`,
-    /// `unauthorized`, `forbidden`, `rate_limited`, `blocked`).
+    /// `unauthorized`, `forbidden`, `rate_limited`, `blocked`, `realm_not_allowed`,
+    /// `host_not_allowed`), or `credentials_unavailable`.
     pub status_reason: Option<String>,
     pub status_detail: Option<String>,
     pub auth_scheme: Option<String>,
@@ -91,6 +97,7 @@ impl From<&Registry> for RegistryView {
             has_custom_ca: r.ca_pem.is_some(),
             scan_interval_secs: r.scan_interval_secs,
             repositories: r.repositories.clone(),
+            auth_hosts: r.auth_hosts.clone(),
             status: r.status,
             status_reason: r.status_reason.clone(),
             status_detail: r.status_detail.clone(),
@@ -174,10 +181,8 @@ async fn list_registries(
         None => None,
     };
     let mut all: Vec<Registry> = app
-        .store()
         .list()
-        .await
-        .map_err(|e| Problem::internal(&e))?
+        .await?
         .into_iter()
         .filter(|r| caller.sees(&r.visibility))
         .collect();
@@ -271,9 +276,13 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
 }
 
 /// Relabel, move or reconfigure a registry. `If-Match` with the ETag guards lost updates.
+/// A change of `url`, `insecure`, `registry_type` or a new `auth_hosts` entry needs
+/// `credentials` in the same request (`422`, code `credentials-required`, otherwise) and is
+/// validated with them before it is saved (`422` with the validation reason).
 #[utoipa::path(patch, path = "/v1/registries/{id}", tag = "registries", request_body = UpdateRequest,
     params(("id" = String, Path, description = "registry id")),
-    responses((status = 200, body = RegistryView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = RegistryView), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 422, body = Problem, description = "invalid input, `credentials-required`, or validation failed with a reason")))]
 #[tracing::instrument(skip_all, fields(registry.id = %id))]
 async fn update_registry(
     State(app): State<Arc<Registries>>,

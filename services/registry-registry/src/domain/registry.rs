@@ -38,6 +38,12 @@ pub struct RegisterRequest {
     #[serde(default)]
     #[schema(value_type = Vec<String>)]
     pub repositories: Vec<String>,
+    /// Hosts besides the registry's own whose `WWW-Authenticate` token realm may receive
+    /// the credentials (a token service on another host). Docker Hub's `auth.docker.io`
+    /// and GitLab's `gitlab.com` are built in; any other realm host is refused
+    /// (`realm_not_allowed`).
+    #[serde(default)]
+    pub auth_hosts: Vec<String>,
     /// `false` saves the registry without checking the connection first.
     #[serde(default = "yes")]
     pub validate: bool,
@@ -48,12 +54,25 @@ fn yes() -> bool {
 }
 
 /// `PATCH /v1/registries/{id}`: absent fields stay as they are.
+///
+/// Stored credentials never follow a registry to another place: a change of `url`,
+/// `insecure` or `registry_type`, or a new host in `auth_hosts`, needs `credentials` in the
+/// same request (unless the registry's auth is `none`), and is validated with them before
+/// anything is saved.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
     pub label: Option<String>,
     pub url: Option<String>,
     pub insecure: Option<bool>,
+    #[schema(value_type = Option<String>)]
+    pub registry_type: Option<RegistryType>,
+    /// Replaces the list of hosts whose token realm may receive the credentials.
+    pub auth_hosts: Option<Vec<String>>,
+    /// New credentials, required with a change of `url`, `insecure`, `registry_type` or a
+    /// new `auth_hosts` entry.
+    #[schema(value_type = Option<Object>)]
+    pub credentials: Option<Credentials>,
     /// `null` removes the custom CA.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
@@ -150,6 +169,33 @@ pub fn check_ca(ca: Option<&str>) -> Result<Option<String>, FieldError> {
     Ok(Some(ca.to_owned()))
 }
 
+/// Host names (or IP literals) without scheme, port or path; at most 16, lower-cased,
+/// deduplicated.
+pub fn check_auth_hosts(hosts: &[String]) -> Result<Vec<String>, FieldError> {
+    if hosts.len() > 16 {
+        return Err(field("/auth_hosts", "at most 16 hosts"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(hosts.len());
+    for (i, h) in hosts.iter().enumerate() {
+        let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+        let parsed = reqwest::Url::parse(&format!("https://{h}/")).ok();
+        let ok = !h.is_empty()
+            && h.len() <= 253
+            && !h.contains(['/', '@', '?', '#', ':'])
+            && parsed.is_some_and(|u| u.host_str() == Some(h.as_str()));
+        if !ok {
+            return Err(field(
+                &format!("/auth_hosts/{i}"),
+                "a host name such as `auth.example.com` (no scheme, port or path)",
+            ));
+        }
+        if !out.contains(&h) {
+            out.push(h);
+        }
+    }
+    Ok(out)
+}
+
 pub fn check_interval(secs: Option<u64>) -> Result<Option<u64>, FieldError> {
     match secs {
         Some(s) if !(60..=604_800).contains(&s) => Err(field(
@@ -207,6 +253,19 @@ mod tests {
             vec!["ml".to_owned()]
         );
         assert!(check_interval(Some(5)).is_err());
+        assert_eq!(
+            check_auth_hosts(&["Auth.Example.com.".into(), "auth.example.com".into()]).unwrap(),
+            vec!["auth.example.com".to_owned()]
+        );
+        for bad in ["https://a.io", "a.io:443", "a.io/x", "", "u@a.io"] {
+            assert_eq!(
+                check_auth_hosts(&["ok.io".into(), bad.into()])
+                    .unwrap_err()
+                    .pointer,
+                "/auth_hosts/1",
+                "{bad}"
+            );
+        }
         assert!(check_ca(Some("not pem")).is_err());
         assert_eq!(check_ca(Some("  ")).unwrap(), None);
         assert_eq!(

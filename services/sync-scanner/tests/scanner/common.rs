@@ -174,6 +174,7 @@ impl Env {
             scan_interval_secs: None,
             repositories: vec![],
             webhook_secret: None,
+            auth_hosts: vec![],
         };
         f(&mut e);
         self.publish(e).await;
