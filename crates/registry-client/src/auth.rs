@@ -218,7 +218,8 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
                     v.push(b[i]);
                     i += 1;
                 }
-                i += 1;
+                // Past the closing quote; an unterminated value ends the header.
+                i = (i + 1).min(b.len());
                 String::from_utf8_lossy(&v).into_owned()
             } else {
                 let start = i;
@@ -305,6 +306,17 @@ impl TokenResponse {
             refresh_at: now.checked_add(usable).unwrap_or(now),
         })
     }
+}
+
+/// How long the token in a token endpoint's JSON answer would be used, as the transport
+/// reads it; `None` when the answer holds no token. Public for the property tests and
+/// fuzz targets (a registry's token server writes these bytes).
+#[doc(hidden)]
+pub fn token_response_lifetime(body: &[u8]) -> Option<Duration> {
+    let issued = serde_json::from_slice::<TokenResponse>(body)
+        .ok()
+        .and_then(TokenResponse::into_issued)?;
+    Some(issued.refresh_at.saturating_duration_since(Instant::now()))
 }
 
 /// A token ready to send, as an `Authorization` value marked sensitive.
