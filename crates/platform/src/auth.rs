@@ -384,6 +384,51 @@ mod tests {
     }
 
     #[test]
+    fn authorization_headers() {
+        let t = Tokens::load(Some("boot"), None).unwrap();
+        for ok in [
+            "Bearer boot",
+            "bearer boot",
+            "BEARER  boot ",
+            "Bearer\tboot",
+        ] {
+            let r = authenticate(&t, ok.as_bytes());
+            if ok.contains('\t') {
+                assert_eq!(r.unwrap_err(), AuthFailure::Malformed, "{ok:?}");
+            } else {
+                assert_eq!(r.unwrap().role, Role::Admin, "{ok:?}");
+            }
+        }
+        for (bad, reason) in [
+            ("Bearer nope", AuthFailure::UnknownToken),
+            ("Bearer ", AuthFailure::Malformed),
+            ("Bearer", AuthFailure::Malformed),
+            ("Basic Ym9vdA==", AuthFailure::Malformed),
+            ("boot", AuthFailure::Malformed),
+        ] {
+            assert_eq!(
+                authenticate(&t, bad.as_bytes()).unwrap_err(),
+                reason,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            authenticate(&t, b"Bearer \xff\xfe").unwrap_err(),
+            AuthFailure::Malformed
+        );
+        // The prefix is of the token alone, whatever the scheme's case or spacing.
+        assert_eq!(
+            hash_prefix(presented_credential(b"bearer  s3cret ")),
+            hash_prefix(b"s3cret")
+        );
+        assert_eq!(hash_prefix(b"s3cret").len(), 8);
+        assert_eq!(
+            hash_prefix(presented_credential(b"Basic abc")),
+            hash_prefix(b"Basic abc")
+        );
+    }
+
+    #[test]
     fn tokens_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tokens.yaml");
