@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
                 let _ = m.effective_artifact_type();
             }
             Manifest::Index(i) => {
-                let _ = i.manifests.iter().fold(0u64, |a, d| a.saturating_add(d.size));
+                let _ = i
+                    .manifests
+                    .iter()
+                    .fold(0u64, |a, d| a.saturating_add(d.size));
             }
         }
     }
