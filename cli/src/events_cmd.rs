@@ -39,8 +39,14 @@ pub enum EventsCommand {
 async fn bus() -> anyhow::Result<EventBus> {
     let common: CommonConfig = imagelib_platform::config::load()?;
     common.validate()?;
-    let bus = EventBus::connect(&common.nats_url, "imagelib-cli", common.stream_settings()).await?;
-    bus.ensure_stream().await?;
+    // No `ensure_stream`: the reader and external-publisher users may not create or
+    // update the stream, and the CLI has nothing to add to it.
+    let bus = EventBus::connect(
+        &common.nats_connect(),
+        "imagelib-cli",
+        common.stream_settings(),
+    )
+    .await?;
     Ok(bus)
 }
 

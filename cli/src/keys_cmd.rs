@@ -28,9 +28,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     };
     let keys_bucket = std::env::var("IMAGELIB_KEYS_BUCKET")
         .unwrap_or_else(|_| imagelib_secrets::bucket_for_stream(&common.stream));
-    let client = async_nats::connect(&common.nats_url)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach NATS at {}: {e}", common.nats_url))?;
+    let client = common.nats_connect().connect("imagelib-keys").await?;
     let js = async_nats::jetstream::new(client);
     let vault = imagelib_secrets::Vault::connect(
         &js,

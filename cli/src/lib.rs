@@ -7,5 +7,6 @@ pub mod demo;
 pub mod deploy_cmd;
 pub mod events_cmd;
 pub mod keys_cmd;
+pub mod nats_cmd;
 pub mod registry_cmd;
 pub mod serve;

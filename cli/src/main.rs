@@ -2,7 +2,9 @@
 //! port) and the command-line client.
 
 use imagelib::client::{Client, Connection};
-use imagelib::{catalog_cmd, demo, deploy_cmd, events_cmd, keys_cmd, registry_cmd, serve};
+use imagelib::{
+    catalog_cmd, demo, deploy_cmd, events_cmd, keys_cmd, nats_cmd, registry_cmd, serve,
+};
 
 use clap::{Parser, Subcommand};
 
@@ -47,6 +49,9 @@ enum Command {
     /// Master-key rotation.
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
+    /// NATS server configuration: per-service users and permissions.
+    #[command(subcommand)]
+    Nats(nats_cmd::NatsCommand),
     /// Fill a development registry with sample images and register it (`scripts/run` does).
     Demo(demo::DemoArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -70,6 +75,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve::run().await,
         Command::Events(cmd) => events_cmd::run(cmd).await,
         Command::Keys(cmd) => keys_cmd::run(cmd).await,
+        Command::Nats(cmd) => nats_cmd::run(cmd),
         Command::Demo(args) => demo::run(&Client::new(cli.connection), args).await,
         Command::Deploy(cmd) => deploy_cmd::run(&Client::new(cli.connection), cmd).await,
         Command::Completions { shell } => {

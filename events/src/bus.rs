@@ -38,7 +38,15 @@ pub struct StreamSettings {
     pub subject_prefix: String,
     pub replicas: usize,
     pub duplicate_window: Duration,
+    /// The stream's byte limit. Appends beyond it are refused (`DiscardNew`): the log is
+    /// the source of truth, so nothing old is ever dropped to make room. NATS reserves
+    /// this much file storage per stream up front.
+    pub max_bytes: i64,
 }
+
+/// The byte limit [`StreamSettings::default`] and the test suite use: small, because one
+/// test server holds many streams at once and reserves `max_bytes` for each.
+pub const DEFAULT_TEST_MAX_BYTES: i64 = 256 * 1024 * 1024;
 
 impl Default for StreamSettings {
     fn default() -> Self {
@@ -47,6 +55,7 @@ impl Default for StreamSettings {
             subject_prefix: "imagelib".into(),
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
+            max_bytes: DEFAULT_TEST_MAX_BYTES,
         }
     }
 }
@@ -112,7 +121,13 @@ impl StreamSettings {
             num_replicas: self.replicas,
             duplicate_window: self.duplicate_window,
             allow_direct: true,
+            // Append-only: no message deletes, no purges (NATS refuses to lift either
+            // flag once set), and a full stream refuses appends rather than dropping
+            // history.
             deny_delete: true,
+            deny_purge: true,
+            discard: stream::DiscardPolicy::New,
+            max_bytes: self.max_bytes,
             ..Default::default()
         }
     }
@@ -121,12 +136,9 @@ impl StreamSettings {
 /// Failures talking to JetStream.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    #[error("cannot connect to NATS at {url}: {source}")]
-    Connect {
-        url: String,
-        #[source]
-        source: async_nats::ConnectError,
-    },
+    /// Carries no credential: URLs are redacted.
+    #[error(transparent)]
+    Connect(#[from] crate::connect::ConnectError),
     #[error("stream `{stream}`: {message}")]
     Stream { stream: String, message: String },
     #[error("publish to `{subject}` failed: {message}")]
@@ -183,22 +195,14 @@ pub struct EventBus {
 const PUBLISH_ATTEMPTS: u32 = 5;
 
 impl EventBus {
-    /// Connect to NATS (with reconnects) and bind to the stream (not yet ensured).
+    /// Connect to NATS (authenticated as `nats` says, with reconnects) and bind to the
+    /// stream (not yet ensured).
     pub async fn connect(
-        url: &str,
+        nats: &crate::connect::NatsConnect,
         name: &str,
         settings: StreamSettings,
     ) -> Result<Self, BusError> {
-        let client = async_nats::ConnectOptions::new()
-            .name(name)
-            .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(5))
-            .connect(url)
-            .await
-            .map_err(|source| BusError::Connect {
-                url: url.to_owned(),
-                source,
-            })?;
+        let client = nats.connect(name).await?;
         Ok(Self::from_client(client, settings))
     }
 
@@ -239,13 +243,23 @@ impl EventBus {
                 let differs = c.subjects != wanted.subjects
                     || c.duplicate_window != wanted.duplicate_window
                     || c.num_replicas != wanted.num_replicas
-                    || c.allow_direct != wanted.allow_direct;
+                    || c.allow_direct != wanted.allow_direct
+                    || !c.deny_delete
+                    || !c.deny_purge
+                    || c.discard != wanted.discard
+                    || c.max_bytes != wanted.max_bytes;
                 if differs {
+                    // A stream made by an older version gains the deny flags here; they are
+                    // never lifted (NATS refuses that anyway).
                     let mut updated = c.clone();
                     updated.subjects = wanted.subjects;
                     updated.duplicate_window = wanted.duplicate_window;
                     updated.num_replicas = wanted.num_replicas;
                     updated.allow_direct = wanted.allow_direct;
+                    updated.deny_delete = true;
+                    updated.deny_purge = true;
+                    updated.discard = wanted.discard;
+                    updated.max_bytes = wanted.max_bytes;
                     self.js
                         .update_stream(updated)
                         .await
@@ -856,6 +870,155 @@ impl Delivery {
                 consumer: String::new(),
                 message: e.to_string(),
             })
+    }
+}
+
+/// The last observed usage of each stream this process watches, for the stream gauges.
+#[derive(Debug, Default, Clone, Copy)]
+struct StreamUsage {
+    bytes: u64,
+    messages: u64,
+    max_bytes: i64,
+}
+
+fn watched_streams() -> &'static usage::Watched {
+    static W: std::sync::OnceLock<usage::Watched> = std::sync::OnceLock::new();
+    W.get_or_init(|| {
+        let meter = opentelemetry::global::meter("imagelib");
+        let attrs = |name: &str| {
+            [opentelemetry::KeyValue::new(
+                "messaging.destination.name",
+                name.to_owned(),
+            )]
+        };
+        let bytes = meter
+            .u64_observable_gauge("imagelib.stream.bytes")
+            .with_unit("By")
+            .with_description("Bytes stored in the event stream")
+            .with_callback(move |o| {
+                for (name, u) in usage::snapshot() {
+                    o.observe(u.bytes, &attrs(&name));
+                }
+            })
+            .build();
+        let messages = meter
+            .u64_observable_gauge("imagelib.stream.messages")
+            .with_unit("{message}")
+            .with_description("Messages stored in the event stream")
+            .with_callback(move |o| {
+                for (name, u) in usage::snapshot() {
+                    o.observe(u.messages, &attrs(&name));
+                }
+            })
+            .build();
+        let max_bytes = meter
+            .i64_observable_gauge("imagelib.stream.max_bytes")
+            .with_unit("By")
+            .with_description(
+                "The event stream's byte limit (appends are refused beyond it; -1 = none)",
+            )
+            .with_callback(move |o| {
+                for (name, u) in usage::snapshot() {
+                    o.observe(u.max_bytes, &attrs(&name));
+                }
+            })
+            .build();
+        usage::Watched {
+            _gauges: (bytes, messages, max_bytes),
+        }
+    })
+}
+
+/// The watched streams' usage behind a std mutex (never held across an await).
+mod usage {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::StreamUsage;
+
+    pub(super) struct Watched {
+        pub(super) _gauges: (
+            opentelemetry::metrics::ObservableGauge<u64>,
+            opentelemetry::metrics::ObservableGauge<u64>,
+            opentelemetry::metrics::ObservableGauge<i64>,
+        ),
+    }
+
+    impl std::fmt::Debug for Watched {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Watched")
+        }
+    }
+
+    static USAGE: Mutex<BTreeMap<String, StreamUsage>> = Mutex::new(BTreeMap::new());
+
+    pub(super) fn snapshot() -> Vec<(String, StreamUsage)> {
+        USAGE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// True when the stream was not watched yet.
+    pub(super) fn set(name: &str, usage: StreamUsage) -> bool {
+        USAGE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), usage)
+            .is_none()
+    }
+
+    pub(super) fn contains(name: &str) -> bool {
+        USAGE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
+    }
+}
+
+impl EventBus {
+    /// Export the stream's bytes, messages and byte limit as gauges
+    /// (`imagelib.stream.bytes`, `imagelib.stream.messages`, `imagelib.stream.max_bytes`),
+    /// refreshed from stream info every `every`. Once per stream and process; the owner of
+    /// the stream (catalog-projector, in `imagelib serve` too) calls it, so one series
+    /// exists per stream.
+    pub fn watch_stream_usage(&self, every: Duration) {
+        if usage::contains(&self.settings.name) {
+            return;
+        }
+        watched_streams();
+        usage::set(
+            &self.settings.name,
+            StreamUsage {
+                max_bytes: self.settings.max_bytes,
+                ..Default::default()
+            },
+        );
+        let bus = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match bus.stream().await {
+                    Ok(mut s) => match s.info().await {
+                        Ok(info) => {
+                            usage::set(
+                                &bus.settings.name,
+                                StreamUsage {
+                                    bytes: info.state.bytes,
+                                    messages: info.state.messages,
+                                    max_bytes: info.config.max_bytes,
+                                },
+                            );
+                        }
+                        Err(e) => debug!(error = %e, "stream info for the usage gauges"),
+                    },
+                    Err(e) => debug!(error = %e, "stream for the usage gauges"),
+                }
+            }
+        });
     }
 }
 

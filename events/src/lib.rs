@@ -8,6 +8,7 @@
 
 pub mod binding;
 pub mod bus;
+pub mod connect;
 pub mod envelope;
 pub mod event;
 pub mod ids;

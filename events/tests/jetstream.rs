@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 
 async fn bus(ts: &TestStream) -> EventBus {
     let bus = EventBus::connect(
-        &ts.nats_url,
+        &imagelib_events::connect::NatsConnect::new(&ts.nats_url),
         "test",
         StreamSettings::new(&ts.name, &ts.prefix),
     )

@@ -55,16 +55,25 @@ impl TestServer {
             admin_token: Some("test-admin-token".into()),
             // Test registries listen on loopback, which the guard denies by default.
             allow_networks: Some(imagelib_testkit::LOOPBACK_NETWORKS.into()),
+            // NATS reserves a stream's byte limit on disk; many test streams share a server.
+            stream_max_bytes: imagelib_events::bus::DEFAULT_TEST_MAX_BYTES,
             ..Default::default()
         }
     }
 
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Start with the test configuration changed by `edit` (e.g. another NATS server and
+    /// its credentials).
+    pub async fn start_with(edit: impl FnOnce(&mut CommonConfig)) -> anyhow::Result<Self> {
         imagelib_testkit::init_tracing();
         let stream = TestStream::new();
         let db = TestDb::new();
         let state = tempfile_dir::TempState::new();
-        let config = Self::config(&stream, &db, &state.0);
+        let mut config = Self::config(&stream, &db, &state.0);
+        edit(&mut config);
         let app =
             imagelib::serve::build(imagelib::serve::Configs::from_common(config.clone())).await?;
         let addr = app.local_addr();

@@ -46,7 +46,7 @@ fn python() -> PathBuf {
 async fn the_python_cloudevents_sdk_reads_our_events() {
     let ts = imagelib_testkit::TestStream::new();
     let bus = EventBus::connect(
-        &ts.nats_url,
+        &imagelib_events::connect::NatsConnect::new(&ts.nats_url),
         "interop",
         StreamSettings::new(&ts.name, &ts.prefix),
     )

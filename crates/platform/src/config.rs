@@ -15,8 +15,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct CommonConfig {
-    /// `IMAGELIB_NATS_URL`: one URL or a comma-separated list of cluster URLs.
+    /// `IMAGELIB_NATS_URL`: one URL or a comma-separated list of cluster URLs; may carry
+    /// `user:password@`.
     pub nats_url: String,
+    /// `IMAGELIB_NATS_CREDS`: a file with this process's NATS credentials (a `.creds`
+    /// file, an NKey seed, or `user:password`); anonymous without it.
+    pub nats_creds: Option<PathBuf>,
+    /// `IMAGELIB_NATS_CA`: PEM CA certificates; TLS to NATS is then required and verified.
+    pub nats_ca: Option<PathBuf>,
     /// `IMAGELIB_DATABASE_URL`: created if missing.
     pub database_url: String,
     /// `IMAGELIB_STREAM`: the JetStream stream name.
@@ -25,6 +31,8 @@ pub struct CommonConfig {
     pub subject_prefix: String,
     /// `IMAGELIB_STREAM_REPLICAS`: 3 in a NATS cluster.
     pub stream_replicas: usize,
+    /// `IMAGELIB_STREAM_MAX_BYTES`: the stream's byte limit; appends are refused beyond it.
+    pub stream_max_bytes: i64,
     /// `IMAGELIB_HTTP_ADDR`: where the HTTP API listens (each service has its own default).
     pub http_addr: Option<SocketAddr>,
     /// `IMAGELIB_MASTER_KEY_FILE`: the key that wraps every registry's data key.
@@ -61,10 +69,13 @@ impl Default for CommonConfig {
         let state = default_state_dir();
         CommonConfig {
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_creds: None,
+            nats_ca: None,
             database_url: "postgres://postgres@127.0.0.1:5432/imagelib".into(),
             stream: "IMAGELIB".into(),
             subject_prefix: "imagelib".into(),
             stream_replicas: 1,
+            stream_max_bytes: DEFAULT_STREAM_MAX_BYTES,
             http_addr: None,
             master_key_file: state.join("master.key"),
             admin_token: None,
@@ -90,13 +101,27 @@ pub fn default_state_dir() -> PathBuf {
     PathBuf::from(".imagelib")
 }
 
+/// 1 GiB: several hundred thousand events. NATS reserves it on disk when the stream is
+/// created; the `imagelib_stream_bytes` alert fires at 80 %.
+pub const DEFAULT_STREAM_MAX_BYTES: i64 = 1024 * 1024 * 1024;
+
 impl CommonConfig {
     pub fn stream_settings(&self) -> imagelib_events::bus::StreamSettings {
         imagelib_events::bus::StreamSettings {
             name: self.stream.clone(),
             subject_prefix: self.subject_prefix.clone(),
             replicas: self.stream_replicas,
+            max_bytes: self.stream_max_bytes,
             ..Default::default()
+        }
+    }
+
+    /// How this process reaches NATS.
+    pub fn nats_connect(&self) -> imagelib_events::connect::NatsConnect {
+        imagelib_events::connect::NatsConnect {
+            url: self.nats_url.clone(),
+            creds_file: self.nats_creds.clone(),
+            ca_file: self.nats_ca.clone(),
         }
     }
 
@@ -122,6 +147,12 @@ impl CommonConfig {
         if !(1..=5).contains(&self.stream_replicas) {
             return Err(ConfigError::Invalid(
                 "IMAGELIB_STREAM_REPLICAS must be between 1 and 5".into(),
+            ));
+        }
+        if self.stream_max_bytes < 1024 * 1024 && self.stream_max_bytes != -1 {
+            return Err(ConfigError::Invalid(
+                "IMAGELIB_STREAM_MAX_BYTES must be at least 1048576 (1 MiB), or -1 for no limit"
+                    .into(),
             ));
         }
         url::Url::parse(&self.database_url).map_err(|e| {

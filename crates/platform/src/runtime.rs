@@ -43,7 +43,7 @@ pub async fn connect(
 ) -> Result<Infra, StartupError> {
     common.validate()?;
     let bus = EventBus::connect(
-        &common.nats_url,
+        &common.nats_connect(),
         &format!("imagelib-{service}"),
         common.stream_settings(),
     )

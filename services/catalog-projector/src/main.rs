@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
             config.catalog.validate()?;
             config.catalog.keep_old_schema |= keep_old;
             let bus = imagelib_events::bus::EventBus::connect(
-                &config.common.nats_url,
+                &config.common.nats_connect(),
                 "imagelib-catalog-rebuild",
                 config.common.stream_settings(),
             )

@@ -42,6 +42,11 @@ pub async fn service_with(
     migrate(&infra.pool).await?;
     let tokens = Tokens::from_config(&config.common).map_err(|e| other(&e))?;
     let projection = Projection::new(infra.pool.clone());
+    // The catalog owns the stream's usage gauges: one series per stream, also in
+    // `imagelib serve`.
+    infra
+        .bus
+        .watch_stream_usage(std::time::Duration::from_secs(15));
     let readiness = Readiness::new();
     readiness.set("stream", true, None);
     readiness.set("database", true, None);

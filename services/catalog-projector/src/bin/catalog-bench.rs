@@ -119,7 +119,12 @@ async fn main() -> anyhow::Result<()> {
     let stream = StreamSettings::new(format!("CATBENCH_{id}"), format!("catbench{id}"));
     let db_name = format!("imagelib_bench_{id}");
     let db_url = with_database(&args.database_url, &db_name);
-    let bus = EventBus::connect(&args.nats_url, "catalog-bench", stream.clone()).await?;
+    let bus = EventBus::connect(
+        &imagelib_events::connect::NatsConnect::new(&args.nats_url),
+        "catalog-bench",
+        stream.clone(),
+    )
+    .await?;
     bus.ensure_stream().await?;
     println!(
         "catalog-bench: {} events over {} repositories; stream {}, database {}",
