@@ -29,6 +29,7 @@ fn every_metric_has_a_panel() {
         "imagelib_projector_lag",
         "imagelib_events_processed_total",
         "http_server_request_duration_seconds",
+        "imagelib_auth_failures_total",
     ] {
         assert!(
             exprs.iter().any(|e| e.contains(metric)),
