@@ -461,10 +461,21 @@ impl Transport {
             .ok_or_else(|| Error::protocol(realm, "the token endpoint's answer holds no token"))
     }
 
+    /// Plain HTTP only for an insecure registry, and only to its own host or a host its
+    /// configuration lists in `auth_hosts` (never a built-in token host).
     fn realm_may_receive_credentials(&self, realm: &Url) -> bool {
         match realm.scheme() {
             "https" => true,
-            "http" => self.config.url.insecure() && realm.host_str() == self.base.host_str(),
+            "http" => {
+                self.config.url.insecure()
+                    && (realm.host_str() == self.base.host_str()
+                        || realm.host_str().is_some_and(|h| {
+                            self.config
+                                .auth_hosts
+                                .iter()
+                                .any(|a| a.trim_end_matches('.').eq_ignore_ascii_case(h))
+                        }))
+            }
             _ => false,
         }
     }

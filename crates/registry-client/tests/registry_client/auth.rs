@@ -218,7 +218,7 @@ async fn credentials_never_go_to_a_plain_http_realm_on_another_host() -> anyhow:
     let cfg = config(&format!("localhost:{}", registry.port()), true);
     let client = RegistryClient::new(cfg, Credentials::basic("robot$scanner", PASSWORD))?;
     let err = client.tags(&repo("team/a")).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    assert_eq!(err.kind(), ErrorKind::RealmNotAllowed, "{err}");
     assert!(err.to_string().contains("token realm"), "{err}");
     assert!(registry.token_server().unwrap().requests().is_empty());
     Ok(())
