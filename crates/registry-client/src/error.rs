@@ -126,8 +126,10 @@ impl fmt::Display for Cap {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "blocked: {host} ({addr}) is in the denied network {network}; if this registry is \
-         meant to be reached, add {network} (or {addr}) to IMAGELIB_ALLOW_NETWORKS"
+        "blocked: {}{} is in the denied network {network}; if this registry is meant to be \
+         reached, add {network} (or {addr}) to IMAGELIB_ALLOW_NETWORKS",
+        .host,
+        resolved_to(.host, .addr)
     )]
     Blocked {
         host: String,
@@ -250,3 +252,12 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// ` (10.0.0.7)` after a name; nothing after an IP literal, which is its own address.
+fn resolved_to(host: &str, addr: &std::net::IpAddr) -> String {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    match literal.parse::<std::net::IpAddr>() {
+        Ok(_) => String::new(),
+        Err(_) => format!(" ({addr})"),
+    }
+}

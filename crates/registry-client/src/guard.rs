@@ -596,6 +596,13 @@ mod tests {
             g.check_url(&"https://registry.example/v2/".parse().unwrap())
                 .is_ok()
         );
+        assert_eq!(
+            g.check_url(&"http://10.20.0.7:5000/v2/".parse().unwrap())
+                .unwrap_err()
+                .to_string(),
+            "blocked: 10.20.0.7 is in the denied network 10.0.0.0/8; if this registry is meant \
+             to be reached, add 10.0.0.0/8 (or 10.20.0.7) to IMAGELIB_ALLOW_NETWORKS"
+        );
     }
 
     #[tokio::test]
@@ -607,7 +614,11 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Blocked, "{err}");
-        assert!(err.to_string().contains("localhost"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("blocked: localhost (127.0.0.1) is in the denied network 127.0.0.0/8"),
+            "{err}"
+        );
         let err = g
             .check_target(&"https://registry.imagelib.invalid/v2/".parse().unwrap(), t)
             .await
