@@ -183,52 +183,53 @@ impl RegistryClient {
                     });
                 Ok((names, link, reply.body.len() as u64))
             };
-            let link = match step.await {
-                Ok((names, link, size)) => {
-                    listing.pages += 1;
-                    bytes = bytes.saturating_add(size);
-                    let full = page_size > 0 && names.len() as u64 >= page_size;
-                    let last = names.last().cloned();
-                    let mut new = 0u64;
-                    let mut capped = None;
-                    for name in names {
-                        if names_seen.contains(&name) {
-                            continue;
-                        }
-                        if entries >= config.max_listing_items {
-                            capped = Some(Error::Capped {
-                                url: url.to_string(),
-                                cap: Cap::ListingItems,
-                                limit: config.max_listing_items,
-                            });
-                            break;
-                        }
-                        entries += 1;
-                        new += 1;
-                        match name.parse::<T>() {
-                            Ok(item) => listing.items.push(item),
-                            Err(_) if listing.skipped.len() < MAX_SKIPPED_KEPT => {
-                                listing.skipped.push(name.clone())
+            let link =
+                match step.await {
+                    Ok((names, link, size)) => {
+                        listing.pages += 1;
+                        bytes = bytes.saturating_add(size);
+                        let full = page_size > 0 && names.len() as u64 >= page_size;
+                        let last = names.last().cloned();
+                        let mut new = 0u64;
+                        let mut capped = None;
+                        for name in names {
+                            if names_seen.contains(&name) {
+                                continue;
                             }
-                            Err(_) => {}
+                            if entries >= config.max_listing_items {
+                                capped = Some(Error::Capped {
+                                    url: url.to_string(),
+                                    cap: Cap::ListingItems,
+                                    limit: config.max_listing_items,
+                                });
+                                break;
+                            }
+                            entries += 1;
+                            new += 1;
+                            match name.parse::<T>() {
+                                Ok(item) => listing.items.push(item),
+                                Err(_) if listing.skipped.len() < MAX_SKIPPED_KEPT => {
+                                    listing.skipped.push(name.clone())
+                                }
+                                Err(_) => {}
+                            }
+                            names_seen.insert(name);
                         }
-                        names_seen.insert(name);
-                    }
-                    match (capped, link) {
-                        (Some(e), _) => Err(e),
-                        (None, Err(e)) => Err(e),
-                        (None, Ok(Some(link))) => Ok(Some(Next::Link(link))),
-                        // The confirmation brought nothing new: the listing ends here.
-                        (None, Ok(None)) if confirming && new == 0 => Ok(None),
-                        (None, Ok(None)) if full => {
-                            Ok(last.map(|last| Next::Confirm(confirm_url(&first, page_size, &last))))
+                        match (capped, link) {
+                            (Some(e), _) => Err(e),
+                            // The confirmation brought nothing new (an empty page, or a registry
+                            // that ignores `last` and starts over): the listing ends here.
+                            (None, _) if confirming && new == 0 => Ok(None),
+                            (None, Err(e)) => Err(e),
+                            (None, Ok(Some(link))) => Ok(Some(Next::Link(link))),
+                            (None, Ok(None)) if full => Ok(last
+                                .map(|last| Next::Confirm(confirm_url(&first, page_size, &last)))),
+                            (None, Ok(None)) => Ok(None),
                         }
-                        (None, Ok(None)) => Ok(None),
                     }
-                }
-                Err(e) if listing.pages == 0 => return Err(e),
-                Err(e) => Err(e),
-            };
+                    Err(e) if listing.pages == 0 => return Err(e),
+                    Err(e) => Err(e),
+                };
             match link {
                 Ok(link) => next = link,
                 Err(e) => {

@@ -6,6 +6,7 @@
 
 pub mod forward_proxy;
 pub mod nats;
+pub mod hostile;
 pub mod proxy;
 pub mod registry;
 

@@ -84,6 +84,34 @@ pub struct ScannerConfig {
     pub agent_config: Option<PathBuf>,
     /// `IMAGELIB_SCANNER__AGENT_REGISTRY`: the registry id the agent YAML applies to.
     pub agent_registry: Option<RegistryId>,
+    /// `IMAGELIB_SCANNER__MAX_MANIFEST_BYTES`: the largest manifest or index read (the
+    /// OCI distribution spec suggests registries accept up to 4 MiB).
+    pub max_manifest_bytes: u64,
+    /// `IMAGELIB_SCANNER__MAX_CONFIG_BYTES`: the largest image config blob read.
+    pub max_config_bytes: u64,
+    /// `IMAGELIB_SCANNER__MAX_INDEX_CHILDREN`: the most platform manifests of one index
+    /// looked at.
+    pub max_index_children: usize,
+    /// `IMAGELIB_SCANNER__MAX_TAGS`: the most tags of one repository (and repositories of
+    /// one catalog) listed.
+    pub max_tags: u64,
+    /// `IMAGELIB_SCANNER__MAX_PAGES`: the most pages of one listing followed.
+    pub max_pages: u32,
+    /// `IMAGELIB_SCANNER__MAX_LISTING_BYTES`: the most bytes of one listing, all pages
+    /// together.
+    pub max_listing_bytes: u64,
+    /// `IMAGELIB_SCANNER__MAX_PAGE_BYTES`: the most bytes of one listing page.
+    pub max_page_bytes: u64,
+    /// `IMAGELIB_SCANNER__JOB_MAX_FAILURES`: a scan job that failed (or panicked) this many
+    /// times goes to the dead-letter subject `<prefix>.dlq.sync-scanner-jobs`.
+    pub job_max_failures: u32,
+    /// `IMAGELIB_SCANNER__JOB_MAX_DELIVER`: the jobs consumer's `max_deliver`, a hard
+    /// bound on deliveries of one job (a job waiting for a busy registry's lease is
+    /// delivered again every few seconds, so this is much larger than the failures).
+    pub job_max_deliver: i64,
+    /// `IMAGELIB_SCANNER__JOB_BACKOFF_SECS`: the first delay before a failed job runs
+    /// again; doubled on each failure, at most 5 minutes.
+    pub job_backoff_secs: u64,
 }
 
 impl Default for ScannerConfig {
@@ -107,6 +135,16 @@ impl Default for ScannerConfig {
             rules_debounce_ms: 2000,
             agent_config: None,
             agent_registry: None,
+            max_manifest_bytes: 4 << 20,
+            max_config_bytes: 4 << 20,
+            max_index_children: 256,
+            max_tags: 100_000,
+            max_pages: 1_000,
+            max_listing_bytes: 64 << 20,
+            max_page_bytes: 8 << 20,
+            job_max_failures: 5,
+            job_max_deliver: 1_000,
+            job_backoff_secs: 5,
         }
     }
 }
@@ -122,6 +160,13 @@ impl ScannerConfig {
 
     pub fn scan_timeout(&self) -> Duration {
         Duration::from_secs(self.scan_timeout_secs.max(1))
+    }
+
+    /// The delay before a job that failed `failures` times runs again.
+    pub fn job_backoff(&self, failures: u32) -> Duration {
+        let base = Duration::from_secs(self.job_backoff_secs.max(1));
+        base.saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+            .min(Duration::from_secs(300))
     }
 }
 

@@ -15,6 +15,12 @@
 //! a replica that died expires on its own. A replica that cannot renew its lease stops
 //! the scan. A job whose registry is leased by someone else goes back to the queue with a
 //! delay.
+//!
+//! No job is delivered forever: the consumer has a finite `max_deliver`, a job that fails
+//! (or panics) runs again after a doubling backoff, and after `job_max_failures` failures,
+//! on its last delivery, or when it cannot be read, it goes to the dead-letter subject
+//! `<prefix>.dlq.sync-scanner-jobs` of the event stream (with the reason in headers) and
+//! leaves the queue.
 
 use std::time::Duration;
 
@@ -56,6 +62,7 @@ pub struct Jobs {
     leases: kv::Store,
     holder: String,
     ttl: Duration,
+    max_deliver: i64,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -129,7 +136,20 @@ impl Jobs {
             leases,
             holder,
             ttl,
+            max_deliver: crate::config::ScannerConfig::default().job_max_deliver,
         })
+    }
+
+    /// The consumer's `max_deliver` (at least 2; a non-positive value means the default).
+    pub fn with_max_deliver(mut self, max_deliver: i64) -> Self {
+        if max_deliver > 0 {
+            self.max_deliver = max_deliver.max(2);
+        }
+        self
+    }
+
+    pub fn max_deliver(&self) -> i64 {
+        self.max_deliver
     }
 
     pub fn holder(&self) -> &str {
@@ -157,24 +177,28 @@ impl Jobs {
         Ok(!ack.duplicate)
     }
 
-    /// The shared durable consumer of the queue.
+    /// The shared durable consumer of the queue, created or updated to a finite
+    /// `max_deliver` (a consumer of an older version had none).
     pub async fn consumer(&self) -> Result<jetstream::consumer::Consumer<pull::Config>, JobsError> {
         let stream = self.js.get_stream(&self.stream_name).await.map_err(err)?;
-        stream
-            .get_or_create_consumer(
-                JOBS_CONSUMER,
-                pull::Config {
-                    durable_name: Some(JOBS_CONSUMER.into()),
-                    description: Some("sync-scanner replicas: scan jobs".into()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(60),
-                    max_deliver: -1,
-                    max_ack_pending: 10_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(err)
+        let config = pull::Config {
+            durable_name: Some(JOBS_CONSUMER.into()),
+            description: Some("sync-scanner replicas: scan jobs".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(60),
+            max_deliver: self.max_deliver,
+            max_ack_pending: 10_000,
+            ..Default::default()
+        };
+        if let Ok(mut existing) = stream.get_consumer::<pull::Config>(JOBS_CONSUMER).await
+            && existing
+                .info()
+                .await
+                .is_ok_and(|i| i.config.max_deliver == self.max_deliver)
+        {
+            return Ok(existing);
+        }
+        stream.create_consumer(config).await.map_err(err)
     }
 
     /// Jobs waiting (not yet delivered, or delivered and not acknowledged).

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, message::AckKind};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use imagelib_events::bus::EventBus;
 use imagelib_events::model::SyncReason;
 use imagelib_events::{Aggregate, RegistryId, RepositoryName};
@@ -39,6 +39,8 @@ pub struct Runner {
     pub config: ScannerConfig,
     /// Repository scans that completed, by when they started (coalesces webhook bursts).
     recent: Mutex<HashMap<(RegistryId, RepositoryName), DateTime<Utc>>>,
+    /// Failures of the jobs this process ran, by their stream sequence.
+    failures: Mutex<HashMap<u64, u32>>,
 }
 
 impl Runner {
@@ -58,6 +60,7 @@ impl Runner {
             readiness,
             config,
             recent: Mutex::default(),
+            failures: Mutex::default(),
         })
     }
 
@@ -158,8 +161,9 @@ impl Runner {
         let job: Job = match serde_json::from_slice(&msg.payload) {
             Ok(j) => j,
             Err(e) => {
-                tracing::warn!(error = %e, "unreadable scan job dropped");
-                let _ = msg.ack_with(AckKind::Term).await;
+                tracing::warn!(error = %e, "unreadable scan job dead-lettered");
+                self.dead_letter(&msg, &format!("the job is not readable: {e}"))
+                    .await;
                 return;
             }
         };
@@ -175,13 +179,13 @@ impl Runner {
                     tracing::info!(registry = %id, "scan job for an unknown or removed registry dropped");
                     let _ = msg.ack().await;
                 } else {
-                    nak(&msg, Some(Duration::from_secs(1))).await;
+                    self.requeue(&msg, Some(Duration::from_secs(1))).await;
                 }
                 return;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "store unavailable; job retried");
-                nak(&msg, Some(Duration::from_secs(2))).await;
+                self.requeue(&msg, Some(Duration::from_secs(2))).await;
                 return;
             }
         }
@@ -197,7 +201,7 @@ impl Runner {
                 // milliseconds and a whole registry minutes, so start short and double
                 // (25 ms, 50 ms, … up to 5 s): a fixed 250 ms step made every push that
                 // met another scan of its registry wait a quarter of a second or more.
-                nak(
+                self.requeue(
                     &msg,
                     Some(lease_busy_delay(msg.info().map(|i| i.delivered).ok())),
                 )
@@ -206,13 +210,13 @@ impl Runner {
             }
             Err(e) => {
                 tracing::warn!(registry = %id, error = %e, "lease unavailable; job retried");
-                nak(&msg, Some(Duration::from_secs(2))).await;
+                self.requeue(&msg, Some(Duration::from_secs(2))).await;
                 return;
             }
         };
         if !self.caught_up(id, &cancel).await {
             self.jobs.release(lease).await;
-            nak(&msg, Some(Duration::from_secs(1))).await;
+            self.requeue(&msg, Some(Duration::from_secs(1))).await;
             return;
         }
         if self.served(&job).await {
@@ -242,15 +246,30 @@ impl Runner {
         let traceparent = job.traceparent.as_deref().and_then(|t| t.parse().ok());
         let started = Utc::now();
         let scan = async {
-            let r = self
-                .scanner
-                .scan(&job.request, traceparent, &scan_cancel)
-                .await;
+            let r = std::panic::AssertUnwindSafe(self.scanner.scan(
+                &job.request,
+                traceparent,
+                &scan_cancel,
+            ))
+            .catch_unwind()
+            .await;
             done.cancel();
             r
         };
         let (lease, result) = tokio::join!(renew, scan);
         self.jobs.release(lease).await;
+        let result = match result {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(registry = %id, panic = %what, "the scan panicked");
+                Err(format!("the scan panicked: {what}"))
+            }
+        };
         match result {
             Ok(outcome) => {
                 if let (Outcome::Completed(c), Some(repo)) = (&outcome, &job.request.repository)
@@ -261,14 +280,79 @@ impl Runner {
                 }
                 if cancel.is_cancelled() {
                     // Stopping: another replica (or the next start) does it again.
-                    nak(&msg, None).await;
+                    self.requeue(&msg, None).await;
                 } else {
                     let _ = msg.double_ack().await;
                 }
             }
+            Err(e) => self.failed(&msg, &e).await,
+        }
+    }
+
+    /// A job that failed: again after a backoff, or to the dead-letter subject after
+    /// `job_max_failures` failures or on its last delivery.
+    async fn failed(&self, msg: &jetstream::Message, error: &str) {
+        let info = msg.info().ok();
+        let sequence = info.as_ref().map(|i| i.stream_sequence).unwrap_or(0);
+        let delivered = info.as_ref().map(|i| i.delivered).unwrap_or(1);
+        let failures = match self.failures.lock() {
+            Ok(mut f) => {
+                let n = f.entry(sequence).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 1,
+        };
+        match job_disposition(&self.config, self.jobs.max_deliver(), failures, delivered) {
+            Some(delay) => {
+                tracing::warn!(error, failures, ?delay, "scan could not run; job retried");
+                nak(msg, Some(delay)).await;
+            }
+            None => {
+                tracing::error!(error, failures, delivered, "scan job failed for good; dead-lettered");
+                self.dead_letter(msg, error).await;
+            }
+        }
+    }
+
+    /// Puts a job back (it could not run yet), unless this was its last delivery: then it
+    /// is dead-lettered rather than dropped silently by the consumer.
+    async fn requeue(&self, msg: &jetstream::Message, delay: Option<Duration>) {
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+        let max = self.jobs.max_deliver();
+        if max > 0 && delivered >= max {
+            self.dead_letter(msg, &format!("delivered {delivered} times without running"))
+                .await;
+        } else {
+            nak(msg, delay).await;
+        }
+    }
+
+    /// Moves a job to `<prefix>.dlq.sync-scanner-jobs` and off the queue.
+    async fn dead_letter(&self, msg: &jetstream::Message, error: &str) {
+        let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        match self
+            .bus
+            .dead_letter(
+                crate::jobs::JOBS_CONSUMER,
+                msg.subject.as_str(),
+                sequence,
+                msg.headers.as_ref(),
+                msg.payload.clone(),
+                error,
+            )
+            .await
+        {
+            Ok(_) => {
+                let _ = msg.ack_with(AckKind::Term).await;
+                if let Ok(mut f) = self.failures.lock() {
+                    f.remove(&sequence);
+                }
+            }
             Err(e) => {
-                tracing::warn!(registry = %id, error = %e, "scan could not run; job retried");
-                nak(&msg, Some(Duration::from_secs(5))).await;
+                // Not lost: redelivered (max_deliver still bounds it).
+                tracing::error!(error = %e, "dead-lettering a scan job failed");
+                nak(msg, Some(Duration::from_secs(5))).await;
             }
         }
     }
@@ -374,6 +458,19 @@ impl Runner {
         }
         Ok(())
     }
+}
+
+/// What to do with a job that failed `failures` times in `delivered` deliveries: run it
+/// again after the returned delay, or (`None`) dead-letter it.
+fn job_disposition(
+    config: &ScannerConfig,
+    max_deliver: i64,
+    failures: u32,
+    delivered: i64,
+) -> Option<Duration> {
+    let last_delivery = max_deliver > 0 && delivered >= max_deliver;
+    (failures < config.job_max_failures.max(1) && !last_delivery)
+        .then(|| config.job_backoff(failures))
 }
 
 /// The redelivery delay of a job whose registry is being scanned, after its
@@ -529,6 +626,29 @@ mod tests {
         assert_eq!(
             next_due(&config, &r, Some(&scan), now).timestamp(),
             start.timestamp() + 100
+        );
+    }
+
+    #[test]
+    fn failed_jobs_back_off_then_go_to_the_dead_letter_subject() {
+        let config = ScannerConfig {
+            job_max_failures: 3,
+            job_backoff_secs: 5,
+            ..Default::default()
+        };
+        let secs = |f, d| job_disposition(&config, 100, f, d).map(|d| d.as_secs());
+        assert_eq!(secs(1, 1), Some(5));
+        assert_eq!(secs(2, 7), Some(10));
+        assert_eq!(secs(3, 9), None, "third failure: dead letter");
+        assert_eq!(secs(1, 100), None, "the last delivery: dead letter");
+        let long = ScannerConfig {
+            job_max_failures: 100,
+            ..config
+        };
+        assert_eq!(
+            job_disposition(&long, 1_000, 40, 40),
+            Some(Duration::from_secs(300)),
+            "capped at 5 minutes, no overflow"
         );
     }
 

@@ -18,6 +18,14 @@
 //!   to the next scan (`rate_limited`), 5xx are retried by the client with backoff, and
 //!   the whole scan is bounded by a timeout (what it found until then is kept; it ends
 //!   `partial`).
+//! - A hostile registry: every listing, manifest, index and config blob is capped
+//!   ([`ScannerConfig`]); a repository that hits a cap stops there, removes nothing, and
+//!   is named in `sync.completed`'s `incomplete` with the reason, while the other
+//!   repositories go on. A `404` on `tags/list` of a repository with known tags is not
+//!   believed at once (registries answer it transiently): the repository is reported
+//!   `missing`, and its tags go only when the next scan finds it missing again, or a
+//!   complete `_catalog` no longer lists it. A `401` on `_catalog` is taken like a `403`:
+//!   the registry's explicit repositories and the rules' exact names are still scanned.
 //!
 //! Image event ids are derived from the fact (registry, repository, tag, old and new
 //! digest, and the sequence of the tag's previous event), so a scan that crashed after
@@ -34,14 +42,14 @@ use imagelib_events::bus::EventBus;
 use imagelib_events::event::{
     SyncCompleted, SyncFailed, SyncStarted, TagDiscovered, TagMoved, TagRemoved,
 };
-use imagelib_events::model::{ImageDetails, RuleKind, SyncReason};
+use imagelib_events::model::{ImageDetails, IncompleteReason, IncompleteScan, RuleKind, SyncReason};
 use imagelib_events::{
     Digest, Envelope, EventId, EventPayload, RegistryId, RepositoryName, SyncId, Tag, TraceParent,
 };
 use imagelib_rules::RuleSetIndex;
 use imagelib_secrets::Vault;
 use registry_client::{
-    ErrorKind, ImageInspection, InspectOptions, NetworkGuard, ProviderEndpoints, Reference,
+    Cap, ErrorKind, ImageInspection, InspectOptions, NetworkGuard, ProviderEndpoints, Reference,
     RegistryClient, RegistryConfig,
 };
 use tokio_util::sync::CancellationToken;
@@ -116,6 +124,8 @@ struct Tally {
     partial: bool,
     rate_limited: BTreeSet<RepositoryName>,
     errors: Vec<String>,
+    incomplete: Vec<IncompleteScan>,
+    incomplete_more: u64,
 }
 
 impl Tally {
@@ -124,6 +134,45 @@ impl Tally {
         if self.errors.len() < 20 {
             self.errors.push(what);
         }
+    }
+
+    /// Records why `repository` (or the catalog) is incomplete, once per pair and at most
+    /// [`SyncCompleted::MAX_INCOMPLETE`] entries (the rest are counted).
+    fn incomplete(&mut self, repository: Option<&RepositoryName>, reason: IncompleteReason) {
+        self.partial = true;
+        let entry = IncompleteScan {
+            repository: repository.cloned(),
+            reason,
+        };
+        if self.incomplete.contains(&entry) {
+            return;
+        }
+        if self.incomplete.len() < SyncCompleted::MAX_INCOMPLETE {
+            self.incomplete.push(entry);
+        } else {
+            self.incomplete_more = self.incomplete_more.saturating_add(1);
+        }
+    }
+}
+
+/// Why a registry error leaves a repository incomplete.
+fn reason_of(e: &registry_client::Error) -> IncompleteReason {
+    match e.cap() {
+        Some(Cap::ManifestBytes) => IncompleteReason::ManifestTooLarge,
+        Some(Cap::ConfigBytes) => IncompleteReason::ConfigTooLarge,
+        Some(Cap::IndexChildren) => IncompleteReason::TooManyIndexChildren,
+        Some(Cap::ListingItems) => IncompleteReason::TooManyTags,
+        Some(Cap::ListingPages) => IncompleteReason::TooManyPages,
+        Some(Cap::ListingBytes) => IncompleteReason::ListingTooLarge,
+        None => match e.kind() {
+            ErrorKind::RateLimited => IncompleteReason::RateLimited,
+            ErrorKind::Protocol | ErrorKind::DigestMismatch | ErrorKind::NotARegistry => {
+                IncompleteReason::Protocol
+            }
+            ErrorKind::BudgetExhausted => IncompleteReason::BudgetExhausted,
+            ErrorKind::Timeout => IncompleteReason::Timeout,
+            _ => IncompleteReason::Error,
+        },
     }
 }
 
@@ -136,6 +185,8 @@ struct Ctx<'a> {
     tally: &'a Mutex<Tally>,
     traceparent: Option<TraceParent>,
     cancel: &'a CancellationToken,
+    /// Repositories the previous scan found missing (`404` on `tags/list`).
+    missing_before: HashSet<RepositoryName>,
 }
 
 impl Scanner {
@@ -224,6 +275,10 @@ impl Scanner {
             elapsed_ms = t_client.elapsed().as_millis() as u64,
             "client and rules ready"
         );
+        let missing_before = match s.store.scan(registry.id).await {
+            Ok(record) => missing_in(record.as_ref()),
+            Err(e) => return s.fail(&registry, sync_id, e.to_string(), traceparent).await,
+        };
         let ctx = Ctx {
             scanner: s,
             registry: &registry,
@@ -232,6 +287,7 @@ impl Scanner {
             tally: &tally,
             traceparent,
             cancel,
+            missing_before,
         };
         let body = ctx.run(request.repository.as_ref());
         // The body also watches `cancel` and winds down early; an interrupted scan is
@@ -247,6 +303,7 @@ impl Scanner {
                 Err(_) => {
                     let mut t = tally.lock();
                     t.error(format!("the scan took longer than {}s and was cut", s.config.scan_timeout().as_secs()));
+                    t.incomplete(None, IncompleteReason::Timeout);
                     Ok(())
                 }
             },
@@ -271,8 +328,8 @@ impl Scanner {
                     duration_ms: started.elapsed().as_millis() as u64,
                     partial: t.partial || !t.rate_limited.is_empty(),
                     rate_limited: t.rate_limited.into_iter().collect(),
-                    incomplete: vec![],
-                    incomplete_more: 0,
+                    incomplete: t.incomplete,
+                    incomplete_more: t.incomplete_more,
                 };
                 tracing::info!(registry = %registry.id, %sync_id, added = completed.added, moved = completed.moved, removed = completed.removed, requests, partial = completed.partial, "scan completed");
                 s.emit(completed.clone(), None, traceparent).await?;
@@ -334,7 +391,15 @@ impl Inner {
         config.page_size = c.page_size;
         config.request_timeout = Duration::from_secs(c.request_timeout_secs.max(1));
         config.retry.max_retry_after = Duration::from_secs(c.max_retry_after_secs);
+        config.max_manifest_bytes = c.max_manifest_bytes;
+        config.max_blob_bytes = c.max_config_bytes;
+        config.max_index_children = c.max_index_children;
+        config.max_listing_items = c.max_tags;
+        config.max_pages = c.max_pages;
+        config.max_listing_bytes = c.max_listing_bytes;
+        config.max_page_bytes = c.max_page_bytes;
         config.guard = self.guard.clone();
+        config.auth_hosts = registry.auth_hosts.clone();
         config.user_agent = concat!("imagelib-sync-scanner/", env!("CARGO_PKG_VERSION")).into();
         let provider = crate::credentials::provider(
             &self.vault,
@@ -354,6 +419,28 @@ impl Inner {
 /// How a registry client error is handled in a scan.
 fn is_rate_limited(e: &registry_client::Error) -> bool {
     e.kind() == ErrorKind::RateLimited
+}
+
+/// Ends a repository's scan where it is, and removes nothing of it: a cap (the registry
+/// is hostile or runaway) or a rate limit beyond the wait cap.
+fn stops_repository(e: &registry_client::Error) -> bool {
+    is_rate_limited(e) || e.cap().is_some()
+}
+
+/// The repositories a scan's `sync.completed` reported missing.
+fn missing_in(record: Option<&crate::store::ScanRecord>) -> HashSet<RepositoryName> {
+    let Some(summary) = record.and_then(|r| r.last_summary.clone()) else {
+        return HashSet::new();
+    };
+    let Ok(completed) = serde_json::from_value::<SyncCompleted>(summary) else {
+        return HashSet::new();
+    };
+    completed
+        .incomplete
+        .into_iter()
+        .filter(|i| i.reason == IncompleteReason::Missing)
+        .filter_map(|i| i.repository)
+        .collect()
 }
 
 impl Ctx<'_> {
@@ -399,11 +486,12 @@ impl Ctx<'_> {
             .map(|repo| {
                 Box::pin(async move {
                     if self.cancel.is_cancelled() {
-        config.auth_hosts = registry.auth_hosts.clone();
                         return;
                     }
                     if let Err(e) = self.repository(&repo).await {
-                        self.tally().error(format!("{repo}: {e}"));
+                        let mut t = self.tally();
+                        t.error(format!("{repo}: {e}"));
+                        t.incomplete(Some(&repo), IncompleteReason::Error);
                     }
                 }) as Task<'_>
             })
@@ -434,19 +522,38 @@ impl Ctx<'_> {
                         .as_ref()
                         .map(|e| e.to_string())
                         .unwrap_or_else(|| "the catalog listing was cut".into());
-                    self.tally().error(format!("_catalog: {why}"));
+                    let reason = listing
+                        .error
+                        .as_ref()
+                        .map(reason_of)
+                        .unwrap_or(IncompleteReason::Error);
+                    let mut t = self.tally();
+                    t.error(format!("_catalog: {why}"));
+                    t.incomplete(None, reason);
                 }
                 Ok((listing.items, listing.complete))
             }
             Err(e) => match e.kind() {
-                // No usable `_catalog` (Docker Hub, GHCR, ECR without the permission): the
-                // rules' exact names, and nothing else is known to exist or not.
+                // No usable `_catalog` (Docker Hub, GHCR, ECR without the permission; a
+                // plain 401 from registries that do not say 403): the rules' exact
+                // names, and nothing else is known to exist or not.
                 ErrorKind::Forbidden | ErrorKind::NotFound => {
                     tracing::info!(registry = %registry.id, error = %e, "no usable _catalog; scanning the rules' exact repositories");
                     Ok((exact.into_iter().collect(), false))
                 }
-                ErrorKind::RateLimited => {
-                    self.tally().error(format!("_catalog: {e}"));
+                // Some registries say 401 where they mean 403; the credentials are fine
+                // when `/v2/` accepts them, otherwise the scan fails as unauthorized.
+                ErrorKind::Unauthorized => match self.client.ping().await {
+                    Ok(_) => {
+                        tracing::info!(registry = %registry.id, error = %e, "_catalog answered 401 to valid credentials; scanning the rules' exact repositories");
+                        Ok((exact.into_iter().collect(), false))
+                    }
+                    Err(_) => Err(e.to_string()),
+                },
+                _ if e.kind() == ErrorKind::RateLimited || e.cap().is_some() => {
+                    let mut t = self.tally();
+                    t.error(format!("_catalog: {e}"));
+                    t.incomplete(None, reason_of(&e));
                     Ok((exact.into_iter().collect(), false))
                 }
                 _ => Err(e.to_string()),
@@ -500,11 +607,21 @@ impl Ctx<'_> {
         let listing = match listing {
             Ok(l) => l,
             Err(e) if is_rate_limited(&e) => {
-                self.tally().rate_limited.insert(repo.clone());
+                let mut t = self.tally();
+                t.rate_limited.insert(repo.clone());
+                t.incomplete(Some(repo), IncompleteReason::RateLimited);
                 return Ok(());
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                // The repository does not exist (any more): no tags, for sure.
+                let has_tags = known.values().any(|k| k.present);
+                if has_tags && !self.missing_before.contains(repo) {
+                    // Registries answer 404 transiently (a replica behind, a storage
+                    // hiccup): believed only when the next scan sees it again.
+                    tracing::info!(registry = %registry.id, repository = %repo, "tags/list answered 404; the repository is marked missing, its tags stay until the next scan agrees");
+                    self.tally().incomplete(Some(repo), IncompleteReason::Missing);
+                    return Ok(());
+                }
+                // Missing twice in a row (or nothing known): no tags, for sure.
                 registry_client::Listing {
                     items: Vec::new(),
                     complete: true,
@@ -514,16 +631,25 @@ impl Ctx<'_> {
                 }
             }
             Err(e) => {
-                self.tally().error(format!("{repo}: tags/list: {e}"));
+                let mut t = self.tally();
+                t.error(format!("{repo}: tags/list: {e}"));
+                t.incomplete(Some(repo), reason_of(&e));
                 return Ok(());
             }
         };
         let complete = listing.complete;
         if let Some(e) = &listing.error {
+            let mut t = self.tally();
             if is_rate_limited(e) {
-                self.tally().rate_limited.insert(repo.clone());
+                t.rate_limited.insert(repo.clone());
             } else {
-                self.tally().error(format!("{repo}: tags/list: {e}"));
+                t.error(format!("{repo}: tags/list: {e}"));
+            }
+            t.incomplete(Some(repo), reason_of(e));
+            if stops_repository(e) {
+                // A cap (or a long rate limit): the repository ends here, and what its
+                // listing showed so far is not announced either.
+                return Ok(());
             }
         }
         let tags = listing.items;
@@ -541,13 +667,28 @@ impl Ctx<'_> {
         let concurrency = self.scanner.config.max_concurrency.max(1) * 4;
         let handle = |tag: &Tag, result: Result<(), TagError>| match result {
             Ok(()) => {}
-            Err(TagError::Registry(e)) if is_rate_limited(&e) => {
+            Err(TagError::Registry(e)) if stops_repository(&e) => {
                 deferred.store(true, std::sync::atomic::Ordering::Relaxed);
-                self.tally().rate_limited.insert(repo.clone());
+                let mut t = self.tally();
+                if is_rate_limited(&e) {
+                    t.rate_limited.insert(repo.clone());
+                } else {
+                    t.error(format!("{repo}:{tag}: {e}"));
+                }
+                t.incomplete(Some(repo), reason_of(&e));
             }
             // Deleted between the listing and now: the next scan removes it.
             Err(TagError::Registry(e)) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => self.tally().error(format!("{repo}:{tag}: {e}")),
+            Err(TagError::Registry(e)) => {
+                let mut t = self.tally();
+                t.error(format!("{repo}:{tag}: {e}"));
+                t.incomplete(Some(repo), reason_of(&e));
+            }
+            Err(e) => {
+                let mut t = self.tally();
+                t.error(format!("{repo}:{tag}: {e}"));
+                t.incomplete(Some(repo), IncompleteReason::Error);
+            }
         };
         let stop =
             || deferred.load(std::sync::atomic::Ordering::Relaxed) || self.cancel.is_cancelled();
@@ -607,7 +748,8 @@ impl Ctx<'_> {
         if let Err(e) = cache.flush(store).await {
             tracing::warn!(error = %e, "content cache not written");
         }
-        if complete && !self.cancel.is_cancelled() {
+        let stopped = deferred.load(std::sync::atomic::Ordering::Relaxed);
+        if complete && !stopped && !self.cancel.is_cancelled() {
             for (tag, k) in known.iter().filter(|(_, k)| k.present) {
                 if !selected_names.contains(tag) {
                     self.remove(repo, tag, k).await?;

@@ -58,7 +58,8 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
     let holder = format!("{}#{}", scanner.actor(), uuid::Uuid::new_v4().simple());
     let jobs = Jobs::open(&infra.bus, holder, sc.lease_ttl())
         .await
-        .map_err(|e| other(&e))?;
+        .map_err(|e| other(&e))?
+        .with_max_deliver(sc.job_max_deliver);
 
     let readiness = Readiness::new();
     readiness.set("stream", true, None);

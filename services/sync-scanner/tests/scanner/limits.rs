@@ -1,4 +1,4 @@
-//! A good citizen under limits: `429` defers a repository, a cut listing removes nothing,
+//! A good citizen under limits: `429` defers the registry's repositories, a cut listing removes nothing,
 //! and a dead registry never holds up another.
 
 use std::sync::Arc;
@@ -59,22 +59,33 @@ async fn a_rate_limited_repository_is_deferred_not_emptied() -> anyhow::Result<(
     registry.delete_tag("lim/b", "1.0").await?;
     limited.store(true, Ordering::SeqCst);
     let (done, events) = env.scan_ok(id, None).await;
-    assert_eq!(summary(&events), pairs(&[("discovered", "lim/a:2.0")]));
     assert!(done.partial);
+    // The `Retry-After` pauses every request to the registry, not only b's: a repository
+    // whose turn came after it is deferred too (a's may have come before).
     let deferred: Vec<&str> = done.rate_limited.iter().map(|r| r.as_str()).collect();
-    assert_eq!(deferred, vec!["lim/b", "lim/c"]);
+    assert!(
+        deferred.ends_with(&["lim/b", "lim/c"]),
+        "{deferred:?}"
+    );
+    let a_deferred = deferred.contains(&"lim/a");
+    if a_deferred {
+        assert!(events.is_empty(), "{:?}", summary(&events));
+    } else {
+        assert_eq!(summary(&events), pairs(&[("discovered", "lim/a:2.0")]));
+    }
 
     // The next cycle, without the limit, catches up: b's deleted tag goes only now.
     limited.store(false, Ordering::SeqCst);
     let (done, events) = env.scan_ok(id, None).await;
-    assert_eq!(
-        summary(&events),
-        pairs(&[
-            ("discovered", "lim/b:2.0"),
-            ("discovered", "lim/c:2.0"),
-            ("removed", "lim/b:1.0"),
-        ])
-    );
+    let mut expected = vec![
+        ("discovered", "lim/b:2.0"),
+        ("discovered", "lim/c:2.0"),
+        ("removed", "lim/b:1.0"),
+    ];
+    if a_deferred {
+        expected.push(("discovered", "lim/a:2.0"));
+    }
+    assert_eq!(summary(&events), pairs(&expected));
     assert!(!done.partial && done.rate_limited.is_empty());
     Ok(())
 }
@@ -117,7 +128,7 @@ async fn a_partial_listing_removes_nothing() -> anyhow::Result<()> {
     broken.store(false, Ordering::SeqCst);
     let (done, events) = env.scan_ok(id, None).await;
     assert_eq!(summary(&events), pairs(&[("removed", "paged/app:1.4")]));
-    assert!(!done.partial);
+    assert!(!done.partial, "{:?}", done.incomplete);
     Ok(())
 }
 

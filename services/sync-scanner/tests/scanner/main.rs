@@ -6,6 +6,7 @@
 mod access;
 mod common;
 mod discovery;
+mod guard;
 mod limits;
 use imagelib_testkit::proxy;
 mod restart;
