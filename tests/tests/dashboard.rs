@@ -30,6 +30,8 @@ fn every_metric_has_a_panel() {
         "imagelib_events_processed_total",
         "http_server_request_duration_seconds",
         "imagelib_auth_failures_total",
+        "imagelib_stream_bytes",
+        "imagelib_stream_max_bytes",
     ] {
         assert!(
             exprs.iter().any(|e| e.contains(metric)),
