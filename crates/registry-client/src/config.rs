@@ -187,9 +187,13 @@ pub struct RegistryConfig {
     /// Requests this client may make in its lifetime (token requests included).
     pub request_budget: Option<u64>,
     pub user_agent: String,
-    /// An explicit proxy for every request; otherwise the `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`
-    /// environment is honoured. Through a proxy the guard can only check IP-literal hosts.
+    /// An explicit proxy for every request; otherwise the `HTTPS_PROXY`/`HTTP_PROXY`/
+    /// `ALL_PROXY`/`NO_PROXY` environment is honoured. Either way the guard resolves and
+    /// checks each request's host before sending it (the proxy resolves it, not our
+    /// resolver); the proxy's own address is not checked.
     pub proxy: Option<String>,
+    /// Where requests may go: [`NetworkGuard::default`] denies loopback and private
+    /// networks, so a registry on one needs [`NetworkGuard::from_lists`] with an allow list.
     pub guard: NetworkGuard,
     pub retry: RetryPolicy,
     pub max_manifest_bytes: u64,
