@@ -7,6 +7,7 @@ mod access;
 mod common;
 mod discovery;
 mod guard;
+mod hostile;
 mod limits;
 use imagelib_testkit::proxy;
 mod restart;
