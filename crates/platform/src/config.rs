@@ -221,6 +221,44 @@ mod tests {
     }
 
     #[test]
+    fn nats_credentials_and_stream_limit_from_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("IMAGELIB_NATS_URL", "nats://svc:s3cr3t@10.0.0.1:4222");
+            jail.set_env("IMAGELIB_NATS_CREDS", "/run/secrets/nats.creds");
+            jail.set_env("IMAGELIB_NATS_CA", "/etc/nats/ca.pem");
+            jail.set_env("IMAGELIB_STREAM_MAX_BYTES", "2147483648");
+            let c: CommonConfig = load().map_err(|e| e.to_string())?;
+            let nats = c.nats_connect();
+            assert_eq!(
+                nats.creds_file.as_deref(),
+                Some(std::path::Path::new("/run/secrets/nats.creds"))
+            );
+            assert_eq!(
+                nats.ca_file.as_deref(),
+                Some(std::path::Path::new("/etc/nats/ca.pem"))
+            );
+            assert!(!format!("{nats:?}").contains("s3cr3t"));
+            assert_eq!(c.stream_settings().max_bytes, 2 * 1024 * 1024 * 1024);
+            assert!(c.validate().is_ok());
+            Ok(())
+        });
+        let tiny = CommonConfig {
+            stream_max_bytes: 1000,
+            ..Default::default()
+        };
+        assert!(tiny.validate().is_err());
+        let unlimited = CommonConfig {
+            stream_max_bytes: -1,
+            ..Default::default()
+        };
+        assert!(unlimited.validate().is_ok());
+        assert_eq!(
+            CommonConfig::default().stream_settings().max_bytes,
+            DEFAULT_STREAM_MAX_BYTES
+        );
+    }
+
+    #[test]
     fn validation_refuses_bad_names() {
         let c = CommonConfig {
             stream: "a.b".into(),
