@@ -421,6 +421,17 @@ async fn imagelib_serve_runs_as_the_all_in_one_user() {
     let reader = s.bus("reader").await;
     let subject = format!("{}.registry.{id}.registered", s.settings.subject_prefix);
     assert!(in_stream(&reader, &subject).await);
+    // The reader replays the stream as `imagelib events tail` does.
+    let mut replay = reader.replay(1, None, None).await.unwrap();
+    let mut types = Vec::new();
+    while let Some(item) = replay.next().await {
+        let item = item.unwrap();
+        types.push(item.event.unwrap().event_type().to_owned());
+    }
+    assert!(
+        types.contains(&"io.imagelib.registry.registered.v1".to_owned()),
+        "{types:?}"
+    );
     server.stop().await.unwrap();
 }
 
