@@ -5,6 +5,7 @@
 
 mod access;
 mod common;
+mod custody;
 mod discovery;
 mod guard;
 mod hostile;
