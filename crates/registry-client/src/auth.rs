@@ -298,8 +298,11 @@ impl TokenResponse {
                     .ok()
             })
             .unwrap_or_default();
-        let margin = (lifetime / 5).min(Duration::from_secs(30));
-        let usable = lifetime.saturating_sub(age).saturating_sub(margin);
+        // An `issued_at` far in the past (or a wrong clock) never makes a token
+        // single-use: whatever it says, a token is kept for the minimum lifetime.
+        let remaining = lifetime.saturating_sub(age).max(MIN_TOKEN_LIFETIME);
+        let margin = (remaining / 5).min(Duration::from_secs(30));
+        let usable = remaining.saturating_sub(margin);
         let now = Instant::now();
         Some(IssuedToken {
             token: SecretString::from(token),
@@ -409,7 +412,7 @@ mod tests {
         ))
         .unwrap();
         let t = r.into_issued().unwrap();
-        assert!(t.refresh_at <= Instant::now() + Duration::from_secs(20));
+        assert!(t.refresh_at <= Instant::now() + Duration::from_secs(24));
 
         let r: TokenResponse = serde_json::from_str(r#"{"token":""}"#).unwrap();
         assert!(r.into_issued().is_none());
@@ -451,7 +454,9 @@ mod tests {
             ))
             .unwrap();
             let t = r.into_issued().unwrap();
-            assert!(t.refresh_at <= Instant::now() + day, "{issued}");
+            let left = t.refresh_at.saturating_duration_since(Instant::now());
+            assert!(left <= day, "{issued}: {left:?}");
+            assert!(left >= Duration::from_secs(20), "never single-use: {left:?}");
         }
     }
 

@@ -4,6 +4,7 @@
 mod auth;
 mod common;
 mod faults;
+mod hostile;
 mod network;
 mod open;
 use imagelib_testkit::proxy;
