@@ -57,9 +57,12 @@ async fn receive(
         .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned())
         .ok_or_else(unauthorized)?;
     let registry = app.live(id).await.map_err(|_| unauthorized())?;
+    // A secret that cannot be opened (lost master key) is logged and marked by the app;
+    // the sender only learns that it was not let in.
     let secret = app
         .webhook_secret(&registry)
-        .await?
+        .await
+        .map_err(|_| unauthorized())?
         .ok_or_else(unauthorized)?;
     if !imagelib_secrets::constant_time_eq(presented.as_bytes(), secret.expose_secret().as_bytes())
     {
