@@ -228,7 +228,7 @@ impl Error {
     }
 
     /// A body over its size cap, said as the cap of what was being read.
-    pub(crate) fn as_cap(self, cap: Cap) -> Self {
+    pub(crate) fn into_cap(self, cap: Cap) -> Self {
         match self {
             Error::TooLarge { url, limit } => Error::Capped { url, cap, limit },
             other => other,

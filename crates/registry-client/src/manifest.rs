@@ -412,7 +412,7 @@ impl RegistryClient {
                 self.config().max_manifest_bytes,
             )
             .await
-            .map_err(|e| e.as_cap(Cap::ManifestBytes))?;
+            .map_err(|e| e.into_cap(Cap::ManifestBytes))?;
         let header_digest = reply
             .header("docker-content-digest")
             .and_then(|d| d.trim().parse::<Digest>().ok());
@@ -468,7 +468,7 @@ impl RegistryClient {
                 self.config().max_manifest_bytes,
             )
             .await
-            .map_err(|e| e.as_cap(Cap::ManifestBytes))?;
+            .map_err(|e| e.into_cap(Cap::ManifestBytes))?;
         if !reply.status.is_success() {
             return Err(reply.status_error());
         }
@@ -508,7 +508,7 @@ impl RegistryClient {
                 self.config().max_blob_bytes,
             )
             .await
-            .map_err(|e| e.as_cap(Cap::ConfigBytes))?;
+            .map_err(|e| e.into_cap(Cap::ConfigBytes))?;
         if !reply.status.is_success() {
             return Err(reply.status_error());
         }

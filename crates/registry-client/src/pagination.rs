@@ -165,7 +165,7 @@ impl RegistryClient {
                         page_cap,
                     )
                     .await
-                    .map_err(|e| e.as_cap(Cap::ListingBytes))?;
+                    .map_err(|e| e.into_cap(Cap::ListingBytes))?;
                 if !reply.status.is_success() {
                     return Err(reply.status_error());
                 }

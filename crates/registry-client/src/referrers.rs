@@ -75,7 +75,7 @@ impl RegistryClient {
                     self.config().max_manifest_bytes,
                 )
                 .await
-                .map_err(|e| e.as_cap(Cap::ManifestBytes))?;
+                .map_err(|e| e.into_cap(Cap::ManifestBytes))?;
             match reply.status.as_u16() {
                 200..=299 => {
                     api.store(API_SUPPORTED, Ordering::Relaxed);

@@ -289,7 +289,7 @@ impl Transport {
     /// request exchanges again; false for static credentials, which a retry cannot change.
     async fn reexchange(&self) -> bool {
         let mut cached = self.credentials.lock().await;
-        if !cached.as_ref().is_some_and(|c| c.refresh_at.is_some()) {
+        if cached.as_ref().is_none_or(|c| c.refresh_at.is_none()) {
             return false;
         }
         *cached = None;

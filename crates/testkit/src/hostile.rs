@@ -168,7 +168,9 @@ fn sha256(bytes: &[u8]) -> String {
 
 fn put(content: &mut Content, media_type: &'static str, bytes: Vec<u8>) -> String {
     let digest = sha256(&bytes);
-    content.blobs.insert(digest.clone(), Blob { media_type, bytes });
+    content
+        .blobs
+        .insert(digest.clone(), Blob { media_type, bytes });
     digest
 }
 
@@ -251,7 +253,11 @@ fn errors(status: u16, code: &str) -> Response {
 }
 
 fn query(req: &Request) -> HashMap<String, String> {
-    let q = req.target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let q = req
+        .target
+        .split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or_default();
     q.split('&')
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_owned(), percent_decode(v)))
@@ -400,13 +406,19 @@ fn route(state: &mut State, req: &Request, path: &str) -> Response {
     if let Some(name) = rest.strip_suffix("/tags/list") {
         if behaviour == Behaviour::EndlessPages {
             let q = query(req);
-            let n: usize = q.get("n").and_then(|n| n.parse().ok()).unwrap_or(100).max(1);
+            let n: usize = q
+                .get("n")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(100)
+                .max(1);
             let after: u64 = q
                 .get("last")
                 .and_then(|l| l.strip_prefix("t"))
                 .and_then(|l| l.parse().ok())
                 .map_or(0, |l: u64| l + 1);
-            let tags: Vec<String> = (after..after + n as u64).map(|i| format!("t{i:09}")).collect();
+            let tags: Vec<String> = (after..after + n as u64)
+                .map(|i| format!("t{i:09}"))
+                .collect();
             let last = tags.last().cloned().unwrap_or_default();
             let mut resp = json(200, serde_json::json!({"name": name, "tags": tags}));
             resp.set_header("Link", &format!("<{path}?n={n}&last={last}>; rel=\"next\""));

@@ -309,7 +309,12 @@ impl Runner {
                 nak(msg, Some(delay)).await;
             }
             None => {
-                tracing::error!(error, failures, delivered, "scan job failed for good; dead-lettered");
+                tracing::error!(
+                    error,
+                    failures,
+                    delivered,
+                    "scan job failed for good; dead-lettered"
+                );
                 self.dead_letter(msg, error).await;
             }
         }

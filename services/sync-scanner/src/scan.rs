@@ -42,7 +42,9 @@ use imagelib_events::bus::EventBus;
 use imagelib_events::event::{
     SyncCompleted, SyncFailed, SyncStarted, TagDiscovered, TagMoved, TagRemoved,
 };
-use imagelib_events::model::{ImageDetails, IncompleteReason, IncompleteScan, RuleKind, SyncReason};
+use imagelib_events::model::{
+    ImageDetails, IncompleteReason, IncompleteScan, RuleKind, SyncReason,
+};
 use imagelib_events::{
     Digest, Envelope, EventId, EventPayload, RegistryId, RepositoryName, SyncId, Tag, TraceParent,
 };
@@ -618,7 +620,8 @@ impl Ctx<'_> {
                     // Registries answer 404 transiently (a replica behind, a storage
                     // hiccup): believed only when the next scan sees it again.
                     tracing::info!(registry = %registry.id, repository = %repo, "tags/list answered 404; the repository is marked missing, its tags stay until the next scan agrees");
-                    self.tally().incomplete(Some(repo), IncompleteReason::Missing);
+                    self.tally()
+                        .incomplete(Some(repo), IncompleteReason::Missing);
                     return Ok(());
                 }
                 // Missing twice in a row (or nothing known): no tags, for sure.

@@ -38,7 +38,9 @@ async fn a_retry_after_pauses_every_request_to_the_registry() -> anyhow::Result<
     let arrivals: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
     let log = arrivals.clone();
     let proxy = FaultProxy::start(Some(registry.host().parse()?), move |req, n| {
-        log.lock().unwrap().push((Instant::now(), req.target.clone()));
+        log.lock()
+            .unwrap()
+            .push((Instant::now(), req.target.clone()));
         if n == 0 {
             Action::Respond(Response::new(429, &[("Retry-After", "2")], "slow down"))
         } else {
@@ -201,14 +203,24 @@ async fn index_children_and_manifest_bytes_are_capped_sizes_saturate() -> anyhow
 
     registry.set(Behaviour::IndexChildren(100));
     let err = client(&registry.host(), |c| c.max_manifest_bytes = 2000)
-        .inspect(&repo("h/app"), &tag("1.0"), &MemoryCache::default(), &options)
+        .inspect(
+            &repo("h/app"),
+            &tag("1.0"),
+            &MemoryCache::default(),
+            &options,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.cap(), Some(Cap::ManifestBytes), "{err}");
 
     registry.set(Behaviour::OverflowingSizes);
     let inspection = client(&registry.host(), |_| {})
-        .inspect(&repo("h/app"), &tag("1.0"), &MemoryCache::default(), &options)
+        .inspect(
+            &repo("h/app"),
+            &tag("1.0"),
+            &MemoryCache::default(),
+            &options,
+        )
         .await?;
     assert_eq!(inspection.size, u64::MAX);
     assert!(
@@ -220,7 +232,12 @@ async fn index_children_and_manifest_bytes_are_capped_sizes_saturate() -> anyhow
 
     registry.set(Behaviour::Honest);
     let err = client(&registry.host(), |c| c.max_blob_bytes = 10)
-        .inspect(&repo("h/app"), &tag("1.0"), &MemoryCache::default(), &options)
+        .inspect(
+            &repo("h/app"),
+            &tag("1.0"),
+            &MemoryCache::default(),
+            &options,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.cap(), Some(Cap::ConfigBytes), "{err}");
@@ -236,7 +253,11 @@ async fn a_huge_token_lifetime_is_clamped() -> anyhow::Result<()> {
     client
         .head_manifest(&repo("h/app"), &Reference::Tag(tag("1.0")))
         .await?;
-    assert_eq!(client.stats().token_requests, 1, "the token is kept, not refetched");
+    assert_eq!(
+        client.stats().token_requests,
+        1,
+        "the token is kept, not refetched"
+    );
     Ok(())
 }
 
@@ -314,7 +335,11 @@ async fn refused_exchanged_credentials_are_exchanged_again_once() -> anyhow::Res
     let err = client.catalog().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
     assert_eq!(provider.exchanges.load(Ordering::SeqCst), 2);
-    assert_eq!(proxy.seen().len(), 3, "challenge, first password, second password");
+    assert_eq!(
+        proxy.seen().len(),
+        3,
+        "challenge, first password, second password"
+    );
 
     // Static credentials are not retried: a second attempt could not differ.
     let proxy = FaultProxy::start(None, basic_registry("never")).await;

@@ -313,6 +313,10 @@ async fn five_thousand_tags_in_pages_of_a_hundred() -> anyhow::Result<()> {
     // Versioned tags are immutable: a rescan is the listing pages and the catalog.
     let (done, events) = env.scan_ok(id, None).await;
     assert!(events.is_empty());
-    assert_eq!(done.requests, (TAGS / 100) as u64 + 2, "and the confirmation");
+    assert_eq!(
+        done.requests,
+        (TAGS / 100) as u64 + 2,
+        "and the confirmation"
+    );
     Ok(())
 }

@@ -114,7 +114,10 @@ async fn ten_thousand_index_children_end_that_repository_partial() -> anyhow::Re
     assert!(done.partial);
     assert_eq!(
         incomplete(&done),
-        [entry(Some("h/wide"), IncompleteReason::TooManyIndexChildren)]
+        [entry(
+            Some("h/wide"),
+            IncompleteReason::TooManyIndexChildren
+        )]
     );
     assert_eq!(
         summary(&events),
@@ -179,13 +182,14 @@ async fn too_many_tags_end_that_repository_partial() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_realm_on_another_host_fails_the_scan_cleanly() -> anyhow::Result<()> {
-    let elsewhere =
-        imagelib_testkit::proxy::FaultProxy::respond_always(imagelib_testkit::proxy::Response::new(
+    let elsewhere = imagelib_testkit::proxy::FaultProxy::respond_always(
+        imagelib_testkit::proxy::Response::new(
             200,
             &[("Content-Type", "application/json")],
             r#"{"token":"stolen"}"#,
-        ))
-        .await;
+        ),
+    )
+    .await;
     let registry = hostile(&[("h/app", &["1.0"])]).await;
     registry.set(Behaviour::ForeignRealm(format!(
         "https://localhost:{}/token",
@@ -237,7 +241,10 @@ async fn retry_after_on_every_request_pauses_every_request() -> anyhow::Result<(
         ]
     );
     assert_eq!(
-        done.rate_limited.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        done.rate_limited
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>(),
         ["h/exact"]
     );
     assert!(events.is_empty());
@@ -348,9 +355,8 @@ async fn a_transient_404_on_tags_list_removes_nothing_until_seen_twice() -> anyh
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_plain_401_on_the_catalog_still_scans_explicit_repositories() -> anyhow::Result<()> {
     let registry = hostile(&[("h/app", &["1.0"])]).await;
-    let proxy = imagelib_testkit::proxy::FaultProxy::start(
-        Some(registry.host().parse()?),
-        |req, _| {
+    let proxy =
+        imagelib_testkit::proxy::FaultProxy::start(Some(registry.host().parse()?), |req, _| {
             if req.path() == "/v2/_catalog" {
                 imagelib_testkit::proxy::Action::Respond(imagelib_testkit::proxy::Response::new(
                     401,
@@ -360,9 +366,8 @@ async fn a_plain_401_on_the_catalog_still_scans_explicit_repositories() -> anyho
             } else {
                 imagelib_testkit::proxy::Action::Forward
             }
-        },
-    )
-    .await;
+        })
+        .await;
     let env = Env::new().await;
     let _scanner = env.start().await;
     let id = env.register(&proxy.host(), None).await;

@@ -63,10 +63,7 @@ async fn a_rate_limited_repository_is_deferred_not_emptied() -> anyhow::Result<(
     // The `Retry-After` pauses every request to the registry, not only b's: a repository
     // whose turn came after it is deferred too (a's may have come before).
     let deferred: Vec<&str> = done.rate_limited.iter().map(|r| r.as_str()).collect();
-    assert!(
-        deferred.ends_with(&["lim/b", "lim/c"]),
-        "{deferred:?}"
-    );
+    assert!(deferred.ends_with(&["lim/b", "lim/c"]), "{deferred:?}");
     let a_deferred = deferred.contains(&"lim/a");
     if a_deferred {
         assert!(events.is_empty(), "{:?}", summary(&events));
