@@ -583,7 +583,12 @@ async fn bad_parameters_are_problems() {
     // Without a token (anonymous reads are off by default) nothing is read.
     let res = svc.http.get(svc.url("/v1/images")).send().await.unwrap();
     assert_eq!(res.status(), 401);
-    assert!(res.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
     for (path, status, pointer) in cases {
         let res = svc
             .http
