@@ -245,9 +245,16 @@ impl Layout<'_> {
     fn event_stream(&self) -> Vec<String> {
         let mut v = self.read_stream(self.s);
         v.extend(self.create_stream(self.s));
-        // Brings an older stream's config in line (adds the deny flags, the byte limit).
-        v.push(format!("$JS.API.STREAM.UPDATE.{}", self.s));
         v.push("$JS.API.INFO".into());
+        v
+    }
+
+    /// Only the stream's owner reconfigures it (adds the deny flags to an older stream,
+    /// applies the byte limit): an update could also shorten its limits, and so expire
+    /// history, so one service holds that right, not four.
+    fn own_event_stream(&self) -> Vec<String> {
+        let mut v = self.event_stream();
+        v.push(format!("$JS.API.STREAM.UPDATE.{}", self.s));
         v
     }
 
@@ -322,7 +329,7 @@ impl Layout<'_> {
                 p.deny(self.denies(false));
             }
             "catalog-projector" => {
-                p.allow(self.event_stream());
+                p.allow(self.own_event_stream());
                 p.allow(self.own(&["catalog"]));
                 p.allow(self.durable(self.s, catalog_projector::projection::CONSUMER));
                 p.deny(self.denies(false));
@@ -345,6 +352,7 @@ impl Layout<'_> {
                     let sp = self.service(s);
                     p.allow(sp.publish_allow.iter().cloned());
                 }
+                p.allow(self.own_event_stream());
                 p.deny(self.denies(true));
             }
             "reader" => {
@@ -634,6 +642,16 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["imagelib.sync.*.requested"]
         );
+        let update = "$JS.API.STREAM.UPDATE.IMAGELIB".to_owned();
+        for (user, may) in [
+            ("registry-registry", false),
+            ("sync-scanner", false),
+            ("serving-deployer", false),
+            ("catalog-projector", true),
+            ("imagelib", true),
+        ] {
+            assert_eq!(perms(user).publish_allow.contains(&update), may, "{user}");
+        }
         let rr = perms("registry-registry");
         assert!(
             rr.publish_allow

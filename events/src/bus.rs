@@ -260,10 +260,15 @@ impl EventBus {
                     updated.deny_purge = true;
                     updated.discard = wanted.discard;
                     updated.max_bytes = wanted.max_bytes;
-                    self.js
-                        .update_stream(updated)
-                        .await
-                        .map_err(|e| err(e.to_string()))
+                    match self.js.update_stream(updated).await {
+                        Ok(info) => Ok(info),
+                        // On a closed NATS only the stream's owner (catalog-projector, or
+                        // `imagelib serve`) may reconfigure it; the others use it as it is.
+                        Err(e) => {
+                            warn!(stream = %self.settings.name, error = %e, "the stream's configuration differs from this process's and could not be updated; using it as it is (its owner, catalog-projector or imagelib serve, brings it in line)");
+                            Ok(info)
+                        }
+                    }
                 } else {
                     Ok(info)
                 }

@@ -274,6 +274,39 @@ async fn no_user_may_purge_or_delete_the_stream() {
     assert_eq!(owner.last_sequence().await.unwrap(), seq);
 }
 
+/// Only the stream's owner reconfigures it: another service starts on the stream as it
+/// is, and cannot shorten its limits (which would expire history).
+#[tokio::test]
+async fn only_the_owner_reconfigures_the_stream() {
+    let s = Secured::start(AuthKind::Password, false).await;
+    let owner = s.bus("catalog-projector").await;
+    owner.ensure_stream().await.unwrap();
+    let with_limit = |user: &'static str, max_bytes: i64| {
+        let settings = StreamSettings {
+            max_bytes,
+            ..s.settings.clone()
+        };
+        let c = s.connect_as(user);
+        async move { EventBus::connect(&c, user, settings).await.unwrap() }
+    };
+    let scanner = with_limit("sync-scanner", 32 * 1024 * 1024).await;
+    let info = scanner.ensure_stream().await.unwrap();
+    assert_eq!(info.config.max_bytes, s.settings.max_bytes, "left as it is");
+    let mut js = jetstream::new(scanner.client().clone());
+    js.set_timeout(Duration::from_secs(1));
+    let mut shortened = info.config.clone();
+    shortened.max_age = Duration::from_secs(1);
+    assert!(js.update_stream(shortened).await.is_err());
+    let owner = with_limit("catalog-projector", 32 * 1024 * 1024).await;
+    let info = owner.ensure_stream().await.unwrap();
+    assert_eq!(
+        info.config.max_bytes,
+        32 * 1024 * 1024,
+        "the owner applies it"
+    );
+    assert_eq!(info.config.max_age, Duration::ZERO);
+}
+
 /// What NATS itself refuses once the stream is created by `ensure_stream`, for a user
 /// that may do anything (the shared dev server has no authentication).
 #[tokio::test]
