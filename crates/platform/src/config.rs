@@ -259,6 +259,20 @@ mod tests {
     }
 
     #[test]
+    fn anonymous_reads_are_off_unless_configured() {
+        assert!(!CommonConfig::default().anonymous_read);
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("IMAGELIB_ANONYMOUS_READ", "true");
+            let c: CommonConfig = load().map_err(|e| e.to_string())?;
+            assert!(c.anonymous_read);
+            jail.set_env("IMAGELIB_ANONYMOUS_READ", "false");
+            let c: CommonConfig = load().map_err(|e| e.to_string())?;
+            assert!(!c.anonymous_read);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn validation_refuses_bad_names() {
         let c = CommonConfig {
             stream: "a.b".into(),
