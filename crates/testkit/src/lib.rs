@@ -5,8 +5,8 @@
 //! name, a subject prefix and a database of its own, all derived from one random id.
 
 pub mod forward_proxy;
-pub mod nats;
 pub mod hostile;
+pub mod nats;
 pub mod proxy;
 pub mod registry;
 
