@@ -53,6 +53,10 @@ pub enum CommandError {
     RuleNotFound(RegistryId, String),
     #[error("validation failed ({}): {}", reason_str(.0.reason), .0.detail)]
     Validation(Failed),
+    /// A change of where the registry is (or how it is reached) failed validation with
+    /// what would be stored: nothing was changed.
+    #[error("validation of the change failed ({}): {}", reason_str(.0.reason), .0.detail)]
+    ChangeValidation(Failed),
     /// A change that would send the stored credentials somewhere new: `field` needs
     /// `credentials` in the same request.
     #[error(
@@ -467,7 +471,7 @@ impl Registries {
             };
             let result = validate::check(&target, creds, &self.guard, &self.endpoints).await;
             if let Err(f) = result {
-                return Err(CommandError::Validation(f));
+                return Err(CommandError::ChangeValidation(f));
             }
             result.ok()
         } else {

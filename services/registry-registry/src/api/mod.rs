@@ -55,6 +55,19 @@ impl From<CommandError> for Problem {
                 p.title = "Registry validation failed".into();
                 p
             }
+            CommandError::ChangeValidation(f) => {
+                let mut p = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    reason_str(f.reason),
+                    format!(
+                        "the registry could not be validated with the change ({}): {}. Nothing was changed.",
+                        reason_str(f.reason),
+                        f.detail
+                    ),
+                );
+                p.title = "Registry validation failed".into();
+                p
+            }
             CommandError::CredentialsRequired { field } => {
                 let mut p = Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
