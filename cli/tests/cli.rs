@@ -18,7 +18,17 @@ struct Server {
 }
 
 async fn serve(stream: &TestStream, db: &TestDb, dir: &std::path::Path) -> Server {
+    serve_with(stream, db, dir, false).await
+}
+
+async fn serve_with(
+    stream: &TestStream,
+    db: &TestDb,
+    dir: &std::path::Path,
+    anonymous_read: bool,
+) -> Server {
     let common = CommonConfig {
+        anonymous_read,
         nats_url: stream.nats_url.clone(),
         database_url: db.url.clone(),
         stream: stream.name.clone(),
@@ -707,4 +717,28 @@ async fn catalog_through_the_cli() {
         true,
     );
     assert!(err.contains("404") && err.contains("images ls"), "{err}");
+}
+
+/// The quickstart's `imagelib demo` says whether the server lets a GET without a token
+/// read, so nobody runs with anonymous reads on without being told.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_says_whether_anonymous_reads_are_on() {
+    let registry = TestRegistry::start().await.unwrap();
+    let target = format!("127.0.0.1:{}", registry.port());
+    for (anonymous, says) in [
+        (true, "anonymous reads are on (IMAGELIB_ANONYMOUS_READ=true"),
+        (false, "anonymous reads are off"),
+    ] {
+        let (stream, db) = (TestStream::new(), TestDb::new());
+        let dir = tempfile::tempdir().unwrap();
+        let server = serve_with(&stream, &db, dir.path(), anonymous).await;
+        let (out, _) = imagelib(
+            &server,
+            &["demo", "--registry", &target, "--no-wait"],
+            "",
+            false,
+        );
+        assert!(out.contains("registered the demo registry"), "{out}");
+        assert!(out.contains(says), "anonymous_read={anonymous}: {out}");
+    }
 }
