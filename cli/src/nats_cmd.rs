@@ -572,9 +572,19 @@ pub fn run(cmd: NatsCommand) -> anyhow::Result<()> {
     match cmd {
         NatsCommand::Config(args) => {
             use std::io::Write;
+            anyhow::ensure!(
+                args.cluster_out.is_none() || !args.cluster_routes.is_empty(),
+                "--cluster-out needs --cluster-route"
+            );
             let generated = generate(&args)?;
             if let Some(dir) = &args.creds_dir {
-                std::fs::create_dir_all(dir)?;
+                let mut builder = std::fs::DirBuilder::new();
+                builder.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                builder
+                    .create(dir)
+                    .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
                 for u in &generated.users {
                     write_private(&dir.join(format!("{}.creds", u.name)), &u.creds)?;
                 }
@@ -586,8 +596,7 @@ pub fn run(cmd: NatsCommand) -> anyhow::Result<()> {
             match (&generated.cluster, &args.cluster_out) {
                 (Some(cluster), Some(path)) => write_private(path, cluster)?,
                 (Some(cluster), None) => std::io::stdout().write_all(cluster.as_bytes())?,
-                (None, Some(_)) => anyhow::bail!("--cluster-out needs --cluster-route"),
-                (None, None) => {}
+                (None, _) => {}
             }
             if let Some(dir) = &args.creds_dir {
                 eprintln!(
