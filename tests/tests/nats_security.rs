@@ -537,6 +537,19 @@ fn the_shipped_server_configuration_is_valid_and_wired() {
     }
     let k8s = std::fs::read_to_string(root.join("deploy/kubernetes/nats.yaml")).unwrap();
     assert!(k8s.contains("imagelib-nats-server") && k8s.contains("/etc/nats/nats-server.conf"));
+    let config_map: serde_yaml::Value =
+        serde_yaml::from_str(k8s.split("\n---\n").next().unwrap()).unwrap();
+    assert_eq!(
+        config_map["data"]["nats-server.conf"]
+            .as_str()
+            .map(str::trim_end),
+        Some(
+            std::fs::read_to_string(root.join("deploy/nats/nats-server.conf"))
+                .unwrap()
+                .trim_end()
+        ),
+        "the Kubernetes ConfigMap carries deploy/nats/nats-server.conf"
+    );
     for service in [
         "registry-registry",
         "sync-scanner",
