@@ -11,8 +11,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-/// Settings every service reads.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Settings every service reads. `Debug` redacts what may be secret (the NATS URL's
+/// password, the admin token).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct CommonConfig {
     /// `IMAGELIB_NATS_URL`: one URL or a comma-separated list of cluster URLs; may carry
@@ -54,6 +55,47 @@ pub struct CommonConfig {
     pub log_format: LogFormat,
     /// `IMAGELIB_MAX_BODY_BYTES`: largest accepted request body.
     pub max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for CommonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommonConfig")
+            .field(
+                "nats_url",
+                &imagelib_events::connect::redact_urls(&self.nats_url),
+            )
+            .field("nats_creds", &self.nats_creds)
+            .field("nats_ca", &self.nats_ca)
+            .field("database_url", &redact_password(&self.database_url))
+            .field("stream", &self.stream)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("stream_replicas", &self.stream_replicas)
+            .field("stream_max_bytes", &self.stream_max_bytes)
+            .field("http_addr", &self.http_addr)
+            .field("master_key_file", &self.master_key_file)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("tokens_file", &self.tokens_file)
+            .field("anonymous_read", &self.anonymous_read)
+            .field("deny_networks", &self.deny_networks)
+            .field("allow_networks", &self.allow_networks)
+            .field("gitops_dir", &self.gitops_dir)
+            .field("log_format", &self.log_format)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL with its password replaced by `***` (unparseable: withheld entirely).
+fn redact_password(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<not a URL>".into(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -238,6 +280,12 @@ mod tests {
                 Some(std::path::Path::new("/etc/nats/ca.pem"))
             );
             assert!(!format!("{nats:?}").contains("s3cr3t"));
+            assert!(!format!("{c:?}").contains("s3cr3t"));
+            let with_pg_password = CommonConfig {
+                database_url: "postgres://u:pg-s3cr3t@db/imagelib".into(),
+                ..c.clone()
+            };
+            assert!(!format!("{with_pg_password:?}").contains("pg-s3cr3t"));
             assert_eq!(c.stream_settings().max_bytes, 2 * 1024 * 1024 * 1024);
             assert!(c.validate().is_ok());
             Ok(())
