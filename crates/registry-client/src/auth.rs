@@ -456,7 +456,10 @@ mod tests {
             let t = r.into_issued().unwrap();
             let left = t.refresh_at.saturating_duration_since(Instant::now());
             assert!(left <= day, "{issued}: {left:?}");
-            assert!(left >= Duration::from_secs(20), "never single-use: {left:?}");
+            assert!(
+                left >= Duration::from_secs(20),
+                "never single-use: {left:?}"
+            );
         }
     }
 
@@ -522,5 +525,4 @@ mod tests {
             &listed
         ));
     }
-
 }
