@@ -428,3 +428,31 @@ async fn scan_jobs_have_a_finite_max_deliver_and_a_dead_letter_subject() -> anyh
     assert_eq!(info.config.max_deliver, 1_000);
     Ok(())
 }
+
+/// A jobs consumer of an older version (no `max_deliver`) is updated to a finite one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_older_jobs_consumer_gets_a_finite_max_deliver() -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let env = Env::new().await;
+    let jobs = sync_scanner::jobs::Jobs::open(&env.bus, "test".into(), Duration::from_secs(6))
+        .await?
+        .with_max_deliver(50);
+    let stream = env
+        .bus
+        .jetstream()
+        .get_stream(format!("{}_JOBS", env.stream.name))
+        .await?;
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(sync_scanner::jobs::JOBS_CONSUMER.into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(60),
+            max_deliver: -1,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut consumer = jobs.consumer().await?;
+    assert_eq!(consumer.info().await?.config.max_deliver, 50);
+    Ok(())
+}
