@@ -109,6 +109,7 @@ impl NatsConnect {
     /// compose stack.
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client, ConnectError> {
         let addrs = self.addrs()?;
+        ensure_crypto_provider();
         match self.options(name)?.connect(addrs.clone()).await {
             Ok(client) => Ok(client),
             Err(e) if is_unreachable(&e) => {
@@ -244,19 +245,52 @@ impl NatsConnect {
             };
         }
         if let Some(ca) = &self.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| ConnectError::Ca {
-                path: ca.clone(),
-                message: e.to_string(),
-            })?;
-            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-                return Err(ConnectError::Ca {
-                    path: ca.clone(),
-                    message: "holds no PEM certificate".into(),
-                });
-            }
-            options = options.add_root_certificates(ca.clone()).require_tls(true);
+            options = options
+                .tls_client_config(tls_trusting_only(ca)?)
+                .require_tls(true);
         }
         Ok(options)
+    }
+}
+
+/// A TLS client configuration that trusts only the CA certificates in `ca` (not the
+/// system's roots), with an explicit crypto provider: the process may link more than one
+/// rustls provider (reqwest brings another), and then none is the default.
+fn tls_trusting_only(ca: &Path) -> Result<async_nats::rustls::ClientConfig, ConnectError> {
+    use async_nats::rustls::pki_types::CertificateDer;
+    use async_nats::rustls::pki_types::pem::PemObject;
+    let err = |message: String| ConnectError::Ca {
+        path: ca.to_owned(),
+        message,
+    };
+    let pem = std::fs::read(ca).map_err(|e| err(e.to_string()))?;
+    let mut roots = async_nats::rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| err(format!("not PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| err(format!("not a CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(err("holds no PEM certificate".into()));
+    }
+    let provider = std::sync::Arc::new(async_nats::rustls::crypto::ring::default_provider());
+    Ok(
+        async_nats::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| err(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// A server may require TLS without the URL or `IMAGELIB_NATS_CA` saying so; async-nats
+/// then builds its TLS configuration on the process's default crypto provider, which does
+/// not exist when several are linked. Install one unless the process chose already.
+fn ensure_crypto_provider() {
+    use async_nats::rustls::crypto::CryptoProvider;
+    if CryptoProvider::get_default().is_none() {
+        let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
     }
 }
 
