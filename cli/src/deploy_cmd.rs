@@ -183,7 +183,7 @@ pub async fn run(client: &Client, cmd: DeployCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             print(client.json(), &c, |c| {
-                serde_yaml::to_string(c).unwrap_or_default()
+                serde_norway::to_string(c).unwrap_or_default()
             })
         }
     }

@@ -13,7 +13,7 @@ fn compose_file_validates_against_the_compose_spec() {
     let schema: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&schema_path).unwrap()).unwrap();
     let compose_text = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
-    let mut yaml: serde_yaml::Value = serde_yaml::from_str(&compose_text).unwrap();
+    let mut yaml: serde_norway::Value = serde_norway::from_str(&compose_text).unwrap();
     yaml.apply_merge().unwrap();
     let compose: serde_json::Value = serde_json::to_value(&yaml).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();

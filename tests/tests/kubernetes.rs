@@ -9,8 +9,8 @@ use serde::Deserialize;
 fn docs(file: &str) -> Vec<serde_json::Value> {
     let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes")).join(file);
     let text = std::fs::read_to_string(&path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+    serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap())
         .filter(|v: &serde_json::Value| !v.is_null())
         .collect()
 }

@@ -501,8 +501,8 @@ fn the_shipped_server_configuration_is_valid_and_wired() {
     assert!(imagelib_testkit::nats::check_config(&dir.join("nats-server.conf")).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 
-    let compose: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root.join("docker-compose.yml")).unwrap())
+    let compose: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(root.join("docker-compose.yml")).unwrap())
             .unwrap();
     for service in [
         "registry-registry",
@@ -537,8 +537,8 @@ fn the_shipped_server_configuration_is_valid_and_wired() {
     }
     let k8s = std::fs::read_to_string(root.join("deploy/kubernetes/nats.yaml")).unwrap();
     assert!(k8s.contains("imagelib-nats-server") && k8s.contains("/etc/nats/nats-server.conf"));
-    let config_map: serde_yaml::Value =
-        serde_yaml::from_str(k8s.split("\n---\n").next().unwrap()).unwrap();
+    let config_map: serde_norway::Value =
+        serde_norway::from_str(k8s.split("\n---\n").next().unwrap()).unwrap();
     assert_eq!(
         config_map["data"]["nats-server.conf"]
             .as_str()

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use imagelib_events::event::RuleSet;
 use imagelib_events::model::RuleKind;
 use imagelib_events::{RegistryId, RuleId};
-use serde_yaml::Value;
+use serde_norway::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{RuleError, RuleErrorReason, pointer_of};
@@ -68,7 +68,7 @@ impl ImportedRule {
 /// the pointer of the offending field, if it is not YAML, has neither list, or has an
 /// entry that is not a valid rule.
 pub fn parse_agent_yaml(yaml: &str) -> Result<Vec<ImportedRule>, RuleError> {
-    let root: Value = serde_yaml::from_str(yaml)
+    let root: Value = serde_norway::from_str(yaml)
         .map_err(|e| RuleError::new("", RuleErrorReason::Invalid(format!("not YAML: {e}"))))?;
     let mut section = &root;
     let mut pointer = String::new();

@@ -489,7 +489,7 @@ async fn fake_api_server(seen: Seen) -> std::net::SocketAddr {
                 );
             }
             let mut obj: serde_json::Value =
-                serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(&body).unwrap())
+                serde_json::to_value(serde_norway::from_str::<serde_norway::Value>(&body).unwrap())
                     .unwrap();
             obj["metadata"]["resourceVersion"] = json!("4242");
             return (StatusCode::OK, axum::Json(obj));

@@ -35,7 +35,7 @@ impl Manifest {
     }
 
     pub fn yaml(&self) -> String {
-        serde_yaml::to_string(&self.object).unwrap_or_default()
+        serde_norway::to_string(&self.object).unwrap_or_default()
     }
 
     pub fn reference(&self) -> ManifestRef {

@@ -297,8 +297,8 @@ pub fn crd_validator(file: &str, version: &str) -> jsonschema::Validator {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/schemas")
         .join(file);
-    let crd: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let crd: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let crd: Value = serde_json::to_value(crd).unwrap();
     let schema = crd["spec"]["versions"]
         .as_array()
@@ -321,8 +321,8 @@ pub fn assert_valid(v: &jsonschema::Validator, object: &Value) {
 /// The YAML documents of a file in the gitops repository, as JSON.
 pub fn documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+    serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap())
         .filter(|v: &Value| !v.is_null())
         .collect()
 }
