@@ -337,8 +337,17 @@ async fn roles_and_team_visibility() {
     assert_eq!(labels(&l), ["DB registry"]);
     // No token: a 401 (anonymous reads are off unless IMAGELIB_ANONYMOUS_READ).
     let (s, p, h) = svc.call(Method::GET, "/v1/registries", None, None).await;
-    assert_eq!((s, p["code"].as_str()), (401, Some("unauthenticated")), "{p}");
-    assert!(h["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (401, Some("unauthenticated")),
+        "{p}"
+    );
+    assert!(
+        h["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
     let (_, l) = svc.get("/v1/registries").await;
     assert_eq!(labels(&l).len(), 2);
     let (s, _, _) = svc
@@ -362,7 +371,7 @@ async fn roles_and_team_visibility() {
 }
 
 #[tokio::test]
-async fn racing_updates_give_one_success_and_one_conflict() {
+async fn racing_updates_give_one_success_and_the_others_refused() {
     let env = Env::new();
     let svc = env.start().await;
     let registry = TestRegistry::start().await.unwrap();
@@ -377,33 +386,108 @@ async fn racing_updates_give_one_success_and_one_conflict() {
             .json(&json!({"label": label}))
             .send()
     };
-    let (a, b) = tokio::join!(patch("first"), patch("second"));
-    let mut statuses = vec![a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    // Each loser was either checked after the winner landed (412) or passed the check and
+    // lost at the append (409).
+    let (a, b, c) = tokio::join!(patch("first"), patch("second"), patch("third"));
+    let mut statuses = [a, b, c].map(|r| r.unwrap().status().as_u16());
     statuses.sort_unstable();
-    assert_eq!(statuses, [200, 409]);
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    assert!(
+        statuses[1..].iter().all(|s| [409, 412].contains(s)),
+        "{statuses:?}"
+    );
     let (_, now) = svc.get(&format!("/v1/registries/{id}")).await;
-    assert!(["first", "second"].contains(&now["label"].as_str().unwrap()));
+    assert!(["first", "second", "third"].contains(&now["label"].as_str().unwrap()));
+}
 
-    // A stale If-Match is refused too.
-    let (s, p, _) = svc
+#[tokio::test]
+async fn if_match_preconditions_follow_rfc_9110() {
+    let env = Env::new();
+    let svc = env.start().await;
+    let registry = TestRegistry::start().await.unwrap();
+    let r = svc.register_open(&registry, "before").await;
+    let id = r["id"].as_str().unwrap().to_owned();
+    let patch = |if_match: Option<String>, label: &'static str| {
+        let mut req = svc
+            .http
+            .patch(svc.url(&format!("/v1/registries/{id}")))
+            .bearer_auth(ADMIN)
+            .json(&json!({"label": label}));
+        if let Some(v) = if_match {
+            req = req.header("if-match", v);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            let etag = res
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let ctype = res
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: serde_json::Value = res.json().await.unwrap();
+            (status, etag, ctype, body)
+        }
+    };
+    let (s, _, headers) = svc
         .call(
-            Method::PATCH,
+            Method::GET,
             &format!("/v1/registries/{id}"),
             Some(ADMIN),
-            Some(json!({"label": "stale"})),
+            None,
         )
         .await;
-    assert_eq!(s, 200, "without If-Match the current version is used: {p}");
-    let res = svc
-        .http
-        .patch(svc.url(&format!("/v1/registries/{id}")))
-        .bearer_auth(ADMIN)
-        .header("if-match", format!("\"{version}\""))
-        .json(&json!({"label": "stale"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 409);
+    assert_eq!(s, 200);
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    assert_eq!(etag, format!("\"{}\"", r["version"]));
+
+    // The current ETag: applied, with a new ETag.
+    let (s, new_etag, _, body) = patch(Some(etag.clone()), "one").await;
+    assert_eq!(s, 200, "{body}");
+    let new_etag = new_etag.unwrap();
+    assert_ne!(new_etag, etag);
+    assert_eq!(body["label"], "one");
+
+    // The old ETag is stale: 412, a problem, nothing appended.
+    let events = env.event_types().await.len();
+    let (s, _, ctype, p) = patch(Some(etag.clone()), "stale").await;
+    assert_eq!(s, 412, "{p}");
+    assert_eq!(p["code"], "precondition-failed", "{p}");
+    assert_eq!(p["status"], 412);
+    assert_eq!(ctype.as_deref(), Some("application/problem+json"));
+    assert!(p["detail"].as_str().unwrap().contains(&new_etag), "{p}");
+    // A weak tag never matches (strong comparison), even with the current version.
+    let (s, _, _, p) = patch(Some(format!("W/{new_etag}")), "weak").await;
+    assert_eq!(s, 412, "{p}");
+    assert_eq!(
+        env.event_types().await.len(),
+        events,
+        "a failed precondition appends nothing"
+    );
+
+    // A list matches when any tag does; `*` matches the existing registry.
+    let (s, listed, _, p) = patch(Some(format!("{etag}, {new_etag}")), "two").await;
+    assert_eq!(s, 200, "{p}");
+    let (s, _, _, p) = patch(Some("*".into()), "three").await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["label"], "three");
+    assert_ne!(listed, Some(new_etag));
+
+    // Malformed: a 400 problem, not a 412.
+    for bad in ["7", "\"7", "W/7", "\"a\"b\""] {
+        let (s, _, _, p) = patch(Some(bad.into()), "bad").await;
+        assert_eq!(
+            (s, p["code"].as_str()),
+            (400, Some("bad-if-match")),
+            "{bad}: {p}"
+        );
+    }
+
+    // Without If-Match the current version is used.
+    let (s, _, _, p) = patch(None, "unconditional").await;
+    assert_eq!(s, 200, "{p}");
 }
 
 #[tokio::test]

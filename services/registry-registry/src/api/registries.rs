@@ -259,29 +259,74 @@ async fn get_registry(
     Ok(with_etag(StatusCode::OK, &r, None))
 }
 
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
-    match headers.get(header::IF_MATCH) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
-            .and_then(|s| s.parse().ok())
-            .map(Some)
-            .ok_or_else(|| {
-                Problem::bad_request("If-Match must be the registry's ETag")
-                    .with_code("bad-if-match")
-            }),
+/// An `If-Match` header (RFC 9110 section 13.1.1): `*`, or a list of entity tags compared
+/// strongly, so a weak tag never matches.
+#[derive(Debug, PartialEq)]
+enum IfMatch {
+    Any,
+    Versions(Vec<u64>),
+}
+
+impl IfMatch {
+    fn parse(headers: &HeaderMap) -> Result<Option<IfMatch>, Problem> {
+        let bad = || {
+            Problem::bad_request(
+                "If-Match must be `*` or a list of entity tags, such as the registry's ETag",
+            )
+            .with_code("bad-if-match")
+        };
+        let mut versions = Vec::new();
+        let mut any = false;
+        let mut seen = false;
+        for value in headers.get_all(header::IF_MATCH) {
+            let value = value.to_str().map_err(|_| bad())?;
+            for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                seen = true;
+                if tag == "*" {
+                    any = true;
+                    continue;
+                }
+                let (weak, quoted) = match tag.strip_prefix("W/") {
+                    Some(rest) => (true, rest),
+                    None => (false, tag),
+                };
+                let opaque = quoted
+                    .strip_prefix('"')
+                    .and_then(|t| t.strip_suffix('"'))
+                    .filter(|t| !t.contains('"'))
+                    .ok_or_else(bad)?;
+                if !weak && let Ok(v) = opaque.parse() {
+                    versions.push(v);
+                }
+            }
+        }
+        Ok(match (seen, any) {
+            (false, _) => None,
+            (true, true) => Some(IfMatch::Any),
+            (true, false) => Some(IfMatch::Versions(versions)),
+        })
+    }
+
+    fn matches(&self, version: u64) -> bool {
+        match self {
+            IfMatch::Any => true,
+            IfMatch::Versions(v) => v.contains(&version),
+        }
     }
 }
 
-/// Relabel, move or reconfigure a registry. `If-Match` with the ETag guards lost updates.
+/// Relabel, move or reconfigure a registry. `If-Match` with the ETag guards lost updates:
+/// `412` (code `precondition-failed`) when it no longer matches, `409` when another change
+/// lands while this one is appended.
 /// A change of `url`, `insecure`, `registry_type` or a new `auth_hosts` entry needs
 /// `credentials` in the same request (`422`, code `credentials-required`, otherwise) and is
 /// validated with them before it is saved (`422` with the validation reason).
 #[utoipa::path(patch, path = "/v1/registries/{id}", tag = "registries", request_body = UpdateRequest,
-    params(("id" = String, Path, description = "registry id")),
-    responses((status = 200, body = RegistryView), (status = 404, body = Problem), (status = 409, body = Problem),
+    params(("id" = String, Path, description = "registry id"),
+        ("If-Match" = Option<String>, Header, description = "the ETag of the registry as read (`*`, or a list of entity tags, compared strongly)")),
+    responses((status = 200, body = RegistryView), (status = 400, body = Problem, description = "malformed `If-Match`"),
+        (status = 404, body = Problem), (status = 409, body = Problem, description = "another change landed while this one was appended"),
+        (status = 412, body = Problem, description = "`If-Match` does not match the registry's ETag (`precondition-failed`)"),
         (status = 422, body = Problem, description = "invalid input, `credentials-required`, or validation failed with a reason")))]
 #[tracing::instrument(skip_all, fields(registry.id = %id))]
 async fn update_registry(
@@ -293,11 +338,34 @@ async fn update_registry(
 ) -> Result<Response, Problem> {
     caller.require(Role::Admin)?;
     let id = parse_id(&id)?;
-    let expected = if_match(&headers)?;
+    // A stale precondition is a 412; a change that lands between this check and the
+    // append is still caught by the stream's expected sequence (409).
+    let expected = match IfMatch::parse(&headers)? {
+        None => None,
+        Some(condition) => {
+            let current = app.live(id).await?;
+            if !condition.matches(current.last_sequence) {
+                return Err(precondition_failed(id, current.last_sequence));
+            }
+            Some(current.last_sequence)
+        }
+    };
     let r = app
         .update(&caller, id, req, expected, super::traceparent(&headers))
         .await?;
     Ok(with_etag(StatusCode::OK, &r, None))
+}
+
+fn precondition_failed(id: RegistryId, version: u64) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition-failed",
+        format!(
+            "registry {id} changed since you read it (its ETag is now \"{version}\"); read it again and retry"
+        ),
+    );
+    p.title = "Precondition Failed".into();
+    p
 }
 
 /// Remove a registry: scans stop, deployments of its images are refused, its
