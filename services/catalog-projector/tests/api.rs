@@ -690,3 +690,112 @@ async fn openapi_documents_the_routes_and_registries_can_be_left_to_registry_reg
     assert!(api["paths"]["/v1/images"].is_object());
     svc.stop().await;
 }
+
+/// GET `path` as `token`, with `If-None-Match` when given: status, ETag, body text.
+async fn conditional(
+    svc: &Service,
+    token: &str,
+    path: &str,
+    if_none_match: Option<&str>,
+) -> (u16, Option<String>, String) {
+    let mut req = svc.http.get(svc.url(path)).bearer_auth(token);
+    if let Some(tag) = if_none_match {
+        req = req.header("if-none-match", tag);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let etag = res
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, etag, res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn catalog_reads_carry_an_etag_and_answer_304_until_the_catalog_changes() {
+    let env = Env::new().await;
+    let (public, ml, _) = three_teams(&env).await;
+    let svc = env.start().await;
+    env.caught_up().await;
+    let paths = [
+        "/v1/images".to_owned(),
+        "/v1/models".to_owned(),
+        "/v1/repositories".to_owned(),
+        format!("/v1/repositories/{public}/library/nginx"),
+        "/v1/stats".to_owned(),
+        "/v1/registries".to_owned(),
+        format!("/v1/registries/{public}"),
+        format!("/v1/images?registry={public}&limit=1"),
+    ];
+    let mut before = Vec::new();
+    for path in &paths {
+        let (s, etag, body) = conditional(&svc, VIEWER_ML, path, None).await;
+        assert_eq!(s, 200, "{path}: {body}");
+        let etag = etag.unwrap_or_else(|| panic!("{path}: no ETag"));
+        assert!(
+            etag.len() > 2 && etag.starts_with('"') && etag.ends_with('"'),
+            "{path}: {etag}"
+        );
+        // The same read again: the same tag.
+        let (_, again, _) = conditional(&svc, VIEWER_ML, path, None).await;
+        assert_eq!(again.as_ref(), Some(&etag), "{path}");
+        // Revalidation: 304, no body, the tag repeated; a weak or listed match counts too.
+        for header in [
+            etag.clone(),
+            format!("W/{etag}"),
+            format!("\"other\", {etag}"),
+            "*".to_owned(),
+        ] {
+            let (s, tag, body) = conditional(&svc, VIEWER_ML, path, Some(&header)).await;
+            assert_eq!((s, body.as_str()), (304, ""), "{path} with {header}");
+            assert_eq!(tag.as_ref(), Some(&etag), "{path}");
+        }
+        let (s, _, body) = conditional(&svc, VIEWER_ML, path, Some("\"other\"")).await;
+        assert_eq!(s, 200, "{path}");
+        assert!(!body.is_empty());
+        before.push(etag);
+    }
+
+    // Another team reading the same public registry gets the same body but never the
+    // same tag: a tag says nothing about what another team sees.
+    let path = &paths[7];
+    let (s, db_tag, db_body) = conditional(&svc, VIEWER_DB, path, None).await;
+    let (_, _, ml_body) = conditional(&svc, VIEWER_ML, path, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        db_body, ml_body,
+        "the public registry looks the same to both"
+    );
+    assert_ne!(db_tag.as_ref(), Some(&before[7]));
+    let (s, _, _) = conditional(&svc, VIEWER_DB, path, Some(&before[7])).await;
+    assert_eq!(s, 200, "ml's tag does not revalidate db's view");
+
+    // Errors carry no tag.
+    let (s, tag, _) = conditional(&svc, VIEWER_DB, &format!("/v1/registries/{ml}"), None).await;
+    assert_eq!((s, tag), (404, None));
+
+    // A new tag in the public registry: every read that shows it changes; models do not.
+    env.publish([discovered(
+        public,
+        "library/nginx",
+        "1.28",
+        6,
+        details(ImageKind::Other, None, &["amd64"], 71_000_000),
+    )])
+    .await;
+    env.caught_up().await;
+    for (path, old) in paths.iter().zip(&before) {
+        let (s, etag, body) = conditional(&svc, VIEWER_ML, path, Some(old)).await;
+        if path == "/v1/models" {
+            assert_eq!(s, 304, "{path}: the models did not change");
+            continue;
+        }
+        assert_eq!(s, 200, "{path}: the catalog changed");
+        let etag = etag.unwrap();
+        assert_ne!(&etag, old, "{path}");
+        assert!(!body.is_empty());
+        let (s, _, _) = conditional(&svc, VIEWER_ML, path, Some(&etag)).await;
+        assert_eq!(s, 304, "{path}: the new tag revalidates");
+    }
+    svc.stop().await;
+}

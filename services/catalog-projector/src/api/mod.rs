@@ -10,9 +10,15 @@ mod views;
 
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use imagelib_events::TraceParent;
-use imagelib_platform::auth::Tokens;
+use imagelib_platform::Problem;
+use imagelib_platform::auth::{Caller, Tokens};
+use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::curate::Catalog;
@@ -31,7 +37,82 @@ pub fn router(catalog: Arc<Catalog>, serve_registries: bool) -> OpenApiRouter {
     if serve_registries {
         r = r.merge(registries::router());
     }
-    r.with_state(catalog).layer(axum::Extension(tokens))
+    r.with_state(catalog)
+        .layer(axum::middleware::from_fn(conditional_get))
+        .layer(axum::Extension(tokens))
+}
+
+/// `ETag` and `If-None-Match` (RFC 9110 sections 8.8.3 and 13.1.2) on every catalog read.
+///
+/// The tag is a hash of the representation itself and of the teams the caller sees, not of
+/// the stream sequence: it changes exactly when the body does (an upgrade that changes a
+/// view with no new event changes it too, an unrelated event does not), and two callers
+/// whose visibility differs never share a tag, so a tag seen by one team says nothing about
+/// what another sees. The query still runs; a `304` saves the body, not the work.
+async fn conditional_get(caller: Result<Caller, Problem>, req: Request, next: Next) -> Response {
+    let conditional = req.method() == Method::GET;
+    let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
+    let res = next.run(req).await;
+    let Ok(caller) = caller else {
+        return res;
+    };
+    if !conditional || res.status() != StatusCode::OK {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return Problem::internal(&"a catalog response body could not be read").into_response();
+    };
+    let etag = entity_tag(&caller, &bytes);
+    parts.headers.insert(header::ETAG, etag.clone());
+    parts
+        .headers
+        .insert(header::VARY, HeaderValue::from_static("authorization"));
+    parts.headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    if if_none_match.is_some_and(|v| none_match_hits(&v, &etag)) {
+        parts.status = StatusCode::NOT_MODIFIED;
+        parts.headers.remove(header::CONTENT_TYPE);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::empty());
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// A strong tag: the first 128 bits of SHA-256 over the caller's visibility and the body.
+fn entity_tag(caller: &Caller, body: &[u8]) -> HeaderValue {
+    let mut h = Sha256::new();
+    match caller.team_filter() {
+        None => h.update(b"all\0"),
+        Some(teams) => {
+            let mut teams = teams.to_vec();
+            teams.sort_unstable();
+            teams.dedup();
+            h.update(b"teams\0");
+            for t in &teams {
+                h.update(t.as_bytes());
+                h.update(b"\0");
+            }
+        }
+    }
+    h.update(b"\0body\0");
+    h.update(body);
+    let digest = h.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    HeaderValue::from_str(&format!("\"{hex}\"")).expect("hex in quotes is a valid header value")
+}
+
+/// `If-None-Match` compares weakly: `*`, or any listed tag with or without `W/`.
+fn none_match_hits(header: &HeaderValue, etag: &HeaderValue) -> bool {
+    let Ok(list) = header.to_str() else {
+        return false;
+    };
+    let ours = etag.to_str().unwrap_or_default();
+    list.split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours)
 }
 
 /// The W3C trace context of the request, or a new root.
