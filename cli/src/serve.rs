@@ -60,7 +60,7 @@ impl Configs {
 
 pub async fn run() -> anyhow::Result<()> {
     let configs = Configs::load()?;
-    let _telemetry = imagelib_platform::telemetry::init("imagelib", configs.common.log_format);
+    let _telemetry = imagelib_platform::telemetry::init("imagelib", &configs.common)?;
     let app = build(configs).await?;
     app.run_until_stopped(imagelib_platform::shutdown::signal())
         .await?;

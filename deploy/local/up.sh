@@ -242,6 +242,10 @@ ensure_tools() {
     warn "skopeo is missing and could not be installed (tests that copy images will fail); read ${LOG_DIR}/apt.log"
   ensure_cmd htpasswd apache2-utils ||
     warn "htpasswd (apache2-utils) is missing and could not be installed; read ${LOG_DIR}/apt.log"
+  # promtool checks and unit-tests the alert rules and lints /metrics; prometheus itself
+  # runs scripts/prometheus-check. Both come with Debian's `prometheus`.
+  ensure_cmd promtool prometheus ||
+    warn "promtool (prometheus) is missing and could not be installed (alert-rule tests are skipped); read ${LOG_DIR}/apt.log"
 }
 
 start_nats

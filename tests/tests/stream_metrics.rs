@@ -72,9 +72,11 @@ async fn the_stream_usage_gauges_are_exported() {
             service_name: "imagelib".into(),
             endpoint: Some(endpoint),
             metric_interval: Some(Duration::from_millis(300)),
+            ..Default::default()
         },
         imagelib_platform::config::LogFormat::Json,
-    );
+    )
+    .unwrap();
 
     let ts = imagelib_testkit::TestStream::new();
     let max_bytes = 32 * 1024 * 1024;

@@ -78,9 +78,11 @@ async fn one_trace_spans_the_command_and_its_consumers() {
             service_name: "imagelib".into(),
             endpoint: Some(endpoint),
             metric_interval: Some(Duration::from_millis(500)),
+            ..Default::default()
         },
         imagelib_platform::config::LogFormat::Json,
-    );
+    )
+    .unwrap();
 
     let server = TestServer::start().await.unwrap();
     server.wait_ready().await.unwrap();

@@ -36,6 +36,9 @@ pub struct CommonConfig {
     pub stream_max_bytes: i64,
     /// `IMAGELIB_HTTP_ADDR`: where the HTTP API listens (each service has its own default).
     pub http_addr: Option<SocketAddr>,
+    /// `IMAGELIB_METRICS_ADDR`: a Prometheus `/metrics` endpoint on a listener of its own
+    /// (off by default; OTLP needs no port).
+    pub metrics_addr: Option<SocketAddr>,
     /// `IMAGELIB_MASTER_KEY_FILE`: the key that wraps every registry's data key.
     pub master_key_file: PathBuf,
     /// `IMAGELIB_ADMIN_TOKEN`: a bootstrap admin bearer token.
@@ -72,6 +75,7 @@ impl std::fmt::Debug for CommonConfig {
             .field("stream_replicas", &self.stream_replicas)
             .field("stream_max_bytes", &self.stream_max_bytes)
             .field("http_addr", &self.http_addr)
+            .field("metrics_addr", &self.metrics_addr)
             .field("master_key_file", &self.master_key_file)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .field("tokens_file", &self.tokens_file)
@@ -119,6 +123,7 @@ impl Default for CommonConfig {
             stream_replicas: 1,
             stream_max_bytes: DEFAULT_STREAM_MAX_BYTES,
             http_addr: None,
+            metrics_addr: None,
             master_key_file: state.join("master.key"),
             admin_token: None,
             tokens_file: None,

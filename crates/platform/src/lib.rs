@@ -10,6 +10,7 @@ pub mod db;
 pub mod http;
 pub mod problem;
 pub mod projection;
+pub mod prometheus;
 pub mod runtime;
 pub mod service;
 pub mod shutdown;

@@ -1269,14 +1269,16 @@ async fn read_head(socket: &mut TcpStream) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-pub(crate) struct TestCa {
-    pub(crate) ca_pem: String,
-    pub(crate) server_cert: PathBuf,
-    pub(crate) server_key: PathBuf,
+/// A private CA (its PEM) and a server certificate and key it signed, as files.
+#[derive(Debug)]
+pub struct TestCa {
+    pub ca_pem: String,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
 }
 
 /// A private CA and a server certificate for 127.0.0.1 and localhost (ECDSA P-256).
-pub(crate) async fn make_ca(dir: &Path) -> anyhow::Result<TestCa> {
+pub async fn make_ca(dir: &Path) -> anyhow::Result<TestCa> {
     let ca_key = dir.join("ca.key");
     let ca_pem = dir.join("ca.pem");
     let server_key = dir.join("server.key");

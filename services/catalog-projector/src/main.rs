@@ -33,8 +33,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut config = Config::load()?;
-    let _telemetry =
-        imagelib_platform::telemetry::init(catalog_projector::NAME, config.common.log_format);
+    let _telemetry = imagelib_platform::telemetry::init(catalog_projector::NAME, &config.common)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = Application::build(config).await?;

@@ -6,8 +6,7 @@ use registry_registry::startup::Application;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::load()?;
-    let _telemetry =
-        imagelib_platform::telemetry::init(registry_registry::NAME, config.common.log_format);
+    let _telemetry = imagelib_platform::telemetry::init(registry_registry::NAME, &config.common)?;
     let app = Application::build(config).await?;
     app.run_until_stopped(imagelib_platform::shutdown::signal())
         .await?;
