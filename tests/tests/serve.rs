@@ -41,6 +41,29 @@ async fn all_in_one_serves_health_readiness_and_openapi() {
         .unwrap();
     assert!(api["openapi"].as_str().unwrap().starts_with("3.1"), "{api}");
     assert_eq!(api["info"]["title"], "imagelib");
+    // The bearer scheme, on every /v1 operation but the webhook (its own secret).
+    assert_eq!(
+        api["components"]["securitySchemes"]["bearer"],
+        serde_json::json!({"type": "http", "scheme": "bearer",
+            "description": api["components"]["securitySchemes"]["bearer"]["description"]})
+    );
+    let paths = api["paths"].as_object().unwrap();
+    assert!(paths.len() > 20, "{}", paths.len());
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let security = &op["security"];
+            if path.starts_with("/v1/webhooks/") || !path.starts_with("/v1/") {
+                assert!(security.is_null(), "{method} {path}: {security}");
+            } else {
+                assert_eq!(
+                    security,
+                    &serde_json::json!([{"bearer": []}]),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+    assert!(paths["/v1/webhooks/{registry_id}"]["post"].is_object());
 
     // The stream exists with the configured name and subjects.
     let client = server.stream.client().await.unwrap();

@@ -54,7 +54,8 @@ pub fn app(
     let (router, mut api): (Router, OpenApi) = merged.split_for_parts();
     api.info.title = options.title.clone();
     api.info.version = env!("CARGO_PKG_VERSION").into();
-    let openapi = serde_json::to_value(&api).unwrap_or_default();
+    let mut openapi = serde_json::to_value(&api).unwrap_or_default();
+    declare_bearer(&mut openapi);
     let shell = Shell {
         readiness,
         openapi: std::sync::Arc::new(openapi),
@@ -82,6 +83,57 @@ pub fn app(
                 .make_span_with(request_span)
                 .on_response(on_response),
         )
+}
+
+/// Routes under `/v1/` that do not take the bearer token: a registry's notifications
+/// authenticate with that registry's own webhook secret.
+const WITHOUT_BEARER: &[&str] = &["/v1/webhooks/"];
+
+/// Declares the bearer scheme every `/v1` operation needs (RFC 6750 tokens from
+/// `IMAGELIB_TOKENS`), so generated clients send `Authorization: Bearer`.
+fn declare_bearer(doc: &mut serde_json::Value) {
+    let Some(obj) = doc.as_object_mut() else {
+        return;
+    };
+    let components = obj
+        .entry("components")
+        .or_insert_with(|| json!({}))
+        .as_object_mut();
+    if let Some(components) = components {
+        let schemes = components
+            .entry("securitySchemes")
+            .or_insert_with(|| json!({}));
+        if let Some(schemes) = schemes.as_object_mut() {
+            schemes.insert(
+                "bearer".into(),
+                json!({
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token (`IMAGELIB_TOKENS`); reads work without one only when `IMAGELIB_ANONYMOUS_READ` is on.",
+                }),
+            );
+        }
+    }
+    let Some(paths) = obj.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        if !path.starts_with("/v1/") || WITHOUT_BEARER.iter().any(|p| path.starts_with(p)) {
+            continue;
+        }
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            let is_operation = matches!(
+                method.as_str(),
+                "get" | "put" | "post" | "delete" | "options" | "head" | "patch" | "trace"
+            );
+            if let (true, Some(op)) = (is_operation, op.as_object_mut()) {
+                op.insert("security".into(), json!([{"bearer": []}]));
+            }
+        }
+    }
 }
 
 /// The server span of a request: OpenTelemetry HTTP semantic conventions, continuing the
@@ -184,4 +236,56 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         "method-not-allowed",
         format!("`{method}` is not allowed on `{}`", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_v1_operation_but_the_webhook_declares_the_bearer_scheme() {
+        let mut doc = json!({
+            "openapi": "3.1.0",
+            "paths": {
+                "/v1/images": {"get": {"responses": {}}, "parameters": []},
+                "/v1/registries/{id}": {"get": {}, "patch": {}},
+                "/v1/webhooks/{registry_id}": {"post": {}},
+                "/healthz": {"get": {}}
+            },
+            "components": {"schemas": {"Problem": {}}}
+        });
+        declare_bearer(&mut doc);
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["type"],
+            "http"
+        );
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        assert!(doc["components"]["schemas"]["Problem"].is_object());
+        let bearer = json!([{"bearer": []}]);
+        assert_eq!(doc["paths"]["/v1/images"]["get"]["security"], bearer);
+        assert_eq!(
+            doc["paths"]["/v1/registries/{id}"]["patch"]["security"],
+            bearer
+        );
+        assert_eq!(doc["paths"]["/v1/images"]["parameters"], json!([]));
+        assert!(doc["paths"]["/v1/webhooks/{registry_id}"]["post"]["security"].is_null());
+        assert!(doc["paths"]["/healthz"]["get"]["security"].is_null());
+    }
+
+    #[test]
+    fn a_document_without_components_gets_them() {
+        let mut doc = json!({"paths": {"/v1/stats": {"get": {}}}});
+        declare_bearer(&mut doc);
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        assert_eq!(
+            doc["paths"]["/v1/stats"]["get"]["security"][0]["bearer"],
+            json!([])
+        );
+    }
 }
