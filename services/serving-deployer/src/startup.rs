@@ -28,19 +28,20 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
         .map_err(|e| other(&e))?;
     let kubernetes = match &settings.kubernetes_api {
         Some(api) => {
-            let token = settings
-                .kubernetes_token_file
-                .as_ref()
-                .map(|p| std::fs::read_to_string(p).map(|t| t.trim().to_owned()))
-                .transpose()
-                .map_err(|e| other(&format!("IMAGELIB_DEPLOYER__KUBERNETES_TOKEN_FILE: {e}")))?;
             let ca = settings
                 .kubernetes_ca_file
                 .as_ref()
                 .map(std::fs::read_to_string)
                 .transpose()
                 .map_err(|e| other(&format!("IMAGELIB_DEPLOYER__KUBERNETES_CA_FILE: {e}")))?;
-            Some(Kubernetes::new(api, token, ca.as_deref()).map_err(|e| other(&e))?)
+            let k = Kubernetes::new(api, None, ca.as_deref()).map_err(|e| other(&e))?;
+            // Re-read whenever the file changes: projected service-account tokens rotate.
+            Some(match &settings.kubernetes_token_file {
+                Some(p) => k.with_token_file(p.clone()).map_err(|e| {
+                    other(&format!("IMAGELIB_DEPLOYER__KUBERNETES_TOKEN_FILE: {e}"))
+                })?,
+                None => k,
+            })
         }
         None => None,
     };

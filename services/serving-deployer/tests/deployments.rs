@@ -450,21 +450,29 @@ async fn a_rebuild_from_the_stream_reapplies_nothing() {
 /// What the fake API server received: method, path, query, content type.
 type Seen = Arc<Mutex<Vec<(String, String, String, String)>>>;
 
+/// The bearer token the fake API server accepts (a rotation changes it).
+type Accepted = Arc<Mutex<String>>;
+
 /// A fake Kubernetes API server: checks the server-side apply request shape, records it,
 /// and answers like the API server does.
 async fn fake_api_server(seen: Seen) -> std::net::SocketAddr {
+    fake_api_server_accepting(seen, Arc::new(Mutex::new("k8s-token".into()))).await
+}
+
+async fn fake_api_server_accepting(seen: Seen, accepted: Accepted) -> std::net::SocketAddr {
     use axum::extract::{Path, RawQuery, State};
     use axum::http::{HeaderMap, StatusCode};
     use axum::routing::any;
     async fn handle(
-        State(seen): State<Seen>,
+        State((seen, accepted)): State<(Seen, Accepted)>,
         method: axum::http::Method,
         Path(path): Path<String>,
         RawQuery(q): RawQuery,
         headers: HeaderMap,
         body: String,
     ) -> (StatusCode, axum::Json<serde_json::Value>) {
-        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer k8s-token") {
+        let expected = format!("Bearer {}", accepted.lock().unwrap());
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
             return (
                 StatusCode::UNAUTHORIZED,
                 axum::Json(json!({"kind": "Status", "message": "Unauthorized"})),
@@ -501,7 +509,7 @@ async fn fake_api_server(seen: Seen) -> std::net::SocketAddr {
     }
     let app = axum::Router::new()
         .route("/{*path}", any(handle))
-        .with_state(seen);
+        .with_state((seen, accepted));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -554,4 +562,44 @@ async fn the_kubernetes_target_uses_server_side_apply() {
     assert_eq!(seen.lock().unwrap().last().unwrap().0, "DELETE");
     // Nothing went to the gitops repository.
     assert!(!env.gitops().join("models/k8s.yaml").exists());
+}
+
+/// The kubelet rotates a projected service-account token by swapping the file; deployments
+/// after the rotation use the new token without a restart.
+#[tokio::test]
+async fn the_kubernetes_target_rereads_a_rotated_token() {
+    let env = Env::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let accepted: Accepted = Arc::new(Mutex::new("k8s-token-1".into()));
+    let api = fake_api_server_accepting(seen.clone(), accepted.clone()).await;
+    let token = env.dir.path().join("token");
+    std::fs::write(&token, "k8s-token-1\n").unwrap();
+    let mut config = env.config();
+    config.deployer.kubernetes_api = Some(format!("http://{api}"));
+    config.deployer.kubernetes_token_file = Some(token.clone());
+    let svc = env.start_with(config).await;
+    let reg = env.registry(&[]).await;
+    env.tag(reg, "acme/llm", "1.0", ImageKind::Model, &[]).await;
+
+    let mut b = body(reg, "acme/llm", "1.0", "before");
+    b["target"] = json!("kubernetes");
+    let (s, d) = svc.wait_for(b, |s, _| s != 404).await;
+    assert_eq!(s, 201, "{d}");
+    assert_eq!(d["state"], "applied", "{d}");
+
+    // Rotate: the API server now accepts only the new token; the file is replaced the
+    // way the kubelet does it (a new file renamed over the old one).
+    *accepted.lock().unwrap() = "k8s-token-2".into();
+    let next = env.dir.path().join("token.new");
+    std::fs::write(&next, "k8s-token-2\n").unwrap();
+    std::fs::rename(&next, &token).unwrap();
+
+    let mut b = body(reg, "acme/llm", "1.0", "after");
+    b["target"] = json!("kubernetes");
+    let (s, d) = svc.deploy(b).await;
+    assert_eq!(s, 201, "{d}");
+    assert_eq!(d["state"], "applied", "{d}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[1].1.ends_with("/inferenceservices/after"), "{seen:?}");
 }

@@ -1,8 +1,14 @@
 //! The kubernetes target: server-side apply (`PATCH` with
 //! `Content-Type: application/apply-patch+yaml`, field manager `imagelib`, `force=true`)
 //! of each manifest through the API server, and `DELETE` on removal.
+//!
+//! A service-account token file is re-read when it changes: the kubelet rotates projected
+//! tokens (about hourly, by swapping a symlink), and a token read once at start stops
+//! working after its expiry.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{Applied, Change, TargetError, plural};
 use crate::render::Manifest;
@@ -11,7 +17,92 @@ use crate::render::Manifest;
 pub struct Kubernetes {
     http: reqwest::Client,
     api: String,
-    token: Option<String>,
+    token: Token,
+}
+
+/// Where the bearer token comes from.
+#[derive(Clone)]
+enum Token {
+    None,
+    Fixed(String),
+    File {
+        path: PathBuf,
+        cached: Arc<Mutex<CachedToken>>,
+    },
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Token::None => f.write_str("None"),
+            Token::Fixed(_) => f.write_str("Fixed([redacted])"),
+            Token::File { path, .. } => write!(f, "File({})", path.display()),
+        }
+    }
+}
+
+struct CachedToken {
+    token: String,
+    /// The file's modification time and length when read.
+    stamp: Option<(SystemTime, u64)>,
+    read_at: Instant,
+}
+
+/// A token file unchanged by its stamp is still read again after this long (a rewrite
+/// within the file system's timestamp granularity keeps the stamp).
+pub const TOKEN_REREAD: Duration = Duration::from_secs(60);
+
+fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+fn read_token(path: &std::path::Path) -> Result<CachedToken, TargetError> {
+    let stamp = stamp(path);
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| {
+            TargetError::Kubernetes(format!(
+                "cannot read the token file {}: {e}",
+                path.display()
+            ))
+        })?
+        .trim()
+        .to_owned();
+    if token.is_empty() {
+        return Err(TargetError::Kubernetes(format!(
+            "the token file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(CachedToken {
+        token,
+        stamp,
+        read_at: Instant::now(),
+    })
+}
+
+impl Token {
+    /// The current token; a file is read again when its stamp changed or the last read is
+    /// older than [`TOKEN_REREAD`]. A file that cannot be read keeps the last good token.
+    fn current(&self) -> Option<String> {
+        match self {
+            Token::None => None,
+            Token::Fixed(t) => Some(t.clone()),
+            Token::File { path, cached } => {
+                let mut c = cached.lock().unwrap_or_else(|p| p.into_inner());
+                if c.read_at.elapsed() >= TOKEN_REREAD || stamp(path) != c.stamp {
+                    match read_token(path) {
+                        Ok(fresh) => *c = fresh,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "keeping the last service-account token");
+                            c.read_at = Instant::now();
+                        }
+                    }
+                }
+                Some(c.token.clone())
+            }
+        }
+    }
 }
 
 pub const FIELD_MANAGER: &str = "imagelib";
@@ -37,8 +128,19 @@ impl Kubernetes {
                 .build()
                 .map_err(|e| TargetError::Kubernetes(e.to_string()))?,
             api: api.trim_end_matches('/').to_owned(),
-            token,
+            token: token.map_or(Token::None, Token::Fixed),
         })
+    }
+
+    /// Take the bearer token from `path` (a service account's), read now and again whenever
+    /// the file changes.
+    pub fn with_token_file(mut self, path: PathBuf) -> Result<Self, TargetError> {
+        let first = read_token(&path)?;
+        self.token = Token::File {
+            path,
+            cached: Arc::new(Mutex::new(first)),
+        };
+        Ok(self)
     }
 
     fn url(&self, m: &Manifest) -> Result<String, TargetError> {
@@ -56,7 +158,7 @@ impl Kubernetes {
     }
 
     fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.token {
+        match self.token.current() {
             Some(t) => req.bearer_auth(t),
             None => req,
         }
