@@ -8,7 +8,7 @@ use imagelib_events::{RegistryId, RepositoryName, Tag};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::client::{Client, print, s, table};
+use crate::client::{Body, CliError, Client, print, s, table};
 
 /// The model types the catalog knows.
 const MODEL_TYPES: [&str; 5] = [
@@ -29,6 +29,41 @@ pub enum ImagesCommand {
         /// `0190d5c2-…/library/postgres:16.1` (the REFERENCE of `imagelib images ls --json`).
         #[arg(value_parser = parse_image_ref)]
         image: ImageRef,
+    },
+    /// Put an HM tag on a repository, or on one tag with `:<tag>` (curators).
+    Label {
+        /// `<registry-id>/<repository>[:<tag>]`
+        #[arg(value_parser = parse_image_ref)]
+        image: ImageRef,
+        /// The HM tag, e.g. `approved-production`.
+        hm_tag: String,
+    },
+    /// Remove an HM tag from a repository, or from one tag with `:<tag>` (curators).
+    Unlabel {
+        #[arg(value_parser = parse_image_ref)]
+        image: ImageRef,
+        hm_tag: String,
+    },
+    /// Set the README (Markdown) of a repository, or of one tag, from a file or stdin (curators).
+    Readme {
+        #[arg(value_parser = parse_image_ref)]
+        image: ImageRef,
+        /// A Markdown file; `-` or nothing reads stdin.
+        file: Option<std::path::PathBuf>,
+    },
+    /// Approve a repository, or one tag at its current digest (curators).
+    Approve {
+        #[arg(value_parser = parse_image_ref)]
+        image: ImageRef,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Reject a repository, or one tag at its current digest; a reason is required (curators).
+    Reject {
+        #[arg(value_parser = parse_image_ref)]
+        image: ImageRef,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -148,6 +183,16 @@ pub fn parse_image_ref(s: &str) -> Result<ImageRef, String> {
         repository: repository.to_owned(),
         tag: tag.map(str::to_owned),
     })
+}
+
+impl ImageRef {
+    /// `<registry-id>/<repository>[:<tag>]`, as typed.
+    pub fn display(&self) -> String {
+        match &self.tag {
+            Some(t) => format!("{}/{}:{t}", self.registry_id, self.repository),
+            None => format!("{}/{}", self.registry_id, self.repository),
+        }
+    }
 }
 
 impl ListArgs {
@@ -301,7 +346,7 @@ fn image_rows(items: &[Value]) -> String {
 
 fn print_list(client: &Client, page: &Value, what: &str) -> anyhow::Result<()> {
     let items = page["items"].as_array().cloned().unwrap_or_default();
-    print(client.json(), page, |_| image_rows(&items))?;
+    print(client.output(), page, |_| image_rows(&items))?;
     if !client.json() {
         use std::io::Write;
         let mut err = std::io::stderr();
@@ -612,8 +657,106 @@ fn stats_table(v: &Value) -> String {
     )
 }
 
+/// `/v1/repositories/{registry_id}/{name}` and `suffix`, the name's `/` kept as they are.
+fn repository_path(image: &ImageRef, suffix: &str) -> String {
+    format!(
+        "/v1/repositories/{}/{}{suffix}",
+        image.registry_id, image.repository
+    )
+}
+
+/// `?tag=<tag>` for a tag-level HM tag, nothing for the repository.
+fn tag_query(image: &ImageRef) -> String {
+    match &image.tag {
+        Some(t) => {
+            let mut q = reqwest::Url::parse("http://x/").expect("a constant URL");
+            q.query_pairs_mut().append_pair("tag", t);
+            format!("?{}", q.query().unwrap_or(""))
+        }
+        None => String::new(),
+    }
+}
+
+async fn curate(
+    client: &Client,
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    done: String,
+) -> anyhow::Result<()> {
+    let r = client.send(method, &path, body.map(Body::Json)).await?;
+    print(client.output(), &r, |_| done)
+}
+
 pub async fn run_images(client: &Client, cmd: ImagesCommand) -> anyhow::Result<()> {
     match cmd {
+        ImagesCommand::Label { image, hm_tag } => {
+            let path = format!(
+                "{}{}",
+                repository_path(&image, &format!("/hm-tags/{hm_tag}")),
+                tag_query(&image)
+            );
+            let done = format!("labelled {} {hm_tag}", image.display());
+            curate(client, Method::PUT, path, None, done).await
+        }
+        ImagesCommand::Unlabel { image, hm_tag } => {
+            let path = format!(
+                "{}{}",
+                repository_path(&image, &format!("/hm-tags/{hm_tag}")),
+                tag_query(&image)
+            );
+            let done = format!("removed {hm_tag} from {}", image.display());
+            curate(client, Method::DELETE, path, None, done).await
+        }
+        ImagesCommand::Readme { image, file } => {
+            use std::io::Read;
+            let readme = match file.filter(|f| f.as_os_str() != "-") {
+                Some(f) => std::fs::read_to_string(&f)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?,
+                None => {
+                    let mut t = String::new();
+                    std::io::stdin().read_to_string(&mut t)?;
+                    t
+                }
+            };
+            let body = json!({"readme": readme, "tag": image.tag});
+            let done = format!("README of {} set", image.display());
+            curate(
+                client,
+                Method::PUT,
+                repository_path(&image, "/readme"),
+                Some(body),
+                done,
+            )
+            .await
+        }
+        ImagesCommand::Approve { image, reason } => {
+            let body = json!({"tag": image.tag, "reason": reason});
+            let done = format!("approved {}", image.display());
+            curate(
+                client,
+                Method::POST,
+                repository_path(&image, "/approve"),
+                Some(body),
+                done,
+            )
+            .await
+        }
+        ImagesCommand::Reject { image, reason } => {
+            if reason.trim().is_empty() {
+                return Err(CliError::usage("a rejection needs a --reason").into());
+            }
+            let body = json!({"tag": image.tag, "reason": reason});
+            let done = format!("rejected {}", image.display());
+            curate(
+                client,
+                Method::POST,
+                repository_path(&image, "/reject"),
+                Some(body),
+                done,
+            )
+            .await
+        }
         ImagesCommand::Ls(args) => {
             let page = list(client, "/v1/images", &args).await?;
             print_list(client, &page, "images")
@@ -637,12 +780,12 @@ pub async fn run_images(client: &Client, cmd: ImagesCommand) -> anyhow::Result<(
                     }
                 })?;
             let Some(tag) = image.tag else {
-                return print(client.json(), &r, repository_detail);
+                return print(client.output(), &r, repository_detail);
             };
             let tags = r["tags"].as_array().cloned().unwrap_or_default();
             match tags.iter().find(|t| t["tag"] == tag.as_str()) {
-                Some(t) => print(client.json(), t, tag_detail),
-                None => anyhow::bail!(
+                Some(t) => print(client.output(), t, tag_detail),
+                None => Err(CliError::not_found(format!(
                     "{}/{} has no tag `{tag}`; its tags: {} (`imagelib images show {}/{}` lists them)",
                     image.registry_id,
                     image.repository,
@@ -656,7 +799,8 @@ pub async fn run_images(client: &Client, cmd: ImagesCommand) -> anyhow::Result<(
                     },
                     image.registry_id,
                     image.repository
-                ),
+                ))
+                .into()),
             }
         }
     }
@@ -666,9 +810,10 @@ pub async fn run_models(client: &Client, cmd: ModelsCommand) -> anyhow::Result<(
     match cmd {
         ModelsCommand::Ls(args) => {
             if args.kind.is_some_and(|k| k != Kind::Model) {
-                anyhow::bail!(
-                    "the Model Library holds model images only; drop --kind, or use `imagelib images ls --kind …`"
-                );
+                return Err(CliError::usage(
+                    "the Model Library holds model images only; drop --kind, or use `imagelib images ls --kind …`",
+                )
+                .into());
             }
             let page = list(client, "/v1/models", &args).await?;
             print_list(client, &page, "models")
@@ -678,7 +823,7 @@ pub async fn run_models(client: &Client, cmd: ModelsCommand) -> anyhow::Result<(
 
 pub async fn run_stats(client: &Client) -> anyhow::Result<()> {
     let v = client.send(Method::GET, "/v1/stats", None).await?;
-    print(client.json(), &v, stats_table)
+    print(client.output(), &v, stats_table)
 }
 
 #[cfg(test)]

@@ -137,14 +137,14 @@ pub async fn run(client: &Client, cmd: DeployCommand) -> anyhow::Result<()> {
             let d = client
                 .send(Method::POST, path, Some(Body::Json(body)))
                 .await?;
-            print(client.json(), &d, detail)
+            print(client.output(), &d, detail)
         }
         DeployCommand::Ls => {
             let page = client
                 .send(Method::GET, "/v1/deployments?limit=500", None)
                 .await?;
             let items = page["items"].as_array().cloned().unwrap_or_default();
-            print(client.json(), &page, |_| {
+            print(client.output(), &page, |_| {
                 let rows: Vec<Vec<String>> = items
                     .iter()
                     .map(|d| {
@@ -164,13 +164,13 @@ pub async fn run(client: &Client, cmd: DeployCommand) -> anyhow::Result<()> {
             let d = client
                 .send(Method::GET, &format!("/v1/deployments/{id}"), None)
                 .await?;
-            print(client.json(), &d, detail)
+            print(client.output(), &d, detail)
         }
         DeployCommand::Rm { id } => {
             client
                 .send(Method::DELETE, &format!("/v1/deployments/{id}"), None)
                 .await?;
-            print(client.json(), &json!({"deleted": id}), |_| {
+            print(client.output(), &json!({"deleted": id}), |_| {
                 format!("deleted {id}")
             })
         }
@@ -182,7 +182,7 @@ pub async fn run(client: &Client, cmd: DeployCommand) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            print(client.json(), &c, |c| {
+            print(client.output(), &c, |c| {
                 serde_norway::to_string(c).unwrap_or_default()
             })
         }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod demo;
 pub mod deploy_cmd;
 pub mod events_cmd;
+pub mod healthcheck;
 pub mod keys_cmd;
 pub mod nats_cmd;
 pub mod registry_cmd;

@@ -1,9 +1,9 @@
 //! The `imagelib` binary: `imagelib serve` (the four services in one process, one HTTP
 //! port) and the command-line client.
 
-use imagelib::client::{Client, Connection};
+use imagelib::client::{Client, Connection, exit_code};
 use imagelib::{
-    catalog_cmd, demo, deploy_cmd, events_cmd, keys_cmd, nats_cmd, registry_cmd, serve,
+    catalog_cmd, demo, deploy_cmd, events_cmd, healthcheck, keys_cmd, nats_cmd, registry_cmd, serve,
 };
 
 use clap::{Parser, Subcommand};
@@ -56,16 +56,20 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
+    /// Exit 0 when a service answers its readiness probe, 1 otherwise (container
+    /// healthchecks in images without curl).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // The message and its causes, never a backtrace: the messages say what to do next.
+    // The message and its causes, never a backtrace: the messages say what to do next. The
+    // exit code says which class of failure it was (README, "CLI").
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(exit_code(&e))
         }
     }
 }
@@ -73,11 +77,12 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve::run().await,
+        Command::Healthcheck(args) => healthcheck::run(args).await,
         Command::Events(cmd) => events_cmd::run(cmd).await,
         Command::Keys(cmd) => keys_cmd::run(cmd).await,
         Command::Nats(cmd) => nats_cmd::run(cmd),
-        Command::Demo(args) => demo::run(&Client::new(cli.connection), args).await,
-        Command::Deploy(cmd) => deploy_cmd::run(&Client::new(cli.connection), cmd).await,
+        Command::Demo(args) => demo::run(&Client::new(cli.connection)?, args).await,
+        Command::Deploy(cmd) => deploy_cmd::run(&Client::new(cli.connection)?, cmd).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -88,10 +93,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Registry(cmd) => registry_cmd::run(&Client::new(cli.connection), cmd).await,
-        Command::Rules(cmd) => registry_cmd::run_rules(&Client::new(cli.connection), cmd).await,
-        Command::Images(cmd) => catalog_cmd::run_images(&Client::new(cli.connection), cmd).await,
-        Command::Models(cmd) => catalog_cmd::run_models(&Client::new(cli.connection), cmd).await,
-        Command::Stats => catalog_cmd::run_stats(&Client::new(cli.connection)).await,
+        Command::Registry(cmd) => registry_cmd::run(&Client::new(cli.connection)?, cmd).await,
+        Command::Rules(cmd) => registry_cmd::run_rules(&Client::new(cli.connection)?, cmd).await,
+        Command::Images(cmd) => catalog_cmd::run_images(&Client::new(cli.connection)?, cmd).await,
+        Command::Models(cmd) => catalog_cmd::run_models(&Client::new(cli.connection)?, cmd).await,
+        Command::Stats => catalog_cmd::run_stats(&Client::new(cli.connection)?).await,
     }
 }

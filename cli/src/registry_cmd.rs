@@ -6,7 +6,186 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::client::{Body, Client, print, read_secret, s, table};
+use crate::client::{Body, CliError, Client, print, read_secret, s, table};
+
+/// Which credentials: `--auth`, or what the identity flags imply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthArg {
+    None,
+    /// `--username`, the password from stdin or a file.
+    Basic,
+    /// A bearer token from stdin or a file.
+    Token,
+    /// `--aws-access-key-id`, `--region`, the secret access key from stdin or a file.
+    AwsEcr,
+    /// `--tenant-id`, `--client-id`, the client secret from stdin or a file.
+    AzureServicePrincipal,
+    /// An Artifact Registry service-account key JSON from stdin or a file (sent as
+    /// `_json_key` basic credentials).
+    GcpServiceAccountKey,
+}
+
+/// Registry credentials. Secrets come from stdin or a file only: argv is world-readable.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CredentialArgs {
+    /// The credential kind; implied by --username, --aws-access-key-id, --tenant-id or
+    /// --token-stdin when not given.
+    #[arg(long, value_enum)]
+    pub auth: Option<AuthArg>,
+    /// Username for basic credentials.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// AWS access key id (ECR); the secret access key comes from stdin or --secret-file.
+    #[arg(long)]
+    pub aws_access_key_id: Option<String>,
+    /// AWS region (ECR), e.g. eu-west-1.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// A file holding an AWS session token (temporary ECR credentials).
+    #[arg(long)]
+    pub session_token_file: Option<PathBuf>,
+    /// Azure AD tenant (ACR service principal); the client secret comes from stdin or --secret-file.
+    #[arg(long)]
+    pub tenant_id: Option<String>,
+    /// Azure AD application (client) id.
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Read the secret (password, token, secret key, client secret, key JSON) from stdin.
+    #[arg(long, visible_aliases = ["password-stdin", "secret-stdin"])]
+    pub stdin_secret: bool,
+    /// Read the secret from this file.
+    #[arg(long, visible_alias = "password-file", conflicts_with = "stdin_secret")]
+    pub secret_file: Option<PathBuf>,
+    /// A bearer token from stdin (the same as `--auth token --password-stdin`).
+    #[arg(long, conflicts_with = "secret_file")]
+    pub token_stdin: bool,
+    /// Refused: a secret on the command line shows in `ps`.
+    #[arg(long, hide = true, value_name = "REFUSED")]
+    pub password: Option<String>,
+}
+
+impl CredentialArgs {
+    fn given(&self) -> bool {
+        self.auth.is_some()
+            || self.username.is_some()
+            || self.aws_access_key_id.is_some()
+            || self.tenant_id.is_some()
+            || self.client_id.is_some()
+            || self.token_stdin
+            || self.stdin_secret
+            || self.secret_file.is_some()
+    }
+
+    /// The `credentials` object the API takes, or `None` when no credential flag was given.
+    pub fn to_json(&self) -> anyhow::Result<Option<Value>> {
+        let usage = |m: String| -> anyhow::Error { CliError::usage(m).into() };
+        if self.password.is_some() {
+            return Err(usage(
+                "--password is not accepted: a password on the command line is visible to every user in `ps`.\n\
+                 Pipe it with --password-stdin, or name a file with --secret-file."
+                    .into(),
+            ));
+        }
+        if !self.given() {
+            return Ok(None);
+        }
+        let implied = [
+            (self.username.is_some(), AuthArg::Basic),
+            (self.token_stdin, AuthArg::Token),
+            (self.aws_access_key_id.is_some(), AuthArg::AwsEcr),
+            (
+                self.tenant_id.is_some() || self.client_id.is_some(),
+                AuthArg::AzureServicePrincipal,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(on, k)| on.then_some(k))
+        .collect::<Vec<_>>();
+        let kind = match (self.auth, implied.as_slice()) {
+            (Some(k), []) => k,
+            (Some(k), [i]) if *i == k => k,
+            (None, [i]) => *i,
+            (None, []) => {
+                return Err(usage(
+                    "a secret without a kind: add --username, --aws-access-key-id, --tenant-id/--client-id or --auth".into(),
+                ));
+            }
+            _ => {
+                return Err(usage(
+                    "credential flags of different kinds: give the flags of one kind only (see `imagelib registry add --help`)".into(),
+                ));
+            }
+        };
+        let stdin = self.stdin_secret || self.token_stdin;
+        let secret = |what: &str| -> anyhow::Result<String> {
+            read_secret(self.secret_file.as_deref(), stdin, what)?.ok_or_else(|| {
+                usage(format!(
+                    "the {what} comes from stdin (--password-stdin) or a file (--secret-file), never the command line"
+                ))
+            })
+        };
+        let required = |v: &Option<String>, flag: &str| -> anyhow::Result<String> {
+            v.clone()
+                .ok_or_else(|| usage(format!("{kind:?} credentials need {flag}")))
+        };
+        let credentials = match kind {
+            AuthArg::None => {
+                if stdin || self.secret_file.is_some() {
+                    return Err(usage("--auth none takes no secret".into()));
+                }
+                json!({"kind": "none"})
+            }
+            AuthArg::Basic => {
+                let username = required(&self.username, "--username")?;
+                json!({"kind": "basic", "username": username, "password": secret("password")?})
+            }
+            AuthArg::Token => json!({"kind": "token", "token": secret("token")?}),
+            AuthArg::AwsEcr => {
+                let mut c = json!({
+                    "kind": "aws_ecr",
+                    "access_key_id": required(&self.aws_access_key_id, "--aws-access-key-id")?,
+                    "secret_access_key": secret("AWS secret access key")?,
+                    "region": required(&self.region, "--region")?,
+                });
+                if let Some(t) = read_secret(
+                    self.session_token_file.as_deref(),
+                    false,
+                    "AWS session token",
+                )? {
+                    c["session_token"] = json!(t);
+                }
+                c
+            }
+            AuthArg::AzureServicePrincipal => json!({
+                "kind": "azure_service_principal",
+                "tenant_id": required(&self.tenant_id, "--tenant-id")?,
+                "client_id": required(&self.client_id, "--client-id")?,
+                "client_secret": secret("client secret")?,
+            }),
+            AuthArg::GcpServiceAccountKey => {
+                let key = secret("service-account key JSON")?;
+                let parsed: Value = serde_json::from_str(&key).map_err(|e| {
+                    usage(format!(
+                        "the service-account key is not JSON ({e}); give the key file downloaded from the Google Cloud console"
+                    ))
+                })?;
+                if parsed["type"] != "service_account" {
+                    return Err(usage(
+                        "the key JSON is not a service-account key (its \"type\" is not \"service_account\")".into(),
+                    ));
+                }
+                json!({"kind": "basic", "username": "_json_key", "password": key})
+            }
+        };
+        if self.session_token_file.is_some() && kind != AuthArg::AwsEcr {
+            return Err(usage("--session-token-file is for ECR credentials".into()));
+        }
+        if self.region.is_some() && kind != AuthArg::AwsEcr {
+            return Err(usage("--region is for ECR credentials".into()));
+        }
+        Ok(Some(credentials))
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum RegistryCommand {
@@ -29,23 +208,64 @@ pub enum RegistryCommand {
         /// A team that sees the registry (repeatable; none = everyone).
         #[arg(long = "team")]
         visibility: Vec<String>,
-        /// Username for basic credentials; the password comes from --password-stdin or --password-file.
-        #[arg(long)]
-        username: Option<String>,
-        #[arg(long)]
-        password_stdin: bool,
-        #[arg(long)]
-        password_file: Option<PathBuf>,
-        /// Read a bearer token from stdin.
-        #[arg(long)]
-        token_stdin: bool,
+        #[command(flatten)]
+        credentials: CredentialArgs,
         /// A repository to scan when the registry has no usable catalog (repeatable).
         #[arg(long = "repository")]
         repositories: Vec<String>,
+        /// A host besides the registry's own whose token realm may receive the credentials
+        /// (repeatable).
+        #[arg(long = "auth-host")]
+        auth_hosts: Vec<String>,
         /// Seconds between scheduled scans.
         #[arg(long)]
         interval: Option<u64>,
         /// Save without checking the connection.
+        #[arg(long)]
+        no_validate: bool,
+    },
+    /// Change a registry (`PATCH`, guarded by the ETag of a `GET` made just before). A move
+    /// (--url, --insecure, --type) or a new --auth-host needs the credentials again.
+    Update {
+        id: String,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        url: Option<String>,
+        /// Plain HTTP (`--insecure` or `--insecure=false`).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        insecure: Option<bool>,
+        #[arg(long = "type")]
+        registry_type: Option<String>,
+        /// A PEM file of CA certificates (replaces the custom CA).
+        #[arg(long, conflicts_with = "no_ca")]
+        ca_file: Option<PathBuf>,
+        /// Remove the custom CA.
+        #[arg(long)]
+        no_ca: bool,
+        /// Teams that see the registry (replaces the list; repeatable).
+        #[arg(long = "team")]
+        visibility: Vec<String>,
+        /// Replaces the repositories scanned without a catalog (repeatable).
+        #[arg(long = "repository")]
+        repositories: Vec<String>,
+        /// Replaces the hosts whose token realm may receive the credentials (repeatable).
+        #[arg(long = "auth-host")]
+        auth_hosts: Vec<String>,
+        #[arg(long)]
+        interval: Option<u64>,
+        /// The ETag to send as If-Match instead of the one a fresh GET returns.
+        #[arg(long)]
+        if_match: Option<String>,
+        #[command(flatten)]
+        credentials: CredentialArgs,
+    },
+    /// Replace a registry's credentials (`PUT …/credentials`, validated first unless
+    /// --no-validate).
+    RotateCredentials {
+        id: String,
+        #[command(flatten)]
+        credentials: CredentialArgs,
         #[arg(long)]
         no_validate: bool,
     },
@@ -67,7 +287,7 @@ pub enum RegistryCommand {
         wait: bool,
         /// Give up waiting after this many seconds.
         #[arg(long, default_value_t = 600)]
-        timeout: u64,
+        wait_timeout: u64,
     },
 }
 
@@ -155,6 +375,10 @@ fn registry_detail(r: &Value) -> String {
     out
 }
 
+fn read_ca(f: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))
+}
+
 pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
     match cmd {
         RegistryCommand::Add {
@@ -164,44 +388,124 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
             insecure,
             ca_file,
             visibility,
-            username,
-            password_stdin,
-            password_file,
-            token_stdin,
+            credentials,
             repositories,
+            auth_hosts,
             interval,
             no_validate,
         } => {
-            let credentials = match (username, token_stdin) {
-                (Some(_), true) => {
-                    anyhow::bail!("give either --username or --token-stdin, not both")
-                }
-                (Some(u), false) => {
-                    let p = read_secret(password_file.as_deref(), password_stdin, "password")?
-                        .ok_or_else(|| anyhow::anyhow!("--username needs --password-stdin or --password-file (never a password on the command line)"))?;
-                    json!({"kind": "basic", "username": u, "password": p})
-                }
-                (None, true) => {
-                    let t = read_secret(None, true, "token")?.unwrap_or_default();
-                    json!({"kind": "token", "token": t})
-                }
-                (None, false) => json!({"kind": "none"}),
-            };
-            let ca_pem = ca_file
-                .map(|f| {
-                    std::fs::read_to_string(&f)
-                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))
-                })
-                .transpose()?;
+            let credentials = credentials
+                .to_json()?
+                .unwrap_or_else(|| json!({"kind": "none"}));
+            let ca_pem = ca_file.as_deref().map(read_ca).transpose()?;
             let body = json!({
                 "label": label, "url": url, "registry_type": registry_type, "insecure": insecure,
                 "ca_pem": ca_pem, "visibility": visibility, "credentials": credentials,
-                "repositories": repositories, "scan_interval_secs": interval, "validate": !no_validate,
+                "repositories": repositories, "auth_hosts": auth_hosts,
+                "scan_interval_secs": interval, "validate": !no_validate,
             });
             let r = client
                 .send(Method::POST, "/v1/registries", Some(Body::Json(body)))
                 .await?;
-            print(client.json(), &r, registry_detail)
+            print(client.output(), &r, registry_detail)
+        }
+        RegistryCommand::Update {
+            id,
+            label,
+            url,
+            insecure,
+            registry_type,
+            ca_file,
+            no_ca,
+            visibility,
+            repositories,
+            auth_hosts,
+            interval,
+            if_match,
+            credentials,
+        } => {
+            let mut body = serde_json::Map::new();
+            let mut set = |k: &str, v: Value| {
+                body.insert(k.to_owned(), v);
+            };
+            if let Some(v) = label {
+                set("label", json!(v));
+            }
+            if let Some(v) = url {
+                set("url", json!(v));
+            }
+            if let Some(v) = insecure {
+                set("insecure", json!(v));
+            }
+            if let Some(v) = registry_type {
+                set("registry_type", json!(v));
+            }
+            if let Some(f) = ca_file {
+                set("ca_pem", json!(read_ca(&f)?));
+            }
+            if no_ca {
+                set("ca_pem", Value::Null);
+            }
+            if !visibility.is_empty() {
+                set("visibility", json!(visibility));
+            }
+            if !repositories.is_empty() {
+                set("repositories", json!(repositories));
+            }
+            if !auth_hosts.is_empty() {
+                set("auth_hosts", json!(auth_hosts));
+            }
+            if let Some(v) = interval {
+                set("scan_interval_secs", json!(v));
+            }
+            if let Some(c) = credentials.to_json()? {
+                set("credentials", c);
+            }
+            if body.is_empty() {
+                return Err(CliError::usage(
+                    "nothing to change: give at least one of --label, --url, --insecure, --type, --ca-file, --no-ca, --team, --repository, --auth-host, --interval or credentials",
+                )
+                .into());
+            }
+            let path = format!("/v1/registries/{id}");
+            let etag = match if_match {
+                Some(e) => Some(e),
+                None => client.send_with(Method::GET, &path, None, &[]).await?.etag,
+            };
+            let headers: Vec<_> = etag
+                .into_iter()
+                .map(|e| (reqwest::header::IF_MATCH, e))
+                .collect();
+            let r = client
+                .send_with(
+                    Method::PATCH,
+                    &path,
+                    Some(Body::Json(Value::Object(body))),
+                    &headers,
+                )
+                .await?;
+            print(client.output(), &r.value, registry_detail)
+        }
+        RegistryCommand::RotateCredentials {
+            id,
+            credentials,
+            no_validate,
+        } => {
+            let credentials = credentials.to_json()?.ok_or_else(|| {
+                CliError::usage(
+                    "no credentials given: e.g. --username U --password-stdin, --token-stdin, --aws-access-key-id/--region, --tenant-id/--client-id or --auth gcp-service-account-key",
+                )
+            })?;
+            let r = client
+                .send(
+                    Method::PUT,
+                    &format!("/v1/registries/{id}/credentials"),
+                    Some(Body::Json(
+                        json!({"credentials": credentials, "validate": !no_validate}),
+                    )),
+                )
+                .await?;
+            print(client.output(), &r, registry_detail)
         }
         RegistryCommand::Ls => {
             let mut items = Vec::new();
@@ -218,7 +522,7 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
                     None => break,
                 }
             }
-            print(client.json(), &Value::Array(items.clone()), |_| {
+            print(client.output(), &Value::Array(items.clone()), |_| {
                 registry_rows(&items)
             })
         }
@@ -226,13 +530,13 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
             let r = client
                 .send(Method::GET, &format!("/v1/registries/{id}"), None)
                 .await?;
-            print(client.json(), &r, registry_detail)
+            print(client.output(), &r, registry_detail)
         }
         RegistryCommand::Rm { id } => {
             client
                 .send(Method::DELETE, &format!("/v1/registries/{id}"), None)
                 .await?;
-            print(client.json(), &json!({"removed": id}), |_| {
+            print(client.output(), &json!({"removed": id}), |_| {
                 format!("removed {id}")
             })
         }
@@ -240,7 +544,7 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
             let r = client
                 .send(Method::POST, &format!("/v1/registries/{id}/validate"), None)
                 .await?;
-            print(client.json(), &r, |r| {
+            print(client.output(), &r, |r| {
                 if r["validation"]["ok"] == true {
                     "validated".into()
                 } else {
@@ -256,7 +560,7 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
             id,
             repository,
             wait,
-            timeout,
+            wait_timeout: timeout,
         } => {
             let r = client
                 .send(
@@ -266,7 +570,7 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             if !wait {
-                return print(client.json(), &r, |r| {
+                return print(client.output(), &r, |r| {
                     format!("sync requested (event sequence {})", s(&r["sequence"]))
                 });
             }
@@ -275,7 +579,7 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
             })?;
             let last = wait_for_sync(client, &id, request_sequence, timeout).await?;
             let failed = last["state"] == "failed";
-            print(client.json(), &last, |l| {
+            print(client.output(), &last, |l| {
                 let sum = &l["summary"];
                 if failed {
                     format!("scan failed: {}", s(&sum["reason"]))
@@ -405,7 +709,7 @@ pub async fn run_rules(client: &Client, cmd: RulesCommand) -> anyhow::Result<()>
                     Some(Body::Json(body)),
                 )
                 .await?;
-            print(client.json(), &r, |r| rule_rows(std::slice::from_ref(r)))
+            print(client.output(), &r, |r| rule_rows(std::slice::from_ref(r)))
         }
         RulesCommand::Ls { registry } => {
             let r = client
@@ -416,7 +720,7 @@ pub async fn run_rules(client: &Client, cmd: RulesCommand) -> anyhow::Result<()>
                 )
                 .await?;
             let items = r["items"].as_array().cloned().unwrap_or_default();
-            print(client.json(), &r, |_| rule_rows(&items))
+            print(client.output(), &r, |_| rule_rows(&items))
         }
         RulesCommand::Rm { registry, rule_id } => {
             client
@@ -426,7 +730,7 @@ pub async fn run_rules(client: &Client, cmd: RulesCommand) -> anyhow::Result<()>
                     None,
                 )
                 .await?;
-            print(client.json(), &json!({"removed": rule_id}), |_| {
+            print(client.output(), &json!({"removed": rule_id}), |_| {
                 format!("removed rule {rule_id}")
             })
         }
@@ -441,7 +745,7 @@ pub async fn run_rules(client: &Client, cmd: RulesCommand) -> anyhow::Result<()>
                 )
                 .await?;
             let items = r["items"].as_array().cloned().unwrap_or_default();
-            print(client.json(), &r, |_| rule_rows(&items))
+            print(client.output(), &r, |_| rule_rows(&items))
         }
     }
 }
