@@ -338,3 +338,28 @@ fn set_parent(span: &tracing::Span, tp: &imagelib_events::TraceParent) {
 pub fn meter() -> opentelemetry::metrics::Meter {
     opentelemetry::global::meter("imagelib")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unusable_ca_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = otlp_client(Some(&missing)).unwrap_err();
+        assert!(
+            matches!(&err, TelemetryError::Certificate { path, .. } if path == &missing),
+            "{err}"
+        );
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        let err = otlp_client(Some(&not_pem)).unwrap_err();
+        assert!(err.to_string().contains("not.pem"), "{err}");
+    }
+
+    #[test]
+    fn without_a_ca_the_client_builds() {
+        assert!(otlp_client(None).is_ok());
+    }
+}
