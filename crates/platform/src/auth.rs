@@ -164,7 +164,8 @@ impl Tokens {
                 message,
             };
             let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-            let parsed: TokensFile = serde_norway::from_str(&text).map_err(|e| err(e.to_string()))?;
+            let parsed: TokensFile =
+                serde_norway::from_str(&text).map_err(|e| err(e.to_string()))?;
             for (i, entry) in parsed.tokens.into_iter().enumerate() {
                 let hash = match (&entry.token_sha256, &entry.token) {
                     (Some(h), None) => decode_hex32(h).ok_or_else(|| {
