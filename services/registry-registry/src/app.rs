@@ -688,16 +688,22 @@ impl Registries {
         Ok(self.bus.publish(&env).await?.sequence)
     }
 
+    /// Create or replace a rule. `expected` is the registry's rules version a caller's
+    /// `If-Match` was checked against: a change since then is a conflict at the append.
     pub async fn set_rule(
         &self,
         caller: &Caller,
         id: RegistryId,
         rule: RuleSet,
+        expected: Option<u64>,
         tp: Option<TraceParent>,
     ) -> Result<RuleSet, CommandError> {
         self.live(id).await?;
         imagelib_rules::CompiledRule::compile(&rule)?;
-        let version = self.store.rules_version(id).await?;
+        let version = match expected {
+            Some(v) => v,
+            None => self.store.rules_version(id).await?,
+        };
         let expect = if version == 0 {
             Expect::NoEvents
         } else {
@@ -708,18 +714,23 @@ impl Registries {
         Ok(rule)
     }
 
+    /// Remove a rule; `expected` as for [`Registries::set_rule`].
     pub async fn remove_rule(
         &self,
         caller: &Caller,
         id: RegistryId,
         rule_id: RuleId,
+        expected: Option<u64>,
         tp: Option<TraceParent>,
     ) -> Result<(), CommandError> {
         self.live(id).await?;
         if self.store.rule(id, rule_id.as_str()).await?.is_none() {
             return Err(CommandError::RuleNotFound(id, rule_id.to_string()));
         }
-        let version = self.store.rules_version(id).await?;
+        let version = match expected {
+            Some(v) => v,
+            None => self.store.rules_version(id).await?,
+        };
         let removed = RuleRemoved {
             registry_id: id,
             rule_id,

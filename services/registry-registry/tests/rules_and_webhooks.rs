@@ -168,3 +168,73 @@ async fn sync_now_and_webhooks_emit_scoped_sync_requests() {
         .unwrap();
     assert_eq!(res.status(), 401);
 }
+
+#[tokio::test]
+async fn rule_changes_honour_if_match() {
+    let env = Env::new();
+    let svc = env.start().await;
+    let registry = TestRegistry::start().await.unwrap();
+    let r = svc.register_open(&registry, "rules").await;
+    let id = r["id"].as_str().unwrap();
+    let rules = format!("/v1/registries/{id}/rules");
+    let send = |method: Method, path: String, if_match: Option<String>| {
+        let mut req = svc.http.request(method, svc.url(&path)).bearer_auth(ADMIN);
+        if let Some(v) = if_match {
+            req = req.header("if-match", v);
+        }
+        async move {
+            let res = req
+                .json(&json!({"repositories": "nvidia/nim/*", "kind": "auto"}))
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let etag = res
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let text = res.text().await.unwrap();
+            let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+            (status, etag, body)
+        }
+    };
+    // No rules yet: the list's ETag is the empty version, and it guards the first rule.
+    let (s, empty, _) = send(Method::GET, rules.clone(), None).await;
+    assert_eq!(s, 200);
+    let empty = empty.unwrap();
+    assert_eq!(empty, "\"0\"");
+    let (s, first, body) = send(Method::PUT, format!("{rules}/a"), Some(empty.clone())).await;
+    assert_eq!(s, 200, "{body}");
+    let first = first.unwrap();
+    assert_ne!(first, empty);
+    let (_, got, _) = send(Method::GET, format!("{rules}/a"), None).await;
+    assert_eq!(got.as_ref(), Some(&first), "GET shows the same version");
+
+    // A stale ETag: 412, nothing appended, the rule unchanged.
+    let events = env.event_types().await.len();
+    let (s, _, p) = send(Method::PUT, format!("{rules}/b"), Some(empty.clone())).await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (412, Some("precondition-failed")),
+        "{p}"
+    );
+    let (s, _, p) = send(Method::DELETE, format!("{rules}/a"), Some(empty.clone())).await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (412, Some("precondition-failed")),
+        "{p}"
+    );
+    assert_eq!(env.event_types().await.len(), events);
+    let (s, _, _) = send(Method::GET, format!("{rules}/b"), None).await;
+    assert_eq!(s, 404);
+
+    // Malformed: 400.
+    let (s, _, p) = send(Method::PUT, format!("{rules}/b"), Some("1".into())).await;
+    assert_eq!((s, p["code"].as_str()), (400, Some("bad-if-match")), "{p}");
+
+    // The current ETag: the delete goes through.
+    let (s, _, _) = send(Method::DELETE, format!("{rules}/a"), Some(first)).await;
+    assert_eq!(s, 204);
+    let (s, _, _) = send(Method::GET, format!("{rules}/a"), None).await;
+    assert_eq!(s, 404);
+}

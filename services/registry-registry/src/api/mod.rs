@@ -6,7 +6,7 @@ mod webhooks;
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use imagelib_events::TraceParent;
 use imagelib_platform::Problem;
 use imagelib_platform::auth::Tokens;
@@ -21,6 +21,79 @@ pub fn router(app: Arc<Registries>, tokens: Tokens) -> OpenApiRouter {
         .merge(webhooks::router())
         .with_state(app)
         .layer(axum::Extension(tokens))
+}
+
+/// An `If-Match` header (RFC 9110 section 13.1.1): `*`, or a list of entity tags compared
+/// strongly, so a weak tag never matches.
+#[derive(Debug, PartialEq)]
+pub(crate) enum IfMatch {
+    Any,
+    Versions(Vec<u64>),
+}
+
+impl IfMatch {
+    pub(crate) fn parse(headers: &HeaderMap) -> Result<Option<IfMatch>, Problem> {
+        let bad = || {
+            Problem::bad_request(
+                "If-Match must be `*` or a list of entity tags, such as the registry's ETag",
+            )
+            .with_code("bad-if-match")
+        };
+        let mut versions = Vec::new();
+        let mut any = false;
+        let mut seen = false;
+        for value in headers.get_all(header::IF_MATCH) {
+            let value = value.to_str().map_err(|_| bad())?;
+            for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                seen = true;
+                if tag == "*" {
+                    any = true;
+                    continue;
+                }
+                let (weak, quoted) = match tag.strip_prefix("W/") {
+                    Some(rest) => (true, rest),
+                    None => (false, tag),
+                };
+                let opaque = quoted
+                    .strip_prefix('"')
+                    .and_then(|t| t.strip_suffix('"'))
+                    .filter(|t| !t.contains('"'))
+                    .ok_or_else(bad)?;
+                if !weak && let Ok(v) = opaque.parse() {
+                    versions.push(v);
+                }
+            }
+        }
+        Ok(match (seen, any) {
+            (false, _) => None,
+            (true, true) => Some(IfMatch::Any),
+            (true, false) => Some(IfMatch::Versions(versions)),
+        })
+    }
+
+    fn matches(&self, version: u64) -> bool {
+        match self {
+            IfMatch::Any => true,
+            IfMatch::Versions(v) => v.contains(&version),
+        }
+    }
+
+    /// `412` (code `precondition-failed`) unless the condition holds for `what` at
+    /// `version`.
+    pub(crate) fn check(&self, what: &str, version: u64) -> Result<(), Problem> {
+        if self.matches(version) {
+            return Ok(());
+        }
+        let mut p = Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition-failed",
+            format!(
+                "{what} changed since you read it (its ETag is now \"{version}\"); read it again and retry"
+            ),
+        );
+        p.title = "Precondition Failed".into();
+        Err(p)
+    }
 }
 
 /// The W3C trace context of the request, or a new root.

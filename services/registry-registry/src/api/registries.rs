@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::IfMatch;
 use crate::app::{Registries, ValidationReport, reason_str};
 use crate::domain::registry::{RegisterRequest, RotateRequest, UpdateRequest};
 use crate::store::{Registry, Status};
@@ -259,62 +260,6 @@ async fn get_registry(
     Ok(with_etag(StatusCode::OK, &r, None))
 }
 
-/// An `If-Match` header (RFC 9110 section 13.1.1): `*`, or a list of entity tags compared
-/// strongly, so a weak tag never matches.
-#[derive(Debug, PartialEq)]
-enum IfMatch {
-    Any,
-    Versions(Vec<u64>),
-}
-
-impl IfMatch {
-    fn parse(headers: &HeaderMap) -> Result<Option<IfMatch>, Problem> {
-        let bad = || {
-            Problem::bad_request(
-                "If-Match must be `*` or a list of entity tags, such as the registry's ETag",
-            )
-            .with_code("bad-if-match")
-        };
-        let mut versions = Vec::new();
-        let mut any = false;
-        let mut seen = false;
-        for value in headers.get_all(header::IF_MATCH) {
-            let value = value.to_str().map_err(|_| bad())?;
-            for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                seen = true;
-                if tag == "*" {
-                    any = true;
-                    continue;
-                }
-                let (weak, quoted) = match tag.strip_prefix("W/") {
-                    Some(rest) => (true, rest),
-                    None => (false, tag),
-                };
-                let opaque = quoted
-                    .strip_prefix('"')
-                    .and_then(|t| t.strip_suffix('"'))
-                    .filter(|t| !t.contains('"'))
-                    .ok_or_else(bad)?;
-                if !weak && let Ok(v) = opaque.parse() {
-                    versions.push(v);
-                }
-            }
-        }
-        Ok(match (seen, any) {
-            (false, _) => None,
-            (true, true) => Some(IfMatch::Any),
-            (true, false) => Some(IfMatch::Versions(versions)),
-        })
-    }
-
-    fn matches(&self, version: u64) -> bool {
-        match self {
-            IfMatch::Any => true,
-            IfMatch::Versions(v) => v.contains(&version),
-        }
-    }
-}
-
 /// Relabel, move or reconfigure a registry. `If-Match` with the ETag guards lost updates:
 /// `412` (code `precondition-failed`) when it no longer matches, `409` when another change
 /// lands while this one is appended.
@@ -343,29 +288,15 @@ async fn update_registry(
     let expected = match IfMatch::parse(&headers)? {
         None => None,
         Some(condition) => {
-            let current = app.live(id).await?;
-            if !condition.matches(current.last_sequence) {
-                return Err(precondition_failed(id, current.last_sequence));
-            }
-            Some(current.last_sequence)
+            let current = app.live(id).await?.last_sequence;
+            condition.check(&format!("registry {id}"), current)?;
+            Some(current)
         }
     };
     let r = app
         .update(&caller, id, req, expected, super::traceparent(&headers))
         .await?;
     Ok(with_etag(StatusCode::OK, &r, None))
-}
-
-fn precondition_failed(id: RegistryId, version: u64) -> Problem {
-    let mut p = Problem::new(
-        StatusCode::PRECONDITION_FAILED,
-        "precondition-failed",
-        format!(
-            "registry {id} changed since you read it (its ETag is now \"{version}\"); read it again and retry"
-        ),
-    );
-    p.title = "Precondition Failed".into();
-    p
 }
 
 /// Remove a registry: scans stop, deployments of its images are refused, its

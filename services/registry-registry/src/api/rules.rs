@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use imagelib_events::RuleId;
 use imagelib_events::event::RuleSet;
 use imagelib_platform::Problem;
@@ -15,6 +16,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::IfMatch;
 use crate::app::Registries;
 
 pub fn router() -> OpenApiRouter<Arc<Registries>> {
@@ -49,13 +51,45 @@ async fn visible(
     }
 }
 
+/// The ETag of a registry's rules: the sequence of their last change. One version covers
+/// all the registry's rules (they are one aggregate), so it guards each of them.
+async fn rules_etag(app: &Registries, id: imagelib_events::RegistryId) -> Result<u64, Problem> {
+    app.store()
+        .rules_version(id)
+        .await
+        .map_err(|e| Problem::internal(&e))
+}
+
+fn with_etag(version: u64, body: impl Serialize) -> Response {
+    let mut res = axum::Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        res.headers_mut().insert(header::ETAG, v);
+    }
+    res
+}
+
+/// Checks `If-Match` against the rules' version: the version the append must still find.
+async fn precondition(
+    app: &Registries,
+    headers: &HeaderMap,
+    id: imagelib_events::RegistryId,
+) -> Result<Option<u64>, Problem> {
+    let Some(condition) = IfMatch::parse(headers)? else {
+        return Ok(None);
+    };
+    app.live(id).await?;
+    let current = rules_etag(app, id).await?;
+    condition.check(&format!("the rules of registry {id}"), current)?;
+    Ok(Some(current))
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RuleList {
     #[schema(value_type = Vec<Object>)]
     items: Vec<RuleSet>,
 }
 
-/// The registry's rules, by rule id.
+/// The registry's rules, by rule id. `ETag`: the rules' version, for `If-Match`.
 #[utoipa::path(get, path = "/v1/registries/{id}/rules", tag = "rules",
     params(("id" = String, Path, description = "registry id")),
     responses((status = 200, body = RuleList), (status = 404, body = Problem)))]
@@ -64,18 +98,19 @@ async fn list_rules(
     State(app): State<Arc<Registries>>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-) -> Result<axum::Json<RuleList>, Problem> {
+) -> Result<Response, Problem> {
     let id = registry_id(&id)?;
     visible(&app, &caller, id).await?;
+    let version = rules_etag(&app, id).await?;
     let items = app
         .store()
         .rules(id)
         .await
         .map_err(|e| Problem::internal(&e))?;
-    Ok(axum::Json(RuleList { items }))
+    Ok(with_etag(version, RuleList { items }))
 }
 
-/// One rule.
+/// One rule. `ETag`: the rules' version, for `If-Match`.
 #[utoipa::path(get, path = "/v1/registries/{id}/rules/{rule_id}", tag = "rules",
     params(("id" = String, Path, description = "registry id"), ("rule_id" = String, Path, description = "rule id")),
     responses((status = 200, body = Object), (status = 404, body = Problem)))]
@@ -84,21 +119,27 @@ async fn get_rule(
     State(app): State<Arc<Registries>>,
     caller: Caller,
     ApiPath((id, rule_id)): ApiPath<(String, String)>,
-) -> Result<axum::Json<RuleSet>, Problem> {
+) -> Result<Response, Problem> {
     let (id, rule) = (registry_id(&id)?, parse_rule_id(&rule_id)?);
     visible(&app, &caller, id).await?;
-    app.store()
+    let version = rules_etag(&app, id).await?;
+    let found = app
+        .store()
         .rule(id, rule.as_str())
         .await
         .map_err(|e| Problem::internal(&e))?
-        .map(axum::Json)
-        .ok_or_else(|| Problem::not_found(format!("rule `{rule}` not found")))
+        .ok_or_else(|| Problem::not_found(format!("rule `{rule}` not found")))?;
+    Ok(with_etag(version, found))
 }
 
-/// Create or replace a rule.
+/// Create or replace a rule. `If-Match` with the rules' ETag guards lost updates (`412`
+/// when stale, `409` when another change lands while this one is appended).
 #[utoipa::path(put, path = "/v1/registries/{id}/rules/{rule_id}", tag = "rules", request_body = Object,
-    params(("id" = String, Path, description = "registry id"), ("rule_id" = String, Path, description = "rule id")),
-    responses((status = 200, body = Object), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    params(("id" = String, Path, description = "registry id"), ("rule_id" = String, Path, description = "rule id"),
+        ("If-Match" = Option<String>, Header, description = "the rules' ETag as read (`*`, or a list of entity tags, compared strongly)")),
+    responses((status = 200, body = Object), (status = 400, body = Problem, description = "malformed `If-Match`"),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 412, body = Problem, description = "`precondition-failed`"),
+        (status = 422, body = Problem)))]
 #[tracing::instrument(skip_all, fields(registry.id = %id, rule.id = %rule_id))]
 async fn put_rule(
     State(app): State<Arc<Registries>>,
@@ -106,7 +147,7 @@ async fn put_rule(
     headers: HeaderMap,
     ApiPath((id, rule_id)): ApiPath<(String, String)>,
     body: axum::body::Bytes,
-) -> Result<axum::Json<RuleSet>, Problem> {
+) -> Result<Response, Problem> {
     caller.require(Role::Admin)?;
     let (id, rule) = (registry_id(&id)?, parse_rule_id(&rule_id)?);
     let input = RuleInput::from_json_slice(&body)
@@ -114,16 +155,19 @@ async fn put_rule(
     let set = input
         .into_rule_set(id, rule)
         .map_err(|e| Problem::validation(e.pointer().to_owned(), e.to_string()))?;
+    let expected = precondition(&app, &headers, id).await?;
     let saved = app
-        .set_rule(&caller, id, set, super::traceparent(&headers))
+        .set_rule(&caller, id, set, expected, super::traceparent(&headers))
         .await?;
-    Ok(axum::Json(saved))
+    Ok(with_etag(rules_etag(&app, id).await?, saved))
 }
 
-/// Remove a rule.
+/// Remove a rule (`If-Match` as for `PUT`).
 #[utoipa::path(delete, path = "/v1/registries/{id}/rules/{rule_id}", tag = "rules",
-    params(("id" = String, Path, description = "registry id"), ("rule_id" = String, Path, description = "rule id")),
-    responses((status = 204), (status = 404, body = Problem)))]
+    params(("id" = String, Path, description = "registry id"), ("rule_id" = String, Path, description = "rule id"),
+        ("If-Match" = Option<String>, Header, description = "the rules' ETag as read")),
+    responses((status = 204), (status = 400, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 412, body = Problem, description = "`precondition-failed`")))]
 #[tracing::instrument(skip_all, fields(registry.id = %id, rule.id = %rule_id))]
 async fn delete_rule(
     State(app): State<Arc<Registries>>,
@@ -133,7 +177,8 @@ async fn delete_rule(
 ) -> Result<StatusCode, Problem> {
     caller.require(Role::Admin)?;
     let (id, rule) = (registry_id(&id)?, parse_rule_id(&rule_id)?);
-    app.remove_rule(&caller, id, rule, super::traceparent(&headers))
+    let expected = precondition(&app, &headers, id).await?;
+    app.remove_rule(&caller, id, rule, expected, super::traceparent(&headers))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -169,7 +214,7 @@ async fn import_rules(
             .to_rule_set(id)
             .map_err(|e| Problem::validation(e.pointer().to_owned(), e.to_string()))?;
         items.push(
-            app.set_rule(&caller, id, set, super::traceparent(&headers))
+            app.set_rule(&caller, id, set, None, super::traceparent(&headers))
                 .await?,
         );
     }
