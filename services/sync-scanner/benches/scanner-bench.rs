@@ -172,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
     let pages = a.repos.div_ceil(100) as u64;
     // A last catalog page that is full is confirmed with one more request (`last=`):
     // a registry that leaves out the `Link` must not make a listing look complete.
-    let scanner_pages = pages + u64::from(a.repos > 0 && a.repos % 100 == 0);
+    let scanner_pages = pages + u64::from(a.repos > 0 && a.repos.is_multiple_of(100));
     println!();
     println!(
         "concurrency {} (scanner: requests in flight per registry; raw: the same)",
