@@ -33,6 +33,11 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut config = Config::load()?;
+    if matches!(cli.command, Some(Command::Rebuild { .. })) {
+        // A one-off, often run beside the serving process whose /metrics port it would
+        // collide with; nothing scrapes it.
+        config.common.metrics_addr = None;
+    }
     let _telemetry = imagelib_platform::telemetry::init(catalog_projector::NAME, &config.common)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
