@@ -770,9 +770,11 @@ async fn catalog_reads_carry_an_etag_and_answer_304_until_the_catalog_changes() 
     let (s, _, _) = conditional(&svc, VIEWER_DB, path, Some(&before[7])).await;
     assert_eq!(s, 200, "ml's tag does not revalidate db's view");
 
-    // Errors carry no tag.
+    // Errors carry no tag, and a refused token is refused once, by the handler.
     let (s, tag, _) = conditional(&svc, VIEWER_DB, &format!("/v1/registries/{ml}"), None).await;
     assert_eq!((s, tag), (404, None));
+    let (s, tag, body) = conditional(&svc, "not-a-token", "/v1/images", Some(&before[0])).await;
+    assert_eq!((s, tag), (401, None), "{body}");
 
     // A new tag in the public registry: every read that shows it changes; models do not.
     env.publish([discovered(

@@ -11,6 +11,7 @@ mod views;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::FromRequestParts;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -49,16 +50,21 @@ pub fn router(catalog: Arc<Catalog>, serve_registries: bool) -> OpenApiRouter {
 /// view with no new event changes it too, an unrelated event does not), and two callers
 /// whose visibility differs never share a tag, so a tag seen by one team says nothing about
 /// what another sees. The query still runs; a `304` saves the body, not the work.
-async fn conditional_get(caller: Result<Caller, Problem>, req: Request, next: Next) -> Response {
-    let conditional = req.method() == Method::GET;
-    let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
-    let res = next.run(req).await;
-    let Ok(caller) = caller else {
-        return res;
-    };
-    if !conditional || res.status() != StatusCode::OK {
+async fn conditional_get(req: Request, next: Next) -> Response {
+    if req.method() != Method::GET {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let mut probe = parts.clone();
+    let res = next.run(Request::from_parts(parts, body)).await;
+    if res.status() != StatusCode::OK {
         return res;
     }
+    // Only after the handler accepted the caller: a refused token is audited once, by it.
+    let Ok(caller) = Caller::from_request_parts(&mut probe, &()).await else {
+        return res;
+    };
+    let if_none_match = probe.headers.get(header::IF_NONE_MATCH).cloned();
     let (mut parts, body) = res.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return Problem::internal(&"a catalog response body could not be read").into_response();
