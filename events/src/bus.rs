@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{
@@ -539,8 +540,13 @@ impl EventBus {
         );
         // Deduplicated per consumer and original sequence: a redelivery dead-letters once.
         let msg_id = format!("dlq:{consumer}:{}:{sequence}", self.settings.name);
-        self.publish_raw(&self.settings.dlq_subject(consumer), h, payload, &msg_id)
-            .await
+        let receipt = self
+            .publish_raw(&self.settings.dlq_subject(consumer), h, payload, &msg_id)
+            .await?;
+        if !receipt.duplicate {
+            consumer_metrics::dead_lettered(consumer);
+        }
+        Ok(receipt)
     }
 
     /// A durable pull consumer (created or updated to `settings`).
@@ -629,6 +635,7 @@ impl EventBus {
         Ok(Consumer {
             bus: self.clone(),
             inner: consumer,
+            applied: AtomicU64::new(settings.resume_after.unwrap_or(0)),
             settings,
         })
     }
@@ -1027,6 +1034,70 @@ impl EventBus {
     }
 }
 
+/// Consumer metrics recorded where consumers work: the apply rate (by outcome), the
+/// dead letters and the lag, each by `messaging.consumer.group.name`. Public so that a
+/// consumer with a loop of its own (catalog-projector's batches) records the same series.
+pub mod consumer_metrics {
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, OnceLock};
+
+    use opentelemetry::KeyValue;
+    use opentelemetry::metrics::{Counter, ObservableGauge};
+
+    fn group(consumer: &str) -> KeyValue {
+        KeyValue::new("messaging.consumer.group.name", consumer.to_owned())
+    }
+
+    /// `n` events handled by `consumer` with `outcome` (`applied`, `retried`,
+    /// `dead_lettered`, `failed`).
+    pub fn processed(consumer: &str, outcome: &'static str, n: u64) {
+        super::processed_counter().add(n, &[group(consumer), KeyValue::new("outcome", outcome)]);
+    }
+
+    /// One message sent to `consumer`'s dead-letter subject.
+    pub fn dead_lettered(consumer: &str) {
+        static C: OnceLock<Counter<u64>> = OnceLock::new();
+        C.get_or_init(|| {
+            opentelemetry::global::meter("imagelib")
+                .u64_counter("imagelib.events.dead_lettered")
+                .with_unit("{message}")
+                .with_description("Messages a consumer gave up on, sent to its dead-letter subject")
+                .build()
+        })
+        .add(1, &[group(consumer)]);
+    }
+
+    static LAG: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+    /// The lag of `consumer` as just observed: the stream's last sequence minus the last
+    /// sequence it applied (0 when nothing is waiting for it).
+    pub fn observe_lag(consumer: &str, lag: u64) {
+        static G: OnceLock<ObservableGauge<u64>> = OnceLock::new();
+        G.get_or_init(|| {
+            opentelemetry::global::meter("imagelib")
+                .u64_observable_gauge("imagelib.projector.lag")
+                .with_unit("{event}")
+                .with_description(
+                    "Events in the stream a consumer has not applied yet: stream last \
+                     sequence minus applied sequence, observed by the consumer",
+                )
+                .with_callback(|o| {
+                    let lags = LAG.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    for (consumer, lag) in lags {
+                        o.observe(lag, &[group(&consumer)]);
+                    }
+                })
+                .build()
+        });
+        LAG.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(consumer.to_owned(), lag);
+    }
+}
+
+/// How often a consumer observes its lag while running.
+const LAG_OBSERVED_EVERY: Duration = Duration::from_secs(5);
+
 /// Events handled by consumers, by consumer and outcome: the apply rate.
 fn processed_counter() -> &'static opentelemetry::metrics::Counter<u64> {
     static C: std::sync::OnceLock<opentelemetry::metrics::Counter<u64>> =
@@ -1048,6 +1119,8 @@ pub struct Consumer {
     bus: EventBus,
     inner: jetstream::consumer::Consumer<pull::Config>,
     settings: ConsumerSettings,
+    /// The last stream sequence this consumer handled, for its lag.
+    applied: AtomicU64,
 }
 
 /// A handler of decoded events.
@@ -1122,6 +1195,27 @@ impl Consumer {
         self.settings.backoff[i]
     }
 
+    /// Observes the lag (`imagelib.projector.lag`): 0 when nothing waits for this
+    /// consumer, otherwise the stream's last sequence minus the last one it handled.
+    pub async fn observe_lag(&self) -> Result<u64, BusError> {
+        let mut c = self.inner.clone();
+        let info = c.info().await.map_err(|e| BusError::Consumer {
+            consumer: self.settings.durable_name.clone(),
+            message: e.to_string(),
+        })?;
+        let lag = if info.num_pending == 0 && info.num_ack_pending == 0 {
+            0
+        } else {
+            let applied = self
+                .applied
+                .load(Ordering::Relaxed)
+                .max(info.ack_floor.stream_sequence);
+            self.bus.last_sequence().await?.saturating_sub(applied)
+        };
+        consumer_metrics::observe_lag(&self.settings.durable_name, lag);
+        Ok(lag)
+    }
+
     /// Handle messages one at a time until `shutdown` resolves.
     pub async fn run<H: Handler>(
         &self,
@@ -1129,7 +1223,14 @@ impl Consumer {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), BusError> {
         tokio::pin!(shutdown);
+        let mut observed: Option<std::time::Instant> = None;
         loop {
+            if observed.is_none_or(|at| at.elapsed() >= LAG_OBSERVED_EVERY) {
+                observed = Some(std::time::Instant::now());
+                if let Err(e) = self.observe_lag().await {
+                    debug!(error = %e, "consumer lag not observed");
+                }
+            }
             let batch = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 b = self.fetch(64, Duration::from_secs(1)) => b,
@@ -1150,11 +1251,16 @@ impl Consumer {
 
     async fn process<H: Handler>(&self, handler: &H, d: Delivery) -> Result<(), BusError> {
         if self.bus.settings.is_dlq_subject(&d.subject) {
+            self.applied.fetch_max(d.sequence, Ordering::Relaxed);
             return d.ack().await;
         }
         let envelope = match d.decode() {
             Ok(e) => e,
-            Err(e) => return self.dead_letter(&d, &e.to_string()).await,
+            Err(e) => {
+                consumer_metrics::processed(&self.settings.durable_name, "dead_lettered", 1);
+                self.applied.fetch_max(d.sequence, Ordering::Relaxed);
+                return self.dead_letter(&d, &e.to_string()).await;
+            }
         };
         let span = info_span!(
             "process",
@@ -1191,16 +1297,10 @@ impl Consumer {
             Err(HandlerError::Permanent(_)) => "dead_lettered",
             Err(HandlerError::Transient(_)) => "retried",
         };
-        processed_counter().add(
-            1,
-            &[
-                opentelemetry::KeyValue::new(
-                    "messaging.consumer.group.name",
-                    self.settings.durable_name.clone(),
-                ),
-                opentelemetry::KeyValue::new("outcome", outcome),
-            ],
-        );
+        consumer_metrics::processed(&self.settings.durable_name, outcome, 1);
+        if !matches!(result, Err(HandlerError::Transient(_))) {
+            self.applied.fetch_max(d.sequence, Ordering::Relaxed);
+        }
         match result {
             Ok(()) => d.ack().await,
             Err(HandlerError::Permanent(msg)) => self.dead_letter(&d, &msg).await,

@@ -205,6 +205,9 @@ pub struct RegistryConfig {
     /// the credentials (see [`crate::auth::realm_host_allowed`]); any other realm is
     /// refused with `realm_not_allowed`.
     pub auth_hosts: Vec<String>,
+    /// The registry's id in imagelib, named in the client's metrics
+    /// (`imagelib.registry.id`); without it they name only the host (`server.address`).
+    pub registry_id: Option<String>,
 }
 
 impl RegistryConfig {
@@ -237,6 +240,7 @@ impl RegistryConfig {
             max_blob_bytes: 4 << 20,
             max_redirects: 5,
             auth_hosts: Vec::new(),
+            registry_id: None,
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod error;
 pub mod guard;
 pub mod inspect;
 pub mod manifest;
+pub mod metrics;
 pub mod pagination;
 pub mod providers;
 pub mod referrers;

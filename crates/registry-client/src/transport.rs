@@ -142,6 +142,8 @@ pub(crate) struct Transport {
     /// Until when each host (`host:port`) asked us to wait (`Retry-After`): every request
     /// to that host waits, not only the one that was told.
     gates: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
+    /// The attributes of this client's metrics.
+    metrics: crate::metrics::Target,
 }
 
 struct CachedCredentials {
@@ -202,6 +204,7 @@ impl Transport {
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Transport {
             base: config.url.base(),
+            metrics: crate::metrics::Target::new(config.registry_id.as_deref(), config.url.host()),
             permits: Semaphore::new(config.max_concurrency.max(1)),
             config,
             http,
@@ -533,6 +536,7 @@ impl Transport {
                         .and_then(|v| parse_retry_after(v, SystemTime::now()));
                     let wait = retry_after
                         .unwrap_or_else(|| backoff(policy.base_delay, policy.max_delay, attempt));
+                    self.metrics.rate_limited(429, wait);
                     self.close_gate(&reply.url, wait);
                     let error = Error::RateLimited {
                         url: reply.url.to_string(),
@@ -549,6 +553,7 @@ impl Transport {
                         .and_then(|v| parse_retry_after(v, SystemTime::now()));
                     match retry_after {
                         Some(wait) => {
+                            self.metrics.rate_limited(reply.status.as_u16(), wait);
                             self.close_gate(&reply.url, wait);
                             if wait > policy.max_retry_after {
                                 return Err(Error::RateLimited {
@@ -659,11 +664,20 @@ impl Transport {
             if let Some(authz) = authz.filter(|a| a.origin == url.origin()) {
                 request = request.header(header::AUTHORIZATION, authz.value.clone());
             }
+            let sent = Instant::now();
             let response = match request.send().await {
                 Ok(r) => r,
-                Err(e) => return classify(e, &url),
+                Err(e) => {
+                    self.metrics
+                        .request(&method, None, Some(error_type(&e)), sent.elapsed());
+                    return classify(e, &url);
+                }
             };
             let status = response.status();
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                self.metrics
+                    .request(&method, Some(status.as_u16()), None, sent.elapsed());
+            }
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
                 let location = response
                     .headers()
@@ -686,7 +700,18 @@ impl Transport {
                 SMALL_BODY
             };
             let headers = response.headers().clone();
-            return match read_body(response, cap, status.is_success()).await {
+            let body = read_body(response, cap, status.is_success()).await;
+            self.metrics.request(
+                &method,
+                Some(status.as_u16()),
+                match &body {
+                    Ok(_) => None,
+                    Err(BodyError::TooLarge) => Some("body_too_large"),
+                    Err(BodyError::Transport(e)) => Some(error_type(e)),
+                },
+                sent.elapsed(),
+            );
+            return match body {
                 Ok(body) => Ok(Attempt::Done(Reply {
                     status,
                     headers,
@@ -704,6 +729,19 @@ impl Transport {
             &url,
             format!("more than {} redirects", self.config.max_redirects),
         ))
+    }
+}
+
+/// `error.type` of a request that got no (whole) answer: a few stable values.
+fn error_type(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "transport"
     }
 }
 

@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use imagelib_events::bus::{Consumer, ConsumerSettings, Delivery, EventBus, Exhausted};
+use imagelib_events::bus::{
+    Consumer, ConsumerSettings, Delivery, EventBus, Exhausted, consumer_metrics,
+};
 use imagelib_events::{DecodeError, Envelope};
 use imagelib_platform::{Readiness, Worker};
 use sqlx::Connection;
@@ -146,12 +148,20 @@ impl Projector {
             let reporter = {
                 let (bus, status, readiness) =
                     (self.bus.clone(), self.status.clone(), readiness.clone());
+                let consumer = self.projection.consumer().to_owned();
                 AbortOnDrop(tokio::spawn(async move {
                     loop {
                         if let Ok(last) = bus.last_sequence().await {
                             status.stream_last.store(last, Ordering::Relaxed);
                             if status.applied() >= last {
                                 status.caught_up.store(true, Ordering::Relaxed);
+                            }
+                            // A standby replica applies nothing: the writer reports the lag.
+                            if !status.standby.load(Ordering::Relaxed) {
+                                consumer_metrics::observe_lag(
+                                    &consumer,
+                                    last.saturating_sub(status.applied()),
+                                );
                             }
                         }
                         let (ready, detail) = status.check();
@@ -406,6 +416,7 @@ impl Projector {
                             return Outcome::Resync { allow_gap: false };
                         }
                         self.status.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        consumer_metrics::processed(self.projection.consumer(), "dead_lettered", 1);
                         items.push((
                             Item {
                                 sequence: d.sequence,
@@ -462,6 +473,12 @@ impl Projector {
                     self.status.set_degraded(None);
                     self.status.applied.store(p, Ordering::Relaxed);
                     self.status.batches.fetch_add(1, Ordering::Relaxed);
+                    let applied = items.iter().filter(|(i, _)| i.envelope.is_some()).count();
+                    consumer_metrics::processed(
+                        self.projection.consumer(),
+                        "applied",
+                        applied as u64,
+                    );
                     ack_all(items).await;
                     return Ok(p);
                 }
@@ -497,11 +514,13 @@ impl Projector {
                         .map(|e| format!("{} ({})", e.event_type(), e.payload.subject()))
                         .unwrap_or_else(|| "message".into());
                     if attempt >= self.settings.apply_attempts {
+                        consumer_metrics::processed(self.projection.consumer(), "failed", 1);
                         return Err(Outcome::Fatal(format!(
                             "event at sequence {} {what} cannot be applied after {attempt} attempts: {e}",
                             item.sequence
                         )));
                     }
+                    consumer_metrics::processed(self.projection.consumer(), "retried", 1);
                     tracing::warn!(sequence = item.sequence, error = %e, attempt, "event refused by PostgreSQL; retrying");
                 }
             }

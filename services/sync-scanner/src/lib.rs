@@ -21,6 +21,7 @@ pub mod cache;
 pub mod config;
 pub mod credentials;
 pub mod jobs;
+pub mod metrics;
 pub mod rules;
 pub mod runner;
 pub mod scan;

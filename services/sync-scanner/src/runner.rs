@@ -28,6 +28,9 @@ use crate::jobs::{Job, Jobs};
 use crate::scan::{Outcome, ScanRequest, Scanner};
 use crate::store::{Registry, ScanRecord, Store};
 
+/// How often the job worker looks at the queue for `imagelib.scan.jobs.queued`.
+const QUEUE_OBSERVED_EVERY: Duration = Duration::from_secs(5);
+
 /// What the workers share.
 #[derive(Debug)]
 pub struct Runner {
@@ -105,8 +108,18 @@ impl Runner {
         self.readiness.set("jobs", true, None);
         let slots = self.config.concurrent_scans.max(1);
         let mut tasks = tokio::task::JoinSet::new();
+        let mut observed: Option<std::time::Instant> = None;
         loop {
             while tasks.try_join_next().is_some() {}
+            if observed.is_none_or(|at| at.elapsed() >= QUEUE_OBSERVED_EVERY) {
+                observed = Some(std::time::Instant::now());
+                match consumer.clone().info().await {
+                    Ok(info) => crate::metrics::jobs_queued(info.num_pending),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "jobs consumer info for the queued gauge")
+                    }
+                }
+            }
             if tasks.len() >= slots {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
@@ -123,7 +136,10 @@ impl Runner {
                     for msg in messages {
                         let me = self.clone();
                         let token = cancel.child_token();
-                        tasks.spawn(async move { me.handle(msg, token).await });
+                        tasks.spawn(async move {
+                            let _running = crate::metrics::RunningJob::start();
+                            me.handle(msg, token).await
+                        });
                     }
                 }
                 Err(e) => {

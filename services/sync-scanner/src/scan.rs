@@ -58,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::ScanCache;
 use crate::config::ScannerConfig;
+use crate::metrics::{ScanOutcome, TagChange};
 use crate::rules::AgentRules;
 use crate::store::{KnownTag, Registry, Store, StoreError};
 
@@ -242,6 +243,26 @@ impl Scanner {
         traceparent: Option<TraceParent>,
         cancel: &CancellationToken,
     ) -> Result<Outcome, ScanError> {
+        let started = Instant::now();
+        let outcome = self.scan_once(request, traceparent, cancel).await;
+        // A scan that did not run (the job is retried) has no outcome to record.
+        if let Ok(o) = &outcome {
+            let kind = match o {
+                Outcome::Completed(c) if c.partial => ScanOutcome::Partial,
+                Outcome::Completed(_) => ScanOutcome::Completed,
+                Outcome::Failed(_) => ScanOutcome::Failed,
+            };
+            crate::metrics::scan_ended(request.registry_id, kind, started.elapsed());
+        }
+        outcome
+    }
+
+    async fn scan_once(
+        &self,
+        request: &ScanRequest,
+        traceparent: Option<TraceParent>,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, ScanError> {
         let s = &*self.inner;
         let registry = s
             .store
@@ -402,6 +423,7 @@ impl Inner {
         config.max_page_bytes = c.max_page_bytes;
         config.guard = self.guard.clone();
         config.auth_hosts = registry.auth_hosts.clone();
+        config.registry_id = Some(registry.id.to_string());
         config.user_agent = concat!("imagelib-sync-scanner/", env!("CARGO_PKG_VERSION")).into();
         let provider = crate::credentials::provider(
             &self.vault,
@@ -594,6 +616,7 @@ impl Ctx<'_> {
         };
         if self.scanner.emit(event, Some(id), self.traceparent).await? {
             self.tally().removed += 1;
+            crate::metrics::tag_changed(self.registry.id, TagChange::Removed);
         }
         Ok(())
     }
@@ -792,6 +815,7 @@ impl Ctx<'_> {
                 };
                 if self.scanner.emit(event, Some(id), self.traceparent).await? {
                     self.tally().moved += 1;
+                    crate::metrics::tag_changed(registry, TagChange::Moved);
                 }
             }
             None => {
@@ -810,6 +834,7 @@ impl Ctx<'_> {
                 };
                 if self.scanner.emit(event, Some(id), self.traceparent).await? {
                     self.tally().added += 1;
+                    crate::metrics::tag_changed(registry, TagChange::Added);
                 }
             }
         }

@@ -50,6 +50,79 @@ async fn receive(
     ApiPath(registry_id): ApiPath<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, axum::Json<Received>), Problem> {
+    let mut sender = Sender::default();
+    let result = accept(&app, &headers, &registry_id, &body, &mut sender).await;
+    let outcome = match &result {
+        Ok(_) => "accepted",
+        Err(p) if p.status == 401 => "unauthorized",
+        Err(p) if p.status < 500 => "rejected",
+        Err(_) => "failed",
+    };
+    sender.record(outcome);
+    result
+}
+
+/// What is known of a delivery's sender once it authenticated: the registry type and
+/// the payload format. Before that, nothing (an unauthenticated body is not looked at).
+#[derive(Debug, Default)]
+struct Sender {
+    registry_type: Option<String>,
+    format: Option<&'static str>,
+}
+
+impl Sender {
+    /// `imagelib.webhook.deliveries`, recorded by the route that received it.
+    fn record(&self, outcome: &'static str) {
+        static C: std::sync::OnceLock<opentelemetry::metrics::Counter<u64>> =
+            std::sync::OnceLock::new();
+        let counter = C.get_or_init(|| {
+            imagelib_platform::telemetry::meter()
+                .u64_counter("imagelib.webhook.deliveries")
+                .with_unit("{delivery}")
+                .with_description(
+                    "Registry notifications received, by registry type, payload format and outcome",
+                )
+                .build()
+        });
+        counter.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new(
+                    "imagelib.registry.type",
+                    self.registry_type
+                        .clone()
+                        .unwrap_or_else(|| "unknown".into()),
+                ),
+                opentelemetry::KeyValue::new("format", self.format.unwrap_or("unknown")),
+                opentelemetry::KeyValue::new("outcome", outcome),
+            ],
+        );
+    }
+}
+
+/// The notification format, as [`webhook::repositories`] tells them apart.
+fn format_of(headers: &HeaderMap, body: &[u8]) -> &'static str {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return "unknown";
+    };
+    if value.get("events").is_some() {
+        "distribution"
+    } else if value.get("specversion").is_some() || headers.contains_key("ce-type") {
+        "cloudevents"
+    } else if value.get("type").is_some() {
+        "harbor"
+    } else {
+        "unknown"
+    }
+}
+
+async fn accept(
+    app: &Registries,
+    headers: &HeaderMap,
+    registry_id: &str,
+    body: &[u8],
+    sender: &mut Sender,
+) -> Result<(StatusCode, axum::Json<Received>), Problem> {
     let id = registry_id.parse().map_err(|_| unauthorized())?;
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -68,7 +141,11 @@ async fn receive(
     {
         return Err(unauthorized());
     }
-    let repos = webhook::repositories(&headers, &body)
+    sender.registry_type = serde_json::to_value(registry.registry_type)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned));
+    sender.format = Some(format_of(headers, body));
+    let repos = webhook::repositories(headers, body)
         .map_err(|e| Problem::bad_request(e.to_string()).with_code("bad-notification"))?;
     let caller = Caller {
         subject: format!("webhook:{id}"),
@@ -76,7 +153,7 @@ async fn receive(
         teams: vec![],
         authenticated: true,
     };
-    let tp = super::traceparent(&headers);
+    let tp = super::traceparent(headers);
     for repo in &repos {
         app.request_sync(&caller, id, Some(repo.clone()), SyncReason::Webhook, tp)
             .await?;
