@@ -632,6 +632,7 @@ impl EventBus {
                 .await
                 .map_err(|e| err(e.to_string()))?,
         };
+        consumer_metrics::started(&settings.durable_name);
         Ok(Consumer {
             bus: self.clone(),
             inner: consumer,
@@ -1054,8 +1055,7 @@ pub mod consumer_metrics {
         super::processed_counter().add(n, &[group(consumer), KeyValue::new("outcome", outcome)]);
     }
 
-    /// One message sent to `consumer`'s dead-letter subject.
-    pub fn dead_lettered(consumer: &str) {
+    fn dead_lettered_counter() -> &'static Counter<u64> {
         static C: OnceLock<Counter<u64>> = OnceLock::new();
         C.get_or_init(|| {
             opentelemetry::global::meter("imagelib")
@@ -1064,7 +1064,18 @@ pub mod consumer_metrics {
                 .with_description("Messages a consumer gave up on, sent to its dead-letter subject")
                 .build()
         })
-        .add(1, &[group(consumer)]);
+    }
+
+    /// One message sent to `consumer`'s dead-letter subject.
+    pub fn dead_lettered(consumer: &str) {
+        dead_lettered_counter().add(1, &[group(consumer)]);
+    }
+
+    /// `consumer` started: its dead-letter series starts at zero, so "nothing
+    /// dead-lettered" is a value and not a missing series (OpenTelemetry exports a series
+    /// only once something was recorded on it). Adding zero counts nothing.
+    pub fn started(consumer: &str) {
+        dead_lettered_counter().add(0, &[group(consumer)]);
     }
 
     static LAG: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());

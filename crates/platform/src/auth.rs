@@ -195,11 +195,13 @@ impl Tokens {
         })
     }
 
+    /// The token store a service starts with. Starting one also starts the
+    /// `imagelib.auth.failures` series at zero (see [`zero_failures`]).
     pub fn from_config(c: &crate::config::CommonConfig) -> Result<Self, TokensError> {
-        Ok(
-            Self::load(c.admin_token.as_deref(), c.tokens_file.as_deref())?
-                .with_anonymous_read(c.anonymous_read),
-        )
+        let tokens = Self::load(c.admin_token.as_deref(), c.tokens_file.as_deref())?
+            .with_anonymous_read(c.anonymous_read);
+        zero_failures();
+        Ok(tokens)
     }
 
     /// Let requests without a token read (`IMAGELIB_ANONYMOUS_READ`).
@@ -286,6 +288,23 @@ fn failures_counter() -> &'static opentelemetry::metrics::Counter<u64> {
             .with_description("Requests whose credential did not authenticate, by route and reason")
             .build()
     })
+}
+
+/// Starts `imagelib.auth.failures` at zero for each reason, so "no credential refused"
+/// is a value a dashboard and an alert can read rather than a missing series
+/// (OpenTelemetry exports a series only once something was recorded on it). The route is
+/// `unmatched`, a value real failures use too, so the zeroed series is a real one and no
+/// route list has to be kept here. Adding zero counts nothing.
+pub fn zero_failures() {
+    for reason in [AuthFailure::Malformed, AuthFailure::UnknownToken] {
+        failures_counter().add(
+            0,
+            &[
+                opentelemetry::KeyValue::new("http.route", "unmatched"),
+                opentelemetry::KeyValue::new("reason", reason.as_str()),
+            ],
+        );
+    }
 }
 
 /// One audit line and one count for a refused credential.

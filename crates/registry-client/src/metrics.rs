@@ -63,6 +63,9 @@ fn instruments() -> &'static Instruments {
     })
 }
 
+/// The answers that ask a client to wait (`429`, and `503` with Retry-After).
+const RATE_LIMIT_STATUSES: [u16; 2] = [429, 503];
+
 /// Who a request went to: the registry's id when the client was given one, and its host.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Target {
@@ -75,7 +78,26 @@ impl Target {
         if let Some(id) = registry_id {
             attrs.push(KeyValue::new("imagelib.registry.id", id.to_owned()));
         }
-        Target { attrs }
+        let target = Target { attrs };
+        target.zero_rate_limited();
+        target
+    }
+
+    /// Starts the registry's rate-limit series at zero when its client is built, so "no
+    /// 429 from this registry" is a value a dashboard and an alert can read, not a missing
+    /// series (OpenTelemetry exports a series only once something was recorded on it).
+    /// Adding zero counts nothing; the label set is the one a real 429 or 503 uses.
+    fn zero_rate_limited(&self) {
+        let i = instruments();
+        for status in RATE_LIMIT_STATUSES {
+            i.rate_limited.add(
+                0,
+                &self.with([KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                )]),
+            );
+        }
     }
 
     fn with(&self, extra: impl IntoIterator<Item = KeyValue>) -> Vec<KeyValue> {

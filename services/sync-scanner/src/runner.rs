@@ -95,7 +95,10 @@ impl Runner {
         }
         let consumer = loop {
             match self.jobs.consumer().await {
-                Ok(c) => break c,
+                Ok(c) => {
+                    imagelib_events::bus::consumer_metrics::started(crate::jobs::JOBS_CONSUMER);
+                    break c;
+                }
                 Err(e) => {
                     self.readiness.set("jobs", false, Some(e.to_string()));
                     tokio::select! {

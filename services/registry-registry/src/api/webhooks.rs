@@ -23,6 +23,7 @@ use crate::app::Registries;
 use crate::domain::webhook;
 
 pub fn router() -> OpenApiRouter<Arc<Registries>> {
+    Sender::default().zero("unauthorized");
     OpenApiRouter::new()
         .routes(routes!(receive))
         .routes(routes!(webhook_settings))
@@ -73,6 +74,19 @@ struct Sender {
 impl Sender {
     /// `imagelib.webhook.deliveries`, recorded by the route that received it.
     fn record(&self, outcome: &'static str) {
+        self.add(1, outcome);
+    }
+
+    /// Starts the series of `outcome` at zero when the route is built, so "no delivery"
+    /// is a value a dashboard can read rather than a missing series (OpenTelemetry
+    /// exports a series only once something was recorded on it). Built with no sender
+    /// known, the series is the one every refused delivery (registry type and format
+    /// `unknown`) counts on. Adding zero counts nothing.
+    fn zero(&self, outcome: &'static str) {
+        self.add(0, outcome);
+    }
+
+    fn add(&self, n: u64, outcome: &'static str) {
         static C: std::sync::OnceLock<opentelemetry::metrics::Counter<u64>> =
             std::sync::OnceLock::new();
         let counter = C.get_or_init(|| {
@@ -85,7 +99,7 @@ impl Sender {
                 .build()
         });
         counter.add(
-            1,
+            n,
             &[
                 opentelemetry::KeyValue::new(
                     "imagelib.registry.type",
