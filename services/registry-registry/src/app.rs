@@ -259,6 +259,28 @@ impl Registries {
     }
 
     /// Append and apply: the caller sees its own write.
+    /// Records a validation that passed right after the command it checked, so no other
+    /// change of the registry can slip between the two.
+    async fn commit_validated(
+        &self,
+        caller: &Caller,
+        id: RegistryId,
+        passed: &Passed,
+        after: u64,
+        tp: Option<TraceParent>,
+    ) -> Result<u64, CommandError> {
+        let validated = RegistryValidated {
+            registry_id: id,
+            auth_scheme: passed.auth_scheme.clone(),
+            catalog_access: passed.catalog_access,
+        };
+        self.commit(
+            self.envelope(caller, validated, tp),
+            Expect::LastSequence(after),
+        )
+        .await
+    }
+
     async fn commit(&self, env: Envelope, expect: Expect) -> Result<u64, CommandError> {
         let receipt = self.bus.append(&env, expect).await?;
         self.store.apply(receipt.sequence, &env).await?;
@@ -367,16 +389,7 @@ impl Registries {
             .commit(self.envelope(caller, registered, tp), Expect::NoEvents)
             .await?;
         if let Some(ValidationReport { result: Ok(p) }) = &report {
-            let validated = RegistryValidated {
-                registry_id: id,
-                auth_scheme: p.auth_scheme.clone(),
-                catalog_access: p.catalog_access,
-            };
-            self.commit(
-                self.envelope(caller, validated, tp),
-                Expect::LastSequence(seq),
-            )
-            .await?;
+            self.commit_validated(caller, id, p, seq, tp).await?;
         }
         let r = self.live(id).await?;
         Ok((r, report))
@@ -504,16 +517,7 @@ impl Registries {
             .commit(self.envelope(caller, update, tp), expect)
             .await?;
         if let Some(p) = report {
-            let validated = RegistryValidated {
-                registry_id: id,
-                auth_scheme: p.auth_scheme.clone(),
-                catalog_access: p.catalog_access,
-            };
-            self.commit(
-                self.envelope(caller, validated, tp),
-                Expect::LastSequence(seq),
-            )
-            .await?;
+            self.commit_validated(caller, id, &p, seq, tp).await?;
         }
         self.live(id).await
     }
@@ -573,16 +577,7 @@ impl Registries {
             )
             .await?;
         if let Some(ValidationReport { result: Ok(p) }) = &report {
-            let validated = RegistryValidated {
-                registry_id: id,
-                auth_scheme: p.auth_scheme.clone(),
-                catalog_access: p.catalog_access,
-            };
-            self.commit(
-                self.envelope(caller, validated, tp),
-                Expect::LastSequence(seq),
-            )
-            .await?;
+            self.commit_validated(caller, id, p, seq, tp).await?;
         }
         Ok((self.live(id).await?, report))
     }
