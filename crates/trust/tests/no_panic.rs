@@ -16,6 +16,25 @@ proptest! {
     }
 
     #[test]
+    fn report_parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = imagelib_trust::vuln::parse_trivy(&bytes);
+        let _ = imagelib_trust::vuln::parse_envelope(&bytes);
+        let _ = imagelib_trust::attestation::parse_statement(&bytes);
+        let _ = imagelib_trust::sbom::parse_document(&bytes);
+    }
+
+    #[test]
+    fn report_parsers_never_panic_on_json_shaped_text(text in "[\\[\\]{}\":,0-9a-zA-Z .-]{0,400}") {
+        let _ = imagelib_trust::vuln::parse_trivy(text.as_bytes());
+        let _ = imagelib_trust::vuln::parse_envelope(text.as_bytes());
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            let _ = imagelib_trust::vuln::parse_predicate(imagelib_trust::vuln::COSIGN_VULN_PREDICATE, &v);
+            let _ = imagelib_trust::vuln::parse_predicate(imagelib_trust::vuln::IN_TOTO_VULNS_PREDICATE, &v);
+            let _ = imagelib_trust::sbom::parse_predicate(imagelib_trust::sbom::CYCLONEDX_PREDICATE, &v);
+        }
+    }
+
+    #[test]
     fn key_parser_never_panics(pem in ".{0,600}") {
         let _ = PublicKey::from_pem(&pem);
     }
