@@ -213,6 +213,10 @@ pub enum FailureReason {
     SignatureEncoding,
     #[error("signature does not verify with any trusted key")]
     BadSignature,
+    /// A keyless (Fulcio certificate) signature no configured key verifies; certificate
+    /// chains are not verified yet.
+    #[error("keyless (certificate) signatures are not verified yet")]
+    KeylessNotSupported,
     #[error("payload is not a simple-signing document: {0}")]
     MalformedPayload(String),
     #[error("payload type is `{0}`, not `{PAYLOAD_TYPE}`")]
@@ -288,11 +292,18 @@ pub fn verify_layer(
     payload: &[u8],
     image_digest: &str,
 ) -> Verdict {
-    match annotations.get(SIGNATURE_ANNOTATION) {
-        Some(sig) => verify(keys, payload, sig, image_digest),
-        None => Verdict::Failed {
+    let Some(sig) = annotations.get(SIGNATURE_ANNOTATION) else {
+        return Verdict::Failed {
             reason: FailureReason::MissingSignature,
+        };
+    };
+    match verify(keys, payload, sig, image_digest) {
+        Verdict::Failed {
+            reason: FailureReason::BadSignature,
+        } if annotations.contains_key(CERTIFICATE_ANNOTATION) => Verdict::Failed {
+            reason: FailureReason::KeylessNotSupported,
         },
+        verdict => verdict,
     }
 }
 
@@ -532,6 +543,32 @@ mod tests {
         );
         ann.insert(SIGNATURE_ANNOTATION.to_owned(), sign_p256(&sk, &body));
         assert!(verify_layer(&[key], &ann, &body, DIGEST).is_verified());
+    }
+
+    #[test]
+    fn keyless_signature_no_key_verifies_says_so() {
+        let (sk, _) = p256_key();
+        let (_, configured) = p256_key();
+        let body = payload(DIGEST);
+        let mut ann = BTreeMap::new();
+        ann.insert(SIGNATURE_ANNOTATION.to_owned(), sign_p256(&sk, &body));
+        assert_eq!(
+            failed(verify_layer(
+                std::slice::from_ref(&configured),
+                &ann,
+                &body,
+                DIGEST
+            )),
+            FailureReason::BadSignature
+        );
+        ann.insert(
+            CERTIFICATE_ANNOTATION.to_owned(),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_owned(),
+        );
+        assert_eq!(
+            failed(verify_layer(&[configured], &ann, &body, DIGEST)),
+            FailureReason::KeylessNotSupported
+        );
     }
 
     #[test]
