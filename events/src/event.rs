@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -294,6 +295,89 @@ pub struct TagRemoved {
     pub digest: Digest,
 }
 
+// ---------------------------------------------------------------- image: trust and integrity
+
+/// A signature referrer of `digest` verified against the trust policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SignatureVerified {
+    pub registry_id: RegistryId,
+    pub repository: RepositoryName,
+    pub digest: Digest,
+    /// The signer's identity (keyless: the certificate subject) or the key id.
+    pub signer: String,
+    pub kind: SignatureKind,
+    /// The policy rule that admitted the signer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<RuleId>,
+}
+
+/// A signature referrer of `digest` failed verification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SignatureFailed {
+    pub registry_id: RegistryId,
+    pub repository: RepositoryName,
+    pub digest: Digest,
+    /// The claimed identity or key id, as far as it could be read.
+    pub signer: String,
+    pub kind: SignatureKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<RuleId>,
+    pub reason: String,
+}
+
+/// A vulnerability report referrer of `digest`, summarised: the findings stay in the
+/// registry, the event carries counts so a consumer can apply a severity limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VulnerabilitiesReported {
+    pub registry_id: RegistryId,
+    pub repository: RepositoryName,
+    pub digest: Digest,
+    pub scanner: ScannerInfo,
+    /// The vulnerability database version the scanner used.
+    pub db: String,
+    pub scanned_at: DateTime<Utc>,
+    pub counts: SeverityCounts,
+    /// Findings with a fixed version available.
+    pub fixable: u64,
+    /// The digest of the report referrer.
+    pub source: Digest,
+}
+
+/// An SBOM referrer of `digest` was found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SbomFound {
+    pub registry_id: RegistryId,
+    pub repository: RepositoryName,
+    pub digest: Digest,
+    pub format: SbomFormat,
+    /// The digest of the SBOM referrer.
+    pub source: Digest,
+}
+
+/// The trust policy was evaluated for `digest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PolicyEvaluated {
+    pub registry_id: RegistryId,
+    pub repository: RepositoryName,
+    pub digest: Digest,
+    pub verdict: PolicyVerdict,
+    /// Why it is not `pass`; each reason at most once, so at most
+    /// [`PolicyReason::ALL`]`.len()` entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<PolicyReason>,
+}
+
+/// A tag that policy treats as immutable now points at another digest (issue 14).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TagMutated {
+    pub registry_id: RegistryId,
+    pub repository: RepositoryName,
+    pub tag: Tag,
+    pub old_digest: Digest,
+    pub new_digest: Digest,
+    pub found_by: MutationFoundBy,
+}
+
 // ---------------------------------------------------------------- catalog
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -385,6 +469,16 @@ pub struct DeploymentDeleted {
     pub revision: Option<String>,
 }
 
+/// A deployment was refused (or, under an audit policy, flagged) because its digest does not
+/// satisfy the trust policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentPolicyViolated {
+    pub deployment_id: DeploymentId,
+    pub digest: Digest,
+    /// Each reason at most once.
+    pub reasons: Vec<PolicyReason>,
+}
+
 mod double_option {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -413,6 +507,10 @@ fn registry_subject(id: RegistryId) -> String {
 
 fn image_subject(registry: RegistryId, repository: &RepositoryName, tag: &Tag) -> String {
     format!("{registry}/{repository}:{tag}")
+}
+
+fn digest_subject(registry: RegistryId, repository: &RepositoryName, digest: &Digest) -> String {
+    format!("{registry}/{repository}@{digest}")
 }
 
 fn deployment_subject(id: DeploymentId) -> String {
@@ -574,6 +672,25 @@ events! {
         id: |e| ImageId::derive(e.registry_id, &e.repository).0,
         subject: |e| image_subject(e.registry_id, &e.repository, &e.tag);
 
+    SignatureVerified => Image, "signature_verified", 1,
+        id: |e| ImageId::derive(e.registry_id, &e.repository).0,
+        subject: |e| digest_subject(e.registry_id, &e.repository, &e.digest);
+    SignatureFailed => Image, "signature_failed", 1,
+        id: |e| ImageId::derive(e.registry_id, &e.repository).0,
+        subject: |e| digest_subject(e.registry_id, &e.repository, &e.digest);
+    VulnerabilitiesReported => Image, "vulnerabilities_reported", 1,
+        id: |e| ImageId::derive(e.registry_id, &e.repository).0,
+        subject: |e| digest_subject(e.registry_id, &e.repository, &e.digest);
+    SbomFound => Image, "sbom_found", 1,
+        id: |e| ImageId::derive(e.registry_id, &e.repository).0,
+        subject: |e| digest_subject(e.registry_id, &e.repository, &e.digest);
+    PolicyEvaluated => Image, "policy_evaluated", 1,
+        id: |e| ImageId::derive(e.registry_id, &e.repository).0,
+        subject: |e| digest_subject(e.registry_id, &e.repository, &e.digest);
+    TagMutated => Image, "tag_mutated", 1,
+        id: |e| ImageId::derive(e.registry_id, &e.repository).0,
+        subject: |e| image_subject(e.registry_id, &e.repository, &e.tag);
+
     CatalogLabeled => Catalog, "labeled", 1,
         id: |e| ImageId::derive(e.target.registry_id, &e.target.repository).0,
         subject: |e| e.target.to_string();
@@ -600,6 +717,8 @@ events! {
         id: |e| e.deployment_id.0, subject: |e| deployment_subject(e.deployment_id);
     DeploymentDeleted => Deployment, "deleted", 1,
         id: |e| e.deployment_id.0, subject: |e| deployment_subject(e.deployment_id);
+    DeploymentPolicyViolated => Deployment, "policy_violated", 1,
+        id: |e| e.deployment_id.0, subject: |e| deployment_subject(e.deployment_id);
 }
 
 #[cfg(test)]
@@ -622,7 +741,60 @@ mod tests {
             EventPayload::TYPES.len(),
             "type names are unique"
         );
-        assert_eq!(EventPayload::TYPES.len(), 25);
+        assert_eq!(EventPayload::TYPES.len(), 32);
+    }
+
+    #[test]
+    fn trust_events_share_the_image_stream_and_name_the_digest() {
+        let registry_id = RegistryId(Uuid::from_u128(7));
+        let repository: RepositoryName = "team/app".parse().unwrap();
+        let digest: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        let verified = SignatureVerified {
+            registry_id,
+            repository: repository.clone(),
+            digest: digest.clone(),
+            signer: "key-1".into(),
+            kind: SignatureKind::Notation,
+            policy: None,
+        };
+        assert_eq!(
+            verified.aggregate_id(),
+            ImageId::derive(registry_id, &repository).0,
+            "ordered with the tag events of the same repository"
+        );
+        assert_eq!(
+            verified.subject(),
+            format!("{registry_id}/team/app@{digest}")
+        );
+        assert_eq!(
+            SignatureVerified::TYPE,
+            "io.imagelib.image.signature_verified.v1"
+        );
+        assert_eq!(
+            DeploymentPolicyViolated::TYPE,
+            "io.imagelib.deployment.policy_violated.v1"
+        );
+        let evaluated = EventPayload::decode(
+            PolicyEvaluated::TYPE,
+            serde_json::json!({"registry_id": registry_id, "repository": "team/app",
+                "digest": digest, "verdict": "fail", "reasons": ["no_sbom", "signer_not_trusted"]}),
+        )
+        .unwrap();
+        let EventPayload::PolicyEvaluated(e) = evaluated else {
+            panic!("decoded as another type")
+        };
+        assert_eq!(
+            e.reasons,
+            [PolicyReason::NoSbom, PolicyReason::SignerNotTrusted]
+        );
+        assert!(matches!(
+            EventPayload::decode(
+                PolicyEvaluated::TYPE,
+                serde_json::json!({"registry_id": registry_id, "repository": "team/app",
+                    "digest": digest, "verdict": "fail", "reasons": ["looks_bad"]}),
+            ),
+            Err(PayloadError::Data { .. })
+        ));
     }
 
     #[test]

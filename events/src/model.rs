@@ -527,6 +527,89 @@ pub struct ManifestRef {
     pub sha256: String,
 }
 
+// ---------------------------------------------------------------- trust (issue 13)
+
+/// Which signing scheme produced a signature referrer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureKind {
+    Cosign,
+    Notation,
+}
+
+/// The scanner that produced a vulnerability report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ScannerInfo {
+    pub name: String,
+    pub version: String,
+}
+
+/// Findings of one report, by severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct SeverityCounts {
+    pub critical: u64,
+    pub high: u64,
+    pub medium: u64,
+    pub low: u64,
+    pub unknown: u64,
+}
+
+/// The format of an SBOM referrer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SbomFormat {
+    Spdx,
+    Cyclonedx,
+}
+
+/// The outcome of evaluating the trust policy for one digest. `audit` means it would fail
+/// but the policy only reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyVerdict {
+    Pass,
+    Fail,
+    Audit,
+}
+
+/// Why a digest fails (or would fail) the trust policy. A closed set, so a list of them is
+/// bounded by construction.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyReason {
+    Unsigned,
+    SignatureInvalid,
+    SignerNotTrusted,
+    SeverityAboveLimit,
+    CveNotAllowed,
+    NoSbom,
+}
+
+impl PolicyReason {
+    pub const ALL: [PolicyReason; 6] = [
+        PolicyReason::Unsigned,
+        PolicyReason::SignatureInvalid,
+        PolicyReason::SignerNotTrusted,
+        PolicyReason::SeverityAboveLimit,
+        PolicyReason::CveNotAllowed,
+        PolicyReason::NoSbom,
+    ];
+}
+
+/// How a tag mutation was noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MutationFoundBy {
+    /// A periodic or requested scan.
+    Scan,
+    /// A registry push webhook.
+    Webhook,
+    /// A re-resolution at deploy time.
+    Deploy,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -224,6 +224,33 @@ pub fn sync_reason() -> impl Strategy<Value = SyncReason> {
     ]
 }
 
+pub fn rule_id() -> impl Strategy<Value = RuleId> {
+    "[a-z0-9][a-z0-9_-]{0,20}".prop_map(|s| s.parse().unwrap())
+}
+pub fn signature_kind() -> impl Strategy<Value = SignatureKind> {
+    prop_oneof![Just(SignatureKind::Cosign), Just(SignatureKind::Notation)]
+}
+/// Distinct reasons in any order, as the contract allows each at most once.
+pub fn policy_reasons() -> impl Strategy<Value = Vec<PolicyReason>> {
+    prop::sample::subsequence(PolicyReason::ALL.to_vec(), 0..=PolicyReason::ALL.len())
+        .prop_shuffle()
+}
+pub fn severity_counts() -> impl Strategy<Value = SeverityCounts> {
+    (
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+    )
+        .prop_map(|(critical, high, medium, low, unknown)| SeverityCounts {
+            critical: critical.into(),
+            high: high.into(),
+            medium: medium.into(),
+            low: low.into(),
+            unknown: unknown.into(),
+        })
+}
 pub fn payload() -> BoxedStrategy<EventPayload> {
     let registry: BoxedStrategy<EventPayload> = prop_oneof![
         (
@@ -450,6 +477,130 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
             }
             .into()
         ),
+        (
+            (registry_id(), repo(), digest()),
+            text(),
+            signature_kind(),
+            prop::option::of(rule_id())
+        )
+            .prop_map(
+                |((registry_id, repository, digest), signer, kind, policy)| SignatureVerified {
+                    registry_id,
+                    repository,
+                    digest,
+                    signer,
+                    kind,
+                    policy,
+                }
+                .into()
+            ),
+        (
+            (registry_id(), repo(), digest()),
+            text(),
+            signature_kind(),
+            prop::option::of(rule_id()),
+            text()
+        )
+            .prop_map(
+                |((registry_id, repository, digest), signer, kind, policy, reason)| {
+                    SignatureFailed {
+                        registry_id,
+                        repository,
+                        digest,
+                        signer,
+                        kind,
+                        policy,
+                        reason,
+                    }
+                    .into()
+                }
+            ),
+        (
+            (registry_id(), repo(), digest()),
+            (text(), text(), text()),
+            time(),
+            severity_counts(),
+            any::<u32>(),
+            digest()
+        )
+            .prop_map(
+                |(
+                    (registry_id, repository, digest),
+                    (name, version, db),
+                    scanned_at,
+                    counts,
+                    fixable,
+                    source,
+                )| {
+                    VulnerabilitiesReported {
+                        registry_id,
+                        repository,
+                        digest,
+                        scanner: ScannerInfo { name, version },
+                        db,
+                        scanned_at,
+                        counts,
+                        fixable: fixable.into(),
+                        source,
+                    }
+                    .into()
+                }
+            ),
+        (
+            (registry_id(), repo(), digest()),
+            prop_oneof![Just(SbomFormat::Spdx), Just(SbomFormat::Cyclonedx)],
+            digest()
+        )
+            .prop_map(
+                |((registry_id, repository, digest), format, source)| SbomFound {
+                    registry_id,
+                    repository,
+                    digest,
+                    format,
+                    source,
+                }
+                .into()
+            ),
+        (
+            (registry_id(), repo(), digest()),
+            prop_oneof![
+                Just(PolicyVerdict::Pass),
+                Just(PolicyVerdict::Fail),
+                Just(PolicyVerdict::Audit)
+            ],
+            policy_reasons()
+        )
+            .prop_map(|((registry_id, repository, digest), verdict, reasons)| {
+                PolicyEvaluated {
+                    registry_id,
+                    repository,
+                    digest,
+                    verdict,
+                    reasons,
+                }
+                .into()
+            }),
+        (
+            (registry_id(), repo(), tag()),
+            digest(),
+            digest(),
+            prop_oneof![
+                Just(MutationFoundBy::Scan),
+                Just(MutationFoundBy::Webhook),
+                Just(MutationFoundBy::Deploy)
+            ]
+        )
+            .prop_map(
+                |((registry_id, repository, tag), old_digest, new_digest, found_by)| TagMutated {
+                    registry_id,
+                    repository,
+                    tag,
+                    old_digest,
+                    new_digest,
+                    found_by,
+                }
+                .into()
+            ),
     ]
     .boxed();
     let catalog: BoxedStrategy<EventPayload> = prop_oneof![
@@ -553,6 +704,14 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
             DeploymentDeleted {
                 deployment_id: DeploymentId(id),
                 revision,
+            }
+            .into()
+        }),
+        (uuid(), digest(), policy_reasons()).prop_map(|(id, digest, reasons)| {
+            DeploymentPolicyViolated {
+                deployment_id: DeploymentId(id),
+                digest,
+                reasons,
             }
             .into()
         }),

@@ -513,3 +513,84 @@ async fn as_of_answers_from_the_history_of_moves_and_removals() {
     assert_eq!(page["items"][0]["updated_at"], "2025-06-01T00:00:00Z");
     svc.stop().await;
 }
+
+#[tokio::test]
+async fn trust_events_are_skipped_not_dead_lettered() {
+    use imagelib_events::event::*;
+    use imagelib_events::model::*;
+    let env = Env::new().await;
+    let svc = env.start().await;
+    let reg = RegistryId::new();
+    let repository: imagelib_events::RepositoryName = "app".parse().unwrap();
+    let dep = DeploymentId::new();
+    env.publish([
+        registered(reg, "harbor", &[]),
+        discovered(
+            reg,
+            "app",
+            "1",
+            1,
+            details(ImageKind::Other, None, &["amd64"], 10),
+        ),
+        envelope(
+            "trust",
+            SignatureVerified {
+                registry_id: reg,
+                repository: repository.clone(),
+                digest: digest(1),
+                signer: "ci@example.com".into(),
+                kind: SignatureKind::Cosign,
+                policy: Some("prod".parse().unwrap()),
+            },
+        ),
+        envelope(
+            "trust",
+            PolicyEvaluated {
+                registry_id: reg,
+                repository: repository.clone(),
+                digest: digest(1),
+                verdict: PolicyVerdict::Fail,
+                reasons: vec![PolicyReason::NoSbom],
+            },
+        ),
+        envelope(
+            "sync-scanner",
+            TagMutated {
+                registry_id: reg,
+                repository: repository.clone(),
+                tag: "1".parse().unwrap(),
+                old_digest: digest(1),
+                new_digest: digest(2),
+                found_by: MutationFoundBy::Scan,
+            },
+        ),
+        envelope(
+            "serving-deployer",
+            DeploymentPolicyViolated {
+                deployment_id: dep,
+                digest: digest(1),
+                reasons: vec![PolicyReason::Unsigned],
+            },
+        ),
+        discovered(
+            reg,
+            "app",
+            "2",
+            2,
+            details(ImageKind::Other, None, &["amd64"], 10),
+        ),
+    ])
+    .await;
+    env.caught_up().await;
+    let images = svc.get("/v1/images").await;
+    let items = images["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{images}");
+    assert_eq!(
+        items[0]["digest"],
+        digest(1).to_string(),
+        "tag_mutated changes no tag"
+    );
+    assert_eq!(items[1]["digest"], digest(2).to_string());
+    assert!(env.dead_letters().await.is_empty());
+    svc.stop().await;
+}

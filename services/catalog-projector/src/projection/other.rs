@@ -210,6 +210,16 @@ pub(crate) async fn apply(
             super::images::flush(tx, &[(seq, env)], rules).await?;
         }
 
+        // Trust and integrity events (issue 13) are not projected yet: skipped, not
+        // dead-lettered, so the catalog keeps up while the trust projection is built.
+        EventPayload::SignatureVerified(_)
+        | EventPayload::SignatureFailed(_)
+        | EventPayload::VulnerabilitiesReported(_)
+        | EventPayload::SbomFound(_)
+        | EventPayload::PolicyEvaluated(_)
+        | EventPayload::TagMutated(_)
+        | EventPayload::DeploymentPolicyViolated(_) => {}
+
         // ------------------------------------------------------------ curation
         EventPayload::CatalogLabeled(e) => {
             label(tx, &e.target, e.hm_tag.as_str(), true, seq_i, env, at).await?;
