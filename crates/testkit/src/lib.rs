@@ -8,6 +8,7 @@ pub mod forward_proxy;
 pub mod hostile;
 pub mod nats;
 pub mod proxy;
+pub mod referrers;
 pub mod registry;
 
 /// Where the registries and servers the tests start listen. The network guard denies
