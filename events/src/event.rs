@@ -190,6 +190,9 @@ pub struct RuleSet {
     #[serde(default)]
     pub hm_tags: Vec<HmTag>,
     pub enabled: bool,
+    /// The trust policy of the images this rule selects (issue 13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -305,10 +308,15 @@ pub struct SignatureVerified {
     pub digest: Digest,
     /// The signer's identity (keyless: the certificate subject) or the key id.
     pub signer: String,
+    /// The OIDC issuer of a keyless signer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
     pub kind: SignatureKind,
     /// The policy rule that admitted the signer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<RuleId>,
+    /// The digest of the signature referrer.
+    pub source: Digest,
 }
 
 /// A signature referrer of `digest` failed verification.
@@ -319,10 +327,14 @@ pub struct SignatureFailed {
     pub digest: Digest,
     /// The claimed identity or key id, as far as it could be read.
     pub signer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
     pub kind: SignatureKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<RuleId>,
     pub reason: String,
+    /// The digest of the signature referrer.
+    pub source: Digest,
 }
 
 /// A vulnerability report referrer of `digest`, summarised: the findings stay in the
@@ -365,6 +377,22 @@ pub struct PolicyEvaluated {
     /// [`PolicyReason::ALL`]`.len()` entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<PolicyReason>,
+    /// The rule whose policy was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<RuleId>,
+    /// Each reason with what was seen, in the order of `reasons`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<PolicyFinding>,
+}
+
+/// The referrers of `digest` as last listed: emitted when the list differs from the one
+/// last emitted or carried by the tag event (a signature or report attached after the push).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReferrersChanged {
+    pub registry_id: RegistryId,
+    pub repository: RepositoryName,
+    pub digest: Digest,
+    pub referrers: Vec<Referrer>,
 }
 
 /// A tag that policy treats as immutable now points at another digest (issue 14).
@@ -477,6 +505,11 @@ pub struct DeploymentPolicyViolated {
     pub digest: Digest,
     /// Each reason at most once.
     pub reasons: Vec<PolicyReason>,
+    pub stage: ViolationStage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<RuleId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<PolicyFinding>,
 }
 
 mod double_option {
@@ -687,6 +720,9 @@ events! {
     PolicyEvaluated => Image, "policy_evaluated", 1,
         id: |e| ImageId::derive(e.registry_id, &e.repository).0,
         subject: |e| digest_subject(e.registry_id, &e.repository, &e.digest);
+    ReferrersChanged => Image, "referrers_changed", 1,
+        id: |e| ImageId::derive(e.registry_id, &e.repository).0,
+        subject: |e| digest_subject(e.registry_id, &e.repository, &e.digest);
     TagMutated => Image, "tag_mutated", 1,
         id: |e| ImageId::derive(e.registry_id, &e.repository).0,
         subject: |e| image_subject(e.registry_id, &e.repository, &e.tag);
@@ -741,7 +777,7 @@ mod tests {
             EventPayload::TYPES.len(),
             "type names are unique"
         );
-        assert_eq!(EventPayload::TYPES.len(), 32);
+        assert_eq!(EventPayload::TYPES.len(), 33);
     }
 
     #[test]
@@ -754,8 +790,10 @@ mod tests {
             repository: repository.clone(),
             digest: digest.clone(),
             signer: "key-1".into(),
+            issuer: None,
             kind: SignatureKind::Notation,
             policy: None,
+            source: digest.clone(),
         };
         assert_eq!(
             verified.aggregate_id(),

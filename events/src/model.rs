@@ -585,17 +585,118 @@ pub enum PolicyReason {
     SeverityAboveLimit,
     CveNotAllowed,
     NoSbom,
+    /// The policy limits severity but no vulnerability report is attached.
+    NoVulnerabilityReport,
 }
 
 impl PolicyReason {
-    pub const ALL: [PolicyReason; 6] = [
+    pub const ALL: [PolicyReason; 7] = [
         PolicyReason::Unsigned,
         PolicyReason::SignatureInvalid,
         PolicyReason::SignerNotTrusted,
         PolicyReason::SeverityAboveLimit,
         PolicyReason::CveNotAllowed,
         PolicyReason::NoSbom,
+        PolicyReason::NoVulnerabilityReport,
     ];
+}
+
+/// One reason of a policy verdict with what the evaluator saw (`"CVE-2024-1234 (critical)
+/// is not on the allow list"`), at most [`PolicyFinding::MAX_DETAIL`] characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PolicyFinding {
+    pub reason: PolicyReason,
+    pub detail: String,
+}
+
+impl PolicyFinding {
+    pub const MAX_DETAIL: usize = 1024;
+}
+
+/// What a trust policy does with a failing image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    /// A failing image is not deployed.
+    Enforce,
+    /// A failing image is deployed and the violation recorded.
+    #[default]
+    Audit,
+    /// Nothing is evaluated.
+    Off,
+}
+
+/// The highest vulnerability severity a policy tolerates; `none` tolerates no finding.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SeverityLimit {
+    #[serde(rename = "none")]
+    Nothing,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// A public key a policy trusts (PEM: ECDSA P-256, Ed25519 or RSA ≥ 2048 bits).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TrustedKey {
+    /// A label for people (`release-key-2026`); the key id shown in findings is derived
+    /// from the key itself.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    pub pem: String,
+}
+
+/// A signer identity a policy trusts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TrustedIdentity {
+    /// A keyless (Fulcio) signer: the certificate's OIDC issuer, exactly, and its subject
+    /// (email or URI SAN) matched by a regex (anchor it: `^…$`).
+    Keyless { issuer: String, subject: String },
+    /// A Notation signer: the leaf certificate's subject DN (RFC 4514) matched by a regex.
+    X509 { x509_subject: String },
+}
+
+/// A vulnerability a policy tolerates until `expires` (inclusive, UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CveAllowance {
+    /// `CVE-2024-1234`, `GHSA-xxxx-xxxx-xxxx` or another scanner id, as reported.
+    pub id: String,
+    pub expires: chrono::NaiveDate,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// A repository rule's trust policy (issue 13): what an image under the rule must show
+/// before it is deployed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TrustPolicy {
+    pub mode: PolicyMode,
+    /// With `keys` or `identities` set, an image needs a signature verified by one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<TrustedKey>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<TrustedIdentity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_severity: Option<SeverityLimit>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_cves: Vec<CveAllowance>,
+    #[serde(default)]
+    pub require_sbom: bool,
+}
+
+/// When a deployment's violation was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ViolationStage {
+    /// At deploy time under an `audit` policy: deployed anyway.
+    Audited,
+    /// After deploy: a new report or policy made the running image fail. Left running.
+    Running,
 }
 
 /// How a tag mutation was noticed.

@@ -206,6 +206,7 @@ pub(crate) mod tests {
             description: String::new(),
             hm_tags: vec![],
             enabled: true,
+            trust: None,
         }
     }
 

@@ -158,6 +158,7 @@ impl RuleInput {
             description: self.description.clone(),
             hm_tags,
             enabled: self.enabled,
+            trust: None,
         };
         CompiledRule::compile(&rule)?;
         Ok(rule)

@@ -12,5 +12,6 @@
 
 pub mod attestation;
 pub mod cosign;
+pub mod evidence;
 pub mod sbom;
 pub mod vuln;

@@ -126,24 +126,7 @@ pub fn details() -> BoxedStrategy<ImageDetails> {
             ),
             0..3,
         ),
-        prop::collection::vec(
-            (
-                digest(),
-                prop_oneof![
-                    Just(ReferrerKind::Signature),
-                    Just(ReferrerKind::Sbom),
-                    Just(ReferrerKind::Attestation),
-                    Just(ReferrerKind::Other)
-                ],
-                prop::option::of("[a-z./+-]{3,20}"),
-            )
-                .prop_map(|(digest, kind, artifact_type)| Referrer {
-                    digest,
-                    kind,
-                    artifact_type,
-                }),
-            0..2,
-        ),
+        prop::collection::vec(referrer(), 0..2),
     )
         .prop_map(
             |(
@@ -173,6 +156,79 @@ pub fn details() -> BoxedStrategy<ImageDetails> {
             },
         )
         .boxed()
+}
+pub fn referrer() -> impl Strategy<Value = Referrer> {
+    (
+        digest(),
+        prop_oneof![
+            Just(ReferrerKind::Signature),
+            Just(ReferrerKind::Sbom),
+            Just(ReferrerKind::Attestation),
+            Just(ReferrerKind::Other)
+        ],
+        prop::option::of("[a-z./+-]{3,20}"),
+    )
+        .prop_map(|(digest, kind, artifact_type)| Referrer {
+            digest,
+            kind,
+            artifact_type,
+        })
+}
+pub fn policy_findings() -> impl Strategy<Value = Vec<PolicyFinding>> {
+    (policy_reasons(), prop::collection::vec(text(), 7)).prop_map(|(reasons, details)| {
+        reasons
+            .into_iter()
+            .zip(details)
+            .map(|(reason, detail)| PolicyFinding { reason, detail })
+            .collect()
+    })
+}
+pub fn trust_policy() -> impl Strategy<Value = TrustPolicy> {
+    (
+        prop_oneof![
+            Just(PolicyMode::Enforce),
+            Just(PolicyMode::Audit),
+            Just(PolicyMode::Off)
+        ],
+        prop::collection::vec(
+            (text(), text()).prop_map(|(name, pem)| TrustedKey { name, pem }),
+            0..2,
+        ),
+        prop::collection::vec(
+            prop_oneof![
+                (text(), text())
+                    .prop_map(|(issuer, subject)| TrustedIdentity::Keyless { issuer, subject }),
+                text().prop_map(|x509_subject| TrustedIdentity::X509 { x509_subject }),
+            ],
+            0..2,
+        ),
+        prop::option::of(prop_oneof![
+            Just(SeverityLimit::Nothing),
+            Just(SeverityLimit::Low),
+            Just(SeverityLimit::Medium),
+            Just(SeverityLimit::High),
+            Just(SeverityLimit::Critical)
+        ]),
+        prop::collection::vec(
+            (text(), 0i32..3000, text()).prop_map(|(id, days, reason)| CveAllowance {
+                id,
+                expires: chrono::NaiveDate::from_num_days_from_ce_opt(730_000 + days).unwrap(),
+                reason,
+            }),
+            0..2,
+        ),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(mode, keys, identities, max_severity, allow_cves, require_sbom)| TrustPolicy {
+                mode,
+                keys,
+                identities,
+                max_severity,
+                allow_cves,
+                require_sbom,
+            },
+        )
 }
 pub fn repo_pattern() -> impl Strategy<Value = RepositoryPattern> {
     prop_oneof![
@@ -354,10 +410,10 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
             ],
             text(),
             prop::collection::vec(hm_tag(), 0..3),
-            any::<bool>(),
+            (any::<bool>(), prop::option::of(trust_policy())),
         )
             .prop_map(
-                |(id, rid, repositories, tags, kind, description, hm_tags, enabled)| {
+                |(id, rid, repositories, tags, kind, description, hm_tags, (enabled, trust))| {
                     RuleSet {
                         registry_id: id,
                         rule_id: rid.parse().unwrap(),
@@ -367,6 +423,7 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
                         description,
                         hm_tags,
                         enabled,
+                        trust,
                     }
                     .into()
                 }
@@ -479,42 +536,68 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
         ),
         (
             (registry_id(), repo(), digest()),
-            text(),
+            (text(), prop::option::of(text())),
             signature_kind(),
-            prop::option::of(rule_id())
+            prop::option::of(rule_id()),
+            digest()
         )
             .prop_map(
-                |((registry_id, repository, digest), signer, kind, policy)| SignatureVerified {
-                    registry_id,
-                    repository,
-                    digest,
-                    signer,
-                    kind,
-                    policy,
+                |((registry_id, repository, digest), (signer, issuer), kind, policy, source)| {
+                    SignatureVerified {
+                        registry_id,
+                        repository,
+                        digest,
+                        signer,
+                        issuer,
+                        kind,
+                        policy,
+                        source,
+                    }
+                    .into()
                 }
-                .into()
             ),
         (
             (registry_id(), repo(), digest()),
-            text(),
+            (text(), prop::option::of(text())),
             signature_kind(),
             prop::option::of(rule_id()),
-            text()
+            (text(), digest())
         )
             .prop_map(
-                |((registry_id, repository, digest), signer, kind, policy, reason)| {
+                |(
+                    (registry_id, repository, digest),
+                    (signer, issuer),
+                    kind,
+                    policy,
+                    (reason, source),
+                )| {
                     SignatureFailed {
                         registry_id,
                         repository,
                         digest,
                         signer,
+                        issuer,
                         kind,
                         policy,
                         reason,
+                        source,
                     }
                     .into()
                 }
             ),
+        (
+            (registry_id(), repo(), digest()),
+            prop::collection::vec(referrer(), 0..3)
+        )
+            .prop_map(|((registry_id, repository, digest), referrers)| {
+                ReferrersChanged {
+                    registry_id,
+                    repository,
+                    digest,
+                    referrers,
+                }
+                .into()
+            }),
         (
             (registry_id(), repo(), digest()),
             (text(), text(), text()),
@@ -568,18 +651,23 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
                 Just(PolicyVerdict::Fail),
                 Just(PolicyVerdict::Audit)
             ],
-            policy_reasons()
+            policy_findings(),
+            prop::option::of(rule_id())
         )
-            .prop_map(|((registry_id, repository, digest), verdict, reasons)| {
-                PolicyEvaluated {
-                    registry_id,
-                    repository,
-                    digest,
-                    verdict,
-                    reasons,
+            .prop_map(
+                |((registry_id, repository, digest), verdict, findings, policy)| {
+                    PolicyEvaluated {
+                        registry_id,
+                        repository,
+                        digest,
+                        verdict,
+                        reasons: findings.iter().map(|f| f.reason).collect(),
+                        policy,
+                        findings,
+                    }
+                    .into()
                 }
-                .into()
-            }),
+            ),
         (
             (registry_id(), repo(), tag()),
             digest(),
@@ -707,14 +795,24 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
             }
             .into()
         }),
-        (uuid(), digest(), policy_reasons()).prop_map(|(id, digest, reasons)| {
-            DeploymentPolicyViolated {
-                deployment_id: DeploymentId(id),
-                digest,
-                reasons,
-            }
-            .into()
-        }),
+        (
+            uuid(),
+            digest(),
+            policy_findings(),
+            prop_oneof![Just(ViolationStage::Audited), Just(ViolationStage::Running)],
+            prop::option::of(rule_id())
+        )
+            .prop_map(|(id, digest, findings, stage, policy)| {
+                DeploymentPolicyViolated {
+                    deployment_id: DeploymentId(id),
+                    digest,
+                    reasons: findings.iter().map(|f| f.reason).collect(),
+                    stage,
+                    policy,
+                    findings,
+                }
+                .into()
+            }),
     ]
     .boxed();
     prop_oneof![registry, rule, sync, image, catalog, deployment].boxed()

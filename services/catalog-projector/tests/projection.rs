@@ -539,8 +539,10 @@ async fn trust_events_are_skipped_not_dead_lettered() {
                 repository: repository.clone(),
                 digest: digest(1),
                 signer: "ci@example.com".into(),
+                issuer: Some("https://issuer.example".into()),
                 kind: SignatureKind::Cosign,
                 policy: Some("prod".parse().unwrap()),
+                source: digest(9),
             },
         ),
         envelope(
@@ -551,6 +553,8 @@ async fn trust_events_are_skipped_not_dead_lettered() {
                 digest: digest(1),
                 verdict: PolicyVerdict::Fail,
                 reasons: vec![PolicyReason::NoSbom],
+                policy: None,
+                findings: vec![],
             },
         ),
         envelope(
@@ -570,6 +574,9 @@ async fn trust_events_are_skipped_not_dead_lettered() {
                 deployment_id: dep,
                 digest: digest(1),
                 reasons: vec![PolicyReason::Unsigned],
+                stage: ViolationStage::Running,
+                policy: None,
+                findings: vec![],
             },
         ),
         discovered(

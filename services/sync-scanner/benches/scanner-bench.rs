@@ -277,6 +277,7 @@ async fn register(bus: &EventBus, registry: &TestRegistry) -> anyhow::Result<Reg
             description: String::new(),
             hm_tags: vec![],
             enabled: true,
+            trust: None,
         },
     )
     .await?;

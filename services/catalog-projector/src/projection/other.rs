@@ -217,6 +217,7 @@ pub(crate) async fn apply(
         | EventPayload::VulnerabilitiesReported(_)
         | EventPayload::SbomFound(_)
         | EventPayload::PolicyEvaluated(_)
+        | EventPayload::ReferrersChanged(_)
         | EventPayload::TagMutated(_)
         | EventPayload::DeploymentPolicyViolated(_) => {}
 

@@ -520,6 +520,7 @@ pub fn rule(
             description: description.into(),
             hm_tags: hm.iter().map(|h| h.parse().unwrap()).collect(),
             enabled: true,
+            trust: None,
         },
     )
 }

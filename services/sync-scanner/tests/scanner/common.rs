@@ -216,6 +216,7 @@ impl Env {
             description: String::new(),
             hm_tags: vec![],
             enabled: true,
+            trust: None,
         };
         f(&mut rule);
         self.publish(rule).await;

@@ -1,0 +1,208 @@
+//! What a referrer says about its subject, before any policy, and how one signature is
+//! checked against the signers a policy trusts.
+//!
+//! The split is the contract between the scanner and the policy: the scanner turns referrer
+//! manifests into [`Evidence`] once (content-addressed, so a digest is read once), keeps
+//! it, and re-runs [`check_signature`] and the policy whenever the policy changes, with no
+//! registry request.
+
+use chrono::{DateTime, Utc};
+
+use crate::cosign::{self, FailureReason, PublicKey};
+use crate::sbom::SbomFormat;
+use crate::vuln::VulnSummary;
+
+/// One fact read from a referrer of the subject. `source` is the referrer manifest's
+/// digest (`sha256:<hex>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Evidence {
+    Signature(SignatureEvidence),
+    Vulnerabilities {
+        source: String,
+        summary: VulnSummary,
+    },
+    Sbom {
+        source: String,
+        format: SbomFormat,
+    },
+    /// An attestation of another predicate (SLSA provenance, …): recorded, not judged.
+    Attestation {
+        source: String,
+        predicate_type: String,
+    },
+}
+
+impl Evidence {
+    pub fn source(&self) -> &str {
+        match self {
+            Evidence::Signature(s) => &s.source,
+            Evidence::Vulnerabilities { source, .. }
+            | Evidence::Sbom { source, .. }
+            | Evidence::Attestation { source, .. } => source,
+        }
+    }
+}
+
+/// One signature as stored in the registry, not yet verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureEvidence {
+    /// The digest of the referrer manifest holding it.
+    pub source: String,
+    pub material: SignatureMaterial,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureMaterial {
+    /// A cosign simple-signing layer: the layer blob and its annotations.
+    Cosign {
+        payload: Vec<u8>,
+        /// `dev.cosignproject.cosign/signature` (base64).
+        signature: String,
+        /// `dev.sigstore.cosign/certificate` (PEM), for keyless signatures.
+        certificate: Option<String>,
+        /// `dev.sigstore.cosign/chain` (PEM), intermediates then root.
+        chain: Option<String>,
+        /// `dev.sigstore.cosign/bundle` (the Rekor bundle JSON).
+        bundle: Option<String>,
+    },
+    /// A Sigstore bundle (`application/vnd.dev.sigstore.bundle.v0.3+json`).
+    SigstoreBundle { bundle: Vec<u8> },
+    /// A Notation envelope (`application/jose+json` or `application/cose`).
+    Notation {
+        media_type: String,
+        envelope: Vec<u8>,
+    },
+}
+
+/// The signing scheme of a signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Cosign,
+    Notation,
+}
+
+impl SignatureMaterial {
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            SignatureMaterial::Cosign { .. } | SignatureMaterial::SigstoreBundle { .. } => {
+                Scheme::Cosign
+            }
+            SignatureMaterial::Notation { .. } => Scheme::Notation,
+        }
+    }
+}
+
+/// A signer identity a policy trusts, compiled.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// Keyless: the certificate's OIDC issuer (exact) and SAN (regex).
+    Keyless {
+        issuer: String,
+        subject: regex::Regex,
+    },
+    /// Notation: the leaf certificate's subject DN (regex).
+    X509 { subject: regex::Regex },
+}
+
+/// Whom a policy trusts, and the time to check certificates at.
+#[derive(Debug, Clone)]
+pub struct Verifier<'a> {
+    pub keys: &'a [PublicKey],
+    pub identities: &'a [Identity],
+    pub now: DateTime<Utc>,
+}
+
+impl<'a> Verifier<'a> {
+    pub fn new(now: DateTime<Utc>) -> Self {
+        Self {
+            keys: &[],
+            identities: &[],
+            now,
+        }
+    }
+
+    pub fn keys(mut self, keys: &'a [PublicKey]) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    pub fn identities(mut self, identities: &'a [Identity]) -> Self {
+        self.identities = identities;
+        self
+    }
+}
+
+/// What checking one signature found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureCheck {
+    pub source: String,
+    pub scheme: Scheme,
+    /// The key id, the certificate's SAN (keyless) or subject DN (Notation); empty when
+    /// nothing could be read.
+    pub signer: String,
+    /// The OIDC issuer of a keyless certificate.
+    pub issuer: Option<String>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Valid, and made by a key or identity the policy trusts.
+    Trusted,
+    /// Valid as far as can be told, but not by a trusted signer. A key-based cosign
+    /// signature no trusted key verifies lands here: without the signer's key, another key
+    /// and an altered payload look the same.
+    Untrusted(String),
+    /// Malformed, altered, for another digest, an expired or unchained certificate.
+    Invalid(String),
+}
+
+/// Checks one signature of `subject` (`sha256:<hex>`, the digest it must name).
+pub fn check_signature(
+    evidence: &SignatureEvidence,
+    subject: &str,
+    verifier: &Verifier<'_>,
+) -> SignatureCheck {
+    let scheme = evidence.material.scheme();
+    let mut check = SignatureCheck {
+        source: evidence.source.clone(),
+        scheme,
+        signer: String::new(),
+        issuer: None,
+        outcome: Outcome::Invalid(String::new()),
+    };
+    match &evidence.material {
+        SignatureMaterial::Cosign {
+            payload,
+            signature,
+            certificate: None,
+            ..
+        } => match cosign::verify(verifier.keys, payload, signature, subject) {
+            cosign::Verdict::Verified {
+                signer: cosign::Signer::Key(id),
+                ..
+            } => {
+                check.signer = id.to_string();
+                check.outcome = Outcome::Trusted;
+            }
+            cosign::Verdict::Failed { reason } => {
+                check.outcome = match reason {
+                    FailureReason::NoKeys | FailureReason::BadSignature => {
+                        Outcome::Untrusted(reason.to_string())
+                    }
+                    other => Outcome::Invalid(other.to_string()),
+                };
+            }
+        },
+        SignatureMaterial::Cosign { .. } => {
+            check.outcome = Outcome::Invalid("keyless signatures are not verified yet".into());
+        }
+        SignatureMaterial::SigstoreBundle { .. } => {
+            check.outcome = Outcome::Invalid("Sigstore bundles are not verified yet".into());
+        }
+        SignatureMaterial::Notation { .. } => {
+            check.outcome = Outcome::Invalid("Notation signatures are not verified yet".into());
+        }
+    }
+    check
+}
