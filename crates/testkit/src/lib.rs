@@ -10,6 +10,7 @@ pub mod nats;
 pub mod proxy;
 pub mod referrers;
 pub mod registry;
+pub mod signing;
 
 /// Where the registries and servers the tests start listen. The network guard denies
 /// loopback by default, so every test that talks to one allows it explicitly, the way the
