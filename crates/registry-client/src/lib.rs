@@ -57,6 +57,6 @@ pub use providers::{
     AcrConfig, AcrProvider, EcrConfig, EcrProvider, ExchangeTimeouts, GcpServiceAccountConfig,
     GcpServiceAccountProvider,
 };
-pub use referrers::referrer_kind;
+pub use referrers::{FoundBy, ReferrerDescriptor, Referrers, ReferrersOptions, referrer_kind};
 pub use stored::{ProviderEndpoints, StoredCredentials};
 pub use transport::RequestStats;
