@@ -4,9 +4,11 @@
 //! The split is the contract between the scanner and the policy: the scanner turns referrer
 //! manifests into [`Evidence`] once (content-addressed, so a digest is read once), keeps
 //! it, and re-runs [`check_signature`] and the policy whenever the policy changes, with no
-//! registry request.
+//! registry request. [`Evidence`] serialises (serde, byte fields as base64) so the scanner
+//! can keep it as JSON next to the referrer's digest.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::cosign::{self, FailureReason, PublicKey};
 use crate::sbom::SbomFormat;
@@ -14,9 +16,18 @@ use crate::vuln::VulnSummary;
 
 /// One fact read from a referrer of the subject. `source` is the referrer manifest's
 /// digest (`sha256:<hex>`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Evidence {
     Signature(SignatureEvidence),
+    /// A signature referrer whose signature could not be read (its blob over the size
+    /// limit, not fetched, not matching its digest, or not parseable). It counts as a
+    /// signature that is invalid, never as no signature.
+    UnreadableSignature {
+        source: String,
+        scheme: Scheme,
+        reason: String,
+    },
     Vulnerabilities {
         source: String,
         summary: VulnSummary,
@@ -36,7 +47,8 @@ impl Evidence {
     pub fn source(&self) -> &str {
         match self {
             Evidence::Signature(s) => &s.source,
-            Evidence::Vulnerabilities { source, .. }
+            Evidence::UnreadableSignature { source, .. }
+            | Evidence::Vulnerabilities { source, .. }
             | Evidence::Sbom { source, .. }
             | Evidence::Attestation { source, .. } => source,
         }
@@ -44,17 +56,19 @@ impl Evidence {
 }
 
 /// One signature as stored in the registry, not yet verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureEvidence {
     /// The digest of the referrer manifest holding it.
     pub source: String,
     pub material: SignatureMaterial,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum SignatureMaterial {
     /// A cosign simple-signing layer: the layer blob and its annotations.
     Cosign {
+        #[serde(with = "base64_bytes")]
         payload: Vec<u8>,
         /// `dev.cosignproject.cosign/signature` (base64).
         signature: String,
@@ -66,16 +80,36 @@ pub enum SignatureMaterial {
         bundle: Option<String>,
     },
     /// A Sigstore bundle (`application/vnd.dev.sigstore.bundle.v0.3+json`).
-    SigstoreBundle { bundle: Vec<u8> },
+    SigstoreBundle {
+        #[serde(with = "base64_bytes")]
+        bundle: Vec<u8>,
+    },
     /// A Notation envelope (`application/jose+json` or `application/cose`).
     Notation {
         media_type: String,
+        #[serde(with = "base64_bytes")]
         envelope: Vec<u8>,
     },
 }
 
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The signing scheme of a signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Scheme {
     Cosign,
     Notation,

@@ -4,7 +4,7 @@
 //! by media type) or as an in-toto predicate. The catalog only needs to know that one
 //! exists and roughly what it covers; the documents themselves stay in the registry.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub const SPDX_MEDIA_TYPE: &str = "application/spdx+json";
@@ -15,7 +15,8 @@ pub const CYCLONEDX_PREDICATE: &str = "https://cyclonedx.org/bom";
 /// Largest SBOM accepted.
 pub const MAX_SBOM_BYTES: usize = 64 * 1024 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SbomFormat {
     Spdx,
     CycloneDx,
@@ -115,6 +116,34 @@ pub fn parse_document(bytes: &[u8]) -> Result<SbomSummary, SbomError> {
     parse_value(&doc)
 }
 
+/// The SBOM format a media type names, if any (parameters and case ignored): the IANA
+/// types `application/spdx+json` and `application/vnd.cyclonedx+json`, and the ones
+/// cosign's SBOM spec lists for `.sbom` layers (`text/spdx`, `text/spdx+json`,
+/// `text/spdx+xml`, `application/vnd.cyclonedx`, `application/vnd.cyclonedx+xml`).
+pub fn format_of_media_type(media_type: &str) -> Option<SbomFormat> {
+    let essence = media_type.split(';').next().unwrap_or("").trim();
+    match essence.to_ascii_lowercase().as_str() {
+        "application/spdx+json" | "text/spdx" | "text/spdx+json" | "text/spdx+xml" => {
+            Some(SbomFormat::Spdx)
+        }
+        "application/vnd.cyclonedx"
+        | "application/vnd.cyclonedx+json"
+        | "application/vnd.cyclonedx+xml" => Some(SbomFormat::CycloneDx),
+        _ => None,
+    }
+}
+
+/// The SBOM format an in-toto predicate type names, if any (a version suffix is allowed).
+pub fn format_of_predicate(predicate_type: &str) -> Option<SbomFormat> {
+    if predicate_type.starts_with(SPDX_PREDICATE) {
+        Some(SbomFormat::Spdx)
+    } else if predicate_type.starts_with(CYCLONEDX_PREDICATE) {
+        Some(SbomFormat::CycloneDx)
+    } else {
+        None
+    }
+}
+
 fn check(labelled: SbomFormat, summary: SbomSummary) -> Result<SbomSummary, SbomError> {
     if summary.format != labelled {
         return Err(SbomError::FormatMismatch {
@@ -209,6 +238,33 @@ mod tests {
             parse_predicate(SPDX_PREDICATE, &wrapped).unwrap().format,
             SbomFormat::Spdx
         );
+    }
+
+    #[test]
+    fn media_and_predicate_types_name_formats() {
+        for (mt, f) in [
+            ("application/spdx+json", Some(SbomFormat::Spdx)),
+            ("text/spdx", Some(SbomFormat::Spdx)),
+            ("Text/SPDX+JSON; charset=utf-8", Some(SbomFormat::Spdx)),
+            (
+                "application/vnd.cyclonedx+json; version=1.5",
+                Some(SbomFormat::CycloneDx),
+            ),
+            ("application/vnd.cyclonedx+xml", Some(SbomFormat::CycloneDx)),
+            ("application/json", None),
+            ("application/vnd.syft+json", None),
+        ] {
+            assert_eq!(format_of_media_type(mt), f, "{mt}");
+        }
+        assert_eq!(
+            format_of_predicate("https://spdx.dev/Document/v2.3"),
+            Some(SbomFormat::Spdx)
+        );
+        assert_eq!(
+            format_of_predicate("https://cyclonedx.org/bom/v1.5"),
+            Some(SbomFormat::CycloneDx)
+        );
+        assert_eq!(format_of_predicate("https://slsa.dev/provenance/v1"), None);
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! Vulnerability reports reduced to one [`VulnSummary`], whatever produced them.
 //!
-//! Policy (later: "no critical fixable CVE older than N days") needs counts, not the
-//! report, and reports arrive in several shapes: a plain Trivy JSON report, the cosign
+//! Policy needs counts and, for the allow list, which ids at which severity — not the
+//! report — and reports arrive in several shapes: a plain Trivy JSON report, the cosign
 //! vuln predicate wrapping one, and the in-toto `vulns` predicate. Counts are per finding
-//! (a CVE in two packages counts twice); `cves` lists each id once.
+//! (a CVE in two packages counts twice); `findings` lists each id once, at the worst
+//! severity it was reported with, most severe first, at most [`MAX_IDS`] of them — so when
+//! a huge report is cut, what is dropped is never more severe than what is kept.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::attestation::{self, AttestationError, MAX_ATTESTATION_BYTES, Statement};
@@ -17,16 +19,16 @@ pub const COSIGN_VULN_PREDICATE: &str = "https://cosign.sigstore.dev/attestation
 const COSIGN_VULN_PREDICATE_OLD: &str = "cosign.sigstore.dev/attestation/vuln/v1";
 /// Predicate type of the in-toto vulnerability predicate (v0.1).
 pub const IN_TOTO_VULNS_PREDICATE: &str = "https://in-toto.io/attestation/vulns";
-/// At most this many distinct ids are kept in [`VulnSummary::cves`].
+/// At most this many distinct ids are kept in [`VulnSummary::findings`].
 pub const MAX_IDS: usize = 10_000;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScannerInfo {
     pub name: String,
     pub version: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeverityCounts {
     pub critical: u64,
     pub high: u64,
@@ -35,7 +37,8 @@ pub struct SeverityCounts {
     pub unknown: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Severity {
     Unknown,
     Low,
@@ -67,8 +70,26 @@ impl Severity {
     }
 }
 
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl SeverityCounts {
-    fn add(&mut self, s: Severity) {
+    pub fn add(&mut self, s: Severity) {
         let slot = match s {
             Severity::Critical => &mut self.critical,
             Severity::High => &mut self.high,
@@ -80,11 +101,48 @@ impl SeverityCounts {
     }
 
     pub fn total(&self) -> u64 {
-        self.critical + self.high + self.medium + self.low + self.unknown
+        self.critical
+            .saturating_add(self.high)
+            .saturating_add(self.medium)
+            .saturating_add(self.low)
+            .saturating_add(self.unknown)
+    }
+
+    /// Adds another report's counts (saturating).
+    pub fn combine(&mut self, other: &SeverityCounts) {
+        self.critical = self.critical.saturating_add(other.critical);
+        self.high = self.high.saturating_add(other.high);
+        self.medium = self.medium.saturating_add(other.medium);
+        self.low = self.low.saturating_add(other.low);
+        self.unknown = self.unknown.saturating_add(other.unknown);
+    }
+
+    /// The highest severity with a finding, ignoring `unknown`; `None` when there is none.
+    pub fn max_known(&self) -> Option<Severity> {
+        [
+            (self.critical, Severity::Critical),
+            (self.high, Severity::High),
+            (self.medium, Severity::Medium),
+            (self.low, Severity::Low),
+        ]
+        .into_iter()
+        .find(|(n, _)| *n > 0)
+        .map(|(_, s)| s)
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One vulnerability id of a report. An id reported for several packages appears once,
+/// at the worst severity, `fixed` when any of its packages has a fixed version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VulnFinding {
+    /// `CVE-2024-1234`, `GHSA-…`, as reported; empty when the scanner gave none.
+    pub id: String,
+    pub severity: Severity,
+    /// `None` when the format does not say.
+    pub fixed: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VulnSummary {
     pub scanner: ScannerInfo,
     /// Vulnerability database version, or its last-update time when that is all there is.
@@ -94,10 +152,11 @@ pub struct VulnSummary {
     pub counts: SeverityCounts,
     /// Findings with a fixed version available; `None` when the format does not say.
     pub fixable: Option<u64>,
-    /// Distinct vulnerability ids, sorted, at most [`MAX_IDS`].
-    pub cves: Vec<String>,
-    /// True when more than [`MAX_IDS`] distinct ids were seen.
-    pub cves_truncated: bool,
+    /// Distinct ids, most severe first then by id, at most [`MAX_IDS`].
+    pub findings: Vec<VulnFinding>,
+    /// True when more than [`MAX_IDS`] distinct ids were seen; the dropped ones are no more
+    /// severe than the last one kept.
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,22 +176,44 @@ pub enum VulnError {
     Attestation(#[from] AttestationError),
 }
 
+/// Collects findings by id. Memory is bounded by the report size limit; the output by
+/// [`MAX_IDS`].
 #[derive(Default)]
 struct Ids {
-    set: BTreeSet<String>,
-    truncated: bool,
+    map: HashMap<String, (Severity, Option<bool>)>,
 }
 
 impl Ids {
-    fn add(&mut self, id: &str) {
-        if id.is_empty() || self.set.contains(id) {
-            return;
+    fn add(&mut self, id: &str, severity: Severity, fixed: Option<bool>) {
+        let id = id.trim();
+        match self.map.get_mut(id) {
+            Some((s, f)) => {
+                *s = (*s).max(severity);
+                *f = match (*f, fixed) {
+                    (Some(a), Some(b)) => Some(a || b),
+                    (a, b) => a.or(b),
+                };
+            }
+            None => {
+                self.map.insert(id.to_owned(), (severity, fixed));
+            }
         }
-        if self.set.len() >= MAX_IDS {
-            self.truncated = true;
-        } else {
-            self.set.insert(id.to_owned());
-        }
+    }
+
+    fn finish(self) -> (Vec<VulnFinding>, bool) {
+        let mut findings: Vec<VulnFinding> = self
+            .map
+            .into_iter()
+            .map(|(id, (severity, fixed))| VulnFinding {
+                id,
+                severity,
+                fixed,
+            })
+            .collect();
+        findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
+        let truncated = findings.len() > MAX_IDS;
+        findings.truncate(MAX_IDS);
+        (findings, truncated)
     }
 }
 
@@ -177,12 +258,15 @@ fn summarise_trivy(report: TrivyReport) -> VulnSummary {
         .into_iter()
         .flat_map(|r| r.vulnerabilities.unwrap_or_default())
     {
-        counts.add(Severity::parse(&v.severity));
-        if v.fixed_version.is_some_and(|f| !f.trim().is_empty()) {
+        let severity = Severity::parse(&v.severity);
+        counts.add(severity);
+        let fixed = v.fixed_version.is_some_and(|f| !f.trim().is_empty());
+        if fixed {
             fixable += 1;
         }
-        ids.add(&v.id);
+        ids.add(&v.id, severity, Some(fixed));
     }
+    let (findings, truncated) = ids.finish();
     VulnSummary {
         scanner: ScannerInfo {
             name: "trivy".into(),
@@ -192,8 +276,8 @@ fn summarise_trivy(report: TrivyReport) -> VulnSummary {
         scanned_at: report.created_at,
         counts,
         fixable: Some(fixable),
-        cves: ids.set.into_iter().collect(),
-        cves_truncated: ids.truncated,
+        findings,
+        truncated,
     }
 }
 
@@ -211,6 +295,35 @@ pub fn parse_trivy(bytes: &[u8]) -> Result<VulnSummary, VulnError> {
         return Err(VulnError::Trivy("no `Results`".into()));
     }
     Ok(summarise_trivy(report))
+}
+
+/// Recognises a vulnerability report stored as plain JSON (an artifact whose media type
+/// says only `application/json`) by its content: a Trivy JSON report (`SchemaVersion` and
+/// `ArtifactName`, Trivy's published schema v2), or a bare cosign vuln predicate (what
+/// `trivy image -f cosign-vuln | trivy referrer put` attaches: `scanner.uri` and
+/// `scanner.result`).
+pub fn parse_json_report(bytes: &[u8]) -> Result<VulnSummary, VulnError> {
+    if bytes.len() > MAX_ATTESTATION_BYTES {
+        return Err(VulnError::TooLarge {
+            len: bytes.len(),
+            max: MAX_ATTESTATION_BYTES,
+        });
+    }
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| VulnError::Trivy(e.to_string()))?;
+    if value.get("SchemaVersion").is_some() && value.get("ArtifactName").is_some() {
+        let report =
+            TrivyReport::deserialize(&value).map_err(|e| VulnError::Trivy(e.to_string()))?;
+        return Ok(summarise_trivy(report));
+    }
+    let scanner = value.get("scanner");
+    if scanner.is_some_and(|s| s.get("uri").is_some() && s.get("result").is_some()) {
+        return parse_predicate(COSIGN_VULN_PREDICATE, &value);
+    }
+    Err(VulnError::Trivy(
+        "neither a Trivy report (`SchemaVersion`, `ArtifactName`) nor a cosign vuln predicate"
+            .into(),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -333,8 +446,9 @@ pub fn parse_predicate(predicate_type: &str, predicate: &Value) -> Result<VulnSu
                 .max()
                 .unwrap_or(Severity::Unknown);
             counts.add(worst);
-            ids.add(&f.id);
+            ids.add(&f.id, worst, None);
         }
+        let (findings, truncated) = ids.finish();
         Ok(VulnSummary {
             scanner: ScannerInfo {
                 name: scanner_name(&p.scanner.uri),
@@ -344,8 +458,8 @@ pub fn parse_predicate(predicate_type: &str, predicate: &Value) -> Result<VulnSu
             scanned_at: p.metadata.scan_started_on,
             counts,
             fixable: None,
-            cves: ids.set.into_iter().collect(),
-            cves_truncated: ids.truncated,
+            findings,
+            truncated,
         })
     } else {
         Err(VulnError::NotVulnPredicate(predicate_type.to_owned()))
@@ -416,17 +530,22 @@ mod tests {
         assert_eq!(s.counts, expected_trivy_counts());
         assert_eq!(s.counts.total(), 6);
         assert_eq!(s.fixable, Some(3));
+        let f = |id: &str, severity, fixed| VulnFinding {
+            id: id.into(),
+            severity,
+            fixed: Some(fixed),
+        };
         assert_eq!(
-            s.cves,
+            s.findings,
             [
-                "CVE-2024-0001",
-                "CVE-2024-0002",
-                "CVE-2024-0003",
-                "CVE-2024-0009",
-                "GHSA-aaaa-bbbb-cccc"
+                f("CVE-2024-0001", Severity::Critical, true),
+                f("CVE-2024-0002", Severity::High, false),
+                f("GHSA-aaaa-bbbb-cccc", Severity::Medium, true),
+                f("CVE-2024-0003", Severity::Low, false),
+                f("CVE-2024-0009", Severity::Unknown, false),
             ]
         );
-        assert!(!s.cves_truncated);
+        assert!(!s.truncated);
         assert_eq!(s.db, None);
     }
 
@@ -506,7 +625,10 @@ mod tests {
             }
         );
         assert_eq!(s.fixable, None);
-        assert_eq!(s.cves.len(), 4);
+        assert_eq!(s.findings.len(), 4);
+        assert_eq!(s.findings[0].id, "CVE-2024-1000");
+        assert_eq!(s.findings[0].severity, Severity::Critical);
+        assert_eq!(s.findings[0].fixed, None);
     }
 
     #[test]
@@ -518,6 +640,73 @@ mod tests {
         );
         let err = parse_envelope(&envelope(COSIGN_VULN_PREDICATE, r#"{"scanner":3}"#)).unwrap_err();
         assert!(matches!(err, VulnError::Predicate { .. }));
+    }
+
+    #[test]
+    fn an_id_in_several_packages_keeps_its_worst_severity_and_any_fix() {
+        let report = r#"{"SchemaVersion":2,"ArtifactName":"x","Results":[
+          {"Vulnerabilities":[{"VulnerabilityID":"CVE-1","Severity":"LOW"},
+                              {"VulnerabilityID":"CVE-1","Severity":"HIGH","FixedVersion":"2"},
+                              {"VulnerabilityID":"","Severity":"CRITICAL"}]}]}"#;
+        let s = parse_trivy(report.as_bytes()).unwrap();
+        assert_eq!(s.counts.total(), 3);
+        assert_eq!(
+            s.findings,
+            [
+                VulnFinding {
+                    id: String::new(),
+                    severity: Severity::Critical,
+                    fixed: Some(false)
+                },
+                VulnFinding {
+                    id: "CVE-1".into(),
+                    severity: Severity::High,
+                    fixed: Some(true)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn past_max_ids_the_most_severe_are_kept() {
+        let mut vulns: Vec<String> = (0..MAX_IDS + 5)
+            .map(|i| format!(r#"{{"VulnerabilityID":"CVE-L-{i}","Severity":"LOW"}}"#))
+            .collect();
+        vulns.push(r#"{"VulnerabilityID":"CVE-Z-CRIT","Severity":"CRITICAL"}"#.into());
+        let report = format!(
+            r#"{{"SchemaVersion":2,"ArtifactName":"x","Results":[{{"Vulnerabilities":[{}]}}]}}"#,
+            vulns.join(",")
+        );
+        let s = parse_trivy(report.as_bytes()).unwrap();
+        assert!(s.truncated);
+        assert_eq!(s.findings.len(), MAX_IDS);
+        assert_eq!(s.findings[0].id, "CVE-Z-CRIT");
+        assert_eq!(s.counts.low, (MAX_IDS + 5) as u64);
+        assert_eq!(s.counts.max_known(), Some(Severity::Critical));
+    }
+
+    #[test]
+    fn summaries_round_trip_through_json() {
+        let s = parse_trivy(TRIVY.as_bytes()).unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""severity":"critical""#));
+        assert_eq!(serde_json::from_str::<VulnSummary>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn plain_json_is_recognised_by_content() {
+        let s = parse_json_report(TRIVY.as_bytes()).unwrap();
+        assert_eq!(s.counts, expected_trivy_counts());
+        let predicate = format!(
+            r#"{{"scanner":{{"uri":"pkg:github/aquasecurity/trivy@v0.57.1","version":"0.57.1","db":{{}},"result":{TRIVY}}},"metadata":{{"scanStartedOn":"2026-11-30T09:59:58Z"}}}}"#
+        );
+        let s = parse_json_report(predicate.as_bytes()).unwrap();
+        assert_eq!(s.scanner.name, "trivy");
+        assert_eq!(s.scanned_at.as_deref(), Some("2026-11-30T09:59:58Z"));
+        assert_eq!(s.counts, expected_trivy_counts());
+        assert!(parse_json_report(br#"{"Results":[]}"#).is_err());
+        assert!(parse_json_report(br#"{"spdxVersion":"SPDX-2.3"}"#).is_err());
+        assert!(parse_json_report(b"nope").is_err());
     }
 
     #[test]
