@@ -11,10 +11,12 @@ use std::sync::Arc;
 
 use imagelib_events::bus::{BusError, EventBus, Expect};
 use imagelib_events::event::{
-    DeploymentApplied, DeploymentDeleted, DeploymentFailed, DeploymentRendered, DeploymentRequested,
+    DeploymentApplied, DeploymentDeleted, DeploymentFailed, DeploymentPolicyViolated,
+    DeploymentRendered, DeploymentRequested,
 };
 use imagelib_events::model::{
-    DeploymentTarget, ImageKind, ImageRef, KubeName, ManifestRef, Resources, WorkloadKind,
+    DeploymentTarget, ImageKind, ImageRef, KubeName, ManifestRef, PolicyFinding, PolicyMode,
+    PolicyReason, PolicyVerdict, Resources, ViolationStage, WorkloadKind,
 };
 use imagelib_events::{
     DeploymentId, Digest, Envelope, EventPayload, ImageId, RegistryId, TraceParent,
@@ -24,7 +26,7 @@ use serde_json::Value;
 
 use crate::config::DeployerSettings;
 use crate::render::{Manifest, cnpg, kserve};
-use crate::store::{DeploymentRow, Store, StoreError, TagRow};
+use crate::store::{DeploymentRow, Store, StoreError, TagRow, VerdictRow};
 use crate::target::gitops::Gitops;
 use crate::target::kubernetes::Kubernetes;
 use crate::target::{Applied, Change, TargetError};
@@ -42,6 +44,12 @@ pub enum CommandError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// The image fails the trust policy that covers it, in `enforce` mode.
+    #[error("{}", .0.detail())]
+    PolicyViolation(Box<PolicyRefusal>),
+    /// An `enforce` policy covers the image but it has no verdict yet.
+    #[error("{0}")]
+    PolicyPending(String),
     #[error("{0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -65,6 +73,75 @@ impl From<BusError> for CommandError {
             other => CommandError::Unavailable(format!("event stream: {other}")),
         }
     }
+}
+
+/// Why an image is refused by an `enforce` trust policy: the verdict as the scanner
+/// published it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRefusal {
+    /// `<registry-id>/<repository>:<tag>`
+    pub image: String,
+    pub digest: String,
+    /// The rule whose trust policy refused it.
+    pub policy: String,
+    pub reasons: Vec<PolicyReason>,
+    pub findings: Vec<PolicyFinding>,
+}
+
+/// A reason in words, for people.
+pub fn reason_words(r: PolicyReason) -> &'static str {
+    match r {
+        PolicyReason::Unsigned => "unsigned: no signature is attached to the image",
+        PolicyReason::SignatureInvalid => "signature invalid: no attached signature verifies",
+        PolicyReason::SignerNotTrusted => {
+            "signer not trusted: no valid signature is by a key or identity the policy trusts"
+        }
+        PolicyReason::SeverityAboveLimit => {
+            "severity above the limit: a vulnerability is more severe than the policy tolerates"
+        }
+        PolicyReason::CveNotAllowed => {
+            "CVE not allowed: a vulnerability's allow-list entry has expired"
+        }
+        PolicyReason::NoSbom => "no SBOM: the policy requires one and none is attached",
+        PolicyReason::NoVulnerabilityReport => {
+            "no vulnerability report: the policy limits severity and no scan report is attached"
+        }
+    }
+}
+
+impl PolicyRefusal {
+    /// Every reason in words, each with what the scanner saw.
+    pub fn detail(&self) -> String {
+        let mut out = format!(
+            "image {} ({}) fails trust policy `{}` (enforce), so it was not deployed:",
+            self.image, self.digest, self.policy
+        );
+        if self.reasons.is_empty() {
+            out.push_str(" the verdict names no reason");
+        }
+        for (i, r) in self.reasons.iter().enumerate() {
+            out.push_str(if i == 0 { " " } else { "; " });
+            out.push_str(reason_words(*r));
+            let seen: Vec<&str> = self
+                .findings
+                .iter()
+                .filter(|f| f.reason == *r && !f.detail.is_empty())
+                .map(|f| f.detail.as_str())
+                .collect();
+            if !seen.is_empty() {
+                out.push_str(&format!(" ({})", seen.join(", ")));
+            }
+        }
+        out
+    }
+}
+
+/// What the trust gate lets through: nothing to record, or a violation to record on the
+/// deployment because an `audit` policy lets a failing image deploy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Gate {
+    Open,
+    Audited { policy: String, verdict: VerdictRow },
 }
 
 /// `POST /v1/deployments` and `POST /v1/provisioning/postgres`.
@@ -188,7 +265,7 @@ impl Deployer {
         caller: &Caller,
         req: DeployRequest,
         workload: WorkloadKind,
-    ) -> Result<(DeploymentRequested, TagRow), CommandError> {
+    ) -> Result<(DeploymentRequested, TagRow, Gate), CommandError> {
         let name: KubeName = req
             .name
             .parse()
@@ -296,6 +373,7 @@ impl Deployer {
             .digest
             .parse()
             .map_err(|_| CommandError::Unavailable("stored digest is not valid".into()))?;
+        let gate = self.gate(&image, &digest).await?;
         let event = DeploymentRequested {
             deployment_id: deployment_id(&namespace, &name),
             image,
@@ -309,7 +387,113 @@ impl Deployer {
             target,
             options: req.options,
         };
-        Ok((event, tag))
+        Ok((event, tag, gate))
+    }
+
+    /// The trust policy covering `repository`: the first enabled rule matching it, in
+    /// rule-id order, that has one (the scanner's choice too); `None` when there is none or
+    /// it is `off`. Returns the rule id and the mode.
+    pub async fn policy_for(
+        &self,
+        registry: RegistryId,
+        repository: &imagelib_events::RepositoryName,
+    ) -> Result<Option<(String, PolicyMode)>, CommandError> {
+        let mut index = imagelib_rules::RuleSetIndex::new();
+        for rule in self.store.rules(registry).await? {
+            if let Err(e) = index.apply_set(&rule) {
+                tracing::warn!(rule = %rule.rule_id, error = %e, "rule does not compile; ignored by the deploy gate");
+            }
+        }
+        Ok(index
+            .rules_for(repository)
+            .into_iter()
+            .find_map(|r| {
+                r.rule()
+                    .trust
+                    .as_ref()
+                    .map(|t| (r.id().as_str().to_owned(), t.mode))
+            })
+            .filter(|(_, mode)| *mode != PolicyMode::Off))
+    }
+
+    /// The deploy gate. The rules say whether an `enforce` or `audit` policy covers the
+    /// image now; the scanner's latest verdict for the digest says whether it fails.
+    /// Under `enforce` a failing verdict (`fail`, or `audit` published before the policy
+    /// became enforcing) refuses and no verdict yet is pending; under `audit` a failing
+    /// verdict deploys and is recorded; no policy deploys as before.
+    async fn gate(&self, image: &ImageRef, digest: &Digest) -> Result<Gate, CommandError> {
+        let Some((policy, mode)) = self
+            .policy_for(image.registry_id, &image.repository)
+            .await?
+        else {
+            return Ok(Gate::Open);
+        };
+        let verdict = self
+            .store
+            .verdict(
+                image.registry_id,
+                image.repository.as_str(),
+                digest.as_str(),
+            )
+            .await?;
+        let failing = verdict
+            .as_ref()
+            .is_some_and(|v| v.verdict != PolicyVerdict::Pass);
+        match (mode, verdict) {
+            (PolicyMode::Enforce, None) => Err(CommandError::PolicyPending(format!(
+                "image {image} ({digest}) is covered by trust policy `{policy}` (enforce) but is not evaluated yet: scan the registry (`imagelib registry scan {}`) and deploy again once its signatures and reports are read",
+                image.registry_id
+            ))),
+            (PolicyMode::Enforce, Some(v)) if failing => {
+                Err(CommandError::PolicyViolation(Box::new(PolicyRefusal {
+                    image: image.to_string(),
+                    digest: digest.to_string(),
+                    policy: v.policy.clone().unwrap_or(policy),
+                    reasons: v.reasons,
+                    findings: v.findings,
+                })))
+            }
+            (PolicyMode::Audit, Some(v)) if failing => Ok(Gate::Audited {
+                policy: v.policy.clone().unwrap_or(policy),
+                verdict: v,
+            }),
+            _ => Ok(Gate::Open),
+        }
+    }
+
+    /// Record a `running` violation on each running deployment whose digest a new verdict
+    /// turned fail/audit; the deployment itself is left alone. Returns how many were
+    /// recorded. Each append expects the deployment's last sequence, so a replica racing
+    /// this one (or a view still catching up) records nothing twice.
+    pub async fn flag_running_violations(&self) -> Result<usize, CommandError> {
+        let mut recorded = 0;
+        for (row, verdict) in self.store.newly_violated(100).await? {
+            let event = violation(
+                &row,
+                ViolationStage::Running,
+                verdict.policy.clone(),
+                &verdict,
+            );
+            match self
+                .commit(
+                    self.envelope(
+                        "system:serving-deployer",
+                        event,
+                        Some(TraceParent::new_root()),
+                    ),
+                    Expect::LastSequence(row.last_sequence),
+                )
+                .await
+            {
+                Ok(_) => {
+                    recorded += 1;
+                    tracing::warn!(deployment = %row.id, digest = %row.request.digest, "a running deployment's image now fails its trust policy");
+                }
+                Err(CommandError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(recorded)
     }
 
     /// Deploy (or update) `namespace/name`. Returns the deployment and whether anything
@@ -321,7 +505,7 @@ impl Deployer {
         workload: WorkloadKind,
         tp: Option<TraceParent>,
     ) -> Result<(DeploymentRow, bool), CommandError> {
-        let (event, tag) = self.check(caller, req, workload).await?;
+        let (event, tag, gate) = self.check(caller, req, workload).await?;
         let id = event.deployment_id;
         let expect = match self.store.deployment(id).await? {
             Some(existing) if existing.state != "deleted" => {
@@ -338,8 +522,19 @@ impl Deployer {
             Some(deleted) => Expect::LastSequence(deleted.last_sequence),
             None => Expect::NoEvents,
         };
-        self.commit(self.envelope(&caller.subject, event, tp), expect)
+        let seq = self
+            .commit(self.envelope(&caller.subject, event, tp), expect)
             .await?;
+        if let Gate::Audited { policy, verdict } = &gate
+            && let Some(row) = self.store.deployment(id).await?
+        {
+            let audited = violation(&row, ViolationStage::Audited, Some(policy.clone()), verdict);
+            self.commit(
+                self.envelope(&caller.subject, audited, tp),
+                Expect::LastSequence(seq),
+            )
+            .await?;
+        }
         let row = self.reconcile(id, &caller.subject, Some(&tag), tp).await?;
         Ok((row, true))
     }
@@ -618,6 +813,22 @@ impl Deployer {
             .parse()
             .map_err(|e: imagelib_events::model::KubeNameError| invalid("name", e.to_string()))?;
         Ok(cnpg::image_catalog(name.as_str(), &entries))
+    }
+}
+
+fn violation(
+    row: &DeploymentRow,
+    stage: ViolationStage,
+    policy: Option<String>,
+    verdict: &VerdictRow,
+) -> DeploymentPolicyViolated {
+    DeploymentPolicyViolated {
+        deployment_id: row.id,
+        digest: row.request.digest.clone(),
+        reasons: verdict.reasons.clone(),
+        stage,
+        policy: policy.and_then(|p| p.parse().ok()),
+        findings: verdict.findings.clone(),
     }
 }
 

@@ -1,5 +1,7 @@
-//! The projectors (registries, images, approvals and deployments into the deployer's own
-//! view) and the recovery of requests that crashed before they were rendered.
+//! The projectors (registries, rules, images and their trust verdicts, approvals and
+//! deployments into the deployer's own view), the recovery of requests that crashed before
+//! they were rendered, and the policy watch that flags running deployments whose image a
+//! new verdict made fail.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +14,9 @@ use crate::app::Deployer;
 use crate::store::Store;
 
 /// The aggregates the deployer's view is made of.
-pub const AGGREGATES: [Aggregate; 4] = [
+pub const AGGREGATES: [Aggregate; 5] = [
     Aggregate::Registry,
+    Aggregate::Rule,
     Aggregate::Image,
     Aggregate::Catalog,
     Aggregate::Deployment,
@@ -57,6 +60,32 @@ pub fn recovery(app: Arc<Deployer>, grace: Duration) -> Worker {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list stalled deployments"),
+            }
+        }
+    })
+}
+
+/// Flags running deployments whose image a new `image.policy_evaluated` turned fail/audit
+/// (`deployment.policy_violated`, stage `running`), woken by each applied verdict and every
+/// `every` besides. It waits until the view has caught up, so a rebuild replaying old
+/// verdicts against a half-built view flags nothing that was already flagged.
+pub fn policy_watch(app: Arc<Deployer>, readiness: Readiness, every: Duration) -> Worker {
+    Worker::new("policy-watch", move |cancel| async move {
+        let changed = app.store().verdicts_changed().clone();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = changed.notified() => {}
+                _ = tokio::time::sleep(every) => {}
+            }
+            if !readiness.is_ready() {
+                continue;
+            }
+            match app.flag_running_violations().await {
+                // A full batch may have left more: look again at once.
+                Ok(n) if n >= 100 => changed.notify_one(),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "policy watch failed; retrying"),
             }
         }
     })

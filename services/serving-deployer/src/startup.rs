@@ -62,6 +62,11 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
         app.clone(),
         std::time::Duration::from_secs(30),
     ));
+    workers.push(crate::bus::policy_watch(
+        app.clone(),
+        readiness.clone(),
+        std::time::Duration::from_secs(10),
+    ));
     Ok(Service {
         name: crate::NAME,
         router: crate::api::router(app, tokens),

@@ -3,12 +3,23 @@
 //! Like every projection here, [`Store::apply`] is idempotent per aggregate so command
 //! handlers (read-your-writes) and the durable consumers can both apply an event.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
-use imagelib_events::event::DeploymentRequested;
-use imagelib_events::model::{ImageKind, ManifestRef};
+use imagelib_events::event::{DeploymentRequested, RuleSet};
+use imagelib_events::model::{
+    ImageKind, ManifestRef, PolicyFinding, PolicyReason, PolicyVerdict, ViolationStage,
+};
 use imagelib_events::{Aggregate, DeploymentId, Envelope, EventPayload, ImageId, RegistryId};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, Row, Transaction};
+use tokio::sync::Notify;
+
+/// At most this many findings of one verdict or violation are kept (each reason appears
+/// once, so a well-formed verdict has at most [`PolicyReason::ALL`]`.len()`).
+pub const MAX_FINDINGS: usize = 32;
+/// The violations shown on one deployment: its most recent ones.
+pub const MAX_VIOLATIONS_SHOWN: i64 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,6 +69,40 @@ pub struct HistoryEntry {
     pub sequence: u64,
 }
 
+/// The latest trust verdict of a digest, as the scanner published it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerdictRow {
+    pub verdict: PolicyVerdict,
+    pub reasons: Vec<PolicyReason>,
+    pub findings: Vec<PolicyFinding>,
+    /// The rule whose policy was applied.
+    pub policy: Option<String>,
+    /// The stream sequence at which it turned fail/audit from pass or from no verdict.
+    pub violated_since: Option<u64>,
+    pub last_sequence: u64,
+}
+
+/// A `deployment.policy_violated` recorded on a deployment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct PolicyViolation {
+    /// `audited` (deployed anyway under an audit policy) or `running` (a new verdict made
+    /// the running image fail; left running).
+    #[schema(value_type = String)]
+    pub stage: ViolationStage,
+    pub digest: String,
+    /// `unsigned`, `signature_invalid`, `signer_not_trusted`, `severity_above_limit`,
+    /// `cve_not_allowed`, `no_sbom`, `no_vulnerability_report`.
+    #[schema(value_type = Vec<String>)]
+    pub reasons: Vec<PolicyReason>,
+    /// Each reason with what was seen: `{"reason": …, "detail": …}`.
+    #[schema(value_type = Vec<Object>)]
+    pub findings: Vec<PolicyFinding>,
+    /// The rule whose trust policy was violated.
+    pub policy: Option<String>,
+    pub at: DateTime<Utc>,
+    pub sequence: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct DeploymentRow {
     pub id: DeploymentId,
@@ -74,6 +119,10 @@ pub struct DeploymentRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_sequence: u64,
+    /// The sequence of its latest `deployment.requested`.
+    pub requested_sequence: u64,
+    /// Its most recent policy violations, oldest first.
+    pub policy_violations: Vec<PolicyViolation>,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -97,8 +146,96 @@ impl DeploymentRow {
             created_at: r.try_get("created_at")?,
             updated_at: r.try_get("updated_at")?,
             last_sequence: r.try_get::<i64, _>("last_sequence")? as u64,
+            requested_sequence: r.try_get::<i64, _>("requested_sequence")?.max(0) as u64,
+            policy_violations: Vec::new(),
         })
     }
+}
+
+fn verdict_str(v: PolicyVerdict) -> &'static str {
+    match v {
+        PolicyVerdict::Pass => "pass",
+        PolicyVerdict::Fail => "fail",
+        PolicyVerdict::Audit => "audit",
+    }
+}
+
+fn parse_verdict(s: &str) -> Result<PolicyVerdict, StoreError> {
+    match s {
+        "pass" => Ok(PolicyVerdict::Pass),
+        "fail" => Ok(PolicyVerdict::Fail),
+        "audit" => Ok(PolicyVerdict::Audit),
+        other => Err(StoreError::Corrupt(format!("verdict `{other}`"))),
+    }
+}
+
+fn stage_str(s: ViolationStage) -> &'static str {
+    match s {
+        ViolationStage::Audited => "audited",
+        ViolationStage::Running => "running",
+    }
+}
+
+fn parse_stage(s: &str) -> Result<ViolationStage, StoreError> {
+    match s {
+        "audited" => Ok(ViolationStage::Audited),
+        "running" => Ok(ViolationStage::Running),
+        other => Err(StoreError::Corrupt(format!("violation stage `{other}`"))),
+    }
+}
+
+/// Each reason once, in the order given.
+pub fn dedup_reasons(reasons: &[PolicyReason]) -> Vec<PolicyReason> {
+    let mut out: Vec<PolicyReason> = Vec::with_capacity(PolicyReason::ALL.len());
+    for r in reasons {
+        if !out.contains(r) {
+            out.push(*r);
+        }
+    }
+    out
+}
+
+/// At most [`MAX_FINDINGS`] findings, each detail at most [`PolicyFinding::MAX_DETAIL`]
+/// characters: a verdict comes from the stream and is not trusted to be small.
+pub fn bound_findings(findings: &[PolicyFinding]) -> Vec<PolicyFinding> {
+    findings
+        .iter()
+        .take(MAX_FINDINGS)
+        .map(|f| PolicyFinding {
+            reason: f.reason,
+            detail: f
+                .detail
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(PolicyFinding::MAX_DETAIL)
+                .collect(),
+        })
+        .collect()
+}
+
+fn verdict_row(r: &sqlx::postgres::PgRow) -> Result<VerdictRow, StoreError> {
+    Ok(VerdictRow {
+        verdict: parse_verdict(&r.try_get::<String, _>("verdict")?)?,
+        reasons: serde_json::from_value(r.try_get("reasons")?).map_err(corrupt)?,
+        findings: serde_json::from_value(r.try_get("findings")?).map_err(corrupt)?,
+        policy: r.try_get("policy")?,
+        violated_since: r
+            .try_get::<Option<i64>, _>("violated_since")?
+            .map(|v| v.max(0) as u64),
+        last_sequence: r.try_get::<i64, _>("last_sequence")?.max(0) as u64,
+    })
+}
+
+fn violation_row(r: &sqlx::postgres::PgRow) -> Result<PolicyViolation, StoreError> {
+    Ok(PolicyViolation {
+        stage: parse_stage(&r.try_get::<String, _>("stage")?)?,
+        digest: r.try_get("digest")?,
+        reasons: serde_json::from_value(r.try_get("reasons")?).map_err(corrupt)?,
+        findings: serde_json::from_value(r.try_get("findings")?).map_err(corrupt)?,
+        policy: r.try_get("policy")?,
+        at: r.try_get("at")?,
+        sequence: r.try_get::<i64, _>("sequence")?.max(0) as u64,
+    })
 }
 
 fn kind_str(k: ImageKind) -> &'static str {
@@ -116,11 +253,128 @@ fn parse_kind(s: &str) -> ImageKind {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Signalled after a consumed `image.policy_evaluated` is applied: the policy watch
+    /// looks for running deployments it turned.
+    verdicts_changed: Arc<Notify>,
 }
 
 impl Store {
     pub fn new(pool: PgPool) -> Self {
-        Store { pool }
+        Store {
+            pool,
+            verdicts_changed: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn verdicts_changed(&self) -> &Arc<Notify> {
+        &self.verdicts_changed
+    }
+
+    /// The latest verdict of `digest` in `repository`.
+    pub async fn verdict(
+        &self,
+        registry: RegistryId,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Option<VerdictRow>, StoreError> {
+        let r = sqlx::query(
+            "SELECT * FROM policy_verdicts WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+        )
+        .bind(registry.0)
+        .bind(repository)
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(verdict_row).transpose()
+    }
+
+    /// A registry's rules as last set, in rule-id order; a stored rule that no longer
+    /// parses is skipped (and logged).
+    pub async fn rules(&self, registry: RegistryId) -> Result<Vec<RuleSet>, StoreError> {
+        let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+            "SELECT rule_id, rule FROM rules WHERE registry_id = $1 ORDER BY rule_id",
+        )
+        .bind(registry.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, v)| match serde_json::from_value(v) {
+                Ok(rule) => Some(rule),
+                Err(e) => {
+                    tracing::warn!(rule = %id, error = %e, "stored rule does not parse; ignored");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    async fn with_violations(
+        &self,
+        mut rows: Vec<DeploymentRow>,
+    ) -> Result<Vec<DeploymentRow>, StoreError> {
+        if rows.is_empty() {
+            return Ok(rows);
+        }
+        let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id.0).collect();
+        let found = sqlx::query(
+            "SELECT * FROM (
+                SELECT v.*, row_number() OVER (PARTITION BY deployment_id ORDER BY sequence DESC) AS n
+                FROM deployment_violations v WHERE deployment_id = ANY($1)
+             ) x WHERE n <= $2 ORDER BY deployment_id, sequence",
+        )
+        .bind(&ids)
+        .bind(MAX_VIOLATIONS_SHOWN)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &found {
+            let id: uuid::Uuid = r.try_get("deployment_id")?;
+            let v = violation_row(r)?;
+            if let Some(row) = rows.iter_mut().find(|d| d.id.0 == id) {
+                row.policy_violations.push(v);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Running deployments (applied) whose digest turned fail/audit after they were
+    /// requested, with no violation recorded on them since: each needs a `running`
+    /// `deployment.policy_violated`.
+    pub async fn newly_violated(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(DeploymentRow, VerdictRow)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, v.verdict, v.reasons, v.findings, v.policy, v.violated_since, v.last_sequence AS verdict_sequence
+             FROM deployments d
+             JOIN policy_verdicts v
+               ON v.registry_id = d.registry_id AND v.repository = d.repository AND v.digest = d.digest
+             WHERE d.state = 'applied' AND v.violated_since IS NOT NULL
+               AND v.violated_since > d.requested_sequence
+               AND NOT EXISTS (SELECT 1 FROM deployment_violations x
+                   WHERE x.deployment_id = d.id AND x.digest = d.digest AND x.sequence > v.violated_since)
+             ORDER BY d.id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let verdict = VerdictRow {
+                verdict: parse_verdict(&r.try_get::<String, _>("verdict")?)?,
+                reasons: serde_json::from_value(r.try_get("reasons")?).map_err(corrupt)?,
+                findings: serde_json::from_value(r.try_get("findings")?).map_err(corrupt)?,
+                policy: r.try_get("policy")?,
+                violated_since: r
+                    .try_get::<Option<i64>, _>("violated_since")?
+                    .map(|v| v.max(0) as u64),
+                last_sequence: r.try_get::<i64, _>("verdict_sequence")?.max(0) as u64,
+            };
+            if let Some(d) = self.deployment(DeploymentId(r.try_get("id")?)).await? {
+                out.push((d, verdict));
+            }
+        }
+        Ok(out)
     }
 
     pub async fn registry(&self, id: RegistryId) -> Result<Option<RegistryRow>, StoreError> {
@@ -221,7 +475,8 @@ impl Store {
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await?;
-        r.as_ref().map(DeploymentRow::from_row).transpose()
+        let row = r.as_ref().map(DeploymentRow::from_row).transpose()?;
+        Ok(self.with_violations(row.into_iter().collect()).await?.pop())
     }
 
     /// Deployments ordered by id, after `after`, at most `limit`.
@@ -237,7 +492,11 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(DeploymentRow::from_row).collect()
+        let rows = rows
+            .iter()
+            .map(DeploymentRow::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.with_violations(rows).await
     }
 
     /// Deployments stuck in `requested` since before `before` (a crash between the request
@@ -275,7 +534,11 @@ impl imagelib_platform::projection::Projection for Store {
             tx.commit().await?;
             Ok::<_, StoreError>(())
         };
-        run.await.map_err(|e| e.to_string())
+        run.await.map_err(|e| e.to_string())?;
+        if matches!(env.payload, EventPayload::PolicyEvaluated(_)) {
+            self.verdicts_changed.notify_one();
+        }
+        Ok(())
     }
 }
 
@@ -443,19 +706,83 @@ async fn apply_in(
             )
             .await?;
         }
+        EventPayload::RuleSet(e) => {
+            sqlx::query(
+                "INSERT INTO rules (registry_id, rule_id, rule) VALUES ($1, $2, $3)
+                 ON CONFLICT (registry_id, rule_id) DO UPDATE SET rule = EXCLUDED.rule",
+            )
+            .bind(e.registry_id.0)
+            .bind(e.rule_id.as_str())
+            .bind(serde_json::to_value(e).map_err(corrupt)?)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventPayload::RuleRemoved(e) => {
+            sqlx::query("DELETE FROM rules WHERE registry_id = $1 AND rule_id = $2")
+                .bind(e.registry_id.0)
+                .bind(e.rule_id.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+        EventPayload::PolicyEvaluated(e) => {
+            // violated_since: set when it turns fail/audit from pass or from nothing, kept
+            // while it stays fail/audit, cleared when it passes.
+            sqlx::query(
+                "INSERT INTO policy_verdicts (registry_id, repository, digest, verdict, reasons, findings, policy,
+                    violated_since, last_sequence, updated_at)
+                 VALUES ($1,$2,$3,$4,$5,$6,$7, CASE WHEN $4 = 'pass' THEN NULL ELSE $8 END, $8, $9)
+                 ON CONFLICT (registry_id, repository, digest) DO UPDATE SET
+                    verdict = EXCLUDED.verdict, reasons = EXCLUDED.reasons, findings = EXCLUDED.findings,
+                    policy = EXCLUDED.policy,
+                    violated_since = CASE
+                        WHEN EXCLUDED.verdict = 'pass' THEN NULL
+                        WHEN policy_verdicts.verdict = 'pass' OR policy_verdicts.violated_since IS NULL THEN EXCLUDED.last_sequence
+                        ELSE policy_verdicts.violated_since END,
+                    last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
+                 WHERE policy_verdicts.last_sequence < EXCLUDED.last_sequence",
+            )
+            .bind(e.registry_id.0)
+            .bind(e.repository.as_str())
+            .bind(e.digest.as_str())
+            .bind(verdict_str(e.verdict))
+            .bind(serde_json::to_value(dedup_reasons(&e.reasons)).map_err(corrupt)?)
+            .bind(serde_json::to_value(bound_findings(&e.findings)).map_err(corrupt)?)
+            .bind(e.policy.as_ref().map(|p| p.as_str()))
+            .bind(seq as i64)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventPayload::DeploymentPolicyViolated(e) => {
+            sqlx::query(
+                "INSERT INTO deployment_violations (deployment_id, sequence, digest, stage, reasons, findings, policy, at)
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (deployment_id, sequence) DO NOTHING",
+            )
+            .bind(e.deployment_id.0)
+            .bind(seq as i64)
+            .bind(e.digest.as_str())
+            .bind(stage_str(e.stage))
+            .bind(serde_json::to_value(dedup_reasons(&e.reasons)).map_err(corrupt)?)
+            .bind(serde_json::to_value(bound_findings(&e.findings)).map_err(corrupt)?)
+            .bind(e.policy.as_ref().map(|p| p.as_str()))
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
         EventPayload::DeploymentRequested(e) => {
             let request = serde_json::to_value(e).map_err(corrupt)?;
             let hist = serde_json::to_value(vec![entry("requested", None)]).map_err(corrupt)?;
             sqlx::query(
                 "INSERT INTO deployments (id, name, namespace, workload, target, registry_id, repository, tag, digest,
-                    request, state, history, requested_by, created_at, updated_at, last_sequence)
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,'requested',$11,$12,$13,$13,$14)
+                    request, state, history, requested_by, created_at, updated_at, last_sequence, requested_sequence)
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,'requested',$11,$12,$13,$13,$14,$14)
                  ON CONFLICT (id) DO UPDATE SET
                     workload = EXCLUDED.workload, target = EXCLUDED.target, registry_id = EXCLUDED.registry_id,
                     repository = EXCLUDED.repository, tag = EXCLUDED.tag, digest = EXCLUDED.digest,
                     request = EXCLUDED.request, state = 'requested', reason = NULL,
                     history = deployments.history || EXCLUDED.history, requested_by = EXCLUDED.requested_by,
-                    updated_at = EXCLUDED.updated_at, last_sequence = EXCLUDED.last_sequence",
+                    updated_at = EXCLUDED.updated_at, last_sequence = EXCLUDED.last_sequence,
+                    requested_sequence = EXCLUDED.requested_sequence",
             )
             .bind(e.deployment_id.0)
             .bind(e.name.as_str())

@@ -4,6 +4,10 @@
 //! connection string — so its values are shown only to the roles that may deploy
 //! (`deployer`, `admin`). Everyone else who sees the deployment sees the variable names
 //! with every value replaced by [`REDACTED`].
+//!
+//! The deploy gate answers in problems too: `403` `policy-violation` carries the verdict's
+//! `reasons` and `findings` as extension members (RFC 9457 §3.2) so a client can act on
+//! each one; `409` `policy-pending` says the image has no verdict yet.
 
 use std::sync::Arc;
 
@@ -21,8 +25,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::{CommandError, DeployRequest, Deployer};
-use crate::store::{DeploymentRow, HistoryEntry};
+use crate::app::{CommandError, DeployRequest, Deployer, PolicyRefusal};
+use crate::store::{DeploymentRow, HistoryEntry, PolicyViolation};
 
 pub fn router(app: Arc<Deployer>, tokens: Tokens) -> OpenApiRouter {
     OpenApiRouter::new()
@@ -55,12 +59,55 @@ impl From<CommandError> for Problem {
             }
             CommandError::Forbidden(m) => Problem::forbidden(m).with_code("not-approved"),
             CommandError::Conflict(m) => Problem::conflict(m),
+            CommandError::PolicyViolation(r) => PolicyProblem::from(*r).problem,
+            CommandError::PolicyPending(m) => Problem::conflict(m).with_code("policy-pending"),
             CommandError::Unavailable(m) => {
                 tracing::warn!(error = %m, "dependency unavailable");
                 Problem::unavailable(m)
             }
             CommandError::Store(e) => Problem::internal(&e),
         }
+    }
+}
+
+/// A `403` refusal by an `enforce` trust policy: a problem with the verdict's reasons.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct PolicyProblem {
+    #[serde(flatten)]
+    pub problem: Problem,
+    /// Each reason once: `unsigned`, `signature_invalid`, `signer_not_trusted`,
+    /// `severity_above_limit`, `cve_not_allowed`, `no_sbom`, `no_vulnerability_report`.
+    #[schema(value_type = Vec<String>)]
+    pub reasons: Vec<imagelib_events::model::PolicyReason>,
+    /// Each reason with what the scanner saw: `{"reason": …, "detail": …}`.
+    #[schema(value_type = Vec<Object>)]
+    pub findings: Vec<imagelib_events::model::PolicyFinding>,
+    /// The rule whose trust policy refused the image.
+    pub policy: String,
+    /// The digest the tag resolved to.
+    pub digest: String,
+}
+
+impl From<PolicyRefusal> for PolicyProblem {
+    fn from(r: PolicyRefusal) -> Self {
+        PolicyProblem {
+            problem: Problem::forbidden(r.detail()).with_code("policy-violation"),
+            reasons: r.reasons,
+            findings: r.findings,
+            policy: r.policy,
+            digest: r.digest,
+        }
+    }
+}
+
+impl IntoResponse for PolicyProblem {
+    fn into_response(self) -> Response {
+        let mut res = (StatusCode::FORBIDDEN, axum::Json(self)).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(imagelib_platform::problem::PROBLEM_CONTENT_TYPE),
+        );
+        res
     }
 }
 
@@ -93,6 +140,9 @@ pub struct DeploymentView {
     /// The git commit (gitops) or resource version (kubernetes) of the last apply.
     pub revision: Option<String>,
     pub history: Vec<HistoryEntry>,
+    /// Trust policy violations recorded on it (the most recent 100, oldest first): at deploy
+    /// time under an `audit` policy, or later when a new verdict made its running image fail.
+    pub policy_violations: Vec<PolicyViolation>,
     /// The image's registry was removed: this deployment can no longer be updated.
     pub registry_removed: bool,
     pub requested_by: Option<String>,
@@ -143,6 +193,7 @@ impl DeploymentView {
             manifests: r.manifests,
             revision: r.revision,
             history: r.history,
+            policy_violations: r.policy_violations,
             registry_removed: r.registry_removed,
             requested_by: r.requested_by,
             created_at: r.created_at,
@@ -159,9 +210,16 @@ async fn deploy(
     workload: WorkloadKind,
 ) -> Result<Response, Problem> {
     caller.require(Role::Deployer)?;
-    let (row, new) = app
+    let (row, new) = match app
         .deploy(caller, req, workload, traceparent(headers))
-        .await?;
+        .await
+    {
+        Ok(done) => done,
+        Err(CommandError::PolicyViolation(refusal)) => {
+            return Ok(PolicyProblem::from(*refusal).into_response());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let status = if new {
         StatusCode::CREATED
     } else {
@@ -179,8 +237,10 @@ async fn deploy(
 /// Deploy a model image as a KServe InferenceService, pinned by digest.
 #[utoipa::path(post, path = "/v1/deployments", tag = "deployments", request_body = DeployRequest,
     responses((status = 201, body = DeploymentView), (status = 200, body = DeploymentView, description = "the same spec was already deployed"),
-        (status = 403, body = Problem, description = "not approved while governance is on"), (status = 404, body = Problem),
-        (status = 409, body = Problem), (status = 422, body = Problem)))]
+        (status = 403, body = PolicyProblem, description = "`policy-violation`: the image fails an enforce trust policy (reasons and findings); `not-approved`: not approved while governance is on (no reasons)"),
+        (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "`policy-pending`: an enforce trust policy covers the image but it is not evaluated yet; `conflict`"),
+        (status = 422, body = Problem)))]
 #[tracing::instrument(skip_all)]
 async fn create_deployment(
     State(app): State<Arc<Deployer>>,
@@ -193,7 +253,11 @@ async fn create_deployment(
 
 /// Provision PostgreSQL from a database image: a CloudNativePG Cluster, pinned by digest.
 #[utoipa::path(post, path = "/v1/provisioning/postgres", tag = "provisioning", request_body = DeployRequest,
-    responses((status = 201, body = DeploymentView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 201, body = DeploymentView),
+        (status = 403, body = PolicyProblem, description = "`policy-violation`: the image fails an enforce trust policy; `not-approved`"),
+        (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "`policy-pending`: not evaluated yet under an enforce trust policy; `conflict`"),
+        (status = 422, body = Problem)))]
 #[tracing::instrument(skip_all)]
 async fn provision_postgres(
     State(app): State<Arc<Deployer>>,
