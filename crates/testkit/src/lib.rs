@@ -8,6 +8,7 @@ pub mod forward_proxy;
 pub mod hostile;
 pub mod nats;
 pub mod proxy;
+pub mod publish;
 pub mod referrers;
 pub mod registry;
 pub mod signing;

@@ -32,10 +32,22 @@ pub struct ReferrersProxy {
 impl ReferrersProxy {
     /// In front of the registry at `upstream`; at most `page_size` descriptors per answer.
     pub async fn start(upstream: SocketAddr, page_size: usize) -> Self {
+        Self::start_with(upstream, page_size, true).await
+    }
+
+    /// A registry that ignores the `artifactType` filter (the spec allows it): every
+    /// referrer is listed and `OCI-Filters-Applied` is never sent, so clients must filter.
+    pub async fn start_unfiltered(upstream: SocketAddr, page_size: usize) -> Self {
+        Self::start_with(upstream, page_size, false).await
+    }
+
+    async fn start_with(upstream: SocketAddr, page_size: usize, filters: bool) -> Self {
         let record: Arc<Mutex<Record>> = Arc::default();
         let page_size = page_size.max(1);
-        let proxy =
-            FaultProxy::start(Some(upstream), move |req, _| rule(req, &record, page_size)).await;
+        let proxy = FaultProxy::start(Some(upstream), move |req, _| {
+            rule(req, &record, page_size, filters)
+        })
+        .await;
         ReferrersProxy { proxy }
     }
 
@@ -50,7 +62,7 @@ impl ReferrersProxy {
     }
 }
 
-fn rule(req: &Request, record: &Arc<Mutex<Record>>, page_size: usize) -> Action {
+fn rule(req: &Request, record: &Arc<Mutex<Record>>, page_size: usize, filters: bool) -> Action {
     let path = req.path();
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Action::Forward;
@@ -58,7 +70,7 @@ fn rule(req: &Request, record: &Arc<Mutex<Record>>, page_size: usize) -> Action 
     if req.method == "GET"
         && let Some((name, digest)) = rest.rsplit_once("/referrers/")
     {
-        return Action::Respond(list(req, record, name, digest, page_size));
+        return Action::Respond(list(req, record, name, digest, page_size, filters));
     }
     if req.method == "PUT"
         && let Some((name, _)) = rest.rsplit_once("/manifests/")
@@ -113,6 +125,7 @@ fn list(
     name: &str,
     digest: &str,
     page_size: usize,
+    filters: bool,
 ) -> Response {
     let query: Vec<(&str, &str)> = req
         .target
@@ -120,7 +133,9 @@ fn list(
         .map(|(_, q)| q.split('&').filter_map(|kv| kv.split_once('=')).collect())
         .unwrap_or_default();
     let param = |k: &str| query.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
-    let artifact_type = param("artifactType").map(percent_decode);
+    let artifact_type = param("artifactType")
+        .filter(|_| filters)
+        .map(percent_decode);
     let start: usize = param("page").and_then(|p| p.parse().ok()).unwrap_or(0);
     let all: Vec<serde_json::Value> = record
         .lock()

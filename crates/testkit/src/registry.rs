@@ -627,6 +627,91 @@ impl TestRegistry {
         self.push_artifact(repository, Some(&tag), &artifact).await
     }
 
+    /// Puts a manifest through `host` (a [`crate::referrers::ReferrersProxy`] in front of
+    /// this registry, so it records referrers), with this registry's credentials; returns
+    /// its digest.
+    pub async fn push_manifest_via(
+        &self,
+        host: &str,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> anyhow::Result<String> {
+        let response = self
+            .authorize(
+                self.http
+                    .put(format!("http://{host}/v2/{repository}/manifests/{reference}")),
+                repository,
+            )
+            .await?
+            .header("content-type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await?;
+        if response.status().as_u16() != 201 {
+            let status = response.status();
+            bail!(
+                "putting manifest {repository}:{reference} via {host}: {status}: {}",
+                response.text().await?
+            );
+        }
+        sha256_digest(body).await
+    }
+
+    /// The raw manifest `reference` and its media type, or `None` when the registry does
+    /// not have it (404).
+    pub async fn try_get_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> anyhow::Result<Option<(String, Vec<u8>)>> {
+        let response = self
+            .authorize(
+                self.http.head(format!(
+                    "{}/v2/{repository}/manifests/{reference}",
+                    self.base_url()
+                )),
+                repository,
+            )
+            .await?
+            .header(
+                "accept",
+                [
+                    OCI_INDEX,
+                    OCI_MANIFEST,
+                    DOCKER_MANIFEST_LIST,
+                    DOCKER_MANIFEST,
+                ]
+                .join(", "),
+            )
+            .send()
+            .await?;
+        match response.status().as_u16() {
+            404 => Ok(None),
+            _ => self.get_manifest(repository, reference).await.map(Some),
+        }
+    }
+
+    /// A blob's bytes.
+    pub async fn get_blob(&self, repository: &str, digest: &str) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .authorize(
+                self.http.get(format!(
+                    "{}/v2/{repository}/blobs/{digest}",
+                    self.base_url()
+                )),
+                repository,
+            )
+            .await?
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("getting blob {repository}@{digest}: {}", response.status());
+        }
+        Ok(response.bytes().await?.to_vec())
+    }
+
     /// Puts the manifest `source` (a tag or digest) under `tag` too.
     pub async fn tag(&self, repository: &str, source: &str, tag: &str) -> anyhow::Result<String> {
         let (media_type, body) = self.get_manifest(repository, source).await?;
