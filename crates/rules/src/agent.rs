@@ -5,8 +5,8 @@
 //! `postgres_repositories` entries become `database` rules and `model_repositories`
 //! entries `model` rules, one rule per entry. An entry is a mapping with `name` (read like
 //! a plain `repositories` string: exact, glob or regex), and optionally `description`,
-//! `tags` (the shape of [`crate::TagsInput`]), `hm_tags` and `enabled`; other keys of an
-//! entry are ignored too. A bare string entry is a name.
+//! `tags` (the shape of [`crate::TagsInput`]), `hm_tags`, `enabled` and `trust` (the shape of
+//! [`crate::TrustInput`]); other keys of an entry are ignored too. A bare string entry is a name.
 //!
 //! Rule ids are derived from the list and the name so that importing the same file again
 //! updates the same rules: `db-` or `model-` and the name slugified (lower-case letters,
@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{RuleError, RuleErrorReason, pointer_of};
 use crate::input::{PatternInput, RepositoriesInput, RuleInput, TagsInput};
+use crate::trust::TrustInput;
 
 const SECTION: [&str; 6] = [
     "dispatcher",
@@ -186,6 +187,17 @@ fn read_entry(
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(invalid("/enabled", "expected true or false")),
     };
+    let trust = match field("trust") {
+        None => None,
+        Some(v) => Some(
+            serde_path_to_error::deserialize::<_, TrustInput>(v.clone()).map_err(|e| {
+                RuleError::new(
+                    format!("{pointer}/trust{}", pointer_of(e.path())),
+                    RuleErrorReason::Invalid(e.inner().to_string()),
+                )
+            })?,
+        ),
+    };
     let input = RuleInput {
         repositories: RepositoriesInput::One(PatternInput::Plain(name.clone())),
         tags,
@@ -193,6 +205,7 @@ fn read_entry(
         description,
         hm_tags,
         enabled,
+        trust,
     };
     // Validate now, so a bad file is refused whole before any rule is written.
     let placeholder = "00000000-0000-0000-0000-000000000000"
@@ -424,6 +437,81 @@ dispatcher: {capabilities: {provisioning: {images: {discovery: {registry: {
         let e = parse_agent_yaml("dispatcher: {capabilities: {}}").unwrap_err();
         assert_eq!(e.pointer, "/dispatcher/capabilities");
         assert!(e.to_string().contains("postgres_repositories"), "{e}");
+    }
+
+    #[test]
+    fn entries_carry_trust_policies() {
+        let pem = include_str!("../testdata/p256.pub");
+        let indented: String = pem.lines().map(|l| format!("{:24}{l}\n", "")).collect();
+        let yaml = format!(
+            "dispatcher:
+  capabilities:
+    provisioning:
+      images:
+        discovery:
+          registry:
+            model_repositories:
+              - name: nvidia/nim/*
+                trust:
+                  mode: enforce
+                  keys:
+                    - name: release
+                      pem: |
+{indented}                  identities:
+                    - issuer: https://token.actions.githubusercontent.com
+                      subject: ^https://github\\.com/acme/.*$
+                  max_severity: high
+                  allow_cves:
+                    - CVE-2024-1234 until 2027-01-31
+                    - {{id: CVE-2024-5678, expires: 2027-02-28, reason: not reachable}}
+                  require_sbom: true
+              - name: plain
+"
+        );
+        let rules = parse_agent_yaml(&yaml).unwrap();
+        let rule = rules[0].to_rule_set(registry()).unwrap();
+        let trust = rule.trust.expect("a policy");
+        assert_eq!(trust.mode, imagelib_events::model::PolicyMode::Enforce);
+        assert_eq!(trust.keys[0].name, "release");
+        assert_eq!(trust.keys[0].pem, pem);
+        assert_eq!(trust.identities.len(), 1);
+        assert_eq!(trust.allow_cves[1].reason, "not reachable");
+        assert_eq!(trust.allow_cves[1].expires.to_string(), "2027-02-28");
+        assert!(trust.require_sbom);
+        assert_eq!(rules[1].to_rule_set(registry()).unwrap().trust, None);
+
+        let base =
+            "/dispatcher/capabilities/provisioning/images/discovery/registry/model_repositories/0";
+        for (bad, pointer, needle) in [
+            (
+                "trust: {keys: [nope]}",
+                "/trust/keys/0",
+                "invalid public key",
+            ),
+            ("trust: {mode: enforce}", "/trust", "must ask for something"),
+            (
+                "trust: {max_severity: high, allow_cves: [CVE-1]}",
+                "/trust/allow_cves/0",
+                "write an allowance",
+            ),
+            (
+                "trust: {require_sbom: true, sbom: true}",
+                "/trust/sbom",
+                "unknown field `sbom`",
+            ),
+            (
+                "trust: {identities: [{issuer: 'http://x.example', subject: '^a$'}]}",
+                "/trust/identities/0/issuer",
+                "https",
+            ),
+        ] {
+            let yaml = format!(
+                "dispatcher: {{capabilities: {{provisioning: {{images: {{discovery: {{registry: {{model_repositories: [{{name: a, {bad}}}]}}}}}}}}}}}}"
+            );
+            let e = parse_agent_yaml(&yaml).unwrap_err();
+            assert_eq!(e.pointer, format!("{base}{pointer}"), "{bad}: {e}");
+            assert!(e.to_string().contains(needle), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -4,8 +4,12 @@ use imagelib_events::event::RuleSet;
 use imagelib_events::model::{HmTag, RuleKind};
 use imagelib_events::{RepositoryName, RuleId, Tag};
 
+use imagelib_events::model::TrustPolicy;
+use imagelib_trust::cosign::PublicKey;
+
 use crate::error::{RuleError, RuleErrorReason};
 use crate::pattern::{RepoMatcher, TagMatcher, is_artifact_tag};
+use crate::trust::{CheckedPolicy, check_policy};
 use crate::version::{NewestKey, newest_first};
 
 /// The most patterns one list of a rule (repositories, include, exclude, mutable) holds.
@@ -32,6 +36,7 @@ pub struct CompiledRule {
     include: Vec<TagMatcher>,
     exclude: Vec<TagMatcher>,
     mutable: Option<Vec<TagMatcher>>,
+    trust: Option<CheckedPolicy>,
 }
 
 impl CompiledRule {
@@ -62,12 +67,18 @@ impl CompiledRule {
         if tags.newest == Some(0) {
             return Err(RuleError::new("/tags/newest", RuleErrorReason::NewestZero));
         }
+        let trust = rule
+            .trust
+            .as_ref()
+            .map(|t| check_policy(t, "/trust"))
+            .transpose()?;
         Ok(Self {
             rule: rule.clone(),
             repositories,
             include,
             exclude,
             mutable,
+            trust,
         })
     }
 
@@ -94,6 +105,16 @@ impl CompiledRule {
 
     pub fn hm_tags(&self) -> &[HmTag] {
         &self.rule.hm_tags
+    }
+
+    /// The rule's trust policy, when it has one (whatever its mode).
+    pub fn trust(&self) -> Option<&TrustPolicy> {
+        self.rule.trust.as_ref()
+    }
+
+    /// The policy's trusted keys, parsed, in list order (empty without a policy).
+    pub fn trusted_keys(&self) -> &[PublicKey] {
+        self.trust.as_ref().map_or(&[], |t| &t.keys)
     }
 
     /// The repositories this rule names exactly: what a scanner lists for a registry

@@ -62,6 +62,30 @@ pub enum RuleErrorReason {
     NoAgentRepositories,
     #[error("`{name}` is listed twice (first at {first})")]
     Duplicate { name: String, first: String },
+    #[error("{len} characters; at most {max} are allowed")]
+    TooLong { len: usize, max: usize },
+    #[error("invalid public key: {0}")]
+    Key(String),
+    #[error("`key_id` {given} is not the id of this key ({derived}); drop it or fix the PEM")]
+    KeyIdMismatch { given: String, derived: String },
+    #[error("invalid OIDC issuer: {0}")]
+    Issuer(String),
+    #[error(
+        "anchor the regex: start it with `^` and end it with `$`, or a longer name would match \
+         too (`^ci@acme\\.com$`)"
+    )]
+    Unanchored,
+    #[error("invalid vulnerability id: {0}")]
+    VulnerabilityId(String),
+    #[error("{0}")]
+    Date(String),
+    #[error(
+        "a policy in `enforce` or `audit` mode must ask for something: `keys`, `identities`, \
+         `max_severity` or `require_sbom` (or set `mode: off`)"
+    )]
+    MeaninglessPolicy,
+    #[error("`allow_cves` only matters with `max_severity`: set a limit, or drop the allow list")]
+    AllowListWithoutLimit,
 }
 
 impl RuleError {

@@ -10,7 +10,10 @@
 //!   first rule in rule-id order that selected that tag ([`SelectedTag::rule`]), which is
 //!   the same rule unless the rules split the tags between them;
 //! - a tag is mutable if any matching rule that selected it says so (a needless `HEAD` is
-//!   cheap; a missed moved tag is not).
+//!   cheap; a missed moved tag is not);
+//! - a tag's trust policy is that of the first enabled rule in rule-id order that admits
+//!   the tag and has one ([`RuleSetIndex::trust_rule`]), which need not be the governing
+//!   rule: a policy-only rule sorted first (`00-trust`) can cover what others discover.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -100,6 +103,19 @@ impl RuleSetIndex {
             .find(|r| r.enabled() && r.matches_repository(repository))
     }
 
+    /// The rule whose trust policy applies to `tag` of `repository`: the first enabled rule
+    /// in rule-id order that matches the repository, admits the tag (include, exclude and
+    /// artifact-tag filters; `newest` is not applied) and has a `trust` policy, whatever its
+    /// mode. `None`: no policy applies.
+    pub fn trust_rule(&self, repository: &RepositoryName, tag: &Tag) -> Option<&CompiledRule> {
+        self.rules.values().find(|r| {
+            r.enabled()
+                && r.trust().is_some()
+                && r.matches_repository(repository)
+                && r.admits_tag(tag)
+        })
+    }
+
     /// The repositories named exactly by enabled rules, for registries without `_catalog`.
     pub fn exact_repositories(&self) -> BTreeSet<&RepositoryName> {
         self.rules
@@ -166,6 +182,53 @@ mod tests {
 
     fn repo(s: &str) -> RepositoryName {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_trust_rule_is_the_first_admitting_rule_with_a_policy() {
+        use imagelib_events::model::{PolicyMode, TrustPolicy};
+        let policy = |mode| TrustPolicy {
+            mode,
+            keys: vec![],
+            identities: vec![],
+            max_severity: Some(imagelib_events::model::SeverityLimit::High),
+            allow_cves: vec![],
+            require_sbom: false,
+        };
+        let index: RuleSetIndex = [
+            compiled("a", "nvidia/**", |_| {}),
+            compiled("b", "nvidia/**", |r| {
+                r.tags.include = vec![TagPattern::Prefix("2".into())];
+                r.trust = Some(policy(PolicyMode::Enforce));
+            }),
+            compiled("c", "nvidia/**", |r| {
+                r.enabled = false;
+                r.trust = Some(policy(PolicyMode::Audit));
+            }),
+            compiled("d", "**", |r| r.trust = Some(policy(PolicyMode::Off))),
+        ]
+        .into_iter()
+        .collect();
+        let tag = |s: &str| s.parse::<imagelib_events::Tag>().unwrap();
+        let id = |r: Option<&CompiledRule>| r.map(|r| r.id().as_str().to_owned());
+        assert_eq!(
+            id(index.trust_rule(&repo("nvidia/nim"), &tag("2.0"))),
+            Some("b".into())
+        );
+        assert_eq!(
+            id(index.trust_rule(&repo("nvidia/nim"), &tag("1.0"))),
+            Some("d".into())
+        );
+        assert_eq!(
+            id(index.trust_rule(&repo("postgresql"), &tag("2.0"))),
+            Some("d".into())
+        );
+        let none: RuleSetIndex = [compiled("a", "**", |_| {})].into_iter().collect();
+        assert!(none.trust_rule(&repo("x"), &tag("1")).is_none());
+        assert_eq!(
+            index.get(&"b".parse().unwrap()).unwrap().trust(),
+            Some(&policy(PolicyMode::Enforce))
+        );
     }
 
     #[test]

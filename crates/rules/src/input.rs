@@ -11,7 +11,8 @@
 //!   object `{"exact"|"prefix"|"regex"|"semver": "…"}`; `tags.semver` is shorthand for one
 //!   more semver include; `tags.newest` and `tags.exclude_artifact_tags` (default `true`)
 //!   are as in the event;
-//! - `kind` defaults to `auto`, `description` to `""`, `enabled` to `true`.
+//! - `kind` defaults to `auto`, `description` to `""`, `enabled` to `true`;
+//! - `trust` is the optional trust policy ([`crate::trust`]).
 //!
 //! Unknown fields are refused so that a typo (`"exlude"`) is an error, not a silently
 //! broader rule. Every error carries the JSON pointer of the field in the input.
@@ -28,6 +29,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::compiled::CompiledRule;
 use crate::error::{RuleError, RuleErrorReason, pointer_of};
 use crate::pattern::{RepoMatcher, TagMatcher};
+use crate::trust::TrustInput;
 
 /// A `PUT /v1/registries/{id}/rules/{rule_id}` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +46,9 @@ pub struct RuleInput {
     pub hm_tags: Vec<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// The trust policy of the images the rule selects (see [`crate::trust`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustInput>,
 }
 
 /// The `tags` object of a [`RuleInput`].
@@ -158,7 +163,11 @@ impl RuleInput {
             description: self.description.clone(),
             hm_tags,
             enabled: self.enabled,
-            trust: None,
+            trust: self
+                .trust
+                .as_ref()
+                .map(|t| t.to_policy("/trust"))
+                .transpose()?,
         };
         CompiledRule::compile(&rule)?;
         Ok(rule)
@@ -381,6 +390,7 @@ impl From<&RuleSet> for RuleInput {
             description: rule.description.clone(),
             hm_tags: rule.hm_tags.iter().map(ToString::to_string).collect(),
             enabled: rule.enabled,
+            trust: rule.trust.as_ref().map(TrustInput::from),
         }
     }
 }

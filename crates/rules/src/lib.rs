@@ -21,6 +21,7 @@ pub mod error;
 pub mod index;
 pub mod input;
 pub mod pattern;
+pub mod trust;
 pub mod version;
 
 pub use agent::{ImportedRule, parse_agent_yaml};
@@ -30,4 +31,5 @@ pub use error::{RuleError, RuleErrorReason};
 pub use index::{RuleSetIndex, SelectedTag};
 pub use input::{PatternInput, RepositoriesInput, RuleInput, TagsInput, classify_repository};
 pub use pattern::{MAX_PATTERN_LEN, REGEX_SIZE_LIMIT, is_artifact_tag};
+pub use trust::{CveInput, IdentityInput, KeyInput, RuleView, TrustInput, check_policy};
 pub use version::{TagVersion, natural_cmp, parse_tag_version, sort_newest_first};

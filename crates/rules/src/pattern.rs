@@ -141,7 +141,7 @@ impl TagMatcher {
     }
 }
 
-fn check_source(source: &str, pointer: &str) -> Result<(), RuleError> {
+pub(crate) fn check_source(source: &str, pointer: &str) -> Result<(), RuleError> {
     if source.trim().is_empty() {
         return Err(RuleError::new(pointer, RuleErrorReason::EmptyPattern));
     }
@@ -160,7 +160,7 @@ fn check_source(source: &str, pointer: &str) -> Result<(), RuleError> {
 
 /// Builds `source` with the size limit. Callers validate the user's own pattern with this
 /// before wrapping it, so a pattern like `a)|(b` cannot escape the anchors.
-fn build_regex(source: &str, pointer: &str) -> Result<Regex, RuleError> {
+pub(crate) fn build_regex(source: &str, pointer: &str) -> Result<Regex, RuleError> {
     RegexBuilder::new(source)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
