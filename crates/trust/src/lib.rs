@@ -13,5 +13,6 @@
 pub mod attestation;
 pub mod cosign;
 pub mod evidence;
+pub mod referrer;
 pub mod sbom;
 pub mod vuln;
