@@ -441,7 +441,7 @@ impl Deployer {
             .is_some_and(|v| v.verdict != PolicyVerdict::Pass);
         match (mode, verdict) {
             (PolicyMode::Enforce, None) => Err(CommandError::PolicyPending(format!(
-                "image {image} ({digest}) is covered by trust policy `{policy}` (enforce) but is not evaluated yet: scan the registry (`imagelib registry scan {}`) and deploy again once its signatures and reports are read",
+                "image {image} ({digest}) is covered by trust policy `{policy}` (enforce) but is not evaluated yet: scan the registry (`imagelib registry sync {}`) and deploy again once its signatures and reports are read",
                 image.registry_id
             ))),
             (PolicyMode::Enforce, Some(v)) if failing => {

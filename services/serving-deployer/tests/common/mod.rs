@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use imagelib_events::bus::{EventBus, StreamSettings};
-use imagelib_events::event::{CatalogApproved, RegistryRegistered, RegistryRemoved, TagDiscovered};
+use imagelib_events::event::{
+    CatalogApproved, DeploymentPolicyViolated, PolicyEvaluated, RegistryRegistered,
+    RegistryRemoved, RuleSet, TagDiscovered,
+};
 use imagelib_events::model::*;
 use imagelib_events::{Digest, Envelope, EventPayload, RegistryId};
 use imagelib_platform::config::CommonConfig;
@@ -184,6 +187,130 @@ impl Env {
             reason: "reviewed".into(),
         })
         .await;
+    }
+
+    /// A rule of `registry` over the repositories matching `glob`, with a trust policy in
+    /// `mode` (or none).
+    pub async fn rule(&self, registry: RegistryId, id: &str, glob: &str, mode: Option<PolicyMode>) {
+        self.publish(RuleSet {
+            registry_id: registry,
+            rule_id: id.parse().unwrap(),
+            repositories: vec![RepositoryPattern::Glob(glob.into())],
+            tags: Default::default(),
+            kind: RuleKind::Auto,
+            description: String::new(),
+            hm_tags: vec![],
+            enabled: true,
+            trust: mode.map(|mode| TrustPolicy {
+                mode,
+                keys: vec![],
+                identities: vec![],
+                max_severity: Some(SeverityLimit::High),
+                allow_cves: vec![],
+                require_sbom: true,
+            }),
+        })
+        .await;
+    }
+
+    /// The scanner's verdict for `digest`: each reason with a finding.
+    pub async fn verdict(
+        &self,
+        registry: RegistryId,
+        repo: &str,
+        digest: &Digest,
+        verdict: PolicyVerdict,
+        policy: &str,
+        reasons: &[(PolicyReason, &str)],
+    ) {
+        self.publish(PolicyEvaluated {
+            registry_id: registry,
+            repository: repo.parse().unwrap(),
+            digest: digest.clone(),
+            verdict,
+            reasons: reasons.iter().map(|(r, _)| *r).collect(),
+            policy: Some(policy.parse().unwrap()),
+            findings: reasons
+                .iter()
+                .map(|(reason, detail)| PolicyFinding {
+                    reason: *reason,
+                    detail: detail.to_string(),
+                })
+                .collect(),
+        })
+        .await;
+    }
+
+    /// Wait until each of the deployer's projectors has applied the last event of its
+    /// aggregate now in the stream (rules, images and deployments are separate consumers,
+    /// so one being caught up says nothing of the others).
+    pub async fn settled(&self) {
+        self.settled_in(&self.db.url).await
+    }
+
+    pub async fn settled_in(&self, database_url: &str) {
+        let bus = self.bus().await;
+        let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+        for aggregate in serving_deployer::bus::AGGREGATES {
+            let filter = bus.settings().aggregate_type_filter(aggregate);
+            let Some(last) = bus.last_sequence_of(&filter).await.unwrap() else {
+                continue;
+            };
+            let consumer = format!("{}-{}", serving_deployer::NAME, aggregate.as_str());
+            let mut at = 0;
+            for _ in 0..400 {
+                at = sqlx::query_scalar::<_, i64>(&format!(
+                    "SELECT sequence FROM {}.stream_position WHERE consumer = $1",
+                    serving_deployer::SCHEMA
+                ))
+                .bind(&consumer)
+                .fetch_optional(&pool)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+                if at as u64 >= last {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            assert!(
+                at as u64 >= last,
+                "{consumer} stuck at {at}, stream at {last}"
+            );
+        }
+        pool.close().await;
+    }
+
+    /// The `deployment.policy_violated` events in the stream, in order.
+    pub async fn violations(&self) -> Vec<DeploymentPolicyViolated> {
+        let mut replay = self.bus().await.replay(1, None, None).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(item) = replay.next().await {
+            if let Ok(e) = item.unwrap().event
+                && let EventPayload::DeploymentPolicyViolated(v) = e.payload
+            {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// The payloads on the dead-letter subject of `consumer`, with their headers.
+    pub async fn dead_letters(&self, consumer: &str) -> Vec<(async_nats::HeaderMap, bytes::Bytes)> {
+        let js = async_nats::jetstream::new(self.stream.client().await.unwrap());
+        let mut s = js.get_stream(&self.stream.name).await.unwrap();
+        let last = s.info().await.unwrap().state.last_sequence;
+        let dlq = format!("{}.dlq.{consumer}", self.stream.prefix);
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            if let Ok(m) = s.get_raw_message(seq).await
+                && m.subject.as_str() == dlq
+            {
+                out.push((m.headers, m.payload));
+            }
+        }
+        out
     }
 
     pub async fn event_types(&self) -> Vec<String> {
