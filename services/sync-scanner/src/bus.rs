@@ -46,6 +46,8 @@ struct Apply {
     consumer: String,
     /// Turns `sync.requested` into jobs (the sync consumer only).
     requests: Option<(Jobs, chrono::Duration)>,
+    /// Told the registries whose trust policies a rule event changed (the rule consumer).
+    reevaluate: Option<tokio::sync::mpsc::UnboundedSender<imagelib_events::RegistryId>>,
 }
 
 impl Handler for Apply {
@@ -77,10 +79,50 @@ impl Handler for Apply {
                 .await
                 .map_err(|e| transient(&e));
         }
+        let trust_before = match (&self.reevaluate, &event.envelope.payload) {
+            (Some(_), EventPayload::RuleSet(e)) => Some((
+                e.registry_id,
+                self.trust_of(e.registry_id, &e.rule_id).await?,
+            )),
+            (Some(_), EventPayload::RuleRemoved(e)) => Some((
+                e.registry_id,
+                self.trust_of(e.registry_id, &e.rule_id).await?,
+            )),
+            _ => None,
+        };
         self.store
             .apply_consumed(&self.consumer, event.sequence, &event.envelope)
             .await
-            .map_err(|e| transient(&e))
+            .map_err(|e| transient(&e))?;
+        if let (Some(tx), Some((registry, before))) = (&self.reevaluate, trust_before) {
+            let after = match &event.envelope.payload {
+                EventPayload::RuleSet(e) => self.trust_of(e.registry_id, &e.rule_id).await?,
+                _ => None,
+            };
+            // A rule with a policy before or after may change which digests it covers.
+            if before.is_some() || after.is_some() {
+                let _ = tx.send(registry);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Apply {
+    async fn trust_of(
+        &self,
+        registry: imagelib_events::RegistryId,
+        rule: &imagelib_events::RuleId,
+    ) -> Result<Option<imagelib_events::model::TrustPolicy>, HandlerError> {
+        let rules = self
+            .store
+            .rules(registry)
+            .await
+            .map_err(|e| HandlerError::Transient(e.to_string()))?;
+        Ok(rules
+            .into_iter()
+            .find(|r| &r.rule_id == rule)
+            .and_then(|r| r.trust))
     }
 }
 
@@ -92,6 +134,7 @@ pub fn projector(
     aggregate: Aggregate,
     instance: &str,
     jobs: Option<(Jobs, Duration)>,
+    reevaluate: Option<tokio::sync::mpsc::UnboundedSender<imagelib_events::RegistryId>>,
 ) -> Worker {
     let bus = bus.clone();
     let name = consumer_name(instance, aggregate);
@@ -121,6 +164,7 @@ pub fn projector(
         let handler = Apply {
             store,
             consumer: name,
+            reevaluate,
             requests: jobs.map(|(j, age)| {
                 (
                     j,

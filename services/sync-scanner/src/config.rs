@@ -112,6 +112,22 @@ pub struct ScannerConfig {
     /// `IMAGELIB_SCANNER__JOB_BACKOFF_SECS`: the first delay before a failed job runs
     /// again; doubled on each failure, at most 5 minutes.
     pub job_backoff_secs: u64,
+    /// `IMAGELIB_SCANNER__MAX_REFERRER_BYTES`: the largest referrer blob read (a signature
+    /// payload, an attestation, an SBOM, a report); a larger one is skipped with a finding.
+    pub max_referrer_bytes: u64,
+    /// `IMAGELIB_SCANNER__MAX_SCAN_REFERRER_BYTES`: the referrer bytes one scan reads at
+    /// most; what is left is read by the next scan.
+    pub max_scan_referrer_bytes: u64,
+    /// `IMAGELIB_SCANNER__TRUST_ROOT`: a Sigstore `trusted_root.json` for keyless
+    /// signatures (Fulcio CAs, Rekor keys); read at start, a bad file stops the start.
+    pub trust_root: Option<PathBuf>,
+    /// `IMAGELIB_SCANNER__NOTATION_TRUST_STORE`: a PEM bundle of the CA certificates
+    /// Notation signatures chain to; read at start.
+    pub notation_trust_store: Option<PathBuf>,
+    /// `IMAGELIB_SCANNER__REEVALUATE_INTERVAL`: seconds between re-evaluations of every
+    /// stored digest's trust policy (allow-list expiry, certificate validity), with no
+    /// registry request; 0 turns the timer off.
+    pub reevaluate_interval: u64,
 }
 
 impl Default for ScannerConfig {
@@ -145,6 +161,11 @@ impl Default for ScannerConfig {
             job_max_failures: 5,
             job_max_deliver: 1_000,
             job_backoff_secs: 5,
+            max_referrer_bytes: 16 << 20,
+            max_scan_referrer_bytes: 256 << 20,
+            trust_root: None,
+            notation_trust_store: None,
+            reevaluate_interval: 3600,
         }
     }
 }

@@ -9,6 +9,8 @@
 //! - [`scan`]: one scan of one registry: list, select by rules, diff, emit;
 //! - [`jobs`] and [`runner`]: scan jobs on a JetStream work queue and a KV lease per
 //!   registry (replicas share the work, never scan one registry at once), the schedule;
+//! - [`trust`]: referrers of every digest, their content read once, trust policies
+//!   evaluated on scans, on rule changes and on a timer;
 //! - [`api`]: `GET /v1/scanner/status`.
 //!
 //! The crate is a library so that its binary, `imagelib serve` and the tests all start
@@ -27,6 +29,7 @@ pub mod runner;
 pub mod scan;
 pub mod startup;
 pub mod store;
+pub mod trust;
 
 /// The service's name: its CloudEvent `source` is `/imagelib/<NAME>`.
 pub const NAME: &str = "sync-scanner";

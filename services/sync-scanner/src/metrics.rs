@@ -50,6 +50,10 @@ impl TagChange {
 struct Instruments {
     scan_duration: Histogram<f64>,
     tag_changes: Counter<u64>,
+    signatures: Counter<u64>,
+    verify_duration: Histogram<f64>,
+    referrer_bytes: Counter<u64>,
+    verdicts: Counter<u64>,
     _jobs: (ObservableGauge<i64>, ObservableGauge<i64>),
 }
 
@@ -76,6 +80,29 @@ fn instruments() -> &'static Instruments {
                 .u64_counter("imagelib.tags.changes")
                 .with_unit("{tag}")
                 .with_description("Tags added, moved and removed by scans (events appended)")
+                .build(),
+            signatures: meter
+                .u64_counter("imagelib.trust.signatures")
+                .with_unit("{signature}")
+                .with_description("Signatures checked against a trust policy, by outcome")
+                .build(),
+            verify_duration: meter
+                .f64_histogram("imagelib.trust.verify.duration")
+                .with_unit("s")
+                .with_description("Time to check one signature")
+                .with_boundaries(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                ])
+                .build(),
+            referrer_bytes: meter
+                .u64_counter("imagelib.trust.referrer.bytes")
+                .with_unit("By")
+                .with_description("Bytes of referrer manifests and blobs read from registries")
+                .build(),
+            verdicts: meter
+                .u64_counter("imagelib.trust.policy.verdicts")
+                .with_unit("{verdict}")
+                .with_description("Trust policy verdicts emitted, by verdict")
                 .build(),
             _jobs: (
                 meter
@@ -144,4 +171,37 @@ impl Drop for RunningJob {
     fn drop(&mut self) {
         RUNNING.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// One signature was checked.
+pub fn signature_verified(outcome: &imagelib_trust::evidence::Outcome, took: Duration) {
+    use imagelib_trust::evidence::Outcome;
+    let i = instruments();
+    let outcome = match outcome {
+        Outcome::Trusted => "trusted",
+        Outcome::Untrusted(_) => "untrusted",
+        Outcome::Invalid(_) => "invalid",
+    };
+    i.signatures.add(1, &[KeyValue::new("outcome", outcome)]);
+    i.verify_duration.record(took.as_secs_f64(), &[]);
+}
+
+/// Referrer content was read from a registry.
+pub fn referrer_bytes(registry: RegistryId, bytes: u64) {
+    instruments().referrer_bytes.add(
+        bytes,
+        &[KeyValue::new("imagelib.registry.id", registry.to_string())],
+    );
+}
+
+/// A policy verdict was emitted.
+pub fn policy_verdict(verdict: imagelib_events::model::PolicyVerdict) {
+    let v = match verdict {
+        imagelib_events::model::PolicyVerdict::Pass => "pass",
+        imagelib_events::model::PolicyVerdict::Fail => "fail",
+        imagelib_events::model::PolicyVerdict::Audit => "audit",
+    };
+    instruments()
+        .verdicts
+        .add(1, &[KeyValue::new("verdict", v)]);
 }

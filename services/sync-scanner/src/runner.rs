@@ -417,6 +417,63 @@ impl Runner {
         true
     }
 
+    // ------------------------------------------------------------ trust re-evaluation
+
+    /// Re-evaluates trust policies from the store: a registry whose trust rules changed
+    /// (told by the rule projector through `changes`, coalesced for a moment), and every
+    /// registry each `reevaluate_interval` seconds. No registry request is made.
+    pub fn reevaluate_worker(
+        self: &Arc<Self>,
+        mut changes: tokio::sync::mpsc::UnboundedReceiver<RegistryId>,
+    ) -> Worker {
+        let me = self.clone();
+        Worker::new("trust-reevaluate", move |cancel| async move {
+            if !me.until_projections_ready(&cancel).await {
+                return Ok(());
+            }
+            let every = (me.config.reevaluate_interval > 0)
+                .then(|| Duration::from_secs(me.config.reevaluate_interval));
+            let mut next = every.map(|d| tokio::time::Instant::now() + d);
+            loop {
+                let timer = async {
+                    match next {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let mut due: std::collections::BTreeSet<RegistryId> = Default::default();
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    id = changes.recv() => match id {
+                        Some(id) => {
+                            due.insert(id);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            while let Ok(id) = changes.try_recv() {
+                                due.insert(id);
+                            }
+                        }
+                        None => return Ok(()),
+                    },
+                    _ = timer => {
+                        next = every.map(|d| tokio::time::Instant::now() + d);
+                        match self_registries(&me.store).await {
+                            Ok(all) => due.extend(all),
+                            Err(e) => tracing::warn!(error = %e, "registries not read for re-evaluation"),
+                        }
+                    }
+                }
+                for id in due {
+                    match me.scanner.trust().reevaluate(id).await {
+                        Ok(n) => tracing::debug!(registry = %id, digests = n, "trust re-evaluated"),
+                        Err(e) => {
+                            tracing::warn!(registry = %id, error = %e, "trust re-evaluation failed")
+                        }
+                    }
+                }
+            }
+        })
+    }
+
     // ------------------------------------------------------------ schedule
 
     pub fn schedule_worker(self: &Arc<Self>) -> Worker {
@@ -482,6 +539,15 @@ impl Runner {
         }
         Ok(())
     }
+}
+
+async fn self_registries(store: &Store) -> Result<Vec<RegistryId>, crate::store::StoreError> {
+    Ok(store
+        .registries()
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect())
 }
 
 /// What to do with a job that failed `failures` times in `delivered` deliveries: run it

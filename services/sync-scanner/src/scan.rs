@@ -33,7 +33,7 @@
 //! really moves back and forth gets a new id each time.
 
 use parking_lot::Mutex;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,7 @@ use crate::config::ScannerConfig;
 use crate::metrics::{ScanOutcome, TagChange};
 use crate::rules::AgentRules;
 use crate::store::{KnownTag, Registry, Store, StoreError};
+use crate::trust::{Current, RepoScan, Roots, Trust};
 
 /// What to scan and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -106,6 +107,7 @@ struct Inner {
     agent: Arc<AgentRules>,
     config: ScannerConfig,
     actor: String,
+    trust: Trust,
 }
 
 /// A selected tag whose digest is not the one the scanner last announced.
@@ -190,6 +192,8 @@ struct Ctx<'a> {
     cancel: &'a CancellationToken,
     /// Repositories the previous scan found missing (`404` on `tags/list`).
     missing_before: HashSet<RepositoryName>,
+    /// Referrer bytes the scan may still read.
+    referrer_budget: std::sync::atomic::AtomicU64,
 }
 
 impl Scanner {
@@ -201,12 +205,21 @@ impl Scanner {
         endpoints: ProviderEndpoints,
         agent: Arc<AgentRules>,
         config: ScannerConfig,
+        roots: Roots,
     ) -> Self {
         let actor = if config.instance.is_empty() {
             format!("system:{}", crate::NAME)
         } else {
             format!("system:{}/{}", crate::NAME, config.instance)
         };
+        let trust = Trust::new(
+            store.clone(),
+            bus.clone(),
+            actor.clone(),
+            agent.clone(),
+            roots,
+            config.max_referrer_bytes,
+        );
         Scanner {
             inner: Arc::new(Inner {
                 store,
@@ -217,8 +230,15 @@ impl Scanner {
                 agent,
                 config,
                 actor,
+                trust,
             }),
         }
+    }
+
+    /// The trust side: evaluation from the store (re-evaluation on rule changes and on
+    /// the timer).
+    pub fn trust(&self) -> &Trust {
+        &self.inner.trust
     }
 
     pub fn store(&self) -> &Store {
@@ -311,6 +331,7 @@ impl Scanner {
             traceparent,
             cancel,
             missing_before,
+            referrer_budget: std::sync::atomic::AtomicU64::new(s.config.max_scan_referrer_bytes),
         };
         let body = ctx.run(request.repository.as_ref());
         // The body also watches `cancel` and winds down early; an interrupted scan is
@@ -758,23 +779,79 @@ impl Ctx<'_> {
         }
 
         // 3. Inspect, classify, announce.
+        let fresh: Mutex<HashMap<Digest, Inspected>> = Mutex::new(HashMap::new());
         let tasks: Vec<Task<'_>> = changed
             .iter()
             .map(|c| {
-                let (cache, tags, handle, stop) = (&cache, &tags, &handle, &stop);
+                let (cache, tags, handle, stop, fresh) = (&cache, &tags, &handle, &stop, &fresh);
                 Box::pin(async move {
                     if stop() {
                         return;
                     }
-                    handle(c.tag, self.announce(repo, c, tags, cache).await);
+                    match self.announce(repo, c, tags, cache).await {
+                        Ok(inspected) => {
+                            fresh.lock().insert(c.digest.clone(), inspected);
+                        }
+                        Err(e) => handle(c.tag, Err(e)),
+                    }
                 }) as Task<'_>
             })
             .collect();
         run_all(tasks, concurrency).await;
+        let fresh = fresh.into_inner();
         if let Err(e) = cache.flush(store).await {
             tracing::warn!(error = %e, "content cache not written");
         }
         let stopped = deferred.load(std::sync::atomic::Ordering::Relaxed);
+
+        // 4. Trust: referrers of every current digest, read what is new, evaluate.
+        if self.scanner.config.referrers && !stopped && !self.cancel.is_cancelled() {
+            let changed_tags: HashMap<&Tag, &Digest> =
+                changed.iter().map(|c| (c.tag, &c.digest)).collect();
+            let current: Vec<Current> = selected
+                .iter()
+                .filter_map(|sel| {
+                    let (digest, platforms) = match changed_tags.get(sel.tag) {
+                        Some(d) => {
+                            let inspected = fresh.get(*d)?;
+                            ((*d).clone(), inspected.platforms.clone())
+                        }
+                        None => {
+                            let k = known.get(sel.tag).filter(|k| k.present)?;
+                            (k.digest.clone(), k.platforms.clone())
+                        }
+                    };
+                    Some(Current {
+                        tag: sel.tag.clone(),
+                        digest,
+                        platforms,
+                    })
+                })
+                .collect();
+            let listed: HashMap<Digest, Vec<imagelib_events::model::Referrer>> =
+                fresh.into_iter().map(|(d, i)| (d, i.referrers)).collect();
+            let scan = RepoScan {
+                registry: registry.id,
+                repository: repo,
+                client: self.client,
+                tags: &tags,
+                index: self.index,
+                budget: &self.referrer_budget,
+                concurrency,
+                traceparent: self.traceparent,
+            };
+            if let Err(e) = self
+                .scanner
+                .trust
+                .after_repository(&scan, &current, &listed)
+                .await
+            {
+                let mut t = self.tally();
+                t.error(format!("{repo}: trust: {e}"));
+                t.incomplete(Some(repo), IncompleteReason::Error);
+            }
+        }
+
         if complete && !stopped && !self.cancel.is_cancelled() {
             for (tag, k) in known.iter().filter(|(_, k)| k.present) {
                 if !selected_names.contains(tag) {
@@ -793,12 +870,21 @@ impl Ctx<'_> {
         c: &Change<'_>,
         tags: &[Tag],
         cache: &ScanCache,
-    ) -> Result<(), TagError> {
+    ) -> Result<Inspected, TagError> {
         let registry = self.registry.id;
         let tag = c.tag;
         let details = self
             .inspect(repo, &c.digest, c.rule_kind, tags, cache)
             .await?;
+        let inspected = Inspected {
+            platforms: details
+                .platforms
+                .iter()
+                .filter_map(|p| p.digest.clone())
+                .filter(|d| *d != c.digest)
+                .collect(),
+            referrers: details.referrers.clone(),
+        };
         match c.known.filter(|k| k.present) {
             Some(k) => {
                 let id = EventId::for_fact(&format!(
@@ -838,7 +924,7 @@ impl Ctx<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(inspected)
     }
 
     /// What `digest` is, with as much as possible from the content cache.
@@ -861,6 +947,12 @@ impl Ctx<'_> {
             .await?;
         Ok(details_of(inspection, rule_kind, repo))
     }
+}
+
+/// What an inspection in this scan found, for trust.
+struct Inspected {
+    platforms: Vec<Digest>,
+    referrers: Vec<imagelib_events::model::Referrer>,
 }
 
 type Task<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;

@@ -45,6 +45,9 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
     )
     .map_err(|e| other(&e))?;
     let tokens = Tokens::from_config(&config.common).map_err(|e| other(&e))?;
+    let roots =
+        crate::trust::Roots::load(sc.trust_root.as_deref(), sc.notation_trust_store.as_deref())
+            .map_err(|e| other(&e))?;
     let store = Store::new(infra.pool.clone());
     let scanner = Scanner::new(
         store.clone(),
@@ -54,6 +57,7 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
         config.providers.clone(),
         agent,
         sc.clone(),
+        roots,
     );
     let holder = format!("{}#{}", scanner.actor(), uuid::Uuid::new_v4().simple());
     let jobs = Jobs::open(&infra.bus, holder, sc.lease_ttl())
@@ -65,6 +69,7 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
     readiness.set("stream", true, None);
     readiness.set("database", true, None);
     let mut workers = Vec::new();
+    let (reevaluate_tx, reevaluate_rx) = tokio::sync::mpsc::unbounded_channel();
     for aggregate in crate::bus::PROJECTED {
         let requests = (aggregate == imagelib_events::Aggregate::Sync).then(|| {
             (
@@ -79,6 +84,7 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
             aggregate,
             &sc.instance,
             requests,
+            (aggregate == imagelib_events::Aggregate::Rule).then(|| reevaluate_tx.clone()),
         ));
     }
     let runner = Runner::new(
@@ -91,6 +97,7 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
     );
     workers.push(runner.job_worker());
     workers.push(runner.schedule_worker());
+    workers.push(runner.reevaluate_worker(reevaluate_rx));
     let api = Arc::new(crate::api::ApiState {
         store,
         config: sc.clone(),

@@ -57,6 +57,8 @@ pub struct KnownTag {
     pub present: bool,
     /// The stream sequence of the last event about the tag.
     pub last_sequence: u64,
+    /// The platform manifests of an index (their referrers count for it).
+    pub platforms: Vec<Digest>,
 }
 
 /// One registry's scans, from the sync events.
@@ -210,7 +212,7 @@ impl Store {
         repository: &RepositoryName,
     ) -> Result<HashMap<Tag, KnownTag>, StoreError> {
         let rows = sqlx::query(
-            "SELECT tag, digest, present, last_sequence FROM known_tags
+            "SELECT tag, digest, present, last_sequence, platforms FROM known_tags
              WHERE registry_id = $1 AND repository = $2",
         )
         .bind(registry.0)
@@ -221,12 +223,19 @@ impl Store {
         for r in rows {
             let tag: String = r.try_get("tag")?;
             let digest: String = r.try_get("digest")?;
+            let platforms: Vec<Platform> =
+                serde_json::from_value(r.try_get("platforms")?).unwrap_or_default();
             out.insert(
                 parse(&tag)?,
                 KnownTag {
                     digest: parse(&digest)?,
                     present: r.try_get("present")?,
                     last_sequence: r.try_get::<i64, _>("last_sequence")?.max(0) as u64,
+                    platforms: platforms
+                        .into_iter()
+                        .filter_map(|p| p.digest)
+                        .filter(|d| d.as_str() != digest)
+                        .collect(),
                 },
             );
         }
@@ -340,7 +349,7 @@ impl Store {
     /// milliseconds of commits, never consistency (rows and consumer positions commit
     /// together), and the stream, the source of truth, replays what was lost. That
     /// keeps a scan of thousands of tags from waiting on thousands of fsyncs.
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
@@ -603,7 +612,7 @@ async fn apply_in(
                 .bind(e.registry_id.0)
                 .execute(&mut **tx)
                 .await?;
-            for table in ["rules", "known_tags"] {
+            for table in ["rules", "known_tags", "subject_referrers", "trust_facts"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE registry_id = $1"))
                     .bind(e.registry_id.0)
                     .execute(&mut **tx)
@@ -638,6 +647,15 @@ async fn apply_in(
             rules_changed(tx, e.registry_id, at).await?;
         }
         EventPayload::TagDiscovered(e) => {
+            crate::trust::state::put_referrers(
+                tx,
+                e.registry_id,
+                &e.repository,
+                &e.digest,
+                &e.details.referrers,
+                seq,
+            )
+            .await?;
             put_tag(
                 tx,
                 e.registry_id,
@@ -653,6 +671,15 @@ async fn apply_in(
             .await?;
         }
         EventPayload::TagMoved(e) => {
+            crate::trust::state::put_referrers(
+                tx,
+                e.registry_id,
+                &e.repository,
+                &e.new_digest,
+                &e.details.referrers,
+                seq,
+            )
+            .await?;
             put_tag(
                 tx,
                 e.registry_id,
@@ -720,7 +747,7 @@ async fn apply_in(
             }
             finish_scan(tx, e.registry_id, e.sync_id, "failed", json(e), false, at).await?;
         }
-        _ => {}
+        other => crate::trust::state::apply(tx, seq, other).await?,
     }
     Ok(())
 }

@@ -1,0 +1,825 @@
+//! Trust (issue 13): what the referrers of the scanner's digests say, and whether each
+//! digest passes the trust policy of its rule.
+//!
+//! - [`Trust::after_repository`], at the end of each repository's scan: lists the
+//!   referrers of every current tag digest and of each platform manifest of an index
+//!   (a new digest's were listed by its inspection), emits `image.referrers_changed` when
+//!   a list differs from the one last announced, reads each referrer never seen
+//!   ([`content`]), and evaluates the digests whose evidence may have changed.
+//! - [`Trust::reevaluate`]: every stored digest of a registry again, from the store only
+//!   (a trust policy changed, or the timer: allow-list expiry and certificate validity
+//!   move with the clock). It never talks to the registry.
+//! - Emission: `image.sbom_found` / `image.vulnerabilities_reported` once per (digest,
+//!   referrer), `image.signature_verified` / `image.signature_failed` per (digest,
+//!   signature, rule) when the outcome changes, `image.policy_evaluated` when verdict,
+//!   reasons or findings change ([`state`] keeps what was last said, from the events).
+
+pub mod content;
+pub mod policy;
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use chrono::Utc;
+use futures::StreamExt;
+use imagelib_events::bus::EventBus;
+use imagelib_events::event::{
+    PolicyEvaluated, ReferrersChanged, SbomFound, SignatureFailed, SignatureVerified,
+    VulnerabilitiesReported,
+};
+use imagelib_events::model::{
+    PolicyMode, PolicyVerdict, Referrer, SbomFormat, ScannerInfo, SeverityCounts, SignatureKind,
+};
+use imagelib_events::{
+    Digest, Envelope, EventId, EventPayload, RegistryId, RepositoryName, RuleId, Tag, TraceParent,
+};
+use imagelib_rules::RuleSetIndex;
+use imagelib_trust::evidence::{Evidence, Outcome, Scheme};
+use registry_client::RegistryClient;
+
+use crate::rules::AgentRules;
+use crate::store::{Store, StoreError};
+use policy::CompiledPolicy;
+use state::{fact_value, sig_key};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] imagelib_events::bus::BusError),
+}
+
+/// A trust file named in the configuration that cannot be used: the process does not
+/// start.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustConfigError {
+    #[error("IMAGELIB_SCANNER__TRUST_ROOT {path}: {message}")]
+    TrustRoot { path: String, message: String },
+    #[error("IMAGELIB_SCANNER__NOTATION_TRUST_STORE {path}: {message}")]
+    NotationTrustStore { path: String, message: String },
+}
+
+/// The largest trust file read.
+const MAX_TRUST_FILE_BYTES: u64 = 4 << 20;
+/// The Sigstore trusted root media type.
+pub const TRUSTED_ROOT_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.trustedroot+json";
+
+/// The trust anchors of keyless and Notation verification, loaded at start.
+#[derive(Debug, Clone, Default)]
+pub struct Roots {
+    /// The Sigstore `trusted_root.json` (Fulcio CAs, Rekor keys).
+    pub trust_root: Option<Arc<serde_json::Value>>,
+    /// The Notation trust store: a PEM bundle of CA certificates.
+    pub notation: Option<Arc<String>>,
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if meta.len() > MAX_TRUST_FILE_BYTES {
+        return Err(format!(
+            "{} bytes, over the {MAX_TRUST_FILE_BYTES}-byte limit",
+            meta.len()
+        ));
+    }
+    std::fs::read(path).map_err(|e| e.to_string())
+}
+
+impl Roots {
+    pub fn load(
+        trust_root: Option<&Path>,
+        notation: Option<&Path>,
+    ) -> Result<Self, TrustConfigError> {
+        let mut roots = Roots::default();
+        if let Some(path) = trust_root {
+            let err = |message: String| TrustConfigError::TrustRoot {
+                path: path.display().to_string(),
+                message,
+            };
+            let bytes = read_bounded(path).map_err(err)?;
+            let value: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| err(format!("not JSON: {e}")))?;
+            let media_type = value["mediaType"].as_str().unwrap_or_default();
+            if !media_type.starts_with(TRUSTED_ROOT_MEDIA_TYPE) {
+                return Err(err(format!(
+                    "mediaType is {media_type:?}, not {TRUSTED_ROOT_MEDIA_TYPE};version=0.1"
+                )));
+            }
+            if !value["certificateAuthorities"].is_array() {
+                return Err(err("no certificateAuthorities".into()));
+            }
+            roots.trust_root = Some(Arc::new(value));
+        }
+        if let Some(path) = notation {
+            let err = |message: String| TrustConfigError::NotationTrustStore {
+                path: path.display().to_string(),
+                message,
+            };
+            let bytes = read_bounded(path).map_err(err)?;
+            let text = String::from_utf8(bytes).map_err(|_| err("not PEM text".into()))?;
+            if !text.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(err("no PEM certificate in it".into()));
+            }
+            roots.notation = Some(Arc::new(text));
+        }
+        Ok(roots)
+    }
+}
+
+/// The trust side of the scanner, shared by scans and the re-evaluator.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    bus: EventBus,
+    actor: String,
+    agent: Arc<AgentRules>,
+    #[allow(dead_code)] // handed to the verifier once keyless/Notation verification lands
+    roots: Roots,
+    max_referrer_bytes: u64,
+    /// Whether each registry had the referrers API when last asked.
+    api: parking_lot::Mutex<HashMap<RegistryId, bool>>,
+}
+
+/// One repository's scan, as trust needs it.
+#[allow(missing_debug_implementations)]
+pub struct RepoScan<'a> {
+    pub registry: RegistryId,
+    pub repository: &'a RepositoryName,
+    pub client: &'a RegistryClient,
+    /// The repository's listing (fallback referrer tags are looked up in it).
+    pub tags: &'a [Tag],
+    pub index: &'a RuleSetIndex,
+    /// Referrer bytes this scan may still read.
+    pub budget: &'a AtomicU64,
+    pub concurrency: usize,
+    pub traceparent: Option<TraceParent>,
+}
+
+type ListTask<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (Digest, registry_client::Result<registry_client::Referrers>),
+            > + Send
+            + 'a,
+    >,
+>;
+
+async fn list_one<'a>(
+    scan: &'a RepoScan<'a>,
+    d: Digest,
+    options: registry_client::ReferrersOptions<'a>,
+) -> (Digest, registry_client::Result<registry_client::Referrers>) {
+    let r = scan
+        .client
+        .list_referrers(scan.repository, &d, &options)
+        .await;
+    (d, r)
+}
+
+type FetchTask<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Digest>> + Send + 'a>>;
+
+/// A current tag: its digest and the platform manifests of an index.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub tag: Tag,
+    pub digest: Digest,
+    pub platforms: Vec<Digest>,
+}
+
+/// What one tag digest's evaluation works with.
+struct Subject<'a> {
+    digest: &'a Digest,
+    platforms: &'a [Digest],
+    policy: Option<&'a CompiledPolicy>,
+    /// The rule of a policy in mode `off` (a lifted gate names it).
+    off_rule: Option<&'a RuleId>,
+}
+
+fn sorted(list: &[Referrer]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = list
+        .iter()
+        .map(|r| {
+            (
+                r.digest.to_string(),
+                r.artifact_type.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// For each tag, the first rule (rule-id order) with a trust policy that selects it.
+fn policies_of<'i>(
+    index: &'i RuleSetIndex,
+    repository: &RepositoryName,
+    tags: &[Tag],
+) -> HashMap<Tag, &'i imagelib_rules::CompiledRule> {
+    let mut out = HashMap::new();
+    for rule in index.rules_for(repository) {
+        if rule.rule().trust.is_none() {
+            continue;
+        }
+        for tag in rule.select_tags(tags) {
+            out.entry(tag.clone()).or_insert(rule);
+        }
+    }
+    out
+}
+
+impl Trust {
+    pub fn new(
+        store: Store,
+        bus: EventBus,
+        actor: String,
+        agent: Arc<AgentRules>,
+        roots: Roots,
+        max_referrer_bytes: u64,
+    ) -> Self {
+        Trust {
+            inner: Arc::new(Inner {
+                store,
+                bus,
+                actor,
+                agent,
+                roots,
+                max_referrer_bytes,
+                api: Default::default(),
+            }),
+        }
+    }
+
+    /// Publishes a trust event under a fact-derived id and applies it at once.
+    async fn emit(
+        &self,
+        payload: EventPayload,
+        id: EventId,
+        traceparent: Option<TraceParent>,
+    ) -> Result<bool, TrustError> {
+        let env = Envelope::new(crate::NAME, payload)
+            .with_actor(self.inner.actor.clone())
+            .with_traceparent(traceparent)
+            .with_id(id);
+        let receipt = self.inner.bus.publish(&env).await?;
+        self.inner.store.apply(receipt.sequence, &env).await?;
+        Ok(!receipt.duplicate)
+    }
+
+    /// Lists, reads and evaluates what changed for the current tags of one repository.
+    /// `fresh` holds the referrers of digests inspected in this scan (their tag events
+    /// carry them). Registry errors on one digest or referrer skip it (retried on the next
+    /// scan); only the store and the bus fail the call.
+    #[tracing::instrument(skip_all, fields(registry = %scan.registry, repository = %scan.repository))]
+    pub async fn after_repository(
+        &self,
+        scan: &RepoScan<'_>,
+        current: &[Current],
+        fresh: &HashMap<Digest, Vec<Referrer>>,
+    ) -> Result<(), TrustError> {
+        let s = &*self.inner;
+        let repo = scan.repository;
+        // Every digest whose referrers count: the tag digests and their platforms.
+        let mut subjects: Vec<&Digest> = current
+            .iter()
+            .flat_map(|c| std::iter::once(&c.digest).chain(&c.platforms))
+            .collect();
+        subjects.sort();
+        subjects.dedup();
+        // Without the referrers API (as last seen), a digest with no fallback tag in the
+        // listing has no referrers: it costs nothing.
+        let api = scan
+            .client
+            .referrers_api()
+            .or_else(|| s.api.lock().get(&scan.registry).copied());
+        let fallback: HashSet<&str> = scan
+            .tags
+            .iter()
+            .map(Tag::as_str)
+            .filter(|t| t.starts_with("sha256-"))
+            .map(|t| t.split('.').next().unwrap_or(t))
+            .collect();
+        let to_list: Vec<Digest> = subjects
+            .iter()
+            .filter(|d| !fresh.contains_key(**d))
+            .filter(|d| {
+                api != Some(false)
+                    || fallback.contains(format!("{}-{}", d.algorithm(), d.encoded()).as_str())
+            })
+            .map(|d| (*d).clone())
+            .collect();
+        let options = registry_client::referrers::ReferrersOptions {
+            known_tags: Some(scan.tags),
+            ..Default::default()
+        };
+        // While the API's presence is unknown the first subject is asked alone, so a
+        // registry without it costs one API request, not one per subject.
+        let mut listed = Vec::with_capacity(to_list.len());
+        let mut rest = to_list.as_slice();
+        if scan.client.referrers_api().is_none()
+            && let Some((first, tail)) = to_list.split_first()
+        {
+            listed.push((
+                first.clone(),
+                scan.client.list_referrers(repo, first, &options).await,
+            ));
+            rest = tail;
+        }
+        let tasks: Vec<ListTask<'_>> = rest
+            .iter()
+            .map(|d| Box::pin(list_one(scan, d.clone(), options)) as ListTask<'_>)
+            .collect();
+        listed.extend(
+            futures::stream::iter(tasks)
+                .buffer_unordered(scan.concurrency.max(1))
+                .collect::<Vec<_>>()
+                .await,
+        );
+        if let Some(api) = scan.client.referrers_api() {
+            s.api.lock().insert(scan.registry, api);
+        }
+        let mut lists: HashMap<Digest, Vec<Referrer>> = HashMap::new();
+        for d in subjects {
+            if let Some(list) = fresh.get(d) {
+                lists.insert(d.clone(), list.clone());
+            } else if api == Some(false) && !to_list.contains(d) {
+                lists.insert(d.clone(), Vec::new());
+            }
+        }
+        for (d, result) in listed {
+            match result {
+                Ok(r) if r.complete => {
+                    lists.insert(d, r.to_referrers());
+                }
+                Ok(r) => {
+                    tracing::info!(digest = %d, error = ?r.error, "referrers listing incomplete; next scan")
+                }
+                Err(e) => {
+                    tracing::info!(digest = %d, error = %e, "referrers not listed; next scan")
+                }
+            }
+        }
+        let keys: Vec<String> = lists.keys().map(|d| d.to_string()).collect();
+        let before = s
+            .store
+            .subject_referrers(scan.registry, repo, &keys)
+            .await?;
+        let mut changed: HashSet<&Digest> = HashSet::new();
+        for (digest, list) in &lists {
+            let previous = before.get(digest.as_str());
+            let same = previous.is_some_and(|(p, _)| sorted(p) == sorted(list))
+                || (previous.is_none() && list.is_empty());
+            if same {
+                continue;
+            }
+            changed.insert(digest);
+            if fresh.contains_key(digest) {
+                continue; // the tag event carries the list
+            }
+            let after = previous.map(|(_, seq)| *seq).unwrap_or(0);
+            let listing: Vec<String> = sorted(list).into_iter().map(|(d, _)| d).collect();
+            let id = EventId::for_fact(&format!(
+                "image/{}/{repo}@{digest}/referrers/{}/after/{after}",
+                scan.registry,
+                listing.join(",")
+            ));
+            let event = ReferrersChanged {
+                registry_id: scan.registry,
+                repository: repo.clone(),
+                digest: digest.clone(),
+                referrers: list.clone(),
+            };
+            self.emit(event.into(), id, scan.traceparent).await?;
+        }
+
+        // Referrers never read: read them now (once, whoever else refers to them).
+        let mut referrers: Vec<String> = lists
+            .values()
+            .flatten()
+            .map(|r| r.digest.to_string())
+            .collect();
+        referrers.sort();
+        referrers.dedup();
+        let stored = s.store.stored_referrers(&referrers).await?;
+        let missing: Vec<Digest> = referrers
+            .iter()
+            .filter(|d| !stored.contains(*d))
+            .filter_map(|d| d.parse().ok())
+            .collect();
+        let fetches: Vec<FetchTask<'_>> = missing
+            .into_iter()
+            .map(|d| Box::pin(self.read_referrer(scan, d)) as FetchTask<'_>)
+            .collect();
+        let read: Vec<Digest> = futures::stream::iter(fetches)
+            .buffer_unordered(scan.concurrency.max(1))
+            .collect::<Vec<Option<Digest>>>()
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let read: HashSet<&str> = read.iter().map(Digest::as_str).collect();
+        let fetched_for = |d: &Digest| {
+            lists
+                .get(d)
+                .is_some_and(|l| l.iter().any(|r| read.contains(r.digest.as_str())))
+        };
+
+        // Evaluate the tag digests whose evidence may differ.
+        let tags: Vec<Tag> = current.iter().map(|c| c.tag.clone()).collect();
+        let rules = policies_of(scan.index, repo, &tags);
+        let mut compiled: HashMap<RuleId, CompiledPolicy> = HashMap::new();
+        let mut seen: HashSet<&Digest> = HashSet::new();
+        let mut by_tag: Vec<&Current> = current.iter().collect();
+        by_tag.sort_by(|a, b| a.tag.as_str().cmp(b.tag.as_str()));
+        let mut todo: BTreeMap<&Digest, (&[Digest], Option<&imagelib_rules::CompiledRule>)> =
+            BTreeMap::new();
+        for c in by_tag {
+            let rule = rules.get(&c.tag).copied();
+            let entry = todo.entry(&c.digest).or_insert((&c.platforms, None));
+            if entry.1.is_none() {
+                entry.1 = rule;
+            }
+            let _ = seen.insert(&c.digest);
+        }
+        for (digest, (platforms, rule)) in &todo {
+            let dirty = std::iter::once(*digest)
+                .chain(platforms.iter())
+                .any(|d| changed.contains(d) || fetched_for(d) || fresh.contains_key(d));
+            if !dirty {
+                continue;
+            }
+            if let Some(rule) = rule
+                && let Some(trust) = &rule.rule().trust
+            {
+                compiled
+                    .entry(rule.id().clone())
+                    .or_insert_with(|| CompiledPolicy::compile(rule.id().clone(), trust));
+            }
+        }
+        for (digest, (platforms, rule)) in todo {
+            let dirty = std::iter::once(digest)
+                .chain(platforms.iter())
+                .any(|d| changed.contains(d) || fetched_for(d) || fresh.contains_key(d));
+            if !dirty {
+                continue;
+            }
+            let trust_rule = rule.and_then(|r| r.rule().trust.as_ref().map(|t| (r.id(), t)));
+            let subject = Subject {
+                digest,
+                platforms,
+                policy: trust_rule
+                    .filter(|(_, t)| t.mode != PolicyMode::Off)
+                    .and_then(|(id, _)| compiled.get(id)),
+                off_rule: trust_rule
+                    .filter(|(_, t)| t.mode == PolicyMode::Off)
+                    .map(|(id, _)| id),
+            };
+            self.evaluate(scan.registry, repo, &subject, &lists, scan.traceparent)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Reads and stores one referrer; its digest when it was stored.
+    async fn read_referrer(&self, scan: &RepoScan<'_>, d: Digest) -> Option<Digest> {
+        let s = &*self.inner;
+        match content::fetch(
+            scan.client,
+            scan.repository,
+            &d,
+            s.max_referrer_bytes,
+            scan.budget,
+        )
+        .await
+        {
+            Ok(stored) => {
+                crate::metrics::referrer_bytes(scan.registry, stored.bytes());
+                match s.store.put_referrer_content(&stored).await {
+                    Ok(()) => Some(d),
+                    Err(e) => {
+                        tracing::warn!(referrer = %d, error = %e, "referrer not stored");
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "referrer not read; next scan");
+                None
+            }
+        }
+    }
+
+    /// Re-evaluates every present tag digest of `registry` from the store: no registry
+    /// request. Returns how many digests were evaluated.
+    #[tracing::instrument(skip(self))]
+    pub async fn reevaluate(&self, registry: RegistryId) -> Result<u64, TrustError> {
+        let s = &*self.inner;
+        let index = crate::rules::index_for(&s.store, &s.agent, registry).await?;
+        let rows = s.store.present_tags(registry).await?;
+        let mut by_repo: BTreeMap<RepositoryName, Vec<Current>> = BTreeMap::new();
+        for (repo, tag, digest, platforms) in rows {
+            let (Ok(tag), Ok(digest)) = (tag.parse::<Tag>(), digest.parse::<Digest>()) else {
+                continue;
+            };
+            by_repo.entry(repo).or_default().push(Current {
+                tag,
+                digest,
+                platforms: platforms.iter().filter_map(|p| p.parse().ok()).collect(),
+            });
+        }
+        let mut evaluated = 0u64;
+        let mut compiled: HashMap<RuleId, CompiledPolicy> = HashMap::new();
+        for (repo, current) in &by_repo {
+            let tags: Vec<Tag> = current.iter().map(|c| c.tag.clone()).collect();
+            let rules = policies_of(&index, repo, &tags);
+            let mut todo: BTreeMap<&Digest, (&[Digest], Option<&imagelib_rules::CompiledRule>)> =
+                BTreeMap::new();
+            let mut by_tag: Vec<&Current> = current.iter().collect();
+            by_tag.sort_by(|a, b| a.tag.as_str().cmp(b.tag.as_str()));
+            for c in by_tag {
+                let rule = rules.get(&c.tag).copied();
+                let entry = todo.entry(&c.digest).or_insert((&c.platforms, None));
+                if entry.1.is_none() {
+                    entry.1 = rule;
+                }
+            }
+            for (_, rule) in todo.values() {
+                if let Some(rule) = rule
+                    && let Some(trust) = &rule.rule().trust
+                {
+                    compiled
+                        .entry(rule.id().clone())
+                        .or_insert_with(|| CompiledPolicy::compile(rule.id().clone(), trust));
+                }
+            }
+            let keys: Vec<String> = todo
+                .iter()
+                .flat_map(|(d, (p, _))| {
+                    std::iter::once(d.to_string()).chain(p.iter().map(|p| p.to_string()))
+                })
+                .collect();
+            let lists: HashMap<Digest, Vec<Referrer>> = s
+                .store
+                .subject_referrers(registry, repo, &keys)
+                .await?
+                .into_iter()
+                .filter_map(|(d, (l, _))| Some((d.parse().ok()?, l)))
+                .collect();
+            for (digest, (platforms, rule)) in todo {
+                let trust_rule = rule.and_then(|r| r.rule().trust.as_ref().map(|t| (r.id(), t)));
+                let subject = Subject {
+                    digest,
+                    platforms,
+                    policy: trust_rule
+                        .filter(|(_, t)| t.mode != PolicyMode::Off)
+                        .and_then(|(id, _)| compiled.get(id)),
+                    off_rule: trust_rule
+                        .filter(|(_, t)| t.mode == PolicyMode::Off)
+                        .map(|(id, _)| id),
+                };
+                self.evaluate(registry, repo, &subject, &lists, None)
+                    .await?;
+                evaluated += 1;
+            }
+        }
+        Ok(evaluated)
+    }
+
+    /// Evaluates one tag digest with the referrer lists given (its own and its
+    /// platforms'), from stored content, and emits what changed.
+    #[tracing::instrument(skip_all, fields(digest = %subject.digest))]
+    async fn evaluate(
+        &self,
+        registry: RegistryId,
+        repo: &RepositoryName,
+        subject: &Subject<'_>,
+        lists: &HashMap<Digest, Vec<Referrer>>,
+        traceparent: Option<TraceParent>,
+    ) -> Result<(), TrustError> {
+        let s = &*self.inner;
+        let digests: Vec<&Digest> = std::iter::once(subject.digest)
+            .chain(subject.platforms)
+            .collect();
+        let keys: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
+        let mut sources: Vec<String> = digests
+            .iter()
+            .filter_map(|d| lists.get(*d))
+            .flatten()
+            .map(|r| r.digest.to_string())
+            .collect();
+        sources.sort();
+        sources.dedup();
+        let content: HashMap<String, Vec<Evidence>> = s
+            .store
+            .referrer_content(&sources)
+            .await?
+            .iter()
+            .map(|c| (c.digest.to_string(), content::interpret(c)))
+            .collect();
+        let facts = s.store.trust_facts(registry, repo, &keys).await?;
+        let said_of = |d: &Digest| -> Vec<&Evidence> {
+            lists
+                .get(d)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| content.get(r.digest.as_str()))
+                .flatten()
+                .collect()
+        };
+        // Emits `payload` when the fact under `key` of `digest` says something else.
+        let changed = |digest: &Digest, key: &str, payload: &EventPayload| {
+            let previous = facts.get(&(digest.to_string(), key.to_owned()));
+            let differs = previous.is_none_or(|(v, _)| *v != fact_value(payload));
+            let after = previous.map(|(_, seq)| *seq).unwrap_or(0);
+            differs.then(|| {
+                EventId::for_fact(&format!(
+                    "image/{registry}/{repo}@{digest}/{key}/{}/after/{after}",
+                    fact_value(payload)
+                ))
+            })
+        };
+
+        // Reports and SBOMs of the digest and its platforms, once each.
+        let mut reports = Vec::new();
+        let mut has_sbom = false;
+        for d in &digests {
+            for e in said_of(d) {
+                let (key, payload) = match e {
+                    Evidence::Vulnerabilities { source, summary } => {
+                        reports.push(summary);
+                        let Ok(source) = source.parse::<Digest>() else {
+                            continue;
+                        };
+                        let scanned_at = summary
+                            .scanned_at
+                            .as_deref()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            .map(|t| t.to_utc())
+                            .unwrap_or(chrono::DateTime::UNIX_EPOCH);
+                        let c = &summary.counts;
+                        let event = VulnerabilitiesReported {
+                            registry_id: registry,
+                            repository: repo.clone(),
+                            digest: (*d).clone(),
+                            scanner: ScannerInfo {
+                                name: summary.scanner.name.chars().take(128).collect(),
+                                version: summary
+                                    .scanner
+                                    .version
+                                    .clone()
+                                    .unwrap_or_default()
+                                    .chars()
+                                    .take(128)
+                                    .collect(),
+                            },
+                            db: summary
+                                .db
+                                .clone()
+                                .unwrap_or_default()
+                                .chars()
+                                .take(128)
+                                .collect(),
+                            scanned_at,
+                            counts: SeverityCounts {
+                                critical: c.critical,
+                                high: c.high,
+                                medium: c.medium,
+                                low: c.low,
+                                unknown: c.unknown,
+                            },
+                            fixable: summary.fixable.unwrap_or(0),
+                            source: source.clone(),
+                        };
+                        (format!("vuln/{source}"), EventPayload::from(event))
+                    }
+                    Evidence::Sbom { source, format } => {
+                        has_sbom = true;
+                        let Ok(source) = source.parse::<Digest>() else {
+                            continue;
+                        };
+                        let event = SbomFound {
+                            registry_id: registry,
+                            repository: repo.clone(),
+                            digest: (*d).clone(),
+                            format: match format {
+                                imagelib_trust::sbom::SbomFormat::Spdx => SbomFormat::Spdx,
+                                imagelib_trust::sbom::SbomFormat::CycloneDx => {
+                                    SbomFormat::Cyclonedx
+                                }
+                            },
+                            source: source.clone(),
+                        };
+                        (format!("sbom/{source}"), EventPayload::from(event))
+                    }
+                    _ => continue,
+                };
+                if let Some(id) = changed(d, &key, &payload) {
+                    self.emit(payload, id, traceparent).await?;
+                }
+            }
+        }
+
+        let digest = subject.digest;
+        let Some(policy) = subject.policy else {
+            // No policy (or mode off): a gate that was closed is lifted, once.
+            let closed = facts
+                .get(&(digest.to_string(), "policy".to_owned()))
+                .is_some_and(|(v, _)| v["event"]["verdict"] != "pass");
+            if closed {
+                let payload = EventPayload::from(PolicyEvaluated {
+                    registry_id: registry,
+                    repository: repo.clone(),
+                    digest: digest.clone(),
+                    verdict: PolicyVerdict::Pass,
+                    reasons: Vec::new(),
+                    policy: subject.off_rule.cloned(),
+                    findings: Vec::new(),
+                });
+                if let Some(id) = changed(digest, "policy", &payload) {
+                    crate::metrics::policy_verdict(PolicyVerdict::Pass);
+                    self.emit(payload, id, traceparent).await?;
+                }
+            }
+            return Ok(());
+        };
+        let now = Utc::now();
+        let own = said_of(digest);
+        let checks = policy::check_all(policy, digest.as_str(), &own, now);
+        for check in &checks {
+            let Ok(source) = check.source.parse::<Digest>() else {
+                continue;
+            };
+            let kind = match check.scheme {
+                Scheme::Cosign => SignatureKind::Cosign,
+                Scheme::Notation => SignatureKind::Notation,
+            };
+            let signer: String = check.signer.chars().take(512).collect();
+            let issuer = check.issuer.as_ref().map(|i| i.chars().take(512).collect());
+            let payload = match &check.outcome {
+                Outcome::Trusted => EventPayload::from(SignatureVerified {
+                    registry_id: registry,
+                    repository: repo.clone(),
+                    digest: digest.clone(),
+                    signer,
+                    issuer,
+                    kind,
+                    policy: Some(policy.rule.clone()),
+                    source: source.clone(),
+                }),
+                Outcome::Untrusted(why) | Outcome::Invalid(why) => {
+                    EventPayload::from(SignatureFailed {
+                        registry_id: registry,
+                        repository: repo.clone(),
+                        digest: digest.clone(),
+                        signer,
+                        issuer,
+                        kind,
+                        policy: Some(policy.rule.clone()),
+                        reason: why.chars().take(1024).collect(),
+                        source: source.clone(),
+                    })
+                }
+            };
+            let key = sig_key(&source, Some(policy.rule.as_str()));
+            if let Some(id) = changed(digest, &key, &payload) {
+                self.emit(payload, id, traceparent).await?;
+            }
+        }
+        let findings = policy::evaluate(
+            policy,
+            digest.as_str(),
+            &checks,
+            &reports,
+            has_sbom,
+            now.date_naive(),
+        );
+        let verdict = match (findings.is_empty(), policy.mode()) {
+            (true, _) => PolicyVerdict::Pass,
+            (false, PolicyMode::Enforce) => PolicyVerdict::Fail,
+            (false, _) => PolicyVerdict::Audit,
+        };
+        let payload = EventPayload::from(PolicyEvaluated {
+            registry_id: registry,
+            repository: repo.clone(),
+            digest: digest.clone(),
+            verdict,
+            reasons: findings.iter().map(|f| f.reason).collect(),
+            policy: Some(policy.rule.clone()),
+            findings,
+        });
+        if let Some(id) = changed(digest, "policy", &payload) {
+            crate::metrics::policy_verdict(verdict);
+            self.emit(payload, id, traceparent).await?;
+        }
+        Ok(())
+    }
+}

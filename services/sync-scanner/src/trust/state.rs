@@ -1,0 +1,313 @@
+//! The trust tables: referrer content (a content-addressed cache) and two projections of
+//! the scanner's own image events — each digest's referrers as last announced, and what
+//! each trust event last said (so an event is emitted only when its fact changes).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use imagelib_events::model::Referrer;
+use imagelib_events::{Digest, EventPayload, RegistryId, RepositoryName};
+use sqlx::{Postgres, Row, Transaction};
+
+use crate::store::{Store, StoreError};
+
+/// A referrer manifest and the blobs read for it.
+#[derive(Debug, Clone)]
+pub struct StoredReferrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub manifest: Vec<u8>,
+    pub blobs: HashMap<String, Vec<u8>>,
+    /// Blobs not read, with why (each a finding).
+    pub skipped: Vec<String>,
+    pub stored_at: DateTime<Utc>,
+}
+
+impl StoredReferrer {
+    pub fn bytes(&self) -> u64 {
+        let blobs: usize = self.blobs.values().map(Vec::len).sum();
+        (self.manifest.len() + blobs) as u64
+    }
+}
+
+/// The fact key of a trust event and the value that is compared.
+pub fn fact_of(payload: &EventPayload) -> Option<(RegistryId, &RepositoryName, &Digest, String)> {
+    let (registry, repository, digest, key) = match payload {
+        EventPayload::SignatureVerified(e) => (
+            e.registry_id,
+            &e.repository,
+            &e.digest,
+            sig_key(&e.source, e.policy.as_ref().map(|p| p.as_str())),
+        ),
+        EventPayload::SignatureFailed(e) => (
+            e.registry_id,
+            &e.repository,
+            &e.digest,
+            sig_key(&e.source, e.policy.as_ref().map(|p| p.as_str())),
+        ),
+        EventPayload::VulnerabilitiesReported(e) => (
+            e.registry_id,
+            &e.repository,
+            &e.digest,
+            format!("vuln/{}", e.source),
+        ),
+        EventPayload::SbomFound(e) => (
+            e.registry_id,
+            &e.repository,
+            &e.digest,
+            format!("sbom/{}", e.source),
+        ),
+        EventPayload::PolicyEvaluated(e) => {
+            (e.registry_id, &e.repository, &e.digest, "policy".to_owned())
+        }
+        _ => return None,
+    };
+    Some((registry, repository, digest, key))
+}
+
+pub fn sig_key(source: &Digest, policy: Option<&str>) -> String {
+    format!("sig/{source}/{}", policy.unwrap_or("-"))
+}
+
+/// The stored value of a trust event: its type and body.
+pub fn fact_value(payload: &EventPayload) -> serde_json::Value {
+    serde_json::json!({
+        "type": payload.event_type(),
+        "event": payload.to_json(),
+    })
+}
+
+pub(crate) async fn put_referrers(
+    tx: &mut Transaction<'_, Postgres>,
+    registry: RegistryId,
+    repository: &RepositoryName,
+    digest: &Digest,
+    referrers: &[Referrer],
+    seq: u64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO subject_referrers (registry_id, repository, digest, referrers, last_sequence)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (registry_id, repository, digest) DO UPDATE SET
+            referrers = EXCLUDED.referrers, last_sequence = EXCLUDED.last_sequence
+         WHERE subject_referrers.last_sequence < EXCLUDED.last_sequence",
+    )
+    .bind(registry.0)
+    .bind(repository.as_str())
+    .bind(digest.as_str())
+    .bind(serde_json::to_value(referrers).unwrap_or_default())
+    .bind(seq as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Applies the trust events (the other image events are the store's).
+pub(crate) async fn apply(
+    tx: &mut Transaction<'_, Postgres>,
+    seq: u64,
+    payload: &EventPayload,
+) -> Result<(), StoreError> {
+    if let EventPayload::ReferrersChanged(e) = payload {
+        return put_referrers(
+            tx,
+            e.registry_id,
+            &e.repository,
+            &e.digest,
+            &e.referrers,
+            seq,
+        )
+        .await;
+    }
+    let Some((registry, repository, digest, key)) = fact_of(payload) else {
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO trust_facts (registry_id, repository, digest, key, value, last_sequence)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (registry_id, repository, digest, key) DO UPDATE SET
+            value = EXCLUDED.value, last_sequence = EXCLUDED.last_sequence
+         WHERE trust_facts.last_sequence < EXCLUDED.last_sequence",
+    )
+    .bind(registry.0)
+    .bind(repository.as_str())
+    .bind(digest.as_str())
+    .bind(&key)
+    .bind(fact_value(payload))
+    .bind(seq as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// The referrers last announced for these digests of a repository, with the sequence
+    /// of the event that announced them.
+    pub async fn subject_referrers(
+        &self,
+        registry: RegistryId,
+        repository: &RepositoryName,
+        digests: &[String],
+    ) -> Result<HashMap<String, (Vec<Referrer>, u64)>, StoreError> {
+        if digests.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT digest, referrers, last_sequence FROM subject_referrers
+             WHERE registry_id = $1 AND repository = $2 AND digest = ANY($3)",
+        )
+        .bind(registry.0)
+        .bind(repository.as_str())
+        .bind(digests)
+        .fetch_all(self.pool())
+        .await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let digest: String = r.try_get("digest")?;
+            let referrers: Vec<Referrer> =
+                serde_json::from_value(r.try_get("referrers")?).unwrap_or_default();
+            let seq: i64 = r.try_get("last_sequence")?;
+            out.insert(digest, (referrers, seq.max(0) as u64));
+        }
+        Ok(out)
+    }
+
+    /// The trust facts of these digests of a repository: (digest, key) → (value, the
+    /// sequence of the event that said it).
+    pub async fn trust_facts(
+        &self,
+        registry: RegistryId,
+        repository: &RepositoryName,
+        digests: &[String],
+    ) -> Result<HashMap<(String, String), (serde_json::Value, u64)>, StoreError> {
+        if digests.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT digest, key, value, last_sequence FROM trust_facts
+             WHERE registry_id = $1 AND repository = $2 AND digest = ANY($3)",
+        )
+        .bind(registry.0)
+        .bind(repository.as_str())
+        .bind(digests)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = r.try_get("last_sequence")?;
+                Ok((
+                    (r.try_get("digest")?, r.try_get("key")?),
+                    (r.try_get("value")?, seq.max(0) as u64),
+                ))
+            })
+            .collect()
+    }
+
+    /// Which of these referrer digests are stored.
+    pub async fn stored_referrers(
+        &self,
+        digests: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
+        if digests.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT digest FROM referrer_content WHERE digest = ANY($1)")
+                .bind(digests)
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// The stored content of these referrer digests.
+    pub async fn referrer_content(
+        &self,
+        digests: &[String],
+    ) -> Result<Vec<StoredReferrer>, StoreError> {
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT digest, media_type, manifest, blob_digests, blob_bodies, skipped, stored_at
+             FROM referrer_content WHERE digest = ANY($1)",
+        )
+        .bind(digests)
+        .fetch_all(self.pool())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let digest: String = r.try_get("digest")?;
+            let Ok(digest) = digest.parse::<Digest>() else {
+                continue;
+            };
+            let names: Vec<String> = r.try_get("blob_digests")?;
+            let bodies: Vec<Vec<u8>> = r.try_get("blob_bodies")?;
+            out.push(StoredReferrer {
+                digest,
+                media_type: r.try_get("media_type")?,
+                manifest: r.try_get("manifest")?,
+                blobs: names.into_iter().zip(bodies).collect(),
+                skipped: serde_json::from_value(r.try_get("skipped")?).unwrap_or_default(),
+                stored_at: r.try_get("stored_at")?,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn put_referrer_content(&self, r: &StoredReferrer) -> Result<(), StoreError> {
+        let (names, bodies): (Vec<&str>, Vec<&[u8]>) = r
+            .blobs
+            .iter()
+            .map(|(d, b)| (d.as_str(), b.as_slice()))
+            .unzip();
+        sqlx::query(
+            "INSERT INTO referrer_content
+                (digest, media_type, manifest, blob_digests, blob_bodies, skipped, bytes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(r.digest.as_str())
+        .bind(&r.media_type)
+        .bind(&r.manifest)
+        .bind(&names)
+        .bind(&bodies)
+        .bind(serde_json::to_value(&r.skipped).unwrap_or_default())
+        .bind(r.bytes() as i64)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Every present tag of a registry: (repository, tag, digest, platform digests).
+    pub async fn present_tags(
+        &self,
+        registry: RegistryId,
+    ) -> Result<Vec<(RepositoryName, String, String, Vec<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT repository, tag, digest, platforms FROM known_tags
+             WHERE registry_id = $1 AND present ORDER BY repository, tag",
+        )
+        .bind(registry.0)
+        .fetch_all(self.pool())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let repo: String = r.try_get("repository")?;
+            let Ok(repo) = repo.parse::<RepositoryName>() else {
+                continue;
+            };
+            let platforms: Vec<imagelib_events::model::Platform> =
+                serde_json::from_value(r.try_get("platforms")?).unwrap_or_default();
+            out.push((
+                repo,
+                r.try_get("tag")?,
+                r.try_get("digest")?,
+                platforms
+                    .into_iter()
+                    .filter_map(|p| p.digest.map(|d| d.to_string()))
+                    .collect(),
+            ));
+        }
+        Ok(out)
+    }
+}
