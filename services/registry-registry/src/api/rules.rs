@@ -1,4 +1,6 @@
-//! `/v1/registries/{id}/rules`: which repositories and tags are discovered, and as what.
+//! `/v1/registries/{id}/rules`: which repositories and tags are discovered, as what, and
+//! the trust policy their images must meet. Rules are returned as [`RuleView`]s: the
+//! `rule.set` data with each trusted key's derived `key_id` and `algorithm`.
 
 use std::sync::Arc;
 
@@ -10,7 +12,7 @@ use imagelib_events::event::RuleSet;
 use imagelib_platform::Problem;
 use imagelib_platform::auth::{Caller, Role};
 use imagelib_platform::problem::ApiPath;
-use imagelib_rules::RuleInput;
+use imagelib_rules::{RuleInput, RuleView};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -85,8 +87,94 @@ async fn precondition(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RuleList {
+    #[schema(value_type = Vec<RuleDoc>)]
+    items: Vec<RuleView>,
+}
+
+fn views(rules: &[RuleSet]) -> Vec<RuleView> {
+    rules.iter().map(RuleView::from).collect()
+}
+
+/// A rule as `PUT` takes it (documentation; the body is validated by `imagelib-rules`,
+/// which also accepts a rule exactly as `GET` returns it).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RuleInputDoc {
+    /// An exact repository name, a glob (`nvidia/*`), a regex (`/…/` or `^…`), a list of
+    /// them, or `{"exact"|"glob"|"regex": …}` objects.
+    #[schema(value_type = Object)]
+    repositories: serde_json::Value,
+    /// `include`, `exclude`, `mutable` (tag patterns), `semver`, `newest`,
+    /// `exclude_artifact_tags`.
+    #[schema(value_type = Option<Object>)]
+    tags: Option<serde_json::Value>,
+    /// `database`, `model` or `auto` (default).
+    kind: Option<String>,
+    description: Option<String>,
+    hm_tags: Option<Vec<String>>,
+    /// Default `true`.
+    enabled: Option<bool>,
+    trust: Option<TrustPolicyDoc>,
+}
+
+/// A rule as stored and returned.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RuleDoc {
+    registry_id: String,
+    rule_id: String,
     #[schema(value_type = Vec<Object>)]
-    items: Vec<RuleSet>,
+    repositories: Vec<serde_json::Value>,
+    #[schema(value_type = Object)]
+    tags: serde_json::Value,
+    kind: String,
+    description: String,
+    hm_tags: Vec<String>,
+    enabled: bool,
+    trust: Option<TrustPolicyDoc>,
+}
+
+/// The trust policy of the images a rule selects. A policy in `enforce` or `audit` mode
+/// must ask for something (`keys`, `identities`, `max_severity` or `require_sbom`); with
+/// `keys` or `identities` an image needs a signature by one of them.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TrustPolicyDoc {
+    /// `enforce` (a failing image is not deployed), `audit` (default: deployed, violation
+    /// recorded) or `off`.
+    mode: Option<String>,
+    /// At most 32 public keys (ECDSA P-256, Ed25519, RSA ≥ 2048; PEM ≤ 16 KiB): a PEM string
+    /// or `{name, pem}`. Returned with their derived `key_id` and `algorithm`.
+    keys: Option<Vec<TrustedKeyDoc>>,
+    /// At most 32 signers: keyless `{issuer: https URL, subject: anchored regex}` or
+    /// Notation `{x509_subject: anchored regex}`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    identities: Option<Vec<serde_json::Value>>,
+    /// The highest tolerated severity: `critical`, `high`, `medium`, `low` or `none`.
+    max_severity: Option<String>,
+    /// At most 1000 entries `{id, expires: YYYY-MM-DD, reason}` (or `"<id> until
+    /// <YYYY-MM-DD>"`), each id once; needs `max_severity`.
+    allow_cves: Option<Vec<CveAllowanceDoc>>,
+    require_sbom: Option<bool>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TrustedKeyDoc {
+    name: Option<String>,
+    pem: String,
+    /// `sha256:<hex>` of the key's SubjectPublicKeyInfo (output; checked when sent back).
+    key_id: Option<String>,
+    /// `ecdsa-p256-sha256`, `ed25519` or `rsa-sha256` (output).
+    algorithm: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CveAllowanceDoc {
+    id: String,
+    expires: String,
+    reason: Option<String>,
 }
 
 /// The registry's rules, by rule id. `ETag`: the rules' version, for `If-Match`.
@@ -107,13 +195,18 @@ async fn list_rules(
         .rules(id)
         .await
         .map_err(|e| Problem::internal(&e))?;
-    Ok(with_etag(version, RuleList { items }))
+    Ok(with_etag(
+        version,
+        RuleList {
+            items: views(&items),
+        },
+    ))
 }
 
 /// One rule. `ETag`: the rules' version, for `If-Match`.
 #[utoipa::path(get, path = "/v1/registries/{id}/rules/{rule_id}", tag = "rules",
     params(("id" = String, Path, description = "registry id"), ("rule_id" = String, Path, description = "rule id")),
-    responses((status = 200, body = Object), (status = 404, body = Problem)))]
+    responses((status = 200, body = RuleDoc), (status = 404, body = Problem)))]
 #[tracing::instrument(skip_all, fields(registry.id = %id, rule.id = %rule_id))]
 async fn get_rule(
     State(app): State<Arc<Registries>>,
@@ -129,17 +222,17 @@ async fn get_rule(
         .await
         .map_err(|e| Problem::internal(&e))?
         .ok_or_else(|| Problem::not_found(format!("rule `{rule}` not found")))?;
-    Ok(with_etag(version, found))
+    Ok(with_etag(version, RuleView::from(&found)))
 }
 
 /// Create or replace a rule. `If-Match` with the rules' ETag guards lost updates (`412`
 /// when stale, `409` when another change lands while this one is appended).
-#[utoipa::path(put, path = "/v1/registries/{id}/rules/{rule_id}", tag = "rules", request_body = Object,
+#[utoipa::path(put, path = "/v1/registries/{id}/rules/{rule_id}", tag = "rules", request_body = RuleInputDoc,
     params(("id" = String, Path, description = "registry id"), ("rule_id" = String, Path, description = "rule id"),
         ("If-Match" = Option<String>, Header, description = "the rules' ETag as read (`*`, or a list of entity tags, compared strongly)")),
-    responses((status = 200, body = Object), (status = 400, body = Problem, description = "malformed `If-Match`"),
+    responses((status = 200, body = RuleDoc), (status = 400, body = Problem, description = "malformed `If-Match`"),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 412, body = Problem, description = "`precondition-failed`"),
-        (status = 422, body = Problem)))]
+        (status = 422, body = Problem, description = "an invalid rule or trust policy; `errors[0].pointer` names the field")))]
 #[tracing::instrument(skip_all, fields(registry.id = %id, rule.id = %rule_id))]
 async fn put_rule(
     State(app): State<Arc<Registries>>,
@@ -159,7 +252,10 @@ async fn put_rule(
     let saved = app
         .set_rule(&caller, id, set, expected, super::traceparent(&headers))
         .await?;
-    Ok(with_etag(rules_etag(&app, id).await?, saved))
+    Ok(with_etag(
+        rules_etag(&app, id).await?,
+        RuleView::from(&saved),
+    ))
 }
 
 /// Remove a rule (`If-Match` as for `PUT`).
@@ -185,8 +281,8 @@ async fn delete_rule(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ImportResult {
-    #[schema(value_type = Vec<Object>)]
-    items: Vec<RuleSet>,
+    #[schema(value_type = Vec<RuleDoc>)]
+    items: Vec<RuleView>,
 }
 
 /// Import the beacon agent's YAML (`postgres_repositories` → database rules,
@@ -213,10 +309,10 @@ async fn import_rules(
         let set = rule
             .to_rule_set(id)
             .map_err(|e| Problem::validation(e.pointer().to_owned(), e.to_string()))?;
-        items.push(
-            app.set_rule(&caller, id, set, None, super::traceparent(&headers))
+        items.push(RuleView::from(
+            &app.set_rule(&caller, id, set, None, super::traceparent(&headers))
                 .await?,
-        );
+        ));
     }
     Ok(axum::Json(ImportResult { items }))
 }
