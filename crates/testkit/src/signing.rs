@@ -108,11 +108,571 @@ pub fn dsse_envelope(payload_type: &str, payload: &[u8], key: &TestKey) -> Vec<u
     .into_bytes()
 }
 
+/// A subject alternative name of a Fulcio-like leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum San {
+    Email(String),
+    Uri(String),
+}
+
+impl San {
+    pub fn value(&self) -> &str {
+        match self {
+            San::Email(s) | San::Uri(s) => s,
+        }
+    }
+}
+
+/// A Fulcio-like CA: a P-384 root and intermediate, issuing short-lived P-256 leaves with
+/// the codeSigning EKU, a SAN and the OIDC issuer extensions Fulcio writes.
+pub struct TestFulcio {
+    root: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    intermediate: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl std::fmt::Debug for TestFulcio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestFulcio").finish_non_exhaustive()
+    }
+}
+
+/// A leaf certificate and its key.
+#[derive(Debug, Clone)]
+pub struct TestLeaf {
+    /// The leaf certificate (PEM), `dev.sigstore.cosign/certificate`.
+    pub cert_pem: String,
+    /// Intermediate then root (PEM), `dev.sigstore.cosign/chain`.
+    pub chain_pem: String,
+    pub key: TestKey,
+}
+
+impl TestLeaf {
+    pub fn cert_der(&self) -> Vec<u8> {
+        pem_to_der(&self.cert_pem)
+    }
+}
+
+fn ca_params(cn: &str, not_before: time::OffsetDateTime, years: i64) -> rcgen::CertificateParams {
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationName, "imagelib-test");
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    p.not_before = not_before;
+    p.not_after = not_before + time::Duration::days(365 * years);
+    p.serial_number = Some(rcgen::SerialNumber::from(rand_u64()));
+    p
+}
+
+fn rand_u64() -> u64 {
+    use rand_core::RngCore as _;
+    OsRng.next_u64() >> 1
+}
+
+fn to_offset(t: chrono::DateTime<chrono::Utc>) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(t.timestamp()).expect("time in range")
+}
+
+/// A P-256 rcgen key pair and the same key as a [`TestKey`].
+fn p256_pair() -> (rcgen::KeyPair, TestKey) {
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("keygen");
+    let sk = <p256::ecdsa::SigningKey as p256::pkcs8::DecodePrivateKey>::from_pkcs8_der(
+        &kp.serialize_der(),
+    )
+    .expect("P-256 PKCS#8");
+    (kp, TestKey { key: sk })
+}
+
+impl TestFulcio {
+    /// Root and intermediate valid from a year ago for ten years.
+    pub fn new() -> Self {
+        Self::with_name("imagelib test fulcio")
+    }
+
+    /// A CA whose names differ from another test CA's.
+    pub fn with_name(name: &str) -> Self {
+        let start = time::OffsetDateTime::now_utc() - time::Duration::days(365);
+        let root_key =
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("keygen");
+        let root = rcgen::CertifiedIssuer::self_signed(
+            ca_params(&format!("{name} root"), start, 10),
+            root_key,
+        )
+        .expect("root cert");
+        let int_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("keygen");
+        let intermediate = rcgen::CertifiedIssuer::signed_by(
+            ca_params(&format!("{name} intermediate"), start, 10),
+            int_key,
+            &root,
+        )
+        .expect("intermediate cert");
+        Self { root, intermediate }
+    }
+
+    pub fn root_pem(&self) -> String {
+        self.root.pem()
+    }
+
+    pub fn root_der(&self) -> Vec<u8> {
+        self.root.der().to_vec()
+    }
+
+    pub fn intermediate_pem(&self) -> String {
+        self.intermediate.pem()
+    }
+
+    pub fn intermediate_der(&self) -> Vec<u8> {
+        self.intermediate.der().to_vec()
+    }
+
+    /// Intermediate then root, PEM.
+    pub fn chain_pem(&self) -> String {
+        format!("{}{}", self.intermediate_pem(), self.root_pem())
+    }
+
+    /// A leaf for `san` naming OIDC `issuer` (extensions 1.3.6.1.4.1.57264.1.8 as a DER
+    /// UTF8String and legacy .1.1 as raw bytes), valid from `not_before` to `not_after`.
+    pub fn issue(
+        &self,
+        san: San,
+        issuer: &str,
+        not_before: chrono::DateTime<chrono::Utc>,
+        not_after: chrono::DateTime<chrono::Utc>,
+    ) -> TestLeaf {
+        let (kp, key) = p256_pair();
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.subject_alt_names = vec![match &san {
+            San::Email(e) => rcgen::SanType::Rfc822Name(e.clone().try_into().expect("IA5 email")),
+            San::Uri(u) => rcgen::SanType::URI(u.clone().try_into().expect("IA5 URI")),
+        }];
+        p.is_ca = rcgen::IsCa::ExplicitNoCa;
+        p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
+        p.not_before = to_offset(not_before);
+        p.not_after = to_offset(not_after);
+        p.serial_number = Some(rcgen::SerialNumber::from(rand_u64()));
+        p.use_authority_key_identifier_extension = true;
+        p.custom_extensions = vec![
+            rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 57264, 1, 1],
+                issuer.as_bytes().to_vec(),
+            ),
+            rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
+                der_utf8(issuer),
+            ),
+        ];
+        let cert = p.signed_by(&kp, &self.intermediate).expect("leaf cert");
+        TestLeaf {
+            cert_pem: cert.pem(),
+            chain_pem: self.chain_pem(),
+            key,
+        }
+    }
+}
+
+impl Default for TestFulcio {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn der_utf8(s: &str) -> Vec<u8> {
+    let len = s.len();
+    let mut out = vec![0x0c];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else if len < 0x100 {
+        out.extend([0x81, len as u8]);
+    } else {
+        out.extend([0x82, (len >> 8) as u8, len as u8]);
+    }
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+/// Decodes the first PEM block's base64 body.
+pub fn pem_to_der(pem: &str) -> Vec<u8> {
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    STANDARD.decode(body).expect("PEM base64")
+}
+
+/// A Rekor-like log: one P-256 key signing SignedEntryTimestamps.
+#[derive(Debug, Clone)]
+pub struct TestRekor {
+    pub key: TestKey,
+}
+
+impl TestRekor {
+    pub fn new() -> Self {
+        Self {
+            key: TestKey::generate(),
+        }
+    }
+
+    pub fn public_pem(&self) -> String {
+        self.key.public_pem()
+    }
+
+    /// The log id: SHA-256 of the key's SubjectPublicKeyInfo DER.
+    pub fn log_id(&self) -> Vec<u8> {
+        Sha256::digest(self.key.public_der()).to_vec()
+    }
+
+    /// A `hashedrekord` v0.0.1 entry body for a signature over `payload` by the
+    /// certificate `cert_pem`, as Rekor canonicalizes it.
+    pub fn hashedrekord_body(payload: &[u8], signature_b64: &str, cert_pem: &str) -> Vec<u8> {
+        Self::hashedrekord_body_for_digest(&Sha256::digest(payload), signature_b64, cert_pem)
+    }
+
+    /// [`Self::hashedrekord_body`] from the payload's SHA-256.
+    pub fn hashedrekord_body_for_digest(
+        sha256: &[u8],
+        signature_b64: &str,
+        cert_pem: &str,
+    ) -> Vec<u8> {
+        format!(
+            r#"{{"apiVersion":"0.0.1","kind":"hashedrekord","spec":{{"data":{{"hash":{{"algorithm":"sha256","value":"{}"}}}},"signature":{{"content":"{}","publicKey":{{"content":"{}"}}}}}}}}"#,
+            hex(sha256),
+            signature_b64,
+            STANDARD.encode(cert_pem)
+        )
+        .into_bytes()
+    }
+
+    /// A `dsse` v0.0.1 entry body for a DSSE envelope signature.
+    pub fn dsse_body(
+        envelope: &[u8],
+        payload: &[u8],
+        signature_b64: &str,
+        cert_pem: &str,
+    ) -> Vec<u8> {
+        format!(
+            r#"{{"apiVersion":"0.0.1","kind":"dsse","spec":{{"envelopeHash":{{"algorithm":"sha256","value":"{}"}},"payloadHash":{{"algorithm":"sha256","value":"{}"}},"signatures":[{{"signature":"{}","verifier":"{}"}}]}}}}"#,
+            hex(&Sha256::digest(envelope)),
+            hex(&Sha256::digest(payload)),
+            signature_b64,
+            STANDARD.encode(cert_pem)
+        )
+        .into_bytes()
+    }
+
+    /// The SignedEntryTimestamp (base64 DER ECDSA) over the canonical JSON of the entry.
+    pub fn set(&self, body_b64: &str, integrated_time: i64, log_index: i64) -> String {
+        let canonical = format!(
+            r#"{{"body":"{}","integratedTime":{},"logID":"{}","logIndex":{}}}"#,
+            body_b64,
+            integrated_time,
+            hex(&self.log_id()),
+            log_index
+        );
+        self.key.sign(canonical.as_bytes())
+    }
+
+    /// cosign's `dev.sigstore.cosign/bundle` annotation for a hashedrekord entry of this
+    /// signature, with a real SET.
+    pub fn rekor_bundle(
+        &self,
+        payload: &[u8],
+        signature_b64: &str,
+        cert_pem: &str,
+        integrated_time: i64,
+    ) -> String {
+        let body = STANDARD.encode(Self::hashedrekord_body(payload, signature_b64, cert_pem));
+        self.bundle_for_body(&body, integrated_time)
+    }
+
+    /// cosign's bundle annotation for an arbitrary entry body (base64).
+    pub fn bundle_for_body(&self, body_b64: &str, integrated_time: i64) -> String {
+        let log_index = 1000;
+        serde_json::json!({
+            "SignedEntryTimestamp": self.set(body_b64, integrated_time, log_index),
+            "Payload": {
+                "body": body_b64,
+                "integratedTime": integrated_time,
+                "logIndex": log_index,
+                "logID": hex(&self.log_id()),
+            }
+        })
+        .to_string()
+    }
+
+    /// A Sigstore bundle `tlogEntries` item (protobuf JSON: int64 as strings).
+    pub fn tlog_entry(&self, body: &[u8], kind: &str, integrated_time: i64) -> serde_json::Value {
+        let body_b64 = STANDARD.encode(body);
+        let log_index = 1000;
+        serde_json::json!({
+            "logIndex": log_index.to_string(),
+            "logId": {"keyId": STANDARD.encode(self.log_id())},
+            "kindVersion": {"kind": kind, "version": "0.0.1"},
+            "integratedTime": integrated_time.to_string(),
+            "inclusionPromise": {"signedEntryTimestamp": self.set(&body_b64, integrated_time, log_index)},
+            "canonicalizedBody": body_b64,
+        })
+    }
+}
+
+impl Default for TestRekor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Sigstore's `trusted_root.json` naming this CA and log.
+pub fn trusted_root_json(fulcio: &TestFulcio, rekor: &TestRekor) -> String {
+    serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+        "tlogs": [{
+            "baseUrl": "https://rekor.test.invalid",
+            "hashAlgorithm": "SHA2_256",
+            "publicKey": {
+                "rawBytes": STANDARD.encode(rekor.key.public_der()),
+                "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                "validFor": {"start": "2020-01-01T00:00:00Z"}
+            },
+            "logId": {"keyId": STANDARD.encode(rekor.log_id())}
+        }],
+        "certificateAuthorities": [{
+            "subject": {"organization": "imagelib-test", "commonName": "imagelib test fulcio"},
+            "uri": "https://fulcio.test.invalid",
+            "certChain": {"certificates": [
+                {"rawBytes": STANDARD.encode(fulcio.intermediate_der())},
+                {"rawBytes": STANDARD.encode(fulcio.root_der())}
+            ]},
+            "validFor": {"start": "2020-01-01T00:00:00Z"}
+        }],
+        "ctlogs": [],
+        "timestampAuthorities": []
+    })
+    .to_string()
+}
+
+/// Media type of a v0.3 Sigstore bundle.
+pub const BUNDLE_V03_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+/// A v0.3 Sigstore bundle whose message signature signs the image manifest
+/// `subject_digest` (`sha256:<hex>`) with `leaf`'s key, logged at `integrated_time`.
+pub fn sigstore_bundle(
+    leaf: &TestLeaf,
+    rekor: &TestRekor,
+    subject_digest: &str,
+    integrated_time: i64,
+) -> Vec<u8> {
+    use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+    let digest = digest_bytes(subject_digest);
+    let sig: p256::ecdsa::Signature = leaf.key.key.sign_prehash(&digest).expect("prehash sign");
+    let sig_b64 = STANDARD.encode(sig.to_der().as_bytes());
+    let body = TestRekor::hashedrekord_body_for_digest(&digest, &sig_b64, &leaf.cert_pem);
+    serde_json::json!({
+        "mediaType": BUNDLE_V03_MEDIA_TYPE,
+        "verificationMaterial": {
+            "certificate": {"rawBytes": STANDARD.encode(leaf.cert_der())},
+            "tlogEntries": [rekor.tlog_entry(&body, "hashedrekord", integrated_time)],
+        },
+        "messageSignature": {
+            "messageDigest": {"algorithm": "SHA2_256", "digest": STANDARD.encode(&digest)},
+            "signature": sig_b64,
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A v0.3 Sigstore bundle holding a DSSE envelope of an in-toto statement about
+/// `subject_digest` with `predicate_type`/`predicate`, signed by `leaf`.
+pub fn sigstore_dsse_bundle(
+    leaf: &TestLeaf,
+    rekor: &TestRekor,
+    subject_digest: &str,
+    predicate_type: &str,
+    predicate: serde_json::Value,
+    integrated_time: i64,
+) -> Vec<u8> {
+    let statement = in_toto_statement(subject_digest, predicate_type, predicate);
+    let payload_type = "application/vnd.in-toto+json";
+    let sig_b64 = leaf.key.sign(&dsse_pae(payload_type, &statement));
+    let envelope = serde_json::json!({
+        "payload": STANDARD.encode(&statement),
+        "payloadType": payload_type,
+        "signatures": [{"sig": sig_b64, "keyid": ""}],
+    });
+    let body = TestRekor::dsse_body(
+        envelope.to_string().as_bytes(),
+        &statement,
+        &sig_b64,
+        &leaf.cert_pem,
+    );
+    serde_json::json!({
+        "mediaType": BUNDLE_V03_MEDIA_TYPE,
+        "verificationMaterial": {
+            "certificate": {"rawBytes": STANDARD.encode(leaf.cert_der())},
+            "tlogEntries": [rekor.tlog_entry(&body, "dsse", integrated_time)],
+        },
+        "dsseEnvelope": envelope,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// An in-toto v1 statement about one image digest.
+pub fn in_toto_statement(
+    subject_digest: &str,
+    predicate_type: &str,
+    predicate: serde_json::Value,
+) -> Vec<u8> {
+    let hex = subject_digest
+        .strip_prefix("sha256:")
+        .unwrap_or(subject_digest);
+    serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "image", "digest": {"sha256": hex}}],
+        "predicateType": predicate_type,
+        "predicate": predicate,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn digest_bytes(digest: &str) -> Vec<u8> {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digest"))
+        .collect()
+}
+
+/// A Notation signer: a CA (P-256 root) and a codeSigning leaf under it.
+pub struct TestNotation {
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    leaf_pem: String,
+    leaf_key: TestKey,
+}
+
+impl std::fmt::Debug for TestNotation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestNotation").finish_non_exhaustive()
+    }
+}
+
+/// The subject DN (RFC 4514) of [`TestNotation`]'s leaf.
+pub const NOTATION_LEAF_SUBJECT: &str = "CN=imagelib signer,O=imagelib-test,C=US";
+
+impl TestNotation {
+    pub fn new() -> Self {
+        let start = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+        let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("keygen");
+        let ca = rcgen::CertifiedIssuer::self_signed(
+            ca_params("imagelib notation CA", start, 5),
+            ca_key,
+        )
+        .expect("CA cert");
+        let (kp, leaf_key) = p256_pair();
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CountryName, "US");
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "imagelib-test");
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "imagelib signer");
+        p.is_ca = rcgen::IsCa::ExplicitNoCa;
+        p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
+        p.not_before = start;
+        p.not_after = start + time::Duration::days(365);
+        p.serial_number = Some(rcgen::SerialNumber::from(rand_u64()));
+        let leaf = p.signed_by(&kp, &ca).expect("leaf cert");
+        Self {
+            ca,
+            leaf_pem: leaf.pem(),
+            leaf_key,
+        }
+    }
+
+    /// The CA certificate (PEM): the trust store content.
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    pub fn leaf_pem(&self) -> String {
+        self.leaf_pem.clone()
+    }
+
+    /// A JWS envelope (`application/jose+json`) signing the payload
+    /// `{"targetArtifact":{mediaType,digest,size}}` with ES256, `notary.x509` scheme, an
+    /// expiry a year ahead and `x5c` = [leaf, CA].
+    pub fn sign_jws(
+        &self,
+        subject_digest: &str,
+        subject_media_type: &str,
+        subject_size: u64,
+    ) -> Vec<u8> {
+        let payload = serde_json::json!({
+            "targetArtifact": {
+                "mediaType": subject_media_type,
+                "digest": subject_digest,
+                "size": subject_size,
+            }
+        })
+        .to_string();
+        let now = chrono::Utc::now();
+        let protected = serde_json::json!({
+            "alg": "ES256",
+            "cty": "application/vnd.cncf.notary.payload.v1+json",
+            "io.cncf.notary.signingScheme": "notary.x509",
+            "io.cncf.notary.signingTime": now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "io.cncf.notary.expiry": (now + chrono::Duration::days(365)).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "crit": ["io.cncf.notary.signingScheme", "io.cncf.notary.expiry"],
+        })
+        .to_string();
+        self.sign_jws_raw(protected.as_bytes(), payload.as_bytes())
+    }
+
+    /// A JWS envelope over arbitrary protected header and payload bytes.
+    pub fn sign_jws_raw(&self, protected: &[u8], payload: &[u8]) -> Vec<u8> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let protected_b64 = URL_SAFE_NO_PAD.encode(protected);
+        let payload_b64 = URL_SAFE_NO_PAD.encode(payload);
+        let input = format!("{protected_b64}.{payload_b64}");
+        let sig: p256::ecdsa::Signature = self.leaf_key.key.sign(input.as_bytes());
+        serde_json::json!({
+            "payload": payload_b64,
+            "protected": protected_b64,
+            "header": {
+                "x5c": [
+                    STANDARD.encode(pem_to_der(&self.leaf_pem)),
+                    STANDARD.encode(self.ca.der()),
+                ],
+                "io.cncf.notary.signingAgent": "imagelib-testkit/1.0",
+            },
+            "signature": URL_SAFE_NO_PAD.encode(sig.to_bytes()),
+        })
+        .to_string()
+        .into_bytes()
+    }
+}
+
+impl Default for TestNotation {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 fn json_str(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes.iter().fold(String::new(), |mut s, b| {
         let _ = write!(s, "{b:02x}");

@@ -6,8 +6,8 @@
 //! digest is named in `critical.image.docker-manifest-digest`, so a valid signature copied
 //! onto another image must fail: [`verify`] checks both.
 //!
-//! Keyless (Fulcio certificate) signatures are recognised by their annotations but not yet
-//! verified.
+//! Keyless (Fulcio certificate) signatures are verified in [`crate::keyless`]; this module
+//! also reads the simple-signing payload for them ([`signed_digest`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -60,7 +60,7 @@ impl fmt::Display for KeyId {
 }
 
 /// Why a PEM public key was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
     #[error("public key PEM is {len} bytes, over the {max}-byte limit")]
     TooLarge { len: usize, max: usize },
@@ -168,8 +168,18 @@ impl PublicKey {
         }
     }
 
+    /// The same key for the verification code keyless and bundles share.
+    pub(crate) fn verify_key(&self) -> crate::x509::VerifyKey {
+        use crate::x509::VerifyKey;
+        match &self.kind {
+            KeyKind::P256(k) => VerifyKey::P256(*k),
+            KeyKind::Ed25519(k) => VerifyKey::Ed25519(*k),
+            KeyKind::Rsa(k) => VerifyKey::Rsa(k.clone()),
+        }
+    }
+
     /// True when `signature` is a valid signature by this key over `payload`.
-    fn verifies(&self, payload: &[u8], signature: &[u8]) -> bool {
+    pub(crate) fn verifies(&self, payload: &[u8], signature: &[u8]) -> bool {
         use p256::ecdsa::signature::Verifier as _;
         match &self.kind {
             KeyKind::P256(key) => {
@@ -213,9 +223,11 @@ pub enum FailureReason {
     SignatureEncoding,
     #[error("signature does not verify with any trusted key")]
     BadSignature,
-    /// A keyless (Fulcio certificate) signature no configured key verifies; certificate
-    /// chains are not verified yet.
-    #[error("keyless (certificate) signatures are not verified yet")]
+    /// A keyless (Fulcio certificate) signature no configured key verifies: it needs
+    /// [`crate::keyless::verify_cosign`] and a trust root.
+    #[error(
+        "keyless (certificate) signature: no trusted key verifies it, it needs a keyless trust root"
+    )]
     KeylessNotSupported,
     #[error("payload is not a simple-signing document: {0}")]
     MalformedPayload(String),
@@ -353,6 +365,25 @@ fn verify_inner(
         signer: Signer::Key(key.id.clone()),
         docker_reference: doc.critical.identity.docker_reference,
     })
+}
+
+/// The image digest a simple-signing payload names, once its signature was verified.
+pub fn signed_digest(payload: &[u8]) -> Result<(String, String), FailureReason> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(FailureReason::PayloadTooLarge {
+            len: payload.len(),
+            max: MAX_PAYLOAD_BYTES,
+        });
+    }
+    let doc: SimpleSigning = serde_json::from_slice(payload)
+        .map_err(|e| FailureReason::MalformedPayload(e.to_string()))?;
+    if doc.critical.kind != PAYLOAD_TYPE {
+        return Err(FailureReason::WrongPayloadType(doc.critical.kind));
+    }
+    Ok((
+        doc.critical.image.docker_manifest_digest,
+        doc.critical.identity.docker_reference,
+    ))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::cosign::{self, FailureReason, PublicKey};
+use crate::notation::NotationTrustStore;
 use crate::sbom::SbomFormat;
+use crate::trust_root::TrustRoot;
 use crate::vuln::VulnSummary;
 
 /// One fact read from a referrer of the subject. `source` is the referrer manifest's
@@ -144,6 +146,10 @@ pub struct Verifier<'a> {
     pub keys: &'a [PublicKey],
     pub identities: &'a [Identity],
     pub now: DateTime<Utc>,
+    /// Fulcio CAs and Rekor keys for keyless signatures and Sigstore bundles.
+    pub trust_root: Option<&'a TrustRoot>,
+    /// CA certificates for Notation signatures.
+    pub notation_roots: Option<&'a NotationTrustStore>,
 }
 
 impl<'a> Verifier<'a> {
@@ -152,7 +158,19 @@ impl<'a> Verifier<'a> {
             keys: &[],
             identities: &[],
             now,
+            trust_root: None,
+            notation_roots: None,
         }
+    }
+
+    pub fn trust_root(mut self, root: &'a TrustRoot) -> Self {
+        self.trust_root = Some(root);
+        self
+    }
+
+    pub fn notation_roots(mut self, store: &'a NotationTrustStore) -> Self {
+        self.notation_roots = Some(store);
+        self
     }
 
     pub fn keys(mut self, keys: &'a [PublicKey]) -> Self {
@@ -228,14 +246,50 @@ pub fn check_signature(
                 };
             }
         },
-        SignatureMaterial::Cosign { .. } => {
-            check.outcome = Outcome::Invalid("keyless signatures are not verified yet".into());
+        SignatureMaterial::Cosign {
+            payload,
+            signature,
+            certificate: Some(certificate),
+            chain,
+            bundle,
+        } => {
+            // A certificate-carrying signature some trusted key verifies is trusted as
+            // that key's (cosign sign --key --certificate).
+            if let cosign::Verdict::Verified {
+                signer: cosign::Signer::Key(id),
+                ..
+            } = cosign::verify(verifier.keys, payload, signature, subject)
+            {
+                check.signer = id.to_string();
+                check.outcome = Outcome::Trusted;
+                return check;
+            }
+            let (signer, issuer, outcome) = crate::keyless::check_cosign(
+                payload,
+                signature,
+                certificate,
+                chain.as_deref(),
+                bundle.as_deref(),
+                subject,
+                verifier,
+            );
+            check.signer = signer;
+            check.issuer = issuer;
+            check.outcome = outcome;
         }
-        SignatureMaterial::SigstoreBundle { .. } => {
-            check.outcome = Outcome::Invalid("Sigstore bundles are not verified yet".into());
+        SignatureMaterial::SigstoreBundle { bundle } => {
+            let result = crate::bundle::verify_bundle(bundle, subject, verifier);
+            check.signer = result.signer;
+            check.issuer = result.issuer;
+            check.outcome = result.outcome;
         }
-        SignatureMaterial::Notation { .. } => {
-            check.outcome = Outcome::Invalid("Notation signatures are not verified yet".into());
+        SignatureMaterial::Notation {
+            media_type,
+            envelope,
+        } => {
+            let result = crate::notation::verify(media_type, envelope, subject, verifier);
+            check.signer = result.signer;
+            check.outcome = result.outcome;
         }
     }
     check

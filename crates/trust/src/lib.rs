@@ -11,8 +11,15 @@
 //! stack, TUF and OCI clients this library must not have.
 
 pub mod attestation;
+pub mod bundle;
 pub mod cosign;
+pub mod dsse;
 pub mod evidence;
+pub mod keyless;
+pub mod notation;
+pub mod policy;
 pub mod referrer;
 pub mod sbom;
+pub mod trust_root;
 pub mod vuln;
+pub mod x509;

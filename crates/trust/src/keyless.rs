@@ -1,0 +1,452 @@
+//! Cosign keyless signatures: a short-lived Fulcio certificate names the signer (SAN and
+//! OIDC issuer), and a Rekor entry proves the signature existed while that certificate
+//! was valid.
+//!
+//! Verified offline against a [`TrustRoot`]: the leaf chains to a Fulcio CA of the root,
+//! carries the codeSigning EKU, and its key verifies the signature over the payload. The
+//! signing time is the Rekor bundle's `integratedTime`, trusted only after its
+//! SignedEntryTimestamp (an ECDSA signature by a Rekor key of the root over the canonical
+//! JSON of the entry) verifies and the entry body (hashedrekord or dsse) names this very
+//! signature, payload hash and certificate. Without a bundle the certificate must be valid
+//! now — Fulcio certificates live ten minutes, so that mostly fails, and says so.
+//! Merkle inclusion proofs and SCTs are not checked: the SET is Rekor's signed promise.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, TimeZone as _, Utc};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use spki::ObjectIdentifier;
+
+use crate::trust_root::TrustRoot;
+use crate::x509::{self, Cert, VerifyKey, hex};
+
+/// Fulcio's OIDC issuer extension (v2, DER UTF8String).
+pub const OID_ISSUER_V2: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.8");
+/// Fulcio's legacy OIDC issuer extension (raw string).
+pub const OID_ISSUER_V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.1");
+/// Largest Rekor bundle or entry body accepted.
+pub const MAX_BUNDLE_BYTES: usize = 64 * 1024;
+
+/// Why a keyless signature is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeylessError {
+    #[error("no keyless trust root configured")]
+    NoTrustRoot,
+    #[error("certificate: {0}")]
+    Cert(#[from] x509::CertError),
+    #[error("certificate chain: {0}")]
+    Chain(x509::ChainError),
+    #[error(
+        "certificate is not valid now and there is no Rekor bundle to prove when it signed (Fulcio certificates last 10 minutes): {0}"
+    )]
+    NoBundleExpired(x509::ChainError),
+    #[error("certificate expired before the signature was logged: {0}")]
+    ExpiredAtLogTime(x509::ChainError),
+    #[error("leaf certificate has no codeSigning extended key usage")]
+    NotCodeSigning,
+    #[error("signature is not valid base64")]
+    SignatureEncoding,
+    #[error("signature does not verify with the certificate's key")]
+    BadSignature,
+    #[error("Rekor bundle is malformed: {0}")]
+    MalformedBundle(String),
+    #[error("Rekor log {0} is not in the trust root")]
+    UnknownLog(String),
+    #[error("Rekor SignedEntryTimestamp does not verify")]
+    BadSet,
+    #[error("Rekor log key was not valid at the entry's time")]
+    LogKeyNotValid,
+    #[error("Rekor entry does not match the signature: {0}")]
+    EntryMismatch(String),
+    #[error("Rekor entry kind `{0}` is not supported")]
+    UnsupportedEntry(String),
+}
+
+/// What a verified keyless certificate says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeylessSigner {
+    /// The first email or URI SAN.
+    pub san: String,
+    pub issuer: Option<String>,
+    /// The Rekor integrated time, or `now` when there was no bundle.
+    pub signed_at: DateTime<Utc>,
+    /// True when a Rekor entry (SET) vouched for the signing time.
+    pub logged: bool,
+}
+
+/// A Rekor entry as carried by a signature, not yet verified.
+#[derive(Debug, Clone)]
+pub(crate) struct LogEntry {
+    /// Base64 of the canonicalized entry body, as signed.
+    pub body_b64: String,
+    pub integrated_time: i64,
+    pub log_index: i64,
+    pub log_id: Vec<u8>,
+    pub set: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct CosignBundle {
+    #[serde(rename = "SignedEntryTimestamp")]
+    set: String,
+    #[serde(rename = "Payload")]
+    payload: CosignBundlePayload,
+}
+
+#[derive(Deserialize)]
+struct CosignBundlePayload {
+    body: String,
+    #[serde(rename = "integratedTime")]
+    integrated_time: i64,
+    #[serde(rename = "logIndex")]
+    log_index: i64,
+    #[serde(rename = "logID")]
+    log_id: String,
+}
+
+impl LogEntry {
+    /// Parses cosign's `dev.sigstore.cosign/bundle` annotation.
+    pub(crate) fn from_cosign_bundle(json: &str) -> Result<Self, KeylessError> {
+        if json.len() > MAX_BUNDLE_BYTES {
+            return Err(KeylessError::MalformedBundle(format!(
+                "{} bytes, over the {MAX_BUNDLE_BYTES}-byte limit",
+                json.len()
+            )));
+        }
+        let b: CosignBundle =
+            serde_json::from_str(json).map_err(|e| KeylessError::MalformedBundle(e.to_string()))?;
+        let set = STANDARD
+            .decode(b.set.trim())
+            .map_err(|_| KeylessError::MalformedBundle("SET is not base64".into()))?;
+        let log_id = x509::unhex(&b.payload.log_id)
+            .ok_or_else(|| KeylessError::MalformedBundle("logID is not hex".into()))?;
+        Ok(Self {
+            body_b64: b.payload.body,
+            integrated_time: b.payload.integrated_time,
+            log_index: b.payload.log_index,
+            log_id,
+            set,
+        })
+    }
+
+    /// The exact bytes the SET signs: RFC 8785 canonical JSON of the entry (keys sorted,
+    /// no whitespace), as Rekor computes it.
+    pub(crate) fn canonical_payload(&self) -> Vec<u8> {
+        format!(
+            r#"{{"body":{},"integratedTime":{},"logID":"{}","logIndex":{}}}"#,
+            serde_json::Value::String(self.body_b64.clone()),
+            self.integrated_time,
+            hex(&self.log_id),
+            self.log_index
+        )
+        .into_bytes()
+    }
+
+    pub(crate) fn time(&self) -> Result<DateTime<Utc>, KeylessError> {
+        Utc.timestamp_opt(self.integrated_time, 0)
+            .single()
+            .ok_or_else(|| KeylessError::MalformedBundle("integratedTime out of range".into()))
+    }
+
+    /// Verifies the SET with the root's key for this log and returns the entry body.
+    pub(crate) fn verify_set(&self, root: &TrustRoot) -> Result<Vec<u8>, KeylessError> {
+        let log = root
+            .tlog(&self.log_id)
+            .ok_or_else(|| KeylessError::UnknownLog(hex(&self.log_id)))?;
+        if !log.key.verify_message(&self.canonical_payload(), &self.set) {
+            return Err(KeylessError::BadSet);
+        }
+        if !log.valid_for.contains(self.time()?) {
+            return Err(KeylessError::LogKeyNotValid);
+        }
+        let body = STANDARD
+            .decode(self.body_b64.trim())
+            .map_err(|_| KeylessError::MalformedBundle("entry body is not base64".into()))?;
+        if body.len() > MAX_BUNDLE_BYTES {
+            return Err(KeylessError::MalformedBundle("entry body too large".into()));
+        }
+        Ok(body)
+    }
+}
+
+/// What the signed Rekor entry must agree with.
+pub(crate) struct EntryExpectation<'a> {
+    /// SHA-256 of the signed payload (message signature) or of the DSSE payload.
+    pub payload_sha256: [u8; 32],
+    /// The signature bytes.
+    pub signature: &'a [u8],
+    /// The leaf certificate (or key-only signature: its SPKI DER).
+    pub cert: &'a Cert,
+}
+
+#[derive(Deserialize)]
+struct EntryBody {
+    kind: String,
+    #[serde(rename = "apiVersion", default)]
+    _api_version: String,
+    spec: serde_json::Value,
+}
+
+/// Checks the (SET-verified) entry body names this signature, payload and certificate.
+pub(crate) fn check_entry_body(
+    body: &[u8],
+    want: &EntryExpectation<'_>,
+) -> Result<(), KeylessError> {
+    let entry: EntryBody = serde_json::from_slice(body)
+        .map_err(|e| KeylessError::MalformedBundle(format!("entry body: {e}")))?;
+    let str_at = |ptr: &str| entry.spec.pointer(ptr).and_then(|v| v.as_str());
+    let mismatch = |what: &str| KeylessError::EntryMismatch(what.to_owned());
+    let want_hash = hex(&want.payload_sha256);
+    match entry.kind.as_str() {
+        "hashedrekord" => {
+            if str_at("/data/hash/algorithm") != Some("sha256")
+                || !str_at("/data/hash/value").is_some_and(|v| v.eq_ignore_ascii_case(&want_hash))
+            {
+                return Err(mismatch("payload hash"));
+            }
+            let sig = str_at("/signature/content").and_then(|s| STANDARD.decode(s).ok());
+            if sig.as_deref() != Some(want.signature) {
+                return Err(mismatch("signature"));
+            }
+            check_verifier(str_at("/signature/publicKey/content"), want.cert)
+        }
+        "dsse" => {
+            if !str_at("/payloadHash/value").is_some_and(|v| v.eq_ignore_ascii_case(&want_hash)) {
+                return Err(mismatch("payload hash"));
+            }
+            let sigs = entry
+                .spec
+                .get("signatures")
+                .and_then(|v| v.as_array())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let found = sigs.iter().take(16).any(|s| {
+                let sig = s
+                    .get("signature")
+                    .and_then(|v| v.as_str())
+                    .and_then(|v| STANDARD.decode(v).ok());
+                sig.as_deref() == Some(want.signature)
+                    && check_verifier(s.get("verifier").and_then(|v| v.as_str()), want.cert).is_ok()
+            });
+            if found {
+                Ok(())
+            } else {
+                Err(mismatch("signature or certificate"))
+            }
+        }
+        "intoto" => {
+            if !str_at("/content/payloadHash/value")
+                .is_some_and(|v| v.eq_ignore_ascii_case(&want_hash))
+            {
+                return Err(mismatch("payload hash"));
+            }
+            let sigs = entry
+                .spec
+                .pointer("/content/envelope/signatures")
+                .and_then(|v| v.as_array())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            if sigs.iter().take(16).any(|s| {
+                check_verifier(s.get("publicKey").and_then(|v| v.as_str()), want.cert).is_ok()
+            }) {
+                Ok(())
+            } else {
+                Err(mismatch("certificate"))
+            }
+        }
+        other => Err(KeylessError::UnsupportedEntry(
+            other.chars().take(64).collect(),
+        )),
+    }
+}
+
+/// The entry's verifier: base64 of a PEM certificate (or PEM public key) that must be
+/// the signing certificate.
+fn check_verifier(b64_pem: Option<&str>, cert: &Cert) -> Result<(), KeylessError> {
+    let mismatch = || KeylessError::EntryMismatch("certificate".into());
+    let pem = b64_pem
+        .and_then(|s| STANDARD.decode(s).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(mismatch)?;
+    if pem.contains("BEGIN CERTIFICATE") {
+        let certs = x509::certs_from_pem(&pem).map_err(|_| mismatch())?;
+        if certs.first().is_some_and(|c| c.der == cert.der) {
+            return Ok(());
+        }
+    } else if let Ok((_, der)) = spki::der::pem::decode_vec(pem.trim().as_bytes())
+        && cert.spki_der().is_ok_and(|d| d == der)
+    {
+        return Ok(());
+    }
+    Err(mismatch())
+}
+
+/// Reads the OIDC issuer from Fulcio's extensions (v2 DER UTF8String, else legacy raw).
+pub fn oidc_issuer(cert: &Cert) -> Option<String> {
+    use spki::der::Decode as _;
+    if let Some(raw) = cert.extension(OID_ISSUER_V2)
+        && let Ok(s) = spki::der::asn1::Utf8StringRef::from_der(raw)
+    {
+        return Some(s.as_str().to_owned());
+    }
+    cert.extension(OID_ISSUER_V1)
+        .and_then(|raw| std::str::from_utf8(raw).ok())
+        .map(str::to_owned)
+}
+
+/// The signing certificate, its chain checked at the signing time, and the identity in
+/// it. `sig_ok` checks `signature` with the leaf's key over whatever it covers; `entry`
+/// carries the hash the Rekor entry must name (the signed message for cosign, the DSSE
+/// payload for DSSE).
+pub(crate) fn verify_cert_signature(
+    root: &TrustRoot,
+    leaf: &Cert,
+    extra: &[Cert],
+    sig_ok: &dyn Fn(&VerifyKey) -> bool,
+    signature: &[u8],
+    entry: Option<(&LogEntry, [u8; 32])>,
+    now: DateTime<Utc>,
+) -> Result<KeylessSigner, KeylessError> {
+    let key = leaf.key()?;
+    if !sig_ok(&key) {
+        return Err(KeylessError::BadSignature);
+    }
+    if !leaf.has_code_signing() {
+        return Err(KeylessError::NotCodeSigning);
+    }
+    let (signed_at, logged) = match entry {
+        Some((entry, payload_sha256)) => {
+            let body = entry.verify_set(root)?;
+            check_entry_body(
+                &body,
+                &EntryExpectation {
+                    payload_sha256,
+                    signature,
+                    cert: leaf,
+                },
+            )?;
+            (entry.time()?, true)
+        }
+        None => (now, false),
+    };
+    root.verify_leaf(leaf, extra, signed_at)
+        .map_err(|e| match e {
+            x509::ChainError::NotValidAt { .. } if !logged => KeylessError::NoBundleExpired(e),
+            x509::ChainError::NotValidAt { .. } => KeylessError::ExpiredAtLogTime(e),
+            other => KeylessError::Chain(other),
+        })?;
+    Ok(KeylessSigner {
+        san: leaf.san_values().into_iter().next().unwrap_or_default(),
+        issuer: oidc_issuer(leaf),
+        signed_at,
+        logged,
+    })
+}
+
+/// Verifies a cosign keyless signature layer: `payload` (the layer blob),
+/// `signature_b64` (`dev.cosignproject.cosign/signature`), `cert_pem`
+/// (`dev.sigstore.cosign/certificate`), `chain_pem` (`dev.sigstore.cosign/chain`) and
+/// `bundle` (`dev.sigstore.cosign/bundle`). The payload's digest is not checked here.
+pub fn verify_cosign(
+    root: &TrustRoot,
+    payload: &[u8],
+    signature_b64: &str,
+    cert_pem: &str,
+    chain_pem: Option<&str>,
+    bundle: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<KeylessSigner, KeylessError> {
+    if payload.len() > crate::cosign::MAX_PAYLOAD_BYTES
+        || signature_b64.len() > crate::cosign::MAX_SIGNATURE_CHARS
+    {
+        return Err(KeylessError::BadSignature);
+    }
+    let signature = STANDARD
+        .decode(signature_b64.trim())
+        .map_err(|_| KeylessError::SignatureEncoding)?;
+    let leaf = x509::certs_from_pem(cert_pem)?
+        .into_iter()
+        .next()
+        .ok_or(x509::CertError::Empty)?;
+    let extra = match chain_pem {
+        Some(pem) if !pem.trim().is_empty() => x509::certs_from_pem(pem)?,
+        _ => Vec::new(),
+    };
+    let entry = bundle.map(LogEntry::from_cosign_bundle).transpose()?;
+    let digest: [u8; 32] = Sha256::digest(payload).into();
+    verify_cert_signature(
+        root,
+        &leaf,
+        &extra,
+        &|key: &VerifyKey| key.verify_message(payload, &signature),
+        &signature,
+        entry.as_ref().map(|e| (e, digest)),
+        now,
+    )
+}
+
+/// The full keyless check of a cosign signature layer for `subject`, as
+/// [`crate::evidence::check_signature`] reports it: (SAN, issuer, outcome).
+pub(crate) fn check_cosign(
+    payload: &[u8],
+    signature_b64: &str,
+    cert_pem: &str,
+    chain_pem: Option<&str>,
+    bundle: Option<&str>,
+    subject: &str,
+    verifier: &crate::evidence::Verifier<'_>,
+) -> (String, Option<String>, crate::evidence::Outcome) {
+    use crate::evidence::Outcome;
+    let fail = |e: KeylessError| (String::new(), None, Outcome::Invalid(e.to_string()));
+    if payload.len() > crate::cosign::MAX_PAYLOAD_BYTES
+        || signature_b64.len() > crate::cosign::MAX_SIGNATURE_CHARS
+    {
+        return fail(KeylessError::BadSignature);
+    }
+    let Ok(signature) = STANDARD.decode(signature_b64.trim()) else {
+        return fail(KeylessError::SignatureEncoding);
+    };
+    let leaf = match x509::certs_from_pem(cert_pem) {
+        Ok(certs) => match certs.into_iter().next() {
+            Some(c) => c,
+            None => return fail(x509::CertError::Empty.into()),
+        },
+        Err(e) => return fail(e.into()),
+    };
+    let extra = match chain_pem {
+        Some(pem) if !pem.trim().is_empty() => match x509::certs_from_pem(pem) {
+            Ok(c) => c,
+            Err(e) => return fail(e.into()),
+        },
+        _ => Vec::new(),
+    };
+    let entry = match bundle.map(LogEntry::from_cosign_bundle).transpose() {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let digest: [u8; 32] = Sha256::digest(payload).into();
+    let (san, issuer, outcome) = crate::dsse::keyless_outcome(
+        &leaf,
+        &extra,
+        &|key: &VerifyKey| key.verify_message(payload, &signature),
+        &signature,
+        entry.as_ref().map(|e| (e, digest)),
+        verifier,
+    );
+    if matches!(outcome, Outcome::Invalid(_)) {
+        return (san, issuer, outcome);
+    }
+    // Authenticated: now what the payload names counts.
+    match crate::cosign::signed_digest(payload) {
+        Ok((signed, _)) if signed.eq_ignore_ascii_case(subject) => (san, issuer, outcome),
+        Ok((signed, _)) => {
+            let reason = crate::cosign::FailureReason::DigestMismatch {
+                image: subject.to_owned(),
+                signed,
+            };
+            (san, issuer, Outcome::Invalid(reason.to_string()))
+        }
+        Err(e) => (san, issuer, Outcome::Invalid(e.to_string())),
+    }
+}
