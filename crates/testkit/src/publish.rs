@@ -486,7 +486,10 @@ impl<'a> Publisher<'a> {
         let tag = cosign_tag(&subject.digest, suffix);
         let mut layers = self.existing_layers(&tag).await?;
         for layer in new_layers {
-            if !layers.iter().any(|l| l.content == layer.content) {
+            if !layers
+                .iter()
+                .any(|l| l.content == layer.content && l.annotations == layer.annotations)
+            {
                 layers.push(layer);
             }
         }

@@ -7,4 +7,5 @@ mod faults;
 mod hostile;
 mod network;
 mod open;
+mod referrers;
 use imagelib_testkit::proxy;
