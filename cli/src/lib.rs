@@ -11,3 +11,4 @@ pub mod keys_cmd;
 pub mod nats_cmd;
 pub mod registry_cmd;
 pub mod serve;
+pub mod trust_cmd;

@@ -324,6 +324,16 @@ pub enum RulesCommand {
     },
     /// List a registry's rules.
     Ls { registry: String },
+    /// Show one rule, its trust policy included.
+    Show { registry: String, rule_id: String },
+    /// Show or set a rule's trust policy: which signers it trusts, the highest tolerated
+    /// vulnerability severity and its exceptions, whether an SBOM is required.
+    Trust {
+        registry: String,
+        rule_id: String,
+        #[command(flatten)]
+        args: crate::trust_cmd::TrustArgs,
+    },
     /// Remove a rule.
     Rm { registry: String, rule_id: String },
     /// Import the beacon agent's YAML (postgres_repositories, model_repositories).
@@ -665,12 +675,20 @@ fn rule_rows(items: &[Value]) -> String {
                 s(&r["kind"]),
                 r["repositories"].to_string(),
                 s(&r["enabled"]),
+                crate::trust_cmd::policy_summary(&r["trust"]),
                 s(&r["description"]),
             ]
         })
         .collect();
     table(
-        &["RULE", "KIND", "REPOSITORIES", "ENABLED", "DESCRIPTION"],
+        &[
+            "RULE",
+            "KIND",
+            "REPOSITORIES",
+            "ENABLED",
+            "TRUST",
+            "DESCRIPTION",
+        ],
         &rows,
     )
 }
@@ -722,6 +740,14 @@ pub async fn run_rules(client: &Client, cmd: RulesCommand) -> anyhow::Result<()>
             let items = r["items"].as_array().cloned().unwrap_or_default();
             print(client.output(), &r, |_| rule_rows(&items))
         }
+        RulesCommand::Show { registry, rule_id } => {
+            crate::trust_cmd::run_show(client, &registry, &rule_id).await
+        }
+        RulesCommand::Trust {
+            registry,
+            rule_id,
+            args,
+        } => crate::trust_cmd::run_trust(client, &registry, &rule_id, args).await,
         RulesCommand::Rm { registry, rule_id } => {
             client
                 .send(
