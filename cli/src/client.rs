@@ -305,7 +305,19 @@ impl Client {
                     .collect()
             })
             .unwrap_or_default();
+        // A policy refusal's findings (serving-deployer's deploy gate), one a line.
+        let findings: String = value
+            .get("findings")
+            .and_then(Value::as_array)
+            .map(|fs| {
+                fs.iter()
+                    .map(|f| format!("\n  - {}: {}", s(&f["reason"]), s(&f["detail"])))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let policy = code.starts_with(" [policy-");
         let hint = match status.as_u16() {
+            _ if policy => "",
             401 => "\nhint: set IMAGELIB_TOKEN (or --token-file) to a valid token",
             403 => {
                 "\nhint: this needs a token with a stronger role (admin for registries and rules)"
@@ -317,7 +329,7 @@ impl Client {
         Err(CliError {
             code: CliError::code_for_status(status.as_u16()),
             message: format!(
-                "{} {}: {detail}{code}{fields}{hint}",
+                "{} {}: {detail}{code}{fields}{findings}{hint}",
                 status.as_u16(),
                 status.canonical_reason().unwrap_or("")
             ),

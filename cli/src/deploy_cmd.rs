@@ -4,7 +4,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::client::{Body, Client, print, s, table};
+use crate::client::{Body, CliError, Client, print, s, table};
 
 #[derive(Debug, Subcommand)]
 pub enum DeployCommand {
@@ -42,7 +42,7 @@ pub enum DeployCommand {
     },
     /// List deployments.
     Ls,
-    /// Show a deployment, its manifests and history.
+    /// Show a deployment, its manifests, history and trust policy violations.
     Show { id: String },
     /// Remove a deployment's manifests from its target.
     Rm { id: String },
@@ -88,7 +88,52 @@ fn detail(d: &Value) -> String {
             h["detail"].as_str().unwrap_or("")
         ));
     }
+    let violations = d["policy_violations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !violations.is_empty() {
+        out.push_str("policy violations:\n");
+    }
+    for v in &violations {
+        let reasons: Vec<String> = v["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        out.push_str(&format!(
+            "  {:<10} {} policy {} digest {}: {}\n",
+            s(&v["stage"]),
+            s(&v["at"]),
+            s(&v["policy"]),
+            s(&v["digest"]),
+            reasons.join(", ")
+        ));
+        for f in v["findings"].as_array().into_iter().flatten() {
+            out.push_str(&format!("    - {}: {}\n", s(&f["reason"]), s(&f["detail"])));
+        }
+    }
     out
+}
+
+/// A refusal by the deploy gate says what to do next.
+fn gate_hint(e: anyhow::Error) -> anyhow::Error {
+    let Some(c) = e.downcast_ref::<CliError>() else {
+        return e;
+    };
+    let hint = if c.message.contains("[policy-violation]") {
+        "hint: the image fails its trust policy; fix each reason above (sign it with a trusted key, attach a scan report or SBOM, fix or allow the CVEs), then scan the registry again"
+    } else if c.message.contains("[policy-pending]") {
+        "hint: run `imagelib registry sync <registry-id>` and deploy again once it is evaluated"
+    } else {
+        return e;
+    };
+    CliError {
+        code: c.code,
+        message: format!("{}\n{hint}", c.message),
+    }
+    .into()
 }
 
 pub async fn run(client: &Client, cmd: DeployCommand) -> anyhow::Result<()> {
@@ -136,7 +181,8 @@ pub async fn run(client: &Client, cmd: DeployCommand) -> anyhow::Result<()> {
             };
             let d = client
                 .send(Method::POST, path, Some(Body::Json(body)))
-                .await?;
+                .await
+                .map_err(gate_hint)?;
             print(client.output(), &d, detail)
         }
         DeployCommand::Ls => {
