@@ -13,7 +13,9 @@ mod limits;
 use imagelib_testkit::proxy;
 mod restart;
 mod scale;
+mod signed;
 mod triggers;
+mod trust;
 
 /// The address of a test registry, for a proxy in front of it.
 pub fn upstream(registry: &imagelib_testkit::registry::TestRegistry) -> std::net::SocketAddr {
