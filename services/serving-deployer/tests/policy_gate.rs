@@ -170,6 +170,19 @@ async fn no_verdict_yet_under_enforce_is_pending_until_the_scanner_passes_it() {
     assert_eq!(d["policy_violations"], json!([]));
     assert!(env.gitops().join("models/llm.yaml").exists());
     assert!(env.violations().await.is_empty());
+
+    // The OpenAPI document describes the refusal's shape.
+    let (_, api) = svc.call(Method::GET, "/openapi.json", None, None).await;
+    let schema = api["components"]["schemas"]["PolicyProblem"].to_string();
+    for field in ["reasons", "findings", "policy", "digest", "detail"] {
+        assert!(schema.contains(field), "{field} missing from {schema}");
+    }
+    let post = &api["paths"]["/v1/deployments"]["post"]["responses"];
+    assert!(post["403"].to_string().contains("PolicyProblem"), "{post}");
+    assert!(post["409"].to_string().contains("policy-pending"), "{post}");
+    let view = api["components"]["schemas"]["DeploymentView"]["properties"]["policy_violations"]
+        .to_string();
+    assert!(view.contains("PolicyViolation"), "{view}");
 }
 
 #[tokio::test]
