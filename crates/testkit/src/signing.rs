@@ -556,7 +556,13 @@ fn digest_bytes(digest: &str) -> Vec<u8> {
 pub struct TestNotation {
     ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
     leaf_pem: String,
-    leaf_key: TestKey,
+    leaf_key: NotationKey,
+}
+
+#[derive(Clone)]
+enum NotationKey {
+    P256(TestKey),
+    Rsa(Box<rsa::RsaPrivateKey>),
 }
 
 impl std::fmt::Debug for TestNotation {
@@ -569,7 +575,23 @@ impl std::fmt::Debug for TestNotation {
 pub const NOTATION_LEAF_SUBJECT: &str = "CN=imagelib signer,O=imagelib-test,C=US";
 
 impl TestNotation {
+    /// A P-256 CA and leaf; signatures are ES256.
     pub fn new() -> Self {
+        let (kp, key) = p256_pair();
+        Self::with_leaf(kp, NotationKey::P256(key))
+    }
+
+    /// A P-256 CA and an RSA-2048 leaf; signatures are PS256, as `notation sign` makes
+    /// with an RSA key.
+    pub fn new_rsa() -> Self {
+        use rsa::pkcs8::EncodePrivateKey as _;
+        let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).expect("RSA keygen");
+        let der = key.to_pkcs8_der().expect("PKCS#8");
+        let kp = rcgen::KeyPair::try_from(der.as_bytes()).expect("RSA key pair");
+        Self::with_leaf(kp, NotationKey::Rsa(Box::new(key)))
+    }
+
+    fn with_leaf(kp: rcgen::KeyPair, leaf_key: NotationKey) -> Self {
         let start = time::OffsetDateTime::now_utc() - time::Duration::days(30);
         let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("keygen");
         let ca = rcgen::CertifiedIssuer::self_signed(
@@ -577,7 +599,6 @@ impl TestNotation {
             ca_key,
         )
         .expect("CA cert");
-        let (kp, leaf_key) = p256_pair();
         let mut p = rcgen::CertificateParams::default();
         p.distinguished_name = rcgen::DistinguishedName::new();
         p.distinguished_name.push(rcgen::DnType::CountryName, "US");
@@ -596,6 +617,14 @@ impl TestNotation {
             ca,
             leaf_pem: leaf.pem(),
             leaf_key,
+        }
+    }
+
+    /// The JWS `alg` this signer uses.
+    pub fn alg(&self) -> &'static str {
+        match self.leaf_key {
+            NotationKey::P256(_) => "ES256",
+            NotationKey::Rsa(_) => "PS256",
         }
     }
 
@@ -627,7 +656,7 @@ impl TestNotation {
         .to_string();
         let now = chrono::Utc::now();
         let protected = serde_json::json!({
-            "alg": "ES256",
+            "alg": self.alg(),
             "cty": "application/vnd.cncf.notary.payload.v1+json",
             "io.cncf.notary.signingScheme": "notary.x509",
             "io.cncf.notary.signingTime": now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
@@ -644,7 +673,18 @@ impl TestNotation {
         let protected_b64 = URL_SAFE_NO_PAD.encode(protected);
         let payload_b64 = URL_SAFE_NO_PAD.encode(payload);
         let input = format!("{protected_b64}.{payload_b64}");
-        let sig: p256::ecdsa::Signature = self.leaf_key.key.sign(input.as_bytes());
+        let sig = match &self.leaf_key {
+            NotationKey::P256(k) => {
+                let sig: p256::ecdsa::Signature = k.key.sign(input.as_bytes());
+                sig.to_bytes().to_vec()
+            }
+            NotationKey::Rsa(k) => {
+                use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
+                rsa::pss::SigningKey::<Sha256>::new((**k).clone())
+                    .sign_with_rng(&mut OsRng, input.as_bytes())
+                    .to_vec()
+            }
+        };
         serde_json::json!({
             "payload": payload_b64,
             "protected": protected_b64,
@@ -655,7 +695,7 @@ impl TestNotation {
                 ],
                 "io.cncf.notary.signingAgent": "imagelib-testkit/1.0",
             },
-            "signature": URL_SAFE_NO_PAD.encode(sig.to_bytes()),
+            "signature": URL_SAFE_NO_PAD.encode(sig),
         })
         .to_string()
         .into_bytes()

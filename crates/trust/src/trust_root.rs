@@ -21,6 +21,8 @@ pub const MEDIA_TYPE_PREFIX: &str = "application/vnd.dev.sigstore.trustedroot";
 pub const MAX_TRUST_ROOT_BYTES: usize = 1024 * 1024;
 /// Most CAs or logs read from one trust root.
 pub const MAX_ENTRIES: usize = 64;
+/// Most certificates shipped with a signature that path building looks at.
+pub const MAX_SHIPPED_CERTS: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrustRootError {
@@ -313,7 +315,8 @@ impl TrustRoot {
                 continue;
             };
             let mut pool: Vec<Cert> = intermediates.to_vec();
-            pool.extend(extra.iter().cloned());
+            // A real chain has one or two intermediates; more only costs verifications.
+            pool.extend(extra.iter().take(MAX_SHIPPED_CERTS).cloned());
             match x509::verify_chain(leaf, &pool, std::slice::from_ref(root), at) {
                 Ok(_) => return Ok(()),
                 Err(e) => last = Some(e),

@@ -494,6 +494,35 @@ fn sigstore_bundle_v03_message_signature_is_trusted() {
 }
 
 #[test]
+fn sigstore_bundle_v01_with_certificate_chain_is_trusted() {
+    let s = Sigstore::new();
+    let leaf = s.leaf(San::Email("dev@acme.test".into()), logged_at());
+    let b = signing::sigstore_bundle(&leaf, &s.rekor, DIGEST, logged_at().timestamp());
+    let mut doc: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    doc["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.1".into();
+    let material = doc["verificationMaterial"].as_object_mut().unwrap();
+    let cert = material.remove("certificate").unwrap();
+    material.insert(
+        "x509CertificateChain".into(),
+        serde_json::json!({"certificates": [
+            cert,
+            {"rawBytes": STANDARD.encode(s.fulcio.intermediate_der())},
+        ]}),
+    );
+    // Some writers put int64 fields as JSON numbers rather than protobuf strings.
+    let entry = &mut doc["verificationMaterial"]["tlogEntries"][0];
+    let time: i64 = entry["integratedTime"].as_str().unwrap().parse().unwrap();
+    entry["integratedTime"] = time.into();
+    let ids = identities(ISSUER, "acme");
+    let v = Verifier::new(Utc::now())
+        .trust_root(&s.root)
+        .identities(&ids);
+    let c = check(&bundle_evidence(doc.to_string().into_bytes()), DIGEST, &v);
+    assert_eq!(c.outcome, Outcome::Trusted, "{c:?}");
+    assert_eq!(c.signer, "dev@acme.test");
+}
+
+#[test]
 fn sigstore_bundle_tampered_is_invalid() {
     let s = Sigstore::new();
     let leaf = s.leaf(San::Email("dev@acme.test".into()), logged_at());
@@ -731,6 +760,74 @@ fn notation_jws_valid_is_trusted_by_subject_dn() {
     assert_eq!(c.outcome, Outcome::Trusted, "{c:?}");
     assert_eq!(c.signer, NOTATION_LEAF_SUBJECT);
     assert_eq!(c.scheme, Scheme::Notation);
+}
+
+#[test]
+fn notation_rsa_pss_signature_is_trusted() {
+    let n = TestNotation::new_rsa();
+    assert_eq!(n.alg(), "PS256");
+    let store = NotationTrustStore::from_pem(&n.ca_pem()).unwrap();
+    let ids = x509_ids("CN=imagelib signer");
+    let v = Verifier::new(Utc::now())
+        .notation_roots(&store)
+        .identities(&ids);
+    let env = n.sign_jws(DIGEST, MANIFEST, 99);
+    let c = check(
+        &notation_evidence("application/jose+json", env.clone()),
+        DIGEST,
+        &v,
+    );
+    assert_eq!(c.outcome, Outcome::Trusted, "{c:?}");
+    // The same envelope claiming ES256 for the RSA key is refused.
+    let mut doc: serde_json::Value = serde_json::from_slice(&env).unwrap();
+    let protected = URL_SAFE_NO_PAD
+        .decode(doc["protected"].as_str().unwrap())
+        .unwrap();
+    let mut header: serde_json::Value = serde_json::from_slice(&protected).unwrap();
+    header["alg"] = "ES256".into();
+    doc["protected"] = URL_SAFE_NO_PAD.encode(header.to_string()).into();
+    let c = check(
+        &notation_evidence("application/jose+json", doc.to_string().into_bytes()),
+        DIGEST,
+        &v,
+    );
+    invalid_reason(&c);
+}
+
+#[test]
+fn notation_signing_authority_scheme_checks_the_chain_at_the_authentic_time() {
+    let n = TestNotation::new();
+    let store = NotationTrustStore::from_pem(&n.ca_pem()).unwrap();
+    let ids = x509_ids(".*");
+    let v = Verifier::new(Utc::now())
+        .notation_roots(&store)
+        .identities(&ids);
+    let payload = format!(
+        r#"{{"targetArtifact":{{"mediaType":"{MANIFEST}","digest":"{DIGEST}","size":1}}}}"#
+    );
+    let header = |t: DateTime<Utc>| {
+        serde_json::json!({
+            "alg": "ES256",
+            "cty": "application/vnd.cncf.notary.payload.v1+json",
+            "io.cncf.notary.signingScheme": "notary.x509.signingAuthority",
+            "io.cncf.notary.authenticSigningTime": t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "crit": ["io.cncf.notary.signingScheme", "io.cncf.notary.authenticSigningTime"],
+        })
+        .to_string()
+    };
+    let env = n.sign_jws_raw(
+        header(Utc::now() - Duration::days(1)).as_bytes(),
+        payload.as_bytes(),
+    );
+    let c = check(&notation_evidence("application/jose+json", env), DIGEST, &v);
+    assert_eq!(c.outcome, Outcome::Trusted, "{c:?}");
+    // Before the leaf was issued (the test CA's leaves start 30 days ago).
+    let env = n.sign_jws_raw(
+        header(Utc::now() - Duration::days(60)).as_bytes(),
+        payload.as_bytes(),
+    );
+    let c = check(&notation_evidence("application/jose+json", env), DIGEST, &v);
+    assert!(invalid_reason(&c).contains("not valid at"), "{c:?}");
 }
 
 #[test]
