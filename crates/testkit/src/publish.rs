@@ -35,7 +35,9 @@ use crate::referrers::ReferrersProxy;
 use crate::registry::{
     OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, PushedManifest, TestRegistry,
 };
-use crate::signing::{TestKey, cosign_payload, dsse_envelope};
+use crate::signing::{
+    TestKey, TestLeaf, TestNotation, TestRekor, cosign_payload, dsse_envelope, sigstore_bundle,
+};
 
 /// Media types the tools write.
 pub mod media {
@@ -117,6 +119,29 @@ impl CosignSignature {
             certificate: None,
             chain: None,
             bundle: None,
+        }
+    }
+
+    /// `cosign sign` keyless: the Fulcio-like `leaf` signs; certificate and chain go in
+    /// the annotations, and with `rekor` the Rekor bundle of an entry logged at
+    /// `integrated_time` (Unix seconds).
+    pub fn keyless(
+        leaf: &TestLeaf,
+        rekor: Option<&TestRekor>,
+        integrated_time: i64,
+        docker_reference: &str,
+        digest: &str,
+    ) -> Self {
+        let payload = cosign_payload(docker_reference, digest);
+        let signature = leaf.key.sign(&payload);
+        let bundle =
+            rekor.map(|r| r.rekor_bundle(&payload, &signature, &leaf.cert_pem, integrated_time));
+        CosignSignature {
+            payload,
+            signature,
+            certificate: Some(leaf.cert_pem.clone()),
+            chain: Some(leaf.chain_pem.clone()),
+            bundle,
         }
     }
 
@@ -288,6 +313,51 @@ impl<'a> Publisher<'a> {
         }
         self.cosign_image(subject, "sig", media::COSIGN_SIG_ARTIFACT, layers)
             .await
+    }
+
+    /// `cosign sign` keyless with `leaf`, logged in `rekor` at `integrated_time`.
+    pub async fn cosign_sign_keyless(
+        &self,
+        subject: &PushedManifest,
+        leaf: &TestLeaf,
+        rekor: &TestRekor,
+        integrated_time: i64,
+    ) -> anyhow::Result<PushedManifest> {
+        let signature = CosignSignature::keyless(
+            leaf,
+            Some(rekor),
+            integrated_time,
+            &self.docker_reference(),
+            &subject.digest,
+        );
+        self.cosign_signatures(subject, &[signature]).await
+    }
+
+    /// `notation sign` (JWS envelope) of `subject` by `signer`.
+    pub async fn notation_sign(
+        &self,
+        subject: &PushedManifest,
+        signer: &TestNotation,
+    ) -> anyhow::Result<PushedManifest> {
+        let envelope = signer.sign_jws(
+            &subject.digest,
+            &subject.media_type,
+            subject.raw.len() as u64,
+        );
+        self.notation(subject, media::JOSE, &envelope).await
+    }
+
+    /// `cosign sign --new-bundle-format` keyless: a v0.3 Sigstore bundle whose message
+    /// signature signs the subject's digest, logged at `integrated_time`.
+    pub async fn sigstore_sign(
+        &self,
+        subject: &PushedManifest,
+        leaf: &TestLeaf,
+        rekor: &TestRekor,
+        integrated_time: i64,
+    ) -> anyhow::Result<PushedManifest> {
+        let bundle = sigstore_bundle(leaf, rekor, &subject.digest, integrated_time);
+        self.sigstore_bundle(subject, &bundle).await
     }
 
     /// `cosign attest --key`: an attestation of `predicate_type` signed by `key`.

@@ -640,8 +640,9 @@ impl TestRegistry {
     ) -> anyhow::Result<String> {
         let response = self
             .authorize(
-                self.http
-                    .put(format!("http://{host}/v2/{repository}/manifests/{reference}")),
+                self.http.put(format!(
+                    "http://{host}/v2/{repository}/manifests/{reference}"
+                )),
                 repository,
             )
             .await?

@@ -8,4 +8,5 @@ mod hostile;
 mod network;
 mod open;
 mod referrers;
+mod trust;
 use imagelib_testkit::proxy;
