@@ -515,6 +515,26 @@ dispatcher: {capabilities: {provisioning: {images: {discovery: {registry: {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let rules = parse_agent_yaml(include_str!(
+            "../../../deploy/examples/beacon-agent-rules.yaml"
+        ))
+        .unwrap();
+        assert_eq!(ids(&rules), vec!["db-postgresql", "model-nvidia-nim-x"]);
+        let db = rules[0].to_rule_set(registry()).unwrap();
+        let db_trust = db.trust.expect("a policy");
+        assert_eq!(db_trust.mode, imagelib_events::model::PolicyMode::Audit);
+        assert!(db_trust.require_sbom);
+        let models = rules[1].to_rule_set(registry()).unwrap();
+        let trust = models.trust.expect("a policy");
+        assert_eq!(trust.mode, imagelib_events::model::PolicyMode::Enforce);
+        assert_eq!(trust.keys.len(), 1);
+        assert_eq!(trust.identities.len(), 1);
+        assert_eq!(trust.allow_cves.len(), 2);
+        assert_eq!(trust.allow_cves[1].id, "CVE-2024-5678");
+    }
+
+    #[test]
     fn empty_lists_give_no_rules() {
         let yaml = "dispatcher: {capabilities: {provisioning: {images: {discovery: {registry: {model_repositories: []}}}}}}";
         assert!(parse_agent_yaml(yaml).unwrap().is_empty());

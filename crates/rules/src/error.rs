@@ -71,8 +71,8 @@ pub enum RuleErrorReason {
     #[error("invalid OIDC issuer: {0}")]
     Issuer(String),
     #[error(
-        "anchor the regex: start it with `^` and end it with `$`, or a longer name would match \
-         too (`^ci@acme\\.com$`)"
+        "anchor the regex: every alternative must start with `^` and end with `$` \
+         (`^ci@acme\\.com$`, `^(a|b)$`), or a longer or other name would match too"
     )]
     Unanchored,
     #[error("invalid vulnerability id: {0}")]

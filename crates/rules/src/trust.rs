@@ -7,8 +7,9 @@
 //!   most [`MAX_KEY_PEM_BYTES`]; a `key_id` sent along (as `GET` shows it) must be the
 //!   key's own, so a pasted key cannot silently be another one;
 //! - a keyless issuer is an `https` URL; subject regexes compile within the rule regex size
-//!   limit and must be anchored (`^…$`), since an unanchored `ci@acme\.com` also matches
-//!   `ci@acme.com.evil.example`;
+//!   limit and must match whole subjects only (every branch anchored by `^…$`, checked on
+//!   the parsed regex), since an unanchored `ci@acme\.com` also matches
+//!   `ci@acme.com.evil.example` and `^a|b$` matches `b` at the end of anything;
 //! - vulnerability ids look like ids (`CVE-2024-1234`, `GHSA-…`); `cve-` is upper-cased;
 //!   an id is allowed once; expiry dates are `YYYY-MM-DD` (a past date is accepted: the
 //!   entry then no longer covers anything, which the verdict says);
@@ -420,10 +421,17 @@ fn check_issuer(issuer: &str, pointer: &str) -> Result<(), RuleError> {
     Ok(())
 }
 
+/// Compiles a subject regex that must match the whole subject: every match must start at
+/// the start of the text and end at its end (`^a$|^b$` and `^(a|b)$` are, `^a|b$` is not).
 fn compile_anchored(source: &str, pointer: &str) -> Result<Regex, RuleError> {
+    use regex_syntax::hir::Look;
     check_source(source, pointer)?;
     let regex = build_regex(source, pointer)?;
-    if !source.starts_with('^') || !source.ends_with('$') || source.ends_with("\\$") {
+    let anchored = regex_syntax::Parser::new().parse(source).is_ok_and(|hir| {
+        let p = hir.properties();
+        p.look_set_prefix().contains(Look::Start) && p.look_set_suffix().contains(Look::End)
+    });
+    if !anchored {
         return Err(RuleError::new(pointer, RuleErrorReason::Unanchored));
     }
     Ok(regex)
@@ -849,11 +857,17 @@ mod tests {
             "/trust/identities/0/subject",
             "anchor the regex",
         );
-        refused(
-            json!({"identities": [identity(gh, "^ci@acme\\.com\\$")]}),
-            "/trust/identities/0/subject",
-            "anchor the regex",
-        );
+        for unanchored in ["^ci@acme\\.com\\$", "^a|b$", "(?m)^a$", "^a$|b", "^a$\n?"] {
+            refused(
+                json!({"identities": [identity(gh, unanchored)]}),
+                "/trust/identities/0/subject",
+                "anchor the regex",
+            );
+        }
+        for anchored in ["^a$|^b$", "^(a|b)$", "^(?:ci|cd)@acme\\.com$", "\\Aa\\z"] {
+            let p = policy(json!({"identities": [identity(gh, anchored)]}));
+            assert_eq!(p.identities.len(), 1, "{anchored}");
+        }
         refused(
             json!({"identities": [identity(gh, "^\\w{1000}\\w{1000}$")]}),
             "/trust/identities/0/subject",
