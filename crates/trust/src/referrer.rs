@@ -22,9 +22,11 @@
 //!   OCI 1.1 referrers with artifactType `application/vnd.dev.cosign.artifact.sig.v1+json`;
 //! - Sigstore bundles (`application/vnd.dev.sigstore.bundle.v0.3+json`, also the older
 //!   `application/vnd.dev.sigstore.bundle+json;version=0.x`; cosign `specs/BUNDLE_SPEC.md`):
-//!   a `messageSignature` bundle, or a `dsseEnvelope` whose in-toto predicate is cosign 3's
-//!   image signature `https://sigstore.dev/cosign/sign/v1`, is a signature; a bundle with any
-//!   other DSSE statement is an attestation and read like one;
+//!   a `messageSignature` bundle, or a `dsseEnvelope` holding a simple-signing payload or an
+//!   in-toto statement of cosign 3's image-signature predicate
+//!   `https://sigstore.dev/cosign/sign/v1`, is a signature; a bundle with any other DSSE
+//!   statement is an attestation (its DSSE signature vouches for the statement, not for the
+//!   image) and is read like one;
 //! - Notation: artifactType (or config media type) `application/vnd.cncf.notary.signature`
 //!   with a layer `application/jose+json` or `application/cose`;
 //! - attestations: DSSE layers `application/vnd.dsse.envelope.v1+json` (cosign `.att`,
@@ -695,6 +697,16 @@ impl Reader<'_> {
             bundle: bytes.to_vec(),
         };
         if let Some(envelope) = bundle.dsse_envelope {
+            let payload_type = envelope
+                .get("payloadType")
+                .and_then(serde_json::Value::as_str)
+                .map(essence)
+                .unwrap_or_default();
+            if payload_type == SIMPLE_SIGNING_MEDIA_TYPE {
+                // A DSSE-wrapped simple-signing payload: a signature.
+                out.evidence.push(self.signature(signature));
+                return;
+            }
             let statement = serde_json::to_vec(&envelope)
                 .ok()
                 .and_then(|e| attestation::parse_envelope(&e).ok());
@@ -706,7 +718,7 @@ impl Reader<'_> {
                 None => out.evidence.push(self.unreadable(
                     Scheme::Cosign,
                     format!(
-                        "{}: the bundle's DSSE envelope holds no in-toto statement",
+                        "{}: the bundle's DSSE envelope holds neither an in-toto statement nor a simple-signing payload",
                         layer.digest
                     ),
                 )),
