@@ -113,6 +113,20 @@ pub struct ImageInspection {
     pub subject: Option<Digest>,
 }
 
+impl ImageInspection {
+    /// The digests whose referrers count for this tag: its own, then each platform's
+    /// (an index is signed as itself; reports and SBOMs may be attached to either).
+    pub fn subjects(&self) -> Vec<Digest> {
+        let mut out = vec![self.digest.clone()];
+        for d in self.platforms.iter().filter_map(|p| p.digest.as_ref()) {
+            if !out.contains(d) {
+                out.push(d.clone());
+            }
+        }
+        out
+    }
+}
+
 const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
 const DOCKER_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 

@@ -213,6 +213,24 @@ impl RegistryClient {
         }
     }
 
+    /// Seeds what a previous client of the same registry learnt about the referrers API
+    /// (clients are often built per scan), so a registry without it is not asked again.
+    /// Only an unknown state is set: what this client saw itself wins. A registry upgraded
+    /// to have the API is then seen only by a client not seeded this way.
+    pub fn assume_referrers_api(&self, supported: bool) {
+        let state = if supported {
+            API_SUPPORTED
+        } else {
+            API_MISSING
+        };
+        let _ = self.inner.referrers_api.compare_exchange(
+            API_UNKNOWN,
+            state,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
     /// The referrers of `subject` as the event contract carries them: the OCI 1.1 API, else
     /// the referrers tag schema, plus cosign's `.sig`/`.att`/`.sbom` tags. With `known_tags`
     /// (the repository's tags), fallback tags that do not exist cost no request.

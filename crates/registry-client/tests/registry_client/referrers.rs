@@ -13,10 +13,11 @@ use imagelib_testkit::referrers::ReferrersProxy;
 use imagelib_testkit::registry::{ImageSpec, OCI_INDEX, PushedManifest, TestRegistry};
 use imagelib_testkit::signing::TestKey;
 use registry_client::{
-    Cap, Credentials, ErrorKind, FoundBy, Reference, ReferrersOptions, RegistryClient,
+    Cap, Credentials, ErrorKind, FoundBy, InspectOptions, NoCache, Reference, ReferrersOptions,
+    RegistryClient,
 };
 
-use crate::common::{client, config, digest, repo, upstream};
+use crate::common::{client, config, digest, repo, tag, upstream};
 
 const REPO: &str = "team/app";
 
@@ -506,11 +507,24 @@ async fn the_api_missing_memo_costs_one_request() -> anyhow::Result<()> {
         .await?;
     let client = client(&registry, Credentials::Anonymous);
     let tags = client.tags(&repo(REPO)).await?.items;
-    let before = client.requests();
-    let subjects: Vec<_> = std::iter::once(&index.digest)
+    let inspection = client
+        .inspect(
+            &repo(REPO),
+            &tag("multi"),
+            &NoCache,
+            &InspectOptions {
+                referrers: false,
+                known_tags: None,
+            },
+        )
+        .await?;
+    let subjects = inspection.subjects();
+    let expected_subjects: Vec<_> = std::iter::once(&index.digest)
         .chain(index.manifests.iter().map(|m| &m.digest))
         .map(|d| digest(d))
         .collect();
+    assert_eq!(subjects, expected_subjects, "the index, then each platform");
+    let before = client.requests();
     let options = ReferrersOptions {
         known_tags: Some(&tags),
         ..ReferrersOptions::default()
@@ -537,6 +551,20 @@ async fn the_api_missing_memo_costs_one_request() -> anyhow::Result<()> {
         .list_referrers_many(&repo(REPO), &subjects, &options)
         .await;
     assert_eq!(client.requests() - before, 1, "only the .sig HEAD");
+
+    // A new client told what the last one learnt does not ask the API at all.
+    let seeded = crate::common::client(&registry, Credentials::Anonymous);
+    seeded.assume_referrers_api(false);
+    seeded
+        .list_referrers_many(&repo(REPO), &subjects, &options)
+        .await;
+    assert_eq!(seeded.requests(), 1, "only the .sig HEAD");
+    seeded.assume_referrers_api(true);
+    assert_eq!(
+        seeded.referrers_api(),
+        Some(false),
+        "what a client knows wins"
+    );
     Ok(())
 }
 
