@@ -160,7 +160,7 @@ pub async fn run_trust(
     let current = client.send_with(Method::GET, &path, None, &[]).await?;
     if args.is_empty() {
         let policy = current.value.get("trust").cloned().unwrap_or(Value::Null);
-        return print(client.output(), &policy, |p| policy_lines(p));
+        return print(client.output(), &policy, policy_lines);
     }
     let mut rule = current.value;
     let policy = args.policy(rule.get("trust"))?;

@@ -12,8 +12,8 @@
 //! - a tag is mutable if any matching rule that selected it says so (a needless `HEAD` is
 //!   cheap; a missed moved tag is not);
 //! - a tag's trust policy is that of the first enabled rule in rule-id order that admits
-//!   the tag and has one ([`RuleSetIndex::trust_rule`]), which need not be the governing
-//!   rule: a policy-only rule sorted first (`00-trust`) can cover what others discover.
+//!   the tag and has one ([`RuleSetIndex::trust_rule`]), which need not be the rule that
+//!   governs the tag.
 
 use std::collections::{BTreeMap, BTreeSet};
 
