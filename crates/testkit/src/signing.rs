@@ -756,4 +756,65 @@ mod tests {
         assert_eq!(env["payload"], "e30=");
         assert!(env["signatures"][0]["sig"].as_str().is_some());
     }
+
+    #[test]
+    fn rekor_bundle_carries_a_set_over_the_canonical_entry() {
+        use p256::ecdsa::signature::Verifier as _;
+        use p256::pkcs8::DecodePublicKey as _;
+        let rekor = TestRekor::new();
+        let bundle: serde_json::Value =
+            serde_json::from_str(&rekor.rekor_bundle(b"payload", "c2ln", "PEM", 1_700_000_000))
+                .unwrap();
+        let p = &bundle["Payload"];
+        let canonical = format!(
+            r#"{{"body":"{}","integratedTime":1700000000,"logID":"{}","logIndex":{}}}"#,
+            p["body"].as_str().unwrap(),
+            hex(&rekor.log_id()),
+            p["logIndex"]
+        );
+        let set = STANDARD
+            .decode(bundle["SignedEntryTimestamp"].as_str().unwrap())
+            .unwrap();
+        let vk = p256::ecdsa::VerifyingKey::from_public_key_pem(&rekor.public_pem()).unwrap();
+        let sig = p256::ecdsa::Signature::from_der(&set).unwrap();
+        assert!(vk.verify(canonical.as_bytes(), &sig).is_ok());
+        let body: serde_json::Value =
+            serde_json::from_slice(&STANDARD.decode(p["body"].as_str().unwrap()).unwrap()).unwrap();
+        assert_eq!(body["kind"], "hashedrekord");
+        assert_eq!(
+            body["spec"]["data"]["hash"]["value"],
+            hex(&Sha256::digest(b"payload"))
+        );
+    }
+
+    #[test]
+    fn fulcio_leaf_and_trusted_root_have_the_expected_shape() {
+        let fulcio = TestFulcio::new();
+        let now = chrono::Utc::now();
+        let leaf = fulcio.issue(
+            San::Email("a@b.test".into()),
+            "https://issuer.test",
+            now,
+            now + chrono::Duration::minutes(10),
+        );
+        assert!(leaf.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert_eq!(leaf.chain_pem.matches("BEGIN CERTIFICATE").count(), 2);
+        let der = leaf.cert_der();
+        // The issuer extension's value is a DER UTF8String of the issuer.
+        let needle = der_utf8("https://issuer.test");
+        assert!(der.windows(needle.len()).any(|w| w == needle));
+        let root: serde_json::Value =
+            serde_json::from_str(&trusted_root_json(&fulcio, &TestRekor::new())).unwrap();
+        assert_eq!(
+            root["mediaType"],
+            "application/vnd.dev.sigstore.trustedroot+json;version=0.1"
+        );
+        assert_eq!(
+            root["certificateAuthorities"][0]["certChain"]["certificates"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
 }
