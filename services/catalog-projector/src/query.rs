@@ -131,6 +131,12 @@ pub struct ImageFilter {
     pub hm_tag: Option<String>,
     pub arch: Option<String>,
     pub approved: Option<bool>,
+    /// Trust filters: a verified signature; the highest severity at most this level
+    /// (`tag_versions.max_severity`, items without a report excluded); an SBOM; the verdict.
+    pub signed: Option<bool>,
+    pub max_severity: Option<i16>,
+    pub has_sbom: Option<bool>,
+    pub policy: Option<String>,
     /// A `to_tsquery('simple', …)` expression (see [`tsquery`]).
     pub q: Option<String>,
     pub as_of: Option<DateTime<Utc>>,
@@ -140,11 +146,13 @@ pub struct ImageFilter {
     pub fetch: i64,
 }
 
-/// The columns of an image row, in the order `api` reads them.
+/// The columns of an image row, in the order `api` reads them. Referrers: as last listed
+/// for the digest (`trust_referrers`), else as the tag event carried them.
 pub const IMAGE_COLUMNS: &str = "t.registry_id, g.label, t.repository, t.tag, t.digest, t.media_type, \
      t.artifact_type, t.kind, t.model_type, t.archs, t.platforms::text, t.size, t.created, t.first_seen, \
      t.last_seen, t.valid_from, t.valid_to, t.labels::text, t.annotations::text, t.extensions::text, \
-     t.referrers::text, t.hm_tags, r.hm_tags, t.approval, r.description, t.repo_id";
+     COALESCE((SELECT x.referrers::text FROM trust_referrers x \
+        WHERE x.repo_id = t.repo_id AND x.digest = t.digest), t.referrers::text), t.hm_tags, r.hm_tags, t.approval, r.description, t.repo_id, t.trust::text";
 
 fn visibility(sql: &mut Sql, teams: &Teams, as_of: Option<&str>) -> String {
     let mut w = match as_of {
@@ -200,6 +208,26 @@ pub fn images(f: &ImageFilter) -> Sql {
         Some(true) => wh.push("t.approval = 'approved'".into()),
         Some(false) => wh.push("t.approval IS DISTINCT FROM 'approved'".into()),
         None => {}
+    }
+    match f.signed {
+        Some(true) => wh.push("t.signed".into()),
+        Some(false) => wh.push("NOT t.signed".into()),
+        None => {}
+    }
+    if let Some(level) = f.max_severity {
+        let p = sql.bind(Bind::Int(i64::from(level)));
+        wh.push(format!(
+            "t.max_severity IS NOT NULL AND t.max_severity <= {p}"
+        ));
+    }
+    match f.has_sbom {
+        Some(true) => wh.push("t.has_sbom".into()),
+        Some(false) => wh.push("NOT t.has_sbom".into()),
+        None => {}
+    }
+    if let Some(v) = &f.policy {
+        let p = sql.bind(Bind::Text(v.clone()));
+        wh.push(format!("t.policy IS NOT NULL AND t.policy = {p}"));
     }
     if let Some(q) = &f.q {
         let p = sql.bind(Bind::Text(q.clone()));

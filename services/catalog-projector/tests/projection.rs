@@ -104,7 +104,10 @@ async fn given_events_the_catalog_shows_registries_repositories_tags_and_usage()
     assert_eq!(
         stats,
         json!({"tags": 3, "database_images": 1, "model_images": 2, "other_images": 0,
-               "repositories": 2, "database_repositories": 1, "model_repositories": 1, "registries": 1})
+               "repositories": 2, "database_repositories": 1, "model_repositories": 1, "registries": 1,
+               "signed": 0, "unsigned": 3, "with_sbom": 0,
+               "by_max_severity": {"critical": 0, "high": 0, "medium": 0, "low": 0, "none": 0},
+               "policy": {"pass": 0, "fail": 0, "audit": 0}})
     );
 
     // A repository with its tags and the deployments using it.

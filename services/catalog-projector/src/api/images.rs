@@ -41,6 +41,15 @@ pub struct ImagesQuery {
     arch: Option<String>,
     /// `true`: only approved images (for their current digest); `false`: the others.
     approved: Option<String>,
+    /// `true`: only images with a verified signature; `false`: the others.
+    signed: Option<String>,
+    /// `critical`, `high`, `medium`, `low` or `none`: images whose highest vulnerability
+    /// severity is at most that (images without a report are left out).
+    max_severity: Option<String>,
+    /// `true`: only images with an SBOM (of the image or a platform manifest).
+    has_sbom: Option<String>,
+    /// `pass`, `fail` or `audit`: the trust policy verdict.
+    policy: Option<String>,
     /// Words the repository name or description must contain (prefix match).
     q: Option<String>,
     /// RFC 3339 time: the catalog as it was then.
@@ -72,6 +81,10 @@ impl ImagesQuery {
             hm_tag: params::hm_tag(self.hm_tag.as_deref())?,
             arch: params::arch(self.arch.as_deref())?,
             approved: params::boolean("approved", self.approved.as_deref())?,
+            signed: params::boolean("signed", self.signed.as_deref())?,
+            max_severity: params::max_severity(self.max_severity.as_deref())?,
+            has_sbom: params::boolean("has_sbom", self.has_sbom.as_deref())?,
+            policy: params::policy(self.policy.as_deref())?,
             q: params::q(self.q.as_deref())?,
             as_of: params::as_of(self.as_of.as_deref())?,
             sort,

@@ -104,6 +104,31 @@ pub fn boolean(param: &str, v: Option<&str>) -> Result<Option<bool>, Problem> {
     .transpose()
 }
 
+/// `max_severity`: `critical`, `high`, `medium`, `low` or `none`, as a level.
+pub fn max_severity(v: Option<&str>) -> Result<Option<i16>, Problem> {
+    v.map(|s| {
+        crate::projection::trust::severity_level(s).ok_or_else(|| {
+            bad(
+                "max_severity",
+                format!("unknown severity `{s}`; expected critical, high, medium, low or none"),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// `policy`: a verdict.
+pub fn policy(v: Option<&str>) -> Result<Option<String>, Problem> {
+    v.map(|s| match s {
+        "pass" | "fail" | "audit" => Ok(s.to_owned()),
+        _ => Err(bad(
+            "policy",
+            format!("unknown verdict `{s}`; expected pass, fail or audit"),
+        )),
+    })
+    .transpose()
+}
+
 pub fn q(v: Option<&str>) -> Result<Option<String>, Problem> {
     v.map(|s| {
         if s.chars().count() > MAX_Q {

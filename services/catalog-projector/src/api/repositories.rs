@@ -5,7 +5,7 @@
 //! `PUT|DELETE …/{name}/hm-tags/{hm_tag}`, `PUT …/{name}/readme` and
 //! `POST …/{name}/approve|reject` are the commands.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -27,11 +27,12 @@ use uuid::Uuid;
 
 use super::params;
 use super::views::{
-    ApprovalView, DeploymentView, ImageView, ReadmeView, RepositoryDetail, RepositoryPage,
-    RepositoryView, TagDetail,
+    ApprovalView, DeploymentView, DigestReferrers, ImageView, ReadmeView, ReferrerView,
+    RepositoryDetail, RepositoryPage, RepositoryView, TagDetail,
 };
 use crate::curate::{Catalog, RepoRef};
 use crate::query::{self, Cursor, IMAGE_COLUMNS, RepositoryFilter};
+use imagelib_events::model::Referrer;
 
 #[derive(OpenApi)]
 #[openapi(paths(get_repository, put_hm_tag, delete_hm_tag, put_readme, approve, reject))]
@@ -393,7 +394,7 @@ async fn get_repository(
         .collect();
     let deployments = sqlx::query(
         "SELECT id, name, namespace, tag, digest, workload, target, replicas, status, status_detail,
-                revision, requested_by, requested_at, updated_at
+                revision, requested_by, requested_at, updated_at, policy_violation
          FROM deployments WHERE repo_id = $1 AND status <> 'deleted' ORDER BY requested_at, id",
     )
     .bind(repo_id)
@@ -417,12 +418,19 @@ async fn get_repository(
             requested_by: r.try_get(11)?,
             requested_at: r.try_get(12)?,
             updated_at: r.try_get(13)?,
+            policy_violation: r
+                .try_get::<Option<serde_json::Value>, _>(14)?
+                .and_then(|v| serde_json::from_value(v).ok()),
         })
     })
     .collect::<Result<Vec<_>, sqlx::Error>>()
     .map_err(internal)?;
 
+    let lists = crate::projection::trust::referrers_of(pool, repo_id)
+        .await
+        .map_err(internal)?;
     let mut tags = Vec::with_capacity(tag_rows.len());
+    let mut by_digest: BTreeMap<String, DigestReferrers> = BTreeMap::new();
     for row in &tag_rows {
         let (image, _): (ImageView, Uuid) = ImageView::from_row(row).map_err(internal)?;
         let used_by = deployments
@@ -430,6 +438,7 @@ async fn get_repository(
             .filter(|d| d.tag == image.tag)
             .cloned()
             .collect();
+        digest_referrers(&mut by_digest, &image, &lists);
         tags.push(TagDetail {
             tag_approval: decision_of.remove(&image.tag),
             readme: readme_of.remove(&image.tag),
@@ -445,7 +454,60 @@ async fn get_repository(
         readme: readme_of.remove(""),
         tags,
         used_by: deployments,
+        referrers: by_digest.into_values().collect(),
     })
+}
+
+/// Add a tag's digest and its platform manifests to the repository's referrer listing.
+fn digest_referrers(
+    by_digest: &mut BTreeMap<String, DigestReferrers>,
+    image: &ImageView,
+    lists: &BTreeMap<String, Vec<Referrer>>,
+) {
+    #[derive(Deserialize)]
+    struct P {
+        os: String,
+        architecture: String,
+        variant: Option<String>,
+        digest: Option<String>,
+    }
+    let view = |list: Option<&Vec<Referrer>>| -> Vec<ReferrerView> {
+        list.map(|l| {
+            l.iter()
+                .map(|r| ReferrerView {
+                    digest: r.digest.as_str().to_owned(),
+                    kind: crate::projection::enum_str(&r.kind),
+                    artifact_type: r.artifact_type.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let mut add = |digest: &str, platform: Option<String>, fallback: Option<Vec<Referrer>>| {
+        let entry = by_digest
+            .entry(digest.to_owned())
+            .or_insert_with(|| DigestReferrers {
+                digest: digest.to_owned(),
+                tags: Vec::new(),
+                platform: platform.clone(),
+                referrers: view(lists.get(digest).or(fallback.as_ref())),
+            });
+        if !entry.tags.contains(&image.tag) {
+            entry.tags.push(image.tag.clone());
+        }
+    };
+    let own: Option<Vec<Referrer>> = serde_json::from_str(image.referrers.get()).ok();
+    add(&image.digest, None, own);
+    let platforms: Vec<P> = serde_json::from_str(image.platforms.get()).unwrap_or_default();
+    for p in platforms {
+        if let Some(d) = p.digest {
+            let name = match &p.variant {
+                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                None => format!("{}/{}", p.os, p.architecture),
+            };
+            add(&d, Some(name), None);
+        }
+    }
 }
 
 fn hm(s: &str) -> Result<HmTag, Problem> {

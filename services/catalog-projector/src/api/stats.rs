@@ -1,5 +1,6 @@
 //! `/v1/stats`: the library's counters, over what the caller may see.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -34,6 +35,32 @@ pub struct Stats {
     pub model_repositories: i64,
     /// Registries (not removed).
     pub registries: i64,
+    /// Tags whose digest has a verified signature, and the others.
+    pub signed: i64,
+    pub unsigned: i64,
+    /// Tags with an SBOM (of the digest or a platform manifest).
+    pub with_sbom: i64,
+    /// Tags by the highest severity of their vulnerability reports (tags without a report
+    /// are not counted).
+    pub by_max_severity: SeverityStats,
+    /// Tags by trust policy verdict (tags never evaluated are not counted).
+    pub policy: PolicyStats,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeverityStats {
+    pub critical: i64,
+    pub high: i64,
+    pub medium: i64,
+    pub low: i64,
+    pub none: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyStats {
+    pub pass: i64,
+    pub fail: i64,
+    pub audit: i64,
 }
 
 /// The library's counters.
@@ -66,6 +93,47 @@ async fn stats(
     .map_err(|e| Problem::internal(&e))?;
     let get = |i: usize| row.try_get::<i64, _>(i).map_err(|e| Problem::internal(&e));
     let (tags, database_images, model_images) = (get(0)?, get(1)?, get(2)?);
+    // Each count reads only the partial index of its column: tags without trust data
+    // cost nothing.
+    let trust = sqlx::query(
+        "WITH g AS (
+            SELECT id FROM registries
+            WHERE removed_at IS NULL
+              AND ($1::text[] IS NULL OR cardinality(visibility) = 0 OR visibility && $1)
+         )
+         SELECT (SELECT count(*) FROM tag_versions t
+                 WHERE t.valid_to IS NULL AND t.signed AND t.registry_id IN (SELECT id FROM g))::int8,
+                (SELECT count(*) FROM tag_versions t
+                 WHERE t.valid_to IS NULL AND t.has_sbom AND t.registry_id IN (SELECT id FROM g))::int8,
+                (SELECT COALESCE(jsonb_object_agg(s, n), '{}') FROM (
+                    SELECT t.max_severity AS s, count(*) AS n FROM tag_versions t
+                    WHERE t.valid_to IS NULL AND t.max_severity IS NOT NULL
+                      AND t.registry_id IN (SELECT id FROM g)
+                    GROUP BY t.max_severity) x)::text,
+                (SELECT COALESCE(jsonb_object_agg(p, n), '{}') FROM (
+                    SELECT t.policy AS p, count(*) AS n FROM tag_versions t
+                    WHERE t.valid_to IS NULL AND t.policy IS NOT NULL
+                      AND t.registry_id IN (SELECT id FROM g)
+                    GROUP BY t.policy) x)::text",
+    )
+    .bind(caller.team_filter())
+    .fetch_one(catalog.pool())
+    .await
+    .map_err(|e| Problem::internal(&e))?;
+    let tget = |i: usize| {
+        trust
+            .try_get::<i64, _>(i)
+            .map_err(|e| Problem::internal(&e))
+    };
+    let (signed, with_sbom) = (tget(0)?, tget(1)?);
+    let counts = |i: usize| -> Result<HashMap<String, i64>, Problem> {
+        let text: String = trust.try_get(i).map_err(|e| Problem::internal(&e))?;
+        serde_json::from_str(&text).map_err(|e| Problem::internal(&e))
+    };
+    let severity = counts(2)?;
+    let level = |l: usize| severity.get(&l.to_string()).copied().unwrap_or(0);
+    let policy = counts(3)?;
+    let verdict = |v: &str| policy.get(v).copied().unwrap_or(0);
     Ok(axum::Json(Stats {
         tags,
         database_images,
@@ -75,5 +143,20 @@ async fn stats(
         database_repositories: get(4)?,
         model_repositories: get(5)?,
         registries: get(6)?,
+        signed,
+        unsigned: tags - signed,
+        with_sbom,
+        by_max_severity: SeverityStats {
+            critical: level(4),
+            high: level(3),
+            medium: level(2),
+            low: level(1),
+            none: level(0),
+        },
+        policy: PolicyStats {
+            pass: verdict("pass"),
+            fail: verdict("fail"),
+            audit: verdict("audit"),
+        },
     }))
 }

@@ -8,6 +8,8 @@ use sqlx::postgres::PgRow;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub use crate::projection::trust::TrustView;
+
 /// One tag of one repository: a row of the Image Library.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ImageView {
@@ -56,6 +58,19 @@ pub struct ImageView {
     pub approval: Option<String>,
     pub approved: bool,
     pub description: String,
+    /// Signatures, vulnerabilities, SBOMs and the policy verdict of its digest.
+    pub trust: TrustView,
+}
+
+/// The composed trust of a row; none recorded (or unreadable, logged) is the empty view.
+fn trust_of(json: Option<String>) -> TrustView {
+    match json {
+        None => TrustView::default(),
+        Some(s) => serde_json::from_str(&s).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "stored trust unreadable; shown as none");
+            TrustView::default()
+        }),
+    }
 }
 
 fn raw(s: String) -> Result<Box<RawValue>, sqlx::Error> {
@@ -103,6 +118,7 @@ impl ImageView {
             approved: approval.as_deref() == Some("approved"),
             approval,
             description: row.try_get(24)?,
+            trust: trust_of(row.try_get(26)?),
         };
         Ok((view, row.try_get(25)?))
     }
@@ -216,6 +232,42 @@ pub struct DeploymentView {
     pub requested_by: Option<String>,
     pub requested_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The latest trust policy violation recorded on it (audited at deploy, or found
+    /// while running).
+    pub policy_violation: Option<PolicyViolationView>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct PolicyViolationView {
+    pub digest: String,
+    /// `audited` (deployed under an audit policy) or `running` (found after deploy).
+    pub stage: String,
+    pub reasons: Vec<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub findings: Vec<imagelib_events::model::PolicyFinding>,
+    /// The rule whose policy was applied.
+    pub rule: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The referrers of one digest of a repository (a tag's, or a platform manifest's).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DigestReferrers {
+    pub digest: String,
+    /// The tags pointing at it (for a platform manifest: at its index).
+    pub tags: Vec<String>,
+    /// `os/architecture[/variant]` for a platform manifest.
+    pub platform: Option<String>,
+    /// Signatures, SBOMs and attestations attached to it, as last listed.
+    pub referrers: Vec<ReferrerView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReferrerView {
+    pub digest: String,
+    /// `signature`, `sbom`, `attestation` or `other`.
+    pub kind: String,
+    pub artifact_type: Option<String>,
 }
 
 /// One tag in a repository's detail.
@@ -242,4 +294,6 @@ pub struct RepositoryDetail {
     pub readme: Option<ReadmeView>,
     pub tags: Vec<TagDetail>,
     pub used_by: Vec<DeploymentView>,
+    /// The referrers of each digest its tags point at (and of their platform manifests).
+    pub referrers: Vec<DigestReferrers>,
 }

@@ -189,7 +189,12 @@ pub(crate) async fn flush(
     let mut repo_of: HashMap<(RegistryId, &RepositoryName), Uuid> = HashMap::new();
     let mut keyed: Vec<(u64, DateTime<Utc>, &EventPayload, usize)> =
         Vec::with_capacity(events.len());
+    let mut evidence: Vec<(u64, &Envelope)> = Vec::new();
     for (seq, env) in events {
+        if super::trust::is_evidence(&env.payload) {
+            evidence.push((*seq, *env));
+            continue;
+        }
         let (registry, repository, tag) = match &env.payload {
             EventPayload::TagDiscovered(e) => (e.registry_id, &e.repository, e.tag.as_str()),
             EventPayload::TagMoved(e) => (e.registry_id, &e.repository, e.tag.as_str()),
@@ -212,10 +217,26 @@ pub(crate) async fn flush(
         });
         keyed.push((*seq, micros(env.time), &env.payload, i));
     }
-    if keyed.is_empty() {
-        return Ok(());
+    if !keyed.is_empty() {
+        fold(tx, keyed, index, states, rules).await?;
     }
+    // Evidence after the tags: its rows are last-writer-wins by sequence (see `trust`), so
+    // this order gives what stream order gives; versions just opened are composed by
+    // `fold` and recomposed here if their digests' evidence changed.
+    if !evidence.is_empty() {
+        let touched = super::trust::apply_evidence(tx, &evidence).await?;
+        super::trust::refresh_digests(tx, &touched).await?;
+    }
+    Ok(())
+}
 
+async fn fold<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    keyed: Vec<(u64, DateTime<Utc>, &'a EventPayload, usize)>,
+    index: HashMap<(Uuid, &'a str), usize>,
+    mut states: Vec<TagState<'a>>,
+    rules: &mut RulesCtx<'_>,
+) -> Result<(), sqlx::Error> {
     // The current versions of those tags: from memory in a bulk replay, else the database.
     let t0 = std::time::Instant::now();
     if let Some(memory) = rules.memory() {
@@ -274,6 +295,8 @@ async fn fold_and_write<'a>(
     // Fold.
     let mut new: Vec<NewVersion<'_>> = Vec::new();
     let mut repos: HashMap<Uuid, RepoAgg<'_>> = HashMap::new();
+    let mut referrer_lists: Vec<(u64, usize, &str, &[imagelib_events::model::Referrer])> =
+        Vec::new();
     for (seq, at, payload, i) in keyed {
         let (registry_id, repository, digest, details) = match payload {
             EventPayload::TagDiscovered(e) => (
@@ -298,6 +321,7 @@ async fn fold_and_write<'a>(
         agg.first_seen = Some(agg.first_seen.map_or(at, |f| f.min(at)));
         match (digest, details) {
             (Some(digest), Some(details)) => {
+                referrer_lists.push((seq, i, digest, details.referrers.as_slice()));
                 if agg.latest.is_none_or(|(s, _)| s < seq) {
                     agg.latest = Some((seq, details));
                 }
@@ -415,6 +439,30 @@ async fn fold_and_write<'a>(
     let t = std::time::Instant::now();
     write_new(tx, &new).await?;
     prof(3, t);
+    let mut lists: Vec<(Uuid, &str, &[imagelib_events::model::Referrer], u64)> = Vec::new();
+    for (seq, i, digest, list) in referrer_lists {
+        lists.push((states[i].repo_id, digest, list, seq));
+    }
+    let mut relisted = super::trust::record_tag_referrers(tx, &lists).await?;
+    relisted.sort();
+    relisted.dedup();
+    super::trust::refresh_digests(tx, &relisted).await?;
+    let opened: Vec<super::trust::VersionKey> = new
+        .iter()
+        .filter(|v| v.valid_to.is_none())
+        .map(|v| super::trust::VersionKey {
+            repo_id: v.repo_id,
+            tag: v.tag.to_owned(),
+            digest: v.digest.to_owned(),
+            platforms: v
+                .details
+                .platforms
+                .iter()
+                .filter_map(|p| p.digest.as_ref().map(|d| d.as_str().to_owned()))
+                .collect(),
+        })
+        .collect();
+    super::trust::refresh_new(tx, opened, &relisted).await?;
     Ok(())
 }
 
@@ -706,6 +754,9 @@ async fn write_touches(
     Ok(())
 }
 
+/// Close versions. Trust is kept on current versions only (a closed one would otherwise
+/// keep whatever its digest showed when the batch that closed it began, which depends on
+/// batching): history shows none.
 async fn write_closes(
     tx: &mut Transaction<'_, Postgres>,
     states: &[TagState<'_>],
@@ -724,7 +775,8 @@ async fn write_closes(
         return Ok(());
     }
     sqlx::query(
-        "UPDATE tag_versions t SET valid_to = GREATEST(u.valid_to, t.valid_from)
+        "UPDATE tag_versions t SET valid_to = GREATEST(u.valid_to, t.valid_from),
+            signed = false, max_severity = NULL, has_sbom = false, policy = NULL, trust = NULL
          FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS u(repo_id, tag, valid_to)
          WHERE t.repo_id = u.repo_id AND t.tag = u.tag AND t.valid_to IS NULL",
     )

@@ -16,6 +16,7 @@
 
 pub mod images;
 mod other;
+pub mod trust;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -206,20 +206,48 @@ pub(crate) async fn apply(
         // ------------------------------------------------------------ images
         EventPayload::TagDiscovered(_)
         | EventPayload::TagMoved(_)
-        | EventPayload::TagRemoved(_) => {
-            super::images::flush(tx, &[(seq, env)], rules).await?;
-        }
-
-        // Trust and integrity events (issue 13) are not projected yet: skipped, not
-        // dead-lettered, so the catalog keeps up while the trust projection is built.
-        EventPayload::SignatureVerified(_)
+        | EventPayload::TagRemoved(_)
+        | EventPayload::SignatureVerified(_)
         | EventPayload::SignatureFailed(_)
         | EventPayload::VulnerabilitiesReported(_)
         | EventPayload::SbomFound(_)
         | EventPayload::PolicyEvaluated(_)
-        | EventPayload::ReferrersChanged(_)
-        | EventPayload::TagMutated(_)
-        | EventPayload::DeploymentPolicyViolated(_) => {}
+        | EventPayload::ReferrersChanged(_) => {
+            super::images::flush(tx, &[(seq, env)], rules).await?;
+        }
+
+        // Tag mutation (issue 14) is not shown by the catalog: skipped, not dead-lettered.
+        EventPayload::TagMutated(_) => {}
+
+        // The latest violation is shown on the deployment ("used by").
+        EventPayload::DeploymentPolicyViolated(e) => {
+            let mut reasons: Vec<String> = e.reasons.iter().map(enum_str).collect();
+            reasons.truncate(imagelib_events::model::PolicyReason::ALL.len());
+            let findings: Vec<imagelib_events::model::PolicyFinding> = e
+                .findings
+                .iter()
+                .take(super::trust::MAX_LISTED)
+                .cloned()
+                .collect();
+            let violation = serde_json::json!({
+                "digest": e.digest.as_str(),
+                "stage": enum_str(&e.stage),
+                "reasons": reasons,
+                "findings": findings,
+                "rule": e.policy.as_ref().map(|p| p.as_str()),
+                "at": at,
+                "sequence": seq_i,
+            });
+            sqlx::query(
+                "UPDATE deployments SET policy_violation = $2 WHERE id = $1
+                    AND (policy_violation IS NULL OR (policy_violation->>'sequence')::int8 < $3)",
+            )
+            .bind(e.deployment_id.0)
+            .bind(violation)
+            .bind(seq_i)
+            .execute(&mut **tx)
+            .await?;
+        }
 
         // ------------------------------------------------------------ curation
         EventPayload::CatalogLabeled(e) => {

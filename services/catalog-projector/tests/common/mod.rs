@@ -593,3 +593,169 @@ pub fn timed(mut e: Envelope, t: &str) -> Envelope {
     e.time = at(t);
     e
 }
+
+// ---------------------------------------------------------------- trust event builders
+
+pub fn repo(s: &str) -> imagelib_events::RepositoryName {
+    s.parse().unwrap()
+}
+
+/// An index of `archs` whose platform manifests are digests `first`, `first + 1`, ….
+pub fn multi_arch(archs: &[&str], first: u64) -> ImageDetails {
+    let mut d = details(ImageKind::Other, None, archs, 1000);
+    for (i, p) in d.platforms.iter_mut().enumerate() {
+        p.digest = Some(digest(first + i as u64));
+    }
+    d
+}
+
+pub fn sig_verified(
+    reg: RegistryId,
+    repository: &str,
+    d: u64,
+    source: u64,
+    signer: &str,
+) -> Envelope {
+    envelope(
+        "sync-scanner",
+        SignatureVerified {
+            registry_id: reg,
+            repository: repo(repository),
+            digest: digest(d),
+            signer: signer.into(),
+            issuer: None,
+            kind: SignatureKind::Cosign,
+            policy: Some("apps".parse().unwrap()),
+            source: digest(source),
+        },
+    )
+}
+
+pub fn sig_failed(
+    reg: RegistryId,
+    repository: &str,
+    d: u64,
+    source: u64,
+    reason: &str,
+) -> Envelope {
+    envelope(
+        "sync-scanner",
+        SignatureFailed {
+            registry_id: reg,
+            repository: repo(repository),
+            digest: digest(d),
+            signer: "https://github.com/evil/ci".into(),
+            issuer: Some("https://token.actions.githubusercontent.com".into()),
+            kind: SignatureKind::Cosign,
+            policy: Some("apps".parse().unwrap()),
+            reason: reason.into(),
+            source: digest(source),
+        },
+    )
+}
+
+pub fn vulns(
+    reg: RegistryId,
+    repository: &str,
+    d: u64,
+    source: u64,
+    scanner: &str,
+    scanned_at: &str,
+    counts: [u64; 5],
+) -> Envelope {
+    let [critical, high, medium, low, unknown] = counts;
+    envelope(
+        "sync-scanner",
+        VulnerabilitiesReported {
+            registry_id: reg,
+            repository: repo(repository),
+            digest: digest(d),
+            scanner: ScannerInfo {
+                name: scanner.into(),
+                version: "0.58.1".into(),
+            },
+            db: "2025-01-14T06:00:00Z".into(),
+            scanned_at: at(scanned_at),
+            counts: SeverityCounts {
+                critical,
+                high,
+                medium,
+                low,
+                unknown,
+            },
+            fixable: high,
+            source: digest(source),
+        },
+    )
+}
+
+pub fn sbom(
+    reg: RegistryId,
+    repository: &str,
+    d: u64,
+    source: u64,
+    format: SbomFormat,
+) -> Envelope {
+    envelope(
+        "sync-scanner",
+        SbomFound {
+            registry_id: reg,
+            repository: repo(repository),
+            digest: digest(d),
+            format,
+            source: digest(source),
+        },
+    )
+}
+
+pub fn evaluated(
+    reg: RegistryId,
+    repository: &str,
+    d: u64,
+    verdict: PolicyVerdict,
+    reasons: &[PolicyReason],
+) -> Envelope {
+    envelope(
+        "sync-scanner",
+        PolicyEvaluated {
+            registry_id: reg,
+            repository: repo(repository),
+            digest: digest(d),
+            verdict,
+            reasons: reasons.to_vec(),
+            policy: Some("apps".parse().unwrap()),
+            findings: reasons
+                .iter()
+                .map(|r| PolicyFinding {
+                    reason: *r,
+                    detail: format!("{r:?} seen"),
+                })
+                .collect(),
+        },
+    )
+}
+
+pub fn referrer(d: u64, kind: ReferrerKind, artifact_type: &str) -> Referrer {
+    Referrer {
+        digest: digest(d),
+        kind,
+        artifact_type: Some(artifact_type.into()),
+    }
+}
+
+pub fn referrers_changed(
+    reg: RegistryId,
+    repository: &str,
+    d: u64,
+    list: Vec<Referrer>,
+) -> Envelope {
+    envelope(
+        "sync-scanner",
+        ReferrersChanged {
+            registry_id: reg,
+            repository: repo(repository),
+            digest: digest(d),
+            referrers: list,
+        },
+    )
+}
