@@ -197,6 +197,7 @@ struct Ctx<'a> {
 }
 
 impl Scanner {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
         bus: EventBus,

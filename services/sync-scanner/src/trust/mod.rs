@@ -37,7 +37,9 @@ use imagelib_events::{
     Digest, Envelope, EventId, EventPayload, RegistryId, RepositoryName, RuleId, Tag, TraceParent,
 };
 use imagelib_rules::RuleSetIndex;
-use imagelib_trust::evidence::{Evidence, Outcome, Scheme};
+use imagelib_trust::evidence::{Evidence, Outcome, Scheme, Verifier};
+use imagelib_trust::notation::NotationTrustStore;
+use imagelib_trust::trust_root::TrustRoot;
 use registry_client::RegistryClient;
 
 use crate::rules::AgentRules;
@@ -65,16 +67,14 @@ pub enum TrustConfigError {
 
 /// The largest trust file read.
 const MAX_TRUST_FILE_BYTES: u64 = 4 << 20;
-/// The Sigstore trusted root media type.
-pub const TRUSTED_ROOT_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.trustedroot+json";
 
 /// The trust anchors of keyless and Notation verification, loaded at start.
 #[derive(Debug, Clone, Default)]
 pub struct Roots {
     /// The Sigstore `trusted_root.json` (Fulcio CAs, Rekor keys).
-    pub trust_root: Option<Arc<serde_json::Value>>,
+    pub trust_root: Option<Arc<TrustRoot>>,
     /// The Notation trust store: a PEM bundle of CA certificates.
-    pub notation: Option<Arc<String>>,
+    pub notation: Option<Arc<NotationTrustStore>>,
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
@@ -100,18 +100,12 @@ impl Roots {
                 message,
             };
             let bytes = read_bounded(path).map_err(err)?;
-            let value: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(|e| err(format!("not JSON: {e}")))?;
-            let media_type = value["mediaType"].as_str().unwrap_or_default();
-            if !media_type.starts_with(TRUSTED_ROOT_MEDIA_TYPE) {
-                return Err(err(format!(
-                    "mediaType is {media_type:?}, not {TRUSTED_ROOT_MEDIA_TYPE};version=0.1"
-                )));
-            }
-            if !value["certificateAuthorities"].is_array() {
-                return Err(err("no certificateAuthorities".into()));
-            }
-            roots.trust_root = Some(Arc::new(value));
+            let root = TrustRoot::from_json(&bytes).map_err(|e| {
+                err(format!(
+                    "not a Sigstore trusted root (application/vnd.dev.sigstore.trustedroot+json;version=0.1): {e}"
+                ))
+            })?;
+            roots.trust_root = Some(Arc::new(root));
         }
         if let Some(path) = notation {
             let err = |message: String| TrustConfigError::NotationTrustStore {
@@ -120,12 +114,25 @@ impl Roots {
             };
             let bytes = read_bounded(path).map_err(err)?;
             let text = String::from_utf8(bytes).map_err(|_| err("not PEM text".into()))?;
-            if !text.contains("-----BEGIN CERTIFICATE-----") {
-                return Err(err("no PEM certificate in it".into()));
+            let store = NotationTrustStore::from_pem(&text)
+                .map_err(|e| err(format!("not a PEM bundle of CA certificates: {e}")))?;
+            if store.is_empty() {
+                return Err(err("no certificate in it".into()));
             }
-            roots.notation = Some(Arc::new(text));
+            roots.notation = Some(Arc::new(store));
         }
         Ok(roots)
+    }
+
+    /// `verifier` with these anchors.
+    pub fn apply<'a>(&'a self, mut verifier: Verifier<'a>) -> Verifier<'a> {
+        if let Some(root) = &self.trust_root {
+            verifier = verifier.trust_root(root);
+        }
+        if let Some(store) = &self.notation {
+            verifier = verifier.notation_roots(store);
+        }
+        verifier
     }
 }
 
@@ -141,7 +148,6 @@ struct Inner {
     bus: EventBus,
     actor: String,
     agent: Arc<AgentRules>,
-    #[allow(dead_code)] // handed to the verifier once keyless/Notation verification lands
     roots: Roots,
     max_referrer_bytes: u64,
     /// Whether each registry had the referrers API when last asked.
@@ -195,13 +201,54 @@ pub struct Current {
     pub platforms: Vec<Digest>,
 }
 
-/// What one tag digest's evaluation works with.
+/// One tag digest to evaluate: its platforms and the trust rule of its tags (the first
+/// tag, by name, that has one).
 struct Subject<'a> {
     digest: &'a Digest,
     platforms: &'a [Digest],
-    policy: Option<&'a CompiledPolicy>,
-    /// The rule of a policy in mode `off` (a lifted gate names it).
-    off_rule: Option<&'a RuleId>,
+    rule: Option<(&'a RuleId, &'a imagelib_events::model::TrustPolicy)>,
+}
+
+/// The tag digests of `current` (each once), with the policy that applies to them.
+fn subjects_of<'a>(
+    index: &'a RuleSetIndex,
+    repository: &RepositoryName,
+    current: &'a [Current],
+) -> Vec<Subject<'a>> {
+    let mut by_tag: Vec<&Current> = current.iter().collect();
+    by_tag.sort_by(|a, b| a.tag.as_str().cmp(b.tag.as_str()));
+    let mut out: BTreeMap<&Digest, Subject<'a>> = BTreeMap::new();
+    for c in by_tag {
+        let rule = index
+            .trust_rule(repository, &c.tag)
+            .and_then(|r| r.trust().map(|t| (r.id(), t)));
+        let entry = out.entry(&c.digest).or_insert(Subject {
+            digest: &c.digest,
+            platforms: &c.platforms,
+            rule: None,
+        });
+        if entry.rule.is_none() {
+            entry.rule = rule;
+        }
+    }
+    out.into_values().collect()
+}
+
+/// Compiled policies of one pass, by rule.
+#[derive(Default)]
+struct Compiled(HashMap<RuleId, Option<CompiledPolicy>>);
+
+impl Compiled {
+    fn get(
+        &mut self,
+        rule: Option<(&RuleId, &imagelib_events::model::TrustPolicy)>,
+    ) -> Option<&CompiledPolicy> {
+        let (id, trust) = rule.filter(|(_, t)| t.mode != PolicyMode::Off)?;
+        self.0
+            .entry(id.clone())
+            .or_insert_with(|| CompiledPolicy::compile(id, trust))
+            .as_ref()
+    }
 }
 
 fn sorted(list: &[Referrer]) -> Vec<(String, String)> {
@@ -217,24 +264,6 @@ fn sorted(list: &[Referrer]) -> Vec<(String, String)> {
     v.sort();
     v.dedup();
     v
-}
-
-/// For each tag, the first rule (rule-id order) with a trust policy that selects it.
-fn policies_of<'i>(
-    index: &'i RuleSetIndex,
-    repository: &RepositoryName,
-    tags: &[Tag],
-) -> HashMap<Tag, &'i imagelib_rules::CompiledRule> {
-    let mut out = HashMap::new();
-    for rule in index.rules_for(repository) {
-        if rule.rule().trust.is_none() {
-            continue;
-        }
-        for tag in rule.select_tags(tags) {
-            out.entry(tag.clone()).or_insert(rule);
-        }
-    }
-    out
 }
 
 impl Trust {
@@ -434,57 +463,24 @@ impl Trust {
         };
 
         // Evaluate the tag digests whose evidence may differ.
-        let tags: Vec<Tag> = current.iter().map(|c| c.tag.clone()).collect();
-        let rules = policies_of(scan.index, repo, &tags);
-        let mut compiled: HashMap<RuleId, CompiledPolicy> = HashMap::new();
-        let mut seen: HashSet<&Digest> = HashSet::new();
-        let mut by_tag: Vec<&Current> = current.iter().collect();
-        by_tag.sort_by(|a, b| a.tag.as_str().cmp(b.tag.as_str()));
-        let mut todo: BTreeMap<&Digest, (&[Digest], Option<&imagelib_rules::CompiledRule>)> =
-            BTreeMap::new();
-        for c in by_tag {
-            let rule = rules.get(&c.tag).copied();
-            let entry = todo.entry(&c.digest).or_insert((&c.platforms, None));
-            if entry.1.is_none() {
-                entry.1 = rule;
-            }
-            let _ = seen.insert(&c.digest);
-        }
-        for (digest, (platforms, rule)) in &todo {
-            let dirty = std::iter::once(*digest)
-                .chain(platforms.iter())
+        let mut compiled = Compiled::default();
+        for subject in subjects_of(scan.index, repo, current) {
+            let dirty = std::iter::once(subject.digest)
+                .chain(subject.platforms)
                 .any(|d| changed.contains(d) || fetched_for(d) || fresh.contains_key(d));
             if !dirty {
                 continue;
             }
-            if let Some(rule) = rule
-                && let Some(trust) = &rule.rule().trust
-            {
-                compiled
-                    .entry(rule.id().clone())
-                    .or_insert_with(|| CompiledPolicy::compile(rule.id().clone(), trust));
-            }
-        }
-        for (digest, (platforms, rule)) in todo {
-            let dirty = std::iter::once(digest)
-                .chain(platforms.iter())
-                .any(|d| changed.contains(d) || fetched_for(d) || fresh.contains_key(d));
-            if !dirty {
-                continue;
-            }
-            let trust_rule = rule.and_then(|r| r.rule().trust.as_ref().map(|t| (r.id(), t)));
-            let subject = Subject {
-                digest,
-                platforms,
-                policy: trust_rule
-                    .filter(|(_, t)| t.mode != PolicyMode::Off)
-                    .and_then(|(id, _)| compiled.get(id)),
-                off_rule: trust_rule
-                    .filter(|(_, t)| t.mode == PolicyMode::Off)
-                    .map(|(id, _)| id),
-            };
-            self.evaluate(scan.registry, repo, &subject, &lists, scan.traceparent)
-                .await?;
+            let policy = compiled.get(subject.rule);
+            self.evaluate(
+                scan.registry,
+                repo,
+                &subject,
+                policy,
+                &lists,
+                scan.traceparent,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -537,34 +533,14 @@ impl Trust {
             });
         }
         let mut evaluated = 0u64;
-        let mut compiled: HashMap<RuleId, CompiledPolicy> = HashMap::new();
+        let mut compiled = Compiled::default();
         for (repo, current) in &by_repo {
-            let tags: Vec<Tag> = current.iter().map(|c| c.tag.clone()).collect();
-            let rules = policies_of(&index, repo, &tags);
-            let mut todo: BTreeMap<&Digest, (&[Digest], Option<&imagelib_rules::CompiledRule>)> =
-                BTreeMap::new();
-            let mut by_tag: Vec<&Current> = current.iter().collect();
-            by_tag.sort_by(|a, b| a.tag.as_str().cmp(b.tag.as_str()));
-            for c in by_tag {
-                let rule = rules.get(&c.tag).copied();
-                let entry = todo.entry(&c.digest).or_insert((&c.platforms, None));
-                if entry.1.is_none() {
-                    entry.1 = rule;
-                }
-            }
-            for (_, rule) in todo.values() {
-                if let Some(rule) = rule
-                    && let Some(trust) = &rule.rule().trust
-                {
-                    compiled
-                        .entry(rule.id().clone())
-                        .or_insert_with(|| CompiledPolicy::compile(rule.id().clone(), trust));
-                }
-            }
-            let keys: Vec<String> = todo
+            let subjects = subjects_of(&index, repo, current);
+            let keys: Vec<String> = subjects
                 .iter()
-                .flat_map(|(d, (p, _))| {
-                    std::iter::once(d.to_string()).chain(p.iter().map(|p| p.to_string()))
+                .flat_map(|s| {
+                    std::iter::once(s.digest.to_string())
+                        .chain(s.platforms.iter().map(|p| p.to_string()))
                 })
                 .collect();
             let lists: HashMap<Digest, Vec<Referrer>> = s
@@ -574,19 +550,9 @@ impl Trust {
                 .into_iter()
                 .filter_map(|(d, (l, _))| Some((d.parse().ok()?, l)))
                 .collect();
-            for (digest, (platforms, rule)) in todo {
-                let trust_rule = rule.and_then(|r| r.rule().trust.as_ref().map(|t| (r.id(), t)));
-                let subject = Subject {
-                    digest,
-                    platforms,
-                    policy: trust_rule
-                        .filter(|(_, t)| t.mode != PolicyMode::Off)
-                        .and_then(|(id, _)| compiled.get(id)),
-                    off_rule: trust_rule
-                        .filter(|(_, t)| t.mode == PolicyMode::Off)
-                        .map(|(id, _)| id),
-                };
-                self.evaluate(registry, repo, &subject, &lists, None)
+            for subject in subjects {
+                let policy = compiled.get(subject.rule);
+                self.evaluate(registry, repo, &subject, policy, &lists, None)
                     .await?;
                 evaluated += 1;
             }
@@ -602,6 +568,7 @@ impl Trust {
         registry: RegistryId,
         repo: &RepositoryName,
         subject: &Subject<'_>,
+        policy: Option<&CompiledPolicy>,
         lists: &HashMap<Digest, Vec<Referrer>>,
         traceparent: Option<TraceParent>,
     ) -> Result<(), TrustError> {
@@ -618,23 +585,24 @@ impl Trust {
             .collect();
         sources.sort();
         sources.dedup();
-        let content: HashMap<String, Vec<Evidence>> = s
+        let stored: HashMap<String, state::StoredReferrer> = s
             .store
             .referrer_content(&sources)
             .await?
-            .iter()
-            .map(|c| (c.digest.to_string(), content::interpret(c)))
+            .into_iter()
+            .map(|c| (c.digest.to_string(), c))
             .collect();
         let facts = s.store.trust_facts(registry, repo, &keys).await?;
-        let said_of = |d: &Digest| -> Vec<&Evidence> {
+        let said_of = |d: &Digest| -> Vec<Evidence> {
             lists
                 .get(d)
                 .into_iter()
                 .flatten()
-                .filter_map(|r| content.get(r.digest.as_str()))
-                .flatten()
+                .filter_map(|r| stored.get(r.digest.as_str()))
+                .flat_map(|c| content::interpret(d.as_str(), c))
                 .collect()
         };
+        let said: Vec<Vec<Evidence>> = digests.iter().map(|d| said_of(d)).collect();
         // Emits `payload` when the fact under `key` of `digest` says something else.
         let changed = |digest: &Digest, key: &str, payload: &EventPayload| {
             let previous = facts.get(&(digest.to_string(), key.to_owned()));
@@ -649,13 +617,10 @@ impl Trust {
         };
 
         // Reports and SBOMs of the digest and its platforms, once each.
-        let mut reports = Vec::new();
-        let mut has_sbom = false;
-        for d in &digests {
-            for e in said_of(d) {
+        for (d, evidence) in digests.iter().zip(&said) {
+            for e in evidence {
                 let (key, payload) = match e {
                     Evidence::Vulnerabilities { source, summary } => {
-                        reports.push(summary);
                         let Ok(source) = source.parse::<Digest>() else {
                             continue;
                         };
@@ -702,7 +667,6 @@ impl Trust {
                         (format!("vuln/{source}"), EventPayload::from(event))
                     }
                     Evidence::Sbom { source, format } => {
-                        has_sbom = true;
                         let Ok(source) = source.parse::<Digest>() else {
                             continue;
                         };
@@ -729,7 +693,7 @@ impl Trust {
         }
 
         let digest = subject.digest;
-        let Some(policy) = subject.policy else {
+        let Some(policy) = policy else {
             // No policy (or mode off): a gate that was closed is lifted, once.
             let closed = facts
                 .get(&(digest.to_string(), "policy".to_owned()))
@@ -741,7 +705,7 @@ impl Trust {
                     digest: digest.clone(),
                     verdict: PolicyVerdict::Pass,
                     reasons: Vec::new(),
-                    policy: subject.off_rule.cloned(),
+                    policy: subject.rule.map(|(id, _)| id.clone()),
                     findings: Vec::new(),
                 });
                 if let Some(id) = changed(digest, "policy", &payload) {
@@ -752,9 +716,12 @@ impl Trust {
             return Ok(());
         };
         let now = Utc::now();
-        let own = said_of(digest);
-        let checks = policy::check_all(policy, digest.as_str(), &own, now);
-        for check in &checks {
+        let (own, children) = said
+            .split_first()
+            .map(|(o, c)| (o.as_slice(), c))
+            .unwrap_or((&[], &[]));
+        let evaluation = policy.evaluate(&s.roots, digest.as_str(), own, children, now);
+        for check in &evaluation.signatures {
             let Ok(source) = check.source.parse::<Digest>() else {
                 continue;
             };
@@ -794,19 +761,7 @@ impl Trust {
                 self.emit(payload, id, traceparent).await?;
             }
         }
-        let findings = policy::evaluate(
-            policy,
-            digest.as_str(),
-            &checks,
-            &reports,
-            has_sbom,
-            now.date_naive(),
-        );
-        let verdict = match (findings.is_empty(), policy.mode()) {
-            (true, _) => PolicyVerdict::Pass,
-            (false, PolicyMode::Enforce) => PolicyVerdict::Fail,
-            (false, _) => PolicyVerdict::Audit,
-        };
+        let (verdict, findings) = policy::outcome(policy.mode, &evaluation);
         let payload = EventPayload::from(PolicyEvaluated {
             registry_id: registry,
             repository: repo.clone(),

@@ -22,6 +22,9 @@ pub enum Layout<'a> {
     Subject(&'a str),
 }
 
+/// A layer: media type, content, annotations.
+type Layer<'a> = (&'a str, Vec<u8>, Vec<(String, String)>);
+
 pub struct Pushed {
     pub digest: String,
 }
@@ -58,7 +61,7 @@ async fn push_referrer(
     layout: Layout<'_>,
     artifact_type: &str,
     suffix: &str,
-    layers: &[(&str, Vec<u8>, Vec<(String, String)>)],
+    layers: &[Layer<'_>],
 ) -> anyhow::Result<Pushed> {
     let config = b"{}";
     let config_digest = registry.push_blob(repo, config).await?;
