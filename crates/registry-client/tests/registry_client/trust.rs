@@ -144,6 +144,18 @@ async fn publish_signed_and_scanned(
         ),
     )
     .await?;
+    let spdx: serde_json::Value =
+        serde_json::from_slice(&publish::spdx_sbom("acme/app:1.0", &[("zlib", "1.3.1-r1")]))?;
+    p.cosign_attest(image, &s.trusted, predicate::SPDX, spdx)
+        .await?;
+    if p.layout() == Layout::TagSchema {
+        p.cosign_attach_sbom(
+            image,
+            media::COSIGN_SBOM_SPDX_JSON,
+            &publish::spdx_sbom("acme/app:1.0", &[("musl", "1.2.5-r0")]),
+        )
+        .await?;
+    }
     p.trivy_report(image, &report).await?;
     p.sbom(
         image,
@@ -267,7 +279,12 @@ async fn reads_back(layout: Layout) -> anyhow::Result<()> {
         })
         .collect();
     sboms.sort_by_key(|f| format!("{f:?}"));
-    assert_eq!(sboms, [SbomFormat::CycloneDx, SbomFormat::Spdx]);
+    // The SPDX and CycloneDX artifacts, the SPDX attestation, and cosign's `.sbom` tag.
+    let mut expected = vec![SbomFormat::CycloneDx, SbomFormat::Spdx, SbomFormat::Spdx];
+    if layout == Layout::TagSchema {
+        expected.push(SbomFormat::Spdx);
+    }
+    assert_eq!(sboms, expected);
     Ok(())
 }
 
