@@ -318,7 +318,8 @@ pub enum RulesCommand {
         hm_tags: Vec<String>,
         #[arg(long)]
         disabled: bool,
-        /// The whole rule as a JSON file instead of flags.
+        /// The whole rule as a JSON file instead of flags (its `trust` included: a file
+        /// without one removes the rule's policy). From flags, the policy is kept.
         #[arg(long, conflicts_with = "repositories")]
         file: Option<PathBuf>,
     },
@@ -708,25 +709,34 @@ pub async fn run_rules(client: &Client, cmd: RulesCommand) -> anyhow::Result<()>
             disabled,
             file,
         } => {
-            let body = match file {
-                Some(f) => serde_json::from_str(&std::fs::read_to_string(&f)?)
-                    .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", f.display()))?,
+            let (body, headers) = match file {
+                Some(f) => (
+                    serde_json::from_str(&std::fs::read_to_string(&f)?)
+                        .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", f.display()))?,
+                    vec![],
+                ),
                 None => {
                     let mut tags = json!({"include": include, "exclude": exclude});
                     if let Some(n) = newest {
                         tags["newest"] = json!(n);
                     }
-                    json!({"repositories": repositories, "tags": tags, "kind": kind,
-                           "description": description, "hm_tags": hm_tags, "enabled": !disabled})
+                    let mut body = json!({"repositories": repositories, "tags": tags, "kind": kind,
+                           "description": description, "hm_tags": hm_tags, "enabled": !disabled});
+                    let headers =
+                        crate::trust_cmd::keep_policy(client, &registry, &rule_id, &mut body)
+                            .await?;
+                    (body, headers)
                 }
             };
             let r = client
-                .send(
+                .send_with(
                     Method::PUT,
                     &format!("/v1/registries/{registry}/rules/{rule_id}"),
                     Some(Body::Json(body)),
+                    &headers,
                 )
-                .await?;
+                .await?
+                .value;
             print(client.output(), &r, |r| rule_rows(std::slice::from_ref(r)))
         }
         RulesCommand::Ls { registry } => {

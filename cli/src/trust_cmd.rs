@@ -192,6 +192,31 @@ pub async fn run_trust(
     })
 }
 
+/// For `rules set` from flags: carries the rule's current trust policy over into `body`
+/// (flags describe discovery only, and a policy must not lift because a pattern changed)
+/// and returns the `If-Match` that guards the replacement. Nothing when the rule is new.
+pub async fn keep_policy(
+    client: &Client,
+    registry: &str,
+    rule_id: &str,
+    body: &mut Value,
+) -> anyhow::Result<Vec<(reqwest::header::HeaderName, String)>> {
+    let current = match client
+        .send_with(Method::GET, &rule_path(registry, rule_id), None, &[])
+        .await
+    {
+        Ok(reply) => reply,
+        Err(e) if crate::client::exit_code(&e) == crate::client::exit::NOT_FOUND => {
+            return Ok(vec![]);
+        }
+        Err(e) => return Err(e),
+    };
+    if let (Some(policy), Some(fields)) = (current.value.get("trust"), body.as_object_mut()) {
+        fields.insert("trust".into(), policy.clone());
+    }
+    Ok(current.etag.map(|e| (IF_MATCH, e)).into_iter().collect())
+}
+
 /// `imagelib rules show`: one rule, its trust policy included.
 pub async fn run_show(client: &Client, registry: &str, rule_id: &str) -> anyhow::Result<()> {
     let rule = client

@@ -190,6 +190,32 @@ async fn trust_policies_are_set_shown_switched_off_and_removed_through_the_cli()
         "{out}"
     );
 
+    // Changing the rule's discovery from flags keeps its policy.
+    let (out, _) = run(
+        &[
+            "--json",
+            "rules",
+            "set",
+            &id,
+            "nim",
+            "--repositories",
+            "nvidia/nim/*",
+            "--include",
+            "^2\\.",
+            "--kind",
+            "model",
+        ],
+        false,
+    );
+    let rule: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        rule["tags"]["include"],
+        json!([{"regex": "^2\\."}]),
+        "{rule}"
+    );
+    assert_eq!(rule["trust"]["mode"], "enforce", "{rule}");
+    assert_eq!(rule["trust"]["keys"][0]["pem"], P256);
+
     // A bad key is refused by the server, naming the field.
     let bad = dir.path().join("bad.pub");
     std::fs::write(
