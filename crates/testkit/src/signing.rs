@@ -591,7 +591,26 @@ impl TestNotation {
         Self::with_leaf(kp, NotationKey::Rsa(Box::new(key)))
     }
 
+    /// A signer whose leaf is a TLS server certificate (serverAuth EKU): Notation must
+    /// refuse its signatures.
+    pub fn new_tls_leaf() -> Self {
+        let (kp, key) = p256_pair();
+        Self::build(
+            kp,
+            NotationKey::P256(key),
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
     fn with_leaf(kp: rcgen::KeyPair, leaf_key: NotationKey) -> Self {
+        Self::build(kp, leaf_key, rcgen::ExtendedKeyUsagePurpose::CodeSigning)
+    }
+
+    fn build(
+        kp: rcgen::KeyPair,
+        leaf_key: NotationKey,
+        eku: rcgen::ExtendedKeyUsagePurpose,
+    ) -> Self {
         let start = time::OffsetDateTime::now_utc() - time::Duration::days(30);
         let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("keygen");
         let ca = rcgen::CertifiedIssuer::self_signed(
@@ -608,7 +627,7 @@ impl TestNotation {
             .push(rcgen::DnType::CommonName, "imagelib signer");
         p.is_ca = rcgen::IsCa::ExplicitNoCa;
         p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
+        p.extended_key_usages = vec![eku];
         p.not_before = start;
         p.not_after = start + time::Duration::days(365);
         p.serial_number = Some(rcgen::SerialNumber::from(rand_u64()));

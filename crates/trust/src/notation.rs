@@ -5,8 +5,9 @@
 //! Notary payload type and a known signing scheme, list `io.cncf.notary.signingScheme` in
 //! `crit`, and name no critical header this verifier does not understand; the `x5c` chain
 //! (leaf first) must reach a CA of the [`NotationTrustStore`] (a PEM bundle, like a Notation
-//! trust store directory's certificates), the leaf must be a code-signing certificate whose
-//! key matches `alg` (ES256/ES384, PS256/384/512), the signature must verify over
+//! trust store directory's certificates), the leaf must be a code-signing certificate (an
+//! extended key usage, if any, lists codeSigning and no TLS/email/timestamping/any usage;
+//! a key usage, if any, allows digitalSignature) whose key matches `alg` (ES256/ES384, PS256/384/512), the signature must verify over
 //! `BASE64URL(protected).BASE64URL(payload)`, the payload's `targetArtifact.digest` must be
 //! the subject, and the signature must not be past `io.cncf.notary.expiry`. Certificates
 //! are checked at the authentic signing time (`notary.x509.signingAuthority`) or now
@@ -245,7 +246,7 @@ pub fn verify_jws(envelope: &[u8], subject: &str, verifier: &Verifier<'_>) -> No
             "signature does not verify with the leaf certificate",
         );
     }
-    if !leaf.has_code_signing() {
+    if !leaf.is_notation_code_signer() {
         return invalid(signer, "leaf certificate is not a code-signing certificate");
     }
     let Ok(payload_bytes) = URL_SAFE_NO_PAD.decode(jws.payload.trim_end_matches('=')) else {

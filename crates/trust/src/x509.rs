@@ -14,7 +14,7 @@ use spki::der::{Decode as _, Encode as _};
 use spki::{DecodePublicKey as _, ObjectIdentifier};
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, SubjectAltName};
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAltName};
 
 /// Most certificates accepted in one chain or trust store.
 pub const MAX_CERTS: usize = 32;
@@ -28,6 +28,7 @@ const MAX_DEPTH: usize = 6;
 pub(crate) const OID_CODE_SIGNING: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
 const OID_EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
+const OID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
 const OID_SAN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
 const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
 const OID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
@@ -139,6 +140,25 @@ impl Cert {
     pub(crate) fn has_code_signing(&self) -> bool {
         self.extended_key_usage()
             .is_some_and(|ekus| ekus.contains(&OID_CODE_SIGNING))
+    }
+
+    /// Notation's code-signing leaf rule: the extended key usage is optional, but when
+    /// present it lists codeSigning and none of any/serverAuth/emailProtection/
+    /// timeStamping; a key usage, when present, allows digitalSignature.
+    pub(crate) fn is_notation_code_signer(&self) -> bool {
+        const FORBIDDEN: [ObjectIdentifier; 4] = [
+            ObjectIdentifier::new_unwrap("2.5.29.37.0"),
+            ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1"),
+            ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4"),
+            ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.8"),
+        ];
+        let eku_ok = self.extended_key_usage().is_none_or(|ekus| {
+            ekus.contains(&OID_CODE_SIGNING) && !ekus.iter().any(|e| FORBIDDEN.contains(e))
+        });
+        let ku_ok = self
+            .extension(OID_KEY_USAGE)
+            .is_none_or(|raw| KeyUsage::from_der(raw).is_ok_and(|ku| ku.digital_signature()));
+        eku_ok && ku_ok
     }
 
     fn is_ca(&self) -> bool {

@@ -945,6 +945,22 @@ fn notation_expired_signature_and_unknown_critical_header_are_invalid() {
 }
 
 #[test]
+fn notation_tls_leaf_is_not_a_code_signer() {
+    let n = TestNotation::new_tls_leaf();
+    let store = NotationTrustStore::from_pem(&n.ca_pem()).unwrap();
+    let ids = x509_ids(".*");
+    let v = Verifier::new(Utc::now())
+        .notation_roots(&store)
+        .identities(&ids);
+    let c = check(
+        &notation_evidence("application/jose+json", n.sign_jws(DIGEST, MANIFEST, 1)),
+        DIGEST,
+        &v,
+    );
+    assert!(invalid_reason(&c).contains("code-signing"), "{c:?}");
+}
+
+#[test]
 fn notation_cose_is_detected_not_verified() {
     let v = Verifier::new(Utc::now());
     let c = check(
