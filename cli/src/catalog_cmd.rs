@@ -124,6 +124,19 @@ pub struct ListArgs {
     /// `true`: only images approved for their current digest; `false`: the others.
     #[arg(long, value_name = "true|false")]
     pub approved: Option<bool>,
+    /// `true`: only images with a verified signature; `false`: the others.
+    #[arg(long, value_name = "true|false")]
+    pub signed: Option<bool>,
+    /// Only images whose highest vulnerability severity is at most this (images without a
+    /// vulnerability report are left out).
+    #[arg(long, value_parser = ["critical", "high", "medium", "low", "none"])]
+    pub max_severity: Option<String>,
+    /// `true`: only images with an SBOM; `false`: the others.
+    #[arg(long, value_name = "true|false")]
+    pub has_sbom: Option<bool>,
+    /// Only images with this trust policy verdict.
+    #[arg(long, value_parser = ["pass", "fail", "audit"])]
+    pub policy: Option<String>,
     /// Words the repository name or description must contain (prefix match).
     #[arg(long, value_name = "TEXT")]
     pub q: Option<String>,
@@ -216,6 +229,11 @@ impl ListArgs {
                 "approved",
                 self.approved.map(|b| if b { "true" } else { "false" }),
             );
+            let flag = |b: bool| if b { "true" } else { "false" };
+            add("signed", self.signed.map(flag));
+            add("max_severity", self.max_severity.as_deref());
+            add("has_sbom", self.has_sbom.map(flag));
+            add("policy", self.policy.as_deref());
             add("q", self.q.as_deref());
             add("as_of", self.as_of.as_deref());
             add(
@@ -326,6 +344,10 @@ fn image_rows(items: &[Value]) -> String {
                     .filter(|a| !a.is_empty())
                     .unwrap_or_else(|| "-".into()),
                 when(&i["updated_at"]),
+                signed(&i["trust"]),
+                s(&i["trust"]["max_severity"]),
+                strings(&i["trust"]["sbom"]),
+                s(&i["trust"]["policy"]["verdict"]),
             ]
         })
         .collect();
@@ -339,9 +361,94 @@ fn image_rows(items: &[Value]) -> String {
             "DIGEST",
             "ARCH",
             "UPDATED",
+            "SIGNED",
+            "SEVERITY",
+            "SBOM",
+            "POLICY",
         ],
         &rows,
     )
+}
+
+/// `yes`, `no` (signatures, none verified) or `-` (no signature) for a `trust` object.
+fn signed(trust: &Value) -> String {
+    match (
+        trust["signed"].as_bool(),
+        trust["signatures"].as_array().map(Vec::is_empty),
+    ) {
+        (Some(true), _) => "yes".into(),
+        (_, Some(false)) => "no".into(),
+        _ => "-".into(),
+    }
+}
+
+/// The trust lines of a tag: who signed, what was found, the verdict.
+fn trust_lines(out: &mut String, t: &Value) {
+    let field = |out: &mut String, k: &str, v: String| {
+        let _ = writeln!(out, "{k:<13} {v}");
+    };
+    let sigs = t["signatures"].as_array().cloned().unwrap_or_default();
+    if sigs.is_empty() {
+        field(out, "signatures", "-".into());
+    } else {
+        out.push_str("signatures:\n");
+        for g in &sigs {
+            let mut line = format!(
+                "  {:<8} {:<12} {}",
+                s(&g["kind"]),
+                if g["verified"] == true {
+                    "verified"
+                } else {
+                    "not verified"
+                },
+                s(&g["signer"])
+            );
+            if let Some(i) = g["issuer"].as_str() {
+                let _ = write!(line, " ({i})");
+            }
+            if let Some(r) = g["reason"].as_str() {
+                let _ = write!(line, ": {r}");
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let v = &t["vulnerabilities"];
+    if v.is_null() {
+        field(out, "vulns", "- (no report)".into());
+    } else {
+        field(
+            out,
+            "vulns",
+            format!(
+                "{} critical, {} high, {} medium, {} low, {} unknown; {} fixable ({} {}, db {}, scanned {})",
+                s(&v["critical"]),
+                s(&v["high"]),
+                s(&v["medium"]),
+                s(&v["low"]),
+                s(&v["unknown"]),
+                s(&v["fixable"]),
+                s(&v["scanner"]),
+                s(&v["scanner_version"]),
+                s(&v["db"]),
+                when(&v["scanned_at"]),
+            ),
+        );
+    }
+    field(out, "max severity", s(&t["max_severity"]));
+    field(out, "sbom", strings(&t["sbom"]));
+    let p = &t["policy"];
+    if p.is_null() {
+        field(out, "policy", "-".into());
+    } else {
+        let mut line = s(&p["verdict"]);
+        if let Some(rule) = p["rule"].as_str() {
+            let _ = write!(line, " (rule {rule})");
+        }
+        field(out, "policy", line);
+        for f in p["findings"].as_array().cloned().unwrap_or_default() {
+            let _ = writeln!(out, "  {}: {}", s(&f["reason"]), s(&f["detail"]));
+        }
+    }
 }
 
 fn print_list(client: &Client, page: &Value, what: &str) -> anyhow::Result<()> {
@@ -420,6 +527,15 @@ fn used_by(out: &mut String, v: &Value) {
             s(&d["replicas"]),
             s(&d["target"]),
         );
+        let v = &d["policy_violation"];
+        if !v.is_null() {
+            let _ = writeln!(
+                out,
+                "    policy violation ({}): {}",
+                s(&v["stage"]),
+                strings(&v["reasons"])
+            );
+        }
     }
 }
 
@@ -504,6 +620,9 @@ fn repository_detail(r: &Value) -> String {
                 size(&t["size"]),
                 s(&t["approval"]),
                 when(&t["updated_at"]),
+                signed(&t["trust"]),
+                s(&t["trust"]["max_severity"]),
+                s(&t["trust"]["policy"]["verdict"]),
             ]
         })
         .collect();
@@ -517,9 +636,41 @@ fn repository_detail(r: &Value) -> String {
             "SIZE",
             "APPROVAL",
             "UPDATED",
+            "SIGNED",
+            "SEVERITY",
+            "POLICY",
         ],
         &rows,
     ));
+    let with_referrers: Vec<&Value> = r["referrers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|d| d["referrers"].as_array().is_some_and(|l| !l.is_empty()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !with_referrers.is_empty() {
+        out.push_str("\nreferrers:\n");
+        for d in with_referrers {
+            let mut head = format!("  {}", short_digest(&s(&d["digest"])));
+            if let Some(p) = d["platform"].as_str() {
+                let _ = write!(head, " ({p})");
+            }
+            let _ = writeln!(out, "{head} [{}]", strings(&d["tags"]));
+            for x in d["referrers"].as_array().cloned().unwrap_or_default() {
+                let mut line = format!(
+                    "    {:<12} {}",
+                    s(&x["kind"]),
+                    short_digest(&s(&x["digest"]))
+                );
+                if let Some(a) = x["artifact_type"].as_str() {
+                    let _ = write!(line, " {a}");
+                }
+                let _ = writeln!(out, "{line}");
+            }
+        }
+    }
     out
 }
 
@@ -625,6 +776,7 @@ fn tag_detail(t: &Value) -> String {
             let _ = writeln!(out, "{line}");
         }
     }
+    trust_lines(&mut out, &t["trust"]);
     match excerpt(&t["readme"]) {
         Some(e) => {
             out.push_str("readme:\n");
@@ -637,7 +789,7 @@ fn tag_detail(t: &Value) -> String {
 }
 
 fn stats_table(v: &Value) -> String {
-    table(
+    let counts = table(
         &[
             "TAGS",
             "DATABASE IMAGES",
@@ -654,7 +806,38 @@ fn stats_table(v: &Value) -> String {
             s(&v["repositories"]),
             s(&v["registries"]),
         ]],
-    )
+    );
+    let sev = &v["by_max_severity"];
+    let pol = &v["policy"];
+    let trust = table(
+        &[
+            "SIGNED",
+            "UNSIGNED",
+            "WITH SBOM",
+            "CRITICAL",
+            "HIGH",
+            "MEDIUM",
+            "LOW",
+            "NONE",
+            "PASS",
+            "FAIL",
+            "AUDIT",
+        ],
+        &[vec![
+            s(&v["signed"]),
+            s(&v["unsigned"]),
+            s(&v["with_sbom"]),
+            s(&sev["critical"]),
+            s(&sev["high"]),
+            s(&sev["medium"]),
+            s(&sev["low"]),
+            s(&sev["none"]),
+            s(&pol["pass"]),
+            s(&pol["fail"]),
+            s(&pol["audit"]),
+        ]],
+    );
+    format!("{counts}\n{trust}")
 }
 
 /// `/v1/repositories/{registry_id}/{name}` and `suffix`, the name's `/` kept as they are.
@@ -876,5 +1059,53 @@ mod tests {
             "kind=model&approved=false&q=llama+instruct&as_of=2025-01-31T12%3A00%3A00%2B01%3A00&limit=10&cursor=abc"
         );
         assert_eq!(ListArgs::default().query(None, None), "");
+    }
+
+    #[test]
+    fn trust_filters_encode_and_trust_renders() {
+        let args = ListArgs {
+            signed: Some(true),
+            max_severity: Some("high".into()),
+            has_sbom: Some(false),
+            policy: Some("fail".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            args.query(None, None),
+            "signed=true&max_severity=high&has_sbom=false&policy=fail"
+        );
+        let item = json!({
+            "registry": "acme", "repository": "apps/web", "tag": "1.0", "kind": "other",
+            "digest": "sha256:0123456789abcdef", "architectures": ["amd64"],
+            "updated_at": "2025-01-31T12:00:00Z",
+            "trust": {"signed": true, "signatures": [{"kind": "cosign", "verified": true,
+                "signer": "SHA256:key"}], "vulnerabilities": {"critical": 0, "high": 2,
+                "medium": 1, "low": 0, "unknown": 3, "fixable": 2, "scanner": "trivy",
+                "scanner_version": "0.58.1", "db": "2025-01-14", "scanned_at": "2025-01-15T00:00:00Z"},
+                "max_severity": "high", "sbom": ["spdx"],
+                "policy": {"verdict": "fail", "reasons": ["severity_above_limit"], "rule": "apps",
+                    "findings": [{"reason": "severity_above_limit", "detail": "CVE-1 (high)"}]}}
+        });
+        let out = image_rows(std::slice::from_ref(&item));
+        let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+        assert!(
+            header.ends_with(&["SIGNED", "SEVERITY", "SBOM", "POLICY"]),
+            "{out}"
+        );
+        let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+        assert!(row.ends_with(&["yes", "high", "spdx", "fail"]), "{out}");
+        let mut text = String::new();
+        trust_lines(&mut text, &item["trust"]);
+        assert!(text.contains("cosign   verified     SHA256:key"), "{text}");
+        assert!(text.contains("0 critical, 2 high, 1 medium"), "{text}");
+        assert!(text.contains("fail (rule apps)"), "{text}");
+        assert!(
+            text.contains("severity_above_limit: CVE-1 (high)"),
+            "{text}"
+        );
+        let none = json!({"signed": false, "signatures": [], "vulnerabilities": null,
+            "max_severity": null, "sbom": [], "policy": null});
+        assert_eq!(signed(&none), "-");
+        assert_eq!(signed(&json!({"signed": false, "signatures": [{}]})), "no");
     }
 }
