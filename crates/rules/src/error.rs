@@ -75,6 +75,8 @@ pub enum RuleErrorReason {
          (`^ci@acme\\.com$`, `^(a|b)$`), or a longer or other name would match too"
     )]
     Unanchored,
+    #[error("the policy holds {len} bytes of text; at most {max} are allowed")]
+    PolicyTooLarge { len: usize, max: usize },
     #[error("invalid vulnerability id: {0}")]
     VulnerabilityId(String),
     #[error("{0}")]

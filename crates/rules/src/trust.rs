@@ -51,6 +51,9 @@ pub const MAX_KEY_NAME_LEN: usize = 128;
 pub const MAX_ISSUER_LEN: usize = 512;
 pub const MAX_VULNERABILITY_ID_LEN: usize = 64;
 pub const MAX_REASON_LEN: usize = 1024;
+/// The most bytes of text one policy holds (PEMs, patterns, ids, reasons), so that a
+/// `rule.set` carrying it stays well inside a NATS message; real policies use a few KiB.
+pub const MAX_POLICY_BYTES: usize = 256 * 1024;
 
 /// The `trust` object of a rule, as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,6 +252,16 @@ pub fn check_policy(policy: &TrustPolicy, base: &str) -> Result<CheckedPolicy, R
         policy.identities.len(),
         policy.allow_cves.len(),
     )?;
+    let size = policy_bytes(policy);
+    if size > MAX_POLICY_BYTES {
+        return Err(RuleError::new(
+            base,
+            RuleErrorReason::PolicyTooLarge {
+                len: size,
+                max: MAX_POLICY_BYTES,
+            },
+        ));
+    }
     let mut checked = CheckedPolicy::default();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for (i, key) in policy.keys.iter().enumerate() {
@@ -310,6 +323,24 @@ pub fn check_policy(policy: &TrustPolicy, base: &str) -> Result<CheckedPolicy, R
         return Err(RuleError::new(base, RuleErrorReason::MeaninglessPolicy));
     }
     Ok(checked)
+}
+
+fn policy_bytes(policy: &TrustPolicy) -> usize {
+    let keys: usize = policy.keys.iter().map(|k| k.name.len() + k.pem.len()).sum();
+    let identities: usize = policy
+        .identities
+        .iter()
+        .map(|i| match i {
+            TrustedIdentity::Keyless { issuer, subject } => issuer.len() + subject.len(),
+            TrustedIdentity::X509 { x509_subject } => x509_subject.len(),
+        })
+        .sum();
+    let allowances: usize = policy
+        .allow_cves
+        .iter()
+        .map(|c| c.id.len() + c.reason.len() + 10)
+        .sum();
+    keys + identities + allowances
 }
 
 fn check_counts(
@@ -997,6 +1028,26 @@ mod tests {
         // An expired entry is kept: the verdict then says the CVE is not allowed.
         let p = policy(limit(json!(["CVE-2020-0001 until 2021-01-01"])));
         assert_eq!(p.allow_cves[0].expires.to_string(), "2021-01-01");
+    }
+
+    #[test]
+    fn the_whole_policy_is_bounded() {
+        let reason = "r".repeat(MAX_REASON_LEN);
+        let many: Vec<Value> = (0..300)
+            .map(|i| json!({"id": format!("CVE-2024-{:05}", i), "expires": "2027-01-01", "reason": reason}))
+            .collect();
+        refused(
+            json!({"max_severity": "high", "allow_cves": many}),
+            "/trust",
+            "at most 262144",
+        );
+        let fewer: Vec<Value> = many.into_iter().take(200).collect();
+        assert_eq!(
+            policy(json!({"max_severity": "high", "allow_cves": fewer}))
+                .allow_cves
+                .len(),
+            200
+        );
     }
 
     #[test]
