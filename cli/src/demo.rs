@@ -6,10 +6,23 @@
 //! model images (one multi-arch), an embedding model, a reranker, and a CNCF ModelPack
 //! artifact. Only `scripts/run` calls it, and only against a development registry;
 //! `IMAGELIB_DEMO=0 scripts/run` skips it.
+//!
+//! Trust is shown too, stored as cosign stores it on a registry without the referrers API
+//! (`sha256-<hex>.sig|.att|.sbom` tags): the Llama NIM is signed with the demo key and has
+//! a clean vulnerability attestation and an SPDX SBOM, the reranker is signed but its
+//! report holds a critical CVE, the embedding NIM is unsigned. The `nim` rule enforces a
+//! policy trusting the demo key with `max_severity: high`, so the Model Library shows one
+//! passing and two failing images and the deploy gate refuses the failing ones. The demo
+//! key is derived from a public seed: it proves nothing outside the demo.
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
+use p256::ecdsa::signature::Signer as _;
+use p256::ecdsa::{DerSignature, SigningKey};
+use p256::pkcs8::{EncodePublicKey as _, LineEnding};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -199,6 +212,199 @@ impl Pusher {
     }
 }
 
+/// The demo signing key: a P-256 key derived from a public seed, so every run of the demo
+/// signs with the same key and the `nim` rule's policy keeps trusting it.
+fn demo_key() -> SigningKey {
+    let mut seed = Sha256::digest(b"imagelib demo signing key (public, demo only)");
+    loop {
+        if let Ok(key) = SigningKey::from_slice(&seed) {
+            return key;
+        }
+        seed = Sha256::digest(seed);
+    }
+}
+
+/// The demo key's public half (PEM), as a policy names it.
+pub fn demo_public_key() -> String {
+    demo_key()
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap_or_default()
+}
+
+fn sign(msg: &[u8]) -> String {
+    let sig: DerSignature = demo_key().sign(msg);
+    B64.encode(sig.as_bytes())
+}
+
+impl Pusher {
+    /// The digest `repo:tag` points at.
+    async fn digest_of(&self, repo: &str, tag: &str) -> anyhow::Result<String> {
+        let res = self
+            .http
+            .head(format!("{}/v2/{repo}/manifests/{tag}", self.base))
+            .header(
+                "accept",
+                "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
+            )
+            .send()
+            .await?;
+        res.headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("{repo}:{tag} has no digest"))
+    }
+
+    /// A cosign manifest under `sha256-<hex>.<suffix>`: one layer per `(media type,
+    /// content, annotations)`, the config cosign writes.
+    async fn cosign_tag(
+        &self,
+        repo: &str,
+        subject: &str,
+        suffix: &str,
+        layers: &[(&str, Vec<u8>, Value)],
+    ) -> anyhow::Result<()> {
+        let mut descriptors = Vec::new();
+        let mut diff_ids = Vec::new();
+        for (media_type, content, annotations) in layers {
+            let (digest, size) = self.blob(repo, content).await?;
+            descriptors.push(json!({"mediaType": media_type, "size": size, "digest": digest, "annotations": annotations}));
+            diff_ids.push(digest);
+        }
+        let config = json!({"architecture": "", "created": "0001-01-01T00:00:00Z",
+            "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {}});
+        let (config_digest, config_size) = self.blob(repo, &serde_json::to_vec(&config)?).await?;
+        let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config_size, "digest": config_digest},
+            "layers": descriptors});
+        let tag = format!("{}.{suffix}", subject.replacen(':', "-", 1));
+        self.manifest(
+            repo,
+            &tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `cosign sign --key demo.key <repo>@<digest>`.
+    async fn cosign_sign(&self, repo: &str, digest: &str) -> anyhow::Result<()> {
+        let host = self.base.trim_start_matches("http://");
+        let payload = json!({"critical": {"identity": {"docker-reference": format!("{host}/{repo}")},
+            "image": {"docker-manifest-digest": digest}, "type": "cosign container image signature"},
+            "optional": null});
+        let payload = serde_json::to_vec(&payload)?;
+        let annotations = json!({"dev.cosignproject.cosign/signature": sign(&payload)});
+        self.cosign_tag(
+            repo,
+            digest,
+            "sig",
+            &[(
+                "application/vnd.dev.cosign.simplesigning.v1+json",
+                payload,
+                annotations,
+            )],
+        )
+        .await
+    }
+
+    /// `trivy image --format cosign-vuln | cosign attest --type vuln`: a signed in-toto
+    /// statement whose predicate carries a Trivy report with `findings` (id, severity).
+    async fn cosign_attest_vulns(
+        &self,
+        repo: &str,
+        digest: &str,
+        findings: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let vulnerabilities: Vec<Value> = findings
+            .iter()
+            .enumerate()
+            .map(|(i, (id, severity))| json!({"VulnerabilityID": id, "PkgName": format!("libdemo{i}"),
+                "InstalledVersion": "1.0.0", "FixedVersion": "1.0.1", "Status": "fixed", "Severity": severity}))
+            .collect();
+        let report = json!({"SchemaVersion": 2, "CreatedAt": "2026-11-30T09:00:00Z",
+            "ArtifactName": format!("{repo}@{digest}"), "ArtifactType": "container_image",
+            "Metadata": {"OS": {"Family": "ubuntu", "Name": "22.04"}},
+            "Results": [{"Target": format!("{repo} (ubuntu 22.04)"), "Class": "os-pkgs", "Type": "ubuntu",
+                "Vulnerabilities": vulnerabilities}]});
+        let predicate = json!({"invocation": {"parameters": null, "uri": "", "event_id": "", "builder.id": ""},
+            "scanner": {"uri": "pkg:github/aquasecurity/trivy@v0.58.0", "version": "0.58.0",
+                "db": {"uri": "", "version": ""}, "result": report},
+            "metadata": {"scanStartedOn": "2026-11-30T09:00:00Z", "scanFinishedOn": "2026-11-30T09:00:05Z"}});
+        let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+        let statement = json!({"_type": "https://in-toto.io/Statement/v0.1",
+            "predicateType": "https://cosign.sigstore.dev/attestation/vuln/v1",
+            "subject": [{"name": repo, "digest": {algorithm: hex}}], "predicate": predicate});
+        let statement = serde_json::to_vec(&statement)?;
+        let payload_type = "application/vnd.in-toto+json";
+        let mut pae = format!(
+            "DSSEv1 {} {payload_type} {} ",
+            payload_type.len(),
+            statement.len()
+        )
+        .into_bytes();
+        pae.extend_from_slice(&statement);
+        let envelope = json!({"payloadType": payload_type, "payload": B64.encode(&statement),
+            "signatures": [{"keyid": "", "sig": sign(&pae)}]});
+        let annotations = json!({"dev.cosignproject.cosign/signature": "",
+            "predicateType": "https://cosign.sigstore.dev/attestation/vuln/v1"});
+        self.cosign_tag(
+            repo,
+            digest,
+            "att",
+            &[(
+                "application/vnd.dsse.envelope.v1+json",
+                serde_json::to_vec(&envelope)?,
+                annotations,
+            )],
+        )
+        .await
+    }
+
+    /// `cosign attach sbom --type spdxjson`: an SPDX 2.3 document under the `.sbom` tag.
+    async fn cosign_attach_sbom(&self, repo: &str, digest: &str) -> anyhow::Result<()> {
+        let sbom = json!({"spdxVersion": "SPDX-2.3", "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT",
+            "name": repo, "documentNamespace": format!("https://imagelib.dev/demo/spdx/{digest}"),
+            "creationInfo": {"created": "2026-11-30T09:00:00Z", "creators": ["Tool: imagelib-demo"]},
+            "packages": [{"name": "python3", "SPDXID": "SPDXRef-Package-python3", "versionInfo": "3.10.12",
+                "downloadLocation": "NOASSERTION"}]});
+        self.cosign_tag(
+            repo,
+            digest,
+            "sbom",
+            &[("text/spdx+json", serde_json::to_vec(&sbom)?, json!({}))],
+        )
+        .await
+    }
+
+    /// Signs, attests and attaches as the module docs describe.
+    async fn trust(&self) -> anyhow::Result<()> {
+        let llama = "nvidia/nim/llama-3.1-8b-instruct";
+        let digest = self.digest_of(llama, "1.0.3").await?;
+        self.cosign_sign(llama, &digest).await?;
+        self.cosign_attest_vulns(
+            llama,
+            &digest,
+            &[("CVE-2026-10001", "LOW"), ("CVE-2026-10002", "MEDIUM")],
+        )
+        .await?;
+        self.cosign_attach_sbom(llama, &digest).await?;
+        let reranker = "nvidia/nim/nv-rerankqa-mistral-4b-v3";
+        let digest = self.digest_of(reranker, "1.0.2").await?;
+        self.cosign_sign(reranker, &digest).await?;
+        self.cosign_attest_vulns(
+            reranker,
+            &digest,
+            &[("CVE-2026-20001", "CRITICAL"), ("CVE-2026-20002", "HIGH")],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 fn map(pairs: &[(&'static str, &str)]) -> BTreeMap<&'static str, String> {
     pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
 }
@@ -280,6 +486,7 @@ pub async fn push(registry: &str) -> anyhow::Result<usize> {
     )
     .await?;
     n += 6;
+    p.trust().await?;
     Ok(n)
 }
 
@@ -334,7 +541,8 @@ pub async fn run(client: &Client, args: DemoArgs) -> anyhow::Result<()> {
         ),
         (
             "nim",
-            json!({"repositories": "nvidia/nim/*", "kind": "model", "description": "NVIDIA NIM models", "hm_tags": ["demo", "gpu"]}),
+            json!({"repositories": "nvidia/nim/*", "kind": "model", "description": "NVIDIA NIM models", "hm_tags": ["demo", "gpu"],
+                   "trust": {"mode": "enforce", "keys": [{"name": "imagelib-demo", "pem": demo_public_key()}], "max_severity": "high"}}),
         ),
         (
             "models",
@@ -358,7 +566,7 @@ pub async fn run(client: &Client, args: DemoArgs) -> anyhow::Result<()> {
         .await?;
     writeln!(
         out,
-        "registered the demo registry ({id}) with rules postgres, nim, models; scanning…"
+        "registered the demo registry ({id}) with rules postgres, nim (trust policy: enforce, the demo key, max severity high), models; scanning…"
     )?;
     if !args.no_wait {
         match crate::registry_cmd::wait_for_sync(

@@ -742,3 +742,99 @@ async fn the_demo_says_whether_anonymous_reads_are_on() {
         assert!(out.contains(says), "anonymous_read={anonymous}: {out}");
     }
 }
+
+/// The quickstart's demo shows trust: the signed Llama NIM with a clean report passes the
+/// `nim` rule's policy, the unsigned embedding NIM and the reranker with a critical CVE
+/// fail it, and the deploy gate refuses the unsigned one with its reasons.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_has_a_signed_an_unsigned_and_a_vulnerable_model() {
+    let registry = TestRegistry::start().await.unwrap();
+    let target = format!("127.0.0.1:{}", registry.port());
+    let (stream, db) = (TestStream::new(), TestDb::new());
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&stream, &db, dir.path()).await;
+    let (out, _) = imagelib(&server, &["demo", "--registry", &target], "", false);
+    assert!(out.contains("trust policy: enforce"), "{out}");
+    let http = reqwest::Client::new();
+    let mut verdicts = std::collections::BTreeMap::new();
+    for _ in 0..400 {
+        let page: serde_json::Value = http
+            .get(format!("{}/v1/models?limit=100", server.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        verdicts = page["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| {
+                let verdict = i["trust"]["policy"]["verdict"].as_str()?;
+                Some((
+                    format!("{}:{}", i["repository"].as_str()?, i["tag"].as_str()?),
+                    (verdict.to_owned(), i["trust"]["policy"]["reasons"].clone()),
+                ))
+            })
+            .collect();
+        if verdicts.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let nim = |repo: &str| verdicts.get(&format!("nvidia/nim/{repo}")).cloned();
+    assert_eq!(
+        nim("llama-3.1-8b-instruct:1.0.3").map(|v| v.0).as_deref(),
+        Some("pass"),
+        "{verdicts:?}"
+    );
+    assert_eq!(
+        nim("nv-rerankqa-mistral-4b-v3:1.0.2"),
+        Some(("fail".into(), serde_json::json!(["severity_above_limit"]))),
+        "{verdicts:?}"
+    );
+    assert_eq!(
+        nim("nv-embedqa-e5-v5:1.1.0"),
+        Some((
+            "fail".into(),
+            serde_json::json!(["unsigned", "no_vulnerability_report"])
+        )),
+        "{verdicts:?}"
+    );
+    let registry_id = verdicts_registry(&http, &server).await;
+    let image = format!("{registry_id}/nvidia/nim/nv-embedqa-e5-v5:1.1.0");
+    // The deployer's view of the verdicts is asynchronous: pending until it has them.
+    let mut err = String::new();
+    for _ in 0..100 {
+        err = imagelib(
+            &server,
+            &["deploy", "create", &image, "--name", "embed"],
+            "",
+            true,
+        )
+        .1;
+        if !err.contains("policy-pending") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        err.contains("[policy-violation]") && err.contains("unsigned"),
+        "{err}"
+    );
+}
+
+async fn verdicts_registry(http: &reqwest::Client, server: &Server) -> String {
+    let list: serde_json::Value = http
+        .get(format!("{}/v1/registries", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["items"][0]["id"].as_str().unwrap().to_owned()
+}
