@@ -66,7 +66,7 @@ pub enum KeyError {
     TooLarge { len: usize, max: usize },
     #[error("not a PEM `PUBLIC KEY` block: {0}")]
     Pem(String),
-    #[error("unsupported key algorithm {0} (supported: ECDSA P-256, Ed25519, RSA)")]
+    #[error("unsupported key algorithm {0} (supported: ECDSA P-256/P-384, Ed25519, RSA)")]
     UnsupportedAlgorithm(String),
     #[error("invalid {algorithm} key: {detail}")]
     Invalid {
@@ -80,6 +80,7 @@ pub enum KeyError {
 #[derive(Clone)]
 enum KeyKind {
     P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),
     Rsa(rsa::RsaPublicKey),
 }
@@ -101,7 +102,7 @@ impl fmt::Debug for PublicKey {
 }
 
 impl PublicKey {
-    /// Parses a PEM `PUBLIC KEY` block holding an ECDSA P-256, Ed25519 or RSA key.
+    /// Parses a PEM `PUBLIC KEY` block holding an ECDSA P-256/P-384, Ed25519 or RSA key.
     pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
         if pem.len() > MAX_KEY_PEM_BYTES {
             return Err(KeyError::TooLarge {
@@ -119,13 +120,17 @@ impl PublicKey {
             SubjectPublicKeyInfoRef::from_der(der).map_err(|e| KeyError::Pem(e.to_string()))?;
         let oid = info.algorithm.oid;
         let kind = if oid == OID_EC_PUBLIC_KEY {
-            let key = p256::ecdsa::VerifyingKey::from_public_key_der(der).map_err(|e| {
-                KeyError::Invalid {
-                    algorithm: "ECDSA P-256",
-                    detail: e.to_string(),
-                }
-            })?;
-            KeyKind::P256(key)
+            if let Ok(key) = p384::ecdsa::VerifyingKey::from_public_key_der(der) {
+                KeyKind::P384(key)
+            } else {
+                let key = p256::ecdsa::VerifyingKey::from_public_key_der(der).map_err(|e| {
+                    KeyError::Invalid {
+                        algorithm: "ECDSA P-256/P-384",
+                        detail: e.to_string(),
+                    }
+                })?;
+                KeyKind::P256(key)
+            }
         } else if oid == OID_ED25519 {
             let key = ed25519_dalek::VerifyingKey::from_public_key_der(der).map_err(|e| {
                 KeyError::Invalid {
@@ -163,6 +168,7 @@ impl PublicKey {
     pub fn algorithm(&self) -> &'static str {
         match self.kind {
             KeyKind::P256(_) => "ecdsa-p256-sha256",
+            KeyKind::P384(_) => "ecdsa-p384-sha384",
             KeyKind::Ed25519(_) => "ed25519",
             KeyKind::Rsa(_) => "rsa-sha256",
         }
@@ -173,6 +179,7 @@ impl PublicKey {
         use crate::x509::VerifyKey;
         match &self.kind {
             KeyKind::P256(k) => VerifyKey::P256(*k),
+            KeyKind::P384(k) => VerifyKey::P384(*k),
             KeyKind::Ed25519(k) => VerifyKey::Ed25519(*k),
             KeyKind::Rsa(k) => VerifyKey::Rsa(k.clone()),
         }
@@ -185,6 +192,11 @@ impl PublicKey {
             KeyKind::P256(key) => {
                 let sig = p256::ecdsa::Signature::from_der(signature)
                     .or_else(|_| p256::ecdsa::Signature::from_slice(signature));
+                sig.is_ok_and(|sig| key.verify(payload, &sig).is_ok())
+            }
+            KeyKind::P384(key) => {
+                let sig = p384::ecdsa::Signature::from_der(signature)
+                    .or_else(|_| p384::ecdsa::Signature::from_slice(signature));
                 sig.is_ok_and(|sig| key.verify(payload, &sig).is_ok())
             }
             KeyKind::Ed25519(key) => ed25519_dalek::Signature::from_slice(signature)
@@ -599,6 +611,26 @@ mod tests {
         assert_eq!(
             failed(verify_layer(&[configured], &ann, &body, DIGEST)),
             FailureReason::KeylessNotSupported
+        );
+    }
+
+    #[test]
+    fn p384_signature_verifies_with_sha384() {
+        use p384::ecdsa::signature::Signer as _;
+        let sk = p384::ecdsa::SigningKey::random(&mut OsRng);
+        let pem = sk
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        let key = PublicKey::from_pem(&pem).unwrap();
+        assert_eq!(key.algorithm(), "ecdsa-p384-sha384");
+        let body = payload(DIGEST);
+        let sig: p384::ecdsa::Signature = sk.sign(&body);
+        let b64 = STANDARD.encode(sig.to_der().as_bytes());
+        assert!(verify(std::slice::from_ref(&key), &body, &b64, DIGEST).is_verified());
+        assert_eq!(
+            failed(verify(&[key], &payload(OTHER), &b64, OTHER)),
+            FailureReason::BadSignature
         );
     }
 
