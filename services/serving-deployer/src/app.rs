@@ -88,6 +88,10 @@ pub struct PolicyRefusal {
     pub findings: Vec<PolicyFinding>,
 }
 
+/// The findings per reason quoted in a refusal's `detail`, and their length.
+const DETAIL_FINDINGS: usize = 3;
+const DETAIL_CHARS: usize = 200;
+
 /// A reason in words, for people.
 pub fn reason_words(r: PolicyReason) -> &'static str {
     match r {
@@ -122,14 +126,26 @@ impl PolicyRefusal {
         for (i, r) in self.reasons.iter().enumerate() {
             out.push_str(if i == 0 { " " } else { "; " });
             out.push_str(reason_words(*r));
+            // A few of what was seen, shortened: `findings` has them all.
             let seen: Vec<&str> = self
                 .findings
                 .iter()
                 .filter(|f| f.reason == *r && !f.detail.is_empty())
                 .map(|f| f.detail.as_str())
                 .collect();
-            if !seen.is_empty() {
-                out.push_str(&format!(" ({})", seen.join(", ")));
+            let mut shown: Vec<String> = seen
+                .iter()
+                .take(DETAIL_FINDINGS)
+                .map(|d| match d.char_indices().nth(DETAIL_CHARS) {
+                    Some((at, _)) => format!("{}…", &d[..at]),
+                    None => (*d).to_owned(),
+                })
+                .collect();
+            if seen.len() > DETAIL_FINDINGS {
+                shown.push(format!("and {} more", seen.len() - DETAIL_FINDINGS));
+            }
+            if !shown.is_empty() {
+                out.push_str(&format!(" ({})", shown.join(", ")));
             }
         }
         out

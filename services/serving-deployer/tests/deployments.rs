@@ -5,7 +5,10 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{ADMIN, DEPLOYER, Env, VIEWER, assert_valid, crd_validator, documents};
+use common::{
+    ADMIN, Accepted, DEPLOYER, Env, VIEWER, assert_valid, crd_validator, documents,
+    fake_api_server, fake_api_server_accepting,
+};
 use imagelib_events::model::ImageKind;
 use reqwest::Method;
 use serde_json::json;
@@ -445,75 +448,6 @@ async fn a_rebuild_from_the_stream_reapplies_nothing() {
     assert_eq!(got["history"], d["history"]);
     assert_eq!(env.commit_count(), commits);
     assert_eq!(env.event_types().await.len(), events);
-}
-
-/// What the fake API server received: method, path, query, content type.
-type Seen = Arc<Mutex<Vec<(String, String, String, String)>>>;
-
-/// The bearer token the fake API server accepts (a rotation changes it).
-type Accepted = Arc<Mutex<String>>;
-
-/// A fake Kubernetes API server: checks the server-side apply request shape, records it,
-/// and answers like the API server does.
-async fn fake_api_server(seen: Seen) -> std::net::SocketAddr {
-    fake_api_server_accepting(seen, Arc::new(Mutex::new("k8s-token".into()))).await
-}
-
-async fn fake_api_server_accepting(seen: Seen, accepted: Accepted) -> std::net::SocketAddr {
-    use axum::extract::{Path, RawQuery, State};
-    use axum::http::{HeaderMap, StatusCode};
-    use axum::routing::any;
-    async fn handle(
-        State((seen, accepted)): State<(Seen, Accepted)>,
-        method: axum::http::Method,
-        Path(path): Path<String>,
-        RawQuery(q): RawQuery,
-        headers: HeaderMap,
-        body: String,
-    ) -> (StatusCode, axum::Json<serde_json::Value>) {
-        let expected = format!("Bearer {}", accepted.lock().unwrap());
-        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                axum::Json(json!({"kind": "Status", "message": "Unauthorized"})),
-            );
-        }
-        let ct = headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        seen.lock().unwrap().push((
-            method.to_string(),
-            format!("/{path}"),
-            q.unwrap_or_default(),
-            ct.clone(),
-        ));
-        if method == axum::http::Method::PATCH {
-            if ct != "application/apply-patch+yaml" {
-                return (
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    axum::Json(json!({"message": "wrong content type"})),
-                );
-            }
-            let mut obj: serde_json::Value =
-                serde_json::to_value(serde_norway::from_str::<serde_norway::Value>(&body).unwrap())
-                    .unwrap();
-            obj["metadata"]["resourceVersion"] = json!("4242");
-            return (StatusCode::OK, axum::Json(obj));
-        }
-        (
-            StatusCode::OK,
-            axum::Json(json!({"kind": "Status", "status": "Success"})),
-        )
-    }
-    let app = axum::Router::new()
-        .route("/{*path}", any(handle))
-        .with_state((seen, accepted));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
 }
 
 #[tokio::test]

@@ -48,7 +48,14 @@ async fn covered(env: &Env, mode: Option<PolicyMode>) -> (RegistryId, Digest) {
 #[tokio::test]
 async fn an_enforce_failure_is_refused_with_each_reason_and_nothing_is_applied() {
     let env = Env::new();
-    let svc = env.start().await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let api = common::fake_api_server(seen.clone()).await;
+    let token = env.dir.path().join("token");
+    std::fs::write(&token, "k8s-token\n").unwrap();
+    let mut config = env.config();
+    config.deployer.kubernetes_api = Some(format!("http://{api}"));
+    config.deployer.kubernetes_token_file = Some(token);
+    let svc = env.start_with(config).await;
     let (reg, digest) = covered(&env, Some(PolicyMode::Enforce)).await;
     env.verdict(
         reg,
@@ -108,6 +115,12 @@ async fn an_enforce_failure_is_refused_with_each_reason_and_nothing_is_applied()
         "application/problem+json",
         "an RFC 9457 problem"
     );
+    // The kubernetes target is refused alike, before any request reaches the API server.
+    let mut k8s = body(reg, "acme/llm", "1.0", "llm-k8s");
+    k8s["target"] = json!("kubernetes");
+    let (s, p) = svc.deploy(k8s).await;
+    assert_eq!(s, 403, "{p}");
+    assert!(seen.lock().unwrap().is_empty(), "nothing applied");
     assert_eq!(env.commit_count(), commits);
     assert!(!env.gitops().join("models/llm.yaml").exists());
     let types = env.event_types().await;
@@ -560,6 +573,28 @@ async fn malformed_trust_events_are_dead_lettered_and_the_consumers_go_on() {
     let (s, p) = deploy_settled(&env, &svc, body(reg, "acme/llm", "1.0", "llm")).await;
     assert_eq!(s, 403, "{p}");
     assert_eq!(p["reasons"], json!(["signature_invalid"]));
+
+    // Decodable but oversized: repeated reasons, too many findings, huge details with
+    // control characters. Kept bounded, each reason once.
+    let huge = format!("\u{1b}[31m{}", "x".repeat(5000));
+    let many: Vec<(PolicyReason, &str)> = (0..40)
+        .map(|_| (PolicyReason::Unsigned, huge.as_str()))
+        .collect();
+    env.verdict(reg, "acme/llm", &digest, PolicyVerdict::Fail, "prod", &many)
+        .await;
+    let (s, p) = deploy_settled(&env, &svc, body(reg, "acme/llm", "1.0", "llm")).await;
+    assert_eq!(s, 403, "{p}");
+    assert_eq!(p["reasons"], json!(["unsigned"]));
+    let findings = p["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 32);
+    let detail = findings[0]["detail"].as_str().unwrap();
+    assert_eq!(detail.chars().count(), 1024);
+    assert!(!detail.contains('\u{1b}'), "control characters dropped");
+    let words = p["detail"].as_str().unwrap();
+    assert!(
+        words.chars().count() < 1200 && words.contains("and 29 more"),
+        "{words}"
+    );
 
     let image_dead = env.dead_letters("serving-deployer-image").await;
     assert_eq!(
