@@ -477,7 +477,7 @@ pub fn interpret(
             Action::Skip(reason) => out.skipped.push(reason),
             Action::BadSignature(scheme, reason) => {
                 out.evidence
-                    .push(reader.unreadable(scheme, format!("{}: {reason}", layer.digest)));
+                    .push(reader.unreadable(scheme, format!("{}: {reason}", shown(&layer.digest))));
             }
             Action::Sbom(format) => out.evidence.push(Evidence::Sbom {
                 source: source.clone(),

@@ -183,9 +183,28 @@ struct Ids {
     map: HashMap<String, (Severity, Option<bool>)>,
 }
 
+/// Longest id kept (real ones are short), and of the scanner name, version, database and
+/// scan time: report text ends up in events and findings.
+const MAX_ID_CHARS: usize = 128;
+const MAX_LABEL_CHARS: usize = 256;
+
+/// `text` without control characters, at most `max` characters.
+fn clip(text: &str, max: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+fn tidy(mut s: VulnSummary) -> VulnSummary {
+    s.scanner.name = clip(&s.scanner.name, MAX_LABEL_CHARS);
+    s.scanner.version = s.scanner.version.map(|v| clip(&v, MAX_LABEL_CHARS));
+    s.db = s.db.map(|v| clip(&v, MAX_LABEL_CHARS));
+    s.scanned_at = s.scanned_at.map(|v| clip(&v, MAX_LABEL_CHARS));
+    s
+}
+
 impl Ids {
     fn add(&mut self, id: &str, severity: Severity, fixed: Option<bool>) {
-        let id = id.trim();
+        let id = clip(id.trim(), MAX_ID_CHARS);
+        let id = id.as_str();
         match self.map.get_mut(id) {
             Some((s, f)) => {
                 *s = (*s).max(severity);
@@ -294,7 +313,7 @@ pub fn parse_trivy(bytes: &[u8]) -> Result<VulnSummary, VulnError> {
     if report.results.is_none() && report.created_at.is_none() && report.trivy.is_none() {
         return Err(VulnError::Trivy("no `Results`".into()));
     }
-    Ok(summarise_trivy(report))
+    Ok(tidy(summarise_trivy(report)))
 }
 
 /// Recognises a vulnerability report stored as plain JSON (an artifact whose media type
@@ -314,7 +333,7 @@ pub fn parse_json_report(bytes: &[u8]) -> Result<VulnSummary, VulnError> {
     if value.get("SchemaVersion").is_some() && value.get("ArtifactName").is_some() {
         let report =
             TrivyReport::deserialize(&value).map_err(|e| VulnError::Trivy(e.to_string()))?;
-        return Ok(summarise_trivy(report));
+        return Ok(tidy(summarise_trivy(report)));
     }
     let scanner = value.get("scanner");
     if scanner.is_some_and(|s| s.get("uri").is_some() && s.get("result").is_some()) {
@@ -413,6 +432,10 @@ fn db_label(db: Db) -> Option<String> {
 
 /// Summarises a vulnerability predicate of type `predicate_type`.
 pub fn parse_predicate(predicate_type: &str, predicate: &Value) -> Result<VulnSummary, VulnError> {
+    summarise_predicate(predicate_type, predicate).map(tidy)
+}
+
+fn summarise_predicate(predicate_type: &str, predicate: &Value) -> Result<VulnSummary, VulnError> {
     if predicate_type == COSIGN_VULN_PREDICATE || predicate_type == COSIGN_VULN_PREDICATE_OLD {
         let p = CosignVuln::deserialize(predicate).map_err(|e| VulnError::Predicate {
             predicate: "cosign vuln",
@@ -707,6 +730,21 @@ mod tests {
         assert!(parse_json_report(br#"{"Results":[]}"#).is_err());
         assert!(parse_json_report(br#"{"spdxVersion":"SPDX-2.3"}"#).is_err());
         assert!(parse_json_report(b"nope").is_err());
+    }
+
+    #[test]
+    fn report_text_is_bounded_and_clean() {
+        let long = "x".repeat(10_000);
+        let report = format!(
+            r#"{{"SchemaVersion":2,"ArtifactName":"a","CreatedAt":"{long}","Trivy":{{"Version":"1\u0000{long}"}},
+                "Results":[{{"Vulnerabilities":[{{"VulnerabilityID":"CVE-1\n{long}","Severity":"HIGH"}}]}}]}}"#
+        );
+        let s = parse_trivy(report.as_bytes()).unwrap();
+        assert_eq!(s.scanned_at.unwrap().len(), MAX_LABEL_CHARS);
+        let version = s.scanner.version.unwrap();
+        assert!(version.starts_with("1x") && version.len() == MAX_LABEL_CHARS);
+        assert!(s.findings[0].id.starts_with("CVE-1x"));
+        assert_eq!(s.findings[0].id.chars().count(), MAX_ID_CHARS);
     }
 
     #[test]
