@@ -7,7 +7,8 @@
 //! would need every manifest of the repository, which tags list cannot give (a referrer is
 //! often untagged). So a test pushes its referrer manifests through [`ReferrersProxy::host`].
 //!
-//! As the spec says: an unknown subject digest answers `200` with an empty index; the
+//! As the spec says: an unknown subject digest answers `200` with an empty index (a
+//! malformed one `400`); a referrer pushed through it gets `OCI-Subject` in the answer; the
 //! `artifactType` filter is applied and announced with `OCI-Filters-Applied`; a list longer
 //! than the page size continues through a `Link: <…>; rel="next"` header.
 
@@ -70,6 +71,14 @@ fn rule(req: &Request, record: &Arc<Mutex<Record>>, page_size: usize, filters: b
     if req.method == "GET"
         && let Some((name, digest)) = rest.rsplit_once("/referrers/")
     {
+        if !valid_digest(digest) {
+            let body = r#"{"errors":[{"code":"DIGEST_INVALID","message":"invalid digest"}]}"#;
+            return Action::Respond(Response::new(
+                400,
+                &[("Content-Type", "application/json")],
+                body,
+            ));
+        }
         return Action::Respond(list(req, record, name, digest, page_size, filters));
     }
     if req.method == "PUT"
@@ -78,8 +87,11 @@ fn rule(req: &Request, record: &Arc<Mutex<Record>>, page_size: usize, filters: b
     {
         let key = (name.to_owned(), subject);
         let record = record.clone();
-        return Action::Rewrite(Box::new(move |response: Response| {
+        return Action::Rewrite(Box::new(move |mut response: Response| {
             if response.status == 201 {
+                // What tells a client (ORAS, notation, cosign) that the registry indexed
+                // the subject, so it must not write the referrers tag schema itself.
+                response.set_header("OCI-Subject", &key.1);
                 let mut record = record.lock().unwrap();
                 let list = record.entry(key).or_default();
                 if !list.contains(&descriptor) {
@@ -168,6 +180,21 @@ fn list(
         response.set_header("Link", &format!("<{next}>; rel=\"next\""));
     }
     response
+}
+
+/// `algorithm:encoded` as the OCI image spec's digest grammar has it.
+fn valid_digest(digest: &str) -> bool {
+    let Some((algorithm, encoded)) = digest.split_once(':') else {
+        return false;
+    };
+    !algorithm.is_empty()
+        && algorithm
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
+        && !encoded.is_empty()
+        && encoded
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b))
 }
 
 fn percent_decode(s: &str) -> String {

@@ -33,6 +33,15 @@ async fn push_through(
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
+    let subject = spec.subject.as_ref().map(|s| s.digest.as_str());
+    assert_eq!(
+        response
+            .headers()
+            .get("oci-subject")
+            .and_then(|v| v.to_str().ok()),
+        subject,
+        "OCI-Subject names the subject of a referrer, and only then"
+    );
     pushed
 }
 
@@ -122,6 +131,15 @@ async fn lists_filters_and_pages_the_referrers_of_a_digest() {
     assert_eq!(digests(&empty), Vec::<String>::new());
     let (_, other) = get(&proxy, &format!("/v2/other/referrers/{}", image.digest)).await;
     assert_eq!(digests(&other), Vec::<String>::new());
+
+    // A malformed digest is a bad request, not an empty list.
+    let bad = reqwest::get(format!(
+        "http://{}/v2/team/app/referrers/not-a-digest",
+        proxy.host()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 400);
 
     // Everything else reaches the registry unchanged.
     let (_, tags) = get(&proxy, "/v2/team/app/tags/list").await;
