@@ -150,6 +150,46 @@ pub async fn cosign_sign(
     .await
 }
 
+/// A keyless cosign signature of `subject` by a Fulcio-like `leaf`, with the Rekor
+/// bundle of a log entry integrated at `integrated_time` (Unix seconds), in cosign's tag.
+pub async fn cosign_sign_keyless(
+    registry: &TestRegistry,
+    repo: &str,
+    subject: (&str, &str, usize),
+    leaf: &imagelib_testkit::signing::TestLeaf,
+    rekor: &imagelib_testkit::signing::TestRekor,
+    integrated_time: i64,
+) -> anyhow::Result<Pushed> {
+    let payload = cosign_payload(&format!("{}/{repo}", registry.host()), subject.0);
+    let signature = leaf.key.sign(&payload);
+    let bundle = rekor.rekor_bundle(&payload, &signature, &leaf.cert_pem, integrated_time);
+    push_referrer(
+        registry,
+        repo,
+        subject,
+        Layout::Tags,
+        COSIGN_SIG_ARTIFACT,
+        "sig",
+        &[(
+            SIMPLE_SIGNING,
+            payload,
+            vec![
+                ("dev.cosignproject.cosign/signature".to_owned(), signature),
+                (
+                    "dev.sigstore.cosign/certificate".to_owned(),
+                    leaf.cert_pem.clone(),
+                ),
+                (
+                    "dev.sigstore.cosign/chain".to_owned(),
+                    leaf.chain_pem.clone(),
+                ),
+                ("dev.sigstore.cosign/bundle".to_owned(), bundle),
+            ],
+        )],
+    )
+    .await
+}
+
 /// A cosign signature whose layer is `size` bytes of payload (for the size limit).
 pub async fn oversized_signature(
     registry: &TestRegistry,

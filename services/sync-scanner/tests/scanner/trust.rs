@@ -518,3 +518,90 @@ async fn a_bad_trust_root_stops_the_start() -> anyhow::Result<()> {
     assert!(text.contains("trustedroot"), "{text}");
     Ok(())
 }
+
+/// Keyless: Fulcio-like certificates and a Rekor-like log from the test kit, trusted
+/// through a `trusted_root.json` given to the scanner. A trusted identity passes; another
+/// identity is `signer_not_trusted`; a certificate that had expired when the log
+/// integrated the signature is `signature_invalid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keyless_signatures_are_checked_against_the_trust_root() -> anyhow::Result<()> {
+    use imagelib_events::model::TrustedIdentity;
+    use imagelib_testkit::signing::{San, TestFulcio, TestRekor, trusted_root_json};
+    const ISSUER: &str = "https://accounts.example.com";
+    let registry = TestRegistry::start().await?;
+    let fulcio = TestFulcio::new();
+    let rekor = TestRekor::new();
+    let now = Utc::now();
+    let minutes = |m: i64| chrono::Duration::minutes(m);
+    let mut pushed = Vec::new();
+    for (tag, layer) in [("1.0", "a"), ("2.0", "b"), ("3.0", "c")] {
+        pushed.push(
+            registry
+                .push_image(
+                    "app",
+                    tag,
+                    &ImageSpec::linux_amd64().layer(layer.as_bytes()),
+                )
+                .await?,
+        );
+    }
+    let s = |i: usize| subject(&pushed[i].digest, OCI_MANIFEST, &pushed[i].raw);
+    let dev = fulcio.issue(
+        San::Email("dev@example.com".into()),
+        ISSUER,
+        now - minutes(5),
+        now + minutes(5),
+    );
+    let eve = fulcio.issue(
+        San::Email("eve@evil.example".into()),
+        ISSUER,
+        now - minutes(5),
+        now + minutes(5),
+    );
+    let old = fulcio.issue(
+        San::Email("dev@example.com".into()),
+        ISSUER,
+        now - minutes(60),
+        now - minutes(50),
+    );
+    signed::cosign_sign_keyless(&registry, "app", s(0), &dev, &rekor, now.timestamp()).await?;
+    signed::cosign_sign_keyless(&registry, "app", s(1), &eve, &rekor, now.timestamp()).await?;
+    signed::cosign_sign_keyless(&registry, "app", s(2), &old, &rekor, now.timestamp()).await?;
+
+    let env = Env::new().await;
+    let root = env.dir.path().join("trusted_root.json");
+    std::fs::write(&root, trusted_root_json(&fulcio, &rekor))?;
+    let mut config = env.config();
+    config.scanner.trust_root = Some(root);
+    let _scanner = env.start_with(config).await;
+    let id = env.register(&registry.host(), None).await;
+    let mut trust = policy(PolicyMode::Enforce, &[]);
+    trust.identities = vec![TrustedIdentity::Keyless {
+        issuer: ISSUER.into(),
+        subject: r"^dev@example\.com$".into(),
+    }];
+    set_trust(&env, id, trust).await;
+    let (_, events) = env.scan_ok(id, None).await;
+    let v = verdicts(&events);
+    let d = |i: usize| pushed[i].digest.clone();
+    assert_eq!(v[&d(0)], (PolicyVerdict::Pass, vec![]));
+    assert_eq!(
+        v[&d(1)],
+        (PolicyVerdict::Fail, vec![PolicyReason::SignerNotTrusted])
+    );
+    assert_eq!(
+        v[&d(2)],
+        (PolicyVerdict::Fail, vec![PolicyReason::SignatureInvalid])
+    );
+    let verified = events
+        .iter()
+        .find_map(|e| match &e.payload {
+            EventPayload::SignatureVerified(s) => Some(s),
+            _ => None,
+        })
+        .expect("one signature verified");
+    assert_eq!(verified.signer, "dev@example.com");
+    assert_eq!(verified.issuer.as_deref(), Some(ISSUER));
+    assert_eq!(verified.digest.as_str(), d(0));
+    Ok(())
+}
