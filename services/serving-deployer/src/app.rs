@@ -865,3 +865,65 @@ fn from_refs(refs: &[ManifestRef]) -> Vec<Manifest> {
 
 /// Shared handle for the HTTP layer.
 pub type App = Arc<Deployer>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(reasons: &[PolicyReason], findings: &[(PolicyReason, &str)]) -> PolicyRefusal {
+        PolicyRefusal {
+            image: "r/acme/llm:1.0".into(),
+            digest: "sha256:ab".into(),
+            policy: "prod".into(),
+            reasons: reasons.to_vec(),
+            findings: findings
+                .iter()
+                .map(|(reason, detail)| PolicyFinding {
+                    reason: *reason,
+                    detail: (*detail).into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_reason_has_its_own_words_in_the_detail() {
+        let all = refusal(&PolicyReason::ALL, &[]);
+        let detail = all.detail();
+        let mut words: Vec<&str> = PolicyReason::ALL.iter().map(|r| reason_words(*r)).collect();
+        for w in &words {
+            assert!(detail.contains(w), "{w} not in {detail}");
+        }
+        words.sort_unstable();
+        words.dedup();
+        assert_eq!(words.len(), PolicyReason::ALL.len());
+        assert!(detail.starts_with("image r/acme/llm:1.0 (sha256:ab) fails trust policy `prod`"));
+    }
+
+    #[test]
+    fn findings_go_with_their_reason_and_a_reasonless_verdict_says_so() {
+        let r = refusal(
+            &[PolicyReason::CveNotAllowed, PolicyReason::NoSbom],
+            &[
+                (PolicyReason::NoSbom, "none attached"),
+                (
+                    PolicyReason::CveNotAllowed,
+                    "CVE-2024-1 allowed until 2024-01-31",
+                ),
+                (PolicyReason::CveNotAllowed, ""),
+            ],
+        );
+        assert!(
+            r.detail().ends_with(
+                "CVE not allowed: a vulnerability's allow-list entry has expired (CVE-2024-1 allowed until 2024-01-31); no SBOM: the policy requires one and none is attached (none attached)"
+            ),
+            "{}",
+            r.detail()
+        );
+        assert!(
+            refusal(&[], &[])
+                .detail()
+                .ends_with("the verdict names no reason")
+        );
+    }
+}
