@@ -3,7 +3,7 @@
 //! The policy decides whether an image may be deployed, so a mistake in it is a security
 //! hole or an outage, not a cosmetic error; everything is checked when the rule is written,
 //! with the JSON pointer of the field:
-//! - every key parses as a PEM `PUBLIC KEY` (ECDSA P-256, Ed25519, RSA ≥ 2048 bits), at
+//! - every key parses as a PEM `PUBLIC KEY` (ECDSA P-256 or P-384, Ed25519, RSA ≥ 2048 bits), at
 //!   most [`MAX_KEY_PEM_BYTES`]; a `key_id` sent along (as `GET` shows it) must be the
 //!   key's own, so a pasted key cannot silently be another one;
 //! - a keyless issuer is an `https` URL; subject regexes compile within the rule regex size
@@ -127,6 +127,17 @@ impl TrustInput {
                         given: given.clone(),
                         derived: parsed.id().to_string(),
                     },
+                ));
+            }
+            if let Some(given) = &k.algorithm
+                && given != parsed.algorithm()
+            {
+                return Err(RuleError::new(
+                    format!("{pointer}/algorithm"),
+                    RuleErrorReason::Invalid(format!(
+                        "`{given}` is not this key's algorithm (`{}`); drop it or fix the PEM",
+                        parsed.algorithm()
+                    )),
                 ));
             }
             keys.push(TrustedKey {
@@ -672,6 +683,7 @@ mod tests {
     const RSA2048: &str = include_str!("../testdata/rsa2048.pub");
     const RSA1024: &str = include_str!("../testdata/rsa1024.pub");
     const P384: &str = include_str!("../testdata/p384.pub");
+    const ED448: &str = include_str!("../testdata/ed448.pub");
 
     fn registry() -> RegistryId {
         "0190f1d2-3c4b-7a5e-8f90-123456789abc".parse().unwrap()
@@ -721,6 +733,12 @@ mod tests {
         assert_eq!(p.keys[0].name, "");
         assert_eq!(p.keys[0].pem, P256);
         assert_eq!(p.keys[1].name, "release-2026");
+        let p384 = policy(json!({"keys": [P384]}));
+        let shown = TrustInput::from(&p384);
+        assert_eq!(
+            shown.keys[0].algorithm.as_deref(),
+            Some("ecdsa-p384-sha384")
+        );
         assert_eq!(
             p.identities,
             vec![
@@ -784,6 +802,9 @@ mod tests {
         let e = rule(json!({"keys": [{"pem": P256, "key_id": key_id(ED25519)}]})).unwrap_err();
         assert_eq!(e.pointer, "/trust/keys/0/key_id");
         assert!(e.to_string().contains("is not the id of this key"), "{e}");
+        let e = rule(json!({"keys": [{"pem": P256, "algorithm": "ed25519"}]})).unwrap_err();
+        assert_eq!(e.pointer, "/trust/keys/0/algorithm");
+        assert!(e.to_string().contains("`ecdsa-p256-sha256`"), "{e}");
     }
 
     fn refused(trust: Value, pointer: &str, needle: &str) {
@@ -804,7 +825,11 @@ mod tests {
             "/trust/keys/1",
             "below the 2048-bit minimum",
         );
-        refused(json!({"keys": [P384]}), "/trust/keys/0", "ECDSA P-256");
+        refused(
+            json!({"keys": [ED448]}),
+            "/trust/keys/0",
+            "unsupported key algorithm",
+        );
         let private = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n-----END PRIVATE KEY-----\n";
         refused(
             json!({"keys": [private]}),

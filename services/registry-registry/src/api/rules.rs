@@ -143,7 +143,7 @@ pub struct TrustPolicyDoc {
     /// `enforce` (a failing image is not deployed), `audit` (default: deployed, violation
     /// recorded) or `off`.
     mode: Option<String>,
-    /// At most 32 public keys (ECDSA P-256, Ed25519, RSA ≥ 2048; PEM ≤ 16 KiB): a PEM string
+    /// At most 32 public keys (ECDSA P-256/P-384, Ed25519, RSA ≥ 2048; PEM ≤ 16 KiB): a PEM string
     /// or `{name, pem}`. Returned with their derived `key_id` and `algorithm`.
     keys: Option<Vec<TrustedKeyDoc>>,
     /// At most 32 signers: keyless `{issuer: https URL, subject: anchored regex}` or
@@ -165,7 +165,7 @@ pub struct TrustedKeyDoc {
     pem: String,
     /// `sha256:<hex>` of the key's SubjectPublicKeyInfo (output; checked when sent back).
     key_id: Option<String>,
-    /// `ecdsa-p256-sha256`, `ed25519` or `rsa-sha256` (output).
+    /// `ecdsa-p256-sha256`, `ecdsa-p384-sha384`, `ed25519` or `rsa-sha256` (output).
     algorithm: Option<String>,
 }
 
