@@ -63,6 +63,9 @@ pub const MAX_SIGNATURE_BLOB_BYTES: u64 = 64 * 1024;
 pub const MAX_ATTESTATION_BLOB_BYTES: u64 = 16 * 1024 * 1024;
 /// Bound of a scan report blob (Trivy JSON, or plain JSON read by content).
 pub const MAX_REPORT_BLOB_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest Sigstore bundle kept as a signature (one of an attestation is read, not kept;
+/// real signature bundles are a few KiB).
+pub const MAX_SIGNATURE_BUNDLE_BYTES: usize = 1024 * 1024;
 /// Bound of a certificate, chain or Rekor bundle annotation.
 pub const MAX_ANNOTATION_CHARS: usize = 64 * 1024;
 /// Longest predicate type recorded.
@@ -679,60 +682,64 @@ impl Reader<'_> {
     }
 
     fn bundle(&self, layer: &Descriptor, bytes: &[u8], out: &mut Interpretation) {
+        let unreadable =
+            |why: String| self.unreadable(Scheme::Cosign, format!("{}: {why}", layer.digest));
         let bundle: Bundle = match serde_json::from_slice(bytes) {
             Ok(b) => b,
             Err(e) => {
-                out.evidence.push(self.unreadable(
-                    Scheme::Cosign,
-                    format!(
-                        "{}: not a Sigstore bundle: {}",
-                        layer.digest,
-                        shown(&e.to_string())
-                    ),
-                ));
+                out.evidence.push(unreadable(format!(
+                    "not a Sigstore bundle: {}",
+                    shown(&e.to_string())
+                )));
                 return;
             }
         };
-        let signature = SignatureMaterial::SigstoreBundle {
-            bundle: bytes.to_vec(),
-        };
-        if let Some(envelope) = bundle.dsse_envelope {
-            let payload_type = envelope
-                .get("payloadType")
-                .and_then(serde_json::Value::as_str)
-                .map(essence)
-                .unwrap_or_default();
-            if payload_type == SIMPLE_SIGNING_MEDIA_TYPE {
-                // A DSSE-wrapped simple-signing payload: a signature.
-                out.evidence.push(self.signature(signature));
-                return;
-            }
-            let statement = serde_json::to_vec(&envelope)
-                .ok()
-                .and_then(|e| attestation::parse_envelope(&e).ok());
-            match statement {
-                Some(st) if st.predicate_type == COSIGN_SIGN_PREDICATE => {
-                    out.evidence.push(self.signature(signature));
+        let is_signature = match bundle.dsse_envelope {
+            Some(envelope) => {
+                let payload_type = envelope
+                    .get("payloadType")
+                    .and_then(serde_json::Value::as_str)
+                    .map(essence)
+                    .unwrap_or_default();
+                if payload_type == SIMPLE_SIGNING_MEDIA_TYPE {
+                    // A DSSE-wrapped simple-signing payload.
+                    true
+                } else {
+                    let statement = serde_json::to_vec(&envelope)
+                        .ok()
+                        .and_then(|e| attestation::parse_envelope(&e).ok());
+                    match statement {
+                        Some(st) if st.predicate_type == COSIGN_SIGN_PREDICATE => true,
+                        Some(st) => {
+                            // An attestation: its DSSE signature vouches for the statement.
+                            self.statement(&layer.digest, st, out);
+                            return;
+                        }
+                        None => {
+                            out.evidence.push(unreadable(
+                                "the bundle's DSSE envelope holds neither an in-toto statement nor a simple-signing payload".into(),
+                            ));
+                            return;
+                        }
+                    }
                 }
-                Some(st) => self.statement(&layer.digest, st, out),
-                None => out.evidence.push(self.unreadable(
-                    Scheme::Cosign,
-                    format!(
-                        "{}: the bundle's DSSE envelope holds neither an in-toto statement nor a simple-signing payload",
-                        layer.digest
-                    ),
-                )),
             }
-        } else if bundle.message_signature.is_some() {
-            out.evidence.push(self.signature(signature));
-        } else {
-            out.evidence.push(self.unreadable(
-                Scheme::Cosign,
-                format!(
-                    "{}: Sigstore bundle with neither messageSignature nor dsseEnvelope",
-                    layer.digest
-                ),
+            None => bundle.message_signature.is_some(),
+        };
+        if !is_signature {
+            out.evidence.push(unreadable(
+                "Sigstore bundle with neither messageSignature nor dsseEnvelope".into(),
             ));
+        } else if bytes.len() > MAX_SIGNATURE_BUNDLE_BYTES {
+            out.evidence.push(unreadable(format!(
+                "a signature bundle of {} bytes, over the {MAX_SIGNATURE_BUNDLE_BYTES}-byte limit",
+                bytes.len()
+            )));
+        } else {
+            out.evidence
+                .push(self.signature(SignatureMaterial::SigstoreBundle {
+                    bundle: bytes.to_vec(),
+                }));
         }
     }
 

@@ -220,6 +220,22 @@ fn sigstore_bundles_are_signatures_or_attestations_by_content() {
     };
     assert_eq!(summary.counts, trivy_counts());
 
+    // A message-signature bundle padded past the signature-bundle bound is not kept.
+    let mut blobs = Blobs::default();
+    let (_, manifest) = bundle_layer(
+        &mut blobs,
+        &json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": material,
+            "messageSignature": {"messageDigest": {"algorithm": "SHA2_256", "digest": "T1PNoYwrqgw="}, "signature": "MEUC"},
+            "padding": "x".repeat(imagelib_trust::referrer::MAX_SIGNATURE_BUNDLE_BYTES),
+        }),
+    );
+    assert!(matches!(
+        only(interpret(SUBJECT, &manifest, &blobs.0).evidence),
+        Evidence::UnreadableSignature { reason, .. } if reason.contains("over the")
+    ));
+
     // Not a bundle at all: an invalid signature, not "unsigned".
     let mut blobs = Blobs::default();
     let (_, manifest) = bundle_layer(&mut blobs, &json!({"mediaType": "x"}));
