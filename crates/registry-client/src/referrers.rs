@@ -722,6 +722,50 @@ mod tests {
         assert!(out.complete);
     }
 
+    fn entry_or_garbage() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u8..6, prop_oneof![Just("a/b"), Just("c/d")]).prop_map(|(n, t)| entry(n, t)),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[ -~]{0,40}".prop_map(serde_json::Value::from),
+            ("[ -~]{0,80}", any::<u64>()).prop_map(|(d, size)| {
+                serde_json::json!({"mediaType": "x", "digest": d, "size": size})
+            }),
+            Just(serde_json::Value::Null),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Whatever a listing holds, what is kept is bounded, unique, filtered, and a cut
+        /// list says so.
+        #[test]
+        fn any_listing_is_bounded(
+            entries in proptest::collection::vec(entry_or_garbage(), 0..24),
+            limit in 0usize..6,
+            filter in proptest::prelude::any::<bool>(),
+        ) {
+            let options = ReferrersOptions {
+                artifact_type: filter.then_some("c/d"),
+                ..ReferrersOptions::default()
+            };
+            let mut out = Referrers::new(&subject());
+            let whole = push_descriptors(&mut out, entries, FoundBy::Api, &options, limit, &url());
+            proptest::prop_assert!(out.items.len() <= limit);
+            proptest::prop_assert_eq!(whole, out.complete);
+            let mut seen = HashSet::new();
+            proptest::prop_assert!(out.items.iter().all(|r| seen.insert(r.digest.clone())));
+            if filter {
+                proptest::prop_assert!(out.items.iter().all(|r| r.artifact_type.as_deref() == Some("c/d")));
+            }
+        }
+    }
+
     #[test]
     fn the_client_side_filter_and_the_cap() {
         let mut out = Referrers::new(&subject());

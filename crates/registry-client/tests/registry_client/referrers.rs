@@ -349,7 +349,7 @@ fn no_tags() -> ReferrersOptions<'static> {
     }
 }
 
-/// A `Link` to another host is not followed: what the registry's own pages said is kept,
+/// An absolute `Link` on the registry is followed; one to another host is not: what the registry's own pages said is kept,
 /// the list says it is incomplete, and the other host never hears from the client.
 #[tokio::test]
 async fn a_link_to_another_host_is_refused() -> anyhow::Result<()> {
@@ -362,29 +362,37 @@ async fn a_link_to_another_host_is_refused() -> anyhow::Result<()> {
     })
     .await;
     let other = elsewhere.host().replace("127.0.0.1", "localhost");
+    let own: Arc<std::sync::Mutex<String>> = Arc::default();
+    let own_host = own.clone();
     let registry = FaultProxy::start(None, move |req, _| {
-        if req.path().contains("/referrers/") {
-            let mut r = Response::new(
-                200,
-                &[("Content-Type", OCI_INDEX)],
-                referrers_page(&[fake_digest(1)]),
-            );
-            r.set_header(
-                "Link",
-                &format!("<http://{other}{}?page=2>; rel=\"next\"", req.path()),
-            );
-            Action::Respond(r)
-        } else {
-            Action::Respond(Response::new(404, &[], ""))
+        if !req.path().contains("/referrers/") {
+            return Action::Respond(Response::new(404, &[], ""));
         }
+        // Page 1 links to page 2 by an absolute URL on the registry itself (followed);
+        // page 2 links to another host (refused).
+        let (digest, next) = if req.target.contains("page=2") {
+            (2, format!("http://{other}{}?page=3", req.path()))
+        } else {
+            let own = own_host.lock().unwrap().clone();
+            (1, format!("http://{own}{}?page=2", req.path()))
+        };
+        let mut r = Response::new(
+            200,
+            &[("Content-Type", OCI_INDEX)],
+            referrers_page(&[fake_digest(digest)]),
+        );
+        r.set_header("Link", &format!("<{next}>; rel=\"next\""));
+        Action::Respond(r)
     })
     .await;
+    *own.lock().unwrap() = registry.host();
     let client = RegistryClient::new(config(&registry.host(), true), Credentials::Anonymous)?;
     let found = client
         .list_referrers(&repo("a"), &digest(&fake_digest(7)), &no_tags())
         .await?;
-    assert_eq!(found.items.len(), 1);
-    assert_eq!(found.items[0].digest.as_str(), fake_digest(1));
+    let got: Vec<&str> = found.items.iter().map(|r| r.digest.as_str()).collect();
+    assert_eq!(got, [fake_digest(1), fake_digest(2)]);
+    assert_eq!(found.pages, 2);
     assert!(!found.complete);
     let error = found.error.expect("why the list is cut");
     assert_eq!(error.kind(), ErrorKind::Protocol);
