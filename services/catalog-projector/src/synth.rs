@@ -4,10 +4,14 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use imagelib_events::event::{RegistryRegistered, TagDiscovered, TagMoved, TagRemoved};
+use imagelib_events::event::{
+    PolicyEvaluated, ReferrersChanged, RegistryRegistered, SbomFound, SignatureFailed,
+    SignatureVerified, TagDiscovered, TagMoved, TagRemoved, VulnerabilitiesReported,
+};
 use imagelib_events::model::{
-    AuthKind, ImageDetails, ImageKind, ModelType, Platform, PostgresExtension, Referrer,
-    ReferrerKind, RegistryType,
+    AuthKind, ImageDetails, ImageKind, ModelType, Platform, PolicyReason, PolicyVerdict,
+    PostgresExtension, Referrer, ReferrerKind, RegistryType, SbomFormat, ScannerInfo,
+    SeverityCounts, SignatureKind,
 };
 use imagelib_events::{Digest, Envelope, EventId, RegistryId, RepositoryName, Tag};
 use rand::rngs::StdRng;
@@ -24,6 +28,10 @@ pub struct Mix {
     /// Percent of image events that move an existing tag, and that remove one.
     pub moved_pct: u32,
     pub removed_pct: u32,
+    /// Percent of image events that are trust evidence about an existing tag's digest
+    /// (signature verified or failed, vulnerability report, SBOM, policy verdict, referrers
+    /// listed anew).
+    pub trust_pct: u32,
     pub start: DateTime<Utc>,
     /// Put before every tag name (to add tags next to an earlier stream's).
     pub tag_prefix: String,
@@ -38,6 +46,7 @@ impl Default for Mix {
             seed: 42,
             moved_pct: 15,
             removed_pct: 5,
+            trust_pct: 0,
             start: DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
                 .map(|t| t.with_timezone(&Utc))
                 .unwrap_or_default(),
@@ -242,6 +251,119 @@ impl Generator {
     }
 }
 
+impl Generator {
+    fn trust_event(
+        &mut self,
+        registry_id: RegistryId,
+        repository: RepositoryName,
+        digest_: Digest,
+        at: DateTime<Utc>,
+    ) -> Envelope {
+        let source = digest(&mut self.rng);
+        let policy = Some("synthetic".parse().expect("a valid rule id"));
+        match self.rng.random_range(0..6u32) {
+            0 => {
+                let signer = format!("SHA256:key-{}", self.rng.random_range(0..4u32));
+                self.envelope(SignatureVerified {
+                    registry_id,
+                    repository,
+                    digest: digest_,
+                    signer,
+                    issuer: None,
+                    kind: SignatureKind::Cosign,
+                    policy,
+                    source,
+                })
+            }
+            1 => self.envelope(SignatureFailed {
+                registry_id,
+                repository,
+                digest: digest_,
+                signer: "https://github.com/example/ci".into(),
+                issuer: Some("https://token.actions.githubusercontent.com".into()),
+                kind: SignatureKind::Cosign,
+                policy,
+                reason: "the certificate expired before the signature was made".into(),
+                source,
+            }),
+            2 => {
+                let mut n = || self.rng.random_range(0..4u64);
+                let counts = SeverityCounts {
+                    critical: n(),
+                    high: n(),
+                    medium: n(),
+                    low: n(),
+                    unknown: n(),
+                };
+                let scanner = if self.rng.random_ratio(1, 2) {
+                    "trivy"
+                } else {
+                    "grype"
+                };
+                let scanned_at = at - Duration::minutes(self.rng.random_range(0..600));
+                self.envelope(VulnerabilitiesReported {
+                    registry_id,
+                    repository,
+                    digest: digest_,
+                    scanner: ScannerInfo {
+                        name: scanner.into(),
+                        version: "0.58.1".into(),
+                    },
+                    db: "2025-01-01T00:00:00Z".into(),
+                    scanned_at,
+                    counts,
+                    fixable: counts.high,
+                    source,
+                })
+            }
+            3 => {
+                let format = if self.rng.random_ratio(1, 2) {
+                    SbomFormat::Spdx
+                } else {
+                    SbomFormat::Cyclonedx
+                };
+                self.envelope(SbomFound {
+                    registry_id,
+                    repository,
+                    digest: digest_,
+                    format,
+                    source,
+                })
+            }
+            4 => {
+                let fail = self.rng.random_ratio(1, 2);
+                self.envelope(PolicyEvaluated {
+                    registry_id,
+                    repository,
+                    digest: digest_,
+                    verdict: if fail {
+                        PolicyVerdict::Fail
+                    } else {
+                        PolicyVerdict::Pass
+                    },
+                    reasons: if fail {
+                        vec![PolicyReason::Unsigned]
+                    } else {
+                        vec![]
+                    },
+                    policy,
+                    findings: vec![],
+                })
+            }
+            _ => self.envelope(ReferrersChanged {
+                registry_id,
+                repository,
+                digest: digest_,
+                referrers: vec![Referrer {
+                    digest: source,
+                    kind: ReferrerKind::Attestation,
+                    artifact_type: Some("application/vnd.dsse.envelope.v1+json".into()),
+                }],
+            }),
+        }
+    }
+}
+
 impl Iterator for Generator {
     type Item = Envelope;
 
@@ -306,6 +428,11 @@ impl Iterator for Generator {
                 tag,
                 digest,
             })
+        } else if has_tags && roll < self.mix.moved_pct + self.mix.removed_pct + self.mix.trust_pct
+        {
+            let k = self.rng.random_range(0..self.tags[repo].len());
+            let d = self.tags[repo][k].1.clone();
+            self.trust_event(registry_id, repository, d, at)
         } else {
             let n = self.next_tag[repo];
             self.next_tag[repo] += 1;

@@ -24,6 +24,8 @@ async fn a_projector_killed_mid_batch_converges_to_a_clean_replay() {
         repositories: 40,
         events: 2500,
         seed: 7,
+        // Trust evidence among the tag events (issue 13).
+        trust_pct: 20,
         ..Default::default()
     });
     let registries = generator.registry_ids.clone();
@@ -148,6 +150,10 @@ async fn a_projector_killed_mid_batch_converges_to_a_clean_replay() {
     assert!(
         killed.contains("approved-production"),
         "the curation was projected"
+    );
+    assert!(
+        killed.contains("SHA256:key-") && killed.contains("\"max_severity\": \""),
+        "trust evidence was projected onto tags"
     );
     if killed != replayed {
         let diff: Vec<_> = killed

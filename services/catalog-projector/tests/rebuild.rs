@@ -22,6 +22,8 @@ async fn rebuild_swaps_in_a_fresh_catalog_while_reads_and_writes_go_on() {
         repositories: 60,
         events: 3000,
         seed: 11,
+        // Trust evidence among the tag events (issue 13).
+        trust_pct: 20,
         ..Default::default()
     });
     let registry = generator.registry_ids[0];
