@@ -5,8 +5,9 @@
 //! panel or rule added later is checked too. The test then does an operator's work against
 //! `imagelib serve` exporting OTLP to a receiver inside the test — register registries
 //! (one of them answering `429` with `Retry-After`), scan, move and remove tags by
-//! changing the registry, deliver a webhook, read the catalog, be refused a bad token,
-//! put an unreadable message on the stream — and asserts that each queried name is the
+//! changing the registry, scan a cosign-signed image under a rule with a trust policy,
+//! deliver a webhook, read the catalog, be refused a bad token, put an unreadable message
+//! on the stream — and asserts that each queried name is the
 //! Prometheus name of a metric received with data points and a unit. It fails when a
 //! panel or rule queries a metric nothing emits.
 
@@ -16,7 +17,9 @@ use std::time::Duration;
 use imagelib_e2e::TestServer;
 use imagelib_e2e::otlp::{OtlpReceiver, ReceivedMetric, prometheus_names};
 use imagelib_testkit::hostile::{Behaviour, HostileRegistry};
+use imagelib_testkit::publish::Publisher;
 use imagelib_testkit::registry::{ImageSpec, TestRegistry};
+use imagelib_testkit::signing::TestKey;
 use serde_json::{Value, json};
 
 const ADMIN: &str = "test-admin-token";
@@ -424,11 +427,31 @@ async fn every_queried_metric_is_exported_with_data_and_a_unit() {
     server.wait_ready().await.unwrap();
     let api = Api { server: &server };
 
+    // A cosign-signed image (as cosign stores it on a registry without the referrers API)
+    // under a rule whose trust policy names the key.
+    let key = TestKey::generate();
+    let signed = registry
+        .push_image("trusted/app", "1.0", &ImageSpec::linux_amd64())
+        .await
+        .unwrap();
+    Publisher::tag_schema(&registry, "trusted/app")
+        .cosign_sign(&signed, &[&key])
+        .await
+        .unwrap();
+
     // Register and scan.
     let id = api.register("dashboard", &registry.host()).await;
+    let (s, r) = api
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/registries/{id}/rules/trusted"),
+            Some(json!({"repositories": "trusted/*", "trust": {"mode": "enforce", "keys": [key.public_pem()]}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
     let first = api.sync(&id).await;
     assert_eq!(first["state"], "completed", "{first}");
-    assert_eq!(first["summary"]["added"], 2, "{first}");
+    assert_eq!(first["summary"]["added"], 3, "{first}");
 
     // Move `latest` (a mutable tag) by pushing another image under it; remove `1.0`.
     registry
