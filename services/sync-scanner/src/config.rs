@@ -124,6 +124,10 @@ pub struct ScannerConfig {
     /// `IMAGELIB_SCANNER__NOTATION_TRUST_STORE`: a PEM bundle of the CA certificates
     /// Notation signatures chain to; read at start.
     pub notation_trust_store: Option<PathBuf>,
+    /// `IMAGELIB_SCANNER__REFERRERS_RECHECK_SECS`: on scheduled scans, the referrers of a
+    /// digest already known are listed again only when last listed longer ago than this
+    /// (manual and webhook scans list them all; a new digest's are always listed).
+    pub referrers_recheck_secs: u64,
     /// `IMAGELIB_SCANNER__REEVALUATE_INTERVAL`: seconds between re-evaluations of every
     /// stored digest's trust policy (allow-list expiry, certificate validity), with no
     /// registry request; 0 turns the timer off.
@@ -165,6 +169,7 @@ impl Default for ScannerConfig {
             max_scan_referrer_bytes: 256 << 20,
             trust_root: None,
             notation_trust_store: None,
+            referrers_recheck_secs: 3600,
             reevaluate_interval: 3600,
         }
     }

@@ -194,6 +194,8 @@ struct Ctx<'a> {
     missing_before: HashSet<RepositoryName>,
     /// Referrer bytes the scan may still read.
     referrer_budget: std::sync::atomic::AtomicU64,
+    /// Why the scan runs (a scheduled one re-lists known digests' referrers less often).
+    reason: SyncReason,
 }
 
 impl Scanner {
@@ -220,6 +222,7 @@ impl Scanner {
             agent.clone(),
             roots,
             config.max_referrer_bytes,
+            Duration::from_secs(config.referrers_recheck_secs),
         );
         Scanner {
             inner: Arc::new(Inner {
@@ -333,6 +336,7 @@ impl Scanner {
             cancel,
             missing_before,
             referrer_budget: std::sync::atomic::AtomicU64::new(s.config.max_scan_referrer_bytes),
+            reason: request.reason,
         };
         let body = ctx.run(request.repository.as_ref());
         // The body also watches `cancel` and winds down early; an interrupted scan is
@@ -840,6 +844,7 @@ impl Ctx<'_> {
                 budget: &self.referrer_budget,
                 concurrency,
                 traceparent: self.traceparent,
+                recheck_all: self.reason != SyncReason::Schedule,
             };
             if let Err(e) = self
                 .scanner

@@ -152,6 +152,20 @@ struct Inner {
     max_referrer_bytes: u64,
     /// Whether each registry had the referrers API when last asked.
     api: parking_lot::Mutex<HashMap<RegistryId, bool>>,
+    /// When each (registry, repository, digest), hashed, was last listed by this process.
+    listed: parking_lot::Mutex<HashMap<u64, std::time::Instant>>,
+    recheck: std::time::Duration,
+}
+
+/// Entries of [`Inner::listed`] kept at most (about 32 bytes each); past it the map starts
+/// over, and the next scheduled scans list everything once.
+const MAX_LISTED: usize = 1_000_000;
+
+fn listed_key(registry: RegistryId, repository: &RepositoryName, digest: &Digest) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (registry.0, repository.as_str(), digest.as_str()).hash(&mut h);
+    h.finish()
 }
 
 /// One repository's scan, as trust needs it.
@@ -167,6 +181,9 @@ pub struct RepoScan<'a> {
     pub budget: &'a AtomicU64,
     pub concurrency: usize,
     pub traceparent: Option<TraceParent>,
+    /// List the referrers of every current digest; else (a scheduled scan) only those
+    /// not listed within `referrers_recheck_secs`.
+    pub recheck_all: bool,
 }
 
 type ListTask<'a> = std::pin::Pin<
@@ -274,6 +291,7 @@ impl Trust {
         agent: Arc<AgentRules>,
         roots: Roots,
         max_referrer_bytes: u64,
+        recheck: std::time::Duration,
     ) -> Self {
         Trust {
             inner: Arc::new(Inner {
@@ -284,6 +302,8 @@ impl Trust {
                 roots,
                 max_referrer_bytes,
                 api: Default::default(),
+                listed: Default::default(),
+                recheck,
             }),
         }
     }
@@ -337,9 +357,16 @@ impl Trust {
             .filter(|t| t.starts_with("sha256-"))
             .map(|t| t.split('.').next().unwrap_or(t))
             .collect();
+        let recent = |d: &Digest| {
+            !scan.recheck_all
+                && s.listed
+                    .lock()
+                    .get(&listed_key(scan.registry, repo, d))
+                    .is_some_and(|at| at.elapsed() < s.recheck)
+        };
         let to_list: Vec<Digest> = subjects
             .iter()
-            .filter(|d| !fresh.contains_key(**d))
+            .filter(|d| !fresh.contains_key(**d) && !recent(d))
             .filter(|d| {
                 api != Some(false)
                     || fallback.contains(format!("{}-{}", d.algorithm(), d.encoded()).as_str())
@@ -380,13 +407,22 @@ impl Trust {
         for d in subjects {
             if let Some(list) = fresh.get(d) {
                 lists.insert(d.clone(), list.clone());
-            } else if api == Some(false) && !to_list.contains(d) {
+            } else if api == Some(false) && !to_list.contains(d) && !recent(d) {
                 lists.insert(d.clone(), Vec::new());
             }
         }
         for (d, result) in listed {
             match result {
                 Ok(r) if r.complete => {
+                    let mut seen = s.listed.lock();
+                    if seen.len() >= MAX_LISTED {
+                        seen.clear();
+                    }
+                    seen.insert(
+                        listed_key(scan.registry, repo, &d),
+                        std::time::Instant::now(),
+                    );
+                    drop(seen);
                     lists.insert(d, r.to_referrers());
                 }
                 Ok(r) => {

@@ -363,13 +363,38 @@ async fn referrers_api_reports_sboms_and_the_allow_list() -> anyhow::Result<()> 
     .await;
     assert_eq!(referrers.seen().len(), mark, "no registry request");
 
-    // A rescan through the API lists every digest again (one request each), reads
-    // nothing new and emits nothing.
+    // A manual rescan through the API lists every digest again (one request each: the
+    // index and its two platforms), reads nothing new and emits nothing.
+    let mark = referrers.seen().len();
     let (_, events) = env.scan_ok(id, None).await;
     assert!(
         events.is_empty(),
         "{:?}",
         events.iter().map(|e| e.event_type()).collect::<Vec<_>>()
+    );
+    let listed = |from: usize| {
+        referrers.seen()[from..]
+            .iter()
+            .filter(|r| r.target.contains("/referrers/"))
+            .count()
+    };
+    assert_eq!(listed(mark), 3, "one listing per digest");
+    // A scheduled scan within the recheck interval lists none of them again.
+    let mark = referrers.seen().len();
+    let seq = env
+        .publish(imagelib_events::event::SyncRequested {
+            registry_id: id,
+            repository: None,
+            reason: imagelib_events::model::SyncReason::Schedule,
+        })
+        .await;
+    let (outcome, events) = env.outcome_after(id, seq).await;
+    assert!(matches!(outcome, sync_scanner::scan::Outcome::Completed(_)));
+    assert!(events.is_empty());
+    assert_eq!(
+        listed(mark),
+        0,
+        "recently listed digests wait for the recheck interval"
     );
     Ok(())
 }
