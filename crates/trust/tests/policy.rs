@@ -623,7 +623,14 @@ proptest! {
 
         let (mut above, mut expired) = (false, false);
         for (id, s) in &ids {
-            if rank(*s) == 0 || rank(*s) <= limit as u8 {
+            let tolerated = match limit {
+                SeverityLimit::Nothing => 0,
+                SeverityLimit::Low => 1,
+                SeverityLimit::Medium => 2,
+                SeverityLimit::High => 3,
+                SeverityLimit::Critical => 4,
+            };
+            if rank(*s) == 0 || rank(*s) <= tolerated {
                 continue;
             }
             let entries: Vec<&CveAllowance> = allow_cves.iter().filter(|a| &a.id == id).collect();
