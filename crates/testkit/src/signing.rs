@@ -423,6 +423,109 @@ impl TestRekor {
     }
 }
 
+impl TestRekor {
+    /// A Sigstore bundle `tlogEntries` item carrying an RFC 6962 inclusion proof of `body`
+    /// at `index` in a tree of `tree_size` entries (the others random) with a checkpoint
+    /// signed by this log, and an inclusion promise only when `with_promise`.
+    pub fn tlog_entry_with_proof(
+        &self,
+        body: &[u8],
+        kind: &str,
+        integrated_time: i64,
+        index: usize,
+        tree_size: usize,
+        with_promise: bool,
+    ) -> serde_json::Value {
+        assert!(index < tree_size, "index within the tree");
+        let leaves: Vec<[u8; 32]> = (0..tree_size)
+            .map(|i| {
+                if i == index {
+                    leaf_hash(body)
+                } else {
+                    leaf_hash(&rand_u64().to_be_bytes())
+                }
+            })
+            .collect();
+        let root = merkle_root(&leaves);
+        let path = merkle_path(index, &leaves);
+        let text = format!(
+            "rekor.test.invalid - 2605736670972794746\n{tree_size}\n{}\n",
+            STANDARD.encode(root)
+        );
+        let mut sig = self.log_id()[..4].to_vec();
+        sig.extend(self.key.sign_der(text.as_bytes()));
+        let checkpoint = format!(
+            "{text}\n\u{2014} rekor.test.invalid {}\n",
+            STANDARD.encode(sig)
+        );
+        let mut entry = self.tlog_entry(body, kind, integrated_time);
+        entry["inclusionProof"] = serde_json::json!({
+            "logIndex": index.to_string(),
+            "rootHash": STANDARD.encode(root),
+            "treeSize": tree_size.to_string(),
+            "hashes": path.iter().map(|h| STANDARD.encode(h)).collect::<Vec<_>>(),
+            "checkpoint": {"envelope": checkpoint},
+        });
+        if !with_promise {
+            entry
+                .as_object_mut()
+                .expect("entry is an object")
+                .remove("inclusionPromise");
+        }
+        entry
+    }
+}
+
+fn leaf_hash(data: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(data);
+    h.finalize().into()
+}
+
+fn node(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(l);
+    h.update(r);
+    h.finalize().into()
+}
+
+/// RFC 6962 MTH over leaf hashes.
+fn merkle_root(leaves: &[[u8; 32]]) -> [u8; 32] {
+    if leaves.len() == 1 {
+        return leaves[0];
+    }
+    let k = split(leaves.len());
+    node(&merkle_root(&leaves[..k]), &merkle_root(&leaves[k..]))
+}
+
+/// RFC 6962 PATH(m, D[n]).
+fn merkle_path(m: usize, leaves: &[[u8; 32]]) -> Vec<[u8; 32]> {
+    if leaves.len() <= 1 {
+        return Vec::new();
+    }
+    let k = split(leaves.len());
+    if m < k {
+        let mut p = merkle_path(m, &leaves[..k]);
+        p.push(merkle_root(&leaves[k..]));
+        p
+    } else {
+        let mut p = merkle_path(m - k, &leaves[k..]);
+        p.push(merkle_root(&leaves[..k]));
+        p
+    }
+}
+
+/// The largest power of two below `n` (n > 1).
+fn split(n: usize) -> usize {
+    let mut k = 1;
+    while k * 2 < n {
+        k *= 2;
+    }
+    k
+}
+
 impl Default for TestRekor {
     fn default() -> Self {
         Self::new()

@@ -8,9 +8,10 @@
 //! `dsseEnvelope` (an in-toto statement naming the subject, or a simple-signing payload).
 //! Certificates are verified exactly like cosign keyless signatures ([`crate::keyless`]);
 //! a `publicKey` hint is verified with the policy's keys. Of the tlog entry, the inclusion
-//! promise (SET) is verified and the entry body matched; the Merkle inclusion proof and
-//! checkpoint are not checked, and an entry without a promise gives no signing time (so a
-//! short-lived certificate fails as not valid now). RFC 3161 timestamps are ignored.
+//! promise (SET) and the Merkle inclusion proof with its signed checkpoint are verified
+//! when present (at least one must be), and the entry body matched; an entry without a
+//! promise gives no signing time (so a short-lived certificate fails as not valid now).
+//! RFC 3161 timestamps are ignored.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -19,7 +20,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::dsse::{self, Envelope, RawEnvelope};
 use crate::evidence::{Outcome, Verifier};
-use crate::keyless::LogEntry;
+use crate::keyless::{InclusionProof, LogEntry, MAX_PROOF_HASHES};
 use crate::x509::{self, Cert, VerifyKey, hex};
 
 /// Largest bundle accepted (DSSE bundles carry their statement).
@@ -75,8 +76,27 @@ struct RawTlogEntry {
     #[serde(default)]
     integrated_time: Option<serde_json::Value>,
     inclusion_promise: Option<RawPromise>,
+    inclusion_proof: Option<RawProof>,
     #[serde(default)]
     canonicalized_body: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawProof {
+    log_index: Option<serde_json::Value>,
+    #[serde(default)]
+    root_hash: String,
+    tree_size: Option<serde_json::Value>,
+    #[serde(default)]
+    hashes: Vec<String>,
+    checkpoint: Option<RawCheckpoint>,
+}
+
+#[derive(Deserialize)]
+struct RawCheckpoint {
+    #[serde(default)]
+    envelope: String,
 }
 
 #[derive(Deserialize)]
@@ -125,20 +145,26 @@ fn b64(s: &str) -> Option<Vec<u8>> {
     STANDARD.decode(s.trim()).ok()
 }
 
-/// The first tlog entry with an inclusion promise, as a SET-checkable entry.
+/// The first tlog entry (one with an inclusion promise preferred), as a checkable entry.
 fn log_entry(entries: &[RawTlogEntry]) -> Result<Option<LogEntry>, String> {
+    let entries = &entries[..entries.len().min(8)];
     let Some(e) = entries
         .iter()
-        .take(8)
         .find(|e| e.inclusion_promise.is_some())
+        .or_else(|| entries.first())
     else {
         return Ok(None);
     };
-    let set = e
-        .inclusion_promise
-        .as_ref()
-        .and_then(|p| b64(&p.signed_entry_timestamp))
-        .ok_or("tlog entry: inclusion promise is not base64")?;
+    let set = match &e.inclusion_promise {
+        Some(p) => Some(
+            b64(&p.signed_entry_timestamp).ok_or("tlog entry: inclusion promise is not base64")?,
+        ),
+        None => None,
+    };
+    let proof = match &e.inclusion_proof {
+        Some(p) => Some(inclusion_proof(p)?),
+        None => None,
+    };
     let log_id = e
         .log_id
         .as_ref()
@@ -146,12 +172,41 @@ fn log_entry(entries: &[RawTlogEntry]) -> Result<Option<LogEntry>, String> {
         .ok_or("tlog entry: no base64 logId.keyId")?;
     Ok(Some(LogEntry {
         body_b64: e.canonicalized_body.clone(),
-        integrated_time: int64(e.integrated_time.as_ref())
-            .ok_or("tlog entry: no integratedTime")?,
+        integrated_time: int64(e.integrated_time.as_ref()).unwrap_or_default(),
         log_index: int64(e.log_index.as_ref()).ok_or("tlog entry: no logIndex")?,
         log_id,
         set,
+        proof,
     }))
+}
+
+fn inclusion_proof(p: &RawProof) -> Result<InclusionProof, String> {
+    let index = int64(p.log_index.as_ref())
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or("inclusion proof: no logIndex")?;
+    let tree_size = int64(p.tree_size.as_ref())
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or("inclusion proof: no treeSize")?;
+    if p.hashes.len() > MAX_PROOF_HASHES {
+        return Err("inclusion proof: too many hashes".into());
+    }
+    let hashes = p
+        .hashes
+        .iter()
+        .map(|h| b64(h))
+        .collect::<Option<Vec<_>>>()
+        .ok_or("inclusion proof: hash is not base64")?;
+    Ok(InclusionProof {
+        index,
+        tree_size,
+        root_hash: b64(&p.root_hash).ok_or("inclusion proof: root hash is not base64")?,
+        hashes,
+        checkpoint: p
+            .checkpoint
+            .as_ref()
+            .map(|c| c.envelope.clone())
+            .unwrap_or_default(),
+    })
 }
 
 /// What the bundle signs, reduced to how to check a key against it.

@@ -6,10 +6,12 @@
 //! carries the codeSigning EKU, and its key verifies the signature over the payload. The
 //! signing time is the Rekor bundle's `integratedTime`, trusted only after its
 //! SignedEntryTimestamp (an ECDSA signature by a Rekor key of the root over the canonical
-//! JSON of the entry) verifies and the entry body (hashedrekord or dsse) names this very
-//! signature, payload hash and certificate. Without a bundle the certificate must be valid
-//! now — Fulcio certificates live ten minutes, so that mostly fails, and says so.
-//! Merkle inclusion proofs and SCTs are not checked: the SET is Rekor's signed promise.
+//! JSON of the entry) verifies and the entry body (hashedrekord, dsse or intoto) names this
+//! very signature, payload hash and certificate. Without a SET the certificate must be
+//! valid now — Fulcio certificates live ten minutes, so that mostly fails, and says so.
+//! A Merkle inclusion proof (Sigstore bundles) is verified when present: the path from the
+//! entry to the root hash (RFC 9162) and the checkpoint naming that root, signed by the
+//! log's key. SCTs are not checked.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -38,7 +40,7 @@ pub enum KeylessError {
     #[error("certificate chain: {0}")]
     Chain(x509::ChainError),
     #[error(
-        "certificate is not valid now and there is no Rekor bundle to prove when it signed (Fulcio certificates last 10 minutes): {0}"
+        "certificate is not valid now and no Rekor SignedEntryTimestamp proves when it signed (Fulcio certificates last 10 minutes): {0}"
     )]
     NoBundleExpired(x509::ChainError),
     #[error("certificate expired before the signature was logged: {0}")]
@@ -55,6 +57,8 @@ pub enum KeylessError {
     UnknownLog(String),
     #[error("Rekor SignedEntryTimestamp does not verify")]
     BadSet,
+    #[error("Rekor inclusion proof does not verify: {0}")]
+    BadInclusionProof(String),
     #[error("Rekor log key was not valid at the entry's time")]
     LogKeyNotValid,
     #[error("Rekor entry does not match the signature: {0}")]
@@ -83,7 +87,105 @@ pub(crate) struct LogEntry {
     pub integrated_time: i64,
     pub log_index: i64,
     pub log_id: Vec<u8>,
-    pub set: Vec<u8>,
+    /// The SignedEntryTimestamp (inclusion promise): what makes `integrated_time` true.
+    pub set: Option<Vec<u8>>,
+    /// A Merkle inclusion proof with its signed checkpoint (Sigstore bundles).
+    pub proof: Option<InclusionProof>,
+}
+
+/// An RFC 6962 inclusion proof of an entry in a log shard, and the checkpoint (signed
+/// note) that commits the log to its root hash.
+#[derive(Debug, Clone)]
+pub(crate) struct InclusionProof {
+    pub index: u64,
+    pub tree_size: u64,
+    pub root_hash: Vec<u8>,
+    pub hashes: Vec<Vec<u8>>,
+    pub checkpoint: String,
+}
+
+/// Most proof hashes accepted (a tree of 2^64 leaves needs 64).
+pub(crate) const MAX_PROOF_HASHES: usize = 64;
+/// Largest checkpoint text accepted.
+const MAX_CHECKPOINT_BYTES: usize = 8 * 1024;
+
+fn node_hash(left: &[u8], right: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+impl InclusionProof {
+    /// RFC 9162 section 2.1.3.2: recomputes the root from the leaf and the path.
+    fn root_for(&self, leaf_hash: [u8; 32]) -> Option<[u8; 32]> {
+        if self.index >= self.tree_size || self.hashes.len() > MAX_PROOF_HASHES {
+            return None;
+        }
+        let (mut f, mut s) = (self.index, self.tree_size - 1);
+        let mut r = leaf_hash;
+        for p in &self.hashes {
+            if s == 0 {
+                return None;
+            }
+            if f & 1 == 1 || f == s {
+                r = node_hash(p, &r);
+                while f & 1 == 0 && f != 0 {
+                    f >>= 1;
+                    s >>= 1;
+                }
+            } else {
+                r = node_hash(&r, p);
+            }
+            f >>= 1;
+            s >>= 1;
+        }
+        (s == 0).then_some(r)
+    }
+
+    /// Verifies the path from `body` to the root hash, and that the checkpoint names this
+    /// tree size and root and is signed by `key`.
+    fn verify(&self, body: &[u8], key: &VerifyKey) -> Result<(), KeylessError> {
+        let bad = |what: &str| KeylessError::BadInclusionProof(what.to_owned());
+        let mut leaf = Sha256::new();
+        leaf.update([0u8]);
+        leaf.update(body);
+        let root = self
+            .root_for(leaf.finalize().into())
+            .ok_or_else(|| bad("path"))?;
+        if root.as_slice() != self.root_hash.as_slice() {
+            return Err(bad("root hash"));
+        }
+        if self.checkpoint.len() > MAX_CHECKPOINT_BYTES {
+            return Err(bad("checkpoint too large"));
+        }
+        // A signed note: the text up to the blank line, then `— <name> <base64>` lines
+        // whose base64 is a 4-byte key hint and the signature over the text.
+        let (text, sigs) = self
+            .checkpoint
+            .split_once("\n\n")
+            .ok_or_else(|| bad("checkpoint is not a signed note"))?;
+        let text = format!("{text}\n");
+        let mut lines = text.lines();
+        let _origin = lines.next();
+        let size = lines.next().and_then(|l| l.parse::<u64>().ok());
+        let hash = lines.next().and_then(|l| STANDARD.decode(l).ok());
+        if size != Some(self.tree_size) || hash.as_deref() != Some(self.root_hash.as_slice()) {
+            return Err(bad("checkpoint does not name this tree"));
+        }
+        let signed = sigs.lines().take(8).any(|line| {
+            line.strip_prefix("\u{2014} ")
+                .and_then(|rest| rest.rsplit_once(' '))
+                .and_then(|(_, b64)| STANDARD.decode(b64).ok())
+                .is_some_and(|raw| raw.len() > 4 && key.verify_message(text.as_bytes(), &raw[4..]))
+        });
+        if signed {
+            Ok(())
+        } else {
+            Err(bad("checkpoint signature"))
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -126,7 +228,8 @@ impl LogEntry {
             integrated_time: b.payload.integrated_time,
             log_index: b.payload.log_index,
             log_id,
-            set,
+            set: Some(set),
+            proof: None,
         })
     }
 
@@ -149,22 +252,33 @@ impl LogEntry {
             .ok_or_else(|| KeylessError::MalformedBundle("integratedTime out of range".into()))
     }
 
-    /// Verifies the SET with the root's key for this log and returns the entry body.
-    pub(crate) fn verify_set(&self, root: &TrustRoot) -> Result<Vec<u8>, KeylessError> {
+    /// Verifies what the entry carries with the root's key for its log — the SET, the
+    /// inclusion proof, or both (at least one is required) — and returns the entry body.
+    pub(crate) fn verify(&self, root: &TrustRoot) -> Result<Vec<u8>, KeylessError> {
         let log = root
             .tlog(&self.log_id)
             .ok_or_else(|| KeylessError::UnknownLog(hex(&self.log_id)))?;
-        if !log.key.verify_message(&self.canonical_payload(), &self.set) {
-            return Err(KeylessError::BadSet);
+        if self.set.is_none() && self.proof.is_none() {
+            return Err(KeylessError::MalformedBundle(
+                "tlog entry has neither an inclusion promise nor an inclusion proof".into(),
+            ));
         }
-        if !log.valid_for.contains(self.time()?) {
-            return Err(KeylessError::LogKeyNotValid);
+        if let Some(set) = &self.set {
+            if !log.key.verify_message(&self.canonical_payload(), set) {
+                return Err(KeylessError::BadSet);
+            }
+            if !log.valid_for.contains(self.time()?) {
+                return Err(KeylessError::LogKeyNotValid);
+            }
         }
         let body = STANDARD
             .decode(self.body_b64.trim())
             .map_err(|_| KeylessError::MalformedBundle("entry body is not base64".into()))?;
         if body.len() > MAX_BUNDLE_BYTES {
             return Err(KeylessError::MalformedBundle("entry body too large".into()));
+        }
+        if let Some(proof) = &self.proof {
+            proof.verify(&body, &log.key)?;
         }
         Ok(body)
     }
@@ -317,7 +431,7 @@ pub(crate) fn verify_cert_signature(
     }
     let (signed_at, logged) = match entry {
         Some((entry, payload_sha256)) => {
-            let body = entry.verify_set(root)?;
+            let body = entry.verify(root)?;
             check_entry_body(
                 &body,
                 &EntryExpectation {
@@ -326,7 +440,11 @@ pub(crate) fn verify_cert_signature(
                     cert: leaf,
                 },
             )?;
-            (entry.time()?, true)
+            // Only the SET vouches for the time; a proof alone says "logged", not when.
+            match entry.set {
+                Some(_) => (entry.time()?, true),
+                None => (now, false),
+            }
         }
         None => (now, false),
     };

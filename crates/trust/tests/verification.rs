@@ -522,6 +522,131 @@ fn sigstore_bundle_v01_with_certificate_chain_is_trusted() {
     assert_eq!(c.signer, "dev@acme.test");
 }
 
+/// A v0.3 bundle of DIGEST by `leaf` whose tlog entry carries an inclusion proof.
+fn bundle_with_proof(
+    s: &Sigstore,
+    leaf: &TestLeaf,
+    at: i64,
+    index: usize,
+    size: usize,
+    with_promise: bool,
+) -> serde_json::Value {
+    let b = signing::sigstore_bundle(leaf, &s.rekor, DIGEST, at);
+    let mut doc: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    let body = STANDARD
+        .decode(
+            doc["verificationMaterial"]["tlogEntries"][0]["canonicalizedBody"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    doc["verificationMaterial"]["tlogEntries"][0] =
+        s.rekor
+            .tlog_entry_with_proof(&body, "hashedrekord", at, index, size, with_promise);
+    doc
+}
+
+#[test]
+fn sigstore_bundle_inclusion_proofs_verify_for_every_tree_shape() {
+    let s = Sigstore::new();
+    let at = logged_at();
+    let leaf = s.leaf(San::Email("dev@acme.test".into()), at);
+    let ids = identities(ISSUER, ".*");
+    let v = Verifier::new(Utc::now())
+        .trust_root(&s.root)
+        .identities(&ids);
+    for (index, size) in [
+        (0, 1),
+        (0, 2),
+        (1, 2),
+        (3, 7),
+        (6, 7),
+        (4, 8),
+        (5, 11),
+        (10, 11),
+    ] {
+        let doc = bundle_with_proof(&s, &leaf, at.timestamp(), index, size, true);
+        let c = check(&bundle_evidence(doc.to_string().into_bytes()), DIGEST, &v);
+        assert_eq!(c.outcome, Outcome::Trusted, "{index}/{size}: {c:?}");
+    }
+}
+
+#[test]
+fn sigstore_bundle_bad_inclusion_proof_or_checkpoint_is_invalid() {
+    let s = Sigstore::new();
+    let at = logged_at();
+    let leaf = s.leaf(San::Email("dev@acme.test".into()), at);
+    let ids = identities(ISSUER, ".*");
+    let v = Verifier::new(Utc::now())
+        .trust_root(&s.root)
+        .identities(&ids);
+    let doc = bundle_with_proof(&s, &leaf, at.timestamp(), 3, 7, true);
+    let proof = &doc["verificationMaterial"]["tlogEntries"][0]["inclusionProof"];
+
+    let mut bad_hash = doc.clone();
+    bad_hash["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]["hashes"][1] =
+        STANDARD.encode([7u8; 32]).into();
+    let c = check(
+        &bundle_evidence(bad_hash.to_string().into_bytes()),
+        DIGEST,
+        &v,
+    );
+    assert!(invalid_reason(&c).contains("inclusion proof"), "{c:?}");
+
+    let mut bad_index = doc.clone();
+    bad_index["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]["logIndex"] = "2".into();
+    let c = check(
+        &bundle_evidence(bad_index.to_string().into_bytes()),
+        DIGEST,
+        &v,
+    );
+    assert!(invalid_reason(&c).contains("inclusion proof"), "{c:?}");
+
+    // The checkpoint signed by another log key.
+    let forger = TestRekor::new();
+    let mut forged = doc.clone();
+    let text = proof["checkpoint"]["envelope"]
+        .as_str()
+        .unwrap()
+        .split_once("\n\n")
+        .unwrap()
+        .0
+        .to_owned()
+        + "\n";
+    let mut sig = vec![0u8; 4];
+    sig.extend(forger.key.sign_der(text.as_bytes()));
+    forged["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]["checkpoint"]["envelope"] =
+        format!(
+            "{text}\n\u{2014} rekor.test.invalid {}\n",
+            STANDARD.encode(sig)
+        )
+        .into();
+    let c = check(
+        &bundle_evidence(forged.to_string().into_bytes()),
+        DIGEST,
+        &v,
+    );
+    assert!(invalid_reason(&c).contains("checkpoint signature"), "{c:?}");
+}
+
+#[test]
+fn sigstore_bundle_with_proof_but_no_promise_has_no_signing_time() {
+    let s = Sigstore::new();
+    let ids = identities(ISSUER, ".*");
+    let v = Verifier::new(Utc::now())
+        .trust_root(&s.root)
+        .identities(&ids);
+    let old = s.leaf(San::Email("dev@acme.test".into()), logged_at());
+    let doc = bundle_with_proof(&s, &old, logged_at().timestamp(), 2, 5, false);
+    let c = check(&bundle_evidence(doc.to_string().into_bytes()), DIGEST, &v);
+    assert!(invalid_reason(&c).contains("10 minutes"), "{c:?}");
+
+    let fresh = s.leaf(San::Email("dev@acme.test".into()), Utc::now());
+    let doc = bundle_with_proof(&s, &fresh, Utc::now().timestamp(), 2, 5, false);
+    let c = check(&bundle_evidence(doc.to_string().into_bytes()), DIGEST, &v);
+    assert_eq!(c.outcome, Outcome::Trusted, "{c:?}");
+}
+
 #[test]
 fn sigstore_bundle_tampered_is_invalid() {
     let s = Sigstore::new();
