@@ -799,7 +799,8 @@ pub fn in_toto_statement(
 pub type Finding<'a> = (&'a str, &'a str, Option<&'a str>);
 
 /// A Trivy JSON report (schema 2, `pkg/types/report.go`) of the image `artifact_name`
-/// at `digest` with one OS-packages result holding `findings`.
+/// at `digest` with one OS-packages result holding `findings`. `CreatedAt` (the scan time
+/// a reader takes) is fixed: set `report["CreatedAt"]` for another.
 pub fn trivy_report(artifact_name: &str, digest: &str, findings: &[Finding<'_>]) -> Value {
     let repo = artifact_name.split(':').next().unwrap_or(artifact_name);
     let vulnerabilities: Vec<Value> = findings
