@@ -1,5 +1,5 @@
 //! `cargo bench -p sync-scanner --bench scanner-bench -- [--repos N] [--tags T]
-//! [--concurrency C] [--skopeo]`, or `-- --memory-tags M [--repos N]`
+//! [--concurrency C] [--skopeo] [--signed]`, or `-- --memory-tags M [--repos N]`
 //!
 //! Fills a local `docker-registry` with N repositories × T tags (default 1000 × 20; every
 //! fourth repository multi-arch), runs a sync-scanner against it (its own NATS stream and
@@ -10,6 +10,10 @@
 //! - warm re-sync (nothing changed): requests (catalog pages + one `tags/list` per
 //!   repository + one HEAD per mutable tag, nothing else) and time, against a raw sweep of
 //!   the catalog and every `tags/list` at the same concurrency;
+//! - with `--signed`: every tag is signed with a key (cosign's `.sig` tag) and has a Trivy
+//!   vulnerability attestation (`.att`), under a trust policy trusting the key: the extra
+//!   requests per new digest, the cold sync's ratio to the raw rate of the same request
+//!   list (which then holds the referrer requests), and the time to verify one signature;
 //! - with `--skopeo`: `skopeo list-tags` + `skopeo inspect --raw` over the same tags with
 //!   `xargs -P 8`, on a sample of repositories, extrapolated.
 //!
@@ -34,9 +38,11 @@ use imagelib_events::event::{RegistryRegistered, RuleSet, SyncCompleted, SyncReq
 use imagelib_events::model::{
     AuthKind, RegistryType, RepositoryPattern, RuleKind, SyncReason, TagSelector,
 };
+use imagelib_events::model::{PolicyMode, SeverityLimit, TrustPolicy, TrustedKey};
 use imagelib_events::{Envelope, EventPayload, RegistryId};
 use imagelib_platform::config::CommonConfig;
 use imagelib_testkit::registry::{ImageSpec, TestRegistry};
+use imagelib_testkit::signing::{TestKey, cosign_payload, dsse_envelope};
 use imagelib_testkit::{TestDb, TestStream};
 use sync_scanner::config::{Config, ScannerConfig};
 
@@ -48,6 +54,7 @@ struct Args {
     concurrency: usize,
     skopeo: bool,
     memory_tags: usize,
+    signed: bool,
 }
 
 fn args() -> Args {
@@ -57,6 +64,7 @@ fn args() -> Args {
         concurrency: 8,
         skopeo: false,
         memory_tags: 0,
+        signed: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -66,6 +74,7 @@ fn args() -> Args {
             "--tags" => a.tags = num(a.tags),
             "--concurrency" => a.concurrency = num(a.concurrency),
             "--skopeo" => a.skopeo = true,
+            "--signed" => a.signed = true,
             "--memory-tags" => a.memory_tags = num(a.memory_tags),
             _ => {} // `cargo bench` passes `--bench`
         }
@@ -94,11 +103,17 @@ async fn main() -> anyhow::Result<()> {
     }
     let registry = TestRegistry::start().await?;
     let t = Instant::now();
-    fill(&registry, &a).await?;
+    let key = TestKey::generate();
+    fill(&registry, &a, a.signed.then_some(&key)).await?;
     println!(
-        "registry: {} repositories × {} tags (every 4th multi-arch), filled in {:.1}s",
+        "registry: {} repositories × {} tags (every 4th multi-arch){}, filled in {:.1}s",
         a.repos,
         a.tags,
+        if a.signed {
+            ", every tag signed (.sig) with a vulnerability attestation (.att)"
+        } else {
+            ""
+        },
         t.elapsed().as_secs_f64()
     );
 
@@ -136,7 +151,18 @@ async fn main() -> anyhow::Result<()> {
         let _ = stopped.await;
     }));
 
-    let id = register(&bus, &registry).await?;
+    let trust = a.signed.then(|| TrustPolicy {
+        mode: PolicyMode::Audit,
+        keys: vec![TrustedKey {
+            name: "bench".into(),
+            pem: key.public_pem(),
+        }],
+        identities: vec![],
+        max_severity: Some(SeverityLimit::Critical),
+        allow_cves: vec![],
+        require_sbom: false,
+    });
+    let id = register_with(&bus, &registry, trust).await?;
 
     // Cold.
     let cpu0 = Cpu::now();
@@ -144,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
     let cold_cpu = Cpu::now().since(&cpu0);
     // The same request mix, raw.
     let base = format!("http://{}", registry.host());
-    let mix = request_mix(&base).await?;
+    let mix = request_mix(&base, a.signed).await?;
     let cpu0 = Cpu::now();
     let raw_cold = replay(&mix, a.concurrency).await?;
     let raw_cpu = Cpu::now().since(&cpu0);
@@ -162,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
         .chain((0..a.repos).map(|i| Req {
             method: reqwest::Method::HEAD,
             url: format!("{base}/v2/{}/manifests/latest", repo_name(i)),
+            referrer: false,
         }))
         .collect();
     let raw_warm_mix = replay(&warm_mix, a.concurrency).await?;
@@ -195,6 +222,19 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("            CPU seconds, cold sync: {cold_cpu}");
     println!("            CPU seconds, raw mix:   {raw_cpu}");
+    if a.signed {
+        let digests = cold.added as f64;
+        let unsigned = mix.iter().filter(|r| !r.referrer).count() as f64;
+        println!(
+            "signed:     {:.2} extra requests per new digest (the mix has {} referrer requests: a HEAD of each cosign tag, the referrer manifest and the blob its plan reads)",
+            (cold.requests as f64 - unsigned) / digests.max(1.0),
+            mix.iter().filter(|r| r.referrer).count(),
+        );
+        let (per_signature, checks) = verify_time(&key);
+        println!(
+            "            signature verification: {per_signature:.1} µs per signature (check_signature, key-based ECDSA P-256, {checks} checks), {cold_events} image events (trust events included)"
+        );
+    }
     println!(
         "warm sync:  {:>8.2}s  {:>7} requests (expected {} = {} catalog pages + {} tags/list + {} HEADs of `latest`), {} image events",
         warm_d.as_secs_f64(),
@@ -218,6 +258,18 @@ async fn main() -> anyhow::Result<()> {
         warm_d.as_secs_f64() / raw_warm_mix.as_secs_f64().max(1e-9),
         warm_wall.as_secs_f64(),
     );
+    if a.signed {
+        println!(
+            "            (signed: a manual warm sync lists every digest's referrers again: a HEAD of its .sig and .att tags)"
+        );
+        let (sched, sched_wall, sched_events) = sync_as(&bus, id, SyncReason::Schedule).await?;
+        println!(
+            "scheduled:  {:>8.2}s  {:>7} requests, {sched_events} image events, {:.2}s from request to sync.completed (referrers listed within IMAGELIB_SCANNER__REFERRERS_RECHECK_SECS are not listed again)",
+            sched.duration_ms as f64 / 1000.0,
+            sched.requests,
+            sched_wall.as_secs_f64()
+        );
+    }
     if a.skopeo {
         skopeo(&registry.host(), &a, cold_d).await?;
     }
@@ -246,6 +298,15 @@ async fn delete_companions(bus: &EventBus, stream: &TestStream) {
 /// Registers `registry` (open, insecure) with one rule over `bench/*`, as registry-registry
 /// would.
 async fn register(bus: &EventBus, registry: &TestRegistry) -> anyhow::Result<RegistryId> {
+    register_with(bus, registry, None).await
+}
+
+/// [`register`] with the rule's trust policy.
+async fn register_with(
+    bus: &EventBus,
+    registry: &TestRegistry,
+    trust: Option<TrustPolicy>,
+) -> anyhow::Result<RegistryId> {
     let id = RegistryId::new();
     publish(
         bus,
@@ -272,12 +333,16 @@ async fn register(bus: &EventBus, registry: &TestRegistry) -> anyhow::Result<Reg
             registry_id: id,
             rule_id: "all".parse()?,
             repositories: vec![RepositoryPattern::Glob("bench/*".into())],
-            tags: TagSelector::default(),
+            // As the HTTP API defaults it: cosign's tags are not images.
+            tags: TagSelector {
+                exclude_artifact_tags: true,
+                ..TagSelector::default()
+            },
             kind: RuleKind::Auto,
             description: String::new(),
             hm_tags: vec![],
             enabled: true,
-            trust: None,
+            trust,
         },
     )
     .await?;
@@ -464,6 +529,15 @@ async fn publish(bus: &EventBus, payload: impl Into<EventPayload>) -> anyhow::Re
 /// Requests a sync and waits for its `sync.completed`: the event, the wall time, and how
 /// many image events it emitted (core NATS subscriptions: no polling load on the server).
 async fn sync(bus: &EventBus, id: RegistryId) -> anyhow::Result<(SyncCompleted, Duration, u64)> {
+    sync_as(bus, id, SyncReason::Manual).await
+}
+
+/// [`sync`] for a scan requested for `reason`.
+async fn sync_as(
+    bus: &EventBus,
+    id: RegistryId,
+    reason: SyncReason,
+) -> anyhow::Result<(SyncCompleted, Duration, u64)> {
     let prefix = &bus.settings().subject_prefix;
     let mut ends = bus
         .client()
@@ -477,7 +551,7 @@ async fn sync(bus: &EventBus, id: RegistryId) -> anyhow::Result<(SyncCompleted, 
         SyncRequested {
             registry_id: id,
             repository: None,
-            reason: SyncReason::Manual,
+            reason,
         },
     )
     .await?;
@@ -506,7 +580,7 @@ async fn sync(bus: &EventBus, id: RegistryId) -> anyhow::Result<(SyncCompleted, 
     }
 }
 
-async fn fill(registry: &TestRegistry, a: &Args) -> anyhow::Result<()> {
+async fn fill(registry: &TestRegistry, a: &Args, key: Option<&TestKey>) -> anyhow::Result<()> {
     // Repositories in parallel, each repository's tags in order (distribution races on
     // concurrent uploads of one blob to one repository).
     futures::stream::iter(0..a.repos)
@@ -519,7 +593,7 @@ async fn fill(registry: &TestRegistry, a: &Args) -> anyhow::Result<()> {
                         .label("org.opencontainers.image.version", &tag)
                         .label("bench.repository", &repo)
                 };
-                if i % 4 == 0 {
+                let digest = if i % 4 == 0 {
                     registry
                         .push_index(
                             &repo,
@@ -527,11 +601,16 @@ async fn fill(registry: &TestRegistry, a: &Args) -> anyhow::Result<()> {
                             &[spec("linux", "amd64"), spec("linux", "arm64")],
                             &[],
                         )
-                        .await?;
+                        .await?
+                        .digest
                 } else {
                     registry
                         .push_image(&repo, &tag, &spec("linux", "amd64"))
-                        .await?;
+                        .await?
+                        .digest
+                };
+                if let Some(key) = key {
+                    sign(registry, &repo, &digest, key).await?;
                 }
             }
             anyhow::Ok(())
@@ -546,12 +625,125 @@ async fn fill(registry: &TestRegistry, a: &Args) -> anyhow::Result<()> {
 struct Req {
     method: reqwest::Method,
     url: String,
+    /// A request about a referrer (the signed run's extra).
+    referrer: bool,
+}
+
+/// cosign's layout of a key signature and a vuln attestation of `digest`: the manifests
+/// under `sha256-<hex>.sig` and `.att`, as `cosign sign` / `cosign attest --type vuln`
+/// push them to a registry without the referrers API.
+async fn sign(
+    registry: &TestRegistry,
+    repo: &str,
+    digest: &str,
+    key: &TestKey,
+) -> anyhow::Result<()> {
+    let stem = digest.replacen(':', "-", 1);
+    let config = registry.push_blob(repo, b"{}").await?;
+    let manifest = |layer_type: &str, blob: &str, size: usize, annotations: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{{"mediaType":"{layer_type}","digest":"{blob}","size":{size},"annotations":{{{annotations}}}}}]}}"#
+        )
+    };
+    let payload = cosign_payload(&format!("{}/{repo}", registry.host()), digest);
+    let signature = key.sign(&payload);
+    let blob = registry.push_blob(repo, &payload).await?;
+    let sig = manifest(
+        "application/vnd.dev.cosign.simplesigning.v1+json",
+        &blob,
+        payload.len(),
+        &format!(r#""dev.cosignproject.cosign/signature":"{signature}""#),
+    );
+    registry
+        .push_manifest(
+            repo,
+            &format!("{stem}.sig"),
+            "application/vnd.oci.image.manifest.v1+json",
+            sig.as_bytes(),
+        )
+        .await?;
+    let hex = digest.split_once(':').map(|(_, h)| h).unwrap_or(digest);
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v0.1",
+        "predicateType": "https://cosign.sigstore.dev/attestation/vuln/v1",
+        "subject": [{"name": repo, "digest": {"sha256": hex}}],
+        "predicate": {
+            "scanner": {
+                "uri": "pkg:github/aquasecurity/trivy@v0.57.0",
+                "version": "0.57.0",
+                "db": {"uri": "", "version": "2026-11-30T06:00:00Z"},
+                "result": {
+                    "SchemaVersion": 2,
+                    "ArtifactName": repo,
+                    "ArtifactType": "container_image",
+                    "Results": [{"Target": repo, "Class": "os-pkgs", "Type": "debian",
+                        "Vulnerabilities": [
+                            {"VulnerabilityID": "CVE-2024-0001", "PkgName": "openssl", "InstalledVersion": "3.0.1", "FixedVersion": "3.0.2", "Severity": "HIGH"},
+                            {"VulnerabilityID": "CVE-2024-0002", "PkgName": "zlib", "InstalledVersion": "1.2", "Severity": "LOW"}
+                        ]}],
+                },
+            },
+            "metadata": {"scanStartedOn": "2026-11-30T10:00:00Z", "scanFinishedOn": "2026-11-30T10:00:05Z"},
+        },
+    });
+    let envelope = dsse_envelope(
+        "application/vnd.in-toto+json",
+        statement.to_string().as_bytes(),
+        key,
+    );
+    let blob = registry.push_blob(repo, &envelope).await?;
+    let att = manifest(
+        "application/vnd.dsse.envelope.v1+json",
+        &blob,
+        envelope.len(),
+        r#""predicateType":"https://cosign.sigstore.dev/attestation/vuln/v1""#,
+    );
+    registry
+        .push_manifest(
+            repo,
+            &format!("{stem}.att"),
+            "application/vnd.oci.image.manifest.v1+json",
+            att.as_bytes(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Time to check one key-based cosign signature (as the scanner does for each), in µs.
+fn verify_time(key: &TestKey) -> (f64, u32) {
+    use imagelib_trust::evidence::{
+        SignatureEvidence, SignatureMaterial, Verifier, check_signature,
+    };
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let payload = cosign_payload("bench/r00000", &digest);
+    let evidence = SignatureEvidence {
+        source: format!("sha256:{}", "cd".repeat(32)),
+        material: SignatureMaterial::Cosign {
+            signature: key.sign(&payload),
+            payload,
+            certificate: None,
+            chain: None,
+            bundle: None,
+        },
+    };
+    let keys = [imagelib_trust::cosign::PublicKey::from_pem(&key.public_pem()).expect("key")];
+    let verifier = Verifier::new(chrono::Utc::now()).keys(&keys);
+    const N: u32 = 2000;
+    let t = Instant::now();
+    for _ in 0..N {
+        let check = check_signature(&evidence, &digest, &verifier);
+        assert!(matches!(
+            check.outcome,
+            imagelib_trust::evidence::Outcome::Trusted
+        ));
+    }
+    (t.elapsed().as_secs_f64() * 1e6 / f64::from(N), N)
 }
 
 /// The requests a cold scan of the registry makes, as a flat list: catalog pages,
 /// `tags/list` per repository, a HEAD per tag, a GET per distinct manifest (indexes and
 /// their platform manifests) and per config blob, and the one referrers probe.
-async fn request_mix(base: &str) -> anyhow::Result<Vec<Req>> {
+async fn request_mix(base: &str, signed: bool) -> anyhow::Result<Vec<Req>> {
     let http = reqwest::Client::new();
     let mut out = Vec::new();
     let mut repos: Vec<String> = Vec::new();
@@ -560,6 +752,7 @@ async fn request_mix(base: &str) -> anyhow::Result<Vec<Req>> {
         out.push(Req {
             method: reqwest::Method::GET,
             url: url.clone(),
+            referrer: false,
         });
         let resp = http.get(&url).send().await?;
         next = resp
@@ -582,6 +775,7 @@ async fn request_mix(base: &str) -> anyhow::Result<Vec<Req>> {
                     let mut reqs = vec![Req {
                         method: reqwest::Method::GET,
                         url: format!("{base}/v2/{repo}/tags/list?n=100"),
+                        referrer: false,
                     }];
                     let v: serde_json::Value = http
                         .get(format!("{base}/v2/{repo}/tags/list"))
@@ -590,18 +784,60 @@ async fn request_mix(base: &str) -> anyhow::Result<Vec<Req>> {
                         .json()
                         .await?;
                     let tags: Vec<String> = serde_json::from_value(v["tags"].clone())?;
-                    for tag in tags {
+                    let artifact = |t: &str| {
+                        t.starts_with("sha256-")
+                            && (t.ends_with(".sig") || t.ends_with(".att") || t.len() == 71)
+                    };
+                    for tag in tags.iter().filter(|t| !artifact(t)) {
                         reqs.push(Req {
                             method: reqwest::Method::HEAD,
                             url: format!("{base}/v2/{repo}/manifests/{tag}"),
+                            referrer: false,
                         });
-                        let m: serde_json::Value = http
+                        let resp = http
                             .get(format!("{base}/v2/{repo}/manifests/{tag}"))
                             .header("accept", ACCEPT)
                             .send()
-                            .await?
-                            .json()
                             .await?;
+                        let digest = resp
+                            .headers()
+                            .get("docker-content-digest")
+                            .and_then(|d| d.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let m: serde_json::Value = resp.json().await?;
+                        if signed {
+                            // What reading its signature and attestation costs: a HEAD of
+                            // each cosign tag, the manifest and the blob the plan reads.
+                            let stem = digest.replacen(':', "-", 1);
+                            for suffix in ["sig", "att"] {
+                                let url = format!("{base}/v2/{repo}/manifests/{stem}.{suffix}");
+                                let r: serde_json::Value = http
+                                    .get(&url)
+                                    .header("accept", ACCEPT)
+                                    .send()
+                                    .await?
+                                    .json()
+                                    .await?;
+                                reqs.push(Req {
+                                    method: reqwest::Method::HEAD,
+                                    url: url.clone(),
+                                    referrer: true,
+                                });
+                                reqs.push(Req {
+                                    method: reqwest::Method::GET,
+                                    url,
+                                    referrer: true,
+                                });
+                                if let Some(d) = r["layers"][0]["digest"].as_str() {
+                                    reqs.push(Req {
+                                        method: reqwest::Method::GET,
+                                        url: format!("{base}/v2/{repo}/blobs/{d}"),
+                                        referrer: true,
+                                    });
+                                }
+                            }
+                        }
                         let mut manifests = vec![m];
                         if let Some(children) = manifests[0]["manifests"].as_array().cloned() {
                             for c in children {
@@ -616,6 +852,7 @@ async fn request_mix(base: &str) -> anyhow::Result<Vec<Req>> {
                                 reqs.push(Req {
                                     method: reqwest::Method::GET,
                                     url: format!("{base}/v2/{repo}/manifests/{d}"),
+                                    referrer: false,
                                 });
                                 manifests.push(child);
                             }
@@ -623,12 +860,14 @@ async fn request_mix(base: &str) -> anyhow::Result<Vec<Req>> {
                         reqs.push(Req {
                             method: reqwest::Method::GET,
                             url: format!("{base}/v2/{repo}/manifests/{tag}"),
+                            referrer: false,
                         });
                         for m in &manifests {
                             if let Some(d) = m["config"]["digest"].as_str() {
                                 reqs.push(Req {
                                     method: reqwest::Method::GET,
                                     url: format!("{base}/v2/{repo}/blobs/{d}"),
+                                    referrer: false,
                                 });
                             }
                         }
@@ -655,6 +894,7 @@ async fn request_mix(base: &str) -> anyhow::Result<Vec<Req>> {
             repo_name(0),
             "0".repeat(64)
         ),
+        referrer: false,
     });
     Ok(out)
 }
