@@ -633,6 +633,7 @@ fn listed(prefix: &str, items: &[String]) -> String {
         // Keep room for the "… and N more" of everything from this item on.
         let more = format!(" … and {} more", items.len() - i);
         if !fits {
+            out.truncate(out.trim_end().len());
             if out.chars().count() + more.chars().count() <= MAX_DETAIL_CHARS {
                 out.push_str(&more);
                 return out;
@@ -643,4 +644,39 @@ fn listed(prefix: &str, items: &[String]) -> String {
         out.push_str(item);
     }
     bounded(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_fit_the_bound_and_count_what_is_left_out() {
+        let items: Vec<String> = vec!["a".repeat(600), "b".repeat(600), "c".into()];
+        let d = listed("p: ", &items);
+        assert!(d.chars().count() <= MAX_DETAIL_CHARS);
+        assert_eq!(d, format!("p: {} … and 2 more", "a".repeat(600)));
+
+        let huge = vec!["x".repeat(5000)];
+        assert_eq!(listed("p: ", &huge), "p: … and 1 more");
+        assert_eq!(listed("", &["one".into(), "two".into()]), "one; two");
+        assert_eq!(listed("p: ", &[]), "p: ");
+
+        let long = bounded("é".repeat(3000));
+        assert_eq!(long.chars().count(), MAX_DETAIL_CHARS);
+        assert!(long.ends_with('…'));
+        assert_eq!(clean("a\nb\u{0}c"), "a b c");
+        assert_eq!(short("sha256:0123456789abcdef0123"), "sha256:0123456789ab…");
+    }
+
+    #[test]
+    fn limits_order_severities() {
+        use Severity::*;
+        assert!(!SeverityLimit::Nothing.exceeded_by(Unknown));
+        assert!(SeverityLimit::Nothing.exceeded_by(Low));
+        assert!(!SeverityLimit::Low.exceeded_by(Low));
+        assert!(SeverityLimit::Low.exceeded_by(Medium));
+        assert!(SeverityLimit::High.exceeded_by(Critical));
+        assert!(!SeverityLimit::Critical.exceeded_by(Critical));
+    }
 }
