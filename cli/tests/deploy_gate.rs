@@ -1,11 +1,10 @@
-//! `imagelib deploy` against the deploy gate of a real `imagelib serve` (in-process, port 0,
+//! `imagelib deploy` against the deploy gate of a real serving-deployer (in-process, port 0,
 //! real NATS and PostgreSQL): a refusal prints each reason and exits non-zero, and
 //! `deploy show` lists the violations recorded on a running deployment.
 
 use std::process::Command;
 use std::time::Duration;
 
-use imagelib::serve::Configs;
 use imagelib_events::bus::{EventBus, StreamSettings};
 use imagelib_events::event::{PolicyEvaluated, RegistryRegistered, RuleSet, TagDiscovered};
 use imagelib_events::model::*;
@@ -20,6 +19,8 @@ struct Server {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// serving-deployer alone: the gate must see only the verdicts this test publishes, not
+/// those a scanner in `imagelib serve` would evaluate from the same events.
 async fn serve(stream: &TestStream, db: &TestDb, dir: &std::path::Path) -> Server {
     let common = CommonConfig {
         nats_url: stream.nats_url.clone(),
@@ -32,9 +33,12 @@ async fn serve(stream: &TestStream, db: &TestDb, dir: &std::path::Path) -> Serve
         admin_token: Some(ADMIN.into()),
         ..Default::default()
     };
-    let app = imagelib::serve::build(Configs::from_common(common))
-        .await
-        .unwrap();
+    let app = serving_deployer::startup::Application::build(serving_deployer::config::Config {
+        common,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let url = format!("http://{}", app.local_addr());
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(app.run_until_stopped(async move {
