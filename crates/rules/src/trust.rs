@@ -1212,4 +1212,91 @@ mod tests {
             check_vulnerability_id(id, "/p").unwrap();
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn garbage() -> impl Strategy<Value = String> {
+            prop_oneof!["\\PC{0,40}", "[ -~]{0,40}"]
+        }
+
+        fn or_garbage(valid: &'static str) -> impl Strategy<Value = String> {
+            prop_oneof![4 => proptest::string::string_regex(valid).unwrap(), 1 => garbage()]
+        }
+
+        fn any_policy() -> impl Strategy<Value = Value> {
+            let keys = prop_oneof![
+                4 => prop::sample::subsequence(vec![P256, ED25519, RSA2048, P384], 0..3),
+                1 => prop::collection::vec(prop::sample::select(vec![P256, "x", ED448]), 0..3),
+            ];
+            let keyless = (
+                or_garbage("https://[a-z]{1,10}\\.example(/[a-z]{1,5})?"),
+                or_garbage("\\^[a-z@.|()]{1,10}\\$"),
+            );
+            let cve = (
+                prop_oneof![
+                    3 => or_garbage("(CVE|cve)-20[0-9]{2}-[0-9]{4,6}"),
+                    1 => or_garbage("GHSA-[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}"),
+                ],
+                or_garbage("20[2-3][0-9]-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"),
+                "[ -~]{0,20}",
+            );
+            (
+                prop::sample::select(vec!["enforce", "audit", "off"]),
+                keys,
+                prop::collection::vec(keyless, 0..3),
+                prop::collection::vec(or_garbage("\\^CN=[a-z]{1,8}(,O=[A-Z][a-z]{1,5})?\\$"), 0..2),
+                prop::option::of(prop::sample::select(vec![
+                    "critical", "high", "medium", "low", "none",
+                ])),
+                prop::collection::vec(cve, 0..4),
+                any::<bool>(),
+            )
+                .prop_map(|(mode, keys, keyless, x509, limit, cves, sbom)| {
+                    let mut identities: Vec<Value> = keyless
+                        .into_iter()
+                        .map(|(issuer, subject)| json!({"issuer": issuer, "subject": subject}))
+                        .collect();
+                    identities.extend(x509.into_iter().map(|x| json!({"x509_subject": x})));
+                    let cves: Vec<Value> = cves
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (id, expires, reason))| {
+                            if i % 2 == 0 {
+                                json!({"id": id, "expires": expires, "reason": reason})
+                            } else {
+                                json!(format!("{id} until {expires}"))
+                            }
+                        })
+                        .collect();
+                    json!({"mode": mode, "keys": keys, "identities": identities,
+                           "max_severity": limit, "allow_cves": cves, "require_sbom": sbom})
+                })
+        }
+
+        proptest! {
+            /// Any policy is accepted or refused with a pointer into it, never a panic; an
+            /// accepted one shows and reads back as itself, and compiles as an event.
+            #[test]
+            fn policies_are_refused_or_round_trip(trust in any_policy()) {
+                match rule(trust) {
+                    Err(e) => prop_assert!(e.pointer.starts_with("/trust"), "{e}"),
+                    Ok(set) => {
+                        let view = serde_json::to_value(RuleView::from(&set)).unwrap();
+                        let mut body = view;
+                        let fields = body.as_object_mut().unwrap();
+                        fields.remove("registry_id");
+                        fields.remove("rule_id");
+                        let again = RuleInput::from_json_value(body)
+                            .unwrap()
+                            .into_rule_set(registry(), rule_id())
+                            .unwrap();
+                        prop_assert_eq!(&again, &set);
+                        prop_assert!(crate::CompiledRule::compile(&set).is_ok());
+                    }
+                }
+            }
+        }
+    }
 }
