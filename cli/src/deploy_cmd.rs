@@ -117,6 +117,20 @@ fn detail(d: &Value) -> String {
     out
 }
 
+/// The POLICY column: `-`, or the reasons of the latest violation recorded on it.
+fn violations(d: &Value) -> String {
+    let Some(last) = d["policy_violations"].as_array().and_then(|v| v.last()) else {
+        return "-".into();
+    };
+    let reasons: Vec<String> = last["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
+    format!("{}: {}", s(&last["stage"]), reasons.join(","))
+}
+
 /// A refusal by the deploy gate says what to do next.
 fn gate_hint(e: anyhow::Error) -> anyhow::Error {
     let Some(c) = e.downcast_ref::<CliError>() else {
@@ -200,10 +214,14 @@ pub async fn run(client: &Client, cmd: DeployCommand) -> anyhow::Result<()> {
                             s(&d["workload"]),
                             s(&d["state"]),
                             s(&d["image"]),
+                            violations(d),
                         ]
                     })
                     .collect();
-                table(&["ID", "NAME", "WORKLOAD", "STATE", "IMAGE"], &rows)
+                table(
+                    &["ID", "NAME", "WORKLOAD", "STATE", "IMAGE", "POLICY"],
+                    &rows,
+                )
             })
         }
         DeployCommand::Show { id } => {

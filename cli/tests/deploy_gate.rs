@@ -297,4 +297,10 @@ async fn a_refusal_prints_each_reason_and_show_lists_violations() {
         "{out}"
     );
     assert!(out.contains("applied"), "left running: {out}");
+    let (_, out, _) = tokio::task::block_in_place(|| imagelib(&server, &["deploy", "ls"]));
+    let row = out
+        .lines()
+        .find(|l| l.contains("acme/ok"))
+        .unwrap_or_default();
+    assert!(row.contains("running: no_vulnerability_report"), "{out}");
 }

@@ -461,6 +461,7 @@ impl Deployer {
                 image.registry_id
             ))),
             (PolicyMode::Enforce, Some(v)) if failing => {
+                tracing::info!(%image, %digest, %policy, reasons = ?v.reasons, "deploy refused by its trust policy");
                 Err(CommandError::PolicyViolation(Box::new(PolicyRefusal {
                     image: image.to_string(),
                     digest: digest.to_string(),
