@@ -134,10 +134,15 @@ impl BlobKind {
         }
     }
 
-    fn signature_scheme(self) -> Option<Scheme> {
+    /// The scheme of the signature this blob holds, when it holds one. A Sigstore bundle
+    /// is taken as a signature unless the manifest says it is an attestation (cosign's
+    /// `dev.sigstore.bundle.content` / `.predicateType` annotations), so an unreadable one
+    /// is an invalid signature rather than nothing.
+    fn signature_scheme(self, bundle_is_attestation: bool) -> Option<Scheme> {
         match self {
             Self::CosignPayload => Some(Scheme::Cosign),
             Self::NotationEnvelope => Some(Scheme::Notation),
+            Self::SigstoreBundle if !bundle_is_attestation => Some(Scheme::Cosign),
             _ => None,
         }
     }
@@ -185,6 +190,8 @@ struct RawManifest {
     blobs: Vec<Descriptor>,
     subject: Option<Descriptor>,
     manifests: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    annotations: serde_json::Value,
 }
 
 #[derive(Deserialize, Clone)]
@@ -210,6 +217,7 @@ enum Action {
 
 struct Layout {
     artifact_type: Option<String>,
+    bundle_is_attestation: bool,
     subject: Option<String>,
     layers: Vec<(Descriptor, Action)>,
     skipped: Vec<String>,
@@ -358,6 +366,10 @@ fn layout(manifest: &[u8]) -> Result<Layout, ReferrerError> {
                 .filter(|t| !t.is_empty() && !IMAGE_CONFIG_TYPES.contains(&t.as_str()))
         });
     let at = artifact_type.clone().unwrap_or_default();
+    let annotation = |key: &str| raw.annotations.get(key).and_then(serde_json::Value::as_str);
+    let bundle_is_attestation = annotation("dev.sigstore.bundle.content") == Some("dsse-envelope")
+        && annotation("dev.sigstore.bundle.predicateType")
+            .is_some_and(|p| p != COSIGN_SIGN_PREDICATE);
     let mut all = raw.layers;
     all.extend(raw.blobs);
     let mut skipped = Vec::new();
@@ -384,7 +396,7 @@ fn layout(manifest: &[u8]) -> Result<Layout, ReferrerError> {
         if let Action::Fetch(kind) = action {
             if !is_sha256_digest(&layer.digest) {
                 let reason = format!("layer digest `{}` is not sha256", shown(&layer.digest));
-                action = match kind.signature_scheme() {
+                action = match kind.signature_scheme(bundle_is_attestation) {
                     Some(scheme) => Action::BadSignature(scheme, reason),
                     None => Action::Skip(reason),
                 };
@@ -395,7 +407,7 @@ fn layout(manifest: &[u8]) -> Result<Layout, ReferrerError> {
                     layer.size,
                     kind.limit()
                 );
-                action = match kind.signature_scheme() {
+                action = match kind.signature_scheme(bundle_is_attestation) {
                     Some(scheme) => Action::BadSignature(scheme, reason),
                     None => Action::Skip(reason),
                 };
@@ -408,6 +420,7 @@ fn layout(manifest: &[u8]) -> Result<Layout, ReferrerError> {
     }
     Ok(Layout {
         artifact_type,
+        bundle_is_attestation,
         subject: raw.subject.map(|s| s.digest),
         layers,
         skipped,
@@ -488,7 +501,7 @@ pub fn interpret(
             }),
             Action::Fetch(kind) => match checked_blob(&layer, kind, blobs) {
                 Ok(bytes) => reader.read(&layer, kind, bytes, &mut out),
-                Err(reason) => match kind.signature_scheme() {
+                Err(reason) => match kind.signature_scheme(layout.bundle_is_attestation) {
                     Some(scheme) => out.evidence.push(reader.unreadable(scheme, reason)),
                     None => out.skipped.push(reason),
                 },

@@ -249,6 +249,52 @@ fn sigstore_bundles_are_signatures_or_attestations_by_content() {
 }
 
 #[test]
+fn an_unreadable_bundle_is_an_invalid_signature_unless_the_manifest_says_attestation() {
+    let bundle =
+        br#"{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","messageSignature":{}}"#;
+    let layer = json!({"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+                       "size": bundle.len(), "digest": digest(bundle)});
+    let manifest = |annotations: serde_json::Value| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": EMPTY_CONFIG},
+            "layers": [layer],
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1, "digest": SUBJECT},
+            "annotations": annotations,
+        }))
+        .unwrap()
+    };
+    // The blob was not fetched (or did not match): a signature bundle is an invalid signature…
+    for annotations in [
+        json!({}),
+        json!({"dev.sigstore.bundle.content": "message-signature"}),
+        json!({"dev.sigstore.bundle.content": "dsse-envelope", "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1"}),
+    ] {
+        let i = interpret(SUBJECT, &manifest(annotations.clone()), &Default::default());
+        assert!(
+            matches!(
+                only(i.evidence),
+                Evidence::UnreadableSignature {
+                    scheme: Scheme::Cosign,
+                    ..
+                }
+            ),
+            "{annotations}"
+        );
+    }
+    // …an attestation bundle is just skipped.
+    let i = interpret(
+        SUBJECT,
+        &manifest(json!({"dev.sigstore.bundle.content": "dsse-envelope",
+                         "dev.sigstore.bundle.predicateType": "https://slsa.dev/provenance/v1"})),
+        &Default::default(),
+    );
+    assert!(i.evidence.is_empty());
+    assert!(i.skipped[0].contains("not fetched"), "{:?}", i.skipped);
+}
+
+#[test]
 fn notation_signatures_are_read_as_jws_or_cose_envelopes() {
     for media_type in ["application/jose+json", "application/cose"] {
         let envelope = br#"{"payload":"eyJ0YXJnZXRBcnRpZmFjdCI6e319","protected":"eyJhbGciOiJQUzI1NiJ9","header":{"x5c":["MIIB"]},"signature":"AAAA"}"#;
