@@ -206,6 +206,8 @@ fn read_entry(
         hm_tags,
         enabled,
         trust,
+        registry_id: None,
+        rule_id: None,
     };
     // Validate now, so a bad file is refused whole before any rule is written.
     let placeholder = "00000000-0000-0000-0000-000000000000"

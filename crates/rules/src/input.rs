@@ -12,7 +12,9 @@
 //!   more semver include; `tags.newest` and `tags.exclude_artifact_tags` (default `true`)
 //!   are as in the event;
 //! - `kind` defaults to `auto`, `description` to `""`, `enabled` to `true`;
-//! - `trust` is the optional trust policy ([`crate::trust`]).
+//! - `trust` is the optional trust policy ([`crate::trust`]);
+//! - `registry_id` and `rule_id` may be sent (a rule as `GET` returns it is a valid body)
+//!   but must be the path's.
 //!
 //! Unknown fields are refused so that a typo (`"exlude"`) is an error, not a silently
 //! broader rule. Every error carries the JSON pointer of the field in the input.
@@ -49,6 +51,11 @@ pub struct RuleInput {
     /// The trust policy of the images the rule selects (see [`crate::trust`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<TrustInput>,
+    /// What `GET` returns names the rule; sent back, the ids must be the path's.
+    #[serde(default, skip_serializing)]
+    pub registry_id: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub rule_id: Option<String>,
 }
 
 /// The `tags` object of a [`RuleInput`].
@@ -138,6 +145,21 @@ impl RuleInput {
         registry_id: RegistryId,
         rule_id: RuleId,
     ) -> Result<RuleSet, RuleError> {
+        for (field, given, path) in [
+            ("registry_id", &self.registry_id, registry_id.to_string()),
+            ("rule_id", &self.rule_id, rule_id.to_string()),
+        ] {
+            if let Some(given) = given
+                && given.trim() != path
+            {
+                return Err(RuleError::new(
+                    format!("/{field}"),
+                    RuleErrorReason::Invalid(format!(
+                        "the body names `{given}` but the path `{path}`; drop `{field}` or fix it"
+                    )),
+                ));
+            }
+        }
         let repositories = self.repository_patterns()?;
         let tags = self.tags.to_selector("/tags")?;
         let mut hm_tags: Vec<HmTag> = Vec::with_capacity(self.hm_tags.len());
@@ -391,6 +413,8 @@ impl From<&RuleSet> for RuleInput {
             hm_tags: rule.hm_tags.iter().map(ToString::to_string).collect(),
             enabled: rule.enabled,
             trust: rule.trust.as_ref().map(TrustInput::from),
+            registry_id: None,
+            rule_id: None,
         }
     }
 }
@@ -878,6 +902,25 @@ mod tests {
             .into_rule_set(registry(), rule_id())
             .unwrap();
         assert_eq!(again, rule);
+    }
+
+    #[test]
+    fn ids_in_the_body_must_be_the_paths() {
+        let rule = parse(json!({"repositories": "a"})).unwrap();
+        let event = serde_json::to_value(&rule).unwrap();
+        assert_eq!(parse(event.clone()).unwrap(), rule);
+        let mut other = event.clone();
+        other["rule_id"] = json!("other");
+        let e = err(other);
+        assert_eq!(e.pointer, "/rule_id");
+        assert!(
+            e.to_string()
+                .contains("the body names `other` but the path `nim`"),
+            "{e}"
+        );
+        let mut other = event;
+        other["registry_id"] = json!("0190f1d2-3c4b-7a5e-8f90-000000000000");
+        assert_eq!(err(other).pointer, "/registry_id");
     }
 
     #[test]

@@ -108,12 +108,8 @@ async fn a_rule_with_a_trust_policy_is_stored_emitted_and_shown_with_key_ids() {
     assert_eq!(trust.allow_cves[0].id, "CVE-2024-1234");
     assert!(trust.require_sbom);
 
-    // What GET shows (less the ids, which the path names) goes back through PUT;
-    // switching the policy off is a change.
+    // What GET shows goes back through PUT as it is; switching the policy off is a change.
     let mut body = got.clone();
-    let fields = body.as_object_mut().unwrap();
-    fields.remove("registry_id");
-    fields.remove("rule_id");
     body["trust"]["mode"] = json!("off");
     let (s, again, _) = svc.call(Method::PUT, &path, Some(ADMIN), Some(body)).await;
     assert_eq!(s, 200, "{again}");
@@ -241,6 +237,17 @@ async fn bad_policies_are_refused_with_the_pointer_and_nothing_is_emitted() {
             "{trust}: {p}"
         );
     }
+    // A body naming another rule (a GET of another rule pasted here) is refused.
+    let (s, p, _) = svc
+        .call(
+            Method::PUT,
+            &path,
+            Some(ADMIN),
+            Some(json!({"rule_id": "other", "repositories": "a", "trust": {"require_sbom": true}})),
+        )
+        .await;
+    assert_eq!(s, 422, "{p}");
+    assert_eq!(p["errors"][0]["pointer"], "/rule_id", "{p}");
     let (s, _) = svc.get(&path).await;
     assert_eq!(s, 404);
     assert_eq!(env.event_types().await.len(), before);
