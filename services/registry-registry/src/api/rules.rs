@@ -115,6 +115,10 @@ pub struct RuleInputDoc {
     /// Default `true`.
     enabled: Option<bool>,
     trust: Option<TrustPolicyDoc>,
+    /// Optional (a rule as `GET` returns it is a valid body); must be the path's.
+    registry_id: Option<String>,
+    /// Optional; must be the path's.
+    rule_id: Option<String>,
 }
 
 /// A rule as stored and returned.
