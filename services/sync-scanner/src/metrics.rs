@@ -66,7 +66,7 @@ fn instruments() -> &'static Instruments {
     static I: OnceLock<Instruments> = OnceLock::new();
     I.get_or_init(|| {
         let meter = opentelemetry::global::meter("imagelib");
-        Instruments {
+        let i = Instruments {
             scan_duration: meter
                 .f64_histogram("imagelib.scan.duration")
                 .with_unit("s")
@@ -123,8 +123,22 @@ fn instruments() -> &'static Instruments {
                     .with_callback(|o| o.observe(RUNNING.load(Ordering::Relaxed), &[]))
                     .build(),
             ),
+        };
+        // Known label sets start at zero, so a dashboard query has a series before the
+        // first signature or verdict.
+        for outcome in ["trusted", "untrusted", "invalid"] {
+            i.signatures.add(0, &[KeyValue::new("outcome", outcome)]);
         }
+        for verdict in ["pass", "fail", "audit"] {
+            i.verdicts.add(0, &[KeyValue::new("verdict", verdict)]);
+        }
+        i
     })
+}
+
+/// Creates the instruments (the trust counters with their zero series) at start.
+pub fn init() {
+    instruments();
 }
 
 /// A scan ended.

@@ -406,6 +406,10 @@ impl Trust {
         let mut lists: HashMap<Digest, Vec<Referrer>> = HashMap::new();
         for d in subjects {
             if let Some(list) = fresh.get(d) {
+                s.listed.lock().insert(
+                    listed_key(scan.registry, repo, d),
+                    std::time::Instant::now(),
+                );
                 lists.insert(d.clone(), list.clone());
             } else if api == Some(false) && !to_list.contains(d) && !recent(d) {
                 lists.insert(d.clone(), Vec::new());
