@@ -52,6 +52,10 @@ struct Args {
     /// Current tags in the catalog for the query phase (topped up with new tags).
     #[arg(long, default_value_t = 1_000_000)]
     query_tags: usize,
+    /// Percent of the generated image events that are trust evidence (signatures,
+    /// reports, SBOMs, verdicts, referrer lists) about an existing tag's digest.
+    #[arg(long, default_value_t = 0)]
+    trust_pct: u32,
     /// Events per transaction during replay.
     #[arg(long, default_value_t = 2000)]
     batch: usize,
@@ -149,6 +153,7 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
         registries: args.registries,
         repositories: args.repositories,
         events: args.events,
+        trust_pct: args.trust_pct,
         ..Default::default()
     };
 

@@ -443,10 +443,7 @@ async fn fold_and_write<'a>(
     for (seq, i, digest, list) in referrer_lists {
         lists.push((states[i].repo_id, digest, list, seq));
     }
-    let mut relisted = super::trust::record_tag_referrers(tx, &lists).await?;
-    relisted.sort();
-    relisted.dedup();
-    super::trust::refresh_digests(tx, &relisted).await?;
+    super::trust::record_tag_referrers(tx, &lists).await?;
     let opened: Vec<super::trust::VersionKey> = new
         .iter()
         .filter(|v| v.valid_to.is_none())
@@ -462,7 +459,7 @@ async fn fold_and_write<'a>(
                 .collect(),
         })
         .collect();
-    super::trust::refresh_new(tx, opened, &relisted).await?;
+    super::trust::refresh_new(tx, opened).await?;
     Ok(())
 }
 

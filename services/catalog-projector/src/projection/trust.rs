@@ -330,18 +330,20 @@ pub(crate) async fn apply_evidence(
                     .take(MAX_REFERRERS)
                     .map(|r| r.digest.as_str())
                     .collect();
-                for table in ["trust_signatures", "trust_reports", "trust_sboms"] {
-                    sqlx::query(&format!(
-                        "DELETE FROM {table} WHERE repo_id = $1 AND digest = $2
-                            AND sequence < $3 AND NOT (source = ANY($4))"
-                    ))
-                    .bind(repo_id)
-                    .bind(e.digest.as_str())
-                    .bind(seq)
-                    .bind(&sources)
-                    .execute(&mut **tx)
-                    .await?;
-                }
+                sqlx::query(
+                    "WITH s AS (DELETE FROM trust_signatures WHERE repo_id = $1 AND digest = $2
+                                  AND sequence < $3 AND NOT (source = ANY($4))),
+                          r AS (DELETE FROM trust_reports WHERE repo_id = $1 AND digest = $2
+                                  AND sequence < $3 AND NOT (source = ANY($4)))
+                     DELETE FROM trust_sboms WHERE repo_id = $1 AND digest = $2
+                        AND sequence < $3 AND NOT (source = ANY($4))",
+                )
+                .bind(repo_id)
+                .bind(e.digest.as_str())
+                .bind(seq)
+                .bind(&sources)
+                .execute(&mut **tx)
+                .await?;
                 (repo_id, e.digest.as_str().to_owned())
             }
             _ => continue,
@@ -404,11 +406,11 @@ async fn upsert_referrers(
     digests: &[&str],
     lists: &[serde_json::Value],
     seqs: &[i64],
-) -> Result<Vec<DigestKey>, sqlx::Error> {
+) -> Result<(), sqlx::Error> {
     if repo_ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    sqlx::query_as(
+    sqlx::query(
         "INSERT INTO trust_referrers (repo_id, digest, referrers, sequence)
          SELECT u.repo_id, u.digest, u.referrers, u.sequence
          FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int8[]) AS u(repo_id, digest, referrers, sequence)
@@ -416,24 +418,23 @@ async fn upsert_referrers(
             SELECT 1 FROM trust_referrers x WHERE x.repo_id = u.repo_id AND x.digest = u.digest)
          ON CONFLICT (repo_id, digest) DO UPDATE SET referrers = EXCLUDED.referrers,
             sequence = EXCLUDED.sequence
-         WHERE trust_referrers.sequence < EXCLUDED.sequence
-         RETURNING repo_id, digest",
+         WHERE trust_referrers.sequence < EXCLUDED.sequence",
     )
     .bind(repo_ids)
     .bind(digests)
     .bind(lists)
     .bind(seqs)
-    .fetch_all(&mut **tx)
-    .await
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The referrer lists tag events carried: (repo, digest, list, sequence), the last per
-/// digest of a run. Returns the digests whose recorded list changed: every tag at them
-/// shows the new list.
+/// digest of a run. The API reads the recorded list for every tag at the digest.
 pub(crate) async fn record_tag_referrers(
     tx: &mut Transaction<'_, Postgres>,
     seen: &[(Uuid, &str, &[Referrer], u64)],
-) -> Result<Vec<DigestKey>, sqlx::Error> {
+) -> Result<(), sqlx::Error> {
     let mut last: HashMap<(Uuid, &str), (&[Referrer], u64)> = HashMap::new();
     for (repo_id, digest, list, seq) in seen {
         let e = last.entry((*repo_id, *digest)).or_insert((list, *seq));
@@ -451,7 +452,8 @@ pub(crate) async fn record_tag_referrers(
         lists.push(referrers_json(list));
         seqs.push(i64_of(seq));
     }
-    upsert_referrers(tx, &ids, &digests, &lists, &seqs).await
+    upsert_referrers(tx, &ids, &digests, &lists, &seqs).await?;
+    Ok(())
 }
 
 /// A current tag version whose trust is to be composed.
@@ -509,20 +511,11 @@ pub(crate) async fn refresh_digests(
 }
 
 /// Compose the trust of versions just opened, when any evidence of their digests exists
-/// (one probe; nothing more for a catalog without trust data). Versions at `done`
-/// digests were composed already.
+/// (one probe; nothing more for a catalog without trust data).
 pub(crate) async fn refresh_new(
     tx: &mut Transaction<'_, Postgres>,
     versions: Vec<VersionKey>,
-    done: &[DigestKey],
 ) -> Result<(), sqlx::Error> {
-    let versions: Vec<VersionKey> = versions
-        .into_iter()
-        .filter(|v| {
-            done.binary_search_by(|(r, d)| (r, d.as_str()).cmp(&(&v.repo_id, v.digest.as_str())))
-                .is_err()
-        })
-        .collect();
     if versions.is_empty() {
         return Ok(());
     }
@@ -532,8 +525,7 @@ pub(crate) async fn refresh_new(
          WHERE EXISTS (SELECT 1 FROM trust_signatures x WHERE x.repo_id = k.repo_id AND x.digest = k.digest)
             OR EXISTS (SELECT 1 FROM trust_reports x WHERE x.repo_id = k.repo_id AND x.digest = k.digest)
             OR EXISTS (SELECT 1 FROM trust_sboms x WHERE x.repo_id = k.repo_id AND x.digest = k.digest)
-            OR EXISTS (SELECT 1 FROM trust_policies x WHERE x.repo_id = k.repo_id AND x.digest = k.digest)
-            OR EXISTS (SELECT 1 FROM trust_referrers x WHERE x.repo_id = k.repo_id AND x.digest = k.digest)",
+            OR EXISTS (SELECT 1 FROM trust_policies x WHERE x.repo_id = k.repo_id AND x.digest = k.digest)",
     )
     .bind(&ids)
     .bind(&digests)
