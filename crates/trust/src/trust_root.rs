@@ -83,6 +83,8 @@ pub struct TransparencyLog {
 pub struct TrustRoot {
     pub(crate) authorities: Vec<CertificateAuthority>,
     pub(crate) tlogs: Vec<TransparencyLog>,
+    /// Logs of the file left out because their key type is not supported.
+    pub skipped_tlogs: usize,
 }
 
 #[derive(Deserialize)]
@@ -225,12 +227,15 @@ impl TrustRoot {
             return Err(TrustRootError::NoAuthority);
         }
         let mut tlogs = Vec::new();
+        let mut skipped_tlogs = 0;
         for log in &raw.tlogs {
             let der = b64(&log.public_key.raw_bytes, "log public key")?;
-            let key = VerifyKey::from_spki_der(&der).map_err(|source| TrustRootError::Cert {
-                what: "log public key",
-                source,
-            })?;
+            // A log whose key this verifier can't use (a new algorithm, or none) is left
+            // out, as Sigstore's clients do: its entries then fail as from an unknown log.
+            let Ok(key) = VerifyKey::from_spki_der(&der) else {
+                skipped_tlogs += 1;
+                continue;
+            };
             let log_id = match &log.log_id {
                 Some(id) => b64(&id.key_id, "log id")?,
                 None => Sha256::digest(&der).to_vec(),
@@ -242,7 +247,11 @@ impl TrustRoot {
                 valid_for: valid_for(log.public_key.valid_for.as_ref())?,
             });
         }
-        Ok(Self { authorities, tlogs })
+        Ok(Self {
+            authorities,
+            tlogs,
+            skipped_tlogs,
+        })
     }
 
     /// A trust root from PEM files: the Fulcio chain (intermediates then root, as
@@ -282,6 +291,7 @@ impl TrustRoot {
                 valid_for: ValidFor::default(),
             }],
             tlogs,
+            skipped_tlogs: 0,
         })
     }
 

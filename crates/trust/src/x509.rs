@@ -360,11 +360,17 @@ impl VerifyKey {
     }
 
     /// Verifies with the key's default scheme, accepting a DER or fixed ECDSA signature.
+    /// A P-384 key is also accepted with SHA-256: sigstore-python signs that way (and the
+    /// hashedrekord entry names SHA-256).
     pub(crate) fn verify_message(&self, msg: &[u8], sig: &[u8]) -> bool {
         let scheme = self.default_scheme();
         match scheme {
             SigScheme::EcdsaDer(h) => {
-                self.verify(scheme, msg, sig) || self.verify(SigScheme::EcdsaFixed(h), msg, sig)
+                let with = |h| {
+                    self.verify(SigScheme::EcdsaDer(h), msg, sig)
+                        || self.verify(SigScheme::EcdsaFixed(h), msg, sig)
+                };
+                with(h) || (h != Hash::Sha256 && with(Hash::Sha256))
             }
             SigScheme::RsaPkcs1(h) => {
                 self.verify(scheme, msg, sig) || self.verify(SigScheme::RsaPss(h), msg, sig)
@@ -517,4 +523,33 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p384::ecdsa::signature::hazmat::PrehashSigner as _;
+
+    #[test]
+    fn p384_message_signatures_verify_with_sha384_or_sha256_only() {
+        let sk = p384::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let key = VerifyKey::P384(*sk.verifying_key());
+        let msg = b"hashedrekord payload";
+        for digest in [Sha384::digest(msg).to_vec(), Sha256::digest(msg).to_vec()] {
+            let sig: p384::ecdsa::Signature = sk.sign_prehash(&digest).unwrap();
+            assert!(key.verify_message(msg, sig.to_der().as_bytes()));
+            assert!(key.verify_message(msg, &sig.to_bytes()));
+            assert!(!key.verify_message(b"other", sig.to_der().as_bytes()));
+        }
+        let sig: p384::ecdsa::Signature = sk.sign_prehash(&Sha512::digest(msg)[..48]).unwrap();
+        assert!(!key.verify_message(msg, sig.to_der().as_bytes()));
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_garbage() {
+        assert_eq!(unhex(&hex(&[0, 1, 254, 255])), Some(vec![0, 1, 254, 255]));
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex("é1"), None);
+    }
 }

@@ -447,6 +447,25 @@ fn trust_root_reads_json_and_pem_and_refuses_garbage() {
 }
 
 #[test]
+fn trust_root_leaves_out_logs_with_unusable_keys() {
+    let s = Sigstore::new();
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&signing::trusted_root_json(&s.fulcio, &s.rekor)).unwrap();
+    doc["tlogs"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "baseUrl": "https://example.test/unsupported",
+            "hashAlgorithm": "SHA2_256",
+            "publicKey": {"rawBytes": "", "keyDetails": "PKIX_ED25519"},
+            "logId": {"keyId": "xNI9atQGlz+VWfO6LRygH4QUfY/8W4RFwiT5i5WRgB0="}
+        }));
+    let root = TrustRoot::from_json(doc.to_string().as_bytes()).unwrap();
+    assert_eq!(root.tlogs().len(), 1);
+    assert_eq!(root.skipped_tlogs, 1);
+}
+
+#[test]
 fn trust_root_ca_validity_window_is_enforced() {
     let s = Sigstore::new();
     let mut doc: serde_json::Value =
