@@ -403,6 +403,7 @@ impl Trust {
         if let Some(api) = scan.client.referrers_api() {
             s.api.lock().insert(scan.registry, api);
         }
+        let asked: HashSet<&Digest> = to_list.iter().collect();
         let mut lists: HashMap<Digest, Vec<Referrer>> = HashMap::new();
         for d in subjects {
             if let Some(list) = fresh.get(d) {
@@ -411,7 +412,7 @@ impl Trust {
                     std::time::Instant::now(),
                 );
                 lists.insert(d.clone(), list.clone());
-            } else if api == Some(false) && !to_list.contains(d) && !recent(d) {
+            } else if api == Some(false) && !asked.contains(d) && !recent(d) {
                 lists.insert(d.clone(), Vec::new());
             }
         }
