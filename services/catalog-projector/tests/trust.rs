@@ -633,3 +633,91 @@ async fn replays_in_any_batching_and_redelivery_give_the_same_trust_rows() {
         .unwrap();
     same(&env.dump("trust_one_by_one").await, &live);
 }
+
+/// GET as admin with `If-None-Match`: the status and the ETag.
+async fn etag_of(svc: &Service, path: &str, if_none_match: Option<&str>) -> (u16, String) {
+    let mut req = svc.http.get(svc.url(path)).bearer_auth(ADMIN);
+    if let Some(tag) = if_none_match {
+        req = req.header("if-none-match", tag);
+    }
+    let res = req.send().await.unwrap();
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    (res.status().as_u16(), etag)
+}
+
+#[tokio::test]
+async fn trust_counters_follow_visibility_and_a_trust_event_changes_the_etag() {
+    let env = Env::new().await;
+    let public = RegistryId::new();
+    let db_only = RegistryId::new();
+    env.publish([
+        registered(public, "Public", &[]),
+        registered(db_only, "DB team", &["db"]),
+        discovered(public, REPO, "1.0", 1, single()),
+        discovered(db_only, REPO, "1.0", 1, single()),
+        sig_verified(public, REPO, 1, 101, "SHA256:pub"),
+        sig_verified(db_only, REPO, 1, 102, "SHA256:db"),
+        sbom(db_only, REPO, 1, 103, SbomFormat::Cyclonedx),
+        evaluated(
+            db_only,
+            REPO,
+            1,
+            PolicyVerdict::Fail,
+            &[PolicyReason::NoSbom],
+        ),
+    ])
+    .await;
+    let svc = env.start().await;
+    env.caught_up().await;
+
+    // The same digest in two registries: evidence is per registry and repository.
+    let all = svc.get("/v1/stats").await;
+    assert_eq!(
+        (&all["signed"], &all["with_sbom"], &all["policy"]["fail"]),
+        (&json!(2), &json!(1), &json!(1)),
+        "{all}"
+    );
+    let ml = svc.get_as(Some(VIEWER_ML), "/v1/stats").await;
+    assert_eq!(
+        (
+            &ml["tags"],
+            &ml["signed"],
+            &ml["unsigned"],
+            &ml["with_sbom"]
+        ),
+        (&json!(1), &json!(1), &json!(0), &json!(0)),
+        "{ml}"
+    );
+    assert_eq!(ml["policy"], json!({"pass": 0, "fail": 0, "audit": 0}));
+    let items = svc
+        .all_pages(Some(VIEWER_ML), "/v1/images?signed=true")
+        .await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["trust"]["signatures"][0]["signer"], "SHA256:pub");
+    assert_eq!(items[0]["trust"]["sbom"], json!([]));
+
+    // A trust event changes the representation, so the ETag: no stale 304.
+    let path = format!("/v1/images?registry={public}");
+    let (status, tag) = etag_of(&svc, &path, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(etag_of(&svc, &path, Some(&tag)).await.0, 304);
+    env.publish([vulns(
+        public,
+        REPO,
+        1,
+        104,
+        "trivy",
+        "2025-01-15T00:00:00Z",
+        [1, 0, 0, 0, 0],
+    )])
+    .await;
+    env.caught_up().await;
+    let (status, new_tag) = etag_of(&svc, &path, Some(&tag)).await;
+    assert_eq!(status, 200);
+    assert_ne!(new_tag, tag);
+    assert_eq!(
+        svc.get(&path).await["items"][0]["trust"]["max_severity"],
+        "critical"
+    );
+    svc.stop().await;
+}

@@ -221,13 +221,18 @@ pub(crate) async fn apply(
 
         // The latest violation is shown on the deployment ("used by").
         EventPayload::DeploymentPolicyViolated(e) => {
+            let mut seen = std::collections::HashSet::new();
             let mut reasons: Vec<String> = e.reasons.iter().map(enum_str).collect();
+            reasons.retain(|r| seen.insert(r.clone()));
             reasons.truncate(imagelib_events::model::PolicyReason::ALL.len());
             let findings: Vec<imagelib_events::model::PolicyFinding> = e
                 .findings
                 .iter()
                 .take(super::trust::MAX_LISTED)
-                .cloned()
+                .map(|f| imagelib_events::model::PolicyFinding {
+                    reason: f.reason,
+                    detail: super::trust::clip(&f.detail).to_owned(),
+                })
                 .collect();
             let violation = serde_json::json!({
                 "digest": e.digest.as_str(),

@@ -153,7 +153,7 @@ pub fn is_evidence(p: &EventPayload) -> bool {
     )
 }
 
-fn clip(s: &str) -> &str {
+pub(crate) fn clip(s: &str) -> &str {
     if s.len() <= MAX_TEXT {
         return s;
     }
@@ -281,8 +281,9 @@ pub(crate) async fn apply_evidence(
             }
             EventPayload::PolicyEvaluated(e) => {
                 let repo_id = ImageId::derive(e.registry_id, &e.repository).0;
+                let mut seen = HashSet::new();
                 let mut reasons: Vec<String> = e.reasons.iter().map(enum_str).collect();
-                reasons.dedup();
+                reasons.retain(|r| seen.insert(r.clone()));
                 reasons.truncate(imagelib_events::model::PolicyReason::ALL.len());
                 let findings: Vec<PolicyFinding> = e
                     .findings
