@@ -9,6 +9,12 @@
 //!
 //! Built on the RustCrypto crates rather than the `sigstore` crate, which pulls in an HTTP
 //! stack, TUF and OCI clients this library must not have.
+//!
+//! Signature verification is offline against files: [`trust_root::TrustRoot`] (Sigstore's
+//! `trusted_root.json`) for keyless cosign ([`keyless`]), Sigstore bundles ([`bundle`]) and
+//! DSSE ([`dsse`]); [`notation::NotationTrustStore`] (CA PEMs) for Notation JWS
+//! ([`notation`]). [`evidence::check_signature`] dispatches one stored signature to them;
+//! each is a plain function, so a benchmark can time one verification by calling it.
 
 pub mod attestation;
 pub mod bundle;

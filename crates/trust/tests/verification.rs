@@ -113,7 +113,7 @@ fn keyless_signature_with_rekor_bundle_is_trusted_with_san_and_issuer() {
         .trust_root(&s.root)
         .identities(&ids);
     let c = check(
-        &cosign_keyless(&payload, &sig, &leaf, Some(bundle)),
+        &cosign_keyless(&payload, &sig, &leaf, Some(bundle.clone())),
         DIGEST,
         &v,
     );
@@ -121,6 +121,12 @@ fn keyless_signature_with_rekor_bundle_is_trusted_with_san_and_issuer() {
     assert_eq!(c.signer, SAN_URI);
     assert_eq!(c.issuer.as_deref(), Some(ISSUER));
     assert_eq!(c.scheme, Scheme::Cosign);
+    // Without the chain annotation the trust root's intermediates complete the path.
+    let mut ev = cosign_keyless(&payload, &sig, &leaf, Some(bundle));
+    if let SignatureMaterial::Cosign { chain, .. } = &mut ev.material {
+        *chain = None;
+    }
+    assert_eq!(check(&ev, DIGEST, &v).outcome, Outcome::Trusted);
 }
 
 #[test]
