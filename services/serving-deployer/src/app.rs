@@ -406,13 +406,14 @@ impl Deployer {
         Ok((event, tag, gate))
     }
 
-    /// The trust policy covering `repository`: the first enabled rule matching it, in
+    /// The trust policy covering `repository:tag`: the first enabled rule admitting it, in
     /// rule-id order, that has one (the scanner's choice too); `None` when there is none or
     /// it is `off`. Returns the rule id and the mode.
     pub async fn policy_for(
         &self,
         registry: RegistryId,
         repository: &imagelib_events::RepositoryName,
+        tag: &imagelib_events::Tag,
     ) -> Result<Option<(String, PolicyMode)>, CommandError> {
         let mut index = imagelib_rules::RuleSetIndex::new();
         for rule in self.store.rules(registry).await? {
@@ -420,10 +421,11 @@ impl Deployer {
                 tracing::warn!(rule = %rule.rule_id, error = %e, "rule does not compile; ignored by the deploy gate");
             }
         }
+        // The scanner evaluates a tag under the same rule (`trust_rule`), so a policy that
+        // admits only some tags gates only those.
         Ok(index
-            .rules_for(repository)
-            .into_iter()
-            .find_map(|r| {
+            .trust_rule(repository, tag)
+            .and_then(|r| {
                 r.rule()
                     .trust
                     .as_ref()
@@ -439,7 +441,7 @@ impl Deployer {
     /// verdict deploys and is recorded; no policy deploys as before.
     async fn gate(&self, image: &ImageRef, digest: &Digest) -> Result<Gate, CommandError> {
         let Some((policy, mode)) = self
-            .policy_for(image.registry_id, &image.repository)
+            .policy_for(image.registry_id, &image.repository, &image.tag)
             .await?
         else {
             return Ok(Gate::Open);
