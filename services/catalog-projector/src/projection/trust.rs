@@ -485,28 +485,41 @@ pub(crate) async fn refresh_digests(
     if touched.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = touched.iter().map(|k| k.0).collect();
-    let digests: Vec<&str> = touched.iter().map(|k| k.1.as_str()).collect();
+    // One pass over the current tags of the touched repositories (not one per digest):
+    // a digest may be a tag's or a platform manifest's, which no index says.
+    let mut repos: Vec<Uuid> = touched.iter().map(|k| k.0).collect();
+    repos.sort_unstable();
+    repos.dedup();
+    let mut digests: Vec<&str> = touched.iter().map(|k| k.1.as_str()).collect();
+    digests.sort_unstable();
+    digests.dedup();
     let rows = sqlx::query(
-        "SELECT DISTINCT t.repo_id, t.tag, t.digest, t.platforms::text
-         FROM UNNEST($1::uuid[], $2::text[]) AS k(repo_id, digest)
-         JOIN tag_versions t ON t.repo_id = k.repo_id AND t.valid_to IS NULL
-            AND (t.digest = k.digest
-                 OR t.platforms @> jsonb_build_array(jsonb_build_object('digest', k.digest)))",
+        "SELECT t.repo_id, t.tag, t.digest, t.platforms::text
+         FROM tag_versions t
+         WHERE t.repo_id = ANY($1) AND t.valid_to IS NULL
+           AND (t.digest = ANY($2)
+                OR jsonb_path_query_array(t.platforms, '$[*].digest') ?| $2)",
     )
-    .bind(&ids)
+    .bind(&repos)
     .bind(&digests)
     .fetch_all(&mut **tx)
     .await?;
+    let wanted: HashSet<(Uuid, &str)> = touched.iter().map(|(r, d)| (*r, d.as_str())).collect();
     let mut versions = Vec::with_capacity(rows.len());
     for row in rows {
         let platforms: String = row.try_get(3)?;
-        versions.push(VersionKey {
+        let v = VersionKey {
             repo_id: row.try_get(0)?,
             tag: row.try_get(1)?,
             digest: row.try_get(2)?,
             platforms: platform_digests(&platforms),
-        });
+        };
+        let hit = std::iter::once(&v.digest)
+            .chain(&v.platforms)
+            .any(|d| wanted.contains(&(v.repo_id, d.as_str())));
+        if hit {
+            versions.push(v);
+        }
     }
     compose(tx, &versions).await
 }
