@@ -1171,6 +1171,28 @@ proptest! {
     }
 
     #[test]
+    fn random_inclusion_proofs_never_panic_nor_pass(
+        index in any::<i64>(),
+        size in any::<i64>(),
+        hashes in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..70),
+        checkpoint in "[ -~\n\u{2014}]{0,300}",
+    ) {
+        let s = fixture();
+        let ids = identities(ISSUER, ".*");
+        let v = Verifier::new(Utc::now()).trust_root(&s.0.root).identities(&ids);
+        let mut doc: serde_json::Value = serde_json::from_slice(&s.3).unwrap();
+        doc["verificationMaterial"]["tlogEntries"][0]["inclusionProof"] = serde_json::json!({
+            "logIndex": index.to_string(),
+            "treeSize": size.to_string(),
+            "rootHash": STANDARD.encode([0u8; 32]),
+            "hashes": hashes.iter().map(|h| STANDARD.encode(h)).collect::<Vec<_>>(),
+            "checkpoint": {"envelope": checkpoint},
+        });
+        let c = check(&bundle_evidence(doc.to_string().into_bytes()), DIGEST, &v);
+        prop_assert!(matches!(c.outcome, Outcome::Invalid(_)), "{:?}", c);
+    }
+
+    #[test]
     fn mutated_valid_bundle_never_panics(flip in 0usize..4096, byte in any::<u8>()) {
         let s = fixture();
         let ids = identities(ISSUER, ".*");
