@@ -40,7 +40,7 @@ pub enum KeylessError {
     #[error("certificate chain: {0}")]
     Chain(x509::ChainError),
     #[error(
-        "certificate is not valid now and no Rekor SignedEntryTimestamp proves when it signed (Fulcio certificates last 10 minutes): {0}"
+        "certificate is not valid now and no Rekor SignedEntryTimestamp proves when it signed (Fulcio certificates last 10 minutes; RFC 3161 timestamps are not read): {0}"
     )]
     NoBundleExpired(x509::ChainError),
     #[error("certificate expired before the signature was logged: {0}")]
