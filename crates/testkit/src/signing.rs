@@ -113,12 +113,14 @@ pub fn dsse_envelope(payload_type: &str, payload: &[u8], key: &TestKey) -> Vec<u
 pub enum San {
     Email(String),
     Uri(String),
+    /// Fulcio's otherName username SAN (`1.3.6.1.4.1.57264.1.7`, UTF8String).
+    Username(String),
 }
 
 impl San {
     pub fn value(&self) -> &str {
         match self {
-            San::Email(s) | San::Uri(s) => s,
+            San::Email(s) | San::Uri(s) | San::Username(s) => s,
         }
     }
 }
@@ -250,6 +252,10 @@ impl TestFulcio {
         p.subject_alt_names = vec![match &san {
             San::Email(e) => rcgen::SanType::Rfc822Name(e.clone().try_into().expect("IA5 email")),
             San::Uri(u) => rcgen::SanType::URI(u.clone().try_into().expect("IA5 URI")),
+            San::Username(u) => rcgen::SanType::OtherName((
+                vec![1, 3, 6, 1, 4, 1, 57264, 1, 7],
+                rcgen::OtherNameValue::Utf8String(u.clone()),
+            )),
         }];
         p.is_ca = rcgen::IsCa::ExplicitNoCa;
         p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];

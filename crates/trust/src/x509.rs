@@ -28,6 +28,8 @@ const MAX_DEPTH: usize = 6;
 pub(crate) const OID_CODE_SIGNING: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
 const OID_EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
+/// Fulcio's otherName SAN for usernames (identities that are neither email nor URI).
+const OID_FULCIO_USERNAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.7");
 const OID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
 const OID_SAN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
 const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
@@ -167,7 +169,8 @@ impl Cert {
             .is_some_and(|bc| bc.ca)
     }
 
-    /// Email and URI subject alternative names, in certificate order.
+    /// Email, URI and Fulcio username (otherName `1.3.6.1.4.1.57264.1.7`) subject
+    /// alternative names, in certificate order.
     pub(crate) fn san_values(&self) -> Vec<String> {
         let Some(raw) = self.extension(OID_SAN) else {
             return Vec::new();
@@ -180,6 +183,11 @@ impl Cert {
             .filter_map(|name| match name {
                 GeneralName::Rfc822Name(s) => Some(s.to_string()),
                 GeneralName::UniformResourceIdentifier(s) => Some(s.to_string()),
+                GeneralName::OtherName(other) if other.type_id == OID_FULCIO_USERNAME => other
+                    .value
+                    .decode_as::<spki::der::asn1::Utf8StringRef<'_>>()
+                    .ok()
+                    .map(|u| u.as_str().to_owned()),
                 _ => None,
             })
             .collect()

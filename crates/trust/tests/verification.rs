@@ -154,6 +154,23 @@ fn keyless_email_identity_and_the_public_keyless_api() {
 }
 
 #[test]
+fn keyless_username_san_is_the_identity() {
+    let s = Sigstore::new();
+    let (payload, sig, leaf, bundle) = signed_keyless(&s, San::Username("ci-robot".into()));
+    let ids = identities(ISSUER, "^ci-robot$");
+    let v = Verifier::new(Utc::now())
+        .trust_root(&s.root)
+        .identities(&ids);
+    let c = check(
+        &cosign_keyless(&payload, &sig, &leaf, Some(bundle)),
+        DIGEST,
+        &v,
+    );
+    assert_eq!(c.outcome, Outcome::Trusted, "{c:?}");
+    assert_eq!(c.signer, "ci-robot");
+}
+
+#[test]
 fn keyless_identity_not_in_policy_is_untrusted() {
     let s = Sigstore::new();
     let (payload, sig, leaf, bundle) = signed_keyless(&s, San::Uri(SAN_URI.into()));
