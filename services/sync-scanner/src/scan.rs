@@ -783,18 +783,40 @@ impl Ctx<'_> {
             tracing::warn!(error = %e, "content cache not read");
         }
 
-        // 3. Inspect, classify, announce.
+        // 3. Inspect, classify, announce (and read the new digests' referrers meanwhile).
+        let trust_scan = RepoScan {
+            registry: registry.id,
+            repository: repo,
+            client: self.client,
+            tags: &tags,
+            index: self.index,
+            budget: &self.referrer_budget,
+            concurrency,
+            traceparent: self.traceparent,
+            recheck_all: self.reason != SyncReason::Schedule,
+        };
+        let trust_on = self.scanner.config.referrers;
         let fresh: Mutex<HashMap<Digest, Inspected>> = Mutex::new(HashMap::new());
         let tasks: Vec<Task<'_>> = changed
             .iter()
             .map(|c| {
-                let (cache, tags, handle, stop, fresh) = (&cache, &tags, &handle, &stop, &fresh);
+                let (cache, tags, handle, stop, fresh, trust_scan) =
+                    (&cache, &tags, &handle, &stop, &fresh, &trust_scan);
                 Box::pin(async move {
                     if stop() {
                         return;
                     }
                     match self.announce(repo, c, tags, cache).await {
                         Ok(inspected) => {
+                            if trust_on
+                                && let Err(e) = self
+                                    .scanner
+                                    .trust
+                                    .read_referrers(trust_scan, &inspected.referrers)
+                                    .await
+                            {
+                                tracing::warn!(error = %e, "referrers not read; at the end of the repository");
+                            }
                             fresh.lock().insert(c.digest.clone(), inspected);
                         }
                         Err(e) => handle(c.tag, Err(e)),
@@ -835,21 +857,10 @@ impl Ctx<'_> {
                 .collect();
             let listed: HashMap<Digest, Vec<imagelib_events::model::Referrer>> =
                 fresh.into_iter().map(|(d, i)| (d, i.referrers)).collect();
-            let scan = RepoScan {
-                registry: registry.id,
-                repository: repo,
-                client: self.client,
-                tags: &tags,
-                index: self.index,
-                budget: &self.referrer_budget,
-                concurrency,
-                traceparent: self.traceparent,
-                recheck_all: self.reason != SyncReason::Schedule,
-            };
             if let Err(e) = self
                 .scanner
                 .trust
-                .after_repository(&scan, &current, &listed)
+                .after_repository(&trust_scan, &current, &listed)
                 .await
             {
                 let mut t = self.tally();

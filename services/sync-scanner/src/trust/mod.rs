@@ -256,17 +256,31 @@ fn subjects_of<'a>(
 struct Compiled(HashMap<RuleId, Option<CompiledPolicy>>);
 
 impl Compiled {
+    /// Compiles the policy of `rule` unless it is compiled already (or `off`).
+    fn prepare(&mut self, rule: Option<(&RuleId, &imagelib_events::model::TrustPolicy)>) {
+        if let Some((id, trust)) = rule.filter(|(_, t)| t.mode != PolicyMode::Off) {
+            self.0
+                .entry(id.clone())
+                .or_insert_with(|| CompiledPolicy::compile(id, trust));
+        }
+    }
+
+    /// The compiled policy of `rule` (after [`Self::prepare`]); none for `off`.
     fn get(
-        &mut self,
+        &self,
         rule: Option<(&RuleId, &imagelib_events::model::TrustPolicy)>,
     ) -> Option<&CompiledPolicy> {
-        let (id, trust) = rule.filter(|(_, t)| t.mode != PolicyMode::Off)?;
-        self.0
-            .entry(id.clone())
-            .or_insert_with(|| CompiledPolicy::compile(id, trust))
-            .as_ref()
+        let (id, _) = rule.filter(|(_, t)| t.mode != PolicyMode::Off)?;
+        self.0.get(id).and_then(Option::as_ref)
     }
 }
+
+/// Digests of one repository evaluated at once: each evaluation reads the store and
+/// publishes a few events, so several overlap.
+const EVALUATE_CONCURRENCY: usize = 8;
+
+type EvalTask<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), TrustError>> + Send + 'a>>;
 
 fn sorted(list: &[Referrer]) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = list
@@ -504,29 +518,61 @@ impl Trust {
         };
 
         // Evaluate the tag digests whose evidence may differ.
+        let dirty: Vec<Subject<'_>> = subjects_of(scan.index, repo, current)
+            .into_iter()
+            .filter(|subject| {
+                std::iter::once(subject.digest)
+                    .chain(subject.platforms)
+                    .any(|d| changed.contains(d) || fetched_for(d) || fresh.contains_key(d))
+            })
+            .collect();
         let mut compiled = Compiled::default();
-        for subject in subjects_of(scan.index, repo, current) {
-            let dirty = std::iter::once(subject.digest)
-                .chain(subject.platforms)
-                .any(|d| changed.contains(d) || fetched_for(d) || fresh.contains_key(d));
-            if !dirty {
-                continue;
-            }
-            let policy = compiled.get(subject.rule);
-            self.evaluate(
-                scan.registry,
-                repo,
-                &subject,
-                policy,
-                &lists,
-                scan.traceparent,
-            )
-            .await?;
+        for subject in &dirty {
+            compiled.prepare(subject.rule);
         }
+        let tasks: Vec<EvalTask<'_>> = dirty
+            .iter()
+            .map(|subject| {
+                Box::pin(self.evaluate(
+                    scan.registry,
+                    repo,
+                    subject,
+                    compiled.get(subject.rule),
+                    &lists,
+                    scan.traceparent,
+                )) as EvalTask<'_>
+            })
+            .collect();
+        let results: Vec<Result<(), TrustError>> = futures::stream::iter(tasks)
+            .buffer_unordered(EVALUATE_CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// Reads the referrers a new digest's inspection listed, while the scan goes on with
+    /// other tags (the evaluation at the end of the repository then finds them stored).
+    pub async fn read_referrers(
+        &self,
+        scan: &RepoScan<'_>,
+        referrers: &[Referrer],
+    ) -> Result<(), TrustError> {
+        if referrers.is_empty() {
+            return Ok(());
+        }
+        let digests: Vec<String> = referrers.iter().map(|r| r.digest.to_string()).collect();
+        let stored = self.inner.store.stored_referrers(&digests).await?;
+        let tasks: Vec<FetchTask<'_>> = referrers
+            .iter()
+            .filter(|r| !stored.contains(r.digest.as_str()))
+            .map(|r| Box::pin(self.read_referrer(scan, r.digest.clone())) as FetchTask<'_>)
+            .collect();
+        futures::future::join_all(tasks).await;
         Ok(())
     }
 
     /// Reads and stores one referrer; its digest when it was stored.
+    #[tracing::instrument(skip(self, scan), fields(repository = %scan.repository))]
     async fn read_referrer(&self, scan: &RepoScan<'_>, d: Digest) -> Option<Digest> {
         let s = &*self.inner;
         match content::fetch(
@@ -591,6 +637,9 @@ impl Trust {
                 .into_iter()
                 .filter_map(|(d, (l, _))| Some((d.parse().ok()?, l)))
                 .collect();
+            for subject in &subjects {
+                compiled.prepare(subject.rule);
+            }
             for subject in subjects {
                 let policy = compiled.get(subject.rule);
                 self.evaluate(registry, repo, &subject, policy, &lists, None)
