@@ -538,6 +538,179 @@ impl Default for TestRekor {
     }
 }
 
+/// An RFC 3161 timestamp authority: a P-256 root and a timeStamping signing certificate,
+/// issuing tokens (CMS SignedData over a TSTInfo) for signatures.
+pub struct TestTsa {
+    root: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    leaf_der: Vec<u8>,
+    key: TestKey,
+}
+
+impl std::fmt::Debug for TestTsa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestTsa").finish_non_exhaustive()
+    }
+}
+
+impl TestTsa {
+    pub fn new() -> Self {
+        let start = time::OffsetDateTime::now_utc() - time::Duration::days(365);
+        let root_key =
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("keygen");
+        let root = rcgen::CertifiedIssuer::self_signed(
+            ca_params("imagelib test TSA root", start, 10),
+            root_key,
+        )
+        .expect("TSA root");
+        let (kp, key) = p256_pair();
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "imagelib test TSA");
+        p.is_ca = rcgen::IsCa::ExplicitNoCa;
+        p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::TimeStamping];
+        p.not_before = start;
+        p.not_after = start + time::Duration::days(3650);
+        p.serial_number = Some(rcgen::SerialNumber::from(rand_u64()));
+        let leaf = p.signed_by(&kp, &root).expect("TSA cert");
+        Self {
+            root,
+            leaf_der: leaf.der().to_vec(),
+            key,
+        }
+    }
+
+    pub fn root_der(&self) -> Vec<u8> {
+        self.root.der().to_vec()
+    }
+
+    pub fn leaf_der(&self) -> Vec<u8> {
+        self.leaf_der.clone()
+    }
+
+    /// A DER timestamp token saying `signature` existed at `at` (SHA-256 imprint, signed
+    /// attributes with the TSTInfo digest, the signing certificate included).
+    pub fn timestamp(&self, signature: &[u8], at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+        const SHA256: &[u8] = &[
+            0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        ];
+        const TST_INFO: &[u8] = &[
+            0x06, 0x0b, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x04,
+        ];
+        const SIGNED_DATA: &[u8] = &[
+            0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
+        ];
+        const CONTENT_TYPE: &[u8] = &[
+            0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x03,
+        ];
+        const MESSAGE_DIGEST: &[u8] = &[
+            0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x04,
+        ];
+        const ECDSA_SHA256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+        const POLICY: &[u8] = &[0x06, 0x03, 0x2a, 0x03, 0x04];
+        let sha256_alg = tlv(0x30, &[SHA256, &[0x05, 0x00]].concat());
+        let imprint = tlv(
+            0x30,
+            &[sha256_alg.clone(), tlv(0x04, &Sha256::digest(signature))].concat(),
+        );
+        let gen_time = tlv(0x18, at.format("%Y%m%d%H%M%SZ").to_string().as_bytes());
+        let tst_info = tlv(
+            0x30,
+            &[
+                tlv(0x02, &[1]),
+                POLICY.to_vec(),
+                imprint,
+                tlv(0x02, &[0x01, 0x23, 0x45]),
+                gen_time,
+            ]
+            .concat(),
+        );
+        let attrs = [
+            tlv(0x30, &[CONTENT_TYPE, &tlv(0x31, TST_INFO)].concat()),
+            tlv(
+                0x30,
+                &[
+                    MESSAGE_DIGEST,
+                    &tlv(0x31, &tlv(0x04, &Sha256::digest(&tst_info))),
+                ]
+                .concat(),
+            ),
+        ]
+        .concat();
+        let sig = self.key.sign_der(&tlv(0x31, &attrs));
+        let signer_info = tlv(
+            0x30,
+            &[
+                tlv(0x02, &[3]),
+                tlv(0x80, &Sha256::digest(&self.leaf_der)[..20]),
+                sha256_alg.clone(),
+                tlv(0xa0, &attrs),
+                tlv(0x30, ECDSA_SHA256),
+                tlv(0x04, &sig),
+            ]
+            .concat(),
+        );
+        let encap = tlv(
+            0x30,
+            &[TST_INFO, &tlv(0xa0, &tlv(0x04, &tst_info))].concat(),
+        );
+        let signed_data = tlv(
+            0x30,
+            &[
+                tlv(0x02, &[3]),
+                tlv(0x31, &sha256_alg),
+                encap,
+                tlv(0xa0, &self.leaf_der),
+                tlv(0x31, &signer_info),
+            ]
+            .concat(),
+        );
+        tlv(0x30, &[SIGNED_DATA, &tlv(0xa0, &signed_data)].concat())
+    }
+}
+
+impl Default for TestTsa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One DER TLV with a definite length.
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let len = content.len();
+    let mut out = vec![tag];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// [`trusted_root_json`] that also names `tsa` as a timestamp authority.
+pub fn trusted_root_json_with_tsa(fulcio: &TestFulcio, rekor: &TestRekor, tsa: &TestTsa) -> String {
+    let mut root: serde_json::Value =
+        serde_json::from_str(&trusted_root_json(fulcio, rekor)).expect("own JSON");
+    root["timestampAuthorities"] = serde_json::json!([{
+        "subject": {"organization": "imagelib-test", "commonName": "imagelib test TSA"},
+        "uri": "https://tsa.test.invalid",
+        "certChain": {"certificates": [
+            {"rawBytes": STANDARD.encode(tsa.leaf_der())},
+            {"rawBytes": STANDARD.encode(tsa.root_der())}
+        ]},
+        "validFor": {"start": "2020-01-01T00:00:00Z"}
+    }]);
+    root.to_string()
+}
+
 /// Sigstore's `trusted_root.json` naming this CA and log.
 pub fn trusted_root_json(fulcio: &TestFulcio, rekor: &TestRekor) -> String {
     serde_json::json!({

@@ -11,7 +11,9 @@
 //! promise (SET) and the Merkle inclusion proof with its signed checkpoint are verified
 //! when present (at least one must be), and the entry body matched; an entry without a
 //! promise gives no signing time (so a short-lived certificate fails as not valid now).
-//! RFC 3161 timestamps are ignored.
+//! RFC 3161 timestamps (`timestampVerificationData`) are verified against the trust root's
+//! timestamp authorities and give the signing time when no promise does
+//! ([`crate::timestamp`]).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -53,6 +55,21 @@ struct RawMaterial {
     public_key: Option<serde_json::Value>,
     #[serde(default)]
     tlog_entries: Vec<RawTlogEntry>,
+    timestamp_verification_data: Option<RawTimestamps>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawTimestamps {
+    #[serde(default)]
+    rfc3161_timestamps: Vec<RawTimestamp>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawTimestamp {
+    #[serde(default)]
+    signed_timestamp: String,
 }
 
 #[derive(Deserialize)]
@@ -285,7 +302,25 @@ pub fn verify_bundle(bundle: &[u8], subject: &str, verifier: &Verifier<'_>) -> B
             }
         }
         let leaf = parsed.remove(0);
-        check_with_cert(&content, &leaf, &parsed, entry.as_ref(), verifier)
+        let timestamps: Vec<Vec<u8>> = material
+            .timestamp_verification_data
+            .as_ref()
+            .map(|t| {
+                t.rfc3161_timestamps
+                    .iter()
+                    .take(8)
+                    .filter_map(|t| b64(&t.signed_timestamp))
+                    .collect()
+            })
+            .unwrap_or_default();
+        check_with_cert(
+            &content,
+            &leaf,
+            &parsed,
+            entry.as_ref(),
+            &timestamps,
+            verifier,
+        )
     };
     if check.outcome == Outcome::Trusted || matches!(check.outcome, Outcome::Untrusted(_)) {
         // Only now, with the signature authenticated, does what it names count.
@@ -337,6 +372,7 @@ fn check_with_cert(
     leaf: &Cert,
     extra: &[Cert],
     entry: Option<&LogEntry>,
+    timestamps: &[Vec<u8>],
     verifier: &Verifier<'_>,
 ) -> BundleCheck {
     let (signature, entry_hash): (Vec<u8>, [u8; 32]) = match content {
@@ -361,6 +397,7 @@ fn check_with_cert(
         &|key| signature_ok(content, key),
         &signature,
         entry.map(|e| (e, entry_hash)),
+        timestamps,
         verifier,
     );
     BundleCheck {

@@ -214,6 +214,7 @@ pub fn verify_envelope_keyless(
         &|_| true,
         &signature,
         entry.as_ref().map(|e| (e, payload_sha)),
+        &[],
         verifier,
     );
     DsseCheck {
@@ -233,6 +234,7 @@ pub(crate) fn keyless_outcome(
     sig_ok: &dyn Fn(&VerifyKey) -> bool,
     signature: &[u8],
     entry: Option<(&LogEntry, [u8; 32])>,
+    timestamps: &[Vec<u8>],
     verifier: &Verifier<'_>,
 ) -> (String, Option<String>, Outcome) {
     let san = leaf.san_values().into_iter().next().unwrap_or_default();
@@ -246,8 +248,15 @@ pub(crate) fn keyless_outcome(
         };
         return (san, issuer, outcome);
     };
-    match keyless::verify_cert_signature(root, leaf, extra, sig_ok, signature, entry, verifier.now)
-    {
+    match keyless::verify_cert_signature(
+        root,
+        leaf,
+        extra,
+        sig_ok,
+        signature,
+        keyless::TimeProof { entry, timestamps },
+        verifier.now,
+    ) {
         Err(e) => (san, issuer, Outcome::Invalid(e.to_string())),
         Ok(signer) => {
             let outcome = identity_outcome(&signer.san, signer.issuer.as_deref(), verifier);

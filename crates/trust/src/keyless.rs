@@ -27,6 +27,8 @@ use crate::x509::{self, Cert, VerifyKey, hex};
 pub const OID_ISSUER_V2: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.8");
 /// Fulcio's legacy OIDC issuer extension (raw string).
 pub const OID_ISSUER_V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.1");
+/// Most RFC 3161 timestamps tried for one signature.
+const MAX_TIMESTAMPS: usize = 4;
 /// Largest Rekor bundle or entry body accepted.
 pub const MAX_BUNDLE_BYTES: usize = 64 * 1024;
 
@@ -40,7 +42,7 @@ pub enum KeylessError {
     #[error("certificate chain: {0}")]
     Chain(x509::ChainError),
     #[error(
-        "certificate is not valid now and no Rekor SignedEntryTimestamp proves when it signed (Fulcio certificates last 10 minutes; RFC 3161 timestamps are not read): {0}"
+        "certificate is not valid now and no Rekor SignedEntryTimestamp or RFC 3161 timestamp proves when it signed (Fulcio certificates last 10 minutes): {0}"
     )]
     NoBundleExpired(x509::ChainError),
     #[error("certificate expired before the signature was logged: {0}")]
@@ -57,6 +59,8 @@ pub enum KeylessError {
     UnknownLog(String),
     #[error("Rekor SignedEntryTimestamp does not verify")]
     BadSet,
+    #[error("RFC 3161 timestamp: {0}")]
+    Timestamp(crate::timestamp::TimestampError),
     #[error("Rekor inclusion proof does not verify: {0}")]
     BadInclusionProof(String),
     #[error("Rekor log key was not valid at the entry's time")]
@@ -409,6 +413,14 @@ pub fn oidc_issuer(cert: &Cert) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// What can prove when a signature was made: a Rekor entry (with the hash its body must
+/// name) and RFC 3161 timestamp tokens.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct TimeProof<'a> {
+    pub entry: Option<(&'a LogEntry, [u8; 32])>,
+    pub timestamps: &'a [Vec<u8>],
+}
+
 /// The signing certificate, its chain checked at the signing time, and the identity in
 /// it. `sig_ok` checks `signature` with the leaf's key over whatever it covers; `entry`
 /// carries the hash the Rekor entry must name (the signed message for cosign, the DSSE
@@ -419,9 +431,10 @@ pub(crate) fn verify_cert_signature(
     extra: &[Cert],
     sig_ok: &dyn Fn(&VerifyKey) -> bool,
     signature: &[u8],
-    entry: Option<(&LogEntry, [u8; 32])>,
+    time: TimeProof<'_>,
     now: DateTime<Utc>,
 ) -> Result<KeylessSigner, KeylessError> {
+    let TimeProof { entry, timestamps } = time;
     let key = leaf.key()?;
     if !sig_ok(&key) {
         return Err(KeylessError::BadSignature);
@@ -447,6 +460,26 @@ pub(crate) fn verify_cert_signature(
             }
         }
         None => (now, false),
+    };
+    let (signed_at, logged) = if logged || timestamps.is_empty() {
+        (signed_at, logged)
+    } else {
+        let mut last = None;
+        let mut at = None;
+        for token in timestamps.iter().take(MAX_TIMESTAMPS) {
+            match crate::timestamp::verify(token, signature, root) {
+                Ok(t) => {
+                    at = Some(t);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        match (at, last) {
+            (Some(t), _) => (t, true),
+            (None, Some(e)) => return Err(KeylessError::Timestamp(e)),
+            (None, None) => (signed_at, logged),
+        }
     };
     root.verify_leaf(leaf, extra, signed_at)
         .map_err(|e| match e {
@@ -499,7 +532,10 @@ pub fn verify_cosign(
         &extra,
         &|key: &VerifyKey| key.verify_message(payload, &signature),
         &signature,
-        entry.as_ref().map(|e| (e, digest)),
+        TimeProof {
+            entry: entry.as_ref().map(|e| (e, digest)),
+            timestamps: &[],
+        },
         now,
     )
 }
@@ -550,6 +586,7 @@ pub(crate) fn check_cosign(
         &|key: &VerifyKey| key.verify_message(payload, &signature),
         &signature,
         entry.as_ref().map(|e| (e, digest)),
+        &[],
         verifier,
     );
     if matches!(outcome, Outcome::Invalid(_)) {

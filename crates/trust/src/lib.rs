@@ -26,6 +26,7 @@ pub mod notation;
 pub mod policy;
 pub mod referrer;
 pub mod sbom;
+pub mod timestamp;
 pub mod trust_root;
 pub mod vuln;
 pub mod x509;

@@ -4,8 +4,8 @@
 //! The file is Sigstore's own `trusted_root.json`
 //! (`application/vnd.dev.sigstore.trustedroot+json;version=0.1`, what `cosign trusted-root
 //! create` writes and the public-good TUF repository serves), so an air-gapped team copies
-//! one file. Only `certificateAuthorities` and `tlogs` are used; CT logs and timestamp
-//! authorities are ignored (SCTs and RFC 3161 timestamps are not verified).
+//! one file. `certificateAuthorities`, `tlogs` and `timestampAuthorities` are used; CT logs
+//! are ignored (SCTs are not verified).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -83,6 +83,8 @@ pub struct TransparencyLog {
 pub struct TrustRoot {
     pub(crate) authorities: Vec<CertificateAuthority>,
     pub(crate) tlogs: Vec<TransparencyLog>,
+    /// RFC 3161 timestamp authorities: chain from the signing certificate to the root.
+    pub(crate) tsas: Vec<CertificateAuthority>,
     /// Logs of the file left out because their key type is not supported.
     pub skipped_tlogs: usize,
 }
@@ -96,6 +98,8 @@ struct RawRoot {
     tlogs: Vec<RawLog>,
     #[serde(default)]
     certificate_authorities: Vec<RawCa>,
+    #[serde(default)]
+    timestamp_authorities: Vec<RawCa>,
 }
 
 #[derive(Deserialize)]
@@ -247,9 +251,35 @@ impl TrustRoot {
                 valid_for: valid_for(log.public_key.valid_for.as_ref())?,
             });
         }
+        if raw.timestamp_authorities.len() > MAX_ENTRIES {
+            return Err(TrustRootError::TooMany("timestamp authorities"));
+        }
+        // Like logs, a TSA this verifier can't read is left out rather than refusing the
+        // whole file: it only matters to signatures timestamped by it.
+        let tsas = raw
+            .timestamp_authorities
+            .iter()
+            .filter_map(|tsa| {
+                let chain = tsa
+                    .cert_chain
+                    .certificates
+                    .iter()
+                    .take(x509::MAX_CERTS)
+                    .map(|c| Cert::from_der(&b64(&c.raw_bytes, "TSA certificate").ok()?).ok())
+                    .collect::<Option<Vec<_>>>()?;
+                (!chain.is_empty()).then(|| {
+                    Ok(CertificateAuthority {
+                        uri: tsa.uri.clone(),
+                        chain,
+                        valid_for: valid_for(tsa.valid_for.as_ref())?,
+                    })
+                })
+            })
+            .collect::<Result<Vec<_>, TrustRootError>>()?;
         Ok(Self {
             authorities,
             tlogs,
+            tsas,
             skipped_tlogs,
         })
     }
@@ -291,6 +321,7 @@ impl TrustRoot {
                 valid_for: ValidFor::default(),
             }],
             tlogs,
+            tsas: Vec::new(),
             skipped_tlogs: 0,
         })
     }
@@ -301,6 +332,10 @@ impl TrustRoot {
 
     pub fn tlogs(&self) -> &[TransparencyLog] {
         &self.tlogs
+    }
+
+    pub fn timestamp_authorities(&self) -> &[CertificateAuthority] {
+        &self.tsas
     }
 
     pub(crate) fn tlog(&self, log_id: &[u8]) -> Option<&TransparencyLog> {

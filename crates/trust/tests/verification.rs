@@ -7,6 +7,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chrono::{DateTime, Duration, Utc};
 use imagelib_testkit::signing::{
     self, NOTATION_LEAF_SUBJECT, San, TestFulcio, TestKey, TestLeaf, TestNotation, TestRekor,
+    TestTsa,
 };
 use imagelib_trust::cosign::PublicKey;
 use imagelib_trust::evidence::{
@@ -689,6 +690,99 @@ fn sigstore_bundle_with_proof_but_no_promise_has_no_signing_time() {
     assert_eq!(c.outcome, Outcome::Trusted, "{c:?}");
 }
 
+/// A v0.3 bundle of DIGEST by `leaf` with no tlog promise, timestamped by `tsa` at `at`
+/// (over `stamped`, the bundle's own signature unless another is given).
+fn bundle_with_timestamp(
+    s: &Sigstore,
+    leaf: &TestLeaf,
+    tsa: &TestTsa,
+    at: DateTime<Utc>,
+    stamped: Option<&[u8]>,
+) -> Vec<u8> {
+    let b = signing::sigstore_bundle(leaf, &s.rekor, DIGEST, at.timestamp());
+    let mut doc: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    let sig = STANDARD
+        .decode(doc["messageSignature"]["signature"].as_str().unwrap())
+        .unwrap();
+    doc["verificationMaterial"]["tlogEntries"] = serde_json::json!([]);
+    doc["verificationMaterial"]["timestampVerificationData"] = serde_json::json!({
+        "rfc3161Timestamps": [{"signedTimestamp": STANDARD.encode(tsa.timestamp(stamped.unwrap_or(&sig), at))}]
+    });
+    doc.to_string().into_bytes()
+}
+
+#[test]
+fn sigstore_bundle_rfc3161_timestamp_gives_the_signing_time() {
+    let s = Sigstore::new();
+    let tsa = TestTsa::new();
+    let root = TrustRoot::from_json(
+        signing::trusted_root_json_with_tsa(&s.fulcio, &s.rekor, &tsa).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(root.timestamp_authorities().len(), 1);
+    let ids = identities(ISSUER, ".*");
+    let v = Verifier::new(Utc::now()).trust_root(&root).identities(&ids);
+    let at = logged_at();
+    let leaf = s.leaf(San::Email("dev@acme.test".into()), at);
+
+    let c = check(
+        &bundle_evidence(bundle_with_timestamp(&s, &leaf, &tsa, at, None)),
+        DIGEST,
+        &v,
+    );
+    assert_eq!(c.outcome, Outcome::Trusted, "{c:?}");
+
+    // A timestamp of another signature.
+    let c = check(
+        &bundle_evidence(bundle_with_timestamp(&s, &leaf, &tsa, at, Some(b"other"))),
+        DIGEST,
+        &v,
+    );
+    assert!(invalid_reason(&c).contains("another signature"), "{c:?}");
+
+    // A time outside the certificate's ten minutes.
+    let late = at + Duration::hours(1);
+    let c = check(
+        &bundle_evidence(bundle_with_timestamp(&s, &leaf, &tsa, late, None)),
+        DIGEST,
+        &v,
+    );
+    assert!(invalid_reason(&c).contains("expired"), "{c:?}");
+
+    // The TSTInfo's time altered after signing: its digest no longer matches.
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&bundle_with_timestamp(&s, &leaf, &tsa, at, None)).unwrap();
+    let ts = &mut doc["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]
+        ["signedTimestamp"];
+    let mut token = STANDARD.decode(ts.as_str().unwrap()).unwrap();
+    let time = at.format("%Y%m%d%H%M%SZ").to_string().into_bytes();
+    let i = token.windows(time.len()).position(|w| w == time).unwrap() + time.len() - 2;
+    token[i] = if token[i] == b'0' { b'1' } else { b'0' };
+    *ts = STANDARD.encode(&token).into();
+    let c = check(&bundle_evidence(doc.to_string().into_bytes()), DIGEST, &v);
+    assert!(invalid_reason(&c).contains("timestamp signature"), "{c:?}");
+
+    // A TSA the trust root does not name.
+    let rogue = TestTsa::new();
+    let c = check(
+        &bundle_evidence(bundle_with_timestamp(&s, &leaf, &rogue, at, None)),
+        DIGEST,
+        &v,
+    );
+    assert!(invalid_reason(&c).contains("RFC 3161"), "{c:?}");
+
+    // No TSA in the root at all.
+    let v = Verifier::new(Utc::now())
+        .trust_root(&s.root)
+        .identities(&ids);
+    let c = check(
+        &bundle_evidence(bundle_with_timestamp(&s, &leaf, &tsa, at, None)),
+        DIGEST,
+        &v,
+    );
+    assert!(invalid_reason(&c).contains("RFC 3161"), "{c:?}");
+}
+
 #[test]
 fn sigstore_bundle_tampered_is_invalid() {
     let s = Sigstore::new();
@@ -1205,6 +1299,19 @@ proptest! {
             "hashes": hashes.iter().map(|h| STANDARD.encode(h)).collect::<Vec<_>>(),
             "checkpoint": {"envelope": checkpoint},
         });
+        let c = check(&bundle_evidence(doc.to_string().into_bytes()), DIGEST, &v);
+        prop_assert!(matches!(c.outcome, Outcome::Invalid(_)), "{:?}", c);
+    }
+
+    #[test]
+    fn random_timestamp_tokens_never_panic_nor_pass(token in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let s = fixture();
+        let ids = identities(ISSUER, ".*");
+        let v = Verifier::new(Utc::now()).trust_root(&s.0.root).identities(&ids);
+        let mut doc: serde_json::Value = serde_json::from_slice(&s.3).unwrap();
+        doc["verificationMaterial"]["tlogEntries"] = serde_json::json!([]);
+        doc["verificationMaterial"]["timestampVerificationData"] =
+            serde_json::json!({"rfc3161Timestamps": [{"signedTimestamp": STANDARD.encode(&token)}]});
         let c = check(&bundle_evidence(doc.to_string().into_bytes()), DIGEST, &v);
         prop_assert!(matches!(c.outcome, Outcome::Invalid(_)), "{:?}", c);
     }
