@@ -260,6 +260,8 @@ impl Store {
             .iter()
             .map(|(d, b)| (d.as_str(), b.as_slice()))
             .unzip();
+        // Content-addressed and read again if lost: no need to wait for the WAL flush.
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO referrer_content
                 (digest, media_type, manifest, blob_digests, blob_bodies, skipped, bytes)
@@ -273,8 +275,9 @@ impl Store {
         .bind(&bodies)
         .bind(serde_json::to_value(&r.skipped).unwrap_or_default())
         .bind(r.bytes() as i64)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
