@@ -589,8 +589,9 @@ impl TestTsa {
         self.leaf_der.clone()
     }
 
-    /// A DER timestamp token saying `signature` existed at `at` (SHA-256 imprint, signed
-    /// attributes with the TSTInfo digest, the signing certificate included).
+    /// A DER `TimeStampResp` (status granted) whose token says `signature` existed at `at`
+    /// (SHA-256 imprint, signed attributes with the TSTInfo digest, the signing
+    /// certificate included) — what a bundle's `signedTimestamp` holds.
     pub fn timestamp(&self, signature: &[u8], at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
         const SHA256: &[u8] = &[
             0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
@@ -666,7 +667,9 @@ impl TestTsa {
             ]
             .concat(),
         );
-        tlv(0x30, &[SIGNED_DATA, &tlv(0xa0, &signed_data)].concat())
+        let token = tlv(0x30, &[SIGNED_DATA, &tlv(0xa0, &signed_data)].concat());
+        // A TimeStampResp, as Sigstore bundles store it: status granted, then the token.
+        tlv(0x30, &[tlv(0x30, &tlv(0x02, &[0])), token].concat())
     }
 }
 

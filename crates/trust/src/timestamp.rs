@@ -2,7 +2,8 @@
 //! at a time — how Sigstore bundles prove the signing time when the log gives no signed
 //! entry timestamp (Rekor v2, or private deployments with a TSA).
 //!
-//! Checked offline against the trust root's `timestampAuthorities`: the token is a CMS
+//! Checked offline against the trust root's `timestampAuthorities`: the token (bare, or in
+//! the `TimeStampResp` Sigstore bundles carry) is a CMS
 //! SignedData over a TSTInfo whose message imprint is the hash of the artifact signature;
 //! the signer's signed attributes carry the TSTInfo's digest, its signature verifies with
 //! a timestamping certificate that chains to a configured TSA valid at `genTime`. Nonces,
@@ -122,7 +123,10 @@ pub(crate) fn verify(
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TimestampError::TooLarge(token.len()));
     }
-    let ci = ContentInfo::from_der(token).map_err(malformed)?;
+    let ci = match ContentInfo::from_der(token) {
+        Ok(ci) => ci,
+        Err(_) => token_of_response(token)?,
+    };
     if ci.content_type != OID_SIGNED_DATA {
         return Err(malformed("not a SignedData"));
     }
@@ -204,6 +208,24 @@ pub(crate) fn verify(
         }
     }
     Err(TimestampError::Untrusted(last))
+}
+
+/// The token of a `TimeStampResp` (what Sigstore bundles carry: `SEQUENCE { status
+/// PKIStatusInfo, timeStampToken ContentInfo }`), when its status is granted (0 or 1).
+fn token_of_response(der: &[u8]) -> Result<ContentInfo, TimestampError> {
+    let fields = Vec::<Any>::from_der(der).map_err(malformed)?;
+    let (Some(status), Some(token)) = (fields.first(), fields.get(1)) else {
+        return Err(malformed("not a TimeStampResp"));
+    };
+    let status: Vec<Any> = status.decode_as().map_err(malformed)?;
+    let granted = status
+        .first()
+        .and_then(|s| s.decode_as::<u8>().ok())
+        .is_some_and(|s| s <= 1);
+    if !granted {
+        return Err(malformed("timestamp was not granted"));
+    }
+    token.decode_as().map_err(malformed)
 }
 
 fn to_cert(c: &Certificate) -> Option<Cert> {
