@@ -316,6 +316,18 @@ pub(crate) fn check_entry_body(
     let str_at = |ptr: &str| entry.spec.pointer(ptr).and_then(|v| v.as_str());
     let mismatch = |what: &str| KeylessError::EntryMismatch(what.to_owned());
     let want_hash = hex(&want.payload_sha256);
+    // Rekor v2 (entry apiVersion 0.0.2) nests the spec and writes hashes as base64.
+    if let Some(v2) = entry.spec.get("hashedRekordV002") {
+        return check_v2_signature(v2.get("data"), v2.get("signature").into_iter(), want);
+    }
+    if let Some(v2) = entry.spec.get("dsseV002") {
+        let sigs = v2
+            .get("signatures")
+            .and_then(|v| v.as_array())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        return check_v2_signature(v2.get("payloadHash"), sigs.iter().take(16), want);
+    }
     match entry.kind.as_str() {
         "hashedrekord" => {
             if str_at("/data/hash/algorithm") != Some("sha256")
@@ -376,6 +388,44 @@ pub(crate) fn check_entry_body(
         other => Err(KeylessError::UnsupportedEntry(
             other.chars().take(64).collect(),
         )),
+    }
+}
+
+/// A Rekor v2 entry: `hash` is `{algorithm: SHA2_256, digest: base64}`, and one of
+/// `signatures` (`{content, verifier: {x509Certificate | publicKey: {rawBytes}}}`) must be
+/// this signature by this certificate.
+fn check_v2_signature<'v>(
+    hash: Option<&serde_json::Value>,
+    mut signatures: impl Iterator<Item = &'v serde_json::Value>,
+    want: &EntryExpectation<'_>,
+) -> Result<(), KeylessError> {
+    let mismatch = |what: &str| KeylessError::EntryMismatch(what.to_owned());
+    let hash_ok = hash.is_some_and(|h| {
+        h.get("algorithm").and_then(|a| a.as_str()) == Some("SHA2_256")
+            && h.get("digest")
+                .and_then(|d| d.as_str())
+                .and_then(|d| STANDARD.decode(d).ok())
+                .is_some_and(|d| d == want.payload_sha256)
+    });
+    if !hash_ok {
+        return Err(mismatch("payload hash"));
+    }
+    let raw = |v: &serde_json::Value, ptr: &str| {
+        v.pointer(ptr)
+            .and_then(|r| r.as_str())
+            .and_then(|r| STANDARD.decode(r).ok())
+    };
+    let found = signatures.any(|s| {
+        raw(s, "/content").as_deref() == Some(want.signature)
+            && (raw(s, "/verifier/x509Certificate/rawBytes").as_deref()
+                == Some(want.cert.der.as_slice())
+                || raw(s, "/verifier/publicKey/rawBytes")
+                    .is_some_and(|k| want.cert.spki_der().is_ok_and(|d| d == k)))
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(mismatch("signature or certificate"))
     }
 }
 

@@ -783,6 +783,65 @@ fn sigstore_bundle_rfc3161_timestamp_gives_the_signing_time() {
     assert!(invalid_reason(&c).contains("RFC 3161"), "{c:?}");
 }
 
+/// A Rekor v2 (`hashedrekord` 0.0.2) body for `leaf_der`'s signature over DIGEST.
+fn hashedrekord_v2_body(sig_b64: &str, leaf_der: &[u8]) -> Vec<u8> {
+    serde_json::json!({
+        "apiVersion": "0.0.2",
+        "kind": "hashedrekord",
+        "spec": {"hashedRekordV002": {
+            "data": {"algorithm": "SHA2_256", "digest": STANDARD.encode(hex_bytes(DIGEST))},
+            "signature": {
+                "content": sig_b64,
+                "verifier": {
+                    "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                    "x509Certificate": {"rawBytes": STANDARD.encode(leaf_der)}
+                }
+            }
+        }}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn sigstore_bundle_rekor_v2_entry_with_proof_and_timestamp_is_trusted() {
+    let s = Sigstore::new();
+    let tsa = TestTsa::new();
+    let root = TrustRoot::from_json(
+        signing::trusted_root_json_with_tsa(&s.fulcio, &s.rekor, &tsa).as_bytes(),
+    )
+    .unwrap();
+    let ids = identities(ISSUER, ".*");
+    let v = Verifier::new(Utc::now()).trust_root(&root).identities(&ids);
+    let at = logged_at();
+    let leaf = s.leaf(San::Email("dev@acme.test".into()), at);
+    let build = |cert_der: &[u8]| {
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&bundle_with_timestamp(&s, &leaf, &tsa, at, None)).unwrap();
+        let sig = doc["messageSignature"]["signature"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let body = hashedrekord_v2_body(&sig, cert_der);
+        let mut entry = s
+            .rekor
+            .tlog_entry_with_proof(&body, "hashedrekord", 0, 5, 9, false);
+        entry["kindVersion"]["version"] = "0.0.2".into();
+        entry.as_object_mut().unwrap().remove("integratedTime");
+        doc["verificationMaterial"]["tlogEntries"] = serde_json::json!([entry]);
+        doc.to_string().into_bytes()
+    };
+    let c = check(&bundle_evidence(build(&leaf.cert_der())), DIGEST, &v);
+    assert_eq!(c.outcome, Outcome::Trusted, "{c:?}");
+    // The logged entry names another certificate.
+    let other = s.leaf(San::Email("dev@acme.test".into()), at);
+    let c = check(&bundle_evidence(build(&other.cert_der())), DIGEST, &v);
+    assert!(
+        invalid_reason(&c).contains("Rekor entry does not match"),
+        "{c:?}"
+    );
+}
+
 #[test]
 fn sigstore_bundle_tampered_is_invalid() {
     let s = Sigstore::new();
