@@ -434,6 +434,8 @@ impl Runner {
             let every = (me.config.reevaluate_interval > 0)
                 .then(|| Duration::from_secs(me.config.reevaluate_interval));
             let mut next = every.map(|d| tokio::time::Instant::now() + d);
+            // Registries whose re-evaluation could not run yet (the state was behind).
+            let mut due: std::collections::BTreeSet<RegistryId> = Default::default();
             loop {
                 let timer = async {
                     match next {
@@ -441,8 +443,15 @@ impl Runner {
                         None => std::future::pending().await,
                     }
                 };
-                let mut due: std::collections::BTreeSet<RegistryId> = Default::default();
+                let retry = async {
+                    if due.is_empty() {
+                        std::future::pending::<()>().await
+                    } else {
+                        tokio::time::sleep(Duration::from_secs(1)).await
+                    }
+                };
                 tokio::select! {
+                    _ = retry => {}
                     _ = cancel.cancelled() => return Ok(()),
                     id = changes.recv() => match id {
                         Some(id) => {
@@ -462,11 +471,20 @@ impl Runner {
                         }
                     }
                 }
-                for id in due {
+                for id in std::mem::take(&mut due) {
+                    // What was last said is read from the projections: let them catch up
+                    // with the trust events already published (a scan's, or the last
+                    // re-evaluation's).
+                    if !me.caught_up(id, &cancel).await {
+                        tracing::warn!(registry = %id, "state behind the stream; re-evaluation retried");
+                        due.insert(id);
+                        continue;
+                    }
                     match me.scanner.trust().reevaluate(id).await {
                         Ok(n) => tracing::debug!(registry = %id, digests = n, "trust re-evaluated"),
                         Err(e) => {
-                            tracing::warn!(registry = %id, error = %e, "trust re-evaluation failed")
+                            tracing::warn!(registry = %id, error = %e, "trust re-evaluation failed; retried");
+                            due.insert(id);
                         }
                     }
                 }

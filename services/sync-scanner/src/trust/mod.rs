@@ -322,7 +322,9 @@ impl Trust {
         }
     }
 
-    /// Publishes a trust event under a fact-derived id and applies it at once.
+    /// Publishes a trust event under a fact-derived id. Like the tag events, it reaches
+    /// the state through the image projector (scans wait for it to catch up); an
+    /// evaluation that runs before it did re-derives the same id, which JetStream drops.
     async fn emit(
         &self,
         payload: EventPayload,
@@ -334,7 +336,6 @@ impl Trust {
             .with_traceparent(traceparent)
             .with_id(id);
         let receipt = self.inner.bus.publish(&env).await?;
-        self.inner.store.apply(receipt.sequence, &env).await?;
         Ok(!receipt.duplicate)
     }
 
