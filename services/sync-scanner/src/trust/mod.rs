@@ -522,9 +522,16 @@ impl Trust {
         let dirty: Vec<Subject<'_>> = subjects_of(scan.index, repo, current)
             .into_iter()
             .filter(|subject| {
-                std::iter::once(subject.digest)
-                    .chain(subject.platforms)
-                    .any(|d| changed.contains(d) || fetched_for(d) || fresh.contains_key(d))
+                let mut digests = std::iter::once(subject.digest).chain(subject.platforms);
+                // No policy and nothing attached: nothing to say (a policy's removal is
+                // the re-evaluator's to lift).
+                let something = subject.rule.is_some()
+                    || digests
+                        .clone()
+                        .any(|d| lists.get(d).is_some_and(|l| !l.is_empty()));
+                something
+                    && digests
+                        .any(|d| changed.contains(d) || fetched_for(d) || fresh.contains_key(d))
             })
             .collect();
         let mut compiled = Compiled::default();
