@@ -27,6 +27,11 @@
 //!   complete `_catalog` no longer lists it. A `401` on `_catalog` is taken like a `403`:
 //!   the registry's explicit repositories and the rules' exact names are still scanned.
 //!
+//! - Trust: a new digest's referrers are read while the repository's other tags are
+//!   inspected; then [`crate::trust::Trust::after_repository`] lists the referrers of the
+//!   repository's current digests and their platforms, reads what is new and evaluates
+//!   the trust policies (its errors make the repository incomplete, never the scan fail).
+//!
 //! Image event ids are derived from the fact (registry, repository, tag, old and new
 //! digest, and the sequence of the tag's previous event), so a scan that crashed after
 //! publishing and re-emits the same fact is deduplicated by JetStream, while a tag that
