@@ -412,11 +412,17 @@ async fn a_later_signature_is_found_and_read_once() -> anyhow::Result<()> {
     let env = Env::new().await;
     let _scanner = env.start().await;
     let id = env.register(&proxy.host(), None).await;
-    set_trust(&env, id, policy(PolicyMode::Enforce, &[&key])).await;
+    // An SBOM is required too, and none is ever attached.
+    let mut trust = policy(PolicyMode::Enforce, &[&key]);
+    trust.require_sbom = true;
+    set_trust(&env, id, trust).await;
     let (_, events) = env.scan_ok(id, None).await;
     assert_eq!(
         verdicts(&events)[&image.digest],
-        (PolicyVerdict::Fail, vec![PolicyReason::Unsigned])
+        (
+            PolicyVerdict::Fail,
+            vec![PolicyReason::Unsigned, PolicyReason::NoSbom]
+        )
     );
 
     let sig = signed::cosign_sign(
@@ -442,7 +448,7 @@ async fn a_later_signature_is_found_and_read_once() -> anyhow::Result<()> {
     assert_eq!(changed[0].referrers[0].digest.as_str(), sig.digest);
     assert_eq!(
         verdicts(&events)[&image.digest],
-        (PolicyVerdict::Pass, vec![])
+        (PolicyVerdict::Fail, vec![PolicyReason::NoSbom]),
     );
 
     // Another tag on the same digest, and more scans: the signature is not read again.
