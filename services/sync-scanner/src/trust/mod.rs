@@ -208,7 +208,7 @@ async fn list_one<'a>(
 }
 
 type FetchTask<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Digest>> + Send + 'a>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<state::StoredReferrer>> + Send + 'a>>;
 
 /// A current tag: its digest and the platform manifests of an index.
 #[derive(Debug, Clone)]
@@ -504,13 +504,14 @@ impl Trust {
             .into_iter()
             .map(|d| Box::pin(self.read_referrer(scan, d)) as FetchTask<'_>)
             .collect();
-        let read: Vec<Digest> = futures::stream::iter(fetches)
+        let fetched: Vec<state::StoredReferrer> = futures::stream::iter(fetches)
             .buffer_unordered(scan.concurrency.max(1))
-            .collect::<Vec<Option<Digest>>>()
+            .collect::<Vec<_>>()
             .await
             .into_iter()
             .flatten()
             .collect();
+        let read = self.keep(&fetched).await;
         let read: HashSet<&str> = read.iter().map(Digest::as_str).collect();
         let fetched_for = |d: &Digest| {
             lists
@@ -575,13 +576,32 @@ impl Trust {
             .filter(|r| !stored.contains(r.digest.as_str()))
             .map(|r| Box::pin(self.read_referrer(scan, r.digest.clone())) as FetchTask<'_>)
             .collect();
-        futures::future::join_all(tasks).await;
+        let fetched: Vec<state::StoredReferrer> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        self.keep(&fetched).await;
         Ok(())
     }
 
-    /// Reads and stores one referrer; its digest when it was stored.
+    /// Stores what was read, in one transaction; the digests stored.
+    async fn keep(&self, fetched: &[state::StoredReferrer]) -> Vec<Digest> {
+        if fetched.is_empty() {
+            return Vec::new();
+        }
+        match self.inner.store.put_referrer_content(fetched).await {
+            Ok(()) => fetched.iter().map(|r| r.digest.clone()).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "referrer content not stored; read again next scan");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Reads one referrer (stored by the caller).
     #[tracing::instrument(skip(self, scan), fields(repository = %scan.repository))]
-    async fn read_referrer(&self, scan: &RepoScan<'_>, d: Digest) -> Option<Digest> {
+    async fn read_referrer(&self, scan: &RepoScan<'_>, d: Digest) -> Option<state::StoredReferrer> {
         let s = &*self.inner;
         match content::fetch(
             scan.client,
@@ -594,13 +614,7 @@ impl Trust {
         {
             Ok(stored) => {
                 crate::metrics::referrer_bytes(scan.registry, stored.bytes());
-                match s.store.put_referrer_content(&stored).await {
-                    Ok(()) => Some(d),
-                    Err(e) => {
-                        tracing::warn!(referrer = %d, error = %e, "referrer not stored");
-                        None
-                    }
-                }
+                Some(stored)
             }
             Err(e) => {
                 tracing::info!(error = %e, "referrer not read; next scan");

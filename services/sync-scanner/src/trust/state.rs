@@ -254,29 +254,32 @@ impl Store {
         Ok(out)
     }
 
-    pub async fn put_referrer_content(&self, r: &StoredReferrer) -> Result<(), StoreError> {
-        let (names, bodies): (Vec<&str>, Vec<&[u8]>) = r
-            .blobs
-            .iter()
-            .map(|(d, b)| (d.as_str(), b.as_slice()))
-            .unzip();
+    /// Keeps referrers read from a registry, in one transaction.
+    pub async fn put_referrer_content(&self, items: &[StoredReferrer]) -> Result<(), StoreError> {
         // Content-addressed and read again if lost: no need to wait for the WAL flush.
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO referrer_content
-                (digest, media_type, manifest, blob_digests, blob_bodies, skipped, bytes)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (digest) DO NOTHING",
-        )
-        .bind(r.digest.as_str())
-        .bind(&r.media_type)
-        .bind(&r.manifest)
-        .bind(&names)
-        .bind(&bodies)
-        .bind(serde_json::to_value(&r.skipped).unwrap_or_default())
-        .bind(r.bytes() as i64)
-        .execute(&mut *tx)
-        .await?;
+        for r in items {
+            let (names, bodies): (Vec<&str>, Vec<&[u8]>) = r
+                .blobs
+                .iter()
+                .map(|(d, b)| (d.as_str(), b.as_slice()))
+                .unzip();
+            sqlx::query(
+                "INSERT INTO referrer_content
+                    (digest, media_type, manifest, blob_digests, blob_bodies, skipped, bytes)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (digest) DO NOTHING",
+            )
+            .bind(r.digest.as_str())
+            .bind(&r.media_type)
+            .bind(&r.manifest)
+            .bind(&names)
+            .bind(&bodies)
+            .bind(serde_json::to_value(&r.skipped).unwrap_or_default())
+            .bind(r.bytes() as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
