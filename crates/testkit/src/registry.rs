@@ -409,12 +409,24 @@ impl TestRegistry {
         media_type: &str,
         body: &[u8],
     ) -> anyhow::Result<String> {
+        self.put_manifest(&self.base_url(), repository, reference, media_type, body)
+            .await
+            .map_err(|e| e.context(format!("putting manifest {repository}:{reference}")))
+    }
+
+    /// `PUT <base>/v2/<repository>/manifests/<reference>` with this registry's credentials.
+    async fn put_manifest(
+        &self,
+        base: &str,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> anyhow::Result<String> {
         let response = self
             .authorize(
-                self.http.put(format!(
-                    "{}/v2/{repository}/manifests/{reference}",
-                    self.base_url()
-                )),
+                self.http
+                    .put(format!("{base}/v2/{repository}/manifests/{reference}")),
                 repository,
             )
             .await?
@@ -424,10 +436,7 @@ impl TestRegistry {
             .await?;
         if response.status().as_u16() != 201 {
             let status = response.status();
-            bail!(
-                "putting manifest {repository}:{reference}: {status}: {}",
-                response.text().await?
-            );
+            bail!("{status}: {}", response.text().await?);
         }
         sha256_digest(body).await
     }
@@ -638,26 +647,19 @@ impl TestRegistry {
         media_type: &str,
         body: &[u8],
     ) -> anyhow::Result<String> {
-        let response = self
-            .authorize(
-                self.http.put(format!(
-                    "http://{host}/v2/{repository}/manifests/{reference}"
-                )),
-                repository,
-            )
-            .await?
-            .header("content-type", media_type)
-            .body(body.to_vec())
-            .send()
-            .await?;
-        if response.status().as_u16() != 201 {
-            let status = response.status();
-            bail!(
-                "putting manifest {repository}:{reference} via {host}: {status}: {}",
-                response.text().await?
-            );
-        }
-        sha256_digest(body).await
+        self.put_manifest(
+            &format!("http://{host}"),
+            repository,
+            reference,
+            media_type,
+            body,
+        )
+        .await
+        .map_err(|e| {
+            e.context(format!(
+                "putting manifest {repository}:{reference} via {host}"
+            ))
+        })
     }
 
     /// The raw manifest `reference` and its media type, or `None` when the registry does
