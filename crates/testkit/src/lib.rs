@@ -22,7 +22,10 @@ use std::sync::Once;
 
 /// `IMAGELIB_TEST_NATS_URL`, default the local dev server.
 pub fn nats_url() -> String {
-    std::env::var("IMAGELIB_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    let url =
+        std::env::var("IMAGELIB_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    ensure_anchor_stream(&url);
+    url
 }
 
 /// `IMAGELIB_TEST_DATABASE_URL`: a server URL whose database is used only to create and
@@ -56,6 +59,32 @@ pub struct TestStream {
     pub name: String,
     pub prefix: String,
     pub nats_url: String,
+}
+
+/// A file stream that is never deleted, created once per test process. nats-server 2.9
+/// removes an account's store directory when its last file stream is deleted, and a
+/// stream created at that moment fails (`could not create storage directory`, 10077/10049):
+/// with parallel tests creating and deleting streams, that happened. The anchor keeps the
+/// directory.
+fn ensure_anchor_stream(url: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let url = url.to_owned();
+        run_cleanup(async move {
+            let client = async_nats::connect(&url).await?;
+            let js = async_nats::jetstream::new(client);
+            let _ = js
+                .get_or_create_stream(async_nats::jetstream::stream::Config {
+                    name: "IMAGELIB_TEST_ANCHOR".into(),
+                    subjects: vec!["imagelib-test-anchor".into()],
+                    max_bytes: 4096,
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await;
+            Ok(())
+        });
+    });
 }
 
 impl TestStream {
