@@ -99,6 +99,55 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// A request with the admin token; the status and the JSON body (`Null` if none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(token) = &self.config.admin_token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("the test server answers");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or_default())
+    }
+
+    /// Requests a scan of registry `id` and waits (at most 30 s) for the one that answers
+    /// it: its `last_sync`.
+    pub async fn sync(&self, id: &str) -> serde_json::Value {
+        let (s, r) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/registries/{id}/sync"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 202, "{r}");
+        let requested = r["sequence"].as_u64().expect("a sync request's sequence");
+        for _ in 0..600 {
+            let (_, v) = self
+                .call(reqwest::Method::GET, &format!("/v1/registries/{id}"), None)
+                .await;
+            let last = &v["last_sync"];
+            if last["started_sequence"]
+                .as_u64()
+                .is_some_and(|s| s > requested)
+                && last["state"] != "running"
+            {
+                return last.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no scan answered the request");
+    }
+
     /// Wait until `/readyz` says ready (projections caught up), at most 10 s.
     pub async fn wait_ready(&self) -> anyhow::Result<serde_json::Value> {
         wait_ready(&self.http, self.addr).await

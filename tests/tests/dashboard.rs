@@ -22,8 +22,6 @@ use imagelib_testkit::registry::{ImageSpec, TestRegistry};
 use imagelib_testkit::signing::TestKey;
 use serde_json::{Value, json};
 
-const ADMIN: &str = "test-admin-token";
-
 fn deploy(path: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy")
@@ -322,18 +320,7 @@ struct Api<'a> {
 
 impl Api<'_> {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .server
-            .http
-            .request(method, self.server.url(path))
-            .bearer_auth(ADMIN);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.server.call(method, path, body).await
     }
 
     async fn register(&self, label: &str, host: &str) -> String {
@@ -360,32 +347,8 @@ impl Api<'_> {
         id
     }
 
-    /// Requests a scan and waits for the one that answers it.
     async fn sync(&self, id: &str) -> Value {
-        let (s, r) = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/v1/registries/{id}/sync"),
-                None,
-            )
-            .await;
-        assert_eq!(s, 202, "{r}");
-        let requested = r["sequence"].as_u64().unwrap();
-        for _ in 0..600 {
-            let (_, v) = self
-                .call(reqwest::Method::GET, &format!("/v1/registries/{id}"), None)
-                .await;
-            let last = &v["last_sync"];
-            if last["started_sequence"]
-                .as_u64()
-                .is_some_and(|s| s > requested)
-                && last["state"] != "running"
-            {
-                return last.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no scan answered the request");
+        self.server.sync(id).await
     }
 }
 

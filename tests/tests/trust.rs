@@ -12,70 +12,17 @@ use imagelib_testkit::registry::{ImageSpec, PushedManifest, TestRegistry};
 use imagelib_testkit::signing::TestKey;
 use serde_json::{Value, json};
 
-const ADMIN: &str = "test-admin-token";
-
-async fn call(
-    server: &TestServer,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = server
-        .http
-        .request(method, server.url(path))
-        .bearer_auth(ADMIN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// Requests a scan and waits for the one that answers it.
-async fn sync(server: &TestServer, id: &str) -> Value {
-    let (s, r) = call(
-        server,
-        reqwest::Method::POST,
-        &format!("/v1/registries/{id}/sync"),
-        None,
-    )
-    .await;
-    assert_eq!(s, 202, "{r}");
-    let requested = r["sequence"].as_u64().unwrap();
-    for _ in 0..600 {
-        let (_, v) = call(
-            server,
-            reqwest::Method::GET,
-            &format!("/v1/registries/{id}"),
-            None,
-        )
-        .await;
-        let last = &v["last_sync"];
-        if last["started_sequence"]
-            .as_u64()
-            .is_some_and(|s| s > requested)
-            && last["state"] != "running"
-        {
-            return last.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no scan answered the request");
-}
-
 /// The catalog's item for `repo:tag` once `pred` holds for it.
 async fn catalog_item(server: &TestServer, repo: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
     for _ in 0..600 {
-        let (s, page) = call(
-            server,
-            reqwest::Method::GET,
-            &format!("/v1/images?repository={repo}"),
-            None,
-        )
-        .await;
+        let (s, page) = server
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/images?repository={repo}"),
+                None,
+            )
+            .await;
         if s == 200
             && let Some(item) = page["items"].as_array().and_then(|a| a.first())
         {
@@ -152,25 +99,23 @@ async fn signed_images_deploy_and_unsigned_or_vulnerable_ones_are_refused_with_r
     .await
     .unwrap();
 
-    let (s, r) = call(
-        &server,
-        reqwest::Method::POST,
+    let (s, r) = server.call(reqwest::Method::POST,
         "/v1/registries",
         Some(json!({"label": "trust", "url": proxy.host(), "registry_type": "generic", "insecure": true})),
     )
     .await;
     assert_eq!(s, 201, "{r}");
     let id = r["id"].as_str().unwrap().to_owned();
-    let (s, r) = call(
-        &server,
-        reqwest::Method::PUT,
-        &format!("/v1/registries/{id}/rules/acme"),
-        Some(json!({"repositories": "acme/*", "kind": "model",
+    let (s, r) = server
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/registries/{id}/rules/acme"),
+            Some(json!({"repositories": "acme/*", "kind": "model",
             "trust": {"mode": "enforce", "keys": [key.public_pem()], "max_severity": "high"}})),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(s, 200, "{r}");
-    assert_eq!(sync(&server, &id).await["state"], "completed");
+    assert_eq!(server.sync(&id).await["state"], "completed");
 
     // The catalog shows who signed, what the reports say and the verdict.
     let item = catalog_item(&server, "acme/signed", |i| verdict(i).is_some()).await;
@@ -196,13 +141,9 @@ async fn signed_images_deploy_and_unsigned_or_vulnerable_ones_are_refused_with_r
         json!(["severity_above_limit"]),
         "{item}"
     );
-    let (s, page) = call(
-        &server,
-        reqwest::Method::GET,
-        "/v1/images?policy=fail",
-        None,
-    )
-    .await;
+    let (s, page) = server
+        .call(reqwest::Method::GET, "/v1/images?policy=fail", None)
+        .await;
     assert_eq!(s, 200, "{page}");
     let mut failing: Vec<&str> = page["items"]
         .as_array()
@@ -217,13 +158,13 @@ async fn signed_images_deploy_and_unsigned_or_vulnerable_ones_are_refused_with_r
     let deploy = |repo: &str, name: &str| json!({"image": format!("{id}/{repo}:1.0"), "name": name, "namespace": "models"});
     let (s, r) = wait_deployable(&server, deploy("acme/signed", "signed")).await;
     assert!(s == 201 || s == 202, "{s} {r}");
-    let (s, r) = call(
-        &server,
-        reqwest::Method::POST,
-        "/v1/deployments",
-        Some(deploy("acme/unsigned", "unsigned")),
-    )
-    .await;
+    let (s, r) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/deployments",
+            Some(deploy("acme/unsigned", "unsigned")),
+        )
+        .await;
     assert_eq!(s, 403, "{r}");
     assert_eq!(r["code"], "policy-violation", "{r}");
     assert_eq!(
@@ -231,13 +172,13 @@ async fn signed_images_deploy_and_unsigned_or_vulnerable_ones_are_refused_with_r
         json!(["unsigned", "no_vulnerability_report"]),
         "{r}"
     );
-    let (s, r) = call(
-        &server,
-        reqwest::Method::POST,
-        "/v1/deployments",
-        Some(deploy("acme/vulnerable", "vulnerable")),
-    )
-    .await;
+    let (s, r) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/deployments",
+            Some(deploy("acme/vulnerable", "vulnerable")),
+        )
+        .await;
     assert_eq!(s, 403, "{r}");
     assert_eq!(r["reasons"], json!(["severity_above_limit"]), "{r}");
     assert!(
@@ -247,14 +188,14 @@ async fn signed_images_deploy_and_unsigned_or_vulnerable_ones_are_refused_with_r
 
     // Audit mode: re-evaluated from what the scanner kept, no scan requested; the unsigned
     // image deploys and the deployment records why it should not have.
-    let (s, r) = call(
-        &server,
-        reqwest::Method::PUT,
-        &format!("/v1/registries/{id}/rules/acme"),
-        Some(json!({"repositories": "acme/*", "kind": "model",
+    let (s, r) = server
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/registries/{id}/rules/acme"),
+            Some(json!({"repositories": "acme/*", "kind": "model",
             "trust": {"mode": "audit", "keys": [key.public_pem()], "max_severity": "high"}})),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(s, 200, "{r}");
     catalog_item(&server, "acme/unsigned", |i| verdict(i) == Some("audit")).await;
     let (s, r) = wait_deployable(&server, deploy("acme/unsigned", "unsigned")).await;
@@ -266,13 +207,13 @@ async fn signed_images_deploy_and_unsigned_or_vulnerable_ones_are_refused_with_r
         .to_owned();
     let mut shown = Value::Null;
     for _ in 0..200 {
-        let (_, d) = call(
-            &server,
-            reqwest::Method::GET,
-            &format!("/v1/deployments/{dep}"),
-            None,
-        )
-        .await;
+        let (_, d) = server
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/deployments/{dep}"),
+                None,
+            )
+            .await;
         if d["policy_violations"]
             .as_array()
             .is_some_and(|v| !v.is_empty())
@@ -295,13 +236,9 @@ async fn signed_images_deploy_and_unsigned_or_vulnerable_ones_are_refused_with_r
 async fn wait_deployable(server: &TestServer, body: Value) -> (u16, Value) {
     let mut last = (0, Value::Null);
     for _ in 0..200 {
-        last = call(
-            server,
-            reqwest::Method::POST,
-            "/v1/deployments",
-            Some(body.clone()),
-        )
-        .await;
+        last = server
+            .call(reqwest::Method::POST, "/v1/deployments", Some(body.clone()))
+            .await;
         if last.0 != 409 && last.0 != 404 && last.1["code"] != "policy-violation" {
             return last;
         }

@@ -671,7 +671,7 @@ impl TestRegistry {
     ) -> anyhow::Result<Option<(String, Vec<u8>)>> {
         let response = self
             .authorize(
-                self.http.head(format!(
+                self.http.get(format!(
                     "{}/v2/{repository}/manifests/{reference}",
                     self.base_url()
                 )),
@@ -690,10 +690,19 @@ impl TestRegistry {
             )
             .send()
             .await?;
-        match response.status().as_u16() {
-            404 => Ok(None),
-            _ => self.get_manifest(repository, reference).await.map(Some),
+        if response.status().as_u16() == 404 {
+            return Ok(None);
         }
+        if !response.status().is_success() {
+            bail!("getting {repository}:{reference}: {}", response.status());
+        }
+        let media_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|c| c.to_str().ok())
+            .unwrap_or(OCI_MANIFEST)
+            .to_owned();
+        Ok(Some((media_type, response.bytes().await?.to_vec())))
     }
 
     /// A blob's bytes.
@@ -728,37 +737,9 @@ impl TestRegistry {
         repository: &str,
         reference: &str,
     ) -> anyhow::Result<(String, Vec<u8>)> {
-        let response = self
-            .authorize(
-                self.http.get(format!(
-                    "{}/v2/{repository}/manifests/{reference}",
-                    self.base_url()
-                )),
-                repository,
-            )
+        self.try_get_manifest(repository, reference)
             .await?
-            .header(
-                "accept",
-                [
-                    OCI_INDEX,
-                    OCI_MANIFEST,
-                    DOCKER_MANIFEST_LIST,
-                    DOCKER_MANIFEST,
-                ]
-                .join(", "),
-            )
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("getting {repository}:{reference}: {}", response.status());
-        }
-        let media_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|c| c.to_str().ok())
-            .unwrap_or(OCI_MANIFEST)
-            .to_owned();
-        Ok((media_type, response.bytes().await?.to_vec()))
+            .ok_or_else(|| anyhow::anyhow!("getting {repository}:{reference}: 404 Not Found"))
     }
 
     /// Deletes a manifest by digest, and with it every tag pointing at it.
