@@ -472,24 +472,76 @@ impl Runner {
                     }
                 }
                 for id in std::mem::take(&mut due) {
-                    // What was last said is read from the projections: let them catch up
-                    // with the trust events already published (a scan's, or the last
-                    // re-evaluation's).
-                    if !me.caught_up(id, &cancel).await {
-                        tracing::warn!(registry = %id, "state behind the stream; re-evaluation retried");
+                    if !me.reevaluate_leased(id, &cancel).await {
                         due.insert(id);
-                        continue;
-                    }
-                    match me.scanner.trust().reevaluate(id).await {
-                        Ok(n) => tracing::debug!(registry = %id, digests = n, "trust re-evaluated"),
-                        Err(e) => {
-                            tracing::warn!(registry = %id, error = %e, "trust re-evaluation failed; retried");
-                            due.insert(id);
-                        }
                     }
                 }
             }
         })
+    }
+
+    /// Re-evaluates one registry under its scan lease; false when it must be retried.
+    ///
+    /// A scan of the registry stores its tags before the referrers it reads for them, so
+    /// an evaluation running beside it would judge a signed digest on half its evidence
+    /// (and say `unsigned` until the scan's own evaluation said otherwise). The lease makes
+    /// the two take turns, across replicas; the scan uses the rules it started with, and
+    /// the re-evaluation after it applies the new ones.
+    async fn reevaluate_leased(&self, id: RegistryId, cancel: &CancellationToken) -> bool {
+        let lease = match self.jobs.acquire(id).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                tracing::debug!(registry = %id, "registry being scanned; re-evaluation after it");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(registry = %id, error = %e, "lease unavailable; re-evaluation retried");
+                return false;
+            }
+        };
+        // What was last said is read from the projections: let them catch up with the
+        // trust events already published (a scan's, or the last re-evaluation's).
+        if !self.caught_up(id, cancel).await {
+            tracing::warn!(registry = %id, "state behind the stream; re-evaluation retried");
+            self.jobs.release(lease).await;
+            return false;
+        }
+        let done = CancellationToken::new();
+        let every = self.jobs.ttl() / 3;
+        let renew = async {
+            let mut lease = lease;
+            loop {
+                tokio::select! {
+                    _ = done.cancelled() => return lease,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                if let Err(e) = self.jobs.renew(&mut lease).await {
+                    // Nothing to stop: the evaluation only reads the store, and what it
+                    // emits is keyed by fact, so a scan that now overlaps it re-derives
+                    // the same events or corrects them.
+                    tracing::warn!(registry = %id, error = %e, "re-evaluation lease lost");
+                    done.cancelled().await;
+                    return lease;
+                }
+            }
+        };
+        let work = async {
+            let r = self.scanner.trust().reevaluate(id).await;
+            done.cancel();
+            r
+        };
+        let (lease, result) = tokio::join!(renew, work);
+        self.jobs.release(lease).await;
+        match result {
+            Ok(n) => {
+                tracing::debug!(registry = %id, digests = n, "trust re-evaluated");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(registry = %id, error = %e, "trust re-evaluation failed; retried");
+                false
+            }
+        }
     }
 
     // ------------------------------------------------------------ schedule

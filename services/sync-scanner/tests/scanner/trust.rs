@@ -200,9 +200,28 @@ async fn key_signatures_in_cosign_tags_decide_the_verdict() -> anyhow::Result<()
         events.iter().map(|e| e.event_type()).collect::<Vec<_>>()
     );
 
-    // Audit: re-evaluated from the store, no request reaches the registry.
+    // Audit: re-evaluated from the store, no request reaches the registry. While a scan
+    // holds the registry's lease (here, the test), the re-evaluation waits for it: a scan
+    // stores tags before their referrers, and a verdict on half the evidence is wrong.
     let mark = proxy.seen().len();
+    let jobs =
+        sync_scanner::jobs::Jobs::open(&env.bus, "test".into(), Duration::from_secs(6)).await?;
+    let lease = jobs.acquire(id).await?.expect("no scan holds the lease");
     let seq = set_trust(&env, id, policy(PolicyMode::Audit, &[&key])).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        count(
+            &env.events_after(seq)
+                .await
+                .into_iter()
+                .map(|(_, e)| e)
+                .collect::<Vec<_>>(),
+            "io.imagelib.image.policy_evaluated.v1"
+        ),
+        0,
+        "re-evaluated while the registry was leased"
+    );
+    jobs.release(lease).await;
     let events = await_verdicts(
         &env,
         seq,
