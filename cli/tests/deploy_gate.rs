@@ -172,6 +172,7 @@ async fn a_refusal_prints_each_reason_and_show_lists_violations() {
             repositories: vec![],
             webhook_secret: None,
             auth_hosts: vec![],
+            report_pulls: false,
         },
     )
     .await;
@@ -194,6 +195,7 @@ async fn a_refusal_prints_each_reason_and_show_lists_violations() {
                 allow_cves: vec![],
                 require_sbom: false,
             }),
+            retention: None,
         },
     )
     .await;

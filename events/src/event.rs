@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::ids::{DeploymentId, ImageId, RegistryId, RuleId, SyncId};
+use crate::ids::{DeploymentId, ImageId, RegistryId, RuleId, SubscriptionId, SyncId};
 use crate::model::*;
 use crate::oci::{Digest, RepositoryName, Tag};
 
@@ -26,16 +26,18 @@ pub enum Aggregate {
     Image,
     Catalog,
     Deployment,
+    Subscription,
 }
 
 impl Aggregate {
-    pub const ALL: [Aggregate; 6] = [
+    pub const ALL: [Aggregate; 7] = [
         Aggregate::Registry,
         Aggregate::Rule,
         Aggregate::Sync,
         Aggregate::Image,
         Aggregate::Catalog,
         Aggregate::Deployment,
+        Aggregate::Subscription,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +48,7 @@ impl Aggregate {
             Aggregate::Image => "image",
             Aggregate::Catalog => "catalog",
             Aggregate::Deployment => "deployment",
+            Aggregate::Subscription => "subscription",
         }
     }
 }
@@ -100,6 +103,10 @@ pub struct RegistryRegistered {
     /// Hosts besides the registry's own whose token realm may receive its credentials.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub auth_hosts: Vec<String>,
+    /// Whether the registry's pull notifications are counted (`image.pulls_counted`);
+    /// opt-in, as pulls are many and say who reads what.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub report_pulls: bool,
 }
 
 /// A change of a registry's settings; absent fields are unchanged.
@@ -131,6 +138,8 @@ pub struct RegistryUpdated {
     pub auth_hosts: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_type: Option<RegistryType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_pulls: Option<bool>,
     /// New credentials that come with a move (`url`, `insecure`, `registry_type` or new
     /// `auth_hosts`), in the same event so the old ones never meet the new settings:
     /// when present, `credential` replaces the stored one (absent for `none`).
@@ -193,6 +202,10 @@ pub struct RuleSet {
     /// The trust policy of the images this rule selects (issue 13).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<TrustPolicy>,
+    /// The retention policy previewed by `GET /v1/lifecycle/preview` (issue 14); imagelib
+    /// never deletes anything from a registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -404,6 +417,24 @@ pub struct TagMutated {
     pub old_digest: Digest,
     pub new_digest: Digest,
     pub found_by: MutationFoundBy,
+    /// When the new digest was seen under the tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_at: Option<DateTime<Utc>>,
+}
+
+/// Pulls of one digest (under one tag, when the registry said which) counted over a window:
+/// pull notifications are aggregated, never one event per pull.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PullsCounted {
+    pub registry_id: RegistryId,
+    pub repository: RepositoryName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<Tag>,
+    pub digest: Digest,
+    /// Pulls in the window (at least one).
+    pub pulls: u64,
+    pub first_pulled_at: DateTime<Utc>,
+    pub last_pulled_at: DateTime<Utc>,
 }
 
 // ---------------------------------------------------------------- catalog
@@ -534,6 +565,37 @@ mod double_option {
 
 // ---------------------------------------------------------------- the catalogue of types
 
+// ---------------------------------------------------------------- subscription
+
+/// An outbound subscription: matching events are delivered to `url` as CloudEvents over
+/// HTTP (structured mode), signed with the secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SubscriptionCreated {
+    pub subscription_id: SubscriptionId,
+    /// An `https://` URL (`http://` only where the deployment allows it).
+    pub url: String,
+    /// CloudEvent type patterns (`io.imagelib.image.*`, `*.tag_mutated.v1`); `*` matches
+    /// any run of characters.
+    pub types: Vec<String>,
+    /// The signing secret, sealed like a registry credential.
+    pub secret: SealedCredential,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SubscriptionRemoved {
+    pub subscription_id: SubscriptionId,
+}
+
+/// Deliver again the matching events appended in [`from`, `to`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SubscriptionReplayRequested {
+    pub subscription_id: SubscriptionId,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
 fn registry_subject(id: RegistryId) -> String {
     format!("registry/{id}")
 }
@@ -548,6 +610,10 @@ fn digest_subject(registry: RegistryId, repository: &RepositoryName, digest: &Di
 
 fn deployment_subject(id: DeploymentId) -> String {
     format!("deployment/{id}")
+}
+
+fn subscription_subject(id: SubscriptionId) -> String {
+    format!("subscription/{id}")
 }
 
 macro_rules! events {
@@ -645,6 +711,7 @@ macro_rules! events {
     (@agg Image) => { "image" };
     (@agg Catalog) => { "catalog" };
     (@agg Deployment) => { "deployment" };
+    (@agg Subscription) => { "subscription" };
 }
 
 /// Describes one event type of the contract.
@@ -726,6 +793,9 @@ events! {
     TagMutated => Image, "tag_mutated", 1,
         id: |e| ImageId::derive(e.registry_id, &e.repository).0,
         subject: |e| image_subject(e.registry_id, &e.repository, &e.tag);
+    PullsCounted => Image, "pulls_counted", 1,
+        id: |e| ImageId::derive(e.registry_id, &e.repository).0,
+        subject: |e| digest_subject(e.registry_id, &e.repository, &e.digest);
 
     CatalogLabeled => Catalog, "labeled", 1,
         id: |e| ImageId::derive(e.target.registry_id, &e.target.repository).0,
@@ -755,6 +825,13 @@ events! {
         id: |e| e.deployment_id.0, subject: |e| deployment_subject(e.deployment_id);
     DeploymentPolicyViolated => Deployment, "policy_violated", 1,
         id: |e| e.deployment_id.0, subject: |e| deployment_subject(e.deployment_id);
+
+    SubscriptionCreated => Subscription, "created", 1,
+        id: |e| e.subscription_id.0, subject: |e| subscription_subject(e.subscription_id);
+    SubscriptionRemoved => Subscription, "removed", 1,
+        id: |e| e.subscription_id.0, subject: |e| subscription_subject(e.subscription_id);
+    SubscriptionReplayRequested => Subscription, "replay_requested", 1,
+        id: |e| e.subscription_id.0, subject: |e| subscription_subject(e.subscription_id);
 }
 
 #[cfg(test)]
@@ -777,7 +854,7 @@ mod tests {
             EventPayload::TYPES.len(),
             "type names are unique"
         );
-        assert_eq!(EventPayload::TYPES.len(), 33);
+        assert_eq!(EventPayload::TYPES.len(), 37);
     }
 
     #[test]

@@ -99,6 +99,12 @@ uuid_id!(
 v7_constructor!(SyncId);
 
 uuid_id!(
+    /// An outbound subscription: an HTTPS endpoint that receives matching events.
+    SubscriptionId
+);
+v7_constructor!(SubscriptionId);
+
+uuid_id!(
     /// An image: one repository in one registry. Derived, never random.
     ImageId
 );

@@ -19,6 +19,6 @@ pub mod trace;
 
 pub use envelope::{DecodeError, Envelope};
 pub use event::{Aggregate, EventData, EventPayload, EventType, PayloadError};
-pub use ids::{DeploymentId, EventId, ImageId, RegistryId, RuleId, SyncId};
+pub use ids::{DeploymentId, EventId, ImageId, RegistryId, RuleId, SubscriptionId, SyncId};
 pub use oci::{Digest, OciParseError, RepositoryName, Tag};
 pub use trace::TraceParent;

@@ -268,10 +268,16 @@ pub struct TagSelector {
     /// Keep only the newest N of the remaining tags (by version, then by name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest: Option<u32>,
-    /// Tags that can move and are re-checked by HEAD on every scan. `None` means the
-    /// default: `latest` and tags without a version.
+    /// Tags that can move (float) and are re-checked by HEAD on every scan. `None` means
+    /// the default: `latest`, `stable`, `main` and tags without a version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mutable: Option<Vec<TagPattern>>,
+    /// Tags that must never move: re-checked by HEAD on a push webhook for the repository
+    /// and by the rolling integrity sweep; a move is an `image.tag_mutated`. `None` means
+    /// the default: semantic-version tags (`1.2.3`, `v1.2`, `16.4-bookworm`). A tag that
+    /// floats is never immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immutable: Option<Vec<TagPattern>>,
     /// Whether the signature/attestation/SBOM tags (`.sig`, `.att`, `.sbom`) are dropped.
     #[serde(default = "default_true")]
     pub exclude_artifact_tags: bool,
@@ -348,6 +354,11 @@ pub struct HmTagError(pub String);
 impl HmTag {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The label curators put on images cleared for production.
+    pub fn approved_production() -> Self {
+        Self("approved-production".to_owned())
     }
 }
 
@@ -709,6 +720,72 @@ pub enum MutationFoundBy {
     Webhook,
     /// A re-resolution at deploy time.
     Deploy,
+    /// The rolling integrity sweep of immutable tags.
+    Sweep,
+}
+
+/// A rule's retention policy, in Harbor's shape: a tag is kept when any rule keeps it or it
+/// is protected (deployed, approved, or carrying a protected HM tag); every other tag the
+/// rule selects would go. Only ever previewed: imagelib deletes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RetentionPolicy {
+    /// At most 15 (as Harbor).
+    pub rules: Vec<RetentionRule>,
+    /// HM tags that always keep an image (default: `approved-production`).
+    #[serde(default = "default_protected_hm_tags")]
+    pub protect_hm_tags: Vec<HmTag>,
+}
+
+fn default_protected_hm_tags() -> Vec<HmTag> {
+    vec![HmTag::approved_production()]
+}
+
+/// One retention rule: which tags it looks at and which of them it keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RetentionRule {
+    pub template: RetentionTemplate,
+    /// For `latest_pushed` / `latest_pulled`: how many to keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// For `pushed_within_days` / `pulled_within_days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
+    /// For `latest_pushed` / `latest_pulled`: count per repository or per major version.
+    #[serde(default)]
+    pub per: RetentionScope,
+    /// The tags this rule considers (all when `include` is empty).
+    #[serde(default)]
+    pub tags: TagFilter,
+}
+
+/// Harbor's retention templates (`latestPushedK`, `latestPulledN`, `nDaysSinceLastPush`,
+/// `nDaysSinceLastPull`, `always`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionTemplate {
+    LatestPushed,
+    LatestPulled,
+    PushedWithinDays,
+    PulledWithinDays,
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionScope {
+    #[default]
+    Repository,
+    /// Per major version (the first number of a version tag; tags without one share a group).
+    Major,
+}
+
+/// Tags by pattern: included (all when empty), then excluded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TagFilter {
+    #[serde(default)]
+    pub include: Vec<TagPattern>,
+    #[serde(default)]
+    pub exclude: Vec<TagPattern>,
 }
 
 #[cfg(test)]

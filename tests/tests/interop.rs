@@ -72,6 +72,7 @@ async fn the_python_cloudevents_sdk_reads_our_events() {
                 repositories: vec![],
                 webhook_secret: None,
                 auth_hosts: vec![],
+                report_pulls: false,
             },
         )
         .with_traceparent(Some(tp))

@@ -228,6 +228,7 @@ pub(crate) mod tests {
             hm_tags: vec![],
             enabled: true,
             trust: None,
+            retention: None,
         }
     }
 

@@ -73,6 +73,8 @@ pub struct TagsInput {
     pub semver: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mutable: Option<Vec<PatternInput>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immutable: Option<Vec<PatternInput>>,
     #[serde(default = "yes")]
     pub exclude_artifact_tags: bool,
 }
@@ -85,6 +87,7 @@ impl Default for TagsInput {
             newest: None,
             semver: None,
             mutable: None,
+            immutable: None,
             exclude_artifact_tags: true,
         }
     }
@@ -190,6 +193,7 @@ impl RuleInput {
                 .as_ref()
                 .map(|t| t.to_policy("/trust"))
                 .transpose()?,
+            retention: None,
         };
         CompiledRule::compile(&rule)?;
         Ok(rule)
@@ -238,6 +242,11 @@ impl TagsInput {
             .as_deref()
             .map(|m| list(m, "mutable"))
             .transpose()?;
+        let immutable = self
+            .immutable
+            .as_deref()
+            .map(|m| list(m, "immutable"))
+            .transpose()?;
         if self.newest == Some(0) {
             return Err(RuleError::new(
                 format!("{base}/newest"),
@@ -249,6 +258,7 @@ impl TagsInput {
             exclude,
             newest: self.newest,
             mutable,
+            immutable,
             exclude_artifact_tags: self.exclude_artifact_tags,
         })
     }
@@ -404,6 +414,11 @@ impl From<&RuleSet> for RuleInput {
                 mutable: rule
                     .tags
                     .mutable
+                    .as_ref()
+                    .map(|m| m.iter().map(tag).collect()),
+                immutable: rule
+                    .tags
+                    .immutable
                     .as_ref()
                     .map(|m| m.iter().map(tag).collect()),
                 exclude_artifact_tags: rule.tags.exclude_artifact_tags,

@@ -251,17 +251,55 @@ pub fn tag_selector() -> impl Strategy<Value = TagSelector> {
         prop::collection::vec(tag_pattern(), 0..3),
         prop::option::of(1u32..100),
         prop::option::of(prop::collection::vec(tag_pattern(), 0..2)),
+        prop::option::of(prop::collection::vec(tag_pattern(), 0..2)),
         any::<bool>(),
     )
         .prop_map(
-            |(include, exclude, newest, mutable, exclude_artifact_tags)| TagSelector {
+            |(include, exclude, newest, mutable, immutable, exclude_artifact_tags)| TagSelector {
                 include,
                 exclude,
                 newest,
                 mutable,
+                immutable,
                 exclude_artifact_tags,
             },
         )
+}
+pub fn retention_policy() -> impl Strategy<Value = RetentionPolicy> {
+    let rule = (
+        prop_oneof![
+            Just(RetentionTemplate::LatestPushed),
+            Just(RetentionTemplate::LatestPulled),
+            Just(RetentionTemplate::PushedWithinDays),
+            Just(RetentionTemplate::PulledWithinDays),
+            Just(RetentionTemplate::Always),
+        ],
+        prop::option::of(1u32..100),
+        prop::option::of(1u32..365),
+        prop_oneof![
+            Just(RetentionScope::Repository),
+            Just(RetentionScope::Major)
+        ],
+        prop::collection::vec(tag_pattern(), 0..2),
+        prop::collection::vec(tag_pattern(), 0..2),
+    )
+        .prop_map(
+            |(template, count, days, per, include, exclude)| RetentionRule {
+                template,
+                count,
+                days,
+                per,
+                tags: TagFilter { include, exclude },
+            },
+        );
+    (
+        prop::collection::vec(rule, 1..4),
+        prop::collection::vec(hm_tag(), 0..2),
+    )
+        .prop_map(|(rules, protect_hm_tags)| RetentionPolicy {
+            rules,
+            protect_hm_tags,
+        })
 }
 pub fn target() -> impl Strategy<Value = CatalogTarget> {
     (registry_id(), repo(), prop::option::of(tag())).prop_map(|(registry_id, repository, tag)| {
@@ -341,6 +379,7 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
                         repositories: repos,
                         webhook_secret: cred2,
                         auth_hosts: vec![],
+                        report_pulls: !insecure,
                     }
                     .into()
                 }
@@ -366,6 +405,7 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
                     repositories: None,
                     auth_hosts: None,
                     registry_type: None,
+                    report_pulls: insecure.map(|i| !i),
                     auth_kind: None,
                     credential: None,
                 }
@@ -410,10 +450,23 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
             ],
             text(),
             prop::collection::vec(hm_tag(), 0..3),
-            (any::<bool>(), prop::option::of(trust_policy())),
+            (
+                any::<bool>(),
+                prop::option::of(trust_policy()),
+                prop::option::of(retention_policy())
+            ),
         )
             .prop_map(
-                |(id, rid, repositories, tags, kind, description, hm_tags, (enabled, trust))| {
+                |(
+                    id,
+                    rid,
+                    repositories,
+                    tags,
+                    kind,
+                    description,
+                    hm_tags,
+                    (enabled, trust, retention),
+                )| {
                     RuleSet {
                         registry_id: id,
                         rule_id: rid.parse().unwrap(),
@@ -424,6 +477,7 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
                         hm_tags,
                         enabled,
                         trust,
+                        retention,
                     }
                     .into()
                 }
@@ -675,20 +729,44 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
             prop_oneof![
                 Just(MutationFoundBy::Scan),
                 Just(MutationFoundBy::Webhook),
-                Just(MutationFoundBy::Deploy)
-            ]
+                Just(MutationFoundBy::Deploy),
+                Just(MutationFoundBy::Sweep)
+            ],
+            prop::option::of(time()),
         )
             .prop_map(
-                |((registry_id, repository, tag), old_digest, new_digest, found_by)| TagMutated {
+                |((registry_id, repository, tag), old_digest, new_digest, found_by, seen_at)| {
+                    TagMutated {
+                        registry_id,
+                        repository,
+                        tag,
+                        old_digest,
+                        new_digest,
+                        found_by,
+                        seen_at,
+                    }
+                    .into()
+                }
+            ),
+        (
+            (registry_id(), repo(), prop::option::of(tag())),
+            digest(),
+            1u64..1_000_000,
+            time(),
+            time(),
+        )
+            .prop_map(|((registry_id, repository, tag), digest, pulls, a, b)| {
+                PullsCounted {
                     registry_id,
                     repository,
                     tag,
-                    old_digest,
-                    new_digest,
-                    found_by,
+                    digest,
+                    pulls,
+                    first_pulled_at: a.min(b),
+                    last_pulled_at: a.max(b),
                 }
                 .into()
-            ),
+            }),
     ]
     .boxed();
     let catalog: BoxedStrategy<EventPayload> = prop_oneof![
@@ -815,7 +893,46 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
             }),
     ]
     .boxed();
-    prop_oneof![registry, rule, sync, image, catalog, deployment].boxed()
+    let subscription: BoxedStrategy<EventPayload> = prop_oneof![
+        (
+            uuid(),
+            "https://[a-z]{1,10}\\.example/[a-z]{0,8}",
+            prop::collection::vec("io\\.imagelib\\.[a-z*]{1,8}(\\.[a-z_*]{1,12})?", 1..3),
+            sealed(),
+            text(),
+        )
+            .prop_map(|(id, url, types, secret, description)| {
+                SubscriptionCreated {
+                    subscription_id: SubscriptionId(id),
+                    url,
+                    types,
+                    secret,
+                    description,
+                }
+                .into()
+            }),
+        uuid().prop_map(|id| SubscriptionRemoved {
+            subscription_id: SubscriptionId(id)
+        }
+        .into()),
+        (uuid(), time(), time()).prop_map(|(id, a, b)| SubscriptionReplayRequested {
+            subscription_id: SubscriptionId(id),
+            from: a.min(b),
+            to: a.max(b),
+        }
+        .into()),
+    ]
+    .boxed();
+    prop_oneof![
+        registry,
+        rule,
+        sync,
+        image,
+        catalog,
+        deployment,
+        subscription
+    ]
+    .boxed()
 }
 
 pub fn envelope() -> impl Strategy<Value = Envelope> {

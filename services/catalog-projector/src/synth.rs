@@ -388,6 +388,7 @@ impl Iterator for Generator {
                     repositories: vec![],
                     webhook_secret: None,
                     auth_hosts: vec![],
+                    report_pulls: false,
                 },
             )
             .with_id(EventId(uuid::Uuid::from_u128(self.rng.random())));

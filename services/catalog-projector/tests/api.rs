@@ -194,6 +194,7 @@ async fn a_viewer_sees_only_registries_of_its_teams_even_in_counters() {
     env.publish([envelope(
         "registry-registry",
         imagelib_events::event::RegistryUpdated {
+            report_pulls: None,
             registry_id: ml,
             label: None,
             url: None,

@@ -563,6 +563,7 @@ async fn trust_events_are_skipped_not_dead_lettered() {
         envelope(
             "sync-scanner",
             TagMutated {
+                seen_at: None,
                 registry_id: reg,
                 repository: repository.clone(),
                 tag: "1".parse().unwrap(),

@@ -384,6 +384,7 @@ impl Registries {
             repositories,
             webhook_secret: Some(webhook_secret),
             auth_hosts,
+            report_pulls: req.report_pulls,
         };
         let seq = self
             .commit(self.envelope(caller, registered, tp), Expect::NoEvents)
@@ -509,6 +510,7 @@ impl Registries {
             repositories,
             auth_hosts,
             registry_type: req.registry_type,
+            report_pulls: req.report_pulls,
             auth_kind,
             credential,
         };

@@ -324,6 +324,7 @@ async fn register_with(
             repositories: vec![],
             webhook_secret: None,
             auth_hosts: vec![],
+            report_pulls: false,
         },
     )
     .await?;
@@ -343,6 +344,7 @@ async fn register_with(
             hm_tags: vec![],
             enabled: true,
             trust,
+            retention: None,
         },
     )
     .await?;

@@ -216,8 +216,13 @@ pub(crate) async fn apply(
             super::images::flush(tx, &[(seq, env)], rules).await?;
         }
 
-        // Tag mutation (issue 14) is not shown by the catalog: skipped, not dead-lettered.
-        EventPayload::TagMutated(_) => {}
+        // Tag mutation, pulls and subscriptions (issue 14): not shown by the catalog yet;
+        // skipped, not dead-lettered.
+        EventPayload::TagMutated(_)
+        | EventPayload::PullsCounted(_)
+        | EventPayload::SubscriptionCreated(_)
+        | EventPayload::SubscriptionRemoved(_)
+        | EventPayload::SubscriptionReplayRequested(_) => {}
 
         // The latest violation is shown on the deployment ("used by").
         EventPayload::DeploymentPolicyViolated(e) => {

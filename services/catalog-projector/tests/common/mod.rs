@@ -356,6 +356,7 @@ pub fn registered(id: RegistryId, label: &str, visibility: &[&str]) -> Envelope 
     envelope(
         "registry-registry",
         RegistryRegistered {
+            report_pulls: false,
             registry_id: id,
             label: label.into(),
             url: format!(
@@ -512,6 +513,7 @@ pub fn rule(
     envelope(
         "registry-registry",
         RuleSet {
+            retention: None,
             registry_id: registry,
             rule_id: id.parse::<RuleId>().unwrap(),
             repositories: vec![RepositoryPattern::Glob(glob.into())],

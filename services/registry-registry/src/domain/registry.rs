@@ -44,6 +44,10 @@ pub struct RegisterRequest {
     /// (`realm_not_allowed`).
     #[serde(default)]
     pub auth_hosts: Vec<String>,
+    /// Count the registry's pull notifications (per-tag pull counts and last pull in the
+    /// catalog). Off by default.
+    #[serde(default)]
+    pub report_pulls: bool,
     /// `false` saves the registry without checking the connection first.
     #[serde(default = "yes")]
     pub validate: bool,
@@ -81,6 +85,7 @@ pub struct UpdateRequest {
     pub scan_interval_secs: Option<u64>,
     #[schema(value_type = Option<Vec<String>>)]
     pub repositories: Option<Vec<String>>,
+    pub report_pulls: Option<bool>,
 }
 
 fn double_option<'de, D: serde::Deserializer<'de>>(

@@ -115,6 +115,7 @@ impl Env {
     pub async fn registry(&self, visibility: &[&str]) -> RegistryId {
         let id = RegistryId::new();
         self.publish(RegistryRegistered {
+            report_pulls: false,
             registry_id: id,
             label: "Acme".into(),
             url: "registry.acme.internal:5000/ai".into(),
@@ -194,6 +195,7 @@ impl Env {
     /// `mode` (or none).
     pub async fn rule(&self, registry: RegistryId, id: &str, glob: &str, mode: Option<PolicyMode>) {
         self.publish(RuleSet {
+            retention: None,
             registry_id: registry,
             rule_id: id.parse().unwrap(),
             repositories: vec![RepositoryPattern::Glob(glob.into())],

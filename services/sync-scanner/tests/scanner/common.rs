@@ -162,6 +162,7 @@ impl Env {
             }
         };
         let mut e = RegistryRegistered {
+            report_pulls: false,
             registry_id: id,
             label: format!("test {host}"),
             url: host.to_owned(),
@@ -199,6 +200,7 @@ impl Env {
         f: impl FnOnce(&mut RuleSet),
     ) {
         let mut rule = RuleSet {
+            retention: None,
             registry_id: id,
             rule_id: rule_id.parse().unwrap(),
             repositories: patterns

@@ -16,6 +16,7 @@ use crate::common::{Env, pairs, summary};
 
 fn updated(id: imagelib_events::RegistryId) -> RegistryUpdated {
     RegistryUpdated {
+        report_pulls: None,
         registry_id: id,
         label: None,
         url: None,
