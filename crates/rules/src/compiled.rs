@@ -8,11 +8,13 @@ use imagelib_events::model::TrustPolicy;
 use imagelib_trust::cosign::PublicKey;
 
 use crate::error::{RuleError, RuleErrorReason};
+use crate::mutability::{TagClass, is_default_immutable};
 use crate::pattern::{RepoMatcher, TagMatcher, is_artifact_tag};
 use crate::trust::{CheckedPolicy, check_policy};
 use crate::version::{NewestKey, newest_first};
 
-/// The most patterns one list of a rule (repositories, include, exclude, mutable) holds.
+/// The most patterns one list of a rule (repositories, include, exclude, mutable,
+/// immutable) holds.
 pub const MAX_PATTERNS: usize = 256;
 
 /// Whether a tag moves when no `mutable` patterns are given: `latest` (also as one
@@ -36,6 +38,7 @@ pub struct CompiledRule {
     include: Vec<TagMatcher>,
     exclude: Vec<TagMatcher>,
     mutable: Option<Vec<TagMatcher>>,
+    immutable: Option<Vec<TagMatcher>>,
     trust: Option<CheckedPolicy>,
 }
 
@@ -64,6 +67,11 @@ impl CompiledRule {
             .as_deref()
             .map(|m| compile_tags("/tags/mutable", m))
             .transpose()?;
+        let immutable = tags
+            .immutable
+            .as_deref()
+            .map(|m| compile_tags("/tags/immutable", m))
+            .transpose()?;
         if tags.newest == Some(0) {
             return Err(RuleError::new("/tags/newest", RuleErrorReason::NewestZero));
         }
@@ -78,6 +86,7 @@ impl CompiledRule {
             include,
             exclude,
             mutable,
+            immutable,
             trust,
         })
     }
@@ -178,6 +187,25 @@ impl CompiledRule {
         match &self.mutable {
             Some(patterns) => patterns.iter().any(|m| m.matches(tag)),
             None => is_default_mutable(tag.as_str()),
+        }
+    }
+
+    /// The tag's class under this rule ([`crate::mutability`]): floating when
+    /// [`Self::is_mutable`], else immutable when the `immutable` patterns match (when
+    /// given; else [`is_default_immutable`]), else neither. Filters are not applied: ask
+    /// only about tags the rule takes.
+    pub fn tag_class(&self, tag: &Tag) -> TagClass {
+        if self.is_mutable(tag) {
+            return TagClass::Floating;
+        }
+        let immutable = match &self.immutable {
+            Some(patterns) => patterns.iter().any(|m| m.matches(tag)),
+            None => is_default_immutable(tag.as_str()),
+        };
+        if immutable {
+            TagClass::Immutable
+        } else {
+            TagClass::Neither
         }
     }
 }
@@ -446,6 +474,67 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn tag_classes_by_default() {
+        let r = CompiledRule::compile(&rule("r", vec![glob("a")])).unwrap();
+        let class = |t: &str| r.tag_class(&t.parse().unwrap());
+        for t in [
+            "latest",
+            "stable",
+            "main",
+            "edge",
+            "latest-gpu",
+            "16-latest",
+        ] {
+            assert_eq!(class(t), TagClass::Floating, "{t}");
+        }
+        for t in [
+            "1",
+            "1.2",
+            "1.2.3",
+            "v1.2.3",
+            "16.4-bookworm",
+            "1.2.3-rc1",
+            "17.4-2503310734",
+        ] {
+            assert_eq!(class(t), TagClass::Immutable, "{t}");
+        }
+        for t in ["sha-abc123", "17rc1", "1a"] {
+            assert_eq!(class(t), TagClass::Neither, "{t}");
+        }
+    }
+
+    #[test]
+    fn immutable_patterns_replace_the_default_but_never_win_over_floating() {
+        let mut rs = rule("r", vec![glob("a")]);
+        rs.tags.immutable = Some(vec![
+            TagPattern::Prefix("sha-".into()),
+            TagPattern::Regex("latest".into()),
+        ]);
+        let r = CompiledRule::compile(&rs).unwrap();
+        let class = |t: &str| r.tag_class(&t.parse().unwrap());
+        assert_eq!(class("sha-abc123"), TagClass::Immutable);
+        assert_eq!(class("1.2.3"), TagClass::Neither, "the default is replaced");
+        assert_eq!(class("latest"), TagClass::Floating, "floating wins");
+
+        rs.tags.mutable = Some(vec![TagPattern::Regex("^\\d+$".into())]);
+        rs.tags.immutable = None;
+        let r = CompiledRule::compile(&rs).unwrap();
+        assert_eq!(r.tag_class(&"16".parse().unwrap()), TagClass::Floating);
+        assert_eq!(r.tag_class(&"16.4".parse().unwrap()), TagClass::Immutable);
+        assert_eq!(
+            r.tag_class(&"latest".parse().unwrap()),
+            TagClass::Neither,
+            "mutable patterns replaced the default; latest is no version"
+        );
+
+        rs.tags.immutable = Some(vec![TagPattern::Regex("(".into())]);
+        assert_eq!(
+            CompiledRule::compile(&rs).unwrap_err().pointer,
+            "/tags/immutable/0"
+        );
+    }
+
+    #[test]
     fn accessors_reflect_the_rule() {
         let mut rs = rule("nim", vec![glob("a")]);
         rs.kind = RuleKind::Model;
@@ -462,6 +551,29 @@ pub(crate) mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_floating_tag_is_never_immutable(
+            tag in "[a-z0-9][a-z0-9._-]{0,12}",
+            mutable in proptest::option::of(proptest::collection::vec("[a-z0-9]{1,3}", 0..4)),
+            immutable in proptest::option::of(proptest::collection::vec("[a-z0-9]{1,3}", 0..4)),
+        ) {
+            let prefixes = |v: Vec<String>| v.into_iter().map(TagPattern::Prefix).collect::<Vec<_>>();
+            let mut rs = rule("r", vec![glob("a")]);
+            rs.tags.mutable = mutable.map(prefixes);
+            rs.tags.immutable = immutable.clone().map(prefixes);
+            let r = CompiledRule::compile(&rs).unwrap();
+            let t: Tag = tag.parse().unwrap();
+            let class = r.tag_class(&t);
+            prop_assert_eq!(class == TagClass::Floating, r.is_mutable(&t));
+            if class == TagClass::Immutable {
+                let claimed = match &immutable {
+                    Some(p) => p.iter().any(|p| tag.starts_with(p.as_str())),
+                    None => is_default_immutable(&tag),
+                };
+                prop_assert!(claimed);
+            }
+        }
+
         #[test]
         fn selection_is_an_ordered_subset_of_bounded_size(
             raw in proptest::collection::vec("[a-z0-9][a-z0-9._-]{0,10}", 0..30),

@@ -10,7 +10,8 @@
 //!   first rule in rule-id order that selected that tag ([`SelectedTag::rule`]), which is
 //!   the same rule unless the rules split the tags between them;
 //! - a tag is mutable if any matching rule that selected it says so (a needless `HEAD` is
-//!   cheap; a missed moved tag is not);
+//!   cheap; a missed moved tag is not); its class ([`crate::mutability`]) is likewise the
+//!   strongest claim of those rules: floating, then immutable, then neither;
 //! - a tag's trust policy is that of the first enabled rule in rule-id order that admits
 //!   the tag and has one ([`RuleSetIndex::trust_rule`]), which need not be the rule that
 //!   governs the tag.
@@ -22,6 +23,7 @@ use imagelib_events::{RepositoryName, RuleId, Tag};
 
 use crate::compiled::CompiledRule;
 use crate::error::RuleError;
+use crate::mutability::TagClass;
 
 /// One registry's rules, keyed and ordered by rule id.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +39,9 @@ pub struct SelectedTag<'r, 't> {
     pub rule: &'r CompiledRule,
     /// Whether any rule that selected the tag says it can move.
     pub mutable: bool,
+    /// Its class: the strongest claim of the rules that selected it (`Floating` exactly
+    /// when `mutable`).
+    pub class: TagClass,
 }
 
 impl RuleSetIndex {
@@ -116,6 +121,18 @@ impl RuleSetIndex {
         })
     }
 
+    /// The class of `tag` of `repository` ([`crate::mutability`]): the strongest claim of
+    /// the enabled rules that match the repository and admit the tag (`newest` is not
+    /// applied: it needs the whole listing), `None` when no rule takes it. For a tag
+    /// already discovered, such as the integrity sweep re-verifies.
+    pub fn tag_class(&self, repository: &RepositoryName, tag: &Tag) -> Option<TagClass> {
+        self.rules
+            .values()
+            .filter(|r| r.enabled() && r.matches_repository(repository) && r.admits_tag(tag))
+            .map(|r| r.tag_class(tag))
+            .reduce(TagClass::merge)
+    }
+
     /// The repositories named exactly by enabled rules, for registries without `_catalog`.
     pub fn exact_repositories(&self) -> BTreeSet<&RepositoryName> {
         self.rules
@@ -132,19 +149,26 @@ impl RuleSetIndex {
         repository: &RepositoryName,
         tags: &'t [Tag],
     ) -> Vec<SelectedTag<'r, 't>> {
-        let mut chosen: Vec<Option<(&'r CompiledRule, bool)>> = vec![None; tags.len()];
+        let mut chosen: Vec<Option<(&'r CompiledRule, TagClass)>> = vec![None; tags.len()];
         for rule in self.rules_for(repository) {
             for index in rule.select_indices(tags) {
-                let mutable = rule.is_mutable(&tags[index]);
+                let class = rule.tag_class(&tags[index]);
                 match &mut chosen[index] {
-                    Some((_, m)) => *m |= mutable,
-                    slot @ None => *slot = Some((rule, mutable)),
+                    Some((_, c)) => *c = c.merge(class),
+                    slot @ None => *slot = Some((rule, class)),
                 }
             }
         }
         tags.iter()
             .zip(chosen)
-            .filter_map(|(tag, c)| c.map(|(rule, mutable)| SelectedTag { tag, rule, mutable }))
+            .filter_map(|(tag, c)| {
+                c.map(|(rule, class)| SelectedTag {
+                    tag,
+                    rule,
+                    mutable: class == TagClass::Floating,
+                    class,
+                })
+            })
             .collect()
     }
 
@@ -330,6 +354,46 @@ mod tests {
         assert_eq!(selected[0].rule.id().as_str(), "a");
         assert!(selected[0].mutable, "rule b's default marks latest mutable");
         assert!(!selected[1].mutable);
+    }
+
+    #[test]
+    fn class_is_the_strongest_claim_of_the_rules_that_take_the_tag() {
+        let index: RuleSetIndex = [
+            // Floats nothing, calls `sha-` tags immutable.
+            compiled("a", "r", |r| {
+                r.tags.mutable = Some(vec![]);
+                r.tags.immutable = Some(vec![TagPattern::Prefix("sha-".into())]);
+            }),
+            // The defaults, but only for tags starting with 1 or l.
+            compiled("b", "r", |r| {
+                r.tags.include = vec![TagPattern::Regex("^[1l]".into())];
+            }),
+            compiled("c", "other", |r| r.enabled = false),
+        ]
+        .into_iter()
+        .collect();
+        let all = tags(&["latest", "1.0", "2.0", "sha-abc1", "x1"]);
+        let classes: Vec<_> = index
+            .select(&repo("r"), &all)
+            .iter()
+            .map(|s| (s.tag.as_str(), s.class, s.mutable))
+            .collect();
+        assert_eq!(
+            classes,
+            vec![
+                ("latest", TagClass::Floating, true),
+                ("1.0", TagClass::Immutable, false),
+                ("2.0", TagClass::Neither, false),
+                ("sha-abc1", TagClass::Immutable, false),
+                ("x1", TagClass::Neither, false),
+            ]
+        );
+        let class = |r: &str, t: &str| index.tag_class(&repo(r), &t.parse().unwrap());
+        assert_eq!(class("r", "latest"), Some(TagClass::Floating));
+        assert_eq!(class("r", "1.0"), Some(TagClass::Immutable));
+        assert_eq!(class("r", "2.0"), Some(TagClass::Neither));
+        assert_eq!(class("other", "1.0"), None, "disabled rule");
+        assert_eq!(class("nothing", "1.0"), None);
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //!   ([`parse_agent_yaml`]) and refuses a bad rule with the JSON pointer of the field and
 //!   the reason ([`RuleError`]) before any `rule.set` event exists;
 //! - sync-scanner compiles the `rule.set` events ([`CompiledRule`], [`RuleSetIndex`]),
-//!   decides which repositories and tags to look at, which tags to re-check, and
-//!   classifies what it finds ([`classify()`], [`parse_extensions`]).
+//!   decides which repositories and tags to look at, which tags to re-check and how
+//!   ([`mutability`]: floating, immutable or neither), and classifies what it finds
+//!   ([`classify()`], [`parse_extensions`]).
 //!
 //! Matching semantics are in [`pattern`], the version order used by `newest N` and semver
 //! ranges in [`version`], and the precedence between several rules in [`index`].
@@ -20,6 +21,7 @@ pub mod compiled;
 pub mod error;
 pub mod index;
 pub mod input;
+pub mod mutability;
 pub mod pattern;
 pub mod trust;
 pub mod version;
@@ -30,6 +32,7 @@ pub use compiled::{CompiledRule, MAX_PATTERNS, is_default_mutable};
 pub use error::{RuleError, RuleErrorReason};
 pub use index::{RuleSetIndex, SelectedTag};
 pub use input::{PatternInput, RepositoriesInput, RuleInput, TagsInput, classify_repository};
+pub use mutability::{TagClass, is_default_immutable};
 pub use pattern::{MAX_PATTERN_LEN, REGEX_SIZE_LIMIT, is_artifact_tag};
 pub use trust::{CveInput, IdentityInput, KeyInput, RuleView, TrustInput, check_policy};
 pub use version::{TagVersion, natural_cmp, parse_tag_version, sort_newest_first};
