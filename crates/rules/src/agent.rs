@@ -5,8 +5,9 @@
 //! `postgres_repositories` entries become `database` rules and `model_repositories`
 //! entries `model` rules, one rule per entry. An entry is a mapping with `name` (read like
 //! a plain `repositories` string: exact, glob or regex), and optionally `description`,
-//! `tags` (the shape of [`crate::TagsInput`]), `hm_tags`, `enabled` and `trust` (the shape of
-//! [`crate::TrustInput`]); other keys of an entry are ignored too. A bare string entry is a name.
+//! `tags` (the shape of [`crate::TagsInput`]), `hm_tags`, `enabled`, `trust` (the shape of
+//! [`crate::TrustInput`]) and `retention` (the shape of [`crate::RetentionInput`]); other keys
+//! of an entry are ignored too. A bare string entry is a name.
 //!
 //! Rule ids are derived from the list and the name so that importing the same file again
 //! updates the same rules: `db-` or `model-` and the name slugified (lower-case letters,
@@ -25,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{RuleError, RuleErrorReason, pointer_of};
 use crate::input::{PatternInput, RepositoriesInput, RuleInput, TagsInput};
+use crate::retention::RetentionInput;
 use crate::trust::TrustInput;
 
 const SECTION: [&str; 6] = [
@@ -198,6 +200,17 @@ fn read_entry(
             })?,
         ),
     };
+    let retention = match field("retention") {
+        None => None,
+        Some(v) => Some(
+            serde_path_to_error::deserialize::<_, RetentionInput>(v.clone()).map_err(|e| {
+                RuleError::new(
+                    format!("{pointer}/retention{}", pointer_of(e.path())),
+                    RuleErrorReason::Invalid(e.inner().to_string()),
+                )
+            })?,
+        ),
+    };
     let input = RuleInput {
         repositories: RepositoriesInput::One(PatternInput::Plain(name.clone())),
         tags,
@@ -206,6 +219,7 @@ fn read_entry(
         hm_tags,
         enabled,
         trust,
+        retention,
         registry_id: None,
         rule_id: None,
     };

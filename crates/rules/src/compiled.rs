@@ -10,6 +10,7 @@ use imagelib_trust::cosign::PublicKey;
 use crate::error::{RuleError, RuleErrorReason};
 use crate::mutability::{TagClass, is_default_immutable};
 use crate::pattern::{RepoMatcher, TagMatcher, is_artifact_tag};
+use crate::retention::check_retention;
 use crate::trust::{CheckedPolicy, check_policy};
 use crate::version::{NewestKey, newest_first};
 
@@ -80,6 +81,9 @@ impl CompiledRule {
             .as_ref()
             .map(|t| check_policy(t, "/trust"))
             .transpose()?;
+        if let Some(retention) = &rule.retention {
+            check_retention(retention, "/retention")?;
+        }
         Ok(Self {
             rule: rule.clone(),
             repositories,

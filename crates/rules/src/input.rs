@@ -12,7 +12,8 @@
 //!   more semver include; `tags.newest` and `tags.exclude_artifact_tags` (default `true`)
 //!   are as in the event;
 //! - `kind` defaults to `auto`, `description` to `""`, `enabled` to `true`;
-//! - `trust` is the optional trust policy ([`crate::trust`]);
+//! - `trust` is the optional trust policy ([`crate::trust`]), `retention` the optional
+//!   retention policy ([`crate::retention`]);
 //! - `registry_id` and `rule_id` may be sent (a rule as `GET` returns it is a valid body)
 //!   but must be the path's.
 //!
@@ -31,6 +32,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::compiled::CompiledRule;
 use crate::error::{RuleError, RuleErrorReason, pointer_of};
 use crate::pattern::{RepoMatcher, TagMatcher};
+use crate::retention::RetentionInput;
 use crate::trust::TrustInput;
 
 /// A `PUT /v1/registries/{id}/rules/{rule_id}` body.
@@ -51,6 +53,9 @@ pub struct RuleInput {
     /// The trust policy of the images the rule selects (see [`crate::trust`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<TrustInput>,
+    /// The retention policy previewed for the rule's tags (see [`crate::retention`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionInput>,
     /// What `GET` returns names the rule; sent back, the ids must be the path's.
     #[serde(default, skip_serializing)]
     pub registry_id: Option<String>,
@@ -193,7 +198,11 @@ impl RuleInput {
                 .as_ref()
                 .map(|t| t.to_policy("/trust"))
                 .transpose()?,
-            retention: None,
+            retention: self
+                .retention
+                .as_ref()
+                .map(|r| r.to_policy("/retention"))
+                .transpose()?,
         };
         CompiledRule::compile(&rule)?;
         Ok(rule)
@@ -294,7 +303,7 @@ impl PatternInput {
         }
     }
 
-    fn to_tag_pattern(&self, pointer: &str) -> Result<(TagPattern, String), RuleError> {
+    pub(crate) fn to_tag_pattern(&self, pointer: &str) -> Result<(TagPattern, String), RuleError> {
         match self {
             PatternInput::Plain(s) => {
                 let s = s.trim();
@@ -428,6 +437,7 @@ impl From<&RuleSet> for RuleInput {
             hm_tags: rule.hm_tags.iter().map(ToString::to_string).collect(),
             enabled: rule.enabled,
             trust: rule.trust.as_ref().map(TrustInput::from),
+            retention: rule.retention.as_ref().map(RetentionInput::from),
             registry_id: None,
             rule_id: None,
         }

@@ -13,7 +13,9 @@
 //!   ([`classify()`], [`parse_extensions`]).
 //!
 //! Matching semantics are in [`pattern`], the version order used by `newest N` and semver
-//! ranges in [`version`], and the precedence between several rules in [`index`].
+//! ranges in [`version`], and the precedence between several rules in [`index`]. A rule's
+//! retention policy is validated in [`retention`] and evaluated as a dry run in
+//! [`lifecycle`] (catalog-projector's preview), so what was accepted is what is previewed.
 
 pub mod agent;
 pub mod classify;
@@ -21,8 +23,10 @@ pub mod compiled;
 pub mod error;
 pub mod index;
 pub mod input;
+pub mod lifecycle;
 pub mod mutability;
 pub mod pattern;
+pub mod retention;
 pub mod trust;
 pub mod version;
 
@@ -34,5 +38,8 @@ pub use index::{RuleSetIndex, SelectedTag};
 pub use input::{PatternInput, RepositoriesInput, RuleInput, TagsInput, classify_repository};
 pub use mutability::{TagClass, is_default_immutable};
 pub use pattern::{MAX_PATTERN_LEN, REGEX_SIZE_LIMIT, is_artifact_tag};
+pub use retention::{
+    CompiledRetention, RetentionInput, RetentionRuleInput, RetentionTagsInput, check_retention,
+};
 pub use trust::{CveInput, IdentityInput, KeyInput, RuleView, TrustInput, check_policy};
 pub use version::{TagVersion, natural_cmp, parse_tag_version, sort_newest_first};
