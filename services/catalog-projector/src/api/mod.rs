@@ -1,6 +1,7 @@
 //! The catalog's HTTP API (DESIGN section 4): the Image and Model Library, repositories,
-//! counters, the catalog view of registries, and the curator commands.
+//! counters, the catalog view of registries, the curator commands, and the audit trail.
 
+mod audit;
 mod images;
 mod params;
 mod registries;
@@ -34,7 +35,8 @@ pub fn router(catalog: Arc<Catalog>, serve_registries: bool) -> OpenApiRouter {
     let mut r = OpenApiRouter::new()
         .merge(images::router())
         .merge(repositories::router())
-        .merge(stats::router());
+        .merge(stats::router())
+        .merge(audit::router());
     if serve_registries {
         r = r.merge(registries::router());
     }

@@ -13,7 +13,11 @@
 //! Curator commands apply the `catalog.*` event they appended straight away
 //! ([`Projection::apply_out_of_band`]) for read-your-writes; those rows are last-writer-wins
 //! by stream sequence, so applying one early, late or twice gives the same result.
+//!
+//! Every event of a batch is also written to the audit trail ([`audit`]) in the same
+//! transaction, with one `COPY` per batch.
 
+pub mod audit;
 pub mod images;
 mod other;
 pub mod trust;
@@ -99,6 +103,8 @@ struct Inner {
     /// The current tags and known repositories, when this projection is the only writer of
     /// its schema and started it empty (a bulk replay): lookups skip the database.
     memory: Option<Mutex<Memory>>,
+    /// Whether batches write the audit trail (always, but for the bench's comparison).
+    audit: std::sync::atomic::AtomicBool,
 }
 
 /// A tag, as memory keys it.
@@ -231,6 +237,7 @@ impl Projection {
                 consumer: consumer.to_owned(),
                 rules: Mutex::new(HashMap::new()),
                 memory: None,
+                audit: std::sync::atomic::AtomicBool::new(true),
             }),
         }
     }
@@ -246,8 +253,17 @@ impl Projection {
                 consumer: CONSUMER.to_owned(),
                 rules: Mutex::new(HashMap::new()),
                 memory: Some(Mutex::new(Memory::default())),
+                audit: std::sync::atomic::AtomicBool::new(true),
             }),
         }
+    }
+
+    /// Switch the audit trail off (`catalog-bench` measures the catalog with and without
+    /// it); a projection without it is not a complete catalog.
+    pub fn set_audit(&self, on: bool) {
+        self.inner
+            .audit
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -366,9 +382,17 @@ impl Projection {
             return Ok(found);
         };
         let mut rules = RulesCtx::new(self);
+        let mut trail = self
+            .inner
+            .audit
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(audit::Trail::new);
         let mut segment: Vec<(u64, &Envelope)> = Vec::new();
         for item in fresh {
             let Some(env) = &item.envelope else { continue };
+            if let Some(trail) = trail.as_mut() {
+                trail.push(item.sequence, env);
+            }
             if env.payload.aggregate() == Aggregate::Image {
                 segment.push((item.sequence, env));
                 continue;
@@ -381,6 +405,9 @@ impl Projection {
         }
         if !segment.is_empty() {
             images::flush(&mut tx, &segment, &mut rules).await?;
+        }
+        if let Some(trail) = trail {
+            trail.write(&mut tx).await?;
         }
         sqlx::query(
             "UPDATE stream_position SET sequence = $2, updated_at = now() WHERE consumer = $1",
