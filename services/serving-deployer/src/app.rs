@@ -50,6 +50,9 @@ pub enum CommandError {
     /// An `enforce` policy covers the image but it has no verdict yet.
     #[error("{0}")]
     PolicyPending(String),
+    /// The digest came into its tag by a mutation and no curator approved it yet.
+    #[error("{}", .0.detail())]
+    TagMutated(Box<MutationRefusal>),
     #[error("{0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -152,6 +155,69 @@ impl PolicyRefusal {
     }
 }
 
+/// Why the digest of a mutated tag is refused: the mutation, and how to approve it or keep
+/// the old content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MutationRefusal {
+    /// `<registry-id>/<repository>:<tag>`
+    pub image: String,
+    pub registry_id: RegistryId,
+    pub repository: String,
+    pub tag: String,
+    /// What the tag pointed at before the mutation.
+    pub old_digest: String,
+    /// What it was found at: the digest refused.
+    pub new_digest: String,
+    pub found_by: String,
+    pub seen_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl MutationRefusal {
+    /// The CLI command that approves the new digest (a curator's).
+    pub fn approve_command(&self) -> String {
+        format!(
+            "imagelib images approve {} --digest {} --reason '<why the new content is right>'",
+            self.image, self.new_digest
+        )
+    }
+
+    /// The same as an HTTP request.
+    pub fn approve_curl(&self) -> String {
+        format!(
+            "curl -X POST \"$IMAGELIB_URL/v1/repositories/{}/{}/approve\" -H \"Authorization: Bearer $IMAGELIB_TOKEN\" -H 'Content-Type: application/json' -d '{{\"tag\": \"{}\", \"digest\": \"{}\", \"reason\": \"<why>\"}}'",
+            self.registry_id, self.repository, self.tag, self.new_digest
+        )
+    }
+
+    /// The image pinned to the content the tag had before.
+    pub fn pin_old(&self) -> String {
+        format!("{}@{}", self.image, self.old_digest)
+    }
+
+    pub fn detail(&self) -> String {
+        let seen = match self.seen_at {
+            Some(t) => format!(
+                ", seen {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            None => String::new(),
+        };
+        format!(
+            "tag `{}` of {}/{} was re-pushed although policy calls it immutable: it pointed at {} and now points at {} (found by {}{seen}). {} is not deployed until a curator approves that digest: `{}` (or `{}`). To keep running the content the tag had, deploy `{}`.",
+            self.tag,
+            self.registry_id,
+            self.repository,
+            self.old_digest,
+            self.new_digest,
+            self.found_by,
+            self.new_digest,
+            self.approve_command(),
+            self.approve_curl(),
+            self.pin_old(),
+        )
+    }
+}
+
 /// What the trust gate lets through: nothing to record, or a violation to record on the
 /// deployment because an `audit` policy lets a failing image deploy.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,7 +230,10 @@ pub enum Gate {
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
-    /// `<registry-id>/<repository>:<tag>`, or the catalog's `<image-id>:<tag>`.
+    /// `<registry-id>/<repository>:<tag>`, or the catalog's `<image-id>:<tag>`; with
+    /// `@sha256:…` after the tag, that digest instead of the tag's current one — allowed
+    /// only for the current digest or one the tag was mutated away from (to keep running
+    /// the content a re-pushed tag had).
     pub image: String,
     pub name: String,
     pub namespace: String,
@@ -322,7 +391,16 @@ impl Deployer {
                 "the kubernetes target is not configured (IMAGELIB_DEPLOYER__KUBERNETES_API)",
             ));
         }
-        let image = self.resolve(&req.image).await?;
+        let (reference, pinned) = match req.image.split_once('@') {
+            Some((r, d)) => {
+                let d: Digest = d.parse().map_err(|e: imagelib_events::OciParseError| {
+                    invalid("/image", format!("after `@`: {e}"))
+                })?;
+                (r, Some(d))
+            }
+            None => (req.image.as_str(), None),
+        };
+        let image = self.resolve(reference).await?;
         let registry = self
             .store
             .registry(image.registry_id)
@@ -369,6 +447,39 @@ impl Deployer {
                 )));
             }
         }
+        let digest: Digest = match pinned {
+            None => tag
+                .digest
+                .parse()
+                .map_err(|_| CommandError::Unavailable("stored digest is not valid".into()))?,
+            Some(d) if d.as_str() == tag.digest => d,
+            Some(d) => {
+                let before = self
+                    .store
+                    .mutated_from(
+                        image.registry_id,
+                        image.repository.as_str(),
+                        image.tag.as_str(),
+                    )
+                    .await?;
+                if !before.iter().any(|b| b == d.as_str()) {
+                    return Err(invalid(
+                        "/image",
+                        format!(
+                            "{d} is neither the digest {image} points at ({}) nor one a mutation moved it away from{}",
+                            tag.digest,
+                            if before.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({})", before.join(", "))
+                            }
+                        ),
+                    ));
+                }
+                d
+            }
+        };
+        self.mutation_gate(&image, &digest).await?;
         if self.settings.governance
             && !self
                 .store
@@ -376,19 +487,14 @@ impl Deployer {
                     image.registry_id,
                     image.repository.as_str(),
                     image.tag.as_str(),
-                    &tag.digest,
+                    digest.as_str(),
                 )
                 .await?
         {
             return Err(CommandError::Forbidden(format!(
-                "image {image} ({}) is not approved; governance is on, so a curator must approve it first",
-                tag.digest
+                "image {image} ({digest}) is not approved; governance is on, so a curator must approve it first"
             )));
         }
-        let digest: Digest = tag
-            .digest
-            .parse()
-            .map_err(|_| CommandError::Unavailable("stored digest is not valid".into()))?;
         let gate = self.gate(&image, &digest).await?;
         let event = DeploymentRequested {
             deployment_id: deployment_id(&namespace, &name),
@@ -432,6 +538,42 @@ impl Deployer {
                     .map(|t| (r.id().as_str().to_owned(), t.mode))
             })
             .filter(|(_, mode)| *mode != PolicyMode::Off))
+    }
+
+    /// The tag-mutated gate: a digest that came into its tag by a mutation (the tag is
+    /// immutable by policy, yet was re-pushed) deploys only once a curator approved that
+    /// digest of the tag. Content the tag had before a mutation is not gated by it.
+    async fn mutation_gate(&self, image: &ImageRef, digest: &Digest) -> Result<(), CommandError> {
+        let (registry, repository, tag) = (
+            image.registry_id,
+            image.repository.as_str(),
+            image.tag.as_str(),
+        );
+        let Some(m) = self
+            .store
+            .mutation_into(registry, repository, tag, digest.as_str())
+            .await?
+        else {
+            return Ok(());
+        };
+        if self
+            .store
+            .digest_approved(registry, repository, tag, digest.as_str())
+            .await?
+        {
+            return Ok(());
+        }
+        tracing::info!(%image, %digest, old = %m.old_digest, "deploy refused: the tag was mutated and its new digest is not approved");
+        Err(CommandError::TagMutated(Box::new(MutationRefusal {
+            image: image.to_string(),
+            registry_id: registry,
+            repository: repository.to_owned(),
+            tag: tag.to_owned(),
+            old_digest: m.old_digest,
+            new_digest: m.new_digest,
+            found_by: m.found_by,
+            seen_at: m.seen_at,
+        })))
     }
 
     /// The deploy gate. The rules say whether an `enforce` or `audit` policy covers the

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use imagelib_events::event::{DeploymentRequested, RuleSet};
 use imagelib_events::model::{
-    ImageKind, ManifestRef, PolicyFinding, PolicyReason, PolicyVerdict, ViolationStage,
+    ImageKind, ManifestRef, MutationFoundBy, PolicyFinding, PolicyReason, PolicyVerdict,
+    ViolationStage,
 };
 use imagelib_events::{Aggregate, DeploymentId, Envelope, EventPayload, ImageId, RegistryId};
 use serde::{Deserialize, Serialize};
@@ -123,6 +124,54 @@ pub struct DeploymentRow {
     pub requested_sequence: u64,
     /// Its most recent policy violations, oldest first.
     pub policy_violations: Vec<PolicyViolation>,
+    /// What is wrong with it now without it having changed (read from the view, never an
+    /// event): its tag was mutated away from the digest it pins.
+    pub flags: Vec<DeploymentFlag>,
+}
+
+/// A condition of a deployment worth a look, computed from the view when it is read.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DeploymentFlag {
+    /// The deployment pins a digest its tag was moved away from by a mutation (the tag is
+    /// immutable by policy, yet points elsewhere now). It keeps running what it ran.
+    TagMutated {
+        tag: String,
+        /// The digest the tag pointed at before: the one the deployment pins.
+        old_digest: String,
+        /// The digest the mutation moved the tag to.
+        new_digest: String,
+        /// Where the tag points now (absent when it was removed since).
+        current_digest: Option<String>,
+        /// `scan`, `webhook`, `deploy` or `sweep`.
+        found_by: String,
+        seen_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+}
+
+/// An `image.tag_mutated` as the view keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MutationRow {
+    pub tag: String,
+    pub old_digest: String,
+    pub new_digest: String,
+    pub found_by: String,
+    pub seen_at: Option<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
+    pub sequence: u64,
+}
+
+fn mutation_row(r: &sqlx::postgres::PgRow) -> Result<MutationRow, StoreError> {
+    Ok(MutationRow {
+        tag: r.try_get("tag")?,
+        old_digest: r.try_get("old_digest")?,
+        new_digest: r.try_get("new_digest")?,
+        found_by: r.try_get("found_by")?,
+        seen_at: r.try_get("seen_at")?,
+        at: r.try_get("at")?,
+        sequence: r.try_get::<i64, _>("sequence")?.max(0) as u64,
+    })
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -148,6 +197,7 @@ impl DeploymentRow {
             last_sequence: r.try_get::<i64, _>("last_sequence")? as u64,
             requested_sequence: r.try_get::<i64, _>("requested_sequence")?.max(0) as u64,
             policy_violations: Vec::new(),
+            flags: Vec::new(),
         })
     }
 }
@@ -238,6 +288,15 @@ fn violation_row(r: &sqlx::postgres::PgRow) -> Result<PolicyViolation, StoreErro
     })
 }
 
+fn found_by_str(f: MutationFoundBy) -> &'static str {
+    match f {
+        MutationFoundBy::Scan => "scan",
+        MutationFoundBy::Webhook => "webhook",
+        MutationFoundBy::Deploy => "deploy",
+        MutationFoundBy::Sweep => "sweep",
+    }
+}
+
 fn kind_str(k: ImageKind) -> &'static str {
     k.as_str()
 }
@@ -309,6 +368,7 @@ impl Store {
             .collect())
     }
 
+    /// The deployments with their latest violations and their flags.
     async fn with_violations(
         &self,
         mut rows: Vec<DeploymentRow>,
@@ -334,7 +394,102 @@ impl Store {
                 row.policy_violations.push(v);
             }
         }
+        // A tag mutated away from the pinned digest, and not back: the latest such mutation.
+        let mutated = sqlx::query(
+            "SELECT DISTINCT ON (d.id) d.id, m.*, t.digest AS current_digest
+             FROM deployments d
+             JOIN tag_mutations m ON m.registry_id = d.registry_id AND m.repository = d.repository
+                AND m.tag = d.tag AND m.old_digest = d.digest
+             LEFT JOIN tags t ON t.registry_id = d.registry_id AND t.repository = d.repository
+                AND t.tag = d.tag
+             WHERE d.id = ANY($1) AND d.state <> 'deleted' AND t.digest IS DISTINCT FROM d.digest
+             ORDER BY d.id, m.sequence DESC",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &mutated {
+            let id: uuid::Uuid = r.try_get("id")?;
+            let m = mutation_row(r)?;
+            let flag = DeploymentFlag::TagMutated {
+                tag: m.tag,
+                old_digest: m.old_digest,
+                new_digest: m.new_digest,
+                current_digest: r.try_get("current_digest")?,
+                found_by: m.found_by,
+                seen_at: m.seen_at,
+                at: m.at,
+            };
+            if let Some(row) = rows.iter_mut().find(|d| d.id.0 == id) {
+                row.flags.push(flag);
+            }
+        }
         Ok(rows)
+    }
+
+    /// The latest mutation that moved `tag` to `digest`: `digest` came into the tag by a
+    /// mutation, so it waits for a curator's approval.
+    pub async fn mutation_into(
+        &self,
+        registry: RegistryId,
+        repository: &str,
+        tag: &str,
+        digest: &str,
+    ) -> Result<Option<MutationRow>, StoreError> {
+        let r = sqlx::query(
+            "SELECT * FROM tag_mutations WHERE registry_id = $1 AND repository = $2 AND tag = $3
+                AND new_digest = $4 ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(registry.0)
+        .bind(repository)
+        .bind(tag)
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(mutation_row).transpose()
+    }
+
+    /// The digests `tag` pointed at before a mutation moved it away, newest first.
+    pub async fn mutated_from(
+        &self,
+        registry: RegistryId,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT old_digest, max(sequence) FROM tag_mutations
+             WHERE registry_id = $1 AND repository = $2 AND tag = $3
+             GROUP BY old_digest ORDER BY 2 DESC",
+        )
+        .bind(registry.0)
+        .bind(repository)
+        .bind(tag)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(d, _)| d).collect())
+    }
+
+    /// Whether a curator approved `digest` of `tag` itself: the tag's latest decision is an
+    /// approval pinned to that digest (a repository decision names no digest, so it does
+    /// not vouch for content that came in by a mutation).
+    pub async fn digest_approved(
+        &self,
+        registry: RegistryId,
+        repository: &str,
+        tag: &str,
+        digest: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<bool> = sqlx::query_scalar(
+            "SELECT approved FROM approvals WHERE registry_id = $1 AND repository = $2 AND tag = $3
+                AND digest = $4",
+        )
+        .bind(registry.0)
+        .bind(repository)
+        .bind(tag)
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found == Some(true))
     }
 
     /// Running deployments (applied) whose digest turned fail/audit after they were
@@ -683,6 +838,24 @@ async fn apply_in(
                 .bind(e.tag.as_str())
                 .execute(&mut **tx)
                 .await?;
+        }
+        EventPayload::TagMutated(e) => {
+            sqlx::query(
+                "INSERT INTO tag_mutations (registry_id, repository, tag, sequence, old_digest, new_digest,
+                    found_by, seen_at, at)
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING",
+            )
+            .bind(e.registry_id.0)
+            .bind(e.repository.as_str())
+            .bind(e.tag.as_str())
+            .bind(seq as i64)
+            .bind(e.old_digest.as_str())
+            .bind(e.new_digest.as_str())
+            .bind(found_by_str(e.found_by))
+            .bind(e.seen_at)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
         }
         EventPayload::CatalogApproved(e) => {
             decide(

@@ -7,7 +7,9 @@
 //!
 //! The deploy gate answers in problems too: `403` `policy-violation` carries the verdict's
 //! `reasons` and `findings` as extension members (RFC 9457 §3.2) so a client can act on
-//! each one; `409` `policy-pending` says the image has no verdict yet.
+//! each one; `409` `policy-pending` says the image has no verdict yet; `409` `tag-mutated`
+//! says the digest came into an immutable tag by a re-push and names both digests, the
+//! command that approves the new one and the reference that keeps the old one.
 
 use std::sync::Arc;
 
@@ -25,8 +27,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::{CommandError, DeployRequest, Deployer, PolicyRefusal};
-use crate::store::{DeploymentRow, HistoryEntry, PolicyViolation};
+use crate::app::{CommandError, DeployRequest, Deployer, MutationRefusal, PolicyRefusal};
+use crate::store::{DeploymentFlag, DeploymentRow, HistoryEntry, PolicyViolation};
 
 pub fn router(app: Arc<Deployer>, tokens: Tokens) -> OpenApiRouter {
     OpenApiRouter::new()
@@ -61,6 +63,7 @@ impl From<CommandError> for Problem {
             CommandError::Conflict(m) => Problem::conflict(m),
             CommandError::PolicyViolation(r) => PolicyProblem::from(*r).problem,
             CommandError::PolicyPending(m) => Problem::conflict(m).with_code("policy-pending"),
+            CommandError::TagMutated(r) => MutationProblem::from(*r).problem,
             CommandError::Unavailable(m) => {
                 tracing::warn!(error = %m, "dependency unavailable");
                 Problem::unavailable(m)
@@ -111,6 +114,57 @@ impl IntoResponse for PolicyProblem {
     }
 }
 
+/// A `409` refusal of a digest that came into an immutable tag by a re-push.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct MutationProblem {
+    #[serde(flatten)]
+    pub problem: Problem,
+    /// `<registry-id>/<repository>:<tag>`
+    pub image: String,
+    pub tag: String,
+    /// What the tag pointed at before the mutation.
+    pub old_digest: String,
+    /// What it points at now: the digest refused.
+    pub new_digest: String,
+    /// `scan`, `webhook`, `deploy` or `sweep`.
+    pub found_by: String,
+    pub seen_at: Option<DateTime<Utc>>,
+    /// The CLI command a curator runs to approve the new digest.
+    pub approve_command: String,
+    /// The same as a `curl` request.
+    pub approve_curl: String,
+    /// The image pinned to the old digest, which deploys without an approval.
+    pub pin_old: String,
+}
+
+impl From<MutationRefusal> for MutationProblem {
+    fn from(r: MutationRefusal) -> Self {
+        MutationProblem {
+            problem: Problem::conflict(r.detail()).with_code("tag-mutated"),
+            approve_command: r.approve_command(),
+            approve_curl: r.approve_curl(),
+            pin_old: r.pin_old(),
+            image: r.image,
+            tag: r.tag,
+            old_digest: r.old_digest,
+            new_digest: r.new_digest,
+            found_by: r.found_by,
+            seen_at: r.seen_at,
+        }
+    }
+}
+
+impl IntoResponse for MutationProblem {
+    fn into_response(self) -> Response {
+        let mut res = (StatusCode::CONFLICT, axum::Json(self)).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(imagelib_platform::problem::PROBLEM_CONTENT_TYPE),
+        );
+        res
+    }
+}
+
 /// A deployment, its status and history.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeploymentView {
@@ -143,6 +197,9 @@ pub struct DeploymentView {
     /// Trust policy violations recorded on it (the most recent 100, oldest first): at deploy
     /// time under an `audit` policy, or later when a new verdict made its running image fail.
     pub policy_violations: Vec<PolicyViolation>,
+    /// Conditions worth a look, read from the view (never an event): `tag_mutated` when
+    /// the deployment pins a digest its tag was re-pushed away from. It keeps running.
+    pub flags: Vec<DeploymentFlag>,
     /// The image's registry was removed: this deployment can no longer be updated.
     pub registry_removed: bool,
     pub requested_by: Option<String>,
@@ -194,6 +251,7 @@ impl DeploymentView {
             revision: r.revision,
             history: r.history,
             policy_violations: r.policy_violations,
+            flags: r.flags,
             registry_removed: r.registry_removed,
             requested_by: r.requested_by,
             created_at: r.created_at,
@@ -218,6 +276,9 @@ async fn deploy(
         Err(CommandError::PolicyViolation(refusal)) => {
             return Ok(PolicyProblem::from(*refusal).into_response());
         }
+        Err(CommandError::TagMutated(refusal)) => {
+            return Ok(MutationProblem::from(*refusal).into_response());
+        }
         Err(e) => return Err(e.into()),
     };
     let status = if new {
@@ -239,7 +300,7 @@ async fn deploy(
     responses((status = 201, body = DeploymentView), (status = 200, body = DeploymentView, description = "the same spec was already deployed"),
         (status = 403, body = PolicyProblem, description = "`policy-violation`: the image fails an enforce trust policy (reasons and findings); `not-approved`: not approved while governance is on (no reasons)"),
         (status = 404, body = Problem),
-        (status = 409, body = Problem, description = "`policy-pending`: an enforce trust policy covers the image but it is not evaluated yet; `conflict`"),
+        (status = 409, body = MutationProblem, description = "`tag-mutated`: the digest came into an immutable tag by a re-push and is not approved (both digests, how to approve, how to keep the old one); `policy-pending`: an enforce trust policy covers the image but it is not evaluated yet; `conflict`"),
         (status = 422, body = Problem)))]
 #[tracing::instrument(skip_all)]
 async fn create_deployment(
@@ -256,7 +317,7 @@ async fn create_deployment(
     responses((status = 201, body = DeploymentView),
         (status = 403, body = PolicyProblem, description = "`policy-violation`: the image fails an enforce trust policy; `not-approved`"),
         (status = 404, body = Problem),
-        (status = 409, body = Problem, description = "`policy-pending`: not evaluated yet under an enforce trust policy; `conflict`"),
+        (status = 409, body = MutationProblem, description = "`tag-mutated`: the digest came into an immutable tag by a re-push and is not approved; `policy-pending`: not evaluated yet under an enforce trust policy; `conflict`"),
         (status = 422, body = Problem)))]
 #[tracing::instrument(skip_all)]
 async fn provision_postgres(
