@@ -49,6 +49,8 @@ pub struct Registry {
     pub scan_interval_secs: Option<u64>,
     pub repositories: Vec<String>,
     pub auth_hosts: Vec<String>,
+    /// Whether pull notifications are counted (`image.pulls_counted`).
+    pub report_pulls: bool,
     pub status: Status,
     pub status_reason: Option<String>,
     pub status_detail: Option<String>,
@@ -107,6 +109,7 @@ impl Registry {
                 .map(|v| v as u64),
             repositories: r.try_get("repositories")?,
             auth_hosts: r.try_get("auth_hosts")?,
+            report_pulls: r.try_get("report_pulls")?,
             status: match status.as_str() {
                 "validated" => Status::Validated,
                 "validation_failed" => Status::ValidationFailed,
@@ -287,8 +290,8 @@ async fn apply_in(
             sqlx::query(
                 "INSERT INTO registries (id, label, url, registry_type, insecure, auth_kind, credential,
                     webhook_secret, visibility, ca_pem, scan_interval_secs, repositories, status,
-                    created_by, created_at, updated_at, last_sequence, auth_hosts)
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'pending',$13,$14,$14,$15,$16)
+                    created_by, created_at, updated_at, last_sequence, auth_hosts, report_pulls)
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'pending',$13,$14,$14,$15,$16,$17)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(e.registry_id.0)
@@ -307,6 +310,7 @@ async fn apply_in(
             .bind(at)
             .bind(seq as i64)
             .bind(&e.auth_hosts)
+            .bind(e.report_pulls)
             .execute(&mut **tx)
             .await?;
         }
@@ -333,7 +337,8 @@ async fn apply_in(
                     auth_hosts = COALESCE($11, auth_hosts),
                     registry_type = COALESCE($12, registry_type),
                     auth_kind = COALESCE($13, auth_kind),
-                    credential = CASE WHEN $13 IS NULL THEN credential ELSE $14 END
+                    credential = CASE WHEN $13 IS NULL THEN credential ELSE $14 END,
+                    report_pulls = COALESCE($15, report_pulls)
                  WHERE id = $1",
             )
             .bind(e.registry_id.0)
@@ -354,6 +359,7 @@ async fn apply_in(
             .bind(e.registry_type.as_ref().map(enum_str))
             .bind(e.auth_kind.as_ref().map(enum_str))
             .bind(sealed_json(&e.credential))
+            .bind(e.report_pulls)
             .execute(&mut **tx)
             .await?;
             touch(tx, e.registry_id, seq, at).await?;

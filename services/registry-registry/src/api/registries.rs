@@ -48,6 +48,9 @@ pub struct RegistryView {
     pub repositories: Vec<String>,
     /// Hosts besides the registry's whose token realm may receive its credentials.
     pub auth_hosts: Vec<String>,
+    /// Whether the registry's pull notifications are counted (`image.pulls_counted`,
+    /// aggregated per window); off unless asked for.
+    pub report_pulls: bool,
     /// `pending`, `validated`, `validation_failed`, or `credentials_unavailable` (the
     /// sealed credentials cannot be opened with the master key file at hand: enter them
     /// again with `PUT …/credentials`, or restore the key file).
@@ -99,6 +102,7 @@ impl From<&Registry> for RegistryView {
             scan_interval_secs: r.scan_interval_secs,
             repositories: r.repositories.clone(),
             auth_hosts: r.auth_hosts.clone(),
+            report_pulls: r.report_pulls,
             status: r.status,
             status_reason: r.status_reason.clone(),
             status_detail: r.status_detail.clone(),
