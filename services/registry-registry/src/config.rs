@@ -23,6 +23,12 @@ pub struct Config {
     /// `IMAGELIB_VALIDATION_TIMEOUT_SECS` (default 15): the timeout of each request a
     /// validation makes; a registry that does not answer in time fails with `timeout`.
     pub validation_timeout_secs: Option<u64>,
+    /// `IMAGELIB_PULLS_WINDOW_SECS` (default 60): how long the pulls of one digest (and
+    /// tag) are counted before they become one `image.pulls_counted`.
+    pub pulls_window_secs: Option<u64>,
+    /// `IMAGELIB_PULLS_MAX_KEYS` (default 10000): open pull counts at which every window
+    /// is closed early, bounding the memory pull counting takes.
+    pub pulls_max_keys: Option<usize>,
 }
 
 impl Config {
@@ -33,6 +39,17 @@ impl Config {
 
     pub fn validation_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.validation_timeout_secs.unwrap_or(15).max(1))
+    }
+
+    pub fn pull_settings(&self) -> crate::pulls::PullSettings {
+        let default = crate::pulls::PullSettings::default();
+        crate::pulls::PullSettings {
+            window: self
+                .pulls_window_secs
+                .map(|s| std::time::Duration::from_secs(s.max(1)))
+                .unwrap_or(default.window),
+            max_keys: self.pulls_max_keys.unwrap_or(default.max_keys).max(1),
+        }
     }
 
     pub fn http_addr(&self) -> SocketAddr {

@@ -10,6 +10,7 @@ use registry_client::NetworkGuard;
 
 use crate::app::Registries;
 use crate::config::Config;
+use crate::pulls::PullCounter;
 use crate::store::Store;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -75,9 +76,11 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
     readiness.set("database", true, None);
     let mut workers = crate::bus::projectors(&infra.bus, &store, &readiness);
     workers.push(shredder(app.clone()));
+    let pulls = Arc::new(PullCounter::new(infra.bus.clone(), config.pull_settings()));
+    workers.push(pulls.worker());
     Ok(Service {
         name: crate::NAME,
-        router: crate::api::router(app, tokens),
+        router: crate::api::router(app, tokens).layer(axum::Extension(pulls)),
         readiness,
         workers,
     })

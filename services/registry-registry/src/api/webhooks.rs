@@ -1,4 +1,5 @@
-//! `POST /v1/webhooks/{registry_id}`: registry notifications become scoped sync requests.
+//! `POST /v1/webhooks/{registry_id}`: registry notifications become scoped sync requests
+//! and, for a registry that reports pulls, pull counts ([`crate::pulls`]).
 //!
 //! A notification authenticates with the registry's webhook secret as
 //! `Authorization: Bearer <secret>` (distribution's `headers`, Harbor's "auth header"; a
@@ -8,7 +9,8 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use imagelib_events::model::SyncReason;
 use imagelib_platform::Problem;
 use imagelib_platform::auth::{Caller, Role};
@@ -21,6 +23,10 @@ use utoipa_axum::routes;
 
 use crate::app::Registries;
 use crate::domain::webhook;
+use crate::pulls::{self, PullCounter};
+
+/// When a notification refused for a pull backlog may be delivered again.
+const BACKLOG_RETRY_AFTER_SECS: &str = "30";
 
 pub fn router() -> OpenApiRouter<Arc<Registries>> {
     Sender::default().zero("unauthorized");
@@ -33,6 +39,8 @@ pub fn router() -> OpenApiRouter<Arc<Registries>> {
 pub struct Received {
     /// Repositories a sync was requested for.
     repositories: Vec<String>,
+    /// Manifest pulls counted (0 unless the registry reports pulls).
+    pulls: usize,
 }
 
 fn unauthorized() -> Problem {
@@ -40,19 +48,24 @@ fn unauthorized() -> Problem {
 }
 
 /// Receive a registry notification (CNCF distribution envelope, Harbor Default or
-/// CloudEvents payload).
+/// CloudEvents payload). Pushes and deletes request a scan of their repository; manifest
+/// pulls are counted when the registry reports pulls (and accepted and ignored when it
+/// does not). A `503` with `Retry-After` asks the registry to deliver again later (pull
+/// counts waiting for the event stream).
 #[utoipa::path(post, path = "/v1/webhooks/{registry_id}", tag = "webhooks", request_body = Object,
     params(("registry_id" = String, Path, description = "registry id")),
-    responses((status = 202, body = Received), (status = 401, body = Problem), (status = 400, body = Problem)))]
+    responses((status = 202, body = Received), (status = 401, body = Problem), (status = 400, body = Problem),
+        (status = 503, body = Problem)))]
 #[tracing::instrument(skip_all, fields(registry.id = %registry_id))]
 async fn receive(
     State(app): State<Arc<Registries>>,
+    axum::Extension(counter): axum::Extension<Arc<PullCounter>>,
     headers: HeaderMap,
     ApiPath(registry_id): ApiPath<String>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, axum::Json<Received>), Problem> {
+) -> Response {
     let mut sender = Sender::default();
-    let result = accept(&app, &headers, &registry_id, &body, &mut sender).await;
+    let result = accept(&app, &counter, &headers, &registry_id, &body, &mut sender).await;
     let outcome = match &result {
         Ok(_) => "accepted",
         Err(p) if p.status == 401 => "unauthorized",
@@ -60,7 +73,18 @@ async fn receive(
         Err(_) => "failed",
     };
     sender.record(outcome);
-    result
+    match result {
+        Ok(ok) => ok.into_response(),
+        Err(p) if p.code.as_deref() == Some("pull-backlog") => {
+            let mut res = p.into_response();
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(BACKLOG_RETRY_AFTER_SECS),
+            );
+            res
+        }
+        Err(p) => p.into_response(),
+    }
 }
 
 /// What is known of a delivery's sender once it authenticated: the registry type and
@@ -132,6 +156,7 @@ fn format_of(headers: &HeaderMap, body: &[u8]) -> &'static str {
 
 async fn accept(
     app: &Registries,
+    counter: &PullCounter,
     headers: &HeaderMap,
     registry_id: &str,
     body: &[u8],
@@ -159,8 +184,26 @@ async fn accept(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned));
     sender.format = Some(format_of(headers, body));
-    let repos = webhook::repositories(headers, body)
-        .map_err(|e| Problem::bad_request(e.to_string()).with_code("bad-notification"))?;
+    let bad = |e: webhook::WebhookError| {
+        Problem::bad_request(e.to_string()).with_code("bad-notification")
+    };
+    let notification = webhook::parse(headers, body).map_err(bad)?;
+    for reason in &notification.not_pulls {
+        pulls::received(1, reason);
+    }
+    // Pulls are checked before anything happens, so a bad one refuses the whole
+    // notification; a registry that does not report them has them ignored, whatever
+    // they look like.
+    let pulled = if registry.report_pulls {
+        notification.pulls.map_err(bad)?
+    } else {
+        let n = notification.pulls.as_ref().map_or(1, Vec::len);
+        if n > 0 {
+            pulls::received(n as u64, "not_reported");
+        }
+        Vec::new()
+    };
+    let repos = notification.repositories;
     let caller = Caller {
         subject: format!("webhook:{id}"),
         role: Role::Viewer,
@@ -172,10 +215,18 @@ async fn accept(
         app.request_sync(&caller, id, Some(repo.clone()), SyncReason::Webhook, tp)
             .await?;
     }
+    // Counted last: a notification refused after its scans were requested is delivered
+    // again and asks for them twice (harmless), never counts its pulls twice.
+    counter.record(id, &pulled).map_err(|e| {
+        let mut p = Problem::unavailable(e.to_string()).with_code("pull-backlog");
+        p.title = "Pull counts backlog".into();
+        p
+    })?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(Received {
             repositories: repos.iter().map(|r| r.to_string()).collect(),
+            pulls: pulled.len(),
         }),
     ))
 }

@@ -1,8 +1,18 @@
-//! Registry notifications: which repositories a webhook says changed.
+//! Registry notifications: which repositories a webhook says changed, and which
+//! manifests it says were pulled.
 //!
 //! Three payloads are understood: CNCF distribution notification envelopes, Harbor's
 //! "Default" JSON and Harbor's CloudEvents (structured or binary HTTP mode). Each becomes
-//! the set of repositories to rescan; pulls and other noise are ignored.
+//! the set of repositories to rescan and the pulls it reports; other noise is ignored.
+//! Whether the pulls are counted is the registry's choice (`report_pulls`), made by the
+//! caller: this module only reads the payload.
+//!
+//! A pull is a `GET` of a manifest by someone other than imagelib. distribution also
+//! notifies blob reads (every layer of every pull), `HEAD` requests (a client checking
+//! a tag, an image updater polling, the scanner's re-checks) and imagelib's own reads
+//! (user agent `imagelib-…`): those are told apart here so that they are seen, counted
+//! as ignored, and never become pulls. Harbor only notifies artifact pulls; when it
+//! pulled by digest its `tag` is the digest, which is no tag.
 //!
 //! distribution notifies every blob upload and cross-repository mount too (an image push
 //! is a `push` per layer and config blob, then one for the manifest). A blob changes no
@@ -13,8 +23,17 @@
 use std::collections::BTreeSet;
 
 use axum::http::HeaderMap;
-use imagelib_events::RepositoryName;
+use chrono::{DateTime, Utc};
+use imagelib_events::{Digest, RepositoryName, Tag};
 use serde::Deserialize;
+
+/// The most pulls one notification may report: more is a body no registry sends (each
+/// distribution envelope carries a handful of events, each Harbor event one artifact).
+pub const MAX_PULLS_PER_NOTIFICATION: usize = 1000;
+
+/// The user-agent prefix of imagelib's own registry clients (the scanner, the deployer's
+/// re-resolution): their reads are not pulls.
+const OWN_USER_AGENT: &str = "imagelib-";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
@@ -26,6 +45,63 @@ pub enum WebhookError {
     Unrecognised,
     #[error("repository `{0}` in the notification is not a valid repository name")]
     Repository(String),
+    #[error("digest `{0}` of a pull in the notification is not a valid digest")]
+    Digest(String),
+    #[error("tag `{0}` of a pull in the notification is not a valid tag")]
+    Tag(String),
+    #[error("a pull in the notification names no digest")]
+    MissingDigest,
+    #[error("a pull in the notification names no repository")]
+    MissingRepository,
+    #[error(
+        "the notification reports more than {MAX_PULLS_PER_NOTIFICATION} pulls; send them in several"
+    )]
+    TooManyPulls,
+}
+
+/// What a notification says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// Repositories to rescan (pushes and deletes of manifests and tags).
+    pub repositories: BTreeSet<RepositoryName>,
+    /// Manifest pulls, one per `GET` (or Harbor artifact pull), or why they cannot be
+    /// read. Kept apart from the repositories: a registry that does not report pulls
+    /// has its notifications accepted whatever their pulls look like.
+    pub pulls: Result<Vec<Pull>, WebhookError>,
+    /// Pull notifications that are not pulls, by why: `blob`, `head`, `own`.
+    pub not_pulls: Vec<&'static str>,
+}
+
+impl Default for Notification {
+    fn default() -> Self {
+        Notification {
+            repositories: BTreeSet::new(),
+            pulls: Ok(Vec::new()),
+            not_pulls: Vec::new(),
+        }
+    }
+}
+
+impl Notification {
+    fn push_pull(&mut self, p: Result<Pull, WebhookError>) {
+        match (&mut self.pulls, p) {
+            (Ok(v), Ok(p)) if v.len() < MAX_PULLS_PER_NOTIFICATION => v.push(p),
+            (Ok(_), Ok(_)) => self.pulls = Err(WebhookError::TooManyPulls),
+            (Ok(_), Err(e)) => self.pulls = Err(e),
+            (Err(_), _) => {}
+        }
+    }
+}
+
+/// One manifest pull, as the sender tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pull {
+    pub repository: RepositoryName,
+    pub digest: Digest,
+    /// The tag it was pulled by; `None` for a pull by digest.
+    pub tag: Option<Tag>,
+    /// When the sender says it happened: unchecked (the counter clamps it).
+    pub at: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +115,11 @@ struct DistributionEvent {
     action: String,
     #[serde(default)]
     target: Option<DistributionTarget>,
+    /// RFC 3339.
+    #[serde(default)]
+    timestamp: Option<serde_json::Value>,
+    #[serde(default)]
+    request: Option<DistributionRequest>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +129,20 @@ struct DistributionTarget {
     /// The object's URL: `…/v2/<name>/blobs/<digest>` for a blob.
     #[serde(default)]
     url: Option<String>,
+    #[serde(default, rename = "mediaType")]
+    media_type: Option<String>,
+    #[serde(default)]
+    digest: Option<String>,
+    #[serde(default)]
+    tag: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DistributionRequest {
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    useragent: Option<String>,
 }
 
 impl DistributionTarget {
@@ -55,12 +150,35 @@ impl DistributionTarget {
     fn is_blob(&self) -> bool {
         self.url.as_deref().is_some_and(|u| u.contains("/blobs/"))
     }
+
+    /// A blob by its URL, or, without one, by a media type that is no manifest's.
+    fn is_pulled_blob(&self) -> bool {
+        match (&self.url, &self.media_type) {
+            (Some(_), _) => self.is_blob(),
+            (None, Some(m)) => !is_manifest_media_type(m),
+            (None, None) => false,
+        }
+    }
+}
+
+fn is_manifest_media_type(m: &str) -> bool {
+    m.contains("manifest") || m.contains("image.index")
 }
 
 #[derive(Deserialize)]
 struct HarborData {
     #[serde(default)]
     repository: Option<HarborRepository>,
+    #[serde(default)]
+    resources: Vec<HarborResource>,
+}
+
+#[derive(Deserialize)]
+struct HarborResource {
+    #[serde(default)]
+    digest: Option<String>,
+    #[serde(default)]
+    tag: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -92,28 +210,61 @@ fn harbor_type_changes(t: &str) -> bool {
     (t.contains("push") || t.contains("delete")) && !t.contains("pull")
 }
 
+/// PULL_ARTIFACT, harbor.artifact.pulled.
+fn harbor_type_pulls(t: &str) -> bool {
+    t.to_ascii_lowercase().contains("pull")
+}
+
 /// The repositories a notification asks to rescan (empty when it is only pulls).
 pub fn repositories(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<BTreeSet<RepositoryName>, WebhookError> {
+    parse(headers, body).map(|n| n.repositories)
+}
+
+/// Everything a notification says: repositories to rescan and manifest pulls. The whole
+/// body is checked before anything is returned, so a bad entry refuses the notification
+/// rather than half of it.
+pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Notification, WebhookError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| WebhookError::Json(e.to_string()))?;
     let mut names: Vec<String> = Vec::new();
+    let mut out = Notification::default();
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
 
     if value.get("events").is_some() {
         let env: DistributionEnvelope =
             serde_json::from_value(value).map_err(|e| WebhookError::Json(e.to_string()))?;
         for e in env.events {
-            // `mount` is always a blob; a blob `delete` carries no URL and is kept (it
-            // cannot be told from a manifest's).
-            if matches!(e.action.as_str(), "push" | "delete")
-                && let Some(t) = e.target
-                && !t.is_blob()
-                && let Some(r) = t.repository
-            {
-                names.push(r);
+            match e.action.as_str() {
+                // `mount` is always a blob; a blob `delete` carries no URL and is kept (it
+                // cannot be told from a manifest's).
+                "push" | "delete" => {
+                    if let Some(t) = e.target
+                        && !t.is_blob()
+                        && let Some(r) = t.repository
+                    {
+                        names.push(r);
+                    }
+                }
+                "pull" => {
+                    let Some(t) = e.target else { continue };
+                    let request = e.request.as_ref();
+                    let method = request.and_then(|r| r.method.as_deref());
+                    let agent = request.and_then(|r| r.useragent.as_deref());
+                    if t.is_pulled_blob() {
+                        out.not_pulls.push("blob");
+                    } else if method.is_some_and(|m| !m.eq_ignore_ascii_case("GET")) {
+                        out.not_pulls.push("head");
+                    } else if agent.is_some_and(|a| a.starts_with(OWN_USER_AGENT)) {
+                        out.not_pulls.push("own");
+                    } else {
+                        let at = e.timestamp.as_ref().and_then(rfc3339);
+                        out.push_pull(pull(t.repository, t.digest, t.tag, at, false));
+                    }
+                }
+                _ => {}
             }
         }
     } else if value.get("specversion").is_some() {
@@ -121,35 +272,111 @@ pub fn repositories(
             .get("type")
             .and_then(|t| t.as_str())
             .unwrap_or_default();
-        if harbor_type_changes(t) {
-            let data: HarborData =
-                serde_json::from_value(value.get("data").cloned().unwrap_or_default())
-                    .map_err(|e| WebhookError::Json(e.to_string()))?;
-            names.extend(data.repository.and_then(|r| r.full_name()));
+        let changes = harbor_type_changes(t);
+        let pulls = harbor_type_pulls(t);
+        if changes || pulls {
+            let at = value.get("time").and_then(rfc3339);
+            let data = value.get("data").cloned().unwrap_or_default();
+            harbor(data, changes, at, &mut names, &mut out)?;
         }
     } else if let Some(t) = header("ce-type") {
-        if harbor_type_changes(t) {
-            let data: HarborData =
-                serde_json::from_value(value).map_err(|e| WebhookError::Json(e.to_string()))?;
-            names.extend(data.repository.and_then(|r| r.full_name()));
+        let changes = harbor_type_changes(t);
+        let pulls = harbor_type_pulls(t);
+        if changes || pulls {
+            let at = header("ce-time")
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            harbor(value, changes, at, &mut names, &mut out)?;
         }
     } else if let Some(t) = value.get("type").and_then(|t| t.as_str()) {
         if value.get("event_data").is_none() {
             return Err(WebhookError::Unrecognised);
         }
-        if harbor_type_changes(t) {
-            let data: HarborData =
-                serde_json::from_value(value.get("event_data").cloned().unwrap_or_default())
-                    .map_err(|e| WebhookError::Json(e.to_string()))?;
-            names.extend(data.repository.and_then(|r| r.full_name()));
+        let changes = harbor_type_changes(t);
+        let pulls = harbor_type_pulls(t);
+        if changes || pulls {
+            // Seconds since the epoch; anything else is no time at all.
+            let at = value
+                .get("occur_at")
+                .and_then(|v| v.as_i64())
+                .and_then(|s| DateTime::from_timestamp(s, 0));
+            let data = value.get("event_data").cloned().unwrap_or_default();
+            harbor(data, changes, at, &mut names, &mut out)?;
         }
     } else {
         return Err(WebhookError::Unrecognised);
     }
-    names
+    out.repositories = names
         .into_iter()
         .map(|n| n.parse().map_err(|_| WebhookError::Repository(n)))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(out)
+}
+
+/// A Harbor event's repository to rescan (`changes`), or else its pulled artifacts.
+/// The data of a pull that cannot be read is the pulls' error, not the notification's.
+fn harbor(
+    data: serde_json::Value,
+    changes: bool,
+    at: Option<DateTime<Utc>>,
+    names: &mut Vec<String>,
+    out: &mut Notification,
+) -> Result<(), WebhookError> {
+    let data: Result<HarborData, _> =
+        serde_json::from_value(data).map_err(|e| WebhookError::Json(e.to_string()));
+    if changes {
+        names.extend(data?.repository.and_then(|r| r.full_name()));
+        return Ok(());
+    }
+    let data = match data {
+        Ok(d) => d,
+        Err(e) => {
+            out.push_pull(Err(e));
+            return Ok(());
+        }
+    };
+    let name = data.repository.and_then(|r| r.full_name());
+    if data.resources.is_empty() {
+        out.push_pull(Err(WebhookError::MissingDigest));
+    }
+    for r in data.resources {
+        out.push_pull(pull(name.clone(), r.digest, r.tag, at, true));
+    }
+    Ok(())
+}
+
+/// A checked pull. Harbor names a pull by digest with the digest as its `tag`: that
+/// (or any reference with `:` or `@`) is no tag.
+fn pull(
+    repository: Option<String>,
+    digest: Option<String>,
+    tag: Option<String>,
+    at: Option<DateTime<Utc>>,
+    lenient_tag: bool,
+) -> Result<Pull, WebhookError> {
+    let repository = repository.ok_or(WebhookError::MissingRepository)?;
+    let repository = repository
+        .parse()
+        .map_err(|_| WebhookError::Repository(repository))?;
+    let digest = digest.ok_or(WebhookError::MissingDigest)?;
+    let digest = digest.parse().map_err(|_| WebhookError::Digest(digest))?;
+    let tag = match tag.filter(|t| !t.is_empty()) {
+        Some(t) if lenient_tag && t.contains([':', '@']) => None,
+        Some(t) => Some(t.parse().map_err(|_| WebhookError::Tag(t))?),
+        None => None,
+    };
+    Ok(Pull {
+        repository,
+        digest,
+        tag,
+        at,
+    })
+}
+
+fn rfc3339(v: &serde_json::Value) -> Option<DateTime<Utc>> {
+    v.as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]
@@ -218,6 +445,88 @@ mod tests {
         h.insert("ce-specversion", "1.0".parse().unwrap());
         let binary = r#"{"repository":{"repo_full_name":"ai/ocr"}}"#;
         assert_eq!(repos(&h, binary), ["ai/ocr"]);
+    }
+
+    fn d(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    #[test]
+    fn distribution_pulls_are_manifest_gets_by_others() {
+        let event = |url: &str, media: &str, tag: Option<&str>, method: &str, agent: &str| {
+            let mut target = serde_json::json!({"mediaType": media, "digest": d('a'),
+                "repository": "a/b", "url": url});
+            if let Some(t) = tag {
+                target["tag"] = serde_json::json!(t);
+            }
+            serde_json::json!({"action": "pull", "timestamp": "2026-12-03T18:02:55.48463312Z",
+                "target": target, "request": {"method": method, "useragent": agent}})
+        };
+        let manifest = "http://r/v2/a/b/manifests/sha256:aa";
+        let body = serde_json::json!({"events": [
+            event(manifest, "application/vnd.oci.image.manifest.v1+json", Some("v1"), "GET", "docker/27"),
+            event(manifest, "application/vnd.oci.image.index.v1+json", None, "GET", "containerd/1.7"),
+            event(manifest, "application/vnd.oci.image.manifest.v1+json", Some("v1"), "HEAD", "flux"),
+            event(manifest, "application/vnd.oci.image.manifest.v1+json", Some("v1"), "GET", "imagelib-sync-scanner/0.1"),
+            event("http://r/v2/a/b/blobs/sha256:bb", "application/octet-stream", None, "GET", "docker/27"),
+            {"action": "push", "target": {"repository": "c/d", "url": "http://r/v2/c/d/manifests/v1"}},
+        ]});
+        let n = parse(&HeaderMap::new(), body.to_string().as_bytes()).unwrap();
+        let pulls = n.pulls.unwrap();
+        assert_eq!(pulls.len(), 2);
+        assert_eq!(pulls[0].repository.as_str(), "a/b");
+        assert_eq!(pulls[0].digest.as_str(), d('a'));
+        assert_eq!(pulls[0].tag.as_ref().map(|t| t.as_str()), Some("v1"));
+        assert_eq!(
+            pulls[0].at.map(|t| t.to_rfc3339()).as_deref(),
+            Some("2026-12-03T18:02:55.484633120+00:00")
+        );
+        assert_eq!(pulls[1].tag, None);
+        assert_eq!(n.not_pulls, ["head", "own", "blob"]);
+        assert_eq!(
+            n.repositories
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>(),
+            ["c/d"]
+        );
+    }
+
+    #[test]
+    fn harbor_pulls_by_digest_have_no_tag() {
+        let body = format!(
+            r#"{{"type":"PULL_ARTIFACT","occur_at":1680502372,"operator":"admin",
+            "event_data":{{"resources":[{{"digest":"{a}","tag":"{a}"}},{{"digest":"{a}","tag":"3.8"}},{{"digest":"{a}"}}],
+            "repository":{{"name":"alpine","namespace":"harbor","repo_full_name":"harbor/alpine"}}}}}}"#,
+            a = d('a')
+        );
+        let n = parse(&HeaderMap::new(), body.as_bytes()).unwrap();
+        let pulls = n.pulls.unwrap();
+        let tags: Vec<Option<&str>> = pulls
+            .iter()
+            .map(|p| p.tag.as_ref().map(|t| t.as_str()))
+            .collect();
+        assert_eq!(tags, [None, Some("3.8"), None]);
+        assert!(
+            pulls
+                .iter()
+                .all(|p| p.repository.as_str() == "harbor/alpine")
+        );
+        assert_eq!(pulls[0].at.map(|t| t.timestamp()), Some(1680502372));
+        assert!(n.repositories.is_empty());
+    }
+
+    #[test]
+    fn bad_pulls_are_the_pulls_error_only() {
+        let bad = r#"{"events":[{"action":"pull","target":{"repository":"a/b","digest":"sha256:short","url":"http://r/v2/a/b/manifests/x"}},
+            {"action":"push","target":{"repository":"a/b","url":"http://r/v2/a/b/manifests/v1"}}]}"#;
+        let n = parse(&HeaderMap::new(), bad.as_bytes()).unwrap();
+        assert!(matches!(n.pulls, Err(WebhookError::Digest(_))));
+        assert_eq!(n.repositories.len(), 1);
+        let many = serde_json::json!({"events": (0..=MAX_PULLS_PER_NOTIFICATION).map(|_| serde_json::json!(
+            {"action": "pull", "target": {"repository": "a/b", "digest": d('a')}})).collect::<Vec<_>>()});
+        let n = parse(&HeaderMap::new(), many.to_string().as_bytes()).unwrap();
+        assert_eq!(n.pulls, Err(WebhookError::TooManyPulls));
     }
 
     #[test]
