@@ -221,6 +221,22 @@ impl NetworkGuard {
         }
     }
 
+    /// A DNS resolver for a `reqwest` client of another outbound path (registry-registry's
+    /// subscription deliveries): the same check as the registry client's own, on the
+    /// resolved addresses, so every outbound request of imagelib passes one guard. The
+    /// proxies the environment names are resolved unchecked. Pair it with
+    /// [`Self::check_url`] (IP-literal hosts never reach a resolver) and, when
+    /// [`Self::proxy_in_environment`], [`Self::check_target`] before each request.
+    pub fn resolver(&self) -> Arc<dyn Resolve> {
+        Arc::new(GuardedResolver::new(self.clone(), Proxies::detect(None)))
+    }
+
+    /// Whether the proxy environment variables name a proxy: the resolver then sees the
+    /// proxy's name, not the targets'.
+    pub fn proxy_in_environment() -> bool {
+        Proxies::detect(None).active()
+    }
+
     fn first_denied(&self, addrs: &[SocketAddr]) -> Option<(IpAddr, IpNet)> {
         addrs
             .iter()

@@ -23,6 +23,10 @@ pub struct Config {
     /// `IMAGELIB_VALIDATION_TIMEOUT_SECS` (default 15): the timeout of each request a
     /// validation makes; a registry that does not answer in time fails with `timeout`.
     pub validation_timeout_secs: Option<u64>,
+    /// `IMAGELIB_SUBSCRIPTIONS_*`: outbound subscription delivery (README, "Notifications
+    /// out").
+    #[serde(flatten)]
+    pub delivery: crate::subscriptions::DeliveryConfig,
     /// `IMAGELIB_PULLS_WINDOW_SECS` (default 60): how long the pulls of one digest (and
     /// tag) are counted before they become one `image.pulls_counted`.
     pub pulls_window_secs: Option<u64>,

@@ -18,6 +18,7 @@ pub mod domain;
 pub mod pulls;
 pub mod startup;
 pub mod store;
+pub mod subscriptions;
 pub mod validate;
 
 /// The service's name: its CloudEvent `source` is `/imagelib/<NAME>`.

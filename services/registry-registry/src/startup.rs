@@ -55,10 +55,18 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
     .map_err(|e| other(&e))?;
     let tokens = Tokens::from_config(&config.common).map_err(|e| other(&e))?;
     let store = Store::new(infra.pool.clone());
+    let vault = Arc::new(vault);
+    let subscriptions = Arc::new(crate::subscriptions::commands::Subscriptions::new(
+        infra.bus.clone(),
+        crate::subscriptions::store::SubscriptionStore::new(infra.pool.clone()),
+        vault.clone(),
+        guard.clone(),
+        config.delivery.subscriptions_allow_http,
+    ));
     let app = Arc::new(Registries::new(
         infra.bus.clone(),
         store.clone(),
-        Arc::new(vault),
+        vault,
         guard,
         config.providers.clone(),
         config.validation_timeout(),
@@ -76,11 +84,17 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
     readiness.set("database", true, None);
     let mut workers = crate::bus::projectors(&infra.bus, &store, &readiness);
     workers.push(shredder(app.clone()));
+    workers.extend(
+        crate::subscriptions::delivery::workers(subscriptions.clone(), &config.delivery)
+            .map_err(|e| other(&e))?,
+    );
     let pulls = Arc::new(PullCounter::new(infra.bus.clone(), config.pull_settings()));
     workers.push(pulls.worker());
     Ok(Service {
         name: crate::NAME,
-        router: crate::api::router(app, tokens).layer(axum::Extension(pulls)),
+        router: crate::subscriptions::api::router(subscriptions, tokens.clone())
+            .merge(crate::api::router(app, tokens))
+            .layer(axum::Extension(pulls)),
         readiness,
         workers,
     })
