@@ -32,6 +32,9 @@ pub enum CommandError {
     NotFound(String),
     #[error("{pointer}: {message}")]
     Invalid { pointer: String, message: String },
+    /// The tag no longer points at the digest the caller decided on.
+    #[error("{0}")]
+    DigestMismatch(String),
     #[error("{0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -49,6 +52,7 @@ impl From<CommandError> for Problem {
         match e {
             CommandError::NotFound(m) => Problem::not_found(m),
             CommandError::Invalid { pointer, message } => Problem::validation(pointer, message),
+            CommandError::DigestMismatch(m) => Problem::conflict(m).with_code("digest-mismatch"),
             CommandError::Unavailable(m) => {
                 tracing::warn!(error = %m, "dependency unavailable");
                 Problem::unavailable("a dependency is unavailable; retry shortly")
@@ -240,12 +244,15 @@ impl Catalog {
             .await
     }
 
-    /// Approve or reject a repository, or a tag at its current digest.
+    /// Approve or reject a repository, or a tag at its current digest — when `expected` is
+    /// given, only if that is the tag's current digest.
+    #[allow(clippy::too_many_arguments)]
     pub async fn decide(
         &self,
         caller: &Caller,
         repo: &RepoRef,
         tag: Option<Tag>,
+        expected: Option<Digest>,
         approve: bool,
         reason: String,
         tp: Option<TraceParent>,
@@ -268,6 +275,14 @@ impl Catalog {
             Some(t) => Some(self.current_digest(repo, repo_id, t).await?),
             None => None,
         };
+        if let (Some(want), Some(now), Some(t)) = (&expected, &digest, &tag)
+            && want != now
+        {
+            return Err(CommandError::DigestMismatch(format!(
+                "tag `{t}` of `{}` points at {now}, not {want}: it moved again since that digest was reviewed; review {now} and decide on it",
+                repo.name
+            )));
+        }
         let target = repo.target(tag);
         if approve {
             self.commit(

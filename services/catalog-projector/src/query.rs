@@ -137,6 +137,8 @@ pub struct ImageFilter {
     pub max_severity: Option<i16>,
     pub has_sbom: Option<bool>,
     pub policy: Option<String>,
+    /// Tags ever found mutated (`image.tag_mutated`), or the others.
+    pub mutated: Option<bool>,
     /// A `to_tsquery('simple', …)` expression (see [`tsquery`]).
     pub q: Option<String>,
     pub as_of: Option<DateTime<Utc>>,
@@ -147,12 +149,21 @@ pub struct ImageFilter {
 }
 
 /// The columns of an image row, in the order `api` reads them. Referrers: as last listed
-/// for the digest (`trust_referrers`), else as the tag event carried them.
+/// for the digest (`trust_referrers`), else as the tag event carried them. The latest
+/// mutation of a marked tag (looked up only for marked rows), and the pulls under the tag
+/// (every digest it pointed at) and of its digest (under any tag or by digest), as JSON.
 pub const IMAGE_COLUMNS: &str = "t.registry_id, g.label, t.repository, t.tag, t.digest, t.media_type, \
      t.artifact_type, t.kind, t.model_type, t.archs, t.platforms::text, t.size, t.created, t.first_seen, \
      t.last_seen, t.valid_from, t.valid_to, t.labels::text, t.annotations::text, t.extensions::text, \
      COALESCE((SELECT x.referrers::text FROM trust_referrers x \
-        WHERE x.repo_id = t.repo_id AND x.digest = t.digest), t.referrers::text), t.hm_tags, r.hm_tags, t.approval, r.description, t.repo_id, t.trust::text";
+        WHERE x.repo_id = t.repo_id AND x.digest = t.digest), t.referrers::text), t.hm_tags, r.hm_tags, t.approval, r.description, t.repo_id, t.trust::text, \
+     CASE WHEN t.mutated THEN (SELECT json_build_object('old_digest', m.old_digest, 'new_digest', m.new_digest, \
+        'found_by', m.found_by, 'seen_at', m.seen_at, 'at', m.at)::text FROM tag_mutations m \
+        WHERE m.repo_id = t.repo_id AND m.tag = t.tag ORDER BY m.sequence DESC LIMIT 1) END, \
+     (SELECT json_build_object('pulls', sum(p.pulls), 'last_pulled_at', max(p.last_pulled_at))::text \
+        FROM pulls p WHERE p.repo_id = t.repo_id AND p.tag = t.tag), \
+     (SELECT json_build_object('pulls', sum(p.pulls), 'last_pulled_at', max(p.last_pulled_at))::text \
+        FROM pulls p WHERE p.repo_id = t.repo_id AND p.digest = t.digest)";
 
 fn visibility(sql: &mut Sql, teams: &Teams, as_of: Option<&str>) -> String {
     let mut w = match as_of {
@@ -228,6 +239,11 @@ pub fn images(f: &ImageFilter) -> Sql {
     if let Some(v) = &f.policy {
         let p = sql.bind(Bind::Text(v.clone()));
         wh.push(format!("t.policy IS NOT NULL AND t.policy = {p}"));
+    }
+    match f.mutated {
+        Some(true) => wh.push("t.mutated".into()),
+        Some(false) => wh.push("NOT t.mutated".into()),
+        None => {}
     }
     if let Some(q) = &f.q {
         let p = sql.bind(Bind::Text(q.clone()));

@@ -153,7 +153,7 @@ async fn a_viewer_sees_only_registries_of_its_teams_even_in_counters() {
                "repositories": 1, "database_repositories": 0, "model_repositories": 0, "registries": 1,
                "signed": 0, "unsigned": 1, "with_sbom": 0,
                "by_max_severity": {"critical": 0, "high": 0, "medium": 0, "low": 0, "none": 0},
-               "policy": {"pass": 0, "fail": 0, "audit": 0}})
+               "policy": {"pass": 0, "fail": 0, "audit": 0}, "mutated_tags": 0})
     );
     let s = stats(Some(VIEWER_ML)).await;
     assert_eq!(

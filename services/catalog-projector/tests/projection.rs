@@ -107,7 +107,7 @@ async fn given_events_the_catalog_shows_registries_repositories_tags_and_usage()
                "repositories": 2, "database_repositories": 1, "model_repositories": 1, "registries": 1,
                "signed": 0, "unsigned": 3, "with_sbom": 0,
                "by_max_severity": {"critical": 0, "high": 0, "medium": 0, "low": 0, "none": 0},
-               "policy": {"pass": 0, "fail": 0, "audit": 0}})
+               "policy": {"pass": 0, "fail": 0, "audit": 0}, "mutated_tags": 0})
     );
 
     // A repository with its tags and the deployments using it.

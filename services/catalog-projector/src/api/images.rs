@@ -50,6 +50,9 @@ pub struct ImagesQuery {
     has_sbom: Option<String>,
     /// `pass`, `fail` or `audit`: the trust policy verdict.
     policy: Option<String>,
+    /// `true`: only tags ever found mutated (re-pushed although policy calls them
+    /// immutable); `false`: the others.
+    mutated: Option<String>,
     /// Words the repository name or description must contain (prefix match).
     q: Option<String>,
     /// RFC 3339 time: the catalog as it was then.
@@ -85,6 +88,7 @@ impl ImagesQuery {
             max_severity: params::max_severity(self.max_severity.as_deref())?,
             has_sbom: params::boolean("has_sbom", self.has_sbom.as_deref())?,
             policy: params::policy(self.policy.as_deref())?,
+            mutated: params::boolean("mutated", self.mutated.as_deref())?,
             q: params::q(self.q.as_deref())?,
             as_of: params::as_of(self.as_of.as_deref())?,
             sort,

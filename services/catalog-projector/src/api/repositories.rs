@@ -27,9 +27,12 @@ use uuid::Uuid;
 
 use super::params;
 use super::views::{
-    ApprovalView, DeploymentView, DigestReferrers, ImageView, ReadmeView, ReferrerView,
-    RepositoryDetail, RepositoryPage, RepositoryView, TagDetail,
+    ApprovalView, DeploymentView, DigestReferrers, ImageView, MutationView, ReadmeView,
+    ReferrerView, RepositoryDetail, RepositoryPage, RepositoryView, TagDetail,
 };
+
+/// The mutations listed per tag in a repository's detail (its newest).
+const MAX_MUTATIONS_SHOWN: i64 = 100;
 use crate::curate::{Catalog, RepoRef};
 use crate::query::{self, Cursor, IMAGE_COLUMNS, RepositoryFilter};
 use imagelib_events::model::Referrer;
@@ -429,6 +432,29 @@ async fn get_repository(
     let lists = crate::projection::trust::referrers_of(pool, repo_id)
         .await
         .map_err(internal)?;
+    let mut mutations_of: HashMap<String, Vec<MutationView>> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT tag, old_digest, new_digest, found_by, seen_at, at FROM (
+            SELECT m.*, row_number() OVER (PARTITION BY tag ORDER BY sequence DESC) AS n
+            FROM tag_mutations m WHERE repo_id = $1) x
+         WHERE n <= $2 ORDER BY tag, sequence DESC",
+    )
+    .bind(repo_id)
+    .bind(MAX_MUTATIONS_SHOWN)
+    .fetch_all(pool)
+    .await
+    .map_err(internal)?
+    {
+        let tag: String = r.try_get(0).map_err(internal)?;
+        let m = MutationView {
+            old_digest: r.try_get(1).map_err(internal)?,
+            new_digest: r.try_get(2).map_err(internal)?,
+            found_by: r.try_get(3).map_err(internal)?,
+            seen_at: r.try_get(4).map_err(internal)?,
+            at: r.try_get(5).map_err(internal)?,
+        };
+        mutations_of.entry(tag).or_default().push(m);
+    }
     let mut tags = Vec::with_capacity(tag_rows.len());
     let mut by_digest: BTreeMap<String, DigestReferrers> = BTreeMap::new();
     for row in &tag_rows {
@@ -441,6 +467,7 @@ async fn get_repository(
         digest_referrers(&mut by_digest, &image, &lists);
         tags.push(TagDetail {
             tag_approval: decision_of.remove(&image.tag),
+            mutations: mutations_of.remove(&image.tag).unwrap_or_default(),
             readme: readme_of.remove(&image.tag),
             used_by,
             image,
@@ -600,9 +627,31 @@ pub struct DecisionRequest {
     /// An image tag: decide on that tag's current digest only.
     #[serde(default)]
     tag: Option<String>,
+    /// With `tag`: the digest the curator reviewed. The decision is made only if the tag
+    /// still points at it (`409 digest-mismatch` otherwise), so a tag re-pushed again
+    /// meanwhile is never approved unseen.
+    #[serde(default)]
+    digest: Option<String>,
     /// Why (required to reject).
     #[serde(default)]
     reason: String,
+}
+
+/// The `digest` of a decision: a digest, and only with a tag.
+fn expected_digest(
+    tag: Option<&Tag>,
+    digest: Option<String>,
+) -> Result<Option<imagelib_events::Digest>, Problem> {
+    let Some(d) = digest else { return Ok(None) };
+    if tag.is_none() {
+        return Err(Problem::validation(
+            "/digest",
+            "a digest is decided on with its `tag`; a repository decision names none",
+        ));
+    }
+    d.parse()
+        .map(Some)
+        .map_err(|e: imagelib_events::OciParseError| Problem::validation("/digest", e.to_string()))
 }
 
 /// Approve. Curators only.
@@ -611,7 +660,8 @@ pub struct DecisionRequest {
     params(("registry_id" = String, Path, description = "registry id"),
         ("name" = String, Path, description = "repository name, `/` included")),
     responses((status = 200, body = RepositoryDetail), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 422, body = Problem)))]
+        (status = 404, body = Problem), (status = 409, body = Problem, description = "`digest-mismatch`: the tag no longer points at `digest`"),
+        (status = 422, body = Problem)))]
 async fn approve(
     catalog: &Catalog,
     caller: &Caller,
@@ -621,8 +671,9 @@ async fn approve(
 ) -> Result<Response, Problem> {
     caller.require(Role::Curator)?;
     let tag = image_tag("/tag", req.tag)?;
+    let digest = expected_digest(tag.as_ref(), req.digest)?;
     catalog
-        .decide(caller, repo, tag, true, req.reason, tp)
+        .decide(caller, repo, tag, digest, true, req.reason, tp)
         .await?;
     answer(catalog, caller, repo).await
 }
@@ -633,7 +684,8 @@ async fn approve(
     params(("registry_id" = String, Path, description = "registry id"),
         ("name" = String, Path, description = "repository name, `/` included")),
     responses((status = 200, body = RepositoryDetail), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 422, body = Problem)))]
+        (status = 404, body = Problem), (status = 409, body = Problem, description = "`digest-mismatch`: the tag no longer points at `digest`"),
+        (status = 422, body = Problem)))]
 async fn reject(
     catalog: &Catalog,
     caller: &Caller,
@@ -643,8 +695,9 @@ async fn reject(
 ) -> Result<Response, Problem> {
     caller.require(Role::Curator)?;
     let tag = image_tag("/tag", req.tag)?;
+    let digest = expected_digest(tag.as_ref(), req.digest)?;
     catalog
-        .decide(caller, repo, tag, false, req.reason, tp)
+        .decide(caller, repo, tag, digest, false, req.reason, tp)
         .await?;
     answer(catalog, caller, repo).await
 }

@@ -45,6 +45,8 @@ pub struct Stats {
     pub by_max_severity: SeverityStats,
     /// Tags by trust policy verdict (tags never evaluated are not counted).
     pub policy: PolicyStats,
+    /// Tags ever found mutated: moved although policy calls them immutable.
+    pub mutated_tags: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,7 +116,9 @@ async fn stats(
                     SELECT t.policy AS p, count(*) AS n FROM tag_versions t
                     WHERE t.valid_to IS NULL AND t.policy IS NOT NULL
                       AND t.registry_id IN (SELECT id FROM g)
-                    GROUP BY t.policy) x)::text",
+                    GROUP BY t.policy) x)::text,
+                (SELECT count(*) FROM tag_versions t
+                 WHERE t.valid_to IS NULL AND t.mutated AND t.registry_id IN (SELECT id FROM g))::int8",
     )
     .bind(caller.team_filter())
     .fetch_one(catalog.pool())
@@ -125,7 +129,7 @@ async fn stats(
             .try_get::<i64, _>(i)
             .map_err(|e| Problem::internal(&e))
     };
-    let (signed, with_sbom) = (tget(0)?, tget(1)?);
+    let (signed, with_sbom, mutated_tags) = (tget(0)?, tget(1)?, tget(4)?);
     let counts = |i: usize| -> Result<HashMap<String, i64>, Problem> {
         let text: String = trust.try_get(i).map_err(|e| Problem::internal(&e))?;
         serde_json::from_str(&text).map_err(|e| Problem::internal(&e))
@@ -158,5 +162,6 @@ async fn stats(
             fail: verdict("fail"),
             audit: verdict("audit"),
         },
+        mutated_tags,
     }))
 }

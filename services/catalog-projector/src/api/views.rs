@@ -60,6 +60,58 @@ pub struct ImageView {
     pub description: String,
     /// Signatures, vulnerabilities, SBOMs and the policy verdict of its digest.
     pub trust: TrustView,
+    /// The tag's latest mutation, when it was ever found moved although policy calls it
+    /// immutable (`image.tag_mutated`); `null` otherwise. The repository detail lists every
+    /// one on the tag (`mutations`).
+    pub mutated: Option<MutationView>,
+    /// Pulls counted under this tag (at every digest it pointed at), from registries that
+    /// report pulls; 0 when none were counted.
+    pub pulls: i64,
+    /// The latest pull under this tag.
+    pub last_pulled_at: Option<DateTime<Utc>>,
+    /// Pulls of the current digest, under any tag or by digest.
+    pub digest_pulls: i64,
+    /// The latest pull of the current digest.
+    pub digest_last_pulled_at: Option<DateTime<Utc>>,
+}
+
+/// A tag found at another digest although policy calls it immutable.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+pub struct MutationView {
+    /// What the tag pointed at before.
+    pub old_digest: String,
+    /// What it was found pointing at.
+    pub new_digest: String,
+    /// `scan`, `webhook`, `deploy` or `sweep`.
+    pub found_by: String,
+    /// When the scanner saw the new digest under the tag (when it said).
+    pub seen_at: Option<DateTime<Utc>>,
+    /// When the mutation was recorded.
+    pub at: DateTime<Utc>,
+}
+
+/// Summed pulls, as the image columns carry them.
+#[derive(Debug, Default, serde::Deserialize)]
+struct PullsJson {
+    pulls: Option<i64>,
+    last_pulled_at: Option<DateTime<Utc>>,
+}
+
+fn pulls_of(json: Option<String>) -> PullsJson {
+    json.and_then(|s| {
+        serde_json::from_str(&s)
+            .map_err(|e| tracing::warn!(error = %e, "stored pulls unreadable; shown as none"))
+            .ok()
+    })
+    .unwrap_or_default()
+}
+
+fn mutation_of(json: Option<String>) -> Option<MutationView> {
+    json.and_then(|s| {
+        serde_json::from_str(&s)
+            .map_err(|e| tracing::warn!(error = %e, "stored mutation unreadable; shown as none"))
+            .ok()
+    })
 }
 
 /// The composed trust of a row; none recorded (or unreadable, logged) is the empty view.
@@ -91,6 +143,8 @@ impl ImageView {
             hm_tags.dedup();
         }
         let approval: Option<String> = row.try_get(23)?;
+        let tag_pulls = pulls_of(row.try_get(28)?);
+        let digest_pulls = pulls_of(row.try_get(29)?);
         let view = ImageView {
             reference: format!("{registry_id}/{repository}:{tag}"),
             registry_id,
@@ -119,6 +173,11 @@ impl ImageView {
             approval,
             description: row.try_get(24)?,
             trust: trust_of(row.try_get(26)?),
+            mutated: mutation_of(row.try_get(27)?),
+            pulls: tag_pulls.pulls.unwrap_or(0),
+            last_pulled_at: tag_pulls.last_pulled_at,
+            digest_pulls: digest_pulls.pulls.unwrap_or(0),
+            digest_last_pulled_at: digest_pulls.last_pulled_at,
         };
         Ok((view, row.try_get(25)?))
     }
@@ -277,6 +336,9 @@ pub struct TagDetail {
     pub image: ImageView,
     /// The tag's own decision (the effective one is `approval`).
     pub tag_approval: Option<ApprovalView>,
+    /// Every mutation of the tag, newest first (at most 100): each names the digest the
+    /// tag pointed at before and the one it was found at.
+    pub mutations: Vec<MutationView>,
     pub readme: Option<ReadmeView>,
     pub used_by: Vec<DeploymentView>,
 }

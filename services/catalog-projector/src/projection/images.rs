@@ -190,9 +190,14 @@ pub(crate) async fn flush(
     let mut keyed: Vec<(u64, DateTime<Utc>, &EventPayload, usize)> =
         Vec::with_capacity(events.len());
     let mut evidence: Vec<(u64, &Envelope)> = Vec::new();
+    let mut integrity: Vec<(u64, &Envelope)> = Vec::new();
     for (seq, env) in events {
         if super::trust::is_evidence(&env.payload) {
             evidence.push((*seq, *env));
+            continue;
+        }
+        if super::integrity::is_integrity(&env.payload) {
+            integrity.push((*seq, *env));
             continue;
         }
         let (registry, repository, tag) = match &env.payload {
@@ -226,6 +231,11 @@ pub(crate) async fn flush(
     if !evidence.is_empty() {
         let touched = super::trust::apply_evidence(tx, &evidence).await?;
         super::trust::refresh_digests(tx, &touched).await?;
+    }
+    // Mutations and pulls after the tags too: a mutation marks the tag's current version
+    // (the one the tag events of the run left), pulls are sums guarded by sequence.
+    if !integrity.is_empty() {
+        super::integrity::apply(tx, &integrity).await?;
     }
     Ok(())
 }
@@ -439,6 +449,12 @@ async fn fold_and_write<'a>(
     let t = std::time::Instant::now();
     write_new(tx, &new).await?;
     prof(3, t);
+    let opened: Vec<(Uuid, &str)> = new
+        .iter()
+        .filter(|v| v.valid_to.is_none())
+        .map(|v| (v.repo_id, v.tag))
+        .collect();
+    super::integrity::mark_new(tx, &opened).await?;
     let mut lists: Vec<(Uuid, &str, &[imagelib_events::model::Referrer], u64)> = Vec::new();
     for (seq, i, digest, list) in referrer_lists {
         lists.push((states[i].repo_id, digest, list, seq));
@@ -751,9 +767,9 @@ async fn write_touches(
     Ok(())
 }
 
-/// Close versions. Trust is kept on current versions only (a closed one would otherwise
-/// keep whatever its digest showed when the batch that closed it began, which depends on
-/// batching): history shows none.
+/// Close versions. Trust and the mutation mark are kept on current versions only (a closed
+/// one would otherwise keep whatever its digest showed when the batch that closed it began,
+/// which depends on batching): history shows none.
 async fn write_closes(
     tx: &mut Transaction<'_, Postgres>,
     states: &[TagState<'_>],
@@ -773,7 +789,8 @@ async fn write_closes(
     }
     sqlx::query(
         "UPDATE tag_versions t SET valid_to = GREATEST(u.valid_to, t.valid_from),
-            signed = false, max_severity = NULL, has_sbom = false, policy = NULL, trust = NULL
+            signed = false, max_severity = NULL, has_sbom = false, policy = NULL, trust = NULL,
+            mutated = false
          FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS u(repo_id, tag, valid_to)
          WHERE t.repo_id = u.repo_id AND t.tag = u.tag AND t.valid_to IS NULL",
     )

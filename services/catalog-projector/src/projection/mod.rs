@@ -19,6 +19,7 @@
 
 pub mod audit;
 pub mod images;
+pub mod integrity;
 mod other;
 pub mod trust;
 

@@ -216,11 +216,13 @@ pub(crate) async fn apply(
             super::images::flush(tx, &[(seq, env)], rules).await?;
         }
 
-        // Tag mutation, pulls and subscriptions (issue 14): not shown by the catalog yet;
-        // skipped, not dead-lettered.
-        EventPayload::TagMutated(_)
-        | EventPayload::PullsCounted(_)
-        | EventPayload::SubscriptionCreated(_)
+        // Tag mutations and pulls (issue 14): image events, applied with them.
+        EventPayload::TagMutated(_) | EventPayload::PullsCounted(_) => {
+            super::images::flush(tx, &[(seq, env)], rules).await?;
+        }
+
+        // Subscriptions (issue 14): not shown by the catalog; skipped, not dead-lettered.
+        EventPayload::SubscriptionCreated(_)
         | EventPayload::SubscriptionRemoved(_)
         | EventPayload::SubscriptionReplayRequested(_) => {}
 
