@@ -220,6 +220,9 @@ pub enum RegistryCommand {
         /// Seconds between scheduled scans.
         #[arg(long)]
         interval: Option<u64>,
+        /// Count the registry's pull notifications (`image.pulls_counted`).
+        #[arg(long)]
+        report_pulls: bool,
         /// Save without checking the connection.
         #[arg(long)]
         no_validate: bool,
@@ -254,6 +257,9 @@ pub enum RegistryCommand {
         auth_hosts: Vec<String>,
         #[arg(long)]
         interval: Option<u64>,
+        /// Count pull notifications (`--report-pulls` or `--report-pulls=false`).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        report_pulls: Option<bool>,
         /// The ETag to send as If-Match instead of the one a fresh GET returns.
         #[arg(long)]
         if_match: Option<String>,
@@ -376,6 +382,7 @@ fn registry_detail(r: &Value) -> String {
         "catalog_access",
         "scan_interval_secs",
         "repositories",
+        "report_pulls",
         "webhook_url",
         "validated_at",
         "created_at",
@@ -403,6 +410,7 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
             repositories,
             auth_hosts,
             interval,
+            report_pulls,
             no_validate,
         } => {
             let credentials = credentials
@@ -413,7 +421,8 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
                 "label": label, "url": url, "registry_type": registry_type, "insecure": insecure,
                 "ca_pem": ca_pem, "visibility": visibility, "credentials": credentials,
                 "repositories": repositories, "auth_hosts": auth_hosts,
-                "scan_interval_secs": interval, "validate": !no_validate,
+                "scan_interval_secs": interval, "report_pulls": report_pulls,
+                "validate": !no_validate,
             });
             let r = client
                 .send(Method::POST, "/v1/registries", Some(Body::Json(body)))
@@ -432,6 +441,7 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
             repositories,
             auth_hosts,
             interval,
+            report_pulls,
             if_match,
             credentials,
         } => {
@@ -469,12 +479,15 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
             if let Some(v) = interval {
                 set("scan_interval_secs", json!(v));
             }
+            if let Some(v) = report_pulls {
+                set("report_pulls", json!(v));
+            }
             if let Some(c) = credentials.to_json()? {
                 set("credentials", c);
             }
             if body.is_empty() {
                 return Err(CliError::usage(
-                    "nothing to change: give at least one of --label, --url, --insecure, --type, --ca-file, --no-ca, --team, --repository, --auth-host, --interval or credentials",
+                    "nothing to change: give at least one of --label, --url, --insecure, --type, --ca-file, --no-ca, --team, --repository, --auth-host, --interval, --report-pulls or credentials",
                 )
                 .into());
             }

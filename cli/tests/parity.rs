@@ -379,6 +379,21 @@ async fn update_rotate_formats_token_file_and_exit_codes() {
         "",
     );
     assert_eq!(renamed.ok().json()["label"], "after");
+    assert_eq!(renamed.json()["report_pulls"], false);
+
+    // Pull counting, on and off again.
+    let pulls_on = cli(
+        &server,
+        &["--json", "registry", "update", &id, "--report-pulls"],
+        "",
+    );
+    assert_eq!(pulls_on.ok().json()["report_pulls"], true);
+    let pulls_off = cli(
+        &server,
+        &["--json", "registry", "update", &id, "--report-pulls=false"],
+        "",
+    );
+    assert_eq!(pulls_off.ok().json()["report_pulls"], false);
 
     // A move without credentials: refused (422 credentials-required), exit 4, nothing changed.
     let other_url = other.host();
