@@ -8,6 +8,7 @@
 //!   and stops loudly on what PostgreSQL refuses;
 //! - [`api`]: `/v1/images`, `/v1/models`, `/v1/repositories`, `/v1/stats`,
 //!   `/v1/registries` and the curator commands ([`curate`]);
+//! - [`lifecycle`]: retention policies previewed over the catalog (a dry run);
 //! - [`rebuild`]: replay into a fresh schema and swap it in.
 //!
 //! The crate is a library so that its binary, `imagelib serve` and the tests all start
@@ -18,6 +19,7 @@ pub mod api;
 pub mod config;
 pub mod copy;
 pub mod curate;
+pub mod lifecycle;
 pub mod projection;
 pub mod query;
 pub mod rebuild;

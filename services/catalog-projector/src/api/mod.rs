@@ -3,6 +3,7 @@
 
 mod audit;
 mod images;
+mod lifecycle;
 mod params;
 mod registries;
 mod repositories;
@@ -36,6 +37,7 @@ pub fn router(catalog: Arc<Catalog>, serve_registries: bool) -> OpenApiRouter {
         .merge(images::router())
         .merge(repositories::router())
         .merge(stats::router())
+        .merge(lifecycle::router())
         .merge(audit::router());
     if serve_registries {
         r = r.merge(registries::router());
