@@ -8,6 +8,7 @@ pub mod deploy_cmd;
 pub mod events_cmd;
 pub mod healthcheck;
 pub mod keys_cmd;
+pub mod lifecycle_cmd;
 pub mod nats_cmd;
 pub mod registry_cmd;
 pub mod serve;

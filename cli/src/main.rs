@@ -43,6 +43,9 @@ enum Command {
     /// Read and write the event stream.
     #[command(subcommand)]
     Events(events_cmd::EventsCommand),
+    /// Retention policies: what a rule's policy would delete, and why (nothing is deleted).
+    #[command(subcommand)]
+    Lifecycle(imagelib::lifecycle_cmd::LifecycleCommand),
     /// Deploy model images to KServe and provision Postgres from database images.
     #[command(subcommand)]
     Deploy(deploy_cmd::DeployCommand),
@@ -98,5 +101,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Images(cmd) => catalog_cmd::run_images(&Client::new(cli.connection)?, cmd).await,
         Command::Models(cmd) => catalog_cmd::run_models(&Client::new(cli.connection)?, cmd).await,
         Command::Stats => catalog_cmd::run_stats(&Client::new(cli.connection)?).await,
+        Command::Lifecycle(cmd) => {
+            imagelib::lifecycle_cmd::run(&Client::new(cli.connection)?, cmd).await
+        }
     }
 }

@@ -192,8 +192,9 @@ pub async fn run_trust(
     })
 }
 
-/// For `rules set` from flags: carries the rule's current trust policy over into `body`
-/// (flags describe discovery only, and a policy must not lift because a pattern changed)
+/// For `rules set` from flags: carries the rule's current trust and retention policies over
+/// into `body` (flags describe discovery only, and a policy must not lift because a pattern
+/// changed)
 /// and returns the `If-Match` that guards the replacement. Nothing when the rule is new.
 pub async fn keep_policy(
     client: &Client,
@@ -211,8 +212,10 @@ pub async fn keep_policy(
         }
         Err(e) => return Err(e),
     };
-    if let (Some(policy), Some(fields)) = (current.value.get("trust"), body.as_object_mut()) {
-        fields.insert("trust".into(), policy.clone());
+    for policy in ["trust", "retention"] {
+        if let (Some(p), Some(fields)) = (current.value.get(policy), body.as_object_mut()) {
+            fields.insert(policy.into(), p.clone());
+        }
     }
     Ok(current.etag.map(|e| (IF_MATCH, e)).into_iter().collect())
 }
