@@ -292,11 +292,13 @@ impl Layout<'_> {
         match name {
             "registry-registry" => {
                 p.allow(self.event_stream());
-                p.allow(self.own(&["registry", "rule"]));
+                p.allow(self.own(&["registry", "rule", "subscription"]));
                 p.allow([format!("{}.sync.*.requested", self.p)]);
                 for c in durables(&registry_registry::bus::AGGREGATES, registry_registry::NAME) {
                     p.allow(self.durable(self.s, &c));
                 }
+                // Subscription delivery reads the whole stream into its outbox.
+                p.allow(self.durable(self.s, registry_registry::subscriptions::DELIVERY_CONSUMER));
                 p.allow(self.kv_write(&self.keys));
                 // Crypto-shredding: erase a data key's messages from its bucket.
                 let kv = format!("KV_{}", self.keys);
@@ -521,7 +523,7 @@ fn render(args: &ConfigArgs, users: &[GeneratedUser]) -> String {
 fn describe(user: &str) -> &'static str {
     match user {
         "registry-registry" => {
-            "registry-registry: registries, rules, the syncs it requests, the key bucket"
+            "registry-registry: registries, rules, subscriptions, the syncs it requests, the key bucket"
         }
         "sync-scanner" => {
             "sync-scanner: syncs and images, its job queue and leases; reads data keys"
@@ -670,6 +672,13 @@ mod tests {
             rr.publish_deny
                 .contains(&"$JS.API.STREAM.PURGE.IMAGELIB".to_owned())
         );
+        for allowed in [
+            "imagelib.subscription.>",
+            "$JS.API.CONSUMER.DURABLE.CREATE.IMAGELIB.registry-registry-delivery",
+            "$JS.ACK.IMAGELIB.registry-registry-delivery.>",
+        ] {
+            assert!(rr.publish_allow.contains(&allowed.to_owned()), "{allowed}");
+        }
         for u in &g.users {
             assert!(
                 u.permissions
