@@ -114,12 +114,13 @@ impl Drop for TestStream {
         run_cleanup(async move {
             let client = async_nats::connect(&url).await?;
             let js = async_nats::jetstream::new(client);
-            // The stream and what services keep beside it: the scanner's job queue and
-            // leases, and the bucket of wrapped data keys.
+            // The stream and what services keep beside it: the scanner's job queue,
+            // leases and integrity sweep positions, and the bucket of wrapped data keys.
             for s in [
                 name.clone(),
                 format!("{name}_JOBS"),
                 format!("KV_{name}_LEASES"),
+                format!("KV_{name}_INTEGRITY"),
                 format!("KV_{name}_KEYS"),
             ] {
                 let _ = js.delete_stream(&s).await;

@@ -132,6 +132,15 @@ pub struct ScannerConfig {
     /// stored digest's trust policy (allow-list expiry, certificate validity), with no
     /// registry request; 0 turns the timer off.
     pub reevaluate_interval: u64,
+    /// `IMAGELIB_SCANNER__INTEGRITY_PERIOD_SECS`: every immutable tag of every registry is
+    /// re-verified by `HEAD` within this many seconds by the integrity sweep
+    /// ([`crate::integrity`]), spread evenly over the period; 0 turns the sweep off.
+    pub integrity_period_secs: u64,
+    /// `IMAGELIB_SCANNER__INTEGRITY_MAX_RPS`: the sweep's request budget per registry, in
+    /// requests per second (fractions allowed: `0.5` is one every two seconds). A
+    /// registry with more immutable tags than `period × budget` takes longer than the
+    /// period, and `imagelib.integrity.sweep.lag` says by how much.
+    pub integrity_max_rps: f64,
 }
 
 impl Default for ScannerConfig {
@@ -171,6 +180,8 @@ impl Default for ScannerConfig {
             notation_trust_store: None,
             referrers_recheck_secs: 3600,
             reevaluate_interval: 3600,
+            integrity_period_secs: 86_400,
+            integrity_max_rps: 2.0,
         }
     }
 }
@@ -186,6 +197,21 @@ impl ScannerConfig {
 
     pub fn scan_timeout(&self) -> Duration {
         Duration::from_secs(self.scan_timeout_secs.max(1))
+    }
+
+    /// The integrity sweep's period, `None` when the sweep is off.
+    pub fn integrity_period(&self) -> Option<Duration> {
+        (self.integrity_period_secs > 0).then(|| Duration::from_secs(self.integrity_period_secs))
+    }
+
+    /// The integrity sweep's budget per registry (requests per second): the configured
+    /// one when it is a positive number, else the default.
+    pub fn integrity_max_rps(&self) -> f64 {
+        if self.integrity_max_rps.is_finite() && self.integrity_max_rps > 0.0 {
+            self.integrity_max_rps.max(0.001)
+        } else {
+            Self::default().integrity_max_rps
+        }
     }
 
     /// The delay before a job that failed `failures` times runs again.
@@ -229,10 +255,17 @@ mod tests {
                 "0190f1d2-3c4b-7a5e-8f90-123456789abc",
             );
             jail.set_env("IMAGELIB_SCANNER__SCHEDULE", "false");
+            jail.set_env("IMAGELIB_SCANNER__INTEGRITY_PERIOD_SECS", "3600");
+            jail.set_env("IMAGELIB_SCANNER__INTEGRITY_MAX_RPS", "0.5");
             jail.set_env("IMAGELIB_STREAM", "OTHER");
             let c = Config::load().map_err(|e| e.to_string())?;
             assert_eq!(c.scanner.interval_secs, 60);
             assert!(!c.scanner.schedule);
+            assert_eq!(
+                c.scanner.integrity_period(),
+                Some(std::time::Duration::from_secs(3600))
+            );
+            assert_eq!(c.scanner.integrity_max_rps(), 0.5);
             assert_eq!(
                 c.scanner.agent_config.as_deref(),
                 Some(std::path::Path::new("/etc/agent.yaml"))

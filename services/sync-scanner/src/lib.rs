@@ -11,6 +11,9 @@
 //!   registry (replicas share the work, never scan one registry at once), the schedule;
 //! - [`trust`]: referrers of every digest, their content read once, trust policies
 //!   evaluated on scans, on rule changes and on a timer;
+//! - [`integrity`]: the rolling sweep that re-verifies every immutable tag by `HEAD`
+//!   within a period, under a per-registry request budget (a moved one is
+//!   `image.tag_mutated`);
 //! - [`api`]: `GET /v1/scanner/status`.
 //!
 //! The crate is a library so that its binary, `imagelib serve` and the tests all start
@@ -22,6 +25,7 @@ pub mod bus;
 pub mod cache;
 pub mod config;
 pub mod credentials;
+pub mod integrity;
 pub mod jobs;
 pub mod metrics;
 pub mod rules;

@@ -1,6 +1,8 @@
 //! The workers that run scans: the job runner (pulls scan jobs, takes the registry's
 //! lease, makes sure the state has caught up, scans) and the scheduler (submits a job
-//! when a registry is due).
+//! when a registry is due). The trust re-evaluator and the integrity sweep
+//! ([`crate::integrity`]) take the same lease ([`Runner::with_lease`]), so neither ever
+//! runs beside a scan of the registry.
 //!
 //! Scheduling is deterministic so that every replica agrees: a registry's scans are due
 //! at `phase + k × interval`, where `interval` is the registry's `scan_interval_secs` (or
@@ -67,7 +69,7 @@ impl Runner {
         })
     }
 
-    async fn until_projections_ready(&self, cancel: &CancellationToken) -> bool {
+    pub(crate) async fn until_projections_ready(&self, cancel: &CancellationToken) -> bool {
         while !projections_ready(&self.readiness) {
             tokio::select! {
                 _ = cancel.cancelled() => return false,
@@ -384,7 +386,7 @@ impl Runner {
     /// Waits (bounded) until the projections hold every event about the registry, its
     /// rules and every image event published so far: the scan compares the registry
     /// with that state, so it must not miss what another replica just emitted.
-    async fn caught_up(&self, id: RegistryId, cancel: &CancellationToken) -> bool {
+    pub(crate) async fn caught_up(&self, id: RegistryId, cancel: &CancellationToken) -> bool {
         let s = self.bus.settings();
         let checks = [
             (
@@ -415,6 +417,55 @@ impl Runner {
             }
         }
         true
+    }
+
+    /// Runs `work` under the registry's scan lease, renewed every third of its TTL while
+    /// `work` runs; the token `work` gets is cancelled when the lease is lost (or `cancel`
+    /// is). `None`: another holder has the lease (a scan is running), or the lease bucket
+    /// did not answer; nothing ran.
+    pub(crate) async fn with_lease<T, Fut>(
+        &self,
+        id: RegistryId,
+        cancel: &CancellationToken,
+        work: impl FnOnce(CancellationToken) -> Fut,
+    ) -> Option<T>
+    where
+        Fut: std::future::Future<Output = T>,
+    {
+        let lease = match self.jobs.acquire(id).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(registry = %id, error = %e, "lease unavailable");
+                return None;
+            }
+        };
+        let token = cancel.child_token();
+        let done = CancellationToken::new();
+        let every = self.jobs.ttl() / 3;
+        let renew = async {
+            let mut lease = lease;
+            loop {
+                tokio::select! {
+                    _ = done.cancelled() => return lease,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                if let Err(e) = self.jobs.renew(&mut lease).await {
+                    tracing::warn!(registry = %id, error = %e, "lease lost; stopping");
+                    token.cancel();
+                    done.cancelled().await;
+                    return lease;
+                }
+            }
+        };
+        let run = async {
+            let r = work(token.clone()).await;
+            done.cancel();
+            r
+        };
+        let (lease, result) = tokio::join!(renew, run);
+        self.jobs.release(lease).await;
+        Some(result)
     }
 
     // ------------------------------------------------------------ trust re-evaluation

@@ -6,9 +6,15 @@
 //!   forbidden or missing. Only repositories some enabled rule matches are looked at.
 //! - Tags: `tags/list`, then the rules' selection ([`imagelib_rules::RuleSetIndex::select`]).
 //!   A tag the scanner does not know is inspected (content from the cache first) and
-//!   classified → `image.tag_discovered`. A known tag the rules call mutable (by default
-//!   `latest` and tags without a version) costs one `HEAD`; a new digest → inspected →
-//!   `image.tag_moved`. A known immutable tag costs nothing.
+//!   classified → `image.tag_discovered`. A known tag the rules call floating (by default
+//!   `latest` and tags without a digit) costs one `HEAD`; a new digest → inspected →
+//!   `image.tag_moved`. A known tag of another class costs nothing, except that a scan of
+//!   one repository re-checks its immutable tags ([`Recheck`]: a push webhook, a manual
+//!   request for the repository, the integrity sweep's follow-up): a moved immutable tag
+//!   is `image.tag_mutated` (old and new digest, how it was found, when it was seen) and
+//!   then the usual `image.tag_moved`. The mutation comes first so that a crash between
+//!   the two leaves the tag's digest unchanged in the state, and the retry finds and
+//!   emits both again (under the same ids).
 //! - Removal: a known tag no longer selected (gone from the registry, or dropped by the
 //!   rules) → `image.tag_removed`, but only when the repository's listing was complete; a
 //!   repository gone from a complete catalog, or no longer in scope, loses all its tags.
@@ -42,18 +48,19 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use imagelib_events::bus::EventBus;
 use imagelib_events::event::{
-    SyncCompleted, SyncFailed, SyncStarted, TagDiscovered, TagMoved, TagRemoved,
+    SyncCompleted, SyncFailed, SyncStarted, TagDiscovered, TagMoved, TagMutated, TagRemoved,
 };
 use imagelib_events::model::{
-    ImageDetails, IncompleteReason, IncompleteScan, RuleKind, SyncReason,
+    ImageDetails, IncompleteReason, IncompleteScan, MutationFoundBy, RuleKind, SyncReason,
 };
 use imagelib_events::{
     Digest, Envelope, EventId, EventPayload, RegistryId, RepositoryName, SyncId, Tag, TraceParent,
 };
-use imagelib_rules::RuleSetIndex;
+use imagelib_rules::{RuleSetIndex, TagClass};
 use imagelib_secrets::Vault;
 use registry_client::{
     Cap, ErrorKind, ImageInspection, InspectOptions, NetworkGuard, ProviderEndpoints, Reference,
@@ -76,6 +83,35 @@ pub struct ScanRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<RepositoryName>,
     pub reason: SyncReason,
+}
+
+/// Which immutable tags a scan re-checks by `HEAD`, and how a move it finds was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recheck {
+    pub found_by: MutationFoundBy,
+    /// Only these tags; every immutable tag of the scanned repository when `None`.
+    pub tags: Option<HashSet<Tag>>,
+}
+
+impl Recheck {
+    /// What a request re-checks by itself: a scan of one repository asked by a push
+    /// webhook (`webhook`) or by hand (`scan`) re-checks every immutable tag of it; a scan
+    /// of the whole registry leaves them to the integrity sweep.
+    pub fn for_request(request: &ScanRequest) -> Option<Recheck> {
+        let found_by = match (request.reason, &request.repository) {
+            (SyncReason::Webhook, Some(_)) => MutationFoundBy::Webhook,
+            (SyncReason::Manual, Some(_)) => MutationFoundBy::Scan,
+            _ => return None,
+        };
+        Some(Recheck {
+            found_by,
+            tags: None,
+        })
+    }
+
+    fn covers(&self, tag: &Tag) -> bool {
+        self.tags.as_ref().is_none_or(|t| t.contains(tag))
+    }
 }
 
 /// How a scan ended.
@@ -121,6 +157,8 @@ struct Change<'t> {
     rule_kind: RuleKind,
     known: Option<&'t KnownTag>,
     digest: Digest,
+    /// An immutable tag re-checked and found moved: how, and when the registry said so.
+    mutation: Option<(MutationFoundBy, DateTime<Utc>)>,
 }
 
 /// Counts of one scan, shared by its repository tasks (and read after a timeout).
@@ -201,6 +239,8 @@ struct Ctx<'a> {
     referrer_budget: std::sync::atomic::AtomicU64,
     /// Why the scan runs (a scheduled one re-lists known digests' referrers less often).
     reason: SyncReason,
+    /// The immutable tags it re-checks.
+    recheck: Option<Recheck>,
 }
 
 impl Scanner {
@@ -265,15 +305,30 @@ impl Scanner {
 
     /// Scans as `request` says: `sync.started`, the image events, then `sync.completed`
     /// or `sync.failed`. `cancel` stops the scan early (the lease was lost, or the process
-    /// is stopping); it then ends `failed`.
+    /// is stopping); it then ends `failed`. Immutable tags are re-checked as
+    /// [`Recheck::for_request`] says.
     pub async fn scan(
         &self,
         request: &ScanRequest,
         traceparent: Option<TraceParent>,
         cancel: &CancellationToken,
     ) -> Result<Outcome, ScanError> {
+        self.scan_with(request, Recheck::for_request(request), traceparent, cancel)
+            .await
+    }
+
+    /// [`Self::scan`], re-checking the immutable tags `recheck` names (the integrity
+    /// sweep's follow-up of a tag it found moved).
+    #[tracing::instrument(skip_all, fields(registry.id = %request.registry_id, repository = ?request.repository, reason = ?request.reason))]
+    pub async fn scan_with(
+        &self,
+        request: &ScanRequest,
+        recheck: Option<Recheck>,
+        traceparent: Option<TraceParent>,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, ScanError> {
         let started = Instant::now();
-        let outcome = self.scan_once(request, traceparent, cancel).await;
+        let outcome = self.scan_once(request, recheck, traceparent, cancel).await;
         // A scan that did not run (the job is retried) has no outcome to record.
         if let Ok(o) = &outcome {
             let kind = match o {
@@ -286,9 +341,20 @@ impl Scanner {
         outcome
     }
 
+    /// A registry client as scans make them (network guard, credentials, caps), changed
+    /// by `edit` (the integrity sweep makes one request at a time, without retries).
+    pub async fn client_with(
+        &self,
+        registry: &Registry,
+        edit: impl FnOnce(&mut RegistryConfig),
+    ) -> Result<RegistryClient, String> {
+        self.inner.client_with(registry, edit).await
+    }
+
     async fn scan_once(
         &self,
         request: &ScanRequest,
+        recheck: Option<Recheck>,
         traceparent: Option<TraceParent>,
         cancel: &CancellationToken,
     ) -> Result<Outcome, ScanError> {
@@ -342,6 +408,7 @@ impl Scanner {
             missing_before,
             referrer_budget: std::sync::atomic::AtomicU64::new(s.config.max_scan_referrer_bytes),
             reason: request.reason,
+            recheck,
         };
         let body = ctx.run(request.repository.as_ref());
         // The body also watches `cancel` and winds down early; an interrupted scan is
@@ -436,6 +503,14 @@ impl Inner {
 
     /// A registry client of its own for this scan: its budget and counts are the scan's.
     async fn client_for(&self, registry: &Registry) -> Result<RegistryClient, String> {
+        self.client_with(registry, |_| {}).await
+    }
+
+    async fn client_with(
+        &self,
+        registry: &Registry,
+        edit: impl FnOnce(&mut RegistryConfig),
+    ) -> Result<RegistryClient, String> {
         let c = &self.config;
         let mut config =
             RegistryConfig::new(&registry.url, registry.insecure).map_err(|e| e.to_string())?;
@@ -456,6 +531,7 @@ impl Inner {
         config.auth_hosts = registry.auth_hosts.clone();
         config.registry_id = Some(registry.id.to_string());
         config.user_agent = concat!("imagelib-sync-scanner/", env!("CARGO_PKG_VERSION")).into();
+        edit(&mut config);
         let provider = crate::credentials::provider(
             &self.vault,
             registry.id,
@@ -750,7 +826,8 @@ impl Ctx<'_> {
         let stop =
             || deferred.load(std::sync::atomic::Ordering::Relaxed) || self.cancel.is_cancelled();
 
-        // 1. Where each tag points: a HEAD for tags not known, and for known mutable ones.
+        // 1. Where each tag points: a HEAD for tags not known, for known floating ones, and
+        //    for known immutable ones this scan re-checks.
         let changed: Mutex<Vec<Change<'_>>> = Mutex::new(Vec::new());
         let tasks: Vec<Task<'_>> = selected
             .iter()
@@ -759,7 +836,11 @@ impl Ctx<'_> {
                 Box::pin(async move {
                     let k = known.get(s.tag);
                     let present = k.filter(|k| k.present);
-                    if stop() || (present.is_some() && !s.mutable) {
+                    let rechecked = self
+                        .recheck
+                        .as_ref()
+                        .filter(|r| s.class == TagClass::Immutable && r.covers(s.tag));
+                    if stop() || (present.is_some() && !s.mutable && rechecked.is_none()) {
                         return;
                     }
                     let head = self
@@ -773,6 +854,9 @@ impl Ctx<'_> {
                             rule_kind: s.rule.kind(),
                             known: k,
                             digest: h.digest,
+                            mutation: rechecked
+                                .filter(|_| present.is_some())
+                                .map(|r| (r.found_by, Utc::now())),
                         }),
                         Err(e) => handle(s.tag, Err(e.into())),
                     }
@@ -909,6 +993,10 @@ impl Ctx<'_> {
         };
         match c.known.filter(|k| k.present) {
             Some(k) => {
+                if let Some((found_by, seen_at)) = c.mutation {
+                    self.mutated(repo, tag, k, &c.digest, found_by, seen_at)
+                        .await?;
+                }
                 let id = EventId::for_fact(&format!(
                     "image/{registry}/{repo}:{tag}/moved/{}/{}/after/{}",
                     k.digest, c.digest, k.last_sequence
@@ -947,6 +1035,39 @@ impl Ctx<'_> {
             }
         }
         Ok(inspected)
+    }
+
+    /// An immutable tag moved: `image.tag_mutated`, with an id derived from the fact (the
+    /// tag, both digests and the tag's previous event) but not from how or when it was
+    /// found, so the webhook and the sweep finding one move make one event.
+    async fn mutated(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        k: &KnownTag,
+        new_digest: &Digest,
+        found_by: MutationFoundBy,
+        seen_at: DateTime<Utc>,
+    ) -> Result<(), ScanError> {
+        let registry = self.registry.id;
+        let id = EventId::for_fact(&format!(
+            "image/{registry}/{repo}:{tag}/mutated/{}/{new_digest}/after/{}",
+            k.digest, k.last_sequence
+        ));
+        let event = TagMutated {
+            registry_id: registry,
+            repository: repo.clone(),
+            tag: tag.clone(),
+            old_digest: k.digest.clone(),
+            new_digest: new_digest.clone(),
+            found_by,
+            seen_at: Some(seen_at),
+        };
+        if self.scanner.emit(event, Some(id), self.traceparent).await? {
+            tracing::warn!(registry = %registry, repository = %repo, %tag, old = %k.digest, new = %new_digest, ?found_by, "an immutable tag moved");
+            crate::integrity::mutation_found(registry, found_by);
+        }
+        Ok(())
     }
 
     /// What `digest` is, with as much as possible from the content cache.

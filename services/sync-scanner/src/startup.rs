@@ -98,6 +98,7 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
     workers.push(runner.job_worker());
     workers.push(runner.schedule_worker());
     workers.push(runner.reevaluate_worker(reevaluate_rx));
+    workers.push(runner.integrity_worker());
     let api = Arc::new(crate::api::ApiState {
         store,
         config: sc.clone(),

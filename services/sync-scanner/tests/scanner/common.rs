@@ -343,6 +343,7 @@ impl Drop for Env {
                     format!("{name}_JOBS"),
                     format!("KV_{name}_LEASES"),
                     format!("KV_{name}_KEYS"),
+                    format!("KV_{name}_INTEGRITY"),
                 ] {
                     let _ =
                         tokio::time::timeout(Duration::from_secs(5), js.delete_stream(&s)).await;

@@ -9,6 +9,7 @@ mod custody;
 mod discovery;
 mod guard;
 mod hostile;
+mod integrity;
 mod limits;
 use imagelib_testkit::proxy;
 mod restart;
