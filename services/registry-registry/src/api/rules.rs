@@ -1,5 +1,5 @@
-//! `/v1/registries/{id}/rules`: which repositories and tags are discovered, as what, and
-//! the trust policy their images must meet. Rules are returned as [`RuleView`]s: the
+//! `/v1/registries/{id}/rules`: which repositories and tags are discovered, as what, the
+//! trust policy their images must meet, and the retention policy previewed for them. Rules are returned as [`RuleView`]s: the
 //! `rule.set` data with each trusted key's derived `key_id` and `algorithm`.
 
 use std::sync::Arc;
@@ -115,6 +115,7 @@ pub struct RuleInputDoc {
     /// Default `true`.
     enabled: Option<bool>,
     trust: Option<TrustPolicyDoc>,
+    retention: Option<RetentionPolicyDoc>,
     /// Optional (a rule as `GET` returns it is a valid body); must be the path's.
     registry_id: Option<String>,
     /// Optional; must be the path's.
@@ -136,6 +137,36 @@ pub struct RuleDoc {
     hm_tags: Vec<String>,
     enabled: bool,
     trust: Option<TrustPolicyDoc>,
+    retention: Option<RetentionPolicyDoc>,
+}
+
+/// The retention policy of a rule's tags, in Harbor's shape, only ever previewed
+/// (`GET /v1/lifecycle/preview`; imagelib deletes nothing): a tag is kept when any rule keeps
+/// it or it is deployed, approved or carries a protected HM tag.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RetentionPolicyDoc {
+    /// 1 to 15 rules.
+    rules: Vec<RetentionRuleDoc>,
+    /// HM tags that always keep an image (default `["approved-production"]`).
+    protect_hm_tags: Option<Vec<String>>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RetentionRuleDoc {
+    /// `latest_pushed`, `latest_pulled` (with `count`), `pushed_within_days`,
+    /// `pulled_within_days` (with `days`) or `always`.
+    template: String,
+    /// 1 to 10000: how many of the most recently pushed or pulled to keep.
+    count: Option<u32>,
+    /// 1 to 36500.
+    days: Option<u32>,
+    /// `repository` (default) or `major` (count per major version; `latest_*` only).
+    per: Option<String>,
+    /// `include` and `exclude` tag patterns (as a rule's `tags`); all tags when no include.
+    #[schema(value_type = Option<Object>)]
+    tags: Option<serde_json::Value>,
 }
 
 /// The trust policy of the images a rule selects. A policy in `enforce` or `audit` mode
