@@ -12,4 +12,5 @@ pub mod lifecycle_cmd;
 pub mod nats_cmd;
 pub mod registry_cmd;
 pub mod serve;
+pub mod subscriptions_cmd;
 pub mod trust_cmd;

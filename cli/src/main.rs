@@ -43,6 +43,10 @@ enum Command {
     /// Read and write the event stream.
     #[command(subcommand)]
     Events(events_cmd::EventsCommand),
+    /// Outbound notifications: subscribe HTTPS endpoints to events (signed CloudEvents),
+    /// their dead letters and replays.
+    #[command(subcommand)]
+    Subscriptions(imagelib::subscriptions_cmd::SubscriptionsCommand),
     /// Retention policies: what a rule's policy would delete, and why (nothing is deleted).
     #[command(subcommand)]
     Lifecycle(imagelib::lifecycle_cmd::LifecycleCommand),
@@ -101,6 +105,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Images(cmd) => catalog_cmd::run_images(&Client::new(cli.connection)?, cmd).await,
         Command::Models(cmd) => catalog_cmd::run_models(&Client::new(cli.connection)?, cmd).await,
         Command::Stats => catalog_cmd::run_stats(&Client::new(cli.connection)?).await,
+        Command::Subscriptions(cmd) => {
+            imagelib::subscriptions_cmd::run(&Client::new(cli.connection)?, cmd).await
+        }
         Command::Lifecycle(cmd) => {
             imagelib::lifecycle_cmd::run(&Client::new(cli.connection)?, cmd).await
         }
