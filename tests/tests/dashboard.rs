@@ -6,10 +6,10 @@
 //! `imagelib serve` exporting OTLP to a receiver inside the test — register registries
 //! (one of them answering `429` with `Retry-After`), scan, move and remove tags by
 //! changing the registry, scan a cosign-signed image under a rule with a trust policy,
-//! deliver a webhook, read the catalog, be refused a bad token, put an unreadable message
-//! on the stream — and asserts that each queried name is the
-//! Prometheus name of a metric received with data points and a unit. It fails when a
-//! panel or rule queries a metric nothing emits.
+//! deliver a webhook, subscribe an endpoint that refuses connections, read the catalog,
+//! be refused a bad token, put an unreadable message on the stream — and asserts that each
+//! queried name is the Prometheus name of a metric received with data points and a unit.
+//! It fails when a panel or rule queries a metric nothing emits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -390,6 +390,17 @@ async fn every_queried_metric_is_exported_with_data_and_a_unit() {
     server.wait_ready().await.unwrap();
     let api = Api { server: &server };
 
+    // A subscription whose endpoint refuses connections: every event from here on is a
+    // failed delivery attempt, queued for its retry.
+    let (s, sub) = api
+        .call(
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            Some(json!({"url": "https://127.0.0.1:9/hook", "types": ["*"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{sub}");
+
     // A cosign-signed image (as cosign stores it on a registry without the referrers API)
     // under a rule whose trust policy names the key.
     let key = TestKey::generate();
@@ -539,6 +550,11 @@ async fn every_queried_metric_is_exported_with_data_and_a_unit() {
             "messaging.consumer.group.name",
         ),
         ("imagelib.webhook.deliveries", "outcome"),
+        ("imagelib.subscriptions.deliveries", "outcome"),
+        (
+            "imagelib.subscriptions.dead_letters",
+            "imagelib.subscription.id",
+        ),
     ] {
         let m = received
             .get(metric)
