@@ -57,6 +57,10 @@ pub enum ImagesCommand {
         image: ImageRef,
         #[arg(long, default_value = "")]
         reason: String,
+        /// With `:<tag>`: the digest you reviewed; refused (exit 5) if the tag points
+        /// elsewhere now. How a re-pushed (mutated) tag's new digest is approved.
+        #[arg(long, value_name = "sha256:…")]
+        digest: Option<String>,
     },
     /// Reject a repository, or one tag at its current digest; a reason is required (curators).
     Reject {
@@ -64,6 +68,9 @@ pub enum ImagesCommand {
         image: ImageRef,
         #[arg(long)]
         reason: String,
+        /// With `:<tag>`: the digest you reviewed (refused if the tag points elsewhere now).
+        #[arg(long, value_name = "sha256:…")]
+        digest: Option<String>,
     },
 }
 
@@ -137,6 +144,10 @@ pub struct ListArgs {
     /// Only images with this trust policy verdict.
     #[arg(long, value_parser = ["pass", "fail", "audit"])]
     pub policy: Option<String>,
+    /// `true`: only tags ever found mutated (re-pushed although policy calls them
+    /// immutable); `false`: the others.
+    #[arg(long, value_name = "true|false")]
+    pub mutated: Option<bool>,
     /// Words the repository name or description must contain (prefix match).
     #[arg(long, value_name = "TEXT")]
     pub q: Option<String>,
@@ -234,6 +245,7 @@ impl ListArgs {
             add("max_severity", self.max_severity.as_deref());
             add("has_sbom", self.has_sbom.map(flag));
             add("policy", self.policy.as_deref());
+            add("mutated", self.mutated.map(flag));
             add("q", self.q.as_deref());
             add("as_of", self.as_of.as_deref());
             add(
@@ -348,6 +360,9 @@ fn image_rows(items: &[Value]) -> String {
                 s(&i["trust"]["max_severity"]),
                 strings(&i["trust"]["sbom"]),
                 s(&i["trust"]["policy"]["verdict"]),
+                mutated_marker(&i["mutated"]),
+                pulls(&i["pulls"]),
+                when_or_dash(&i["last_pulled_at"]),
             ]
         })
         .collect();
@@ -365,9 +380,97 @@ fn image_rows(items: &[Value]) -> String {
             "SEVERITY",
             "SBOM",
             "POLICY",
+            "MUTATED",
+            "PULLS",
+            "LAST PULL",
         ],
         &rows,
     )
+}
+
+/// The MUTATED column: `-`, or `yes (<old> → <new>)` with shortened digests.
+fn mutated_marker(m: &Value) -> String {
+    if m.is_null() {
+        return "-".into();
+    }
+    format!(
+        "yes({}→{})",
+        short_hex(&s(&m["old_digest"])),
+        short_hex(&s(&m["new_digest"]))
+    )
+}
+
+/// The first 8 hex digits of a digest (no algorithm), for narrow columns.
+fn short_hex(d: &str) -> String {
+    let hex = d.split_once(':').map_or(d, |(_, h)| h);
+    hex.chars().take(8).collect()
+}
+
+/// A pull count: `-` when none was counted.
+fn pulls(v: &Value) -> String {
+    match v.as_i64() {
+        Some(0) | None => "-".into(),
+        Some(n) => n.to_string(),
+    }
+}
+
+fn when_or_dash(v: &Value) -> String {
+    if v.is_null() { "-".into() } else { when(v) }
+}
+
+/// The mutation lines of a tag: the latest on one line, then every one (newest first).
+fn mutation_lines(out: &mut String, t: &Value) {
+    let m = &t["mutated"];
+    if m.is_null() {
+        let _ = writeln!(out, "{:<13} -", "mutated");
+        return;
+    }
+    let list = t["mutations"].as_array().cloned().unwrap_or_default();
+    let all = if list.is_empty() {
+        vec![m.clone()]
+    } else {
+        list
+    };
+    let _ = writeln!(
+        out,
+        "mutated:      re-pushed although policy calls the tag immutable ({} time{})",
+        all.len(),
+        if all.len() == 1 { "" } else { "s" }
+    );
+    for x in &all {
+        let mut line = format!(
+            "  {} {} → {} (found by {}",
+            when(&x["at"]),
+            s(&x["old_digest"]),
+            s(&x["new_digest"]),
+            s(&x["found_by"])
+        );
+        if !x["seen_at"].is_null() {
+            let _ = write!(line, ", seen {}", when(&x["seen_at"]));
+        }
+        line.push(')');
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+/// The pull lines of a tag: under the tag, and of its current digest.
+fn pull_lines(out: &mut String, t: &Value) {
+    let line = |n: &Value, last: &Value| match n.as_i64() {
+        Some(0) | None => "-".to_owned(),
+        Some(n) => format!("{n} (last {})", when(last)),
+    };
+    let _ = writeln!(
+        out,
+        "{:<13} {}",
+        "pulls",
+        line(&t["pulls"], &t["last_pulled_at"])
+    );
+    let _ = writeln!(
+        out,
+        "{:<13} {}",
+        "digest pulls",
+        line(&t["digest_pulls"], &t["digest_last_pulled_at"])
+    );
 }
 
 /// `yes`, `no` (signatures, none verified) or `-` (no signature) for a `trust` object.
@@ -623,6 +726,8 @@ fn repository_detail(r: &Value) -> String {
                 signed(&t["trust"]),
                 s(&t["trust"]["max_severity"]),
                 s(&t["trust"]["policy"]["verdict"]),
+                mutated_marker(&t["mutated"]),
+                pulls(&t["pulls"]),
             ]
         })
         .collect();
@@ -639,6 +744,8 @@ fn repository_detail(r: &Value) -> String {
             "SIGNED",
             "SEVERITY",
             "POLICY",
+            "MUTATED",
+            "PULLS",
         ],
         &rows,
     ));
@@ -777,6 +884,8 @@ fn tag_detail(t: &Value) -> String {
         }
     }
     trust_lines(&mut out, &t["trust"]);
+    mutation_lines(&mut out, t);
+    pull_lines(&mut out, t);
     match excerpt(&t["readme"]) {
         Some(e) => {
             out.push_str("readme:\n");
@@ -797,6 +906,7 @@ fn stats_table(v: &Value) -> String {
             "OTHER",
             "REPOSITORIES",
             "REGISTRIES",
+            "MUTATED",
         ],
         &[vec![
             s(&v["tags"]),
@@ -805,6 +915,7 @@ fn stats_table(v: &Value) -> String {
             s(&v["other_images"]),
             s(&v["repositories"]),
             s(&v["registries"]),
+            s(&v["mutated_tags"]),
         ]],
     );
     let sev = &v["by_max_severity"];
@@ -871,6 +982,22 @@ async fn curate(
     print(client.output(), &r, |_| done)
 }
 
+/// The body of an approval or rejection; `--digest` only with a tag.
+fn decision_body(image: &ImageRef, reason: &str, digest: Option<String>) -> anyhow::Result<Value> {
+    let mut body = json!({"tag": image.tag, "reason": reason});
+    if let Some(d) = digest {
+        if image.tag.is_none() {
+            return Err(CliError::usage(format!(
+                "--digest decides on one tag's digest: name the tag, e.g. {}:<tag>",
+                image.display()
+            ))
+            .into());
+        }
+        body["digest"] = json!(d);
+    }
+    Ok(body)
+}
+
 pub async fn run_images(client: &Client, cmd: ImagesCommand) -> anyhow::Result<()> {
     match cmd {
         ImagesCommand::Label { image, hm_tag } => {
@@ -913,8 +1040,12 @@ pub async fn run_images(client: &Client, cmd: ImagesCommand) -> anyhow::Result<(
             )
             .await
         }
-        ImagesCommand::Approve { image, reason } => {
-            let body = json!({"tag": image.tag, "reason": reason});
+        ImagesCommand::Approve {
+            image,
+            reason,
+            digest,
+        } => {
+            let body = decision_body(&image, &reason, digest)?;
             let done = format!("approved {}", image.display());
             curate(
                 client,
@@ -925,11 +1056,15 @@ pub async fn run_images(client: &Client, cmd: ImagesCommand) -> anyhow::Result<(
             )
             .await
         }
-        ImagesCommand::Reject { image, reason } => {
+        ImagesCommand::Reject {
+            image,
+            reason,
+            digest,
+        } => {
             if reason.trim().is_empty() {
                 return Err(CliError::usage("a rejection needs a --reason").into());
             }
-            let body = json!({"tag": image.tag, "reason": reason});
+            let body = decision_body(&image, &reason, digest)?;
             let done = format!("rejected {}", image.display());
             curate(
                 client,
@@ -1089,11 +1224,16 @@ mod tests {
         let out = image_rows(std::slice::from_ref(&item));
         let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
         assert!(
-            header.ends_with(&["SIGNED", "SEVERITY", "SBOM", "POLICY"]),
+            header.ends_with(&[
+                "SIGNED", "SEVERITY", "SBOM", "POLICY", "MUTATED", "PULLS", "LAST", "PULL"
+            ]),
             "{out}"
         );
         let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
-        assert!(row.ends_with(&["yes", "high", "spdx", "fail"]), "{out}");
+        assert!(
+            row.ends_with(&["yes", "high", "spdx", "fail", "-", "-", "-"]),
+            "{out}"
+        );
         let mut text = String::new();
         trust_lines(&mut text, &item["trust"]);
         assert!(text.contains("cosign   verified     SHA256:key"), "{text}");
@@ -1107,5 +1247,69 @@ mod tests {
             "max_severity": null, "sbom": [], "policy": null});
         assert_eq!(signed(&none), "-");
         assert_eq!(signed(&json!({"signed": false, "signatures": [{}]})), "no");
+    }
+
+    #[test]
+    fn mutations_and_pulls_render_and_filter() {
+        let args = ListArgs {
+            mutated: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(args.query(None, None), "mutated=true");
+        let old = format!("sha256:{}", "a".repeat(64));
+        let new = format!("sha256:{}", "b".repeat(64));
+        let item = json!({
+            "registry": "acme", "repository": "apps/web", "tag": "1.0", "kind": "other",
+            "digest": new, "architectures": ["amd64"], "updated_at": "2025-02-01T00:00:00Z",
+            "trust": {}, "pulls": 42, "last_pulled_at": "2025-02-03T04:05:00Z",
+            "digest_pulls": 7, "digest_last_pulled_at": "2025-02-03T04:05:00Z",
+            "mutated": {"old_digest": old, "new_digest": new, "found_by": "webhook",
+                "seen_at": "2025-02-01T00:00:00Z", "at": "2025-02-01T00:00:01Z"},
+            "mutations": [
+                {"old_digest": old, "new_digest": new, "found_by": "webhook",
+                 "seen_at": "2025-02-01T00:00:00Z", "at": "2025-02-01T00:00:01Z"},
+                {"old_digest": new, "new_digest": old, "found_by": "sweep",
+                 "seen_at": null, "at": "2025-01-01T00:00:00Z"}]
+        });
+        let out = image_rows(std::slice::from_ref(&item));
+        let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+        assert!(
+            row.ends_with(&["yes(aaaaaaaa→bbbbbbbb)", "42", "2025-02-03", "04:05"]),
+            "{out}"
+        );
+        let text = tag_detail(&item);
+        assert!(
+            text.contains("re-pushed although policy calls the tag immutable (2 times)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "2025-02-01 00:00 {old} → {new} (found by webhook, seen 2025-02-01 00:00)"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("(found by sweep)"), "{text}");
+        assert!(
+            text.contains("pulls         42 (last 2025-02-03 04:05)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("digest pulls  7 (last 2025-02-03 04:05)"),
+            "{text}"
+        );
+        let plain = tag_detail(&json!({"mutated": null, "pulls": 0, "digest_pulls": 0}));
+        assert!(plain.contains("mutated       -"), "{plain}");
+        assert!(plain.contains("pulls         -"), "{plain}");
+        let image = parse_image_ref(&format!("{}/apps/web", uuid_like())).unwrap();
+        assert!(decision_body(&image, "ok", Some(new.clone())).is_err());
+        let tagged = parse_image_ref(&format!("{}/apps/web:1.0", uuid_like())).unwrap();
+        assert_eq!(
+            decision_body(&tagged, "ok", Some(new.clone())).unwrap(),
+            json!({"tag": "1.0", "reason": "ok", "digest": new})
+        );
+    }
+
+    fn uuid_like() -> &'static str {
+        "0190d5c2-7a1e-7c3b-9f00-5d1e2f3a4b5c"
     }
 }

@@ -6,11 +6,17 @@ use serde_json::{Value, json};
 
 use crate::client::{Body, CliError, Client, print, s, table};
 
+/// The exit code of a deploy refused because the tag was re-pushed and its new digest is
+/// not approved (`409 tag-mutated`): distinct from a policy violation (4) and from other
+/// conflicts (5), so a pipeline can tell "wait for a curator" from "fix the image".
+pub const EXIT_TAG_MUTATED: u8 = 7;
+
 #[derive(Debug, Subcommand)]
 pub enum DeployCommand {
     /// Deploy a model image as a KServe InferenceService, pinned by digest.
     Create {
-        /// `<registry-id>/<repository>:<tag>` or `<image-id>:<tag>`
+        /// `<registry-id>/<repository>:<tag>` or `<image-id>:<tag>`; `…:<tag>@sha256:…` pins
+        /// the content a re-pushed tag had before (or its current digest).
         image: String,
         #[arg(long)]
         name: String,
@@ -88,6 +94,9 @@ fn detail(d: &Value) -> String {
             h["detail"].as_str().unwrap_or("")
         ));
     }
+    for f in d["flags"].as_array().into_iter().flatten() {
+        out.push_str(&format!("flag             {}\n", flag_line(f)));
+    }
     let violations = d["policy_violations"]
         .as_array()
         .cloned()
@@ -117,6 +126,42 @@ fn detail(d: &Value) -> String {
     out
 }
 
+/// A flag in words.
+fn flag_line(f: &Value) -> String {
+    match f["kind"].as_str() {
+        Some("tag_mutated") => {
+            let now = match f["current_digest"].as_str() {
+                Some(c) => format!("now points at {c}"),
+                None => "was removed since".to_owned(),
+            };
+            format!(
+                "tag_mutated: tag {} was re-pushed from the digest this deployment runs ({}) to {} (found by {}, {}); it {now}. The deployment keeps running; redeploy the tag once a curator approves the new digest.",
+                s(&f["tag"]),
+                s(&f["old_digest"]),
+                s(&f["new_digest"]),
+                s(&f["found_by"]),
+                s(&f["at"]),
+            )
+        }
+        _ => f.to_string(),
+    }
+}
+
+/// The FLAGS column: `-`, or the kinds of the deployment's flags.
+fn flags(d: &Value) -> String {
+    let kinds: Vec<String> = d["flags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| s(&f["kind"]))
+        .collect();
+    if kinds.is_empty() {
+        "-".into()
+    } else {
+        kinds.join(",")
+    }
+}
+
 /// The POLICY column: `-`, or the reasons of the latest violation recorded on it.
 fn violations(d: &Value) -> String {
     let Some(last) = d["policy_violations"].as_array().and_then(|v| v.last()) else {
@@ -136,6 +181,16 @@ fn gate_hint(e: anyhow::Error) -> anyhow::Error {
     let Some(c) = e.downcast_ref::<CliError>() else {
         return e;
     };
+    if c.message.contains("[tag-mutated]") {
+        return CliError {
+            code: EXIT_TAG_MUTATED,
+            message: format!(
+                "{}\nhint: the tag was re-pushed although policy calls it immutable; a curator reviews the new digest and approves it with the command above, then deploy again — or deploy the old content with `<image>@<old digest>`",
+                c.message
+            ),
+        }
+        .into();
+    }
     let hint = if c.message.contains("[policy-violation]") {
         "hint: the image fails its trust policy; fix each reason above (sign it with a trusted key, attach a scan report or SBOM, fix or allow the CVEs), then scan the registry again"
     } else if c.message.contains("[policy-pending]") {
@@ -215,11 +270,14 @@ pub async fn run(client: &Client, cmd: DeployCommand) -> anyhow::Result<()> {
                             s(&d["state"]),
                             s(&d["image"]),
                             violations(d),
+                            flags(d),
                         ]
                     })
                     .collect();
                 table(
-                    &["ID", "NAME", "WORKLOAD", "STATE", "IMAGE", "POLICY"],
+                    &[
+                        "ID", "NAME", "WORKLOAD", "STATE", "IMAGE", "POLICY", "FLAGS",
+                    ],
                     &rows,
                 )
             })
@@ -250,5 +308,45 @@ pub async fn run(client: &Client, cmd: DeployCommand) -> anyhow::Result<()> {
                 serde_norway::to_string(c).unwrap_or_default()
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_mutated_refusal_exits_7_with_a_hint_and_flags_read_in_words() {
+        let refused: anyhow::Error = CliError {
+            code: crate::client::exit::CONFLICT,
+            message: "409 Conflict [tag-mutated]: tag `1.0` … `imagelib images approve r/acme/llm:1.0 --digest sha256:bb …`".into(),
+        }
+        .into();
+        let e = gate_hint(refused);
+        assert_eq!(crate::client::exit_code(&e), EXIT_TAG_MUTATED);
+        let text = e.to_string();
+        assert!(text.contains("imagelib images approve"), "{text}");
+        assert!(text.contains("hint: the tag was re-pushed"), "{text}");
+        let pending: anyhow::Error = CliError {
+            code: crate::client::exit::CONFLICT,
+            message: "409 Conflict [policy-pending]: …".into(),
+        }
+        .into();
+        assert_eq!(
+            crate::client::exit_code(&gate_hint(pending)),
+            crate::client::exit::CONFLICT
+        );
+
+        let d = json!({"flags": [{"kind": "tag_mutated", "tag": "1.0", "old_digest": "sha256:aa",
+            "new_digest": "sha256:bb", "current_digest": "sha256:bb", "found_by": "webhook",
+            "seen_at": null, "at": "2025-03-01T12:00:00Z"}]});
+        assert_eq!(flags(&d), "tag_mutated");
+        assert_eq!(flags(&json!({"flags": []})), "-");
+        let shown = detail(&d);
+        assert!(
+            shown.contains("flag             tag_mutated: tag 1.0 was re-pushed from the digest this deployment runs (sha256:aa) to sha256:bb (found by webhook"),
+            "{shown}"
+        );
+        assert!(shown.contains("it now points at sha256:bb"), "{shown}");
     }
 }
