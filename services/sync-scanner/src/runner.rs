@@ -157,10 +157,14 @@ impl Runner {
         Ok(())
     }
 
-    /// Whether what `job` asks for was already done after it was asked.
+    /// Whether what `job` asks for was already done after it was asked. A scan of the
+    /// whole registry serves a request for one repository only when that request re-checks
+    /// nothing ([`crate::scan::Recheck::for_request`]): it does not re-check immutable
+    /// tags, so a push webhook must still run (a later scan of the repository serves it).
     async fn served(&self, job: &Job) -> bool {
         let id = job.request.registry_id;
-        if let Ok(Some(scan)) = self.store.scan(id).await
+        if crate::scan::Recheck::for_request(&job.request).is_none()
+            && let Ok(Some(scan)) = self.store.scan(id).await
             && scan
                 .last_full_started_at
                 .is_some_and(|t| t > job.requested_at)
