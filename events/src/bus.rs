@@ -322,6 +322,74 @@ impl EventBus {
         self.append(envelope, Expect::Any).await
     }
 
+    /// Publishes several facts pipelined: a window of messages is sent before any of
+    /// their acknowledgements is awaited, so `n` events cost about one round trip instead
+    /// of `n`. Each is published as [`Self::publish`] would (its own `Nats-Msg-Id`; a
+    /// message whose acknowledgement does not come is retried alone under that id, so it
+    /// still lands once). The receipts are in the order given; events sent in one window
+    /// reach the stream in that order.
+    pub async fn publish_all(&self, envelopes: &[Envelope]) -> Result<Vec<Receipt>, BusError> {
+        /// Messages in flight per window: well under the context's acknowledgement
+        /// permits (5,000), which the futures below hold until awaited.
+        const WINDOW: usize = 256;
+        let span = info_span!(
+            "publish batch",
+            otel.name = "send batch",
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.batch.message_count = envelopes.len(),
+        );
+        async move {
+            let mut receipts = Vec::with_capacity(envelopes.len());
+            for window in envelopes.chunks(WINDOW) {
+                let mut sent = Vec::with_capacity(window.len());
+                for envelope in window {
+                    let subject = self.subject_of(envelope);
+                    let traced;
+                    let envelope = match crate::trace::current() {
+                        Some(tp) if envelope.traceparent != Some(tp) => {
+                            traced = envelope.clone().with_traceparent(Some(tp));
+                            &traced
+                        }
+                        _ => envelope,
+                    };
+                    let EncodedMessage { headers, payload } =
+                        binding::encode_structured(envelope);
+                    let publish = PublishMessage::build()
+                        .payload(payload)
+                        .headers(headers)
+                        .message_id(envelope.id.to_string());
+                    let ack = self
+                        .js
+                        .send_publish(subject.clone(), publish.clone())
+                        .await;
+                    sent.push((subject, publish, ack));
+                }
+                for (subject, publish, ack) in sent {
+                    let acked = match ack {
+                        Ok(ack) => ack.await,
+                        Err(e) => Err(e),
+                    };
+                    let receipt = match acked {
+                        Ok(ack) => Receipt {
+                            sequence: ack.sequence,
+                            duplicate: ack.duplicate,
+                        },
+                        Err(e) => {
+                            warn!(%subject, error = %e, "pipelined publish not acknowledged, retrying it alone with the same Nats-Msg-Id");
+                            self.send_with_retries(&subject, publish, Expect::Any)
+                                .await?
+                        }
+                    };
+                    receipts.push(receipt);
+                }
+            }
+            Ok(receipts)
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Publish a fact after checking the aggregate is where the caller last saw it.
     pub async fn append(&self, envelope: &Envelope, expect: Expect) -> Result<Receipt, BusError> {
         let subject = self.subject_of(envelope);
@@ -1140,6 +1208,19 @@ pub trait Handler: Send + Sync {
     -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
+/// A handler that can also take several events at once, e.g. to apply a fetched batch in
+/// one database transaction instead of one per event ([`Consumer::run_batched`]).
+pub trait BatchHandler: Handler {
+    /// Handles `events` (in stream order) together: `Ok` settles every one of them. On
+    /// an error nothing of it may have taken effect (roll back): each event is then
+    /// handled again alone by [`Handler::handle`], so a bad event is retried, dead-lettered
+    /// or stops the consumer exactly as without batching.
+    fn handle_batch(
+        &self,
+        events: &[RecordedEvent],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
 impl Consumer {
     pub fn name(&self) -> &str {
         &self.settings.durable_name
@@ -1256,6 +1337,145 @@ impl Consumer {
             };
             for d in batch {
                 self.process(handler, d).await?;
+            }
+        }
+    }
+
+    /// Like [`Self::run`], but hands each fetched batch (up to `max` messages) to
+    /// [`BatchHandler::handle_batch`]. After a batch smaller than `max` it waits `linger`
+    /// before fetching again, so a steady trickle of events is applied a few at a time
+    /// rather than one by one (the projection lags by at most about `linger` more). A
+    /// batch with a dead-letter-subject or undecodable message, or a batch the handler
+    /// refuses, is handled message by message as [`Self::run`] would.
+    pub async fn run_batched<H: BatchHandler>(
+        &self,
+        handler: &H,
+        max: usize,
+        linger: Duration,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), BusError> {
+        tokio::pin!(shutdown);
+        let max = max.max(1);
+        let mut observed: Option<std::time::Instant> = None;
+        loop {
+            if observed.is_none_or(|at| at.elapsed() >= LAG_OBSERVED_EVERY) {
+                observed = Some(std::time::Instant::now());
+                if let Err(e) = self.observe_lag().await {
+                    debug!(error = %e, "consumer lag not observed");
+                }
+            }
+            let batch = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                b = self.fetch(max, Duration::from_secs(1)) => b,
+            };
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(error = %e, "fetch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let full = batch.len() >= max;
+            let any = !batch.is_empty();
+            self.process_batch(handler, batch).await?;
+            if any && !full {
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(linger) => {}
+                }
+            }
+        }
+    }
+
+    async fn process_batch<H: BatchHandler>(
+        &self,
+        handler: &H,
+        batch: Vec<Delivery>,
+    ) -> Result<(), BusError> {
+        let decoded: Option<Vec<Envelope>> = if batch.len() < 2 {
+            None
+        } else {
+            batch
+                .iter()
+                .map(|d| {
+                    (!self.bus.settings.is_dlq_subject(&d.subject))
+                        .then(|| d.decode().ok())
+                        .flatten()
+                })
+                .collect()
+        };
+        let Some(envelopes) = decoded else {
+            for d in batch {
+                self.process(handler, d).await?;
+            }
+            return Ok(());
+        };
+        let events: Vec<RecordedEvent> = batch
+            .iter()
+            .zip(envelopes)
+            .map(|(d, envelope)| RecordedEvent {
+                sequence: d.sequence,
+                subject: d.subject.clone(),
+                envelope,
+            })
+            .collect();
+        // One span per event, continuing its producer's trace, lasting the batch.
+        let spans: Vec<tracing::Span> = events
+            .iter()
+            .map(|e| {
+                let span = info_span!(
+                    "process",
+                    otel.name = %format!("process {}", e.envelope.event_type()),
+                    otel.kind = "consumer",
+                    messaging.system = "nats",
+                    messaging.consumer.group.name = %self.settings.durable_name,
+                    messaging.destination.name = %e.subject,
+                    messaging.message.id = %e.envelope.id,
+                    messaging.batch.message_count = events.len(),
+                    cloudevents.event_type = e.envelope.event_type(),
+                );
+                if let Some(tp) = &e.envelope.traceparent {
+                    crate::trace::set_parent(&span, tp);
+                }
+                span
+            })
+            .collect();
+        let progress_every = (self.settings.ack_wait / 2).max(Duration::from_millis(500));
+        let work = handler.handle_batch(&events);
+        tokio::pin!(work);
+        let result = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                _ = tokio::time::sleep(progress_every) => {
+                    for d in &batch {
+                        let _ = d.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        };
+        drop(spans);
+        match result {
+            Ok(()) => {
+                consumer_metrics::processed(
+                    &self.settings.durable_name,
+                    "applied",
+                    batch.len() as u64,
+                );
+                if let Some(last) = batch.iter().map(|d| d.sequence).max() {
+                    self.applied.fetch_max(last, Ordering::Relaxed);
+                }
+                for d in &batch {
+                    d.ack().await?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                debug!(error = %e, n = batch.len(), "batch not handled; event by event");
+                for d in batch {
+                    self.process(handler, d).await?;
+                }
+                Ok(())
             }
         }
     }

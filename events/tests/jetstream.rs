@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use imagelib_events::bus::{
-    ConsumerSettings, EventBus, Exhausted, Expect, Handler, HandlerError, RecordedEvent,
-    StreamSettings,
+    BatchHandler, ConsumerSettings, EventBus, Exhausted, Expect, Handler, HandlerError,
+    RecordedEvent, StreamSettings,
 };
 use imagelib_events::event::{RegistryRemoved, RegistryValidated, SyncRequested};
 use imagelib_events::model::SyncReason;
@@ -397,4 +397,121 @@ async fn a_consumer_with_backoff_resumes_where_its_owner_says() {
         c.fetch(10, Duration::from_millis(500)).await.unwrap().len(),
         5
     );
+}
+
+#[tokio::test]
+async fn publish_all_pipelines_in_order_and_deduplicates_each_event() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    let id = RegistryId::new();
+    let fact = |f: &str| validated(id).with_id(EventId::for_fact(f));
+    let first = bus.publish(&fact("a")).await.unwrap();
+    let receipts = bus
+        .publish_all(&[fact("b"), fact("a"), fact("c")])
+        .await
+        .unwrap();
+    let seqs: Vec<(u64, bool)> = receipts.iter().map(|r| (r.sequence, r.duplicate)).collect();
+    assert_eq!(
+        seqs,
+        vec![(2, false), (first.sequence, true), (3, false)],
+        "in order; the one already published is a duplicate"
+    );
+    assert_eq!(bus.last_sequence().await.unwrap(), 3);
+    assert!(bus.publish_all(&[]).await.unwrap().is_empty());
+    let mut replay = bus.replay(1, None, None).await.unwrap();
+    let mut ids = Vec::new();
+    while let Some(item) = replay.next().await {
+        ids.push(item.unwrap().event.unwrap().id);
+    }
+    let expected: Vec<EventId> = ["a", "b", "c"]
+        .iter()
+        .map(|f| EventId::for_fact(f))
+        .collect();
+    assert_eq!(ids, expected);
+}
+
+/// Takes batches, refusing any with a poison event (whose lone handling fails once).
+struct Batches {
+    batches: Mutex<Vec<Vec<u64>>>,
+    alone: Mutex<Vec<u64>>,
+    poison: u64,
+    poison_fails: AtomicU32,
+}
+
+impl Handler for Batches {
+    async fn handle(&self, event: RecordedEvent) -> Result<(), HandlerError> {
+        if event.sequence == self.poison && self.poison_fails.load(Ordering::SeqCst) > 0 {
+            self.poison_fails.fetch_sub(1, Ordering::SeqCst);
+            return Err(HandlerError::Transient("not yet".into()));
+        }
+        self.alone.lock().await.push(event.sequence);
+        Ok(())
+    }
+}
+
+impl BatchHandler for Batches {
+    async fn handle_batch(&self, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        let seqs: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+        if seqs.contains(&self.poison) {
+            return Err(HandlerError::Transient("refused".into()));
+        }
+        self.batches.lock().await.push(seqs);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn batches_are_handled_together_and_a_refused_one_event_by_event() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    let id = RegistryId::new();
+    let all: Vec<Envelope> = (0..6).map(|_| validated(id)).collect();
+    bus.publish_all(&all).await.unwrap();
+    let handler = Arc::new(Batches {
+        batches: Mutex::new(vec![]),
+        alone: Mutex::new(vec![]),
+        poison: 4,
+        poison_fails: AtomicU32::new(1),
+    });
+    let mut settings = ConsumerSettings::new("batched");
+    settings.backoff = vec![Duration::from_millis(20)];
+    let consumer = bus.consumer(settings).await.unwrap();
+    let stop = tokio_util_like_stop();
+    let h = handler.clone();
+    let run = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            consumer
+                .run_batched(&*h, 3, Duration::from_millis(10), async move {
+                    stop.notified().await
+                })
+                .await
+        }
+    });
+    let done = || async {
+        let mut seen: Vec<u64> = handler.batches.lock().await.concat();
+        seen.extend(handler.alone.lock().await.iter());
+        seen.sort();
+        seen
+    };
+    for _ in 0..100 {
+        if done().await == vec![1, 2, 3, 4, 5, 6] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.notify_waiters();
+    run.await.unwrap().unwrap();
+    assert_eq!(
+        done().await,
+        vec![1, 2, 3, 4, 5, 6],
+        "each event handled once"
+    );
+    let batches = handler.batches.lock().await.clone();
+    assert_eq!(batches[0], vec![1, 2, 3], "up to `max` together");
+    assert!(
+        handler.alone.lock().await.contains(&4),
+        "the refused batch went event by event, the poison retried: {batches:?}"
+    );
+    assert_eq!(handler.poison_fails.load(Ordering::SeqCst), 0);
 }
