@@ -4,13 +4,16 @@
 //! One durable consumer per aggregate type (NATS 2.9 has one filter per consumer), named
 //! `sync-scanner[-<instance>]-<aggregate>`: replicas with their own instance names each
 //! project everything (into one shared schema, idempotently, or into schemas of their
-//! own). Each consumer resumes after the position its projection recorded.
+//! own). Each consumer resumes after the position its projection recorded. The image
+//! consumer applies what each fetch brings in one transaction (a scan publishes
+//! thousands of tag and trust events, and one transaction each was most of the
+//! database's work); the others handle one event at a time, as they react to each.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use imagelib_events::bus::{
-    ConsumerSettings, EventBus, Exhausted, Handler, HandlerError, RecordedEvent,
+    BatchHandler, ConsumerSettings, EventBus, Exhausted, Handler, HandlerError, RecordedEvent,
 };
 use imagelib_events::{Aggregate, EventPayload};
 use imagelib_platform::{Readiness, Worker};
@@ -26,6 +29,14 @@ pub const PROJECTED: [Aggregate; 4] = [
     Aggregate::Image,
     Aggregate::Sync,
 ];
+
+/// Image events applied in one transaction at most.
+const IMAGE_BATCH: usize = 256;
+
+/// How long the image projector lets events gather after a partial batch: a scan
+/// publishes a few hundred a second, applied some ten at a time instead of one by one,
+/// and the projection (which the next scan waits for) lags by this much more at most.
+const IMAGE_LINGER: Duration = Duration::from_millis(50);
 
 /// The durable consumer name of `aggregate` for `instance`.
 pub fn consumer_name(instance: &str, aggregate: Aggregate) -> String {
@@ -108,6 +119,23 @@ impl Handler for Apply {
     }
 }
 
+impl BatchHandler for Apply {
+    /// The image projector's batches: one transaction for what one fetch brought (the
+    /// scanner's own tag and trust events, thousands in a cold scan).
+    async fn handle_batch(&self, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        if self.requests.is_some() || self.reevaluate.is_some() {
+            // These react to single events: never batched ([`projector`]).
+            return Err(HandlerError::Transient("not a batching projector".into()));
+        }
+        let events: Vec<(u64, &imagelib_events::Envelope)> =
+            events.iter().map(|e| (e.sequence, &e.envelope)).collect();
+        self.store
+            .apply_consumed_batch(&self.consumer, &events)
+            .await
+            .map_err(|e| HandlerError::Transient(e.to_string()))
+    }
+}
+
 impl Apply {
     async fn trust_of(
         &self,
@@ -186,8 +214,19 @@ pub fn projector(
             }
             std::future::pending::<()>().await
         };
+        // The image events come by the thousand in a scan: applied a batch per
+        // transaction. The others react to single events (jobs, re-evaluations).
+        let run = async {
+            if aggregate == Aggregate::Image {
+                consumer
+                    .run_batched(&handler, IMAGE_BATCH, IMAGE_LINGER, cancel.cancelled())
+                    .await
+            } else {
+                consumer.run(&handler, cancel.cancelled()).await
+            }
+        };
         tokio::select! {
-            r = consumer.run(&handler, cancel.cancelled()) => r.map_err(|e| e.to_string()),
+            r = run => r.map_err(|e| e.to_string()),
             _ = watch => Ok(()),
         }
     })

@@ -349,12 +349,12 @@ impl Store {
     /// milliseconds of commits, never consistency (rows and consumer positions commit
     /// together), and the stream, the source of truth, replays what was lost. That
     /// keeps a scan of thousands of tags from waiting on thousands of fsyncs.
+    /// `BEGIN` and the setting go in one round trip.
     pub(crate) async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        Ok(self
+            .pool
+            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+            .await?)
     }
 
     /// The last stream sequence `consumer` applied (0 when none).
@@ -387,6 +387,83 @@ impl Store {
         let mut tx = self.begin().await?;
         apply_in(&mut tx, seq, env).await?;
         record_position(&mut tx, consumer, seq).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Apply events delivered together to `consumer`, in one transaction with the last
+    /// position: what [`Self::apply_consumed`] does for each, the rows of consecutive tag
+    /// and trust events written with one statement per table (a key seen twice writes
+    /// what is pending first, so the rows end up as if applied one by one).
+    pub async fn apply_consumed_batch(
+        &self,
+        consumer: &str,
+        events: &[(u64, &Envelope)],
+    ) -> Result<(), StoreError> {
+        let Some(last) = events.iter().map(|(seq, _)| *seq).max() else {
+            return Ok(());
+        };
+        let mut tx = self.begin().await?;
+        let mut tags = TagRows::default();
+        let mut trust = crate::trust::state::TrustRows::default();
+        for (seq, env) in events {
+            let seq = *seq;
+            let tag = match &env.payload {
+                EventPayload::TagDiscovered(e) => Some((
+                    e.registry_id,
+                    &e.repository,
+                    &e.tag,
+                    &e.digest,
+                    true,
+                    Some(e.details.kind.as_str()),
+                    e.details.platforms.as_slice(),
+                )),
+                EventPayload::TagMoved(e) => Some((
+                    e.registry_id,
+                    &e.repository,
+                    &e.tag,
+                    &e.new_digest,
+                    true,
+                    Some(e.details.kind.as_str()),
+                    e.details.platforms.as_slice(),
+                )),
+                EventPayload::TagRemoved(e) => Some((
+                    e.registry_id,
+                    &e.repository,
+                    &e.tag,
+                    &e.digest,
+                    false,
+                    None,
+                    &[][..],
+                )),
+                _ => None,
+            };
+            if let Some((registry, repository, t, digest, present, kind, platforms)) = tag {
+                trust.add(&mut tx, seq, &env.payload).await?;
+                let row = TagRow {
+                    registry,
+                    repository,
+                    tag: t,
+                    digest,
+                    present,
+                    kind,
+                    platforms,
+                    seq,
+                    at: env.time,
+                };
+                if !tags.push(&row) {
+                    tags.flush(&mut tx).await?;
+                    tags.push(&row);
+                }
+            } else if !trust.add(&mut tx, seq, &env.payload).await? {
+                tags.flush(&mut tx).await?;
+                trust.flush(&mut tx).await?;
+                apply_in(&mut tx, seq, env).await?;
+            }
+        }
+        tags.flush(&mut tx).await?;
+        trust.flush(&mut tx).await?;
+        record_position(&mut tx, consumer, last).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -526,6 +603,83 @@ async fn put_tag(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// One tag row of a batch.
+struct TagRow<'a> {
+    registry: RegistryId,
+    repository: &'a RepositoryName,
+    tag: &'a Tag,
+    digest: &'a Digest,
+    present: bool,
+    kind: Option<&'a str>,
+    platforms: &'a [Platform],
+    seq: u64,
+    at: DateTime<Utc>,
+}
+
+/// Tag rows of a batch by column, each key once ([`put_tag`] for many).
+#[derive(Default)]
+struct TagRows {
+    keys: std::collections::HashSet<(uuid::Uuid, String, String)>,
+    registry: Vec<uuid::Uuid>,
+    repository: Vec<String>,
+    tag: Vec<String>,
+    digest: Vec<String>,
+    present: Vec<bool>,
+    kind: Vec<Option<String>>,
+    platforms: Vec<serde_json::Value>,
+    seq: Vec<i64>,
+    at: Vec<DateTime<Utc>>,
+}
+
+impl TagRows {
+    /// Takes the row unless its tag is pending already (false: flush first).
+    fn push(&mut self, r: &TagRow<'_>) -> bool {
+        let key = (r.registry.0, r.repository.to_string(), r.tag.to_string());
+        if !self.keys.insert(key) {
+            return false;
+        }
+        self.registry.push(r.registry.0);
+        self.repository.push(r.repository.to_string());
+        self.tag.push(r.tag.to_string());
+        self.digest.push(r.digest.to_string());
+        self.present.push(r.present);
+        self.kind.push(r.kind.map(str::to_owned));
+        self.platforms.push(json(&r.platforms));
+        self.seq.push(r.seq as i64);
+        self.at.push(r.at);
+        true
+    }
+
+    async fn flush(&mut self, tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+        if self.registry.is_empty() {
+            return Ok(());
+        }
+        let c = std::mem::take(self);
+        sqlx::query(
+            "INSERT INTO known_tags (registry_id, repository, tag, digest, present, kind, platforms, last_sequence, updated_at)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::jsonb[], $8::int8[], $9::timestamptz[])
+             ON CONFLICT (registry_id, repository, tag) DO UPDATE SET
+                digest = EXCLUDED.digest, present = EXCLUDED.present,
+                kind = COALESCE(EXCLUDED.kind, known_tags.kind),
+                platforms = CASE WHEN EXCLUDED.present THEN EXCLUDED.platforms ELSE known_tags.platforms END,
+                last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
+             WHERE known_tags.last_sequence < EXCLUDED.last_sequence",
+        )
+        .bind(&c.registry)
+        .bind(&c.repository)
+        .bind(&c.tag)
+        .bind(&c.digest)
+        .bind(&c.present)
+        .bind(&c.kind)
+        .bind(&c.platforms)
+        .bind(&c.seq)
+        .bind(&c.at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
 }
 
 async fn apply_in(
@@ -798,4 +952,221 @@ async fn finish_scan(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The image projector's batches against a real PostgreSQL: a batch leaves the same
+    //! rows as its events applied one by one.
+
+    use super::*;
+    use imagelib_events::event::{
+        PolicyEvaluated, ReferrersChanged, SyncStarted, TagDiscovered, TagMoved, TagRemoved,
+    };
+    use imagelib_events::model::{ImageDetails, PolicyVerdict, Referrer, ReferrerKind, SyncReason};
+
+    static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+    fn digest(n: u8) -> Digest {
+        format!("sha256:{}", format!("{n:02x}").repeat(32))
+            .parse()
+            .expect("digest")
+    }
+
+    fn details(kind: &str, platform: Option<u8>, referrers: &[u8]) -> ImageDetails {
+        let platforms: Vec<serde_json::Value> = platform
+            .map(|p| serde_json::json!({"os": "linux", "architecture": "amd64", "digest": digest(p)}))
+            .into_iter()
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "media_type": "application/vnd.oci.image.index.v1+json",
+            "platforms": platforms,
+            "size": 1,
+            "kind": kind,
+            "referrers": referrers.iter().map(|r| referrer(*r)).collect::<Vec<_>>(),
+        }))
+        .expect("details")
+    }
+
+    fn referrer(n: u8) -> Referrer {
+        Referrer {
+            digest: digest(n),
+            kind: ReferrerKind::Signature,
+            artifact_type: None,
+        }
+    }
+
+    fn verdict(registry: RegistryId, d: u8, verdict: PolicyVerdict) -> EventPayload {
+        PolicyEvaluated {
+            registry_id: registry,
+            repository: "team/app".parse().expect("repository"),
+            digest: digest(d),
+            verdict,
+            reasons: Vec::new(),
+            policy: None,
+            findings: Vec::new(),
+        }
+        .into()
+    }
+
+    /// A stretch of image events with every case a batch must get right: a tag, a fact
+    /// and a referrer list each written twice, a tombstone, a tag moved, an event older
+    /// than what is stored, and a non-image event in between.
+    fn events(registry: RegistryId) -> Vec<(u64, Envelope)> {
+        let repo: RepositoryName = "team/app".parse().expect("repository");
+        let tag = |t: &str| t.parse::<Tag>().expect("tag");
+        let payloads: Vec<(u64, EventPayload)> = vec![
+            (
+                1,
+                TagDiscovered {
+                    registry_id: registry,
+                    repository: repo.clone(),
+                    tag: tag("1.0"),
+                    digest: digest(1),
+                    details: details("database", Some(9), &[31]),
+                }
+                .into(),
+            ),
+            (2, verdict(registry, 1, PolicyVerdict::Fail)),
+            (
+                3,
+                ReferrersChanged {
+                    registry_id: registry,
+                    repository: repo.clone(),
+                    digest: digest(1),
+                    referrers: vec![referrer(31), referrer(32)],
+                }
+                .into(),
+            ),
+            (
+                4,
+                TagRemoved {
+                    registry_id: registry,
+                    repository: repo.clone(),
+                    tag: tag("1.0"),
+                    digest: digest(1),
+                }
+                .into(),
+            ),
+            (5, verdict(registry, 1, PolicyVerdict::Pass)),
+            (
+                6,
+                SyncStarted {
+                    registry_id: registry,
+                    sync_id: SyncId(uuid::Uuid::from_u128(6)),
+                    repository: None,
+                    reason: SyncReason::Manual,
+                }
+                .into(),
+            ),
+            (
+                7,
+                TagDiscovered {
+                    registry_id: registry,
+                    repository: repo.clone(),
+                    tag: tag("1.0"),
+                    digest: digest(2),
+                    details: details("other", None, &[]),
+                }
+                .into(),
+            ),
+            (
+                8,
+                TagMoved {
+                    registry_id: registry,
+                    repository: repo.clone(),
+                    tag: tag("latest"),
+                    old_digest: digest(1),
+                    new_digest: digest(2),
+                    details: details("other", None, &[33]),
+                }
+                .into(),
+            ),
+            (
+                9,
+                TagRemoved {
+                    registry_id: registry,
+                    repository: repo.clone(),
+                    tag: tag("never-seen"),
+                    digest: digest(3),
+                }
+                .into(),
+            ),
+            // Older than the verdict stored at 100 (below): not applied.
+            (10, verdict(registry, 2, PolicyVerdict::Fail)),
+        ];
+        let at = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).expect("time");
+        payloads
+            .into_iter()
+            .map(|(seq, payload)| {
+                let mut env = Envelope::new("test", payload);
+                env.time = at;
+                (seq, env)
+            })
+            .collect()
+    }
+
+    /// Every projected row of `registry`, as text, without the registry's id.
+    async fn rows(store: &Store, registry: RegistryId) -> Vec<String> {
+        let id = registry.0.to_string();
+        let mut out = Vec::new();
+        for table in ["known_tags", "subject_referrers", "trust_facts", "scans"] {
+            let all: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT (to_jsonb(t) - 'registry_id')::text FROM {table} t
+                 WHERE registry_id = $1 ORDER BY 1"
+            ))
+            .bind(registry.0)
+            .fetch_all(store.pool())
+            .await
+            .expect("rows");
+            out.extend(
+                all.into_iter()
+                    .map(|r| format!("{table}: {}", r.replace(&id, "R"))),
+            );
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_batch_leaves_the_rows_its_events_leave_one_by_one() {
+        let db = imagelib_testkit::TestDb::new();
+        let pool = db.create().await.expect("database");
+        MIGRATOR.run(&pool).await.expect("migrations");
+        let store = Store::new(pool);
+        let (one, batch) = (RegistryId::new(), RegistryId::new());
+        for registry in [one, batch] {
+            let mut later = Envelope::new("test", verdict(registry, 2, PolicyVerdict::Audit));
+            later.time = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).expect("time");
+            store.apply(100, &later).await.expect("later verdict");
+        }
+
+        for (seq, env) in events(one) {
+            store.apply_consumed("one", seq, &env).await.expect("apply");
+        }
+        let events = events(batch);
+        let refs: Vec<(u64, &Envelope)> = events.iter().map(|(s, e)| (*s, e)).collect();
+        store
+            .apply_consumed_batch("batch", &refs)
+            .await
+            .expect("apply batch");
+
+        let expected = rows(&store, one).await;
+        for table in ["known_tags", "subject_referrers", "trust_facts", "scans"] {
+            assert!(
+                expected.iter().any(|r| r.starts_with(table)),
+                "{table}: {expected:#?}"
+            );
+        }
+        assert!(
+            expected.iter().any(|r| r.contains("\"never-seen\"")),
+            "{expected:#?}"
+        );
+        assert!(
+            expected.iter().any(|r| r.contains("audit")),
+            "the older verdict is not applied: {expected:#?}"
+        );
+        assert_eq!(rows(&store, batch).await, expected);
+        assert_eq!(store.position("batch").await.expect("position"), 10);
+        assert_eq!(store.position("one").await.expect("position"), 10);
+    }
 }

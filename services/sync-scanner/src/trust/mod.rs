@@ -275,12 +275,20 @@ impl Compiled {
     }
 }
 
-/// Digests of one repository evaluated at once: each evaluation reads the store and
-/// publishes a few events, so several overlap.
-const EVALUATE_CONCURRENCY: usize = 8;
+/// What the trust events last said about some digests of a repository: (digest, key) →
+/// (value, the sequence of the event that said it).
+type Facts = HashMap<(String, String), (serde_json::Value, u64)>;
 
-type EvalTask<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), TrustError>> + Send + 'a>>;
+/// Stored referrer content by digest.
+type Contents = HashMap<String, state::StoredReferrer>;
+
+/// The events one pass decided to publish, published together
+/// ([`Trust::publish`]).
+#[derive(Default)]
+struct Outbox {
+    envelopes: Vec<Envelope>,
+    verdicts: Vec<PolicyVerdict>,
+}
 
 fn sorted(list: &[Referrer]) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = list
@@ -322,21 +330,72 @@ impl Trust {
         }
     }
 
-    /// Publishes a trust event under a fact-derived id. Like the tag events, it reaches
-    /// the state through the image projector (scans wait for it to catch up); an
-    /// evaluation that runs before it did re-derives the same id, which JetStream drops.
-    async fn emit(
+    /// A trust event under a fact-derived id, to publish with the others of its pass.
+    fn emit(
         &self,
+        out: &mut Outbox,
         payload: EventPayload,
         id: EventId,
         traceparent: Option<TraceParent>,
-    ) -> Result<bool, TrustError> {
-        let env = Envelope::new(crate::NAME, payload)
-            .with_actor(self.inner.actor.clone())
-            .with_traceparent(traceparent)
-            .with_id(id);
-        let receipt = self.inner.bus.publish(&env).await?;
-        Ok(!receipt.duplicate)
+    ) {
+        if let EventPayload::PolicyEvaluated(e) = &payload {
+            out.verdicts.push(e.verdict);
+        }
+        out.envelopes.push(
+            Envelope::new(crate::NAME, payload)
+                .with_actor(self.inner.actor.clone())
+                .with_traceparent(traceparent)
+                .with_id(id),
+        );
+    }
+
+    /// Publishes what a pass decided, pipelined (one round trip for a repository's
+    /// events, not one each). Like the tag events, they reach the state through the image
+    /// projector (scans wait for it to catch up); an evaluation that runs before it did
+    /// re-derives the same ids, which JetStream drops.
+    async fn publish(&self, out: Outbox) -> Result<(), TrustError> {
+        if out.envelopes.is_empty() {
+            return Ok(());
+        }
+        self.inner.bus.publish_all(&out.envelopes).await?;
+        for verdict in out.verdicts {
+            crate::metrics::policy_verdict(verdict);
+        }
+        Ok(())
+    }
+
+    /// The stored content of the referrers `lists` name for `subjects`, and what was
+    /// last said about the subjects: two queries for a whole repository.
+    async fn evidence_of(
+        &self,
+        registry: RegistryId,
+        repo: &RepositoryName,
+        subjects: &[Subject<'_>],
+        lists: &HashMap<Digest, Vec<Referrer>>,
+    ) -> Result<(Contents, Facts), TrustError> {
+        let s = &*self.inner;
+        let digests: Vec<&Digest> = subjects
+            .iter()
+            .flat_map(|s| std::iter::once(s.digest).chain(s.platforms))
+            .collect();
+        let keys: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
+        let mut sources: Vec<String> = digests
+            .iter()
+            .filter_map(|d| lists.get(*d))
+            .flatten()
+            .map(|r| r.digest.to_string())
+            .collect();
+        sources.sort();
+        sources.dedup();
+        let (contents, facts) = futures::try_join!(
+            s.store.referrer_content(&sources),
+            s.store.trust_facts(registry, repo, &keys)
+        )?;
+        let contents = contents
+            .into_iter()
+            .map(|c| (c.digest.to_string(), c))
+            .collect();
+        Ok((contents, facts))
     }
 
     /// Lists, reads and evaluates what changed for the current tags of one repository.
@@ -459,6 +518,7 @@ impl Trust {
             .subject_referrers(scan.registry, repo, &keys)
             .await?;
         let mut changed: HashSet<&Digest> = HashSet::new();
+        let mut announced = Outbox::default();
         for (digest, list) in &lists {
             let previous = before.get(digest.as_str());
             let same = previous.is_some_and(|(p, _)| sorted(p) == sorted(list))
@@ -483,8 +543,9 @@ impl Trust {
                 digest: digest.clone(),
                 referrers: list.clone(),
             };
-            self.emit(event.into(), id, scan.traceparent).await?;
+            self.emit(&mut announced, event.into(), id, scan.traceparent);
         }
+        self.publish(announced).await?;
 
         // Referrers never read: read them now (once, whoever else refers to them).
         let mut referrers: Vec<String> = lists
@@ -535,28 +596,32 @@ impl Trust {
                         .any(|d| changed.contains(d) || fetched_for(d) || fresh.contains_key(d))
             })
             .collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
         let mut compiled = Compiled::default();
         for subject in &dirty {
             compiled.prepare(subject.rule);
         }
-        let tasks: Vec<EvalTask<'_>> = dirty
-            .iter()
-            .map(|subject| {
-                Box::pin(self.evaluate(
-                    scan.registry,
-                    repo,
-                    subject,
-                    compiled.get(subject.rule),
-                    &lists,
-                    scan.traceparent,
-                )) as EvalTask<'_>
-            })
-            .collect();
-        let results: Vec<Result<(), TrustError>> = futures::stream::iter(tasks)
-            .buffer_unordered(EVALUATE_CONCURRENCY)
-            .collect()
-            .await;
-        results.into_iter().collect()
+        let (contents, facts) = self
+            .evidence_of(scan.registry, repo, &dirty, &lists)
+            .await?;
+        let mut out = Outbox::default();
+        for subject in &dirty {
+            self.evaluate(
+                scan.registry,
+                repo,
+                subject,
+                compiled.get(subject.rule),
+                &lists,
+                (&contents, &facts),
+                scan.traceparent,
+                &mut out,
+            );
+            // Signature checks are CPU work: let the scan's other tasks run between.
+            tokio::task::yield_now().await;
+        }
+        self.publish(out).await
     }
 
     /// Reads the referrers a new digest's inspection listed, while the scan goes on with
@@ -662,49 +727,48 @@ impl Trust {
             for subject in &subjects {
                 compiled.prepare(subject.rule);
             }
-            for subject in subjects {
+            let (contents, facts) = self.evidence_of(registry, repo, &subjects, &lists).await?;
+            let mut out = Outbox::default();
+            for subject in &subjects {
                 let policy = compiled.get(subject.rule);
-                self.evaluate(registry, repo, &subject, policy, &lists, None)
-                    .await?;
+                self.evaluate(
+                    registry,
+                    repo,
+                    subject,
+                    policy,
+                    &lists,
+                    (&contents, &facts),
+                    None,
+                    &mut out,
+                );
                 evaluated += 1;
+                tokio::task::yield_now().await;
             }
+            self.publish(out).await?;
         }
         Ok(evaluated)
     }
 
     /// Evaluates one tag digest with the referrer lists given (its own and its
-    /// platforms'), from stored content, and emits what changed.
+    /// platforms'), from stored content and what was last said (`evidence`, read for
+    /// the whole repository), and puts what changed in `out`.
+    #[allow(clippy::too_many_arguments)]
     #[tracing::instrument(skip_all, fields(digest = %subject.digest))]
-    async fn evaluate(
+    fn evaluate(
         &self,
         registry: RegistryId,
         repo: &RepositoryName,
         subject: &Subject<'_>,
         policy: Option<&CompiledPolicy>,
         lists: &HashMap<Digest, Vec<Referrer>>,
+        (stored, facts): (&Contents, &Facts),
         traceparent: Option<TraceParent>,
-    ) -> Result<(), TrustError> {
+        out: &mut Outbox,
+    ) {
         let s = &*self.inner;
         let digests: Vec<&Digest> = std::iter::once(subject.digest)
             .chain(subject.platforms)
             .collect();
-        let keys: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
-        let mut sources: Vec<String> = digests
-            .iter()
-            .filter_map(|d| lists.get(*d))
-            .flatten()
-            .map(|r| r.digest.to_string())
-            .collect();
-        sources.sort();
-        sources.dedup();
-        let stored: HashMap<String, state::StoredReferrer> = s
-            .store
-            .referrer_content(&sources)
-            .await?
-            .into_iter()
-            .map(|c| (c.digest.to_string(), c))
-            .collect();
-        let facts = s.store.trust_facts(registry, repo, &keys).await?;
         let said_of = |d: &Digest| -> Vec<Evidence> {
             lists
                 .get(d)
@@ -718,12 +782,12 @@ impl Trust {
         // Emits `payload` when the fact under `key` of `digest` says something else.
         let changed = |digest: &Digest, key: &str, payload: &EventPayload| {
             let previous = facts.get(&(digest.to_string(), key.to_owned()));
-            let differs = previous.is_none_or(|(v, _)| *v != fact_value(payload));
+            let value = fact_value(payload);
+            let differs = previous.is_none_or(|(v, _)| *v != value);
             let after = previous.map(|(_, seq)| *seq).unwrap_or(0);
             differs.then(|| {
                 EventId::for_fact(&format!(
-                    "image/{registry}/{repo}@{digest}/{key}/{}/after/{after}",
-                    fact_value(payload)
+                    "image/{registry}/{repo}@{digest}/{key}/{value}/after/{after}"
                 ))
             })
         };
@@ -799,7 +863,7 @@ impl Trust {
                     _ => continue,
                 };
                 if let Some(id) = changed(d, &key, &payload) {
-                    self.emit(payload, id, traceparent).await?;
+                    self.emit(out, payload, id, traceparent);
                 }
             }
         }
@@ -821,11 +885,10 @@ impl Trust {
                     findings: Vec::new(),
                 });
                 if let Some(id) = changed(digest, "policy", &payload) {
-                    crate::metrics::policy_verdict(PolicyVerdict::Pass);
-                    self.emit(payload, id, traceparent).await?;
+                    self.emit(out, payload, id, traceparent);
                 }
             }
-            return Ok(());
+            return;
         };
         let now = Utc::now();
         let (own, children) = said
@@ -870,7 +933,7 @@ impl Trust {
             };
             let key = sig_key(&source, Some(policy.rule.as_str()));
             if let Some(id) = changed(digest, &key, &payload) {
-                self.emit(payload, id, traceparent).await?;
+                self.emit(out, payload, id, traceparent);
             }
         }
         let (verdict, findings) = policy::outcome(policy.mode, &evaluation);
@@ -884,9 +947,7 @@ impl Trust {
             findings,
         });
         if let Some(id) = changed(digest, "policy", &payload) {
-            crate::metrics::policy_verdict(verdict);
-            self.emit(payload, id, traceparent).await?;
+            self.emit(out, payload, id, traceparent);
         }
-        Ok(())
     }
 }

@@ -102,6 +102,186 @@ pub(crate) async fn put_referrers(
     Ok(())
 }
 
+/// The trust rows of consecutive events, written with one statement per table
+/// ([`crate::store::Store::apply_consumed_batch`]). A row whose key is already pending
+/// writes the pending ones first, so each statement touches a key once and the rows land
+/// as if applied one by one.
+#[derive(Debug, Default)]
+pub(crate) struct TrustRows {
+    facts: Columns,
+    referrers: Columns,
+}
+
+/// Rows of `trust_facts` or `subject_referrers`, by column (`key` unused for the latter).
+#[derive(Debug, Default)]
+struct Columns {
+    keys: HashSet<(uuid::Uuid, String, String, String)>,
+    registry: Vec<uuid::Uuid>,
+    repository: Vec<String>,
+    digest: Vec<String>,
+    key: Vec<String>,
+    value: Vec<serde_json::Value>,
+    seq: Vec<i64>,
+}
+
+impl Columns {
+    fn is_empty(&self) -> bool {
+        self.registry.is_empty()
+    }
+
+    /// Takes the row unless its key is pending already (false: write first).
+    fn push(
+        &mut self,
+        registry: RegistryId,
+        repository: &RepositoryName,
+        digest: &Digest,
+        key: String,
+        value: serde_json::Value,
+        seq: u64,
+    ) -> bool {
+        let id = (
+            registry.0,
+            repository.to_string(),
+            digest.to_string(),
+            key.clone(),
+        );
+        if !self.keys.insert(id) {
+            return false;
+        }
+        self.registry.push(registry.0);
+        self.repository.push(repository.to_string());
+        self.digest.push(digest.to_string());
+        self.key.push(key);
+        self.value.push(value);
+        self.seq.push(seq as i64);
+        true
+    }
+
+    fn take(&mut self) -> Columns {
+        std::mem::take(self)
+    }
+}
+
+impl TrustRows {
+    /// Takes the trust rows of an event (a tag event's referrers, `referrers_changed`, a
+    /// trust fact): false when it has none.
+    pub(crate) async fn add(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        seq: u64,
+        payload: &EventPayload,
+    ) -> Result<bool, StoreError> {
+        let referrers = match payload {
+            EventPayload::TagDiscovered(e) => Some((
+                e.registry_id,
+                &e.repository,
+                &e.digest,
+                &e.details.referrers,
+            )),
+            EventPayload::TagMoved(e) => Some((
+                e.registry_id,
+                &e.repository,
+                &e.new_digest,
+                &e.details.referrers,
+            )),
+            EventPayload::ReferrersChanged(e) => {
+                Some((e.registry_id, &e.repository, &e.digest, &e.referrers))
+            }
+            _ => None,
+        };
+        if let Some((registry, repository, digest, list)) = referrers {
+            let value = serde_json::to_value(list).unwrap_or_default();
+            if !self.referrers.push(
+                registry,
+                repository,
+                digest,
+                String::new(),
+                value.clone(),
+                seq,
+            ) {
+                self.flush_referrers(tx).await?;
+                self.referrers
+                    .push(registry, repository, digest, String::new(), value, seq);
+            }
+            return Ok(true);
+        }
+        let Some((registry, repository, digest, key)) = fact_of(payload) else {
+            return Ok(false);
+        };
+        let value = fact_value(payload);
+        if !self.facts.push(
+            registry,
+            repository,
+            digest,
+            key.clone(),
+            value.clone(),
+            seq,
+        ) {
+            self.flush_facts(tx).await?;
+            self.facts
+                .push(registry, repository, digest, key, value, seq);
+        }
+        Ok(true)
+    }
+
+    /// Writes what is pending.
+    pub(crate) async fn flush(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<(), StoreError> {
+        self.flush_referrers(tx).await?;
+        self.flush_facts(tx).await
+    }
+
+    async fn flush_referrers(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<(), StoreError> {
+        if self.referrers.is_empty() {
+            return Ok(());
+        }
+        let c = self.referrers.take();
+        sqlx::query(
+            "INSERT INTO subject_referrers (registry_id, repository, digest, referrers, last_sequence)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int8[])
+             ON CONFLICT (registry_id, repository, digest) DO UPDATE SET
+                referrers = EXCLUDED.referrers, last_sequence = EXCLUDED.last_sequence
+             WHERE subject_referrers.last_sequence < EXCLUDED.last_sequence",
+        )
+        .bind(&c.registry)
+        .bind(&c.repository)
+        .bind(&c.digest)
+        .bind(&c.value)
+        .bind(&c.seq)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn flush_facts(&mut self, tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+        if self.facts.is_empty() {
+            return Ok(());
+        }
+        let c = self.facts.take();
+        sqlx::query(
+            "INSERT INTO trust_facts (registry_id, repository, digest, key, value, last_sequence)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int8[])
+             ON CONFLICT (registry_id, repository, digest, key) DO UPDATE SET
+                value = EXCLUDED.value, last_sequence = EXCLUDED.last_sequence
+             WHERE trust_facts.last_sequence < EXCLUDED.last_sequence",
+        )
+        .bind(&c.registry)
+        .bind(&c.repository)
+        .bind(&c.digest)
+        .bind(&c.key)
+        .bind(&c.value)
+        .bind(&c.seq)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
 /// Applies the trust events (the other image events are the store's).
 pub(crate) async fn apply(
     tx: &mut Transaction<'_, Postgres>,
@@ -254,33 +434,43 @@ impl Store {
         Ok(out)
     }
 
-    /// Keeps referrers read from a registry, in one transaction.
+    /// Keeps referrers read from a registry: one statement, which commits without
+    /// waiting for the WAL flush (content-addressed and read again if lost) — no
+    /// transaction round trips around it.
     pub async fn put_referrer_content(&self, items: &[StoredReferrer]) -> Result<(), StoreError> {
-        // Content-addressed and read again if lost: no need to wait for the WAL flush.
-        let mut tx = self.begin().await?;
-        for r in items {
+        let mut seen = HashSet::new();
+        let items: Vec<&StoredReferrer> = items
+            .iter()
+            .filter(|r| seen.insert(r.digest.as_str()))
+            .collect();
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut q = sqlx::QueryBuilder::<Postgres>::new(
+            "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+             INSERT INTO referrer_content
+                (digest, media_type, manifest, blob_digests, blob_bodies, skipped, bytes)
+             SELECT v.* FROM relaxed, (",
+        );
+        q.push_values(&items, |mut row, r| {
             let (names, bodies): (Vec<&str>, Vec<&[u8]>) = r
                 .blobs
                 .iter()
                 .map(|(d, b)| (d.as_str(), b.as_slice()))
                 .unzip();
-            sqlx::query(
-                "INSERT INTO referrer_content
-                    (digest, media_type, manifest, blob_digests, blob_bodies, skipped, bytes)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (digest) DO NOTHING",
-            )
-            .bind(r.digest.as_str())
-            .bind(&r.media_type)
-            .bind(&r.manifest)
-            .bind(&names)
-            .bind(&bodies)
-            .bind(serde_json::to_value(&r.skipped).unwrap_or_default())
-            .bind(r.bytes() as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+            row.push_bind(r.digest.as_str())
+                .push_bind(r.media_type.as_str())
+                .push_bind(r.manifest.as_slice())
+                .push_bind(names)
+                .push_bind(bodies)
+                .push_bind(serde_json::to_value(&r.skipped).unwrap_or_default())
+                .push_bind(r.bytes() as i64);
+        });
+        q.push(
+            ") AS v (digest, media_type, manifest, blob_digests, blob_bodies, skipped, bytes)
+             ON CONFLICT (digest) DO NOTHING",
+        );
+        q.build().persistent(false).execute(self.pool()).await?;
         Ok(())
     }
 
