@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use imagelib_events::event::{
-    PolicyEvaluated, ReferrersChanged, RegistryRegistered, SbomFound, SignatureFailed,
-    SignatureVerified, TagDiscovered, TagMoved, TagRemoved, VulnerabilitiesReported,
+    PolicyEvaluated, PullsCounted, ReferrersChanged, RegistryRegistered, SbomFound,
+    SignatureFailed, SignatureVerified, TagDiscovered, TagMoved, TagMutated, TagRemoved,
+    VulnerabilitiesReported,
 };
 use imagelib_events::model::{
-    AuthKind, ImageDetails, ImageKind, ModelType, Platform, PolicyReason, PolicyVerdict,
-    PostgresExtension, Referrer, ReferrerKind, RegistryType, SbomFormat, ScannerInfo,
-    SeverityCounts, SignatureKind,
+    AuthKind, ImageDetails, ImageKind, ModelType, MutationFoundBy, Platform, PolicyReason,
+    PolicyVerdict, PostgresExtension, Referrer, ReferrerKind, RegistryType, SbomFormat,
+    ScannerInfo, SeverityCounts, SignatureKind,
 };
 use imagelib_events::{Digest, Envelope, EventId, RegistryId, RepositoryName, Tag};
 use rand::rngs::StdRng;
@@ -32,6 +33,10 @@ pub struct Mix {
     /// (signature verified or failed, vulnerability report, SBOM, policy verdict, referrers
     /// listed anew).
     pub trust_pct: u32,
+    /// Percent of image events that are about an existing tag's integrity or use (issue
+    /// 14): a mutation found (`image.tag_mutated`) or a window of pulls
+    /// (`image.pulls_counted`, by tag or by digest).
+    pub integrity_pct: u32,
     pub start: DateTime<Utc>,
     /// Put before every tag name (to add tags next to an earlier stream's).
     pub tag_prefix: String,
@@ -47,6 +52,7 @@ impl Default for Mix {
             moved_pct: 15,
             removed_pct: 5,
             trust_pct: 0,
+            integrity_pct: 0,
             start: DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
                 .map(|t| t.with_timezone(&Utc))
                 .unwrap_or_default(),
@@ -364,6 +370,54 @@ impl Generator {
     }
 }
 
+impl Generator {
+    fn integrity_event(
+        &mut self,
+        registry_id: RegistryId,
+        repository: RepositoryName,
+        tag: Tag,
+        digest_: Digest,
+        at: DateTime<Utc>,
+    ) -> Envelope {
+        match self.rng.random_range(0..3u32) {
+            0 => {
+                let found_by = match self.rng.random_range(0..3u32) {
+                    0 => MutationFoundBy::Webhook,
+                    1 => MutationFoundBy::Sweep,
+                    _ => MutationFoundBy::Scan,
+                };
+                let old = digest(&mut self.rng);
+                let seen_at = at - Duration::seconds(self.rng.random_range(0..60));
+                self.envelope(TagMutated {
+                    registry_id,
+                    repository,
+                    tag,
+                    old_digest: old,
+                    new_digest: digest_,
+                    found_by,
+                    seen_at: Some(seen_at),
+                })
+            }
+            n => {
+                let pulls = self.rng.random_range(1..500u64);
+                let first = at - Duration::seconds(self.rng.random_range(60..3600));
+                let mut e = self.envelope(PullsCounted {
+                    registry_id,
+                    repository,
+                    // Half of the windows are pulls by digest.
+                    tag: (n == 1).then_some(tag),
+                    digest: digest_,
+                    pulls,
+                    first_pulled_at: first,
+                    last_pulled_at: at,
+                });
+                e.source = "/imagelib/registry-registry".into();
+                e
+            }
+        }
+    }
+}
+
 impl Iterator for Generator {
     type Item = Envelope;
 
@@ -434,6 +488,16 @@ impl Iterator for Generator {
             let k = self.rng.random_range(0..self.tags[repo].len());
             let d = self.tags[repo][k].1.clone();
             self.trust_event(registry_id, repository, d, at)
+        } else if has_tags
+            && roll
+                < self.mix.moved_pct
+                    + self.mix.removed_pct
+                    + self.mix.trust_pct
+                    + self.mix.integrity_pct
+        {
+            let k = self.rng.random_range(0..self.tags[repo].len());
+            let (tag, d) = self.tags[repo][k].clone();
+            self.integrity_event(registry_id, repository, tag, d, at)
         } else {
             let n = self.next_tag[repo];
             self.next_tag[repo] += 1;

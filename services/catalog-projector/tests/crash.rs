@@ -26,6 +26,8 @@ async fn a_projector_killed_mid_batch_converges_to_a_clean_replay() {
         seed: 7,
         // Trust evidence among the tag events (issue 13).
         trust_pct: 20,
+        // Mutations and pulls too (issue 14).
+        integrity_pct: 10,
         ..Default::default()
     });
     let registries = generator.registry_ids.clone();

@@ -330,6 +330,30 @@ async fn an_approval_names_the_digest_it_was_reviewed_at() {
     assert_eq!(t["tag_approval"]["digest"], digest(2).to_string());
     // Still marked: the mark says what happened, the approval what a curator decided.
     assert_eq!(t["mutated"]["new_digest"], digest(2).to_string());
+
+    // The OpenAPI document describes the fields, the filter and the reviewed digest.
+    let api = svc.get("/openapi.json").await;
+    let params = api["paths"]["/v1/images"]["get"]["parameters"].to_string();
+    assert!(params.contains("\"mutated\""), "{params}");
+    let image = api["components"]["schemas"]["ImageView"]["properties"].to_string();
+    for field in [
+        "mutated",
+        "pulls",
+        "last_pulled_at",
+        "digest_pulls",
+        "digest_last_pulled_at",
+    ] {
+        assert!(image.contains(&format!("\"{field}\"")), "{field}: {image}");
+    }
+    let mutation = api["components"]["schemas"]["MutationView"].to_string();
+    assert!(
+        mutation.contains("old_digest") && mutation.contains("found_by"),
+        "{mutation}"
+    );
+    let decision = api["components"]["schemas"]["DecisionRequest"].to_string();
+    assert!(decision.contains("digest"), "{decision}");
+    let stats = api["components"]["schemas"]["Stats"].to_string();
+    assert!(stats.contains("mutated_tags"), "{stats}");
     svc.stop().await;
 }
 

@@ -24,6 +24,8 @@ async fn rebuild_swaps_in_a_fresh_catalog_while_reads_and_writes_go_on() {
         seed: 11,
         // Trust evidence among the tag events (issue 13).
         trust_pct: 20,
+        // Mutations and pulls too (issue 14).
+        integrity_pct: 10,
         ..Default::default()
     });
     let registry = generator.registry_ids[0];
