@@ -14,6 +14,13 @@
 //! policy trusting the demo key with `max_severity: high`, so the Model Library shows one
 //! passing and two failing images and the deploy gate refuses the failing ones. The demo
 //! key is derived from a public seed: it proves nothing outside the demo.
+//!
+//! Tag integrity is shown too: once the first scan has read `demo/postgresql:16.4`, the
+//! demo re-pushes that version with other content (a rebuilt image, as a careless CI job
+//! would) and asks for a scan of the repository, which re-checks its immutable tags: the
+//! scanner emits `image.tag_mutated` (found by `scan`) and the catalog marks the tag. A
+//! second run pushes nothing new (the original `16.4` is pushed only when the tag is
+//! absent), so it finds no second mutation.
 
 use std::collections::BTreeMap;
 
@@ -165,6 +172,17 @@ impl Pusher {
             &manifest,
         )
         .await
+    }
+
+    /// Whether `repo:tag` exists.
+    async fn exists(&self, repo: &str, tag: &str) -> anyhow::Result<bool> {
+        let res = self
+            .http
+            .head(format!("{}/v2/{repo}/manifests/{tag}", self.base))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .await?;
+        Ok(res.status().is_success())
     }
 
     async fn multi_arch(
@@ -405,8 +423,51 @@ impl Pusher {
     }
 }
 
-fn map(pairs: &[(&'static str, &str)]) -> BTreeMap<&'static str, String> {
+/// Labels or annotations.
+type Meta = BTreeMap<&'static str, String>;
+
+fn map(pairs: &[(&'static str, &str)]) -> Meta {
     pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
+/// A demo PostgreSQL image's labels and annotations, with a `revision` label for a
+/// rebuild.
+fn postgres_image(title: &str, revision: Option<&str>) -> (Meta, Meta) {
+    let pg_ext = r#"[{"name":"pgvector","version":"0.8.0","description":"vector similarity search"},{"name":"pg_stat_statements","version":"1.10"},{"name":"postgis","version":"3.5.0","description":"spatial types"}]"#;
+    let mut labels = map(&[
+        ("org.opencontainers.image.title", title),
+        (
+            "org.opencontainers.image.source",
+            "https://github.com/cloudnative-pg/postgres-containers",
+        ),
+    ]);
+    if let Some(r) = revision {
+        labels.insert("org.opencontainers.image.revision", r.to_owned());
+    }
+    let ann = map(&[
+        ("io.imagelib.postgres.extensions", pg_ext),
+        (
+            "org.opencontainers.image.description",
+            "Community PostgreSQL with pgvector and PostGIS",
+        ),
+    ]);
+    (labels, ann)
+}
+
+/// The repository and the versioned tag the demo re-pushes.
+pub const REPUSHED: (&str, &str) = ("demo/postgresql", "16.4");
+
+/// Re-pushes [`REPUSHED`] with other content (a rebuild); the digest it now has.
+pub async fn repush(registry: &str) -> anyhow::Result<String> {
+    let p = Pusher {
+        http: reqwest::Client::new(),
+        base: format!("http://{registry}"),
+    };
+    let (labels, ann) = postgres_image("PostgreSQL 16", Some("rebuilt"));
+    let (digest, _) = p
+        .image(REPUSHED.0, Some(REPUSHED.1), "amd64", &labels, &ann)
+        .await?;
+    Ok(digest)
 }
 
 pub async fn push(registry: &str) -> anyhow::Result<usize> {
@@ -414,7 +475,6 @@ pub async fn push(registry: &str) -> anyhow::Result<usize> {
         http: reqwest::Client::new(),
         base: format!("http://{registry}"),
     };
-    let pg_ext = r#"[{"name":"pgvector","version":"0.8.0","description":"vector similarity search"},{"name":"pg_stat_statements","version":"1.10"},{"name":"postgis","version":"3.5.0","description":"spatial types"}]"#;
     let mut n = 0;
     for (tag, title) in [
         ("17.2", "PostgreSQL 17"),
@@ -422,20 +482,12 @@ pub async fn push(registry: &str) -> anyhow::Result<usize> {
         ("16.4", "PostgreSQL 16"),
         ("15.10", "PostgreSQL 15"),
     ] {
-        let labels = map(&[
-            ("org.opencontainers.image.title", title),
-            (
-                "org.opencontainers.image.source",
-                "https://github.com/cloudnative-pg/postgres-containers",
-            ),
-        ]);
-        let ann = map(&[
-            ("io.imagelib.postgres.extensions", pg_ext),
-            (
-                "org.opencontainers.image.description",
-                "Community PostgreSQL with pgvector and PostGIS",
-            ),
-        ]);
+        // The re-pushed version keeps its rebuild on later runs (see the module docs).
+        if (REPUSHED.0, tag) == REPUSHED && p.exists(REPUSHED.0, tag).await? {
+            n += 1;
+            continue;
+        }
+        let (labels, ann) = postgres_image(title, None);
         p.image("demo/postgresql", Some(tag), "amd64", &labels, &ann)
             .await?;
         n += 1;
@@ -488,6 +540,39 @@ pub async fn push(registry: &str) -> anyhow::Result<usize> {
     n += 6;
     p.trust().await?;
     Ok(n)
+}
+
+/// Re-pushes [`REPUSHED`] and scans its repository, which re-checks its versioned tags.
+async fn mutate(
+    client: &Client,
+    registry: &str,
+    id: &str,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let (repo, tag) = REPUSHED;
+    repush(registry).await?;
+    let requested = client
+        .send(
+            Method::POST,
+            &format!("/v1/registries/{id}/sync"),
+            Some(Body::Json(json!({"repository": repo}))),
+        )
+        .await?;
+    match crate::registry_cmd::wait_for_sync(
+        client,
+        id,
+        requested["sequence"].as_u64().unwrap_or(0),
+        120,
+    )
+    .await
+    {
+        Ok(_) => writeln!(
+            out,
+            "re-pushed {repo}:{tag} with other content and scanned {repo}: a versioned tag that moved is a mutation (image.tag_mutated), marked in the catalog"
+        )?,
+        Err(e) => writeln!(out, "the scan of {repo} has not finished yet: {e}")?,
+    }
+    Ok(())
 }
 
 pub async fn run(client: &Client, args: DemoArgs) -> anyhow::Result<()> {
@@ -577,12 +662,16 @@ pub async fn run(client: &Client, args: DemoArgs) -> anyhow::Result<()> {
         )
         .await
         {
-            Ok(last) => writeln!(
-                out,
-                "scan {}: {} tags seen",
-                last["state"].as_str().unwrap_or("?"),
-                last["summary"]["tags_seen"]
-            )?,
+            Ok(last) => {
+                writeln!(
+                    out,
+                    "scan {}: {} tags seen",
+                    last["state"].as_str().unwrap_or("?"),
+                    last["summary"]["tags_seen"]
+                )?;
+                // The scanner knows 16.4 now: a rebuild pushed under it is a mutation.
+                mutate(client, &args.registry, &id, &mut out).await?;
+            }
             Err(e) => writeln!(out, "the first scan has not finished yet: {e}")?,
         }
     }

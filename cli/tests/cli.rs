@@ -826,6 +826,99 @@ async fn the_demo_has_a_signed_an_unsigned_and_a_vulnerable_model() {
     );
 }
 
+/// The `image.tag_mutated` events of the test's stream.
+async fn mutations(stream: &TestStream) -> Vec<imagelib_events::event::TagMutated> {
+    use imagelib_events::bus::{EventBus, StreamSettings};
+    let bus = EventBus::from_client(
+        stream.client().await.unwrap(),
+        StreamSettings::new(&stream.name, &stream.prefix),
+    );
+    let mut replay = bus.replay(1, None, None).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(item) = replay.next().await {
+        if let Ok(e) = item.unwrap().event
+            && let imagelib_events::EventPayload::TagMutated(m) = e.payload
+        {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// The quickstart's demo shows tag integrity: after the first scan it re-pushes
+/// `demo/postgresql:16.4` with other content and scans the repository, which finds the
+/// versioned tag moved (`image.tag_mutated`, found by `scan`) and the catalog marks it; a
+/// second run of the demo finds no second mutation.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_has_a_re_pushed_version() {
+    let registry = TestRegistry::start().await.unwrap();
+    let target = format!("127.0.0.1:{}", registry.port());
+    let (stream, db) = (TestStream::new(), TestDb::new());
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&stream, &db, dir.path()).await;
+    let (out, _) = imagelib(&server, &["demo", "--registry", &target], "", false);
+    assert!(out.contains("re-pushed demo/postgresql:16.4"), "{out}");
+    let found = mutations(&stream).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let m = &found[0];
+    let (_, now) = registry
+        .get_manifest("demo/postgresql", "16.4")
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            m.repository.as_str(),
+            m.tag.as_str(),
+            m.found_by,
+            m.new_digest.as_str()
+        ),
+        (
+            "demo/postgresql",
+            "16.4",
+            imagelib_events::model::MutationFoundBy::Scan,
+            imagelib_testkit::registry::sha256_digest(&now)
+                .await
+                .unwrap()
+                .as_str()
+        )
+    );
+    assert_ne!(m.old_digest, m.new_digest);
+    // The catalog marks the tag.
+    let http = reqwest::Client::new();
+    let mut marked = serde_json::Value::Null;
+    for _ in 0..200 {
+        marked = http
+            .get(format!("{}/v1/images?mutated=true", server.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if marked["items"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let items: Vec<String> = marked["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| format!("{}:{}", s(&i["repository"]), s(&i["tag"])))
+        .collect();
+    assert_eq!(items, vec!["demo/postgresql:16.4"], "{marked}");
+
+    // Again: the rebuild stays, nothing moves.
+    let (out, _) = imagelib(&server, &["demo", "--registry", &target], "", false);
+    assert!(out.contains("re-pushed demo/postgresql:16.4"), "{out}");
+    assert_eq!(mutations(&stream).await.len(), 1);
+}
+
+fn s(v: &serde_json::Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
 async fn verdicts_registry(http: &reqwest::Client, server: &Server) -> String {
     let list: serde_json::Value = http
         .get(format!("{}/v1/registries", server.url))
