@@ -904,7 +904,8 @@ impl Deployer {
     }
 
     /// The `ClusterImageCatalog` of a database repository: each major → its newest tag's
-    /// digest (approved ones only while governance is on).
+    /// digest (approved ones only while governance is on; never a digest that came into its
+    /// tag by a mutation and is not approved).
     pub async fn image_catalog(
         &self,
         caller: &Caller,
@@ -932,8 +933,16 @@ impl Deployer {
                 "no tags of {repository} in the catalog"
             )));
         }
+        // A re-pushed tag's new digest is not handed out before a curator approved it.
+        let held = self
+            .store
+            .unapproved_mutated_tags(registry_id, repo)
+            .await?;
         let mut best: BTreeMap<u32, (Vec<u64>, String)> = BTreeMap::new();
-        for t in tags.iter().filter(|t| t.kind == ImageKind::Database) {
+        for t in tags
+            .iter()
+            .filter(|t| t.kind == ImageKind::Database && !held.contains(&t.tag))
+        {
             let Some(major) = cnpg::major_of(&t.tag) else {
                 continue;
             };

@@ -469,6 +469,29 @@ impl Store {
         Ok(rows.into_iter().map(|(d, _)| d).collect())
     }
 
+    /// The tags of a repository whose current digest came in by a mutation and is not
+    /// approved (the image catalog leaves them out, like the deploy gate refuses them).
+    pub async fn unapproved_mutated_tags(
+        &self,
+        registry: RegistryId,
+        repository: &str,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let tags: Vec<String> = sqlx::query_scalar(
+            "SELECT t.tag FROM tags t
+             WHERE t.registry_id = $1 AND t.repository = $2
+               AND EXISTS (SELECT 1 FROM tag_mutations m WHERE m.registry_id = t.registry_id
+                    AND m.repository = t.repository AND m.tag = t.tag AND m.new_digest = t.digest)
+               AND NOT EXISTS (SELECT 1 FROM approvals a WHERE a.registry_id = t.registry_id
+                    AND a.repository = t.repository AND a.tag = t.tag AND a.digest = t.digest
+                    AND a.approved)",
+        )
+        .bind(registry.0)
+        .bind(repository)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(tags.into_iter().collect())
+    }
+
     /// Whether a curator approved `digest` of `tag` itself: the tag's latest decision is an
     /// approval pinned to that digest (a repository decision names no digest, so it does
     /// not vouch for content that came in by a mutation).

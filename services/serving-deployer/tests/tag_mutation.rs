@@ -284,3 +284,79 @@ async fn governance_and_the_gate_agree_and_a_rebuilt_view_flags_the_same() {
         .await;
     assert_eq!(s, 200, "the same spec again is a no-op: {p}");
 }
+
+#[tokio::test]
+async fn postgres_goes_through_the_gate_and_the_image_catalog_holds_the_new_digest_back() {
+    let env = Env::new();
+    let svc = env.start().await;
+    let reg = env.registry(&[]).await;
+    let repo = "pg/postgresql";
+    let older = env.tag(reg, repo, "16.3", ImageKind::Database, &[]).await;
+    let old = env.tag(reg, repo, "16.4", ImageKind::Database, &[]).await;
+    let new = digest(16);
+    env.publish(TagMoved {
+        registry_id: reg,
+        repository: repo.parse().unwrap(),
+        tag: "16.4".parse().unwrap(),
+        old_digest: old.clone(),
+        new_digest: new.clone(),
+        details: ImageDetails {
+            kind: ImageKind::Database,
+            model_type: None,
+            ..model()
+        },
+    })
+    .await;
+    env.publish(TagMutated {
+        registry_id: reg,
+        repository: repo.parse().unwrap(),
+        tag: "16.4".parse().unwrap(),
+        old_digest: old.clone(),
+        new_digest: new.clone(),
+        found_by: MutationFoundBy::Sweep,
+        seen_at: None,
+    })
+    .await;
+    env.settled().await;
+
+    let provision = |image: String| {
+        let svc = &svc;
+        async move {
+            svc.call(
+                Method::POST,
+                "/v1/provisioning/postgres",
+                Some(DEPLOYER),
+                Some(json!({"image": image, "name": "orders-db", "namespace": "data"})),
+            )
+            .await
+        }
+    };
+    let (s, p) = provision(format!("{reg}/{repo}:16.4")).await;
+    assert_eq!(s, 409, "{p}");
+    assert_eq!(p["code"], "tag-mutated");
+
+    // Major 16 falls back to the newest tag whose digest is not held back.
+    let catalog = || async {
+        let (s, cat) = svc
+            .call(
+                Method::GET,
+                &format!("/v1/provisioning/cnpg/image-catalog?repository={reg}/{repo}"),
+                Some(VIEWER),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{cat}");
+        cat["spec"]["images"][0]["image"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(catalog().await.ends_with(&format!("@{older}")));
+
+    env.approve(reg, repo, "16.4", &new).await;
+    env.settled().await;
+    assert!(catalog().await.ends_with(&format!("@{new}")));
+    let (s, d) = provision(format!("{reg}/{repo}:16.4")).await;
+    assert_eq!(s, 201, "{d}");
+    assert_eq!(d["digest"], new.as_str());
+}
