@@ -692,6 +692,8 @@ async fn sweep_registry(
     cancel: CancellationToken,
 ) {
     let mut local = Local::default();
+    // The registry's request series exists from now on, at zero until the first request.
+    sweep_requests(id, 0);
     loop {
         let wait = match sweep.plan(&runner, id, &mut local).await {
             Ok(None) => {
