@@ -104,7 +104,8 @@ pub struct RuleInputDoc {
     /// them, or `{"exact"|"glob"|"regex": …}` objects.
     #[schema(value_type = Object)]
     repositories: serde_json::Value,
-    /// `include`, `exclude`, `mutable` (tag patterns), `semver`, `newest`,
+    /// `include`, `exclude`, `mutable` (floating tags), `immutable` (tags that must never
+    /// move; default: version tags) — tag patterns — `semver`, `newest`,
     /// `exclude_artifact_tags`.
     #[schema(value_type = Option<Object>)]
     tags: Option<serde_json::Value>,
