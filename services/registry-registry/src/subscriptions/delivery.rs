@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use imagelib_events::bus::{ConsumerSettings, Delivery as Message};
 use imagelib_events::{Aggregate, Envelope, EventPayload, SubscriptionId};
 use imagelib_platform::Worker;
@@ -393,9 +393,14 @@ impl Delivery {
         Ok(())
     }
 
-    /// Destroys the data keys of removed subscriptions that still have one; refreshes the
-    /// queue-depth and dead-letter gauges.
+    /// Destroys the data keys of removed subscriptions that still have one; repairs the
+    /// subject queue; refreshes the queue-depth and dead-letter gauges.
     async fn housekeeping(&self) {
+        match self.subs.store.repair().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(repaired = n, "delivery queue rows repaired"),
+            Err(e) => tracing::debug!(error = %e, "delivery queue not checked"),
+        }
         match self.subs.store.unshredded().await {
             Ok(ids) => {
                 for id in ids {
@@ -452,8 +457,8 @@ impl Delivery {
                 }
             }
         };
-        let mut inflight: JoinSet<u64> = JoinSet::new();
-        let mut sending: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let mut inflight: JoinSet<String> = JoinSet::new();
+        let mut sending: std::collections::HashSet<String> = std::collections::HashSet::new();
         loop {
             let free = self.max_in_flight.saturating_sub(inflight.len());
             let mut wait = Duration::from_secs(5);
@@ -464,11 +469,11 @@ impl Delivery {
                         for row in rows {
                             let me = self.clone();
                             let (url, key) = (url.clone(), key.clone());
-                            sending.insert(row.sequence);
+                            sending.insert(row.subject.clone());
                             inflight.spawn(async move {
-                                let sequence = row.sequence;
+                                let subject = row.subject.clone();
                                 me.attempt(s.id, &url, &key, row).await;
-                                sequence
+                                subject
                             });
                         }
                         if !filled {
@@ -491,15 +496,21 @@ impl Delivery {
                     // Stopping: the rows in flight are sent again by whoever runs next
                     // (their lease is lifted now rather than left to run out).
                     inflight.abort_all();
-                    let left: Vec<u64> = sending.into_iter().collect();
+                    let left: Vec<String> = sending.into_iter().collect();
                     if let Err(e) = self.subs.store.release(s.id, &left).await {
                         tracing::debug!(error = %e, "leases not lifted; they run out");
                     }
                     return;
                 }
                 Some(done) = inflight.join_next(), if !inflight.is_empty() => {
-                    if let Ok(sequence) = done {
-                        sending.remove(&sequence);
+                    if let Ok(subject) = done {
+                        sending.remove(&subject);
+                    }
+                    // Take every other finished attempt before claiming again.
+                    while let Some(Some(done)) = inflight.join_next().now_or_never() {
+                        if let Ok(subject) = done {
+                            sending.remove(&subject);
+                        }
                     }
                 }
                 _ = notify.notified() => {}
@@ -533,6 +544,7 @@ impl Delivery {
         }
         async {
             let started = Instant::now();
+            let started_at = Utc::now();
             let result = self.sender.send(url, key, &row).await;
             let elapsed = started.elapsed();
             let store = &self.subs.store;
@@ -541,7 +553,7 @@ impl Delivery {
                     tracing::Span::current().record("http.response.status_code", status);
                     tracing::debug!(attempt, status, "delivered");
                     metrics::delivered(id, elapsed, (!row.replayed).then_some(row.event_time));
-                    store.delivered(id, row.sequence).await
+                    store.delivered(id, &row).await
                 }
                 Err(f) => {
                     if let Some(status) = f.status {
@@ -556,14 +568,14 @@ impl Delivery {
                             tracing::info!(attempt, error = %f.error, retry_in = ?delay, "delivery failed; retrying");
                             metrics::failed(id, elapsed, "failed");
                             store
-                                .failed(id, row.sequence, attempt, delay, f.status, &f.error)
+                                .failed(id, &row, attempt, started_at, delay, f.status, &f.error)
                                 .await
                         }
                         None => {
                             tracing::warn!(attempt, error = %f.error, "delivery failed on every attempt; dead-lettered");
                             metrics::failed(id, elapsed, "dead_lettered");
                             store
-                                .dead_letter(id, row.sequence, attempt, f.status, &f.error)
+                                .dead_letter(id, &row, attempt, started_at, f.status, &f.error)
                                 .await
                         }
                     }

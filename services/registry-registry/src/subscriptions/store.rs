@@ -4,8 +4,11 @@
 //! The projection is applied idempotently (an event at or below a subscription's
 //! `last_sequence` is skipped), by the command handlers (read-your-writes) and by the
 //! delivery consumer, which meets every event in stream order. The outbox is written in
-//! the delivery consumer's transaction with its position; a row is leased while it is
-//! sent, so a crashed sender's row is simply sent again once the lease runs out.
+//! the delivery consumer's transaction with its position. Beside it, one row per
+//! subscription and subject with events waiting (`subscription_subjects`) names the oldest
+//! and when it may go: dispatchers take due subjects in one indexed step, and a subject is
+//! leased while its event is sent, so a crashed sender's event is simply sent again once
+//! the lease runs out, and no two events of a subject are ever in flight.
 
 use chrono::{DateTime, Utc};
 use imagelib_events::model::SealedCredential;
@@ -237,8 +240,10 @@ impl SubscriptionStore {
 
     // ------------------------------------------------------------ outbox
 
-    /// Lease up to `limit` rows that are due and at the head of their subject (no older row
-    /// of the subject is waiting), oldest first, for `lease`.
+    /// Lease up to `limit` subjects whose head event is due, the longest-waiting first, for
+    /// `lease`; returns their head events. A leased subject is not taken again until its
+    /// event is recorded (or the lease runs out), so no two events of one subject are ever
+    /// in flight.
     pub async fn claim(
         &self,
         id: SubscriptionId,
@@ -246,21 +251,17 @@ impl SubscriptionStore {
         lease: std::time::Duration,
     ) -> Result<Vec<Pending>, StoreError> {
         let rows = sqlx::query(
-            "WITH heads AS (
-                 SELECT DISTINCT ON (subject) sequence, next_attempt_at, leased_until
-                 FROM subscription_outbox WHERE subscription_id = $1
-                 ORDER BY subject, sequence
-             ), due AS (
-                 SELECT sequence FROM heads
-                 WHERE next_attempt_at <= now() AND (leased_until IS NULL OR leased_until <= now())
-                 ORDER BY sequence LIMIT $2
+            "WITH due AS (
+                 SELECT subscription_id, subject FROM subscription_subjects
+                 WHERE subscription_id = $1 AND next_attempt_at <= now()
+                 ORDER BY next_attempt_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED
              )
-             UPDATE subscription_outbox o
-             SET leased_until = now() + make_interval(secs => $3),
-                 first_attempt_at = COALESCE(o.first_attempt_at, now())
-             FROM due
-             WHERE o.subscription_id = $1 AND o.sequence = due.sequence
-               AND (o.leased_until IS NULL OR o.leased_until <= now())
+             UPDATE subscription_subjects s
+             SET next_attempt_at = now() + make_interval(secs => $3)
+             FROM due, subscription_outbox o
+             WHERE s.subscription_id = due.subscription_id AND s.subject = due.subject
+               AND o.subscription_id = s.subscription_id AND o.sequence = s.head_sequence
              RETURNING o.sequence, o.subject, o.event_id, o.event_type, o.event_time,
                        o.traceparent, o.body, o.attempts, o.first_attempt_at, o.replayed",
         )
@@ -290,16 +291,14 @@ impl SubscriptionStore {
         Ok(out)
     }
 
-    /// How long until a head row is due (`None`: nothing waits).
+    /// How long until a subject is due (`None`: nothing waits).
     pub async fn next_due(
         &self,
         id: SubscriptionId,
     ) -> Result<Option<std::time::Duration>, StoreError> {
         let secs: Option<f64> = sqlx::query_scalar(
-            "SELECT EXTRACT(EPOCH FROM (min(GREATEST(next_attempt_at, COALESCE(leased_until, next_attempt_at))) - now()))::float8
-             FROM (SELECT DISTINCT ON (subject) next_attempt_at, leased_until
-                   FROM subscription_outbox WHERE subscription_id = $1
-                   ORDER BY subject, sequence) heads",
+            "SELECT EXTRACT(EPOCH FROM (min(next_attempt_at) - now()))::float8
+             FROM subscription_subjects WHERE subscription_id = $1",
         )
         .bind(id.0)
         .fetch_one(&self.pool)
@@ -307,98 +306,174 @@ impl SubscriptionStore {
         Ok(secs.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))))
     }
 
-    /// Lifts the leases of rows a stopping dispatcher was sending.
-    pub async fn release(&self, id: SubscriptionId, sequences: &[u64]) -> Result<(), StoreError> {
-        if sequences.is_empty() {
+    /// Lifts the leases of subjects a stopping dispatcher was sending.
+    pub async fn release(&self, id: SubscriptionId, subjects: &[String]) -> Result<(), StoreError> {
+        if subjects.is_empty() {
             return Ok(());
         }
-        let seqs: Vec<i64> = sequences.iter().map(|s| *s as i64).collect();
         sqlx::query(
-            "UPDATE subscription_outbox SET leased_until = NULL
-             WHERE subscription_id = $1 AND sequence = ANY($2)",
+            "UPDATE subscription_subjects SET next_attempt_at = now()
+             WHERE subscription_id = $1 AND subject = ANY($2)",
         )
         .bind(id.0)
-        .bind(seqs)
+        .bind(subjects)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// A delivered row leaves the outbox.
-    pub async fn delivered(&self, id: SubscriptionId, sequence: u64) -> Result<(), StoreError> {
+    /// The head event of `subject` is done with (delivered or dead-lettered): the subject
+    /// moves on to its next event, due now, or leaves the queue. The subject row is locked
+    /// first, so an event the delivery consumer queues meanwhile is either seen here or
+    /// finds no row and makes one.
+    async fn advance(
+        tx: &mut Transaction<'_, Postgres>,
+        id: SubscriptionId,
+        subject: &str,
+    ) -> Result<(), StoreError> {
+        let locked: Option<i64> = sqlx::query_scalar(
+            "SELECT head_sequence FROM subscription_subjects
+             WHERE subscription_id = $1 AND subject = $2 FOR UPDATE",
+        )
+        .bind(id.0)
+        .bind(subject)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if locked.is_none() {
+            return Ok(());
+        }
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT min(sequence) FROM subscription_outbox WHERE subscription_id = $1 AND subject = $2",
+        )
+        .bind(id.0)
+        .bind(subject)
+        .fetch_one(&mut **tx)
+        .await?;
+        match next {
+            Some(seq) => {
+                sqlx::query(
+                    "UPDATE subscription_subjects SET head_sequence = $3, next_attempt_at = now()
+                     WHERE subscription_id = $1 AND subject = $2",
+                )
+                .bind(id.0)
+                .bind(subject)
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
+            }
+            None => {
+                sqlx::query(
+                    "DELETE FROM subscription_subjects WHERE subscription_id = $1 AND subject = $2",
+                )
+                .bind(id.0)
+                .bind(subject)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A delivered event leaves the outbox; its subject moves on.
+    pub async fn delivered(&self, id: SubscriptionId, p: &Pending) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM subscription_outbox WHERE subscription_id = $1 AND sequence = $2")
+            .bind(id.0)
+            .bind(p.sequence as i64)
+            .execute(&mut *tx)
+            .await?;
+        Self::advance(&mut tx, id, &p.subject).await?;
         sqlx::query(
-            "WITH gone AS (DELETE FROM subscription_outbox WHERE subscription_id = $1 AND sequence = $2)
-             UPDATE subscriptions SET last_delivered_at = now()
+            "UPDATE subscriptions SET last_delivered_at = now()
              WHERE id = $1 AND (last_delivered_at IS NULL OR last_delivered_at < now() - interval '1 second')",
         )
         .bind(id.0)
-        .bind(sequence as i64)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// A failed attempt: try again after `retry_in`.
+    /// A failed attempt (begun at `at`): the subject waits `retry_in`, its later events
+    /// behind it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn failed(
         &self,
         id: SubscriptionId,
-        sequence: u64,
+        p: &Pending,
         attempts: u32,
+        at: DateTime<Utc>,
         retry_in: std::time::Duration,
         status: Option<u16>,
         error: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "WITH f AS (
-                 UPDATE subscription_outbox
-                 SET attempts = $3, next_attempt_at = now() + make_interval(secs => $4),
-                     leased_until = NULL, last_status = $5, last_error = $6
-                 WHERE subscription_id = $1 AND sequence = $2)
-             UPDATE subscriptions SET last_failed_at = now(), last_failure = $6 WHERE id = $1",
+            "UPDATE subscription_outbox
+             SET attempts = $3, first_attempt_at = COALESCE(first_attempt_at, $4),
+                 last_status = $5, last_error = $6
+             WHERE subscription_id = $1 AND sequence = $2",
         )
         .bind(id.0)
-        .bind(sequence as i64)
+        .bind(p.sequence as i64)
         .bind(attempts as i32)
-        .bind(retry_in.as_secs_f64())
+        .bind(at)
         .bind(status.map(i32::from))
         .bind(error)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "UPDATE subscription_subjects SET next_attempt_at = now() + make_interval(secs => $3)
+             WHERE subscription_id = $1 AND subject = $2",
+        )
+        .bind(id.0)
+        .bind(&p.subject)
+        .bind(retry_in.as_secs_f64())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE subscriptions SET last_failed_at = now(), last_failure = $2 WHERE id = $1",
+        )
+        .bind(id.0)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// The last attempt failed too: the row moves to the dead-letter list.
+    /// The last attempt (begun at `at`) failed too: the event moves to the dead-letter
+    /// list, and its subject moves on.
     pub async fn dead_letter(
         &self,
         id: SubscriptionId,
-        sequence: u64,
+        p: &Pending,
         attempts: u32,
+        at: DateTime<Utc>,
         status: Option<u16>,
         error: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let moved = sqlx::query(
-            "INSERT INTO subscription_dead_letters (subscription_id, sequence, event_id, event_type,
+            "WITH gone AS (
+                 DELETE FROM subscription_outbox WHERE subscription_id = $1 AND sequence = $2
+                 RETURNING *)
+             INSERT INTO subscription_dead_letters (subscription_id, sequence, event_id, event_type,
                  subject, event_time, attempts, first_attempt_at, dead_at, last_status, last_error)
              SELECT subscription_id, sequence, event_id, event_type, subject, event_time, $3,
-                    first_attempt_at, now(), $4, $5
-             FROM subscription_outbox WHERE subscription_id = $1 AND sequence = $2",
+                    COALESCE(first_attempt_at, $4), clock_timestamp(), $5, $6
+             FROM gone",
         )
         .bind(id.0)
-        .bind(sequence as i64)
+        .bind(p.sequence as i64)
         .bind(attempts as i32)
+        .bind(at)
         .bind(status.map(i32::from))
         .bind(error)
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() > 0 {
-            sqlx::query(
-                "DELETE FROM subscription_outbox WHERE subscription_id = $1 AND sequence = $2",
-            )
-            .bind(id.0)
-            .bind(sequence as i64)
-            .execute(&mut *tx)
-            .await?;
+            Self::advance(&mut tx, id, &p.subject).await?;
             sqlx::query(
                 "UPDATE subscriptions SET last_failed_at = now(), last_failure = $2 WHERE id = $1",
             )
@@ -409,6 +484,52 @@ impl SubscriptionStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Repairs the subject queue: a subject row whose head event is gone moves on (or
+    /// leaves), and events without a subject row get one. Neither happens in normal
+    /// operation; this keeps a subscription from stalling if it ever did. Returns how many
+    /// rows it fixed.
+    pub async fn repair(&self) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "WITH heads AS (
+                 SELECT s.subscription_id, s.subject,
+                        (SELECT min(o.sequence) FROM subscription_outbox o
+                         WHERE o.subscription_id = s.subscription_id AND o.subject = s.subject) AS seq
+                 FROM subscription_subjects s
+                 WHERE NOT EXISTS (SELECT 1 FROM subscription_outbox o
+                                   WHERE o.subscription_id = s.subscription_id AND o.sequence = s.head_sequence)
+                 FOR UPDATE OF s SKIP LOCKED)
+             UPDATE subscription_subjects s SET head_sequence = heads.seq, next_attempt_at = now()
+             FROM heads
+             WHERE s.subscription_id = heads.subscription_id AND s.subject = heads.subject
+               AND heads.seq IS NOT NULL",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let gone = sqlx::query(
+            "DELETE FROM subscription_subjects s
+             WHERE NOT EXISTS (SELECT 1 FROM subscription_outbox o
+                               WHERE o.subscription_id = s.subscription_id AND o.subject = s.subject)",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let added = sqlx::query(
+            "INSERT INTO subscription_subjects (subscription_id, subject, head_sequence, next_attempt_at)
+             SELECT subscription_id, subject, min(sequence), now() FROM subscription_outbox o
+             WHERE NOT EXISTS (SELECT 1 FROM subscription_subjects s
+                               WHERE s.subscription_id = o.subscription_id AND s.subject = o.subject)
+             GROUP BY subscription_id, subject
+             ON CONFLICT (subscription_id, subject) DO NOTHING",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(moved + gone + added)
     }
 
     /// A page of the dead-letter list, newest first, after the cursor `before`.
@@ -526,15 +647,16 @@ pub(crate) async fn enqueue(
         tps.push(r.traceparent.clone());
         bodies.push(r.body.to_vec());
     }
-    let done = sqlx::query(
+    let done: Vec<(sqlx::types::Uuid, String, i64)> = sqlx::query_as(
         "INSERT INTO subscription_outbox (subscription_id, sequence, subject, event_id, event_type,
-             event_time, traceparent, body, next_attempt_at, replayed)
-         SELECT u.*, now(), $9 FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[],
+             event_time, traceparent, body, replayed)
+         SELECT u.*, $9 FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[],
              $5::text[], $6::timestamptz[], $7::text[], $8::bytea[])
              AS u(subscription_id, sequence, subject, event_id, event_type, event_time, traceparent, body)
          WHERE NOT EXISTS (SELECT 1 FROM subscriptions s
                            WHERE s.id = u.subscription_id AND s.removed_at IS NOT NULL)
-         ON CONFLICT (subscription_id, sequence) DO NOTHING",
+         ON CONFLICT (subscription_id, sequence) DO NOTHING
+         RETURNING subscription_id, subject, sequence",
     )
     .bind(ids)
     .bind(seqs)
@@ -545,9 +667,24 @@ pub(crate) async fn enqueue(
     .bind(tps)
     .bind(bodies)
     .bind(replayed)
+    .fetch_all(&mut **tx)
+    .await?;
+    // Each subject with new events is queued, its head the oldest waiting (a replayed
+    // event may be older than the head).
+    sqlx::query(
+        "INSERT INTO subscription_subjects (subscription_id, subject, head_sequence, next_attempt_at)
+         SELECT subscription_id, subject, min(sequence), now()
+         FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) AS n(subscription_id, subject, sequence)
+         GROUP BY subscription_id, subject
+         ON CONFLICT (subscription_id, subject) DO UPDATE
+         SET head_sequence = LEAST(subscription_subjects.head_sequence, EXCLUDED.head_sequence)",
+    )
+    .bind(done.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(done.iter().map(|r| r.1.clone()).collect::<Vec<_>>())
+    .bind(done.iter().map(|r| r.2).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
-    Ok(done.rows_affected())
+    Ok(done.len() as u64)
 }
 
 /// The subscription's last sequence moves to `seq`: false when it already saw it.
@@ -607,6 +744,7 @@ pub(crate) async fn apply_in(
             // Whatever is still queued for the endpoint goes, every time this is applied:
             // the delivery consumer may have queued rows after a command handler applied it.
             for table in [
+                "subscription_subjects",
                 "subscription_outbox",
                 "subscription_dead_letters",
                 "subscription_replays",
