@@ -115,26 +115,35 @@ pub struct AuditPage {
 }
 
 const COLUMNS: &str = "a.sequence, a.event_id, a.at, a.actor, a.source, a.event_type, a.subject, \
-     a.summary, a.trace_id, a.registry_id, g.label, a.repository, a.tag, a.digest, a.link";
+     a.summary, a.trace_id, a.registry_id, g.label, a.repository, a.tag, a.digest";
 
 impl AuditEntry {
     fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
+        let event_type: String = r.try_get(5)?;
+        let subject: String = r.try_get(6)?;
+        let registry_id: Option<Uuid> = r.try_get(9)?;
+        let repository: Option<String> = r.try_get(11)?;
         Ok(AuditEntry {
+            link: crate::projection::audit::link(
+                &event_type,
+                &subject,
+                registry_id,
+                repository.as_deref(),
+            ),
             sequence: r.try_get(0)?,
             id: r.try_get(1)?,
             time: r.try_get(2)?,
             actor: r.try_get(3)?,
             source: r.try_get(4)?,
-            event_type: r.try_get(5)?,
-            subject: r.try_get(6)?,
+            event_type,
+            subject,
             summary: r.try_get(7)?,
             trace_id: r.try_get(8)?,
-            registry_id: r.try_get(9)?,
+            registry_id,
             registry: r.try_get(10)?,
-            repository: r.try_get(11)?,
+            repository,
             tag: r.try_get(12)?,
             digest: r.try_get(13)?,
-            link: r.try_get(14)?,
         })
     }
 }
