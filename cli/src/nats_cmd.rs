@@ -182,6 +182,8 @@ struct Layout<'a> {
     keys: String,
     jobs: String,
     leases: String,
+    /// The integrity sweep's positions (sync-scanner).
+    integrity: String,
     scanner_instances: Vec<String>,
 }
 
@@ -268,6 +270,7 @@ impl Layout<'_> {
                 self.s.to_owned(),
                 self.jobs.clone(),
                 format!("KV_{}", self.leases),
+                format!("KV_{}", self.integrity),
             ] {
                 v.push(format!("$JS.API.STREAM.PURGE.{stream}"));
                 v.push(format!("$JS.API.STREAM.MSG.DELETE.{stream}"));
@@ -326,6 +329,8 @@ impl Layout<'_> {
                 p.allow([format!("{}_jobs.>", self.p)]);
                 p.allow(self.durable(&self.jobs, sync_scanner::jobs::JOBS_CONSUMER));
                 p.allow(self.kv_write(&self.leases));
+                // The integrity sweep's positions, beside the leases.
+                p.allow(self.kv_write(&self.integrity));
                 // Opens sealed credentials: reads data keys, never writes or erases them.
                 p.allow(self.kv_read(&self.keys));
                 p.deny(self.denies(false));
@@ -411,6 +416,7 @@ pub fn generate(args: &ConfigArgs) -> anyhow::Result<Generated> {
         keys,
         jobs: format!("{}_JOBS", args.stream),
         leases: format!("{}_LEASES", args.stream),
+        integrity: format!("{}_INTEGRITY", args.stream),
         scanner_instances: args.scanner_instances.clone(),
     };
     let mut users = Vec::new();
@@ -526,7 +532,7 @@ fn describe(user: &str) -> &'static str {
             "registry-registry: registries, rules, subscriptions, the syncs it requests, the key bucket"
         }
         "sync-scanner" => {
-            "sync-scanner: syncs and images, its job queue and leases; reads data keys"
+            "sync-scanner: syncs and images, its job queue, leases and integrity sweep positions; reads data keys"
         }
         "catalog-projector" => "catalog-projector: curation (catalog events)",
         "serving-deployer" => "serving-deployer: deployments",

@@ -571,8 +571,9 @@ fn tempfile_dir() -> std::path::PathBuf {
 
 /// The four services as separate processes would run them (compose, Kubernetes), each as
 /// its own generated user: they start, project, register with sealed credentials, queue and
-/// run a scan (job queue, lease, data key), project into the catalog and shred a removed
-/// registry's key, and the server logs no permission violation on the way.
+/// run a scan (job queue, lease, data key), keep the integrity sweep's positions, project
+/// into the catalog and shred a removed registry's key, and the server logs no permission
+/// violation on the way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_service_runs_as_its_own_user() {
     let s = Secured::start(AuthKind::Password, false).await;
@@ -714,6 +715,24 @@ async fn each_service_runs_as_its_own_user() {
     }
     assert!(scanned, "sync-scanner scanned as its user");
     assert!(projected, "catalog-projector projected as its user");
+    // The integrity sweep keeps its positions in a bucket of its own, created as the
+    // scanner's user.
+    let scanner = s.bus("sync-scanner").await;
+    let bucket = format!("KV_{}_INTEGRITY", s.settings.name);
+    let mut swept = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        let info = tokio::time::timeout(
+            Duration::from_secs(1),
+            scanner.jetstream().get_stream(&bucket),
+        );
+        if matches!(info.await, Ok(Ok(_))) {
+            swept = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(swept, "the scanner created {bucket} as its user");
 
     // Removal shreds the data key (message delete and purge in the key bucket only).
     let res = http
