@@ -1,6 +1,7 @@
 //! The `imagelib` binary's library half, so the end-to-end tests start exactly what
 //! `imagelib serve` starts.
 
+pub mod audit_cmd;
 pub mod catalog_cmd;
 pub mod client;
 pub mod demo;

@@ -43,6 +43,8 @@ enum Command {
     /// Read and write the event stream.
     #[command(subcommand)]
     Events(events_cmd::EventsCommand),
+    /// The audit trail: who did what, when, with the trace id (`GET /v1/audit`).
+    Audit(imagelib::audit_cmd::AuditArgs),
     /// Outbound notifications: subscribe HTTPS endpoints to events (signed CloudEvents),
     /// their dead letters and replays.
     #[command(subcommand)]
@@ -105,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Images(cmd) => catalog_cmd::run_images(&Client::new(cli.connection)?, cmd).await,
         Command::Models(cmd) => catalog_cmd::run_models(&Client::new(cli.connection)?, cmd).await,
         Command::Stats => catalog_cmd::run_stats(&Client::new(cli.connection)?).await,
+        Command::Audit(args) => imagelib::audit_cmd::run(&Client::new(cli.connection)?, args).await,
         Command::Subscriptions(cmd) => {
             imagelib::subscriptions_cmd::run(&Client::new(cli.connection)?, cmd).await
         }
