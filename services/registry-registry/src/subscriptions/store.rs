@@ -250,6 +250,8 @@ impl SubscriptionStore {
         limit: usize,
         lease: std::time::Duration,
     ) -> Result<Vec<Pending>, StoreError> {
+        // A lease lost in a crash is no lease: nothing to wait for on disk.
+        let mut tx = self.outcome_tx().await?;
         let rows = sqlx::query(
             "WITH due AS (
                  SELECT subscription_id, subject FROM subscription_subjects
@@ -268,8 +270,9 @@ impl SubscriptionStore {
         .bind(id.0)
         .bind(limit as i64)
         .bind(lease.as_secs_f64())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut out = rows
             .iter()
             .map(|r| {
@@ -322,74 +325,72 @@ impl SubscriptionStore {
         Ok(())
     }
 
-    /// The head event of `subject` is done with (delivered or dead-lettered): the subject
-    /// moves on to its next event, due now, or leaves the queue. The subject row is locked
-    /// first, so an event the delivery consumer queues meanwhile is either seen here or
-    /// finds no row and makes one.
+    /// The head event of `subject` is done with (delivered or dead-lettered) and gone from
+    /// the outbox in this transaction: the subject moves on to its next event, due now, or
+    /// leaves the queue, and the subscription's delivery time or failure is noted. The
+    /// caller locked the subject row first, so an event the delivery consumer queues
+    /// meanwhile waits for this transaction and then finds (or makes) the row: this
+    /// statement, with a snapshot taken after the lock, sees every event queued before.
     async fn advance(
         tx: &mut Transaction<'_, Postgres>,
         id: SubscriptionId,
         subject: &str,
+        failure: Option<&str>,
     ) -> Result<(), StoreError> {
-        let locked: Option<i64> = sqlx::query_scalar(
-            "SELECT head_sequence FROM subscription_subjects
-             WHERE subscription_id = $1 AND subject = $2 FOR UPDATE",
+        sqlx::query(
+            "WITH nxt AS (
+                 SELECT min(sequence) AS seq FROM subscription_outbox
+                 WHERE subscription_id = $1 AND subject = $2),
+             moved AS (
+                 UPDATE subscription_subjects s SET head_sequence = nxt.seq, next_attempt_at = now()
+                 FROM nxt WHERE s.subscription_id = $1 AND s.subject = $2 AND nxt.seq IS NOT NULL),
+             gone AS (
+                 DELETE FROM subscription_subjects s USING nxt
+                 WHERE s.subscription_id = $1 AND s.subject = $2 AND nxt.seq IS NULL)
+             UPDATE subscriptions SET
+                 last_delivered_at = CASE WHEN $3::text IS NULL THEN now() ELSE last_delivered_at END,
+                 last_failed_at = CASE WHEN $3::text IS NULL THEN last_failed_at ELSE now() END,
+                 last_failure = COALESCE($3::text, last_failure)
+             WHERE id = $1 AND ($3::text IS NOT NULL OR last_delivered_at IS NULL
+                                OR last_delivered_at < now() - interval '1 second')",
         )
         .bind(id.0)
         .bind(subject)
-        .fetch_optional(&mut **tx)
+        .bind(failure)
+        .execute(&mut **tx)
         .await?;
-        if locked.is_none() {
-            return Ok(());
-        }
-        let next: Option<i64> = sqlx::query_scalar(
-            "SELECT min(sequence) FROM subscription_outbox WHERE subscription_id = $1 AND subject = $2",
-        )
-        .bind(id.0)
-        .bind(subject)
-        .fetch_one(&mut **tx)
-        .await?;
-        match next {
-            Some(seq) => {
-                sqlx::query(
-                    "UPDATE subscription_subjects SET head_sequence = $3, next_attempt_at = now()
-                     WHERE subscription_id = $1 AND subject = $2",
-                )
-                .bind(id.0)
-                .bind(subject)
-                .bind(seq)
-                .execute(&mut **tx)
-                .await?;
-            }
-            None => {
-                sqlx::query(
-                    "DELETE FROM subscription_subjects WHERE subscription_id = $1 AND subject = $2",
-                )
-                .bind(id.0)
-                .bind(subject)
-                .execute(&mut **tx)
-                .await?;
-            }
-        }
         Ok(())
+    }
+
+    /// A transaction recording a delivery attempt's outcome, committed without waiting for
+    /// the WAL flush: a record lost in a crash only means the event is sent once more,
+    /// which at-least-once delivery allows, and waiting for the disk on every delivery
+    /// would bound a subscription's throughput by it.
+    async fn outcome_tx(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 
     /// A delivered event leaves the outbox; its subject moves on.
     pub async fn delivered(&self, id: SubscriptionId, p: &Pending) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM subscription_outbox WHERE subscription_id = $1 AND sequence = $2")
-            .bind(id.0)
-            .bind(p.sequence as i64)
-            .execute(&mut *tx)
-            .await?;
-        Self::advance(&mut tx, id, &p.subject).await?;
+        let mut tx = self.outcome_tx().await?;
         sqlx::query(
-            "UPDATE subscriptions SET last_delivered_at = now()
-             WHERE id = $1 AND (last_delivered_at IS NULL OR last_delivered_at < now() - interval '1 second')",
+            "WITH locked AS (
+                 SELECT 1 FROM subscription_subjects
+                 WHERE subscription_id = $1 AND subject = $3 FOR UPDATE),
+             gone AS (
+                 DELETE FROM subscription_outbox WHERE subscription_id = $1 AND sequence = $2)
+             SELECT count(*) FROM locked",
         )
         .bind(id.0)
+        .bind(p.sequence as i64)
+        .bind(&p.subject)
         .execute(&mut *tx)
         .await?;
+        Self::advance(&mut tx, id, &p.subject, None).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -407,7 +408,7 @@ impl SubscriptionStore {
         status: Option<u16>,
         error: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.outcome_tx().await?;
         sqlx::query(
             "UPDATE subscription_outbox
              SET attempts = $3, first_attempt_at = COALESCE(first_attempt_at, $4),
@@ -453,7 +454,14 @@ impl SubscriptionStore {
         status: Option<u16>,
         error: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.outcome_tx().await?;
+        sqlx::query(
+            "SELECT 1 FROM subscription_subjects WHERE subscription_id = $1 AND subject = $2 FOR UPDATE",
+        )
+        .bind(id.0)
+        .bind(&p.subject)
+        .execute(&mut *tx)
+        .await?;
         let moved = sqlx::query(
             "WITH gone AS (
                  DELETE FROM subscription_outbox WHERE subscription_id = $1 AND sequence = $2
@@ -473,14 +481,7 @@ impl SubscriptionStore {
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() > 0 {
-            Self::advance(&mut tx, id, &p.subject).await?;
-            sqlx::query(
-                "UPDATE subscriptions SET last_failed_at = now(), last_failure = $2 WHERE id = $1",
-            )
-            .bind(id.0)
-            .bind(error)
-            .execute(&mut *tx)
-            .await?;
+            Self::advance(&mut tx, id, &p.subject, Some(error)).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -676,6 +677,7 @@ pub(crate) async fn enqueue(
          SELECT subscription_id, subject, min(sequence), now()
          FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) AS n(subscription_id, subject, sequence)
          GROUP BY subscription_id, subject
+         ORDER BY subscription_id, subject
          ON CONFLICT (subscription_id, subject) DO UPDATE
          SET head_sequence = LEAST(subscription_subjects.head_sequence, EXCLUDED.head_sequence)",
     )
