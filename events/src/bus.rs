@@ -1379,7 +1379,7 @@ impl Consumer {
             let full = batch.len() >= max;
             let any = !batch.is_empty();
             self.process_batch(handler, batch).await?;
-            if any && !full {
+            if any && !full && !linger.is_zero() {
                 tokio::select! {
                     _ = &mut shutdown => return Ok(()),
                     _ = tokio::time::sleep(linger) => {}
