@@ -5,9 +5,10 @@
 //! `sync-scanner[-<instance>]-<aggregate>`: replicas with their own instance names each
 //! project everything (into one shared schema, idempotently, or into schemas of their
 //! own). Each consumer resumes after the position its projection recorded. The image
-//! consumer applies what each fetch brings in one transaction (a scan publishes
-//! thousands of tag and trust events, and one transaction each was most of the
-//! database's work); the others handle one event at a time, as they react to each.
+//! consumer applies what each fetch brings together, in one statement when it can (a
+//! scan publishes thousands of tag and trust events, and a transaction of five round
+//! trips each was most of the database's work); the others handle one event at a time,
+//! as they react to each.
 
 use std::time::Duration;
 
@@ -33,10 +34,11 @@ pub const PROJECTED: [Aggregate; 4] = [
 /// Image events applied in one transaction at most.
 const IMAGE_BATCH: usize = 256;
 
-/// How long the image projector lets events gather after a partial batch: a scan
-/// publishes a few hundred a second, applied some ten at a time instead of one by one,
-/// and the projection (which the next scan waits for) lags by this much more at most.
-const IMAGE_LINGER: Duration = Duration::from_millis(50);
+/// The image projector does not wait for more events after a partial batch: an event
+/// is applied as soon as it is fetched (the status API and the next scan read the
+/// projection right after a scan's `sync.completed`), one statement for what a fetch
+/// brought (a batch forms by itself while the previous one is written).
+const IMAGE_LINGER: Duration = Duration::ZERO;
 
 /// The durable consumer name of `aggregate` for `instance`.
 pub fn consumer_name(instance: &str, aggregate: Aggregate) -> String {

@@ -23,6 +23,8 @@ use imagelib_events::model::{Platform, SealedCredential};
 use imagelib_events::{Digest, Envelope, EventPayload, RegistryId, RepositoryName, SyncId, Tag};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
+use crate::trust::state::{Pushed, TrustRows};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -298,6 +300,9 @@ impl Store {
             .collect()
     }
 
+    /// Keeps fetched content. It commits without waiting for the WAL flush: what a
+    /// digest names never changes, and a row lost in a crash is fetched again (a flush
+    /// per repository was most of a cold scan's database wait).
     pub async fn put_blobs(&self, items: &[(String, String, Vec<u8>)]) -> Result<(), StoreError> {
         if items.is_empty() {
             return Ok(());
@@ -306,8 +311,9 @@ impl Store {
         let types: Vec<&str> = items.iter().map(|i| i.1.as_str()).collect();
         let bodies: Vec<&[u8]> = items.iter().map(|i| i.2.as_slice()).collect();
         sqlx::query(
-            "INSERT INTO blobs (digest, media_type, body)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[])
+            "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+             INSERT INTO blobs (digest, media_type, body)
+             SELECT u.* FROM relaxed, UNNEST($1::text[], $2::text[], $3::bytea[]) AS u
              ON CONFLICT (digest) DO NOTHING",
         )
         .bind(&digests)
@@ -377,18 +383,14 @@ impl Store {
     }
 
     /// Apply an event delivered to `consumer`, recording its position in the same
-    /// transaction.
+    /// transaction (a tag or trust event and the position in one statement).
     pub async fn apply_consumed(
         &self,
         consumer: &str,
         seq: u64,
         env: &Envelope,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        apply_in(&mut tx, seq, env).await?;
-        record_position(&mut tx, consumer, seq).await?;
-        tx.commit().await?;
-        Ok(())
+        self.apply_consumed_batch(consumer, &[(seq, env)]).await
     }
 
     /// Apply events delivered together to `consumer`, in one transaction with the last
@@ -403,54 +405,16 @@ impl Store {
         let Some(last) = events.iter().map(|(seq, _)| *seq).max() else {
             return Ok(());
         };
+        if let Some((tags, trust)) = at_once(events) {
+            return self.apply_at_once(consumer, last, &tags, &trust).await;
+        }
         let mut tx = self.begin().await?;
         let mut tags = TagRows::default();
-        let mut trust = crate::trust::state::TrustRows::default();
+        let mut trust = TrustRows::default();
         for (seq, env) in events {
             let seq = *seq;
-            let tag = match &env.payload {
-                EventPayload::TagDiscovered(e) => Some((
-                    e.registry_id,
-                    &e.repository,
-                    &e.tag,
-                    &e.digest,
-                    true,
-                    Some(e.details.kind.as_str()),
-                    e.details.platforms.as_slice(),
-                )),
-                EventPayload::TagMoved(e) => Some((
-                    e.registry_id,
-                    &e.repository,
-                    &e.tag,
-                    &e.new_digest,
-                    true,
-                    Some(e.details.kind.as_str()),
-                    e.details.platforms.as_slice(),
-                )),
-                EventPayload::TagRemoved(e) => Some((
-                    e.registry_id,
-                    &e.repository,
-                    &e.tag,
-                    &e.digest,
-                    false,
-                    None,
-                    &[][..],
-                )),
-                _ => None,
-            };
-            if let Some((registry, repository, t, digest, present, kind, platforms)) = tag {
+            if let Some(row) = tag_row(seq, env) {
                 trust.add(&mut tx, seq, &env.payload).await?;
-                let row = TagRow {
-                    registry,
-                    repository,
-                    tag: t,
-                    digest,
-                    present,
-                    kind,
-                    platforms,
-                    seq,
-                    at: env.time,
-                };
                 if !tags.push(&row) {
                     tags.flush(&mut tx).await?;
                     tags.push(&row);
@@ -465,6 +429,40 @@ impl Store {
         trust.flush(&mut tx).await?;
         record_position(&mut tx, consumer, last).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Rows of tag and trust events, each key once, and the consumer's position: one
+    /// statement (its own transaction, committed without waiting for the WAL flush, as
+    /// [`Self::begin`]'s), so a batch of one costs one round trip.
+    async fn apply_at_once(
+        &self,
+        consumer: &str,
+        last: u64,
+        tags: &TagRows,
+        trust: &TrustRows,
+    ) -> Result<(), StoreError> {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+                 {}, {}, {},
+                 p AS (INSERT INTO stream_position (consumer, sequence) SELECT $21, $22 FROM relaxed
+                    ON CONFLICT (consumer) DO UPDATE SET
+                        sequence = GREATEST(stream_position.sequence, EXCLUDED.sequence), updated_at = now()
+                    RETURNING 1)
+                 SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM r)
+                    + (SELECT count(*) FROM f) + (SELECT count(*) FROM p)",
+                TagRows::upsert(1),
+                crate::trust::state::upsert_referrers(10),
+                crate::trust::state::upsert_facts(15),
+            )
+        });
+        trust
+            .bind(tags.bind(sqlx::query(SQL.as_str())))
+            .bind(consumer)
+            .bind(last as i64)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -656,30 +654,120 @@ impl TagRows {
         if self.registry.is_empty() {
             return Ok(());
         }
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!("WITH {} SELECT count(*) FROM t", TagRows::upsert(1))
+        });
         let c = std::mem::take(self);
-        sqlx::query(
-            "INSERT INTO known_tags (registry_id, repository, tag, digest, present, kind, platforms, last_sequence, updated_at)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::jsonb[], $8::int8[], $9::timestamptz[])
+        c.bind(sqlx::query(SQL.as_str())).execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    /// `t AS (...)`, for a `WITH` clause: the upsert of these rows ([`put_tag`] for
+    /// each), nine array parameters from `$first`, as [`Self::bind`] binds them.
+    fn upsert(first: usize) -> String {
+        let p = |i: usize| first + i;
+        format!(
+            "t AS (INSERT INTO known_tags (registry_id, repository, tag, digest, present, kind, platforms, last_sequence, updated_at)
+             SELECT * FROM UNNEST(${}::uuid[], ${}::text[], ${}::text[], ${}::text[], ${}::bool[], ${}::text[], ${}::jsonb[], ${}::int8[], ${}::timestamptz[])
              ON CONFLICT (registry_id, repository, tag) DO UPDATE SET
                 digest = EXCLUDED.digest, present = EXCLUDED.present,
                 kind = COALESCE(EXCLUDED.kind, known_tags.kind),
                 platforms = CASE WHEN EXCLUDED.present THEN EXCLUDED.platforms ELSE known_tags.platforms END,
                 last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
-             WHERE known_tags.last_sequence < EXCLUDED.last_sequence",
+             WHERE known_tags.last_sequence < EXCLUDED.last_sequence
+             RETURNING 1)",
+            p(0),
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5),
+            p(6),
+            p(7),
+            p(8)
         )
-        .bind(&c.registry)
-        .bind(&c.repository)
-        .bind(&c.tag)
-        .bind(&c.digest)
-        .bind(&c.present)
-        .bind(&c.kind)
-        .bind(&c.platforms)
-        .bind(&c.seq)
-        .bind(&c.at)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
     }
+
+    fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+        q.bind(&self.registry)
+            .bind(&self.repository)
+            .bind(&self.tag)
+            .bind(&self.digest)
+            .bind(&self.present)
+            .bind(&self.kind)
+            .bind(&self.platforms)
+            .bind(&self.seq)
+            .bind(&self.at)
+    }
+}
+
+/// The tag row of a tag event.
+fn tag_row(seq: u64, env: &Envelope) -> Option<TagRow<'_>> {
+    let (registry, repository, tag, digest, present, kind, platforms) = match &env.payload {
+        EventPayload::TagDiscovered(e) => (
+            e.registry_id,
+            &e.repository,
+            &e.tag,
+            &e.digest,
+            true,
+            Some(e.details.kind.as_str()),
+            e.details.platforms.as_slice(),
+        ),
+        EventPayload::TagMoved(e) => (
+            e.registry_id,
+            &e.repository,
+            &e.tag,
+            &e.new_digest,
+            true,
+            Some(e.details.kind.as_str()),
+            e.details.platforms.as_slice(),
+        ),
+        EventPayload::TagRemoved(e) => (
+            e.registry_id,
+            &e.repository,
+            &e.tag,
+            &e.digest,
+            false,
+            None,
+            &[][..],
+        ),
+        _ => return None,
+    };
+    Some(TagRow {
+        registry,
+        repository,
+        tag,
+        digest,
+        present,
+        kind,
+        platforms,
+        seq,
+        at: env.time,
+    })
+}
+
+/// The rows of a batch of tag and trust events that touches each key once, for one
+/// statement; none when it holds another event or a key twice.
+fn at_once(events: &[(u64, &Envelope)]) -> Option<(TagRows, TrustRows)> {
+    let mut tags = TagRows::default();
+    let mut trust = TrustRows::default();
+    for (seq, env) in events {
+        let tag = tag_row(*seq, env);
+        if let Some(row) = &tag
+            && !tags.push(row)
+        {
+            return None;
+        }
+        match trust.push(*seq, &env.payload) {
+            Pushed::Taken => {}
+            Pushed::Nothing if tag.is_some() => {}
+            Pushed::Nothing | Pushed::Repeated => return None,
+        }
+    }
+    Some((tags, trust))
 }
 
 async fn apply_in(
@@ -1133,18 +1221,26 @@ mod tests {
         let pool = db.create().await.expect("database");
         MIGRATOR.run(&pool).await.expect("migrations");
         let store = Store::new(pool);
-        let (one, batch) = (RegistryId::new(), RegistryId::new());
-        for registry in [one, batch] {
+        let (one, each, batch) = (RegistryId::new(), RegistryId::new(), RegistryId::new());
+        for registry in [one, each, batch] {
             let mut later = Envelope::new("test", verdict(registry, 2, PolicyVerdict::Audit));
             later.time = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).expect("time");
             store.apply(100, &later).await.expect("later verdict");
         }
 
+        // The reference: each event's own statements ([`apply_in`]).
         for (seq, env) in events(one) {
-            store.apply_consumed("one", seq, &env).await.expect("apply");
+            store.apply(seq, &env).await.expect("apply");
         }
-        let events = events(batch);
-        let refs: Vec<(u64, &Envelope)> = events.iter().map(|(s, e)| (*s, e)).collect();
+        // Consumed one by one: each tag or trust event in one statement.
+        for (seq, env) in events(each) {
+            store
+                .apply_consumed("each", seq, &env)
+                .await
+                .expect("apply");
+        }
+        let batched = events(batch);
+        let refs: Vec<(u64, &Envelope)> = batched.iter().map(|(s, e)| (*s, e)).collect();
         store
             .apply_consumed_batch("batch", &refs)
             .await
@@ -1165,8 +1261,33 @@ mod tests {
             expected.iter().any(|r| r.contains("audit")),
             "the older verdict is not applied: {expected:#?}"
         );
+        assert_eq!(rows(&store, each).await, expected);
         assert_eq!(rows(&store, batch).await, expected);
+        assert_eq!(store.position("each").await.expect("position"), 10);
         assert_eq!(store.position("batch").await.expect("position"), 10);
-        assert_eq!(store.position("one").await.expect("position"), 10);
+
+        // A batch without a repeated key or another event: one statement.
+        let (at_once_registry, reference) = (RegistryId::new(), RegistryId::new());
+        let plain: Vec<(u64, Envelope)> = events(at_once_registry)
+            .into_iter()
+            .filter(|(seq, _)| [2, 3, 7, 9, 10].contains(seq))
+            .collect();
+        let refs: Vec<(u64, &Envelope)> = plain.iter().map(|(s, e)| (*s, e)).collect();
+        assert!(at_once(&refs).is_some());
+        store
+            .apply_consumed_batch("at-once", &refs)
+            .await
+            .expect("apply at once");
+        for (seq, env) in events(reference)
+            .into_iter()
+            .filter(|(seq, _)| [2, 3, 7, 9, 10].contains(seq))
+        {
+            store.apply(seq, &env).await.expect("apply");
+        }
+        assert_eq!(
+            rows(&store, at_once_registry).await,
+            rows(&store, reference).await
+        );
+        assert_eq!(store.position("at-once").await.expect("position"), 10);
     }
 }

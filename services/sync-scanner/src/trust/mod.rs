@@ -14,6 +14,7 @@
 //!   signature, rule) when the outcome changes, `image.policy_evaluated` when verdict,
 //!   reasons or findings change ([`state`] keeps what was last said, from the events).
 
+mod coalesce;
 pub mod content;
 pub mod policy;
 pub mod state;
@@ -154,6 +155,13 @@ struct Inner {
     api: parking_lot::Mutex<HashMap<RegistryId, bool>>,
     /// When each (registry, repository, digest), hashed, was last listed by this process.
     listed: parking_lot::Mutex<HashMap<u64, std::time::Instant>>,
+    /// Referrers a new digest's inspection is reading now: two tags of one new digest
+    /// (`1.2.3` and `latest`) read its referrers once.
+    reading: parking_lot::Mutex<HashSet<Digest>>,
+    /// Concurrent inspections' "which of these referrers are stored?", one query.
+    stored_check: coalesce::Coalescer<Arc<Vec<String>>, HashSet<String>>,
+    /// Concurrent inspections' referrer content, one statement.
+    keeper: coalesce::Coalescer<Arc<Vec<state::StoredReferrer>>, ()>,
     recheck: std::time::Duration,
 }
 
@@ -251,6 +259,38 @@ fn subjects_of<'a>(
     out.into_values().collect()
 }
 
+/// Referrers claimed in [`Inner::reading`], released when dropped (also when the scan's
+/// task is cancelled).
+struct Reading<'a> {
+    set: &'a parking_lot::Mutex<HashSet<Digest>>,
+    digests: Vec<Digest>,
+}
+
+impl<'a> Reading<'a> {
+    /// Claims those of `digests` no one is reading.
+    fn claim<'d>(
+        set: &'a parking_lot::Mutex<HashSet<Digest>>,
+        digests: impl Iterator<Item = &'d Digest>,
+    ) -> Self {
+        let mut reading = set.lock();
+        let digests = digests
+            .filter(|d| reading.insert((*d).clone()))
+            .cloned()
+            .collect();
+        drop(reading);
+        Reading { set, digests }
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        let mut reading = self.set.lock();
+        for d in &self.digests {
+            reading.remove(d);
+        }
+    }
+}
+
 /// Compiled policies of one pass, by rule.
 #[derive(Default)]
 struct Compiled(HashMap<RuleId, Option<CompiledPolicy>>);
@@ -325,6 +365,9 @@ impl Trust {
                 max_referrer_bytes,
                 api: Default::default(),
                 listed: Default::default(),
+                reading: Default::default(),
+                stored_check: Default::default(),
+                keeper: Default::default(),
                 recheck,
             }),
         }
@@ -555,7 +598,7 @@ impl Trust {
             .collect();
         referrers.sort();
         referrers.dedup();
-        let stored = s.store.stored_referrers(&referrers).await?;
+        let stored = self.stored(referrers.clone()).await?;
         let missing: Vec<Digest> = referrers
             .iter()
             .filter(|d| !stored.contains(*d))
@@ -572,7 +615,7 @@ impl Trust {
             .into_iter()
             .flatten()
             .collect();
-        let read = self.keep(&fetched).await;
+        let read = self.keep(fetched).await;
         let read: HashSet<&str> = read.iter().map(Digest::as_str).collect();
         let fetched_for = |d: &Digest| {
             lists
@@ -635,28 +678,79 @@ impl Trust {
             return Ok(());
         }
         let digests: Vec<String> = referrers.iter().map(|r| r.digest.to_string()).collect();
-        let stored = self.inner.store.stored_referrers(&digests).await?;
-        let tasks: Vec<FetchTask<'_>> = referrers
+        let stored = self.stored(digests).await?;
+        // Those another task is reading are left to it (if it fails, the end of the
+        // repository reads them).
+        let mine = Reading::claim(
+            &self.inner.reading,
+            referrers
+                .iter()
+                .filter(|r| !stored.contains(r.digest.as_str()))
+                .map(|r| &r.digest),
+        );
+        let tasks: Vec<FetchTask<'_>> = mine
+            .digests
             .iter()
-            .filter(|r| !stored.contains(r.digest.as_str()))
-            .map(|r| Box::pin(self.read_referrer(scan, r.digest.clone())) as FetchTask<'_>)
+            .map(|d| Box::pin(self.read_referrer(scan, d.clone())) as FetchTask<'_>)
             .collect();
         let fetched: Vec<state::StoredReferrer> = futures::future::join_all(tasks)
             .await
             .into_iter()
             .flatten()
             .collect();
-        self.keep(&fetched).await;
+        self.keep(fetched).await;
         Ok(())
     }
 
-    /// Stores what was read, in one transaction; the digests stored.
-    async fn keep(&self, fetched: &[state::StoredReferrer]) -> Vec<Digest> {
+    /// Which of these referrer digests are stored (one query with the other tasks'
+    /// that ask meanwhile).
+    async fn stored(&self, digests: Vec<String>) -> Result<HashSet<String>, StoreError> {
+        if digests.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let store = &self.inner.store;
+        self.inner
+            .stored_check
+            .run(
+                Arc::new(digests),
+                |asks: Vec<Arc<Vec<String>>>| async move {
+                    let mut all: Vec<String> =
+                        asks.iter().flat_map(|a| a.iter().cloned()).collect();
+                    all.sort();
+                    all.dedup();
+                    let stored = store.stored_referrers(&all).await?;
+                    Ok(asks
+                        .iter()
+                        .map(|a| a.iter().filter(|d| stored.contains(*d)).cloned().collect())
+                        .collect())
+                },
+            )
+            .await
+    }
+
+    /// Stores what was read (one statement with the other tasks' that store meanwhile);
+    /// the digests stored.
+    async fn keep(&self, fetched: Vec<state::StoredReferrer>) -> Vec<Digest> {
         if fetched.is_empty() {
             return Vec::new();
         }
-        match self.inner.store.put_referrer_content(fetched).await {
-            Ok(()) => fetched.iter().map(|r| r.digest.clone()).collect(),
+        let digests: Vec<Digest> = fetched.iter().map(|r| r.digest.clone()).collect();
+        let store = &self.inner.store;
+        let kept = self
+            .inner
+            .keeper
+            .run(
+                Arc::new(fetched),
+                |batches: Vec<Arc<Vec<state::StoredReferrer>>>| async move {
+                    let all: Vec<&state::StoredReferrer> =
+                        batches.iter().flat_map(|b| b.iter()).collect();
+                    store.put_referrer_content(&all).await?;
+                    Ok(vec![(); batches.len()])
+                },
+            )
+            .await;
+        match kept {
+            Ok(()) => digests,
             Err(e) => {
                 tracing::warn!(error = %e, "referrer content not stored; read again next scan");
                 Vec::new()

@@ -162,15 +162,21 @@ impl Columns {
     }
 }
 
+/// What [`TrustRows::push`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Its row is pending.
+    Taken,
+    /// It has no trust row.
+    Nothing,
+    /// A row with its key is pending already: write those first (nothing was taken).
+    Repeated,
+}
+
 impl TrustRows {
-    /// Takes the trust rows of an event (a tag event's referrers, `referrers_changed`, a
-    /// trust fact): false when it has none.
-    pub(crate) async fn add(
-        &mut self,
-        tx: &mut Transaction<'_, Postgres>,
-        seq: u64,
-        payload: &EventPayload,
-    ) -> Result<bool, StoreError> {
+    /// Takes the trust row of an event (a tag event's referrers, `referrers_changed`, a
+    /// trust fact).
+    pub(crate) fn push(&mut self, seq: u64, payload: &EventPayload) -> Pushed {
         let referrers = match payload {
             EventPayload::TagDiscovered(e) => Some((
                 e.registry_id,
@@ -189,39 +195,59 @@ impl TrustRows {
             }
             _ => None,
         };
-        if let Some((registry, repository, digest, list)) = referrers {
+        let taken = if let Some((registry, repository, digest, list)) = referrers {
             let value = serde_json::to_value(list).unwrap_or_default();
-            if !self.referrers.push(
-                registry,
-                repository,
-                digest,
-                String::new(),
-                value.clone(),
-                seq,
-            ) {
-                self.flush_referrers(tx).await?;
-                self.referrers
-                    .push(registry, repository, digest, String::new(), value, seq);
-            }
-            return Ok(true);
-        }
-        let Some((registry, repository, digest, key)) = fact_of(payload) else {
-            return Ok(false);
-        };
-        let value = fact_value(payload);
-        if !self.facts.push(
-            registry,
-            repository,
-            digest,
-            key.clone(),
-            value.clone(),
-            seq,
-        ) {
-            self.flush_facts(tx).await?;
+            self.referrers
+                .push(registry, repository, digest, String::new(), value, seq)
+        } else if let Some((registry, repository, digest, key)) = fact_of(payload) {
             self.facts
-                .push(registry, repository, digest, key, value, seq);
+                .push(registry, repository, digest, key, fact_value(payload), seq)
+        } else {
+            return Pushed::Nothing;
+        };
+        if taken {
+            Pushed::Taken
+        } else {
+            Pushed::Repeated
         }
-        Ok(true)
+    }
+
+    /// [`Self::push`], writing what is pending first when the key repeats: false when
+    /// the event has no trust row.
+    pub(crate) async fn add(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        seq: u64,
+        payload: &EventPayload,
+    ) -> Result<bool, StoreError> {
+        match self.push(seq, payload) {
+            Pushed::Taken => Ok(true),
+            Pushed::Nothing => Ok(false),
+            Pushed::Repeated => {
+                self.flush(tx).await?;
+                Ok(self.push(seq, payload) == Pushed::Taken)
+            }
+        }
+    }
+
+    /// Binds the pending rows as [`upsert_referrers`] and [`upsert_facts`] number their
+    /// parameters (five arrays, then six).
+    pub(crate) fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+        let (r, f) = (&self.referrers, &self.facts);
+        q.bind(&r.registry)
+            .bind(&r.repository)
+            .bind(&r.digest)
+            .bind(&r.value)
+            .bind(&r.seq)
+            .bind(&f.registry)
+            .bind(&f.repository)
+            .bind(&f.digest)
+            .bind(&f.key)
+            .bind(&f.value)
+            .bind(&f.seq)
     }
 
     /// Writes what is pending.
@@ -241,20 +267,17 @@ impl TrustRows {
             return Ok(());
         }
         let c = self.referrers.take();
-        sqlx::query(
-            "INSERT INTO subject_referrers (registry_id, repository, digest, referrers, last_sequence)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int8[])
-             ON CONFLICT (registry_id, repository, digest) DO UPDATE SET
-                referrers = EXCLUDED.referrers, last_sequence = EXCLUDED.last_sequence
-             WHERE subject_referrers.last_sequence < EXCLUDED.last_sequence",
-        )
-        .bind(&c.registry)
-        .bind(&c.repository)
-        .bind(&c.digest)
-        .bind(&c.value)
-        .bind(&c.seq)
-        .execute(&mut **tx)
-        .await?;
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!("WITH {} SELECT count(*) FROM r", upsert_referrers(1))
+        });
+        sqlx::query(SQL.as_str())
+            .bind(&c.registry)
+            .bind(&c.repository)
+            .bind(&c.digest)
+            .bind(&c.value)
+            .bind(&c.seq)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
@@ -263,23 +286,58 @@ impl TrustRows {
             return Ok(());
         }
         let c = self.facts.take();
-        sqlx::query(
-            "INSERT INTO trust_facts (registry_id, repository, digest, key, value, last_sequence)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int8[])
-             ON CONFLICT (registry_id, repository, digest, key) DO UPDATE SET
-                value = EXCLUDED.value, last_sequence = EXCLUDED.last_sequence
-             WHERE trust_facts.last_sequence < EXCLUDED.last_sequence",
-        )
-        .bind(&c.registry)
-        .bind(&c.repository)
-        .bind(&c.digest)
-        .bind(&c.key)
-        .bind(&c.value)
-        .bind(&c.seq)
-        .execute(&mut **tx)
-        .await?;
+        static SQL: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| format!("WITH {} SELECT count(*) FROM f", upsert_facts(1)));
+        sqlx::query(SQL.as_str())
+            .bind(&c.registry)
+            .bind(&c.repository)
+            .bind(&c.digest)
+            .bind(&c.key)
+            .bind(&c.value)
+            .bind(&c.seq)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
+}
+
+/// `r AS (...)`, for a `WITH` clause: the upsert of pending `subject_referrers` rows
+/// (five array parameters from `$first`, as [`TrustRows::bind`] binds them).
+pub(crate) fn upsert_referrers(first: usize) -> String {
+    let p = |i: usize| first + i;
+    format!(
+        "r AS (INSERT INTO subject_referrers (registry_id, repository, digest, referrers, last_sequence)
+             SELECT * FROM UNNEST(${}::uuid[], ${}::text[], ${}::text[], ${}::jsonb[], ${}::int8[])
+             ON CONFLICT (registry_id, repository, digest) DO UPDATE SET
+                referrers = EXCLUDED.referrers, last_sequence = EXCLUDED.last_sequence
+             WHERE subject_referrers.last_sequence < EXCLUDED.last_sequence
+             RETURNING 1)",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4)
+    )
+}
+
+/// `f AS (...)`, for a `WITH` clause: the upsert of pending `trust_facts` rows (six
+/// array parameters from `$first`, after the referrers' in [`TrustRows::bind`]).
+pub(crate) fn upsert_facts(first: usize) -> String {
+    let p = |i: usize| first + i;
+    format!(
+        "f AS (INSERT INTO trust_facts (registry_id, repository, digest, key, value, last_sequence)
+             SELECT * FROM UNNEST(${}::uuid[], ${}::text[], ${}::text[], ${}::text[], ${}::jsonb[], ${}::int8[])
+             ON CONFLICT (registry_id, repository, digest, key) DO UPDATE SET
+                value = EXCLUDED.value, last_sequence = EXCLUDED.last_sequence
+             WHERE trust_facts.last_sequence < EXCLUDED.last_sequence
+             RETURNING 1)",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5)
+    )
 }
 
 /// Applies the trust events (the other image events are the store's).
@@ -437,10 +495,11 @@ impl Store {
     /// Keeps referrers read from a registry: one statement, which commits without
     /// waiting for the WAL flush (content-addressed and read again if lost) — no
     /// transaction round trips around it.
-    pub async fn put_referrer_content(&self, items: &[StoredReferrer]) -> Result<(), StoreError> {
+    pub async fn put_referrer_content(&self, items: &[&StoredReferrer]) -> Result<(), StoreError> {
         let mut seen = HashSet::new();
         let items: Vec<&StoredReferrer> = items
             .iter()
+            .copied()
             .filter(|r| seen.insert(r.digest.as_str()))
             .collect();
         if items.is_empty() {
