@@ -46,6 +46,8 @@ const SNIPPET: usize = 256;
 const MAX_ANSWER: usize = 4096;
 /// Messages per ingest batch.
 const BATCH: usize = 256;
+/// Events of one subject a sender delivers in a row before it gives its slot back.
+const CHAIN: u32 = 32;
 
 /// Everything delivery needs, shared by its workers.
 #[derive(Debug)]
@@ -472,7 +474,15 @@ impl Delivery {
                             sending.insert(row.subject.clone());
                             inflight.spawn(async move {
                                 let subject = row.subject.clone();
-                                me.attempt(s.id, &url, &key, row).await;
+                                // A delivered event hands over the subject's next one, up
+                                // to a bound, so a busy subject does not wait for a claim
+                                // per event; then the slot is given back.
+                                let mut row = Some(row);
+                                let mut chained = 0;
+                                while let Some(r) = row.take() {
+                                    chained += 1;
+                                    row = me.attempt(s.id, &url, &key, r, chained < CHAIN).await;
+                                }
                                 subject
                             });
                         }
@@ -519,8 +529,16 @@ impl Delivery {
         }
     }
 
-    /// One attempt at one row, recorded.
-    async fn attempt(&self, id: SubscriptionId, url: &url::Url, key: &SigningKey, row: Pending) {
+    /// One attempt at one event, recorded. Delivered and `go_on`: the subject's next event,
+    /// leased to the caller.
+    async fn attempt(
+        &self,
+        id: SubscriptionId,
+        url: &url::Url,
+        key: &SigningKey,
+        row: Pending,
+        go_on: bool,
+    ) -> Option<Pending> {
         let attempt = row.attempts + 1;
         let span = tracing::info_span!(
             "deliver",
@@ -553,7 +571,9 @@ impl Delivery {
                     tracing::Span::current().record("http.response.status_code", status);
                     tracing::debug!(attempt, status, "delivered");
                     metrics::delivered(id, elapsed, (!row.replayed).then_some(row.event_time));
-                    store.delivered(id, &row).await
+                    store
+                        .delivered(id, &row, go_on.then_some(self.lease))
+                        .await
                 }
                 Err(f) => {
                     if let Some(status) = f.status {
@@ -570,6 +590,7 @@ impl Delivery {
                             store
                                 .failed(id, &row, attempt, started_at, delay, f.status, &f.error)
                                 .await
+                                .map(|()| None)
                         }
                         None => {
                             tracing::warn!(attempt, error = %f.error, "delivery failed on every attempt; dead-lettered");
@@ -577,13 +598,18 @@ impl Delivery {
                             store
                                 .dead_letter(id, &row, attempt, started_at, f.status, &f.error)
                                 .await
+                                .map(|()| None)
                         }
                     }
                 }
             };
-            if let Err(e) = recorded {
-                // The lease runs out and the row is sent again: at least once.
-                tracing::warn!(error = %e, "delivery outcome not recorded; the event will be sent again");
+            match recorded {
+                Ok(next) => next,
+                Err(e) => {
+                    // The lease runs out and the row is sent again: at least once.
+                    tracing::warn!(error = %e, "delivery outcome not recorded; the event will be sent again");
+                    None
+                }
             }
         }
         .instrument(span)

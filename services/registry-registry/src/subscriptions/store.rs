@@ -275,20 +275,7 @@ impl SubscriptionStore {
         tx.commit().await?;
         let mut out = rows
             .iter()
-            .map(|r| {
-                Ok(Pending {
-                    sequence: r.try_get::<i64, _>("sequence")? as u64,
-                    subject: r.try_get("subject")?,
-                    event_id: r.try_get("event_id")?,
-                    event_type: r.try_get("event_type")?,
-                    event_time: r.try_get("event_time")?,
-                    traceparent: r.try_get("traceparent")?,
-                    body: bytes::Bytes::from(r.try_get::<Vec<u8>, _>("body")?),
-                    attempts: r.try_get::<i32, _>("attempts")?.max(0) as u32,
-                    first_attempt_at: r.try_get("first_attempt_at")?,
-                    replayed: r.try_get("replayed")?,
-                })
-            })
+            .map(pending_from_row)
             .collect::<Result<Vec<_>, StoreError>>()?;
         out.sort_by_key(|p| p.sequence);
         Ok(out)
@@ -336,30 +323,41 @@ impl SubscriptionStore {
         id: SubscriptionId,
         subject: &str,
         failure: Option<&str>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+        lease: Option<std::time::Duration>,
+    ) -> Result<Option<Pending>, StoreError> {
+        let next = sqlx::query(
             "WITH nxt AS (
                  SELECT min(sequence) AS seq FROM subscription_outbox
                  WHERE subscription_id = $1 AND subject = $2),
              moved AS (
-                 UPDATE subscription_subjects s SET head_sequence = nxt.seq, next_attempt_at = now()
-                 FROM nxt WHERE s.subscription_id = $1 AND s.subject = $2 AND nxt.seq IS NOT NULL),
+                 UPDATE subscription_subjects s SET head_sequence = nxt.seq,
+                     next_attempt_at = CASE WHEN $4::float8 IS NULL THEN now()
+                                            ELSE now() + make_interval(secs => $4::float8) END
+                 FROM nxt WHERE s.subscription_id = $1 AND s.subject = $2 AND nxt.seq IS NOT NULL
+                 RETURNING s.head_sequence),
              gone AS (
                  DELETE FROM subscription_subjects s USING nxt
-                 WHERE s.subscription_id = $1 AND s.subject = $2 AND nxt.seq IS NULL)
-             UPDATE subscriptions SET
-                 last_delivered_at = CASE WHEN $3::text IS NULL THEN now() ELSE last_delivered_at END,
-                 last_failed_at = CASE WHEN $3::text IS NULL THEN last_failed_at ELSE now() END,
-                 last_failure = COALESCE($3::text, last_failure)
-             WHERE id = $1 AND ($3::text IS NOT NULL OR last_delivered_at IS NULL
-                                OR last_delivered_at < now() - interval '1 second')",
+                 WHERE s.subscription_id = $1 AND s.subject = $2 AND nxt.seq IS NULL),
+             touched AS (
+                 UPDATE subscriptions SET
+                     last_delivered_at = CASE WHEN $3::text IS NULL THEN now() ELSE last_delivered_at END,
+                     last_failed_at = CASE WHEN $3::text IS NULL THEN last_failed_at ELSE now() END,
+                     last_failure = COALESCE($3::text, last_failure)
+                 WHERE id = $1 AND ($3::text IS NOT NULL OR last_delivered_at IS NULL
+                                    OR last_delivered_at < now() - interval '1 second'))
+             SELECT o.sequence, o.subject, o.event_id, o.event_type, o.event_time,
+                    o.traceparent, o.body, o.attempts, o.first_attempt_at, o.replayed
+             FROM moved JOIN subscription_outbox o
+               ON o.subscription_id = $1 AND o.sequence = moved.head_sequence
+             WHERE $4::float8 IS NOT NULL",
         )
         .bind(id.0)
         .bind(subject)
         .bind(failure)
-        .execute(&mut **tx)
+        .bind(lease.map(|l| l.as_secs_f64()))
+        .fetch_optional(&mut **tx)
         .await?;
-        Ok(())
+        next.as_ref().map(pending_from_row).transpose()
     }
 
     /// A transaction recording a delivery attempt's outcome, committed without waiting for
@@ -374,8 +372,15 @@ impl SubscriptionStore {
         Ok(tx)
     }
 
-    /// A delivered event leaves the outbox; its subject moves on.
-    pub async fn delivered(&self, id: SubscriptionId, p: &Pending) -> Result<(), StoreError> {
+    /// A delivered event leaves the outbox; its subject moves on. With `lease`, the
+    /// subject's next event (if one waits) is leased to the caller and returned, so the
+    /// sender goes straight on with it.
+    pub async fn delivered(
+        &self,
+        id: SubscriptionId,
+        p: &Pending,
+        lease: Option<std::time::Duration>,
+    ) -> Result<Option<Pending>, StoreError> {
         let mut tx = self.outcome_tx().await?;
         sqlx::query(
             "WITH locked AS (
@@ -390,9 +395,9 @@ impl SubscriptionStore {
         .bind(&p.subject)
         .execute(&mut *tx)
         .await?;
-        Self::advance(&mut tx, id, &p.subject, None).await?;
+        let next = Self::advance(&mut tx, id, &p.subject, None, lease).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(next)
     }
 
     /// A failed attempt (begun at `at`): the subject waits `retry_in`, its later events
@@ -481,7 +486,7 @@ impl SubscriptionStore {
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() > 0 {
-            Self::advance(&mut tx, id, &p.subject, Some(error)).await?;
+            Self::advance(&mut tx, id, &p.subject, Some(error), None).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -618,6 +623,21 @@ impl SubscriptionStore {
         tx.commit().await?;
         Ok(())
     }
+}
+
+fn pending_from_row(r: &sqlx::postgres::PgRow) -> Result<Pending, StoreError> {
+    Ok(Pending {
+        sequence: r.try_get::<i64, _>("sequence")? as u64,
+        subject: r.try_get("subject")?,
+        event_id: r.try_get("event_id")?,
+        event_type: r.try_get("event_type")?,
+        event_time: r.try_get("event_time")?,
+        traceparent: r.try_get("traceparent")?,
+        body: bytes::Bytes::from(r.try_get::<Vec<u8>, _>("body")?),
+        attempts: r.try_get::<i32, _>("attempts")?.max(0) as u32,
+        first_attempt_at: r.try_get("first_attempt_at")?,
+        replayed: r.try_get("replayed")?,
+    })
 }
 
 /// Put rows in the outbox (a row already there, e.g. replayed while still pending, is left
