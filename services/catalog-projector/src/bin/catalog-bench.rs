@@ -7,9 +7,9 @@
 //!    consumer, no decoding); (b) loading the rows the catalog ends with (one per tag
 //!    version) into an identical `tag_versions` table with `COPY`.
 //! 3. Replay: the rebuild path (`replay_into`) into an empty catalog; events/s and the
-//!    ratio to the lower anchor (target ≥ 0.5). First without the audit trail (the catalog
-//!    alone, into a schema dropped afterwards), then with it, printed side by side: what
-//!    the trail costs the projection.
+//!    ratio to the lower anchor (target ≥ 0.5). Once without the audit trail (the catalog
+//!    alone, into a schema dropped afterwards) and once with it (`--audit-first` swaps the
+//!    order), printed side by side: what the trail costs the projection.
 //! 4. Query: tops the catalog up to `--query-tags` current tags, starts the service and runs
 //!    `/v1/images?repository=…&kind=…&limit=50` with 8 closed-loop connections, then the
 //!    same SQL through `pgbench -f` (target ≥ 0.7 × pgbench, p99 ≤ 10 ms).
@@ -89,6 +89,10 @@ struct Args {
     /// Skip the replay without the audit trail (the comparison).
     #[arg(long)]
     no_audit_compare: bool,
+    /// Replay with the audit trail first, then the catalog alone (the default is the
+    /// other way round): run both orders to see what the order itself does.
+    #[arg(long)]
+    audit_first: bool,
 }
 
 fn with_database(url: &str, database: &str) -> String {
@@ -193,47 +197,20 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
         copy.as_secs_f64()
     );
 
-    // 3. Replay: the catalog alone, then with the audit trail.
+    // 3. Replay: the catalog alone and with the audit trail (in the order asked for), each
+    // after a checkpoint.
     let settings = CatalogSettings {
         batch_size: args.batch,
         ..Default::default()
     };
-    let without = if args.no_audit_compare {
-        None
-    } else {
-        let alone = "catalog_without_audit";
-        let pool = imagelib_platform::db::connect(db_url, alone, 4).await?;
-        catalog_projector::startup::migrate(&pool).await?;
-        let projection = Projection::in_memory(pool.clone());
-        projection.set_audit(false);
-        let mut report = RebuildReport {
-            position: 0,
-            events: 0,
-            skipped: 0,
-            old_schema: None,
-            elapsed: Duration::ZERO,
-        };
-        let started = Instant::now();
-        bulk_replay(bus, &projection, &settings, last, &mut report).await?;
-        let took = started.elapsed();
-        sqlx::query(&format!("DROP SCHEMA {alone} CASCADE"))
-            .execute(&pool)
-            .await?;
-        // Both runs start with the dirty pages of the first written out.
-        sqlx::query("CHECKPOINT").execute(&pool).await?;
-        pool.close().await;
-        let p: Vec<u64> = catalog_projector::projection::images::PROFILE
-            .iter()
-            .map(|a| a.swap(0, std::sync::atomic::Ordering::Relaxed) / 1000)
-            .collect();
-        println!(
-            "profile ms (catalog alone): lookup {} repos {} closes {} copy {} waiting for decode {} indexes {}",
-            p[0], p[1], p[2], p[3], p[4], p[5]
-        );
-        Some(took)
-    };
+    let compare = !args.no_audit_compare;
+    let mut without = None;
+    if compare && !args.audit_first {
+        without = Some(replay_alone(bus, db_url, &settings, last).await?);
+    }
     let pool = imagelib_platform::db::connect(db_url, catalog_projector::SCHEMA, 4).await?;
     catalog_projector::startup::migrate(&pool).await?;
+    sqlx::query("CHECKPOINT").execute(&pool).await?;
     let projection = Projection::in_memory(pool.clone());
     let mut report = RebuildReport {
         position: 0,
@@ -247,17 +224,13 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     bulk_replay(bus, &projection, &settings, last, &mut report).await?;
     let replay = started.elapsed();
-    let p: Vec<u64> = catalog_projector::projection::images::PROFILE
-        .iter()
-        .map(|a| a.load(std::sync::atomic::Ordering::Relaxed) / 1000)
-        .collect();
     let audit_ms = catalog_projector::projection::audit::WRITE_MICROS
         .load(std::sync::atomic::Ordering::Relaxed)
         / 1000;
-    println!(
-        "profile ms: lookup {} repos {} closes {} copy {} waiting for decode {} indexes {} audit rows {audit_ms}",
-        p[0], p[1], p[2], p[3], p[4], p[5]
-    );
+    print_profile("with the audit trail", &format!(" audit rows {audit_ms}"));
+    if compare && args.audit_first {
+        without = Some(replay_alone(bus, db_url, &settings, last).await?);
+    }
     let replay_rate = rate(total, replay);
     let lower = consume_rate.min(copy_rate);
     if let Some(alone) = without {
@@ -354,6 +327,49 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
     }
     pool.close().await;
     Ok(())
+}
+
+/// Print and reset the projection's profile counters.
+fn print_profile(what: &str, extra: &str) {
+    let p: Vec<u64> = catalog_projector::projection::images::PROFILE
+        .iter()
+        .map(|a| a.swap(0, std::sync::atomic::Ordering::Relaxed) / 1000)
+        .collect();
+    println!(
+        "profile ms ({what}): lookup {} repos {} closes {} copy {} waiting for decode {} indexes {}{extra}",
+        p[0], p[1], p[2], p[3], p[4], p[5]
+    );
+}
+
+/// The replay without the audit trail, into a schema of its own dropped afterwards.
+async fn replay_alone(
+    bus: &EventBus,
+    db_url: &str,
+    settings: &CatalogSettings,
+    last: u64,
+) -> anyhow::Result<Duration> {
+    let alone = "catalog_without_audit";
+    let pool = imagelib_platform::db::connect(db_url, alone, 4).await?;
+    catalog_projector::startup::migrate(&pool).await?;
+    sqlx::query("CHECKPOINT").execute(&pool).await?;
+    let projection = Projection::in_memory(pool.clone());
+    projection.set_audit(false);
+    let mut report = RebuildReport {
+        position: 0,
+        events: 0,
+        skipped: 0,
+        old_schema: None,
+        elapsed: Duration::ZERO,
+    };
+    let started = Instant::now();
+    bulk_replay(bus, &projection, settings, last, &mut report).await?;
+    let took = started.elapsed();
+    sqlx::query(&format!("DROP SCHEMA {alone} CASCADE"))
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    print_profile("catalog alone", "");
+    Ok(took)
 }
 
 /// Publish in order with many acknowledgements in flight.
