@@ -37,6 +37,8 @@ enum Behaviour {
     Always(u16),
     /// Answer after this long (longer than the delivery timeout: the sender gives up).
     Hang(Duration),
+    /// 500 with a body of this many bytes (`x`), and a redirect's `Location` header.
+    Huge(usize),
 }
 
 /// One request as received.
@@ -66,7 +68,12 @@ struct Receiver {
     behaviour: Arc<Mutex<Behaviour>>,
 }
 
-async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: bytes::Bytes) -> StatusCode {
+async fn receive(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let h = |n: &str| {
         headers
             .get(n)
@@ -77,7 +84,12 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: bytes::Byt
     let id = h("webhook-id");
     let behaviour = r.behaviour.lock().unwrap().clone();
     let seen = r.log.lock().unwrap().iter().filter(|x| x.id == id).count();
+    let mut huge = None;
     let status = match behaviour {
+        Behaviour::Huge(n) => {
+            huge = Some(n);
+            500
+        }
         Behaviour::Accept => 204,
         Behaviour::FailFirst(n) if seen < n => 500,
         Behaviour::FailFirst(_) => 204,
@@ -100,7 +112,16 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: bytes::Byt
         body,
         status,
     });
-    StatusCode::from_u16(status).unwrap()
+    let status = StatusCode::from_u16(status).unwrap();
+    match huge {
+        Some(n) => (status, "x".repeat(n)).into_response(),
+        None if status.is_redirection() => (
+            status,
+            [("location", "http://169.254.169.254/latest/meta-data")],
+        )
+            .into_response(),
+        None => status.into_response(),
+    }
 }
 
 impl Receiver {
@@ -899,8 +920,64 @@ async fn bad_input_is_a_problem() {
     assert_eq!(s, 404);
     let (_, list) = svc.get("/v1/subscriptions").await;
     assert_eq!(list["items"], json!([]), "{list}");
+    let (_, api, _) = svc.call(Method::GET, "/openapi.json", None, None).await;
+    for (path, method) in [
+        ("/v1/subscriptions", "post"),
+        ("/v1/subscriptions", "get"),
+        ("/v1/subscriptions/{id}", "get"),
+        ("/v1/subscriptions/{id}", "delete"),
+        ("/v1/subscriptions/{id}/dead-letters", "get"),
+        ("/v1/subscriptions/{id}/replay", "post"),
+    ] {
+        assert!(
+            api["paths"][path][method].is_object(),
+            "{method} {path} in the OpenAPI document"
+        );
+    }
     let types = env.event_types().await;
     assert!(types.contains(&"io.imagelib.subscription.created.v1".to_owned()));
     assert!(types.contains(&"io.imagelib.subscription.removed.v1".to_owned()));
+    svc.stop().await;
+}
+
+/// A redirect is a failed attempt, never followed (here it points at the metadata
+/// address); an answer is read only in part and kept as a bounded snippet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed_and_answers_are_bounded() {
+    let env = Env::new();
+    let svc = env.start_with(config(&env, "100ms", 5)).await;
+    let redirecting = Receiver::start(Behaviour::Always(307)).await;
+    let huge = Receiver::start(Behaviour::Huge(8 * 1024 * 1024)).await;
+    let types = json!(["io.imagelib.sync.requested.v1"]);
+    let r = subscribe(&svc, &redirecting.url(), types.clone()).await;
+    let h = subscribe(&svc, &huge.url(), types).await;
+    publish_sync(&bus(&env).await, RegistryId::new()).await;
+    for (sub, expected) in [
+        (&r, "status 307 (redirects are not followed)".to_owned()),
+        (&h, format!("status 500: {}", "x".repeat(256))),
+    ] {
+        let id = sub["id"].as_str().unwrap();
+        let start = Instant::now();
+        let page = loop {
+            let (_, page) = svc
+                .get(&format!("/v1/subscriptions/{id}/dead-letters"))
+                .await;
+            if !page["items"].as_array().unwrap().is_empty()
+                || start.elapsed() > Duration::from_secs(30)
+            {
+                break page;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let d = &page["items"][0];
+        assert_eq!(d["last_error"].as_str(), Some(expected.as_str()), "{d}");
+        assert_eq!(d["attempts"], 2, "{d}");
+        assert!(d["last_status"].as_u64().is_some(), "{d}");
+    }
+    assert_eq!(
+        redirecting.log().len(),
+        2,
+        "two attempts, no request followed the redirect"
+    );
     svc.stop().await;
 }

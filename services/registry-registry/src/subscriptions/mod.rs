@@ -448,6 +448,35 @@ mod tests {
     }
 
     #[test]
+    fn the_configuration_reads_as_the_environment_gives_it() {
+        let c: crate::config::Config = serde_json::from_value(serde_json::json!({
+            "subscriptions_allow_http": true,
+            "subscriptions_retry_schedule": "100ms,1s,2m",
+            "subscriptions_timeout_secs": 3,
+            "subscriptions_max_in_flight": 500,
+        }))
+        .unwrap();
+        assert!(c.delivery.subscriptions_allow_http);
+        assert_eq!(c.delivery.schedule().attempts(), 4);
+        assert_eq!(c.delivery.timeout(), Duration::from_secs(3));
+        assert_eq!(c.delivery.max_in_flight(), 64, "bounded");
+        let c: crate::config::Config =
+            serde_json::from_value(serde_json::json!({"subscriptions_retry_schedule": 30}))
+                .unwrap();
+        assert_eq!(c.delivery.schedule().delays(), [Duration::from_secs(30)]);
+        let d = crate::config::Config::default().delivery;
+        assert!(!d.subscriptions_allow_http);
+        assert_eq!(d.schedule(), RetrySchedule::default());
+        assert_eq!(d.timeout(), Duration::from_secs(10));
+        assert!(
+            serde_json::from_value::<crate::config::Config>(
+                serde_json::json!({"subscriptions_retry_schedule": "soon"})
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn signatures_follow_standard_webhooks() {
         // The example of the Standard Webhooks specification's reference libraries.
         let key = SigningKey::from_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
