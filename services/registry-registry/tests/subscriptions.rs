@@ -981,3 +981,58 @@ async fn redirects_are_not_followed_and_answers_are_bounded() {
     );
     svc.stop().await;
 }
+
+/// Two replicas on one database and stream: one queues the events (it holds the delivery
+/// lock), both deliver, and every event arrives once, in order per subject; when one
+/// stops, the other goes on (taking the lock over if it was the one that held it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_deliver_each_event_once_and_take_over() {
+    let env = Env::new();
+    let c = config(&env, "100ms", 5);
+    let a = env.start_with(c.clone()).await;
+    let b = env.start_with(c).await;
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    subscribe(&a, &receiver.url(), json!(["*.sync.requested.v1"])).await;
+    let bus = bus(&env).await;
+    let registries: Vec<RegistryId> = (0..4).map(|_| RegistryId::new()).collect();
+    let mut sent: Vec<Envelope> = Vec::new();
+    for i in 0..40 {
+        sent.push(publish_sync(&bus, registries[i % 4]).await);
+    }
+    assert_eq!(
+        receiver
+            .wait_delivered(40, Duration::from_secs(30))
+            .await
+            .len(),
+        40
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = receiver.log();
+    assert_eq!(log.len(), 40, "each event once");
+    for r in &registries {
+        let subject = format!("registry/{r}");
+        let expected: Vec<String> = sent
+            .iter()
+            .filter(|e| e.payload.subject() == subject)
+            .map(|e| e.id.to_string())
+            .collect();
+        let got: Vec<String> = log
+            .iter()
+            .filter(|x| x.event()["subject"] == subject.as_str())
+            .map(|x| x.id.clone())
+            .collect();
+        assert_eq!(got, expected, "order of {subject}");
+    }
+
+    a.stop().await;
+    for i in 0..8 {
+        sent.push(publish_sync(&bus, registries[i % 4]).await);
+    }
+    let delivered = receiver.wait_delivered(48, Duration::from_secs(30)).await;
+    assert_eq!(delivered.len(), 48, "the other replica went on");
+    let mut ids: Vec<String> = delivered.clone();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 48, "no event twice");
+    b.stop().await;
+}

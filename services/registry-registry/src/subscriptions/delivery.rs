@@ -60,7 +60,12 @@ pub struct Delivery {
     lease: Duration,
     /// Wakes a subscription's dispatcher when rows arrive for it.
     wakers: Mutex<HashMap<SubscriptionId, Arc<tokio::sync::Notify>>>,
+    /// This replica holds the delivery lock: it ingests and carries out replays.
+    leading: std::sync::atomic::AtomicBool,
 }
+
+/// The advisory lock of the replica that ingests (`'imgl-dlv'` as a number).
+const LOCK_KEY: i64 = 0x696d_676c_2d64_6c76;
 
 /// The delivery workers: ingest and supervisor.
 pub fn workers(subs: Arc<Subscriptions>, config: &DeliveryConfig) -> Result<Vec<Worker>, String> {
@@ -76,6 +81,7 @@ pub fn workers(subs: Arc<Subscriptions>, config: &DeliveryConfig) -> Result<Vec<
         max_in_flight: config.max_in_flight(),
         lease: config.timeout() + Duration::from_secs(30),
         wakers: Mutex::default(),
+        leading: std::sync::atomic::AtomicBool::new(false),
     });
     metrics::start();
     let ingest = delivery.clone();
@@ -176,7 +182,66 @@ impl Delivery {
 
     // ------------------------------------------------------------ ingest
 
+    /// Runs the ingest in the one replica that holds the delivery lock (a PostgreSQL
+    /// advisory lock on a connection of its own): the durable consumer would otherwise
+    /// split the stream between replicas, and each would match events against a list of
+    /// subscriptions that missed the `subscription.*` events the other one got. The others
+    /// wait and take over within seconds when the holder stops (its connection, and so
+    /// its lock, goes with it). Dispatchers run in every replica: they share the work by
+    /// leases.
     async fn ingest(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
+        loop {
+            match self.try_lead().await {
+                Ok(Some(mut lock)) => {
+                    self.leading
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(
+                        "this replica queues the subscriptions' events (it holds the delivery lock)"
+                    );
+                    let result = self.lead(&cancel, &mut lock).await;
+                    self.leading
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    // A pooled connection must not keep the lock.
+                    if sqlx::query("SELECT pg_advisory_unlock($1)")
+                        .bind(LOCK_KEY)
+                        .execute(&mut *lock)
+                        .await
+                        .is_err()
+                    {
+                        drop(lock.detach());
+                    }
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "delivery ingest stopped; retrying");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the delivery lock could not be tried; retrying")
+                }
+            }
+            if !pause(&cancel, Duration::from_secs(5)).await {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn try_lead(
+        &self,
+    ) -> Result<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>, sqlx::Error> {
+        let mut conn = self.subs.store.pool().acquire().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LOCK_KEY)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(got.then_some(conn))
+    }
+
+    /// The ingest loop, while `lock` (the connection holding the delivery lock) lives.
+    async fn lead(
+        &self,
+        cancel: &CancellationToken,
+        lock: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+    ) -> Result<(), String> {
         let store = &self.subs.store;
         let bus = &self.subs.bus;
         let position = imagelib_platform::projection::position(store.pool(), DELIVERY_CONSUMER)
@@ -200,6 +265,11 @@ impl Delivery {
                 if let Err(e) = consumer.observe_lag().await {
                     tracing::debug!(error = %e, "delivery consumer lag not observed");
                 }
+                if let Err(e) = sqlx::query("SELECT 1").execute(&mut **lock).await {
+                    // The connection, and with it the lock, is gone: another replica may
+                    // be leading now.
+                    return Err(format!("the delivery lock's connection failed: {e}"));
+                }
             }
             let batch = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
@@ -209,7 +279,7 @@ impl Delivery {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(error = %e, "delivery consumer fetch failed; retrying");
-                    if !pause(&cancel, Duration::from_millis(500)).await {
+                    if !pause(cancel, Duration::from_millis(500)).await {
                         return Ok(());
                     }
                     continue;
@@ -218,7 +288,7 @@ impl Delivery {
             if batch.is_empty() {
                 continue;
             }
-            self.ingest_batch(&consumer, &mut active, batch, &cancel)
+            self.ingest_batch(&consumer, &mut active, batch, cancel)
                 .await?;
         }
     }
@@ -370,7 +440,9 @@ impl Delivery {
                 }
                 Err(e) => tracing::warn!(error = %e, "subscriptions not read; retrying"),
             }
-            if replaying.as_ref().is_none_or(|h| h.is_finished()) {
+            if self.leading.load(std::sync::atomic::Ordering::Relaxed)
+                && replaying.as_ref().is_none_or(|h| h.is_finished())
+            {
                 let me = self.clone();
                 let token = cancel.clone();
                 replaying = Some(tokio::spawn(async move { me.run_replays(token).await }));
