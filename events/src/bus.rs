@@ -1219,6 +1219,13 @@ pub trait BatchHandler: Handler {
         &self,
         events: &[RecordedEvent],
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Whether an event on `subject` may wait a little for others to be applied with
+    /// ([`Consumer::run_batched`]'s `linger`): none by default.
+    fn may_wait(&self, subject: &str) -> bool {
+        let _ = subject;
+        false
+    }
 }
 
 impl Consumer {
@@ -1341,12 +1348,14 @@ impl Consumer {
         }
     }
 
-    /// Like [`Self::run`], but hands each fetched batch (up to `max` messages) to
-    /// [`BatchHandler::handle_batch`]. After a batch smaller than `max` it waits `linger`
-    /// before fetching again, so a steady trickle of events is applied a few at a time
-    /// rather than one by one (the projection lags by at most about `linger` more). A
-    /// batch with a dead-letter-subject or undecodable message, or a batch the handler
-    /// refuses, is handled message by message as [`Self::run`] would.
+    /// Like [`Self::run`], but hands what each fetch brings (up to `max` messages) to
+    /// [`BatchHandler::handle_batch`]. Messages whose subject the handler says
+    /// [may wait](BatchHandler::may_wait) are held (unacknowledged) for up to `linger`
+    /// while more come, and go with the next batch that holds one that may not (which is
+    /// handled at once): a steady trickle of such events is applied many at a time, and
+    /// every other event as soon as it is fetched. A batch with a dead-letter-subject or
+    /// undecodable message, or a batch the handler refuses, is handled message by message
+    /// as [`Self::run`] would.
     pub async fn run_batched<H: BatchHandler>(
         &self,
         handler: &H,
@@ -1357,6 +1366,8 @@ impl Consumer {
         tokio::pin!(shutdown);
         let max = max.max(1);
         let mut observed: Option<std::time::Instant> = None;
+        let mut held: Vec<Delivery> = Vec::new();
+        let mut held_since: Option<std::time::Instant> = None;
         loop {
             if observed.is_none_or(|at| at.elapsed() >= LAG_OBSERVED_EVERY) {
                 observed = Some(std::time::Instant::now());
@@ -1364,27 +1375,39 @@ impl Consumer {
                     debug!(error = %e, "consumer lag not observed");
                 }
             }
+            let wait = match held_since {
+                Some(since) => linger
+                    .saturating_sub(since.elapsed())
+                    .max(Duration::from_millis(5)),
+                None => Duration::from_secs(1),
+            };
             let batch = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
-                b = self.fetch(max, Duration::from_secs(1)) => b,
+                b = self.fetch(max - held.len(), wait) => b,
             };
-            let batch = match batch {
-                Ok(b) => b,
+            match batch {
+                Ok(b) => held.extend(b),
                 Err(e) => {
                     warn!(error = %e, "fetch failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
-            };
-            let full = batch.len() >= max;
-            let any = !batch.is_empty();
-            self.process_batch(handler, batch).await?;
-            if any && !full && !linger.is_zero() {
-                tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    _ = tokio::time::sleep(linger) => {}
+            }
+            if held.is_empty() {
+                continue;
+            }
+            let may_wait = held.len() < max
+                && !linger.is_zero()
+                && held.iter().all(|d| handler.may_wait(&d.subject));
+            if may_wait {
+                let since = *held_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() < linger {
+                    continue;
                 }
             }
+            held_since = None;
+            self.process_batch(handler, std::mem::take(&mut held))
+                .await?;
         }
     }
 

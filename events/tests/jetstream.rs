@@ -515,3 +515,97 @@ async fn batches_are_handled_together_and_a_refused_one_event_by_event() {
     );
     assert_eq!(handler.poison_fails.load(Ordering::SeqCst), 0);
 }
+
+/// Records batches; events of `may_wait` subjects may wait for others.
+struct Holding {
+    batches: Mutex<Vec<(std::time::Instant, Vec<u64>)>>,
+}
+
+impl Handler for Holding {
+    async fn handle(&self, event: RecordedEvent) -> Result<(), HandlerError> {
+        self.batches
+            .lock()
+            .await
+            .push((std::time::Instant::now(), vec![event.sequence]));
+        Ok(())
+    }
+}
+
+impl BatchHandler for Holding {
+    async fn handle_batch(&self, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        let seqs = events.iter().map(|e| e.sequence).collect();
+        self.batches
+            .lock()
+            .await
+            .push((std::time::Instant::now(), seqs));
+        Ok(())
+    }
+
+    fn may_wait(&self, subject: &str) -> bool {
+        subject.ends_with(".validated")
+    }
+}
+
+#[tokio::test]
+async fn events_that_may_wait_are_held_until_the_linger_or_an_event_that_may_not() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    let id = RegistryId::new();
+    let handler = Arc::new(Holding {
+        batches: Mutex::new(vec![]),
+    });
+    let consumer = bus
+        .consumer(ConsumerSettings::new("holding"))
+        .await
+        .unwrap();
+    let stop = tokio_util_like_stop();
+    let h = handler.clone();
+    let linger = Duration::from_millis(800);
+    let run = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            consumer
+                .run_batched(&*h, 100, linger, async move { stop.notified().await })
+                .await
+        }
+    });
+    // Three that may wait, a little apart: one batch, once the linger is over.
+    let first = std::time::Instant::now();
+    for _ in 0..3 {
+        bus.publish(&validated(id)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..60 {
+        if !handler.batches.lock().await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    {
+        let batches = handler.batches.lock().await;
+        assert_eq!(batches.len(), 1, "{batches:?}");
+        assert_eq!(batches[0].1, vec![1, 2, 3]);
+        assert!(batches[0].0 - first >= Duration::from_millis(700));
+    }
+    // One that may wait, then one that may not: both at once, without the linger.
+    bus.publish(&validated(id)).await.unwrap();
+    let sent = std::time::Instant::now();
+    bus.publish(&Envelope::new("test", RegistryRemoved { registry_id: id }))
+        .await
+        .unwrap();
+    for _ in 0..60 {
+        if handler.batches.lock().await.len() > 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.notify_waiters();
+    run.await.unwrap().unwrap();
+    let batches = handler.batches.lock().await;
+    let seen: Vec<u64> = batches[1..].iter().flat_map(|(_, s)| s.clone()).collect();
+    assert_eq!(seen, vec![4, 5], "{batches:?}");
+    assert!(
+        batches[1].0 - sent < Duration::from_millis(500),
+        "not held for the linger"
+    );
+}
