@@ -556,7 +556,8 @@ async fn projected(bus: &EventBus) -> anyhow::Result<Duration> {
 }
 
 /// Requests a sync and waits for its `sync.completed`: the event, the wall time, and how
-/// many image events it emitted (core NATS subscriptions: no polling load on the server).
+/// many image events it emitted (a core NATS subscription to the registry's sync events
+/// only; the image events are counted from the stream afterwards).
 async fn sync(bus: &EventBus, id: RegistryId) -> anyhow::Result<(SyncCompleted, Duration, u64)> {
     sync_as(bus, id, SyncReason::Manual).await
 }
@@ -572,8 +573,8 @@ async fn sync_as(
         .client()
         .subscribe(format!("{prefix}.sync.{id}.*"))
         .await?;
-    let mut images = bus.client().subscribe(format!("{prefix}.image.>")).await?;
     bus.client().flush().await?;
+    let start = bus.last_sequence().await?;
     let t = Instant::now();
     publish(
         bus,
@@ -584,29 +585,47 @@ async fn sync_as(
         },
     )
     .await?;
-    let mut count = 0u64;
-    loop {
-        tokio::select! {
-            Some(_) = images.next() => count += 1,
-            Some(m) = ends.next() => {
-                let env = imagelib_events::binding::decode_envelope(m.headers.as_ref(), &m.payload)?;
-                match env.payload {
-                    EventPayload::SyncCompleted(c) => {
-                        let wall = t.elapsed();
-                        // Image events published before the end are delivered before it.
-                        while let Ok(Some(_)) =
-                            tokio::time::timeout(Duration::from_millis(200), images.next()).await
-                        {
-                            count += 1;
-                        }
-                        return Ok((c, wall, count));
-                    }
-                    EventPayload::SyncFailed(f) => anyhow::bail!("sync failed: {}", f.reason),
-                    _ => {}
-                }
+    while let Some(m) = ends.next().await {
+        let env = imagelib_events::binding::decode_envelope(m.headers.as_ref(), &m.payload)?;
+        match env.payload {
+            EventPayload::SyncCompleted(c) => {
+                let wall = t.elapsed();
+                return Ok((c, wall, image_events_after(bus, start).await?));
             }
+            EventPayload::SyncFailed(f) => anyhow::bail!("sync failed: {}", f.reason),
+            _ => {}
         }
     }
+    anyhow::bail!("the subscription ended before the sync did")
+}
+
+/// How many image events the stream holds after `start`: read from the stream once the
+/// sync is over (an ephemeral consumer's pending count), so that counting them adds no
+/// subscriber, and no CPU, to the run being measured.
+async fn image_events_after(bus: &EventBus, start: u64) -> anyhow::Result<u64> {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("counting image events: {e}");
+    let stream = bus
+        .jetstream()
+        .get_stream(&bus.settings().name)
+        .await
+        .map_err(|e| err(&e))?;
+    let mut consumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: format!("{}.image.>", bus.settings().subject_prefix),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start + 1,
+            },
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(&e))?;
+    let info = consumer.info().await.map_err(|e| err(&e))?;
+    let (pending, name) = (info.num_pending, info.name.clone());
+    let _ = stream.delete_consumer(&name).await;
+    Ok(pending)
 }
 
 async fn fill(registry: &TestRegistry, a: &Args, key: Option<&TestKey>) -> anyhow::Result<()> {

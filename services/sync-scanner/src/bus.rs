@@ -34,11 +34,13 @@ pub const PROJECTED: [Aggregate; 4] = [
 /// Image events applied in one transaction at most.
 const IMAGE_BATCH: usize = 256;
 
-/// The image projector does not wait for more events after a partial batch: an event
-/// is applied as soon as it is fetched (the status API and the next scan read the
-/// projection right after a scan's `sync.completed`), one statement for what a fetch
-/// brought (a batch forms by itself while the previous one is written).
-const IMAGE_LINGER: Duration = Duration::ZERO;
+/// How long the image projector holds trust events for more to come
+/// ([`BatchHandler::may_wait`]): a scan publishes a repository's trust events together
+/// and its tag events one by one, so trust events go with the next tag event or after
+/// this long, and a cold scan's thousands of events take a few hundred statements. Tag
+/// events are applied as soon as they are fetched (the status API and the next scan
+/// read them right after a scan's `sync.completed`).
+const IMAGE_LINGER: Duration = Duration::from_millis(200);
 
 /// The durable consumer name of `aggregate` for `instance`.
 pub fn consumer_name(instance: &str, aggregate: Aggregate) -> String {
@@ -135,6 +137,23 @@ impl BatchHandler for Apply {
             .apply_consumed_batch(&self.consumer, &events)
             .await
             .map_err(|e| HandlerError::Transient(e.to_string()))
+    }
+
+    /// Trust events and referrer lists may wait for others ([`IMAGE_LINGER`]): they
+    /// are read only by the next trust pass, which waits for the projection to catch up.
+    /// Tag events may not: the status API counts the tags right after a scan.
+    fn may_wait(&self, subject: &str) -> bool {
+        const WAITING: [&str; 6] = [
+            "signature_verified",
+            "signature_failed",
+            "vulnerabilities_reported",
+            "sbom_found",
+            "policy_evaluated",
+            "referrers_changed",
+        ];
+        subject
+            .rsplit_once('.')
+            .is_some_and(|(_, name)| WAITING.contains(&name))
     }
 }
 
