@@ -284,52 +284,24 @@ fn check_parameters(rule: &RetentionRule, pointer: &str) -> Result<(), RuleError
         (_, true) => "`days`",
         _ => "no parameter",
     };
-    match (wants_count, rule.count) {
-        (true, None) => {
-            return Err(invalid(
-                format!("{pointer}/count"),
-                format!(
-                    "`{name}` keeps the N most recent tags: set `count` (1 to {MAX_RETAIN_COUNT})"
-                ),
-            ));
-        }
-        (true, Some(n)) if !(1..=MAX_RETAIN_COUNT).contains(&n) => {
-            return Err(invalid(
-                format!("{pointer}/count"),
-                format!("{n} is out of range: `count` is 1 to {MAX_RETAIN_COUNT}"),
-            ));
-        }
-        (false, Some(_)) => {
-            return Err(invalid(
-                format!("{pointer}/count"),
-                format!("`{name}` takes {takes}, not `count`; drop it"),
-            ));
-        }
-        _ => {}
-    }
-    match (wants_days, rule.days) {
-        (true, None) => {
-            return Err(invalid(
-                format!("{pointer}/days"),
-                format!(
-                    "`{name}` keeps tags of the last D days: set `days` (1 to {MAX_RETAIN_DAYS})"
-                ),
-            ));
-        }
-        (true, Some(d)) if !(1..=MAX_RETAIN_DAYS).contains(&d) => {
-            return Err(invalid(
-                format!("{pointer}/days"),
-                format!("{d} is out of range: `days` is 1 to {MAX_RETAIN_DAYS}"),
-            ));
-        }
-        (false, Some(_)) => {
-            return Err(invalid(
-                format!("{pointer}/days"),
-                format!("`{name}` takes {takes}, not `days`; drop it"),
-            ));
-        }
-        _ => {}
-    }
+    check_param(
+        pointer,
+        "count",
+        wants_count,
+        rule.count,
+        MAX_RETAIN_COUNT,
+        || format!("`{name}` keeps the N most recent tags: set `count` (1 to {MAX_RETAIN_COUNT})"),
+        || format!("`{name}` takes {takes}, not `count`; drop it"),
+    )?;
+    check_param(
+        pointer,
+        "days",
+        wants_days,
+        rule.days,
+        MAX_RETAIN_DAYS,
+        || format!("`{name}` keeps tags of the last D days: set `days` (1 to {MAX_RETAIN_DAYS})"),
+        || format!("`{name}` takes {takes}, not `days`; drop it"),
+    )?;
     if !wants_count && rule.per == RetentionScope::Major {
         return Err(invalid(
             format!("{pointer}/per"),
@@ -340,6 +312,28 @@ fn check_parameters(rule: &RetentionRule, pointer: &str) -> Result<(), RuleError
         ));
     }
     Ok(())
+}
+
+/// One template parameter: required (1 to `max`) when the template takes it, absent otherwise.
+fn check_param(
+    pointer: &str,
+    field: &str,
+    wanted: bool,
+    value: Option<u32>,
+    max: u32,
+    missing: impl FnOnce() -> String,
+    unexpected: impl FnOnce() -> String,
+) -> Result<(), RuleError> {
+    let at = || format!("{pointer}/{field}");
+    match (wanted, value) {
+        (true, None) => Err(invalid(at(), missing())),
+        (true, Some(n)) if !(1..=max).contains(&n) => Err(invalid(
+            at(),
+            format!("{n} is out of range: `{field}` is 1 to {max}"),
+        )),
+        (false, Some(_)) => Err(invalid(at(), unexpected())),
+        _ => Ok(()),
+    }
 }
 
 fn invalid(pointer: impl Into<String>, message: impl Into<String>) -> RuleError {
