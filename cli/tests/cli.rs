@@ -395,7 +395,7 @@ async fn catalog_through_the_cli() {
         "{out}"
     );
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(row, ["4", "1", "2", "1", "3", "1"], "{out}");
+    assert_eq!(row, ["4", "1", "2", "1", "3", "1", "0"], "{out}");
 
     // The Image Library as a table: label, repository, tag, kind, short digest, arch.
     let (out, _) = run(&["images", "ls"], false);
