@@ -182,11 +182,11 @@ async fn the_audit_trail_through_the_cli() {
     });
     assert!(err.contains("more match: add --all"), "{err}");
 
-    // Refusals: the server's (400, exit 4) and the CLI's own (usage, exit 2).
+    // Refusals: the server's (422, exit 4) and the CLI's own (usage, exit 2).
     let (code, _, err) =
         tokio::task::block_in_place(|| imagelib(&server, &["audit", "--type", "nothing.such"]));
     assert_eq!(code, 4, "{err}");
-    assert!(err.contains("400") && err.contains("type"), "{err}");
+    assert!(err.contains("422") && err.contains("type"), "{err}");
     let (code, _, err) =
         tokio::task::block_in_place(|| imagelib(&server, &["audit", "--since", "yesterday"]));
     assert_eq!(code, 2, "{err}");

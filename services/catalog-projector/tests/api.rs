@@ -191,10 +191,16 @@ async fn a_viewer_sees_only_registries_of_its_teams_even_in_counters() {
     );
 
     // Visibility changes apply to what is already projected.
+    let report_pulls = |registry: &Value| registry["report_pulls"].clone();
+    assert_eq!(
+        report_pulls(&svc.get(&format!("/v1/registries/{ml}")).await),
+        false,
+        "pulls are opt-in"
+    );
     env.publish([envelope(
         "registry-registry",
         imagelib_events::event::RegistryUpdated {
-            report_pulls: None,
+            report_pulls: Some(true),
             registry_id: ml,
             label: None,
             url: None,
@@ -212,6 +218,11 @@ async fn a_viewer_sees_only_registries_of_its_teams_even_in_counters() {
     .await;
     env.caught_up().await;
     assert_eq!(images(None).await.len(), 3);
+    assert_eq!(
+        report_pulls(&svc.get(&format!("/v1/registries/{ml}")).await),
+        true,
+        "the registry now reports pulls"
+    );
     svc.stop().await;
 }
 

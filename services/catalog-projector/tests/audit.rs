@@ -1,7 +1,7 @@
 //! The audit trail (`GET /v1/audit`) over a stream of thousands of events from several
 //! actors, published straight to the test's stream: filters, keyset pages that stay stable
 //! while events arrive, visibility by role and team, no secret in any entry, bad filters as
-//! `400` problems, and a replay that gives the same rows.
+//! `422` problems, and a replay that gives the same rows.
 
 mod common;
 
@@ -525,7 +525,7 @@ async fn the_trail_is_filtered_paged_limited_to_what_the_caller_sees_and_replaya
     let (s, p) = svc.call(Method::GET, "/v1/audit", None, None).await;
     assert_eq!(s, 401, "{p}");
 
-    // Bad filters: 400 problems naming the parameter.
+    // Bad filters: 422 problems naming the parameter (an unknown parameter: 400).
     for (query, pointer) in [
         ("limit=0", "limit"),
         ("limit=501", "limit"),
@@ -549,7 +549,7 @@ async fn the_trail_is_filtered_paged_limited_to_what_the_caller_sees_and_replaya
             .send()
             .await
             .unwrap();
-        assert_eq!(res.status().as_u16(), 400, "{query}");
+        assert_eq!(res.status().as_u16(), 422, "{query}");
         assert_eq!(
             res.headers()["content-type"],
             "application/problem+json",
@@ -573,7 +573,7 @@ async fn the_trail_is_filtered_paged_limited_to_what_the_caller_sees_and_replaya
         .await;
     assert_eq!(
         (s, p["errors"][0]["pointer"].as_str()),
-        (400, Some("cursor")),
+        (422, Some("cursor")),
         "{p}"
     );
     let (s, p) = svc

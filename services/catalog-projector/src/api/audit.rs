@@ -10,19 +10,18 @@
 //! images. Entries about no registry (subscriptions) are for admins and curators only. A
 //! registry's removal does not hide its history.
 //!
-//! Bad filters are `400` problems naming the parameter (`errors[0].pointer`).
+//! Bad filters are `422` problems naming the parameter (`errors[0].pointer`).
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use imagelib_events::{EventPayload, RepositoryName};
 use imagelib_platform::Problem;
 use imagelib_platform::auth::{Caller, Role};
-use imagelib_platform::problem::{ApiQuery, FieldError};
+use imagelib_platform::problem::ApiQuery;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -174,19 +173,9 @@ impl AuditCursor {
     }
 }
 
-/// A `400` naming the parameter.
+/// A `422` naming the parameter, as every other catalog list answers a bad filter.
 fn bad(param: &str, detail: impl Into<String>) -> Problem {
-    let detail = detail.into();
-    let mut p = Problem::new(
-        StatusCode::BAD_REQUEST,
-        "bad-query",
-        format!("{param}: {detail}"),
-    );
-    p.errors.push(FieldError {
-        pointer: param.to_owned(),
-        detail,
-    });
-    p
+    Problem::validation(param, detail)
 }
 
 /// The parsed filters.
@@ -517,7 +506,7 @@ pub async fn page(pool: &sqlx::PgPool, f: &AuditFilter) -> Result<AuditPage, sql
 /// the object. Admins and curators see every entry; other callers those of registries
 /// visible to their teams.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = AuditPage), (status = 400, body = Problem), (status = 401, body = Problem)))]
+    responses((status = 200, body = AuditPage), (status = 401, body = Problem), (status = 422, body = Problem)))]
 #[tracing::instrument(skip_all)]
 async fn list_audit(
     State(catalog): State<Arc<Catalog>>,
@@ -579,7 +568,7 @@ mod tests {
             let p = types(bad).unwrap_err();
             assert_eq!(
                 (p.status, p.errors[0].pointer.as_str()),
-                (400, "type"),
+                (422, "type"),
                 "{bad}"
             );
         }

@@ -54,6 +54,9 @@ pub struct CatalogRegistry {
     pub url: String,
     pub registry_type: String,
     pub insecure: bool,
+    /// Whether the registry reports pulls to imagelib (opt-in): when false a tag's pull
+    /// count says nothing.
+    pub report_pulls: bool,
     pub visibility: Vec<String>,
     /// `pending`, `validated` or `validation_failed`.
     pub status: String,
@@ -72,7 +75,8 @@ const COLUMNS: &str = "g.id, g.label, g.url, g.registry_type, g.insecure, g.visi
      (SELECT count(*) FROM repositories r WHERE r.registry_id = g.id AND r.tag_count > 0)::int8, \
      (SELECT COALESCE(sum(r.tag_count), 0) FROM repositories r WHERE r.registry_id = g.id)::int8, \
      g.sync_status, g.sync_reason, g.sync_id, g.sync_repository, g.sync_requested_at, \
-     g.sync_started_at, g.sync_finished_at, g.sync_error, g.sync_counts, g.sync_completed_at";
+     g.sync_started_at, g.sync_finished_at, g.sync_error, g.sync_counts, g.sync_completed_at, \
+     g.report_pulls";
 
 impl CatalogRegistry {
     fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
@@ -98,6 +102,7 @@ impl CatalogRegistry {
             url: r.try_get(2)?,
             registry_type: r.try_get(3)?,
             insecure: r.try_get(4)?,
+            report_pulls: r.try_get(23)?,
             visibility: r.try_get(5)?,
             status: r.try_get(6)?,
             status_reason: r.try_get(7)?,

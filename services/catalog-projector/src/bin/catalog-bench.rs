@@ -575,6 +575,8 @@ async fn http_load(
             subject_prefix: bus.settings().subject_prefix.clone(),
             http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             log_format: imagelib_platform::config::LogFormat::Pretty,
+            // The load is an anonymous reader's (pgbench runs the anonymous SQL).
+            anonymous_read: true,
             ..Default::default()
         },
         ..Default::default()
@@ -599,7 +601,12 @@ async fn http_load(
             .collect(),
     );
     // Check the answer once.
-    let first: serde_json::Value = client.get(&urls[0]).send().await?.json().await?;
+    let first = client.get(&urls[0]).send().await?;
+    let status = first.status();
+    let first: serde_json::Value = first.json().await?;
+    if !status.is_success() {
+        bail!("the catalog answered {status}: {first}");
+    }
     let n = first["items"].as_array().map_or(0, Vec::len);
     if n != 50 {
         bail!("expected a page of 50 images, got {n}: use more events per repository");

@@ -46,8 +46,8 @@ pub(crate) async fn apply(
         // ------------------------------------------------------------ registries
         EventPayload::RegistryRegistered(e) => {
             sqlx::query(
-                "INSERT INTO registries (id, label, url, registry_type, insecure, visibility, registered_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO registries (id, label, url, registry_type, insecure, visibility, registered_at, updated_at, report_pulls)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) ON CONFLICT (id) DO NOTHING",
             )
             .bind(e.registry_id.0)
             .bind(&e.label)
@@ -56,6 +56,7 @@ pub(crate) async fn apply(
             .bind(e.insecure)
             .bind(&e.visibility)
             .bind(at)
+            .bind(e.report_pulls)
             .execute(&mut **tx)
             .await?;
         }
@@ -64,7 +65,8 @@ pub(crate) async fn apply(
             sqlx::query(
                 "UPDATE registries SET label = COALESCE($2, label), url = COALESCE($3, url),
                     insecure = COALESCE($4, insecure), visibility = COALESCE($5, visibility),
-                    status = CASE WHEN $6 THEN 'pending' ELSE status END, updated_at = $7
+                    status = CASE WHEN $6 THEN 'pending' ELSE status END, updated_at = $7,
+                    report_pulls = COALESCE($8, report_pulls)
                  WHERE id = $1",
             )
             .bind(e.registry_id.0)
@@ -74,6 +76,7 @@ pub(crate) async fn apply(
             .bind(&e.visibility)
             .bind(reconnect)
             .bind(at)
+            .bind(e.report_pulls)
             .execute(&mut **tx)
             .await?;
         }
