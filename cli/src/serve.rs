@@ -94,6 +94,10 @@ pub async fn build(configs: Configs) -> Result<imagelib_platform::Application, S
             .await?,
         serving_deployer::startup::service(sd_config, &infra(serving_deployer::SCHEMA).await?)
             .await?,
+        imagelib_console::service(
+            imagelib_console::Console::from_config(common)
+                .map_err(|e| StartupError::Other(e.to_string()))?,
+        ),
     ];
     let options = HttpOptions {
         max_body_bytes: common.max_body_bytes,

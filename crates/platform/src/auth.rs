@@ -217,6 +217,12 @@ impl Tokens {
     pub fn caller(&self, token: &str) -> Option<Caller> {
         self.by_hash.get(&sha256(token)).cloned()
     }
+
+    /// The caller whose token hashes to `hash` (a console session holds the hash, never
+    /// the token): a token removed from the store ends its sessions.
+    pub fn caller_by_hash(&self, hash: &[u8; 32]) -> Option<Caller> {
+        self.by_hash.get(hash).cloned()
+    }
 }
 
 fn decode_hex32(s: &str) -> Option<[u8; 32]> {

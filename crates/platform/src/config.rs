@@ -58,6 +58,43 @@ pub struct CommonConfig {
     pub log_format: LogFormat,
     /// `IMAGELIB_MAX_BODY_BYTES`: largest accepted request body.
     pub max_body_bytes: usize,
+    /// `IMAGELIB_CONSOLE__*`: the web console's sessions.
+    pub console: ConsoleConfig,
+}
+
+/// The web console's sessions (`IMAGELIB_CONSOLE__*`). `Debug` redacts the key.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ConsoleConfig {
+    /// `IMAGELIB_CONSOLE__SESSION_KEY`: the secret that signs session cookies (at least 32
+    /// characters). Unset: a random key per process, so sessions end at a restart and
+    /// services run apart do not share them.
+    pub session_key: Option<String>,
+    /// `IMAGELIB_CONSOLE__SESSION_TTL_SECS`: how long a sign-in lasts (default 8 hours).
+    pub session_ttl_secs: u64,
+    /// `IMAGELIB_CONSOLE__SECURE_COOKIE`: mark the session cookie `Secure` always (it is
+    /// anyway when the request came over TLS, as `X-Forwarded-Proto: https` says).
+    pub secure_cookie: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            session_key: None,
+            session_ttl_secs: 8 * 3600,
+            secure_cookie: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for ConsoleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleConfig")
+            .field("session_key", &self.session_key.as_ref().map(|_| "***"))
+            .field("session_ttl_secs", &self.session_ttl_secs)
+            .field("secure_cookie", &self.secure_cookie)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for CommonConfig {
@@ -85,6 +122,7 @@ impl std::fmt::Debug for CommonConfig {
             .field("gitops_dir", &self.gitops_dir)
             .field("log_format", &self.log_format)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("console", &self.console)
             .finish_non_exhaustive()
     }
 }
@@ -133,6 +171,7 @@ impl Default for CommonConfig {
             gitops_dir: state.join("gitops"),
             log_format: LogFormat::Json,
             max_body_bytes: 1024 * 1024,
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -205,6 +244,22 @@ impl CommonConfig {
         url::Url::parse(&self.database_url).map_err(|e| {
             ConfigError::Invalid(format!("IMAGELIB_DATABASE_URL is not a URL: {e}"))
         })?;
+        if self
+            .console
+            .session_key
+            .as_ref()
+            .is_some_and(|k| k.chars().count() < 32)
+        {
+            return Err(ConfigError::Invalid(
+                "IMAGELIB_CONSOLE__SESSION_KEY must be at least 32 characters".into(),
+            ));
+        }
+        if !(60..=30 * 86_400).contains(&self.console.session_ttl_secs) {
+            return Err(ConfigError::Invalid(
+                "IMAGELIB_CONSOLE__SESSION_TTL_SECS must be between 60 and 2592000 (30 days)"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 }

@@ -87,14 +87,32 @@ impl Application {
         F: FnOnce(Infra) -> Fut,
         Fut: Future<Output = Result<Service, StartupError>>,
     {
+        Self::single_with(common, name, schema, addr, build, vec![]).await
+    }
+
+    /// [`Application::single`] with services that need no infrastructure of their own
+    /// beside it (the web console's sign-in and assets).
+    pub async fn single_with<F, Fut>(
+        common: &CommonConfig,
+        name: &'static str,
+        schema: &str,
+        addr: SocketAddr,
+        build: F,
+        extra: Vec<Service>,
+    ) -> Result<Self, StartupError>
+    where
+        F: FnOnce(Infra) -> Fut,
+        Fut: Future<Output = Result<Service, StartupError>>,
+    {
         let infra = connect(common, name, schema).await?;
-        let service = build(infra).await?;
+        let mut services = vec![build(infra).await?];
+        services.extend(extra);
         let options = HttpOptions {
             max_body_bytes: common.max_body_bytes,
             title: format!("imagelib {name}"),
             ..Default::default()
         };
-        Self::new(addr, vec![service], options).await
+        Self::new(addr, services, options).await
     }
 
     /// The bound address (tests bind port 0).

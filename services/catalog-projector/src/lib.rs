@@ -20,6 +20,7 @@ pub mod config;
 pub mod copy;
 pub mod curate;
 pub mod lifecycle;
+pub mod pages;
 pub mod projection;
 pub mod query;
 pub mod rebuild;

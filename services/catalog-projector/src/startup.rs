@@ -41,6 +41,7 @@ pub async fn service_with(
     config.catalog.validate()?;
     migrate(&infra.pool).await?;
     let tokens = Tokens::from_config(&config.common).map_err(|e| other(&e))?;
+    let console = imagelib_console::Console::from_config(&config.common).map_err(|e| other(&e))?;
     let projection = Projection::new(infra.pool.clone());
     // The catalog owns the stream's usage gauges: one series per stream, also in
     // `imagelib serve`.
@@ -59,7 +60,8 @@ pub async fn service_with(
     let catalog = Arc::new(Catalog::new(infra.bus.clone(), projection, tokens).with_status(status));
     Ok(Service {
         name: crate::NAME,
-        router: crate::api::router(catalog, serve_registries),
+        router: crate::api::router(catalog.clone(), serve_registries)
+            .merge(crate::pages::router(catalog, console).into()),
         readiness,
         workers: vec![worker],
     })
@@ -80,8 +82,15 @@ impl Application {
             title: format!("imagelib {}", crate::NAME),
             ..Default::default()
         };
+        let console = imagelib_console::Console::from_config(&config.common)
+            .map_err(|e| StartupError::Other(e.to_string()))?;
         Ok(Self(
-            imagelib_platform::Application::new(config.http_addr(), vec![svc], options).await?,
+            imagelib_platform::Application::new(
+                config.http_addr(),
+                vec![svc, imagelib_console::service(console)],
+                options,
+            )
+            .await?,
         ))
     }
 

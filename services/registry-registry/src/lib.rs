@@ -15,6 +15,7 @@ pub mod app;
 pub mod bus;
 pub mod config;
 pub mod domain;
+pub mod pages;
 pub mod pulls;
 pub mod startup;
 pub mod store;

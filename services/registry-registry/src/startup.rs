@@ -54,6 +54,7 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
     )
     .map_err(|e| other(&e))?;
     let tokens = Tokens::from_config(&config.common).map_err(|e| other(&e))?;
+    let console = imagelib_console::Console::from_config(&config.common).map_err(|e| other(&e))?;
     let store = Store::new(infra.pool.clone());
     let vault = Arc::new(vault);
     let subscriptions = Arc::new(crate::subscriptions::commands::Subscriptions::new(
@@ -93,8 +94,9 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
     Ok(Service {
         name: crate::NAME,
         router: crate::subscriptions::api::router(subscriptions, tokens.clone())
-            .merge(crate::api::router(app, tokens))
-            .layer(axum::Extension(pulls)),
+            .merge(crate::api::router(app.clone(), tokens))
+            .layer(axum::Extension(pulls))
+            .merge(crate::pages::router(app, console).into()),
         readiness,
         workers,
     })
@@ -135,7 +137,9 @@ pub struct Application(imagelib_platform::Application);
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let app = imagelib_platform::Application::single(
+        let console = imagelib_console::Console::from_config(&config.common)
+            .map_err(|e| StartupError::Other(e.to_string()))?;
+        let app = imagelib_platform::Application::single_with(
             &config.common,
             crate::NAME,
             crate::SCHEMA,
@@ -144,6 +148,7 @@ impl Application {
                 let config = &config;
                 async move { service(config, &infra).await }
             },
+            vec![imagelib_console::service(console)],
         )
         .await?;
         Ok(Self(app))

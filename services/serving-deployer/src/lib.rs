@@ -15,6 +15,7 @@ pub mod api;
 pub mod app;
 pub mod bus;
 pub mod config;
+pub mod pages;
 pub mod render;
 pub mod startup;
 pub mod store;

@@ -46,6 +46,7 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
         None => None,
     };
     let tokens = Tokens::from_config(&config.common).map_err(|e| other(&e))?;
+    let console = imagelib_console::Console::from_config(&config.common).map_err(|e| other(&e))?;
     let store = Store::new(infra.pool.clone());
     let app = Arc::new(Deployer {
         bus: infra.bus.clone(),
@@ -69,7 +70,8 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
     ));
     Ok(Service {
         name: crate::NAME,
-        router: crate::api::router(app, tokens),
+        router: crate::api::router(app.clone(), tokens)
+            .merge(crate::pages::router(app, console).into()),
         readiness,
         workers,
     })
@@ -81,7 +83,9 @@ pub struct Application(imagelib_platform::Application);
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let app = imagelib_platform::Application::single(
+        let console = imagelib_console::Console::from_config(&config.common)
+            .map_err(|e| StartupError::Other(e.to_string()))?;
+        let app = imagelib_platform::Application::single_with(
             &config.common,
             crate::NAME,
             crate::SCHEMA,
@@ -90,6 +94,7 @@ impl Application {
                 let config = &config;
                 async move { service(config, &infra).await }
             },
+            vec![imagelib_console::service(console)],
         )
         .await?;
         Ok(Self(app))
