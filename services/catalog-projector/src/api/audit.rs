@@ -49,26 +49,26 @@ pub fn router() -> OpenApiRouter<Arc<Catalog>> {
 pub struct AuditQuery {
     /// Who caused the events: a token's subject (`alice`), `system:<service>`; exact, or
     /// a prefix ending in `*` (`system:*`).
-    actor: Option<String>,
+    pub(crate) actor: Option<String>,
     /// Event types, comma-separated: the full type (`io.imagelib.catalog.approved.v1`),
     /// the short form (`catalog.approved`), or a pattern where `*` matches any run of
     /// characters (`image.*`, `*.tag_mutated.*`). A pattern that matches no type of the
     /// contract is refused.
     #[serde(rename = "type")]
     #[param(rename = "type")]
-    event_type: Option<String>,
+    pub(crate) event_type: Option<String>,
     /// Registry id.
-    registry: Option<String>,
+    pub(crate) registry: Option<String>,
     /// Exact repository name, e.g. `nvidia/nim/llama-3.1-8b-instruct`.
-    repository: Option<String>,
+    pub(crate) repository: Option<String>,
     /// RFC 3339 time: events at or after it (event time).
-    from: Option<String>,
+    pub(crate) from: Option<String>,
     /// RFC 3339 time: events before it (event time).
-    to: Option<String>,
+    pub(crate) to: Option<String>,
     /// Page size, 1 to 500 (default 50).
-    limit: Option<String>,
+    pub(crate) limit: Option<String>,
     /// The `next_cursor` of the previous page.
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// One event of the trail.
@@ -193,11 +193,13 @@ pub struct AuditFilter {
     pub to: Option<DateTime<Utc>>,
     /// Only sequences below this.
     pub before: Option<i64>,
+    /// Only sequences above this, oldest first (a live tail: the console's activity stream).
+    pub after: Option<i64>,
     pub limit: i64,
 }
 
 impl AuditQuery {
-    fn filter(&self, caller: &Caller) -> Result<AuditFilter, Problem> {
+    pub(crate) fn filter(&self, caller: &Caller) -> Result<AuditFilter, Problem> {
         let limit = match self.limit.as_deref() {
             None => DEFAULT_LIMIT,
             Some(s) => match s.parse::<i64>() {
@@ -280,6 +282,7 @@ impl AuditQuery {
             from,
             to,
             before,
+            after: None,
             limit,
         })
     }
@@ -413,6 +416,10 @@ pub async fn page(pool: &sqlx::PgPool, f: &AuditFilter) -> Result<AuditPage, sql
         let p = st.bind(Bind::Int(before));
         st.conditions.push(format!("a.sequence < {p}"));
     }
+    if let Some(after) = f.after {
+        let p = st.bind(Bind::Int(after));
+        st.conditions.push(format!("a.sequence > {p}"));
+    }
     if let Some(teams) = &f.teams {
         let p = st.bind(Bind::Texts(teams.clone()));
         st.conditions.push(format!(
@@ -464,9 +471,10 @@ pub async fn page(pool: &sqlx::PgPool, f: &AuditFilter) -> Result<AuditPage, sql
     } else {
         format!("WHERE {}", st.conditions.join(" AND "))
     };
+    let order = if f.after.is_some() { "ASC" } else { "DESC" };
     let sql = format!(
         "SELECT {COLUMNS} FROM audit a LEFT JOIN registries g ON g.id = a.registry_id \
-         {wh} ORDER BY a.sequence DESC LIMIT {limit}"
+         {wh} ORDER BY a.sequence {order} LIMIT {limit}"
     );
     // Planned with its values every time (an unnamed statement): the actor and type
     // indexes leave the scanner's tag events out, and only a plan that sees the value can

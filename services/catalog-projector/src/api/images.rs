@@ -28,45 +28,45 @@ pub fn router() -> OpenApiRouter<Arc<Catalog>> {
 #[into_params(parameter_in = Query)]
 pub struct ImagesQuery {
     /// Registry id.
-    registry: Option<String>,
+    pub(crate) registry: Option<String>,
     /// Exact repository name, e.g. `nvidia/nim/llama-3.1-8b-instruct`.
-    repository: Option<String>,
+    pub(crate) repository: Option<String>,
     /// `database`, `model` or `other`.
-    kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// `text-completion`, `text-embedding`, `image-embedding`, `ocr` or `reranker`.
-    model_type: Option<String>,
+    pub(crate) model_type: Option<String>,
     /// An HM tag of the tag or of its repository.
-    hm_tag: Option<String>,
+    pub(crate) hm_tag: Option<String>,
     /// An architecture among the image's platforms, e.g. `arm64`.
-    arch: Option<String>,
+    pub(crate) arch: Option<String>,
     /// `true`: only approved images (for their current digest); `false`: the others.
-    approved: Option<String>,
+    pub(crate) approved: Option<String>,
     /// `true`: only images with a verified signature; `false`: the others.
-    signed: Option<String>,
+    pub(crate) signed: Option<String>,
     /// `critical`, `high`, `medium`, `low` or `none`: images whose highest vulnerability
     /// severity is at most that (images without a report are left out).
-    max_severity: Option<String>,
+    pub(crate) max_severity: Option<String>,
     /// `true`: only images with an SBOM (of the image or a platform manifest).
-    has_sbom: Option<String>,
+    pub(crate) has_sbom: Option<String>,
     /// `pass`, `fail` or `audit`: the trust policy verdict.
-    policy: Option<String>,
+    pub(crate) policy: Option<String>,
     /// `true`: only tags ever found mutated (re-pushed although policy calls them
     /// immutable); `false`: the others.
-    mutated: Option<String>,
+    pub(crate) mutated: Option<String>,
     /// Words the repository name or description must contain (prefix match).
-    q: Option<String>,
+    pub(crate) q: Option<String>,
     /// RFC 3339 time: the catalog as it was then.
-    as_of: Option<String>,
+    pub(crate) as_of: Option<String>,
     /// `name` (default) or `updated` (most recently changed first).
-    sort: Option<String>,
+    pub(crate) sort: Option<String>,
     /// Page size, 1 to 500 (default 50).
-    limit: Option<String>,
+    pub(crate) limit: Option<String>,
     /// The `next_cursor` of the previous page.
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 impl ImagesQuery {
-    fn filter(&self, caller: &Caller) -> Result<(ImageFilter, i64), Problem> {
+    pub(crate) fn filter(&self, caller: &Caller) -> Result<(ImageFilter, i64), Problem> {
         let limit = params::limit(self.limit.as_deref())?;
         let sort = params::sort(self.sort.as_deref())?;
         let after = params::cursor(self.cursor.as_deref(), |c| {

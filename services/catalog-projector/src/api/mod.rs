@@ -1,14 +1,14 @@
 //! The catalog's HTTP API (DESIGN section 4): the Image and Model Library, repositories,
 //! counters, the catalog view of registries, the curator commands, and the audit trail.
 
-mod audit;
-mod images;
+pub(crate) mod audit;
+pub(crate) mod images;
 mod lifecycle;
-mod params;
+pub(crate) mod params;
 mod registries;
-mod repositories;
-mod stats;
-mod views;
+pub(crate) mod repositories;
+pub(crate) mod stats;
+pub(crate) mod views;
 
 use std::sync::Arc;
 

@@ -307,7 +307,7 @@ async fn answer(catalog: &Catalog, caller: &Caller, repo: &RepoRef) -> Result<Re
     params(("registry_id" = String, Path, description = "registry id"),
         ("name" = String, Path, description = "repository name, `/` included, e.g. `nvidia/nim/llm`")),
     responses((status = 200, body = RepositoryDetail), (status = 404, body = Problem)))]
-async fn get_repository(
+pub(crate) async fn get_repository(
     catalog: &Catalog,
     caller: &Caller,
     repo: &RepoRef,

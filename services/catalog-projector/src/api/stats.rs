@@ -65,14 +65,21 @@ pub struct PolicyStats {
     pub audit: i64,
 }
 
-/// The library's counters.
-#[utoipa::path(get, path = "/v1/stats", tag = "catalog",
-    responses((status = 200, body = Stats)))]
-#[tracing::instrument(skip_all)]
-async fn stats(
-    State(catalog): State<Arc<Catalog>>,
-    caller: Caller,
-) -> Result<axum::Json<Stats>, Problem> {
+/// The counters kept on repositories (cheap at any size): what the console's Image
+/// Library shows above its table.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counters {
+    pub tags: i64,
+    pub database_images: i64,
+    pub model_images: i64,
+    pub repositories: i64,
+    pub database_repositories: i64,
+    pub model_repositories: i64,
+    pub registries: i64,
+}
+
+/// The repository counters over what `caller` may see.
+pub(crate) async fn counters(catalog: &Catalog, caller: &Caller) -> Result<Counters, Problem> {
     let row = sqlx::query(
         "WITH g AS (
             SELECT id FROM registries
@@ -94,7 +101,27 @@ async fn stats(
     .await
     .map_err(|e| Problem::internal(&e))?;
     let get = |i: usize| row.try_get::<i64, _>(i).map_err(|e| Problem::internal(&e));
-    let (tags, database_images, model_images) = (get(0)?, get(1)?, get(2)?);
+    Ok(Counters {
+        tags: get(0)?,
+        database_images: get(1)?,
+        model_images: get(2)?,
+        repositories: get(3)?,
+        database_repositories: get(4)?,
+        model_repositories: get(5)?,
+        registries: get(6)?,
+    })
+}
+
+/// The library's counters.
+#[utoipa::path(get, path = "/v1/stats", tag = "catalog",
+    responses((status = 200, body = Stats)))]
+#[tracing::instrument(skip_all)]
+async fn stats(
+    State(catalog): State<Arc<Catalog>>,
+    caller: Caller,
+) -> Result<axum::Json<Stats>, Problem> {
+    let c = counters(&catalog, &caller).await?;
+    let (tags, database_images, model_images) = (c.tags, c.database_images, c.model_images);
     // Each count reads only the partial index of its column: tags without trust data
     // cost nothing.
     let trust = sqlx::query(
@@ -143,10 +170,10 @@ async fn stats(
         database_images,
         model_images,
         other_images: tags - database_images - model_images,
-        repositories: get(3)?,
-        database_repositories: get(4)?,
-        model_repositories: get(5)?,
-        registries: get(6)?,
+        repositories: c.repositories,
+        database_repositories: c.database_repositories,
+        model_repositories: c.model_repositories,
+        registries: c.registries,
         signed,
         unsigned: tags - signed,
         with_sbom,
