@@ -778,3 +778,147 @@ fn url_encode(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn the_list_pages_by_keyset_and_hides_deployments_of_registries_not_seen() {
+    let env = Env::new();
+    let svc = env.start().await;
+    let (reg, _) = model(&env, "acme/llm").await;
+    // A registry only the team `ml` sees: the viewer (team `other`) sees none of its
+    // deployments, the admin does.
+    let hidden = env.registry(&["ml"]).await;
+    env.tag(hidden, "acme/secret", "1.0", ImageKind::Model, &[])
+        .await;
+    env.settled().await;
+    let admin = Browser::sign_in(&svc, ADMIN).await;
+    let mut ids = Vec::new();
+    for name in ["a1", "a2", "a3"] {
+        ids.push(deploy_form(&admin, &format!("{reg}/acme/llm:1.2.0"), name, "").await);
+    }
+    let secret = deploy_form(&admin, &format!("{hidden}/acme/secret:1.0"), "secret", "").await;
+
+    let viewer = Browser::sign_in(&svc, VIEWER).await;
+    let mut seen = Vec::new();
+    let mut path = "/deployments?limit=2".to_owned();
+    for _ in 0..5 {
+        let page = viewer.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let rows = page.body.matches("<tr><th scope=\"row\">").count();
+        assert!((1..=2).contains(&rows), "{rows} rows on a page of 2");
+        for id in ids.iter().chain([&secret]) {
+            if page.body.contains(&format!("href=\"/deployments/{id}\"")) {
+                seen.push(id.clone());
+            }
+        }
+        match page.body.find("rel=\"next\" href=\"") {
+            Some(at) => {
+                let rest = &page.body[at + "rel=\"next\" href=\"".len()..];
+                path = rest[..rest.find('"').unwrap()].replace("&amp;", "&");
+                assert!(path.contains("limit=2"), "{path}");
+            }
+            None => break,
+        }
+    }
+    seen.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(
+        seen, want,
+        "each visible deployment once, the hidden one never"
+    );
+    assert_eq!(
+        viewer.get(&format!("/deployments/{secret}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let all = admin.get("/deployments").await;
+    assert!(
+        all.body
+            .contains(&format!("href=\"/deployments/{secret}\""))
+    );
+    assert_eq!(
+        admin.get("/deployments?limit=0").await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}
+
+#[tokio::test]
+async fn a_mutated_tag_is_refused_with_both_digests_and_the_running_deployment_is_flagged() {
+    use imagelib_events::event::{TagMoved, TagMutated};
+    use imagelib_events::model::{ImageDetails, MutationFoundBy};
+    let env = Env::new();
+    let svc = env.start().await;
+    let (reg, old) = model(&env, "acme/llm").await;
+    let b = Browser::sign_in(&svc, DEPLOYER).await;
+    let image = format!("{reg}/acme/llm:1.2.0");
+    let id = deploy_form(&b, &image, "llm", "").await;
+
+    let new: imagelib_events::Digest = format!("sha256:{:064x}", 2).parse().unwrap();
+    let details = ImageDetails {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        artifact_type: None,
+        platforms: vec![],
+        size: 1000,
+        created: None,
+        labels: Default::default(),
+        annotations: Default::default(),
+        kind: ImageKind::Model,
+        model_type: None,
+        extensions: vec![],
+        referrers: vec![],
+    };
+    env.publish(TagMoved {
+        registry_id: reg,
+        repository: "acme/llm".parse().unwrap(),
+        tag: "1.2.0".parse().unwrap(),
+        old_digest: old.parse().unwrap(),
+        new_digest: new.clone(),
+        details,
+    })
+    .await;
+    env.publish(TagMutated {
+        registry_id: reg,
+        repository: "acme/llm".parse().unwrap(),
+        tag: "1.2.0".parse().unwrap(),
+        old_digest: old.parse().unwrap(),
+        new_digest: new.clone(),
+        found_by: MutationFoundBy::Webhook,
+        seen_at: None,
+    })
+    .await;
+    env.settled().await;
+
+    // Flagged in the list and on its page; still applied.
+    let list = b.get("/deployments").await;
+    assert!(list.body.contains(">tag mutated</span>"), "{}", list.body);
+    let page = b.get(&format!("/deployments/{id}")).await;
+    assert!(page.body.contains(">applied</span>"));
+    assert!(page.body.contains("was re-pushed"));
+    assert!(page.body.contains(&new.as_str()[..19]));
+
+    // The tag now points at the mutated digest: a 409 naming both and the way out.
+    let f = [
+        ("image", image.as_str()),
+        ("name", "llm-new"),
+        ("namespace", "models"),
+    ];
+    let res = b.submit("/deployments/new", "/deployments", &f).await;
+    assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.body);
+    let pin_old = format!("{image}@{old}");
+    for want in [
+        "was re-pushed although policy calls it immutable",
+        &old[..19],
+        &new.as_str()[..19],
+        "imagelib images approve",
+        &pin_old,
+    ] {
+        assert!(res.body.contains(want), "{want} not in {}", res.body);
+    }
+    // Keeping the old content deploys.
+    let f = [
+        ("image", pin_old.as_str()),
+        ("name", "llm-old"),
+        ("namespace", "models"),
+    ];
+    let res = b.submit("/deployments/new", "/deployments", &f).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+}

@@ -79,6 +79,20 @@ pub(super) async fn list(
         },
         None => None,
     };
+    // `?limit=` as the API takes it (1 to 500); 50 a page otherwise.
+    let limit_param = q.get("limit").filter(|l| !l.is_empty());
+    let limit = match limit_param.map(|l| l.parse::<usize>()) {
+        None => PAGE,
+        Some(Ok(n)) if (1..=500).contains(&n) => n,
+        Some(_) => {
+            return error_page(
+                &v,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Not a page size",
+                "`limit` is a number from 1 to 500.",
+            );
+        }
+    };
     let mut rows: Vec<DeploymentRow> = Vec::new();
     let mut more = false;
     'pages: loop {
@@ -92,7 +106,7 @@ pub(super) async fn list(
             if app.visible(&v.caller, &row).await.is_err() {
                 continue;
             }
-            if rows.len() == PAGE {
+            if rows.len() == limit {
                 more = true;
                 break 'pages;
             }
@@ -164,7 +178,7 @@ pub(super) async fn list(
                 }
             }
         }
-        (next_link("/deployments", &[], next.as_deref()))
+        (next_link("/deployments", &[("limit", limit_param.map(String::as_str).unwrap_or_default())], next.as_deref()))
     };
     page(&v, Nav::Deployments, "Deployments", body)
 }
