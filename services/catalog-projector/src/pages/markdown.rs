@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use pulldown_cmark::{Options, Parser, html};
+use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd, html};
 
 fn sanitizer() -> &'static ammonia::Builder<'static> {
     static B: OnceLock<ammonia::Builder<'static>> = OnceLock::new();
@@ -21,6 +21,16 @@ fn sanitizer() -> &'static ammonia::Builder<'static> {
     })
 }
 
+fn lower(level: HeadingLevel) -> HeadingLevel {
+    match level {
+        HeadingLevel::H1 => HeadingLevel::H2,
+        HeadingLevel::H2 => HeadingLevel::H3,
+        HeadingLevel::H3 => HeadingLevel::H4,
+        HeadingLevel::H4 => HeadingLevel::H5,
+        _ => HeadingLevel::H6,
+    }
+}
+
 /// Markdown to HTML safe to insert into a page.
 pub fn render(markdown: &str) -> String {
     let mut opts = Options::empty();
@@ -28,7 +38,23 @@ pub fn render(markdown: &str) -> String {
     opts.insert(Options::ENABLE_STRIKETHROUGH);
     opts.insert(Options::ENABLE_TASKLISTS);
     let mut out = String::with_capacity(markdown.len() * 3 / 2);
-    html::push_html(&mut out, Parser::new_ext(markdown, opts));
+    // The page has its own `h1` (the repository): a README's headings go one level down.
+    let events = Parser::new_ext(markdown, opts).map(|e| match e {
+        Event::Start(Tag::Heading {
+            level,
+            id,
+            classes,
+            attrs,
+        }) => Event::Start(Tag::Heading {
+            level: lower(level),
+            id,
+            classes,
+            attrs,
+        }),
+        Event::End(TagEnd::Heading(level)) => Event::End(TagEnd::Heading(lower(level))),
+        other => other,
+    });
+    html::push_html(&mut out, events);
     sanitizer().clean(&out).to_string()
 }
 
@@ -39,7 +65,7 @@ mod tests {
     #[test]
     fn markdown_renders() {
         let out = render("# Title\n\n*x* and `code`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n");
-        assert!(out.contains("<h1>Title</h1>"), "{out}");
+        assert!(out.contains("<h2>Title</h2>"), "{out}");
         assert!(out.contains("<em>x</em>") && out.contains("<code>code</code>"));
         assert!(out.contains("<table>"), "{out}");
     }
