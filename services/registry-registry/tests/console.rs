@@ -919,3 +919,66 @@ async fn forms_without_a_valid_csrf_token_are_refused() {
         "/login?next=%2Fregistries"
     );
 }
+
+/// The ordered consumer behind a progress stream goes when the browser leaves: the
+/// server stops pulling as soon as the response is dropped, and NATS removes the idle
+/// ephemeral consumer (after its 30 s inactivity threshold).
+#[tokio::test]
+async fn a_progress_stream_ends_its_consumer_when_the_browser_leaves() {
+    let env = Env::new();
+    let svc = env.start().await;
+    let registry = TestRegistry::start().await.unwrap();
+    let r = svc.register_open(&registry, "Left").await;
+    let id = r["id"].as_str().unwrap().to_owned();
+    let (s, body) = svc
+        .post(&format!("/v1/registries/{id}/sync"), json!({}))
+        .await;
+    assert_eq!(s, 202, "{body}");
+    let seq = body["sequence"].as_u64().unwrap();
+    let b = Browser::sign_in(&svc, ADMIN).await;
+
+    let js = async_nats::jetstream::new(env.stream.client().await.unwrap());
+    let consumers = || {
+        let js = js.clone();
+        let name = env.stream.name.clone();
+        async move {
+            let mut stream = js.get_stream(&name).await.unwrap();
+            stream.info().await.unwrap().state.consumer_count
+        }
+    };
+    let baseline = consumers().await;
+
+    let mut res = b
+        .http
+        .get(format!("{}/registries/{id}/sync/{seq}/events", b.base))
+        .header(header::COOKIE, &b.cookie)
+        .send()
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), res.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("running"));
+    let mut following = false;
+    for _ in 0..50 {
+        if consumers().await == baseline + 1 {
+            following = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(following, "an ordered consumer follows the log");
+
+    drop(res);
+    let mut gone = false;
+    for _ in 0..90 {
+        if consumers().await == baseline {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(gone, "the consumer is gone once the browser left");
+}

@@ -342,7 +342,7 @@ pub(super) fn credential_fields(
 pub(super) fn checkbox(name: &str, label: &str, on: bool, hint: Option<&str>) -> Markup {
     let id = format!("f-{name}");
     html! {
-        div.field.check {
+        div.check {
             input type="checkbox" id=(id) name=(name) value="true" checked[on];
             " "
             label for=(id) { (label) }

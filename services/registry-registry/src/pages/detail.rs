@@ -142,7 +142,7 @@ async fn render(
                 div.live data-sse={ "/registries/" (id) "/sync/" (seq) "/events" } {
                     h3 { "Sync progress" }
                     p { "State: " strong data-sse-state { (state) } }
-                    ol aria-live="polite" {}
+                    ol.log aria-live="polite" {}
                     p.hint { "Without JavaScript, reload this page to see the last scan's result above." }
                 }
             }
