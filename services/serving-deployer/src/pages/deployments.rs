@@ -297,7 +297,7 @@ pub(super) async fn detail(
         h1 { "Deployment " (row.namespace) "/" (row.name) }
         (notice(done))
         p { a href="/deployments" { "← All deployments" } }
-        dl {
+        dl.facts {
             dt { "Status" } dd { (state_badge(&view.state)) @if let Some(r) = &view.reason { " " (r) } }
             dt { "Kind" } dd { (kind_words(row.request.workload)) }
             dt { "Image" } dd {
@@ -435,7 +435,7 @@ fn flag(f: &DeploymentFlag) -> Markup {
             section.flag {
                 h3 { span.badge.warn { "tag mutated" } " Tag " code { (tag) } " was re-pushed" }
                 p { "It keeps running the content it pins; the tag now points elsewhere." }
-                dl {
+                dl.facts {
                     dt { "Pinned (before the mutation)" } dd { (digest(old_digest)) }
                     dt { "Moved to" } dd { (digest(new_digest)) }
                     dt { "Now" } dd { @match current_digest { Some(d) => (digest(d)), None => span.muted { "the tag was removed" } } }

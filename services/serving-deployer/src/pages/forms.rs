@@ -533,7 +533,7 @@ async fn render(
         } @else if !errors.is_empty() {
             p.error role="alert" { "Not deployed: see the fields marked below." }
         }
-        form method="post" action=(kind.action()) {
+        form.deploy method="post" action=(kind.action()) {
             (csrf_field(v))
             (text("image", "Image", &form.image, true,
                 Some("<registry-id>/<repository>:<tag> (or @sha256:… after the tag to keep a digest the tag was moved away from)")))
@@ -551,7 +551,7 @@ async fn render(
                 (text("storage", "Storage size", &form.storage, false, Some("Default 10Gi.")))
                 (text("storage_class", "Storage class", &form.storage_class, false, None))
             }
-            fieldset {
+            fieldset.grid {
                 legend { "Resources" }
                 (text("cpu_request", "CPU request", &form.cpu_request, false, Some("e.g. 2 or 500m")))
                 (text("cpu_limit", "CPU limit", &form.cpu_limit, false, None))
