@@ -246,6 +246,18 @@ ensure_tools() {
   # runs scripts/prometheus-check. Both come with Debian's `prometheus`.
   ensure_cmd promtool prometheus ||
     warn "promtool (prometheus) is missing and could not be installed (alert-rule tests are skipped); read ${LOG_DIR}/apt.log"
+  # The web console's browser tests (tests/tests/console.rs) drive a headless Chromium
+  # through chromedriver; Debian's chromium-driver is built from the same source as its
+  # chromium, so the two always match. fonts-liberation (a recommendation apt skips here)
+  # gives the screenshots Arial-metric text.
+  ensure_cmd chromium chromium ||
+    warn "chromium is missing and could not be installed (the browser tests will fail); read ${LOG_DIR}/apt.log"
+  ensure_cmd chromedriver chromium-driver ||
+    warn "chromedriver (chromium-driver) is missing and could not be installed (the browser tests will fail); read ${LOG_DIR}/apt.log"
+  if [[ ! -d /usr/share/fonts/truetype/liberation ]]; then
+    apt_install fonts-liberation ||
+      warn "fonts-liberation could not be installed (screenshots fall back to other fonts); read ${LOG_DIR}/apt.log"
+  fi
 }
 
 start_nats

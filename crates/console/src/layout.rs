@@ -40,6 +40,9 @@ pub fn layout(v: &Viewer, nav: Nav, title: &str, body: Markup) -> Markup {
                 meta name="color-scheme" content="light dark";
                 title { (title) " · imagelib" }
                 link rel="stylesheet" href=(assets::css_href());
+                // No icon of our own: without this the browser asks for /favicon.ico, gets
+                // a 404 and logs it as an error on every page (the browser tests fail on it).
+                link rel="icon" href="data:,";
                 script src=(assets::js_href()) defer {}
             }
             body {
