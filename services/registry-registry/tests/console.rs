@@ -246,6 +246,7 @@ async fn an_admin_adds_a_registry_through_the_form() {
     assert!(list.body.contains(&format!(r#"href="/registries/{id}""#)));
     assert!(list.body.contains("Docker Registry"));
     assert!(list.body.contains("never scanned"));
+    assert!(list.body.contains("not scheduled: no enabled rule"));
 }
 
 #[tokio::test]
@@ -567,6 +568,12 @@ async fn rules_are_edited_as_agent_yaml_and_bad_yaml_is_refused_at_the_field() {
     );
     assert!(page.body.contains("model_repositories:"));
     assert!(page.body.contains("<code>db-postgresql</code>"));
+    let list = b.get("/registries").await;
+    assert!(
+        list.body.contains("on the scanner's interval"),
+        "{}",
+        list.body
+    );
 
     // Not YAML: refused at the field with the parser's line and column, the text kept.
     let broken = "dispatcher:\n  capabilities: [unclosed\n";

@@ -189,7 +189,7 @@ async fn render(
                     (csrf_field(v))
                     (text_field("rules", "Rules (agent YAML)", shown.rules_text.as_deref().unwrap_or(&yaml), &shown.errors.rules, FieldAttrs {
                         multiline: true,
-                        hint: Some("The beacon agent's YAML, as `imagelib rules import` takes it: dispatcher.capabilities.provisioning.images.discovery.registry with postgres_repositories (database rules) and model_repositories (model rules); each entry a name (exact, glob or /regex/) with optional description, tags, hm_tags, enabled, trust and retention. Saving sets every rule of the text and removes the rules taken out of it; an empty text removes them all."),
+                        hint: Some("The beacon agent's YAML, as imagelib rules import takes it: dispatcher.capabilities.provisioning.images.discovery.registry with postgres_repositories (database rules) and model_repositories (model rules); each entry a name (exact, glob or /regex/) with optional description, tags, hm_tags, enabled, trust and retention. Saving sets every rule of the text and removes the rules taken out of it; an empty text removes them all."),
                         ..Default::default()
                     }))
                     @if !other_rules.is_empty() {

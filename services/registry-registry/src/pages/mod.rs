@@ -262,6 +262,17 @@ async fn manage(
         .filter(|r| v.caller.sees(&r.visibility))
         .collect();
     shown.sort_by_key(|a| a.label.to_lowercase());
+    // The scanner schedules only registries with an enabled rule.
+    let mut scheduled = std::collections::HashSet::new();
+    for r in &shown {
+        match app.store().rules(r.id).await {
+            Ok(rules) if rules.iter().any(|x| x.enabled) => {
+                scheduled.insert(r.id);
+            }
+            Ok(_) => {}
+            Err(e) => return problem_page(&v, &Problem::internal(&e)),
+        }
+    }
     let done = match q.done.as_deref() {
         Some("removed") => Some("The registry was removed: its scans and webhooks stopped."),
         _ => None,
@@ -302,7 +313,10 @@ async fn manage(
                                     td.hide-narrow { code { (r.url) } }
                                     td { (status_badge(r)) }
                                     td { (last_scan(r)) }
-                                    td.hide-narrow { (next_scan(r, now)) }
+                                    td.hide-narrow {
+                                        @if scheduled.contains(&r.id) { (next_scan(r, now)) }
+                                        @else { "not scheduled: no enabled rule" }
+                                    }
                                 }
                             }
                         }
