@@ -283,6 +283,58 @@ async fn a_model_is_deployed_through_the_form_and_shows_in_the_list_with_its_man
         .await;
     assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
     assert!(again.location.unwrap().ends_with("?done=unchanged"));
+
+    // "Change and redeploy": the form filled with its spec; one change goes through.
+    assert!(
+        page.body
+            .contains(&format!(r#"href="/deployments/new?from={id}""#))
+    );
+    let edit = b.get(&format!("/deployments/new?from={id}")).await;
+    assert_eq!(edit.status, StatusCode::OK);
+    for want in [
+        format!(r#"name="image" type="text" value="{image}""#),
+        r#"name="name" type="text" value="llama""#.to_owned(),
+        r#"name="replicas" type="number" value="2""#.to_owned(),
+        r#"name="cpu_request" type="text" value="4""#.to_owned(),
+        r#"name="gpu_limit" type="text" value="1""#.to_owned(),
+        "API_KEY=s3cret\nLOG_LEVEL=debug\n".to_owned(),
+    ] {
+        assert!(edit.body.contains(&want), "{want} not in {}", edit.body);
+    }
+    let res = b
+        .post(
+            "/deployments",
+            &[
+                ("_csrf", edit.csrf().as_str()),
+                ("image", &image),
+                ("name", "llama"),
+                ("namespace", "models"),
+                ("replicas", "3"),
+                ("cpu_request", "4"),
+                ("memory_limit", "32Gi"),
+                ("gpu_limit", "1"),
+                ("env", "API_KEY=s3cret\nLOG_LEVEL=debug\n"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    assert_eq!(
+        res.location.as_deref(),
+        Some(format!("/deployments/{id}?done=deployed").as_str())
+    );
+    let file = common::documents(&env.gitops().join("models/llama.yaml"));
+    assert_eq!(file[0]["spec"]["predictor"]["maxReplicas"], 3);
+    // Not a model deployment's form for another kind, nor for an unknown id.
+    assert_eq!(
+        b.get(&format!("/provisioning/postgres/new?from={id}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        b.get("/deployments/new?from=nope").await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -316,6 +368,18 @@ async fn postgres_is_provisioned_through_its_form() {
     let page = b.get(&format!("/deployments/{id}")).await;
     assert!(page.body.contains("CloudNativePG"));
     let manifest = &page.body[page.body.find(r#"<pre class="manifest">"#).unwrap()..];
+    let edit = b
+        .get(&format!("/provisioning/postgres/new?from={id}"))
+        .await;
+    assert_eq!(edit.status, StatusCode::OK);
+    for want in [
+        r#"name="instances" type="number" value="3""#,
+        r#"name="storage" type="text" value="20Gi""#,
+        "max_connections=200\n",
+        r#"value="pg_stat_statements""#,
+    ] {
+        assert!(edit.body.contains(want), "{want} not in {}", edit.body);
+    }
     for want in [
         "kind: Cluster",
         "instances: 3",

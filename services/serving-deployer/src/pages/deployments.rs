@@ -32,6 +32,14 @@ pub(super) fn kind_words(w: WorkloadKind) -> &'static str {
     }
 }
 
+/// The form that creates a deployment of this kind.
+fn form_path(w: WorkloadKind) -> &'static str {
+    match w {
+        WorkloadKind::InferenceService => "/deployments/new",
+        WorkloadKind::PostgresCluster => "/provisioning/postgres/new",
+    }
+}
+
 fn state_badge(state: &str) -> Markup {
     let class = match state {
         "applied" => "badge ok",
@@ -384,6 +392,14 @@ pub(super) async fn detail(
             }
             None => {
                 p.muted { "Not rendered." }
+            }
+        }
+
+        @if v.may(Role::Deployer) && !view.registry_removed {
+            p.actions {
+                a.button href={ (form_path(row.request.workload)) "?from=" (row.id) } {
+                    @if view.state == "deleted" { "Deploy again…" } @else { "Change and redeploy…" }
+                }
             }
         }
 

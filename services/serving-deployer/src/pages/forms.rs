@@ -9,8 +9,11 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use imagelib_console::layout::{FieldAttrs, csrf_field, digest, field_error, text_field};
+use imagelib_console::layout::{
+    FieldAttrs, csrf_field, digest, error_page, field_error, text_field,
+};
 use imagelib_console::{CsrfForm, Markup, Nav, Viewer, html, page_with_status};
+use imagelib_events::event::DeploymentRequested;
 use imagelib_events::model::{DeploymentTarget, ImageKind, ImageRef, WorkloadKind};
 use imagelib_platform::Problem;
 use imagelib_platform::auth::Role;
@@ -363,6 +366,30 @@ async fn new_form(app: &Deployer, v: Viewer, q: HashMap<String, String>, kind: K
     if let Err(res) = v.require(Role::Deployer) {
         return res;
     }
+    // `?from=<deployment id>`: the form filled with that deployment's spec, to change it.
+    if let Some(from) = q.get("from").filter(|f| !f.is_empty()) {
+        let row = match from.parse() {
+            Ok(id) => app.store().deployment(id).await,
+            Err(_) => Ok(None),
+        };
+        let row = match row {
+            Ok(Some(row)) if row.request.workload == kind.workload() => row,
+            Ok(_) => {
+                return error_page(
+                    &v,
+                    StatusCode::NOT_FOUND,
+                    "Not found",
+                    "There is no such deployment of this kind to start from.",
+                );
+            }
+            Err(e) => return super::deployments::problem_page(&v, e.into()),
+        };
+        if let Err(e) = app.visible(&v.caller, &row).await {
+            return super::deployments::problem_page(&v, e);
+        }
+        let form = DeployForm::from_request(&row.request);
+        return render(app, &v, kind, &form, StatusCode::OK, &[], None).await;
+    }
     let image = q.get("image").cloned().unwrap_or_default();
     let form = DeployForm {
         name: suggested_name(&image),
@@ -370,6 +397,70 @@ async fn new_form(app: &Deployer, v: Viewer, q: HashMap<String, String>, kind: K
         ..Default::default()
     };
     render(app, &v, kind, &form, StatusCode::OK, &[], None).await
+}
+
+impl DeployForm {
+    /// The form that asks for `req` again (its tag, not its digest: a submit resolves the
+    /// tag as the API does).
+    fn from_request(req: &DeploymentRequested) -> DeployForm {
+        let text = |v: Option<&Value>| match v {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        let (requests, limits) = (&req.resources.requests, &req.resources.limits);
+        let opt = |k: &str| {
+            req.options
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        };
+        let lines = |m: &mut dyn Iterator<Item = (String, String)>| {
+            m.map(|(k, v)| format!("{k}={v}\n")).collect::<String>()
+        };
+        let replicas = req.replicas.to_string();
+        DeployForm {
+            image: req.image.to_string(),
+            name: req.name.to_string(),
+            namespace: req.namespace.to_string(),
+            instances: replicas.clone(),
+            replicas,
+            cpu_request: text(requests.get("cpu")),
+            cpu_limit: text(limits.get("cpu")),
+            memory_request: text(requests.get("memory")),
+            memory_limit: text(limits.get("memory")),
+            gpu_request: text(requests.get(GPU)),
+            gpu_limit: text(limits.get(GPU)),
+            env: lines(&mut req.env.iter().map(|(k, v)| (k.clone(), v.clone()))),
+            target: serde_json::to_value(req.target)
+                .ok()
+                .and_then(|t| t.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            storage: opt("storage").to_owned(),
+            storage_class: opt("storage_class").to_owned(),
+            parameters: lines(
+                &mut req
+                    .options
+                    .get("parameters")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), text(Some(v)))),
+            ),
+            shared_preload_libraries: req
+                .options
+                .get("shared_preload_libraries")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default(),
+            ..Default::default()
+        }
+    }
 }
 
 pub(super) async fn create_model(
