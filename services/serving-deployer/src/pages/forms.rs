@@ -458,7 +458,6 @@ impl DeployForm {
                         .join(", ")
                 })
                 .unwrap_or_default(),
-            ..Default::default()
         }
     }
 }
