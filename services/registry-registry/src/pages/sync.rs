@@ -46,18 +46,45 @@ struct Follow {
     sync: Option<SyncId>,
     deadline: tokio::time::Instant,
     lines: usize,
+    max_lines: usize,
     phase: Phase,
 }
 
-fn message(id: Option<String>, line: &str, state: &str, href: Option<String>) -> Event {
-    let mut data = json!({"line": line, "state": state});
-    if let Some(h) = href {
-        data["href"] = json!(h);
+/// One line of progress, as the console's script reads it (`{"line", "state", "href"}`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Msg {
+    id: Option<String>,
+    line: String,
+    state: &'static str,
+    href: Option<String>,
+    /// How long a browser waits before reconnecting after this message.
+    retry: Option<Duration>,
+}
+
+fn message(id: Option<String>, line: &str, state: &'static str, href: Option<String>) -> Msg {
+    Msg {
+        id,
+        line: line.to_owned(),
+        state,
+        href,
+        retry: None,
     }
-    let event = Event::default().data(data.to_string());
-    match id {
-        Some(id) => event.id(id),
-        None => event,
+}
+
+impl Msg {
+    fn event(self) -> Event {
+        let mut data = json!({"line": self.line, "state": self.state});
+        if let Some(h) = self.href {
+            data["href"] = json!(h);
+        }
+        let mut event = Event::default().data(data.to_string());
+        if let Some(id) = self.id {
+            event = event.id(id);
+        }
+        if let Some(r) = self.retry {
+            event = event.retry(r);
+        }
+        event
     }
 }
 
@@ -75,7 +102,7 @@ impl Follow {
     }
 
     /// The line an event of the log gives, if it is one of this registry's scan.
-    fn describe(&mut self, seq: u64, event: &EventPayload) -> Option<Event> {
+    fn describe(&mut self, seq: u64, event: &EventPayload) -> Option<Msg> {
         let reg = self.registry;
         let repo_href = |repo: &dyn std::fmt::Display| Some(format!("/repositories/{reg}/{repo}"));
         match event {
@@ -198,18 +225,20 @@ impl Follow {
     }
 
     /// The end of a bounded connection: say so, and ask the browser not to come back soon.
-    fn stop(&mut self, why: &str) -> Event {
+    fn stop(&mut self, why: &str) -> Msg {
         self.phase = Phase::Done;
-        message(
-            None,
-            &format!("{why}; reload the page to follow again or to see the last scan's result"),
-            "stopped",
-            None,
-        )
-        .retry(Duration::from_secs(3600))
+        Msg {
+            retry: Some(Duration::from_secs(3600)),
+            ..message(
+                None,
+                &format!("{why}; reload the page to follow again or to see the last scan's result"),
+                "stopped",
+                None,
+            )
+        }
     }
 
-    async fn next_event(&mut self) -> Option<Event> {
+    async fn next_event(&mut self) -> Option<Msg> {
         match self.phase {
             Phase::Done => return None,
             Phase::Hello => {
@@ -219,15 +248,13 @@ impl Follow {
             Phase::Following => {}
         }
         loop {
-            if self.lines >= MAX_LINES {
-                return Some(self.stop(&format!("Stopped following after {MAX_LINES} lines")));
+            if self.lines >= self.max_lines {
+                let why = format!("Stopped following after {} lines", self.max_lines);
+                return Some(self.stop(&why));
             }
             let item = match tokio::time::timeout_at(self.deadline, self.replay.next()).await {
                 Err(_) => {
-                    return Some(self.stop(&format!(
-                        "Stopped following after {} minutes",
-                        MAX_FOLLOW.as_secs() / 60
-                    )));
+                    return Some(self.stop("Stopped following: the time allowed ran out"));
                 }
                 Ok(None) => return None,
                 Ok(Some(Err(e))) => {
@@ -249,7 +276,7 @@ impl Follow {
 
 fn stream(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(follow, |mut f| async move {
-        f.next_event().await.map(|e| (Ok(e), f))
+        f.next_event().await.map(|m| (Ok(m.event()), f))
     })
 }
 
@@ -296,6 +323,7 @@ pub(super) async fn events(
         sync: resumed.and_then(|(_, s)| s),
         deadline: tokio::time::Instant::now() + MAX_FOLLOW,
         lines: 0,
+        max_lines: MAX_LINES,
         phase: if resumed.is_some() {
             Phase::Following
         } else {
@@ -305,4 +333,113 @@ pub(super) async fn events(
     Sse::new(stream(follow))
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imagelib_events::Envelope;
+    use imagelib_events::bus::{EventBus, StreamSettings};
+    use imagelib_events::event::{SyncRequested, SyncStarted, TagRemoved};
+    use imagelib_events::model::SyncReason;
+
+    /// A stream of this test's own with a sync request, its start and `tags` removed tags
+    /// of `registry`; returns the bus and the request's sequence.
+    async fn log(
+        registry: RegistryId,
+        tags: usize,
+    ) -> (imagelib_testkit::TestStream, EventBus, u64) {
+        let stream = imagelib_testkit::TestStream::new();
+        let bus = EventBus::from_client(
+            stream.client().await.unwrap(),
+            StreamSettings::new(&stream.name, &stream.prefix),
+        );
+        bus.ensure_stream().await.unwrap();
+        let requested = bus
+            .publish(&Envelope::new(
+                "test",
+                SyncRequested {
+                    registry_id: registry,
+                    repository: None,
+                    reason: SyncReason::Manual,
+                },
+            ))
+            .await
+            .unwrap()
+            .sequence;
+        let started = SyncStarted {
+            registry_id: registry,
+            sync_id: SyncId::new(),
+            repository: None,
+            reason: SyncReason::Manual,
+        };
+        bus.publish(&Envelope::new("test", started)).await.unwrap();
+        for i in 0..tags {
+            let removed = TagRemoved {
+                registry_id: registry,
+                repository: "a/b".parse().unwrap(),
+                tag: format!("t{i}").parse().unwrap(),
+                digest: format!("sha256:{}", "0".repeat(64)).parse().unwrap(),
+            };
+            bus.publish(&Envelope::new("test", removed)).await.unwrap();
+        }
+        (stream, bus, requested)
+    }
+
+    async fn follow(
+        bus: &EventBus,
+        registry: RegistryId,
+        from: u64,
+        max_lines: usize,
+        for_: Duration,
+    ) -> Vec<Msg> {
+        let mut f = Follow {
+            replay: bus.replay(from, Some(u64::MAX), None).await.unwrap(),
+            registry,
+            requested: from,
+            sync: None,
+            deadline: tokio::time::Instant::now() + for_,
+            lines: 0,
+            max_lines,
+            phase: Phase::Hello,
+        };
+        let mut out = Vec::new();
+        while let Some(m) = tokio::time::timeout(Duration::from_secs(30), f.next_event())
+            .await
+            .expect("a bounded connection ends")
+        {
+            out.push(m);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_connection_stops_after_its_line_limit() {
+        let registry = RegistryId::new();
+        let (_stream, bus, requested) = log(registry, 10).await;
+        let got = follow(&bus, registry, requested, 4, Duration::from_secs(60)).await;
+        // The opening state, four lines, and the stop that asks for a reload.
+        assert_eq!(got.len(), 6, "{got:?}");
+        assert_eq!(got[1].line, "Sync requested; waiting for the scanner");
+        assert_eq!(got[4].line, "Removed a/b:t1");
+        let last = got.last().unwrap();
+        assert_eq!(last.state, "stopped");
+        assert!(
+            last.line.starts_with("Stopped following after 4 lines"),
+            "{last:?}"
+        );
+        assert_eq!(last.retry, Some(Duration::from_secs(3600)));
+    }
+
+    #[tokio::test]
+    async fn a_connection_stops_when_its_time_runs_out() {
+        let registry = RegistryId::new();
+        let (_stream, bus, requested) = log(registry, 2).await;
+        let got = follow(&bus, registry, requested, 100, Duration::from_millis(1500)).await;
+        // Everything there is, then nothing more for the scan: stopped by the clock.
+        assert_eq!(got.len(), 6, "{got:?}");
+        assert_eq!(got[3].line, "Removed a/b:t0");
+        assert_eq!(got.last().unwrap().state, "stopped");
+        assert!(got.last().unwrap().line.contains("time allowed ran out"));
+    }
 }
