@@ -71,6 +71,11 @@ async fn reload_until(b: &Browser, server: &TestServer, path: &str, css: &str, n
     }
 }
 
+/// Where the flow's time goes (shown with the test's output: on failure, or `--nocapture`).
+fn step(started: Instant, name: &str) {
+    eprintln!("{:>6.1} s  {name}", started.elapsed().as_secs_f64());
+}
+
 /// Signs in on the page the browser is on (the sign-in page).
 async fn sign_in(b: &Browser, token: &str) {
     b.find("input[name=token]").await.unwrap();
@@ -166,12 +171,13 @@ const RULES_YAML: &str = "dispatcher:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_curator_flow_in_a_real_browser() {
     let started = Instant::now();
+    let b = Browser::start().await.unwrap();
     let server = TestServer::start().await.unwrap();
     let registry = TestRegistry::start().await.unwrap();
     fill_registry(&registry).await;
     server.wait_ready().await.unwrap();
-    let b = Browser::start().await.unwrap();
 
+    step(started, "sign-in");
     // A page that needs a session sends to sign-in, which comes back to it afterwards.
     b.goto(&server.url("/registries/new")).await.unwrap();
     b.wait_url("the sign-in page", |u| u.path() == "/login")
@@ -189,6 +195,7 @@ async fn a_curator_flow_in_a_real_browser() {
         .unwrap();
     b.assert_clean("/registries/new").await.unwrap();
 
+    step(started, "refused registry");
     // A registry the API refuses: the error is shown at the URL field, the form keeps
     // what was typed.
     b.fill("input[name=label]", "Broken").await.unwrap();
@@ -214,6 +221,7 @@ async fn a_curator_flow_in_a_real_browser() {
         .await
         .unwrap();
 
+    step(started, "add registry");
     // The real one (plain HTTP on loopback), checked before it is saved.
     b.fill("input[name=label]", "Lab registry").await.unwrap();
     b.fill("input[name=url]", &registry.host()).await.unwrap();
@@ -241,6 +249,7 @@ async fn a_curator_flow_in_a_real_browser() {
         "not a registry page: {url}"
     );
 
+    step(started, "rules");
     // Rules, as the agent YAML.
     b.fill("textarea[name=rules]", RULES_YAML).await.unwrap();
     b.click_text("button[type=submit]", "Save rules")
@@ -254,6 +263,7 @@ async fn a_curator_flow_in_a_real_browser() {
     b.wait_text("main", "db-postgres").await.unwrap();
     b.assert_clean("the saved rules").await.unwrap();
 
+    step(started, "sync now");
     // Sync now: the page follows the scan live (server-sent events, console.js) until
     // it reads completed.
     b.click("form[action$='/sync'] button[type=submit]")
@@ -280,6 +290,7 @@ async fn a_curator_flow_in_a_real_browser() {
     }
     b.assert_clean("the completed sync").await.unwrap();
 
+    step(started, "image library");
     // The Image Library: every discovered tag, once projected.
     reload_until(&b, &server, "/", "table#images", "postgres/pgvector").await;
     // Search.
@@ -296,17 +307,22 @@ async fn a_curator_flow_in_a_real_browser() {
     let rows = b.text("table#images").await.unwrap();
     assert!(rows.contains("postgres/pgvector"), "{rows}");
     assert!(!rows.contains("models/llama-chat"), "{rows}");
-    // Filter by kind (the select submits by itself with script; the button without).
+    step(started, "kind filter");
+    // Filter by kind: a form marked `data-autosubmit` sends itself when a select
+    // changes (console.js); otherwise Apply.
     open(&b, &server, "/").await;
+    let autosubmit = b
+        .find("form.filters")
+        .await
+        .unwrap()
+        .attr("data-autosubmit")
+        .await
+        .unwrap()
+        .is_some();
     b.select("form.filters select[name=kind]", "model")
         .await
         .unwrap();
-    if b.wait_url("the filter", |u| {
-        u.query().is_some_and(|q| q.contains("kind=model"))
-    })
-    .await
-    .is_err()
-    {
+    if !autosubmit {
         b.click("form.filters button[type=submit]").await.unwrap();
     }
     b.wait_url("the filter", |u| {
@@ -319,6 +335,7 @@ async fn a_curator_flow_in_a_real_browser() {
     assert!(rows.contains("models/llama-chat"), "{rows}");
     assert!(!rows.contains("postgres/pgvector"), "{rows}");
 
+    step(started, "approve");
     // Detail, and approval.
     open(&b, &server, "/?q=pgvector").await;
     b.click_text("table#images a", "postgres/pgvector")
@@ -361,6 +378,7 @@ async fn a_curator_flow_in_a_real_browser() {
         .collect();
     assert_eq!(approved.len(), 1, "{repo}");
 
+    step(started, "deploy");
     // Deploy a model from the Model Library.
     reload_until(&b, &server, "/models", "main table", "models/llama-chat").await;
     let deploy = b
@@ -428,6 +446,7 @@ async fn a_curator_flow_in_a_real_browser() {
     )
     .await;
 
+    step(started, "screenshots");
     // Screenshots of the three main pages, as the flow left them.
     let shots = [
         ("/", "image-library.png"),
@@ -455,6 +474,7 @@ async fn a_curator_flow_in_a_real_browser() {
         }
     }
 
+    step(started, "sign out");
     // Sign out: back at sign-in, and the pages need a session again.
     b.click("form[action='/logout'] button").await.unwrap();
     b.wait_url("the sign-in page", |u| u.path() == "/login")
@@ -478,6 +498,7 @@ async fn a_curator_flow_in_a_real_browser() {
 /// violation, an injected `<img src=x>` a failed load).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_registry_content_is_shown_as_text() {
+    let b = Browser::start().await.unwrap();
     let server = TestServer::start().await.unwrap();
     let registry = TestRegistry::start().await.unwrap();
     registry
@@ -539,7 +560,6 @@ async fn hostile_registry_content_is_shown_as_text() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let b = Browser::start().await.unwrap();
     b.goto(&server.url("/login")).await.unwrap();
     sign_in(&b, ADMIN).await;
     b.wait_url("signed in", |u| u.path() == "/").await.unwrap();

@@ -26,8 +26,8 @@ use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-/// How long a wait polls before it fails.
-pub const WAIT: Duration = Duration::from_secs(15);
+/// How long a wait polls before it fails (generous: CI runs the whole suite on 2 cores).
+pub const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(50);
 
 /// The viewport of every session (and so of the screenshots).
@@ -88,7 +88,7 @@ pub struct Browser {
 /// The first of `names` found on `PATH` (or the path in `env`, when set).
 fn find_program(env: &str, names: &[&str]) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
