@@ -13,6 +13,11 @@
 //! 4. Query: tops the catalog up to `--query-tags` current tags, starts the service and runs
 //!    `/v1/images?repository=…&kind=…&limit=50` with 8 closed-loop connections, then the
 //!    same SQL through `pgbench -f` (target ≥ 0.7 × pgbench, p99 ≤ 10 ms).
+//! 5. Console: on the same service and connections, the Image Library page of the same
+//!    query, `/?repository=…&kind=database` (target ≥ 0.8 × the JSON rate, p99 ≤ 20 ms,
+//!    timed by the load generator), and the first-load transfer of `/`, `/models`, a
+//!    repository, `/activity` and `/login`: the HTML and the stylesheet and script it
+//!    loads, each asked for with `Accept-Encoding: gzip`, headers included (target ≤ 100 KB).
 //!
 //! Run it in release mode: `cargo run --release -p catalog-projector --bin catalog-bench`.
 
@@ -300,7 +305,7 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
             break;
         }
     }
-    let http = http_load(args, bus, db_url, &names).await?;
+    let (http, console) = http_load(args, bus, db_url, &names).await?;
     println!(
         "query HTTP  {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({} connections, {} s, {} requests)",
         http.rps,
@@ -310,6 +315,7 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
         args.query_seconds,
         http.requests
     );
+    print_console(args, &http, &console);
     match pgbench(args, db_url, &names).await {
         Ok(pg) => {
             println!(
@@ -561,12 +567,160 @@ fn query_path(name: &str) -> String {
     format!("/v1/images?repository={name}&kind=database&limit=50")
 }
 
+/// The console's Image Library for the same query (its page size is the API's default,
+/// 50).
+fn page_path(name: &str) -> String {
+    format!("/?repository={name}&kind=database")
+}
+
+/// What the console measurement found: the Image Library page under the JSON load's
+/// conditions, and each page's first-load transfer.
+struct ConsoleLoad {
+    page: Load,
+    /// Page, then bytes on the wire (headers and gzip body) of its HTML and of the
+    /// stylesheet and script it loads.
+    sizes: Vec<(String, usize, usize)>,
+}
+
+fn print_console(args: &Args, json: &Load, c: &ConsoleLoad) {
+    println!(
+        "console     Image Library page {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({} connections, {} s, {} requests; timed by the load generator over loopback)",
+        c.page.rps,
+        c.page.p50.as_secs_f64() * 1e3,
+        c.page.p99.as_secs_f64() * 1e3,
+        args.connections,
+        args.query_seconds,
+        c.page.requests
+    );
+    println!(
+        "console     {:.2} x JSON; target >= 0.8; p99 {:.2} ms, target <= 20 ms",
+        c.page.rps / json.rps.max(1e-9),
+        c.page.p99.as_secs_f64() * 1e3
+    );
+    for (path, html, assets) in &c.sizes {
+        println!(
+            "console     first load {:<28} HTML {:>6.1} KB + assets {:>5.1} KB = {:>6.1} KB gzip; target <= 100 KB",
+            path,
+            *html as f64 / 1e3,
+            *assets as f64 / 1e3,
+            (html + assets) as f64 / 1e3
+        );
+    }
+}
+
+/// `n` connections asking `urls` in turn for `secs` seconds, after 2 s of warm-up.
+async fn closed_loop(
+    client: &reqwest::Client,
+    urls: Arc<Vec<String>>,
+    connections: usize,
+    secs: u64,
+) -> anyhow::Result<Load> {
+    let run = |secs: u64| {
+        let (client, urls) = (client.clone(), urls.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            let mut tasks = Vec::new();
+            for c in 0..connections {
+                let (client, urls) = (client.clone(), urls.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::with_capacity(100_000);
+                    let mut i = c;
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        let res = client.get(&urls[i % urls.len()]).send().await?;
+                        let status = res.status();
+                        let body = res.bytes().await?;
+                        if !status.is_success() {
+                            bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+                        }
+                        lat.push(t.elapsed());
+                        i += 1;
+                    }
+                    Ok::<_, anyhow::Error>(lat)
+                }));
+            }
+            let started = Instant::now();
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await??);
+            }
+            Ok::<_, anyhow::Error>((all, started.elapsed()))
+        }
+    };
+    run(2).await?; // warm-up
+    let (mut lat, elapsed) = run(secs).await?;
+    lat.sort_unstable();
+    Ok(Load {
+        rps: rate(lat.len(), elapsed),
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        requests: lat.len(),
+    })
+}
+
+/// Bytes on the wire of one response asked for with `Accept-Encoding: gzip`: the status
+/// line, the headers and the (compressed) body.
+async fn wire_bytes(client: &reqwest::Client, url: &str) -> anyhow::Result<usize> {
+    let res = client
+        .get(url)
+        .header(reqwest::header::ACCEPT_ENCODING, "gzip")
+        .send()
+        .await?;
+    let status = res.status();
+    if !status.is_success() {
+        bail!("GET {url}: HTTP {status}");
+    }
+    let headers: usize = res
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + "HTTP/1.1 200 OK\r\n\r\n".len();
+    Ok(headers + res.bytes().await?.len())
+}
+
+/// A page's first load: its HTML and every `/assets/…` it names, each gzip.
+async fn first_load(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+) -> anyhow::Result<(usize, usize)> {
+    let html = wire_bytes(client, &format!("{base}{path}")).await?;
+    // The plain text, to find the assets (the client does not decompress).
+    let text = client
+        .get(format!("{base}{path}"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let mut assets = Vec::new();
+    for marker in ["href=\"/assets/", "src=\"/assets/"] {
+        for (i, _) in text.match_indices(marker) {
+            let from = i + marker.len() - "/assets/".len();
+            if let Some(end) = text[from..].find('"') {
+                let href = &text[from..from + end];
+                if !assets.iter().any(|a: &String| a == href) {
+                    assets.push(href.to_owned());
+                }
+            }
+        }
+    }
+    if assets.is_empty() {
+        bail!("{path} names no stylesheet or script");
+    }
+    let mut asset_bytes = 0;
+    for a in &assets {
+        asset_bytes += wire_bytes(client, &format!("{base}{a}")).await?;
+    }
+    Ok((html, asset_bytes))
+}
+
 async fn http_load(
     args: &Args,
     bus: &EventBus,
     db_url: &str,
     names: &[String],
-) -> anyhow::Result<Load> {
+) -> anyhow::Result<(Load, ConsoleLoad)> {
     let config = Config {
         common: CommonConfig {
             nats_url: args.nats_url.clone(),
@@ -575,7 +729,8 @@ async fn http_load(
             subject_prefix: bus.settings().subject_prefix.clone(),
             http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             log_format: imagelib_platform::config::LogFormat::Pretty,
-            // The load is an anonymous reader's (pgbench runs the anonymous SQL).
+            // The load is an anonymous reader's (pgbench runs the anonymous SQL); the
+            // console's pages are read by the same anonymous reader.
             anonymous_read: true,
             ..Default::default()
         },
@@ -611,49 +766,47 @@ async fn http_load(
     if n != 50 {
         bail!("expected a page of 50 images, got {n}: use more events per repository");
     }
-    let run = |secs: u64| {
-        let (client, urls) = (client.clone(), urls.clone());
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(secs);
-            let mut tasks = Vec::new();
-            for c in 0..args.connections {
-                let (client, urls) = (client.clone(), urls.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut lat = Vec::with_capacity(100_000);
-                    let mut i = c;
-                    while Instant::now() < deadline {
-                        let t = Instant::now();
-                        let res = client.get(&urls[i % urls.len()]).send().await?;
-                        let status = res.status();
-                        let body = res.bytes().await?;
-                        if !status.is_success() {
-                            bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
-                        }
-                        lat.push(t.elapsed());
-                        i += 1;
-                    }
-                    Ok::<_, anyhow::Error>(lat)
-                }));
-            }
-            let started = Instant::now();
-            let mut all = Vec::new();
-            for t in tasks {
-                all.extend(t.await??);
-            }
-            Ok::<_, anyhow::Error>((all, started.elapsed()))
-        }
-    };
-    run(2).await?; // warm-up
-    let (mut lat, elapsed) = run(args.query_seconds).await?;
-    lat.sort_unstable();
+    let json = closed_loop(&client, urls, args.connections, args.query_seconds).await?;
+
+    // The console: the same query as a page, on the same service and connections.
+    let pages: Arc<Vec<String>> = Arc::new(
+        names
+            .iter()
+            .map(|n| format!("http://{addr}{}", page_path(n)))
+            .collect(),
+    );
+    let res = client.get(&pages[0]).send().await?;
+    let status = res.status();
+    let html = res.text().await?;
+    let rows = html
+        .split("<tbody>")
+        .nth(1)
+        .map_or(0, |b| b.matches("<tr>").count());
+    if !status.is_success() || rows != 50 {
+        bail!("the Image Library page answered {status} with {rows} rows, not 50");
+    }
+    let page = closed_loop(&client, pages, args.connections, args.query_seconds).await?;
+    let base = format!("http://{addr}");
+    let detail = format!(
+        "/repositories/{}/{}",
+        first["items"][0]["registry_id"]
+            .as_str()
+            .unwrap_or_default(),
+        first["items"][0]["repository"].as_str().unwrap_or_default()
+    );
+    let mut sizes = Vec::new();
+    for path in ["/", "/models", detail.as_str(), "/activity", "/login"] {
+        let (html, assets) = first_load(&client, &base, path).await?;
+        let shown = if path == detail {
+            "/repositories/…"
+        } else {
+            path
+        };
+        sizes.push((shown.to_owned(), html, assets));
+    }
     let _ = stop.send(());
     let _ = server.await;
-    Ok(Load {
-        rps: rate(lat.len(), elapsed),
-        p50: percentile(&lat, 0.50),
-        p99: percentile(&lat, 0.99),
-        requests: lat.len(),
-    })
+    Ok((json, ConsoleLoad { page, sizes }))
 }
 
 async fn pgbench(args: &Args, db_url: &str, names: &[String]) -> anyhow::Result<Load> {

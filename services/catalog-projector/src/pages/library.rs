@@ -2,8 +2,10 @@
 //! `/v1/images` and `/v1/models` for the same parameters, as a table with its filters.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -76,18 +78,67 @@ impl Library {
 
 pub(super) async fn image_library(
     State(catalog): State<Arc<Catalog>>,
+    Extension(cache): Extension<Arc<Around>>,
     v: Viewer,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    library(&catalog, &v, &Params::new(q), Library::Images).await
+    library(&catalog, &cache, &v, &Params::new(q), Library::Images).await
 }
 
 pub(super) async fn model_library(
     State(catalog): State<Arc<Catalog>>,
+    Extension(cache): Extension<Arc<Around>>,
     v: Viewer,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    library(&catalog, &v, &Params::new(q), Library::Models).await
+    library(&catalog, &cache, &v, &Params::new(q), Library::Models).await
+}
+
+/// The registries of the filter: id and label.
+type Registries = Arc<Vec<(Uuid, String)>>;
+
+/// A visibility: `None` for all registries, else the sorted teams.
+type Teams = Option<Vec<String>>;
+/// When it was read, and what.
+type Kept = (Instant, Counters, Registries);
+
+/// How long the counters and the registry filter's options are reused.
+pub const AROUND_TTL: Duration = Duration::from_secs(5);
+
+/// What the libraries show around their table: the counters and the registries of the
+/// filter, per visibility (the teams a caller sees, or all), kept [`AROUND_TTL`]. The
+/// table itself is read on every request; these are not worth a query each (the
+/// counters sum every repository the caller sees).
+#[derive(Debug, Default)]
+pub(crate) struct Around {
+    by_teams: Mutex<HashMap<Teams, Kept>>,
+}
+
+impl Around {
+    async fn get(&self, catalog: &Catalog, v: &Viewer) -> Result<(Counters, Registries), Problem> {
+        let key = v.caller.team_filter().map(|t| {
+            let mut t = t.to_vec();
+            t.sort_unstable();
+            t.dedup();
+            t
+        });
+        if let Ok(map) = self.by_teams.lock()
+            && let Some((at, c, r)) = map.get(&key)
+            && at.elapsed() < AROUND_TTL
+        {
+            return Ok((*c, r.clone()));
+        }
+        let (c, r) = tokio::join!(stats::counters(catalog, &v.caller), registries(catalog, v));
+        let (c, r) = (c?, Arc::new(r?));
+        if let Ok(mut map) = self.by_teams.lock() {
+            // Bounded: team sets are few; should they not be, start over.
+            if map.len() >= 1024 {
+                map.clear();
+            }
+            map.insert(key, (Instant::now(), c, r.clone()));
+        }
+        Ok((c, r))
+    }
 }
 
 /// The API's query for these parameters (the page size is the API's default).
@@ -134,7 +185,13 @@ async fn registries(catalog: &Catalog, v: &Viewer) -> Result<Vec<(Uuid, String)>
         .map_err(|e| Problem::internal(&e))
 }
 
-async fn library(catalog: &Catalog, v: &Viewer, p: &Params, lib: Library) -> Response {
+async fn library(
+    catalog: &Catalog,
+    around: &Around,
+    v: &Viewer,
+    p: &Params,
+    lib: Library,
+) -> Response {
     let query = api_query(p, lib);
     let checked = query.filter(&v.caller).map(|(mut f, limit)| {
         if lib == Library::Models {
@@ -144,16 +201,13 @@ async fn library(catalog: &Catalog, v: &Viewer, p: &Params, lib: Library) -> Res
     });
     let (rows, errors) = match checked {
         Ok((f, limit)) => {
-            let (rows, counters, regs) = tokio::join!(
-                images::page(catalog, &f, limit),
-                stats::counters(catalog, &v.caller),
-                registries(catalog, v)
-            );
-            match (rows, counters, regs) {
-                (Ok(rows), Ok(c), Ok(r)) => {
+            let (rows, around) =
+                tokio::join!(images::page(catalog, &f, limit), around.get(catalog, v));
+            match (rows, around) {
+                (Ok(rows), Ok((c, r))) => {
                     return render(v, p, lib, StatusCode::OK, Some(c), &r, Some(rows), &[]);
                 }
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return problem_page(v, &e),
+                (Err(e), _) | (_, Err(e)) => return problem_page(v, &e),
             }
         }
         Err(problem) if problem.status == 422 || problem.status == 400 => {
@@ -162,15 +216,17 @@ async fn library(catalog: &Catalog, v: &Viewer, p: &Params, lib: Library) -> Res
         Err(problem) => return problem_page(v, &problem),
     };
     // A bad filter: the form again, the error at its field, no rows.
-    let (counters, regs) =
-        tokio::join!(stats::counters(catalog, &v.caller), registries(catalog, v));
+    let (counters, regs) = match around.get(catalog, v).await {
+        Ok((c, r)) => (Some(c), r),
+        Err(_) => (None, Arc::new(Vec::new())),
+    };
     render(
         v,
         p,
         lib,
         StatusCode::UNPROCESSABLE_ENTITY,
-        counters.ok(),
-        &regs.unwrap_or_default(),
+        counters,
+        &regs,
         rows,
         &errors,
     )

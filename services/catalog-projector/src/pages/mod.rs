@@ -40,6 +40,7 @@ pub fn router(catalog: Arc<Catalog>, console: Console) -> Router {
         )
         .route("/activity", get(activity::show))
         .route("/activity/stream", get(activity::stream))
+        .layer(axum::Extension(Arc::new(library::Around::default())))
         .with_state(catalog);
     imagelib_console::pages(pages, console)
 }
