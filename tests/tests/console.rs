@@ -616,3 +616,39 @@ async fn hostile_registry_content_is_shown_as_text() {
     }
     b.close().await.unwrap();
 }
+
+/// The log check can fail: an inline script put into a console page is refused by its
+/// Content-Security-Policy, does not run, and the refusal is a `SEVERE` entry that
+/// [`Browser::assert_clean`] reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csp_violation_fails_the_log_check() {
+    let b = Browser::start().await.unwrap();
+    let server = TestServer::start().await.unwrap();
+    open(&b, &server, "/login").await;
+    let ran = b
+        .client()
+        .execute(
+            "const s = document.createElement('script');
+             s.textContent = 'window.__imagelib_inline = true;';
+             document.body.appendChild(s);
+             return window.__imagelib_inline === true;",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ran, json!(false), "the inline script ran");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        // The entry may take a moment to reach the log.
+        if let Err(e) = b.assert_clean("an inline script").await {
+            break e.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the CSP violation was not logged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(err.contains("Content Security Policy"), "{err}");
+    b.close().await.unwrap();
+}
