@@ -336,11 +336,11 @@ async fn the_libraries_list_filter_search_and_page_what_the_token_sees() {
 }
 
 #[tokio::test]
-async fn more_rows_than_a_page_get_a_next_link_that_keeps_the_filters() {
+async fn long_lists_get_next_links_that_keep_the_filters_and_big_repositories_a_first_part() {
     let env = Env::new().await;
     let g = RegistryId::new();
     let mut events = vec![registered(g, "Big", &[])];
-    for i in 0..55u64 {
+    for i in 0..105u64 {
         events.push(discovered(
             g,
             "postgresql",
@@ -364,8 +364,28 @@ async fn more_rows_than_a_page_get_a_next_link_that_keeps_the_filters() {
         .replace("&amp;", "&");
     assert!(next.starts_with("/?kind=database&cursor="), "{next}");
     let second = admin.get(&next).await;
-    assert_eq!((second.status, second.rows("images")), (200, 5));
-    assert!(!second.body.contains(r#"rel="next""#));
+    assert_eq!((second.status, second.rows("images")), (200, 50));
+    let i = second.body.find(marker).expect("a next link") + marker.len();
+    let next = second.body[i..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    let third = admin.get(&next).await;
+    assert_eq!((third.status, third.rows("images")), (200, 5));
+    assert!(!third.body.contains(r#"rel="next""#));
+
+    // A repository's page shows its first 100 tags and says where the others are.
+    let href = format!("/repositories/{g}/postgresql");
+    let p = admin.get(&href).await;
+    assert_eq!((p.status, p.rows("tags")), (200, 100));
+    assert!(p.body.contains("Showing the first 100 of 105 tags"));
+    assert!(p.body.contains(&format!(
+        r#"href="/?registry={g}&amp;repository=postgresql""#
+    )));
+    let p = admin.get(&format!("{href}?tags=all")).await;
+    assert_eq!(p.rows("tags"), 105);
+    assert!(!p.body.contains("Showing the first"));
     svc.stop().await;
 }
 

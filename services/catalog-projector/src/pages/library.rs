@@ -266,7 +266,7 @@ fn render(
                 li { strong { (c.model_images) } "model images" }
             }
         }
-        form.filters method="get" action=(lib.path()) role="search" aria-label={ "Search and filter the " (lib.title()) } {
+        form.filters method="get" action=(lib.path()) role="search" data-autosubmit aria-label={ "Search and filter the " (lib.title()) } {
             (form_errors(errors, lib.params()))
             (text_field("q", "Search", p.shown("q"), errors, FieldAttrs { kind: "search", ..Default::default() }))
             (select_field("registry", "Registry", &registry_options, p.shown("registry"), errors))

@@ -36,6 +36,10 @@ use crate::query::ImageFilter;
 const HISTORY_ROWS: i64 = 200;
 /// Tags listed as of a time.
 const AS_OF_ROWS: i64 = 500;
+/// Tags shown with their details unless `?tags=all` (the Image Library pages the rest).
+const DETAIL_TAGS: usize = 100;
+/// Digests listed with their referrers.
+const REFERRER_ROWS: usize = 200;
 
 /// What a form changed (`?done=`), in the page's words.
 fn done_text(code: &str) -> Option<&'static str> {
@@ -95,6 +99,8 @@ struct Extra {
     failed: Option<(String, Option<String>)>,
     readme_value: Option<String>,
     done: Option<&'static str>,
+    /// `?tags=all`: every tag, not the first [`DETAIL_TAGS`].
+    all_tags: bool,
 }
 
 struct Move {
@@ -141,6 +147,7 @@ pub(super) async fn show(
     let mut extra = Extra {
         done: p.get("done").and_then(done_text),
         as_of_value: p.shown("as_of").to_owned(),
+        all_tags: p.get("tags") == Some("all"),
         ..Default::default()
     };
     let mut status = StatusCode::OK;
@@ -353,6 +360,12 @@ fn body(v: &Viewer, repo: &RepoRef, d: &RepositoryDetail, extra: &Extra) -> Mark
         .iter()
         .filter(|(f, _)| f.is_empty() || f == "tag" || f == "digest" || f == "action")
         .collect();
+    let shown = if extra.all_tags {
+        d.tags.len()
+    } else {
+        d.tags.len().min(DETAIL_TAGS)
+    };
+    let tags = &d.tags[..shown];
     html! {
         h1 { (r.name) }
         p.muted {
@@ -386,7 +399,7 @@ fn body(v: &Viewer, repo: &RepoRef, d: &RepositoryDetail, extra: &Extra) -> Mark
                             @if curator { th scope="col" { "Curate" } }
                         } }
                         tbody {
-                            @for (n, t) in d.tags.iter().enumerate() {
+                            @for (n, t) in tags.iter().enumerate() {
                                 @let i = &t.image;
                                 tr {
                                     th scope="row" { a href={ "#tag-" (n) } { code { (i.tag) } } }
@@ -409,7 +422,18 @@ fn body(v: &Viewer, repo: &RepoRef, d: &RepositoryDetail, extra: &Extra) -> Mark
                         }
                     }
                 }
-                @for (n, t) in d.tags.iter().enumerate() {
+                @if shown < d.tags.len() {
+                    p.notice {
+                        "Showing the first " (shown) " of " (d.tags.len()) " tags: "
+                        a href=(with_query(&href, &[("tags", "all")], None)) { "show all of them here" }
+                        ", or "
+                        a href=(with_query("/", &[("registry", &repo.registry_id.to_string()), ("repository", repo.name.as_str())], None)) {
+                            "page through them in the Image Library"
+                        }
+                        "."
+                    }
+                }
+                @for (n, t) in tags.iter().enumerate() {
                     (tag_section(n, t))
                 }
             }
@@ -535,7 +559,7 @@ fn body(v: &Viewer, repo: &RepoRef, d: &RepositoryDetail, extra: &Extra) -> Mark
             @if d.referrers.iter().all(|x| x.referrers.is_empty()) { p.muted { "No signature, SBOM or attestation attached." } } @else {
                 div.table-wrap { table #referrers {
                     thead { tr { th scope="col" { "Digest" } th scope="col" { "Tags" } th scope="col" { "Platform" } th scope="col" { "Attached" } } }
-                    tbody { @for x in d.referrers.iter().filter(|x| !x.referrers.is_empty()) { tr {
+                    tbody { @for x in d.referrers.iter().filter(|x| !x.referrers.is_empty()).take(REFERRER_ROWS) { tr {
                         td { (digest(&x.digest)) }
                         td { (x.tags.join(", ")) }
                         td { (x.platform.as_deref().unwrap_or("—")) }
