@@ -288,6 +288,9 @@ async fn a_curator_flow_in_a_real_browser() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The lines came over the event stream: the page renders the list empty.
+    let lines = b.find_all("[data-sse] li").await.unwrap();
+    assert!(!lines.is_empty(), "no progress line arrived");
     b.assert_clean("the completed sync").await.unwrap();
 
     step(started, "image library");

@@ -235,10 +235,25 @@ impl Browser {
                 return Ok(url);
             }
             if Instant::now() >= deadline {
-                bail!("timed out waiting for the URL to be {what}; it is {url}");
+                bail!(
+                    "timed out waiting for the URL to be {what}; it is {url}\n{}",
+                    self.page_summary().await
+                );
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// The page's title and the text of its `main` (at most 2,000 characters), for
+    /// failure messages.
+    pub async fn page_summary(&self) -> String {
+        let title = self.client().title().await.unwrap_or_default();
+        let main = match self.client().find(Locator::Css("main")).await {
+            Ok(m) => m.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let main: String = main.chars().take(2000).collect();
+        format!("page {title:?}:\n{main}")
     }
 
     /// The first element matching `css`, polling until one is there.
@@ -253,8 +268,9 @@ impl Browser {
             if Instant::now() >= deadline {
                 let url = self.current_url().await.map(|u| u.to_string());
                 bail!(
-                    "timed out waiting for `{css}` on {}",
-                    url.unwrap_or_default()
+                    "timed out waiting for `{css}` on {}\n{}",
+                    url.unwrap_or_default(),
+                    self.page_summary().await
                 );
             }
             tokio::time::sleep(POLL).await;
@@ -285,7 +301,10 @@ impl Browser {
                 }
             }
             if Instant::now() >= deadline {
-                bail!("timed out waiting for `{css}` to contain {needle:?}; it reads {last:?}");
+                bail!(
+                    "timed out waiting for `{css}` to contain {needle:?}; it reads {last:?}\n{}",
+                    self.page_summary().await
+                );
             }
             tokio::time::sleep(POLL).await;
         }
