@@ -180,7 +180,8 @@ impl Browser {
             .await
             .map_err(|e| {
                 anyhow!(
-                    "chromedriver could not start a Chromium session ({e}): {MISSING}\n{}",
+                    "chromedriver could not start {} ({e}); chromedriver's log:\n{}",
+                    chromium.display(),
                     self.driver_log()
                 )
             })?;
