@@ -93,6 +93,13 @@ impl RegistryClient {
         self.t().stats()
     }
 
+    /// The pull budget the registry announced last (Docker Hub's `ratelimit-limit` and
+    /// `ratelimit-remaining`), with the GETs sent since counted down; `None` when it never
+    /// said.
+    pub fn rate_limit(&self) -> Option<crate::ratelimit::RateLimit> {
+        self.t().rate_limit()
+    }
+
     /// `GET /v2/`, answering the challenge with the credentials. Tells a registry from
     /// anything else: a success needs the `Docker-Distribution-API-Version` header, a 401 a
     /// Basic or Bearer challenge, and an HTML page is never a registry.

@@ -13,6 +13,7 @@ use url::Url;
 
 use crate::error::Error;
 use crate::guard::NetworkGuard;
+use crate::vendor::dockerhub;
 
 /// A registry's location: `host[:port][/namespace]`, over HTTPS unless `insecure`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct RegistryUrl {
 impl RegistryUrl {
     /// Accepts `host[:port][/namespace]`, with an optional `https://` (stripped) or `http://`
     /// (only when `insecure`). Refuses user-info, a query and a fragment, saying what to change.
+    /// Docker Hub's names (`docker.io`, `index.docker.io`, `registry.hub.docker.com`,
+    /// `hub.docker.com`) become `registry-1.docker.io` ([`crate::vendor::dockerhub`]).
     pub fn parse(input: &str, insecure: bool) -> Result<Self, Error> {
         let input = input.trim();
         let after_scheme = input.split_once("://").map_or(input, |(_, rest)| rest);
@@ -66,12 +69,24 @@ impl RegistryUrl {
         }
         let url = Url::parse(&format!("https://{rest}"))
             .map_err(|e| Error::Config(format!("`{input}` is not host[:port][/namespace]: {e}")))?;
-        let host = url
+        let mut host = url
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| Error::Config(format!("`{input}` has no host")))?
             .to_owned();
-        let namespace = url.path().trim_matches('/');
+        let mut port = url.port();
+        let mut namespace = url.path().trim_matches('/');
+        if dockerhub::is_hub(&host, port) {
+            // Docker Hub by any of its names is the registry API's host (see the module).
+            if insecure {
+                return Err(Error::Config(
+                    "Docker Hub is served over HTTPS only; unset insecure".into(),
+                ));
+            }
+            host = dockerhub::REGISTRY_HOST.to_owned();
+            port = None;
+            namespace = dockerhub::namespace_of_path(namespace);
+        }
         let namespace = if namespace.is_empty() {
             None
         } else {
@@ -85,7 +100,7 @@ impl RegistryUrl {
         Ok(RegistryUrl {
             insecure,
             host,
-            port: url.port(),
+            port,
             namespace,
         })
     }
@@ -205,6 +220,10 @@ pub struct RegistryConfig {
     /// the credentials (see [`crate::auth::realm_host_allowed`]); any other realm is
     /// refused with `realm_not_allowed`.
     pub auth_hosts: Vec<String>,
+    /// Manifest GETs are paced once the registry's announced remaining budget
+    /// (`ratelimit-remaining`) is at or below this share of its limit (see
+    /// [`crate::ratelimit`]).
+    pub rate_limit_reserve_percent: u8,
     /// The registry's id in imagelib, named in the client's metrics
     /// (`imagelib.registry.id`); without it they name only the host (`server.address`).
     pub registry_id: Option<String>,
@@ -240,6 +259,7 @@ impl RegistryConfig {
             max_blob_bytes: 4 << 20,
             max_redirects: 5,
             auth_hosts: Vec::new(),
+            rate_limit_reserve_percent: 20,
             registry_id: None,
         }
     }
@@ -267,6 +287,42 @@ mod tests {
 
         let u = RegistryUrl::parse("[::1]:5000", true).unwrap();
         assert_eq!(u.base().as_str(), "http://[::1]:5000/");
+    }
+
+    #[test]
+    fn docker_hub_by_any_name_is_its_registry_api() {
+        for (input, want) in [
+            ("docker.io", "registry-1.docker.io"),
+            ("https://index.docker.io/", "registry-1.docker.io"),
+            ("registry.hub.docker.com", "registry-1.docker.io"),
+            ("HTTPS://Hub.Docker.com/", "registry-1.docker.io"),
+            ("hub.docker.com:443", "registry-1.docker.io"),
+            ("registry-1.docker.io", "registry-1.docker.io"),
+            ("docker.io/bitnami", "registry-1.docker.io/bitnami"),
+            (
+                "https://hub.docker.com/u/acme/",
+                "registry-1.docker.io/acme",
+            ),
+            ("hub.docker.com/orgs/acme", "registry-1.docker.io/acme"),
+            ("hub.docker.com/_/postgres", "registry-1.docker.io/library"),
+        ] {
+            let u = RegistryUrl::parse(input, false).unwrap();
+            assert_eq!(u.to_string(), want, "{input}");
+            assert_eq!(
+                u.base().as_str(),
+                "https://registry-1.docker.io/",
+                "{input}"
+            );
+        }
+        // Another port is another server (a mirror, a test), and is kept.
+        assert_eq!(
+            RegistryUrl::parse("docker.io:5000", false)
+                .unwrap()
+                .to_string(),
+            "docker.io:5000"
+        );
+        let err = RegistryUrl::parse("http://docker.io", true).unwrap_err();
+        assert!(err.to_string().contains("HTTPS only"), "{err}");
     }
 
     #[test]

@@ -36,9 +36,11 @@ pub mod manifest;
 pub mod metrics;
 pub mod pagination;
 pub mod providers;
+pub mod ratelimit;
 pub mod referrers;
 pub mod stored;
 pub mod transport;
+pub mod vendor;
 
 pub use auth::{Challenge, CredentialProvider, Credentials, ProvidedCredentials, Scope};
 pub use client::{AuthScheme, PingOutcome, RegistryClient};
@@ -57,6 +59,7 @@ pub use providers::{
     AcrConfig, AcrProvider, EcrConfig, EcrProvider, ExchangeTimeouts, GcpServiceAccountConfig,
     GcpServiceAccountProvider,
 };
+pub use ratelimit::RateLimit;
 pub use referrers::{FoundBy, ReferrerDescriptor, Referrers, ReferrersOptions, referrer_kind};
 pub use stored::{ProviderEndpoints, StoredCredentials};
 pub use transport::RequestStats;

@@ -144,6 +144,8 @@ pub(crate) struct Transport {
     gates: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
     /// The attributes of this client's metrics.
     metrics: crate::metrics::Target,
+    /// The registry's announced budget and the pacing of counted GETs.
+    pacer: parking_lot::Mutex<crate::ratelimit::Pacer>,
 }
 
 struct CachedCredentials {
@@ -219,6 +221,7 @@ impl Transport {
             tokens: TokenCache::default(),
             token_ids: AtomicU64::new(1),
             gates: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            pacer: parking_lot::Mutex::new(crate::ratelimit::Pacer::default()),
         })
     }
 
@@ -228,6 +231,42 @@ impl Transport {
             token_requests: self.token_requests.load(Ordering::Relaxed),
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The budget the registry announced last (`ratelimit-limit` / `ratelimit-remaining`).
+    pub(crate) fn rate_limit(&self) -> Option<crate::ratelimit::RateLimit> {
+        self.pacer.lock().last()
+    }
+
+    /// A manifest GET to the registry itself: what a pull budget counts.
+    fn counted(&self, method: &Method, url: &Url) -> bool {
+        *method == Method::GET
+            && url.origin() == self.base.origin()
+            && url.path().contains("/manifests/")
+    }
+
+    /// Waits for a counted GET's slot, or refuses it (see [`crate::ratelimit`]).
+    async fn pace(&self, url: &Url) -> Result<()> {
+        let pace = self.pacer.lock().reserve(
+            self.config.rate_limit_reserve_percent,
+            self.config.retry.max_retry_after,
+            Instant::now(),
+        );
+        match pace {
+            crate::ratelimit::Pace::Go => Ok(()),
+            crate::ratelimit::Pace::Wait(wait) => {
+                tracing::debug!(%url, wait_ms = wait.as_millis() as u64, "pull budget low; pacing");
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            crate::ratelimit::Pace::Refuse(wait) => {
+                tracing::info!(%url, wait_ms = wait.as_millis() as u64, "pull budget spent; not sending");
+                Err(Error::RateLimited {
+                    url: url.to_string(),
+                    retry_after: Some(wait),
+                })
+            }
         }
     }
 
@@ -643,6 +682,9 @@ impl Transport {
                     .check_target(&url, self.config.connect_timeout)
                     .await?;
             }
+            if self.counted(&method, &url) {
+                self.pace(&url).await?;
+            }
             let spent = self.requests.fetch_add(1, Ordering::Relaxed);
             if let Some(budget) = self.config.request_budget
                 && spent >= budget
@@ -700,6 +742,11 @@ impl Transport {
                 SMALL_BODY
             };
             let headers = response.headers().clone();
+            if url.origin() == self.base.origin()
+                && let Some(rl) = crate::ratelimit::from_headers(&headers, SystemTime::now())
+            {
+                self.pacer.lock().observe(rl);
+            }
             let body = read_body(response, cap, status.is_success()).await;
             self.metrics.request(
                 &method,

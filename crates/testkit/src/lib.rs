@@ -5,6 +5,7 @@
 //! name, a subject prefix and a database of its own, all derived from one random id.
 
 pub mod browser;
+pub mod dockerhub;
 pub mod forward_proxy;
 pub mod hostile;
 pub mod nats;

@@ -338,7 +338,11 @@ impl Registries {
         let visibility = reg::check_visibility(&req.visibility)?;
         let ca_pem = reg::check_ca(req.ca_pem.as_deref())?;
         let interval = reg::check_interval(req.scan_interval_secs)?;
-        let repositories = reg::check_repositories(&req.repositories)?;
+        let repositories = reg::profile_repositories(
+            req.registry_type,
+            &url,
+            reg::check_repositories(&req.repositories)?,
+        );
         let auth_hosts = reg::check_auth_hosts(&req.auth_hosts)?;
         req.credentials
             .validate(req.registry_type)
@@ -429,6 +433,13 @@ impl Registries {
             .map(reg::check_repositories)
             .transpose()?;
         let registry_type = req.registry_type.unwrap_or(current.registry_type);
+        let repositories = match repositories {
+            Some(r) => {
+                let url_now = reg::check_url(url.as_deref().unwrap_or(&current.url), insecure)?;
+                Some(reg::profile_repositories(registry_type, &url_now, r))
+            }
+            None => None,
+        };
 
         // What would send the stored credentials somewhere they were not given for.
         let moved = [

@@ -3,6 +3,7 @@
 
 mod auth;
 mod common;
+mod dockerhub;
 mod faults;
 mod hostile;
 mod network;

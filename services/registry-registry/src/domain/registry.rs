@@ -3,6 +3,7 @@
 use imagelib_events::RepositoryName;
 use imagelib_events::model::RegistryType;
 use registry_client::RegistryUrl;
+use registry_client::vendor::dockerhub;
 use serde::Deserialize;
 
 use super::credentials::Credentials;
@@ -222,6 +223,25 @@ pub fn check_repositories(repos: &[String]) -> Result<Vec<RepositoryName>, Field
         .collect()
 }
 
+/// Docker Hub's official images are under `library/`: on a `dockerhub` registry (or any
+/// registry at one of Hub's names), a repository `postgres` is `library/postgres`.
+pub fn profile_repositories(
+    registry_type: RegistryType,
+    url: &RegistryUrl,
+    repos: Vec<RepositoryName>,
+) -> Vec<RepositoryName> {
+    if registry_type != RegistryType::Dockerhub && !dockerhub::is_hub(url.host(), url.port()) {
+        return repos;
+    }
+    let mut out: Vec<RepositoryName> = Vec::with_capacity(repos.len());
+    for r in repos.iter().map(dockerhub::official) {
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +265,43 @@ mod tests {
                 .unwrap_err()
                 .message
                 .contains("credentials separately")
+        );
+    }
+
+    #[test]
+    fn docker_hub_addresses_and_official_images() {
+        for input in [
+            "docker.io",
+            "https://index.docker.io/",
+            "registry.hub.docker.com",
+            "hub.docker.com",
+        ] {
+            assert_eq!(
+                check_url(input, false).unwrap().to_string(),
+                "registry-1.docker.io",
+                "{input}"
+            );
+        }
+        let names = |v: &[&str]| {
+            check_repositories(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+        };
+        let hub = check_url("docker.io", false).unwrap();
+        assert_eq!(
+            profile_repositories(
+                RegistryType::Generic,
+                &hub,
+                names(&["postgres", "bitnami/redis", "library/postgres"])
+            ),
+            names(&["library/postgres", "bitnami/redis"])
+        );
+        let mirror = check_url("mirror.example:5000", false).unwrap();
+        assert_eq!(
+            profile_repositories(RegistryType::Dockerhub, &mirror, names(&["redis"])),
+            names(&["library/redis"])
+        );
+        assert_eq!(
+            profile_repositories(RegistryType::Harbor, &mirror, names(&["redis"])),
+            names(&["redis"])
         );
     }
 

@@ -1,0 +1,137 @@
+//! Docker Hub's pull budget, against the fake Hub (imagelib-testkit) in front of a real
+//! registry: the rate-limit headers are read, HEADs cost nothing, and manifest GETs are
+//! paced, then held back, before the budget runs out — the registry never has to answer
+//! `429`.
+
+use std::time::{Duration, Instant};
+
+use imagelib_testkit::dockerhub::FakeHub;
+use imagelib_testkit::registry::{ImageSpec, TestRegistry};
+use registry_client::{Credentials, ErrorKind, MemoryCache, Reference, RegistryClient};
+
+use crate::common::{config, repo, tag};
+
+fn client(hub: &FakeHub, reserve_percent: u8) -> RegistryClient {
+    let mut c = config(&hub.host(), true);
+    c.rate_limit_reserve_percent = reserve_percent;
+    RegistryClient::new(c, Credentials::Anonymous).expect("client")
+}
+
+#[tokio::test]
+async fn hubs_rate_limit_headers_are_read_and_heads_are_free() -> anyhow::Result<()> {
+    let registry = TestRegistry::start().await?;
+    registry
+        .push_image("library/postgres", "16", &ImageSpec::linux_amd64())
+        .await?;
+    let hub = FakeHub::start(&registry, 100, 21600).await;
+    let client = client(&hub, 20);
+    assert_eq!(client.rate_limit(), None, "nothing said yet");
+
+    let r = repo("library/postgres");
+    let reference = Reference::Tag(tag("16"));
+    for _ in 0..3 {
+        client.head_manifest(&r, &reference).await?;
+    }
+    assert_eq!(hub.counted_pulls(), 0, "HEADs are not counted");
+    let rl = client.rate_limit().expect("announced on every answer");
+    assert_eq!((rl.limit, rl.remaining), (100, 100));
+    assert_eq!(rl.window, Some(Duration::from_secs(21600)));
+
+    let image = client
+        .inspect(&r, &tag("16"), &MemoryCache::default(), &Default::default())
+        .await?;
+    assert!(!image.platforms.is_empty());
+    // The manifest by digest, and the referrers tag schema's fallback (a manifest GET
+    // too, as Hub counts it); the config blob and the referrers API are free.
+    let gets = hub
+        .seen()
+        .iter()
+        .filter(|q| q.method == "GET" && q.path().contains("/manifests/"))
+        .count() as u64;
+    assert!(gets >= 1);
+    assert_eq!(hub.counted_pulls(), gets);
+    let rl = client.rate_limit().expect("still known");
+    assert_eq!(rl.remaining, 100 - gets);
+    assert_eq!(rl.remaining, hub.remaining());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_low_budget_paces_manifest_gets_and_an_empty_one_sends_none() -> anyhow::Result<()> {
+    let registry = TestRegistry::start().await?;
+    registry
+        .push_image("acme/app", "v1", &ImageSpec::linux_amd64())
+        .await?;
+    // 10 pulls per 5 s: one every 500 ms once the budget is low.
+    let hub = FakeHub::start(&registry, 10, 5).await;
+    hub.set_remaining(2);
+    let client = client(&hub, 20);
+    let r = repo("acme/app");
+    let reference = Reference::Tag(tag("v1"));
+    client.head_manifest(&r, &reference).await?;
+    assert_eq!(client.rate_limit().map(|rl| rl.remaining), Some(2));
+
+    let started = Instant::now();
+    client.get_manifest(&r, &reference).await?;
+    client.get_manifest(&r, &reference).await?;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(450), "paced: {took:?}");
+    assert_eq!(hub.counted_pulls(), 2);
+    assert_eq!(hub.remaining(), 0);
+
+    // Nothing left: the GET is held back, not sent, and no 429 is ever met.
+    let requests = client.requests();
+    let err = client.get_manifest(&r, &reference).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
+    assert_eq!(client.requests(), requests, "not sent");
+    assert_eq!(hub.refused_pulls(), 0);
+    assert_eq!(client.rate_limited(), 0, "no 429 received");
+    // HEADs still go (Hub does not count them).
+    client.head_manifest(&r, &reference).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_budget_far_from_its_reserve_is_not_paced() -> anyhow::Result<()> {
+    let registry = TestRegistry::start().await?;
+    registry
+        .push_image("acme/app", "v1", &ImageSpec::linux_amd64())
+        .await?;
+    // One pull per hour on average, but plenty left: no waiting.
+    let hub = FakeHub::start(&registry, 100, 360_000).await;
+    let client = client(&hub, 20);
+    let r = repo("acme/app");
+    let reference = Reference::Tag(tag("v1"));
+    let started = Instant::now();
+    for _ in 0..5 {
+        client.get_manifest(&r, &reference).await?;
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(hub.counted_pulls(), 5);
+    assert_eq!(client.rate_limit().map(|rl| rl.remaining), Some(95));
+    Ok(())
+}
+
+#[tokio::test]
+async fn when_hub_refuses_anyway_the_429_stops_further_gets() -> anyhow::Result<()> {
+    let registry = TestRegistry::start().await?;
+    registry
+        .push_image("acme/app", "v1", &ImageSpec::linux_amd64())
+        .await?;
+    let hub = FakeHub::start(&registry, 100, 21600).await;
+    // Another client (a kubelet on the same address) spent the budget behind our back.
+    let client = client(&hub, 0);
+    let r = repo("acme/app");
+    let reference = Reference::Tag(tag("v1"));
+    client.get_manifest(&r, &reference).await?;
+    hub.set_remaining(0);
+    let err = client.get_manifest(&r, &reference).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
+    assert!(hub.refused_pulls() >= 1);
+    assert_eq!(client.rate_limit().map(|rl| rl.remaining), Some(0));
+    let refused = hub.refused_pulls();
+    let err = client.get_manifest(&r, &reference).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
+    assert_eq!(hub.refused_pulls(), refused, "held back, not sent");
+    Ok(())
+}

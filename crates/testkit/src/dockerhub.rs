@@ -1,0 +1,134 @@
+//! A fake of Docker Hub's registry side in front of a real `docker-registry`: every `/v2/`
+//! answer carries Hub's rate-limit headers (`ratelimit-limit: 100;w=21600`,
+//! `ratelimit-remaining: 76;w=21600`), manifest `GET`s spend the budget (`HEAD`s and blobs
+//! do not, as on Hub), a GET with nothing left is Hub's `429 TOOMANYREQUESTS`, and
+//! `_catalog` is not served (`404`), as on Hub.
+//! Everything received is recorded ([`FakeHub::seen`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::proxy::{Action, FaultProxy, Request, Response};
+use crate::registry::TestRegistry;
+
+/// Hub's answer to a pull beyond the limit.
+pub const TOO_MANY_REQUESTS_BODY: &str = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit. You may increase the limit by authenticating and upgrading: https://www.docker.com/increase-rate-limit"}]}"#;
+
+#[derive(Debug)]
+struct Budget {
+    limit: u64,
+    window_secs: u64,
+    remaining: AtomicU64,
+    counted: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Budget {
+    fn headers(&self, remaining: u64) -> [(String, String); 2] {
+        let w = self.window_secs;
+        [
+            ("ratelimit-limit".into(), format!("{};w={w}", self.limit)),
+            ("ratelimit-remaining".into(), format!("{remaining};w={w}")),
+        ]
+    }
+}
+
+#[derive(Debug)]
+pub struct FakeHub {
+    proxy: FaultProxy,
+    budget: Arc<Budget>,
+}
+
+impl FakeHub {
+    /// Hub's registry API in front of `registry`, with `limit` pulls per `window_secs`.
+    pub async fn start(registry: &TestRegistry, limit: u64, window_secs: u64) -> Self {
+        let budget = Arc::new(Budget {
+            limit,
+            window_secs,
+            remaining: AtomicU64::new(limit),
+            counted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        });
+        let upstream = format!("127.0.0.1:{}", registry.port())
+            .parse()
+            .expect("a loopback address");
+        let b = budget.clone();
+        let proxy = FaultProxy::start(Some(upstream), move |req: &Request, _| {
+            if !req.path().starts_with("/v2/") {
+                return Action::Respond(Response::new(404, &[], "not found"));
+            }
+            if req.path() == "/v2/_catalog" {
+                // Hub has no catalog: its namespaces are listed through the Hub API.
+                return Action::Respond(Response::new(
+                    404,
+                    &[("Content-Type", "application/json")],
+                    r#"{"errors":[{"code":"NOT_FOUND","message":"the catalog is not served"}]}"#,
+                ));
+            }
+            let pull = req.method == "GET" && req.path().contains("/manifests/");
+            let remaining = if pull {
+                let taken = b
+                    .remaining
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1));
+                match taken {
+                    Ok(before) => {
+                        b.counted.fetch_add(1, Ordering::SeqCst);
+                        before - 1
+                    }
+                    Err(_) => {
+                        b.refused.fetch_add(1, Ordering::SeqCst);
+                        let [l, r] = b.headers(0);
+                        return Action::Respond(Response::new(
+                            429,
+                            &[
+                                ("Content-Type", "application/json"),
+                                (&l.0, &l.1),
+                                (&r.0, &r.1),
+                            ],
+                            TOO_MANY_REQUESTS_BODY,
+                        ));
+                    }
+                }
+            } else {
+                b.remaining.load(Ordering::SeqCst)
+            };
+            let headers = b.headers(remaining);
+            Action::Rewrite(Box::new(move |mut resp: Response| {
+                for (k, v) in &headers {
+                    resp.set_header(k, v);
+                }
+                resp
+            }))
+        })
+        .await;
+        FakeHub { proxy, budget }
+    }
+
+    /// `127.0.0.1:<port>`, where the registry API listens (plain HTTP).
+    pub fn host(&self) -> String {
+        self.proxy.host()
+    }
+
+    pub fn seen(&self) -> Vec<Request> {
+        self.proxy.seen()
+    }
+
+    pub fn remaining(&self) -> u64 {
+        self.budget.remaining.load(Ordering::SeqCst)
+    }
+
+    /// Sets what is left of the window's budget.
+    pub fn set_remaining(&self, remaining: u64) {
+        self.budget.remaining.store(remaining, Ordering::SeqCst);
+    }
+
+    /// Manifest GETs that spent the budget.
+    pub fn counted_pulls(&self) -> u64 {
+        self.budget.counted.load(Ordering::SeqCst)
+    }
+
+    /// Manifest GETs answered `429`.
+    pub fn refused_pulls(&self) -> u64 {
+        self.budget.refused.load(Ordering::SeqCst)
+    }
+}
