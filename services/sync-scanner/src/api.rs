@@ -52,6 +52,34 @@ pub struct RegistryStatus {
     pub interval_secs: u64,
     /// Tags the scanner knows in this registry.
     pub known_tags: u64,
+    /// The pull budget the registry announced to the last scan that was told one
+    /// (Docker Hub's `ratelimit-limit` / `ratelimit-remaining`); absent when it never said.
+    pub rate_limit: Option<RateLimitStatus>,
+}
+
+/// A registry's announced pull budget, as a scan left it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct RateLimitStatus {
+    /// Pulls (manifest GETs) allowed per window.
+    pub limit: u64,
+    /// Pulls left in the window when the scan ended (the registry's count, minus the
+    /// GETs the scan sent after it was told).
+    pub remaining: u64,
+    /// The window in seconds (`;w=`), when the registry named it.
+    pub window_secs: Option<u64>,
+    /// When the registry said so.
+    pub observed_at: DateTime<Utc>,
+}
+
+impl From<registry_client::RateLimit> for RateLimitStatus {
+    fn from(rl: registry_client::RateLimit) -> Self {
+        RateLimitStatus {
+            limit: rl.limit,
+            remaining: rl.remaining,
+            window_secs: rl.window.map(|w| w.as_secs()),
+            observed_at: rl.observed_at.into(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -122,6 +150,9 @@ async fn status(
                     .then(|| next_due(&state.config, r, scan, now)),
                 interval_secs: interval_of(&state.config, r),
                 known_tags: counts.get(&r.id).copied().unwrap_or(0),
+                rate_limit: scan
+                    .and_then(|s| s.rate_limit.clone())
+                    .and_then(|v| serde_json::from_value(v).ok()),
             }
         })
         .collect();

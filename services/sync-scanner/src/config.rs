@@ -67,6 +67,10 @@ pub struct ScannerConfig {
     /// `IMAGELIB_SCANNER__MAX_RETRY_AFTER_SECS`: the longest `Retry-After` waited in
     /// place; a longer one defers the repository to the next scan (`rate_limited`).
     pub max_retry_after_secs: u64,
+    /// `IMAGELIB_SCANNER__RATE_LIMIT_RESERVE_PERCENT`: once a registry's announced pull
+    /// budget (`ratelimit-remaining`, Docker Hub) is at or below this share of its limit,
+    /// manifest GETs are paced to the window's average rate, and none is sent at zero.
+    pub rate_limit_reserve_percent: u8,
     /// `IMAGELIB_SCANNER__REFERRERS`: look up signatures, SBOMs and attestations of new
     /// digests.
     pub referrers: bool,
@@ -158,6 +162,7 @@ impl Default for ScannerConfig {
             page_size: 100,
             request_timeout_secs: 30,
             max_retry_after_secs: 30,
+            rate_limit_reserve_percent: 20,
             referrers: true,
             lease_ttl_secs: 30,
             request_max_age_secs: 900,

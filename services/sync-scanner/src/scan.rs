@@ -430,6 +430,17 @@ impl Scanner {
             },
         };
         let requests = client.stats().requests;
+        if let Some(rl) = client.rate_limit() {
+            let status = crate::api::RateLimitStatus::from(rl);
+            tracing::info!(registry = %registry.id, limit = rl.limit, remaining = rl.remaining, "the registry's pull budget");
+            if let Err(e) = s
+                .store
+                .record_rate_limit(registry.id, serde_json::json!(status))
+                .await
+            {
+                tracing::warn!(registry = %registry.id, error = %e, "could not keep the pull budget");
+            }
+        }
         match result {
             Err(reason) => s.fail(&registry, sync_id, reason, traceparent).await,
             Ok(()) => {
@@ -520,6 +531,7 @@ impl Inner {
         config.page_size = c.page_size;
         config.request_timeout = Duration::from_secs(c.request_timeout_secs.max(1));
         config.retry.max_retry_after = Duration::from_secs(c.max_retry_after_secs);
+        config.rate_limit_reserve_percent = c.rate_limit_reserve_percent;
         config.max_manifest_bytes = c.max_manifest_bytes;
         config.max_blob_bytes = c.max_config_bytes;
         config.max_index_children = c.max_index_children;

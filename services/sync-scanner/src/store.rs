@@ -78,6 +78,8 @@ pub struct ScanRecord {
     pub last_finished_at: Option<DateTime<Utc>>,
     pub last_state: Option<String>,
     pub last_summary: Option<serde_json::Value>,
+    /// The pull budget the registry announced last ([`crate::api::RateLimitStatus`]).
+    pub rate_limit: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +143,7 @@ impl ScanRecord {
             last_finished_at: r.try_get("last_finished_at")?,
             last_state: r.try_get("last_state")?,
             last_summary: r.try_get("last_summary")?,
+            rate_limit: r.try_get("rate_limit")?,
         })
     }
 }
@@ -338,6 +341,21 @@ impl Store {
                 ))
             })
             .collect()
+    }
+
+    /// Keeps the pull budget a scan of `id` saw last (its scan row exists from
+    /// `sync.started` on).
+    pub async fn record_rate_limit(
+        &self,
+        id: RegistryId,
+        rate_limit: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE scans SET rate_limit = $2 WHERE registry_id = $1")
+            .bind(id.0)
+            .bind(rate_limit)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn scan(&self, id: RegistryId) -> Result<Option<ScanRecord>, StoreError> {

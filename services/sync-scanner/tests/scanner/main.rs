@@ -7,6 +7,7 @@ mod access;
 mod common;
 mod custody;
 mod discovery;
+mod dockerhub;
 mod guard;
 mod hostile;
 mod integrity;
