@@ -92,6 +92,9 @@ pub struct ProviderEndpoints {
     /// `<account>.dkr.ecr.<region><suffix>` (default `.amazonaws.com,.amazonaws.com.cn`).
     #[serde(deserialize_with = "string_or_list")]
     pub ecr_suffixes: Option<Vec<String>>,
+    /// `IMAGELIB_PROVIDERS__DOCKERHUB_API`: Docker Hub's web API, where a namespace's
+    /// repositories are listed (default `https://hub.docker.com`).
+    pub dockerhub_api: Option<Url>,
 }
 
 impl ProviderEndpoints {

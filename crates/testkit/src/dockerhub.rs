@@ -2,11 +2,14 @@
 //! answer carries Hub's rate-limit headers (`ratelimit-limit: 100;w=21600`,
 //! `ratelimit-remaining: 76;w=21600`), manifest `GET`s spend the budget (`HEAD`s and blobs
 //! do not, as on Hub), a GET with nothing left is Hub's `429 TOOMANYREQUESTS`, and
-//! `_catalog` is not served (`404`), as on Hub.
+//! `_catalog` is not served (`404`), as on Hub. The same server plays the Hub API's
+//! namespace listing (`GET /v2/namespaces/{namespace}/repositories?page_size=&page=`,
+//! JSON with `count`, `next`, `results[].name`; `404` for an unknown namespace).
 //! Everything received is recorded ([`FakeHub::seen`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::proxy::{Action, FaultProxy, Request, Response};
 use crate::registry::TestRegistry;
@@ -33,10 +36,83 @@ impl Budget {
     }
 }
 
+/// The Hub API side: namespaces and their repositories, served at
+/// `GET /v2/namespaces/{namespace}/repositories?page_size=&page=` with `next` URLs.
+#[derive(Debug, Default)]
+struct Api {
+    namespaces: Mutex<HashMap<String, Vec<String>>>,
+    /// Another `scheme://host` for `next` links (a hostile API).
+    next_origin: Mutex<Option<String>>,
+}
+
+impl Api {
+    fn page(&self, req: &Request, namespace: &str) -> Response {
+        let json = [("Content-Type", "application/json")];
+        let Some(all) = self.namespaces.lock().unwrap().get(namespace).cloned() else {
+            return Response::new(404, &json, r#"{"message":"object not found","errinfo":{}}"#);
+        };
+        let query: HashMap<String, String> = req
+            .target
+            .split_once('?')
+            .map(|(_, q)| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let size: usize = query
+            .get("page_size")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10);
+        let page: usize = query.get("page").and_then(|v| v.parse().ok()).unwrap_or(1);
+        if !(1..=100).contains(&size) || page == 0 {
+            return Response::new(400, &json, r#"{"message":"invalid page or page_size"}"#);
+        }
+        let start = (page - 1) * size;
+        let results: Vec<serde_json::Value> = all
+            .iter()
+            .skip(start)
+            .take(size)
+            .map(|name| {
+                serde_json::json!({
+                    "name": name,
+                    "namespace": namespace,
+                    "repository_type": "image",
+                    "status": 1,
+                    "is_private": false,
+                    "star_count": 0,
+                    "pull_count": 0,
+                })
+            })
+            .collect();
+        let origin = self
+            .next_origin
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", req.header("host").unwrap_or("localhost")));
+        let next = (start + size < all.len()).then(|| {
+            format!(
+                "{origin}/v2/namespaces/{namespace}/repositories?page_size={size}&page={}",
+                page + 1
+            )
+        });
+        let body = serde_json::json!({
+            "count": all.len(),
+            "next": next,
+            "previous": null,
+            "results": results,
+        });
+        Response::new(200, &json, body.to_string())
+    }
+}
+
 #[derive(Debug)]
 pub struct FakeHub {
     proxy: FaultProxy,
     budget: Arc<Budget>,
+    api: Arc<Api>,
 }
 
 impl FakeHub {
@@ -53,7 +129,16 @@ impl FakeHub {
             .parse()
             .expect("a loopback address");
         let b = budget.clone();
+        let api = Arc::new(Api::default());
+        let a = api.clone();
         let proxy = FaultProxy::start(Some(upstream), move |req: &Request, _| {
+            if let Some(ns) = req
+                .path()
+                .strip_prefix("/v2/namespaces/")
+                .and_then(|rest| rest.strip_suffix("/repositories"))
+            {
+                return Action::Respond(a.page(req, ns));
+            }
             if !req.path().starts_with("/v2/") {
                 return Action::Respond(Response::new(404, &[], "not found"));
             }
@@ -101,7 +186,25 @@ impl FakeHub {
             }))
         })
         .await;
-        FakeHub { proxy, budget }
+        FakeHub { proxy, budget, api }
+    }
+
+    /// Serves `namespace`'s repositories on the Hub API (`/v2/namespaces/{namespace}/repositories`).
+    pub fn namespace(&self, namespace: &str, repositories: &[&str]) {
+        self.api.namespaces.lock().unwrap().insert(
+            namespace.to_owned(),
+            repositories.iter().map(|r| (*r).to_owned()).collect(),
+        );
+    }
+
+    /// `next` links point at `origin` (`http://host:port`) instead of the fake itself.
+    pub fn next_on(&self, origin: &str) {
+        *self.api.next_origin.lock().unwrap() = Some(origin.to_owned());
+    }
+
+    /// `http://127.0.0.1:<port>/`: the Hub API's base (the same server).
+    pub fn api_url(&self) -> String {
+        format!("http://{}/", self.proxy.host())
     }
 
     /// `127.0.0.1:<port>`, where the registry API listens (plain HTTP).

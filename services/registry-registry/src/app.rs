@@ -351,6 +351,7 @@ impl Registries {
         let report = if req.validate {
             let target = validate::Target {
                 url: &url,
+                registry_type: req.registry_type,
                 ca_pem: ca_pem.as_deref(),
                 repositories: &repositories,
                 auth_hosts: &auth_hosts,
@@ -489,6 +490,7 @@ impl Registries {
             let auth_hosts_now = auth_hosts.clone().unwrap_or(current.auth_hosts.clone());
             let target = validate::Target {
                 url: &url_now,
+                registry_type,
                 ca_pem: ca_now.as_deref(),
                 repositories: &repositories_now,
                 auth_hosts: &auth_hosts_now,
@@ -609,6 +611,7 @@ impl Registries {
             .collect();
         let target = validate::Target {
             url: &url,
+            registry_type: r.registry_type,
             ca_pem: r.ca_pem.as_deref(),
             repositories: &repositories,
             auth_hosts: &r.auth_hosts,
@@ -702,11 +705,13 @@ impl Registries {
         &self,
         caller: &Caller,
         id: RegistryId,
-        rule: RuleSet,
+        mut rule: RuleSet,
         expected: Option<u64>,
         tp: Option<TraceParent>,
     ) -> Result<RuleSet, CommandError> {
-        self.live(id).await?;
+        let current = self.live(id).await?;
+        let url = RegistryUrl::parse(&current.url, current.insecure).ok();
+        reg::profile_rule(current.registry_type, url.as_ref(), &mut rule);
         imagelib_rules::CompiledRule::compile(&rule)?;
         let version = match expected {
             Some(v) => v,

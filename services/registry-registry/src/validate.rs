@@ -2,7 +2,8 @@
 //! scanning needs. Every failure becomes one of the contract's precise reasons.
 
 use imagelib_events::RepositoryName;
-use imagelib_events::model::ValidationReason;
+use imagelib_events::model::{RegistryType, ValidationReason};
+use registry_client::vendor::dockerhub;
 use registry_client::{
     AuthScheme, ErrorKind, NetworkGuard, ProviderEndpoints, RegistryClient, RegistryConfig,
     RegistryUrl,
@@ -14,6 +15,9 @@ use crate::domain::credentials::Credentials;
 #[derive(Debug, Clone)]
 pub struct Target<'a> {
     pub url: &'a RegistryUrl,
+    /// A `dockerhub` registry with a namespace is listed through the Hub API instead of
+    /// `_catalog`.
+    pub registry_type: RegistryType,
     pub ca_pem: Option<&'a str>,
     pub repositories: &'a [RepositoryName],
     /// Hosts besides the registry's whose token realm may receive the credentials.
@@ -73,6 +77,33 @@ pub async fn check(
         AuthScheme::Basic => Some("basic".to_owned()),
         AuthScheme::Bearer { .. } => Some("bearer".to_owned()),
     };
+    if target.registry_type == RegistryType::Dockerhub
+        && target.repositories.is_empty()
+        && let Some(ns) = target.url.namespace()
+    {
+        // Hub has no `_catalog`: the namespace must be listable through the Hub API.
+        let api = match endpoints.dockerhub_api.clone() {
+            Some(api) => api,
+            None => dockerhub::DEFAULT_API.parse().map_err(|e| Failed {
+                reason: ValidationReason::NotARegistry,
+                detail: format!("the Hub API URL: {e}"),
+            })?,
+        };
+        return match dockerhub::namespace_repositories(client.config(), &api, ns).await {
+            Ok(_) => Ok(Passed {
+                auth_scheme,
+                catalog_access: false,
+            }),
+            Err(e) => {
+                let mut f = failed(&e);
+                f.detail = format!(
+                    "the Hub API cannot list the namespace `{ns}` ({api}): {}; list the repositories to scan if it is private",
+                    f.detail
+                );
+                Err(f)
+            }
+        };
+    }
     let catalog = client.check_catalog_access().await;
     match catalog {
         Ok(()) => Ok(Passed {

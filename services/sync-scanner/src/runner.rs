@@ -809,6 +809,7 @@ mod tests {
             repositories: vec![],
             rules_changed_at: None,
             auth_hosts: vec![],
+            registry_type: "generic".into(),
         }
     }
 

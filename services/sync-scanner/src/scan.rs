@@ -657,7 +657,41 @@ impl Ctx<'_> {
             all.extend(exact);
             return Ok((all.into_iter().collect(), true));
         }
-        match self.client.catalog().await {
+        let listed = if registry.registry_type == "dockerhub" {
+            // Hub has no `_catalog`: a namespace's repositories come from the Hub API;
+            // without a namespace, the rules' exact names.
+            let Some(ns) = self.client.config().url.namespace() else {
+                return Ok((exact.into_iter().collect(), false));
+            };
+            let api = match self.scanner.endpoints.dockerhub_api.clone() {
+                Some(api) => api,
+                None => registry_client::vendor::dockerhub::DEFAULT_API
+                    .parse()
+                    .map_err(|e| format!("the Hub API URL: {e}"))?,
+            };
+            registry_client::vendor::dockerhub::namespace_repositories(
+                self.client.config(),
+                &api,
+                ns,
+            )
+            .await
+            .map(|mut listing| {
+                // The rules' exact names of the namespace count too (private repositories
+                // an anonymous listing does not show).
+                for name in exact
+                    .iter()
+                    .filter(|n| n.as_str().starts_with(&format!("{ns}/")))
+                {
+                    if !listing.items.contains(name) {
+                        listing.items.push(name.clone());
+                    }
+                }
+                listing
+            })
+        } else {
+            self.client.catalog().await
+        };
+        match listed {
             Ok(listing) => {
                 if !listing.complete {
                     let why = listing

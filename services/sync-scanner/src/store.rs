@@ -49,6 +49,8 @@ pub struct Registry {
     pub rules_changed_at: Option<DateTime<Utc>>,
     /// Hosts besides the registry's whose token realm may receive its credentials.
     pub auth_hosts: Vec<String>,
+    /// `generic`, `dockerhub`, `harbor`, … (the contract's `registry_type`).
+    pub registry_type: String,
 }
 
 /// What the scanner last said about a tag.
@@ -122,6 +124,7 @@ impl Registry {
                 .collect::<Result<_, _>>()?,
             rules_changed_at: r.try_get("rules_changed_at")?,
             auth_hosts: r.try_get("auth_hosts")?,
+            registry_type: r.try_get("registry_type")?,
         })
     }
 }
@@ -798,8 +801,8 @@ async fn apply_in(
         EventPayload::RegistryRegistered(e) => {
             sqlx::query(
                 "INSERT INTO registries (id, url, insecure, ca_pem, auth_kind, credential, visibility,
-                    scan_interval_secs, repositories, last_sequence, auth_hosts)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                    scan_interval_secs, repositories, last_sequence, auth_hosts, registry_type)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(e.registry_id.0)
@@ -813,6 +816,7 @@ async fn apply_in(
             .bind(e.repositories.iter().map(|r| r.to_string()).collect::<Vec<_>>())
             .bind(seq as i64)
             .bind(&e.auth_hosts)
+            .bind(enum_str(&e.registry_type))
             .execute(&mut **tx)
             .await?;
         }
@@ -830,7 +834,8 @@ async fn apply_in(
                     repositories = COALESCE($8, repositories),
                     auth_hosts = COALESCE($9, auth_hosts),
                     auth_kind = COALESCE($10, auth_kind),
-                    credential = CASE WHEN $10 IS NULL THEN credential ELSE $11 END
+                    credential = CASE WHEN $10 IS NULL THEN credential ELSE $11 END,
+                    registry_type = COALESCE($12, registry_type)
                  WHERE id = $1",
             )
             .bind(e.registry_id.0)
@@ -848,6 +853,7 @@ async fn apply_in(
             .bind(&e.auth_hosts)
             .bind(e.auth_kind.as_ref().map(enum_str))
             .bind(e.credential.as_ref().map(json))
+            .bind(e.registry_type.as_ref().map(enum_str))
             .execute(&mut **tx)
             .await?;
             touch_registry(tx, e.registry_id, seq).await?;

@@ -7,7 +7,17 @@
 //! for these hosts only). Official images live under `library/`: `postgres` is
 //! `library/postgres`.
 
+use std::sync::Arc;
+
 use imagelib_events::RepositoryName;
+use reqwest::Method;
+use url::Url;
+
+use crate::auth::Credentials;
+use crate::config::{RegistryConfig, RegistryUrl};
+use crate::error::{Cap, Error, Result};
+use crate::pagination::Listing;
+use crate::transport::Transport;
 
 /// The host that serves Docker Hub's Registry API.
 pub const REGISTRY_HOST: &str = "registry-1.docker.io";
@@ -60,6 +70,195 @@ pub fn official(repository: &RepositoryName) -> RepositoryName {
     format!("{OFFICIAL_NAMESPACE}/{repository}")
         .parse()
         .unwrap_or_else(|_| repository.clone())
+}
+
+/// One page of `GET /v2/namespaces/{namespace}/repositories`.
+#[derive(serde::Deserialize)]
+struct RepositoriesPage {
+    #[serde(default)]
+    next: Option<String>,
+    #[serde(default)]
+    results: Vec<RepositoryEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct RepositoryEntry {
+    name: String,
+}
+
+/// Whether `namespace` is a Docker Hub namespace (a user or organisation): 2 to 255
+/// characters of `a-z`, `0-9`, `-`, `_` and `.`.
+pub fn is_namespace(namespace: &str) -> bool {
+    (2..=255).contains(&namespace.len())
+        && namespace.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
+}
+
+/// The repositories of a Hub namespace through the Hub API
+/// (`GET {api}/v2/namespaces/{namespace}/repositories?page_size=…`), anonymously — what a
+/// public namespace shows. Pages are followed by their `next` URL, only on the API's own
+/// origin; pages, bytes and items are bounded by `config`'s listing caps, and the
+/// requests pass the same network guard, timeouts, retries and `Retry-After` handling as
+/// registry requests. Like [`crate::RegistryClient::catalog`], a failure after the first
+/// page ends the listing incomplete rather than failing it.
+pub async fn namespace_repositories(
+    config: &RegistryConfig,
+    api: &Url,
+    namespace: &str,
+) -> Result<Listing<RepositoryName>> {
+    if !is_namespace(namespace) {
+        return Err(Error::Config(format!(
+            "`{namespace}` is not a Docker Hub namespace"
+        )));
+    }
+    let host = api
+        .host_str()
+        .ok_or_else(|| Error::Config(format!("the Hub API `{api}` has no host")))?;
+    let authority = match api.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    };
+    let mut api_config = config.clone();
+    api_config.url = RegistryUrl::parse(&authority, api.scheme() == "http")?;
+    api_config.auth_hosts = Vec::new();
+    let transport = Transport::new(api_config, Arc::new(Credentials::Anonymous))?;
+    let origin = api.origin();
+    let page_size = config.page_size.clamp(1, 100);
+    let mut url = api
+        .join(&format!(
+            "v2/namespaces/{namespace}/repositories?page_size={page_size}"
+        ))
+        .map_err(|e| Error::Config(format!("the Hub API `{api}`: {e}")))?;
+    let mut listing = Listing {
+        items: Vec::new(),
+        complete: true,
+        pages: 0,
+        skipped: Vec::new(),
+        error: None,
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut bytes = 0u64;
+    loop {
+        let cut = |listing: &mut Listing<RepositoryName>, e: Error| {
+            listing.complete = false;
+            listing.error = Some(e);
+        };
+        if listing.pages >= config.max_pages {
+            cut(
+                &mut listing,
+                Error::Capped {
+                    url: url.to_string(),
+                    cap: Cap::ListingPages,
+                    limit: u64::from(config.max_pages),
+                },
+            );
+            return Ok(listing);
+        }
+        seen.insert(url.to_string());
+        let reply = match transport
+            .send(
+                Method::GET,
+                url.clone(),
+                None,
+                Some("application/json"),
+                config.max_page_bytes,
+            )
+            .await
+        {
+            Ok(r) if r.status.is_success() => r,
+            Ok(r) if listing.pages == 0 => return Err(r.status_error()),
+            Err(e) if listing.pages == 0 => return Err(e),
+            Ok(r) => {
+                cut(&mut listing, r.status_error());
+                return Ok(listing);
+            }
+            Err(e) => {
+                cut(&mut listing, e);
+                return Ok(listing);
+            }
+        };
+        listing.pages += 1;
+        bytes += reply.body.len() as u64;
+        if bytes > config.max_listing_bytes {
+            cut(
+                &mut listing,
+                Error::Capped {
+                    url: url.to_string(),
+                    cap: Cap::ListingBytes,
+                    limit: config.max_listing_bytes,
+                },
+            );
+            return Ok(listing);
+        }
+        let page: RepositoriesPage = match serde_json::from_slice(&reply.body) {
+            Ok(p) => p,
+            Err(e) => {
+                let e = Error::protocol(&url, format!("not a Hub repositories page: {e}"));
+                if listing.pages == 1 {
+                    return Err(e);
+                }
+                cut(&mut listing, e);
+                return Ok(listing);
+            }
+        };
+        for entry in page.results {
+            match format!("{namespace}/{}", entry.name).parse::<RepositoryName>() {
+                Ok(name) if !listing.items.contains(&name) => listing.items.push(name),
+                Ok(_) => {}
+                Err(_) if listing.skipped.len() < 100 => {
+                    listing.skipped.push(entry.name.chars().take(256).collect())
+                }
+                Err(_) => {}
+            }
+            if listing.items.len() as u64 > config.max_listing_items {
+                listing.items.truncate(config.max_listing_items as usize);
+                cut(
+                    &mut listing,
+                    Error::Capped {
+                        url: url.to_string(),
+                        cap: Cap::ListingItems,
+                        limit: config.max_listing_items,
+                    },
+                );
+                return Ok(listing);
+            }
+        }
+        let Some(next) = page.next.filter(|n| !n.is_empty()) else {
+            return Ok(listing);
+        };
+        let next = match url.join(&next) {
+            Ok(n) if n.origin() == origin && !seen.contains(n.as_str()) => n,
+            Ok(n) if n.origin() != origin => {
+                cut(
+                    &mut listing,
+                    Error::protocol(
+                        &url,
+                        format!(
+                            "`next` leaves the Hub API for {}",
+                            n.origin().ascii_serialization()
+                        ),
+                    ),
+                );
+                return Ok(listing);
+            }
+            Ok(_) => {
+                cut(
+                    &mut listing,
+                    Error::protocol(&url, "`next` loops to a page already read"),
+                );
+                return Ok(listing);
+            }
+            Err(e) => {
+                cut(
+                    &mut listing,
+                    Error::protocol(&url, format!("bad `next`: {e}")),
+                );
+                return Ok(listing);
+            }
+        };
+        url = next;
+    }
 }
 
 #[cfg(test)]

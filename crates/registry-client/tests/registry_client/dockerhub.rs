@@ -135,3 +135,88 @@ async fn when_hub_refuses_anyway_the_429_stops_further_gets() -> anyhow::Result<
     assert_eq!(hub.refused_pulls(), refused, "held back, not sent");
     Ok(())
 }
+
+mod listing {
+    //! A namespace's repositories through the Hub API (Hub has no `_catalog`).
+
+    use imagelib_testkit::dockerhub::FakeHub;
+    use imagelib_testkit::registry::TestRegistry;
+    use registry_client::ErrorKind;
+    use registry_client::vendor::dockerhub::namespace_repositories;
+
+    use crate::common::{config, repo};
+
+    async fn hub(names: &[&str]) -> anyhow::Result<(TestRegistry, FakeHub)> {
+        let registry = TestRegistry::start().await?;
+        let hub = FakeHub::start(&registry, 100, 21600).await;
+        hub.namespace("acme", names);
+        Ok((registry, hub))
+    }
+
+    #[tokio::test]
+    async fn pages_are_followed_by_next_on_the_same_host() -> anyhow::Result<()> {
+        let (_r, hub) = hub(&["a", "b", "c", "d", "e", "Not Valid"]).await?;
+        let mut c = config(&hub.host(), true);
+        c.page_size = 2;
+        let api = hub.api_url().parse()?;
+        let listing = namespace_repositories(&c, &api, "acme").await?;
+        assert!(listing.complete, "{:?}", listing.error);
+        assert_eq!(listing.pages, 3);
+        assert_eq!(
+            listing.items,
+            ["acme/a", "acme/b", "acme/c", "acme/d", "acme/e"].map(repo)
+        );
+        assert_eq!(listing.skipped, ["Not Valid"]);
+        let pages: Vec<String> = hub
+            .seen()
+            .iter()
+            .filter(|q| q.path() == "/v2/namespaces/acme/repositories")
+            .map(|q| q.target.clone())
+            .collect();
+        assert_eq!(pages.len(), 3, "{pages:?}");
+        assert!(pages.iter().all(|p| p.contains("page_size=2")), "{pages:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_next_on_another_host_is_not_followed() -> anyhow::Result<()> {
+        let (_r, hub) = hub(&["a", "b", "c"]).await?;
+        let (_r2, elsewhere) = hub_elsewhere().await?;
+        hub.next_on(&format!("http://{}", elsewhere.host()));
+        let mut c = config(&hub.host(), true);
+        c.page_size = 2;
+        let listing = namespace_repositories(&c, &hub.api_url().parse()?, "acme").await?;
+        assert!(!listing.complete);
+        assert_eq!(listing.items, ["acme/a", "acme/b"].map(repo));
+        let why = listing.error.map(|e| e.to_string()).unwrap_or_default();
+        assert!(why.contains("leaves the Hub API"), "{why}");
+        assert!(
+            elsewhere.seen().is_empty(),
+            "nothing sent to the other host"
+        );
+        Ok(())
+    }
+
+    async fn hub_elsewhere() -> anyhow::Result<(TestRegistry, FakeHub)> {
+        let registry = TestRegistry::start().await?;
+        let hub = FakeHub::start(&registry, 100, 21600).await;
+        hub.namespace("acme", &["z"]);
+        Ok((registry, hub))
+    }
+
+    #[tokio::test]
+    async fn an_unknown_namespace_is_not_found_and_a_bad_one_is_refused() -> anyhow::Result<()> {
+        let (_r, hub) = hub(&["a"]).await?;
+        let c = config(&hub.host(), true);
+        let api = hub.api_url().parse()?;
+        let err = namespace_repositories(&c, &api, "nobody")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        for bad in ["a", "../x", "ACME", "a/b"] {
+            let err = namespace_repositories(&c, &api, bad).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad}: {err}");
+        }
+        Ok(())
+    }
+}

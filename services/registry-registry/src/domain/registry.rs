@@ -242,6 +242,25 @@ pub fn profile_repositories(
     out
 }
 
+/// A rule of a Docker Hub registry: an exact repository `postgres` is `library/postgres`
+/// (globs and regular expressions are kept as written).
+pub fn profile_rule(
+    registry_type: RegistryType,
+    url: Option<&RegistryUrl>,
+    rule: &mut imagelib_events::event::RuleSet,
+) {
+    let hub = registry_type == RegistryType::Dockerhub
+        || url.is_some_and(|u| dockerhub::is_hub(u.host(), u.port()));
+    if !hub {
+        return;
+    }
+    for pattern in &mut rule.repositories {
+        if let imagelib_events::model::RepositoryPattern::Exact(name) = pattern {
+            *name = dockerhub::official(name);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

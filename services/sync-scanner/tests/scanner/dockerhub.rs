@@ -89,3 +89,41 @@ async fn a_low_pull_budget_defers_repositories_before_hub_refuses() -> anyhow::R
     scanner.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_docker_hub_namespace_is_listed_through_the_hub_api() -> anyhow::Result<()> {
+    let registry = TestRegistry::start().await?;
+    for r in ["acme/web", "acme/api", "other/x"] {
+        registry.push_image(r, "1.0", &image(r)).await?;
+    }
+    let hub = FakeHub::start(&registry, 100, 21600).await;
+    hub.namespace("acme", &["web", "api"]);
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.providers.dockerhub_api = Some(hub.api_url().parse()?);
+    let scanner = env.start_with(config).await;
+    let id = env
+        .register_with(&format!("{}/acme", hub.host()), None, |r| {
+            r.registry_type = RegistryType::Dockerhub;
+        })
+        .await;
+    env.rule(id, "all", &["*/*"], RuleKind::Auto).await;
+    let (done, events) = env.scan_ok(id, None).await;
+    assert!(!done.partial, "{done:?}");
+    assert_eq!(done.added, 2, "{:?}", crate::common::summary(&events));
+    assert_eq!(done.repositories, 2);
+    let paths: Vec<String> = hub.seen().iter().map(|q| q.path().to_owned()).collect();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p == "/v2/namespaces/acme/repositories"),
+        "{paths:?}"
+    );
+    assert!(!paths.iter().any(|p| p == "/v2/_catalog"), "{paths:?}");
+    assert!(
+        !paths.iter().any(|p| p.starts_with("/v2/other/")),
+        "{paths:?}"
+    );
+    scanner.stop().await;
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! The Docker Hub profile in registration, against the fake Hub (imagelib-testkit) in
+//! front of a real `docker-registry`: Hub's names are normalised, official images are under
+//! `library/`, and a namespace validates through the Hub API (Hub has no `_catalog`).
+
+mod common;
+
+use common::Env;
+use imagelib_testkit::dockerhub::FakeHub;
+use imagelib_testkit::registry::TestRegistry;
+use serde_json::json;
+
+#[tokio::test]
+async fn hubs_names_are_its_registry_api_and_official_images_are_under_library() {
+    let env = Env::new();
+    let svc = env.start().await;
+    for (input, registry_type) in [
+        ("docker.io", "dockerhub"),
+        ("https://index.docker.io/", "generic"),
+        ("hub.docker.com", "dockerhub"),
+    ] {
+        let (s, r) = svc
+            .post(
+                "/v1/registries",
+                json!({"label": input, "url": input, "registry_type": registry_type,
+                       "repositories": ["postgres", "bitnami/redis"], "validate": false}),
+            )
+            .await;
+        assert_eq!(s, 201, "{input}: {r}");
+        assert_eq!(r["url"], "registry-1.docker.io", "{input}: {r}");
+        assert_eq!(
+            r["repositories"],
+            json!(["library/postgres", "bitnami/redis"]),
+            "{input}: {r}"
+        );
+    }
+    // Hub is HTTPS only.
+    let (s, p) = svc
+        .post(
+            "/v1/registries",
+            json!({"label": "x", "url": "http://docker.io", "registry_type": "dockerhub",
+                   "insecure": true, "validate": false}),
+        )
+        .await;
+    assert_eq!(s, 422, "{p}");
+    assert!(p.to_string().contains("HTTPS only"), "{p}");
+}
+
+#[tokio::test]
+async fn a_hub_namespace_validates_through_the_hub_api() {
+    let registry = TestRegistry::start().await.unwrap();
+    let hub = FakeHub::start(&registry, 100, 21600).await;
+    hub.namespace("acme", &["web", "api"]);
+    let env = Env::new();
+    let mut config = env.config();
+    config.providers.dockerhub_api = Some(hub.api_url().parse().unwrap());
+    let svc = env.start_with(config).await;
+    let (s, r) = svc
+        .post(
+            "/v1/registries",
+            json!({"label": "Acme on Hub", "url": format!("{}/acme", hub.host()),
+                   "registry_type": "dockerhub", "insecure": true}),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(r["status"], "validated", "{r}");
+    assert_eq!(r["catalog_access"], false, "{r}");
+    let seen: Vec<String> = hub.seen().iter().map(|q| q.path().to_owned()).collect();
+    assert!(
+        seen.iter().any(|p| p == "/v2/namespaces/acme/repositories"),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|p| p == "/v2/_catalog"), "{seen:?}");
+
+    // A namespace the Hub API does not know is refused, saying what to do.
+    let (s, p) = svc
+        .post(
+            "/v1/registries",
+            json!({"label": "Nobody", "url": format!("{}/nobody", hub.host()),
+                   "registry_type": "dockerhub", "insecure": true}),
+        )
+        .await;
+    assert_eq!(s, 422, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("namespace `nobody`"),
+        "{p}"
+    );
+}
+
+#[tokio::test]
+async fn a_hub_rules_exact_name_is_an_official_image() {
+    let env = Env::new();
+    let svc = env.start().await;
+    let (s, r) = svc
+        .post(
+            "/v1/registries",
+            json!({"label": "Hub", "url": "docker.io", "registry_type": "dockerhub", "validate": false}),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let id = r["id"].as_str().unwrap().to_owned();
+    let (s, b, _) = svc
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/registries/{id}/rules/pg"),
+            Some(common::ADMIN),
+            Some(
+                json!({"repositories": ["postgres", "bitnami/redis", "mongo*"],
+                        "kind": "auto", "enabled": true}),
+            ),
+        )
+        .await;
+    assert!(s == 200 || s == 201, "{s}: {b}");
+    let (_, got) = svc.get(&format!("/v1/registries/{id}/rules/pg")).await;
+    let repos = got["repositories"].to_string();
+    assert!(repos.contains("\"library/postgres\""), "{got}");
+    assert!(!repos.contains("\"postgres\""), "{got}");
+    assert!(repos.contains("\"bitnami/redis\""), "{got}");
+    assert!(
+        repos.contains("\"mongo*\"") && !repos.contains("library/mongo"),
+        "{got}"
+    );
+}
