@@ -127,3 +127,56 @@ async fn a_docker_hub_namespace_is_listed_through_the_hub_api() -> anyhow::Resul
     scanner.stop().await;
     Ok(())
 }
+
+/// The registry's credentials go to the registry only: the Hub API (another host) is
+/// asked anonymously.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hub_credentials_never_reach_the_hub_api() -> anyhow::Result<()> {
+    let registry = TestRegistry::builder()
+        .htpasswd("acme-bot", "dckr_pat_s3cret")
+        .start()
+        .await?;
+    registry
+        .push_image("acme/private", "1.0", &image("private"))
+        .await?;
+    let hub = FakeHub::start(&registry, 100, 21600).await;
+    let other = TestRegistry::start().await?;
+    let api = FakeHub::start(&other, 100, 21600).await;
+    api.namespace("acme", &["private"]);
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.providers.dockerhub_api = Some(api.api_url().parse()?);
+    let scanner = env.start_with(config).await;
+    let id = env
+        .register_with(
+            &format!("{}/acme", hub.host()),
+            Some(serde_json::json!({"kind": "basic", "username": "acme-bot", "password": "dckr_pat_s3cret"})),
+            |r| r.registry_type = RegistryType::Dockerhub,
+        )
+        .await;
+    env.rule(id, "all", &["acme/*"], RuleKind::Auto).await;
+    let (done, _) = env.scan_ok(id, None).await;
+    assert_eq!(done.added, 1, "{done:?}");
+    let to_api = api.seen();
+    assert!(
+        to_api
+            .iter()
+            .any(|q| q.path() == "/v2/namespaces/acme/repositories")
+    );
+    for q in &to_api {
+        assert!(
+            q.header("authorization").is_none(),
+            "{} {}",
+            q.method,
+            q.target
+        );
+    }
+    assert!(
+        hub.seen()
+            .iter()
+            .any(|q| q.path().starts_with("/v2/acme/") && q.header("authorization").is_some()),
+        "the registry itself got the credentials"
+    );
+    scanner.stop().await;
+    Ok(())
+}
