@@ -105,6 +105,17 @@ impl RegistryUrl {
         })
     }
 
+    /// A host taken as it is, without Docker Hub's normalisation: the Hub API's own host
+    /// (`hub.docker.com`) is not the registry's.
+    pub(crate) fn verbatim(host: &str, port: Option<u16>, insecure: bool) -> Self {
+        RegistryUrl {
+            insecure,
+            host: host.to_owned(),
+            port,
+            namespace: None,
+        }
+    }
+
     pub fn insecure(&self) -> bool {
         self.insecure
     }

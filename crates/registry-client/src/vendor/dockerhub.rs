@@ -115,12 +115,8 @@ pub async fn namespace_repositories(
     let host = api
         .host_str()
         .ok_or_else(|| Error::Config(format!("the Hub API `{api}` has no host")))?;
-    let authority = match api.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_owned(),
-    };
     let mut api_config = config.clone();
-    api_config.url = RegistryUrl::parse(&authority, api.scheme() == "http")?;
+    api_config.url = RegistryUrl::verbatim(host, api.port(), api.scheme() == "http");
     api_config.auth_hosts = Vec::new();
     let transport = Transport::new(api_config, Arc::new(Credentials::Anonymous))?;
     let origin = api.origin();
