@@ -49,6 +49,17 @@ pub(crate) struct Authz {
     token_id: Option<u64>,
 }
 
+impl Authz {
+    /// `Authorization: Bearer <token>` for `origin` only (a vendor API's session token).
+    pub(crate) fn bearer_for(origin: Origin, token: &str) -> Result<Self> {
+        Ok(Authz {
+            origin,
+            value: sensitive(format!("Bearer {token}"))?,
+            token_id: None,
+        })
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Reply {
     pub status: StatusCode,
@@ -661,6 +672,91 @@ impl Transport {
                 });
             }
             tokio::time::sleep(left).await;
+        }
+    }
+
+    /// One `POST` of a JSON body that holds a secret (a vendor API login): guarded,
+    /// counted and capped like every request, never retried and never redirected (a
+    /// redirect would carry the body elsewhere).
+    pub(crate) async fn post_json(&self, url: Url, body: Vec<u8>, max_body: u64) -> Result<Reply> {
+        self.config.guard.check_url(&url)?;
+        self.pass_gate(&url).await?;
+        if self.proxied {
+            self.config
+                .guard
+                .check_target(&url, self.config.connect_timeout)
+                .await?;
+        }
+        let spent = self.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(budget) = self.config.request_budget
+            && spent >= budget
+        {
+            self.requests.fetch_sub(1, Ordering::Relaxed);
+            return Err(Error::BudgetExhausted { budget });
+        }
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        let sent = Instant::now();
+        let response = match self
+            .http
+            .post(url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json")
+            .body(body)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics
+                    .request(&Method::POST, None, Some(error_type(&e)), sent.elapsed());
+                return match classify(e, &url)? {
+                    Attempt::Retry(e) => Err(e),
+                    Attempt::Done(r) => Ok(r),
+                };
+            }
+        };
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(Error::protocol(
+                &url,
+                format!("{status}: a login is not redirected"),
+            ));
+        }
+        let cap = if status.is_success() {
+            max_body
+        } else {
+            SMALL_BODY
+        };
+        let headers = response.headers().clone();
+        let body = read_body(response, cap, status.is_success()).await;
+        self.metrics.request(
+            &Method::POST,
+            Some(status.as_u16()),
+            body.as_ref().err().map(|e| match e {
+                BodyError::TooLarge => "body_too_large",
+                BodyError::Transport(e) => error_type(e),
+            }),
+            sent.elapsed(),
+        );
+        match body {
+            Ok(body) => Ok(Reply {
+                status,
+                headers,
+                body,
+                url,
+            }),
+            Err(BodyError::TooLarge) => Err(Error::TooLarge {
+                url: url.to_string(),
+                limit: cap,
+            }),
+            Err(BodyError::Transport(e)) => match classify(e, &url)? {
+                Attempt::Retry(e) => Err(e),
+                Attempt::Done(r) => Ok(r),
+            },
         }
     }
 

@@ -4,7 +4,9 @@
 //! do not, as on Hub), a GET with nothing left is Hub's `429 TOOMANYREQUESTS`, and
 //! `_catalog` is not served (`404`), as on Hub. The same server plays the Hub API's
 //! namespace listing (`GET /v2/namespaces/{namespace}/repositories?page_size=&page=`,
-//! JSON with `count`, `next`, `results[].name`; `404` for an unknown namespace).
+//! JSON with `count`, `next`, `results[].name`; `404` for an unknown namespace), with
+//! `POST /v2/users/login` (`{"username","password"}` → `{"token"}`, `401` otherwise) and
+//! private repositories listed only with that token as `Authorization: Bearer`.
 //! Everything received is recorded ([`FakeHub::seen`]).
 
 use std::collections::HashMap;
@@ -43,14 +45,64 @@ struct Api {
     namespaces: Mutex<HashMap<String, Vec<String>>>,
     /// Another `scheme://host` for `next` links (a hostile API).
     next_origin: Mutex<Option<String>>,
+    /// Docker IDs and their passwords (or tokens), for `POST /v2/users/login`.
+    users: Mutex<HashMap<String, String>>,
+    /// Session tokens handed out.
+    tokens: Mutex<Vec<String>>,
+    /// Repositories a namespace shows only to a logged-in caller.
+    private: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl Api {
+    /// `POST /v2/users/login` `{"username", "password"}` → `{"token": "<jwt>"}`.
+    fn login(&self, req: &Request) -> Response {
+        let json = [("Content-Type", "application/json")];
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let (Some(user), Some(password)) = (body["username"].as_str(), body["password"].as_str())
+        else {
+            return Response::new(
+                400,
+                &json,
+                r#"{"detail":"username and password are required"}"#,
+            );
+        };
+        if self.users.lock().unwrap().get(user).map(String::as_str) != Some(password) {
+            return Response::new(
+                401,
+                &json,
+                r#"{"detail":"Incorrect authentication credentials"}"#,
+            );
+        }
+        let token = format!("eyJhbGciOiJIUzI1NiJ9.{}.sig", crate::unique_id());
+        self.tokens.lock().unwrap().push(token.clone());
+        Response::new(
+            200,
+            &json,
+            serde_json::json!({ "token": token }).to_string(),
+        )
+    }
+
+    fn logged_in(&self, req: &Request) -> bool {
+        req.header("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .is_some_and(|t| self.tokens.lock().unwrap().iter().any(|k| k == t))
+    }
+
     fn page(&self, req: &Request, namespace: &str) -> Response {
         let json = [("Content-Type", "application/json")];
-        let Some(all) = self.namespaces.lock().unwrap().get(namespace).cloned() else {
+        let Some(mut all) = self.namespaces.lock().unwrap().get(namespace).cloned() else {
             return Response::new(404, &json, r#"{"message":"object not found","errinfo":{}}"#);
         };
+        if self.logged_in(req) {
+            all.extend(
+                self.private
+                    .lock()
+                    .unwrap()
+                    .get(namespace)
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
         let query: HashMap<String, String> = req
             .target
             .split_once('?')
@@ -132,6 +184,9 @@ impl FakeHub {
         let api = Arc::new(Api::default());
         let a = api.clone();
         let proxy = FaultProxy::start(Some(upstream), move |req: &Request, _| {
+            if req.method == "POST" && req.path() == "/v2/users/login" {
+                return Action::Respond(a.login(req));
+            }
             if let Some(ns) = req
                 .path()
                 .strip_prefix("/v2/namespaces/")
@@ -192,6 +247,23 @@ impl FakeHub {
     /// Serves `namespace`'s repositories on the Hub API (`/v2/namespaces/{namespace}/repositories`).
     pub fn namespace(&self, namespace: &str, repositories: &[&str]) {
         self.api.namespaces.lock().unwrap().insert(
+            namespace.to_owned(),
+            repositories.iter().map(|r| (*r).to_owned()).collect(),
+        );
+    }
+
+    /// A Docker ID that may log in to the Hub API.
+    pub fn user(&self, username: &str, password: &str) {
+        self.api
+            .users
+            .lock()
+            .unwrap()
+            .insert(username.to_owned(), password.to_owned());
+    }
+
+    /// Repositories of `namespace` listed only to a logged-in caller.
+    pub fn private(&self, namespace: &str, repositories: &[&str]) {
+        self.api.private.lock().unwrap().insert(
             namespace.to_owned(),
             repositories.iter().map(|r| (*r).to_owned()).collect(),
         );

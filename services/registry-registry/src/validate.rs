@@ -67,7 +67,7 @@ pub async fn check(
     let provider = credentials
         .provider(target.url, guard, endpoints, target.ca_pem)
         .map_err(|e| failed(&e))?;
-    let client = RegistryClient::with_provider(config, provider).map_err(|e| failed(&e))?;
+    let client = RegistryClient::with_provider(config, provider.clone()).map_err(|e| failed(&e))?;
     let ping = client.ping().await.map_err(|e| failed(&e))?;
     if matches!(ping.auth, AuthScheme::None) && !matches!(credentials, Credentials::None) {
         tracing::debug!("registry did not ask for credentials");
@@ -89,7 +89,20 @@ pub async fn check(
                 detail: format!("the Hub API URL: {e}"),
             })?,
         };
-        return match dockerhub::namespace_repositories(client.config(), &api, ns).await {
+        let login = if matches!(credentials, Credentials::None) {
+            None
+        } else {
+            Some(
+                provider
+                    .credentials()
+                    .await
+                    .map_err(|e| failed(&e))?
+                    .credentials,
+            )
+        };
+        return match dockerhub::namespace_repositories(client.config(), &api, ns, login.as_ref())
+            .await
+        {
             Ok(_) => Ok(Passed {
                 auth_scheme,
                 catalog_access: false,

@@ -123,3 +123,34 @@ async fn a_hub_rules_exact_name_is_an_official_image() {
         "{got}"
     );
 }
+
+#[tokio::test]
+async fn hub_credentials_log_in_to_the_hub_api_in_validation() {
+    let registry = TestRegistry::start().await.unwrap();
+    let hub = FakeHub::start(&registry, 100, 21600).await;
+    hub.namespace("acme", &[]);
+    hub.private("acme", &["secret"]);
+    hub.user("acme-bot", "dckr_pat_s3cret");
+    let env = Env::new();
+    let mut config = env.config();
+    config.providers.dockerhub_api = Some(hub.api_url().parse().unwrap());
+    let svc = env.start_with(config).await;
+    let body = |password: &str| {
+        json!({"label": "Acme", "url": format!("{}/acme", hub.host()), "registry_type": "dockerhub",
+               "insecure": true,
+               "credentials": {"kind": "basic", "username": "acme-bot", "password": password}})
+    };
+    let (s, p) = svc.post("/v1/registries", body("wrong")).await;
+    assert_eq!(s, 422, "{p}");
+    assert_eq!(p["code"], "unauthorized", "{p}");
+    assert!(!p.to_string().contains("wrong\""), "{p}");
+    let (s, r) = svc.post("/v1/registries", body("dckr_pat_s3cret")).await;
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(r["status"], "validated", "{r}");
+    let logins = hub
+        .seen()
+        .iter()
+        .filter(|q| q.method == "POST" && q.path() == "/v2/users/login")
+        .count();
+    assert_eq!(logins, 2);
+}

@@ -669,10 +669,37 @@ impl Ctx<'_> {
                     .parse()
                     .map_err(|e| format!("the Hub API URL: {e}"))?,
             };
+            // The registry's credentials (a Docker ID and token) log in to the Hub API
+            // too, which then lists private repositories as well.
+            let login = match registry.credential.as_ref() {
+                None => None,
+                Some(sealed) => {
+                    let s = self.scanner;
+                    let provider = crate::credentials::provider(
+                        &s.vault,
+                        registry.id,
+                        Some(sealed),
+                        &self.client.config().url,
+                        &s.guard,
+                        &s.endpoints,
+                        registry.ca_pem.as_deref(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    Some(
+                        provider
+                            .credentials()
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .credentials,
+                    )
+                }
+            };
             registry_client::vendor::dockerhub::namespace_repositories(
                 self.client.config(),
                 &api,
                 ns,
+                login.as_ref(),
             )
             .await
             .map(|mut listing| {

@@ -17,7 +17,7 @@ use crate::auth::Credentials;
 use crate::config::{RegistryConfig, RegistryUrl};
 use crate::error::{Cap, Error, Result};
 use crate::pagination::Listing;
-use crate::transport::Transport;
+use crate::transport::{Authz, Transport};
 
 /// The host that serves Docker Hub's Registry API.
 pub const REGISTRY_HOST: &str = "registry-1.docker.io";
@@ -86,6 +86,49 @@ struct RepositoryEntry {
     name: String,
 }
 
+/// `POST {api}/v2/users/login` with the Docker ID and password (or personal access
+/// token): the session token (a JWT) for the API's own origin only.
+async fn hub_login(
+    transport: &Transport,
+    api: &Url,
+    username: &str,
+    password: &secrecy::SecretString,
+) -> Result<Authz> {
+    use secrecy::ExposeSecret as _;
+    let url = api
+        .join("v2/users/login")
+        .map_err(|e| Error::Config(format!("the Hub API `{api}`: {e}")))?;
+    let body = serde_json::to_vec(&serde_json::json!({
+        "username": username,
+        "password": password.expose_secret(),
+    }))
+    .map_err(|e| Error::Config(format!("the Hub login: {e}")))?;
+    let reply = transport.post_json(url.clone(), body, 64 * 1024).await?;
+    if !reply.status.is_success() {
+        return Err(match reply.status.as_u16() {
+            401 | 403 => Error::Unauthorized {
+                url: url.to_string(),
+                reason: "the Hub API refused the login (Docker ID and personal access token)"
+                    .into(),
+            },
+            _ => reply.status_error(),
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct Login {
+        token: String,
+    }
+    let login: Login = serde_json::from_slice(&reply.body)
+        .map_err(|e| Error::protocol(&url, format!("not a Hub login answer: {e}")))?;
+    if login.token.is_empty() || login.token.len() > 16 * 1024 {
+        return Err(Error::protocol(
+            &url,
+            "the Hub login answered no usable token",
+        ));
+    }
+    Authz::bearer_for(api.origin(), &login.token)
+}
+
 /// Whether `namespace` is a Docker Hub namespace (a user or organisation): 2 to 255
 /// characters of `a-z`, `0-9`, `-`, `_` and `.`.
 pub fn is_namespace(namespace: &str) -> bool {
@@ -96,8 +139,10 @@ pub fn is_namespace(namespace: &str) -> bool {
 }
 
 /// The repositories of a Hub namespace through the Hub API
-/// (`GET {api}/v2/namespaces/{namespace}/repositories?page_size=…`), anonymously — what a
-/// public namespace shows. Pages are followed by their `next` URL, only on the API's own
+/// (`GET {api}/v2/namespaces/{namespace}/repositories?page_size=…`): anonymously what a
+/// public namespace shows, or, with `login` Basic credentials (a Docker ID and a personal
+/// access token), after `POST {api}/v2/users/login`, with the session token sent to the
+/// API's origin only — private repositories included. Pages are followed by their `next` URL, only on the API's own
 /// origin; pages, bytes and items are bounded by `config`'s listing caps, and the
 /// requests pass the same network guard, timeouts, retries and `Retry-After` handling as
 /// registry requests. Like [`crate::RegistryClient::catalog`], a failure after the first
@@ -106,6 +151,7 @@ pub async fn namespace_repositories(
     config: &RegistryConfig,
     api: &Url,
     namespace: &str,
+    login: Option<&Credentials>,
 ) -> Result<Listing<RepositoryName>> {
     if !is_namespace(namespace) {
         return Err(Error::Config(format!(
@@ -120,6 +166,12 @@ pub async fn namespace_repositories(
     api_config.auth_hosts = Vec::new();
     let transport = Transport::new(api_config, Arc::new(Credentials::Anonymous))?;
     let origin = api.origin();
+    let authz = match login {
+        Some(Credentials::Basic { username, password }) => {
+            Some(hub_login(&transport, api, username, password).await?)
+        }
+        _ => None,
+    };
     let page_size = config.page_size.clamp(1, 100);
     let mut url = api
         .join(&format!(
@@ -156,7 +208,7 @@ pub async fn namespace_repositories(
             .send(
                 Method::GET,
                 url.clone(),
-                None,
+                authz.as_ref(),
                 Some("application/json"),
                 config.max_page_bytes,
             )

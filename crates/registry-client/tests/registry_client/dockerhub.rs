@@ -141,8 +141,8 @@ mod listing {
 
     use imagelib_testkit::dockerhub::FakeHub;
     use imagelib_testkit::registry::TestRegistry;
-    use registry_client::ErrorKind;
     use registry_client::vendor::dockerhub::namespace_repositories;
+    use registry_client::{Credentials, ErrorKind};
 
     use crate::common::{config, repo};
 
@@ -159,7 +159,7 @@ mod listing {
         let mut c = config(&hub.host(), true);
         c.page_size = 2;
         let api = hub.api_url().parse()?;
-        let listing = namespace_repositories(&c, &api, "acme").await?;
+        let listing = namespace_repositories(&c, &api, "acme", None).await?;
         assert!(listing.complete, "{:?}", listing.error);
         assert_eq!(listing.pages, 3);
         assert_eq!(
@@ -185,7 +185,7 @@ mod listing {
         hub.next_on(&format!("http://{}", elsewhere.host()));
         let mut c = config(&hub.host(), true);
         c.page_size = 2;
-        let listing = namespace_repositories(&c, &hub.api_url().parse()?, "acme").await?;
+        let listing = namespace_repositories(&c, &hub.api_url().parse()?, "acme", None).await?;
         assert!(!listing.complete);
         assert_eq!(listing.items, ["acme/a", "acme/b"].map(repo));
         let why = listing.error.map(|e| e.to_string()).unwrap_or_default();
@@ -194,6 +194,52 @@ mod listing {
             elsewhere.seen().is_empty(),
             "nothing sent to the other host"
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_login_lists_private_repositories_and_its_token_stays_on_the_api()
+    -> anyhow::Result<()> {
+        let (_r, hub) = hub(&["a"]).await?;
+        hub.user("acme-bot", "dckr_pat_s3cret");
+        hub.private("acme", &["secret"]);
+        let c = config(&hub.host(), true);
+        let api = hub.api_url().parse()?;
+        let anonymous = namespace_repositories(&c, &api, "acme", None).await?;
+        assert_eq!(anonymous.items, [repo("acme/a")]);
+        let creds = Credentials::basic("acme-bot", "dckr_pat_s3cret");
+        let listing = namespace_repositories(&c, &api, "acme", Some(&creds)).await?;
+        assert_eq!(listing.items, ["acme/a", "acme/secret"].map(repo));
+        let seen = hub.seen();
+        let login: Vec<_> = seen
+            .iter()
+            .filter(|q| q.path() == "/v2/users/login")
+            .collect();
+        assert_eq!(login.len(), 1);
+        assert_eq!(login[0].method, "POST");
+        assert!(login[0].header("authorization").is_none());
+        // The password is in the login body only, never in a header.
+        for q in &seen {
+            for (_, v) in &q.headers {
+                assert!(!v.contains("dckr_pat_s3cret"), "{} {}", q.method, q.target);
+            }
+        }
+
+        // A `next` elsewhere is not followed: the session token goes nowhere else.
+        let (_r2, elsewhere) = hub_elsewhere().await?;
+        hub.next_on(&format!("http://{}", elsewhere.host()));
+        let mut c = c.clone();
+        c.page_size = 1;
+        let listing = namespace_repositories(&c, &api, "acme", Some(&creds)).await?;
+        assert!(!listing.complete);
+        assert!(elsewhere.seen().is_empty());
+
+        let wrong = Credentials::basic("acme-bot", "nope");
+        let err = namespace_repositories(&c, &api, "acme", Some(&wrong))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+        assert!(!err.to_string().contains("nope"), "{err}");
         Ok(())
     }
 
@@ -209,12 +255,14 @@ mod listing {
         let (_r, hub) = hub(&["a"]).await?;
         let c = config(&hub.host(), true);
         let api = hub.api_url().parse()?;
-        let err = namespace_repositories(&c, &api, "nobody")
+        let err = namespace_repositories(&c, &api, "nobody", None)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
         for bad in ["a", "../x", "ACME", "a/b"] {
-            let err = namespace_repositories(&c, &api, bad).await.unwrap_err();
+            let err = namespace_repositories(&c, &api, bad, None)
+                .await
+                .unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config, "{bad}: {err}");
         }
         Ok(())

@@ -128,10 +128,11 @@ async fn a_docker_hub_namespace_is_listed_through_the_hub_api() -> anyhow::Resul
     Ok(())
 }
 
-/// The registry's credentials go to the registry only: the Hub API (another host) is
-/// asked anonymously.
+/// A dockerhub registry's credentials (a Docker ID and token) go to the registry and to
+/// the Hub API's login only; the listing then carries the API's session token, and the
+/// namespace's private repositories are scanned too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn hub_credentials_never_reach_the_hub_api() -> anyhow::Result<()> {
+async fn hub_credentials_log_in_to_the_hub_api_and_go_nowhere_else() -> anyhow::Result<()> {
     let registry = TestRegistry::builder()
         .htpasswd("acme-bot", "dckr_pat_s3cret")
         .start()
@@ -142,7 +143,9 @@ async fn hub_credentials_never_reach_the_hub_api() -> anyhow::Result<()> {
     let hub = FakeHub::start(&registry, 100, 21600).await;
     let other = TestRegistry::start().await?;
     let api = FakeHub::start(&other, 100, 21600).await;
-    api.namespace("acme", &["private"]);
+    api.namespace("acme", &[]);
+    api.private("acme", &["private"]);
+    api.user("acme-bot", "dckr_pat_s3cret");
     let env = Env::new().await;
     let mut config = env.config();
     config.providers.dockerhub_api = Some(api.api_url().parse()?);
@@ -156,26 +159,40 @@ async fn hub_credentials_never_reach_the_hub_api() -> anyhow::Result<()> {
         .await;
     env.rule(id, "all", &["acme/*"], RuleKind::Auto).await;
     let (done, _) = env.scan_ok(id, None).await;
-    assert_eq!(done.added, 1, "{done:?}");
-    let to_api = api.seen();
-    assert!(
-        to_api
-            .iter()
-            .any(|q| q.path() == "/v2/namespaces/acme/repositories")
+    assert_eq!(
+        done.added, 1,
+        "the private repository, listed after the login: {done:?}"
     );
+    let to_api = api.seen();
+    let logins = to_api
+        .iter()
+        .filter(|q| q.method == "POST" && q.path() == "/v2/users/login")
+        .count();
+    assert_eq!(logins, 1);
     for q in &to_api {
-        assert!(
-            q.header("authorization").is_none(),
-            "{} {}",
-            q.method,
-            q.target
-        );
+        for (_, v) in &q.headers {
+            assert!(!v.contains("dckr_pat_s3cret"), "{} {}", q.method, q.target);
+        }
+        if q.path() == "/v2/namespaces/acme/repositories" {
+            let auth = q.header("authorization").unwrap_or_default();
+            assert!(auth.starts_with("Bearer "), "{auth}");
+        } else {
+            assert_eq!(
+                q.path(),
+                "/v2/users/login",
+                "nothing else goes to the Hub API"
+            );
+        }
     }
     assert!(
         hub.seen()
             .iter()
             .any(|q| q.path().starts_with("/v2/acme/") && q.header("authorization").is_some()),
         "the registry itself got the credentials"
+    );
+    assert!(
+        !hub.seen().iter().any(|q| q.path() == "/v2/users/login"),
+        "no login at the registry"
     );
     scanner.stop().await;
     Ok(())
