@@ -624,7 +624,7 @@ async fn hostile_registry_content_is_shown_as_text() {
 /// Content-Security-Policy, does not run, and the refusal is a `SEVERE` entry that
 /// [`Browser::assert_clean`] reports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_csp_violation_fails_the_log_check() {
+async fn a_csp_violation_or_an_accessibility_fault_fails_the_page_check() {
     let b = Browser::start().await.unwrap();
     let server = TestServer::start().await.unwrap();
     open(&b, &server, "/login").await;
@@ -653,5 +653,42 @@ async fn a_csp_violation_fails_the_log_check() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(err.contains("Content Security Policy"), "{err}");
+
+    // The accessibility rules can fail too: a clean page has none broken, then an
+    // unlabelled field, a nameless button, a second h1 and a duplicate id each are named.
+    open(&b, &server, "/login").await;
+    assert_eq!(
+        b.accessibility_problems().await.unwrap(),
+        Vec::<String>::new()
+    );
+    b.client()
+        .execute(
+            "const m = document.querySelector('main');
+             const i = document.createElement('input'); i.name = 'stray'; m.appendChild(i);
+             m.appendChild(document.createElement('button'));
+             m.appendChild(document.createElement('h1'));
+             const d = document.createElement('p'); d.id = 'main'; m.appendChild(d);",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let problems = b.accessibility_problems().await.unwrap().join("\n");
+    for broken in [
+        "unlabelled input name=stray",
+        "nameless button",
+        "2 h1 elements",
+        "id main used 2 times",
+    ] {
+        assert!(
+            problems.contains(broken),
+            "{broken} not found in:\n{problems}"
+        );
+    }
+    let err = b
+        .assert_clean("a broken page")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("accessibility"), "{err}");
     b.close().await.unwrap();
 }

@@ -396,6 +396,13 @@ impl Browser {
             .into_iter()
             .filter(|e| e.is_severe() && !allowed.iter().any(|a| e.message.contains(a)))
             .collect();
+        let problems = self.accessibility_problems().await?;
+        if !problems.is_empty() {
+            bail!(
+                "{context}: the page breaks the console's accessibility rules:\n  {}",
+                problems.join("\n  ")
+            );
+        }
         if !severe.is_empty() {
             let lines: Vec<String> = severe
                 .iter()
@@ -415,6 +422,51 @@ impl Browser {
             );
         }
         Ok(())
+    }
+
+    /// What the page in the browser breaks of the console's structural accessibility rules
+    /// (WCAG 2.1 AA's checkable part): a language, one `h1`, a `main` landmark, every form
+    /// control labelled, every image with an `alt`, every link and button with a name, no
+    /// duplicate `id`, every `aria-describedby` pointing at something that exists. Read from
+    /// the rendered DOM, so what a page's script changes counts too.
+    pub async fn accessibility_problems(&self) -> anyhow::Result<Vec<String>> {
+        const CHECK: &str = r#"
+            const out = [];
+            const name = (el) => (el.getAttribute('aria-label') || el.textContent || el.value || el.title || '').trim();
+            if (!document.documentElement.lang) out.push('<html> has no lang');
+            const h1 = document.querySelectorAll('h1').length;
+            if (h1 !== 1) out.push(h1 + ' h1 elements (one expected)');
+            if (document.querySelectorAll('main').length !== 1) out.push('not exactly one <main>');
+            for (const el of document.querySelectorAll('input, select, textarea')) {
+              const t = (el.getAttribute('type') || '').toLowerCase();
+              if (['hidden', 'submit', 'button', 'reset', 'image'].includes(t)) continue;
+              const labelled = (el.labels && el.labels.length > 0) || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+              if (!labelled) out.push('unlabelled ' + el.tagName.toLowerCase() + ' name=' + el.name);
+            }
+            for (const el of document.querySelectorAll('img')) {
+              if (!el.hasAttribute('alt')) out.push('img without alt: ' + el.src);
+            }
+            for (const el of document.querySelectorAll('a[href], button')) {
+              if (!name(el)) out.push('nameless ' + el.tagName.toLowerCase() + ' ' + (el.getAttribute('href') || ''));
+            }
+            const ids = new Map();
+            for (const el of document.querySelectorAll('[id]')) ids.set(el.id, (ids.get(el.id) || 0) + 1);
+            for (const [id, n] of ids) if (n > 1) out.push('id ' + id + ' used ' + n + ' times');
+            for (const el of document.querySelectorAll('[aria-describedby]')) {
+              for (const id of el.getAttribute('aria-describedby').split(/\s+/)) {
+                if (id && !document.getElementById(id)) out.push('aria-describedby points at missing #' + id);
+              }
+            }
+            return out;
+        "#;
+        let v = self.client().execute(CHECK, vec![]).await?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// Every console entry read so far.
