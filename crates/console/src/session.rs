@@ -41,20 +41,24 @@ struct Claims {
     e: i64,
 }
 
-fn mac(key: &[u8; 32], purpose: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+/// HMAC-SHA256 over `purpose`, a NUL and `data` (HMAC takes a key of any length, so the
+/// `None` arm is never taken; it keeps a panic off the request path all the same).
+fn keyed(key: &[u8; 32], purpose: &[u8], data: &[u8]) -> Option<Hmac<Sha256>> {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
     m.update(purpose);
     m.update(b"\0");
     m.update(data);
-    m.finalize().into_bytes().to_vec()
+    Some(m)
+}
+
+fn mac(key: &[u8; 32], purpose: &[u8], data: &[u8]) -> Vec<u8> {
+    keyed(key, purpose, data)
+        .map(|m| m.finalize().into_bytes().to_vec())
+        .unwrap_or_default()
 }
 
 fn verify_mac(key: &[u8; 32], purpose: &[u8], data: &[u8], tag: &[u8]) -> bool {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    m.update(purpose);
-    m.update(b"\0");
-    m.update(data);
-    m.verify_slice(tag).is_ok()
+    keyed(key, purpose, data).is_some_and(|m| m.verify_slice(tag).is_ok())
 }
 
 fn hex(bytes: &[u8]) -> String {
