@@ -95,6 +95,9 @@ pub struct ProviderEndpoints {
     /// `IMAGELIB_PROVIDERS__DOCKERHUB_API`: Docker Hub's web API, where a namespace's
     /// repositories are listed (default `https://hub.docker.com`).
     pub dockerhub_api: Option<Url>,
+    /// `IMAGELIB_PROVIDERS__GITHUB_API`: GitHub's REST API, where a `ghcr.io` owner's
+    /// container packages are listed (default `https://api.github.com`).
+    pub github_api: Option<Url>,
 }
 
 impl ProviderEndpoints {

@@ -157,6 +157,8 @@ pub(crate) struct Transport {
     metrics: crate::metrics::Target,
     /// The registry's announced budget and the pacing of counted GETs.
     pacer: parking_lot::Mutex<crate::ratelimit::Pacer>,
+    /// Headers every request carries (a vendor API's version header); never secrets.
+    extra_headers: HeaderMap,
 }
 
 struct CachedCredentials {
@@ -233,7 +235,14 @@ impl Transport {
             token_ids: AtomicU64::new(1),
             gates: parking_lot::Mutex::new(std::collections::HashMap::new()),
             pacer: parking_lot::Mutex::new(crate::ratelimit::Pacer::default()),
+            extra_headers: HeaderMap::new(),
         })
+    }
+
+    /// Every request also carries `headers` (not secrets: they go wherever requests go).
+    pub(crate) fn with_headers(mut self, headers: HeaderMap) -> Self {
+        self.extra_headers = headers;
+        self
     }
 
     pub(crate) fn stats(&self) -> RequestStats {
@@ -798,6 +807,9 @@ impl Transport {
             let mut request = self.http.request(method.clone(), url.clone());
             if let Some(accept) = accept {
                 request = request.header(header::ACCEPT, accept);
+            }
+            for (name, value) in &self.extra_headers {
+                request = request.header(name, value.clone());
             }
             if let Some(authz) = authz.filter(|a| a.origin == url.origin()) {
                 request = request.header(header::AUTHORIZATION, authz.value.clone());

@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod dockerhub;
 pub mod forward_proxy;
+pub mod github;
 pub mod hostile;
 pub mod nats;
 pub mod proxy;

@@ -2,3 +2,4 @@
 //! normalised, which names mean what, and where credentials may go.
 
 pub mod dockerhub;
+pub mod ghcr;

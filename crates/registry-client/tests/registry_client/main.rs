@@ -5,6 +5,7 @@ mod auth;
 mod common;
 mod dockerhub;
 mod faults;
+mod ghcr;
 mod hostile;
 mod network;
 mod open;
