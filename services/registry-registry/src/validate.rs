@@ -3,7 +3,7 @@
 
 use imagelib_events::RepositoryName;
 use imagelib_events::model::{RegistryType, ValidationReason};
-use registry_client::vendor::dockerhub;
+use registry_client::vendor::{dockerhub, ghcr};
 use registry_client::{
     AuthScheme, ErrorKind, NetworkGuard, ProviderEndpoints, RegistryClient, RegistryConfig,
     RegistryUrl,
@@ -111,6 +111,52 @@ pub async fn check(
                 let mut f = failed(&e);
                 f.detail = format!(
                     "the Hub API cannot list the namespace `{ns}` ({api}): {}; list the repositories to scan if it is private",
+                    f.detail
+                );
+                Err(f)
+            }
+        };
+    }
+    if target.registry_type == RegistryType::Ghcr
+        && target.repositories.is_empty()
+        && let Some(owner) = target.url.namespace()
+    {
+        // ghcr.io has no `_catalog`: the owner's container packages must be listable
+        // through the GitHub REST API, with the PAT of the credentials.
+        let api = match endpoints.github_api.clone() {
+            Some(api) => api,
+            None => ghcr::DEFAULT_API.parse().map_err(|e| Failed {
+                reason: ValidationReason::NotARegistry,
+                detail: format!("the GitHub API URL: {e}"),
+            })?,
+        };
+        let login = if matches!(credentials, Credentials::None) {
+            None
+        } else {
+            Some(
+                provider
+                    .credentials()
+                    .await
+                    .map_err(|e| failed(&e))?
+                    .credentials,
+            )
+        };
+        return match ghcr::owner_packages(client.config(), &api, owner, login.as_ref()).await {
+            Ok(packages) => {
+                tracing::debug!(
+                    owner,
+                    packages = packages.listing.items.len(),
+                    "ghcr owner listed through the GitHub API"
+                );
+                Ok(Passed {
+                    auth_scheme,
+                    catalog_access: false,
+                })
+            }
+            Err(e) => {
+                let mut f = failed(&e);
+                f.detail = format!(
+                    "the GitHub API cannot list the packages of `{owner}` ({api}): {}; use a personal access token with read:packages, or list the repositories to scan",
                     f.detail
                 );
                 Err(f)
