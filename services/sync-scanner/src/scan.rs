@@ -643,6 +643,34 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// The registry's stored credentials, for a vendor API that takes them too (Docker
+    /// Hub's login, GitHub's PAT); `None` for an anonymous registry.
+    async fn api_login(&self) -> Result<Option<registry_client::Credentials>, String> {
+        let registry = self.registry;
+        let Some(sealed) = registry.credential.as_ref() else {
+            return Ok(None);
+        };
+        let s = self.scanner;
+        let provider = crate::credentials::provider(
+            &s.vault,
+            registry.id,
+            Some(sealed),
+            &self.client.config().url,
+            &s.guard,
+            &s.endpoints,
+            registry.ca_pem.as_deref(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(Some(
+            provider
+                .credentials()
+                .await
+                .map_err(|e| e.to_string())?
+                .credentials,
+        ))
+    }
+
     /// The registry's repositories and whether that list is the whole truth.
     async fn repositories(&self) -> Result<(Vec<RepositoryName>, bool), String> {
         let registry = self.registry;
@@ -671,30 +699,7 @@ impl Ctx<'_> {
             };
             // The registry's credentials (a Docker ID and token) log in to the Hub API
             // too, which then lists private repositories as well.
-            let login = match registry.credential.as_ref() {
-                None => None,
-                Some(sealed) => {
-                    let s = self.scanner;
-                    let provider = crate::credentials::provider(
-                        &s.vault,
-                        registry.id,
-                        Some(sealed),
-                        &self.client.config().url,
-                        &s.guard,
-                        &s.endpoints,
-                        registry.ca_pem.as_deref(),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                    Some(
-                        provider
-                            .credentials()
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .credentials,
-                    )
-                }
-            };
+            let login = self.api_login().await?;
             registry_client::vendor::dockerhub::namespace_repositories(
                 self.client.config(),
                 &api,
@@ -709,6 +714,42 @@ impl Ctx<'_> {
                     .iter()
                     .filter(|n| n.as_str().starts_with(&format!("{ns}/")))
                 {
+                    if !listing.items.contains(name) {
+                        listing.items.push(name.clone());
+                    }
+                }
+                listing
+            })
+        } else if registry.registry_type == "ghcr" {
+            // ghcr.io has no `_catalog`: an owner's container packages come from the
+            // GitHub REST API (the credentials' PAT as its bearer token); without an
+            // owner, the rules' exact names.
+            let Some(owner) = self.client.config().url.namespace() else {
+                return Ok((exact.into_iter().collect(), false));
+            };
+            let api = match self.scanner.endpoints.github_api.clone() {
+                Some(api) => api,
+                None => registry_client::vendor::ghcr::DEFAULT_API
+                    .parse()
+                    .map_err(|e| format!("the GitHub API URL: {e}"))?,
+            };
+            let login = self.api_login().await?;
+            registry_client::vendor::ghcr::owner_packages(
+                self.client.config(),
+                &api,
+                owner,
+                login.as_ref(),
+            )
+            .await
+            .map(|packages| {
+                let mut by_visibility = std::collections::BTreeMap::<&str, usize>::new();
+                for v in packages.visibility.values() {
+                    *by_visibility.entry(v.as_str()).or_default() += 1;
+                }
+                tracing::info!(registry = %registry.id, owner, ?by_visibility, "ghcr packages listed through the GitHub API");
+                let mut listing = packages.listing;
+                let prefix = format!("{}/", owner.to_ascii_lowercase());
+                for name in exact.iter().filter(|n| n.as_str().starts_with(&prefix)) {
                     if !listing.items.contains(name) {
                         listing.items.push(name.clone());
                     }

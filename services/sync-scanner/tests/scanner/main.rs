@@ -8,6 +8,7 @@ mod common;
 mod custody;
 mod discovery;
 mod dockerhub;
+mod ghcr;
 mod guard;
 mod hostile;
 mod integrity;
