@@ -110,6 +110,22 @@ impl ProviderEndpoints {
         })
     }
 
+    /// Docker Hub's web API: `IMAGELIB_PROVIDERS__DOCKERHUB_API`, else the public one.
+    pub fn dockerhub_api(&self) -> Result<Url, url::ParseError> {
+        match &self.dockerhub_api {
+            Some(api) => Ok(api.clone()),
+            None => crate::vendor::dockerhub::DEFAULT_API.parse(),
+        }
+    }
+
+    /// GitHub's REST API: `IMAGELIB_PROVIDERS__GITHUB_API`, else the public one.
+    pub fn github_api(&self) -> Result<Url, url::ParseError> {
+        match &self.github_api {
+            Some(api) => Ok(api.clone()),
+            None => crate::vendor::ghcr::DEFAULT_API.parse(),
+        }
+    }
+
     pub fn ecr_suffixes(&self) -> Vec<String> {
         self.ecr_suffixes.clone().unwrap_or_else(|| {
             crate::providers::ECR_HOST_SUFFIXES

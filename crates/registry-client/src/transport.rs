@@ -688,26 +688,7 @@ impl Transport {
     /// counted and capped like every request, never retried and never redirected (a
     /// redirect would carry the body elsewhere).
     pub(crate) async fn post_json(&self, url: Url, body: Vec<u8>, max_body: u64) -> Result<Reply> {
-        self.config.guard.check_url(&url)?;
-        self.pass_gate(&url).await?;
-        if self.proxied {
-            self.config
-                .guard
-                .check_target(&url, self.config.connect_timeout)
-                .await?;
-        }
-        let spent = self.requests.fetch_add(1, Ordering::Relaxed);
-        if let Some(budget) = self.config.request_budget
-            && spent >= budget
-        {
-            self.requests.fetch_sub(1, Ordering::Relaxed);
-            return Err(Error::BudgetExhausted { budget });
-        }
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("semaphore never closed");
+        let _permit = self.admit(&url, false).await?;
         let sent = Instant::now();
         let response = match self
             .http
@@ -769,6 +750,38 @@ impl Transport {
         }
     }
 
+    /// What every request passes before it is sent, in order: the network guard (and,
+    /// through a proxy, the resolved target), the host's `Retry-After` gate, the pull budget
+    /// when `pace` (a request the registry counts), the request budget, a concurrency slot,
+    /// and the gate again (it may have closed while this request waited for a slot).
+    async fn admit(&self, url: &Url, pace: bool) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.config.guard.check_url(url)?;
+        self.pass_gate(url).await?;
+        if self.proxied {
+            self.config
+                .guard
+                .check_target(url, self.config.connect_timeout)
+                .await?;
+        }
+        if pace {
+            self.pace(url).await?;
+        }
+        let spent = self.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(budget) = self.config.request_budget
+            && spent >= budget
+        {
+            self.requests.fetch_sub(1, Ordering::Relaxed);
+            return Err(Error::BudgetExhausted { budget });
+        }
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        self.pass_gate(url).await?;
+        Ok(permit)
+    }
+
     /// One request, redirects included. `Attempt::Retry` is a dropped connection.
     async fn send_once(
         &self,
@@ -779,31 +792,7 @@ impl Transport {
         max_body: u64,
     ) -> Result<Attempt> {
         for _ in 0..=self.config.max_redirects {
-            self.config.guard.check_url(&url)?;
-            self.pass_gate(&url).await?;
-            if self.proxied {
-                self.config
-                    .guard
-                    .check_target(&url, self.config.connect_timeout)
-                    .await?;
-            }
-            if self.counted(&method, &url) {
-                self.pace(&url).await?;
-            }
-            let spent = self.requests.fetch_add(1, Ordering::Relaxed);
-            if let Some(budget) = self.config.request_budget
-                && spent >= budget
-            {
-                self.requests.fetch_sub(1, Ordering::Relaxed);
-                return Err(Error::BudgetExhausted { budget });
-            }
-            let _permit = self
-                .permits
-                .acquire()
-                .await
-                .expect("semaphore never closed");
-            // Again: the gate may have closed while this request waited for a slot.
-            self.pass_gate(&url).await?;
+            let _permit = self.admit(&url, self.counted(&method, &url)).await?;
             let mut request = self.http.request(method.clone(), url.clone());
             if let Some(accept) = accept {
                 request = request.header(header::ACCEPT, accept);

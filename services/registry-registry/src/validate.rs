@@ -38,6 +38,24 @@ pub struct Failed {
     pub detail: String,
 }
 
+/// What the registry's credentials log in to a vendor's web API with (Docker Hub's,
+/// GitHub's): none for an anonymous registry.
+async fn api_login(
+    credentials: &Credentials,
+    provider: &std::sync::Arc<dyn registry_client::CredentialProvider>,
+) -> Result<Option<registry_client::Credentials>, Failed> {
+    if matches!(credentials, Credentials::None) {
+        return Ok(None);
+    }
+    Ok(Some(
+        provider
+            .credentials()
+            .await
+            .map_err(|e| failed(&e))?
+            .credentials,
+    ))
+}
+
 fn failed(e: &registry_client::Error) -> Failed {
     Failed {
         // Server errors and protocol violations after retries: the registry is not usable.
@@ -82,24 +100,11 @@ pub async fn check(
         && let Some(ns) = target.url.namespace()
     {
         // Hub has no `_catalog`: the namespace must be listable through the Hub API.
-        let api = match endpoints.dockerhub_api.clone() {
-            Some(api) => api,
-            None => dockerhub::DEFAULT_API.parse().map_err(|e| Failed {
-                reason: ValidationReason::NotARegistry,
-                detail: format!("the Hub API URL: {e}"),
-            })?,
-        };
-        let login = if matches!(credentials, Credentials::None) {
-            None
-        } else {
-            Some(
-                provider
-                    .credentials()
-                    .await
-                    .map_err(|e| failed(&e))?
-                    .credentials,
-            )
-        };
+        let api = endpoints.dockerhub_api().map_err(|e| Failed {
+            reason: ValidationReason::NotARegistry,
+            detail: format!("the Hub API URL: {e}"),
+        })?;
+        let login = api_login(credentials, &provider).await?;
         return match dockerhub::namespace_repositories(client.config(), &api, ns, login.as_ref())
             .await
         {
@@ -123,24 +128,11 @@ pub async fn check(
     {
         // ghcr.io has no `_catalog`: the owner's container packages must be listable
         // through the GitHub REST API, with the PAT of the credentials.
-        let api = match endpoints.github_api.clone() {
-            Some(api) => api,
-            None => ghcr::DEFAULT_API.parse().map_err(|e| Failed {
-                reason: ValidationReason::NotARegistry,
-                detail: format!("the GitHub API URL: {e}"),
-            })?,
-        };
-        let login = if matches!(credentials, Credentials::None) {
-            None
-        } else {
-            Some(
-                provider
-                    .credentials()
-                    .await
-                    .map_err(|e| failed(&e))?
-                    .credentials,
-            )
-        };
+        let api = endpoints.github_api().map_err(|e| Failed {
+            reason: ValidationReason::NotARegistry,
+            detail: format!("the GitHub API URL: {e}"),
+        })?;
+        let login = api_login(credentials, &provider).await?;
         return match ghcr::owner_packages(client.config(), &api, owner, login.as_ref()).await {
             Ok(packages) => {
                 tracing::debug!(

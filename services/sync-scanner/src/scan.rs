@@ -691,12 +691,11 @@ impl Ctx<'_> {
             let Some(ns) = self.client.config().url.namespace() else {
                 return Ok((exact.into_iter().collect(), false));
             };
-            let api = match self.scanner.endpoints.dockerhub_api.clone() {
-                Some(api) => api,
-                None => registry_client::vendor::dockerhub::DEFAULT_API
-                    .parse()
-                    .map_err(|e| format!("the Hub API URL: {e}"))?,
-            };
+            let api = self
+                .scanner
+                .endpoints
+                .dockerhub_api()
+                .map_err(|e| format!("the Hub API URL: {e}"))?;
             // The registry's credentials (a Docker ID and token) log in to the Hub API
             // too, which then lists private repositories as well.
             let login = self.api_login().await?;
@@ -727,12 +726,11 @@ impl Ctx<'_> {
             let Some(owner) = self.client.config().url.namespace() else {
                 return Ok((exact.into_iter().collect(), false));
             };
-            let api = match self.scanner.endpoints.github_api.clone() {
-                Some(api) => api,
-                None => registry_client::vendor::ghcr::DEFAULT_API
-                    .parse()
-                    .map_err(|e| format!("the GitHub API URL: {e}"))?,
-            };
+            let api = self
+                .scanner
+                .endpoints
+                .github_api()
+                .map_err(|e| format!("the GitHub API URL: {e}"))?;
             let login = self.api_login().await?;
             registry_client::vendor::ghcr::owner_packages(
                 self.client.config(),
