@@ -251,3 +251,43 @@ async fn anonymous_readers_read_when_it_is_on_and_only_then() {
     assert_eq!(res.status(), 303, "to the sign-in page");
     s.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csp_reports_are_counted_on_the_metrics_endpoint() {
+    let telemetry = imagelib_platform::telemetry::init_with(
+        imagelib_platform::telemetry::OtelSettings {
+            service_name: "imagelib".into(),
+            metrics_addr: Some(([127, 0, 0, 1], 0).into()),
+            ..Default::default()
+        },
+        imagelib_platform::config::LogFormat::Json,
+    )
+    .unwrap();
+    let metrics = format!(
+        "http://{}/metrics",
+        telemetry.metrics_addr().expect("a /metrics listener")
+    );
+    let s = TestServer::start().await.unwrap();
+    let c = client();
+    for body in [
+        "garbage",
+        r#"{"csp-report":{"violated-directive":"script-src"}}"#,
+    ] {
+        let res = c
+            .post(s.url("/console/csp-report"))
+            .header("content-type", "application/csp-report")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+    }
+    let text = c.get(&metrics).send().await.unwrap().text().await.unwrap();
+    let counted: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("imagelib_console_csp_violations_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(counted, 2.0, "{text}");
+    s.stop().await.unwrap();
+}
