@@ -154,3 +154,80 @@ async fn hub_credentials_log_in_to_the_hub_api_in_validation() {
         .count();
     assert_eq!(logins, 2);
 }
+
+/// Docker Hub sends its repository webhooks with no header: a `dockerhub` registry's
+/// webhook URL carries the secret as `?token=`, which no other registry type accepts.
+#[tokio::test]
+async fn hub_push_webhooks_carry_their_secret_in_the_url() {
+    use imagelib_events::EventPayload;
+    use imagelib_events::model::SyncReason;
+
+    let env = Env::new();
+    let svc = env.start().await;
+    let (s, r) = svc
+        .post(
+            "/v1/registries",
+            json!({"label": "Acme on Hub", "url": "docker.io/acme", "registry_type": "dockerhub",
+                   "validate": false}),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let id = r["id"].as_str().unwrap().to_owned();
+    let (s, hook) = svc.get(&format!("/v1/registries/{id}/webhook")).await;
+    assert_eq!(s, 200, "{hook}");
+    let url = hook["url"].as_str().unwrap().to_owned();
+    let secret = hook["secret"].as_str().unwrap().to_owned();
+    assert!(
+        url.starts_with(&format!("/v1/webhooks/{id}?token=")),
+        "{url}"
+    );
+
+    let push = json!({"callback_url": "https://registry.hub.docker.com/u/acme/pg/hook/x/",
+        "push_data": {"pushed_at": 1417566161, "pusher": "ci", "tag": "16.4"},
+        "repository": {"repo_name": "acme/pg", "namespace": "acme", "name": "pg", "is_private": true}});
+    let send = |path: String| {
+        svc.http
+            .post(svc.url(&path))
+            .header("content-type", "application/json")
+            .body(push.to_string())
+            .send()
+    };
+    let res = send(url.clone()).await.unwrap();
+    assert_eq!(res.status(), 202);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["repositories"], json!(["acme/pg"]));
+    // A wrong token, or none, is the same 401.
+    for bad in [
+        format!("/v1/webhooks/{id}?token=wrong"),
+        format!("/v1/webhooks/{id}"),
+    ] {
+        assert_eq!(send(bad).await.unwrap().status(), 401);
+    }
+
+    // A registry of another type does not take its secret from the URL.
+    let registry = TestRegistry::start().await.unwrap();
+    let other = svc.register_open(&registry, "not hub").await;
+    let other_id = other["id"].as_str().unwrap().to_owned();
+    let (_, other_hook) = svc.get(&format!("/v1/registries/{other_id}/webhook")).await;
+    assert_eq!(other_hook["url"], format!("/v1/webhooks/{other_id}"));
+    let other_secret = other_hook["secret"].as_str().unwrap();
+    let token: String = url::form_urlencoded::byte_serialize(other_secret.as_bytes()).collect();
+    let res = send(format!("/v1/webhooks/{other_id}?token={token}"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_ne!(secret, other_secret);
+
+    let syncs: Vec<_> = env
+        .events()
+        .await
+        .into_iter()
+        .filter_map(|e| match e.payload {
+            EventPayload::SyncRequested(s) if s.reason == SyncReason::Webhook => {
+                Some(s.repository.map(|r| r.to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(syncs, [Some("acme/pg".to_owned())]);
+}

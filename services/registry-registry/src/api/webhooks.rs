@@ -3,15 +3,18 @@
 //!
 //! A notification authenticates with the registry's webhook secret as
 //! `Authorization: Bearer <secret>` (distribution's `headers`, Harbor's "auth header"; a
-//! bare `Authorization: <secret>` is accepted too). Unknown and removed registries and
-//! wrong secrets get the same 401, so the endpoint tells nothing to a prober.
+//! bare `Authorization: <secret>` is accepted too). Docker Hub cannot send a header: a
+//! `dockerhub` registry's notifications carry the secret as `?token=<secret>` instead (the
+//! query is not part of the request's logged `url.path`), which no other type accepts, so a
+//! secret in a URL is never a habit. Unknown and removed registries and wrong secrets get
+//! the same 401, so the endpoint tells nothing to a prober.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use imagelib_events::model::SyncReason;
+use imagelib_events::model::{RegistryType, SyncReason};
 use imagelib_platform::Problem;
 use imagelib_platform::auth::{Caller, Role};
 use imagelib_platform::problem::ApiPath;
@@ -44,7 +47,9 @@ pub struct Received {
 }
 
 fn unauthorized() -> Problem {
-    Problem::unauthorized("send the registry's webhook secret as `Authorization: Bearer <secret>`")
+    Problem::unauthorized(
+        "send the registry's webhook secret as `Authorization: Bearer <secret>` (Docker Hub: the URL from `GET /v1/registries/{id}/webhook`, with `?token=`)",
+    )
 }
 
 /// Receive a registry notification (CNCF distribution envelope, Harbor Default or
@@ -62,10 +67,26 @@ async fn receive(
     axum::Extension(counter): axum::Extension<Arc<PullCounter>>,
     headers: HeaderMap,
     ApiPath(registry_id): ApiPath<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     body: axum::body::Bytes,
 ) -> Response {
     let mut sender = Sender::default();
-    let result = accept(&app, &counter, &headers, &registry_id, &body, &mut sender).await;
+    // Docker Hub's secret: `token` in the query string.
+    let token = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
+    let result = accept(
+        &app,
+        &counter,
+        &headers,
+        token.as_deref(),
+        &registry_id,
+        &body,
+        &mut sender,
+    )
+    .await;
     let outcome = match &result {
         Ok(_) => "accepted",
         Err(p) if p.status == 401 => "unauthorized",
@@ -145,6 +166,8 @@ fn format_of(headers: &HeaderMap, body: &[u8]) -> &'static str {
     };
     if value.get("events").is_some() {
         "distribution"
+    } else if value.get("push_data").is_some() {
+        "dockerhub"
     } else if value.get("specversion").is_some() || headers.contains_key("ce-type") {
         "cloudevents"
     } else if value.get("type").is_some() {
@@ -158,17 +181,22 @@ async fn accept(
     app: &Registries,
     counter: &PullCounter,
     headers: &HeaderMap,
+    query_token: Option<&str>,
     registry_id: &str,
     body: &[u8],
     sender: &mut Sender,
 ) -> Result<(StatusCode, axum::Json<Received>), Problem> {
     let id = registry_id.parse().map_err(|_| unauthorized())?;
-    let presented = headers
+    let registry = app.live(id).await.map_err(|_| unauthorized())?;
+    let from_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned())
-        .ok_or_else(unauthorized)?;
-    let registry = app.live(id).await.map_err(|_| unauthorized())?;
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
+    let presented = match (from_header, query_token) {
+        (Some(h), _) => h,
+        (None, Some(t)) if registry.registry_type == RegistryType::Dockerhub => t.to_owned(),
+        _ => return Err(unauthorized()),
+    };
     // A secret that cannot be opened (lost master key) is logged and marked by the app;
     // the sender only learns that it was not let in.
     let secret = app
@@ -233,7 +261,8 @@ async fn accept(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookSettings {
-    /// The path notifications are posted to.
+    /// The path notifications are posted to. For a `dockerhub` registry, which cannot send
+    /// a header, it carries the secret as `?token=<secret>`: give Hub this URL as is.
     url: String,
     /// The value to send as `Authorization: Bearer <secret>`.
     secret: String,
@@ -258,8 +287,15 @@ async fn webhook_settings(
         .webhook_secret(&r)
         .await?
         .ok_or_else(|| Problem::not_found("this registry has no webhook secret"))?;
+    let url = if r.registry_type == RegistryType::Dockerhub {
+        let token: String =
+            url::form_urlencoded::byte_serialize(secret.expose_secret().as_bytes()).collect();
+        format!("/v1/webhooks/{id}?token={token}")
+    } else {
+        format!("/v1/webhooks/{id}")
+    };
     Ok(axum::Json(WebhookSettings {
-        url: format!("/v1/webhooks/{id}"),
+        url,
         secret: secret.expose_secret().to_owned(),
     }))
 }

@@ -1,9 +1,11 @@
 //! Registry notifications: which repositories a webhook says changed, and which
 //! manifests it says were pulled.
 //!
-//! Three payloads are understood: CNCF distribution notification envelopes, Harbor's
-//! "Default" JSON and Harbor's CloudEvents (structured or binary HTTP mode). Each becomes
-//! the set of repositories to rescan and the pulls it reports; other noise is ignored.
+//! Four payloads are understood: CNCF distribution notification envelopes, Harbor's
+//! "Default" JSON, Harbor's CloudEvents (structured or binary HTTP mode) and Docker Hub's
+//! repository webhook (`push_data` + `repository`). Each becomes the set of repositories
+//! to rescan and the pulls it reports; other noise is ignored. Docker Hub only notifies
+//! pushes, and names an official image without its `library/` namespace.
 //! Whether the pulls are counted is the registry's choice (`report_pulls`), made by the
 //! caller: this module only reads the payload.
 //!
@@ -40,7 +42,7 @@ pub enum WebhookError {
     #[error("the body is not JSON: {0}")]
     Json(String),
     #[error(
-        "unrecognised notification: expected a distribution `events` envelope, a Harbor `event_data` payload or a Harbor CloudEvent"
+        "unrecognised notification: expected a distribution `events` envelope, a Harbor `event_data` payload, a Harbor CloudEvent or a Docker Hub `push_data` payload"
     )]
     Unrecognised,
     #[error("repository `{0}` in the notification is not a valid repository name")]
@@ -204,6 +206,41 @@ impl HarborRepository {
     }
 }
 
+/// Docker Hub's repository webhook: sent for pushes only (`push_data.tag` is the pushed
+/// tag), with no header of its own and no signature.
+#[derive(Deserialize)]
+struct HubPush {
+    repository: HubRepository,
+}
+
+#[derive(Deserialize)]
+struct HubRepository {
+    #[serde(default)]
+    repo_name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+impl HubRepository {
+    /// `namespace/name`; an official image (no namespace, or `library`) under `library/`,
+    /// the name the registry serves it by.
+    fn full_name(self) -> Result<String, WebhookError> {
+        let name = match (self.repo_name, self.namespace, self.name) {
+            (Some(r), _, _) => r,
+            (None, Some(ns), Some(n)) => format!("{ns}/{n}"),
+            (None, None, Some(n)) => n,
+            _ => return Err(WebhookError::MissingRepository),
+        };
+        Ok(if name.contains('/') {
+            name
+        } else {
+            format!("library/{name}")
+        })
+    }
+}
+
 fn harbor_type_changes(t: &str) -> bool {
     let t = t.to_ascii_lowercase();
     // PUSH_ARTIFACT, DELETE_ARTIFACT, harbor.artifact.pushed, harbor.artifact.deleted, …
@@ -288,6 +325,10 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Notification, WebhookEr
                 .map(|t| t.with_timezone(&Utc));
             harbor(value, changes, at, &mut names, &mut out)?;
         }
+    } else if value.get("push_data").is_some() {
+        let hub: HubPush =
+            serde_json::from_value(value).map_err(|e| WebhookError::Json(e.to_string()))?;
+        names.push(hub.repository.full_name()?);
     } else if let Some(t) = value.get("type").and_then(|t| t.as_str()) {
         if value.get("event_data").is_none() {
             return Err(WebhookError::Unrecognised);
@@ -445,6 +486,34 @@ mod tests {
         h.insert("ce-specversion", "1.0".parse().unwrap());
         let binary = r#"{"repository":{"repo_full_name":"ai/ocr"}}"#;
         assert_eq!(repos(&h, binary), ["ai/ocr"]);
+    }
+
+    /// The payload Docker Hub documents for its repository webhooks.
+    #[test]
+    fn docker_hub_pushes() {
+        let push = r#"{"callback_url":"https://registry.hub.docker.com/u/acme/pg/hook/2141b5bi5i5b02bec211i4eeih0242eg11000a/",
+            "push_data":{"pushed_at":1417566161,"pusher":"trustedbuilder","tag":"16.4"},
+            "repository":{"comment_count":0,"date_created":1417494799,"description":"","is_official":false,
+            "is_private":true,"is_trusted":true,"name":"pg","namespace":"acme","owner":"acme",
+            "repo_name":"acme/pg","repo_url":"https://registry.hub.docker.com/u/acme/pg/","star_count":0,"status":"Active"}}"#;
+        assert_eq!(repos(&HeaderMap::new(), push), ["acme/pg"]);
+        let official = r#"{"push_data":{"tag":"latest"},"repository":{"repo_name":"postgres","is_official":true}}"#;
+        assert_eq!(repos(&HeaderMap::new(), official), ["library/postgres"]);
+        let parts = r#"{"push_data":{},"repository":{"namespace":"acme","name":"nim"}}"#;
+        assert_eq!(repos(&HeaderMap::new(), parts), ["acme/nim"]);
+        for bad in [
+            r#"{"push_data":{"tag":"x"}}"#,
+            r#"{"push_data":{},"repository":{}}"#,
+            r#"{"push_data":{},"repository":{"repo_name":"Not A Name"}}"#,
+            r#"{"push_data":1,"repository":{"repo_name":7}}"#,
+        ] {
+            assert!(
+                repositories(&HeaderMap::new(), bad.as_bytes()).is_err(),
+                "{bad}"
+            );
+        }
+        let n = parse(&HeaderMap::new(), push.as_bytes()).unwrap();
+        assert_eq!(n.pulls, Ok(vec![]));
     }
 
     fn d(c: char) -> String {
