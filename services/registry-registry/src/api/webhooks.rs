@@ -52,8 +52,8 @@ fn unauthorized() -> Problem {
     )
 }
 
-/// Receive a registry notification (CNCF distribution envelope, Harbor Default or
-/// CloudEvents payload). Pushes and deletes request a scan of their repository; manifest
+/// Receive a registry notification (CNCF distribution envelope, Azure Container Registry
+/// event, Harbor Default or CloudEvents payload, Docker Hub push). Pushes and deletes request a scan of their repository; manifest
 /// pulls are counted when the registry reports pulls (and accepted and ignored when it
 /// does not). A `503` with `Retry-After` asks the registry to deliver again later (pull
 /// counts waiting for the event stream).
@@ -166,6 +166,8 @@ fn format_of(headers: &HeaderMap, body: &[u8]) -> &'static str {
     };
     if value.get("events").is_some() {
         "distribution"
+    } else if value.get("action").is_some() && value.get("target").is_some() {
+        "acr"
     } else if value.get("push_data").is_some() {
         "dockerhub"
     } else if value.get("specversion").is_some() || headers.contains_key("ce-type") {

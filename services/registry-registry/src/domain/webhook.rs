@@ -1,7 +1,8 @@
 //! Registry notifications: which repositories a webhook says changed, and which
 //! manifests it says were pulled.
 //!
-//! Four payloads are understood: CNCF distribution notification envelopes, Harbor's
+//! Five payloads are understood: CNCF distribution notification envelopes, Azure Container
+//! Registry's webhook (one distribution-shaped event, no envelope), Harbor's
 //! "Default" JSON, Harbor's CloudEvents (structured or binary HTTP mode) and Docker Hub's
 //! repository webhook (`push_data` + `repository`). Each becomes the set of repositories
 //! to rescan and the pulls it reports; other noise is ignored. Docker Hub only notifies
@@ -270,10 +271,20 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Notification, WebhookEr
     let mut out = Notification::default();
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
 
-    if value.get("events").is_some() {
+    let distribution = if value.get("events").is_some() {
         let env: DistributionEnvelope =
-            serde_json::from_value(value).map_err(|e| WebhookError::Json(e.to_string()))?;
-        for e in env.events {
+            serde_json::from_value(value.clone()).map_err(|e| WebhookError::Json(e.to_string()))?;
+        Some(env.events)
+    } else if value.get("action").is_some() && value.get("target").is_some() {
+        // Azure Container Registry posts one distribution-shaped event, not an envelope.
+        let event: DistributionEvent =
+            serde_json::from_value(value.clone()).map_err(|e| WebhookError::Json(e.to_string()))?;
+        Some(vec![event])
+    } else {
+        None
+    };
+    if let Some(events) = distribution {
+        for e in events {
             match e.action.as_str() {
                 // `mount` is always a blob; a blob `delete` carries no URL and is kept (it
                 // cannot be told from a manifest's).
@@ -486,6 +497,32 @@ mod tests {
         h.insert("ce-specversion", "1.0".parse().unwrap());
         let binary = r#"{"repository":{"repo_full_name":"ai/ocr"}}"#;
         assert_eq!(repos(&h, binary), ["ai/ocr"]);
+    }
+
+    /// What Azure Container Registry posts for a push and a delete (one event, no envelope).
+    #[test]
+    fn azure_container_registry_events() {
+        let push = r#"{"id":"cb8c3971-9adc-488b-bdd8-43cbb4974ff5","timestamp":"2017-11-17T16:52:01.343145347Z",
+            "action":"push","target":{"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
+            "size":524,"digest":"sha256:80f0d5c8786bb9e621a45ece0db56d11cdc624ad20da9fe62e9d25490f331d7d",
+            "length":524,"repository":"ai/nim-llm","tag":"v1"},
+            "request":{"id":"3cbb6949-7549-4fa1-86cd-a6d5451dffc7","host":"acme.azurecr.io","method":"PUT",
+            "useragent":"docker/17.09.0-ce go/go1.8.3 git-commit/afdb6d4 kernel/4.10.0-27-generic os/linux arch/amd64 UpstreamClient(Docker-Client/17.09.0-ce \\(linux\\))"}}"#;
+        assert_eq!(repos(&HeaderMap::new(), push), ["ai/nim-llm"]);
+        let delete = r#"{"id":"x","timestamp":"2017-11-17T16:54:53.657764628Z","action":"delete",
+            "target":{"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
+            "digest":"sha256:80f0d5c8786bb9e621a45ece0db56d11cdc624ad20da9fe62e9d25490f331d7d","repository":"pg/postgres"},
+            "request":{"id":"y","host":"acme.azurecr.io","method":"DELETE","useragent":"python-requests/2.18.4"}}"#;
+        assert_eq!(repos(&HeaderMap::new(), delete), ["pg/postgres"]);
+        let chart = r#"{"action":"chart_push","target":{"repository":"charts/x"}}"#;
+        assert!(repos(&HeaderMap::new(), chart).is_empty());
+        assert!(
+            repositories(
+                &HeaderMap::new(),
+                br#"{"action":"push","target":{"repository":7}}"#
+            )
+            .is_err()
+        );
     }
 
     /// The payload Docker Hub documents for its repository webhooks.
