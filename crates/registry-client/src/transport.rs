@@ -58,6 +58,15 @@ impl Authz {
             token_id: None,
         })
     }
+
+    /// `Authorization: Basic …` for `origin` only (Harbor's API on the registry's host).
+    pub(crate) fn basic_for(origin: Origin, username: &str, password: &str) -> Result<Self> {
+        Ok(Authz {
+            origin,
+            value: basic(username, password)?,
+            token_id: None,
+        })
+    }
 }
 
 #[derive(Debug)]

@@ -8,6 +8,7 @@ pub mod browser;
 pub mod dockerhub;
 pub mod forward_proxy;
 pub mod github;
+pub mod harbor;
 pub mod hostile;
 pub mod nats;
 pub mod proxy;

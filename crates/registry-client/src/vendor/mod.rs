@@ -3,3 +3,4 @@
 
 pub mod dockerhub;
 pub mod ghcr;
+pub mod harbor;

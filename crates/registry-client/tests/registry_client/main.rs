@@ -6,6 +6,7 @@ mod common;
 mod dockerhub;
 mod faults;
 mod ghcr;
+mod harbor;
 mod hostile;
 mod network;
 mod open;
