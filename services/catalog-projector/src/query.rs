@@ -148,22 +148,40 @@ pub struct ImageFilter {
     pub fetch: i64,
 }
 
-/// The columns of an image row, in the order `api` reads them. Referrers: as last listed
-/// for the digest (`trust_referrers`), else as the tag event carried them. The latest
-/// mutation of a marked tag (looked up only for marked rows), and the pulls under the tag
-/// (every digest it pointed at) and of its digest (under any tag or by digest), as JSON.
-pub const IMAGE_COLUMNS: &str = "t.registry_id, g.label, t.repository, t.tag, t.digest, t.media_type, \
+/// The columns of an image row, in the order `api` reads them, for the current catalog:
+/// every one is read from the row the page scans (the pulls under the tag and of its
+/// digest, and the latest mutation of a marked tag, are kept there by the projection), from
+/// its registry and its repository. Referrers: as last listed for the digest
+/// (`trust_referrers`, a primary-key probe), else as the tag event carried them. Each column
+/// is named (`c0`…) so that the bench can load a page's rows into a flat table.
+pub const IMAGE_COLUMNS: &str = "t.registry_id AS c0, g.label AS c1, t.repository AS c2, t.tag AS c3, \
+     t.digest AS c4, t.media_type AS c5, t.artifact_type AS c6, t.kind AS c7, t.model_type AS c8, \
+     t.archs AS c9, t.platforms::text AS c10, t.size AS c11, t.created AS c12, t.first_seen AS c13, \
+     t.last_seen AS c14, t.valid_from AS c15, t.valid_to AS c16, t.labels::text AS c17, \
+     t.annotations::text AS c18, t.extensions::text AS c19, \
+     COALESCE((SELECT x.referrers::text FROM trust_referrers x \
+        WHERE x.repo_id = t.repo_id AND x.digest = t.digest), t.referrers::text) AS c20, \
+     t.hm_tags AS c21, r.hm_tags AS c22, t.approval AS c23, r.description AS c24, t.repo_id AS c25, \
+     t.trust::text AS c26, CASE WHEN t.mutated THEN t.mutation::text END AS c27, \
+     t.tag_pulls AS c28, t.tag_last_pulled_at AS c29, t.digest_pulls AS c30, \
+     t.digest_last_pulled_at AS c31";
+
+/// The same columns for any version (`as_of`): a closed version's pulls are looked up, as
+/// they are not kept on it (nor is its mutation mark, which only a current version shows).
+pub const IMAGE_COLUMNS_AS_OF: &str = "t.registry_id, g.label, t.repository, t.tag, t.digest, t.media_type, \
      t.artifact_type, t.kind, t.model_type, t.archs, t.platforms::text, t.size, t.created, t.first_seen, \
      t.last_seen, t.valid_from, t.valid_to, t.labels::text, t.annotations::text, t.extensions::text, \
      COALESCE((SELECT x.referrers::text FROM trust_referrers x \
-        WHERE x.repo_id = t.repo_id AND x.digest = t.digest), t.referrers::text), t.hm_tags, r.hm_tags, t.approval, r.description, t.repo_id, t.trust::text, \
-     CASE WHEN t.mutated THEN (SELECT json_build_object('old_digest', m.old_digest, 'new_digest', m.new_digest, \
-        'found_by', m.found_by, 'seen_at', m.seen_at, 'at', m.at)::text FROM tag_mutations m \
-        WHERE m.repo_id = t.repo_id AND m.tag = t.tag ORDER BY m.sequence DESC LIMIT 1) END, \
-     (SELECT json_build_object('pulls', sum(p.pulls), 'last_pulled_at', max(p.last_pulled_at))::text \
-        FROM pulls p WHERE p.repo_id = t.repo_id AND p.tag = t.tag), \
-     (SELECT json_build_object('pulls', sum(p.pulls), 'last_pulled_at', max(p.last_pulled_at))::text \
-        FROM pulls p WHERE p.repo_id = t.repo_id AND p.digest = t.digest)";
+        WHERE x.repo_id = t.repo_id AND x.digest = t.digest), t.referrers::text), t.hm_tags, r.hm_tags, \
+     t.approval, r.description, t.repo_id, t.trust::text, \
+     CASE WHEN t.mutated THEN t.mutation::text END, \
+     COALESCE(tp.pulls, 0), tp.last, COALESCE(dp.pulls, 0), dp.last";
+
+/// The lookups [`IMAGE_COLUMNS_AS_OF`] reads the pulls from.
+const AS_OF_PULLS: &str = "LEFT JOIN LATERAL (SELECT LEAST(sum(p.pulls), 9223372036854775807)::int8 AS pulls, \
+        max(p.last_pulled_at) AS last FROM pulls p WHERE p.repo_id = t.repo_id AND p.tag = t.tag) tp ON true \
+     LEFT JOIN LATERAL (SELECT LEAST(sum(p.pulls), 9223372036854775807)::int8 AS pulls, \
+        max(p.last_pulled_at) AS last FROM pulls p WHERE p.repo_id = t.repo_id AND p.digest = t.digest) dp ON true";
 
 fn visibility(sql: &mut Sql, teams: &Teams, as_of: Option<&str>) -> String {
     let mut w = match as_of {
@@ -279,10 +297,14 @@ pub fn images(f: &ImageFilter) -> Sql {
         }
     };
     let limit = sql.bind(Bind::Int(f.fetch));
+    let (columns, lookups) = match f.as_of {
+        None => (IMAGE_COLUMNS, ""),
+        Some(_) => (IMAGE_COLUMNS_AS_OF, AS_OF_PULLS),
+    };
     sql.text = format!(
-        "SELECT {IMAGE_COLUMNS} FROM tag_versions t \
+        "SELECT {columns} FROM tag_versions t \
          JOIN registries g ON g.id = t.registry_id \
-         JOIN repositories r ON r.id = t.repo_id \
+         JOIN repositories r ON r.id = t.repo_id {lookups} \
          WHERE {} ORDER BY {order} LIMIT {limit}",
         wh.join(" AND ")
     );

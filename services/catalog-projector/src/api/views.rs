@@ -90,22 +90,6 @@ pub struct MutationView {
     pub at: DateTime<Utc>,
 }
 
-/// Summed pulls, as the image columns carry them.
-#[derive(Debug, Default, serde::Deserialize)]
-struct PullsJson {
-    pulls: Option<i64>,
-    last_pulled_at: Option<DateTime<Utc>>,
-}
-
-fn pulls_of(json: Option<String>) -> PullsJson {
-    json.and_then(|s| {
-        serde_json::from_str(&s)
-            .map_err(|e| tracing::warn!(error = %e, "stored pulls unreadable; shown as none"))
-            .ok()
-    })
-    .unwrap_or_default()
-}
-
 fn mutation_of(json: Option<String>) -> Option<MutationView> {
     json.and_then(|s| {
         serde_json::from_str(&s)
@@ -143,8 +127,6 @@ impl ImageView {
             hm_tags.dedup();
         }
         let approval: Option<String> = row.try_get(23)?;
-        let tag_pulls = pulls_of(row.try_get(28)?);
-        let digest_pulls = pulls_of(row.try_get(29)?);
         let view = ImageView {
             reference: format!("{registry_id}/{repository}:{tag}"),
             registry_id,
@@ -174,10 +156,10 @@ impl ImageView {
             description: row.try_get(24)?,
             trust: trust_of(row.try_get(26)?),
             mutated: mutation_of(row.try_get(27)?),
-            pulls: tag_pulls.pulls.unwrap_or(0),
-            last_pulled_at: tag_pulls.last_pulled_at,
-            digest_pulls: digest_pulls.pulls.unwrap_or(0),
-            digest_last_pulled_at: digest_pulls.last_pulled_at,
+            pulls: row.try_get(28)?,
+            last_pulled_at: row.try_get(29)?,
+            digest_pulls: row.try_get(30)?,
+            digest_last_pulled_at: row.try_get(31)?,
         };
         Ok((view, row.try_get(25)?))
     }

@@ -455,6 +455,12 @@ async fn fold_and_write<'a>(
         .map(|v| (v.repo_id, v.tag))
         .collect();
     super::integrity::mark_new(tx, &opened).await?;
+    let opened: Vec<(Uuid, &str, &str)> = new
+        .iter()
+        .filter(|v| v.valid_to.is_none())
+        .map(|v| (v.repo_id, v.tag, v.digest))
+        .collect();
+    super::integrity::pulls_new(tx, &opened).await?;
     let mut lists: Vec<(Uuid, &str, &[imagelib_events::model::Referrer], u64)> = Vec::new();
     for (seq, i, digest, list) in referrer_lists {
         lists.push((states[i].repo_id, digest, list, seq));
@@ -767,7 +773,7 @@ async fn write_touches(
     Ok(())
 }
 
-/// Close versions. Trust and the mutation mark are kept on current versions only (a closed
+/// Close versions. Trust, the mutation mark and the pulls are kept on current versions only (a closed
 /// one would otherwise keep whatever its digest showed when the batch that closed it began,
 /// which depends on batching): history shows none.
 async fn write_closes(
@@ -790,7 +796,8 @@ async fn write_closes(
     sqlx::query(
         "UPDATE tag_versions t SET valid_to = GREATEST(u.valid_to, t.valid_from),
             signed = false, max_severity = NULL, has_sbom = false, policy = NULL, trust = NULL,
-            mutated = false
+            mutated = false, mutation = NULL, tag_pulls = 0, tag_last_pulled_at = NULL,
+            digest_pulls = 0, digest_last_pulled_at = NULL
          FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS u(repo_id, tag, valid_to)
          WHERE t.repo_id = u.repo_id AND t.tag = u.tag AND t.valid_to IS NULL",
     )

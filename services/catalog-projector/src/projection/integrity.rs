@@ -98,15 +98,98 @@ async fn mutations(
     .bind(&ats)
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
-        "UPDATE tag_versions t SET mutated = true
+    sqlx::query(&format!(
+        "UPDATE tag_versions t SET mutated = true, mutation = {LATEST_MUTATION}
          FROM (SELECT DISTINCT * FROM UNNEST($1::uuid[], $2::text[])) AS k(repo_id, tag)
-         WHERE t.repo_id = k.repo_id AND t.tag = k.tag AND t.valid_to IS NULL AND NOT t.mutated",
-    )
+         WHERE t.repo_id = k.repo_id AND t.tag = k.tag AND t.valid_to IS NULL"
+    ))
     .bind(&repo_ids)
     .bind(&tags)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// The latest mutation of the tag of version `t`, as the API shows it (kept on the current
+/// version so that a page reads it from the row it lists).
+const LATEST_MUTATION: &str = "(SELECT jsonb_build_object('old_digest', m.old_digest,
+        'new_digest', m.new_digest, 'found_by', m.found_by, 'seen_at', m.seen_at, 'at', m.at)
+    FROM tag_mutations m WHERE m.repo_id = t.repo_id AND m.tag = t.tag
+    ORDER BY m.sequence DESC LIMIT 1)";
+
+/// The pulls of the current versions at these tags, summed over every digest they pointed at.
+const SET_TAG_PULLS: &str =
+    "UPDATE tag_versions t SET tag_pulls = s.pulls, tag_last_pulled_at = s.last
+    FROM (SELECT p.repo_id, p.tag, LEAST(sum(p.pulls), 9223372036854775807)::int8 AS pulls,
+                 max(p.last_pulled_at) AS last
+          FROM (SELECT DISTINCT * FROM UNNEST($1::uuid[], $2::text[])) AS k(repo_id, tag)
+          JOIN pulls p ON p.repo_id = k.repo_id AND p.tag = k.tag
+          GROUP BY p.repo_id, p.tag) s
+    WHERE t.repo_id = s.repo_id AND t.tag = s.tag AND t.valid_to IS NULL";
+
+/// The pulls of the current versions at these digests, under any tag or by digest.
+const SET_DIGEST_PULLS: &str =
+    "UPDATE tag_versions t SET digest_pulls = s.pulls, digest_last_pulled_at = s.last
+    FROM (SELECT p.repo_id, p.digest, LEAST(sum(p.pulls), 9223372036854775807)::int8 AS pulls,
+                 max(p.last_pulled_at) AS last
+          FROM (SELECT DISTINCT * FROM UNNEST($1::uuid[], $2::text[])) AS k(repo_id, digest)
+          JOIN pulls p ON p.repo_id = k.repo_id AND p.digest = k.digest
+          GROUP BY p.repo_id, p.digest) s
+    WHERE t.repo_id = s.repo_id AND t.digest = s.digest AND t.valid_to IS NULL";
+
+/// Give the versions just opened the pulls already counted for their tags and digests (one
+/// probe of the pulls of their repositories; nothing more for a catalog without pulls).
+pub(crate) async fn pulls_new(
+    tx: &mut Transaction<'_, Postgres>,
+    opened: &[(Uuid, &str, &str)],
+) -> Result<(), sqlx::Error> {
+    if opened.is_empty() {
+        return Ok(());
+    }
+    let mut repos: Vec<Uuid> = opened.iter().map(|(r, _, _)| *r).collect();
+    repos.sort_unstable();
+    repos.dedup();
+    let counted: Vec<Uuid> =
+        sqlx::query_scalar("SELECT DISTINCT repo_id FROM pulls WHERE repo_id = ANY($1)")
+            .bind(&repos)
+            .fetch_all(&mut **tx)
+            .await?;
+    if counted.is_empty() {
+        return Ok(());
+    }
+    let counted: std::collections::HashSet<Uuid> = counted.into_iter().collect();
+    let mut ids = Vec::new();
+    let mut tags = Vec::new();
+    let mut digests = Vec::new();
+    for (r, t, d) in opened.iter().filter(|(r, _, _)| counted.contains(r)) {
+        ids.push(*r);
+        tags.push(*t);
+        digests.push(*d);
+    }
+    set_pulls(tx, &ids, &tags, &ids, &digests).await
+}
+
+async fn set_pulls(
+    tx: &mut Transaction<'_, Postgres>,
+    tag_ids: &[Uuid],
+    tags: &[&str],
+    digest_ids: &[Uuid],
+    digests: &[&str],
+) -> Result<(), sqlx::Error> {
+    if !tag_ids.is_empty() {
+        sqlx::query(SET_TAG_PULLS)
+            .bind(tag_ids)
+            .bind(tags)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if !digest_ids.is_empty() {
+        sqlx::query(SET_DIGEST_PULLS)
+            .bind(digest_ids)
+            .bind(digests)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 
@@ -140,11 +223,11 @@ pub(crate) async fn mark_new(
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "UPDATE tag_versions t SET mutated = true
+    sqlx::query(&format!(
+        "UPDATE tag_versions t SET mutated = true, mutation = {LATEST_MUTATION}
          FROM UNNEST($1::uuid[], $2::text[]) AS k(repo_id, tag)
-         WHERE t.repo_id = k.repo_id AND t.tag = k.tag AND t.valid_to IS NULL",
-    )
+         WHERE t.repo_id = k.repo_id AND t.tag = k.tag AND t.valid_to IS NULL"
+    ))
     .bind(&ids)
     .bind(&tags)
     .execute(&mut **tx)
@@ -271,5 +354,12 @@ async fn pulls(
     .bind(&seqs)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    // The sums shown on the current versions of the tags and digests counted.
+    let (tag_ids, tag_names): (Vec<Uuid>, Vec<&str>) = ids
+        .iter()
+        .zip(&tags)
+        .filter(|(_, t)| !t.is_empty())
+        .map(|(r, t)| (*r, *t))
+        .unzip();
+    set_pulls(tx, &tag_ids, &tag_names, &ids, &digests).await
 }
