@@ -6,7 +6,11 @@
 //! namespace listing (`GET /v2/namespaces/{namespace}/repositories?page_size=&page=`,
 //! JSON with `count`, `next`, `results[].name`; `404` for an unknown namespace), with
 //! `POST /v2/users/login` (`{"username","password"}` → `{"token"}`, `401` otherwise) and
-//! private repositories listed only with that token as `Authorization: Bearer`.
+//! private repositories listed only with that token as `Authorization: Bearer`. The Hub
+//! API has a rate limit of its own, apart from pulls ([`FakeHub::api_limit`]): each answer
+//! carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (a unix
+//! time), an anonymous caller has a smaller allowance than a logged-in one, and a call
+//! beyond it is `429` with `Retry-After` in seconds, as Hub's API reference documents.
 //! Everything received is recorded ([`FakeHub::seen`]).
 
 use std::collections::HashMap;
@@ -51,6 +55,24 @@ struct Api {
     tokens: Mutex<Vec<String>>,
     /// Repositories a namespace shows only to a logged-in caller.
     private: Mutex<HashMap<String, Vec<String>>>,
+    /// The API's allowance: (limit, remaining) for anonymous and for logged-in callers.
+    limits: Mutex<Option<ApiLimits>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ApiLimits {
+    anonymous: (u64, u64),
+    authenticated: (u64, u64),
+    /// Calls answered `429`.
+    refused: u64,
+}
+
+/// When an API allowance resets: a minute ahead, as a unix time.
+fn api_reset() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() + 60)
+        .unwrap_or(60)
 }
 
 impl Api {
@@ -88,7 +110,56 @@ impl Api {
             .is_some_and(|t| self.tokens.lock().unwrap().iter().any(|k| k == t))
     }
 
+    /// Spends one API call of the caller's allowance: its rate-limit headers, or the `429`.
+    fn spend(&self, req: &Request) -> Result<Vec<(String, String)>, Response> {
+        let logged_in = self.logged_in(req);
+        let mut limits = self.limits.lock().unwrap();
+        let Some(l) = limits.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let (limit, remaining) = if logged_in {
+            &mut l.authenticated
+        } else {
+            &mut l.anonymous
+        };
+        let reset = api_reset().to_string();
+        let headers = |left: u64| {
+            vec![
+                ("X-RateLimit-Limit".to_owned(), limit.to_string()),
+                ("X-RateLimit-Remaining".to_owned(), left.to_string()),
+                ("X-RateLimit-Reset".to_owned(), reset.clone()),
+            ]
+        };
+        if *remaining == 0 {
+            let h = headers(0);
+            l.refused += 1;
+            let mut all: Vec<(&str, &str)> =
+                h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            all.push(("Retry-After", "60"));
+            all.push(("Content-Type", "application/json"));
+            return Err(Response::new(
+                429,
+                &all,
+                r#"{"detail":"Rate limit exceeded"}"#,
+            ));
+        }
+        *remaining -= 1;
+        Ok(headers(*remaining))
+    }
+
     fn page(&self, req: &Request, namespace: &str) -> Response {
+        let limit_headers = match self.spend(req) {
+            Ok(h) => h,
+            Err(refused) => return refused,
+        };
+        let mut resp = self.page_of(req, namespace);
+        for (k, v) in &limit_headers {
+            resp.set_header(k, v);
+        }
+        resp
+    }
+
+    fn page_of(&self, req: &Request, namespace: &str) -> Response {
         let json = [("Content-Type", "application/json")];
         let Some(mut all) = self.namespaces.lock().unwrap().get(namespace).cloned() else {
             return Response::new(404, &json, r#"{"message":"object not found","errinfo":{}}"#);
@@ -267,6 +338,27 @@ impl FakeHub {
             namespace.to_owned(),
             repositories.iter().map(|r| (*r).to_owned()).collect(),
         );
+    }
+
+    /// The Hub API's allowance of listing calls: `anonymous` for callers that did not log
+    /// in, `authenticated` for those that did; each answer says what is left, and a call
+    /// with nothing left is `429` with `Retry-After: 60`.
+    pub fn api_limit(&self, anonymous: u64, authenticated: u64) {
+        *self.api.limits.lock().unwrap() = Some(ApiLimits {
+            anonymous: (anonymous, anonymous),
+            authenticated: (authenticated, authenticated),
+            refused: 0,
+        });
+    }
+
+    /// Hub API calls answered `429`.
+    pub fn api_refused(&self) -> u64 {
+        self.api
+            .limits
+            .lock()
+            .unwrap()
+            .map(|l| l.refused)
+            .unwrap_or(0)
     }
 
     /// `next` links point at `origin` (`http://host:port`) instead of the fake itself.

@@ -227,6 +227,7 @@ pub async fn namespace_repositories(
             }
         };
         listing.pages += 1;
+        let api_left = api_allowance_left(&reply.headers);
         bytes += reply.body.len() as u64;
         if bytes > config.max_listing_bytes {
             cut(
@@ -305,8 +306,41 @@ pub async fn namespace_repositories(
                 return Ok(listing);
             }
         };
+        // The Hub API's own allowance is spent: the next call would be a `429`. Stop here,
+        // incomplete and rate limited, until the allowance resets.
+        if let Some((0, retry_after)) = api_left {
+            cut(
+                &mut listing,
+                Error::RateLimited {
+                    url: next.to_string(),
+                    retry_after,
+                },
+            );
+            return Ok(listing);
+        }
         url = next;
     }
+}
+
+/// The Hub API's `X-RateLimit-Remaining` and how long until `X-RateLimit-Reset` (a unix
+/// time), bounded to a day: what a listing may still ask.
+fn api_allowance_left(
+    headers: &reqwest::header::HeaderMap,
+) -> Option<(u64, Option<std::time::Duration>)> {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let remaining = number("x-ratelimit-remaining")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let wait = number("x-ratelimit-reset")
+        .map(|reset| std::time::Duration::from_secs(reset.saturating_sub(now).min(86_400)));
+    Some((remaining, wait))
 }
 
 #[cfg(test)]

@@ -267,4 +267,46 @@ mod listing {
         }
         Ok(())
     }
+
+    /// The Hub API's own allowance (smaller for anonymous callers): a listing reads its
+    /// `X-RateLimit-Remaining` and stops, incomplete and rate limited, instead of asking
+    /// for a page Hub would refuse; a logged-in listing has the larger allowance.
+    #[tokio::test]
+    async fn the_api_allowance_stops_a_listing_before_hub_refuses_it() -> anyhow::Result<()> {
+        let names: Vec<String> = (0..7).map(|i| format!("r{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (_r, hub) = hub(&names).await?;
+        hub.api_limit(2, 10);
+        hub.user("acme-bot", "dckr_pat_s3cret");
+        let mut c = config(&hub.host(), true);
+        c.page_size = 2;
+        let api = hub.api_url().parse()?;
+
+        let anonymous = namespace_repositories(&c, &api, "acme", None).await?;
+        assert!(!anonymous.complete);
+        assert_eq!(anonymous.pages, 2);
+        assert_eq!(anonymous.items.len(), 4);
+        let err = anonymous.error.expect("why it stopped");
+        assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
+        assert!(
+            err.retry_after().is_some_and(|d| d.as_secs() <= 60),
+            "{err}"
+        );
+        assert_eq!(hub.api_refused(), 0, "no call was refused: none was sent");
+
+        let login = Credentials::Basic {
+            username: "acme-bot".into(),
+            password: "dckr_pat_s3cret".to_owned().into(),
+        };
+        let logged_in = namespace_repositories(&c, &api, "acme", Some(&login)).await?;
+        assert!(logged_in.complete, "{:?}", logged_in.error);
+        assert_eq!(logged_in.items.len(), 7);
+
+        // Spent by someone else: the first page is refused, with Hub's 429.
+        let again = namespace_repositories(&c, &api, "acme", None).await;
+        let err = again.expect_err("nothing left");
+        assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
+        assert_eq!(hub.api_refused(), 1);
+        Ok(())
+    }
 }
