@@ -87,6 +87,20 @@ impl RegistryUrl {
             port = None;
             namespace = dockerhub::namespace_of_path(namespace);
         }
+        let lowered;
+        if crate::vendor::ghcr::is_ghcr_host(&host) && port.is_none_or(|p| p == 443) {
+            // GitHub Container Registry: one host, HTTPS only, and owners and package
+            // names are lower-case there (`ghcr.io/Acme` is `ghcr.io/acme`).
+            if insecure {
+                return Err(Error::Config(
+                    "GitHub Container Registry is served over HTTPS only; unset insecure".into(),
+                ));
+            }
+            host = crate::vendor::ghcr::REGISTRY_HOST.to_owned();
+            port = None;
+            lowered = namespace.to_ascii_lowercase();
+            namespace = &lowered;
+        }
         let namespace = if namespace.is_empty() {
             None
         } else {
@@ -334,6 +348,30 @@ mod tests {
         );
         let err = RegistryUrl::parse("http://docker.io", true).unwrap_err();
         assert!(err.to_string().contains("HTTPS only"), "{err}");
+    }
+
+    #[test]
+    fn ghcr_addresses_are_normalised() {
+        for (input, want) in [
+            ("https://ghcr.io/Acme", "ghcr.io/acme"),
+            ("GHCR.io/Acme-Corp/", "ghcr.io/acme-corp"),
+            ("ghcr.io:443/octocat//", "ghcr.io/octocat"),
+            ("ghcr.io.", "ghcr.io"),
+            ("https://ghcr.io/", "ghcr.io"),
+        ] {
+            let u = RegistryUrl::parse(input, false).unwrap();
+            assert_eq!(u.to_string(), want, "{input}");
+            assert_eq!(u.base().as_str(), "https://ghcr.io/", "{input}");
+        }
+        let err = RegistryUrl::parse("http://ghcr.io/acme", true).unwrap_err();
+        assert!(err.to_string().contains("HTTPS only"), "{err}");
+        assert_eq!(
+            RegistryUrl::parse("ghcr.io:5000/Acme", false)
+                .map(|u| u.to_string())
+                .ok(),
+            None,
+            "another port is another server, and its namespace is not lower-cased"
+        );
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub struct ProviderEndpoints {
     /// `IMAGELIB_PROVIDERS__GITHUB_API`: GitHub's REST API, where a `ghcr.io` owner's
     /// container packages are listed (default `https://api.github.com`).
     pub github_api: Option<Url>,
+    /// `IMAGELIB_PROVIDERS__ARTIFACT_REGISTRY_API`: the Artifact Registry REST API, where a
+    /// `gcr` registry's repositories are listed when `_catalog` is refused (default
+    /// `https://artifactregistry.googleapis.com`).
+    pub artifact_registry_api: Option<Url>,
 }
 
 impl ProviderEndpoints {
@@ -123,6 +127,15 @@ impl ProviderEndpoints {
         match &self.github_api {
             Some(api) => Ok(api.clone()),
             None => crate::vendor::ghcr::DEFAULT_API.parse(),
+        }
+    }
+
+    /// The Artifact Registry REST API: `IMAGELIB_PROVIDERS__ARTIFACT_REGISTRY_API`, else
+    /// the public one.
+    pub fn artifact_registry_api(&self) -> Result<Url, url::ParseError> {
+        match &self.artifact_registry_api {
+            Some(api) => Ok(api.clone()),
+            None => crate::vendor::gar::DEFAULT_API.parse(),
         }
     }
 

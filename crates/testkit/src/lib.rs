@@ -4,6 +4,7 @@
 //! Tests run in parallel against one NATS and one PostgreSQL, so every test gets a stream
 //! name, a subject prefix and a database of its own, all derived from one random id.
 
+pub mod artifact_registry;
 pub mod browser;
 pub mod dockerhub;
 pub mod forward_proxy;

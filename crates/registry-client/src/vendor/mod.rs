@@ -2,5 +2,6 @@
 //! normalised, which names mean what, and where credentials may go.
 
 pub mod dockerhub;
+pub mod gar;
 pub mod ghcr;
 pub mod harbor;

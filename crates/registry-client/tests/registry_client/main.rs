@@ -5,6 +5,7 @@ mod auth;
 mod common;
 mod dockerhub;
 mod faults;
+mod gar;
 mod ghcr;
 mod harbor;
 mod hostile;
