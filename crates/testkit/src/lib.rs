@@ -12,6 +12,7 @@ pub mod github;
 pub mod harbor;
 pub mod hostile;
 pub mod nats;
+pub mod nats_cluster;
 pub mod proxy;
 pub mod publish;
 pub mod referrers;
