@@ -21,6 +21,13 @@
 //! scanner emits `image.tag_mutated` (found by `scan`) and the catalog marks the tag. A
 //! second run pushes nothing new (the original `16.4` is pushed only when the tag is
 //! absent), so it finds no second mutation.
+//!
+//! A second registry type is shown when `scripts/run` started the Harbor stand-in
+//! (`imagelib-harbor-standin`, the test kit's fake Harbor in front of a real registry):
+//! `--harbor-standin <state file>` pushes two NIM images into its project `ai` and
+//! registers it as a `harbor` registry scoped to that project with its robot account, so the
+//! scanner lists it through Harbor's API (Harbor refuses `_catalog` to robots) and records
+//! Harbor's scan summaries (one image clean, one with two high findings).
 
 use std::collections::BTreeMap;
 
@@ -47,6 +54,133 @@ pub struct DemoArgs {
     /// Do not wait for the first scan to finish.
     #[arg(long)]
     pub no_wait: bool,
+    /// The Harbor stand-in's state file (`scripts/run` starts it): also fill it and
+    /// register it as a `harbor` registry.
+    #[arg(long)]
+    pub harbor_standin: Option<std::path::PathBuf>,
+}
+
+/// What the Harbor stand-in wrote to its state file.
+#[derive(Debug, serde::Deserialize)]
+struct Standin {
+    harbor: String,
+    registry: String,
+    project: String,
+    robot: String,
+    secret: String,
+}
+
+/// Fills the Harbor stand-in's project and registers it (once) as a `harbor` registry.
+async fn harbor(
+    client: &Client,
+    state: &std::path::Path,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let standin: Standin = serde_json::from_slice(&std::fs::read(state)?)?;
+    let p = Pusher {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", standin.registry),
+    };
+    let project = &standin.project;
+    for (repo, tag, model, findings) in [
+        (
+            "nim/llama-3.1-8b-instruct",
+            "1.0.3",
+            "meta/llama-3.1-8b-instruct",
+            None,
+        ),
+        (
+            "nim/mistral-7b-instruct-v0.3",
+            "1.0.0",
+            "mistralai/mistral-7b-instruct-v0.3",
+            Some("High=2,Medium=5"),
+        ),
+    ] {
+        let labels = map(&[
+            ("com.nvidia.nim.model", model),
+            ("io.imagelib.model.type", "text-completion"),
+        ]);
+        let mut annotations = map(&[(
+            "org.opencontainers.image.description",
+            "NVIDIA NIM microservice (demo, in Harbor)",
+        )]);
+        if let Some(f) = findings {
+            annotations.insert("io.imagelib.demo.vulnerabilities", f.to_owned());
+        }
+        p.image(
+            &format!("{project}/{repo}"),
+            Some(tag),
+            "amd64",
+            &labels,
+            &annotations,
+        )
+        .await?;
+    }
+    let url = format!("{}/{project}", standin.harbor);
+    let list = client
+        .send(Method::GET, "/v1/registries?limit=500", None)
+        .await?;
+    let existing = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["url"] == url.as_str())
+        .map(|r| r["id"].as_str().unwrap_or_default().to_owned());
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            let r = client
+                .send(
+                    Method::POST,
+                    "/v1/registries",
+                    Some(Body::Json(json!({
+                        "label": "Demo Harbor (stand-in)", "url": url, "registry_type": "harbor", "insecure": true,
+                        "credentials": {"kind": "basic", "username": standin.robot, "password": standin.secret},
+                    }))),
+                )
+                .await?;
+            r["id"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    client
+        .send(
+            Method::PUT,
+            &format!("/v1/registries/{id}/rules/harbor-nim"),
+            Some(Body::Json(
+                json!({"repositories": format!("{project}/nim/*"), "kind": "model",
+                "description": "NIM models in Harbor", "hm_tags": ["demo", "harbor"]}),
+            )),
+        )
+        .await?;
+    let requested = client
+        .send(
+            Method::POST,
+            &format!("/v1/registries/{id}/sync"),
+            Some(Body::Json(json!({}))),
+        )
+        .await?;
+    writeln!(
+        out,
+        "registered the Harbor stand-in's project `{project}` ({id}, type harbor, robot account {}); scanning through Harbor's API…",
+        standin.robot
+    )?;
+    match crate::registry_cmd::wait_for_sync(
+        client,
+        &id,
+        requested["sequence"].as_u64().unwrap_or(0),
+        120,
+    )
+    .await
+    {
+        Ok(last) => writeln!(
+            out,
+            "Harbor scan {}: {} tags seen (listed through /api/v2.0, Harbor's scan summaries recorded)",
+            last["state"].as_str().unwrap_or("?"),
+            last["summary"]["tags_seen"]
+        )?,
+        Err(e) => writeln!(out, "the Harbor scan has not finished yet: {e}")?,
+    }
+    Ok(())
 }
 
 fn sha(bytes: &[u8]) -> String {
@@ -674,6 +808,11 @@ pub async fn run(client: &Client, args: DemoArgs) -> anyhow::Result<()> {
             }
             Err(e) => writeln!(out, "the first scan has not finished yet: {e}")?,
         }
+    }
+    if let Some(state) = &args.harbor_standin {
+        harbor(client, state, &mut out)
+            .await
+            .map_err(|e| e.context(format!("the Harbor stand-in ({})", state.display())))?;
     }
     match client.anonymous_reads().await {
         Some(true) => writeln!(

@@ -826,6 +826,119 @@ async fn the_demo_has_a_signed_an_unsigned_and_a_vulnerable_model() {
     );
 }
 
+/// The quickstart's demo shows a second registry type: with the Harbor stand-in it fills
+/// the stand-in's project, registers it as a `harbor` registry scoped to that project with
+/// its robot account, and the scan lists it through Harbor's API (robots get no
+/// `_catalog`) and records Harbor's scan summaries as the images' vulnerability reports.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_shows_a_harbor_registry_next_to_the_docker_registry() {
+    let registry = TestRegistry::start().await.unwrap();
+    let target = format!("127.0.0.1:{}", registry.port());
+    let standin = imagelib_testkit::standin::HarborStandin::start()
+        .await
+        .unwrap();
+    let (stream, db) = (TestStream::new(), TestDb::new());
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("harbor.json");
+    std::fs::write(&state, standin.state().to_string()).unwrap();
+    let server = serve(&stream, &db, dir.path()).await;
+    let (out, _) = imagelib(
+        &server,
+        &[
+            "demo",
+            "--registry",
+            &target,
+            "--harbor-standin",
+            state.to_str().unwrap(),
+        ],
+        "",
+        false,
+    );
+    assert!(
+        out.contains("type harbor, robot account robot$ai+imagelib"),
+        "{out}"
+    );
+    assert!(out.contains("Harbor scan completed: 2 tags seen"), "{out}");
+
+    let http = reqwest::Client::new();
+    let registries: serde_json::Value = http
+        .get(format!("{}/v1/registries", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut types: Vec<&str> = registries["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["registry_type"].as_str())
+        .collect();
+    types.sort();
+    assert_eq!(types, ["generic", "harbor"], "{registries}");
+    let harbor_requests: Vec<String> = standin
+        .harbor
+        .seen()
+        .iter()
+        .map(|r| r.path().to_owned())
+        .collect();
+    assert!(
+        harbor_requests
+            .iter()
+            .any(|p| p == "/api/v2.0/projects/ai/repositories"),
+        "{harbor_requests:?}"
+    );
+
+    let mut found = std::collections::BTreeMap::new();
+    for _ in 0..400 {
+        let page: serde_json::Value = http
+            .get(format!("{}/v1/models?limit=100", server.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        found = page["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| {
+                i["repository"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("ai/"))
+            })
+            .filter_map(|i| {
+                Some((
+                    i["repository"].as_str()?.to_owned(),
+                    i["trust"]["max_severity"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        if found.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        found
+            .get("ai/nim/llama-3.1-8b-instruct")
+            .map(String::as_str),
+        Some("none"),
+        "{found:?}"
+    );
+    assert_eq!(
+        found
+            .get("ai/nim/mistral-7b-instruct-v0.3")
+            .map(String::as_str),
+        Some("high"),
+        "{found:?}"
+    );
+}
+
 /// The `image.tag_mutated` events of the test's stream.
 async fn mutations(stream: &TestStream) -> Vec<imagelib_events::event::TagMutated> {
     use imagelib_events::bus::{EventBus, StreamSettings};

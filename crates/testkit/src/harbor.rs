@@ -408,13 +408,7 @@ impl FakeHarbor {
 
     /// A project and its repositories (names inside the project: `models/llama`).
     pub fn project(&self, name: &str, public: bool, repositories: &[&str]) {
-        self.state.projects.lock().unwrap().insert(
-            name.to_owned(),
-            Project {
-                public,
-                repositories: repositories.iter().map(|r| (*r).to_owned()).collect(),
-            },
-        );
+        self.state_handle().project(name, public, repositories)
     }
 
     /// A robot account (`robot$project+name`) with pull and list permissions on `projects`.
@@ -450,14 +444,8 @@ impl FakeHarbor {
         tags: &[&str],
         overview: Option<serde_json::Value>,
     ) {
-        let mut all = self.state.artifacts.lock().unwrap();
-        let list = all.entry(repository.to_owned()).or_default();
-        list.retain(|a| a.digest != digest);
-        list.push(Artifact {
-            digest: digest.to_owned(),
-            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-            overview,
-        });
+        self.state_handle()
+            .artifact(repository, digest, tags, overview)
     }
 
     /// `Link` targets point at `origin` (`http://host:port`) instead of the fake.
@@ -482,6 +470,13 @@ impl FakeHarbor {
     /// `127.0.0.1:<port>`: the registry and the API (plain HTTP).
     pub fn host(&self) -> String {
         self.proxy.host()
+    }
+
+    /// A handle that changes the fake's projects and artifacts from another task.
+    pub fn state_handle(&self) -> HarborHandle {
+        HarborHandle {
+            state: self.state.clone(),
+        }
     }
 
     pub fn seen(&self) -> Vec<Request> {
@@ -514,4 +509,41 @@ pub fn overview(status: &str, counts: &[(&str, u64)], fixable: u64) -> serde_jso
             "scanner": {"name": "Trivy", "vendor": "Aqua Security", "version": "v0.58.1"}
         }
     })
+}
+
+/// Changes a [`FakeHarbor`]'s projects and artifacts; cheap to clone and `Send`.
+#[derive(Debug, Clone)]
+pub struct HarborHandle {
+    state: Arc<State>,
+}
+
+impl HarborHandle {
+    /// See [`FakeHarbor::project`].
+    pub fn project(&self, name: &str, public: bool, repositories: &[&str]) {
+        self.state.projects.lock().unwrap().insert(
+            name.to_owned(),
+            Project {
+                public,
+                repositories: repositories.iter().map(|r| (*r).to_owned()).collect(),
+            },
+        );
+    }
+
+    /// See [`FakeHarbor::artifact`].
+    pub fn artifact(
+        &self,
+        repository: &str,
+        digest: &str,
+        tags: &[&str],
+        overview: Option<serde_json::Value>,
+    ) {
+        let mut all = self.state.artifacts.lock().unwrap();
+        let list = all.entry(repository.to_owned()).or_default();
+        list.retain(|a| a.digest != digest);
+        list.push(Artifact {
+            digest: digest.to_owned(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            overview,
+        });
+    }
 }

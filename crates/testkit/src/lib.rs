@@ -18,6 +18,7 @@ pub mod publish;
 pub mod referrers;
 pub mod registry;
 pub mod signing;
+pub mod standin;
 
 /// Where the registries and servers the tests start listen. The network guard denies
 /// loopback by default, so every test that talks to one allows it explicitly, the way the
