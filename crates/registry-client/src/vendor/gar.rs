@@ -372,6 +372,9 @@ fn percent_decode(s: &str) -> Option<String> {
     while i < b.len() {
         if b[i] == b'%' {
             let hex = s.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|h| h.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -573,6 +576,42 @@ pub async fn list_repositories(
     }
 }
 
+/// The registry's repositories: `_catalog` when it answers in full; when it is refused
+/// (`forbidden`, `unauthorized`, `not_found`) or cut short, the Artifact Registry API's
+/// listing of `location` ([`list_repositories`]) if `login` can call it ([`api_token`]).
+/// A refused `_catalog` and a failed API listing is the API's error (it names what the
+/// credential lacks); a `_catalog` cut short stays the answer unless the API lists in
+/// full. Without an access token, `_catalog`'s answer is returned as it is.
+pub async fn catalog_or_api(
+    client: &crate::RegistryClient,
+    api: &Url,
+    location: &GarLocation,
+    login: Option<&Credentials>,
+) -> Result<Listing<RepositoryName>> {
+    use crate::ErrorKind;
+    let catalog = client.catalog().await;
+    match &catalog {
+        Ok(listing) if listing.complete => return catalog,
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::Forbidden | ErrorKind::Unauthorized | ErrorKind::NotFound
+            ) => {}
+        Err(_) => return catalog,
+    }
+    if let Err(why) = api_token(login) {
+        tracing::info!(%why, "_catalog only");
+        return catalog;
+    }
+    let listed = list_repositories(client.config(), api, location, login).await;
+    match (catalog, listed) {
+        (_, Ok(listing)) if listing.complete => Ok(listing),
+        (Ok(cut), _) => Ok(cut),
+        (Err(_), listed) => listed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -669,6 +708,49 @@ mod tests {
     }
 
     #[test]
+    fn garbage_addresses_never_panic() {
+        let pieces = [
+            "",
+            "/",
+            "//",
+            ".",
+            "..",
+            "%",
+            "%2F",
+            "é",
+            "\u{0}",
+            ":",
+            "a:b",
+            "example.com",
+            "my-project",
+            "images",
+            "-docker.pkg.dev",
+            "us-docker.pkg.dev",
+            "gcr.io",
+            "?",
+            "#",
+        ];
+        for host in pieces {
+            for a in pieces {
+                for b in pieces {
+                    let path = format!("{a}/{b}/{a}");
+                    if let Ok(l) = GarLocation::parse(host, &path) {
+                        // What parses names a resource without path tricks.
+                        assert!(!l.resource().contains(".."), "{l:?}");
+                        assert!(!l.resource().contains('%'), "{l:?}");
+                        assert!(
+                            l.registry_prefix().parse::<RepositoryName>().is_ok(),
+                            "{l:?}"
+                        );
+                    }
+                    let _ = GarLocation::new(host, a, b);
+                    let _ = percent_decode(&path);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn only_an_access_token_reaches_the_api() {
         let token = Credentials::basic(ACCESS_TOKEN_USERNAME, "ya29.token");
         assert!(api_token(Some(&token)).is_ok());
@@ -701,6 +783,13 @@ mod tests {
         );
         assert_eq!(image_of(r, &format!("{r}/packages/%zz")), None);
         assert_eq!(image_of(r, &format!("{r}/packages/%")), None);
+        assert_eq!(image_of(r, &format!("{r}/packages/%+1")), None);
+        assert_eq!(image_of(r, &format!("{r}/packages/%é")), None);
+        assert_eq!(
+            image_of(r, &format!("{r}/packages/%C3%A9")).as_deref(),
+            Some("é")
+        );
+        assert_eq!(image_of(r, &format!("{r}/packages/%FF")), None);
         assert_eq!(image_of(r, &format!("{r}/packages/")), None);
         assert_eq!(image_of(r, &format!("{r}/packages/a/versions/x")), None);
         let body = br#"{"error":{"code":403,"message":"Permission 'artifactregistry.packages.list' denied","status":"PERMISSION_DENIED"}}"#;

@@ -6,7 +6,7 @@
 use imagelib_testkit::artifact_registry::{FakeArtifactRegistry, error_response};
 use imagelib_testkit::proxy::Response;
 use imagelib_testkit::registry::{ImageSpec, TestRegistry};
-use registry_client::vendor::gar::{GarLocation, list_repositories};
+use registry_client::vendor::gar::{GarLocation, catalog_or_api, list_repositories};
 use registry_client::{Credentials, ErrorKind, RegistryClient};
 
 use crate::common::{config, repo};
@@ -318,5 +318,84 @@ async fn garbage_loops_and_hostile_entries_end_the_listing_not_the_process() -> 
     assert_eq!(ar.api_requests() - before, 2);
     let why = listing.error.map(|e| e.to_string()).unwrap_or_default();
     assert!(why.contains("loops"), "{why}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_api_is_asked_only_when_the_catalog_is_refused_or_cut() -> anyhow::Result<()> {
+    let registry = registry_with(&[
+        "my-project/images/a",
+        "my-project/images/b",
+        "my-project/images/c",
+    ])
+    .await?;
+    let ar = FakeArtifactRegistry::start(&registry).await;
+    ar.repository(
+        "my-project",
+        "us-central1",
+        "images",
+        "my-project/images",
+        &[TOKEN],
+    );
+    ar.token("ya29.not-granted");
+    let api = ar.api_url().parse()?;
+    let c = config(&format!("{}/my-project/images", ar.host()), true);
+    let all = [
+        "my-project/images/a",
+        "my-project/images/b",
+        "my-project/images/c",
+    ]
+    .map(repo);
+
+    // `_catalog` refused: the API lists.
+    let client = RegistryClient::new(c.clone(), login())?;
+    let listing = catalog_or_api(&client, &api, &images(), Some(&login())).await?;
+    assert!(listing.complete);
+    assert_eq!(listing.items, all);
+    assert_eq!(ar.api_requests(), 1);
+
+    // Refused, and a `_json_key` login: `_catalog`'s refusal, no API request.
+    let key = Credentials::basic("_json_key", r#"{"private_key":"canary"}"#);
+    let client = RegistryClient::new(c.clone(), key.clone())?;
+    let err = catalog_or_api(&client, &api, &images(), Some(&key))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+    assert_eq!(ar.api_requests(), 1);
+
+    // Refused by both: the API's error, which names the permission.
+    let other = Credentials::basic("oauth2accesstoken", "ya29.not-granted");
+    let client = RegistryClient::new(c.clone(), other.clone())?;
+    let err = catalog_or_api(&client, &api, &images(), Some(&other))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("artifactregistry.packages.list"),
+        "{err}"
+    );
+
+    // `_catalog` served in full: the API is not asked.
+    ar.serve_catalog();
+    let client = RegistryClient::new(c.clone(), login())?;
+    let before = ar.api_requests();
+    let listing = catalog_or_api(&client, &api, &images(), Some(&login())).await?;
+    assert!(listing.complete);
+    assert_eq!(listing.items, all);
+    assert_eq!(ar.api_requests(), before);
+
+    // `_catalog` cut short by the page cap: the API is asked; it is bounded by the same
+    // caps, so the listing stays incomplete (and says so).
+    let mut capped = c.clone();
+    capped.page_size = 2;
+    capped.max_pages = 1;
+    let client = RegistryClient::new(capped, login())?;
+    let listing = catalog_or_api(&client, &api, &images(), Some(&login())).await?;
+    assert_eq!(ar.api_requests(), before + 1);
+    assert!(!listing.complete);
+    assert_eq!(
+        listing.error.as_ref().and_then(|e| e.cap()),
+        Some(registry_client::Cap::ListingPages)
+    );
+    assert_eq!(listing.items.len(), 2);
     Ok(())
 }
