@@ -102,10 +102,6 @@ pub struct ProviderEndpoints {
     /// `gcr` registry's repositories are listed when `_catalog` is refused (default
     /// `https://artifactregistry.googleapis.com`).
     pub artifact_registry_api: Option<Url>,
-    /// `IMAGELIB_PROVIDERS__ARTIFACT_REGISTRY_API`: the Artifact Registry REST API, where a
-    /// `gcr` registry's repositories are listed when `_catalog` is refused (default
-    /// `https://artifactregistry.googleapis.com`).
-    pub artifact_registry_api: Option<Url>,
 }
 
 impl ProviderEndpoints {
