@@ -364,8 +364,22 @@ pub struct VulnerabilitiesReported {
     pub counts: SeverityCounts,
     /// Findings with a fixed version available.
     pub fixable: u64,
-    /// The digest of the report referrer.
+    /// The digest of the report referrer; for another origin, the sha256 of the canonical
+    /// JSON of what was read (the same report read again is the same source).
     pub source: Digest,
+    /// Where the report came from; absent means a report referrer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<ReportOrigin>,
+}
+
+/// The source of a vulnerability report other than a referrer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportOrigin {
+    /// A report referrer attached to the digest (what an absent origin means).
+    Referrer,
+    /// Harbor's own scan of the artifact (`scan_overview` of its artifacts API).
+    HarborScanOverview,
 }
 
 /// An SBOM referrer of `digest` was found.

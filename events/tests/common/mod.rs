@@ -679,6 +679,7 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
                         counts,
                         fixable: fixable.into(),
                         source,
+                        origin: None,
                     }
                     .into()
                 }

@@ -320,6 +320,7 @@ impl Generator {
                     counts,
                     fixable: counts.high,
                     source,
+                    origin: None,
                 })
             }
             3 => {

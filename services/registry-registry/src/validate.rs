@@ -3,7 +3,7 @@
 
 use imagelib_events::RepositoryName;
 use imagelib_events::model::{RegistryType, ValidationReason};
-use registry_client::vendor::{dockerhub, ghcr};
+use registry_client::vendor::{dockerhub, ghcr, harbor};
 use registry_client::{
     AuthScheme, ErrorKind, NetworkGuard, ProviderEndpoints, RegistryClient, RegistryConfig,
     RegistryUrl,
@@ -153,6 +153,72 @@ pub async fn check(
                 );
                 Err(f)
             }
+        };
+    }
+    if target.registry_type == RegistryType::Harbor && target.repositories.is_empty() {
+        // Harbor refuses `_catalog` to robot accounts: a project-scoped registration must
+        // be able to list its project through Harbor's API; another one, `_catalog` or the
+        // projects the robot sees.
+        let project = target
+            .url
+            .namespace()
+            .map(|ns| ns.split('/').next().unwrap_or(ns));
+        if project.is_none() && client.check_catalog_access().await.is_ok() {
+            return Ok(Passed {
+                auth_scheme,
+                catalog_access: true,
+            });
+        }
+        let login = api_login(credentials, &provider).await?;
+        let api =
+            harbor::HarborApi::new(client.config(), login.as_ref()).map_err(|e| failed(&e))?;
+        return match project {
+            Some(project) => match api.project_repositories(project).await {
+                Ok(_) => Ok(Passed {
+                    auth_scheme,
+                    catalog_access: false,
+                }),
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Forbidden) => {
+                    Err(Failed {
+                        reason: ValidationReason::Forbidden,
+                        detail: format!(
+                            "Harbor has no project `{project}` these credentials can list ({e}); check the project in the URL's path and give the robot account the project's `list repository` and `pull` permissions"
+                        ),
+                    })
+                }
+                Err(e) => {
+                    let mut f = failed(&e);
+                    f.detail = format!(
+                        "Harbor's API cannot list the project `{project}`: {}",
+                        f.detail
+                    );
+                    Err(f)
+                }
+            },
+            None => match api.projects().await {
+                Ok(projects) if projects.items.is_empty() => Err(Failed {
+                    reason: ValidationReason::Forbidden,
+                    detail: "the credentials cannot list the catalog and see no Harbor project; give the robot account a project's `list repository` and `pull` permissions, or register the project (host/project)".into(),
+                }),
+                Ok(projects) => {
+                    tracing::debug!(
+                        projects = projects.items.len(),
+                        "Harbor projects listed through the API"
+                    );
+                    Ok(Passed {
+                        auth_scheme,
+                        catalog_access: false,
+                    })
+                }
+                Err(e) => {
+                    let mut f = failed(&e);
+                    f.detail = format!(
+                        "the credentials cannot list the catalog, and Harbor's API cannot list the projects: {}",
+                        f.detail
+                    );
+                    Err(f)
+                }
+            },
         };
     }
     let catalog = client.check_catalog_access().await;

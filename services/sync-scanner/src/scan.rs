@@ -754,6 +754,51 @@ impl Ctx<'_> {
                 }
                 listing
             })
+        } else if registry.registry_type == "harbor" {
+            // Harbor refuses `_catalog` to robot accounts. A project-scoped registration
+            // goes straight to Harbor's API (nothing of another project is asked for);
+            // otherwise `_catalog` first, and Harbor's API when it is refused.
+            let scope = self.client.config().url.namespace();
+            let catalog = match scope {
+                Some(_) => None,
+                None => Some(self.client.catalog().await),
+            };
+            match catalog {
+                Some(Ok(listing)) => Ok(listing),
+                Some(Err(e))
+                    if !matches!(
+                        e.kind(),
+                        ErrorKind::Unauthorized | ErrorKind::Forbidden | ErrorKind::NotFound
+                    ) =>
+                {
+                    Err(e)
+                }
+                _ => {
+                    let login = self.api_login().await?;
+                    let api = registry_client::vendor::harbor::HarborApi::new(
+                        self.client.config(),
+                        login.as_ref(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    api.repositories().await.map(|mut listing| {
+                        tracing::info!(registry = %registry.id, project = scope, repositories = listing.items.len(), "repositories listed through the Harbor API");
+                        // The rules' exact names (within the project) count too.
+                        let inside = |n: &RepositoryName| {
+                            scope.is_none_or(|ns| {
+                                n.as_str()
+                                    .strip_prefix(ns)
+                                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                            })
+                        };
+                        for name in exact.iter().filter(|n| inside(n)) {
+                            if !listing.items.contains(name) {
+                                listing.items.push(name.clone());
+                            }
+                        }
+                        listing
+                    })
+                }
+            }
         } else {
             self.client.catalog().await
         };
@@ -801,6 +846,56 @@ impl Ctx<'_> {
                 }
                 _ => Err(e.to_string()),
             },
+        }
+    }
+
+    /// Harbor's completed scans of the repository's current digests, as vulnerability
+    /// reports. Not reading them (a robot without the artifact permission, Harbor down)
+    /// leaves the scan as it is; the next scan asks again.
+    async fn harbor_scans(&self, repo: &RepositoryName, current: &[Current]) {
+        if current.is_empty() {
+            return;
+        }
+        let scans = match self.api_login().await {
+            Ok(login) => {
+                match registry_client::vendor::harbor::HarborApi::new(
+                    self.client.config(),
+                    login.as_ref(),
+                ) {
+                    Ok(api) => api.scan_overviews(repo).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let scans = match scans {
+            Ok(scans) => scans,
+            Err(error) => {
+                tracing::info!(registry = %self.registry.id, repository = %repo, %error, "Harbor scan overviews not read; next scan");
+                return;
+            }
+        };
+        match self
+            .scanner
+            .trust
+            .harbor_reports(
+                self.registry.id,
+                repo,
+                current,
+                &scans.items,
+                self.traceparent,
+            )
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(registry = %self.registry.id, repository = %repo, reports = n, "Harbor scan overviews reported")
+            }
+            Err(e) => {
+                let mut t = self.tally();
+                t.error(format!("{repo}: Harbor scan overviews: {e}"));
+                t.incomplete(Some(repo), IncompleteReason::Error);
+            }
         }
     }
 
@@ -1067,6 +1162,9 @@ impl Ctx<'_> {
                 let mut t = self.tally();
                 t.error(format!("{repo}: trust: {e}"));
                 t.incomplete(Some(repo), IncompleteReason::Error);
+            }
+            if self.registry.registry_type == "harbor" {
+                self.harbor_scans(repo, &current).await;
             }
         }
 

@@ -687,6 +687,7 @@ pub fn vulns(
             },
             fixable: high,
             source: digest(source),
+            origin: None,
         },
     )
 }

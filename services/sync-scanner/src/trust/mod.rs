@@ -16,6 +16,7 @@
 
 mod coalesce;
 pub mod content;
+pub mod harbor;
 pub mod policy;
 pub mod state;
 
@@ -933,6 +934,7 @@ impl Trust {
                             },
                             fixable: summary.fixable.unwrap_or(0),
                             source: source.clone(),
+                            origin: None,
                         };
                         (format!("vuln/{source}"), EventPayload::from(event))
                     }

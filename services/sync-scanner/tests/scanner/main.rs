@@ -10,6 +10,7 @@ mod discovery;
 mod dockerhub;
 mod ghcr;
 mod guard;
+mod harbor;
 mod hostile;
 mod integrity;
 mod limits;
