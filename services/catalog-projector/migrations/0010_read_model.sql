@@ -1,8 +1,8 @@
 -- The read model shaped by its queries (issue 17): a page of the Image or Model Library is
 -- one index range scan over the current tag versions that stops after the page. What a page
--- shows about a tag's pulls and its latest mutation is kept on its current version by the
--- projection (as the trust columns are) instead of being looked up per row when read.
--- Closed versions keep what they had when they closed; `as_of` pages look these up.
+-- shows about a tag's pulls, its latest mutation and its digest's listed referrers is kept on
+-- its current version by the projection (as the trust columns are) instead of being looked up
+-- per row when read. Closing a version clears them; `as_of` pages look them up.
 
 -- Pulls under the tag (every digest it pointed at) and of its current digest (under any tag
 -- or by digest), saturated at the int8 maximum, as `pulls` sums them.
@@ -33,7 +33,11 @@ UPDATE tag_versions t SET mutation = (
     ORDER BY m.sequence DESC LIMIT 1)
 WHERE t.valid_to IS NULL AND t.mutated;
 
--- The registry filter in name order (the other filters have theirs: kind, signed, has_sbom,
--- policy, max_severity, mutated, and the name order itself for repository and the default).
-CREATE INDEX tag_versions_registry ON tag_versions (registry_id, repository, tag)
-    WHERE valid_to IS NULL;
+-- The referrers listed for a current version's digest (`trust_referrers`), when a list was
+-- recorded for it; NULL otherwise (the page shows the tag event's `referrers`). Kept by the
+-- projection wherever a list is recorded, found through the current versions by digest.
+ALTER TABLE tag_versions ADD COLUMN listed_referrers JSONB;
+CREATE UNIQUE INDEX tag_versions_digest ON tag_versions (repo_id, digest, tag) WHERE valid_to IS NULL;
+UPDATE tag_versions t SET listed_referrers = x.referrers
+FROM trust_referrers x
+WHERE x.repo_id = t.repo_id AND x.digest = t.digest AND t.valid_to IS NULL;

@@ -149,25 +149,26 @@ pub struct ImageFilter {
 }
 
 /// The columns of an image row, in the order `api` reads them, for the current catalog:
-/// every one is read from the row the page scans (the pulls under the tag and of its
-/// digest, and the latest mutation of a marked tag, are kept there by the projection), from
-/// its registry and its repository. Referrers: as last listed for the digest
-/// (`trust_referrers`, a primary-key probe), else as the tag event carried them. Each column
-/// is named (`c0`…) so that the bench can load a page's rows into a flat table.
+/// every one is read from the row the page scans, its registry and its repository. The
+/// projection keeps on the current version what would otherwise be looked up per row: the
+/// pulls under the tag and of its digest, the latest mutation of a marked tag, and the
+/// referrers as last listed for the digest (`trust_referrers`; else as the tag event carried
+/// them). Each column is named (`c0`…) so that the bench can load a page's rows into a flat
+/// table.
 pub const IMAGE_COLUMNS: &str = "t.registry_id AS c0, g.label AS c1, t.repository AS c2, t.tag AS c3, \
      t.digest AS c4, t.media_type AS c5, t.artifact_type AS c6, t.kind AS c7, t.model_type AS c8, \
      t.archs AS c9, t.platforms::text AS c10, t.size AS c11, t.created AS c12, t.first_seen AS c13, \
      t.last_seen AS c14, t.valid_from AS c15, t.valid_to AS c16, t.labels::text AS c17, \
      t.annotations::text AS c18, t.extensions::text AS c19, \
-     COALESCE((SELECT x.referrers::text FROM trust_referrers x \
-        WHERE x.repo_id = t.repo_id AND x.digest = t.digest), t.referrers::text) AS c20, \
+     COALESCE(t.listed_referrers, t.referrers)::text AS c20, \
      t.hm_tags AS c21, r.hm_tags AS c22, t.approval AS c23, r.description AS c24, t.repo_id AS c25, \
      t.trust::text AS c26, CASE WHEN t.mutated THEN t.mutation::text END AS c27, \
      t.tag_pulls AS c28, t.tag_last_pulled_at AS c29, t.digest_pulls AS c30, \
      t.digest_last_pulled_at AS c31";
 
-/// The same columns for any version (`as_of`): a closed version's pulls are looked up, as
-/// they are not kept on it (nor is its mutation mark, which only a current version shows).
+/// The same columns for any version (`as_of`): a closed version's pulls and listed referrers
+/// are looked up, as they are not kept on it (nor is its mutation mark, which only a current
+/// version shows).
 pub const IMAGE_COLUMNS_AS_OF: &str = "t.registry_id, g.label, t.repository, t.tag, t.digest, t.media_type, \
      t.artifact_type, t.kind, t.model_type, t.archs, t.platforms::text, t.size, t.created, t.first_seen, \
      t.last_seen, t.valid_from, t.valid_to, t.labels::text, t.annotations::text, t.extensions::text, \
@@ -178,9 +179,9 @@ pub const IMAGE_COLUMNS_AS_OF: &str = "t.registry_id, g.label, t.repository, t.t
      COALESCE(tp.pulls, 0), tp.last, COALESCE(dp.pulls, 0), dp.last";
 
 /// The lookups [`IMAGE_COLUMNS_AS_OF`] reads the pulls from.
-const AS_OF_PULLS: &str = "LEFT JOIN LATERAL (SELECT LEAST(sum(p.pulls), 9223372036854775807)::int8 AS pulls, \
+const AS_OF_PULLS: &str = "LEFT JOIN LATERAL (SELECT LEAST(COALESCE(sum(p.pulls), 0), 9223372036854775807)::int8 AS pulls, \
         max(p.last_pulled_at) AS last FROM pulls p WHERE p.repo_id = t.repo_id AND p.tag = t.tag) tp ON true \
-     LEFT JOIN LATERAL (SELECT LEAST(sum(p.pulls), 9223372036854775807)::int8 AS pulls, \
+     LEFT JOIN LATERAL (SELECT LEAST(COALESCE(sum(p.pulls), 0), 9223372036854775807)::int8 AS pulls, \
         max(p.last_pulled_at) AS last FROM pulls p WHERE p.repo_id = t.repo_id AND p.digest = t.digest) dp ON true";
 
 fn visibility(sql: &mut Sql, teams: &Teams, as_of: Option<&str>) -> String {
@@ -301,12 +302,29 @@ pub fn images(f: &ImageFilter) -> Sql {
         None => (IMAGE_COLUMNS, ""),
         Some(_) => (IMAGE_COLUMNS_AS_OF, AS_OF_PULLS),
     };
+    // The registries join on their ids as text: an equality the tag index cannot take as a
+    // condition, so the planner cannot read the page's range once per registry and sort the
+    // union; it scans the one range in order and matches each row to its registry.
     sql.text = format!(
         "SELECT {columns} FROM tag_versions t \
-         JOIN registries g ON g.id = t.registry_id \
+         JOIN registries g ON g.id::text = t.registry_id::text \
          JOIN repositories r ON r.id = t.repo_id {lookups} \
          WHERE {} ORDER BY {order} LIMIT {limit}",
         wh.join(" AND ")
+    );
+    sql
+}
+
+/// A repository's current tags in tag order (its detail and console page): one range of
+/// `tag_versions_current`.
+pub fn repository_tags(repo_id: Uuid) -> Sql {
+    let mut sql = Sql::default();
+    let p = sql.bind(Bind::Uuid(repo_id));
+    sql.text = format!(
+        "SELECT {IMAGE_COLUMNS} FROM tag_versions t \
+         JOIN registries g ON g.id = t.registry_id \
+         JOIN repositories r ON r.id = t.repo_id \
+         WHERE t.repo_id = {p} AND t.valid_to IS NULL ORDER BY t.tag"
     );
     sql
 }

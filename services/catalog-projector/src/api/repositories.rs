@@ -34,7 +34,7 @@ use super::views::{
 /// The mutations listed per tag in a repository's detail (its newest).
 const MAX_MUTATIONS_SHOWN: i64 = 100;
 use crate::curate::{Catalog, RepoRef};
-use crate::query::{self, Cursor, IMAGE_COLUMNS, RepositoryFilter};
+use crate::query::{self, Cursor, RepositoryFilter};
 use imagelib_events::model::Referrer;
 
 #[derive(OpenApi)]
@@ -331,16 +331,11 @@ pub(crate) async fn get_repository(
     let rule_hm_tags: Vec<String> = row.try_get(18).map_err(internal)?;
     let curator_hm_tags: Vec<String> = row.try_get(19).map_err(internal)?;
 
-    let tag_rows = sqlx::query(&format!(
-        "SELECT {IMAGE_COLUMNS} FROM tag_versions t
-         JOIN registries g ON g.id = t.registry_id
-         JOIN repositories r ON r.id = t.repo_id
-         WHERE t.repo_id = $1 AND t.valid_to IS NULL ORDER BY t.tag"
-    ))
-    .bind(repo_id)
-    .fetch_all(pool)
-    .await
-    .map_err(internal)?;
+    let tag_rows = query::repository_tags(repo_id)
+        .query()
+        .fetch_all(pool)
+        .await
+        .map_err(internal)?;
 
     let readmes: Vec<(
         String,

@@ -32,7 +32,7 @@ use catalog_projector::config::{CatalogSettings, Config};
 use catalog_projector::copy::CopyBuf;
 use catalog_projector::projection::Projection;
 use catalog_projector::projection::images::{NewVersion, copy_statement, encode_version};
-use catalog_projector::query::{ImageFilter, images};
+use catalog_projector::query::{Cursor, ImageFilter, images};
 use catalog_projector::rebuild::{RebuildReport, bulk_replay, replay_into};
 use catalog_projector::synth::{Generator, Mix, repo_kind, repo_name};
 use chrono::{DateTime, Utc};
@@ -98,6 +98,20 @@ struct Args {
     /// other way round): run both orders to see what the order itself does.
     #[arg(long)]
     audit_first: bool,
+    /// Percent of the query phase's top-up events that are trust evidence, and that are
+    /// pulls and mutations, so that the trust filters have pages to show.
+    #[arg(long, default_value_t = 10)]
+    query_trust_pct: u32,
+    #[arg(long, default_value_t = 5)]
+    query_integrity_pct: u32,
+    /// The lists measured against their floor (comma-separated; `none` for none): default,
+    /// repository, repository-kind, kind, registry, models, signed, max-severity, has-sbom,
+    /// policy, search, tags.
+    #[arg(long, default_value = "all")]
+    lists: String,
+    /// Print each list's `EXPLAIN (ANALYZE, BUFFERS)` (its first variant).
+    #[arg(long)]
+    explain: bool,
 }
 
 fn with_database(url: &str, database: &str) -> String {
@@ -226,9 +240,13 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
     };
     catalog_projector::projection::audit::WRITE_MICROS
         .store(0, std::sync::atomic::Ordering::Relaxed);
+    let rss_before = reset_peak_rss();
+    let sampler = RssSampler::start();
     let started = Instant::now();
     bulk_replay(bus, &projection, &settings, last, &mut report).await?;
     let replay = started.elapsed();
+    let sampled = sampler.stop().await;
+    let hwm = peak_rss_kb();
     let audit_ms = catalog_projector::projection::audit::WRITE_MICROS
         .load(std::sync::atomic::Ordering::Relaxed)
         / 1000;
@@ -253,6 +271,23 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
         args.batch,
         replay_rate / lower
     );
+    println!(
+        "replay      {:.2} x the COPY anchor ({copy_rate:.0}/s); target >= 0.9",
+        replay_rate / copy_rate
+    );
+    println!(
+        "replay      peak RSS during the replay {} (VmHWM{}), highest sampled every 50 ms {:.1} MB; target <= 200 MB",
+        match hwm {
+            Some(kb) => format!("{:.1} MB", kb as f64 / 1024.0),
+            None => "unknown".into(),
+        },
+        if rss_before {
+            ", reset before it"
+        } else {
+            " of the whole process: it could not be reset"
+        },
+        sampled as f64 / 1024.0,
+    );
 
     if args.no_query {
         return Ok(());
@@ -264,12 +299,16 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
             .fetch_one(&pool)
             .await?;
     if (current as usize) < args.query_tags {
-        let extra = args.query_tags - current as usize;
+        // Trust and integrity events do not add tags: generate that many more.
+        let other = (args.query_trust_pct + args.query_integrity_pct).min(90) as usize;
+        let extra = (args.query_tags - current as usize) * 100 / (100 - other);
         let more = Generator::continuing(
             Mix {
                 events: extra,
                 moved_pct: 0,
                 removed_pct: 0,
+                trust_pct: args.query_trust_pct,
+                integrity_pct: args.query_integrity_pct,
                 seed: mix.seed + 1,
                 tag_prefix: "q".into(),
                 start: mix.start + chrono::Duration::days(30),
@@ -331,6 +370,7 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
         }
         Err(e) => println!("query SQL   pgbench not run: {e:#}"),
     }
+    floors(args, bus, db_url, &pool, &mix).await?;
     pool.close().await;
     Ok(())
 }
@@ -810,7 +850,30 @@ async fn http_load(
 }
 
 async fn pgbench(args: &Args, db_url: &str, names: &[String]) -> anyhow::Result<Load> {
-    let dir = std::env::temp_dir().join(format!("catalog-bench-{}", std::process::id()));
+    let sqls: Vec<String> = names
+        .iter()
+        .map(|name| {
+            // Exactly what the API runs for an anonymous caller.
+            images(&ImageFilter {
+                teams: Some(vec![]),
+                repository: Some(name.clone()),
+                kind: Some("database".into()),
+                fetch: 51,
+                ..Default::default()
+            })
+            .literal()
+        })
+        .collect();
+    pgbench_files(args, db_url, &sqls).await
+}
+
+/// pgbench of `sqls` in turn (one script each), at the bench's connections, after a warm-up.
+async fn pgbench_files(args: &Args, db_url: &str, sqls: &[String]) -> anyhow::Result<Load> {
+    let dir = std::env::temp_dir().join(format!(
+        "catalog-bench-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir)?;
     let mut cmd = tokio::process::Command::new("pgbench");
     cmd.env(
@@ -829,17 +892,9 @@ async fn pgbench(args: &Args, db_url: &str, names: &[String]) -> anyhow::Result<
     .arg("-l")
     .arg("--log-prefix")
     .arg(dir.join("log"));
-    for (i, name) in names.iter().enumerate() {
-        // Exactly what the API runs for an anonymous caller.
-        let sql = images(&ImageFilter {
-            teams: Some(vec![]),
-            repository: Some(name.clone()),
-            kind: Some("database".into()),
-            fetch: 51,
-            ..Default::default()
-        });
+    for (i, sql) in sqls.iter().enumerate() {
         let file = dir.join(format!("q{i}.sql"));
-        std::fs::write(&file, format!("{};\n", sql.literal()))?;
+        std::fs::write(&file, format!("{sql};\n"))?;
         cmd.arg("-f").arg(&file);
     }
     // Warm-up, then the measured run.
@@ -900,4 +955,550 @@ fn pgbench_latencies(dir: &Path) -> anyhow::Result<Vec<Duration>> {
     }
     lat.sort_unstable();
     Ok(lat)
+}
+
+/// Whether the kernel's peak RSS (`VmHWM`) of this process was reset (`clear_refs` 5).
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn status_kb(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn peak_rss_kb() -> Option<u64> {
+    status_kb("VmHWM:")
+}
+
+/// RSS sampled every 50 ms while a phase runs (the highest seen), next to `VmHWM`.
+struct RssSampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl RssSampler {
+    fn start() -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut peak = 0;
+            loop {
+                peak = peak.max(status_kb("VmRSS:").unwrap_or(0));
+                tokio::select! {
+                    _ = &mut stopped => return peak,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> u64 {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or(0)
+    }
+}
+
+/// One request of a list: its path, what the API runs for it (rendered), and the same page
+/// from the list's flat table.
+struct Variant {
+    path: String,
+    own: String,
+    floor: String,
+}
+
+/// A list the API and the console serve, with its floor: a flat table holding exactly the
+/// page's columns for the rows the list can show, with one covering index in the list's order.
+struct List {
+    name: &'static str,
+    /// The rows of the flat table: the list's statement without its per-request parameter,
+    /// cursor or limit.
+    source: String,
+    /// The flat table's index key (the per-request parameter first, then the page order).
+    key: &'static str,
+    variants: Vec<Variant>,
+}
+
+const PAGE_ORDER: &str = "c2, c3, c0";
+
+fn anonymous() -> ImageFilter {
+    ImageFilter {
+        teams: Some(vec![]),
+        fetch: 51,
+        ..Default::default()
+    }
+}
+
+fn cursor_at(name: &str) -> Cursor {
+    Cursor::Name {
+        r: name.to_owned(),
+        t: String::new(),
+        g: uuid::Uuid::nil(),
+    }
+}
+
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The floor's page: `WHERE` the parameter and the cursor, in `order`, `limit` rows.
+fn floor_sql(table: &str, conds: &[String], order: &str, limit: Option<i64>) -> String {
+    let wh = if conds.is_empty() {
+        "true".to_owned()
+    } else {
+        conds.join(" AND ")
+    };
+    let limit = limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
+    format!("SELECT * FROM {table} WHERE {wh} ORDER BY {order}{limit}")
+}
+
+fn cursor_cond(name: &str) -> String {
+    format!(
+        "({PAGE_ORDER}) > ({}, '', '{}'::uuid)",
+        lit(name),
+        uuid::Uuid::nil()
+    )
+}
+
+/// A list paged from 16 cursors spread over the catalog, with `fixed` filters and `query`
+/// parameters.
+fn cursor_list(
+    name: &'static str,
+    base: &str,
+    query: &str,
+    fixed: ImageFilter,
+    spread: &[String],
+) -> List {
+    let table = format!("floor_{}", name.replace('-', "_"));
+    let variants = spread
+        .iter()
+        .map(|at| {
+            let c = cursor_at(at);
+            let own = images(&ImageFilter {
+                after: Some(c.clone()),
+                ..fixed.clone()
+            })
+            .literal();
+            let sep = if query.is_empty() { "" } else { "&" };
+            Variant {
+                path: format!("{base}?{query}{sep}limit=50&cursor={}", c.encode()),
+                own,
+                floor: floor_sql(&table, &[cursor_cond(at)], PAGE_ORDER, Some(51)),
+            }
+        })
+        .collect();
+    List {
+        name,
+        source: images(&ImageFilter {
+            fetch: i64::MAX,
+            ..fixed
+        })
+        .literal(),
+        key: PAGE_ORDER,
+        variants,
+    }
+}
+
+async fn lists(args: &Args, pool: &sqlx::PgPool, mix: &Mix) -> anyhow::Result<Vec<List>> {
+    let registry_ids = Generator::new(mix.clone()).registry_ids;
+    let n = args.repositories.max(16);
+    let spread: Vec<String> = (0..16).map(|k| repo_name(k * n / 16)).collect();
+    // Repositories with tags: 16 of every kind, and 16 databases.
+    let mut any = Vec::new();
+    let mut databases = Vec::new();
+    for i in 0..args.repositories {
+        if any.len() < 16 && i % 3 == 0 {
+            any.push(i);
+        }
+        if databases.len() < 16 && repo_kind(i).0 == ImageKind::Database {
+            databases.push(i);
+        }
+    }
+    let mut out = Vec::new();
+    out.push(cursor_list(
+        "default",
+        "/v1/images",
+        "",
+        anonymous(),
+        &spread,
+    ));
+    let by_repository = |name: &'static str, repos: &[usize], kind: Option<&str>| {
+        let table = format!("floor_{}", name.replace('-', "_"));
+        let fixed = ImageFilter {
+            kind: kind.map(str::to_owned),
+            ..anonymous()
+        };
+        let variants = repos
+            .iter()
+            .map(|i| {
+                let r = repo_name(*i);
+                let k = kind.map(|k| format!("&kind={k}")).unwrap_or_default();
+                Variant {
+                    path: format!("/v1/images?repository={r}{k}&limit=50"),
+                    own: images(&ImageFilter {
+                        repository: Some(r.clone()),
+                        ..fixed.clone()
+                    })
+                    .literal(),
+                    floor: floor_sql(&table, &[format!("c2 = {}", lit(&r))], PAGE_ORDER, Some(51)),
+                }
+            })
+            .collect();
+        List {
+            name,
+            source: images(&ImageFilter {
+                fetch: i64::MAX,
+                ..fixed
+            })
+            .literal(),
+            key: PAGE_ORDER,
+            variants,
+        }
+    };
+    out.push(by_repository("repository", &any, None));
+    out.push(by_repository(
+        "repository-kind",
+        &databases,
+        Some("database"),
+    ));
+    out.push(cursor_list(
+        "kind",
+        "/v1/images",
+        "kind=database",
+        ImageFilter {
+            kind: Some("database".into()),
+            ..anonymous()
+        },
+        &spread,
+    ));
+    // The registry filter: 16 pages, over the registries in turn.
+    let variants = spread
+        .iter()
+        .enumerate()
+        .map(|(k, at)| {
+            let g = registry_ids[k % registry_ids.len()].0;
+            let c = cursor_at(at);
+            Variant {
+                path: format!("/v1/images?registry={g}&limit=50&cursor={}", c.encode()),
+                own: images(&ImageFilter {
+                    registry: Some(g),
+                    after: Some(c),
+                    ..anonymous()
+                })
+                .literal(),
+                floor: floor_sql(
+                    "floor_registry",
+                    &[format!("c0 = '{g}'::uuid"), cursor_cond(at)],
+                    "c0, c2, c3",
+                    Some(51),
+                ),
+            }
+        })
+        .collect();
+    out.push(List {
+        name: "registry",
+        source: images(&ImageFilter {
+            fetch: i64::MAX,
+            ..anonymous()
+        })
+        .literal(),
+        key: "c0, c2, c3",
+        variants,
+    });
+    out.push(cursor_list(
+        "models",
+        "/v1/models",
+        "",
+        ImageFilter {
+            kind: Some("model".into()),
+            ..anonymous()
+        },
+        &spread,
+    ));
+    out.push(cursor_list(
+        "signed",
+        "/v1/images",
+        "signed=true",
+        ImageFilter {
+            signed: Some(true),
+            ..anonymous()
+        },
+        &spread,
+    ));
+    out.push(cursor_list(
+        "max-severity",
+        "/v1/images",
+        "max_severity=high",
+        ImageFilter {
+            max_severity: catalog_projector::projection::trust::severity_level("high"),
+            ..anonymous()
+        },
+        &spread,
+    ));
+    out.push(cursor_list(
+        "has-sbom",
+        "/v1/images",
+        "has_sbom=true",
+        ImageFilter {
+            has_sbom: Some(true),
+            ..anonymous()
+        },
+        &spread,
+    ));
+    out.push(cursor_list(
+        "policy",
+        "/v1/images",
+        "policy=pass",
+        ImageFilter {
+            policy: Some("pass".into()),
+            ..anonymous()
+        },
+        &spread,
+    ));
+    out.push(cursor_list(
+        "search",
+        "/v1/images",
+        "q=cnpg",
+        ImageFilter {
+            q: catalog_projector::query::tsquery("cnpg"),
+            ..anonymous()
+        },
+        &spread,
+    ));
+    // A repository's tags: its detail (`/v1/repositories/{registry}/{name}`), whose list
+    // is every current tag in tag order.
+    let mut variants = Vec::new();
+    for i in &databases {
+        let r = repo_name(*i);
+        let g = registry_ids[i % registry_ids.len()].0;
+        let id: Option<uuid::Uuid> =
+            sqlx::query_scalar("SELECT id FROM repositories WHERE registry_id = $1 AND name = $2")
+                .bind(g)
+                .bind(&r)
+                .fetch_optional(pool)
+                .await?;
+        let Some(id) = id else { continue };
+        variants.push(Variant {
+            path: format!("/v1/repositories/{g}/{r}"),
+            own: catalog_projector::query::repository_tags(id).literal(),
+            floor: floor_sql(
+                "floor_tags",
+                &[format!("c0 = '{g}'::uuid"), format!("c2 = {}", lit(&r))],
+                "c0, c2, c3",
+                None,
+            ),
+        });
+    }
+    out.push(List {
+        name: "tags",
+        source: images(&ImageFilter {
+            fetch: i64::MAX,
+            ..anonymous()
+        })
+        .literal(),
+        key: "c0, c2, c3",
+        variants,
+    });
+    let wanted: Vec<&str> = args.lists.split(',').map(str::trim).collect();
+    Ok(out
+        .into_iter()
+        .filter(|l| wanted.contains(&"all") || wanted.contains(&l.name))
+        .collect())
+}
+
+/// Build a list's flat table: its rows, one index on `key` including every other column
+/// (an index-only scan), or, when a row is too wide for a B-tree entry, the index on the
+/// key alone with the table clustered on it. Returns how it was built.
+async fn build_floor(pool: &sqlx::PgPool, list: &List) -> anyhow::Result<String> {
+    let table = format!("floor_{}", list.name.replace('-', "_"));
+    sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+        .execute(pool)
+        .await?;
+    sqlx::query(&format!(
+        "CREATE TABLE {table} AS SELECT * FROM ({}) s",
+        list.source
+    ))
+    .execute(pool)
+    .await?;
+    let key: Vec<&str> = list.key.split(',').map(str::trim).collect();
+    let others: Vec<String> = (0..32)
+        .map(|i| format!("c{i}"))
+        .filter(|c| !key.contains(&c.as_str()))
+        .collect();
+    let covering = sqlx::query(&format!(
+        "CREATE INDEX {table}_page ON {table} ({}) INCLUDE ({})",
+        list.key,
+        others.join(", ")
+    ))
+    .execute(pool)
+    .await;
+    let how = match covering {
+        Ok(_) => "covering index, index-only scan".to_owned(),
+        Err(e) => {
+            sqlx::query(&format!(
+                "CREATE INDEX {table}_page ON {table} ({})",
+                list.key
+            ))
+            .execute(pool)
+            .await?;
+            sqlx::query(&format!("CLUSTER {table} USING {table}_page"))
+                .execute(pool)
+                .await?;
+            format!("key index, table clustered on it (covering index refused: {e})")
+        }
+    };
+    sqlx::query(&format!("VACUUM ANALYZE {table}"))
+        .execute(pool)
+        .await?;
+    Ok(how)
+}
+
+async fn explain(pool: &sqlx::PgPool, sql: &str) -> anyhow::Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"))
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// Each list over HTTP, its own SQL in pgbench and its floor in pgbench, side by side.
+async fn floors(
+    args: &Args,
+    bus: &EventBus,
+    db_url: &str,
+    pool: &sqlx::PgPool,
+    mix: &Mix,
+) -> anyhow::Result<()> {
+    let lists = lists(args, pool, mix).await?;
+    if lists.is_empty() {
+        return Ok(());
+    }
+    let service = Service::start(args, bus, db_url).await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .build()?;
+    println!(
+        "lists       each at {} connections for {} s: HTTP, its SQL in pgbench, and the floor (the same pages from a flat table of exactly the page's columns) in pgbench",
+        args.connections, args.query_seconds
+    );
+    for list in &lists {
+        if list.variants.is_empty() {
+            println!("list {:<15} no variant (no such repository)", list.name);
+            continue;
+        }
+        let t = Instant::now();
+        let how = build_floor(pool, list).await?;
+        let rows: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM floor_{}",
+            list.name.replace('-', "_")
+        ))
+        .fetch_one(pool)
+        .await?;
+        // The first page, checked once: its rows over HTTP.
+        let first = client
+            .get(format!("http://{}{}", service.addr, list.variants[0].path))
+            .send()
+            .await?;
+        let status = first.status();
+        let body: serde_json::Value = first.json().await?;
+        if !status.is_success() {
+            bail!("{}: the catalog answered {status}: {body}", list.name);
+        }
+        let shown = body["items"]
+            .as_array()
+            .or_else(|| body["tags"].as_array())
+            .map_or(0, Vec::len);
+        println!(
+            "list {:<15} floor table {rows} rows ({how}, {:.1} s); first page {shown} rows",
+            list.name,
+            t.elapsed().as_secs_f64()
+        );
+        if args.explain {
+            for line in explain(pool, &list.variants[0].own).await? {
+                println!("plan {:<15} {line}", list.name);
+            }
+            for line in explain(pool, &list.variants[0].floor).await? {
+                println!("floorplan {:<10} {line}", list.name);
+            }
+        }
+        let urls: Arc<Vec<String>> = Arc::new(
+            list.variants
+                .iter()
+                .map(|v| format!("http://{}{}", service.addr, v.path))
+                .collect(),
+        );
+        let http = closed_loop(&client, urls, args.connections, args.query_seconds).await?;
+        let own: Vec<String> = list.variants.iter().map(|v| v.own.clone()).collect();
+        let floor: Vec<String> = list.variants.iter().map(|v| v.floor.clone()).collect();
+        let own = pgbench_files(args, db_url, &own).await;
+        let floor = pgbench_files(args, db_url, &floor).await?;
+        println!(
+            "list {:<15} HTTP {:>6.0} req/s p99 {:>6.2} ms | SQL {} | floor {:>6.0} tps p99 {:>5.2} ms | HTTP {:.2} x floor (target >= 0.7, p99 <= 10 ms)",
+            list.name,
+            http.rps,
+            http.p99.as_secs_f64() * 1e3,
+            match own {
+                Ok(o) => format!(
+                    "{:>6.0} tps p99 {:>5.2} ms ({:.2} x floor)",
+                    o.rps,
+                    o.p99.as_secs_f64() * 1e3,
+                    o.rps / floor.rps.max(1e-9)
+                ),
+                Err(e) => format!("not run: {e:#}"),
+            },
+            floor.rps,
+            floor.p99.as_secs_f64() * 1e3,
+            http.rps / floor.rps.max(1e-9)
+        );
+    }
+    service.stop().await;
+    Ok(())
+}
+
+/// The catalog service on an ephemeral port of this process.
+struct Service {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    async fn start(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<Self> {
+        let config = Config {
+            common: CommonConfig {
+                nats_url: args.nats_url.clone(),
+                database_url: db_url.to_owned(),
+                stream: bus.settings().name.clone(),
+                subject_prefix: bus.settings().subject_prefix.clone(),
+                http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+                log_format: imagelib_platform::config::LogFormat::Pretty,
+                // An anonymous reader, as pgbench's SQL is the anonymous caller's.
+                anonymous_read: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let app = catalog_projector::startup::Application::build(config).await?;
+        let addr = app.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = app
+                .run_until_stopped(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Self { addr, stop, task })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
 }

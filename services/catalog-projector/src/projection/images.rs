@@ -773,7 +773,8 @@ async fn write_touches(
     Ok(())
 }
 
-/// Close versions. Trust, the mutation mark and the pulls are kept on current versions only (a closed
+/// Close versions. Trust, the mutation mark, the pulls and the listed referrers are kept on
+/// current versions only (a closed
 /// one would otherwise keep whatever its digest showed when the batch that closed it began,
 /// which depends on batching): history shows none.
 async fn write_closes(
@@ -797,7 +798,7 @@ async fn write_closes(
         "UPDATE tag_versions t SET valid_to = GREATEST(u.valid_to, t.valid_from),
             signed = false, max_severity = NULL, has_sbom = false, policy = NULL, trust = NULL,
             mutated = false, mutation = NULL, tag_pulls = 0, tag_last_pulled_at = NULL,
-            digest_pulls = 0, digest_last_pulled_at = NULL
+            digest_pulls = 0, digest_last_pulled_at = NULL, listed_referrers = NULL
          FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS u(repo_id, tag, valid_to)
          WHERE t.repo_id = u.repo_id AND t.tag = u.tag AND t.valid_to IS NULL",
     )

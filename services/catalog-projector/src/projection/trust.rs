@@ -427,6 +427,19 @@ async fn upsert_referrers(
     .bind(seqs)
     .execute(&mut **tx)
     .await?;
+    // The current versions at these digests show the recorded list (those opened or
+    // refreshed in this run too, which carry their event's list until now).
+    sqlx::query(
+        "UPDATE tag_versions t SET listed_referrers = x.referrers
+         FROM (SELECT DISTINCT * FROM UNNEST($1::uuid[], $2::text[])) AS k(repo_id, digest)
+         JOIN trust_referrers x ON x.repo_id = k.repo_id AND x.digest = k.digest
+         WHERE t.repo_id = k.repo_id AND t.digest = k.digest AND t.valid_to IS NULL
+           AND t.listed_referrers IS DISTINCT FROM x.referrers",
+    )
+    .bind(repo_ids)
+    .bind(digests)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
