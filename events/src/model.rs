@@ -43,6 +43,14 @@ pub enum AuthKind {
     AwsEcr,
     /// An Azure service principal, exchanged at the registry's `/oauth2/exchange`.
     AzureServicePrincipal,
+    /// A Google service account key, exchanged for access tokens (JWT bearer grant).
+    GcpServiceAccount,
+    /// GKE workload identity: access tokens from the metadata server; nothing stored.
+    GcpWorkloadIdentity,
+    /// AWS IRSA (`AssumeRoleWithWebIdentity`) or EKS Pod Identity, then ECR; no static key.
+    AwsWebIdentity,
+    /// Azure workload identity: the federated token as an AAD client assertion, then ACR.
+    AzureWorkloadIdentity,
 }
 
 /// A credential sealed with envelope encryption: the plaintext is only ever recoverable

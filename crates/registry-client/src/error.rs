@@ -126,10 +126,10 @@ impl fmt::Display for Cap {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "blocked: {}{} is in the denied network {network}; if this registry is meant to be \
-         reached, add {network} (or {addr}) to IMAGELIB_ALLOW_NETWORKS",
+        "blocked: {}{} is in the denied network {network}; {}",
         .host,
-        resolved_to(.host, .addr)
+        resolved_to(.host, .addr),
+        blocked_advice(.network, .addr)
     )]
     Blocked {
         host: String,
@@ -252,6 +252,24 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How to reach a blocked address: an allow list, except for the cloud metadata endpoints,
+/// which only their own credential providers reach.
+fn blocked_advice(network: &ipnet::IpNet, addr: &std::net::IpAddr) -> String {
+    let metadata = crate::guard::NetworkGuard::METADATA_NETWORKS
+        .iter()
+        .any(|m| m.parse::<ipnet::IpNet>().is_ok_and(|m| m == *network));
+    if metadata {
+        "it is a cloud metadata endpoint, which IMAGELIB_ALLOW_NETWORKS does not re-allow: \
+         no registry request reaches it (only a workload identity provider, its own endpoint)"
+            .to_owned()
+    } else {
+        format!(
+            "if this registry is meant to be reached, add {network} (or {addr}) to \
+             IMAGELIB_ALLOW_NETWORKS"
+        )
+    }
+}
 
 /// ` (10.0.0.7)` after a name; nothing after an IP literal, which is its own address.
 fn resolved_to(host: &str, addr: &std::net::IpAddr) -> String {

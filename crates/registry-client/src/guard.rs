@@ -22,6 +22,15 @@
 //! usually is a private address. What remains is the window between our resolution and the
 //! proxy's; a proxy that enforces egress rules of its own closes it.
 //!
+//! Cloud metadata endpoints (the instance metadata service, the EKS Pod Identity agent, the
+//! GKE metadata server) hand out the node's or the pod's cloud credentials. They are denied
+//! harder than the rest: [`NetworkGuard::METADATA_NETWORKS`] and
+//! [`NetworkGuard::METADATA_HOSTS`] (plus what an operator adds with
+//! [`NetworkGuard::metadata`]) are never re-allowed by an allow list, a proxy or a redirect.
+//! The only way through is [`NetworkGuard::exempt`]: a copy of the guard for exactly one
+//! endpoint (host and port), which the workload identity providers (`gcp_workload_identity`,
+//! Pod Identity) build for their own HTTP clients and nothing else ever sees.
+//!
 //! IPv4 carried in IPv6 is looked through: an IPv4-mapped address (`::ffff:a.b.c.d`) is the
 //! IPv4 address on the wire, a NAT64-translated one (`64:ff9b::a.b.c.d`) or a 6to4 one
 //! reaches its IPv4 address through a gateway, so the embedded address is checked too.
@@ -46,9 +55,45 @@ pub const ALLOW_VARIABLE: &str = "IMAGELIB_ALLOW_NETWORKS";
 pub struct NetworkGuard {
     deny: Vec<IpNet>,
     allow: Vec<IpNet>,
+    /// Credential endpoints: denied even when `allow` holds them.
+    metadata: Vec<IpNet>,
+    /// Names of credential endpoints, refused before they are resolved.
+    metadata_hosts: Vec<String>,
+    /// The one endpoint a provider's own client may reach although it is denied.
+    exempt: Option<Exemption>,
+}
+
+/// One endpoint (host as in the URL, port) a credential provider's client may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Exemption {
+    host: String,
+    port: u16,
+}
+
+fn normalise_host(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
 }
 
 impl NetworkGuard {
+    /// Cloud metadata and credential endpoints: AWS/GCP/Azure IMDS, the ECS and EKS Pod
+    /// Identity agents (IPv4 and IPv6), AWS IMDS over IPv6, Alibaba Cloud. No allow list
+    /// re-allows them.
+    pub const METADATA_NETWORKS: [&'static str; 6] = [
+        "169.254.169.254/32",
+        "169.254.170.2/32",
+        "169.254.170.23/32",
+        "fd00:ec2::254/128",
+        "fd00:ec2::23/128",
+        "100.100.100.200/32",
+    ];
+
+    /// Names of metadata servers, refused before any lookup (a proxy or a split-horizon
+    /// resolver could answer them with anything).
+    pub const METADATA_HOSTS: [&'static str; 2] = ["metadata.google.internal", "metadata.goog"];
+
     /// Networks no registry may resolve to unless allowed. The metadata addresses come first
     /// so a refusal names them rather than the wider range that holds them.
     pub const DEFAULT_DENY: [&'static str; 23] = [
@@ -87,16 +132,89 @@ impl NetworkGuard {
     ];
 
     /// A guard that refuses nothing; for tests and trusted set-ups only.
+    /// The metadata endpoints stay refused.
     pub fn permissive() -> Self {
+        Self::new(Vec::new(), Vec::new())
+    }
+
+    /// Exactly these lists, without the defaults (the metadata endpoints stay refused).
+    pub fn new(deny: Vec<IpNet>, allow: Vec<IpNet>) -> Self {
         NetworkGuard {
-            deny: Vec::new(),
-            allow: Vec::new(),
+            deny,
+            allow,
+            metadata: Self::METADATA_NETWORKS
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+            metadata_hosts: Self::METADATA_HOSTS.iter().map(|s| s.to_string()).collect(),
+            exempt: None,
         }
     }
 
-    /// Exactly these lists, without the defaults.
-    pub fn new(deny: Vec<IpNet>, allow: Vec<IpNet>) -> Self {
-        NetworkGuard { deny, allow }
+    /// Adds a credential endpoint's network (a metadata server elsewhere, or a test's
+    /// stand-in): denied even if an allow list holds it.
+    pub fn metadata(mut self, net: IpNet) -> Self {
+        self.metadata.push(net);
+        self
+    }
+
+    /// Adds a credential endpoint's host name, refused before lookup.
+    pub fn metadata_host(mut self, host: &str) -> Self {
+        self.metadata_hosts.push(normalise_host(host));
+        self
+    }
+
+    /// Marks `endpoint`'s host as a credential endpoint for every request this guard checks:
+    /// an IP literal joins [`Self::metadata`], a name [`Self::metadata_host`].
+    pub fn metadata_endpoint(self, endpoint: &Url) -> Self {
+        match endpoint.host() {
+            Some(Host::Ipv4(ip)) => self.metadata(IpNet::from(IpAddr::V4(ip))),
+            Some(Host::Ipv6(ip)) => self.metadata(IpNet::from(IpAddr::V6(ip))),
+            Some(Host::Domain(name)) => match name.parse::<IpAddr>() {
+                Ok(ip) => self.metadata(IpNet::from(ip)),
+                Err(_) => self.metadata_host(name),
+            },
+            None => self,
+        }
+    }
+
+    /// A copy of this guard that lets requests reach exactly `endpoint` (its host and port),
+    /// metadata endpoint or not; for the client of the provider that owns that endpoint, and
+    /// nothing else. Every other target is checked as before.
+    pub fn exempt(&self, endpoint: &Url) -> Self {
+        let mut guard = self.clone();
+        guard.exempt = endpoint.host_str().map(|host| Exemption {
+            host: normalise_host(host),
+            port: endpoint.port_or_known_default().unwrap_or(80),
+        });
+        guard
+    }
+
+    fn is_exempt_url(&self, url: &Url) -> bool {
+        self.exempt.as_ref().is_some_and(|e| {
+            url.host_str().map(normalise_host).as_deref() == Some(e.host.as_str())
+                && url.port_or_known_default() == Some(e.port)
+        })
+    }
+
+    fn is_exempt_name(&self, name: &str) -> bool {
+        self.exempt
+            .as_ref()
+            .is_some_and(|e| normalise_host(name) == e.host)
+    }
+
+    fn is_metadata_host(&self, host: &str) -> bool {
+        let host = normalise_host(host);
+        self.metadata_hosts.contains(&host)
+    }
+
+    fn metadata_host_error(host: &str) -> Error {
+        Error::HostNotAllowed {
+            host: host.to_owned(),
+            reason: "it is a cloud metadata server: only its own workload identity provider \
+                     reaches it, never a registry request"
+                .into(),
+        }
     }
 
     /// Parses comma- or whitespace-separated CIDR lists, as in `IMAGELIB_DENY_NETWORKS` and
@@ -133,6 +251,9 @@ impl NetworkGuard {
     /// its IPv4 address (allowing that allows it); a translated one must pass both as itself
     /// (the NAT64 route) and as the IPv4 address it reaches.
     pub fn denied_by(&self, addr: IpAddr) -> Option<IpNet> {
+        if let Some(net) = self.metadata_match(addr) {
+            return Some(net);
+        }
         match embedded_ipv4(addr) {
             Some((v4, Embedding::Mapped)) => {
                 let v4 = IpAddr::V4(v4);
@@ -146,6 +267,15 @@ impl NetworkGuard {
                 .or_else(|| self.denied_plain(addr)),
             None => self.denied_plain(addr),
         }
+    }
+
+    /// A metadata network holding `addr`, or the IPv4 address inside it.
+    fn metadata_match(&self, addr: IpAddr) -> Option<IpNet> {
+        let embedded = embedded_ipv4(addr).map(|(v4, _)| IpAddr::V4(v4));
+        [Some(addr), embedded]
+            .into_iter()
+            .flatten()
+            .find_map(|a| self.metadata.iter().find(|n| n.contains(&a)).copied())
     }
 
     fn allows(&self, addr: IpAddr) -> bool {
@@ -168,11 +298,17 @@ impl NetworkGuard {
     /// they are resolved, inside the client's DNS resolver (or by [`Self::check_target`]
     /// when a proxy resolves them).
     pub fn check_url(&self, url: &Url) -> Result<(), Error> {
+        if self.is_exempt_url(url) {
+            return Ok(());
+        }
         let ip = match url.host() {
             Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
             Some(Host::Ipv6(ip)) => IpAddr::V6(ip),
             Some(Host::Domain(name)) => match name.parse::<IpAddr>() {
                 Ok(ip) => ip,
+                Err(_) if self.is_metadata_host(name) => {
+                    return Err(Self::metadata_host_error(name));
+                }
                 Err(_) => return Ok(()),
             },
             None => return Err(Error::Config(format!("URL {url} has no host"))),
@@ -192,6 +328,9 @@ impl NetworkGuard {
     /// does not resolve here is refused: the guard cannot vouch for it.
     pub async fn check_target(&self, url: &Url, timeout: Duration) -> Result<(), Error> {
         self.check_url(url)?;
+        if self.is_exempt_url(url) {
+            return Ok(());
+        }
         let Some(Host::Domain(name)) = url.host() else {
             return Ok(());
         };
@@ -246,13 +385,13 @@ impl NetworkGuard {
 
 impl Default for NetworkGuard {
     fn default() -> Self {
-        NetworkGuard {
-            deny: Self::DEFAULT_DENY
+        Self::new(
+            Self::DEFAULT_DENY
                 .iter()
-                .map(|s| s.parse().expect("default deny list parses"))
+                .filter_map(|s| s.parse().ok())
                 .collect(),
-            allow: Vec::new(),
-        }
+            Vec::new(),
+        )
     }
 }
 
@@ -378,6 +517,15 @@ impl Proxies {
         }
     }
 
+    /// A registry's own proxy: targets are checked before sending, and no name is exempt
+    /// from the resolver's check (the proxy's included).
+    pub(crate) fn guarded() -> Self {
+        Proxies {
+            active: true,
+            hosts: Vec::new(),
+        }
+    }
+
     /// True when requests may go through a proxy, so targets must be checked before sending.
     pub(crate) fn active(&self) -> bool {
         self.active
@@ -456,11 +604,21 @@ impl Resolve for GuardedResolver {
         let proxies = self.proxies.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
+            let exempt = guard.is_exempt_name(&host);
+            if !exempt && !proxies.is_proxy(&host) && guard.is_metadata_host(&host) {
+                return Err(ResolveError::Dns {
+                    host: host.clone(),
+                    reason: "a cloud metadata server is never resolved for a registry request"
+                        .into(),
+                }
+                .into());
+            }
             let addrs = lookup(&host).await.map_err(|reason| ResolveError::Dns {
                 host: host.clone(),
                 reason,
             })?;
-            if !proxies.is_proxy(&host)
+            if !exempt
+                && !proxies.is_proxy(&host)
                 && let Some((addr, network)) = guard.first_denied(&addrs)
             {
                 return Err(ResolveError::Blocked {

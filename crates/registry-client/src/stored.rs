@@ -2,9 +2,16 @@
 //!
 //! registry-registry seals the JSON of [`StoredCredentials`]; sync-scanner opens it. Both
 //! turn it into a [`CredentialProvider`] here, so the two never disagree on what a form
-//! means, and the provider exchanges (ECR, ACR) live in one place.
+//! means, and the provider exchanges (ECR, ACR, Google) live in one place.
+//!
+//! The workload identity kinds (`gcp_workload_identity`, `aws_web_identity`,
+//! `azure_workload_identity`) store no secret at all: what they present comes from the pod's
+//! environment (projected token files, the metadata server, the Pod Identity agent), named
+//! by the cloud SDKs' standard variables. Those are read once per process ([`Ambient`]) and
+//! can each be overridden in [`ProviderEndpoints`], which is how tests inject them.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -14,7 +21,12 @@ use crate::auth::{CredentialProvider, Credentials};
 use crate::config::RegistryUrl;
 use crate::error::Error;
 use crate::guard::NetworkGuard;
-use crate::providers::{AcrConfig, AcrProvider, EcrConfig, EcrProvider};
+use crate::providers::{
+    AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE, AWS_CONTAINER_CREDENTIALS_FULL_URI, AWS_ROLE_ARN,
+    AWS_WEB_IDENTITY_TOKEN_FILE, AZURE_FEDERATED_TOKEN_FILE, AcrConfig, AcrProvider, AwsIdentity,
+    AwsWebIdentityConfig, EcrConfig, EcrProvider, GcpMetadataConfig, GcpMetadataProvider,
+    GcpServiceAccountConfig, GcpServiceAccountProvider, PodIdentityConfig, TokenFile,
+};
 
 /// Credentials as stored, tagged by `kind`.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -55,6 +67,32 @@ pub enum StoredCredentials {
         client_id: String,
         #[serde(serialize_with = "expose")]
         client_secret: SecretString,
+    },
+    /// A Google service account key (the JSON downloaded from the console), exchanged for
+    /// one-hour access tokens (JWT bearer grant); `gcr` registries only.
+    GcpServiceAccount {
+        #[serde(serialize_with = "expose")]
+        key_json: SecretString,
+    },
+    /// GKE workload identity (or the VM's service account): access tokens from the metadata
+    /// server; `gcr` registries only. Nothing is stored.
+    GcpWorkloadIdentity {},
+    /// AWS without a static key: IRSA (the projected token exchanged with STS
+    /// `AssumeRoleWithWebIdentity` for `role_arn`, default `AWS_ROLE_ARN`) or, when no web
+    /// identity token file is configured, EKS Pod Identity; then ECR `GetAuthorizationToken`.
+    AwsWebIdentity {
+        region: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role_arn: Option<String>,
+    },
+    /// Azure workload identity: the federated token file as an AAD client assertion, then
+    /// the registry's `/oauth2/exchange`. Tenant and client default to `AZURE_TENANT_ID` and
+    /// `AZURE_CLIENT_ID`.
+    AzureWorkloadIdentity {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tenant_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
     },
 }
 
@@ -102,9 +140,157 @@ pub struct ProviderEndpoints {
     /// `gcr` registry's repositories are listed when `_catalog` is refused (default
     /// `https://artifactregistry.googleapis.com`).
     pub artifact_registry_api: Option<Url>,
+    /// `IMAGELIB_PROVIDERS__STS`: the STS endpoint of `aws_web_identity` (default
+    /// `https://sts.<region>.amazonaws.com`).
+    pub sts: Option<Url>,
+    /// `IMAGELIB_PROVIDERS__GCE_METADATA`: the metadata server of `gcp_workload_identity`
+    /// (default `GCE_METADATA_HOST`, else `http://metadata.google.internal`).
+    pub gce_metadata: Option<Url>,
+    /// `IMAGELIB_PROVIDERS__GOOGLE_TOKEN`: the OAuth token endpoint of
+    /// `gcp_service_account`, instead of the key's `token_uri` (which must otherwise be one
+    /// of Google's).
+    pub google_token: Option<Url>,
+    /// `IMAGELIB_PROVIDERS__GCR_SUFFIXES`: the Google registry host suffixes Google
+    /// credentials are used for (default `.gcr.io,-docker.pkg.dev`; `.x` also allows `x`).
+    #[serde(deserialize_with = "string_or_list")]
+    pub gcr_suffixes: Option<Vec<String>>,
+    /// `IMAGELIB_PROVIDERS__AWS_WEB_IDENTITY_TOKEN_FILE` (default `AWS_WEB_IDENTITY_TOKEN_FILE`).
+    pub aws_web_identity_token_file: Option<PathBuf>,
+    /// `IMAGELIB_PROVIDERS__AWS_ROLE_ARN` (default `AWS_ROLE_ARN`).
+    pub aws_role_arn: Option<String>,
+    /// `IMAGELIB_PROVIDERS__AWS_CONTAINER_CREDENTIALS_FULL_URI` (default
+    /// `AWS_CONTAINER_CREDENTIALS_FULL_URI`): the EKS Pod Identity agent.
+    pub aws_container_credentials_full_uri: Option<Url>,
+    /// `IMAGELIB_PROVIDERS__AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (default
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`).
+    pub aws_container_authorization_token_file: Option<PathBuf>,
+    /// `IMAGELIB_PROVIDERS__AZURE_FEDERATED_TOKEN_FILE` (default `AZURE_FEDERATED_TOKEN_FILE`).
+    pub azure_federated_token_file: Option<PathBuf>,
+    /// `IMAGELIB_PROVIDERS__AZURE_TENANT_ID` (default `AZURE_TENANT_ID`).
+    pub azure_tenant_id: Option<String>,
+    /// `IMAGELIB_PROVIDERS__AZURE_CLIENT_ID` (default `AZURE_CLIENT_ID`).
+    pub azure_client_id: Option<String>,
+    /// Ignore the cloud SDKs' standard variables ([`Ambient`]); tests set it so the
+    /// machine's environment cannot change what they see.
+    #[serde(skip)]
+    pub ignore_ambient: bool,
+}
+
+/// The cloud SDKs' standard variables, read once per process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ambient {
+    pub aws_web_identity_token_file: Option<PathBuf>,
+    pub aws_role_arn: Option<String>,
+    pub aws_container_credentials_full_uri: Option<String>,
+    pub aws_container_authorization_token_file: Option<PathBuf>,
+    pub azure_federated_token_file: Option<PathBuf>,
+    pub azure_tenant_id: Option<String>,
+    pub azure_client_id: Option<String>,
+    pub azure_authority_host: Option<String>,
+    pub gce_metadata_host: Option<String>,
+}
+
+impl Ambient {
+    /// The process's variables, read the first time and kept.
+    pub fn get() -> &'static Ambient {
+        static AMBIENT: OnceLock<Ambient> = OnceLock::new();
+        AMBIENT.get_or_init(|| {
+            let var = |name: &str| {
+                std::env::var(name)
+                    .ok()
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+            };
+            Ambient {
+                aws_web_identity_token_file: var(AWS_WEB_IDENTITY_TOKEN_FILE).map(PathBuf::from),
+                aws_role_arn: var(AWS_ROLE_ARN),
+                aws_container_credentials_full_uri: var(AWS_CONTAINER_CREDENTIALS_FULL_URI),
+                aws_container_authorization_token_file: var(AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)
+                    .map(PathBuf::from),
+                azure_federated_token_file: var(AZURE_FEDERATED_TOKEN_FILE).map(PathBuf::from),
+                azure_tenant_id: var("AZURE_TENANT_ID"),
+                azure_client_id: var("AZURE_CLIENT_ID"),
+                azure_authority_host: var("AZURE_AUTHORITY_HOST"),
+                gce_metadata_host: var("GCE_METADATA_HOST"),
+            }
+        })
+    }
 }
 
 impl ProviderEndpoints {
+    fn ambient(&self) -> Ambient {
+        if self.ignore_ambient {
+            Ambient::default()
+        } else {
+            Ambient::get().clone()
+        }
+    }
+
+    pub fn gcr_suffixes(&self) -> Vec<String> {
+        self.gcr_suffixes.clone().unwrap_or_else(|| {
+            crate::providers::GCR_HOST_SUFFIXES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        })
+    }
+
+    /// The metadata server: `IMAGELIB_PROVIDERS__GCE_METADATA`, else `GCE_METADATA_HOST`,
+    /// else `None` (the default, `metadata.google.internal`).
+    pub fn gce_metadata(&self) -> Result<Option<Url>, Error> {
+        if let Some(url) = &self.gce_metadata {
+            return Ok(Some(url.clone()));
+        }
+        self.ambient()
+            .gce_metadata_host
+            .as_deref()
+            .map(GcpMetadataConfig::endpoint_from_host)
+            .transpose()
+    }
+
+    /// The EKS Pod Identity agent, if configured.
+    pub fn pod_identity_uri(&self) -> Result<Option<Url>, Error> {
+        if let Some(url) = &self.aws_container_credentials_full_uri {
+            return Ok(Some(url.clone()));
+        }
+        self.ambient()
+            .aws_container_credentials_full_uri
+            .map(|u| {
+                u.parse::<Url>().map_err(|e| {
+                    Error::Config(format!("{AWS_CONTAINER_CREDENTIALS_FULL_URI}: {e}"))
+                })
+            })
+            .transpose()
+    }
+
+    /// The AAD authority: `IMAGELIB_PROVIDERS__AAD`, else `AZURE_AUTHORITY_HOST`.
+    pub fn aad_authority(&self) -> Result<Option<Url>, Error> {
+        if let Some(url) = &self.aad {
+            return Ok(Some(url.clone()));
+        }
+        self.ambient()
+            .azure_authority_host
+            .map(|u| {
+                u.parse::<Url>()
+                    .map_err(|e| Error::Config(format!("AZURE_AUTHORITY_HOST: {e}")))
+            })
+            .transpose()
+    }
+
+    /// The registry guard with this configuration's metadata endpoints (the GKE metadata
+    /// server, the Pod Identity agent) marked as such: refused for every registry request
+    /// even where an allow list holds their network. The built-in ones always are.
+    pub fn harden(&self, guard: NetworkGuard) -> NetworkGuard {
+        let mut guard = guard;
+        if let Ok(Some(url)) = self.gce_metadata() {
+            guard = guard.metadata_endpoint(&url);
+        }
+        if let Ok(Some(url)) = self.pod_identity_uri() {
+            guard = guard.metadata_endpoint(&url);
+        }
+        guard
+    }
+
     pub fn acr_suffixes(&self) -> Vec<String> {
         self.acr_suffixes.clone().unwrap_or_else(|| {
             crate::providers::ACR_HOST_SUFFIXES
@@ -231,6 +417,141 @@ impl StoredCredentials {
                     client_secret.clone(),
                 );
                 c.authority = endpoints.aad.clone();
+                c.allowed_suffixes = endpoints.acr_suffixes();
+                if let Some(scope) = &endpoints.acr_scope {
+                    c.scope = scope.clone();
+                }
+                c.registry_base = Some(registry.base());
+                c.guard = guard.clone();
+                c.ca_pem = ca_pem.map(str::to_owned);
+                Arc::new(AcrProvider::new(c)?)
+            }
+            StoredCredentials::GcpServiceAccount { key_json } => {
+                crate::providers::check_gcr_host(registry.host(), &endpoints.gcr_suffixes())?;
+                let mut c = GcpServiceAccountConfig::new(key_json.clone());
+                c.token_uri = endpoints.google_token.clone();
+                c.guard = guard.clone();
+                c.ca_pem = ca_pem.map(str::to_owned);
+                Arc::new(GcpServiceAccountProvider::new(c)?)
+            }
+            StoredCredentials::GcpWorkloadIdentity {} => {
+                crate::providers::check_gcr_host(registry.host(), &endpoints.gcr_suffixes())?;
+                let mut c = GcpMetadataConfig::new(endpoints.gce_metadata()?)?;
+                c.guard = guard.clone();
+                Arc::new(GcpMetadataProvider::new(c)?)
+            }
+            StoredCredentials::AwsWebIdentity { region, role_arn } => {
+                let region = region.trim();
+                crate::providers::check_ecr_host(
+                    registry.host(),
+                    region,
+                    &endpoints.ecr_suffixes(),
+                )?;
+                let ambient = endpoints.ambient();
+                let web_identity_file = endpoints
+                    .aws_web_identity_token_file
+                    .clone()
+                    .or(ambient.aws_web_identity_token_file.clone());
+                let identity = match (web_identity_file, endpoints.pod_identity_uri()?) {
+                    (Some(file), _) => {
+                        let role_arn = role_arn
+                            .clone()
+                            .filter(|r| !r.trim().is_empty())
+                            .or_else(|| endpoints.aws_role_arn.clone())
+                            .or(ambient.aws_role_arn.clone())
+                            .ok_or_else(|| {
+                                Error::Config(format!(
+                                    "aws_web_identity: no role_arn given and {AWS_ROLE_ARN} is \
+                                     not set"
+                                ))
+                            })?;
+                        let mut c = AwsWebIdentityConfig::new(
+                            role_arn,
+                            TokenFile::new(file, AWS_WEB_IDENTITY_TOKEN_FILE),
+                            region,
+                        );
+                        c.sts_endpoint = endpoints.sts.clone();
+                        c.guard = guard.clone();
+                        c.ca_pem = ca_pem.map(str::to_owned);
+                        AwsIdentity::WebIdentity(c)
+                    }
+                    (None, Some(uri)) => {
+                        let file = endpoints
+                            .aws_container_authorization_token_file
+                            .clone()
+                            .or(ambient.aws_container_authorization_token_file.clone());
+                        let token_file = TokenFile::required(
+                            file.as_deref(),
+                            AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE,
+                            "EKS Pod Identity",
+                        )?;
+                        let mut c = PodIdentityConfig::new(uri, token_file);
+                        c.guard = guard.clone();
+                        AwsIdentity::PodIdentity(c)
+                    }
+                    (None, None) => {
+                        return Err(Error::Config(format!(
+                            "aws_web_identity needs IRSA ({AWS_WEB_IDENTITY_TOKEN_FILE}) or EKS \
+                             Pod Identity ({AWS_CONTAINER_CREDENTIALS_FULL_URI}) in the \
+                             service's environment; neither is set"
+                        )));
+                    }
+                };
+                let mut c = EcrConfig::with_identity(identity, region);
+                c.endpoint = endpoints.ecr.clone();
+                c.guard = guard.clone();
+                c.ca_pem = ca_pem.map(str::to_owned);
+                Arc::new(EcrProvider::new(c)?)
+            }
+            StoredCredentials::AzureWorkloadIdentity {
+                tenant_id,
+                client_id,
+            } => {
+                let ambient = endpoints.ambient();
+                let pick = |given: &Option<String>,
+                            configured: &Option<String>,
+                            env: &Option<String>,
+                            variable: &str| {
+                    given
+                        .clone()
+                        .filter(|v| !v.trim().is_empty())
+                        .or_else(|| configured.clone())
+                        .or_else(|| env.clone())
+                        .ok_or_else(|| {
+                            Error::Config(format!(
+                                "azure_workload_identity: no {} given and {variable} is not set",
+                                variable.trim_start_matches("AZURE_").to_ascii_lowercase()
+                            ))
+                        })
+                };
+                let tenant = pick(
+                    tenant_id,
+                    &endpoints.azure_tenant_id,
+                    &ambient.azure_tenant_id,
+                    "AZURE_TENANT_ID",
+                )?;
+                let client = pick(
+                    client_id,
+                    &endpoints.azure_client_id,
+                    &ambient.azure_client_id,
+                    "AZURE_CLIENT_ID",
+                )?;
+                let file = endpoints
+                    .azure_federated_token_file
+                    .clone()
+                    .or(ambient.azure_federated_token_file.clone());
+                let token_file = TokenFile::required(
+                    file.as_deref(),
+                    AZURE_FEDERATED_TOKEN_FILE,
+                    "Azure workload identity",
+                )?;
+                let mut c = AcrConfig::workload_identity(
+                    registry.host().to_owned(),
+                    tenant,
+                    client,
+                    token_file,
+                );
+                c.authority = endpoints.aad_authority()?;
                 c.allowed_suffixes = endpoints.acr_suffixes();
                 if let Some(scope) = &endpoints.acr_scope {
                     c.scope = scope.clone();

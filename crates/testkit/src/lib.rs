@@ -6,6 +6,7 @@
 
 pub mod artifact_registry;
 pub mod browser;
+pub mod cloud;
 pub mod dockerhub;
 pub mod forward_proxy;
 pub mod github;

@@ -119,7 +119,17 @@ impl FaultProxy {
         upstream: Option<SocketAddr>,
         rule: impl Fn(&Request, usize) -> Action + Send + Sync + 'static,
     ) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        Self::start_at("127.0.0.1:0", upstream, rule).await
+    }
+
+    /// [`Self::start`] on another address (another loopback address, `127.0.0.2:0`, stands
+    /// in for a link-local metadata server).
+    pub async fn start_at(
+        bind: &str,
+        upstream: Option<SocketAddr>,
+        rule: impl Fn(&Request, usize) -> Action + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind(bind).await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let in_flight_max = Arc::new(AtomicUsize::new(0));

@@ -2,9 +2,11 @@
 //!
 //! registry-registry seals the JSON of `registry_client::StoredCredentials` with the
 //! registry's data key; the scanner opens it with the same key bucket and master key and
-//! turns it into the registry client's credential provider (static credentials, or the
-//! ECR/ACR exchangers), exactly as registry-registry's validation does. The plaintext
-//! lives only in `secrecy` types.
+//! turns it into the registry client's credential provider (static credentials, the
+//! ECR/ACR/Google exchangers, or the workload identities, which take what they present from
+//! this process's environment: projected token files, the metadata server, the Pod Identity
+//! agent), exactly as registry-registry's validation does. The plaintext lives only in
+//! `secrecy` types.
 
 use std::sync::Arc;
 
@@ -70,6 +72,12 @@ mod tests {
             r#"{"kind":"token","token":"t"}"#,
             r#"{"kind":"none"}"#,
             r#"{"kind":"aws_ecr","access_key_id":"AKIA","secret_access_key":"s","region":"eu-west-1"}"#,
+            r#"{"kind":"gcp_service_account","key_json":"{}"}"#,
+            r#"{"kind":"gcp_workload_identity"}"#,
+            r#"{"kind":"aws_web_identity","region":"eu-west-1"}"#,
+            r#"{"kind":"aws_web_identity","region":"eu-west-1","role_arn":"arn:aws:iam::123456789012:role/r"}"#,
+            r#"{"kind":"azure_workload_identity"}"#,
+            r#"{"kind":"azure_workload_identity","tenant_id":"t","client_id":"c"}"#,
         ] {
             assert!(
                 StoredCredentials::from_plaintext(json.as_bytes()).is_ok(),

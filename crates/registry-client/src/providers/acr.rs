@@ -7,6 +7,11 @@
 //! credentials for the scope token flow. ACR refresh tokens last about 3 hours; the expiry is
 //! the token's JWT `exp` claim, or 1 hour when it does not decode.
 //!
+//! The AAD token comes from a client secret (a service principal) or, with Azure workload
+//! identity, from the pod's federated token file (`AZURE_FEDERATED_TOKEN_FILE`) presented as a
+//! client assertion (`client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`);
+//! the file is read again for every exchange, as the kubelet rotates it.
+//!
 //! (An ACR admin user needs none of this: pass `Credentials::basic(name, password)`.)
 
 use std::fmt;
@@ -17,6 +22,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+use super::token_file::TokenFile;
 use super::{
     Answer, CredentialCache, ExchangeHttp, ExchangeTimeouts, basic_until, clip, json_error,
     jwt_expiry,
@@ -63,17 +69,35 @@ pub fn check_acr_host(host: &str, suffixes: &[String]) -> Result<()> {
     }
 }
 
+/// The public cloud's AAD authority.
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com/";
+
 /// When the refresh token is not a JWT with an `exp`.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 
-/// A service principal (tenant, client ID and secret) and the registry it logs in to.
+/// The variable that names the federated token file of Azure workload identity.
+pub const AZURE_FEDERATED_TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
+
+const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// How the application proves itself to AAD.
+#[derive(Debug, Clone)]
+pub enum AadClientCredential {
+    /// A service principal's client secret.
+    Secret(SecretString),
+    /// Azure workload identity: the projected, federated service account token, read for
+    /// every exchange.
+    FederatedTokenFile(TokenFile),
+}
+
+/// An AAD application (tenant, client ID and its credential) and the registry it logs in to.
 #[derive(Debug, Clone)]
 pub struct AcrConfig {
     /// `myregistry.azurecr.io`: the `service` of the exchange.
     pub registry_host: String,
     pub tenant_id: String,
     pub client_id: String,
-    pub client_secret: SecretString,
+    pub credential: AadClientCredential,
     /// Defaults to `https://login.microsoftonline.com/` (set it for a sovereign cloud).
     pub authority: Option<Url>,
     /// Where `/oauth2/exchange` is; defaults to `https://<registry_host>/`.
@@ -100,7 +124,7 @@ impl AcrConfig {
             registry_host: registry_host.into(),
             tenant_id: tenant_id.into(),
             client_id: client_id.into(),
-            client_secret,
+            credential: AadClientCredential::Secret(client_secret),
             authority: None,
             registry_base: None,
             guard: NetworkGuard::default(),
@@ -112,13 +136,32 @@ impl AcrConfig {
     }
 }
 
+impl AcrConfig {
+    /// Azure workload identity: the federated token in `token_file` as the client assertion.
+    pub fn workload_identity(
+        registry_host: impl Into<String>,
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        token_file: TokenFile,
+    ) -> Self {
+        let mut config = Self::new(
+            registry_host,
+            tenant_id,
+            client_id,
+            SecretString::from(String::new()),
+        );
+        config.credential = AadClientCredential::FederatedTokenFile(token_file);
+        config
+    }
+}
+
 /// The AAD → ACR refresh token exchanger.
 pub struct AcrProvider {
     registry_host: String,
     scope: String,
     tenant_id: String,
     client_id: String,
-    client_secret: SecretString,
+    credential: AadClientCredential,
     token_url: Url,
     exchange_url: Url,
     http: ExchangeHttp,
@@ -170,12 +213,15 @@ impl AcrProvider {
         if client_id.is_empty() {
             return Err(Error::Config("the client ID is empty".into()));
         }
-        if config.client_secret.expose_secret().is_empty() {
+        if let AadClientCredential::Secret(secret) = &config.credential
+            && secret.expose_secret().is_empty()
+        {
             return Err(Error::Config("the client secret is empty".into()));
         }
         let authority = match config.authority {
             Some(authority) => authority,
-            None => Url::parse("https://login.microsoftonline.com/").expect("a URL"),
+            None => Url::parse(DEFAULT_AUTHORITY)
+                .map_err(|e| Error::Config(format!("the default AAD authority: {e}")))?,
         };
         let registry_base = match config.registry_base {
             // The exchange goes to the registry itself (a loopback endpoint only in tests).
@@ -195,7 +241,7 @@ impl AcrProvider {
                     ),
                 });
             }
-            None => parsed.expect("checked above"),
+            None => parsed.ok_or_else(|| Error::Config("no registry URL".into()))?,
         };
         let scope = if config.scope.trim().is_empty() {
             ACR_AAD_SCOPE.to_owned()
@@ -215,7 +261,7 @@ impl AcrProvider {
             scope,
             tenant_id,
             client_id,
-            client_secret: config.client_secret,
+            credential: config.credential,
             token_url,
             exchange_url,
             http,
@@ -239,13 +285,22 @@ impl AcrProvider {
             access_token: Option<String>,
         }
         let url = &self.token_url;
-        let form = [
+        let (credential, assertion) = match &self.credential {
+            AadClientCredential::Secret(secret) => (secret.clone(), false),
+            AadClientCredential::FederatedTokenFile(file) => (file.read().await?, true),
+        };
+        let mut form = vec![
             ("grant_type", "client_credentials"),
             ("client_id", self.client_id.as_str()),
-            ("client_secret", self.client_secret.expose_secret()),
             ("scope", self.scope.as_str()),
         ];
-        tracing::debug!(token_url = %url, "AAD client credentials grant");
+        if assertion {
+            form.push(("client_assertion_type", JWT_BEARER_ASSERTION));
+            form.push(("client_assertion", credential.expose_secret()));
+        } else {
+            form.push(("client_secret", credential.expose_secret()));
+        }
+        tracing::debug!(token_url = %url, workload_identity = assertion, "AAD client credentials grant");
         let request = self
             .http
             .post(url)

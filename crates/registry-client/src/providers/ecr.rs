@@ -6,6 +6,10 @@
 //! `application/x-amz-json-1.1` and body `{}`. The answer's `authorizationToken` is
 //! `base64("AWS:<password>")`, valid for 12 hours (`expiresAt`, epoch seconds); it is
 //! handed out as Basic credentials, which ECR's `/v2/` accepts directly.
+//!
+//! The signing credentials are a static access key, or come from a workload identity
+//! ([`super::AwsIdentity`]: IRSA or EKS Pod Identity) that is refreshed on its own schedule;
+//! an ECR token never outlives the temporary credentials that obtained it.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -19,6 +23,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+use super::aws::{AwsCredentials, AwsIdentity, AwsSource};
 use super::{
     Answer, CredentialCache, ExchangeHttp, ExchangeTimeouts, basic_until, clip, json_error,
 };
@@ -46,9 +51,19 @@ pub struct EcrConfig {
     /// A custom CA (PEM) added to the system roots, for a TLS-inspecting proxy.
     pub ca_pem: Option<String>,
     pub timeouts: ExchangeTimeouts,
+    /// A workload identity instead of the access key (then `access_key_id`,
+    /// `secret_access_key` and `session_token` are unused).
+    pub identity: Option<AwsIdentity>,
 }
 
 impl EcrConfig {
+    /// ECR with the credentials of a workload identity; default endpoint, guard and timeouts.
+    pub fn with_identity(identity: AwsIdentity, region: impl Into<String>) -> Self {
+        let mut config = Self::new(String::new(), SecretString::from(String::new()), region);
+        config.identity = Some(identity);
+        config
+    }
+
     /// Default endpoint, guard and timeouts, no session token, no custom CA.
     pub fn new(
         access_key_id: impl Into<String>,
@@ -64,15 +79,14 @@ impl EcrConfig {
             guard: NetworkGuard::default(),
             ca_pem: None,
             timeouts: ExchangeTimeouts::default(),
+            identity: None,
         }
     }
 }
 
 /// The ECR `GetAuthorizationToken` exchanger.
 pub struct EcrProvider {
-    access_key_id: String,
-    secret_access_key: SecretString,
-    session_token: Option<SecretString>,
+    source: AwsSource,
     region: String,
     endpoint: Url,
     http: ExchangeHttp,
@@ -83,6 +97,7 @@ impl fmt::Debug for EcrProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EcrProvider")
             .field("region", &self.region)
+            .field("source", &self.source)
             .field("endpoint", &self.endpoint.as_str())
             .field("cache", &self.cache)
             .finish_non_exhaustive()
@@ -101,15 +116,28 @@ impl EcrProvider {
                 "`{region}` is not an AWS region (like eu-west-1)"
             )));
         }
-        let access_key_id = config.access_key_id.trim().to_owned();
-        if access_key_id.is_empty() || !access_key_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(Error::Config(
-                "the AWS access key ID must be letters and digits (like AKIA…)".into(),
-            ));
-        }
-        if config.secret_access_key.expose_secret().is_empty() {
-            return Err(Error::Config("the AWS secret access key is empty".into()));
-        }
+        let source = match config.identity {
+            Some(identity) => AwsSource::new(identity)?,
+            None => {
+                let access_key_id = config.access_key_id.trim().to_owned();
+                if access_key_id.is_empty()
+                    || !access_key_id.bytes().all(|b| b.is_ascii_alphanumeric())
+                {
+                    return Err(Error::Config(
+                        "the AWS access key ID must be letters and digits (like AKIA…)".into(),
+                    ));
+                }
+                if config.secret_access_key.expose_secret().is_empty() {
+                    return Err(Error::Config("the AWS secret access key is empty".into()));
+                }
+                AwsSource::Static(AwsCredentials {
+                    access_key_id,
+                    secret_access_key: config.secret_access_key,
+                    session_token: config.session_token,
+                    expires_at: None,
+                })
+            }
+        };
         let endpoint = match config.endpoint {
             Some(endpoint) => endpoint,
             None => default_endpoint(&region)?,
@@ -121,9 +149,7 @@ impl EcrProvider {
             config.timeouts,
         )?;
         Ok(EcrProvider {
-            access_key_id,
-            secret_access_key: config.secret_access_key,
-            session_token: config.session_token,
+            source,
             region,
             endpoint,
             http,
@@ -137,12 +163,13 @@ impl EcrProvider {
 
     /// One `GetAuthorizationToken` call, without the cache.
     async fn exchange(&self) -> Result<ProvidedCredentials> {
+        let aws = self.source.credentials().await?;
         let url = &self.endpoint;
         let body: &[u8] = b"{}";
         let identity: Identity = aws_credential_types::Credentials::new(
-            self.access_key_id.clone(),
-            self.secret_access_key.expose_secret().to_owned(),
-            self.session_token
+            aws.access_key_id.clone(),
+            aws.secret_access_key.expose_secret().to_owned(),
+            aws.session_token
                 .as_ref()
                 .map(|t| t.expose_secret().to_owned()),
             None,
@@ -190,9 +217,18 @@ impl EcrProvider {
         tracing::debug!(endpoint = %url, region = %self.region, "ECR GetAuthorizationToken");
         let answer = self.http.send(url, request.body(body)).await?;
         if !answer.status.is_success() {
-            return Err(aws_error(url, &answer));
+            let err = aws_error(url, &answer);
+            if err.kind() == crate::ErrorKind::Unauthorized {
+                // Temporary credentials revoked or expired early: fetch new ones next time.
+                self.source.invalidate().await;
+            }
+            return Err(err);
         }
-        parse_authorization(url, &answer.body)
+        let mut provided = parse_authorization(url, &answer.body)?;
+        if let (Some(token), Some(creds)) = (provided.expires_at, aws.expires_at) {
+            provided.expires_at = Some(token.min(creds));
+        }
+        Ok(provided)
     }
 }
 
@@ -202,7 +238,10 @@ impl CredentialProvider for EcrProvider {
     }
 
     fn invalidate(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.cache.clear())
+        Box::pin(async move {
+            self.cache.clear().await;
+            self.source.invalidate().await;
+        })
     }
 }
 

@@ -7,6 +7,12 @@
 //! in the answer is handed out as `oauth2accesstoken` / token, which Artifact Registry
 //! accepts as Basic credentials.
 //!
+//! The key's `token_uri` is only followed to Google's own token hosts
+//! ([`GOOGLE_TOKEN_HOSTS`]) or a loopback test endpoint, unless the operator configures the
+//! endpoint (`IMAGELIB_PROVIDERS__GOOGLE_TOKEN`): a key JSON cannot send its signed assertion
+//! elsewhere. The access token is only handed to Artifact Registry and Container Registry
+//! hosts ([`check_gcr_host`]).
+//!
 //! See the [module docs](super) for the `_json_key` and `oauth2accesstoken` forms, which need
 //! no exchange.
 
@@ -34,6 +40,55 @@ pub const GCP_ACCESS_TOKEN_USERNAME: &str = "oauth2accesstoken";
 /// The scope asked for; Artifact Registry reads need no narrower one.
 pub const GCP_CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
+/// The hosts of Google's OAuth token endpoints that a key's `token_uri` may name.
+pub const GOOGLE_TOKEN_HOSTS: &[&str] = &[
+    "oauth2.googleapis.com",
+    "accounts.google.com",
+    "www.googleapis.com",
+];
+
+/// Google registry hosts: `gcr.io` and `<region>.gcr.io` (Container Registry, now served by
+/// Artifact Registry), `<location>-docker.pkg.dev` (Artifact Registry).
+pub const GCR_HOST_SUFFIXES: &[&str] = &[".gcr.io", "-docker.pkg.dev"];
+
+/// Refuses a registry host that is not a Google registry: a Google access token goes only to
+/// `<suffix without its dot>` or `<one label><suffix>`, for one of `suffixes` (default
+/// [`GCR_HOST_SUFFIXES`]).
+pub fn check_gcr_host(host: &str, suffixes: &[String]) -> Result<()> {
+    let host_l = host.trim_end_matches('.').to_ascii_lowercase();
+    let host_l = host_l.split(':').next().unwrap_or_default();
+    let ok = suffixes.iter().any(|suffix| {
+        let suffix = suffix.trim().to_ascii_lowercase();
+        if suffix.is_empty() {
+            return false;
+        }
+        if let Some(bare) = suffix.strip_prefix('.')
+            && host_l == bare
+        {
+            return true;
+        }
+        host_l.strip_suffix(suffix.as_str()).is_some_and(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::HostNotAllowed {
+            host: host.to_owned(),
+            reason: format!(
+                "Google credentials are only used for Google registries (gcr.io, <region>.gcr.io, \
+                 <location>-docker.pkg.dev; configured: {}); configure \
+                 IMAGELIB_PROVIDERS__GCR_SUFFIXES for another",
+                suffixes.join(", ")
+            ),
+        })
+    }
+}
+
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(3600);
@@ -44,6 +99,8 @@ pub struct GcpServiceAccountConfig {
     /// The whole key JSON. Its `token_uri` is where the exchange goes (a loopback `http://`
     /// one is accepted, for tests).
     pub key_json: SecretString,
+    /// The token endpoint instead of the key's `token_uri` (`IMAGELIB_PROVIDERS__GOOGLE_TOKEN`).
+    pub token_uri: Option<Url>,
     pub guard: NetworkGuard,
     /// A custom CA (PEM) added to the system roots.
     pub ca_pem: Option<String>,
@@ -55,6 +112,7 @@ impl GcpServiceAccountConfig {
     pub fn new(key_json: SecretString) -> Self {
         GcpServiceAccountConfig {
             key_json,
+            token_uri: None,
             guard: NetworkGuard::default(),
             ca_pem: None,
             timeouts: ExchangeTimeouts::default(),
@@ -121,12 +179,31 @@ impl GcpServiceAccountProvider {
             .map(SecretString::from)
             .ok_or_else(|| Error::Config("the service account key has no private_key".into()))?;
         let key_pair = parse_private_key(private_key.expose_secret())?;
-        let token_uri = key
-            .token_uri
-            .as_deref()
-            .unwrap_or(DEFAULT_TOKEN_URI)
-            .parse::<Url>()
-            .map_err(|e| Error::Config(format!("the key's token_uri is not a URL: {e}")))?;
+        let token_uri = match config.token_uri {
+            Some(configured) => configured,
+            None => {
+                let uri = key
+                    .token_uri
+                    .as_deref()
+                    .unwrap_or(DEFAULT_TOKEN_URI)
+                    .parse::<Url>()
+                    .map_err(|e| Error::Config(format!("the key's token_uri is not a URL: {e}")))?;
+                let google = uri.host_str().is_some_and(|h| {
+                    GOOGLE_TOKEN_HOSTS
+                        .iter()
+                        .any(|g| h.trim_end_matches('.').eq_ignore_ascii_case(g))
+                });
+                if !google && !super::is_loopback(&uri) {
+                    return Err(Error::HostNotAllowed {
+                        host: uri.host_str().unwrap_or_default().to_owned(),
+                        reason: "the key's token_uri is not one of Google's token endpoints \
+                                 (set IMAGELIB_PROVIDERS__GOOGLE_TOKEN for a private one)"
+                            .into(),
+                    });
+                }
+                uri
+            }
+        };
         let http = ExchangeHttp::new(
             &[&token_uri],
             config.guard,
@@ -318,6 +395,33 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn gcr_hosts() {
+        let d: Vec<String> = GCR_HOST_SUFFIXES.iter().map(|s| s.to_string()).collect();
+        for ok in [
+            "gcr.io",
+            "eu.gcr.io",
+            "us-docker.pkg.dev",
+            "europe-west1-docker.pkg.dev",
+            "GCR.IO.",
+        ] {
+            assert!(check_gcr_host(ok, &d).is_ok(), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "gcr.io.evil.example",
+            "a.b.gcr.io",
+            "docker.pkg.dev",
+            "-docker.pkg.dev",
+            "evilgcr.io",
+            "x.pkg.dev",
+        ] {
+            let err = check_gcr_host(bad, &d).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::HostNotAllowed, "{bad}");
+        }
+        assert!(check_gcr_host("r.gar.example", &[".gar.example".into()]).is_ok());
     }
 
     #[test]

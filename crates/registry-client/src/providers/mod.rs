@@ -5,7 +5,10 @@
 //! | --- | --- | --- | --- |
 //! | Amazon ECR | [`EcrProvider`] | `GetAuthorizationToken`, SigV4-signed by `aws-sigv4`, only for `<account>.dkr.ecr.<region>.amazonaws.com(.cn)` ([`check_ecr_host`]) | `AWS` / token password, 12 h |
 //! | Azure ACR (service principal) | [`AcrProvider`] | AAD client credentials (ACR audience), then `/oauth2/exchange`, only with `*.azurecr.io` (and the sovereign clouds' suffixes) | `00000000-0000-0000-0000-000000000000` / ACR refresh token, ~3 h |
-//! | Google Artifact Registry | [`GcpServiceAccountProvider`] | OAuth 2.0 JWT bearer grant (RFC 7523) | `oauth2accesstoken` / access token, 1 h |
+//! | Google Artifact Registry | [`GcpServiceAccountProvider`] | OAuth 2.0 JWT bearer grant (RFC 7523), only for `gcr.io`, `*.gcr.io`, `*-docker.pkg.dev` ([`check_gcr_host`]) | `oauth2accesstoken` / access token, 1 h |
+//! | Google, GKE workload identity | [`GcpMetadataProvider`] | the metadata server's token (`Metadata-Flavor: Google`) | `oauth2accesstoken` / access token, ~1 h |
+//! | Amazon ECR, IRSA / EKS Pod Identity | [`EcrProvider`] with an [`AwsIdentity`] | STS `AssumeRoleWithWebIdentity` or the Pod Identity agent, then `GetAuthorizationToken` | as ECR, never past the temporary credentials |
+//! | Azure ACR, workload identity | [`AcrProvider`] with [`AadClientCredential::FederatedTokenFile`] | the federated token as AAD client assertion, then `/oauth2/exchange` | as ACR |
 //!
 //! # Credentials that need no exchange
 //!
@@ -27,7 +30,8 @@
 //!   comes back for fresh credentials it gets a new exchange, not the credentials it is
 //!   about to drop. Failures are not cached.
 //! - **Network**: every exchange request passes the [`NetworkGuard`] like registry requests
-//!   do (IP literals before the request, names on their resolved addresses inside the DNS
+//!   do (the metadata server and the Pod Identity agent through an exemption for exactly their
+//!   endpoint, [`NetworkGuard::exempt`], never through a proxy) (IP literals before the request, names on their resolved addresses inside the DNS
 //!   resolver); HTTPS only, except an `http://` endpoint override on a loopback host, for
 //!   tests. A custom CA (PEM) is added to the system roots. Redirects are not followed (a
 //!   token endpoint has no reason to redirect, and a POST body holds a secret). Every
@@ -55,18 +59,29 @@ use crate::error::{Error, Result};
 use crate::guard::{GuardedResolver, NetworkGuard, Proxies, ResolveError};
 
 mod acr;
+mod aws;
 mod ecr;
 mod gcp;
+mod gcp_metadata;
+mod token_file;
 
 pub use acr::{
-    ACR_AAD_SCOPE, ACR_HOST_SUFFIXES, ACR_REFRESH_TOKEN_USERNAME, AcrConfig, AcrProvider,
-    check_acr_host,
+    ACR_AAD_SCOPE, ACR_HOST_SUFFIXES, ACR_REFRESH_TOKEN_USERNAME, AZURE_FEDERATED_TOKEN_FILE,
+    AadClientCredential, AcrConfig, AcrProvider, check_acr_host,
+};
+pub use aws::{
+    AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE, AWS_CONTAINER_CREDENTIALS_FULL_URI, AWS_ROLE_ARN,
+    AWS_WEB_IDENTITY_TOKEN_FILE, AwsIdentity, AwsWebIdentityConfig, PodIdentityConfig,
 };
 pub use ecr::{ECR_HOST_SUFFIXES, EcrConfig, EcrProvider, check_ecr_host};
 pub use gcp::{
-    GCP_ACCESS_TOKEN_USERNAME, GCP_CLOUD_PLATFORM_SCOPE, GcpServiceAccountConfig,
-    GcpServiceAccountProvider,
+    GCP_ACCESS_TOKEN_USERNAME, GCP_CLOUD_PLATFORM_SCOPE, GCR_HOST_SUFFIXES,
+    GcpServiceAccountConfig, GcpServiceAccountProvider, check_gcr_host,
 };
+pub use gcp_metadata::{
+    DEFAULT_GCE_METADATA, GcpMetadataConfig, GcpMetadataProvider, METADATA_TOKEN_PATH,
+};
+pub use token_file::TokenFile;
 
 /// Exchange answers are small; more is not read.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -129,7 +144,51 @@ impl ExchangeHttp {
         for endpoint in endpoints {
             plain_http |= check_endpoint(endpoint)?;
         }
-        let proxies = Proxies::detect(None);
+        Self::build(guard, ca_pem, timeouts, plain_http, false)
+    }
+
+    /// A client for one metadata endpoint (the GKE metadata server, the EKS Pod Identity
+    /// agent): plain HTTP, as those endpoints are link-local and speak nothing else; never
+    /// through a proxy; and the guard exempts exactly `endpoint`, nothing else.
+    pub(crate) fn metadata(
+        endpoint: &Url,
+        guard: &NetworkGuard,
+        timeouts: ExchangeTimeouts,
+    ) -> Result<Self> {
+        if !endpoint.username().is_empty() || endpoint.password().is_some() {
+            return Err(Error::Config(
+                "a metadata endpoint must not hold user-info (user:password@)".into(),
+            ));
+        }
+        if endpoint.fragment().is_some() || endpoint.host_str().is_none() {
+            return Err(Error::Config(format!(
+                "{endpoint} is not a metadata endpoint URL"
+            )));
+        }
+        let plain_http = match endpoint.scheme() {
+            "http" => true,
+            "https" => false,
+            other => {
+                return Err(Error::Config(format!(
+                    "{endpoint}: unsupported scheme `{other}` for a metadata endpoint"
+                )));
+            }
+        };
+        Self::build(guard.exempt(endpoint), None, timeouts, plain_http, true)
+    }
+
+    fn build(
+        guard: NetworkGuard,
+        ca_pem: Option<&str>,
+        timeouts: ExchangeTimeouts,
+        plain_http: bool,
+        direct: bool,
+    ) -> Result<Self> {
+        let proxies = if direct {
+            Proxies::default()
+        } else {
+            Proxies::detect(None)
+        };
         let proxied = proxies.active();
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -141,6 +200,9 @@ impl ExchangeHttp {
                 env!("CARGO_PKG_VERSION")
             ))
             .https_only(!plain_http);
+        if direct {
+            builder = builder.no_proxy();
+        }
         if let Some(pem) = ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
                 .map_err(|e| Error::Config(format!("the custom CA is not PEM: {e}")))?;
@@ -164,6 +226,10 @@ impl ExchangeHttp {
 
     pub(crate) fn post(&self, url: &Url) -> reqwest::RequestBuilder {
         self.client.post(url.clone())
+    }
+
+    pub(crate) fn get(&self, url: &Url) -> reqwest::RequestBuilder {
+        self.client.get(url.clone())
     }
 
     /// Sends a request built by [`Self::post`] for `url`, reading at most [`MAX_ANSWER`]
@@ -357,28 +423,47 @@ pub(crate) fn renew_at(expires_at: SystemTime, now: SystemTime) -> SystemTime {
     expires_at - (lifetime / 3).min(Duration::from_secs(20 * 60))
 }
 
-/// The last credentials of a provider, behind an async lock held across the exchange so that
-/// concurrent callers share one.
-#[derive(Default)]
-pub(crate) struct CredentialCache {
-    slot: tokio::sync::Mutex<Option<Cached>>,
+/// What a [`CredentialCache`] keeps: anything with an expiry (registry credentials, the
+/// temporary cloud credentials a workload identity is exchanged for).
+pub(crate) trait Expiring: Clone {
+    fn expires_at(&self) -> Option<SystemTime>;
 }
 
-struct Cached {
-    provided: ProvidedCredentials,
+impl Expiring for ProvidedCredentials {
+    fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+}
+
+/// The last credentials of a provider, behind an async lock held across the exchange so that
+/// concurrent callers share one.
+pub(crate) struct CredentialCache<T = ProvidedCredentials> {
+    slot: tokio::sync::Mutex<Option<Cached<T>>>,
+}
+
+impl<T> Default for CredentialCache<T> {
+    fn default() -> Self {
+        CredentialCache {
+            slot: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+struct Cached<T> {
+    provided: T,
     renew_at: SystemTime,
 }
 
-impl CredentialCache {
+impl<T: Expiring> CredentialCache<T> {
     /// Forgets the cached credentials: the next call exchanges again.
     pub(crate) async fn clear(&self) {
         *self.slot.lock().await = None;
     }
 
-    pub(crate) async fn get_or_exchange<F, Fut>(&self, exchange: F) -> Result<ProvidedCredentials>
+    pub(crate) async fn get_or_exchange<F, Fut>(&self, exchange: F) -> Result<T>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<ProvidedCredentials>>,
+        Fut: Future<Output = Result<T>>,
     {
         let mut slot = self.slot.lock().await;
         if let Some(cached) = slot.as_ref()
@@ -387,7 +472,7 @@ impl CredentialCache {
             return Ok(cached.provided.clone());
         }
         let provided = exchange().await?;
-        *slot = provided.expires_at.map(|expires_at| Cached {
+        *slot = provided.expires_at().map(|expires_at| Cached {
             provided: provided.clone(),
             renew_at: renew_at(expires_at, SystemTime::now()),
         });
@@ -395,7 +480,7 @@ impl CredentialCache {
     }
 }
 
-impl fmt::Debug for CredentialCache {
+impl<T> fmt::Debug for CredentialCache<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.slot.try_lock() {
             Ok(slot) => match slot.as_ref() {
@@ -429,6 +514,7 @@ const _: fn() = || {
     provider::<EcrProvider>();
     provider::<AcrProvider>();
     provider::<GcpServiceAccountProvider>();
+    provider::<GcpMetadataProvider>();
 };
 
 #[cfg(test)]

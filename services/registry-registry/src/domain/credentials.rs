@@ -7,7 +7,9 @@ use imagelib_events::model::{AuthKind, RegistryType};
 use secrecy::ExposeSecret;
 
 /// Credentials in a request body, tagged by `kind` (`none`, `basic`, `token`, `aws_ecr`,
-/// `azure_service_principal`): the stored form shared with sync-scanner.
+/// `azure_service_principal`, `gcp_service_account`, and the workload identities that store
+/// no secret: `gcp_workload_identity`, `aws_web_identity`, `azure_workload_identity`): the
+/// stored form shared with sync-scanner.
 pub use registry_client::StoredCredentials as Credentials;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +40,10 @@ impl CredentialsExt for Credentials {
             Credentials::Token { .. } => AuthKind::Token,
             Credentials::AwsEcr { .. } => AuthKind::AwsEcr,
             Credentials::AzureServicePrincipal { .. } => AuthKind::AzureServicePrincipal,
+            Credentials::GcpServiceAccount { .. } => AuthKind::GcpServiceAccount,
+            Credentials::GcpWorkloadIdentity {} => AuthKind::GcpWorkloadIdentity,
+            Credentials::AwsWebIdentity { .. } => AuthKind::AwsWebIdentity,
+            Credentials::AzureWorkloadIdentity { .. } => AuthKind::AzureWorkloadIdentity,
         }
     }
 
@@ -109,9 +115,133 @@ impl CredentialsExt for Credentials {
                 non_empty("/credentials/client_id", client_id)?;
                 non_empty("/credentials/client_secret", client_secret.expose_secret())?;
             }
+            Credentials::GcpServiceAccount { key_json } => {
+                only_for(registry_type, RegistryType::Gcr, "gcp_service_account")?;
+                check_key_json(key_json.expose_secret())?;
+            }
+            Credentials::GcpWorkloadIdentity {} => {
+                only_for(registry_type, RegistryType::Gcr, "gcp_workload_identity")?;
+            }
+            Credentials::AwsWebIdentity { region, role_arn } => {
+                only_for(registry_type, RegistryType::Ecr, "aws_web_identity")?;
+                if !is_region(region) {
+                    return Err(field_err(
+                        "/credentials/region",
+                        "an AWS region such as `eu-west-1`",
+                    ));
+                }
+                if let Some(arn) = role_arn
+                    && !is_role_arn(arn)
+                {
+                    return Err(field_err(
+                        "/credentials/role_arn",
+                        "an IAM role ARN such as `arn:aws:iam::123456789012:role/imagelib`",
+                    ));
+                }
+            }
+            Credentials::AzureWorkloadIdentity {
+                tenant_id,
+                client_id,
+            } => {
+                only_for(registry_type, RegistryType::Acr, "azure_workload_identity")?;
+                for (pointer, value) in [
+                    ("/credentials/tenant_id", tenant_id),
+                    ("/credentials/client_id", client_id),
+                ] {
+                    if let Some(v) = value
+                        && (v.trim().is_empty()
+                            || v.len() > 128
+                            || !v.bytes().all(|b| {
+                                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')
+                            }))
+                    {
+                        return Err(field_err(
+                            pointer,
+                            "a directory (tenant) or application (client) ID, or absent for the \
+                             service's AZURE_TENANT_ID / AZURE_CLIENT_ID",
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }
+}
+
+fn only_for(
+    registry_type: RegistryType,
+    wanted: RegistryType,
+    kind: &str,
+) -> Result<(), CredentialsError> {
+    if registry_type == wanted {
+        Ok(())
+    } else {
+        let name = serde_json::to_value(wanted)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        Err(field_err(
+            "/credentials/kind",
+            format!("{kind} credentials are for registry_type `{name}`"),
+        ))
+    }
+}
+
+fn is_region(region: &str) -> bool {
+    !region.is_empty()
+        && region.len() <= 32
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// `arn:<partition>:iam::<12 digits>:role/<name>`.
+fn is_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    matches!(parts.as_slice(), ["arn", partition, "iam", "", account, resource]
+        if partition.starts_with("aws")
+            && account.len() == 12
+            && account.bytes().all(|b| b.is_ascii_digit())
+            && resource.len() > 5
+            && resource.len() <= 600
+            && resource.starts_with("role/")
+            && resource.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b)))
+}
+
+/// The shape of a service account key JSON; the errors never quote it.
+fn check_key_json(key: &str) -> Result<(), CredentialsError> {
+    const POINTER: &str = "/credentials/key_json";
+    if key.trim().is_empty() {
+        return Err(field_err(POINTER, "must not be empty"));
+    }
+    if key.len() > 64 * 1024 {
+        return Err(field_err(
+            POINTER,
+            "a service account key is a few KiB, not this much",
+        ));
+    }
+    let Ok(serde_json::Value::Object(key)) = serde_json::from_str::<serde_json::Value>(key) else {
+        return Err(field_err(
+            POINTER,
+            "the service account key JSON, as downloaded from the console (an object)",
+        ));
+    };
+    if let Some(kind) = key.get("type")
+        && kind != "service_account"
+    {
+        return Err(field_err(
+            POINTER,
+            "the key's `type` must be `service_account`",
+        ));
+    }
+    let text = |name: &str| key.get(name).and_then(|v| v.as_str()).unwrap_or_default();
+    if !text("client_email").contains('@') {
+        return Err(field_err(POINTER, "the key has no `client_email`"));
+    }
+    if !text("private_key").contains("PRIVATE KEY-----") {
+        return Err(field_err(POINTER, "the key has no PEM `private_key`"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -155,5 +285,80 @@ mod tests {
             .is_err()
         );
         assert!(serde_json::from_str::<Credentials>(r#"{"kind":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn keyless_kinds_fit_their_registry_types() {
+        let parse = |json: &str| serde_json::from_str::<Credentials>(json).unwrap();
+        let key = serde_json::json!({
+            "type": "service_account",
+            "client_email": "scanner@p.iam.gserviceaccount.com",
+            "private_key": "-----BEGIN PRIVATE KEY-----\ncanary\n-----END PRIVATE KEY-----\n",
+        })
+        .to_string();
+        let sa =
+            parse(&serde_json::json!({"kind": "gcp_service_account", "key_json": key}).to_string());
+        assert_eq!(sa.kind(), AuthKind::GcpServiceAccount);
+        assert!(sa.validate(RegistryType::Gcr).is_ok());
+        assert_eq!(
+            sa.validate(RegistryType::Ecr).unwrap_err().pointer,
+            "/credentials/kind"
+        );
+        assert!(!format!("{sa:?}").contains("canary"));
+        for bad in [
+            "",
+            "not json canary",
+            "[1]",
+            r#"{"type":"authorized_user"}"#,
+            r#"{"client_email":"a@b"}"#,
+        ] {
+            let c = parse(
+                &serde_json::json!({"kind": "gcp_service_account", "key_json": bad}).to_string(),
+            );
+            let err = c.validate(RegistryType::Gcr).unwrap_err();
+            assert_eq!(err.pointer, "/credentials/key_json", "{bad}");
+            assert!(!err.message.contains("canary"), "{err}");
+        }
+
+        let gke = parse(r#"{"kind":"gcp_workload_identity"}"#);
+        assert_eq!(gke.kind(), AuthKind::GcpWorkloadIdentity);
+        assert!(gke.validate(RegistryType::Gcr).is_ok());
+        assert!(gke.validate(RegistryType::Generic).is_err());
+        assert!(
+            serde_json::from_str::<Credentials>(r#"{"kind":"gcp_workload_identity","x":1}"#)
+                .is_err()
+        );
+
+        let irsa = parse(r#"{"kind":"aws_web_identity","region":"eu-west-1"}"#);
+        assert_eq!(irsa.kind(), AuthKind::AwsWebIdentity);
+        assert!(irsa.validate(RegistryType::Ecr).is_ok());
+        assert!(irsa.validate(RegistryType::Acr).is_err());
+        let role = parse(
+            r#"{"kind":"aws_web_identity","region":"eu-west-1","role_arn":"arn:aws:iam::123456789012:role/imagelib"}"#,
+        );
+        assert!(role.validate(RegistryType::Ecr).is_ok());
+        let bad_role =
+            parse(r#"{"kind":"aws_web_identity","region":"eu-west-1","role_arn":"imagelib"}"#);
+        assert_eq!(
+            bad_role.validate(RegistryType::Ecr).unwrap_err().pointer,
+            "/credentials/role_arn"
+        );
+        let bad_region = parse(r#"{"kind":"aws_web_identity","region":"EU WEST"}"#);
+        assert_eq!(
+            bad_region.validate(RegistryType::Ecr).unwrap_err().pointer,
+            "/credentials/region"
+        );
+
+        let azure = parse(r#"{"kind":"azure_workload_identity"}"#);
+        assert_eq!(azure.kind(), AuthKind::AzureWorkloadIdentity);
+        assert!(azure.validate(RegistryType::Acr).is_ok());
+        assert!(azure.validate(RegistryType::Gcr).is_err());
+        let bad = parse(r#"{"kind":"azure_workload_identity","tenant_id":"../common"}"#);
+        assert_eq!(
+            bad.validate(RegistryType::Acr).unwrap_err().pointer,
+            "/credentials/tenant_id"
+        );
+        let back = Credentials::from_plaintext(&role.to_plaintext()).unwrap();
+        assert_eq!(back.kind(), AuthKind::AwsWebIdentity);
     }
 }
