@@ -1,6 +1,7 @@
 //! The end-to-end harness: `imagelib serve` in-process on port 0, with a stream, subject
 //! prefix and database of its own, stopped and cleaned up when the handle drops.
 
+pub mod cluster;
 pub mod otlp;
 
 use std::net::SocketAddr;

@@ -210,14 +210,24 @@ async fn healthz() -> Response {
 
 async fn readyz(State(shell): State<Shell>) -> Response {
     let checks = shell.readiness.report();
-    if shell.readiness.is_ready() {
-        axum::Json(json!({"status": "ready", "checks": checks})).into_response()
+    // What works but is short of what it should have (a NATS replica down), by check.
+    let degraded: serde_json::Map<String, serde_json::Value> = checks
+        .iter()
+        .filter(|(_, c)| c.degraded)
+        .map(|(k, c)| (k.clone(), json!(c.detail.clone().unwrap_or_default())))
+        .collect();
+    let mut body = if shell.readiness.is_ready() {
+        json!({"status": "ready", "checks": checks})
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "not_ready", "checks": checks})),
-        )
-            .into_response()
+        json!({"status": "not_ready", "checks": checks})
+    };
+    if !degraded.is_empty() {
+        body["degraded"] = serde_json::Value::Object(degraded);
+    }
+    if shell.readiness.is_ready() {
+        axum::Json(body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
     }
 }
 

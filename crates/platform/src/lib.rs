@@ -14,6 +14,7 @@ pub mod prometheus;
 pub mod runtime;
 pub mod service;
 pub mod shutdown;
+pub mod stream_health;
 pub mod telemetry;
 
 pub use config::{CommonConfig, ConfigError};

@@ -49,6 +49,10 @@ pub struct Check {
     pub ready: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Working, but short of what it should have (a NATS replica down): `/readyz` lists
+    /// it under `degraded` while the service stays ready.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub degraded: bool,
 }
 
 /// Named readiness checks, shared between a service's workers and `/readyz`.
@@ -64,8 +68,35 @@ impl Readiness {
 
     pub fn set(&self, name: &str, ready: bool, detail: Option<String>) {
         if let Ok(mut m) = self.checks.lock() {
-            m.insert(name.to_owned(), Check { ready, detail });
+            m.insert(
+                name.to_owned(),
+                Check {
+                    ready,
+                    detail,
+                    degraded: false,
+                },
+            );
         }
+    }
+
+    /// Ready, but degraded for the reason `detail` says.
+    pub fn set_degraded(&self, name: &str, detail: String) {
+        if let Ok(mut m) = self.checks.lock() {
+            m.insert(
+                name.to_owned(),
+                Check {
+                    ready: true,
+                    detail: Some(detail),
+                    degraded: true,
+                },
+            );
+        }
+    }
+
+    /// A handle that does not keep the checks alive, for watchers that should stop when
+    /// their service is gone.
+    pub fn downgrade(&self) -> WeakReadiness {
+        WeakReadiness(Arc::downgrade(&self.checks))
     }
 
     pub fn is_ready(&self) -> bool {
@@ -87,6 +118,16 @@ impl Readiness {
                 .map(|(n, r)| ((*n).to_owned(), r.clone()))
                 .collect(),
         )
+    }
+}
+
+/// See [`Readiness::downgrade`].
+#[derive(Debug, Clone)]
+pub struct WeakReadiness(std::sync::Weak<Mutex<BTreeMap<String, Check>>>);
+
+impl WeakReadiness {
+    pub fn upgrade(&self) -> Option<Readiness> {
+        self.0.upgrade().map(|checks| Readiness { checks })
     }
 }
 

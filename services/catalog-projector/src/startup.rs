@@ -49,7 +49,7 @@ pub async fn service_with(
         .bus
         .watch_stream_usage(std::time::Duration::from_secs(15));
     let readiness = Readiness::new();
-    readiness.set("stream", true, None);
+    imagelib_platform::stream_health::watch(&infra.bus, &readiness);
     readiness.set("database", true, None);
     let (worker, status) = crate::worker::worker(
         infra.bus.clone(),

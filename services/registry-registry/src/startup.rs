@@ -81,7 +81,7 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
         );
     }
     let readiness = Readiness::new();
-    readiness.set("stream", true, None);
+    imagelib_platform::stream_health::watch(&infra.bus, &readiness);
     readiness.set("database", true, None);
     let mut workers = crate::bus::projectors(&infra.bus, &store, &readiness);
     workers.push(shredder(app.clone()));

@@ -56,7 +56,7 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
         kubernetes,
     });
     let readiness = Readiness::new();
-    readiness.set("stream", true, None);
+    imagelib_platform::stream_health::watch(&infra.bus, &readiness);
     readiness.set("database", true, None);
     let mut workers = crate::bus::projectors(&infra.bus, &store, &readiness);
     workers.push(crate::bus::recovery(

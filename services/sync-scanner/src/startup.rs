@@ -66,7 +66,7 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
         .with_max_deliver(sc.job_max_deliver);
 
     let readiness = Readiness::new();
-    readiness.set("stream", true, None);
+    imagelib_platform::stream_health::watch(&infra.bus, &readiness);
     readiness.set("database", true, None);
     let mut workers = Vec::new();
     let (reevaluate_tx, reevaluate_rx) = tokio::sync::mpsc::unbounded_channel();
