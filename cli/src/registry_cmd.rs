@@ -191,14 +191,27 @@ impl CredentialArgs {
 pub enum RegistryCommand {
     /// Register a registry (validated first unless --no-validate).
     Add {
+        /// A display name; the type's name and the address when left out.
         #[arg(long)]
-        label: String,
-        /// host[:port][/namespace]
+        label: Option<String>,
+        /// host[:port][/namespace]; optional for the types with one address (dockerhub,
+        /// ghcr: see `imagelib registry types`).
         #[arg(long)]
-        url: String,
+        url: Option<String>,
         /// generic, harbor, dockerhub, ghcr, ecr, acr or gcr
         #[arg(long = "type", default_value = "generic")]
         registry_type: String,
+        /// Appended to the URL (or the type's default address): the Docker Hub user or
+        /// organisation, the GitHub owner, the Harbor project.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The registry's own forward proxy, http[s]://host[:port] (no credentials).
+        #[arg(long)]
+        proxy_url: Option<String>,
+        /// A host, .suffix, address or CIDR reached directly despite --proxy-url
+        /// (repeatable).
+        #[arg(long = "no-proxy")]
+        no_proxy: Vec<String>,
         /// Plain HTTP.
         #[arg(long)]
         insecure: bool,
@@ -209,7 +222,7 @@ pub enum RegistryCommand {
         #[arg(long = "team")]
         visibility: Vec<String>,
         #[command(flatten)]
-        credentials: CredentialArgs,
+        credentials: Box<CredentialArgs>,
         /// A repository to scan when the registry has no usable catalog (repeatable).
         #[arg(long = "repository")]
         repositories: Vec<String>,
@@ -260,21 +273,33 @@ pub enum RegistryCommand {
         /// Count pull notifications (`--report-pulls` or `--report-pulls=false`).
         #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
         report_pulls: Option<bool>,
+        /// The registry's own forward proxy, http[s]://host[:port].
+        #[arg(long, conflicts_with = "no_proxy_url")]
+        proxy_url: Option<String>,
+        /// Remove the registry's proxy.
+        #[arg(long)]
+        no_proxy_url: bool,
+        /// Replaces the hosts reached directly despite the proxy (repeatable).
+        #[arg(long = "no-proxy")]
+        no_proxy: Vec<String>,
         /// The ETag to send as If-Match instead of the one a fresh GET returns.
         #[arg(long)]
         if_match: Option<String>,
         #[command(flatten)]
-        credentials: CredentialArgs,
+        credentials: Box<CredentialArgs>,
     },
     /// Replace a registry's credentials (`PUT …/credentials`, validated first unless
     /// --no-validate).
     RotateCredentials {
         id: String,
         #[command(flatten)]
-        credentials: CredentialArgs,
+        credentials: Box<CredentialArgs>,
         #[arg(long)]
         no_validate: bool,
     },
+    /// The registry types, what each asks for and its default address
+    /// (`GET /v1/registry-types`).
+    Types,
     /// List registries.
     Ls,
     /// Show one registry.
@@ -383,6 +408,8 @@ fn registry_detail(r: &Value) -> String {
         "scan_interval_secs",
         "repositories",
         "report_pulls",
+        "proxy_url",
+        "no_proxy",
         "webhook_url",
         "validated_at",
         "created_at",
@@ -391,6 +418,43 @@ fn registry_detail(r: &Value) -> String {
         out.push_str(&format!("{key:<20} {}\n", s(&r[key])));
     }
     out
+}
+
+/// One row a type: its key, name, default address (or the address's shape), the
+/// credential kinds it accepts and the form's fields.
+fn type_rows(v: &Value) -> String {
+    let items = v.as_array().cloned().unwrap_or_default();
+    let list = |v: &Value| {
+        v.as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|t| {
+            let address = match &t["defaults"]["url"] {
+                Value::Null => s(&t["url_placeholder"]),
+                default => format!("{} (default)", s(default)),
+            };
+            let fields = t["fields"]
+                .as_array()
+                .map(|f| {
+                    f.iter()
+                        .map(|f| s(&f["label"]))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            vec![
+                s(&t["key"]),
+                s(&t["label"]),
+                address,
+                list(&t["credential_kinds"]),
+                fields,
+            ]
+        })
+        .collect();
+    table(&["TYPE", "NAME", "URL", "CREDENTIALS", "FIELDS"], &rows)
 }
 
 fn read_ca(f: &std::path::Path) -> anyhow::Result<String> {
@@ -403,6 +467,9 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
             label,
             url,
             registry_type,
+            namespace,
+            proxy_url,
+            no_proxy,
             insecure,
             ca_file,
             visibility,
@@ -417,13 +484,26 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
                 .to_json()?
                 .unwrap_or_else(|| json!({"kind": "none"}));
             let ca_pem = ca_file.as_deref().map(read_ca).transpose()?;
-            let body = json!({
-                "label": label, "url": url, "registry_type": registry_type, "insecure": insecure,
+            let mut body = json!({
+                "registry_type": registry_type, "insecure": insecure,
                 "ca_pem": ca_pem, "visibility": visibility, "credentials": credentials,
                 "repositories": repositories, "auth_hosts": auth_hosts,
                 "scan_interval_secs": interval, "report_pulls": report_pulls,
                 "validate": !no_validate,
             });
+            for (key, value) in [
+                ("label", label),
+                ("url", url),
+                ("namespace", namespace),
+                ("proxy_url", proxy_url),
+            ] {
+                if let Some(v) = value {
+                    body[key] = json!(v);
+                }
+            }
+            if !no_proxy.is_empty() {
+                body["no_proxy"] = json!(no_proxy);
+            }
             let r = client
                 .send(Method::POST, "/v1/registries", Some(Body::Json(body)))
                 .await?;
@@ -442,6 +522,9 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
             auth_hosts,
             interval,
             report_pulls,
+            proxy_url,
+            no_proxy_url,
+            no_proxy,
             if_match,
             credentials,
         } => {
@@ -482,12 +565,21 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
             if let Some(v) = report_pulls {
                 set("report_pulls", json!(v));
             }
+            if let Some(v) = proxy_url {
+                set("proxy_url", json!(v));
+            }
+            if no_proxy_url {
+                set("proxy_url", Value::Null);
+            }
+            if !no_proxy.is_empty() {
+                set("no_proxy", json!(no_proxy));
+            }
             if let Some(c) = credentials.to_json()? {
                 set("credentials", c);
             }
             if body.is_empty() {
                 return Err(CliError::usage(
-                    "nothing to change: give at least one of --label, --url, --insecure, --type, --ca-file, --no-ca, --team, --repository, --auth-host, --interval, --report-pulls or credentials",
+                    "nothing to change: give at least one of --label, --url, --insecure, --type, --ca-file, --no-ca, --team, --repository, --auth-host, --interval, --report-pulls, --proxy-url, --no-proxy-url, --no-proxy or credentials",
                 )
                 .into());
             }
@@ -530,6 +622,10 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             print(client.output(), &r, registry_detail)
+        }
+        RegistryCommand::Types => {
+            let r = client.send(Method::GET, "/v1/registry-types", None).await?;
+            print(client.output(), &r, type_rows)
         }
         RegistryCommand::Ls => {
             let mut items = Vec::new();

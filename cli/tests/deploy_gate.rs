@@ -173,6 +173,8 @@ async fn a_refusal_prints_each_reason_and_show_lists_violations() {
             webhook_secret: None,
             auth_hosts: vec![],
             report_pulls: false,
+            proxy_url: None,
+            no_proxy: Vec::new(),
         },
     )
     .await;

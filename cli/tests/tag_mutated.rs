@@ -138,6 +138,8 @@ async fn a_re_pushed_tag_exits_7_until_approved_and_the_running_deployment_is_fl
             webhook_secret: None,
             auth_hosts: vec![],
             report_pulls: false,
+            proxy_url: None,
+            no_proxy: Vec::new(),
         },
     )
     .await;

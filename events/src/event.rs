@@ -107,6 +107,13 @@ pub struct RegistryRegistered {
     /// opt-in, as pulls are many and say who reads what.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub report_pulls: bool,
+    /// The registry's own forward proxy (`http[s]://host[:port]`, never credentials);
+    /// absent means the scanner's environment decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_url: Option<String>,
+    /// Hosts, `.suffixes`, addresses and CIDRs reached directly despite `proxy_url`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_proxy: Vec<String>,
 }
 
 /// A change of a registry's settings; absent fields are unchanged.
@@ -147,6 +154,17 @@ pub struct RegistryUpdated {
     pub auth_kind: Option<AuthKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<SealedCredential>,
+    /// `Some(None)` removes the registry's proxy.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "double_option"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub proxy_url: Option<Option<String>>,
+    /// Replaces the hosts reached directly despite the proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_proxy: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -73,6 +73,8 @@ async fn the_python_cloudevents_sdk_reads_our_events() {
                 webhook_secret: None,
                 auth_hosts: vec![],
                 report_pulls: false,
+                proxy_url: None,
+                no_proxy: Vec::new(),
             },
         )
         .with_traceparent(Some(tp))

@@ -27,6 +27,71 @@
     if (f && f.hasAttribute("data-autosubmit") && e.target.tagName === "SELECT") f.requestSubmit();
   });
 
+  // Add Registry: the type select shows the chosen type's fields in place (the form has
+  // every type's fields; those of other types are hidden and disabled, so not sent).
+  // Each `[data-field]` holds, in `data-profile`, JSON of what each type says about it
+  // (label, help, required, placeholder, default, input) or, in `data-types`, the types
+  // it applies to. Without script the chooser's button reloads the page with the type.
+  function registryTypes(chooser) {
+    var form = document.querySelector("form[data-registry-form]");
+    var select = chooser.querySelector("select[name=registry_type]");
+    if (!form || !select) return;
+    var hidden = form.querySelector("input[type=hidden][name=registry_type]");
+    var button = chooser.querySelector("button[type=submit]");
+    if (button) button.hidden = true;
+    function spec(el, type) {
+      if (el.hasAttribute("data-profile")) {
+        try { return JSON.parse(el.getAttribute("data-profile"))[type] || null; } catch (_) { return null; }
+      }
+      var types = (el.getAttribute("data-types") || "").split(" ");
+      return types.indexOf(type) >= 0 ? {} : null;
+    }
+    function apply(type, prev) {
+      if (hidden) hidden.value = type;
+      form.querySelectorAll("[data-field]").forEach(function (el) {
+        var p = spec(el, type);
+        el.hidden = !p;
+        el.querySelectorAll("input, select, textarea").forEach(function (i) { i.disabled = !p; });
+        if (!p || !el.hasAttribute("data-profile")) return;
+        var was = spec(el, prev) || {};
+        var label = el.querySelector("[data-label]");
+        if (label) label.textContent = p.label;
+        var req = el.querySelector(".req");
+        if (req) req.hidden = !p.required;
+        var help = el.querySelector("[data-help]");
+        if (help) { help.textContent = p.help || ""; help.hidden = !p.help; }
+        var input = el.querySelector("input");
+        if (!input) return;
+        input.required = !!p.required;
+        if (p.placeholder) input.placeholder = p.placeholder; else input.removeAttribute("placeholder");
+        if (p.input && input.type !== p.input) { input.value = ""; input.type = p.input; }
+        // A default replaces only what the user has not typed: empty, or the last default.
+        if (input.type !== "password" && (input.value === "" || input.value === (was["default"] || ""))) {
+          input.value = p["default"] || "";
+        }
+      });
+      var option = select.options[select.selectedIndex];
+      var title = document.querySelector("[data-type-title]");
+      if (title && option) title.textContent = option.textContent;
+      var description = document.querySelector("[data-type-description]");
+      if (description && option) description.textContent = option.getAttribute("data-description") || "";
+      if (window.history && window.history.replaceState) {
+        window.history.replaceState(null, "", "?type=" + encodeURIComponent(type));
+      }
+    }
+    var current = select.value;
+    select.addEventListener("change", function () {
+      apply(select.value, current);
+      current = select.value;
+    });
+    chooser.addEventListener("submit", function (e) {
+      e.preventDefault();
+      apply(select.value, current);
+      current = select.value;
+    });
+  }
+  document.querySelectorAll("form[data-registry-types]").forEach(registryTypes);
+
   // Live lists from server-sent events: `data-sse` is the stream's URL, items go into
   // the element's `ol`/`ul` (appended, or prepended with `data-sse-mode="prepend"`),
   // the state into `[data-sse-state]`. Each message is JSON:

@@ -232,6 +232,13 @@ pub struct RegistryConfig {
     /// checks each request's host before sending it (the proxy resolves it, not our
     /// resolver); the proxy's own address is not checked.
     pub proxy: Option<String>,
+    /// Hosts that bypass `proxy` and are reached directly: `example.com` (and its
+    /// subdomains), `.example.com` (its subdomains), IP addresses and CIDRs.
+    pub no_proxy: Vec<String>,
+    /// `proxy` is a registry's own, chosen by whoever registered it, not the operator's:
+    /// its address passes the guard like a registry host's, before each request (an IP
+    /// literal) and when it is resolved (a name).
+    pub guard_proxy: bool,
     /// Where requests may go: [`NetworkGuard::default`] denies loopback and private
     /// networks, so a registry on one needs [`NetworkGuard::from_lists`] with an allow list.
     pub guard: NetworkGuard,
@@ -278,6 +285,8 @@ impl RegistryConfig {
             request_budget: None,
             user_agent: Self::DEFAULT_USER_AGENT.to_owned(),
             proxy: None,
+            no_proxy: Vec::new(),
+            guard_proxy: false,
             guard: NetworkGuard::default(),
             retry: RetryPolicy::default(),
             max_manifest_bytes: 4 << 20,

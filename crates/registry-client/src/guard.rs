@@ -526,6 +526,15 @@ impl Proxies {
         }
     }
 
+    /// A registry's own proxy: targets are checked before sending, and no name is exempt
+    /// from the resolver's check (the proxy's included).
+    pub(crate) fn guarded() -> Self {
+        Proxies {
+            active: true,
+            hosts: Vec::new(),
+        }
+    }
+
     /// True when requests may go through a proxy, so targets must be checked before sending.
     pub(crate) fn active(&self) -> bool {
         self.active

@@ -149,6 +149,8 @@ pub(crate) struct Transport {
     http: reqwest::Client,
     /// A proxy may resolve the targets, so the guard checks them before each request.
     proxied: bool,
+    /// A registry's own proxy, whose address the guard checks before each request.
+    guarded_proxy: Option<Url>,
     permits: Semaphore,
     requests: AtomicU64,
     token_requests: AtomicU64,
@@ -196,7 +198,15 @@ impl Transport {
         config: RegistryConfig,
         provider: Arc<dyn CredentialProvider>,
     ) -> Result<Self> {
-        let proxies = Proxies::detect(config.proxy.as_deref());
+        let guarded_proxy = match (&config.proxy, config.guard_proxy) {
+            (Some(proxy), true) => Some(guarded_proxy_url(proxy)?),
+            _ => None,
+        };
+        let proxies = if guarded_proxy.is_some() {
+            Proxies::guarded()
+        } else {
+            Proxies::detect(config.proxy.as_deref())
+        };
         let proxied = proxies.active();
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -219,8 +229,11 @@ impl Transport {
             }
         }
         if let Some(proxy) = &config.proxy {
-            let proxy = reqwest::Proxy::all(proxy)
+            let mut proxy = reqwest::Proxy::all(proxy)
                 .map_err(|e| Error::Config(format!("the proxy URL is not usable: {e}")))?;
+            if !config.no_proxy.is_empty() {
+                proxy = proxy.no_proxy(reqwest::NoProxy::from_string(&config.no_proxy.join(",")));
+            }
             builder = builder.proxy(proxy);
         }
         let http = builder
@@ -233,6 +246,7 @@ impl Transport {
             config,
             http,
             proxied,
+            guarded_proxy,
             requests: AtomicU64::new(0),
             token_requests: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
@@ -765,6 +779,9 @@ impl Transport {
     /// and the gate again (it may have closed while this request waited for a slot).
     async fn admit(&self, url: &Url, pace: bool) -> Result<tokio::sync::SemaphorePermit<'_>> {
         self.config.guard.check_url(url)?;
+        if let Some(proxy) = &self.guarded_proxy {
+            self.config.guard.check_url(proxy)?;
+        }
         self.pass_gate(url).await?;
         if self.proxied {
             self.config
@@ -987,6 +1004,27 @@ async fn read_body(
 }
 
 /// Turns a reqwest failure into our classes; dropped connections come back as retryable.
+/// A registry's own proxy: `http[s]://host[:port]` and nothing else, so it cannot carry
+/// credentials of its own (they would be a secret in the clear wherever the URL is shown).
+fn guarded_proxy_url(proxy: &str) -> Result<Url> {
+    let url = Url::parse(proxy)
+        .map_err(|e| Error::Config(format!("the registry's proxy URL is not a URL: {e}")))?;
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some_and(|h| !h.is_empty())
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !plain {
+        return Err(Error::Config(
+            "the registry's proxy URL must be http[s]://host[:port], without credentials or a path"
+                .into(),
+        ));
+    }
+    Ok(url)
+}
+
 fn classify(err: reqwest::Error, url: &Url) -> Result<Attempt> {
     let url_s = url.to_string();
     let mut messages = Vec::new();

@@ -19,6 +19,7 @@ pub struct ForwardProxy {
     pub addr: SocketAddr,
     connections: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<String>>>,
+    received: Arc<Mutex<Vec<u8>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -36,13 +37,15 @@ impl ForwardProxy {
         let addr = listener.local_addr()?;
         let connections = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (c, s) = (connections.clone(), seen.clone());
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (c, s, r) = (connections.clone(), seen.clone(), received.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::SeqCst);
                 let seen = s.clone();
+                let received = r.clone();
                 tokio::spawn(async move {
-                    let _ = serve(client, &seen).await;
+                    let _ = serve(client, &seen, &received).await;
                 });
             }
         });
@@ -50,6 +53,7 @@ impl ForwardProxy {
             addr,
             connections,
             seen,
+            received,
             task,
         })
     }
@@ -68,9 +72,42 @@ impl ForwardProxy {
     pub fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
     }
+
+    /// Every byte clients sent to the proxy (heads, tunnelled bytes, forwarded bodies):
+    /// what a proxy could read.
+    pub fn received(&self) -> Vec<u8> {
+        self.received.lock().unwrap().clone()
+    }
 }
 
-async fn serve(mut client: TcpStream, seen: &Mutex<Vec<String>>) -> anyhow::Result<()> {
+/// Copies both ways like `copy_bidirectional`, recording what the client sends.
+async fn relay(
+    client: TcpStream,
+    upstream: TcpStream,
+    received: &Mutex<Vec<u8>>,
+) -> anyhow::Result<()> {
+    let (mut client_r, mut client_w) = client.into_split();
+    let (mut up_r, mut up_w) = upstream.into_split();
+    let down = tokio::spawn(async move { tokio::io::copy(&mut up_r, &mut client_w).await });
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = client_r.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        received.lock().unwrap().extend_from_slice(&buf[..n]);
+        up_w.write_all(&buf[..n]).await?;
+    }
+    let _ = up_w.shutdown().await;
+    let _ = down.await;
+    Ok(())
+}
+
+async fn serve(
+    mut client: TcpStream,
+    seen: &Mutex<Vec<String>>,
+    received: &Mutex<Vec<u8>>,
+) -> anyhow::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     let end = loop {
@@ -78,6 +115,7 @@ async fn serve(mut client: TcpStream, seen: &Mutex<Vec<String>>) -> anyhow::Resu
         if n == 0 {
             return Ok(());
         }
+        received.lock().unwrap().extend_from_slice(&buf[..n]);
         head.extend_from_slice(&buf[..n]);
         if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
@@ -106,8 +144,7 @@ async fn serve(mut client: TcpStream, seen: &Mutex<Vec<String>>) -> anyhow::Resu
             .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
             .await?;
         upstream.write_all(&head[end..]).await?;
-        tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
-        return Ok(());
+        return relay(client, upstream, received).await;
     }
 
     // absolute form: `GET http://host:port/path HTTP/1.1` → origin form to host:port
@@ -135,6 +172,5 @@ async fn serve(mut client: TcpStream, seen: &Mutex<Vec<String>>) -> anyhow::Resu
         .write_all(format!("{method} /{path} {version}").as_bytes())
         .await?;
     upstream.write_all(&head[first_line_end..]).await?;
-    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
-    Ok(())
+    relay(client, upstream, received).await
 }

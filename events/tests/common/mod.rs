@@ -380,6 +380,12 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
                         webhook_secret: cred2,
                         auth_hosts: vec![],
                         report_pulls: !insecure,
+                        proxy_url: (!insecure).then(|| "http://proxy.internal:3128".to_owned()),
+                        no_proxy: if insecure {
+                            vec![]
+                        } else {
+                            vec![".internal".to_owned()]
+                        },
                     }
                     .into()
                 }
@@ -408,6 +414,8 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
                     report_pulls: insecure.map(|i| !i),
                     auth_kind: None,
                     credential: None,
+                    proxy_url: insecure.map(|i| i.then(|| "https://proxy.internal".to_owned())),
+                    no_proxy: insecure.map(|_| vec!["10.0.0.0/8".to_owned()]),
                 }
                 .into()
             }),

@@ -444,6 +444,8 @@ impl Iterator for Generator {
                     webhook_secret: None,
                     auth_hosts: vec![],
                     report_pulls: false,
+                    proxy_url: None,
+                    no_proxy: Vec::new(),
                 },
             )
             .with_id(EventId(uuid::Uuid::from_u128(self.rng.random())));

@@ -213,6 +213,8 @@ async fn a_viewer_sees_only_registries_of_its_teams_even_in_counters() {
             registry_type: None,
             auth_kind: None,
             credential: None,
+            proxy_url: None,
+            no_proxy: None,
         },
     )])
     .await;

@@ -333,8 +333,24 @@ impl Registries {
         req: RegisterRequest,
         tp: Option<TraceParent>,
     ) -> Result<(Registry, Option<ValidationReport>), CommandError> {
-        let label = reg::check_label(&req.label)?;
-        let url = reg::check_url(&req.url, req.insecure)?;
+        let url = crate::domain::profiles::registration_url(
+            req.registry_type,
+            req.url.as_deref(),
+            req.namespace.as_deref(),
+        )?;
+        let url = reg::check_url(&url, req.insecure)?;
+        let label = match &req.label {
+            Some(label) => reg::check_label(label)?,
+            None => reg::check_label(&format!(
+                "{} ({url})",
+                crate::domain::profiles::profile(req.registry_type).label
+            ))?,
+        };
+        let proxy_url = reg::check_proxy_url(req.proxy_url.as_deref())?;
+        let no_proxy = reg::check_no_proxy(&req.no_proxy)?;
+        if let Some(proxy) = &proxy_url {
+            reg::check_proxy_network(proxy, &self.guard).await?;
+        }
         let visibility = reg::check_visibility(&req.visibility)?;
         let ca_pem = reg::check_ca(req.ca_pem.as_deref())?;
         let interval = reg::check_interval(req.scan_interval_secs)?;
@@ -355,6 +371,8 @@ impl Registries {
                 ca_pem: ca_pem.as_deref(),
                 repositories: &repositories,
                 auth_hosts: &auth_hosts,
+                proxy_url: proxy_url.as_deref(),
+                no_proxy: &no_proxy,
                 timeout: self.validation_timeout,
             };
             let result =
@@ -390,6 +408,8 @@ impl Registries {
             webhook_secret: Some(webhook_secret),
             auth_hosts,
             report_pulls: req.report_pulls,
+            proxy_url,
+            no_proxy,
         };
         let seq = self
             .commit(self.envelope(caller, registered, tp), Expect::NoEvents)
@@ -428,6 +448,18 @@ impl Registries {
             Some(ca) => Some(reg::check_ca(ca.as_deref())?),
             None => None,
         };
+        let proxy_url = match &req.proxy_url {
+            Some(proxy) => Some(reg::check_proxy_url(proxy.as_deref())?),
+            None => None,
+        };
+        if let Some(Some(proxy)) = &proxy_url {
+            reg::check_proxy_network(proxy, &self.guard).await?;
+        }
+        let no_proxy = req
+            .no_proxy
+            .as_deref()
+            .map(reg::check_no_proxy)
+            .transpose()?;
         let repositories = req
             .repositories
             .as_deref()
@@ -452,6 +484,11 @@ impl Registries {
                 auth_hosts
                     .as_ref()
                     .is_some_and(|h| h.iter().any(|h| !current.auth_hosts.contains(h))),
+            ),
+            // Over plain HTTP a proxy reads every request, credentials included.
+            (
+                "proxy_url",
+                insecure && proxy_url.as_ref().is_some_and(|p| *p != current.proxy_url),
             ),
         ]
         .into_iter()
@@ -488,12 +525,16 @@ impl Registries {
                 None => current.ca_pem.clone(),
             };
             let auth_hosts_now = auth_hosts.clone().unwrap_or(current.auth_hosts.clone());
+            let proxy_now = proxy_url.clone().unwrap_or(current.proxy_url.clone());
+            let no_proxy_now = no_proxy.clone().unwrap_or(current.no_proxy.clone());
             let target = validate::Target {
                 url: &url_now,
                 registry_type,
                 ca_pem: ca_now.as_deref(),
                 repositories: &repositories_now,
                 auth_hosts: &auth_hosts_now,
+                proxy_url: proxy_now.as_deref(),
+                no_proxy: &no_proxy_now,
                 timeout: self.validation_timeout,
             };
             let result = validate::check(&target, creds, &self.guard, &self.endpoints).await;
@@ -526,6 +567,8 @@ impl Registries {
             report_pulls: req.report_pulls,
             auth_kind,
             credential,
+            proxy_url,
+            no_proxy,
         };
         let expect = Expect::LastSequence(expected.unwrap_or(current.last_sequence));
         let seq = self
@@ -615,6 +658,8 @@ impl Registries {
             ca_pem: r.ca_pem.as_deref(),
             repositories: &repositories,
             auth_hosts: &r.auth_hosts,
+            proxy_url: r.proxy_url.as_deref(),
+            no_proxy: &r.no_proxy,
             timeout: self.validation_timeout,
         };
         Ok(validate::check(&target, creds, &self.guard, &self.endpoints).await)

@@ -51,6 +51,9 @@ pub struct Registry {
     pub auth_hosts: Vec<String>,
     /// Whether pull notifications are counted (`image.pulls_counted`).
     pub report_pulls: bool,
+    /// The registry's own forward proxy, and the hosts reached directly despite it.
+    pub proxy_url: Option<String>,
+    pub no_proxy: Vec<String>,
     pub status: Status,
     pub status_reason: Option<String>,
     pub status_detail: Option<String>,
@@ -110,6 +113,8 @@ impl Registry {
             repositories: r.try_get("repositories")?,
             auth_hosts: r.try_get("auth_hosts")?,
             report_pulls: r.try_get("report_pulls")?,
+            proxy_url: r.try_get("proxy_url")?,
+            no_proxy: r.try_get("no_proxy")?,
             status: match status.as_str() {
                 "validated" => Status::Validated,
                 "validation_failed" => Status::ValidationFailed,
@@ -290,8 +295,9 @@ async fn apply_in(
             sqlx::query(
                 "INSERT INTO registries (id, label, url, registry_type, insecure, auth_kind, credential,
                     webhook_secret, visibility, ca_pem, scan_interval_secs, repositories, status,
-                    created_by, created_at, updated_at, last_sequence, auth_hosts, report_pulls)
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'pending',$13,$14,$14,$15,$16,$17)
+                    created_by, created_at, updated_at, last_sequence, auth_hosts, report_pulls,
+                    proxy_url, no_proxy)
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'pending',$13,$14,$14,$15,$16,$17,$18,$19)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(e.registry_id.0)
@@ -311,6 +317,8 @@ async fn apply_in(
             .bind(seq as i64)
             .bind(&e.auth_hosts)
             .bind(e.report_pulls)
+            .bind(&e.proxy_url)
+            .bind(&e.no_proxy)
             .execute(&mut **tx)
             .await?;
         }
@@ -323,7 +331,9 @@ async fn apply_in(
                 || e.ca_pem.is_some()
                 || e.registry_type.is_some()
                 || e.auth_kind.is_some()
-                || e.auth_hosts.is_some();
+                || e.auth_hosts.is_some()
+                || e.proxy_url.is_some()
+                || e.no_proxy.is_some();
             sqlx::query(
                 "UPDATE registries SET
                     label = COALESCE($2, label),
@@ -338,7 +348,9 @@ async fn apply_in(
                     registry_type = COALESCE($12, registry_type),
                     auth_kind = COALESCE($13, auth_kind),
                     credential = CASE WHEN $13 IS NULL THEN credential ELSE $14 END,
-                    report_pulls = COALESCE($15, report_pulls)
+                    report_pulls = COALESCE($15, report_pulls),
+                    proxy_url = CASE WHEN $16 THEN $17 ELSE proxy_url END,
+                    no_proxy = COALESCE($18, no_proxy)
                  WHERE id = $1",
             )
             .bind(e.registry_id.0)
@@ -360,6 +372,9 @@ async fn apply_in(
             .bind(e.auth_kind.as_ref().map(enum_str))
             .bind(sealed_json(&e.credential))
             .bind(e.report_pulls)
+            .bind(e.proxy_url.is_some())
+            .bind(e.proxy_url.clone().flatten())
+            .bind(&e.no_proxy)
             .execute(&mut **tx)
             .await?;
             touch(tx, e.registry_id, seq, at).await?;

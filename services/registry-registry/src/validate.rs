@@ -22,6 +22,10 @@ pub struct Target<'a> {
     pub repositories: &'a [RepositoryName],
     /// Hosts besides the registry's whose token realm may receive the credentials.
     pub auth_hosts: &'a [String],
+    /// The registry's own proxy (checked by the guard like the registry), and the hosts
+    /// reached directly despite it.
+    pub proxy_url: Option<&'a str>,
+    pub no_proxy: &'a [String],
     /// The timeout of each request to the registry.
     pub timeout: std::time::Duration,
 }
@@ -78,6 +82,11 @@ pub async fn check(
     config.ca_pem = target.ca_pem.map(str::to_owned);
     config.guard = guard.clone();
     config.auth_hosts = target.auth_hosts.to_vec();
+    if let Some(proxy) = target.proxy_url {
+        config.proxy = Some(proxy.to_owned());
+        config.no_proxy = target.no_proxy.to_vec();
+        config.guard_proxy = true;
+    }
     config.request_timeout = target.timeout;
     config.connect_timeout = target.timeout.min(std::time::Duration::from_secs(5));
     config.retry.max_retries = 1;

@@ -199,9 +199,31 @@ async fn an_admin_adds_a_registry_through_the_form() {
     ] {
         assert!(hub.body.contains(needle), "{needle}");
     }
+    // Docker Hub has one address, filled in and optional; its namespace is asked for.
     assert!(
-        !hub.body.contains(r#"id="f-url""#),
-        "Docker Hub has one address"
+        hub.body
+            .contains(r#"name="url" type="text" value="registry-1.docker.io""#),
+        "{}",
+        hub.body
+    );
+    assert!(
+        !hub.body
+            .contains(r#"name="url" type="text" value="registry-1.docker.io" required"#)
+    );
+    assert!(hub.body.contains("Namespace"));
+    assert!(hub.body.contains(r#"data-profile="#));
+    // Another type's fields are in the form for the script, hidden and never sent.
+    assert!(
+        generic
+            .body
+            .contains(r#"name="namespace" type="text" value="" placeholder="acme" disabled"#),
+        "{}",
+        generic.body
+    );
+    assert!(
+        generic
+            .body
+            .contains(r#"data-field="namespace" data-profile="#)
     );
     let gh = b.get("/registries/new?type=ghcr").await;
     assert!(gh.body.contains("GitHub Username") && gh.body.contains("Personal Access Token"));
@@ -247,6 +269,47 @@ async fn an_admin_adds_a_registry_through_the_form() {
     assert!(list.body.contains("Docker Registry"));
     assert!(list.body.contains("never scanned"));
     assert!(list.body.contains("not scheduled: no enabled rule"));
+}
+
+/// A type with one address is registered from the form without a URL: the profile's
+/// default and the namespace make it.
+#[tokio::test]
+async fn the_form_fills_in_a_types_default_address() {
+    let env = Env::new();
+    let svc = env.start().await;
+    let b = Browser::sign_in(&svc, ADMIN).await;
+    let form = b.get("/registries/new?type=dockerhub").await;
+    let res = b
+        .post(
+            "/registries",
+            Some(&form.csrf()),
+            &[
+                ("registry_type", "dockerhub"),
+                ("label", "Hub"),
+                ("namespace", "acme"),
+                ("skip_validation", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let id = res
+        .location()
+        .strip_prefix("/registries/")
+        .and_then(|l| l.strip_suffix("?done=added"))
+        .unwrap()
+        .to_owned();
+    let (_, r) = svc.get(&format!("/v1/registries/{id}")).await;
+    assert_eq!(r["url"], "registry-1.docker.io/acme");
+    // A type without a default still needs its URL, refused at the field.
+    let res = b
+        .post(
+            "/registries",
+            Some(&form.csrf()),
+            &[("registry_type", "harbor"), ("label", "H")],
+        )
+        .await;
+    assert_eq!(res.status, 422);
+    assert!(res.body.contains(r#"id="f-url-error""#), "{}", res.body);
 }
 
 #[tokio::test]

@@ -768,6 +768,8 @@ async fn untrusted_text_is_escaped_on_every_page() {
         repositories: vec![],
         webhook_secret: None,
         auth_hosts: vec![],
+        proxy_url: None,
+        no_proxy: Vec::new(),
     })
     .await;
     env.tag(reg, "acme/llm", "1.0", ImageKind::Model, &[]).await;

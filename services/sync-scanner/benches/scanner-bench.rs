@@ -330,6 +330,8 @@ async fn register_with(
             webhook_secret: None,
             auth_hosts: vec![],
             report_pulls: false,
+            proxy_url: None,
+            no_proxy: Vec::new(),
         },
     )
     .await?;

@@ -810,6 +810,8 @@ mod tests {
             rules_changed_at: None,
             auth_hosts: vec![],
             registry_type: "generic".into(),
+            proxy_url: None,
+            no_proxy: vec![],
         }
     }
 

@@ -541,6 +541,12 @@ impl Inner {
         config.max_page_bytes = c.max_page_bytes;
         config.guard = self.guard.clone();
         config.auth_hosts = registry.auth_hosts.clone();
+        if let Some(proxy) = &registry.proxy_url {
+            // The registry's own proxy: its address passes the guard like the registry's.
+            config.proxy = Some(proxy.clone());
+            config.no_proxy = registry.no_proxy.clone();
+            config.guard_proxy = true;
+        }
         config.registry_id = Some(registry.id.to_string());
         config.user_agent = concat!("imagelib-sync-scanner/", env!("CARGO_PKG_VERSION")).into();
         edit(&mut config);

@@ -51,6 +51,9 @@ pub struct Registry {
     pub auth_hosts: Vec<String>,
     /// `generic`, `dockerhub`, `harbor`, … (the contract's `registry_type`).
     pub registry_type: String,
+    /// The registry's own forward proxy, and the hosts reached directly despite it.
+    pub proxy_url: Option<String>,
+    pub no_proxy: Vec<String>,
 }
 
 /// What the scanner last said about a tag.
@@ -125,6 +128,8 @@ impl Registry {
             rules_changed_at: r.try_get("rules_changed_at")?,
             auth_hosts: r.try_get("auth_hosts")?,
             registry_type: r.try_get("registry_type")?,
+            proxy_url: r.try_get("proxy_url")?,
+            no_proxy: r.try_get("no_proxy")?,
         })
     }
 }
@@ -801,8 +806,9 @@ async fn apply_in(
         EventPayload::RegistryRegistered(e) => {
             sqlx::query(
                 "INSERT INTO registries (id, url, insecure, ca_pem, auth_kind, credential, visibility,
-                    scan_interval_secs, repositories, last_sequence, auth_hosts, registry_type)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                    scan_interval_secs, repositories, last_sequence, auth_hosts, registry_type,
+                    proxy_url, no_proxy)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(e.registry_id.0)
@@ -817,6 +823,8 @@ async fn apply_in(
             .bind(seq as i64)
             .bind(&e.auth_hosts)
             .bind(enum_str(&e.registry_type))
+            .bind(&e.proxy_url)
+            .bind(&e.no_proxy)
             .execute(&mut **tx)
             .await?;
         }
@@ -835,7 +843,9 @@ async fn apply_in(
                     auth_hosts = COALESCE($9, auth_hosts),
                     auth_kind = COALESCE($10, auth_kind),
                     credential = CASE WHEN $10 IS NULL THEN credential ELSE $11 END,
-                    registry_type = COALESCE($12, registry_type)
+                    registry_type = COALESCE($12, registry_type),
+                    proxy_url = CASE WHEN $13 THEN $14 ELSE proxy_url END,
+                    no_proxy = COALESCE($15, no_proxy)
                  WHERE id = $1",
             )
             .bind(e.registry_id.0)
@@ -854,6 +864,9 @@ async fn apply_in(
             .bind(e.auth_kind.as_ref().map(enum_str))
             .bind(e.credential.as_ref().map(json))
             .bind(e.registry_type.as_ref().map(enum_str))
+            .bind(e.proxy_url.is_some())
+            .bind(e.proxy_url.clone().flatten())
+            .bind(&e.no_proxy)
             .execute(&mut **tx)
             .await?;
             touch_registry(tx, e.registry_id, seq).await?;

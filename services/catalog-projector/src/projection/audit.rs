@@ -866,6 +866,8 @@ mod tests {
             webhook_secret: Some(sealed()),
             auth_hosts: vec![],
             report_pulls: false,
+            proxy_url: None,
+            no_proxy: Vec::new(),
         }));
         assert_eq!(
             registered.summary,

@@ -378,6 +378,8 @@ pub fn registered(id: RegistryId, label: &str, visibility: &[&str]) -> Envelope 
             repositories: vec![],
             webhook_secret: None,
             auth_hosts: vec![],
+            proxy_url: None,
+            no_proxy: Vec::new(),
         },
     )
 }

@@ -28,6 +28,19 @@ pub fn router() -> OpenApiRouter<Arc<Registries>> {
         .routes(routes!(rotate_credentials))
         .routes(routes!(validate_registry))
         .routes(routes!(sync_registry))
+        .routes(routes!(registry_types))
+}
+
+/// What each registry type asks a registering user for (the form's fields per type,
+/// the credential kinds it accepts, its default address and settings): the CLI's
+/// `imagelib registry types` and the console's Add Registry form read the same.
+#[utoipa::path(get, path = "/v1/registry-types", tag = "registries",
+    responses((status = 200, body = [crate::domain::profiles::Profile]), (status = 401, body = Problem)))]
+#[tracing::instrument(skip_all)]
+async fn registry_types(
+    _caller: Caller,
+) -> axum::Json<&'static [crate::domain::profiles::Profile]> {
+    axum::Json(&crate::domain::profiles::PROFILES)
 }
 
 /// A registry as the API shows it: never a secret.
@@ -51,6 +64,11 @@ pub struct RegistryView {
     /// Whether the registry's pull notifications are counted (`image.pulls_counted`,
     /// aggregated per window); off unless asked for.
     pub report_pulls: bool,
+    /// The registry's own forward proxy (`http[s]://host:port`); absent: the scanner's
+    /// proxy environment decides.
+    pub proxy_url: Option<String>,
+    /// Hosts reached directly despite `proxy_url`.
+    pub no_proxy: Vec<String>,
     /// `pending`, `validated`, `validation_failed`, or `credentials_unavailable` (the
     /// sealed credentials cannot be opened with the master key file at hand: enter them
     /// again with `PUT …/credentials`, or restore the key file).
@@ -103,6 +121,8 @@ impl From<&Registry> for RegistryView {
             repositories: r.repositories.clone(),
             auth_hosts: r.auth_hosts.clone(),
             report_pulls: r.report_pulls,
+            proxy_url: r.proxy_url.clone(),
+            no_proxy: r.no_proxy.clone(),
             status: r.status,
             status_reason: r.status_reason.clone(),
             status_detail: r.status_detail.clone(),
@@ -224,7 +244,7 @@ async fn register_registry(
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Response, Problem> {
     caller.require(Role::Admin)?;
-    tracing::Span::current().record("registry.label", req.label.as_str());
+    tracing::Span::current().record("registry.label", req.label.as_deref().unwrap_or_default());
     let (r, report) = app
         .register(&caller, req, super::traceparent(&headers))
         .await?;

@@ -2,5 +2,6 @@
 //! edge so that the rest of the service only handles valid values.
 
 pub mod credentials;
+pub mod profiles;
 pub mod registry;
 pub mod webhook;

@@ -12,10 +12,19 @@ use super::credentials::Credentials;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    /// A name people recognise, e.g. `Acme Harbor`.
-    pub label: String,
-    /// `host[:port][/namespace]`; `https://` is accepted and stripped.
-    pub url: String,
+    /// A name people recognise, e.g. `Acme Harbor`; the type's label and the address
+    /// when left out.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// `host[:port][/namespace]`; `https://` is accepted and stripped. Optional for the
+    /// types with one address (`dockerhub`: `registry-1.docker.io`, `ghcr`: `ghcr.io`; see
+    /// `GET /v1/registry-types`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A namespace appended to `url` (or to the type's default address): the Docker Hub
+    /// user or organisation, the GitHub owner, the Harbor project.
+    #[serde(default)]
+    pub namespace: Option<String>,
     #[schema(value_type = String, example = "harbor")]
     pub registry_type: RegistryType,
     /// Plain HTTP instead of HTTPS.
@@ -49,6 +58,16 @@ pub struct RegisterRequest {
     /// catalog). Off by default.
     #[serde(default)]
     pub report_pulls: bool,
+    /// The registry's own forward proxy, `http://host:port` or `https://host:port` (no
+    /// credentials, no path). Requests to the registry (and its token realm and vendor API)
+    /// go through it, HTTPS ones through a `CONNECT` tunnel; its address must pass the
+    /// network guard. Absent: the scanner's proxy environment decides.
+    #[serde(default)]
+    pub proxy_url: Option<String>,
+    /// Hosts reached directly despite `proxy_url`: `example.com` (and its subdomains),
+    /// `.example.com` (its subdomains), IP addresses, CIDRs; at most 32.
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
     /// `false` saves the registry without checking the connection first.
     #[serde(default = "yes")]
     pub validate: bool,
@@ -87,6 +106,12 @@ pub struct UpdateRequest {
     #[schema(value_type = Option<Vec<String>>)]
     pub repositories: Option<Vec<String>>,
     pub report_pulls: Option<bool>,
+    /// `null` removes the registry's proxy.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub proxy_url: Option<Option<String>>,
+    /// Replaces the hosts reached directly despite the proxy.
+    pub no_proxy: Option<Vec<String>>,
 }
 
 fn double_option<'de, D: serde::Deserializer<'de>>(
@@ -200,6 +225,108 @@ pub fn check_auth_hosts(hosts: &[String]) -> Result<Vec<String>, FieldError> {
         }
     }
     Ok(out)
+}
+
+/// A registry's proxy: `http[s]://host[:port]` only. User-info is refused (proxy
+/// credentials would be a secret in the clear in every event and view), and so is a path,
+/// a query or a fragment. Returned as `scheme://host:port` (the scheme's port when absent).
+pub fn check_proxy_url(proxy: Option<&str>) -> Result<Option<String>, FieldError> {
+    let Some(proxy) = proxy.map(str::trim).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = |m: &str| field("/proxy_url", m);
+    if proxy.len() > 2048 {
+        return Err(bad("longer than 2048 characters"));
+    }
+    let url = reqwest::Url::parse(proxy)
+        .map_err(|_| bad("a proxy URL such as `http://proxy.internal:3128`"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("the proxy's scheme must be http:// or https://"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "a proxy URL must not hold credentials (user:password@): proxies that need them are not supported",
+        ));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(bad(
+            "only scheme, host and port: `http://proxy.internal:3128` (no path, query or fragment)",
+        ));
+    }
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+        return Err(bad("the proxy URL has no host"));
+    };
+    let port = url.port_or_known_default().unwrap_or(80);
+    Ok(Some(format!("{}://{host}:{port}", url.scheme())))
+}
+
+/// The proxy's address against the network guard: an IP literal is checked as it is, a
+/// name as it resolves here (a name that does not resolve is left to validation and to
+/// the scanner's resolver, which checks it again at every connection).
+pub async fn check_proxy_network(
+    proxy: &str,
+    guard: &registry_client::NetworkGuard,
+) -> Result<(), FieldError> {
+    let url = reqwest::Url::parse(proxy).map_err(|e| field("/proxy_url", e.to_string()))?;
+    let refused = |e: registry_client::Error| {
+        field(
+            "/proxy_url",
+            format!("the proxy's address is not allowed by the network guard: {e}"),
+        )
+    };
+    guard.check_url(&url).map_err(refused)?;
+    match guard
+        .check_target(&url, std::time::Duration::from_secs(5))
+        .await
+    {
+        Err(e) if e.kind() == registry_client::ErrorKind::Dns => Ok(()),
+        other => other.map_err(refused),
+    }
+}
+
+/// Hosts that bypass the proxy: names (`.suffix` for subdomains only), IP addresses and
+/// CIDRs; at most 32, each at most 253 characters, lower-cased, deduplicated.
+pub fn check_no_proxy(hosts: &[String]) -> Result<Vec<String>, FieldError> {
+    if hosts.len() > 32 {
+        return Err(field("/no_proxy", "at most 32 entries"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(hosts.len());
+    for (i, h) in hosts.iter().enumerate() {
+        let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+        let network = is_network(&h);
+        let name = h.strip_prefix('.').unwrap_or(&h);
+        let ok = !h.is_empty()
+            && h.len() <= 253
+            && (network
+                || (!name.is_empty()
+                    && !name.contains(['/', '@', '?', '#', ':', '*', ','])
+                    && reqwest::Url::parse(&format!("https://{name}/"))
+                        .ok()
+                        .is_some_and(|u| u.host_str() == Some(name))));
+        if !ok {
+            return Err(field(
+                &format!("/no_proxy/{i}"),
+                "a host (`registry.internal`), a suffix (`.internal`), an address or a CIDR (`10.0.0.0/8`)",
+            ));
+        }
+        if !out.contains(&h) {
+            out.push(h);
+        }
+    }
+    Ok(out)
+}
+
+/// An IP address, or a CIDR (`address/prefix`).
+fn is_network(s: &str) -> bool {
+    match s.split_once('/') {
+        None => s.parse::<std::net::IpAddr>().is_ok(),
+        Some((addr, prefix)) => addr.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+            prefix.bytes().all(|b| b.is_ascii_digit())
+                && prefix
+                    .parse::<u8>()
+                    .is_ok_and(|p| p <= if ip.is_ipv4() { 32 } else { 128 })
+        }),
+    }
 }
 
 pub fn check_interval(secs: Option<u64>) -> Result<Option<u64>, FieldError> {
@@ -321,6 +448,87 @@ mod tests {
         assert_eq!(
             profile_repositories(RegistryType::Harbor, &mirror, names(&["redis"])),
             names(&["redis"])
+        );
+    }
+
+    #[test]
+    fn proxies() {
+        assert_eq!(check_proxy_url(None).unwrap(), None);
+        assert_eq!(check_proxy_url(Some("  ")).unwrap(), None);
+        assert_eq!(
+            check_proxy_url(Some("http://Proxy.Internal:3128")).unwrap(),
+            Some("http://proxy.internal:3128".into())
+        );
+        assert_eq!(
+            check_proxy_url(Some("https://proxy.internal/")).unwrap(),
+            Some("https://proxy.internal:443".into())
+        );
+        for (bad, needle) in [
+            ("http://user:pw@proxy:3128", "credentials"),
+            ("http://user@proxy:3128", "credentials"),
+            ("socks5://proxy:1080", "scheme"),
+            ("http://proxy:3128/path", "only scheme, host and port"),
+            ("http://proxy:3128/?q=1", "only scheme, host and port"),
+            ("proxy:3128", "scheme"),
+            ("not a url", "proxy URL"),
+        ] {
+            let e = check_proxy_url(Some(bad)).unwrap_err();
+            assert_eq!(e.pointer, "/proxy_url", "{bad}");
+            assert!(e.message.contains(needle), "{bad}: {}", e.message);
+            assert!(!e.message.contains("pw"), "{}", e.message);
+        }
+        assert_eq!(
+            check_no_proxy(&[
+                "Registry.Internal.".into(),
+                ".corp".into(),
+                "10.0.0.0/8".into(),
+                "::1".into(),
+                "registry.internal".into()
+            ])
+            .unwrap(),
+            vec!["registry.internal", ".corp", "10.0.0.0/8", "::1"]
+        );
+        for bad in ["", "*", "a.io:5000", "http://a.io", "a b", "u@a.io", "."] {
+            assert_eq!(
+                check_no_proxy(&["ok.io".into(), bad.into()])
+                    .unwrap_err()
+                    .pointer,
+                "/no_proxy/1",
+                "{bad}"
+            );
+        }
+        assert!(check_no_proxy(&vec!["a.io".to_owned(); 33]).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_proxy_in_a_blocked_network_is_refused() {
+        let guard = registry_client::NetworkGuard::default();
+        for blocked in [
+            "http://169.254.169.254:80",
+            "http://127.0.0.1:3128",
+            "http://[::1]:3128",
+            "http://10.1.2.3:3128",
+        ] {
+            let e = check_proxy_network(blocked, &guard).await.unwrap_err();
+            assert_eq!(e.pointer, "/proxy_url", "{blocked}");
+            assert!(e.message.contains("network guard"), "{}", e.message);
+        }
+        // `localhost` resolves to loopback here.
+        assert!(
+            check_proxy_network("http://localhost:3128", &guard)
+                .await
+                .is_err()
+        );
+        let allowed = registry_client::NetworkGuard::from_lists(None, Some("127.0.0.0/8")).unwrap();
+        check_proxy_network("http://127.0.0.2:3128", &allowed)
+            .await
+            .unwrap();
+        // The metadata address stays refused whatever the allow list says.
+        let wide = registry_client::NetworkGuard::from_lists(None, Some("0.0.0.0/0")).unwrap();
+        assert!(
+            check_proxy_network("http://169.254.169.254:80", &wide)
+                .await
+                .is_err()
         );
     }
 

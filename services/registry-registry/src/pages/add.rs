@@ -1,6 +1,9 @@
-//! Add Registry: one form per registry type (seed 004's fields, and the credentials the API
-//! accepts for Harbor, ECR, ACR and Artifact Registry), chosen without script by a `GET`
-//! form that reloads the page with the type.
+//! Add Registry: the fields of each registry type come from its profile
+//! ([`crate::domain::profiles`], also served as `GET /v1/registry-types`). Every field of
+//! every type is in the one form, those of other types `hidden` and `disabled` (so they are
+//! neither shown nor sent); without script a `GET` form reloads the page with the chosen
+//! type, with script (`console.js`, `data-registry-form`) the type select shows and hides
+//! the fields in place, with each type's labels, help and defaults from `data-profile`.
 
 use std::sync::Arc;
 
@@ -18,154 +21,108 @@ use serde::Deserialize;
 use super::{error_summary, form_errors};
 use crate::app::Registries;
 use crate::domain::credentials::Credentials;
+use crate::domain::profiles::{self, PROFILES, Profile};
 use crate::domain::registry::RegisterRequest;
 
-/// How a type's credentials are entered.
+/// How a type's credentials are read from the form.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Creds {
     /// Username and password (or token as password).
-    Basic {
-        user: &'static str,
-        user_hint: Option<&'static str>,
-        secret: &'static str,
-        secret_hint: Option<&'static str>,
-    },
+    Basic,
     /// An AWS access key.
     Ecr,
-    /// The admin user, or a service principal.
+    /// A service principal, or the admin user.
     Acr,
 }
 
-/// A registry type as the form shows it.
+/// A registry type as the form handles it: its profile, and how its credentials are read.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Kind {
-    pub key: &'static str,
-    pub registry_type: RegistryType,
-    pub title: &'static str,
-    /// `None`: the type has one address (Docker Hub, GitHub), filled in for the user.
-    pub url: Option<(&'static str, &'static str)>,
-    pub fixed_url: &'static str,
+    pub profile: &'static Profile,
     pub creds: Creds,
-    pub insecure: bool,
 }
 
-pub(super) const KINDS: &[Kind] = &[
+impl Kind {
+    pub fn key(&self) -> &'static str {
+        self.profile.key
+    }
+
+    pub fn registry_type(&self) -> RegistryType {
+        self.profile.registry_type
+    }
+}
+
+#[cfg(test)]
+fn creds_of(t: RegistryType) -> Creds {
+    match t {
+        RegistryType::Ecr => Creds::Ecr,
+        RegistryType::Acr => Creds::Acr,
+        _ => Creds::Basic,
+    }
+}
+
+/// Each profile with how its credentials are read, in the profiles' order.
+static KINDS: [Kind; 7] = [
     Kind {
-        key: "generic",
-        registry_type: RegistryType::Generic,
-        title: "Docker Registry",
-        url: Some((
-            "Registry URL",
-            "Full URL of the registry, including any namespace (e.g. registry.example.com:5000/team or aws_account_id.dkr.ecr.region.amazonaws.com/namespace).",
-        )),
-        fixed_url: "",
-        creds: Creds::Basic {
-            user: "Username",
-            user_hint: Some(
-                "Leave username and password empty for a registry open to anonymous reads.",
-            ),
-            secret: "Password / Token",
-            secret_hint: None,
-        },
-        insecure: true,
+        profile: &PROFILES[0],
+        creds: Creds::Basic,
     },
     Kind {
-        key: "dockerhub",
-        registry_type: RegistryType::Dockerhub,
-        title: "Docker Hub",
-        url: None,
-        fixed_url: "registry-1.docker.io",
-        creds: Creds::Basic {
-            user: "Docker Hub Username",
-            user_hint: None,
-            secret: "Access Token",
-            secret_hint: Some("A Docker Hub access token with read access to the images."),
-        },
-        insecure: false,
+        profile: &PROFILES[1],
+        creds: Creds::Basic,
     },
     Kind {
-        key: "ghcr",
-        registry_type: RegistryType::Ghcr,
-        title: "GitHub",
-        url: None,
-        fixed_url: "ghcr.io",
-        creds: Creds::Basic {
-            user: "GitHub Username",
-            user_hint: None,
-            secret: "Personal Access Token",
-            secret_hint: Some("A GitHub personal access token with the read:packages scope."),
-        },
-        insecure: false,
+        profile: &PROFILES[2],
+        creds: Creds::Basic,
     },
     Kind {
-        key: "harbor",
-        registry_type: RegistryType::Harbor,
-        title: "Harbor",
-        url: Some((
-            "Harbor URL",
-            "host[:port][/project], e.g. harbor.example.com/ai.",
-        )),
-        fixed_url: "",
-        creds: Creds::Basic {
-            user: "Robot account",
-            user_hint: Some("robot$<project>+<name> or robot$<name>."),
-            secret: "Robot secret",
-            secret_hint: None,
-        },
-        insecure: true,
+        profile: &PROFILES[3],
+        creds: Creds::Basic,
     },
     Kind {
-        key: "ecr",
-        registry_type: RegistryType::Ecr,
-        title: "Amazon ECR",
-        url: Some((
-            "Registry URL",
-            "aws_account_id.dkr.ecr.region.amazonaws.com, optionally with a namespace.",
-        )),
-        fixed_url: "",
+        profile: &PROFILES[4],
         creds: Creds::Ecr,
-        insecure: false,
     },
     Kind {
-        key: "acr",
-        registry_type: RegistryType::Acr,
-        title: "Azure Container Registry",
-        url: Some(("Registry URL", "myregistry.azurecr.io")),
-        fixed_url: "",
+        profile: &PROFILES[5],
         creds: Creds::Acr,
-        insecure: false,
     },
     Kind {
-        key: "gcr",
-        registry_type: RegistryType::Gcr,
-        title: "Google Artifact Registry",
-        url: Some((
-            "Registry URL",
-            "REGION-docker.pkg.dev/PROJECT (or gcr.io/PROJECT).",
-        )),
-        fixed_url: "",
-        creds: Creds::Basic {
-            user: "Username",
-            user_hint: Some(
-                "_json_key with a service account key, or oauth2accesstoken with an access token.",
-            ),
-            secret: "Key JSON / access token",
-            secret_hint: None,
-        },
-        insecure: false,
+        profile: &PROFILES[6],
+        creds: Creds::Basic,
     },
 ];
 
 pub(super) fn kind_by_key(key: &str) -> Option<&'static Kind> {
-    KINDS.iter().find(|k| k.key == key)
+    KINDS.iter().find(|k| k.key() == key)
 }
 
 pub(super) fn kind_of(t: RegistryType) -> &'static Kind {
     KINDS
         .iter()
-        .find(|k| k.registry_type == t)
+        .find(|k| k.registry_type() == t)
         .unwrap_or(&KINDS[0])
 }
+
+fn first_kind() -> &'static Kind {
+    &KINDS[0]
+}
+
+/// The form's fields, every type's, in the order they are shown.
+const FORM_FIELDS: [&str; 12] = [
+    "label",
+    "url",
+    "namespace",
+    "tenant_id",
+    "client_id",
+    "client_secret",
+    "access_key_id",
+    "secret_access_key",
+    "region",
+    "session_token",
+    "username",
+    "password",
+];
 
 /// The fields of the add and rotate forms. Secrets are read, used once and dropped: they
 /// are never rendered back.
@@ -175,6 +132,8 @@ pub(super) struct RegistryForm {
     pub label: String,
     #[serde(default)]
     pub url: String,
+    #[serde(default)]
+    pub namespace: String,
     #[serde(default)]
     pub registry_type: String,
     #[serde(default)]
@@ -224,7 +183,7 @@ impl RegistryForm {
             }
         };
         match kind.creds {
-            Creds::Basic { .. } => basic(),
+            Creds::Basic => basic(),
             Creds::Ecr => {
                 if [&self.access_key_id, &self.secret_access_key, &self.region]
                     .iter()
@@ -267,6 +226,21 @@ impl RegistryForm {
         }
     }
 
+    /// A text field's value by name (never a secret's).
+    fn value(&self, name: &str) -> &str {
+        match name {
+            "label" => &self.label,
+            "url" => &self.url,
+            "namespace" => &self.namespace,
+            "username" => &self.username,
+            "access_key_id" => &self.access_key_id,
+            "region" => &self.region,
+            "tenant_id" => &self.tenant_id,
+            "client_id" => &self.client_id,
+            _ => "",
+        }
+    }
+
     fn lines(s: &str, split: &[char]) -> Vec<String> {
         s.split(split)
             .map(str::trim)
@@ -276,74 +250,118 @@ impl RegistryForm {
     }
 }
 
-/// The credential fields of `kind` (never with a value: secrets are not echoed).
+/// The credential fields of `kind`, from its profile (never with a value: secrets are
+/// not echoed).
 pub(super) fn credential_fields(
     kind: &Kind,
     form: &RegistryForm,
     errors: &[(String, String)],
 ) -> Markup {
-    let secret = |name: &str, label: &str, hint: Option<&str>| {
-        text_field(
-            name,
-            label,
-            "",
-            errors,
-            FieldAttrs {
-                kind: "password",
-                hint,
-                ..Default::default()
-            },
-        )
+    html! {
+        @for f in kind.profile.fields.iter().filter(|f| f.credential_kind.is_some()) {
+            (text_field(
+                f.name,
+                f.label,
+                if f.input == "password" { "" } else { form.value(f.name) },
+                errors,
+                FieldAttrs {
+                    kind: f.input,
+                    hint: (!f.help.is_empty()).then_some(f.help),
+                    ..Default::default()
+                },
+            ))
+        }
+    }
+}
+
+/// What each type says about field `name` (label, help, whether it is required, its
+/// placeholder and default, its input type), as the JSON `console.js` reads.
+fn field_profile(name: &str) -> String {
+    let per_type: serde_json::Map<String, serde_json::Value> = PROFILES
+        .iter()
+        .filter_map(|p| {
+            p.field(name).map(|f| {
+                (
+                    p.key.to_owned(),
+                    serde_json::json!({
+                        "label": f.label,
+                        "help": f.help,
+                        "required": required(p, f),
+                        "placeholder": f.placeholder.unwrap_or_default(),
+                        "default": f.default.unwrap_or_default(),
+                        "input": f.input,
+                    }),
+                )
+            })
+        })
+        .collect();
+    serde_json::Value::Object(per_type).to_string()
+}
+
+/// A type with a default address does not need its URL typed.
+fn required(p: &Profile, f: &profiles::Field) -> bool {
+    f.required && !(f.name == "url" && p.url_optional())
+}
+
+/// One field of the add form: shown and sent for `kind`'s type, `hidden` and `disabled`
+/// for the others.
+fn profile_field(
+    name: &str,
+    kind: &Kind,
+    form: &RegistryForm,
+    errors: &[(String, String)],
+) -> Markup {
+    let own = kind.profile.field(name);
+    let Some(shown) = own.or_else(|| PROFILES.iter().find_map(|p| p.field(name))) else {
+        return html! {};
     };
-    let plain = |name: &str, label: &str, value: &str, hint: Option<&str>| {
-        text_field(
-            name,
-            label,
-            value,
-            errors,
-            FieldAttrs {
-                hint,
-                ..Default::default()
-            },
-        )
+    let on = own.is_some();
+    let required = own.is_some_and(|f| required(kind.profile, f));
+    let id = format!("f-{name}");
+    let err = field_error(errors, name);
+    let err_id = format!("{id}-error");
+    let hint_id = format!("{id}-hint");
+    let described = if err.is_some() {
+        format!("{err_id} {hint_id}")
+    } else {
+        hint_id.clone()
     };
-    match kind.creds {
-        Creds::Basic {
-            user,
-            user_hint,
-            secret: secret_label,
-            secret_hint,
-        } => html! {
-            (plain("username", user, &form.username, user_hint))
-            (secret("password", secret_label, secret_hint))
-        },
-        Creds::Ecr => html! {
-            (plain("access_key_id", "AWS access key ID", &form.access_key_id, Some("Exchanged for 12-hour ECR tokens; leave the key fields empty for anonymous access.")))
-            (secret("secret_access_key", "AWS secret access key", None))
-            (plain("region", "AWS region", &form.region, Some("e.g. eu-west-1")))
-            (secret("session_token", "Session token (optional)", None))
-        },
-        Creds::Acr => html! {
-            fieldset {
-                legend { "Admin user" }
-                (plain("username", "Username", &form.username, None))
-                (secret("password", "Password", None))
+    let secret = shown.input == "password";
+    let typed = form.value(name);
+    let value = if secret {
+        ""
+    } else if typed.is_empty() && form.label.is_empty() {
+        // A fresh form: the type's default.
+        shown.default.unwrap_or_default()
+    } else {
+        typed
+    };
+    html! {
+        div.field data-field=(name) data-profile=(field_profile(name)) hidden[!on] {
+            label for=(id) {
+                span data-label { (shown.label) }
+                " " span.req aria-hidden="true" hidden[!required] { "*" }
             }
-            fieldset {
-                legend { "Or a service principal" }
-                (plain("tenant_id", "Tenant ID", &form.tenant_id, None))
-                (plain("client_id", "Client ID", &form.client_id, None))
-                (secret("client_secret", "Client secret", Some("Used instead of the admin user when filled in.")))
-            }
-        },
+            small.hint id=(hint_id) data-help hidden[shown.help.is_empty()] { (shown.help) }
+            input id=(id) name=(name) type=(shown.input) value=(value)
+                placeholder=[shown.placeholder] required[required] disabled[!on]
+                aria-invalid=[err.map(|_| "true")] aria-describedby=(described)
+                autocomplete=(if secret { "new-password" } else { "off" });
+            @if let Some(e) = err { p.field-error id=(err_id) { (e) } }
+        }
     }
 }
 
 pub(super) fn checkbox(name: &str, label: &str, on: bool, hint: Option<&str>) -> Markup {
+    checkbox_with(name, label, on, hint, false)
+}
+
+/// A checkbox, `disabled` (not sent) when it does not apply.
+fn checkbox_with(name: &str, label: &str, on: bool, hint: Option<&str>, disabled: bool) -> Markup {
     let id = format!("f-{name}");
     html! {
         div.check {
-            input type="checkbox" id=(id) name=(name) value="true" checked[on];
+            input type="checkbox" id=(id) name=(name) value="true" checked[on] disabled[disabled];
             " "
             label for=(id) { (label) }
             @if let Some(h) = hint { br; small.hint { (h) } }
@@ -368,33 +386,36 @@ fn add_page(
     let field = |name: &str, label: &str, value: &str, attrs: FieldAttrs<'_>| {
         text_field(name, label, value, errors, attrs)
     };
+    let insecure_types = PROFILES
+        .iter()
+        .filter(|p| p.defaults.insecure_allowed)
+        .map(|p| p.key)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let insecure_on = kind.profile.defaults.insecure_allowed;
     let body = html! {
         h1 { "Add Registry" }
-        form.filters method="get" action="/registries/new" data-autosubmit {
+        form.filters method="get" action="/registries/new" data-registry-types {
             div.field {
                 label for="f-registry_type" { "Registry type" }
                 select id="f-registry_type" name="registry_type" {
-                    @for k in KINDS {
-                        option value=(k.key) selected[k.key == kind.key] { (k.title) }
+                    @for p in &PROFILES {
+                        option value=(p.key) selected[p.key == kind.key()] data-description=(p.description) { (p.label) }
                     }
                 }
                 @if let Some(e) = field_error(errors, "registry_type") { p.field-error { (e) } }
             }
             button.secondary type="submit" { "Show fields" }
         }
-        h2 { (kind.title) }
+        h2 data-type-title { (kind.profile.label) }
+        p.hint data-type-description { (kind.profile.description) }
         (error_summary(errors))
-        form method="post" action="/registries" {
+        form method="post" action="/registries" data-registry-form {
             (csrf_field(v))
-            input type="hidden" name="registry_type" value=(kind.key);
-            (field("label", "Name", &form.label, FieldAttrs { required: true, hint: Some("Display name for this registry."), ..Default::default() }))
-            @if let Some((label, hint)) = kind.url {
-                (field("url", label, &form.url, FieldAttrs { required: true, hint: Some(hint), ..Default::default() }))
-            } @else {
-                input type="hidden" name="url" value=(kind.fixed_url);
-                @if let Some(e) = field_error(errors, "url") { p.field-error role="alert" { "Address " (kind.fixed_url) ": " (e) } }
+            input type="hidden" name="registry_type" value=(kind.key());
+            @for name in FORM_FIELDS {
+                (profile_field(name, kind, form, errors))
             }
-            (credential_fields(kind, form, errors))
             (field("repositories", "Repositories to scan", &form.repositories, FieldAttrs {
                 multiline: true,
                 hint: Some("Only for a registry without a usable catalog (Docker Hub, GitHub, ECR without the permission): one repository a line, e.g. library/postgres."),
@@ -402,8 +423,8 @@ fn add_page(
             }))
             (field("visibility", "Visible to teams", &form.visibility, FieldAttrs { hint: Some("Comma-separated team names; empty: everyone."), ..Default::default() }))
             (field("scan_interval", "Scan interval (seconds)", &form.scan_interval, FieldAttrs { kind: "number", hint: Some("60 to 604800; empty: the scanner's default."), ..Default::default() }))
-            @if kind.insecure {
-                (checkbox("insecure", "Plain HTTP (no TLS)", checked(&form.insecure), None))
+            div data-field="insecure" data-types=(insecure_types) hidden[!insecure_on] {
+                (checkbox_with("insecure", "Plain HTTP (no TLS)", insecure_on && checked(&form.insecure), None, !insecure_on))
             }
             (checkbox("skip_validation", "Save without checking the connection", checked(&form.skip_validation), Some("The registry is checked before it is saved unless this is ticked; it is then shown as pending.")))
             @if let Some(e) = field_error(errors, "form") { p.field-error { (e) } }
@@ -419,7 +440,7 @@ pub(super) async fn new_form(v: Viewer, Query(q): Query<NewQuery>) -> Response {
         return res;
     }
     let key = q.kind.or(q.registry_type).unwrap_or_default();
-    let kind = kind_by_key(&key).unwrap_or(&KINDS[0]);
+    let kind = kind_by_key(&key).unwrap_or_else(first_kind);
     add_page(&v, StatusCode::OK, kind, &RegistryForm::default(), &[])
 }
 
@@ -439,7 +460,7 @@ pub(super) async fn register(
         return add_page(
             &v,
             StatusCode::UNPROCESSABLE_ENTITY,
-            &KINDS[0],
+            first_kind(),
             &form,
             &errors,
         );
@@ -457,15 +478,16 @@ pub(super) async fn register(
             }
         },
     };
-    let url = match kind.url {
-        Some(_) => form.url.trim().to_owned(),
-        None => kind.fixed_url.to_owned(),
-    };
+    let some = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
     let req = RegisterRequest {
-        label: form.label.clone(),
-        url,
-        registry_type: kind.registry_type,
-        insecure: kind.insecure && checked(&form.insecure),
+        label: Some(form.label.clone()),
+        url: some(&form.url),
+        namespace: kind
+            .profile
+            .field("namespace")
+            .and_then(|_| some(&form.namespace)),
+        registry_type: kind.registry_type(),
+        insecure: kind.profile.defaults.insecure_allowed && checked(&form.insecure),
         ca_pem: None,
         visibility: RegistryForm::lines(&form.visibility, &[',', '\n']),
         credentials: form.credentials(kind),
@@ -473,6 +495,8 @@ pub(super) async fn register(
         repositories: RegistryForm::lines(&form.repositories, &['\n', ',']),
         auth_hosts: vec![],
         report_pulls: false,
+        proxy_url: None,
+        no_proxy: vec![],
         validate: !checked(&form.skip_validation),
     };
     match app
@@ -487,6 +511,30 @@ pub(super) async fn register(
             }
             let errors = form_errors(&p, form.secret_field(kind));
             add_page(&v, StatusCode::UNPROCESSABLE_ENTITY, kind, &form, &errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_follow_the_profiles() {
+        assert_eq!(KINDS.len(), PROFILES.len());
+        for (k, p) in KINDS.iter().zip(PROFILES.iter()) {
+            assert_eq!(k.profile.key, p.key);
+            assert_eq!(
+                std::mem::discriminant(&k.creds),
+                std::mem::discriminant(&creds_of(p.registry_type)),
+                "{}",
+                p.key
+            );
+        }
+        for p in PROFILES.iter() {
+            for f in p.fields {
+                assert!(FORM_FIELDS.contains(&f.name), "{}: {}", p.key, f.name);
+            }
         }
     }
 }

@@ -129,6 +129,8 @@ impl Env {
             repositories: vec![],
             webhook_secret: None,
             auth_hosts: vec![],
+            proxy_url: None,
+            no_proxy: Vec::new(),
         })
         .await;
         id

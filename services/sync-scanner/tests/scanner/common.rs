@@ -176,6 +176,8 @@ impl Env {
             repositories: vec![],
             webhook_secret: None,
             auth_hosts: vec![],
+            proxy_url: None,
+            no_proxy: Vec::new(),
         };
         f(&mut e);
         self.publish(e).await;

@@ -29,6 +29,8 @@ fn updated(id: imagelib_events::RegistryId) -> RegistryUpdated {
         registry_type: None,
         auth_kind: None,
         credential: None,
+        proxy_url: None,
+        no_proxy: None,
     }
 }
 

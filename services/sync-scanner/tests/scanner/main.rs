@@ -13,6 +13,7 @@ mod guard;
 mod harbor;
 mod hostile;
 mod integrity;
+mod registry_proxy;
 mod limits;
 use imagelib_testkit::proxy;
 mod restart;
