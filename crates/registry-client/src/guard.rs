@@ -526,15 +526,6 @@ impl Proxies {
         }
     }
 
-    /// A registry's own proxy: targets are checked before sending, and no name is exempt
-    /// from the resolver's check (the proxy's included).
-    pub(crate) fn guarded() -> Self {
-        Proxies {
-            active: true,
-            hosts: Vec::new(),
-        }
-    }
-
     /// True when requests may go through a proxy, so targets must be checked before sending.
     pub(crate) fn active(&self) -> bool {
         self.active
@@ -841,6 +832,100 @@ mod tests {
 
         let blank = Proxies::detect_with(None, |_| Some(String::new()));
         assert!(!blank.active());
+    }
+
+    #[test]
+    fn metadata_endpoints_are_not_re_allowed_and_only_exempted_exactly() {
+        let everything = NetworkGuard::from_lists(None, Some("0.0.0.0/0, ::/0")).unwrap();
+        for (addr, by) in [
+            ("169.254.169.254", "169.254.169.254/32"),
+            ("169.254.170.23", "169.254.170.23/32"),
+            ("169.254.170.2", "169.254.170.2/32"),
+            ("fd00:ec2::23", "fd00:ec2::23/128"),
+            ("::ffff:169.254.170.23", "169.254.170.23/32"),
+            ("64:ff9b::a9fe:aa17", "169.254.170.23/32"),
+        ] {
+            assert_eq!(everything.denied_by(ip(addr)), Some(net(by)), "{addr}");
+        }
+        assert!(
+            !everything.is_denied(ip("169.254.1.1")),
+            "the allow list still works"
+        );
+        assert!(NetworkGuard::permissive().is_denied(ip("169.254.169.254")));
+
+        let url = |s: &str| s.parse::<Url>().unwrap();
+        let err = everything
+            .check_url(&url("http://169.254.170.23/v1/credentials"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metadata"), "{err}");
+        for host in [
+            "metadata.google.internal",
+            "METADATA.google.internal.",
+            "metadata.goog",
+        ] {
+            let err = everything
+                .check_url(&url(&format!("http://{host}/computeMetadata/v1/")))
+                .unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::HostNotAllowed, "{host}");
+        }
+
+        let agent = url("http://169.254.170.23/v1/credentials");
+        let exempt = NetworkGuard::default().exempt(&agent);
+        assert!(exempt.check_url(&agent).is_ok());
+        assert!(
+            exempt
+                .check_url(&url("http://169.254.170.23:80/other"))
+                .is_ok()
+        );
+        assert!(
+            exempt.check_url(&url("http://169.254.170.23:81/")).is_err(),
+            "other port"
+        );
+        assert!(
+            exempt.check_url(&url("http://169.254.169.254/")).is_err(),
+            "other host"
+        );
+        assert!(exempt.check_url(&url("http://10.0.0.1/")).is_err());
+        assert!(
+            NetworkGuard::default().check_url(&agent).is_err(),
+            "the original guard"
+        );
+
+        let google = url("http://metadata.google.internal/");
+        let exempt = NetworkGuard::default().exempt(&google);
+        assert!(exempt.check_url(&google).is_ok());
+        assert!(exempt.is_exempt_name("metadata.google.internal"));
+        assert!(!exempt.is_exempt_name("metadata.goog"));
+
+        let stand_in = NetworkGuard::from_lists(None, Some("127.0.0.0/8"))
+            .unwrap()
+            .metadata_endpoint(&url("http://127.0.0.2:8080/"));
+        assert!(stand_in.is_denied(ip("127.0.0.2")));
+        assert!(!stand_in.is_denied(ip("127.0.0.1")));
+        let named = NetworkGuard::default().metadata_endpoint(&url("http://md.internal.example/"));
+        assert!(
+            named
+                .check_url(&url("https://md.internal.example/v2/"))
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_resolver_refuses_metadata_names_unless_exempt() {
+        let name = |s: &str| Name::from_str(s).unwrap();
+        let guard = NetworkGuard::from_lists(None, Some("0.0.0.0/0,::/0"))
+            .unwrap()
+            .metadata_host("localhost");
+        let resolver = GuardedResolver::new(guard.clone(), Proxies::default());
+        let err = match resolver.resolve(name("localhost")).await {
+            Ok(_) => panic!("a metadata name resolved"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("metadata"), "{err}");
+        let exempt = guard.exempt(&"http://localhost:8080/".parse().unwrap());
+        let resolver = GuardedResolver::new(exempt, Proxies::default());
+        assert!(resolver.resolve(name("localhost")).await.is_ok());
     }
 
     #[tokio::test]

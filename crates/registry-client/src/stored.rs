@@ -628,6 +628,58 @@ mod tests {
     }
 
     #[test]
+    fn keyless_kinds_parse_strictly_and_round_trip() {
+        for json in [
+            r#"{"kind":"gcp_workload_identity"}"#,
+            r#"{"kind":"aws_web_identity","region":"eu-west-1"}"#,
+            r#"{"kind":"aws_web_identity","region":"eu-west-1","role_arn":"arn:aws:iam::123456789012:role/r"}"#,
+            r#"{"kind":"azure_workload_identity"}"#,
+            r#"{"kind":"azure_workload_identity","tenant_id":"t","client_id":"c"}"#,
+            r#"{"kind":"gcp_service_account","key_json":"{}"}"#,
+        ] {
+            let c = StoredCredentials::from_plaintext(json.as_bytes()).unwrap();
+            let again = StoredCredentials::from_plaintext(&c.to_plaintext()).unwrap();
+            assert_eq!(
+                serde_json::to_value(&c).unwrap(),
+                serde_json::to_value(&again).unwrap(),
+                "{json}"
+            );
+        }
+        for json in [
+            r#"{"kind":"gcp_workload_identity","key_json":"x"}"#,
+            r#"{"kind":"aws_web_identity"}"#,
+            r#"{"kind":"aws_web_identity","region":"eu-west-1","secret":"x"}"#,
+            r#"{"kind":"azure_workload_identity","client_secret":"canary"}"#,
+        ] {
+            assert!(
+                StoredCredentials::from_plaintext(json.as_bytes()).is_err(),
+                "{json}"
+            );
+        }
+        let key: StoredCredentials =
+            serde_json::from_str(r#"{"kind":"gcp_service_account","key_json":"canary-key"}"#)
+                .unwrap();
+        assert!(!format!("{key:?}").contains("canary"));
+    }
+
+    #[test]
+    fn configured_metadata_endpoints_harden_the_registry_guard() {
+        let endpoints = ProviderEndpoints {
+            gce_metadata: Some("http://127.0.0.2:8080/".parse().unwrap()),
+            aws_container_credentials_full_uri: Some(
+                "http://127.0.0.3:80/v1/credentials".parse().unwrap(),
+            ),
+            ignore_ambient: true,
+            ..Default::default()
+        };
+        let guard = endpoints.harden(NetworkGuard::from_lists(None, Some("127.0.0.0/8")).unwrap());
+        for addr in ["127.0.0.2", "127.0.0.3"] {
+            assert!(guard.is_denied(addr.parse().unwrap()), "{addr}");
+        }
+        assert!(!guard.is_denied("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
     fn round_trips_and_never_debugs_secrets() {
         let c: StoredCredentials = serde_json::from_str(
             r#"{"kind":"aws_ecr","access_key_id":"AKIA","secret_access_key":"canary-secret","region":"eu-west-1"}"#,
