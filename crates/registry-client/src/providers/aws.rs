@@ -41,6 +41,9 @@ pub const AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: &str = "AWS_CONTAINER_AUTHORIZ
 
 const STS_VERSION: &str = "2011-06-15";
 
+/// The longest temporary credentials are trusted for (STS's maximum session duration).
+const MAX_SESSION: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
 /// SigV4 credentials, static or temporary.
 #[derive(Clone)]
 pub(crate) struct AwsCredentials {
@@ -420,12 +423,15 @@ fn credentials_from(
             (secs > 0).then(|| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64))
         })
         .ok_or_else(|| Error::protocol(url, format!("{what} holds no Expiration (RFC 3339)")))?;
-    if expires_at <= SystemTime::now() {
+    let now = SystemTime::now();
+    if expires_at <= now {
         return Err(Error::protocol(
             url,
             format!("{what}: the credentials are already expired (is the clock right?)"),
         ));
     }
+    // STS sessions last at most 12 hours; a later Expiration is not believed.
+    let expires_at = expires_at.min(now + MAX_SESSION);
     Ok(AwsCredentials {
         access_key_id,
         secret_access_key,
@@ -579,6 +585,12 @@ mod tests {
             "canary&token"
         );
         assert!(!format!("{c:?}").contains("canary"));
+        let left = c
+            .expires_at
+            .unwrap()
+            .duration_since(SystemTime::now())
+            .unwrap();
+        assert!(left <= MAX_SESSION, "a far Expiration is capped: {left:?}");
         for bad in [
             "",
             "not xml",
