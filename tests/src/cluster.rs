@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// How often [`Node::wait_ready`] starts a process that exits while starting.
+pub const START_ATTEMPTS: u32 = 3;
+
 /// The admin token every process accepts.
 pub const ADMIN_TOKEN: &str = "cluster-admin-token";
 
@@ -161,13 +164,29 @@ impl Node {
         Some((status, res.json().await.unwrap_or_default()))
     }
 
-    /// Wait until `/readyz` says ready, within `within`.
+    /// Wait until `/readyz` says ready, within `within`. A process that exits while it
+    /// starts (the cluster still electing the stream's leader after a node came back) is
+    /// started again, as its supervisor (compose's `restart`, a Kubernetes pod) would, at
+    /// most [`START_ATTEMPTS`] times.
     pub async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<serde_json::Value> {
         let deadline = Instant::now() + within;
         let mut last = None;
+        let mut attempts = 1;
         while Instant::now() < deadline {
             if !self.is_running() {
-                bail!("{} exited: {}", self.instance, self.log());
+                let log = self.log();
+                if attempts >= START_ATTEMPTS {
+                    bail!("{} exited: {}", self.instance, tail(&log, 3000));
+                }
+                eprintln!(
+                    "{} exited while starting; starting it again: {}",
+                    self.instance,
+                    tail(&log, 600)
+                );
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                self.start()?;
+                continue;
             }
             if let Some((status, body)) = self.readyz().await {
                 if status == 200 {

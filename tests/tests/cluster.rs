@@ -289,6 +289,7 @@ async fn two_processes_on_a_three_node_cluster_survive_killed_nodes_writers_and_
         .position(|n| n.name == victim)
         .expect("a known node");
     cluster.kill(victim_index).expect("kill a NATS node");
+    eprintln!("killed NATS node {victim}");
     let seen = std::sync::Mutex::new(Vec::new());
     let degraded = try_until(Duration::from_secs(30), || {
         let nodes = &nodes;
@@ -318,6 +319,7 @@ async fn two_processes_on_a_three_node_cluster_survive_killed_nodes_writers_and_
     })
     .await
     .unwrap_or_else(|| panic!("/readyz never named the lost node {victim}: {seen:?}"));
+    eprintln!("/readyz: {degraded}");
     assert!(degraded.starts_with("degraded: "), "{degraded}");
     assert!(
         !degraded.contains(&format!("connected to {victim}")),
@@ -341,6 +343,7 @@ async fn two_processes_on_a_three_node_cluster_survive_killed_nodes_writers_and_
         "the other process is the standby"
     );
     nodes[writer].kill().expect("kill the writer");
+    eprintln!("killed the catalog writer {}", nodes[writer].instance);
     until(Duration::from_secs(30), "the standby to take over", || {
         let node = &nodes[standby];
         async move {
@@ -367,17 +370,21 @@ async fn two_processes_on_a_three_node_cluster_survive_killed_nodes_writers_and_
     for (_, rid) in &registries {
         request_sync(&nodes[standby], rid).await;
     }
-    let scanner = until(Duration::from_secs(5), "a running scan", || {
+    let scanner = try_until(Duration::from_secs(10), || {
         let node = &nodes[standby];
-        async move { Some(running_scanner(node).await) }
+        async move { running_scanner(node).await }
     })
-    .await
-    .unwrap_or_else(|| "b".into());
+    .await;
+    let running = scanner.is_some();
     let scanner = nodes
         .iter()
-        .position(|n| n.instance == scanner)
+        .position(|n| Some(&n.instance) == scanner.as_ref())
         .unwrap_or(1);
     nodes[scanner].kill().expect("kill a scanner");
+    eprintln!(
+        "killed scanner {} (running a scan: {running})",
+        nodes[scanner].instance
+    );
     let other = 1 - scanner;
     nodes[scanner].start().expect("restart the scanner");
     nodes[scanner]
