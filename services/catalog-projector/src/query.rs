@@ -209,7 +209,11 @@ pub fn images(f: &ImageFilter) -> Sql {
         )),
         None => wh.push("t.valid_to IS NULL".into()),
     }
-    wh.push(visibility(&mut sql, &f.teams, as_of.as_deref()));
+    // Visibility as one opaque condition on the outer join's registry: the registries can
+    // only be matched to the rows the scan yields, never drive the scan (once per registry,
+    // then a sort). A tag without a registry row is not shown, as with an inner join.
+    let visible = visibility(&mut sql, &f.teams, as_of.as_deref());
+    wh.push(format!("COALESCE(g.id IS NOT NULL AND {visible}, false)"));
     if let Some(r) = f.registry {
         let p = sql.bind(Bind::Uuid(r));
         wh.push(format!("t.registry_id = {p}"));
@@ -266,7 +270,14 @@ pub fn images(f: &ImageFilter) -> Sql {
     }
     if let Some(q) = &f.q {
         let p = sql.bind(Bind::Text(q.clone()));
-        wh.push(format!("r.search @@ to_tsquery('simple', {p})"));
+        // The names of the matching repositories first (their search index, once), so that
+        // the tags are read as the ranges of those names in the name index, in order; the
+        // condition on the row's own repository stays (a name can be in several registries).
+        wh.push(format!(
+            "t.repository = ANY(ARRAY(SELECT s.name FROM repositories s \
+             WHERE s.search @@ to_tsquery('simple', {p}))) \
+             AND r.search @@ to_tsquery('simple', {p})"
+        ));
     }
     let order = match (&f.sort, &f.after) {
         (Sort::Name, after) => {
@@ -302,12 +313,9 @@ pub fn images(f: &ImageFilter) -> Sql {
         None => (IMAGE_COLUMNS, ""),
         Some(_) => (IMAGE_COLUMNS_AS_OF, AS_OF_PULLS),
     };
-    // The registries join on their ids as text: an equality the tag index cannot take as a
-    // condition, so the planner cannot read the page's range once per registry and sort the
-    // union; it scans the one range in order and matches each row to its registry.
     sql.text = format!(
         "SELECT {columns} FROM tag_versions t \
-         JOIN registries g ON g.id::text = t.registry_id::text \
+         LEFT JOIN registries g ON g.id = t.registry_id \
          JOIN repositories r ON r.id = t.repo_id {lookups} \
          WHERE {} ORDER BY {order} LIMIT {limit}",
         wh.join(" AND ")

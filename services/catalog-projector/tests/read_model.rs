@@ -250,7 +250,7 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
         assert!(
             !all.iter().any(|n| n["Node Type"]
                 .as_str()
-                .is_some_and(|t| t.contains("Sort") || t.contains("Aggregate"))),
+                .is_some_and(|t| { t.contains("Sort") || t.contains("Aggregate") })),
             "{what} sorts or aggregates: {plan:#}"
         );
         let scans: Vec<&&Value> = all
