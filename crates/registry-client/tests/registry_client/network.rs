@@ -287,6 +287,76 @@ async fn a_proxy_does_not_bypass_the_guard() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A registry's own proxy (`guard_proxy`): unlike the operator's, its address passes the
+/// guard, before each request and when it is resolved; `no_proxy` hosts go direct.
+#[tokio::test]
+async fn a_registrys_own_proxy_is_guarded_and_no_proxy_goes_direct() -> anyhow::Result<()> {
+    let registry = TestRegistry::builder().tls().start().await?;
+    registry
+        .push_image("own/proxy", "v1", &ImageSpec::linux_amd64())
+        .await?;
+    let proxy = ForwardProxy::start("127.0.0.2".parse()?).await?;
+    let host = format!("localhost:{}", registry.port());
+    let own = |proxy_url: String, no_proxy: &[&str], guard: NetworkGuard| {
+        let mut cfg = config(&host, false);
+        cfg.ca_pem = registry.ca_pem().map(str::to_owned);
+        cfg.proxy = Some(proxy_url);
+        cfg.no_proxy = no_proxy.iter().map(|s| s.to_string()).collect();
+        cfg.guard_proxy = true;
+        cfg.guard = guard;
+        RegistryClient::new(cfg, Credentials::Anonymous)
+    };
+    let registry_only = || NetworkGuard::from_lists(None, Some("127.0.0.1/32"));
+
+    // The registry is allowed, the proxy's address is not: nothing is sent.
+    let err = own(proxy.url(), &[], registry_only()?)?
+        .ping()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Blocked, "{err}");
+    assert!(err.to_string().contains("127.0.0.2"), "{err}");
+    assert_eq!(proxy.connections(), 0);
+    // By name too: `localhost` resolves into loopback, which only 127.0.0.1 is allowed of.
+    let by_name = format!("http://localhost:{}", proxy.addr.port());
+    let err = own(by_name, &[], NetworkGuard::from_lists(None, Some("127.0.0.2/32"))?)?
+        .ping()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Blocked | ErrorKind::Dns),
+        "{err}"
+    );
+    assert_eq!(proxy.connections(), 0);
+    // The metadata address is never a proxy, whatever the allow list says.
+    let err = own(
+        "http://169.254.169.254:80".into(),
+        &[],
+        NetworkGuard::from_lists(None, Some("0.0.0.0/0"))?,
+    )?
+    .ping()
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Blocked, "{err}");
+
+    // Allowed: through the proxy, in a tunnel.
+    let allowed = || NetworkGuard::from_lists(None, Some("127.0.0.1/32,127.0.0.2/32"));
+    let client = own(proxy.url(), &[".corp.internal"], allowed()?)?;
+    assert_eq!(client.tags(&repo("own/proxy")).await?.items.len(), 1);
+    let seen = proxy.seen();
+    assert!(!seen.is_empty());
+    for line in &seen {
+        assert!(line.starts_with(&format!("CONNECT {host} ")), "{line}");
+    }
+    // `no_proxy` names the registry's host: direct.
+    let before = proxy.connections();
+    let client = own(proxy.url(), &["localhost"], allowed()?)?;
+    assert_eq!(client.tags(&repo("own/proxy")).await?.items.len(), 1);
+    assert_eq!(proxy.connections(), before, "the proxy saw nothing");
+    // A proxy URL with credentials is not one.
+    assert!(own("http://u:p@127.0.0.2:3128".into(), &[], allowed()?).is_err());
+    Ok(())
+}
+
 /// The same through `HTTPS_PROXY`, which reqwest reads from the environment. The
 /// environment is process-wide, so the client runs in a child process (this test binary,
 /// this test) while the registry and the proxy stay here and record what reached them.
