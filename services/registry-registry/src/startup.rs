@@ -48,11 +48,15 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
             "data keys re-wrapped with the primary master key"
         );
     }
-    let guard = NetworkGuard::from_lists(
-        config.common.deny_networks.as_deref(),
-        config.common.allow_networks.as_deref(),
-    )
-    .map_err(|e| other(&e))?;
+    // The configured metadata endpoints (GKE metadata server, Pod Identity agent) are
+    // refused to registry requests like the built-in ones.
+    let guard = config.providers.harden(
+        NetworkGuard::from_lists(
+            config.common.deny_networks.as_deref(),
+            config.common.allow_networks.as_deref(),
+        )
+        .map_err(|e| other(&e))?,
+    );
     let tokens = Tokens::from_config(&config.common).map_err(|e| other(&e))?;
     let console = imagelib_console::Console::from_config(&config.common).map_err(|e| other(&e))?;
     let store = Store::new(infra.pool.clone());

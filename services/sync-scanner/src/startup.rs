@@ -39,11 +39,15 @@ pub async fn service(config: &Config, infra: &Infra) -> Result<Service, StartupE
     )
     .await
     .map_err(|e| other(&e))?;
-    let guard = NetworkGuard::from_lists(
-        config.common.deny_networks.as_deref(),
-        config.common.allow_networks.as_deref(),
-    )
-    .map_err(|e| other(&e))?;
+    // The configured metadata endpoints (GKE metadata server, Pod Identity agent) are
+    // refused to registry requests like the built-in ones.
+    let guard = config.providers.harden(
+        NetworkGuard::from_lists(
+            config.common.deny_networks.as_deref(),
+            config.common.allow_networks.as_deref(),
+        )
+        .map_err(|e| other(&e))?,
+    );
     let tokens = Tokens::from_config(&config.common).map_err(|e| other(&e))?;
     let roots =
         crate::trust::Roots::load(sc.trust_root.as_deref(), sc.notation_trust_store.as_deref())
