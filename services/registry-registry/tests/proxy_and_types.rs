@@ -333,3 +333,63 @@ async fn validation_goes_through_the_registrys_own_proxy() {
     assert_eq!(pointers(&p), ["/proxy_url"]);
     assert!(!env.db_dump().await.contains(&secret));
 }
+
+/// Over plain HTTP a proxy reads every request, credentials included: giving an insecure
+/// registry with credentials another proxy needs the credentials again, and is validated
+/// through the new proxy before it is saved.
+#[tokio::test]
+async fn a_new_proxy_of_a_plain_http_registry_needs_its_credentials_again() {
+    let env = Env::new();
+    let svc = env.start().await;
+    let secret = canary();
+    let registry = TestRegistry::builder()
+        .htpasswd("scanner", &secret)
+        .start()
+        .await
+        .unwrap();
+    let proxy = ForwardProxy::start("127.0.0.2".parse().unwrap())
+        .await
+        .unwrap();
+    let host = format!("localhost:{}", registry.port());
+    let creds = json!({"kind": "basic", "username": "scanner", "password": secret});
+    let (s, r) = svc
+        .post(
+            "/v1/registries",
+            json!({"label": "plain", "url": host, "registry_type": "generic", "insecure": true,
+                "credentials": creds}),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let id = r["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/registries/{id}");
+    let (s, p, _) = svc
+        .call(
+            Method::PATCH,
+            &path,
+            Some(ADMIN),
+            Some(json!({"proxy_url": proxy.url()})),
+        )
+        .await;
+    assert_eq!(s, 422, "{p}");
+    assert_eq!(p["code"], "credentials-required", "{p}");
+    assert_eq!(proxy.connections(), 0);
+    let (s, r, _) = svc
+        .call(
+            Method::PATCH,
+            &path,
+            Some(ADMIN),
+            Some(json!({"proxy_url": proxy.url(), "credentials": creds})),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["proxy_url"], proxy.url());
+    assert_eq!(r["status"], "validated", "{r}");
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .any(|l| l.starts_with(&format!("GET http://{host}/v2/"))),
+        "validated through the new proxy: {:?}",
+        proxy.seen()
+    );
+}
