@@ -855,13 +855,13 @@ impl Ctx<'_> {
         }
     }
 
-    /// Harbor's completed scans of the repository's current digests, as vulnerability
-    /// reports. Not reading them (a robot without the artifact permission, Harbor down)
-    /// leaves the scan as it is; the next scan asks again.
-    async fn harbor_scans(&self, repo: &RepositoryName, current: &[Current]) {
-        if current.is_empty() {
-            return;
-        }
+    /// Harbor's scans of the repository's artifacts (the trust pass reports the completed
+    /// ones of current digests). Not reading them (a robot without the artifact
+    /// permission, Harbor down) leaves the scan as it is; the next scan asks again.
+    async fn harbor_scans(
+        &self,
+        repo: &RepositoryName,
+    ) -> Vec<registry_client::vendor::harbor::ArtifactScan> {
         let scans = match self.api_login().await {
             Ok(login) => {
                 match registry_client::vendor::harbor::HarborApi::new(
@@ -874,33 +874,11 @@ impl Ctx<'_> {
             }
             Err(e) => Err(e),
         };
-        let scans = match scans {
-            Ok(scans) => scans,
+        match scans {
+            Ok(scans) => scans.items,
             Err(error) => {
                 tracing::info!(registry = %self.registry.id, repository = %repo, %error, "Harbor scan overviews not read; next scan");
-                return;
-            }
-        };
-        match self
-            .scanner
-            .trust
-            .harbor_reports(
-                self.registry.id,
-                repo,
-                current,
-                &scans.items,
-                self.traceparent,
-            )
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(registry = %self.registry.id, repository = %repo, reports = n, "Harbor scan overviews reported")
-            }
-            Err(e) => {
-                let mut t = self.tally();
-                t.error(format!("{repo}: Harbor scan overviews: {e}"));
-                t.incomplete(Some(repo), IncompleteReason::Error);
+                Vec::new()
             }
         }
     }
@@ -1159,18 +1137,20 @@ impl Ctx<'_> {
                 .collect();
             let listed: HashMap<Digest, Vec<imagelib_events::model::Referrer>> =
                 fresh.into_iter().map(|(d, i)| (d, i.referrers)).collect();
+            let harbor = if self.registry.registry_type == "harbor" && !current.is_empty() {
+                self.harbor_scans(repo).await
+            } else {
+                Vec::new()
+            };
             if let Err(e) = self
                 .scanner
                 .trust
-                .after_repository(&trust_scan, &current, &listed)
+                .after_repository(&trust_scan, &current, &listed, &harbor)
                 .await
             {
                 let mut t = self.tally();
                 t.error(format!("{repo}: trust: {e}"));
                 t.incomplete(Some(repo), IncompleteReason::Error);
-            }
-            if self.registry.registry_type == "harbor" {
-                self.harbor_scans(repo, &current).await;
             }
         }
 

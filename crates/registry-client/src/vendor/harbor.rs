@@ -270,13 +270,16 @@ impl HarborApi {
         Ok(url)
     }
 
-    /// The projects the credentials see (a robot sees only its own).
+    /// The projects the credentials see (a robot sees only its own, and public ones).
     pub async fn projects(&self) -> Result<Listing<String>> {
+        self.projects_within(&mut Budget::of(&self.config)).await
+    }
+
+    async fn projects_within(&self, budget: &mut Budget) -> Result<Listing<String>> {
         let url = self.url("projects", &[])?;
-        let mut budget = Budget::of(&self.config);
         let mut out = empty();
         let mut seen = HashSet::new();
-        self.pages(&url, &mut budget, &mut out, |p: Project, out| {
+        self.pages(&url, budget, &mut out, |p: Project, out| {
             if is_project(&p.name) {
                 if seen.insert(p.name.clone()) {
                     out.items.push(p.name);
@@ -353,12 +356,13 @@ impl HarborApi {
                 .await?;
             return Ok(out);
         }
-        let projects = self.projects().await?;
+        let projects = self.projects_within(&mut budget).await?;
         if let Some(e) = projects.error {
             cut(&mut out, e);
         }
         out.pages = projects.pages;
-        budget.pages = budget.pages.saturating_sub(projects.pages);
+        // Project names are not repositories: they do not spend the entries' budget.
+        budget.items = self.config.max_listing_items;
         for project in projects.items {
             if !out.complete {
                 break;

@@ -444,14 +444,17 @@ impl Trust {
 
     /// Lists, reads and evaluates what changed for the current tags of one repository.
     /// `fresh` holds the referrers of digests inspected in this scan (their tag events
-    /// carry them). Registry errors on one digest or referrer skip it (retried on the next
-    /// scan); only the store and the bus fail the call.
+    /// carry them); `harbor` Harbor's scans of the repository's artifacts (empty for other
+    /// registries), reported and judged like report referrers ([`harbor`]). Registry errors
+    /// on one digest or referrer skip it (retried on the next scan); only the store and the
+    /// bus fail the call.
     #[tracing::instrument(skip_all, fields(registry = %scan.registry, repository = %scan.repository))]
     pub async fn after_repository(
         &self,
         scan: &RepoScan<'_>,
         current: &[Current],
         fresh: &HashMap<Digest, Vec<Referrer>>,
+        harbor: &[registry_client::vendor::harbor::ArtifactScan],
     ) -> Result<(), TrustError> {
         let s = &*self.inner;
         let repo = scan.repository;
@@ -624,6 +627,12 @@ impl Trust {
                 .is_some_and(|l| l.iter().any(|r| read.contains(r.digest.as_str())))
         };
 
+        // Harbor's scans: reported when new, and their digests evaluated again.
+        let harbor = harbor::reports_of(scan.registry, repo, current, harbor);
+        let harbor_new = self
+            .harbor_pass(scan.registry, repo, &harbor, scan.traceparent)
+            .await?;
+
         // Evaluate the tag digests whose evidence may differ.
         let dirty: Vec<Subject<'_>> = subjects_of(scan.index, repo, current)
             .into_iter()
@@ -632,12 +641,16 @@ impl Trust {
                 // No policy and nothing attached: nothing to say (a policy's removal is
                 // the re-evaluator's to lift).
                 let something = subject.rule.is_some()
-                    || digests
-                        .clone()
-                        .any(|d| lists.get(d).is_some_and(|l| !l.is_empty()));
+                    || digests.clone().any(|d| {
+                        lists.get(d).is_some_and(|l| !l.is_empty()) || harbor.contains_key(d)
+                    });
                 something
-                    && digests
-                        .any(|d| changed.contains(d) || fetched_for(d) || fresh.contains_key(d))
+                    && digests.any(|d| {
+                        changed.contains(d)
+                            || fetched_for(d)
+                            || fresh.contains_key(d)
+                            || harbor_new.contains(d)
+                    })
             })
             .collect();
         if dirty.is_empty() {
@@ -658,7 +671,7 @@ impl Trust {
                 subject,
                 compiled.get(subject.rule),
                 &lists,
-                (&contents, &facts),
+                (&contents, &facts, &harbor),
                 scan.traceparent,
                 &mut out,
             );
@@ -832,7 +845,7 @@ impl Trust {
                     subject,
                     policy,
                     &lists,
-                    (&contents, &facts),
+                    (&contents, &facts, &harbor::HarborReports::new()),
                     None,
                     &mut out,
                 );
@@ -856,7 +869,7 @@ impl Trust {
         subject: &Subject<'_>,
         policy: Option<&CompiledPolicy>,
         lists: &HashMap<Digest, Vec<Referrer>>,
-        (stored, facts): (&Contents, &Facts),
+        (stored, facts, harbor): (&Contents, &Facts, &harbor::HarborReports),
         traceparent: Option<TraceParent>,
         out: &mut Outbox,
     ) {
@@ -987,7 +1000,17 @@ impl Trust {
             return;
         };
         let now = Utc::now();
-        let (own, children) = said
+        // The policy also weighs Harbor's reports (not re-announced by the loop above).
+        let judged: Vec<Vec<Evidence>> = digests
+            .iter()
+            .zip(&said)
+            .map(|(d, said)| {
+                let mut all = said.clone();
+                all.extend(harbor::said_of(facts, harbor, d));
+                all
+            })
+            .collect();
+        let (own, children) = judged
             .split_first()
             .map(|(o, c)| (o.as_slice(), c))
             .unwrap_or((&[], &[]));

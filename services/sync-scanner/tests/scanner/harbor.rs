@@ -1,12 +1,14 @@
 //! A Harbor scan against the fake Harbor (imagelib-testkit) in front of a real registry:
 //! `_catalog` is refused to the robot account, so its projects' repositories come from
 //! Harbor's API; a project-scoped registration asks for nothing of another project;
-//! Harbor's completed scans become `vulnerabilities_reported` once; the robot's
-//! credentials go to Harbor only.
+//! Harbor's completed scans become `vulnerabilities_reported` once and are judged by the
+//! trust policy; the robot's credentials go to Harbor only.
 
 use imagelib_events::EventPayload;
 use imagelib_events::event::ReportOrigin;
-use imagelib_events::model::{RegistryType, RuleKind};
+use imagelib_events::model::{
+    PolicyMode, PolicyReason, PolicyVerdict, RegistryType, RuleKind, SeverityLimit, TrustPolicy,
+};
 use imagelib_testkit::harbor::{FakeHarbor, overview};
 use imagelib_testkit::proxy::{FaultProxy, Response};
 use imagelib_testkit::registry::{ImageSpec, TestRegistry};
@@ -195,6 +197,92 @@ async fn the_robots_credentials_never_follow_a_link_to_another_host() -> anyhow:
         elsewhere.seen().is_empty(),
         "nothing went to the other host"
     );
+    scanner.stop().await;
+    Ok(())
+}
+
+/// The last `policy_evaluated` of each digest among `events`.
+fn verdicts(
+    events: &[imagelib_events::Envelope],
+) -> std::collections::HashMap<String, (PolicyVerdict, Vec<PolicyReason>)> {
+    let mut out = std::collections::HashMap::new();
+    for e in events {
+        if let EventPayload::PolicyEvaluated(p) = &e.payload {
+            out.insert(p.digest.to_string(), (p.verdict, p.reasons.clone()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn harbors_scans_are_judged_by_the_trust_policy_and_a_rescan_counts() -> anyhow::Result<()> {
+    let registry = TestRegistry::start().await?;
+    let critical = registry.push_image("ai/app", "1.0", &image("1.0")).await?;
+    let low = registry.push_image("ai/app", "2.0", &image("2.0")).await?;
+    let unscanned = registry.push_image("ai/app", "3.0", &image("3.0")).await?;
+    let harbor = FakeHarbor::start(&registry).await;
+    harbor.project("ai", false, &["app"]);
+    harbor.robot(ROBOT, SECRET, &["ai"]);
+    harbor.artifact(
+        "ai/app",
+        &critical.digest,
+        &["1.0"],
+        Some(overview("Success", &[("Critical", 1), ("Low", 3)], 1)),
+    );
+    harbor.artifact(
+        "ai/app",
+        &low.digest,
+        &["2.0"],
+        Some(overview("Success", &[("Low", 2)], 0)),
+    );
+    let env = Env::new().await;
+    let scanner = env.start().await;
+    let id = env
+        .register_with(&format!("{}/ai", harbor.host()), robot(), |r| {
+            r.registry_type = RegistryType::Harbor
+        })
+        .await;
+    env.rule_with(id, "app", &["ai/app"], RuleKind::Auto, |r| {
+        r.trust = Some(TrustPolicy {
+            mode: PolicyMode::Enforce,
+            keys: vec![],
+            identities: vec![],
+            max_severity: Some(SeverityLimit::High),
+            allow_cves: vec![],
+            require_sbom: false,
+        });
+    })
+    .await;
+    let (done, events) = env.scan_ok(id, None).await;
+    assert_eq!(done.added, 3, "{:?}", crate::common::summary(&events));
+    assert_eq!(reports(&events).len(), 2);
+    let v = verdicts(&events);
+    assert_eq!(
+        v[&critical.digest],
+        (PolicyVerdict::Fail, vec![PolicyReason::SeverityAboveLimit])
+    );
+    assert_eq!(v[&low.digest], (PolicyVerdict::Pass, vec![]));
+    assert_eq!(
+        v[&unscanned.digest],
+        (
+            PolicyVerdict::Fail,
+            vec![PolicyReason::NoVulnerabilityReport]
+        )
+    );
+
+    // Harbor scans 1.0 again and finds it fixed: a new report, and the verdict follows.
+    harbor.artifact(
+        "ai/app",
+        &critical.digest,
+        &["1.0"],
+        Some(overview("Success", &[("Low", 1)], 0)),
+    );
+    let (_, events) = env.scan_ok(id, None).await;
+    let reported = reports(&events);
+    assert_eq!(reported.len(), 1, "{:?}", crate::common::summary(&events));
+    assert_eq!(reported[0].digest.as_str(), critical.digest);
+    let v = verdicts(&events);
+    assert_eq!(v[&critical.digest], (PolicyVerdict::Pass, vec![]));
     scanner.stop().await;
     Ok(())
 }
