@@ -1,0 +1,196 @@
+//! Cold-sync throughput with one and with two scanner processes on a three-node NATS
+//! cluster (stream at R3), sharing one PostgreSQL database: how well scans spread over
+//! scanner replicas (issue 17, item 5; target ≥ 1.7×).
+//!
+//! `cargo bench -p imagelib-e2e --bench cluster-scale -- [--registries 8]
+//! [--repositories 10] [--tags 20] [--concurrent-scans 1]`. Not run by the tests.
+//!
+//! Each round starts a fresh stream and database, registers every registry through the
+//! first process and requests a scan of each; the time runs from the first registration
+//! until the catalog holds every tag (projection included). The registries are on
+//! loopback: no round-trip time is added (the test kit's latency proxy was not yet in
+//! the tree when this bench was written), so on a small machine the processes compete
+//! for the same cores and the figure is a floor.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use imagelib_e2e::cluster::{Node, Shared};
+use imagelib_testkit::nats_cluster::NatsCluster;
+use imagelib_testkit::registry::{ImageSpec, TestRegistry};
+use imagelib_testkit::{TestDb, unique_id};
+use reqwest::Method;
+use serde_json::json;
+
+struct Args {
+    registries: usize,
+    repositories: usize,
+    tags: usize,
+    concurrent_scans: usize,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        registries: 8,
+        repositories: 10,
+        tags: 20,
+        concurrent_scans: 1,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || -> anyhow::Result<usize> {
+            let v: usize = it.next().context("a value")?.parse()?;
+            if !(1..=10_000).contains(&v) {
+                bail!("{flag} must be 1 to 10000");
+            }
+            Ok(v)
+        };
+        match flag.as_str() {
+            "--registries" => a.registries = value()?,
+            "--repositories" => a.repositories = value()?,
+            "--tags" => a.tags = value()?,
+            "--concurrent-scans" => a.concurrent_scans = value()?,
+            "--bench" => {}
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(a)
+}
+
+async fn fixture(registry: &TestRegistry, index: usize, a: &Args) -> anyhow::Result<()> {
+    for r in 0..a.repositories {
+        let repo = format!("bench{index}/app{r}");
+        let image = ImageSpec::linux_amd64().layer(format!("{repo} layer").as_bytes());
+        registry.push_image(&repo, "t0", &image).await?;
+        for t in 1..a.tags {
+            registry.tag(&repo, "t0", &format!("t{t}")).await?;
+        }
+    }
+    Ok(())
+}
+
+/// One round with `scanners` processes: tags per second of the cold sync.
+async fn round(
+    cluster: &NatsCluster,
+    registries: &[TestRegistry],
+    scanners: usize,
+    a: &Args,
+) -> anyhow::Result<(Duration, usize)> {
+    let db = TestDb::new();
+    db.create().await?.close().await;
+    let dir = tempfile::tempdir()?;
+    let id = unique_id();
+    let shared = Shared {
+        database_url: db.url.clone(),
+        stream: format!("BENCH_{id}"),
+        subject_prefix: format!("bench{id}"),
+        replicas: 3,
+        master_key_file: dir.path().join("master.key"),
+        extra: vec![
+            ("IMAGELIB_SCANNER__SCHEDULE".into(), "false".into()),
+            (
+                "IMAGELIB_SCANNER__CONCURRENT_SCANS".into(),
+                a.concurrent_scans.to_string(),
+            ),
+        ],
+    };
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_imagelib-node"));
+    let mut nodes = Vec::new();
+    for i in 0..scanners {
+        let mut node = Node::new(
+            &bin,
+            &format!("s{i}"),
+            &cluster.urls_from(i),
+            &shared,
+            dir.path(),
+        )?;
+        node.start()?;
+        node.wait_ready(Duration::from_secs(60)).await?;
+        nodes.push(node);
+    }
+    let expected = registries.len() * a.repositories * a.tags;
+    let pool = sqlx::PgPool::connect(&db.url).await?;
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for (i, registry) in registries.iter().enumerate() {
+        let (s, r) = nodes[0]
+            .call(
+                Method::POST,
+                "/v1/registries",
+                Some(
+                    json!({"label": format!("bench-{i}"), "url": registry.host(),
+                            "registry_type": "generic", "insecure": true}),
+                ),
+            )
+            .await?;
+        if s != 201 {
+            bail!("registering: {s} {r}");
+        }
+        let rid = r["id"].as_str().context("an id")?.to_owned();
+        nodes[0]
+            .call(
+                Method::PUT,
+                &format!("/v1/registries/{rid}/rules/all"),
+                Some(json!({"repositories": "**", "kind": "auto", "enabled": true})),
+            )
+            .await?;
+        ids.push(rid);
+    }
+    for rid in &ids {
+        nodes[0]
+            .call(Method::POST, &format!("/v1/registries/{rid}/sync"), None)
+            .await?;
+    }
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM catalog.tag_versions WHERE valid_to IS NULL")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+        if n as usize >= expected {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{n} of {expected} tags after 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    pool.close().await;
+    drop(nodes);
+    Ok((elapsed, expected))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let cluster = NatsCluster::start().await?;
+    let mut registries = Vec::new();
+    for i in 0..a.registries {
+        let registry = TestRegistry::start().await?;
+        fixture(&registry, i, &a).await?;
+        registries.push(registry);
+    }
+    println!(
+        "cold sync of {} registries x {} repositories x {} tags, {} concurrent scans per process, \
+         3-node NATS cluster (R3), no added round-trip time",
+        a.registries, a.repositories, a.tags, a.concurrent_scans
+    );
+    let mut rates = Vec::new();
+    for scanners in [1, 2] {
+        let (elapsed, tags) = round(&cluster, &registries, scanners, &a).await?;
+        let rate = tags as f64 / elapsed.as_secs_f64();
+        println!(
+            "{scanners} scanner process(es): {tags} tags in {:.2} s = {rate:.0} tags/s",
+            elapsed.as_secs_f64()
+        );
+        rates.push(rate);
+    }
+    println!(
+        "two processes / one: {:.2}x (target >= 1.7x)",
+        rates[1] / rates[0]
+    );
+    Ok(())
+}
