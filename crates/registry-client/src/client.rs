@@ -47,6 +47,9 @@ pub(crate) struct Inner {
     pub(crate) transport: Transport,
     /// Whether `GET /v2/<name>/referrers/<digest>` exists here: unknown, yes, no.
     pub(crate) referrers_api: AtomicU8,
+    /// Held while the referrers API is asked for the first time, so concurrent lookups
+    /// wait for its answer instead of each asking it.
+    pub(crate) referrers_probe: tokio::sync::Mutex<()>,
 }
 
 pub(crate) const API_VERSION_HEADER: &str = "docker-distribution-api-version";
@@ -67,6 +70,7 @@ impl RegistryClient {
             inner: Arc::new(Inner {
                 transport: Transport::new(config, provider)?,
                 referrers_api: AtomicU8::new(0),
+                referrers_probe: tokio::sync::Mutex::new(()),
             }),
         })
     }

@@ -301,6 +301,12 @@ impl RegistryClient {
     ) -> Result<Referrers> {
         let mut out = Referrers::new(subject);
         let api = &self.inner.referrers_api;
+        // While the API's presence is unknown, one lookup asks it and the others wait.
+        let probing = if api.load(Ordering::Relaxed) == API_UNKNOWN {
+            Some(self.inner.referrers_probe.lock().await)
+        } else {
+            None
+        };
         let use_tag_schema = if api.load(Ordering::Relaxed) == API_MISSING {
             true
         } else {
@@ -308,6 +314,7 @@ impl RegistryClient {
                 .referrers_from_api(repository, &mut out, options)
                 .await?
         };
+        drop(probing);
         let exists = |tag: &str| {
             options
                 .known_tags

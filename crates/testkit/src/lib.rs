@@ -12,6 +12,7 @@ pub mod forward_proxy;
 pub mod github;
 pub mod harbor;
 pub mod hostile;
+pub mod latency;
 pub mod nats;
 pub mod nats_cluster;
 pub mod proxy;

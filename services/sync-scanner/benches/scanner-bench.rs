@@ -1,21 +1,26 @@
 //! `cargo bench -p sync-scanner --bench scanner-bench -- [--repos N] [--tags T]
-//! [--concurrency C] [--skopeo] [--signed]`, or `-- --memory-tags M [--repos N]`
+//! [--concurrency C] [--rtt-ms MS] [--skopeo] [--signed]`, or `-- --memory-tags M [--repos N]`
 //!
 //! Fills a local `docker-registry` with N repositories × T tags (default 1000 × 20; every
-//! fourth repository multi-arch), runs a sync-scanner against it (its own NATS stream and
-//! database, as the tests do) and prints, side by side:
-//! - cold sync: time, requests and requests/s, against the registry's raw rate for the
-//!   same requests (replayed from a flat list by a plain HTTP client at the same
-//!   concurrency): the scanner's overhead on top of the registry;
+//! fourth repository multi-arch), puts the test kit's latency proxy in front of it (MS of
+//! round trip added, 0 by default; every client of the bench goes through it, and it
+//! counts their requests by kind), runs a sync-scanner and a catalog-projector against it
+//! (their own NATS stream and databases, as the tests do) and prints, side by side:
+//! - cold sync, end to end: from the sync request until the catalog holds every tag,
+//!   against the **minimal list** replayed by a plain HTTP client at the same concurrency
+//!   (the catalog pages, one `tags/list` per repository, one GET per unique manifest and
+//!   one per unique config: what any client must ask), with the requests per kind of
+//!   both; and the scanner's own time to `sync.completed` against the same list;
 //! - warm re-sync (nothing changed): requests (catalog pages + one `tags/list` per
 //!   repository + one HEAD per mutable tag, nothing else) and time, against a raw sweep of
 //!   the catalog and every `tags/list` at the same concurrency;
 //! - with `--signed`: every tag is signed with a key (cosign's `.sig` tag) and has a Trivy
 //!   vulnerability attestation (`.att`), under a trust policy trusting the key: the extra
-//!   requests per new digest, the cold sync's ratio to the raw rate of the same request
-//!   list (which then holds the referrer requests), and the time to verify one signature;
+//!   requests per new digest, the cold sync's ratio to the raw rate of the scanner's own
+//!   request list (which then holds the referrer requests), and the time to verify one
+//!   signature;
 //! - with `--skopeo`: `skopeo list-tags` + `skopeo inspect --raw` over the same tags with
-//!   `xargs -P 8`, on a sample of repositories, extrapolated.
+//!   `xargs -P 8`, through the same proxy, on a sample of repositories, extrapolated.
 //!
 //! With `--memory-tags M` it measures memory instead: M tags over N repositories (default
 //! 1000, so 100 tags each for 100,000), the tags of a repository sharing one manifest
@@ -41,6 +46,7 @@ use imagelib_events::model::{
 use imagelib_events::model::{PolicyMode, SeverityLimit, TrustPolicy, TrustedKey};
 use imagelib_events::{Envelope, EventPayload, RegistryId};
 use imagelib_platform::config::CommonConfig;
+use imagelib_testkit::latency::LatencyProxy;
 use imagelib_testkit::registry::{ImageSpec, TestRegistry};
 use imagelib_testkit::signing::{TestKey, cosign_payload, dsse_envelope};
 use imagelib_testkit::{TestDb, TestStream};
@@ -55,6 +61,8 @@ struct Args {
     skopeo: bool,
     memory_tags: usize,
     signed: bool,
+    /// Round-trip time the latency proxy adds, in ms.
+    rtt_ms: u64,
 }
 
 fn args() -> Args {
@@ -65,6 +73,7 @@ fn args() -> Args {
         skopeo: false,
         memory_tags: 0,
         signed: false,
+        rtt_ms: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -76,6 +85,8 @@ fn args() -> Args {
             "--skopeo" => a.skopeo = true,
             "--signed" => a.signed = true,
             "--memory-tags" => a.memory_tags = num(a.memory_tags),
+            // Bounded: a minute per round trip is already no registry anyone waits for.
+            "--rtt-ms" => a.rtt_ms = (num(a.rtt_ms as usize) as u64).min(60_000),
             _ => {} // `cargo bench` passes `--bench`
         }
     }
@@ -116,25 +127,36 @@ async fn main() -> anyhow::Result<()> {
         },
         t.elapsed().as_secs_f64()
     );
+    // Every client (scanner, raw client, skopeo) reaches the registry through the same
+    // latency proxy, which also counts their requests by kind.
+    let upstream = SocketAddr::from(([127, 0, 0, 1], registry.port()));
+    let latency = LatencyProxy::start(upstream, Duration::from_millis(a.rtt_ms)).await?;
+    let host = latency.host();
+    println!(
+        "round trip: {} ms added by a latency proxy in front of the registry (test kit), for the scanner, the raw client and skopeo alike",
+        a.rtt_ms
+    );
 
     let stream = TestStream::new();
     let db = TestDb::new();
+    let catalog_db = TestDb::new();
     let dir = tempfile::tempdir()?;
     let client = stream.client().await?;
     let bus = EventBus::from_client(client, StreamSettings::new(&stream.name, &stream.prefix));
     bus.ensure_stream().await?;
+    let common = CommonConfig {
+        nats_url: stream.nats_url.clone(),
+        database_url: db.url.clone(),
+        stream: stream.name.clone(),
+        subject_prefix: stream.prefix.clone(),
+        http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        master_key_file: dir.path().join("master.key"),
+        // The bench's registry listens on loopback, which the guard denies by default.
+        allow_networks: Some(imagelib_testkit::LOOPBACK_NETWORKS.into()),
+        ..Default::default()
+    };
     let config = Config {
-        common: CommonConfig {
-            nats_url: stream.nats_url.clone(),
-            database_url: db.url.clone(),
-            stream: stream.name.clone(),
-            subject_prefix: stream.prefix.clone(),
-            http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            master_key_file: dir.path().join("master.key"),
-            // The bench's registry listens on loopback, which the guard denies by default.
-            allow_networks: Some(imagelib_testkit::LOOPBACK_NETWORKS.into()),
-            ..Default::default()
-        },
+        common: common.clone(),
         keys_bucket: None,
         providers: Default::default(),
         scanner: ScannerConfig {
@@ -150,6 +172,23 @@ async fn main() -> anyhow::Result<()> {
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
+    // The catalog, projecting the same stream into a database of its own: the cold sync
+    // is over for a user when the catalog shows every tag.
+    let catalog_config = catalog_projector::config::Config {
+        common: CommonConfig {
+            database_url: catalog_db.url.clone(),
+            master_key_file: dir.path().join("catalog.key"),
+            gitops_dir: dir.path().join("gitops"),
+            ..common
+        },
+        ..Default::default()
+    };
+    let catalog = catalog_projector::startup::Application::build(catalog_config).await?;
+    let (catalog_stop, catalog_stopped) = tokio::sync::oneshot::channel::<()>();
+    let catalog_server = tokio::spawn(catalog.run_until_stopped(async move {
+        let _ = catalog_stopped.await;
+    }));
+    let catalog_pool = sqlx::PgPool::connect(&catalog_db.url).await?;
 
     let trust = a.signed.then(|| TrustPolicy {
         mode: PolicyMode::Audit,
@@ -162,22 +201,37 @@ async fn main() -> anyhow::Result<()> {
         allow_cves: vec![],
         require_sbom: false,
     });
-    let id = register_with(&bus, &registry, trust).await?;
+    let id = register_with(&bus, &host, trust).await?;
 
-    // Cold.
-    let cpu0 = Cpu::now(&db.name);
+    // Cold, end to end: from the sync request until the catalog holds every tag.
+    let cpu0 = Cpu::now(&[&db.name, &catalog_db.name]);
+    let mark = latency.request_count();
+    let started = Instant::now();
     let (cold, cold_wall, cold_events) = sync(&bus, id).await?;
-    // The projector's work on these events counts too: wait until it has applied them.
+    let expected_tags = (a.repos * a.tags) as i64;
+    let cold_e2e = catalog_complete(&catalog_pool, id, expected_tags, started).await?;
+    let cold_lines = latency.requests_since(mark);
+    // The scanner's own image projector's work on these events counts too.
     let projected_after = projected(&bus).await?;
-    let cold_cpu = Cpu::now(&db.name).since(&cpu0);
-    // The same request mix, raw.
-    let base = format!("http://{}", registry.host());
-    let mix = request_mix(&base, a.signed).await?;
-    let cpu0 = Cpu::now(&db.name);
-    let raw_cold = replay(&mix, a.concurrency).await?;
-    let raw_cpu = Cpu::now(&db.name).since(&cpu0);
+    let cold_cpu = Cpu::now(&[&db.name, &catalog_db.name]).since(&cpu0);
+    // The minimal list (and the scanner's own mix), raw, through the same proxy.
+    let direct = format!("http://{}", registry.host());
+    let base = format!("http://{host}");
+    let mix = request_mix(&direct, &base, a.signed).await?;
+    let minimal: Vec<Req> = mix.iter().filter(|r| r.minimal).cloned().collect();
+    let scanner_mix: Vec<Req> = mix.iter().filter(|r| r.scanner).cloned().collect();
+    let cpu0 = Cpu::now(&[&db.name, &catalog_db.name]);
+    let raw_minimal = replay(&minimal, a.concurrency).await?;
+    let raw_cpu = Cpu::now(&[&db.name, &catalog_db.name]).since(&cpu0);
+    let raw_mix = if a.signed {
+        Some(replay(&scanner_mix, a.concurrency).await?)
+    } else {
+        None
+    };
     // Warm.
+    let mark = latency.request_count();
     let (warm, warm_wall, warm_events) = sync(&bus, id).await?;
+    let warm_lines = latency.requests_since(mark);
     let sweep: Vec<Req> = mix
         .iter()
         .filter(|r| r.url.contains("/_catalog") || r.url.contains("/tags/list"))
@@ -187,10 +241,11 @@ async fn main() -> anyhow::Result<()> {
     let warm_mix: Vec<Req> = sweep
         .iter()
         .cloned()
-        .chain((0..a.repos).map(|i| Req {
-            method: reqwest::Method::HEAD,
-            url: format!("{base}/v2/{}/manifests/latest", repo_name(i)),
-            referrer: false,
+        .chain((0..a.repos).map(|i| {
+            Req::new(
+                reqwest::Method::HEAD,
+                format!("{base}/v2/{}/manifests/latest", repo_name(i)),
+            )
         }))
         .collect();
     let raw_warm_mix = replay(&warm_mix, a.concurrency).await?;
@@ -204,36 +259,70 @@ async fn main() -> anyhow::Result<()> {
     let scanner_pages = pages + u64::from(a.repos > 0 && a.repos.is_multiple_of(100));
     println!();
     println!(
-        "concurrency {} (scanner: requests in flight per registry; raw: the same)",
-        a.concurrency
+        "concurrency {} (scanner: requests in flight per registry, {} repositories at once; raw client: the same requests in flight); {} ms round trip",
+        a.concurrency,
+        2 * a.concurrency,
+        a.rtt_ms
     );
     println!(
-        "cold sync:  {:>8.2}s  {:>7} requests  {:>8.0} req/s   | raw same mix {:>8.2}s {:>8.0} req/s | ratio {:.2}x (target >= 0.8)",
+        "cold sync, end to end: {:>8.2}s from the sync request to the catalog holding all {} tags | raw minimal list {:>8.2}s ({} requests) | ratio {:.2}x (target >= 0.8)",
+        cold_e2e.as_secs_f64(),
+        expected_tags,
+        raw_minimal.as_secs_f64(),
+        minimal.len(),
+        raw_minimal.as_secs_f64() / cold_e2e.as_secs_f64().max(1e-9),
+    );
+    println!(
+        "cold sync, scanner:    {:>8.2}s  {:>7} requests  {:>8.0} req/s | raw minimal list {:>8.0} req/s | ratio {:.2}x of its time",
         cold_d.as_secs_f64(),
         cold.requests,
         rate(cold.requests, cold_d),
-        raw_cold.as_secs_f64(),
-        rate(mix.len() as u64, raw_cold),
-        rate(cold.requests, cold_d) / rate(mix.len() as u64, raw_cold),
+        rate(minimal.len() as u64, raw_minimal),
+        raw_minimal.as_secs_f64() / cold_d.as_secs_f64().max(1e-9),
     );
     println!(
-        "            {} tags discovered, {} image events, {:.2}s from request to sync.completed",
+        "            {} tags discovered, {} image events, {:.2}s from request to sync.completed, catalog complete {:.2}s later",
         cold.added,
         cold_events,
-        cold_wall.as_secs_f64()
+        cold_wall.as_secs_f64(),
+        cold_e2e.saturating_sub(cold_wall).as_secs_f64(),
+    );
+    print_kinds(
+        "scanner",
+        &per_kind(cold_lines.iter().map(String::as_str)),
+        "minimal",
+        &per_kind(
+            minimal
+                .iter()
+                .map(req_line)
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str),
+        ),
     );
     println!(
-        "            CPU seconds, cold sync (until projected, {:.2}s after sync.completed): {cold_cpu}",
+        "            CPU seconds, cold sync (until both projections are done, the scanner's {:.2}s after sync.completed): {cold_cpu}",
         projected_after.as_secs_f64()
     );
-    println!("            CPU seconds, raw mix:   {raw_cpu}");
-    if a.signed {
+    println!("            CPU seconds, raw minimal list: {raw_cpu}");
+    println!(
+        "            connections opened through the proxy so far: {}",
+        latency.connections()
+    );
+    if let Some(raw_mix) = raw_mix {
         let digests = cold.added as f64;
-        let unsigned = mix.iter().filter(|r| !r.referrer).count() as f64;
+        let unsigned = scanner_mix.iter().filter(|r| !r.referrer).count() as f64;
         println!(
-            "signed:     {:.2} extra requests per new digest (the mix has {} referrer requests: a HEAD of each cosign tag, the referrer manifest and the blob its plan reads)",
+            "signed:     cold sync {:.2}s against the raw replay of the scanner's own list {:.2}s ({} requests): ratio {:.2}x",
+            cold_d.as_secs_f64(),
+            raw_mix.as_secs_f64(),
+            scanner_mix.len(),
+            raw_mix.as_secs_f64() / cold_d.as_secs_f64().max(1e-9),
+        );
+        println!(
+            "            {:.2} extra requests per new digest (the list has {} referrer requests: a HEAD of each cosign tag, the referrer manifest and the blob its plan reads)",
             (cold.requests as f64 - unsigned) / digests.max(1.0),
-            mix.iter().filter(|r| r.referrer).count(),
+            scanner_mix.iter().filter(|r| r.referrer).count(),
         );
         let (per_signature, checks) = verify_time(&key);
         println!(
@@ -263,6 +352,19 @@ async fn main() -> anyhow::Result<()> {
         warm_d.as_secs_f64() / raw_warm_mix.as_secs_f64().max(1e-9),
         warm_wall.as_secs_f64(),
     );
+    print_kinds(
+        "scanner",
+        &per_kind(warm_lines.iter().map(String::as_str)),
+        "raw",
+        &per_kind(
+            warm_mix
+                .iter()
+                .map(req_line)
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str),
+        ),
+    );
     if a.signed {
         println!(
             "            (signed: a manual warm sync lists every digest's referrers again: a HEAD of its .sig and .att tags)"
@@ -276,17 +378,48 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     if a.skopeo {
-        skopeo(&registry.host(), &a, cold_d).await?;
+        skopeo(&host, &a, cold_d, cold_e2e).await?;
     }
     println!(
-        "peak RSS of this process (scanner, registry client and harness): {} MB",
+        "peak RSS of this process (scanner, catalog, registry client and harness): {} MB",
         peak_rss_mb()
     );
 
     let _ = stop.send(());
     let _ = server.await;
+    let _ = catalog_stop.send(());
+    let _ = catalog_server.await;
     delete_companions(&bus, &stream).await;
     Ok(())
+}
+
+/// Waits until the catalog shows `expected` current tags of the registry; the time since
+/// `started`.
+async fn catalog_complete(
+    pool: &sqlx::PgPool,
+    id: RegistryId,
+    expected: i64,
+    started: Instant,
+) -> anyhow::Result<Duration> {
+    let sql = format!(
+        "SELECT count(*) FROM {}.tag_versions WHERE registry_id = $1 AND valid_to IS NULL",
+        catalog_projector::SCHEMA
+    );
+    loop {
+        // Until the catalog has migrated its schema, there is nothing to count.
+        let n: i64 = sqlx::query_scalar(&sql)
+            .bind(id.0)
+            .fetch_one(pool)
+            .await
+            .unwrap_or(0);
+        if n >= expected {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(3600) {
+            anyhow::bail!("the catalog holds {n} of {expected} tags after an hour");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The companion streams go with the test stream (which TestStream deletes).
@@ -300,16 +433,16 @@ async fn delete_companions(bus: &EventBus, stream: &TestStream) {
     }
 }
 
-/// Registers `registry` (open, insecure) with one rule over `bench/*`, as registry-registry
-/// would.
-async fn register(bus: &EventBus, registry: &TestRegistry) -> anyhow::Result<RegistryId> {
-    register_with(bus, registry, None).await
+/// Registers the registry at `host` (open, insecure) with one rule over `bench/*`, as
+/// registry-registry would.
+async fn register(bus: &EventBus, host: &str) -> anyhow::Result<RegistryId> {
+    register_with(bus, host, None).await
 }
 
 /// [`register`] with the rule's trust policy.
 async fn register_with(
     bus: &EventBus,
-    registry: &TestRegistry,
+    host: &str,
     trust: Option<TrustPolicy>,
 ) -> anyhow::Result<RegistryId> {
     let id = RegistryId::new();
@@ -318,7 +451,7 @@ async fn register_with(
         RegistryRegistered {
             registry_id: id,
             label: "bench".into(),
-            url: registry.host(),
+            url: host.to_owned(),
             registry_type: RegistryType::Generic,
             insecure: true,
             auth_kind: AuthKind::None,
@@ -404,7 +537,7 @@ async fn memory(a: &Args) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()?;
     let pid = child.id().map(|p| p.to_string()).unwrap_or_default();
-    let id = register(&bus, &registry).await?;
+    let id = register(&bus, &registry.host()).await?;
     // Idle, after projecting the registry and its rule.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let started = Rss::of(&pid);
@@ -677,6 +810,110 @@ struct Req {
     url: String,
     /// A request about a referrer (the signed run's extra).
     referrer: bool,
+    /// The scanner makes it.
+    scanner: bool,
+    /// It is on the minimal list: what any client must ask to know every tag (the
+    /// catalog, one `tags/list` per repository, one GET per unique manifest and per
+    /// unique config).
+    minimal: bool,
+}
+
+impl Req {
+    fn new(method: reqwest::Method, url: String) -> Self {
+        Req {
+            method,
+            url,
+            referrer: false,
+            scanner: true,
+            minimal: true,
+        }
+    }
+}
+
+/// What kind of request a `METHOD /path?query` line is, for the per-kind counts.
+fn kind_of(line: &str) -> &'static str {
+    let (method, target) = line.split_once(' ').unwrap_or((line, ""));
+    let path = target.split('?').next().unwrap_or_default();
+    let head = method == "HEAD";
+    if path.ends_with("/_catalog") {
+        "GET _catalog"
+    } else if path.ends_with("/tags/list") {
+        "GET tags/list"
+    } else if path.contains("/referrers/") {
+        "GET referrers API"
+    } else if path.contains("/manifests/sha256-") {
+        if head {
+            "HEAD cosign/referrer tag"
+        } else {
+            "GET cosign/referrer tag"
+        }
+    } else if path.contains("/manifests/sha256:") {
+        if head {
+            "HEAD manifest by digest"
+        } else {
+            "GET manifest by digest"
+        }
+    } else if path.contains("/manifests/") {
+        if head {
+            "HEAD manifest by tag"
+        } else {
+            "GET manifest by tag"
+        }
+    } else if path.contains("/blobs/") {
+        "GET blob (config, referrer content)"
+    } else {
+        "other"
+    }
+}
+
+/// Requests per kind, in a stable order.
+fn per_kind<'a>(
+    lines: impl Iterator<Item = &'a str>,
+) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for l in lines {
+        *out.entry(kind_of(l)).or_default() += 1;
+    }
+    out
+}
+
+fn req_line(r: &Req) -> String {
+    let target = r
+        .url
+        .find("/v2/")
+        .map(|i| &r.url[i..])
+        .unwrap_or(r.url.as_str());
+    format!("{} {target}", r.method)
+}
+
+/// Prints two per-kind tables side by side.
+fn print_kinds(
+    left_name: &str,
+    left: &std::collections::BTreeMap<&'static str, u64>,
+    right_name: &str,
+    right: &std::collections::BTreeMap<&'static str, u64>,
+) {
+    println!(
+        "            {:<38} {:>10} {:>10}",
+        "requests per kind", left_name, right_name
+    );
+    let mut kinds: Vec<&&str> = left.keys().chain(right.keys()).collect();
+    kinds.sort();
+    kinds.dedup();
+    for k in kinds {
+        println!(
+            "            {:<38} {:>10} {:>10}",
+            k,
+            left.get(*k).copied().unwrap_or(0),
+            right.get(*k).copied().unwrap_or(0)
+        );
+    }
+    println!(
+        "            {:<38} {:>10} {:>10}",
+        "total",
+        left.values().sum::<u64>(),
+        right.values().sum::<u64>()
+    );
 }
 
 /// cosign's layout of a key signature and a vuln attestation of `digest`: the manifests
@@ -790,20 +1027,19 @@ fn verify_time(key: &TestKey) -> (f64, u32) {
     (t.elapsed().as_secs_f64() * 1e6 / f64::from(N), N)
 }
 
-/// The requests a cold scan of the registry makes, as a flat list: catalog pages,
-/// `tags/list` per repository, a HEAD per tag, a GET per distinct manifest (indexes and
-/// their platform manifests) and per config blob, and the one referrers probe.
-async fn request_mix(base: &str, signed: bool) -> anyhow::Result<Vec<Req>> {
+/// The requests of a cold sync, as a flat list, discovered through `base` and addressed
+/// to `replay_base` (the latency proxy): catalog pages, `tags/list` per repository, a GET
+/// per tag, a GET per platform manifest of an index, the configs, and the scanner's one
+/// referrers-API question. Each is marked as made by the scanner (which reads only an
+/// index's primary platform's config, and with `signed` a HEAD of each cosign tag, the
+/// referrer manifest and the blob its plan reads) and/or on the minimal list.
+async fn request_mix(base: &str, replay_base: &str, signed: bool) -> anyhow::Result<Vec<Req>> {
     let http = reqwest::Client::new();
     let mut out = Vec::new();
     let mut repos: Vec<String> = Vec::new();
     let mut next = Some(format!("{base}/v2/_catalog?n=100"));
     while let Some(url) = next.take() {
-        out.push(Req {
-            method: reqwest::Method::GET,
-            url: url.clone(),
-            referrer: false,
-        });
+        out.push(Req::new(reqwest::Method::GET, url.clone()));
         let resp = http.get(&url).send().await?;
         next = resp
             .headers()
@@ -816,17 +1052,15 @@ async fn request_mix(base: &str, signed: bool) -> anyhow::Result<Vec<Req>> {
         let page: Vec<String> = serde_json::from_value(v["repositories"].clone())?;
         repos.extend(page);
     }
-    let mut seen = std::collections::HashSet::new();
     let lists: Vec<Vec<Req>> =
         futures::stream::iter(repos.iter().filter(|r| r.starts_with("bench/")))
             .map(|repo| {
                 let http = http.clone();
                 async move {
-                    let mut reqs = vec![Req {
-                        method: reqwest::Method::GET,
-                        url: format!("{base}/v2/{repo}/tags/list?n=100"),
-                        referrer: false,
-                    }];
+                    let mut reqs = vec![Req::new(
+                        reqwest::Method::GET,
+                        format!("{base}/v2/{repo}/tags/list?n=100"),
+                    )];
                     let v: serde_json::Value = http
                         .get(format!("{base}/v2/{repo}/tags/list"))
                         .send()
@@ -838,86 +1072,73 @@ async fn request_mix(base: &str, signed: bool) -> anyhow::Result<Vec<Req>> {
                         t.starts_with("sha256-")
                             && (t.ends_with(".sig") || t.ends_with(".att") || t.len() == 71)
                     };
+                    let get = |url: String| {
+                        let http = http.clone();
+                        async move {
+                            let resp = http.get(&url).header("accept", ACCEPT).send().await?;
+                            let digest = resp
+                                .headers()
+                                .get("docker-content-digest")
+                                .and_then(|d| d.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            let body: serde_json::Value = resp.json().await?;
+                            anyhow::Ok((digest, body))
+                        }
+                    };
                     for tag in tags.iter().filter(|t| !artifact(t)) {
-                        reqs.push(Req {
-                            method: reqwest::Method::HEAD,
-                            url: format!("{base}/v2/{repo}/manifests/{tag}"),
-                            referrer: false,
-                        });
-                        let resp = http
-                            .get(format!("{base}/v2/{repo}/manifests/{tag}"))
-                            .header("accept", ACCEPT)
-                            .send()
-                            .await?;
-                        let digest = resp
-                            .headers()
-                            .get("docker-content-digest")
-                            .and_then(|d| d.to_str().ok())
-                            .unwrap_or_default()
-                            .to_owned();
-                        let m: serde_json::Value = resp.json().await?;
+                        let url = format!("{base}/v2/{repo}/manifests/{tag}");
+                        let (digest, m) = get(url.clone()).await?;
+                        reqs.push(Req::new(reqwest::Method::GET, url));
                         if signed {
                             // What reading its signature and attestation costs: a HEAD of
                             // each cosign tag, the manifest and the blob the plan reads.
                             let stem = digest.replacen(':', "-", 1);
                             for suffix in ["sig", "att"] {
                                 let url = format!("{base}/v2/{repo}/manifests/{stem}.{suffix}");
-                                let r: serde_json::Value = http
-                                    .get(&url)
-                                    .header("accept", ACCEPT)
-                                    .send()
-                                    .await?
-                                    .json()
-                                    .await?;
-                                reqs.push(Req {
-                                    method: reqwest::Method::HEAD,
-                                    url: url.clone(),
+                                let (_, r) = get(url.clone()).await?;
+                                let extra = |method, url| Req {
                                     referrer: true,
-                                });
-                                reqs.push(Req {
-                                    method: reqwest::Method::GET,
-                                    url,
-                                    referrer: true,
-                                });
+                                    minimal: false,
+                                    ..Req::new(method, url)
+                                };
+                                reqs.push(extra(reqwest::Method::HEAD, url.clone()));
+                                reqs.push(extra(reqwest::Method::GET, url));
                                 if let Some(d) = r["layers"][0]["digest"].as_str() {
-                                    reqs.push(Req {
-                                        method: reqwest::Method::GET,
-                                        url: format!("{base}/v2/{repo}/blobs/{d}"),
-                                        referrer: true,
-                                    });
+                                    reqs.push(extra(
+                                        reqwest::Method::GET,
+                                        format!("{base}/v2/{repo}/blobs/{d}"),
+                                    ));
                                 }
                             }
                         }
-                        let mut manifests = vec![m];
-                        if let Some(children) = manifests[0]["manifests"].as_array().cloned() {
-                            for c in children {
-                                let d = c["digest"].as_str().unwrap_or_default().to_owned();
-                                let child: serde_json::Value = http
-                                    .get(format!("{base}/v2/{repo}/manifests/{d}"))
-                                    .header("accept", ACCEPT)
-                                    .send()
-                                    .await?
-                                    .json()
-                                    .await?;
-                                reqs.push(Req {
-                                    method: reqwest::Method::GET,
-                                    url: format!("{base}/v2/{repo}/manifests/{d}"),
-                                    referrer: false,
-                                });
-                                manifests.push(child);
+                        // (manifest, is the one whose config the scanner reads)
+                        let mut manifests = vec![(m, true)];
+                        if let Some(children) = manifests[0].0["manifests"].as_array().cloned() {
+                            manifests[0].1 = false;
+                            let primary = children
+                                .iter()
+                                .position(|c| {
+                                    c["platform"]["os"] == "linux"
+                                        && c["platform"]["architecture"] == "amd64"
+                                })
+                                .unwrap_or(0);
+                            for (i, c) in children.iter().enumerate() {
+                                let d = c["digest"].as_str().unwrap_or_default();
+                                let url = format!("{base}/v2/{repo}/manifests/{d}");
+                                let (_, child) = get(url.clone()).await?;
+                                reqs.push(Req::new(reqwest::Method::GET, url));
+                                manifests.push((child, i == primary));
                             }
                         }
-                        reqs.push(Req {
-                            method: reqwest::Method::GET,
-                            url: format!("{base}/v2/{repo}/manifests/{tag}"),
-                            referrer: false,
-                        });
-                        for m in &manifests {
+                        for (m, read) in &manifests {
                             if let Some(d) = m["config"]["digest"].as_str() {
                                 reqs.push(Req {
-                                    method: reqwest::Method::GET,
-                                    url: format!("{base}/v2/{repo}/blobs/{d}"),
-                                    referrer: false,
+                                    scanner: *read,
+                                    ..Req::new(
+                                        reqwest::Method::GET,
+                                        format!("{base}/v2/{repo}/blobs/{d}"),
+                                    )
                                 });
                             }
                         }
@@ -928,24 +1149,32 @@ async fn request_mix(base: &str, signed: bool) -> anyhow::Result<Vec<Req>> {
             .buffer_unordered(16)
             .try_collect()
             .await?;
+    // Content-addressed requests are made once (the content cache); a repository's URL
+    // names it, so the same digest in two repositories is two requests, for any client.
+    let mut seen = std::collections::HashSet::new();
     for reqs in lists {
         for r in reqs {
-            // Content-addressed requests are made once per scan (the cache).
-            if r.url.contains("/blobs/") && !seen.insert(r.url.clone()) {
+            let by_digest = r.url.contains("/blobs/") || r.url.contains("/manifests/sha256:");
+            if by_digest && !seen.insert((r.method.clone(), r.url.clone())) {
                 continue;
             }
             out.push(r);
         }
     }
     out.push(Req {
-        method: reqwest::Method::GET,
-        url: format!(
-            "{base}/v2/{}/referrers/sha256:{}",
-            repo_name(0),
-            "0".repeat(64)
-        ),
-        referrer: false,
+        minimal: false,
+        ..Req::new(
+            reqwest::Method::GET,
+            format!(
+                "{base}/v2/{}/referrers/sha256:{}",
+                repo_name(0),
+                "0".repeat(64)
+            ),
+        )
     });
+    for r in &mut out {
+        r.url = r.url.replacen(base, replay_base, 1);
+    }
     Ok(out)
 }
 
@@ -976,7 +1205,7 @@ async fn replay(reqs: &[Req], concurrency: usize) -> anyhow::Result<Duration> {
 
 /// `skopeo list-tags` + `skopeo inspect --raw` per tag with `xargs -P 8`, over a sample of
 /// repositories, extrapolated to all of them.
-async fn skopeo(host: &str, a: &Args, scanner: Duration) -> anyhow::Result<()> {
+async fn skopeo(host: &str, a: &Args, scanner: Duration, e2e: Duration) -> anyhow::Result<()> {
     let sample = a.repos.min(20);
     let script = format!(
         "for i in $(seq 0 {last}); do r=$(printf 'bench/r%05d' $i); echo $r; done | \
@@ -995,12 +1224,13 @@ async fn skopeo(host: &str, a: &Args, scanner: Duration) -> anyhow::Result<()> {
     let took = t.elapsed();
     let all = took.as_secs_f64() * a.repos as f64 / sample as f64;
     println!(
-        "skopeo:     {:>8.2}s for {sample} repositories ({}), ~{:.1}s for all {} | scanner {:.1}x faster (target >= 10)",
+        "skopeo:     {:>8.2}s for {sample} repositories ({}), ~{:.1}s for all {} (extrapolated) | scanner {:.1}x faster to sync.completed (target >= 10), {:.1}x to the catalog complete",
         took.as_secs_f64(),
         if status.success() { "ok" } else { "FAILED" },
         all,
         a.repos,
-        all / scanner.as_secs_f64().max(1e-9)
+        all / scanner.as_secs_f64().max(1e-9),
+        all / e2e.as_secs_f64().max(1e-9)
     );
     Ok(())
 }
@@ -1020,7 +1250,7 @@ fn peak_rss_mb() -> u64 {
 
 /// CPU time (user + system, seconds) of the processes on this machine that take part:
 /// this process, its own `docker-registry` (a child), the PostgreSQL backends of its
-/// database, and the NATS server (shared: other clients' work counts too). Other
+/// databases (the scanner's and the catalog's), and the NATS server (shared: other clients' work counts too). Other
 /// engineers' registries and databases on the same machine are left out, so the split
 /// holds under load (the wall times do not).
 #[derive(Debug, Clone, Default)]
@@ -1032,7 +1262,7 @@ struct Cpu {
 }
 
 impl Cpu {
-    fn now(database: &str) -> Self {
+    fn now(databases: &[&str]) -> Self {
         let tick = 100.0; // USER_HZ
         let mut c = Cpu::default();
         let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -1067,7 +1297,8 @@ impl Cpu {
                 "postgres" => {
                     // A backend's command line names its database.
                     let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-                    if String::from_utf8_lossy(&cmdline).contains(database) {
+                    let cmdline = String::from_utf8_lossy(&cmdline);
+                    if databases.iter().any(|d| cmdline.contains(d)) {
                         c.postgres += secs;
                     }
                 }
@@ -1091,7 +1322,7 @@ impl std::fmt::Display for Cpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "registry {:.1}, scanner/client process {:.1}, nats {:.1} (the whole server), postgres {:.1} (this database's live backends)",
+            "registry {:.1}, scanner, catalog and client process {:.1}, nats {:.1} (the whole server), postgres {:.1} (these databases' live backends)",
             self.registry, self.this, self.nats, self.postgres
         )
     }

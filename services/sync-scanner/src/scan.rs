@@ -5,9 +5,10 @@
 //!   explicit `repositories` when it has them; the rules' exact names when `_catalog` is
 //!   forbidden or missing. Only repositories some enabled rule matches are looked at.
 //! - Tags: `tags/list`, then the rules' selection ([`imagelib_rules::RuleSetIndex::select`]).
-//!   A tag the scanner does not know is inspected (content from the cache first) and
-//!   classified → `image.tag_discovered`. A known tag the rules call floating (by default
-//!   `latest` and tags without a digit) costs one `HEAD`; a new digest → inspected →
+//!   A tag the scanner does not know is fetched (one `GET` by tag, no `HEAD` first, except
+//!   where `GET`s are metered pulls), inspected (digest-addressed content from the cache
+//!   first) and classified → `image.tag_discovered`. A known tag the rules call floating
+//!   (by default `latest` and tags without a digit) costs one `HEAD`; a new digest → inspected →
 //!   `image.tag_moved`. A known tag of another class costs nothing, except that a scan of
 //!   one repository re-checks its immutable tags ([`Recheck`]: a push webhook, a manual
 //!   request for the repository, the integrity sweep's follow-up): a moved immutable tag
@@ -1017,13 +1018,19 @@ impl Ctx<'_> {
         let stop =
             || deferred.load(std::sync::atomic::Ordering::Relaxed) || self.cancel.is_cancelled();
 
-        // 1. Where each tag points: a HEAD for tags not known, for known floating ones, and
-        //    for known immutable ones this scan re-checks.
+        // 1. Where each tag points. A tag not known is fetched at once (one `GET` by tag:
+        //    its digest and its manifest, which a `HEAD` then a `GET` would cost twice),
+        //    except where manifest `GET`s are metered and `HEAD`s are not (Docker Hub's
+        //    pull limit): there a `HEAD`, then the content cache first. A known floating
+        //    tag, and a known immutable one this scan re-checks, costs one `HEAD`.
+        let metered =
+            self.registry.registry_type == "dockerhub" || self.client.rate_limit().is_some();
         let changed: Mutex<Vec<Change<'_>>> = Mutex::new(Vec::new());
         let tasks: Vec<Task<'_>> = selected
             .iter()
             .map(|s| {
-                let (known, changed, handle, stop) = (&known, &changed, &handle, &stop);
+                let (known, changed, handle, stop, cache) =
+                    (&known, &changed, &handle, &stop, &cache);
                 Box::pin(async move {
                     let k = known.get(s.tag);
                     let present = k.filter(|k| k.present);
@@ -1034,17 +1041,32 @@ impl Ctx<'_> {
                     if stop() || (present.is_some() && !s.mutable && rechecked.is_none()) {
                         return;
                     }
-                    let head = self
-                        .client
-                        .head_manifest(repo, &Reference::Tag(s.tag.clone()))
-                        .await;
-                    match head {
-                        Ok(h) if present.is_some_and(|k| k.digest == h.digest) => {}
-                        Ok(h) => changed.lock().push(Change {
+                    let reference = Reference::Tag(s.tag.clone());
+                    let found = if present.is_none() && !metered {
+                        self.client.get_manifest(repo, &reference).await.map(|f| {
+                            registry_client::ManifestCache::put(
+                                cache,
+                                &f.digest,
+                                registry_client::CachedContent {
+                                    media_type: f.media_type,
+                                    bytes: f.raw,
+                                },
+                            );
+                            f.digest
+                        })
+                    } else {
+                        self.client
+                            .head_manifest(repo, &reference)
+                            .await
+                            .map(|h| h.digest)
+                    };
+                    match found {
+                        Ok(digest) if present.is_some_and(|k| k.digest == digest) => {}
+                        Ok(digest) => changed.lock().push(Change {
                             tag: s.tag,
                             rule_kind: s.rule.kind(),
                             known: k,
-                            digest: h.digest,
+                            digest,
                             mutation: rechecked
                                 .filter(|_| present.is_some())
                                 .map(|r| (r.found_by, Utc::now())),
@@ -1057,7 +1079,8 @@ impl Ctx<'_> {
         run_all(tasks, concurrency).await;
         let changed = changed.into_inner();
 
-        // 2. What the content cache already holds about the new digests, in one go.
+        // 2. What the content cache already holds about the new digests (and what the
+        //    manifests fetched above refer to), in one go.
         let digests: Vec<Digest> = changed.iter().map(|c| c.digest.clone()).collect();
         if let Err(e) = cache.prefetch(store, &digests).await {
             tracing::warn!(error = %e, "content cache not read");
