@@ -19,6 +19,17 @@
 //!    repository, `/activity` and `/login`: the HTML and the stylesheet and script it
 //!    loads, each asked for with `Accept-Encoding: gzip`, headers included (target ≤ 100 KB).
 //!
+//! 6. Lists against their floor (issue 17): for every list the API and the console serve
+//!    (default page, repository, repository and kind, kind, registry, the Model Library,
+//!    signed, max_severity, has_sbom, policy, search, a repository's tags), 16 pages over
+//!    HTTP, the same statements in pgbench, and the floor: the same pages in pgbench from a
+//!    flat table holding exactly the page's columns with one covering index, built from the
+//!    same catalog in the same run (target HTTP >= 0.7 x floor, p99 <= 10 ms); `--explain`
+//!    prints each plan.
+//!
+//! The replay also prints its ratio to the `COPY` anchor (target >= 0.9) and the process's
+//! peak RSS while it ran (`VmHWM`, reset just before; target <= 200 MB).
+//!
 //! Run it in release mode: `cargo run --release -p catalog-projector --bin catalog-bench`.
 
 use std::collections::HashMap;

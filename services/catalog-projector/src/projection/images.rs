@@ -465,7 +465,8 @@ async fn fold_and_write<'a>(
     for (seq, i, digest, list) in referrer_lists {
         lists.push((states[i].repo_id, digest, list, seq));
     }
-    super::trust::record_tag_referrers(tx, &lists).await?;
+    // A bulk replay shows the recorded lists on its current versions once, at the end.
+    super::trust::record_tag_referrers(tx, &lists, rules.memory().is_none()).await?;
     let opened: Vec<super::trust::VersionKey> = new
         .iter()
         .filter(|v| v.valid_to.is_none())

@@ -283,11 +283,15 @@ impl Projection {
             .and_then(|c| c.get(&registry).cloned())
     }
 
-    /// Write what an in-memory projection deferred (repository counters and details).
+    /// Write what an in-memory projection deferred (repository counters and details, the
+    /// listed referrers of current versions).
     pub async fn flush_deferred(&self) -> Result<(), sqlx::Error> {
         let Some(memory) = &self.inner.memory else {
             return Ok(());
         };
+        let mut tx = self.inner.pool.begin().await?;
+        trust::sync_all_listed(&mut tx).await?;
+        tx.commit().await?;
         let updates: Vec<images::RepoUpdate> = {
             let m = memory.lock().unwrap_or_else(|e| e.into_inner());
             m.repos_updates.values().cloned().collect()

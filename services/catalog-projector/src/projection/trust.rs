@@ -322,6 +322,7 @@ pub(crate) async fn apply_evidence(
                     &[e.digest.as_str()],
                     &[referrers_json(&e.referrers)],
                     &[seq],
+                    true,
                 )
                 .await?;
                 // Evidence whose referrer is gone from the registry goes with it.
@@ -407,6 +408,7 @@ async fn upsert_referrers(
     digests: &[&str],
     lists: &[serde_json::Value],
     seqs: &[i64],
+    sync: bool,
 ) -> Result<(), sqlx::Error> {
     if repo_ids.is_empty() {
         return Ok(());
@@ -427,17 +429,47 @@ async fn upsert_referrers(
     .bind(seqs)
     .execute(&mut **tx)
     .await?;
-    // The current versions at these digests show the recorded list (those opened or
-    // refreshed in this run too, which carry their event's list until now).
+    if sync {
+        sync_listed(tx, repo_ids, digests).await?;
+    }
+    Ok(())
+}
+
+/// The current versions at these digests show the recorded list (those opened or refreshed
+/// in this run too). Each digest's versions are found through `tag_versions_digest` (the
+/// lateral join keeps the planner from scanning the table for a batch of digests).
+async fn sync_listed(
+    tx: &mut Transaction<'_, Postgres>,
+    repo_ids: &[Uuid],
+    digests: &[&str],
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE tag_versions t SET listed_referrers = x.referrers
-         FROM (SELECT DISTINCT * FROM UNNEST($1::uuid[], $2::text[])) AS k(repo_id, digest)
-         JOIN trust_referrers x ON x.repo_id = k.repo_id AND x.digest = k.digest
-         WHERE t.repo_id = k.repo_id AND t.digest = k.digest AND t.valid_to IS NULL
-           AND t.listed_referrers IS DISTINCT FROM x.referrers",
+        "UPDATE tag_versions t SET listed_referrers = v.referrers
+         FROM (SELECT c.repo_id, c.tag, x.referrers
+               FROM (SELECT DISTINCT * FROM UNNEST($1::uuid[], $2::text[])) AS k(repo_id, digest)
+               JOIN trust_referrers x ON x.repo_id = k.repo_id AND x.digest = k.digest
+               CROSS JOIN LATERAL (
+                   SELECT c.repo_id, c.tag FROM tag_versions c
+                   WHERE c.repo_id = k.repo_id AND c.digest = k.digest AND c.valid_to IS NULL
+                     AND c.listed_referrers IS DISTINCT FROM x.referrers) c) v
+         WHERE t.repo_id = v.repo_id AND t.tag = v.tag AND t.valid_to IS NULL",
     )
     .bind(repo_ids)
     .bind(digests)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Every current version shows its digest's recorded list: what a bulk replay, which skips
+/// the per-batch sync, does once at the end ([`crate::projection::Projection::flush_deferred`]).
+pub(crate) async fn sync_all_listed(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE tag_versions t SET listed_referrers = x.referrers
+         FROM trust_referrers x
+         WHERE x.repo_id = t.repo_id AND x.digest = t.digest AND t.valid_to IS NULL
+           AND t.listed_referrers IS DISTINCT FROM x.referrers",
+    )
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -448,6 +480,7 @@ async fn upsert_referrers(
 pub(crate) async fn record_tag_referrers(
     tx: &mut Transaction<'_, Postgres>,
     seen: &[(Uuid, &str, &[Referrer], u64)],
+    sync: bool,
 ) -> Result<(), sqlx::Error> {
     let mut last: HashMap<(Uuid, &str), (&[Referrer], u64)> = HashMap::new();
     for (repo_id, digest, list, seq) in seen {
@@ -466,7 +499,7 @@ pub(crate) async fn record_tag_referrers(
         lists.push(referrers_json(list));
         seqs.push(i64_of(seq));
     }
-    upsert_referrers(tx, &ids, &digests, &lists, &seqs).await?;
+    upsert_referrers(tx, &ids, &digests, &lists, &seqs, sync).await?;
     Ok(())
 }
 
