@@ -196,11 +196,19 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!(
-            "{} not ready within {within:?}: {last:?}\n{}",
-            self.instance,
-            tail(&self.log(), 4000)
-        )
+        // The checks that are not ready, not the whole report.
+        let waiting: Vec<String> = last
+            .as_ref()
+            .and_then(|l| l["checks"].as_object())
+            .map(|checks| {
+                checks
+                    .iter()
+                    .filter(|(_, c)| c["ready"] != true)
+                    .map(|(k, c)| format!("{k}: {}", c["detail"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        bail!("{} not ready within {within:?}: {waiting:?}", self.instance)
     }
 
     /// A request with the admin token: the status and the JSON body (`Null` if none).

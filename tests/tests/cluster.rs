@@ -215,6 +215,7 @@ async fn discovered(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_on_a_three_node_cluster_survive_killed_nodes_writers_and_scanners() {
     imagelib_testkit::init_tracing();
+    let t0 = Instant::now();
     let mut cluster = NatsCluster::start().await.expect("a NATS cluster");
     let db = TestDb::new();
     db.create()
@@ -289,7 +290,7 @@ async fn two_processes_on_a_three_node_cluster_survive_killed_nodes_writers_and_
         .position(|n| n.name == victim)
         .expect("a known node");
     cluster.kill(victim_index).expect("kill a NATS node");
-    eprintln!("killed NATS node {victim}");
+    eprintln!("{:?} killed NATS node {victim}", t0.elapsed());
     let seen = std::sync::Mutex::new(Vec::new());
     let degraded = try_until(Duration::from_secs(30), || {
         let nodes = &nodes;
@@ -343,7 +344,11 @@ async fn two_processes_on_a_three_node_cluster_survive_killed_nodes_writers_and_
         "the other process is the standby"
     );
     nodes[writer].kill().expect("kill the writer");
-    eprintln!("killed the catalog writer {}", nodes[writer].instance);
+    eprintln!(
+        "{:?} killed the catalog writer {}",
+        t0.elapsed(),
+        nodes[writer].instance
+    );
     until(Duration::from_secs(30), "the standby to take over", || {
         let node = &nodes[standby];
         async move {
@@ -382,7 +387,8 @@ async fn two_processes_on_a_three_node_cluster_survive_killed_nodes_writers_and_
         .unwrap_or(1);
     nodes[scanner].kill().expect("kill a scanner");
     eprintln!(
-        "killed scanner {} (running a scan: {running})",
+        "{:?} killed scanner {} (running a scan: {running})",
+        t0.elapsed(),
         nodes[scanner].instance
     );
     let other = 1 - scanner;
@@ -392,6 +398,7 @@ async fn two_processes_on_a_three_node_cluster_survive_killed_nodes_writers_and_
         .await
         .expect("the scanner is ready again");
 
+    eprintln!("{:?} the scanner is back", t0.elapsed());
     // Every registry scanned to the end after all that.
     for (_, rid) in &registries {
         let requested = request_sync(&nodes[other], rid).await;
@@ -411,6 +418,7 @@ async fn two_processes_on_a_three_node_cluster_survive_killed_nodes_writers_and_
         .await;
     }
 
+    eprintln!("{:?} every registry scanned again", t0.elapsed());
     // Both processes ready, nothing degraded, the writer caught up with the stream.
     let stream_last = {
         let client = async_nats::connect(cluster.server_addrs())
@@ -445,6 +453,7 @@ async fn two_processes_on_a_three_node_cluster_survive_killed_nodes_writers_and_
     )
     .await;
 
+    eprintln!("{:?} healthy and caught up", t0.elapsed());
     // No change lost or emitted twice: every tag of the fixture discovered exactly once.
     let counts = discovered(&cluster, &shared.stream, &shared.subject_prefix).await;
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
@@ -452,47 +461,56 @@ async fn two_processes_on_a_three_node_cluster_survive_killed_nodes_writers_and_
     let found: BTreeSet<_> = counts.into_keys().collect();
     assert_eq!(found, expected, "every tag of the fixture, and no other");
 
-    // The catalog equals a clean replay of the stream into a fresh database.
+    // The catalog equals a clean replay of the stream into a fresh database, by a
+    // projector with a durable consumer of its own (the live writer's is left alone).
     let replay_db = TestDb::new();
-    let mut config = catalog_projector::config::Config::default();
-    config.common.nats_url = cluster.urls();
-    config.common.database_url = replay_db.url.clone();
-    config.common.stream = shared.stream.clone();
-    config.common.subject_prefix = shared.subject_prefix.clone();
-    config.common.stream_replicas = 3;
-    config.common.stream_max_bytes = imagelib_events::bus::DEFAULT_TEST_MAX_BYTES;
-    config.common.http_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    config.common.admin_token = Some("replay".into());
-    config.common.master_key_file = dir.path().join("replay.key");
-    config.common.gitops_dir = dir.path().join("replay-gitops");
-    let replay = catalog_projector::startup::Application::build(config)
+    let mut common = imagelib_platform::CommonConfig {
+        nats_url: cluster.urls(),
+        stream: shared.stream.clone(),
+        subject_prefix: shared.subject_prefix.clone(),
+        stream_replicas: 3,
+        stream_max_bytes: imagelib_events::bus::DEFAULT_TEST_MAX_BYTES,
+        ..Default::default()
+    };
+    common.database_url = replay_db.url.clone();
+    let bus = imagelib_events::bus::EventBus::connect(
+        &common.nats_connect(),
+        "cluster-replay",
+        common.stream_settings(),
+    )
+    .await
+    .expect("connect the replay");
+    let pool = imagelib_platform::db::connect(&replay_db.url, catalog_projector::SCHEMA, 4)
         .await
-        .expect("a replaying projector");
-    let addr = replay.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(replay.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    let http = reqwest::Client::new();
+        .expect("the replay database");
+    catalog_projector::startup::migrate(&pool)
+        .await
+        .expect("migrate the replay");
+    let projection = catalog_projector::projection::Projection::with_consumer(
+        pool.clone(),
+        &format!("catalog-replay-{id}"),
+    );
+    let projector = catalog_projector::worker::Projector::new(
+        bus,
+        projection,
+        catalog_projector::config::CatalogSettings::default(),
+    );
+    let status = projector.status.clone();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { projector.run(cancel).await }
+    });
     until(Duration::from_secs(60), "the replay to catch up", || {
-        let http = &http;
-        async move {
-            let body: Value = http
-                .get(format!("http://{addr}/readyz"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let p = projection(&body);
-            (p.starts_with("caught up") && p.contains(&format!("applied {stream_last} of")))
-                .then_some(())
-        }
+        let status = status.clone();
+        async move { (status.applied() >= stream_last).then_some(()) }
     })
     .await;
-    let _ = stop.send(());
-    let _ = task.await;
+    cancel.cancel();
+    task.await
+        .expect("the replay ends")
+        .expect("the replay applied every event");
+    pool.close().await;
 
     let live = catalog_rows(&db.url).await;
     let replayed = catalog_rows(&replay_db.url).await;
