@@ -663,10 +663,9 @@ impl EventBus {
                     .delete_consumer(&settings.durable_name)
                     .await
                     .map_err(|e| err(e.to_string()))?;
-                stream
-                    .get_or_create_consumer(&settings.durable_name, config)
+                get_or_create_retrying(&stream, &settings.durable_name, config)
                     .await
-                    .map_err(|e| err(e.to_string()))?
+                    .map_err(err)?
             }
             Ok(existing) => {
                 let c = &existing.cached_info().config;
@@ -695,10 +694,9 @@ impl EventBus {
                     existing
                 }
             }
-            Err(_) => stream
-                .get_or_create_consumer(&settings.durable_name, config)
+            Err(_) => get_or_create_retrying(&stream, &settings.durable_name, config)
                 .await
-                .map_err(|e| err(e.to_string()))?,
+                .map_err(err)?,
         };
         consumer_metrics::started(&settings.durable_name);
         Ok(Consumer {
@@ -1100,6 +1098,27 @@ impl EventBus {
                 }
             }
         });
+    }
+}
+
+/// `get_or_create_consumer`, retried while a NATS cluster answers "consumer name already
+/// in use" (10013): a deletion, or the consumer itself, has not reached every node through
+/// the meta leader yet (a node just restarted, a consumer just deleted). Bounded: 5 s.
+async fn get_or_create_retrying(
+    stream: &stream::Stream,
+    name: &str,
+    config: pull::Config,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, String> {
+    let mut attempt = 0;
+    loop {
+        match stream.get_or_create_consumer(name, config.clone()).await {
+            Ok(c) => return Ok(c),
+            Err(e) if attempt < 50 && e.to_string().contains("10013") => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
     }
 }
 

@@ -209,7 +209,20 @@ pub fn projector(
             }
         }
         settings.resume_after = Some(position);
-        let consumer = bus.consumer(settings).await.map_err(|e| e.to_string())?;
+        // A NATS cluster still electing leaders (a node just came back) times out or
+        // refuses consumer creation for a while: wait for it instead of stopping.
+        let consumer = loop {
+            match bus.consumer(settings.clone()).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    readiness.set(&check, false, Some(format!("waiting for the stream: {e}")));
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
         let handler = Apply {
             store,
             consumer: name,
