@@ -3,7 +3,7 @@
 
 use imagelib_events::RepositoryName;
 use imagelib_events::model::{RegistryType, ValidationReason};
-use registry_client::vendor::{dockerhub, ghcr, harbor};
+use registry_client::vendor::{dockerhub, gar, ghcr, harbor};
 use registry_client::{
     AuthScheme, ErrorKind, NetworkGuard, ProviderEndpoints, RegistryClient, RegistryConfig,
     RegistryUrl,
@@ -158,6 +158,36 @@ pub async fn check(
                 let mut f = failed(&e);
                 f.detail = format!(
                     "the GitHub API cannot list the packages of `{owner}` ({api}): {}; use a personal access token with read:packages, or list the repositories to scan",
+                    f.detail
+                );
+                Err(f)
+            }
+        };
+    }
+    if target.registry_type == RegistryType::Gcr
+        && target.repositories.is_empty()
+        && let Ok(location) = gar::GarLocation::from_registry_url(target.url)
+        && client.check_catalog_access().await.is_err()
+    {
+        // A credential scoped to one Artifact Registry repository is refused `_catalog`;
+        // the Artifact Registry API then lists that repository's packages (access tokens
+        // only: a `_json_key` login cannot call it).
+        let api = endpoints.artifact_registry_api().map_err(|e| Failed {
+            reason: ValidationReason::NotARegistry,
+            detail: format!("the Artifact Registry API URL: {e}"),
+        })?;
+        let login = api_login(credentials, &provider).await?;
+        return match gar::list_repositories(client.config(), &api, &location, login.as_ref()).await
+        {
+            Ok(_) => Ok(Passed {
+                auth_scheme,
+                catalog_access: false,
+            }),
+            Err(e) => {
+                let mut f = failed(&e);
+                f.detail = format!(
+                    "neither `_catalog` nor the Artifact Registry API ({api}) lists `{}`: {}; grant roles/artifactregistry.reader on the repository, or list the repositories to scan",
+                    location.resource(),
                     f.detail
                 );
                 Err(f)

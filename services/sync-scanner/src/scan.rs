@@ -761,6 +761,27 @@ impl Ctx<'_> {
                 }
                 listing
             })
+        } else if registry.registry_type == "gcr"
+            && let Ok(location) = registry_client::vendor::gar::GarLocation::from_registry_url(
+                &self.client.config().url,
+            )
+        {
+            // Artifact Registry answers `_catalog` to a reader of the whole project; a
+            // credential scoped to one repository is refused it, and then the Artifact
+            // Registry API lists the repository's packages (with an access token only).
+            let api = self
+                .scanner
+                .endpoints
+                .artifact_registry_api()
+                .map_err(|e| format!("the Artifact Registry API URL: {e}"))?;
+            let login = self.api_login().await?;
+            registry_client::vendor::gar::catalog_or_api(
+                self.client,
+                &api,
+                &location,
+                login.as_ref(),
+            )
+            .await
         } else if registry.registry_type == "harbor" {
             // Harbor refuses `_catalog` to robot accounts. A project-scoped registration
             // goes straight to Harbor's API (nothing of another project is asked for);

@@ -318,10 +318,14 @@ async fn a_registrys_own_proxy_is_guarded_and_no_proxy_goes_direct() -> anyhow::
     assert_eq!(proxy.connections(), 0);
     // By name too: `localhost` resolves into loopback, which only 127.0.0.1 is allowed of.
     let by_name = format!("http://localhost:{}", proxy.addr.port());
-    let err = own(by_name, &[], NetworkGuard::from_lists(None, Some("127.0.0.2/32"))?)?
-        .ping()
-        .await
-        .unwrap_err();
+    let err = own(
+        by_name,
+        &[],
+        NetworkGuard::from_lists(None, Some("127.0.0.2/32"))?,
+    )?
+    .ping()
+    .await
+    .unwrap_err();
     assert!(
         matches!(err.kind(), ErrorKind::Blocked | ErrorKind::Dns),
         "{err}"
