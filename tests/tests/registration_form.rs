@@ -1,7 +1,8 @@
 //! The Add Registry form in a real headless Chromium with the console's CSP and
 //! `console.js` in force: the type select shows the chosen type's fields in place, with
 //! its labels and defaults (Docker Hub's address filled in, a namespace asked for), and a
-//! registration without a typed URL goes to the type's default address.
+//! registration without a typed URL goes to the type's default address; a type's
+//! credential kinds show the fields each one reads.
 
 use imagelib_e2e::TestServer;
 use imagelib_testkit::browser::Browser;
@@ -86,6 +87,38 @@ async fn the_type_select_shows_each_types_fields_in_place() {
     assert!(visible(&b, "input[name=access_key_id]").await);
     assert!(!visible(&b, "input[name=username]").await);
     assert_eq!(value(&b, "input[name=url]").await, "");
+    // Its credential kinds: the key by default; the pod's IAM role needs no key.
+    assert!(visible(&b, "#f-credential_kind-ecr").await);
+    assert!(!visible(&b, "#f-credential_kind-gcr").await);
+    assert!(!visible(&b, "input[name=role_arn]").await);
+    b.select("#f-credential_kind-ecr", "aws_web_identity")
+        .await
+        .unwrap();
+    assert!(!visible(&b, "input[name=access_key_id]").await);
+    assert!(!visible(&b, "input[name=secret_access_key]").await);
+    assert!(visible(&b, "input[name=region]").await);
+    assert!(visible(&b, "input[name=role_arn]").await);
+    // Artifact Registry: the key JSON for a service account, nothing for GKE's identity.
+    b.select(
+        "form[data-registry-types] select[name=registry_type]",
+        "gcr",
+    )
+    .await
+    .unwrap();
+    assert!(!visible(&b, "input[name=role_arn]").await);
+    assert!(!visible(&b, "input[name=region]").await);
+    assert!(visible(&b, "input[name=username]").await);
+    assert!(!visible(&b, "textarea[name=key_json]").await);
+    b.select("#f-credential_kind-gcr", "gcp_service_account")
+        .await
+        .unwrap();
+    assert!(visible(&b, "textarea[name=key_json]").await);
+    assert!(!visible(&b, "input[name=password]").await);
+    b.select("#f-credential_kind-gcr", "gcp_workload_identity")
+        .await
+        .unwrap();
+    assert!(!visible(&b, "textarea[name=key_json]").await);
+    assert!(!visible(&b, "input[name=username]").await);
 
     // Back to Docker Hub, registered without typing an address.
     b.select(

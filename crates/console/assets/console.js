@@ -51,6 +51,7 @@
       form.querySelectorAll("[data-field]").forEach(function (el) {
         var p = spec(el, type);
         el.hidden = !p;
+        el.setAttribute("data-type-on", p ? "1" : "0");
         el.querySelectorAll("input, select, textarea").forEach(function (i) { i.disabled = !p; });
         if (!p || !el.hasAttribute("data-profile")) return;
         var was = spec(el, prev) || {};
@@ -78,6 +79,7 @@
       if (window.history && window.history.replaceState) {
         window.history.replaceState(null, "", "?type=" + encodeURIComponent(type));
       }
+      form.dispatchEvent(new Event("imagelib:type"));
     }
     var current = select.value;
     select.addEventListener("change", function () {
@@ -91,6 +93,35 @@
     });
   }
   document.querySelectorAll("form[data-registry-types]").forEach(registryTypes);
+
+  // Credentials: a type that takes several kinds has a `credential_kind` select; the
+  // fields only other kinds read (`data-kinds`) are hidden and disabled. Without script
+  // every field of the type stays and the server reads those of the chosen kind.
+  function credentialKinds(form) {
+    form.querySelectorAll("[data-kinds]").forEach(function (el) {
+      if (!el.hasAttribute("data-type-on")) el.setAttribute("data-type-on", el.hidden ? "0" : "1");
+    });
+    function apply() {
+      var chosen = null;
+      form.querySelectorAll("select[name=credential_kind]").forEach(function (s) {
+        if (!s.disabled) chosen = s.value;
+      });
+      form.querySelectorAll("[data-kinds]").forEach(function (el) {
+        if (el.getAttribute("data-type-on") === "0") return;
+        var on = chosen === null || el.getAttribute("data-kinds").split(" ").indexOf(chosen) >= 0;
+        el.hidden = !on;
+        el.querySelectorAll("input, select, textarea").forEach(function (i) { i.disabled = !on; });
+      });
+    }
+    form.addEventListener("change", function (e) {
+      if (e.target.name === "credential_kind") apply();
+    });
+    form.addEventListener("imagelib:type", apply);
+    apply();
+  }
+  document.querySelectorAll("form").forEach(function (f) {
+    if (f.querySelector("[data-kinds]")) credentialKinds(f);
+  });
 
   // Live lists from server-sent events: `data-sse` is the stream's URL, items go into
   // the element's `ol`/`ul` (appended, or prepended with `data-sse-mode="prepend"`),

@@ -312,6 +312,166 @@ async fn the_form_fills_in_a_types_default_address() {
     assert!(res.body.contains(r#"id="f-url-error""#), "{}", res.body);
 }
 
+/// The types that take several credential kinds offer them in a select; the chosen kind
+/// decides which fields are read (the others are ignored), so a keyless kind is
+/// registered from the form without a key, and a registry's own proxy too.
+#[tokio::test]
+async fn keyless_credentials_and_a_proxy_are_chosen_in_the_form() {
+    let env = Env::new();
+    let svc = env.start().await;
+    let b = Browser::sign_in(&svc, ADMIN).await;
+    let ecr = b.get("/registries/new?type=ecr").await;
+    for needle in [
+        r#"<select id="f-credential_kind-ecr" name="credential_kind""#,
+        r#"<option value="aws_web_identity">"#,
+        r#"data-field="role_arn""#,
+        r#"data-kinds="aws_ecr aws_web_identity""#,
+        r#"name="proxy_url""#,
+        r#"name="no_proxy""#,
+    ] {
+        assert!(ecr.body.contains(needle), "{needle}: {}", ecr.body);
+    }
+    // Another type's choice is in the form for the script, hidden and never sent.
+    assert!(
+        ecr.body
+            .contains(r#"<select id="f-credential_kind-gcr" name="credential_kind" disabled"#),
+        "{}",
+        ecr.body
+    );
+    let csrf = ecr.csrf();
+    let secret = canary();
+    let add = |fields: Vec<(&'static str, String)>| {
+        let b = &b;
+        let csrf = csrf.clone();
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            b.post("/registries", Some(&csrf), &fields).await
+        }
+    };
+    let registered = |res: &Page| {
+        assert_eq!(res.status, 303, "{}", res.body);
+        res.location()
+            .strip_prefix("/registries/")
+            .and_then(|l| l.strip_suffix("?done=added"))
+            .unwrap()
+            .to_owned()
+    };
+
+    // The pod's IAM role: the access key typed by mistake is not read.
+    let res = add(vec![
+        ("registry_type", "ecr".into()),
+        ("label", "ECR".into()),
+        ("url", "123456789012.dkr.ecr.eu-west-1.amazonaws.com".into()),
+        ("credential_kind", "aws_web_identity".into()),
+        ("access_key_id", "AKIAIOSFODNN7EXAMPLE".into()),
+        ("secret_access_key", secret.clone()),
+        ("region", "eu-west-1".into()),
+        ("role_arn", "arn:aws:iam::123456789012:role/imagelib".into()),
+        ("proxy_url", "http://proxy.internal:3128".into()),
+        ("no_proxy", "registry.internal, 10.0.0.0/8".into()),
+        ("skip_validation", "true".into()),
+    ])
+    .await;
+    let id = registered(&res);
+    let (_, r) = svc.get(&format!("/v1/registries/{id}")).await;
+    assert_eq!(r["auth_kind"], "aws_web_identity", "{r}");
+    assert_eq!(r["proxy_url"], "http://proxy.internal:3128", "{r}");
+    assert_eq!(
+        r["no_proxy"],
+        json!(["registry.internal", "10.0.0.0/8"]),
+        "{r}"
+    );
+    let detail = b.get(&format!("/registries/{id}")).await;
+    assert!(
+        detail.body.contains("http://proxy.internal:3128"),
+        "{}",
+        detail.body
+    );
+    // Rotation starts at the kind the registry has.
+    assert!(
+        detail
+            .body
+            .contains(r#"<option value="aws_web_identity" selected>"#),
+        "{}",
+        detail.body
+    );
+
+    for (t, url, kind, extra) in [
+        (
+            "gcr",
+            "europe-west1-docker.pkg.dev/project/repo",
+            "gcp_workload_identity",
+            vec![],
+        ),
+        (
+            "acr",
+            "acme.azurecr.io",
+            "azure_workload_identity",
+            vec![(
+                "tenant_id",
+                "11111111-2222-3333-4444-555555555555".to_owned(),
+            )],
+        ),
+    ] {
+        let mut fields = vec![
+            ("registry_type", t.to_owned()),
+            ("label", t.to_owned()),
+            ("url", url.to_owned()),
+            ("credential_kind", kind.to_owned()),
+            ("username", "ignored".to_owned()),
+            ("password", secret.clone()),
+            ("skip_validation", "true".to_owned()),
+        ];
+        fields.extend(extra);
+        let id = registered(&add(fields).await);
+        let (_, r) = svc.get(&format!("/v1/registries/{id}")).await;
+        assert_eq!(r["auth_kind"], kind, "{r}");
+    }
+
+    // A service account key that is not one is refused at its field, and not shown back.
+    let res = add(vec![
+        ("registry_type", "gcr".into()),
+        ("label", "GAR".into()),
+        ("url", "europe-west1-docker.pkg.dev/project/repo".into()),
+        ("credential_kind", "gcp_service_account".into()),
+        ("key_json", format!("{{\"type\": \"{secret}\"}}")),
+        ("skip_validation", "true".into()),
+    ])
+    .await;
+    assert_eq!(res.status, 422, "{}", res.body);
+    assert!(
+        res.body.contains(r#"id="f-key_json-error""#),
+        "{}",
+        res.body
+    );
+    assert!(!res.body.contains(&secret), "{}", res.body);
+    // A kind the type does not take.
+    let res = add(vec![
+        ("registry_type", "gcr".into()),
+        ("label", "GAR".into()),
+        ("url", "europe-west1-docker.pkg.dev/project/repo".into()),
+        ("credential_kind", "aws_ecr".into()),
+        ("skip_validation", "true".into()),
+    ])
+    .await;
+    assert_eq!(res.status, 422, "{}", res.body);
+    assert!(
+        res.body.contains("choose one of the credentials listed"),
+        "{}",
+        res.body
+    );
+    assert!(!b.everything().contains(&secret), "a secret came back");
+    let types = env.event_types().await;
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "io.imagelib.registry.registered.v1")
+            .count(),
+        3,
+        "{types:?}"
+    );
+}
+
 #[tokio::test]
 async fn refusals_are_shown_at_their_field_and_secrets_never_come_back() {
     let env = Env::new();

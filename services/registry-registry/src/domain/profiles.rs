@@ -31,6 +31,25 @@ pub struct Field {
     /// The credential kind this field belongs to (absent: not a credential).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential_kind: Option<&'static str>,
+    /// Every credential kind that reads this field, when more than `credential_kind`
+    /// (an AWS region serves the access key and the pod's IAM role alike).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub credential_kinds: &'static [&'static str],
+}
+
+impl Field {
+    /// Whether the credential kind `kind` reads this field.
+    pub fn is_for(&self, kind: &str) -> bool {
+        self.credential_kind == Some(kind) || self.credential_kinds.contains(&kind)
+    }
+}
+
+/// A credential kind a registering user can pick for a type, as the form words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CredentialChoice {
+    /// `credentials.kind` (`aws_web_identity`).
+    pub kind: &'static str,
+    pub label: &'static str,
 }
 
 /// The settings a type starts with.
@@ -63,6 +82,10 @@ pub struct Profile {
     pub url_placeholder: &'static str,
     /// The credential kinds this type accepts (`none`, `basic`, …).
     pub credential_kinds: &'static [&'static str],
+    /// The kinds the form lets a user choose between, first the default (empty: the
+    /// type's fields are one kind, `basic`, and leaving them empty is anonymous access).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub credential_choices: &'static [CredentialChoice],
     pub defaults: Defaults,
     /// The form's fields, in order.
     pub fields: &'static [Field],
@@ -90,6 +113,7 @@ const fn field(name: &'static str, pointer: &'static str, label: &'static str) -
         placeholder: None,
         default: None,
         credential_kind: None,
+        credential_kinds: &[],
     }
 }
 
@@ -116,6 +140,16 @@ impl Field {
     }
     const fn of(mut self, kind: &'static str) -> Self {
         self.credential_kind = Some(kind);
+        self
+    }
+    /// A field several kinds read; the first is its `credential_kind`.
+    const fn of_kinds(mut self, kinds: &'static [&'static str]) -> Self {
+        self.credential_kind = Some(kinds[0]);
+        self.credential_kinds = kinds;
+        self
+    }
+    const fn multiline(mut self) -> Self {
+        self.input = "textarea";
         self
     }
 }
@@ -152,6 +186,7 @@ const GENERIC: Profile = Profile {
                   (distribution, Nexus, Artifactory, Quay, GitLab).",
     url_placeholder: "registry.example.com[:port][/namespace]",
     credential_kinds: &["none", "basic", "token"],
+    credential_choices: &[],
     defaults: Defaults {
         url: None,
         credential_kind: "basic",
@@ -180,6 +215,7 @@ const DOCKERHUB: Profile = Profile {
     description: "Docker Hub (docker.io); a namespace's repositories are listed through the Hub API.",
     url_placeholder: "registry-1.docker.io",
     credential_kinds: &["none", "basic"],
+    credential_choices: &[],
     defaults: Defaults {
         url: Some("registry-1.docker.io"),
         credential_kind: "basic",
@@ -211,6 +247,7 @@ const GHCR: Profile = Profile {
                   listed through the GitHub REST API.",
     url_placeholder: "ghcr.io/<owner>",
     credential_kinds: &["none", "basic", "token"],
+    credential_choices: &[],
     defaults: Defaults {
         url: Some("ghcr.io"),
         credential_kind: "basic",
@@ -241,6 +278,7 @@ const HARBOR: Profile = Profile {
     description: "A Harbor registry, or one project of it; robot accounts recommended.",
     url_placeholder: "harbor.example/<project>",
     credential_kinds: &["none", "basic"],
+    credential_choices: &[],
     defaults: Defaults {
         url: None,
         credential_kind: "basic",
@@ -267,6 +305,16 @@ const ECR: Profile = Profile {
                   12-hour registry tokens.",
     url_placeholder: "<account>.dkr.ecr.<region>.amazonaws.com",
     credential_kinds: &["aws_ecr", "aws_web_identity", "basic", "none"],
+    credential_choices: &[
+        CredentialChoice {
+            kind: "aws_ecr",
+            label: "AWS access key",
+        },
+        CredentialChoice {
+            kind: "aws_web_identity",
+            label: "IAM role of the pod (IRSA or EKS Pod Identity), no key stored",
+        },
+    ],
     defaults: Defaults {
         url: None,
         credential_kind: "aws_ecr",
@@ -295,9 +343,9 @@ const ECR: Profile = Profile {
         .secret()
         .of("aws_ecr"),
         field("region", "/credentials/region", "AWS region")
-            .help("e.g. eu-west-1")
+            .help("The registry's region, e.g. eu-west-1.")
             .placeholder("eu-west-1")
-            .of("aws_ecr"),
+            .of_kinds(&["aws_ecr", "aws_web_identity"]),
         field(
             "session_token",
             "/credentials/session_token",
@@ -306,6 +354,10 @@ const ECR: Profile = Profile {
         .help("Only for temporary credentials.")
         .secret()
         .of("aws_ecr"),
+        field("role_arn", "/credentials/role_arn", "IAM role ARN (optional)")
+            .help("The role to assume with the pod's web identity token; empty: the pod's AWS_ROLE_ARN (IRSA) or its EKS Pod Identity association.")
+            .placeholder("arn:aws:iam::123456789012:role/imagelib")
+            .of("aws_web_identity"),
     ],
 };
 
@@ -323,6 +375,20 @@ const ACR: Profile = Profile {
         "token",
         "none",
     ],
+    credential_choices: &[
+        CredentialChoice {
+            kind: "azure_service_principal",
+            label: "Service principal",
+        },
+        CredentialChoice {
+            kind: "basic",
+            label: "Admin user",
+        },
+        CredentialChoice {
+            kind: "azure_workload_identity",
+            label: "Workload identity of the pod, no secret stored",
+        },
+    ],
     defaults: Defaults {
         url: None,
         credential_kind: "azure_service_principal",
@@ -334,17 +400,17 @@ const ACR: Profile = Profile {
         NAME,
         url("myregistry.azurecr.io", "myregistry.azurecr.io"),
         field("tenant_id", "/credentials/tenant_id", "Tenant ID")
-            .help("The service principal's Azure AD tenant.")
-            .of("azure_service_principal"),
+            .help("The Azure AD tenant of the service principal (for workload identity: empty takes the pod's AZURE_TENANT_ID).")
+            .of_kinds(&["azure_service_principal", "azure_workload_identity"]),
         field("client_id", "/credentials/client_id", "Client ID")
-            .help("The service principal's application (client) id.")
-            .of("azure_service_principal"),
+            .help("The application (client) id (for workload identity: empty takes the pod's AZURE_CLIENT_ID).")
+            .of_kinds(&["azure_service_principal", "azure_workload_identity"]),
         field(
             "client_secret",
             "/credentials/client_secret",
             "Client secret",
         )
-        .help("Used instead of the admin user when filled in.")
+        .help("The service principal's secret.")
         .secret()
         .of("azure_service_principal"),
         username("Admin username", "Or the registry's admin user."),
@@ -365,6 +431,20 @@ const GCR: Profile = Profile {
         "gcp_workload_identity",
         "token",
         "none",
+    ],
+    credential_choices: &[
+        CredentialChoice {
+            kind: "basic",
+            label: "Username and key JSON or access token",
+        },
+        CredentialChoice {
+            kind: "gcp_service_account",
+            label: "Service account key, exchanged for access tokens",
+        },
+        CredentialChoice {
+            kind: "gcp_workload_identity",
+            label: "GKE workload identity, no key stored",
+        },
     ],
     defaults: Defaults {
         url: None,
@@ -388,6 +468,11 @@ const GCR: Profile = Profile {
             "Key JSON / access token",
             "The service account key (JSON) with roles/artifactregistry.reader, or an access token.",
         ),
+        field("key_json", "/credentials/key_json", "Service account key (JSON)")
+            .help("The key as downloaded (IAM → Service accounts → Keys → Add key → JSON); imagelib exchanges it for one-hour access tokens and renews them.")
+            .secret()
+            .multiline()
+            .of("gcp_service_account"),
     ],
 };
 
@@ -481,9 +566,20 @@ mod tests {
                 p.key
             );
             for f in p.fields {
-                if let Some(k) = f.credential_kind {
-                    assert!(p.credential_kinds.contains(&k), "{}: {}", p.key, f.name);
+                for k in f.credential_kind.iter().chain(f.credential_kinds) {
+                    assert!(p.credential_kinds.contains(k), "{}: {}", p.key, f.name);
                 }
+            }
+            for c in p.credential_choices {
+                assert!(
+                    p.credential_kinds.contains(&c.kind),
+                    "{}: {}",
+                    p.key,
+                    c.kind
+                );
+            }
+            if let Some(first) = p.credential_choices.first() {
+                assert_eq!(first.kind, p.defaults.credential_kind, "{}", p.key);
             }
         }
     }

@@ -109,7 +109,7 @@ fn first_kind() -> &'static Kind {
 }
 
 /// The form's fields, every type's, in the order they are shown.
-const FORM_FIELDS: [&str; 12] = [
+const FORM_FIELDS: [&str; 14] = [
     "label",
     "url",
     "namespace",
@@ -120,8 +120,10 @@ const FORM_FIELDS: [&str; 12] = [
     "secret_access_key",
     "region",
     "session_token",
+    "role_arn",
     "username",
     "password",
+    "key_json",
 ];
 
 /// The fields of the add and rotate forms. Secrets are read, used once and dropped: they
@@ -155,6 +157,17 @@ pub(super) struct RegistryForm {
     #[serde(default)]
     pub client_secret: String,
     #[serde(default)]
+    pub role_arn: String,
+    #[serde(default)]
+    pub key_json: String,
+    /// The kind chosen for a type with several (empty: inferred from the fields filled in).
+    #[serde(default)]
+    pub credential_kind: String,
+    #[serde(default)]
+    pub proxy_url: String,
+    #[serde(default)]
+    pub no_proxy: String,
+    #[serde(default)]
     pub repositories: String,
     #[serde(default)]
     pub visibility: String,
@@ -169,56 +182,112 @@ fn checked(v: &Option<String>) -> bool {
 }
 
 impl RegistryForm {
-    /// The credentials the form describes for `kind`; empty fields mean anonymous access.
-    pub(super) fn credentials(&self, kind: &Kind) -> Credentials {
+    /// The credentials the form describes for `kind`, read as the chosen credential kind
+    /// (fields of other kinds are ignored); empty fields mean anonymous access. A kind the
+    /// type does not offer is refused at the `credential_kind` field.
+    pub(super) fn credentials(&self, kind: &Kind) -> Result<Credentials, (String, String)> {
+        let chosen = self.credential_kind.trim();
+        if chosen.is_empty() {
+            return Ok(self.inferred(kind));
+        }
+        if !kind
+            .profile
+            .credential_choices
+            .iter()
+            .any(|c| c.kind == chosen)
+        {
+            return Err((
+                "credential_kind".to_owned(),
+                format!(
+                    "choose one of the credentials listed for {}",
+                    kind.profile.label
+                ),
+            ));
+        }
         let t = |s: &str| s.trim().to_owned();
-        let basic = || {
-            if self.username.trim().is_empty() && self.password.is_empty() {
-                Credentials::None
-            } else {
-                Credentials::Basic {
-                    username: t(&self.username),
-                    password: SecretString::from(self.password.trim().to_owned()),
-                }
-            }
-        };
+        let opt = |s: &str| Some(t(s)).filter(|s| !s.is_empty());
+        Ok(match chosen {
+            "aws_ecr" => self.aws_key(),
+            "azure_service_principal" => self.service_principal().unwrap_or(Credentials::None),
+            "aws_web_identity" => Credentials::AwsWebIdentity {
+                region: t(&self.region),
+                role_arn: opt(&self.role_arn),
+            },
+            "azure_workload_identity" => Credentials::AzureWorkloadIdentity {
+                tenant_id: opt(&self.tenant_id),
+                client_id: opt(&self.client_id),
+            },
+            "gcp_service_account" => Credentials::GcpServiceAccount {
+                key_json: SecretString::from(self.key_json.trim().to_owned()),
+            },
+            "gcp_workload_identity" => Credentials::GcpWorkloadIdentity {},
+            _ => self.basic(),
+        })
+    }
+
+    /// What a form without a chosen kind means: the fields filled in decide.
+    fn inferred(&self, kind: &Kind) -> Credentials {
         match kind.creds {
-            Creds::Basic => basic(),
-            Creds::Ecr => {
-                if [&self.access_key_id, &self.secret_access_key, &self.region]
-                    .iter()
-                    .all(|s| s.trim().is_empty())
-                {
-                    Credentials::None
-                } else {
-                    Credentials::AwsEcr {
-                        access_key_id: t(&self.access_key_id),
-                        secret_access_key: SecretString::from(t(&self.secret_access_key)),
-                        region: t(&self.region),
-                        session_token: (!self.session_token.trim().is_empty())
-                            .then(|| SecretString::from(t(&self.session_token))),
-                    }
-                }
-            }
-            Creds::Acr => {
-                if [&self.tenant_id, &self.client_id, &self.client_secret]
-                    .iter()
-                    .any(|s| !s.trim().is_empty())
-                {
-                    Credentials::AzureServicePrincipal {
-                        tenant_id: t(&self.tenant_id),
-                        client_id: t(&self.client_id),
-                        client_secret: SecretString::from(t(&self.client_secret)),
-                    }
-                } else {
-                    basic()
-                }
+            Creds::Basic => self.basic(),
+            Creds::Ecr => self.aws_key(),
+            Creds::Acr => self.service_principal().unwrap_or_else(|| self.basic()),
+        }
+    }
+
+    fn basic(&self) -> Credentials {
+        if self.username.trim().is_empty() && self.password.is_empty() {
+            Credentials::None
+        } else {
+            Credentials::Basic {
+                username: self.username.trim().to_owned(),
+                password: SecretString::from(self.password.trim().to_owned()),
             }
         }
     }
 
+    fn aws_key(&self) -> Credentials {
+        let t = |s: &str| s.trim().to_owned();
+        if [&self.access_key_id, &self.secret_access_key, &self.region]
+            .iter()
+            .all(|s| s.trim().is_empty())
+        {
+            Credentials::None
+        } else {
+            Credentials::AwsEcr {
+                access_key_id: t(&self.access_key_id),
+                secret_access_key: SecretString::from(t(&self.secret_access_key)),
+                region: t(&self.region),
+                session_token: (!self.session_token.trim().is_empty())
+                    .then(|| SecretString::from(t(&self.session_token))),
+            }
+        }
+    }
+
+    /// A service principal when any of its fields is filled in.
+    fn service_principal(&self) -> Option<Credentials> {
+        let t = |s: &str| s.trim().to_owned();
+        [&self.tenant_id, &self.client_id, &self.client_secret]
+            .iter()
+            .any(|s| !s.trim().is_empty())
+            .then(|| Credentials::AzureServicePrincipal {
+                tenant_id: t(&self.tenant_id),
+                client_id: t(&self.client_id),
+                client_secret: SecretString::from(t(&self.client_secret)),
+            })
+    }
+
     /// The field a refusal of the credentials (`unauthorized`, `forbidden`) is shown at.
     pub(super) fn secret_field(&self, kind: &Kind) -> &'static str {
+        match self.credential_kind.trim() {
+            "aws_ecr" => return "secret_access_key",
+            "azure_service_principal" => return "client_secret",
+            "gcp_service_account" => return "key_json",
+            "basic" => return "password",
+            "aws_web_identity" | "azure_workload_identity" | "gcp_workload_identity" => {
+                return "credential_kind";
+            }
+            _ => {}
+        }
         match kind.creds {
             Creds::Ecr => "secret_access_key",
             Creds::Acr if !self.tenant_id.trim().is_empty() => "client_secret",
@@ -237,6 +306,9 @@ impl RegistryForm {
             "region" => &self.region,
             "tenant_id" => &self.tenant_id,
             "client_id" => &self.client_id,
+            "role_arn" => &self.role_arn,
+            "proxy_url" => &self.proxy_url,
+            "no_proxy" => &self.no_proxy,
             _ => "",
         }
     }
@@ -251,25 +323,70 @@ impl RegistryForm {
 }
 
 /// The credential fields of `kind`, from its profile (never with a value: secrets are
-/// not echoed).
+/// not echoed), after the choice of credential kind when the type offers several.
 pub(super) fn credential_fields(
     kind: &Kind,
     form: &RegistryForm,
     errors: &[(String, String)],
 ) -> Markup {
     html! {
+        @if !kind.profile.credential_choices.is_empty() {
+            (kind_select(kind.profile, &form.credential_kind, true, errors))
+        }
         @for f in kind.profile.fields.iter().filter(|f| f.credential_kind.is_some()) {
-            (text_field(
-                f.name,
-                f.label,
-                if f.input == "password" { "" } else { form.value(f.name) },
-                errors,
-                FieldAttrs {
-                    kind: f.input,
-                    hint: (!f.help.is_empty()).then_some(f.help),
-                    ..Default::default()
-                },
-            ))
+            div data-kinds=[kinds_of(f.name)] {
+                (text_field(
+                    f.name,
+                    f.label,
+                    if f.input == "password" { "" } else { form.value(f.name) },
+                    errors,
+                    FieldAttrs {
+                        kind: if f.input == "textarea" { "text" } else { f.input },
+                        multiline: f.input == "textarea",
+                        hint: (!f.help.is_empty()).then_some(f.help),
+                        ..Default::default()
+                    },
+                ))
+            }
+        }
+    }
+}
+
+/// The credential kinds that read field `name`, space-separated (`None`: not a
+/// credential field). A name means the same kinds in every type that has it.
+fn kinds_of(name: &str) -> Option<String> {
+    let mut kinds: Vec<&str> = Vec::new();
+    for f in PROFILES.iter().filter_map(|p| p.field(name)) {
+        for k in f.credential_kind.iter().chain(f.credential_kinds) {
+            if !kinds.contains(k) {
+                kinds.push(k);
+            }
+        }
+    }
+    (!kinds.is_empty()).then(|| kinds.join(" "))
+}
+
+/// The choice between `p`'s credential kinds. With script, the fields of the other kinds
+/// are hidden (`data-kinds`); without, they stay and are ignored.
+fn kind_select(p: &Profile, chosen: &str, on: bool, errors: &[(String, String)]) -> Markup {
+    let id = format!("f-credential_kind-{}", p.key);
+    let chosen = if p.credential_choices.iter().any(|c| c.kind == chosen) {
+        chosen
+    } else {
+        p.defaults.credential_kind
+    };
+    let err = on.then(|| field_error(errors, "credential_kind")).flatten();
+    html! {
+        div.field data-field="credential_kind" data-types=(p.key) hidden[!on] {
+            label for=(id) { "Credentials" }
+            small.hint { "Only the fields of the kind chosen here are read." }
+            select id=(id) name="credential_kind" disabled[!on]
+                aria-invalid=[err.map(|_| "true")] {
+                @for c in p.credential_choices {
+                    option value=(c.kind) selected[c.kind == chosen] { (c.label) }
+                }
+            }
+            @if let Some(e) = err { p.field-error { (e) } }
         }
     }
 }
@@ -326,7 +443,7 @@ fn profile_field(
     } else {
         hint_id.clone()
     };
-    let secret = shown.input == "password";
+    let secret = matches!(shown.input, "password" | "textarea");
     let typed = form.value(name);
     let value = if secret {
         ""
@@ -337,16 +454,22 @@ fn profile_field(
         typed
     };
     html! {
-        div.field data-field=(name) data-profile=(field_profile(name)) hidden[!on] {
+        div.field data-field=(name) data-profile=(field_profile(name)) data-kinds=[kinds_of(name)] hidden[!on] {
             label for=(id) {
                 span data-label { (shown.label) }
                 " " span.req aria-hidden="true" hidden[!required] { "*" }
             }
             small.hint id=(hint_id) data-help hidden[shown.help.is_empty()] { (shown.help) }
-            input id=(id) name=(name) type=(shown.input) value=(value)
-                placeholder=[shown.placeholder] required[required] disabled[!on]
-                aria-invalid=[err.map(|_| "true")] aria-describedby=(described)
-                autocomplete=(if secret { "new-password" } else { "off" });
+            @if shown.input == "textarea" {
+                textarea id=(id) name=(name) rows="6" required[required] disabled[!on]
+                    aria-invalid=[err.map(|_| "true")] aria-describedby=(described)
+                    autocomplete="off" spellcheck="false" {}
+            } @else {
+                input id=(id) name=(name) type=(shown.input) value=(value)
+                    placeholder=[shown.placeholder] required[required] disabled[!on]
+                    aria-invalid=[err.map(|_| "true")] aria-describedby=(described)
+                    autocomplete=(if secret { "new-password" } else { "off" });
+            }
             @if let Some(e) = err { p.field-error id=(err_id) { (e) } }
         }
     }
@@ -414,6 +537,11 @@ fn add_page(
             (csrf_field(v))
             input type="hidden" name="registry_type" value=(kind.key());
             @for name in FORM_FIELDS {
+                @if name == FORM_FIELDS[3] {
+                    @for p in PROFILES.iter().filter(|p| !p.credential_choices.is_empty()) {
+                        (kind_select(p, &form.credential_kind, p.key == kind.key(), errors))
+                    }
+                }
                 (profile_field(name, kind, form, errors))
             }
             (field("repositories", "Repositories to scan", &form.repositories, FieldAttrs {
@@ -423,6 +551,8 @@ fn add_page(
             }))
             (field("visibility", "Visible to teams", &form.visibility, FieldAttrs { hint: Some("Comma-separated team names; empty: everyone."), ..Default::default() }))
             (field("scan_interval", "Scan interval (seconds)", &form.scan_interval, FieldAttrs { kind: "number", hint: Some("60 to 604800; empty: the scanner's default."), ..Default::default() }))
+            (field("proxy_url", "Proxy", &form.proxy_url, FieldAttrs { hint: Some("http://host:port (or https://): this registry's requests go through it (checked by the network guard). Empty: the scanner's proxy environment decides."), ..Default::default() }))
+            (field("no_proxy", "Reached without the proxy", &form.no_proxy, FieldAttrs { hint: Some("Comma-separated hosts, .domains, IP addresses or CIDRs (at most 32)."), ..Default::default() }))
             div data-field="insecure" data-types=(insecure_types) hidden[!insecure_on] {
                 (checkbox_with("insecure", "Plain HTTP (no TLS)", insecure_on && checked(&form.insecure), None, !insecure_on))
             }
@@ -478,6 +608,10 @@ pub(super) async fn register(
             }
         },
     };
+    let credentials = match form.credentials(kind) {
+        Ok(c) => c,
+        Err(e) => return add_page(&v, StatusCode::UNPROCESSABLE_ENTITY, kind, &form, &[e]),
+    };
     let some = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
     let req = RegisterRequest {
         label: Some(form.label.clone()),
@@ -490,13 +624,13 @@ pub(super) async fn register(
         insecure: kind.profile.defaults.insecure_allowed && checked(&form.insecure),
         ca_pem: None,
         visibility: RegistryForm::lines(&form.visibility, &[',', '\n']),
-        credentials: form.credentials(kind),
+        credentials,
         scan_interval_secs,
         repositories: RegistryForm::lines(&form.repositories, &['\n', ',']),
         auth_hosts: vec![],
         report_pulls: false,
-        proxy_url: None,
-        no_proxy: vec![],
+        proxy_url: some(&form.proxy_url),
+        no_proxy: RegistryForm::lines(&form.no_proxy, &[',', '\n', ' ']),
         validate: !checked(&form.skip_validation),
     };
     match app

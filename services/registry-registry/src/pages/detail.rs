@@ -93,7 +93,11 @@ async fn render(
     let (yaml, editable) = super::rules_yaml::editable(r.id, &rules);
     let admin = v.may(Role::Admin);
     let kind = kind_of(r.registry_type);
-    let empty = RegistryForm::default();
+    // The rotate form starts at the kind the registry has now.
+    let empty = RegistryForm {
+        credential_kind: kind_str(&r.auth_kind),
+        ..Default::default()
+    };
     let rotate_form = shown.rotate.unwrap_or(&empty);
     let now = Utc::now();
     let id = r.id;
@@ -120,6 +124,12 @@ async fn render(
             }
             @if !r.repositories.is_empty() {
                 dt { "Repositories listed" } dd { (r.repositories.join(", ")) }
+            }
+            @if let Some(proxy) = &r.proxy_url {
+                dt { "Proxy" } dd {
+                    code { (proxy) }
+                    @if !r.no_proxy.is_empty() { " (not for " (r.no_proxy.join(", ")) ")" }
+                }
             }
             dt { "Webhook" } dd { code { "/v1/webhooks/" (id) } }
             dt { "Added" } dd { (time(&r.created_at)) @if let Some(by) = &r.created_by { " by " (by) } }
@@ -338,8 +348,22 @@ pub(super) async fn rotate(
         Err(res) => return res,
     };
     let kind = kind_of(r.registry_type);
+    let credentials = match form.credentials(kind) {
+        Ok(c) => c,
+        Err(e) => {
+            let shown = Shown {
+                errors: Errors {
+                    rotate: vec![e],
+                    ..Default::default()
+                },
+                rotate: Some(&form),
+                ..Default::default()
+            };
+            return render(&app, &v, &r, StatusCode::UNPROCESSABLE_ENTITY, shown).await;
+        }
+    };
     let req = RotateRequest {
-        credentials: form.credentials(kind),
+        credentials,
         validate: !form
             .skip_validation
             .as_deref()
