@@ -125,15 +125,22 @@ pub(super) fn evidence(e: &VulnerabilitiesReported) -> Evidence {
     }
 }
 
-/// Harbor's reports of `digest`: those of this pass, and those said before (the facts),
-/// each source once.
+/// Harbor's reports of `digest`: the one of this pass, and those said before (the facts),
+/// each source once. Harbor keeps one overview per scanner and artifact, so the overview
+/// read now replaces the earlier ones of its scanner whatever their scan times say (a
+/// re-scan within the same second, or a clock that went back, must not bring back a
+/// report Harbor no longer has).
 pub(super) fn said_of(facts: &Facts, pass: &HarborReports, digest: &Digest) -> Vec<Evidence> {
     let mut out = Vec::new();
     let mut sources = HashSet::new();
-    if let Some(e) = pass.get(digest) {
+    let current = pass.get(digest);
+    if let Some(e) = current {
         sources.insert(e.source.to_string());
         out.push(evidence(e));
     }
+    let replaced = |e: &VulnerabilitiesReported| {
+        current.is_some_and(|c| c.scanner.name.eq_ignore_ascii_case(&e.scanner.name))
+    };
     for ((d, key), (value, _)) in facts {
         if d != digest.as_str() || !key.starts_with("vuln/") {
             continue;
@@ -143,6 +150,7 @@ pub(super) fn said_of(facts: &Facts, pass: &HarborReports, digest: &Digest) -> V
             continue;
         };
         if e.origin == Some(ReportOrigin::HarborScanOverview)
+            && !replaced(&e)
             && sources.insert(e.source.to_string())
         {
             out.push(evidence(&e));
@@ -250,7 +258,25 @@ mod tests {
             (fact_value(&EventPayload::from(referrer)), 8),
         );
         assert_eq!(said_of(&facts, &HarborReports::new(), &digest).len(), 1);
-        let pass: HarborReports = [(digest.clone(), e)].into_iter().collect();
+        let pass: HarborReports = [(digest.clone(), e.clone())].into_iter().collect();
         assert_eq!(said_of(&facts, &pass, &digest).len(), 1, "each source once");
+
+        // Harbor scanned again with the same scan time: the overview read now is the one
+        // that counts, the earlier one of that scanner is gone.
+        let mut rescan = e.clone();
+        rescan.counts.critical = 0;
+        rescan.source = format!("sha256:{}", "d".repeat(64)).parse().unwrap();
+        let pass: HarborReports = [(digest.clone(), rescan.clone())].into_iter().collect();
+        let said = said_of(&facts, &pass, &digest);
+        assert_eq!(said.len(), 1);
+        let Evidence::Vulnerabilities { source, .. } = &said[0] else {
+            panic!("{said:?}")
+        };
+        assert_eq!(*source, rescan.source.to_string());
+        // Another scanner's earlier overview still counts.
+        let mut other = rescan;
+        other.scanner.name = "Grype".into();
+        let pass: HarborReports = [(digest.clone(), other)].into_iter().collect();
+        assert_eq!(said_of(&facts, &pass, &digest).len(), 2);
     }
 }
