@@ -82,6 +82,7 @@ async fn harbor(
         base: format!("http://{}", standin.registry),
     };
     let project = &standin.project;
+    let mut pushed = Vec::new();
     for (repo, tag, model, findings) in [
         (
             "nim/llama-3.1-8b-instruct",
@@ -115,7 +116,9 @@ async fn harbor(
             &annotations,
         )
         .await?;
+        pushed.push(format!("{project}/{repo}"));
     }
+    wait_for_standin(&p.http, &standin, &pushed).await?;
     let url = format!("{}/{project}", standin.harbor);
     let list = client
         .send(Method::GET, "/v1/registries?limit=500", None)
@@ -181,6 +184,47 @@ async fn harbor(
         Err(e) => writeln!(out, "the Harbor scan has not finished yet: {e}")?,
     }
     Ok(())
+}
+
+/// Waits (at most 15 s) until the stand-in's Harbor API lists `pushed`: it mirrors the
+/// registry every half second, where a real Harbor knows a push at once, and the scan
+/// that follows must find what was just pushed.
+async fn wait_for_standin(
+    http: &reqwest::Client,
+    standin: &Standin,
+    pushed: &[String],
+) -> anyhow::Result<()> {
+    let url = format!(
+        "http://{}/api/v2.0/projects/{}/repositories?page_size=100",
+        standin.harbor, standin.project
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let listed: Vec<String> = match http
+            .get(&url)
+            .basic_auth(&standin.robot, Some(&standin.secret))
+            .send()
+            .await
+        {
+            Ok(res) if res.status().is_success() => res
+                .json::<Vec<serde_json::Value>>()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|r| r["name"].as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if pushed.iter().all(|p| listed.contains(p)) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the Harbor stand-in at {} does not list {pushed:?} after 15 s (it lists {listed:?})",
+            standin.harbor
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 fn sha(bytes: &[u8]) -> String {

@@ -49,8 +49,9 @@ impl HarborStandin {
                 Ok(h) => h,
                 Err(_) => return,
             };
+            let mut known = Known::new();
             loop {
-                if let Err(e) = mirror(&http, &base, &state).await {
+                if let Err(e) = mirror(&http, &base, &state, &mut known).await {
                     tracing::warn!(error = %e, "harbor stand-in: reading the registry");
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -77,11 +78,18 @@ impl HarborStandin {
     }
 }
 
+/// The artifacts told to the fake: (repository, digest) → tags and findings.
+type Known = BTreeMap<(String, String), (Vec<String>, Option<String>)>;
+
 /// Harbor's view of the project: its repositories and their artifacts, from the registry.
+/// An artifact is told once (and again when its tags change), so its scan overview stays
+/// the same between passes as Harbor's does; the repositories are told after their
+/// artifacts, so a repository Harbor lists has its scan overviews.
 async fn mirror(
     http: &reqwest::Client,
     base: &str,
     harbor: &crate::harbor::HarborHandle,
+    known: &mut Known,
 ) -> anyhow::Result<()> {
     let catalog: serde_json::Value = http
         .get(format!("{base}/v2/_catalog?n=1000"))
@@ -98,8 +106,6 @@ async fn mirror(
         .filter(|r| r.starts_with(&prefix))
         .map(str::to_owned)
         .collect();
-    let inside: Vec<&str> = repositories.iter().map(|r| &r[prefix.len()..]).collect();
-    harbor.project(PROJECT, false, &inside);
     for repo in &repositories {
         let tags: serde_json::Value = http
             .get(format!("{base}/v2/{repo}/tags/list"))
@@ -132,6 +138,11 @@ async fn mirror(
             entry.1 = entry.1.take().or(findings);
         }
         for (digest, (tags, findings)) in by_digest {
+            let key = (repo.clone(), digest.clone());
+            if known.get(&key) == Some(&(tags.clone(), findings.clone())) {
+                continue;
+            }
+            known.insert(key, (tags.clone(), findings.clone()));
             let counts: Vec<(String, u64)> = findings
                 .as_deref()
                 .unwrap_or_default()
@@ -144,6 +155,8 @@ async fn mirror(
             harbor.artifact(repo, &digest, &tags, Some(overview("Success", &counts, 0)));
         }
     }
+    let inside: Vec<&str> = repositories.iter().map(|r| &r[prefix.len()..]).collect();
+    harbor.project(PROJECT, false, &inside);
     Ok(())
 }
 
