@@ -60,6 +60,26 @@ async fn api_login(
     ))
 }
 
+/// A listing through a vendor's API as the validation's answer: passed (without catalog
+/// access), or the listing's failure with its detail put in context by `explain`.
+fn api_listing<T>(
+    listed: Result<T, registry_client::Error>,
+    auth_scheme: Option<String>,
+    explain: impl FnOnce(&str) -> String,
+) -> Result<Passed, Failed> {
+    match listed {
+        Ok(_) => Ok(Passed {
+            auth_scheme,
+            catalog_access: false,
+        }),
+        Err(e) => {
+            let mut f = failed(&e);
+            f.detail = explain(&f.detail);
+            Err(f)
+        }
+    }
+}
+
 fn failed(e: &registry_client::Error) -> Failed {
     Failed {
         // Server errors and protocol violations after retries: the registry is not usable.
@@ -114,22 +134,13 @@ pub async fn check(
             detail: format!("the Hub API URL: {e}"),
         })?;
         let login = api_login(credentials, &provider).await?;
-        return match dockerhub::namespace_repositories(client.config(), &api, ns, login.as_ref())
-            .await
-        {
-            Ok(_) => Ok(Passed {
-                auth_scheme,
-                catalog_access: false,
-            }),
-            Err(e) => {
-                let mut f = failed(&e);
-                f.detail = format!(
-                    "the Hub API cannot list the namespace `{ns}` ({api}): {}; list the repositories to scan if it is private",
-                    f.detail
-                );
-                Err(f)
-            }
-        };
+        let listed =
+            dockerhub::namespace_repositories(client.config(), &api, ns, login.as_ref()).await;
+        return api_listing(listed, auth_scheme, |detail| {
+            format!(
+                "the Hub API cannot list the namespace `{ns}` ({api}): {detail}; list the repositories to scan if it is private"
+            )
+        });
     }
     if target.registry_type == RegistryType::Ghcr
         && target.repositories.is_empty()
@@ -142,27 +153,19 @@ pub async fn check(
             detail: format!("the GitHub API URL: {e}"),
         })?;
         let login = api_login(credentials, &provider).await?;
-        return match ghcr::owner_packages(client.config(), &api, owner, login.as_ref()).await {
-            Ok(packages) => {
-                tracing::debug!(
-                    owner,
-                    packages = packages.listing.items.len(),
-                    "ghcr owner listed through the GitHub API"
-                );
-                Ok(Passed {
-                    auth_scheme,
-                    catalog_access: false,
-                })
-            }
-            Err(e) => {
-                let mut f = failed(&e);
-                f.detail = format!(
-                    "the GitHub API cannot list the packages of `{owner}` ({api}): {}; use a personal access token with read:packages, or list the repositories to scan",
-                    f.detail
-                );
-                Err(f)
-            }
-        };
+        let listed = ghcr::owner_packages(client.config(), &api, owner, login.as_ref()).await;
+        if let Ok(packages) = &listed {
+            tracing::debug!(
+                owner,
+                packages = packages.listing.items.len(),
+                "ghcr owner listed through the GitHub API"
+            );
+        }
+        return api_listing(listed, auth_scheme, |detail| {
+            format!(
+                "the GitHub API cannot list the packages of `{owner}` ({api}): {detail}; use a personal access token with read:packages, or list the repositories to scan"
+            )
+        });
     }
     if target.registry_type == RegistryType::Gcr
         && target.repositories.is_empty()
@@ -177,22 +180,13 @@ pub async fn check(
             detail: format!("the Artifact Registry API URL: {e}"),
         })?;
         let login = api_login(credentials, &provider).await?;
-        return match gar::list_repositories(client.config(), &api, &location, login.as_ref()).await
-        {
-            Ok(_) => Ok(Passed {
-                auth_scheme,
-                catalog_access: false,
-            }),
-            Err(e) => {
-                let mut f = failed(&e);
-                f.detail = format!(
-                    "neither `_catalog` nor the Artifact Registry API ({api}) lists `{}`: {}; grant roles/artifactregistry.reader on the repository, or list the repositories to scan",
-                    location.resource(),
-                    f.detail
-                );
-                Err(f)
-            }
-        };
+        let listed = gar::list_repositories(client.config(), &api, &location, login.as_ref()).await;
+        return api_listing(listed, auth_scheme, |detail| {
+            format!(
+                "neither `_catalog` nor the Artifact Registry API ({api}) lists `{}`: {detail}; grant roles/artifactregistry.reader on the repository, or list the repositories to scan",
+                location.resource()
+            )
+        });
     }
     if target.registry_type == RegistryType::Harbor && target.repositories.is_empty() {
         // Harbor refuses `_catalog` to robot accounts: a project-scoped registration must
