@@ -241,6 +241,16 @@ impl EventBus {
             Ok(mut s) => {
                 let info = s.info().await.map_err(|e| err(e.to_string()))?.clone();
                 let c = &info.config;
+                let max_bytes = safe_max_bytes(c.max_bytes, wanted.max_bytes, info.state.bytes);
+                if max_bytes != wanted.max_bytes {
+                    tracing::error!(
+                        stream = %self.settings.name,
+                        configured = wanted.max_bytes,
+                        held = info.state.bytes,
+                        kept = max_bytes,
+                        "IMAGELIB_STREAM_MAX_BYTES is below what the stream holds: not applied, since NATS would delete the oldest events to fit and the stream is the source of truth; raise it, or lower the stream's limit by hand once its events are archived"
+                    );
+                }
                 let differs = c.subjects != wanted.subjects
                     || c.duplicate_window != wanted.duplicate_window
                     || c.num_replicas != wanted.num_replicas
@@ -248,7 +258,7 @@ impl EventBus {
                     || !c.deny_delete
                     || !c.deny_purge
                     || c.discard != wanted.discard
-                    || c.max_bytes != wanted.max_bytes;
+                    || c.max_bytes != max_bytes;
                 if differs {
                     // A stream made by an older version gains the deny flags here; they are
                     // never lifted (NATS refuses that anyway).
@@ -260,7 +270,7 @@ impl EventBus {
                     updated.deny_delete = true;
                     updated.deny_purge = true;
                     updated.discard = wanted.discard;
-                    updated.max_bytes = wanted.max_bytes;
+                    updated.max_bytes = max_bytes;
                     match self.js.update_stream(updated).await {
                         Ok(info) => Ok(info),
                         // On a closed NATS only the stream's owner (catalog-projector, or
@@ -746,6 +756,17 @@ impl EventBus {
             settings: self.settings.clone(),
         })
     }
+}
+
+/// The byte limit an existing stream gets: the configured one, unless the stream holds
+/// more than it allows. NATS applies a lowered limit by deleting the oldest messages,
+/// whatever the discard policy and the deny-purge flag, so a process started with a smaller
+/// `IMAGELIB_STREAM_MAX_BYTES` (a one-off `rebuild` with the default, a mistyped value)
+/// would destroy the start of the log; the stream keeps its current limit instead. A
+/// limit that still holds everything may be lowered; raising one is always applied.
+fn safe_max_bytes(current: i64, wanted: i64, held: u64) -> i64 {
+    let fits = wanted < 0 || u64::try_from(wanted).is_ok_and(|w| held <= w);
+    if fits { wanted } else { current }
 }
 
 fn version_at_least(version: &str, (major, minor): (u64, u64)) -> bool {
@@ -1605,6 +1626,19 @@ impl Consumer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_limit_is_never_lowered_below_what_it_holds() {
+        const MIB: i64 = 1024 * 1024;
+        // Raised, or unlimited: applied.
+        assert_eq!(safe_max_bytes(MIB, 2 * MIB, 900_000), 2 * MIB);
+        assert_eq!(safe_max_bytes(MIB, -1, 900_000), -1);
+        // Lowered while everything still fits: applied.
+        assert_eq!(safe_max_bytes(4 * MIB, 2 * MIB, 2 * MIB as u64), 2 * MIB);
+        // Lowered below what it holds: the current limit stays.
+        assert_eq!(safe_max_bytes(4 * MIB, 2 * MIB, 3 * MIB as u64), 4 * MIB);
+        assert_eq!(safe_max_bytes(-1, 2 * MIB, 3 * MIB as u64), -1);
+    }
 
     #[test]
     fn subjects_follow_the_contract() {

@@ -56,6 +56,48 @@ async fn ensure_stream_is_idempotent_and_follows_config() {
     assert_eq!(info.config.duplicate_window, Duration::from_secs(300));
 }
 
+/// A process configured with a smaller byte limit than the stream holds (a one-off
+/// `rebuild` with the default) must not make NATS delete the oldest events to fit.
+#[tokio::test]
+async fn a_smaller_configured_limit_never_deletes_events() {
+    let ts = TestStream::new();
+    let mut big = StreamSettings::new(&ts.name, &ts.prefix);
+    big.max_bytes = 8 * 1024 * 1024;
+    let writer = EventBus::from_client(ts.client().await.unwrap(), big);
+    writer.ensure_stream().await.unwrap();
+    // A little over 1 MiB of events.
+    let mut published = 0u64;
+    while writer.ensure_stream().await.unwrap().state.bytes <= 1024 * 1024 + 64 * 1024 {
+        for _ in 0..200 {
+            let env = Envelope::new(
+                "test",
+                SyncRequested {
+                    registry_id: RegistryId::new(),
+                    repository: None,
+                    reason: SyncReason::Manual,
+                },
+            );
+            writer.publish(&env).await.unwrap();
+            published += 1;
+        }
+    }
+    let mut small = StreamSettings::new(&ts.name, &ts.prefix);
+    small.max_bytes = 1024 * 1024;
+    let other = EventBus::from_client(ts.client().await.unwrap(), small);
+    let info = other.ensure_stream().await.unwrap();
+    assert_eq!(info.config.max_bytes, 8 * 1024 * 1024, "the limit is kept");
+    assert_eq!(info.state.messages, published, "no event deleted");
+    assert_eq!(info.state.first_sequence, 1);
+    // Raising it is applied.
+    let mut bigger = StreamSettings::new(&ts.name, &ts.prefix);
+    bigger.max_bytes = 16 * 1024 * 1024;
+    let info = EventBus::from_client(ts.client().await.unwrap(), bigger)
+        .ensure_stream()
+        .await
+        .unwrap();
+    assert_eq!(info.config.max_bytes, 16 * 1024 * 1024);
+}
+
 #[tokio::test]
 async fn a_retried_publish_is_deduplicated_by_event_id() {
     let ts = TestStream::new();
