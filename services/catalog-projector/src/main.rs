@@ -64,12 +64,15 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             println!(
-                "rebuilt `{}` at stream sequence {}: {} events applied, {} skipped, in {:.1} s{}",
+                "rebuilt `{}` at stream sequence {}: {} events applied, {} skipped, in {:.1} s, peak memory {}{}",
                 catalog_projector::SCHEMA,
                 report.position,
                 report.events,
                 report.skipped,
                 report.elapsed.as_secs_f64(),
+                catalog_projector::rebuild::peak_rss_kb()
+                    .map(|kb| format!("{:.1} MB (VmHWM)", kb as f64 / 1024.0))
+                    .unwrap_or_else(|| "unknown".into()),
                 report
                     .old_schema
                     .map(|s| format!("; the previous catalog is kept as `{s}`"))

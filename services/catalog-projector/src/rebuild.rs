@@ -53,6 +53,19 @@ pub struct RebuildReport {
     pub elapsed: Duration,
 }
 
+/// This process's peak resident memory so far, in KiB (`VmHWM`; `None` off Linux): what a
+/// rebuild reports, since the replay's memory grows with the number of tags.
+pub fn peak_rss_kb() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Rebuild `schema` (normally [`crate::SCHEMA`]) of the database at `database_url` from the
 /// stream of `bus`, and swap it in.
 pub async fn rebuild(

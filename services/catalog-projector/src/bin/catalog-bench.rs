@@ -105,6 +105,10 @@ struct Args {
     /// Skip the replay without the audit trail (the comparison).
     #[arg(long)]
     no_audit_compare: bool,
+    /// Skip `catalog-projector rebuild` in a process of its own (its peak memory is the
+    /// projector's alone, not this process's with the generator's and the anchors').
+    #[arg(long)]
+    no_rebuild_process: bool,
     /// Replay with the audit trail first, then the catalog alone (the default is the
     /// other way round): run both orders to see what the order itself does.
     #[arg(long)]
@@ -251,6 +255,7 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
     };
     catalog_projector::projection::audit::WRITE_MICROS
         .store(0, std::sync::atomic::Ordering::Relaxed);
+    let rss_at_start = status_kb("VmRSS:");
     let rss_before = reset_peak_rss();
     let sampler = RssSampler::start();
     let started = Instant::now();
@@ -277,15 +282,23 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
         );
     }
     println!(
-        "replay      {replay_rate:.0} events/s ({:.2} s, batches of {}, audit trail included): {:.2} x the lower anchor ({lower:.0}/s); target >= 0.5",
+        "replay      {replay_rate:.0} events/s ({:.2} s, batches of {}, audit trail included, {} events applied, {} skipped): {:.2} x the lower anchor ({lower:.0}/s); target >= 0.5",
         replay.as_secs_f64(),
         args.batch,
+        report.events,
+        report.skipped,
         replay_rate / lower
     );
     println!(
         "replay      {:.2} x the COPY anchor ({copy_rate:.0}/s); target >= 0.9",
         replay_rate / copy_rate
     );
+    if let Some(kb) = rss_at_start {
+        println!(
+            "replay      RSS of this process when the replay started {:.1} MB (what the earlier phases left: the generator, the anchors' connections, the allocator's free lists)",
+            kb as f64 / 1024.0
+        );
+    }
     println!(
         "replay      peak RSS during the replay {} (VmHWM{}), highest sampled every 50 ms {:.1} MB; target <= 200 MB",
         match hwm {
@@ -299,6 +312,10 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
         },
         sampled as f64 / 1024.0,
     );
+
+    if !args.no_rebuild_process {
+        rebuild_process(args, bus, db_url, total).await?;
+    }
 
     if args.no_query {
         return Ok(());
@@ -966,6 +983,56 @@ fn pgbench_latencies(dir: &Path) -> anyhow::Result<Vec<Duration>> {
     }
     lat.sort_unstable();
     Ok(lat)
+}
+
+/// `catalog-projector rebuild` (the binary built beside this one) on the same stream and
+/// database: the replay as an operator runs it, in a process that holds nothing else, so
+/// its peak memory is the projector's own.
+async fn rebuild_process(
+    args: &Args,
+    bus: &EventBus,
+    db_url: &str,
+    total: usize,
+) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?.with_file_name("catalog-projector");
+    if !exe.exists() {
+        println!(
+            "rebuild     not run: {} is not built (cargo build --release -p catalog-projector)",
+            exe.display()
+        );
+        return Ok(());
+    }
+    let started = Instant::now();
+    let out = tokio::process::Command::new(&exe)
+        .arg("rebuild")
+        .env_clear()
+        .env("IMAGELIB_NATS_URL", &args.nats_url)
+        .env("IMAGELIB_DATABASE_URL", db_url)
+        .env("IMAGELIB_STREAM", &bus.settings().name)
+        .env("IMAGELIB_SUBJECT_PREFIX", &bus.settings().subject_prefix)
+        .env("IMAGELIB_CATALOG__BATCH_SIZE", args.batch.to_string())
+        .env(
+            "RUST_LOG",
+            std::env::var("IMAGELIB_BENCH_REBUILD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .output()
+        .await?;
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "catalog-projector rebuild failed ({}): {stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    println!("rebuild     {}", stdout.trim());
+    println!(
+        "rebuild     `catalog-projector rebuild` in its own process: {:.0} events/s ({:.2} s, the schema swap included); its peak RSS above; target <= 200 MB",
+        rate(total, elapsed),
+        elapsed.as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Whether the kernel's peak RSS (`VmHWM`) of this process was reset (`clear_refs` 5).

@@ -30,9 +30,9 @@ const VERSION_COLUMNS: &str = "repo_id, tag, sequence, registry_id, repository, 
 /// A tag's current version, as far as folding needs it.
 #[derive(Debug, Clone)]
 pub(crate) struct Current {
-    digest: String,
-    kind: String,
-    first_seen: DateTime<Utc>,
+    pub(crate) digest: String,
+    pub(crate) kind: String,
+    pub(crate) first_seen: DateTime<Utc>,
 }
 
 /// Where a tag's current version lives while folding.
@@ -252,9 +252,9 @@ async fn fold<'a>(
     if let Some(memory) = rules.memory() {
         let m = memory.lock().unwrap_or_else(|e| e.into_inner());
         for st in states.iter_mut() {
-            if let Some(cur) = m.tags.get(&(st.repo_id, Box::<str>::from(st.tag))) {
+            if let Some(cur) = m.tags.get(st.repo_id, st.tag) {
                 st.now = Some((Origin::Db, cur.digest.clone(), cur.first_seen));
-                st.before = Some(cur.clone());
+                st.before = Some(cur);
             }
         }
     } else {
@@ -435,7 +435,7 @@ async fn fold_and_write<'a>(
                 }),
             };
             if after.is_some() || st.before.is_some() {
-                changes.tags.push(((st.repo_id, Box::from(st.tag)), after));
+                changes.tags.push(((st.repo_id, st.tag.into()), after));
             }
         }
     }

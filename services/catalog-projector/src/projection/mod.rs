@@ -21,6 +21,7 @@ pub mod audit;
 pub mod images;
 pub mod integrity;
 mod other;
+mod tags;
 pub mod trust;
 
 use std::collections::{HashMap, HashSet};
@@ -108,13 +109,14 @@ struct Inner {
     audit: std::sync::atomic::AtomicBool,
 }
 
-/// A tag, as memory keys it.
+/// A tag, as a batch's changes name it.
 pub(crate) type TagKey = (uuid::Uuid, Box<str>);
 
 /// What a bulk replay keeps in memory (as committed).
 #[derive(Debug, Default)]
 pub(crate) struct Memory {
-    pub(crate) tags: HashMap<TagKey, images::Current>,
+    /// The current version of every tag ([`tags::TagMap`]).
+    pub(crate) tags: tags::TagMap,
     pub(crate) repos: HashSet<uuid::Uuid>,
     /// Repository counters and details not written yet ([`Projection::flush_deferred`]).
     pub(crate) repos_updates: HashMap<uuid::Uuid, images::RepoUpdate>,
@@ -203,14 +205,10 @@ impl RulesCtx<'_> {
         if let (Some(memory), Some(changes)) = (self.projection.inner.memory.as_ref(), self.changes)
             && let Ok(mut m) = memory.lock()
         {
-            for (key, current) in changes.tags {
+            for ((repo, tag), current) in changes.tags {
                 match current {
-                    Some(c) => {
-                        m.tags.insert(key, c);
-                    }
-                    None => {
-                        m.tags.remove(&key);
-                    }
+                    Some(c) => m.tags.insert(repo, &tag, &c),
+                    None => m.tags.remove(repo, &tag),
                 }
             }
             m.repos.extend(changes.repos);
@@ -244,7 +242,7 @@ impl Projection {
     }
 
     /// A projection of an empty schema nothing else writes (a rebuild): it keeps the
-    /// current tags in memory instead of looking them up (about 150 bytes per tag), and
+    /// current tags in memory instead of looking them up (about 100 bytes per tag), and
     /// defers repository counters to [`Projection::flush_deferred`], so its schema is only
     /// consistent after that.
     pub fn in_memory(pool: PgPool) -> Self {
