@@ -3,14 +3,15 @@
 //! scanner replicas (issue 17, item 5; target ≥ 1.7×).
 //!
 //! `cargo bench -p imagelib-e2e --bench cluster-scale -- [--registries 8]
-//! [--repositories 10] [--tags 20] [--concurrent-scans 1]`. Not run by the tests.
+//! [--repositories 10] [--tags 20] [--concurrent-scans 1] [--rtt-ms 0]`. Not run by the
+//! tests.
 //!
 //! Each round starts a fresh stream and database, registers every registry through the
 //! first process and requests a scan of each; the time runs from the first registration
-//! until the catalog holds every tag (projection included). The registries are on
-//! loopback: no round-trip time is added (the test kit's latency proxy was not yet in
-//! the tree when this bench was written), so on a small machine the processes compete
-//! for the same cores and the figure is a floor.
+//! until the catalog holds every tag (projection included). With `--rtt-ms` each registry
+//! is reached through the test kit's latency proxy (that round trip added to every
+//! request, as for a remote registry); without it the registries are on loopback, the
+//! processes compete for the same cores, and the figure is a floor.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ struct Args {
     repositories: usize,
     tags: usize,
     concurrent_scans: usize,
+    rtt_ms: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -36,12 +38,14 @@ fn args() -> anyhow::Result<Args> {
         repositories: 10,
         tags: 20,
         concurrent_scans: 1,
+        rtt_ms: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || -> anyhow::Result<usize> {
             let v: usize = it.next().context("a value")?.parse()?;
-            if !(1..=10_000).contains(&v) {
+            let allowed = (1..=10_000).contains(&v) || (flag == "--rtt-ms" && v == 0);
+            if !allowed {
                 bail!("{flag} must be 1 to 10000");
             }
             Ok(v)
@@ -51,6 +55,7 @@ fn args() -> anyhow::Result<Args> {
             "--repositories" => a.repositories = value()?,
             "--tags" => a.tags = value()?,
             "--concurrent-scans" => a.concurrent_scans = value()?,
+            "--rtt-ms" => a.rtt_ms = value()?,
             "--bench" => {}
             other => bail!("unknown argument {other}"),
         }
@@ -73,7 +78,7 @@ async fn fixture(registry: &TestRegistry, index: usize, a: &Args) -> anyhow::Res
 /// One round with `scanners` processes: tags per second of the cold sync.
 async fn round(
     cluster: &NatsCluster,
-    registries: &[TestRegistry],
+    registries: &[String],
     scanners: usize,
     a: &Args,
 ) -> anyhow::Result<(Duration, usize)> {
@@ -118,10 +123,8 @@ async fn round(
             .call(
                 Method::POST,
                 "/v1/registries",
-                Some(
-                    json!({"label": format!("bench-{i}"), "url": registry.host(),
-                            "registry_type": "generic", "insecure": true}),
-                ),
+                Some(json!({"label": format!("bench-{i}"), "url": registry,
+                            "registry_type": "generic", "insecure": true})),
             )
             .await?;
         if s != 201 {
@@ -168,19 +171,44 @@ async fn main() -> anyhow::Result<()> {
     let a = args()?;
     let cluster = NatsCluster::start().await?;
     let mut registries = Vec::new();
+    let mut proxies = Vec::new();
+    let mut hosts = Vec::new();
     for i in 0..a.registries {
         let registry = TestRegistry::start().await?;
         fixture(&registry, i, &a).await?;
+        if a.rtt_ms > 0 {
+            let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], registry.port()));
+            let proxy = imagelib_testkit::latency::LatencyProxy::start(
+                upstream,
+                Duration::from_millis(a.rtt_ms as u64),
+            )
+            .await?;
+            hosts.push(proxy.host());
+            proxies.push(proxy);
+        } else {
+            hosts.push(registry.host());
+        }
         registries.push(registry);
     }
     println!(
         "cold sync of {} registries x {} repositories x {} tags, {} concurrent scans per process, \
-         3-node NATS cluster (R3), no added round-trip time",
-        a.registries, a.repositories, a.tags, a.concurrent_scans
+         3-node NATS cluster (R3), {}",
+        a.registries,
+        a.repositories,
+        a.tags,
+        a.concurrent_scans,
+        if a.rtt_ms > 0 {
+            format!(
+                "{} ms round trip to each registry (latency proxy)",
+                a.rtt_ms
+            )
+        } else {
+            "no added round-trip time".to_owned()
+        }
     );
     let mut rates = Vec::new();
     for scanners in [1, 2] {
-        let (elapsed, tags) = round(&cluster, &registries, scanners, &a).await?;
+        let (elapsed, tags) = round(&cluster, &hosts, scanners, &a).await?;
         let rate = tags as f64 / elapsed.as_secs_f64();
         println!(
             "{scanners} scanner process(es): {tags} tags in {:.2} s = {rate:.0} tags/s",
