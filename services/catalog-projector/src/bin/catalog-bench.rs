@@ -1010,7 +1010,10 @@ async fn rebuild_process(
         .env("IMAGELIB_DATABASE_URL", db_url)
         .env("IMAGELIB_STREAM", &bus.settings().name)
         .env("IMAGELIB_SUBJECT_PREFIX", &bus.settings().subject_prefix)
-        .env("IMAGELIB_STREAM_MAX_BYTES", bus.settings().max_bytes.to_string())
+        .env(
+            "IMAGELIB_STREAM_MAX_BYTES",
+            bus.settings().max_bytes.to_string(),
+        )
         .env("IMAGELIB_CATALOG__BATCH_SIZE", args.batch.to_string())
         .env(
             "RUST_LOG",
