@@ -7,8 +7,10 @@
 //! tests.
 //!
 //! Each round starts a fresh stream and database, registers every registry through the
-//! first process and requests a scan of each; the time runs from the first registration
-//! until the catalog holds every tag (projection included). With `--rtt-ms` each registry
+//! first process and requests a scan of each; two times run until the catalog holds every
+//! tag (projection included): from the sync requests (the cold sync, whose ratio is the
+//! target's) and from the first registration (validation and rules included, which the
+//! first process does alone). With `--rtt-ms` each registry
 //! is reached through the test kit's latency proxy (that round trip added to every
 //! request, as for a remote registry); without it the registries are on loopback, the
 //! processes compete for the same cores, and the figure is a floor.
@@ -75,13 +77,15 @@ async fn fixture(registry: &TestRegistry, index: usize, a: &Args) -> anyhow::Res
     Ok(())
 }
 
-/// One round with `scanners` processes: tags per second of the cold sync.
+/// One round with `scanners` processes: the time from the first registration and the
+/// time from the sync requests (the cold sync proper) until the catalog holds every tag,
+/// and the number of tags.
 async fn round(
     cluster: &NatsCluster,
     registries: &[String],
     scanners: usize,
     a: &Args,
-) -> anyhow::Result<(Duration, usize)> {
+) -> anyhow::Result<(Duration, Duration, usize)> {
     let db = TestDb::new();
     db.create().await?.close().await;
     let dir = tempfile::tempdir()?;
@@ -140,6 +144,7 @@ async fn round(
             .await?;
         ids.push(rid);
     }
+    let synced = Instant::now();
     for rid in &ids {
         nodes[0]
             .call(Method::POST, &format!("/v1/registries/{rid}/sync"), None)
@@ -161,9 +166,17 @@ async fn round(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = started.elapsed();
+    let sync = synced.elapsed();
     pool.close().await;
+    // How the scans were shared: each process's completed scans, from its log.
+    let shares: Vec<String> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("s{i} {}", n.log().matches("scan completed").count()))
+        .collect();
+    println!("  scans completed per process: {}", shares.join(", "));
     drop(nodes);
-    Ok((elapsed, expected))
+    Ok((elapsed, sync, expected))
 }
 
 #[tokio::main]
@@ -208,17 +221,21 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut rates = Vec::new();
     for scanners in [1, 2] {
-        let (elapsed, tags) = round(&cluster, &hosts, scanners, &a).await?;
+        let (elapsed, sync, tags) = round(&cluster, &hosts, scanners, &a).await?;
         let rate = tags as f64 / elapsed.as_secs_f64();
+        let sync_rate = tags as f64 / sync.as_secs_f64();
         println!(
-            "{scanners} scanner process(es): {tags} tags in {:.2} s = {rate:.0} tags/s",
-            elapsed.as_secs_f64()
+            "{scanners} scanner process(es): {tags} tags in {:.2} s from the first registration = {rate:.0} tags/s; \
+             {:.2} s from the sync requests (the cold sync) = {sync_rate:.0} tags/s",
+            elapsed.as_secs_f64(),
+            sync.as_secs_f64()
         );
-        rates.push(rate);
+        rates.push((rate, sync_rate));
     }
     println!(
-        "two processes / one: {:.2}x (target >= 1.7x)",
-        rates[1] / rates[0]
+        "two processes / one: cold sync {:.2}x (target >= 1.7x); with the registrations {:.2}x",
+        rates[1].1 / rates[0].1,
+        rates[1].0 / rates[0].0
     );
     Ok(())
 }
