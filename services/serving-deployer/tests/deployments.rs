@@ -195,9 +195,10 @@ async fn refusals_say_why() {
     env.tag(hidden, "acme/llm", "1.0", ImageKind::Model, &[])
         .await;
     let reg = env.registry(&[]).await;
+    env.tag(reg, "acme/llm", "1.0", ImageKind::Model, &[]).await;
+    // Published last: once the catalog has it, it has the model tag too (stream order).
     env.tag(reg, "pg/postgres", "16.4", ImageKind::Database, &[])
         .await;
-    env.tag(reg, "acme/llm", "1.0", ImageKind::Model, &[]).await;
     let (s, p) = svc
         .wait_for(body(reg, "pg/postgres", "16.4", "x"), |s, _| s != 404)
         .await;
