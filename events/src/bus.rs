@@ -652,6 +652,7 @@ impl EventBus {
             max_ack_pending: settings.max_ack_pending,
             ..Default::default()
         };
+        let recreate_config = config.clone();
         let err = |message: String| BusError::Consumer {
             consumer: settings.durable_name.clone(),
             message,
@@ -711,7 +712,8 @@ impl EventBus {
         consumer_metrics::started(&settings.durable_name);
         Ok(Consumer {
             bus: self.clone(),
-            inner: consumer,
+            inner: std::sync::Mutex::new(consumer),
+            config: recreate_config,
             applied: AtomicU64::new(settings.resume_after.unwrap_or(0)),
             settings,
         })
@@ -1143,6 +1145,11 @@ async fn get_or_create_retrying(
     }
 }
 
+/// Whether a JetStream error says the consumer does not exist (API error 10014).
+fn consumer_gone(message: &str) -> bool {
+    message.contains("10014") || message.contains("consumer not found")
+}
+
 /// Consumer metrics recorded where consumers work: the apply rate (by outcome), the
 /// dead letters and the lag, each by `messaging.consumer.group.name`. Public so that a
 /// consumer with a loop of its own (catalog-projector's batches) records the same series.
@@ -1236,7 +1243,10 @@ fn processed_counter() -> &'static opentelemetry::metrics::Counter<u64> {
 #[derive(Debug)]
 pub struct Consumer {
     bus: EventBus,
-    inner: jetstream::consumer::Consumer<pull::Config>,
+    /// Replaced when the server-side consumer is found gone ([`Consumer::recover`]).
+    inner: std::sync::Mutex<jetstream::consumer::Consumer<pull::Config>>,
+    /// What the consumer was created with, to create it again.
+    config: pull::Config,
     settings: ConsumerSettings,
     /// The last stream sequence this consumer handled, for its lag.
     applied: AtomicU64,
@@ -1276,12 +1286,68 @@ impl Consumer {
     /// Messages not yet delivered plus delivered and not yet acknowledged: zero when the
     /// consumer has caught up with the stream.
     pub async fn pending(&self) -> Result<u64, BusError> {
-        let mut c = self.inner.clone();
-        let info = c.info().await.map_err(|e| BusError::Consumer {
+        let info = match self.info().await {
+            Err(e) if self.recover(&e).await => self.info().await?,
+            other => other?,
+        };
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+
+    fn current(&self) -> jetstream::consumer::Consumer<pull::Config> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn info(&self) -> Result<jetstream::consumer::Info, BusError> {
+        let mut c = self.current();
+        c.info().await.cloned().map_err(|e| BusError::Consumer {
             consumer: self.settings.durable_name.clone(),
             message: e.to_string(),
-        })?;
-        Ok(info.num_pending + info.num_ack_pending as u64)
+        })
+    }
+
+    /// Creates the server-side consumer again when `error` (or, for an error that does
+    /// not say, the consumer's info) shows it is gone: deleted by hand, by a peer process
+    /// that recreated it at an old position and lost the race, or lost by a NATS cluster
+    /// whose meta leader changed while it was being created. Without this, every fetch
+    /// fails for as long as the process lives. It resumes right after the last event this
+    /// process handled (handlers are idempotent, so a redelivery is harmless), or where
+    /// it was first created to start when it handled none. True when it was recreated.
+    async fn recover(&self, error: &BusError) -> bool {
+        let gone = consumer_gone(&error.to_string())
+            || matches!(self.info().await, Err(e) if consumer_gone(&e.to_string()));
+        if !gone {
+            return false;
+        }
+        let mut config = self.config.clone();
+        let applied = self.applied.load(Ordering::Relaxed);
+        if applied > 0 {
+            config.deliver_policy = DeliverPolicy::ByStartSequence {
+                start_sequence: applied + 1,
+            };
+        }
+        let created = match self.bus.stream().await {
+            Ok(stream) => {
+                get_or_create_retrying(&stream, &self.settings.durable_name, config).await
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match created {
+            Ok(c) => {
+                warn!(consumer = %self.settings.durable_name, resume_after = applied, "the consumer was gone from the server; created it again");
+                *self
+                    .inner
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = c;
+                true
+            }
+            Err(e) => {
+                warn!(consumer = %self.settings.durable_name, error = %e, "the consumer is gone from the server and could not be created again");
+                false
+            }
+        }
     }
 
     /// Up to `max` messages, waiting at most `wait` for the first.
@@ -1291,7 +1357,7 @@ impl Consumer {
             message,
         };
         let mut batch = self
-            .inner
+            .current()
             .fetch()
             .max_messages(max)
             .expires(wait)
@@ -1337,11 +1403,7 @@ impl Consumer {
     /// Observes the lag (`imagelib.projector.lag`): 0 when nothing waits for this
     /// consumer, otherwise the stream's last sequence minus the last one it handled.
     pub async fn observe_lag(&self) -> Result<u64, BusError> {
-        let mut c = self.inner.clone();
-        let info = c.info().await.map_err(|e| BusError::Consumer {
-            consumer: self.settings.durable_name.clone(),
-            message: e.to_string(),
-        })?;
+        let info = self.info().await?;
         let lag = if info.num_pending == 0 && info.num_ack_pending == 0 {
             0
         } else {
@@ -1378,7 +1440,9 @@ impl Consumer {
                 Ok(b) => b,
                 Err(e) => {
                     warn!(error = %e, "fetch failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if !self.recover(&e).await {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                     continue;
                 }
             };
@@ -1429,7 +1493,9 @@ impl Consumer {
                 Ok(b) => held.extend(b),
                 Err(e) => {
                     warn!(error = %e, "fetch failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if !self.recover(&e).await {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                     continue;
                 }
             }

@@ -651,3 +651,84 @@ async fn events_that_may_wait_are_held_until_the_linger_or_an_event_that_may_not
         "not held for the linger"
     );
 }
+
+#[tokio::test]
+async fn a_consumer_deleted_on_the_server_is_created_again_and_goes_on() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    let first = validated(RegistryId::new());
+    bus.publish(&first).await.unwrap();
+    let recorder = Arc::new(Recorder {
+        seen: Mutex::new(vec![]),
+        fail_first: AtomicU32::new(0),
+        permanent: false,
+    });
+    let consumer = Arc::new(
+        bus.consumer(ConsumerSettings::new("projector"))
+            .await
+            .unwrap(),
+    );
+    let stop = tokio_util_like_stop();
+    let run = tokio::spawn({
+        let (stop, r, c) = (stop.clone(), recorder.clone(), consumer.clone());
+        async move { c.run(&*r, async move { stop.notified().await }).await }
+    });
+    let r2 = recorder.clone();
+    wait_for(|| r2.seen.try_lock().map(|s| s.len() == 1).unwrap_or(false)).await;
+    assert_eq!(recorder.seen.lock().await.len(), 1);
+
+    // Gone from the server under the running consumer (what a NATS cluster losing it
+    // looks like to its owner); what is published next still arrives, once.
+    let js = async_nats::jetstream::new(ts.client().await.unwrap());
+    js.get_stream(&ts.name)
+        .await
+        .unwrap()
+        .delete_consumer("projector")
+        .await
+        .unwrap();
+    let second = validated(RegistryId::new());
+    bus.publish(&second).await.unwrap();
+    let r2 = recorder.clone();
+    for _ in 0..3 {
+        wait_for(|| r2.seen.try_lock().map(|s| s.len() >= 2).unwrap_or(false)).await;
+    }
+    let mut pending = u64::MAX;
+    for _ in 0..40 {
+        pending = consumer.pending().await.unwrap();
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pending, 0, "caught up");
+    stop.notify_waiters();
+    run.await.unwrap().unwrap();
+    let seen = recorder.seen.lock().await;
+    let envelopes: Vec<_> = seen.iter().map(|e| e.envelope.clone()).collect();
+    assert_eq!(
+        envelopes,
+        vec![first, second],
+        "each event handled once, in order"
+    );
+}
+
+#[tokio::test]
+async fn pending_recreates_a_consumer_that_is_gone() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    bus.publish(&validated(RegistryId::new())).await.unwrap();
+    let consumer = bus
+        .consumer(ConsumerSettings::new("watched"))
+        .await
+        .unwrap();
+    assert_eq!(consumer.pending().await.unwrap(), 1);
+    let js = async_nats::jetstream::new(ts.client().await.unwrap());
+    let stream = js.get_stream(&ts.name).await.unwrap();
+    stream.delete_consumer("watched").await.unwrap();
+    assert_eq!(
+        consumer.pending().await.unwrap(),
+        1,
+        "created again from the start: it handled nothing yet"
+    );
+    assert!(stream.consumer_info("watched").await.is_ok());
+}
