@@ -249,9 +249,11 @@ pub fn images(f: &ImageFilter) -> Sql {
         None => {}
     }
     if let Some(level) = f.max_severity {
-        let p = sql.bind(Bind::Int(i64::from(level)));
+        // A constant, not a parameter: the planner matches it to the threshold's partial
+        // index (`tag_versions_severity_le<level>`) only when it can see it.
         wh.push(format!(
-            "t.max_severity IS NOT NULL AND t.max_severity <= {p}"
+            "t.max_severity IS NOT NULL AND t.max_severity <= {}",
+            level.clamp(0, 4)
         ));
     }
     match f.has_sbom {

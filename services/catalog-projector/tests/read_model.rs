@@ -167,9 +167,25 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
             &["tag_versions_signed"],
         ),
         (
-            "max_severity",
+            "max_severity=high",
             query::images(&ImageFilter {
                 max_severity: Some(3),
+                ..anon.clone()
+            }),
+            &["tag_versions_severity_le3"],
+        ),
+        (
+            "max_severity=none",
+            query::images(&ImageFilter {
+                max_severity: Some(0),
+                ..anon.clone()
+            }),
+            &["tag_versions_severity_le0"],
+        ),
+        (
+            "max_severity=critical",
+            query::images(&ImageFilter {
+                max_severity: Some(4),
                 ..anon.clone()
             }),
             &["tag_versions_severity"],
