@@ -250,11 +250,12 @@ pub fn images(f: &ImageFilter) -> Sql {
     }
     if let Some(level) = f.max_severity {
         // A constant, not a parameter: the planner matches it to the threshold's partial
-        // index (`tag_versions_severity_le<level>`) only when it can see it.
-        wh.push(format!(
-            "t.max_severity IS NOT NULL AND t.max_severity <= {}",
-            level.clamp(0, 4)
-        ));
+        // index (`tag_versions_severity_le<level>`) only when it can see it. No `IS NOT
+        // NULL` beside it: the comparison already excludes NULL (and implies the predicate
+        // of `tag_versions_severity`), and the planner, taking both as independent, would
+        // count the share of versions without a report twice and expect a page of 1 row
+        // (then read every match with a bitmap scan and sort them).
+        wh.push(format!("t.max_severity <= {}", level.clamp(0, 4)));
     }
     match f.has_sbom {
         Some(true) => wh.push("t.has_sbom".into()),
@@ -263,24 +264,33 @@ pub fn images(f: &ImageFilter) -> Sql {
     }
     if let Some(v) = &f.policy {
         let p = sql.bind(Bind::Text(v.clone()));
-        wh.push(format!("t.policy IS NOT NULL AND t.policy = {p}"));
+        wh.push(format!("t.policy = {p}"));
     }
     match f.mutated {
         Some(true) => wh.push("t.mutated".into()),
         Some(false) => wh.push("NOT t.mutated".into()),
         None => {}
     }
+    // A name-ordered search page reads the matching repositories' names in order (their
+    // search index, then a sort of the names), and for each name its own range of the name
+    // index, in order and at most a page of it, until the page is full (see the end).
+    let by_name_search = f.as_of.is_none() && matches!(f.sort, Sort::Name);
+    let mut search = None;
     if let Some(q) = &f.q {
         let p = sql.bind(Bind::Text(q.clone()));
-        // The names of the matching repositories first (their search index, once), so that
-        // the tags are read as the ranges of those names in the name index, in order; the
-        // condition on the row's own repository stays (a name can be in several registries).
-        wh.push(format!(
-            "t.repository = ANY(ARRAY(SELECT s.name FROM repositories s \
-             WHERE s.search @@ to_tsquery('simple', {p}))) \
-             AND r.search @@ to_tsquery('simple', {p})"
-        ));
+        // The condition on the row's own repository stays: a name can be in several
+        // registries, and match in one only.
+        wh.push(format!("r.search @@ to_tsquery('simple', {p})"));
+        if by_name_search {
+            search = Some(p);
+        } else {
+            wh.push(format!(
+                "t.repository = ANY(ARRAY(SELECT s.name FROM repositories s \
+                 WHERE s.search @@ to_tsquery('simple', {p})))"
+            ));
+        }
     }
+    let mut first_name = None;
     let order = match (&f.sort, &f.after) {
         (Sort::Name, after) => {
             if let Some(Cursor::Name { r, t, g }) = after {
@@ -292,6 +302,7 @@ pub fn images(f: &ImageFilter) -> Sql {
                 wh.push(format!(
                     "(t.repository, t.tag, t.registry_id) > ({a}, {b}, {c})"
                 ));
+                first_name = Some(a);
             }
             "t.repository, t.tag, t.registry_id"
         }
@@ -315,6 +326,28 @@ pub fn images(f: &ImageFilter) -> Sql {
         None => (IMAGE_COLUMNS, ""),
         Some(_) => (IMAGE_COLUMNS_AS_OF, AS_OF_PULLS),
     };
+    if let Some(p) = search {
+        // PostgreSQL 15 cannot read several ranges of one index as one ordered stream, so
+        // `repository = ANY(names)` read every matching tag and sorted them (seconds for a
+        // word in a third of the repositories). Here each name's range comes in order, and
+        // the page is an incremental sort on the name that stops once it has `limit` rows.
+        let from = first_name
+            .map(|a| format!(" AND s.name >= {a}"))
+            .unwrap_or_default();
+        sql.text = format!(
+            "SELECT x.* FROM (SELECT s.name FROM repositories s \
+               WHERE s.search @@ to_tsquery('simple', {p}){from} \
+               GROUP BY s.name ORDER BY s.name) s \
+             CROSS JOIN LATERAL (SELECT {columns} FROM tag_versions t \
+               LEFT JOIN registries g ON g.id = t.registry_id \
+               JOIN repositories r ON r.id = t.repo_id \
+               WHERE t.repository = s.name AND {} \
+               ORDER BY t.tag, t.registry_id LIMIT {limit}) x \
+             ORDER BY s.name, x.c3, x.c0 LIMIT {limit}",
+            wh.join(" AND ")
+        );
+        return sql;
+    }
     sql.text = format!(
         "SELECT {columns} FROM tag_versions t \
          LEFT JOIN registries g ON g.id = t.registry_id \
