@@ -106,11 +106,9 @@ pub(crate) async fn page(
     limit: i64,
 ) -> Result<ImagePage, Problem> {
     let sql = query::images(filter);
-    // A search is planned with its words each time: a generic plan does not know how few
-    // repositories match, and may read the name index from the cursor on.
     let rows = sql
         .query()
-        .persistent(filter.q.is_none())
+        .persistent(query::cacheable(filter))
         .fetch_all(catalog.pool())
         .await
         .map_err(|e| Problem::internal(&e))?;
