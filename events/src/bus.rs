@@ -1145,6 +1145,9 @@ async fn get_or_create_retrying(
     }
 }
 
+/// How long a consumer found gone waits for a peer to create it before creating it itself.
+const RECREATE_GRACE: Duration = Duration::from_secs(2);
+
 /// Whether a JetStream error says the consumer does not exist (API error 10014).
 fn consumer_gone(message: &str) -> bool {
     message.contains("10014") || message.contains("consumer not found")
@@ -1320,6 +1323,15 @@ impl Consumer {
             || matches!(self.info().await, Err(e) if consumer_gone(&e.to_string()));
         if !gone {
             return false;
+        }
+        // A peer that deletes the consumer to create it again at its own position (a
+        // process starting on a restored or empty database) does so within milliseconds:
+        // give it that time and take its consumer, rather than race it with one at ours.
+        tokio::time::sleep(RECREATE_GRACE).await;
+        match self.info().await {
+            Ok(_) => return true,
+            Err(e) if !consumer_gone(&e.to_string()) => return false,
+            Err(_) => {}
         }
         let mut config = self.config.clone();
         let applied = self.applied.load(Ordering::Relaxed);

@@ -732,3 +732,63 @@ async fn pending_recreates_a_consumer_that_is_gone() {
     );
     assert!(stream.consumer_info("watched").await.is_ok());
 }
+
+#[tokio::test]
+async fn a_peer_that_recreates_the_consumer_at_its_own_position_is_not_raced() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    let first = validated(RegistryId::new());
+    bus.publish(&first).await.unwrap();
+    let recorder = Arc::new(Recorder {
+        seen: Mutex::new(vec![]),
+        fail_first: AtomicU32::new(0),
+        permanent: false,
+    });
+    let consumer = bus.consumer(ConsumerSettings::new("shared")).await.unwrap();
+    let stop = tokio_util_like_stop();
+    let run = tokio::spawn({
+        let (stop, r) = (stop.clone(), recorder.clone());
+        async move {
+            consumer
+                .run(&*r, async move { stop.notified().await })
+                .await
+        }
+    });
+    let r2 = recorder.clone();
+    wait_for(|| r2.seen.try_lock().map(|s| s.len() == 1).unwrap_or(false)).await;
+
+    // A peer starting on an empty database deletes the consumer and, a moment later,
+    // creates it again from the start of the stream: the running owner finds it gone in
+    // between, and must take the peer's consumer instead of creating one at its own
+    // position (which would leave the peer's creation refused, or the peer's view empty).
+    let js = async_nats::jetstream::new(ts.client().await.unwrap());
+    let stream = js.get_stream(&ts.name).await.unwrap();
+    stream.delete_consumer("shared").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let created = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("shared".into()),
+            filter_subject: format!("{}.>", ts.prefix),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await;
+    assert!(created.is_ok(), "the peer's creation: {created:?}");
+    let r2 = recorder.clone();
+    for _ in 0..3 {
+        wait_for(|| r2.seen.try_lock().map(|s| s.len() >= 2).unwrap_or(false)).await;
+    }
+    let info = stream.consumer_info("shared").await.unwrap();
+    assert_eq!(
+        info.config.deliver_policy,
+        async_nats::jetstream::consumer::DeliverPolicy::All,
+        "still the peer's consumer"
+    );
+    stop.notify_waiters();
+    run.await.unwrap().unwrap();
+    // The peer's consumer starts at the beginning: the owner sharing it gets the first
+    // event again (handlers are idempotent), and loses nothing.
+    let seen = recorder.seen.lock().await;
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|e| e.envelope == first));
+}
