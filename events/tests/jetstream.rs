@@ -652,22 +652,22 @@ async fn events_that_may_wait_are_held_until_the_linger_or_an_event_that_may_not
     );
 }
 
-#[tokio::test]
-async fn a_consumer_deleted_on_the_server_is_created_again_and_goes_on() {
-    let ts = TestStream::new();
-    let bus = bus(&ts).await;
-    let first = validated(RegistryId::new());
-    bus.publish(&first).await.unwrap();
+/// A consumer `name` running with a recorder, once it has handled `first` (published here).
+struct Running {
+    consumer: Arc<imagelib_events::bus::Consumer>,
+    recorder: Arc<Recorder>,
+    stop: Arc<tokio::sync::Notify>,
+    run: tokio::task::JoinHandle<Result<(), imagelib_events::bus::BusError>>,
+}
+
+async fn running(bus: &EventBus, name: &str, first: &Envelope) -> Running {
+    bus.publish(first).await.unwrap();
     let recorder = Arc::new(Recorder {
         seen: Mutex::new(vec![]),
         fail_first: AtomicU32::new(0),
         permanent: false,
     });
-    let consumer = Arc::new(
-        bus.consumer(ConsumerSettings::new("projector"))
-            .await
-            .unwrap(),
-    );
+    let consumer = Arc::new(bus.consumer(ConsumerSettings::new(name)).await.unwrap());
     let stop = tokio_util_like_stop();
     let run = tokio::spawn({
         let (stop, r, c) = (stop.clone(), recorder.clone(), consumer.clone());
@@ -676,6 +676,25 @@ async fn a_consumer_deleted_on_the_server_is_created_again_and_goes_on() {
     let r2 = recorder.clone();
     wait_for(|| r2.seen.try_lock().map(|s| s.len() == 1).unwrap_or(false)).await;
     assert_eq!(recorder.seen.lock().await.len(), 1);
+    Running {
+        consumer,
+        recorder,
+        stop,
+        run,
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_deleted_on_the_server_is_created_again_and_goes_on() {
+    let ts = TestStream::new();
+    let bus = bus(&ts).await;
+    let first = validated(RegistryId::new());
+    let Running {
+        consumer,
+        recorder,
+        stop,
+        run,
+    } = running(&bus, "projector", &first).await;
 
     // Gone from the server under the running consumer (what a NATS cluster losing it
     // looks like to its owner); what is published next still arrives, once.
@@ -738,24 +757,12 @@ async fn a_peer_that_recreates_the_consumer_at_its_own_position_is_not_raced() {
     let ts = TestStream::new();
     let bus = bus(&ts).await;
     let first = validated(RegistryId::new());
-    bus.publish(&first).await.unwrap();
-    let recorder = Arc::new(Recorder {
-        seen: Mutex::new(vec![]),
-        fail_first: AtomicU32::new(0),
-        permanent: false,
-    });
-    let consumer = bus.consumer(ConsumerSettings::new("shared")).await.unwrap();
-    let stop = tokio_util_like_stop();
-    let run = tokio::spawn({
-        let (stop, r) = (stop.clone(), recorder.clone());
-        async move {
-            consumer
-                .run(&*r, async move { stop.notified().await })
-                .await
-        }
-    });
-    let r2 = recorder.clone();
-    wait_for(|| r2.seen.try_lock().map(|s| s.len() == 1).unwrap_or(false)).await;
+    let Running {
+        recorder,
+        stop,
+        run,
+        ..
+    } = running(&bus, "shared", &first).await;
 
     // A peer starting on an empty database deletes the consumer and, a moment later,
     // creates it again from the start of the stream: the running owner finds it gone in
