@@ -7,6 +7,7 @@ use imagelib_platform::Problem;
 use imagelib_platform::auth::Caller;
 use imagelib_platform::problem::ApiQuery;
 use serde::Deserialize;
+use sqlx::Row;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -105,13 +106,16 @@ pub(crate) async fn page(
     filter: &ImageFilter,
     limit: i64,
 ) -> Result<ImagePage, Problem> {
-    let sql = query::images(filter);
-    let rows = sql
-        .query()
-        .persistent(query::cacheable(filter))
-        .fetch_all(catalog.pool())
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+    let rows = if query::by_name_search(filter) {
+        search_rows(catalog, filter).await?
+    } else {
+        query::images(filter)
+            .query()
+            .persistent(query::cacheable(filter))
+            .fetch_all(catalog.pool())
+            .await
+            .map_err(|e| Problem::internal(&e))?
+    };
     let more = rows.len() as i64 > limit;
     let mut items = Vec::with_capacity(rows.len().min(limit as usize));
     let mut last_repo = None;
@@ -140,6 +144,58 @@ pub(crate) async fn page(
     };
     Ok(ImagePage { items, next_cursor })
 }
+
+/// The rows of a name-ordered search page: the next matching names, then the page from
+/// their ranges; when those names hold too few rows the caller may see (other filters,
+/// visibility), the names after them, four times as many each round.
+async fn search_rows(
+    catalog: &Catalog,
+    filter: &ImageFilter,
+) -> Result<Vec<sqlx::postgres::PgRow>, Problem> {
+    let q = filter.q.as_deref().unwrap_or_default();
+    let mut from = match &filter.after {
+        Some(Cursor::Name { r, .. }) => Some((r.clone(), true)),
+        _ => None,
+    };
+    let mut n = filter.fetch.max(1);
+    let mut rows = Vec::new();
+    loop {
+        let names: Vec<String> =
+            query::search_names(q, from.as_ref().map(|(r, i)| (r.as_str(), *i)), n)
+                .query()
+                .persistent(false)
+                .fetch_all(catalog.pool())
+                .await
+                .map_err(|e| Problem::internal(&e))?
+                .iter()
+                .map(|row| row.try_get::<String, _>(0))
+                .collect::<Result<_, _>>()
+                .map_err(|e| Problem::internal(&e))?;
+        let Some(last) = names.last().cloned() else {
+            break;
+        };
+        let rest = ImageFilter {
+            fetch: filter.fetch - rows.len() as i64,
+            ..filter.clone()
+        };
+        rows.extend(
+            query::images_named(&rest, &names)
+                .query()
+                .fetch_all(catalog.pool())
+                .await
+                .map_err(|e| Problem::internal(&e))?,
+        );
+        if rows.len() as i64 >= filter.fetch || (names.len() as i64) < n {
+            break;
+        }
+        from = Some((last, false));
+        n = n.saturating_mul(4).min(MAX_SEARCH_NAMES);
+    }
+    Ok(rows)
+}
+
+/// The most names one round of a search page asks for.
+const MAX_SEARCH_NAMES: i64 = 10_000;
 
 /// The Image Library: one row per tag the caller may see.
 #[utoipa::path(get, path = "/v1/images", tag = "catalog", params(ImagesQuery),

@@ -1343,16 +1343,27 @@ async fn lists(args: &Args, pool: &sqlx::PgPool, mix: &Mix) -> anyhow::Result<Ve
         },
         &spread,
     ));
-    out.push(cursor_list(
-        "search",
-        "/v1/images",
-        "q=cnpg",
-        ImageFilter {
-            q: catalog_projector::query::tsquery("cnpg"),
-            ..anonymous()
-        },
-        &spread,
-    ));
+    let search = ImageFilter {
+        q: catalog_projector::query::tsquery("cnpg"),
+        ..anonymous()
+    };
+    let mut list = cursor_list("search", "/v1/images", "q=cnpg", search.clone(), &spread);
+    // What the API runs for a search page: the next matching names, then the page from
+    // their ranges (one round here, as the unfiltered search fills its page in one).
+    for (v, at) in list.variants.iter_mut().zip(&spread) {
+        let words = search.q.as_deref().unwrap_or_default();
+        let first = catalog_projector::query::search_names(words, Some((at, true)), search.fetch);
+        let names: Vec<String> = sqlx::query_scalar(&first.literal()).fetch_all(pool).await?;
+        let page = catalog_projector::query::images_named(
+            &ImageFilter {
+                after: Some(cursor_at(at)),
+                ..search.clone()
+            },
+            &names,
+        );
+        v.own = format!("{};\n{}", first.literal(), page.literal());
+    }
+    out.push(list);
     // A repository's tags: its detail (`/v1/repositories/{registry}/{name}`), whose list
     // is every current tag in tag order.
     let mut variants = Vec::new();
@@ -1441,12 +1452,17 @@ async fn build_floor(pool: &sqlx::PgPool, list: &List) -> anyhow::Result<String>
     Ok(how)
 }
 
+/// The plans of the statements of `sql` (a list's own SQL may be several, one per line).
 async fn explain(pool: &sqlx::PgPool, sql: &str) -> anyhow::Result<Vec<String>> {
-    Ok(
-        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"))
-            .fetch_all(pool)
-            .await?,
-    )
+    let mut out = Vec::new();
+    for statement in sql.split(";\n") {
+        let plan: Vec<String> =
+            sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {statement}"))
+                .fetch_all(pool)
+                .await?;
+        out.extend(plan);
+    }
+    Ok(out)
 }
 
 /// Each list over HTTP, its own SQL in pgbench and its floor in pgbench, side by side.
