@@ -213,31 +213,98 @@ pub fn by_name_search(f: &ImageFilter) -> bool {
     f.q.is_some() && f.as_of.is_none() && matches!(f.sort, Sort::Name)
 }
 
+/// The repositories' names in order from `from` on (the name itself included when
+/// `inclusive`: a cursor's repository may have more tags), at most `budget` rows, each with
+/// whether it matches the search `q`: a word in many repositories finds a page's worth of
+/// names in the first few hundred, read in order from the name index and stopped there.
+/// [`SearchNames`] says what the rows give, and [`search_names`] goes on from there for a
+/// rarer word.
+pub fn search_scan(q: &str, from: Option<(&str, bool)>, budget: i64) -> Sql {
+    let mut sql = Sql::default();
+    let p = sql.bind(Bind::Text(q.to_owned()));
+    let from = from_name(&mut sql, from, "WHERE");
+    let limit = sql.bind(Bind::Int(budget));
+    sql.text = format!(
+        "SELECT s.name, s.search @@ to_tsquery('simple', {p}) FROM repositories s{from} \
+         ORDER BY s.name LIMIT {limit}"
+    );
+    sql
+}
+
 /// The next `n` names of repositories that match the search `q`, in name order, from
-/// `from` on (the name itself included when `inclusive`: a cursor's repository may have
-/// more tags).
-///
-/// A statement of its own, planned with its words each time (one small table, planned in
-/// well under a millisecond): a word in a third of the repositories reads the name index
-/// in order and stops after `n` matches, a rare word reads the search index and sorts its
-/// few matches. One statement for both could only take the search index and sort every
-/// match (about 3,000 names on the bench's catalog, 4 ms on every page).
+/// `from` on: the matches from the search index, sorted (few, for a word that
+/// [`search_scan`] did not find often enough).
 pub fn search_names(q: &str, from: Option<(&str, bool)>, n: i64) -> Sql {
     let mut sql = Sql::default();
     let p = sql.bind(Bind::Text(q.to_owned()));
-    let from = match from {
-        Some((name, inclusive)) => {
-            let a = sql.bind(Bind::Text(name.to_owned()));
-            format!(" AND s.name {} {a}", if inclusive { ">=" } else { ">" })
-        }
-        None => String::new(),
-    };
+    let from = from_name(&mut sql, from, "AND");
     let limit = sql.bind(Bind::Int(n));
     sql.text = format!(
         "SELECT s.name FROM repositories s WHERE s.search @@ to_tsquery('simple', {p}){from} \
          GROUP BY s.name ORDER BY s.name LIMIT {limit}"
     );
     sql
+}
+
+fn from_name(sql: &mut Sql, from: Option<(&str, bool)>, keyword: &str) -> String {
+    match from {
+        Some((name, inclusive)) => {
+            let a = sql.bind(Bind::Text(name.to_owned()));
+            format!(
+                " {keyword} s.name {} {a}",
+                if inclusive { ">=" } else { ">" }
+            )
+        }
+        None => String::new(),
+    }
+}
+
+/// How many repository rows [`search_scan`] reads for `n` names: a word in one repository
+/// of eight fills them; a rarer one goes to the search index after that many rows.
+pub fn search_budget(n: i64) -> i64 {
+    n.saturating_mul(8).clamp(256, 4096)
+}
+
+/// What the rows of [`search_scan`] give: the matching names (each once, in order, at most
+/// `n`), and whether [`search_names`] must go on after them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchNames {
+    pub names: Vec<String>,
+    /// The search index is to be asked for the names after this one (the scan read its
+    /// whole budget before finding `n`); `None`: the names are all there is up to `n`.
+    pub continue_after: Option<String>,
+}
+
+impl SearchNames {
+    pub fn from_scan(rows: impl IntoIterator<Item = (String, bool)>, n: i64, budget: i64) -> Self {
+        let n = usize::try_from(n).unwrap_or(0);
+        let mut names: Vec<String> = Vec::new();
+        let mut read = 0i64;
+        let mut last = None;
+        for (name, matches) in rows {
+            read += 1;
+            if matches && names.last() != Some(&name) {
+                if names.len() == n {
+                    return SearchNames {
+                        names,
+                        continue_after: None,
+                    };
+                }
+                names.push(name.clone());
+            }
+            last = Some(name);
+        }
+        let continue_after = match last {
+            // The budget ran out: more repositories follow the last one read (which may be
+            // in several registries: its other rows are asked for again).
+            Some(last) if read >= budget && names.len() < n => Some(last),
+            _ => None,
+        };
+        SearchNames {
+            names,
+            continue_after,
+        }
+    }
 }
 
 /// The `/v1/images` statement. A name-ordered search reads the matching names from the
@@ -500,6 +567,48 @@ mod tests {
         assert_eq!(tsquery("Llama 3.1"), Some("llama:* & 3:* & 1:*".into()));
         assert_eq!(tsquery("a'|!b"), Some("a:* & b:*".into()));
         assert_eq!(tsquery(" -- "), None);
+    }
+
+    #[test]
+    fn a_search_scan_gives_its_matches_once_and_says_when_the_index_must_go_on() {
+        let rows = |v: &[(&str, bool)]| {
+            v.iter()
+                .map(|(n, m)| ((*n).to_owned(), *m))
+                .collect::<Vec<_>>()
+        };
+        // A common word: the names fill up before the budget, each once (a name in two
+        // registries is two rows).
+        let found = SearchNames::from_scan(
+            rows(&[
+                ("a", true),
+                ("a", true),
+                ("b", false),
+                ("c", true),
+                ("d", true),
+            ]),
+            2,
+            256,
+        );
+        assert_eq!(found.names, ["a", "c"]);
+        assert_eq!(found.continue_after, None);
+        // A rare word: the budget ran out first; the index goes on from the last name read.
+        let found = SearchNames::from_scan(rows(&[("a", false), ("b", true), ("c", false)]), 5, 3);
+        assert_eq!(found.names, ["b"]);
+        assert_eq!(found.continue_after.as_deref(), Some("c"));
+        // The end of the table before the budget: nothing more to ask.
+        let found = SearchNames::from_scan(rows(&[("a", false), ("b", true)]), 5, 3);
+        assert_eq!(found.names, ["b"]);
+        assert_eq!(found.continue_after, None);
+        assert_eq!(
+            SearchNames::from_scan(rows(&[]), 5, 3),
+            SearchNames {
+                names: vec![],
+                continue_after: None
+            }
+        );
+        assert_eq!(search_budget(51), 408);
+        assert_eq!(search_budget(1), 256);
+        assert_eq!(search_budget(10_000), 4096);
     }
 
     #[test]

@@ -276,12 +276,11 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
             &["tag_versions_current"],
         ),
     ];
-    // The names of a search can be read in order from the name index, stopping after `n`
-    // (the planner takes it for a word in many repositories; for a rare word it reads the
-    // search index and sorts its few matches, which it may: this is planned per request).
+    // The names of a search are read in order from the name index, at most a budget of
+    // them (a rarer word then goes to the search index and sorts its few matches).
     let plan = explain_without_scans_of_everything(
         &pool,
-        &query::search_names(&words, Some(("postgres/cnpg", true)), 51),
+        &query::search_scan(&words, Some(("postgres/cnpg", true)), 408),
     )
     .await;
     let root = &plan[0]["Plan"];
@@ -351,7 +350,14 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
 #[tokio::test]
 async fn search_pages_read_name_by_name_and_hold_every_match_once_in_order() {
     let env = Env::new().await;
-    env.publish(Generator::new(mix())).await;
+    // More repositories than a search scan reads (`query::search_budget`), so that a rare
+    // word's names come from the search index after it.
+    env.publish(Generator::new(Mix {
+        repositories: 600,
+        events: 6000,
+        ..mix()
+    }))
+    .await;
     let svc = env.start().await;
     env.caught_up().await;
 

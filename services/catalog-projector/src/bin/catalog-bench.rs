@@ -1348,12 +1348,29 @@ async fn lists(args: &Args, pool: &sqlx::PgPool, mix: &Mix) -> anyhow::Result<Ve
         ..anonymous()
     };
     let mut list = cursor_list("search", "/v1/images", "q=cnpg", search.clone(), &spread);
-    // What the API runs for a search page: the next matching names, then the page from
-    // their ranges (one round here, as the unfiltered search fills its page in one).
+    // What the API runs for a search page: the next matching names (the scan of the name
+    // index, and the search index after it when the scan's budget ran out), then the page
+    // from their ranges (one round: the unfiltered search fills its page in one).
     for (v, at) in list.variants.iter_mut().zip(&spread) {
+        use catalog_projector::query::{SearchNames, search_budget, search_names, search_scan};
         let words = search.q.as_deref().unwrap_or_default();
-        let first = catalog_projector::query::search_names(words, Some((at, true)), search.fetch);
-        let names: Vec<String> = sqlx::query_scalar(&first.literal()).fetch_all(pool).await?;
+        let budget = search_budget(search.fetch);
+        let scan = search_scan(words, Some((at, true)), budget);
+        let rows: Vec<(String, bool)> = sqlx::query_as(&scan.literal()).fetch_all(pool).await?;
+        let found = SearchNames::from_scan(rows, search.fetch, budget);
+        let mut first = scan.literal();
+        let mut names = found.names;
+        if let Some(after) = found.continue_after {
+            let more = search_names(words, Some((&after, true)), search.fetch);
+            let rest: Vec<String> = sqlx::query_scalar(&more.literal()).fetch_all(pool).await?;
+            for n in rest {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+            names.truncate(usize::try_from(search.fetch).unwrap_or(0));
+            first = format!("{first};\n{}", more.literal());
+        }
         let page = catalog_projector::query::images_named(
             &ImageFilter {
                 after: Some(cursor_at(at)),
@@ -1361,7 +1378,7 @@ async fn lists(args: &Args, pool: &sqlx::PgPool, mix: &Mix) -> anyhow::Result<Ve
             },
             &names,
         );
-        v.own = format!("{};\n{}", first.literal(), page.literal());
+        v.own = format!("{first};\n{}", page.literal());
     }
     out.push(list);
     // A repository's tags: its detail (`/v1/repositories/{registry}/{name}`), whose list
