@@ -175,6 +175,7 @@ async fn a_refusal_prints_each_reason_and_show_lists_violations() {
             report_pulls: false,
             proxy_url: None,
             no_proxy: Vec::new(),
+            artifact_registry: None,
         },
     )
     .await;

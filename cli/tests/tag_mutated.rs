@@ -140,6 +140,7 @@ async fn a_re_pushed_tag_exits_7_until_approved_and_the_running_deployment_is_fl
             report_pulls: false,
             proxy_url: None,
             no_proxy: Vec::new(),
+            artifact_registry: None,
         },
     )
     .await;

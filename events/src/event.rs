@@ -114,6 +114,12 @@ pub struct RegistryRegistered {
     /// Hosts, `.suffixes`, addresses and CIDRs reached directly despite `proxy_url`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub no_proxy: Vec<String>,
+    /// `gcr` only: the Artifact Registry repository the registry serves, as Google names
+    /// it (`projects/{project}/locations/{location}/repositories/{repository}`), listed
+    /// through the Artifact Registry API when `_catalog` is refused; absent means the
+    /// location the URL names, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_registry: Option<String>,
 }
 
 /// A change of a registry's settings; absent fields are unchanged.
@@ -165,6 +171,15 @@ pub struct RegistryUpdated {
     /// Replaces the hosts reached directly despite the proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_proxy: Option<Vec<String>>,
+    /// `Some(None)` removes the registry's Artifact Registry repository (the URL's
+    /// location is used again).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "double_option"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub artifact_registry: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -75,6 +75,7 @@ async fn the_python_cloudevents_sdk_reads_our_events() {
                 report_pulls: false,
                 proxy_url: None,
                 no_proxy: Vec::new(),
+                artifact_registry: None,
             },
         )
         .with_traceparent(Some(tp))

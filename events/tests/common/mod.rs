@@ -386,6 +386,10 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
                         } else {
                             vec![".internal".to_owned()]
                         },
+                        artifact_registry: (!insecure).then(|| {
+                            "projects/my-project/locations/us-central1/repositories/images"
+                                .to_owned()
+                        }),
                     }
                     .into()
                 }
@@ -400,6 +404,11 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
             prop::option::of(1u64..1000),
         )
             .prop_map(|(id, label, url, insecure, visibility, ca_pem, iv)| {
+                let artifact_registry = ca_pem.as_ref().map(|c: &Option<String>| {
+                    c.as_ref().map(|_| {
+                        "projects/my-project/locations/europe/repositories/team".to_owned()
+                    })
+                });
                 RegistryUpdated {
                     registry_id: id,
                     label,
@@ -416,6 +425,7 @@ pub fn payload() -> BoxedStrategy<EventPayload> {
                     credential: None,
                     proxy_url: insecure.map(|i| i.then(|| "https://proxy.internal".to_owned())),
                     no_proxy: insecure.map(|_| vec!["10.0.0.0/8".to_owned()]),
+                    artifact_registry,
                 }
                 .into()
             }),

@@ -446,6 +446,7 @@ impl Iterator for Generator {
                     report_pulls: false,
                     proxy_url: None,
                     no_proxy: Vec::new(),
+                    artifact_registry: None,
                 },
             )
             .with_id(EventId(uuid::Uuid::from_u128(self.rng.random())));

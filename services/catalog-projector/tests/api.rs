@@ -215,6 +215,7 @@ async fn a_viewer_sees_only_registries_of_its_teams_even_in_counters() {
             credential: None,
             proxy_url: None,
             no_proxy: None,
+            artifact_registry: None,
         },
     )])
     .await;

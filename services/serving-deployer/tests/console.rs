@@ -770,6 +770,7 @@ async fn untrusted_text_is_escaped_on_every_page() {
         auth_hosts: vec![],
         proxy_url: None,
         no_proxy: Vec::new(),
+        artifact_registry: None,
     })
     .await;
     env.tag(reg, "acme/llm", "1.0", ImageKind::Model, &[]).await;

@@ -465,6 +465,7 @@ async fn register_with(
             report_pulls: false,
             proxy_url: None,
             no_proxy: Vec::new(),
+            artifact_registry: None,
         },
     )
     .await?;

@@ -68,6 +68,11 @@ pub enum GarAddressError {
         "the address names no repository: give `<location>-docker.pkg.dev/<project>/<repository>`"
     )]
     NoRepository,
+    #[error("`{value}` is not an Artifact Registry repository name: give `{expected}`")]
+    NotAResource {
+        value: String,
+        expected: &'static str,
+    },
     #[error("`{value}` is not a {what}: {why}")]
     Invalid {
         what: &'static str,
@@ -238,6 +243,32 @@ impl GarLocation {
             project,
             repository,
         })
+    }
+
+    /// Google's resource name of a repository,
+    /// `projects/{project}/locations/{location}/repositories/{repository}` (as
+    /// [`Self::resource`] writes it and `gcloud artifacts repositories describe` shows it;
+    /// a domain-scoped project as `example.com:project`). Surrounding spaces are ignored;
+    /// anything else, a `https://…` link or a trailing `/packages/…` included, is refused
+    /// with the part that is wrong.
+    pub fn from_resource(name: &str) -> Result<Self, GarAddressError> {
+        let name = name.trim();
+        let expected = "projects/{project}/locations/{location}/repositories/{repository}";
+        let parts: Vec<&str> = name.splitn(7, '/').collect();
+        match parts.as_slice() {
+            [
+                "projects",
+                project,
+                "locations",
+                location,
+                "repositories",
+                repository,
+            ] => Self::new(location, project, repository),
+            _ => Err(GarAddressError::NotAResource {
+                value: name.chars().take(200).collect(),
+                expected,
+            }),
+        }
     }
 
     /// The location a registry's address names.
@@ -708,6 +739,72 @@ mod tests {
     }
 
     #[test]
+    fn resource_names() {
+        let l = GarLocation::from_resource(
+            " projects/my-project/locations/us-central1/repositories/images ",
+        )
+        .unwrap();
+        assert_eq!(
+            l,
+            GarLocation::new("us-central1", "my-project", "images").unwrap()
+        );
+        assert_eq!(GarLocation::from_resource(&l.resource()).unwrap(), l);
+        let l = GarLocation::from_resource(
+            "projects/example.com:my-project/locations/europe/repositories/team",
+        )
+        .unwrap();
+        assert_eq!(l.project, "example.com:my-project");
+        assert_eq!(l.registry_prefix(), "example.com/my-project/team");
+        let l = GarLocation::from_resource("projects/my-project/locations/us/repositories/gcr.io")
+            .unwrap();
+        assert!(l.is_container_registry());
+        let e = |s: &str| GarLocation::from_resource(s).unwrap_err();
+        for shape in [
+            "",
+            "projects/my-project",
+            "projects/my-project/locations/us",
+            "projects/my-project/locations/us/repositories",
+            "projects/my-project/locations/us/repositories/images/",
+            "projects/my-project/locations/us/repositories/images/packages/app",
+            "https://artifactregistry.googleapis.com/v1/projects/my-project/locations/us/repositories/images",
+            "/projects/my-project/locations/us/repositories/images",
+            "project/my-project/locations/us/repositories/images",
+            "projects/my-project/repositories/images/locations/us",
+            "us-docker.pkg.dev/my-project/images",
+        ] {
+            let why = e(shape);
+            assert!(
+                matches!(why, GarAddressError::NotAResource { .. }),
+                "{shape}: {why}"
+            );
+            assert!(why.to_string().contains("projects/{project}"), "{why}");
+        }
+        assert!(
+            e("projects/MyProject/locations/us/repositories/images")
+                .to_string()
+                .contains("project id")
+        );
+        assert!(
+            e("projects/my-project/locations/US/repositories/images")
+                .to_string()
+                .contains("location")
+        );
+        assert!(
+            e("projects/my-project/locations/us/repositories/..")
+                .to_string()
+                .contains("repository id")
+        );
+        assert!(
+            e("projects/my-project/locations/us/repositories/")
+                .to_string()
+                .contains("repository id")
+        );
+        // A long value is cut in the message.
+        let long = "x".repeat(10_000);
+        assert!(e(&long).to_string().len() < 400);
+    }
+
+    #[test]
     fn garbage_addresses_never_panic() {
         let pieces = [
             "",
@@ -744,6 +841,12 @@ mod tests {
                         );
                     }
                     let _ = GarLocation::new(host, a, b);
+                    if let Ok(l) = GarLocation::from_resource(&format!(
+                        "projects/{a}/locations/{host}/repositories/{b}"
+                    )) {
+                        assert!(!l.resource().contains(".."), "{l:?}");
+                        assert!(!l.resource().contains('%'), "{l:?}");
+                    }
                     let _ = percent_decode(&path);
                 }
             }

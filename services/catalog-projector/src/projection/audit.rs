@@ -868,6 +868,7 @@ mod tests {
             report_pulls: false,
             proxy_url: None,
             no_proxy: Vec::new(),
+            artifact_registry: None,
         }));
         assert_eq!(
             registered.summary,

@@ -380,6 +380,7 @@ pub fn registered(id: RegistryId, label: &str, visibility: &[&str]) -> Envelope 
             auth_hosts: vec![],
             proxy_url: None,
             no_proxy: Vec::new(),
+            artifact_registry: None,
         },
     )
 }

@@ -131,6 +131,7 @@ impl Env {
             auth_hosts: vec![],
             proxy_url: None,
             no_proxy: Vec::new(),
+            artifact_registry: None,
         })
         .await;
         id

@@ -178,6 +178,7 @@ impl Env {
             auth_hosts: vec![],
             proxy_url: None,
             no_proxy: Vec::new(),
+            artifact_registry: None,
         };
         f(&mut e);
         self.publish(e).await;

@@ -31,6 +31,7 @@ fn updated(id: imagelib_events::RegistryId) -> RegistryUpdated {
         credential: None,
         proxy_url: None,
         no_proxy: None,
+        artifact_registry: None,
     }
 }
 
