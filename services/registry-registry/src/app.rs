@@ -360,6 +360,11 @@ impl Registries {
             reg::check_repositories(&req.repositories)?,
         );
         let auth_hosts = reg::check_auth_hosts(&req.auth_hosts)?;
+        let artifact_registry = reg::check_artifact_registry(
+            req.registry_type,
+            &url,
+            req.artifact_registry.as_deref(),
+        )?;
         req.credentials
             .validate(req.registry_type)
             .map_err(|e| reg::field(&e.pointer, e.message))?;
@@ -373,6 +378,7 @@ impl Registries {
                 auth_hosts: &auth_hosts,
                 proxy_url: proxy_url.as_deref(),
                 no_proxy: &no_proxy,
+                artifact_registry: artifact_registry.as_deref(),
                 timeout: self.validation_timeout,
             };
             let result =
@@ -410,6 +416,7 @@ impl Registries {
             report_pulls: req.report_pulls,
             proxy_url,
             no_proxy,
+            artifact_registry,
         };
         let seq = self
             .commit(self.envelope(caller, registered, tp), Expect::NoEvents)
@@ -466,6 +473,25 @@ impl Registries {
             .map(reg::check_repositories)
             .transpose()?;
         let registry_type = req.registry_type.unwrap_or(current.registry_type);
+        let artifact_registry = match &req.artifact_registry {
+            Some(value) => {
+                let url_now = reg::check_url(url.as_deref().unwrap_or(&current.url), insecure)?;
+                Some(reg::check_artifact_registry(
+                    registry_type,
+                    &url_now,
+                    value.as_deref(),
+                )?)
+            }
+            None => None,
+        };
+        if artifact_registry.is_none()
+            && (url.is_some() || req.registry_type.is_some())
+            && let Some(kept) = &current.artifact_registry
+        {
+            // The stored repository must still fit the new type and address.
+            let url_now = reg::check_url(url.as_deref().unwrap_or(&current.url), insecure)?;
+            reg::check_artifact_registry(registry_type, &url_now, Some(kept))?;
+        }
         let repositories = match repositories {
             Some(r) => {
                 let url_now = reg::check_url(url.as_deref().unwrap_or(&current.url), insecure)?;
@@ -527,6 +553,9 @@ impl Registries {
             let auth_hosts_now = auth_hosts.clone().unwrap_or(current.auth_hosts.clone());
             let proxy_now = proxy_url.clone().unwrap_or(current.proxy_url.clone());
             let no_proxy_now = no_proxy.clone().unwrap_or(current.no_proxy.clone());
+            let artifact_registry_now = artifact_registry
+                .clone()
+                .unwrap_or(current.artifact_registry.clone());
             let target = validate::Target {
                 url: &url_now,
                 registry_type,
@@ -535,6 +564,7 @@ impl Registries {
                 auth_hosts: &auth_hosts_now,
                 proxy_url: proxy_now.as_deref(),
                 no_proxy: &no_proxy_now,
+                artifact_registry: artifact_registry_now.as_deref(),
                 timeout: self.validation_timeout,
             };
             let result = validate::check(&target, creds, &self.guard, &self.endpoints).await;
@@ -569,6 +599,7 @@ impl Registries {
             credential,
             proxy_url,
             no_proxy,
+            artifact_registry,
         };
         let expect = Expect::LastSequence(expected.unwrap_or(current.last_sequence));
         let seq = self
@@ -660,6 +691,7 @@ impl Registries {
             auth_hosts: &r.auth_hosts,
             proxy_url: r.proxy_url.as_deref(),
             no_proxy: &r.no_proxy,
+            artifact_registry: r.artifact_registry.as_deref(),
             timeout: self.validation_timeout,
         };
         Ok(validate::check(&target, creds, &self.guard, &self.endpoints).await)

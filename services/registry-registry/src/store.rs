@@ -54,6 +54,8 @@ pub struct Registry {
     /// The registry's own forward proxy, and the hosts reached directly despite it.
     pub proxy_url: Option<String>,
     pub no_proxy: Vec<String>,
+    /// `gcr` only: the Artifact Registry repository's resource name, when given.
+    pub artifact_registry: Option<String>,
     pub status: Status,
     pub status_reason: Option<String>,
     pub status_detail: Option<String>,
@@ -115,6 +117,7 @@ impl Registry {
             report_pulls: r.try_get("report_pulls")?,
             proxy_url: r.try_get("proxy_url")?,
             no_proxy: r.try_get("no_proxy")?,
+            artifact_registry: r.try_get("artifact_registry")?,
             status: match status.as_str() {
                 "validated" => Status::Validated,
                 "validation_failed" => Status::ValidationFailed,
@@ -296,8 +299,8 @@ async fn apply_in(
                 "INSERT INTO registries (id, label, url, registry_type, insecure, auth_kind, credential,
                     webhook_secret, visibility, ca_pem, scan_interval_secs, repositories, status,
                     created_by, created_at, updated_at, last_sequence, auth_hosts, report_pulls,
-                    proxy_url, no_proxy)
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'pending',$13,$14,$14,$15,$16,$17,$18,$19)
+                    proxy_url, no_proxy, artifact_registry)
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'pending',$13,$14,$14,$15,$16,$17,$18,$19,$20)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(e.registry_id.0)
@@ -319,6 +322,7 @@ async fn apply_in(
             .bind(e.report_pulls)
             .bind(&e.proxy_url)
             .bind(&e.no_proxy)
+            .bind(&e.artifact_registry)
             .execute(&mut **tx)
             .await?;
         }
@@ -333,7 +337,8 @@ async fn apply_in(
                 || e.auth_kind.is_some()
                 || e.auth_hosts.is_some()
                 || e.proxy_url.is_some()
-                || e.no_proxy.is_some();
+                || e.no_proxy.is_some()
+                || e.artifact_registry.is_some();
             sqlx::query(
                 "UPDATE registries SET
                     label = COALESCE($2, label),
@@ -350,7 +355,8 @@ async fn apply_in(
                     credential = CASE WHEN $13 IS NULL THEN credential ELSE $14 END,
                     report_pulls = COALESCE($15, report_pulls),
                     proxy_url = CASE WHEN $16 THEN $17 ELSE proxy_url END,
-                    no_proxy = COALESCE($18, no_proxy)
+                    no_proxy = COALESCE($18, no_proxy),
+                    artifact_registry = CASE WHEN $19 THEN $20 ELSE artifact_registry END
                  WHERE id = $1",
             )
             .bind(e.registry_id.0)
@@ -375,6 +381,8 @@ async fn apply_in(
             .bind(e.proxy_url.is_some())
             .bind(e.proxy_url.clone().flatten())
             .bind(&e.no_proxy)
+            .bind(e.artifact_registry.is_some())
+            .bind(e.artifact_registry.clone().flatten())
             .execute(&mut **tx)
             .await?;
             touch(tx, e.registry_id, seq, at).await?;

@@ -26,6 +26,10 @@ pub struct Target<'a> {
     /// reached directly despite it.
     pub proxy_url: Option<&'a str>,
     pub no_proxy: &'a [String],
+    /// `gcr`: the Artifact Registry repository (its resource name) listed through the
+    /// Artifact Registry API when `_catalog` is refused; absent, the location the URL
+    /// names, if any.
+    pub artifact_registry: Option<&'a str>,
     /// The timeout of each request to the registry.
     pub timeout: std::time::Duration,
 }
@@ -169,7 +173,10 @@ pub async fn check(
     }
     if target.registry_type == RegistryType::Gcr
         && target.repositories.is_empty()
-        && let Ok(location) = gar::GarLocation::from_registry_url(target.url)
+        && let Ok(location) = match target.artifact_registry {
+            Some(resource) => gar::GarLocation::from_resource(resource),
+            None => gar::GarLocation::from_registry_url(target.url),
+        }
         && client.check_catalog_access().await.is_err()
     {
         // A credential scoped to one Artifact Registry repository is refused `_catalog`;

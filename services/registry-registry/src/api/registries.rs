@@ -69,6 +69,10 @@ pub struct RegistryView {
     pub proxy_url: Option<String>,
     /// Hosts reached directly despite `proxy_url`.
     pub no_proxy: Vec<String>,
+    /// `gcr` only: the Artifact Registry repository listed through the Artifact Registry
+    /// API (`projects/{project}/locations/{location}/repositories/{repository}`); absent:
+    /// the location the URL names, if any.
+    pub artifact_registry: Option<String>,
     /// `pending`, `validated`, `validation_failed`, or `credentials_unavailable` (the
     /// sealed credentials cannot be opened with the master key file at hand: enter them
     /// again with `PUT …/credentials`, or restore the key file).
@@ -123,6 +127,7 @@ impl From<&Registry> for RegistryView {
             report_pulls: r.report_pulls,
             proxy_url: r.proxy_url.clone(),
             no_proxy: r.no_proxy.clone(),
+            artifact_registry: r.artifact_registry.clone(),
             status: r.status,
             status_reason: r.status_reason.clone(),
             status_detail: r.status_detail.clone(),

@@ -473,6 +473,13 @@ const GCR: Profile = Profile {
             .secret()
             .multiline()
             .of("gcp_service_account"),
+        field(
+            "artifact_registry",
+            "/artifact_registry",
+            "Artifact Registry repository",
+        )
+        .help("Optional. The repository's resource name (gcloud artifacts repositories describe), listed through the Artifact Registry API when _catalog is refused. Needed when the URL is a mirror, private endpoint or proxy host instead of LOCATION-docker.pkg.dev/PROJECT/REPOSITORY; with such a URL leave it empty.")
+        .placeholder("projects/PROJECT/locations/LOCATION/repositories/REPOSITORY"),
     ],
 };
 

@@ -4,6 +4,7 @@ use imagelib_events::RepositoryName;
 use imagelib_events::model::RegistryType;
 use registry_client::RegistryUrl;
 use registry_client::vendor::dockerhub;
+use registry_client::vendor::gar::GarLocation;
 use serde::Deserialize;
 
 use super::credentials::Credentials;
@@ -68,6 +69,14 @@ pub struct RegisterRequest {
     /// `.example.com` (its subdomains), IP addresses, CIDRs; at most 32.
     #[serde(default)]
     pub no_proxy: Vec<String>,
+    /// `gcr` only: the Artifact Registry repository the registry serves, as Google names it,
+    /// `projects/{project}/locations/{location}/repositories/{repository}`. Its packages
+    /// are listed through the Artifact Registry API when `_catalog` is refused. Needed when
+    /// the URL is not the repository's `<location>-docker.pkg.dev/<project>/<repository>`
+    /// address (a mirror, a private endpoint, a proxy host); with such a URL it may be left
+    /// out, and if given must name the same repository.
+    #[serde(default)]
+    pub artifact_registry: Option<String>,
     /// `false` saves the registry without checking the connection first.
     #[serde(default = "yes")]
     pub validate: bool,
@@ -112,6 +121,11 @@ pub struct UpdateRequest {
     pub proxy_url: Option<Option<String>>,
     /// Replaces the hosts reached directly despite the proxy.
     pub no_proxy: Option<Vec<String>>,
+    /// `gcr` only: the Artifact Registry repository's resource name; `null` removes it
+    /// (the URL's location is used again).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub artifact_registry: Option<Option<String>>,
 }
 
 fn double_option<'de, D: serde::Deserializer<'de>>(
@@ -316,6 +330,45 @@ pub fn check_no_proxy(hosts: &[String]) -> Result<Vec<String>, FieldError> {
     Ok(out)
 }
 
+/// A `gcr` registry's Artifact Registry repository
+/// (`projects/{project}/locations/{location}/repositories/{repository}`), returned as
+/// [`GarLocation::resource`] writes it; blank is none. Refused on another type, when it
+/// does not parse, and when the URL is itself an Artifact Registry address naming another
+/// repository (both are said).
+pub fn check_artifact_registry(
+    registry_type: RegistryType,
+    url: &RegistryUrl,
+    value: Option<&str>,
+) -> Result<Option<String>, FieldError> {
+    const POINTER: &str = "/artifact_registry";
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if registry_type != RegistryType::Gcr {
+        return Err(field(
+            POINTER,
+            "an Artifact Registry repository is named on `gcr` registries only",
+        ));
+    }
+    if value.len() > 1024 {
+        return Err(field(POINTER, "longer than 1024 characters"));
+    }
+    let named = GarLocation::from_resource(value).map_err(|e| field(POINTER, e.to_string()))?;
+    if let Ok(at_url) = GarLocation::from_registry_url(url)
+        && at_url != named
+    {
+        return Err(field(
+            POINTER,
+            format!(
+                "the URL `{url}` is the Artifact Registry repository `{}`, but artifact_registry names `{}`: leave artifact_registry out, or make both name the same repository",
+                at_url.resource(),
+                named.resource()
+            ),
+        ));
+    }
+    Ok(Some(named.resource()))
+}
+
 /// An IP address, or a CIDR (`address/prefix`).
 fn is_network(s: &str) -> bool {
     match s.split_once('/') {
@@ -391,6 +444,53 @@ pub fn profile_rule(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn artifact_registry_resource_names() {
+        let mirror = check_url("mirror.corp.example/team", false).unwrap();
+        let res = "projects/my-project/locations/us-central1/repositories/images";
+        assert_eq!(
+            check_artifact_registry(RegistryType::Gcr, &mirror, Some(&format!(" {res} ")))
+                .unwrap()
+                .as_deref(),
+            Some(res)
+        );
+        assert_eq!(
+            check_artifact_registry(RegistryType::Gcr, &mirror, Some("  ")).unwrap(),
+            None
+        );
+        assert_eq!(
+            check_artifact_registry(RegistryType::Gcr, &mirror, None).unwrap(),
+            None
+        );
+        let e = check_artifact_registry(RegistryType::Harbor, &mirror, Some(res)).unwrap_err();
+        assert_eq!(e.pointer, "/artifact_registry");
+        assert!(e.message.contains("`gcr`"), "{e}");
+        for bad in [
+            "us-central1-docker.pkg.dev/my-project/images",
+            "projects/my-project/locations/us-central1/repositories/Images",
+            "projects/my-project/locations/us-central1/repositories/images/packages/app",
+        ] {
+            let e = check_artifact_registry(RegistryType::Gcr, &mirror, Some(bad)).unwrap_err();
+            assert_eq!(e.pointer, "/artifact_registry", "{bad}");
+        }
+        let google = check_url("us-central1-docker.pkg.dev/my-project/images", false).unwrap();
+        assert_eq!(
+            check_artifact_registry(RegistryType::Gcr, &google, Some(res))
+                .unwrap()
+                .as_deref(),
+            Some(res)
+        );
+        let e = check_artifact_registry(
+            RegistryType::Gcr,
+            &google,
+            Some("projects/my-project/locations/europe/repositories/images"),
+        )
+        .unwrap_err();
+        assert_eq!(e.pointer, "/artifact_registry");
+        assert!(e.message.contains(res), "{e}");
+        assert!(e.message.contains("locations/europe"), "{e}");
+    }
 
     #[test]
     fn urls() {

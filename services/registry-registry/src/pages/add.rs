@@ -109,7 +109,7 @@ fn first_kind() -> &'static Kind {
 }
 
 /// The form's fields, every type's, in the order they are shown.
-const FORM_FIELDS: [&str; 14] = [
+const FORM_FIELDS: [&str; 15] = [
     "label",
     "url",
     "namespace",
@@ -124,6 +124,7 @@ const FORM_FIELDS: [&str; 14] = [
     "username",
     "password",
     "key_json",
+    "artifact_registry",
 ];
 
 /// The fields of the add and rotate forms. Secrets are read, used once and dropped: they
@@ -167,6 +168,8 @@ pub(super) struct RegistryForm {
     pub proxy_url: String,
     #[serde(default)]
     pub no_proxy: String,
+    #[serde(default)]
+    pub artifact_registry: String,
     #[serde(default)]
     pub repositories: String,
     #[serde(default)]
@@ -309,6 +312,7 @@ impl RegistryForm {
             "role_arn" => &self.role_arn,
             "proxy_url" => &self.proxy_url,
             "no_proxy" => &self.no_proxy,
+            "artifact_registry" => &self.artifact_registry,
             _ => "",
         }
     }
@@ -631,6 +635,10 @@ pub(super) async fn register(
         report_pulls: false,
         proxy_url: some(&form.proxy_url),
         no_proxy: RegistryForm::lines(&form.no_proxy, &[',', '\n', ' ']),
+        artifact_registry: kind
+            .profile
+            .field("artifact_registry")
+            .and_then(|_| some(&form.artifact_registry)),
         validate: !checked(&form.skip_validation),
     };
     match app

@@ -131,6 +131,9 @@ async fn render(
                     @if !r.no_proxy.is_empty() { " (not for " (r.no_proxy.join(", ")) ")" }
                 }
             }
+            @if let Some(resource) = &r.artifact_registry {
+                dt { "Artifact Registry repository" } dd { code { (resource) } }
+            }
             dt { "Webhook" } dd { code { "/v1/webhooks/" (id) } }
             dt { "Added" } dd { (time(&r.created_at)) @if let Some(by) = &r.created_by { " by " (by) } }
         }
