@@ -812,6 +812,7 @@ mod tests {
             registry_type: "generic".into(),
             proxy_url: None,
             no_proxy: vec![],
+            artifact_registry: None,
         }
     }
 

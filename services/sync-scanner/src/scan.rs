@@ -762,13 +762,20 @@ impl Ctx<'_> {
                 listing
             })
         } else if registry.registry_type == "gcr"
-            && let Ok(location) = registry_client::vendor::gar::GarLocation::from_registry_url(
-                &self.client.config().url,
-            )
+            && let Ok(location) = match &registry.artifact_registry {
+                Some(resource) => {
+                    registry_client::vendor::gar::GarLocation::from_resource(resource)
+                }
+                None => registry_client::vendor::gar::GarLocation::from_registry_url(
+                    &self.client.config().url,
+                ),
+            }
         {
             // Artifact Registry answers `_catalog` to a reader of the whole project; a
             // credential scoped to one repository is refused it, and then the Artifact
             // Registry API lists the repository's packages (with an access token only).
+            // The repository is the registration's `artifact_registry` when the registry
+            // is reached through another address (a mirror, a private endpoint).
             let api = self
                 .scanner
                 .endpoints

@@ -54,6 +54,9 @@ pub struct Registry {
     /// The registry's own forward proxy, and the hosts reached directly despite it.
     pub proxy_url: Option<String>,
     pub no_proxy: Vec<String>,
+    /// `gcr` only: the Artifact Registry repository (its resource name) listed through
+    /// the Artifact Registry API when `_catalog` is refused, instead of the URL's.
+    pub artifact_registry: Option<String>,
 }
 
 /// What the scanner last said about a tag.
@@ -130,6 +133,7 @@ impl Registry {
             registry_type: r.try_get("registry_type")?,
             proxy_url: r.try_get("proxy_url")?,
             no_proxy: r.try_get("no_proxy")?,
+            artifact_registry: r.try_get("artifact_registry")?,
         })
     }
 }
@@ -807,8 +811,8 @@ async fn apply_in(
             sqlx::query(
                 "INSERT INTO registries (id, url, insecure, ca_pem, auth_kind, credential, visibility,
                     scan_interval_secs, repositories, last_sequence, auth_hosts, registry_type,
-                    proxy_url, no_proxy)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                    proxy_url, no_proxy, artifact_registry)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(e.registry_id.0)
@@ -825,6 +829,7 @@ async fn apply_in(
             .bind(enum_str(&e.registry_type))
             .bind(&e.proxy_url)
             .bind(&e.no_proxy)
+            .bind(&e.artifact_registry)
             .execute(&mut **tx)
             .await?;
         }
@@ -845,7 +850,8 @@ async fn apply_in(
                     credential = CASE WHEN $10 IS NULL THEN credential ELSE $11 END,
                     registry_type = COALESCE($12, registry_type),
                     proxy_url = CASE WHEN $13 THEN $14 ELSE proxy_url END,
-                    no_proxy = COALESCE($15, no_proxy)
+                    no_proxy = COALESCE($15, no_proxy),
+                    artifact_registry = CASE WHEN $16 THEN $17 ELSE artifact_registry END
                  WHERE id = $1",
             )
             .bind(e.registry_id.0)
@@ -867,6 +873,8 @@ async fn apply_in(
             .bind(e.proxy_url.is_some())
             .bind(e.proxy_url.clone().flatten())
             .bind(&e.no_proxy)
+            .bind(e.artifact_registry.is_some())
+            .bind(e.artifact_registry.clone().flatten())
             .execute(&mut **tx)
             .await?;
             touch_registry(tx, e.registry_id, seq).await?;

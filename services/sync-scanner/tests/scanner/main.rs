@@ -8,6 +8,7 @@ mod common;
 mod custody;
 mod discovery;
 mod dockerhub;
+mod gcr;
 mod ghcr;
 mod guard;
 mod harbor;
