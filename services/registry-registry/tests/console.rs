@@ -428,6 +428,54 @@ async fn keyless_credentials_and_a_proxy_are_chosen_in_the_form() {
         assert_eq!(r["auth_kind"], kind, "{r}");
     }
 
+    // The Artifact Registry repository: a field of the gcr form only, stored and shown;
+    // a malformed one refused at its field.
+    let field_tag = |body: &str| {
+        let at = body
+            .find(r#"data-field="artifact_registry""#)
+            .expect("the field is in the form");
+        body[at..].split('>').next().unwrap_or_default().to_owned()
+    };
+    assert!(field_tag(&ecr.body).contains("hidden"), "{}", ecr.body);
+    let gar = b.get("/registries/new?type=gcr").await;
+    assert!(!field_tag(&gar.body).contains("hidden"), "{}", gar.body);
+    assert!(gar.body.contains("Artifact Registry repository"));
+    let images = "projects/my-project/locations/us-central1/repositories/images";
+    let id = registered(
+        &add(vec![
+            ("registry_type", "gcr".into()),
+            ("label", "GAR mirror".into()),
+            ("url", "gar-mirror.corp.example".into()),
+            ("credential_kind", "basic".into()),
+            ("username", "oauth2accesstoken".into()),
+            ("password", "ya29.form-access-token".into()),
+            ("artifact_registry", images.into()),
+            ("skip_validation", "true".into()),
+        ])
+        .await,
+    );
+    let (_, r) = svc.get(&format!("/v1/registries/{id}")).await;
+    assert_eq!(r["artifact_registry"], images, "{r}");
+    let detail = b.get(&format!("/registries/{id}")).await;
+    assert!(detail.body.contains(images), "{}", detail.body);
+    let res = add(vec![
+        ("registry_type", "gcr".into()),
+        ("label", "GAR mirror".into()),
+        ("url", "gar-mirror.corp.example".into()),
+        (
+            "artifact_registry",
+            "us-central1-docker.pkg.dev/my-project/images".into(),
+        ),
+        ("skip_validation", "true".into()),
+    ])
+    .await;
+    assert_eq!(res.status, 422, "{}", res.body);
+    assert!(
+        res.body.contains(r#"id="f-artifact_registry-error""#),
+        "{}",
+        res.body
+    );
+
     // A service account key that is not one is refused at its field, and not shown back.
     let res = add(vec![
         ("registry_type", "gcr".into()),
@@ -467,7 +515,7 @@ async fn keyless_credentials_and_a_proxy_are_chosen_in_the_form() {
             .iter()
             .filter(|t| *t == "io.imagelib.registry.registered.v1")
             .count(),
-        3,
+        4,
         "{types:?}"
     );
 }
