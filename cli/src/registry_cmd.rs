@@ -212,6 +212,11 @@ pub enum RegistryCommand {
         /// (repeatable).
         #[arg(long = "no-proxy")]
         no_proxy: Vec<String>,
+        /// gcr only: the Artifact Registry repository listed through the Artifact Registry
+        /// API, projects/PROJECT/locations/LOCATION/repositories/REPOSITORY (for a URL that
+        /// is a mirror, private endpoint or proxy host).
+        #[arg(long)]
+        artifact_registry: Option<String>,
         /// Plain HTTP.
         #[arg(long)]
         insecure: bool,
@@ -282,6 +287,13 @@ pub enum RegistryCommand {
         /// Replaces the hosts reached directly despite the proxy (repeatable).
         #[arg(long = "no-proxy")]
         no_proxy: Vec<String>,
+        /// gcr only: the Artifact Registry repository,
+        /// projects/PROJECT/locations/LOCATION/repositories/REPOSITORY.
+        #[arg(long, conflicts_with = "no_artifact_registry")]
+        artifact_registry: Option<String>,
+        /// Forget the Artifact Registry repository (the URL's location is used again).
+        #[arg(long)]
+        no_artifact_registry: bool,
         /// The ETag to send as If-Match instead of the one a fresh GET returns.
         #[arg(long)]
         if_match: Option<String>,
@@ -410,6 +422,7 @@ fn registry_detail(r: &Value) -> String {
         "report_pulls",
         "proxy_url",
         "no_proxy",
+        "artifact_registry",
         "webhook_url",
         "validated_at",
         "created_at",
@@ -470,6 +483,7 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
             namespace,
             proxy_url,
             no_proxy,
+            artifact_registry,
             insecure,
             ca_file,
             visibility,
@@ -496,6 +510,7 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
                 ("url", url),
                 ("namespace", namespace),
                 ("proxy_url", proxy_url),
+                ("artifact_registry", artifact_registry),
             ] {
                 if let Some(v) = value {
                     body[key] = json!(v);
@@ -525,6 +540,8 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
             proxy_url,
             no_proxy_url,
             no_proxy,
+            artifact_registry,
+            no_artifact_registry,
             if_match,
             credentials,
         } => {
@@ -574,12 +591,18 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
             if !no_proxy.is_empty() {
                 set("no_proxy", json!(no_proxy));
             }
+            if let Some(v) = artifact_registry {
+                set("artifact_registry", json!(v));
+            }
+            if no_artifact_registry {
+                set("artifact_registry", Value::Null);
+            }
             if let Some(c) = credentials.to_json()? {
                 set("credentials", c);
             }
             if body.is_empty() {
                 return Err(CliError::usage(
-                    "nothing to change: give at least one of --label, --url, --insecure, --type, --ca-file, --no-ca, --team, --repository, --auth-host, --interval, --report-pulls, --proxy-url, --no-proxy-url, --no-proxy or credentials",
+                    "nothing to change: give at least one of --label, --url, --insecure, --type, --ca-file, --no-ca, --team, --repository, --auth-host, --interval, --report-pulls, --proxy-url, --no-proxy-url, --no-proxy, --artifact-registry, --no-artifact-registry or credentials",
                 )
                 .into());
             }

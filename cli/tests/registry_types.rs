@@ -204,4 +204,53 @@ async fn registry_types_and_defaults_through_the_cli() {
     assert!(ok);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["proxy_url"], serde_json::Value::Null);
+
+    // A gcr registry at another address names its Artifact Registry repository; other
+    // types are refused it; --no-artifact-registry forgets it.
+    let images = "projects/my-project/locations/us-central1/repositories/images";
+    let (ok, _, err) = run(
+        &[
+            "registry",
+            "add",
+            "--url",
+            &host,
+            "--insecure",
+            "--artifact-registry",
+            images,
+        ],
+        "",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("422") && err.contains("/artifact_registry"),
+        "{err}"
+    );
+    let (ok, out, err) = run(
+        &[
+            "--json",
+            "registry",
+            "add",
+            "--type",
+            "gcr",
+            "--label",
+            "images mirror",
+            "--url",
+            "mirror.corp.example",
+            "--artifact-registry",
+            images,
+            "--no-validate",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["artifact_registry"], images, "{r}");
+    let id = r["id"].as_str().unwrap();
+    let (ok, out, err) = run(&["registry", "update", id, "--no-artifact-registry"], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("artifact_registry"), "{out}");
+    let (ok, out, _) = run(&["--json", "registry", "show", id], "");
+    assert!(ok);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["artifact_registry"], serde_json::Value::Null);
 }
