@@ -173,10 +173,7 @@ pub async fn check(
     }
     if target.registry_type == RegistryType::Gcr
         && target.repositories.is_empty()
-        && let Ok(location) = match target.artifact_registry {
-            Some(resource) => gar::GarLocation::from_resource(resource),
-            None => gar::GarLocation::from_registry_url(target.url),
-        }
+        && let Ok(location) = gar::GarLocation::for_registry(target.artifact_registry, target.url)
         && client.check_catalog_access().await.is_err()
     {
         // A credential scoped to one Artifact Registry repository is refused `_catalog`;

@@ -762,14 +762,10 @@ impl Ctx<'_> {
                 listing
             })
         } else if registry.registry_type == "gcr"
-            && let Ok(location) = match &registry.artifact_registry {
-                Some(resource) => {
-                    registry_client::vendor::gar::GarLocation::from_resource(resource)
-                }
-                None => registry_client::vendor::gar::GarLocation::from_registry_url(
-                    &self.client.config().url,
-                ),
-            }
+            && let Ok(location) = registry_client::vendor::gar::GarLocation::for_registry(
+                registry.artifact_registry.as_deref(),
+                &self.client.config().url,
+            )
         {
             // Artifact Registry answers `_catalog` to a reader of the whole project; a
             // credential scoped to one repository is refused it, and then the Artifact

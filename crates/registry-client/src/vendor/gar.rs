@@ -276,6 +276,19 @@ impl GarLocation {
         Self::parse(url.host(), url.namespace().unwrap_or_default())
     }
 
+    /// The repository a `gcr` registration lists through the API: the one it names
+    /// (`artifact_registry`, a resource name, for an address that is not Google's: a
+    /// mirror, a private endpoint), else the one its address names.
+    pub fn for_registry(
+        artifact_registry: Option<&str>,
+        url: &RegistryUrl,
+    ) -> Result<Self, GarAddressError> {
+        match artifact_registry {
+            Some(resource) => Self::from_resource(resource),
+            None => Self::from_registry_url(url),
+        }
+    }
+
     /// Whether this is one of the repositories that serve a Container Registry host.
     pub fn is_container_registry(&self) -> bool {
         gcr_location(&self.repository).is_some()
@@ -758,6 +771,27 @@ mod tests {
         let l = GarLocation::from_resource("projects/my-project/locations/us/repositories/gcr.io")
             .unwrap();
         assert!(l.is_container_registry());
+        // A registration's named repository wins over its address; without one, the address.
+        let mirror = RegistryUrl::parse("mirror.corp.example", false).unwrap();
+        let named = "projects/my-project/locations/europe/repositories/team";
+        assert_eq!(
+            GarLocation::for_registry(Some(named), &mirror)
+                .unwrap()
+                .resource(),
+            named
+        );
+        assert!(GarLocation::for_registry(None, &mirror).is_err());
+        let google = RegistryUrl::parse("us-docker.pkg.dev/my-project/images", false).unwrap();
+        assert_eq!(
+            GarLocation::for_registry(None, &google).unwrap().repository,
+            "images"
+        );
+        assert_eq!(
+            GarLocation::for_registry(Some(named), &google)
+                .unwrap()
+                .repository,
+            "team"
+        );
         let e = |s: &str| GarLocation::from_resource(s).unwrap_err();
         for shape in [
             "",
