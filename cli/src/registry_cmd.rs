@@ -23,6 +23,9 @@ pub enum AuthArg {
     /// An Artifact Registry service-account key JSON from stdin or a file (sent as
     /// `_json_key` basic credentials).
     GcpServiceAccountKey,
+    /// A GitHub App (ghcr): `--github-app-id`, `--github-installation-id`, the app's
+    /// private key PEM from `--github-app-key-file` (or stdin / --secret-file).
+    GithubApp,
 }
 
 /// Registry credentials. Secrets come from stdin or a file only: argv is world-readable.
@@ -50,6 +53,16 @@ pub struct CredentialArgs {
     /// Azure AD application (client) id.
     #[arg(long)]
     pub client_id: Option<String>,
+    /// GitHub App ID (ghcr); the app's private key comes from --github-app-key-file.
+    #[arg(long)]
+    pub github_app_id: Option<String>,
+    /// The GitHub App's installation ID on the owner (the number ending the
+    /// installation's URL).
+    #[arg(long)]
+    pub github_installation_id: Option<String>,
+    /// The GitHub App's private key, the .pem file downloaded from the app's settings.
+    #[arg(long, conflicts_with_all = ["stdin_secret", "secret_file"])]
+    pub github_app_key_file: Option<PathBuf>,
     /// Read the secret (password, token, secret key, client secret, key JSON) from stdin.
     #[arg(long, visible_aliases = ["password-stdin", "secret-stdin"])]
     pub stdin_secret: bool,
@@ -71,6 +84,9 @@ impl CredentialArgs {
             || self.aws_access_key_id.is_some()
             || self.tenant_id.is_some()
             || self.client_id.is_some()
+            || self.github_app_id.is_some()
+            || self.github_installation_id.is_some()
+            || self.github_app_key_file.is_some()
             || self.token_stdin
             || self.stdin_secret
             || self.secret_file.is_some()
@@ -97,6 +113,12 @@ impl CredentialArgs {
                 self.tenant_id.is_some() || self.client_id.is_some(),
                 AuthArg::AzureServicePrincipal,
             ),
+            (
+                self.github_app_id.is_some()
+                    || self.github_installation_id.is_some()
+                    || self.github_app_key_file.is_some(),
+                AuthArg::GithubApp,
+            ),
         ]
         .into_iter()
         .filter_map(|(on, k)| on.then_some(k))
@@ -107,7 +129,7 @@ impl CredentialArgs {
             (None, [i]) => *i,
             (None, []) => {
                 return Err(usage(
-                    "a secret without a kind: add --username, --aws-access-key-id, --tenant-id/--client-id or --auth".into(),
+                    "a secret without a kind: add --username, --aws-access-key-id, --tenant-id/--client-id, --github-app-id or --auth".into(),
                 ));
             }
             _ => {
@@ -175,6 +197,24 @@ impl CredentialArgs {
                     ));
                 }
                 json!({"kind": "basic", "username": "_json_key", "password": key})
+            }
+            AuthArg::GithubApp => {
+                let key = match &self.github_app_key_file {
+                    Some(file) => read_secret(Some(file), false, "GitHub App private key")?
+                        .ok_or_else(|| usage("the GitHub App private key file is empty".into()))?,
+                    None => secret("GitHub App private key (--github-app-key-file)")?,
+                };
+                if !key.contains("PRIVATE KEY-----") {
+                    return Err(usage(
+                        "the GitHub App private key is not a PEM private key; give the .pem file downloaded from the app's settings".into(),
+                    ));
+                }
+                json!({
+                    "kind": "github_app",
+                    "app_id": required(&self.github_app_id, "--github-app-id")?,
+                    "installation_id": required(&self.github_installation_id, "--github-installation-id")?,
+                    "private_key": key,
+                })
             }
         };
         if self.session_token_file.is_some() && kind != AuthArg::AwsEcr {
@@ -632,7 +672,7 @@ pub async fn run(client: &Client, cmd: RegistryCommand) -> anyhow::Result<()> {
         } => {
             let credentials = credentials.to_json()?.ok_or_else(|| {
                 CliError::usage(
-                    "no credentials given: e.g. --username U --password-stdin, --token-stdin, --aws-access-key-id/--region, --tenant-id/--client-id or --auth gcp-service-account-key",
+                    "no credentials given: e.g. --username U --password-stdin, --token-stdin, --aws-access-key-id/--region, --tenant-id/--client-id, --github-app-id/--github-installation-id/--github-app-key-file or --auth gcp-service-account-key",
                 )
             })?;
             let r = client
@@ -915,5 +955,51 @@ pub async fn run_rules(client: &Client, cmd: RulesCommand) -> anyhow::Result<()>
             let items = r["items"].as_array().cloned().unwrap_or_default();
             print(client.output(), &r, |_| rule_rows(&items))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_github_app_comes_from_its_ids_and_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.pem");
+        let pem = "-----BEGIN RSA PRIVATE KEY-----\ncanary\n-----END RSA PRIVATE KEY-----\n";
+        std::fs::write(&file, pem).unwrap();
+        let args = CredentialArgs {
+            github_app_id: Some("123456".into()),
+            github_installation_id: Some("7890".into()),
+            github_app_key_file: Some(file.clone()),
+            ..Default::default()
+        };
+        let c = args.to_json().unwrap().unwrap();
+        assert_eq!(c["kind"], "github_app");
+        assert_eq!(c["app_id"], "123456");
+        assert_eq!(c["installation_id"], "7890");
+        assert_eq!(c["private_key"], pem.trim_end());
+
+        let missing = CredentialArgs {
+            github_app_id: Some("123456".into()),
+            github_app_key_file: Some(file.clone()),
+            ..Default::default()
+        };
+        let err = missing.to_json().unwrap_err().to_string();
+        assert!(err.contains("--github-installation-id"), "{err}");
+
+        std::fs::write(&file, "not a key canary").unwrap();
+        let err = args.to_json().unwrap_err().to_string();
+        assert!(
+            err.contains("not a PEM private key") && !err.contains("canary"),
+            "{err}"
+        );
+
+        let mixed = CredentialArgs {
+            username: Some("octocat".into()),
+            github_app_id: Some("1".into()),
+            ..Default::default()
+        };
+        assert!(mixed.to_json().is_err());
     }
 }

@@ -51,6 +51,8 @@ pub enum AuthKind {
     AwsWebIdentity,
     /// Azure workload identity: the federated token as an AAD client assertion, then ACR.
     AzureWorkloadIdentity,
+    /// A GitHub App installation: the app's JWT exchanged for installation tokens (ghcr).
+    GithubApp,
 }
 
 /// A credential sealed with envelope encryption: the plaintext is only ever recoverable

@@ -57,7 +57,7 @@ pub use manifest::{
 pub use pagination::Listing;
 pub use providers::{
     AcrConfig, AcrProvider, EcrConfig, EcrProvider, ExchangeTimeouts, GcpServiceAccountConfig,
-    GcpServiceAccountProvider,
+    GcpServiceAccountProvider, GitHubAppConfig, GitHubAppProvider,
 };
 pub use ratelimit::RateLimit;
 pub use referrers::{FoundBy, ReferrerDescriptor, Referrers, ReferrersOptions, referrer_kind};

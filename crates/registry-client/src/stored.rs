@@ -25,7 +25,8 @@ use crate::providers::{
     AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE, AWS_CONTAINER_CREDENTIALS_FULL_URI, AWS_ROLE_ARN,
     AWS_WEB_IDENTITY_TOKEN_FILE, AZURE_FEDERATED_TOKEN_FILE, AcrConfig, AcrProvider, AwsIdentity,
     AwsWebIdentityConfig, EcrConfig, EcrProvider, GcpMetadataConfig, GcpMetadataProvider,
-    GcpServiceAccountConfig, GcpServiceAccountProvider, PodIdentityConfig, TokenFile,
+    GcpServiceAccountConfig, GcpServiceAccountProvider, GitHubAppConfig, GitHubAppProvider,
+    PodIdentityConfig, TokenFile,
 };
 
 /// Credentials as stored, tagged by `kind`.
@@ -84,6 +85,16 @@ pub enum StoredCredentials {
         region: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         role_arn: Option<String>,
+    },
+    /// A GitHub App installation: the app's JWT (RS256 with `private_key`, a PEM RSA key)
+    /// exchanged for one-hour installation tokens at the GitHub API
+    /// (`IMAGELIB_PROVIDERS__GITHUB_API`); `ghcr` registries only. The token is
+    /// `x-access-token` / token at the registry and the API's bearer for the listing.
+    GithubApp {
+        app_id: String,
+        installation_id: String,
+        #[serde(serialize_with = "expose")]
+        private_key: SecretString,
     },
     /// Azure workload identity: the federated token file as an AAD client assertion, then
     /// the registry's `/oauth2/exchange`. Tenant and client default to `AZURE_TENANT_ID` and
@@ -369,6 +380,25 @@ impl StoredCredentials {
         })
     }
 
+    /// The registry type these credentials are bound to, when only one can take them (the
+    /// kinds whose exchange serves one vendor's registries; checked by registry-registry
+    /// at registration and by sync-scanner before use).
+    pub fn only_for_registry_type(&self) -> Option<&'static str> {
+        match self {
+            StoredCredentials::AwsEcr { .. } | StoredCredentials::AwsWebIdentity { .. } => {
+                Some("ecr")
+            }
+            StoredCredentials::AzureServicePrincipal { .. }
+            | StoredCredentials::AzureWorkloadIdentity { .. } => Some("acr"),
+            StoredCredentials::GcpServiceAccount { .. }
+            | StoredCredentials::GcpWorkloadIdentity {} => Some("gcr"),
+            StoredCredentials::GithubApp { .. } => Some("ghcr"),
+            StoredCredentials::None
+            | StoredCredentials::Basic { .. }
+            | StoredCredentials::Token { .. } => None,
+        }
+    }
+
     /// What presents these credentials to `registry`.
     pub fn provider(
         &self,
@@ -433,6 +463,23 @@ impl StoredCredentials {
                 c.guard = guard.clone();
                 c.ca_pem = ca_pem.map(str::to_owned);
                 Arc::new(GcpServiceAccountProvider::new(c)?)
+            }
+            StoredCredentials::GithubApp {
+                app_id,
+                installation_id,
+                private_key,
+            } => {
+                let mut c = GitHubAppConfig::new(
+                    app_id.clone(),
+                    installation_id.clone(),
+                    private_key.clone(),
+                );
+                c.api = endpoints.github_api().map_err(|e| {
+                    Error::Config(format!("IMAGELIB_PROVIDERS__GITHUB_API is not a URL: {e}"))
+                })?;
+                c.guard = guard.clone();
+                c.ca_pem = ca_pem.map(str::to_owned);
+                Arc::new(GitHubAppProvider::new(c)?)
             }
             StoredCredentials::GcpWorkloadIdentity {} => {
                 crate::providers::check_gcr_host(registry.host(), &endpoints.gcr_suffixes())?;
@@ -636,6 +683,7 @@ mod tests {
             r#"{"kind":"azure_workload_identity"}"#,
             r#"{"kind":"azure_workload_identity","tenant_id":"t","client_id":"c"}"#,
             r#"{"kind":"gcp_service_account","key_json":"{}"}"#,
+            r#"{"kind":"github_app","app_id":"1","installation_id":"2","private_key":"k"}"#,
         ] {
             let c = StoredCredentials::from_plaintext(json.as_bytes()).unwrap();
             let again = StoredCredentials::from_plaintext(&c.to_plaintext()).unwrap();
@@ -650,6 +698,8 @@ mod tests {
             r#"{"kind":"aws_web_identity"}"#,
             r#"{"kind":"aws_web_identity","region":"eu-west-1","secret":"x"}"#,
             r#"{"kind":"azure_workload_identity","client_secret":"canary"}"#,
+            r#"{"kind":"github_app","app_id":"1","private_key":"canary"}"#,
+            r#"{"kind":"github_app","app_id":"1","installation_id":"2","private_key":"k","x":1}"#,
         ] {
             assert!(
                 StoredCredentials::from_plaintext(json.as_bytes()).is_err(),

@@ -17,10 +17,27 @@
 //! `x-ratelimit-remaining: 0`). [`FakeGitHub::secondary_limit`] answers the next API
 //! request with a secondary rate limit (`403`/`429` and `retry-after`). Everything
 //! received is recorded ([`FakeGitHub::seen`]).
+//!
+//! GitHub Apps ([`FakeGitHub::app`]): `POST /app/installations/{id}/access_tokens` takes
+//! the app's JWT as `Authorization: Bearer`, verified as GitHub does (RS256 against the
+//! app's public key, `iss` the App ID, `exp - iat` at most 600 s, not expired, `iat` not in
+//! the future; `401` with GitHub's message otherwise) and answers `201`
+//! `{"token": "ghs_…", "expires_at", "permissions", "repository_selection"}`, or `404 Not
+//! Found` for an installation the app does not have. The tokens live
+//! [`FakeGitHub::installation_token_lifetime`] (an hour by default); until then the API
+//! takes them as tokens of no user, after it they are `401 Bad credentials`.
+//!
+//! From the first app on, the registry side asks for a token as ghcr.io does: `/v2/…`
+//! without one is `401` with `WWW-Authenticate: Bearer realm="http://<host>/token",
+//! service="ghcr.io"`, and `GET /token` exchanges Basic `x-access-token:<installation
+//! token>` (an issued, unexpired one) or `<login>:<known token>` for a registry token that
+//! lives as long as the installation token (an hour for a static one).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
 
 use crate::proxy::{Action, FaultProxy, Request, Response};
 use crate::registry::TestRegistry;
@@ -31,6 +48,13 @@ const RATE_LIMIT_DOCS: &str =
 
 /// An owner: whether an organisation, and its packages (name, visibility).
 type Owner = (bool, Vec<(String, String)>);
+
+/// A GitHub App installation.
+#[derive(Debug, Clone)]
+struct Installation {
+    app_id: String,
+    public_key: rsa::RsaPublicKey,
+}
 
 #[derive(Debug)]
 struct Api {
@@ -43,6 +67,15 @@ struct Api {
     budget: Mutex<(u64, u64, u64)>,
     /// The next API request is answered with this status and `retry-after`.
     secondary: Mutex<Option<(u16, String)>>,
+    /// Installation id → its app.
+    installations: Mutex<HashMap<String, Installation>>,
+    /// Installation tokens handed out, and until when they are good.
+    issued: Mutex<Vec<(String, SystemTime)>>,
+    /// The lifetime of installation tokens handed out from now on.
+    lifetime: Mutex<Duration>,
+    /// Registry tokens handed out by `/token`, and until when they are good; `Some` once
+    /// the registry side asks for them.
+    registry_tokens: Mutex<Option<HashMap<String, SystemTime>>>,
 }
 
 impl Default for Api {
@@ -53,6 +86,10 @@ impl Default for Api {
             next_origin: Mutex::default(),
             budget: Mutex::new((5000, 5000, now_secs() + 3600)),
             secondary: Mutex::default(),
+            installations: Mutex::default(),
+            issued: Mutex::default(),
+            lifetime: Mutex::new(Duration::from_secs(3600)),
+            registry_tokens: Mutex::default(),
         }
     }
 }
@@ -76,22 +113,230 @@ fn error(status: u16, message: &str) -> Response {
     )
 }
 
+fn rfc3339(at: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn registry_error(code: &str, message: &str) -> Response {
+    Response::new(
+        401,
+        &[("Content-Type", "application/json")],
+        serde_json::json!({ "errors": [{ "code": code, "message": message }] }).to_string(),
+    )
+}
+
 impl Api {
+    /// Who `token` is: `Some(login)` for a known token (`None` for one of no user, as an
+    /// unexpired installation token), `None` for an unknown or expired one.
+    fn whose(&self, token: &str) -> Option<Option<String>> {
+        if let Some((_, login)) = self.tokens.lock().unwrap().iter().find(|(k, _)| k == token) {
+            return Some(login.clone());
+        }
+        let now = SystemTime::now();
+        self.issued
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(t, until)| t == token && now < *until)
+            .then_some(None)
+    }
+
     fn caller(&self, req: &Request) -> Caller {
         match req.header("authorization") {
             None => Ok(None),
             Some(a) => match a.strip_prefix("Bearer ") {
-                Some(t) => self
-                    .tokens
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .find(|(k, _)| k == t)
-                    .map(|(_, login)| Some(login.clone()))
-                    .ok_or(()),
+                Some(t) => self.whose(t).map(Some).ok_or(()),
                 None => Err(()),
             },
         }
+    }
+
+    /// `POST /app/installations/{id}/access_tokens`: the app's JWT for an installation
+    /// token.
+    fn access_token(&self, req: &Request, installation_id: &str) -> Response {
+        use rsa::signature::Verifier as _;
+        let undecodable = || error(401, "A JSON web token could not be decoded");
+        if req.method != "POST" {
+            return error(404, "Not Found");
+        }
+        let Some(jwt) = req
+            .header("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+        else {
+            return error(401, "A JSON web token could not be decoded");
+        };
+        let parts: Vec<&str> = jwt.split('.').collect();
+        let [header_b64, claims_b64, signature_b64] = parts[..] else {
+            return undecodable();
+        };
+        let decode = |s: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        };
+        let (Some(header), Some(claims)) = (decode(header_b64), decode(claims_b64)) else {
+            return undecodable();
+        };
+        if header["alg"] != "RS256" {
+            return undecodable();
+        }
+        let iss = match &claims["iss"] {
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            _ => return error(401, "'Issuer' claim ('iss') must be an Integer"),
+        };
+        let installation = self
+            .installations
+            .lock()
+            .unwrap()
+            .get(installation_id)
+            .cloned();
+        let apps: Vec<Installation> = self
+            .installations
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|i| i.app_id == iss)
+            .cloned()
+            .collect();
+        let Some(app) = apps.first() else {
+            return error(401, "Integration not found");
+        };
+        let verifying = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(app.public_key.clone());
+        let signed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(signature_b64)
+            .ok()
+            .and_then(|sig| rsa::pkcs1v15::Signature::try_from(sig.as_slice()).ok())
+            .is_some_and(|sig| {
+                verifying
+                    .verify(format!("{header_b64}.{claims_b64}").as_bytes(), &sig)
+                    .is_ok()
+            });
+        if !signed {
+            return undecodable();
+        }
+        let (Some(iat), Some(exp)) = (claims["iat"].as_u64(), claims["exp"].as_u64()) else {
+            return error(
+                401,
+                "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued",
+            );
+        };
+        let now = now_secs();
+        if iat > now + 5 {
+            return error(
+                401,
+                "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued",
+            );
+        }
+        if exp.saturating_sub(iat) > 600 || exp > now + 600 {
+            return error(
+                401,
+                "'Expiration time' claim ('exp') is too far in the future",
+            );
+        }
+        if exp <= now {
+            return error(
+                401,
+                "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires",
+            );
+        }
+        if installation.is_none_or(|i| i.app_id != iss) {
+            return error(404, "Not Found");
+        }
+        let token = format!("ghs_{}", uuid::Uuid::new_v4().simple());
+        let until = SystemTime::now() + *self.lifetime.lock().unwrap();
+        self.issued.lock().unwrap().push((token.clone(), until));
+        Response::new(
+            201,
+            &[("Content-Type", "application/json; charset=utf-8")],
+            serde_json::json!({
+                "token": token,
+                "expires_at": rfc3339(until),
+                "permissions": { "metadata": "read", "packages": "read" },
+                "repository_selection": "all",
+            })
+            .to_string(),
+        )
+    }
+
+    /// `GET /token`: ghcr.io's token service, Basic credentials for a registry token.
+    fn registry_token(&self, req: &Request) -> Response {
+        let refused = || registry_error("UNAUTHORIZED", "authentication required");
+        let Some(decoded) = req
+            .header("authorization")
+            .and_then(|a| a.strip_prefix("Basic "))
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
+            .and_then(|b| String::from_utf8(b).ok())
+        else {
+            return refused();
+        };
+        let Some((user, secret)) = decoded.split_once(':') else {
+            return refused();
+        };
+        let static_token = self.tokens.lock().unwrap().iter().any(|(t, _)| t == secret);
+        let now = SystemTime::now();
+        let until = if static_token {
+            now + Duration::from_secs(3600)
+        } else if user == "x-access-token"
+            && let Some((_, until)) = self
+                .issued
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(t, until)| t == secret && now < *until)
+        {
+            *until
+        } else {
+            return refused();
+        };
+        let token = format!("ghcr-{}", uuid::Uuid::new_v4().simple());
+        if let Some(tokens) = self.registry_tokens.lock().unwrap().as_mut() {
+            tokens.insert(token.clone(), until);
+        }
+        Response::new(
+            200,
+            &[("Content-Type", "application/json")],
+            serde_json::json!({
+                "token": token,
+                "expires_in": until.duration_since(now).unwrap_or_default().as_secs().max(1),
+            })
+            .to_string(),
+        )
+    }
+
+    /// `/v2/…` once apps exist: a registry token from `/token`, unexpired. `None` passes
+    /// the request on to the registry.
+    fn registry(&self, req: &Request) -> Option<Response> {
+        let tokens = self.registry_tokens.lock().unwrap();
+        let tokens = tokens.as_ref()?;
+        let given = req
+            .header("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "));
+        let now = SystemTime::now();
+        if given.is_some_and(|t| tokens.get(t).is_some_and(|until| now < *until)) {
+            return None;
+        }
+        let host = req.header("host").unwrap_or("localhost");
+        let mut challenge = format!("Bearer realm=\"http://{host}/token\",service=\"ghcr.io\"");
+        let repository = req.path().strip_prefix("/v2/").and_then(|rest| {
+            ["/manifests/", "/blobs/", "/tags/", "/referrers/"]
+                .iter()
+                .find_map(|m| rest.find(m).map(|at| &rest[..at]))
+        });
+        if let Some(repository) = repository {
+            challenge.push_str(&format!(",scope=\"repository:{repository}:pull\""));
+        }
+        if given.is_some() {
+            challenge.push_str(",error=\"invalid_token\"");
+        }
+        let mut r = registry_error("UNAUTHORIZED", "authentication required");
+        r.set_header("WWW-Authenticate", &challenge);
+        Some(r)
     }
 
     /// Spends one request of the budget: the rate-limit headers, or GitHub's `403` (or
@@ -283,6 +528,15 @@ impl FakeGitHub {
         let a = api.clone();
         let proxy = FaultProxy::start(Some(upstream), move |req: &Request, _| {
             let path = req.path();
+            if let Some(id) = path
+                .strip_prefix("/app/installations/")
+                .and_then(|rest| rest.strip_suffix("/access_tokens"))
+            {
+                return Action::Respond(a.access_token(req, id));
+            }
+            if path == "/token" {
+                return Action::Respond(a.registry_token(req));
+            }
             if path == "/user" {
                 return Action::Respond(a.answer(|a| a.user(req)));
             }
@@ -299,6 +553,9 @@ impl FakeGitHub {
             }
             if !path.starts_with("/v2/") {
                 return Action::Respond(error(404, "Not Found"));
+            }
+            if let Some(refused) = a.registry(req) {
+                return Action::Respond(refused);
             }
             if path == "/v2/_catalog" {
                 return Action::Respond(Response::new(
@@ -356,6 +613,44 @@ impl FakeGitHub {
             .push((token.to_owned(), Some(login.to_owned())));
     }
 
+    /// A GitHub App (`app_id`, its public key as an SPKI PEM) installed on `owner` as
+    /// `installation_id`. From now on the registry side asks for tokens (module docs).
+    pub fn app(&self, app_id: &str, public_key_pem: &str, installation_id: &str, owner: &str) {
+        use rsa::pkcs8::DecodePublicKey as _;
+        let public_key =
+            rsa::RsaPublicKey::from_public_key_pem(public_key_pem).expect("an SPKI PEM RSA key");
+        tracing::debug!(app_id, installation_id, owner, "fake GitHub App installed");
+        self.api.installations.lock().unwrap().insert(
+            installation_id.to_owned(),
+            Installation {
+                app_id: app_id.to_owned(),
+                public_key,
+            },
+        );
+        self.api
+            .registry_tokens
+            .lock()
+            .unwrap()
+            .get_or_insert_with(HashMap::new);
+    }
+
+    /// The lifetime of the installation tokens handed out from now on (an hour by
+    /// default), so a test can cross an expiry in seconds.
+    pub fn installation_token_lifetime(&self, lifetime: Duration) {
+        *self.api.lifetime.lock().unwrap() = lifetime;
+    }
+
+    /// The installation tokens handed out so far, oldest first.
+    pub fn installation_tokens(&self) -> Vec<String> {
+        self.api
+            .issued
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
     /// The API's budget: `limit` requests per hour, `remaining` of them left, full again
     /// in `reset_in_secs`.
     pub fn rate_limit(&self, limit: u64, remaining: u64, reset_in_secs: u64) {
@@ -391,4 +686,18 @@ impl FakeGitHub {
     pub fn seen(&self) -> Vec<Request> {
         self.proxy.seen()
     }
+}
+
+/// A fresh GitHub App key pair: the private key as GitHub hands it out (PKCS#1,
+/// `-----BEGIN RSA PRIVATE KEY-----`) and the public key as an SPKI PEM for
+/// [`FakeGitHub::app`].
+pub fn app_key() -> (String, String) {
+    use rsa::pkcs1::EncodeRsaPrivateKey as _;
+    use rsa::pkcs8::DecodePrivateKey as _;
+    let (pkcs8, public) = crate::cloud::service_account_key();
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(&pkcs8).expect("a PKCS#8 RSA key");
+    let pkcs1 = key
+        .to_pkcs1_pem(rsa::pkcs1::LineEnding::LF)
+        .expect("PKCS#1 PEM");
+    (pkcs1.to_string(), public)
 }

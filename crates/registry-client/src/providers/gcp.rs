@@ -19,14 +19,12 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use futures::future::BoxFuture;
-use ring::rand::SystemRandom;
-use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+use super::jwt::RsaSigner;
 use super::{
     Answer, CredentialCache, ExchangeHttp, ExchangeTimeouts, basic_until, clip, json_error,
 };
@@ -124,10 +122,9 @@ impl GcpServiceAccountConfig {
 pub struct GcpServiceAccountProvider {
     client_email: String,
     private_key_id: Option<String>,
-    key: RsaKeyPair,
+    key: RsaSigner,
     token_uri: Url,
     http: ExchangeHttp,
-    rng: SystemRandom,
     cache: CredentialCache,
 }
 
@@ -178,7 +175,10 @@ impl GcpServiceAccountProvider {
             .private_key
             .map(SecretString::from)
             .ok_or_else(|| Error::Config("the service account key has no private_key".into()))?;
-        let key_pair = parse_private_key(private_key.expose_secret())?;
+        let key_pair = RsaSigner::from_pem(
+            private_key.expose_secret(),
+            "the service account private_key",
+        )?;
         let token_uri = match config.token_uri {
             Some(configured) => configured,
             None => {
@@ -216,7 +216,6 @@ impl GcpServiceAccountProvider {
             key: key_pair,
             token_uri,
             http,
-            rng: SystemRandom::new(),
             cache: CredentialCache::default(),
         })
     }
@@ -231,7 +230,6 @@ impl GcpServiceAccountProvider {
 
     /// The signed JWT assertion for `now`.
     fn assertion(&self, now: SystemTime) -> Result<SecretString> {
-        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
         let iat = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -247,26 +245,7 @@ impl GcpServiceAccountProvider {
             "iat": iat,
             "exp": iat + ASSERTION_LIFETIME.as_secs(),
         });
-        let signing_input = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        );
-        let mut signature = vec![0; self.key.public().modulus_len()];
-        self.key
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &self.rng,
-                signing_input.as_bytes(),
-                &mut signature,
-            )
-            .map_err(|_| {
-                Error::Config("cannot sign the JWT with the service account key".into())
-            })?;
-        Ok(SecretString::from(format!(
-            "{signing_input}.{}",
-            b64(&signature)
-        )))
+        self.key.sign(&header, &claims)
     }
 
     async fn exchange(&self) -> Result<ProvidedCredentials> {
@@ -320,30 +299,6 @@ impl CredentialProvider for GcpServiceAccountProvider {
     fn invalidate(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.cache.clear())
     }
-}
-
-/// A PEM RSA key: PKCS#8 (`PRIVATE KEY`, what Google issues) or PKCS#1 (`RSA PRIVATE KEY`).
-fn parse_private_key(pem: &str) -> Result<RsaKeyPair> {
-    let refused = |why: &str| Error::Config(format!("the service account private_key {why}"));
-    let (label, der) = pem_body(pem).ok_or_else(|| refused("is not a PEM block"))?;
-    match label {
-        "PRIVATE KEY" => RsaKeyPair::from_pkcs8(&der),
-        "RSA PRIVATE KEY" => RsaKeyPair::from_der(&der),
-        _ => return Err(refused("is not an RSA private key")),
-    }
-    .map_err(|e| refused(&format!("is not a usable RSA key ({e})")))
-}
-
-fn pem_body(pem: &str) -> Option<(&str, Vec<u8>)> {
-    let start = pem.find("-----BEGIN ")?;
-    let rest = &pem[start + "-----BEGIN ".len()..];
-    let (label, rest) = rest.split_once("-----")?;
-    let end = rest.find(&format!("-----END {label}-----"))?;
-    let body: String = rest[..end].chars().filter(|c| !c.is_whitespace()).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .ok()?;
-    Some((label, der))
 }
 
 /// Google's OAuth errors: `{"error": "invalid_grant", "error_description": "…"}`.
@@ -422,17 +377,5 @@ mod tests {
             assert_eq!(err.kind(), crate::ErrorKind::HostNotAllowed, "{bad}");
         }
         assert!(check_gcr_host("r.gar.example", &[".gar.example".into()]).is_ok());
-    }
-
-    #[test]
-    fn pem_bodies() {
-        let (label, der) =
-            pem_body("x\n-----BEGIN PRIVATE KEY-----\nAAEC\nAw==\n-----END PRIVATE KEY-----\n")
-                .unwrap();
-        assert_eq!(label, "PRIVATE KEY");
-        assert_eq!(der, [0, 1, 2, 3]);
-        assert!(
-            pem_body("-----BEGIN PRIVATE KEY-----\nAAEC\n-----END RSA PRIVATE KEY-----").is_none()
-        );
     }
 }

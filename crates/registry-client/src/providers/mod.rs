@@ -6,6 +6,7 @@
 //! | Amazon ECR | [`EcrProvider`] | `GetAuthorizationToken`, SigV4-signed by `aws-sigv4`, only for `<account>.dkr.ecr.<region>.amazonaws.com(.cn)` ([`check_ecr_host`]) | `AWS` / token password, 12 h |
 //! | Azure ACR (service principal) | [`AcrProvider`] | AAD client credentials (ACR audience), then `/oauth2/exchange`, only with `*.azurecr.io` (and the sovereign clouds' suffixes) | `00000000-0000-0000-0000-000000000000` / ACR refresh token, ~3 h |
 //! | Google Artifact Registry | [`GcpServiceAccountProvider`] | OAuth 2.0 JWT bearer grant (RFC 7523), only for `gcr.io`, `*.gcr.io`, `*-docker.pkg.dev` ([`check_gcr_host`]) | `oauth2accesstoken` / access token, 1 h |
+//! | GitHub Container Registry (GitHub App) | [`GitHubAppProvider`] | the app's RS256 JWT for `POST /app/installations/{id}/access_tokens` at the configured GitHub API | `x-access-token` / installation token, 1 h (also the GitHub API's bearer) |
 //! | Google, GKE workload identity | [`GcpMetadataProvider`] | the metadata server's token (`Metadata-Flavor: Google`) | `oauth2accesstoken` / access token, ~1 h |
 //! | Amazon ECR, IRSA / EKS Pod Identity | [`EcrProvider`] with an [`AwsIdentity`] | STS `AssumeRoleWithWebIdentity` or the Pod Identity agent, then `GetAuthorizationToken` | as ECR, never past the temporary credentials |
 //! | Azure ACR, workload identity | [`AcrProvider`] with [`AadClientCredential::FederatedTokenFile`] | the federated token as AAD client assertion, then `/oauth2/exchange` | as ACR |
@@ -63,6 +64,8 @@ mod aws;
 mod ecr;
 mod gcp;
 mod gcp_metadata;
+mod github_app;
+mod jwt;
 mod token_file;
 
 pub use acr::{
@@ -80,6 +83,10 @@ pub use gcp::{
 };
 pub use gcp_metadata::{
     DEFAULT_GCE_METADATA, GcpMetadataConfig, GcpMetadataProvider, METADATA_TOKEN_PATH,
+};
+pub use github_app::{
+    GitHubAppConfig, GitHubAppProvider, MAX_GITHUB_APP_KEY_BYTES, check_github_app_key,
+    is_github_id,
 };
 pub use token_file::TokenFile;
 
@@ -515,6 +522,7 @@ const _: fn() = || {
     provider::<AcrProvider>();
     provider::<GcpServiceAccountProvider>();
     provider::<GcpMetadataProvider>();
+    provider::<GitHubAppProvider>();
 };
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use imagelib_events::model::{AuthKind, RegistryType};
 use secrecy::ExposeSecret;
 
 /// Credentials in a request body, tagged by `kind` (`none`, `basic`, `token`, `aws_ecr`,
-/// `azure_service_principal`, `gcp_service_account`, and the workload identities that store
+/// `azure_service_principal`, `gcp_service_account`, `github_app`, and the workload identities that store
 /// no secret: `gcp_workload_identity`, `aws_web_identity`, `azure_workload_identity`): the
 /// stored form shared with sync-scanner.
 pub use registry_client::StoredCredentials as Credentials;
@@ -44,6 +44,7 @@ impl CredentialsExt for Credentials {
             Credentials::GcpWorkloadIdentity {} => AuthKind::GcpWorkloadIdentity,
             Credentials::AwsWebIdentity { .. } => AuthKind::AwsWebIdentity,
             Credentials::AzureWorkloadIdentity { .. } => AuthKind::AzureWorkloadIdentity,
+            Credentials::GithubApp { .. } => AuthKind::GithubApp,
         }
     }
 
@@ -138,6 +139,27 @@ impl CredentialsExt for Credentials {
                         "an IAM role ARN such as `arn:aws:iam::123456789012:role/imagelib`",
                     ));
                 }
+            }
+            Credentials::GithubApp {
+                app_id,
+                installation_id,
+                private_key,
+            } => {
+                only_for(registry_type, RegistryType::Ghcr, "github_app")?;
+                if !registry_client::providers::is_github_id(app_id) {
+                    return Err(field_err(
+                        "/credentials/app_id",
+                        "the GitHub App's numeric App ID (the app's settings page, \"App ID\")",
+                    ));
+                }
+                if !registry_client::providers::is_github_id(installation_id) {
+                    return Err(field_err(
+                        "/credentials/installation_id",
+                        "the installation's numeric ID (the last segment of its URL, \
+                         …/settings/installations/<id>)",
+                    ));
+                }
+                check_app_key(private_key.expose_secret())?;
             }
             Credentials::AzureWorkloadIdentity {
                 tenant_id,
@@ -242,6 +264,20 @@ fn check_key_json(key: &str) -> Result<(), CredentialsError> {
         return Err(field_err(POINTER, "the key has no PEM `private_key`"));
     }
     Ok(())
+}
+
+/// A GitHub App's private key: an RSA private key PEM; the errors never quote it.
+fn check_app_key(pem: &str) -> Result<(), CredentialsError> {
+    const POINTER: &str = "/credentials/private_key";
+    if pem.trim().is_empty() {
+        return Err(field_err(POINTER, "must not be empty"));
+    }
+    registry_client::providers::check_github_app_key(pem).map_err(|_| {
+        field_err(
+            POINTER,
+            "the app's private key as downloaded from its settings (a PEM `RSA PRIVATE KEY`)",
+        )
+    })
 }
 
 #[cfg(test)]

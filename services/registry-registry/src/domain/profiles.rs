@@ -246,8 +246,17 @@ const GHCR: Profile = Profile {
     description: "GitHub Container Registry (ghcr.io); an owner's container packages are \
                   listed through the GitHub REST API.",
     url_placeholder: "ghcr.io/<owner>",
-    credential_kinds: &["none", "basic", "token"],
-    credential_choices: &[],
+    credential_kinds: &["none", "basic", "token", "github_app"],
+    credential_choices: &[
+        CredentialChoice {
+            kind: "basic",
+            label: "Username and personal access token",
+        },
+        CredentialChoice {
+            kind: "github_app",
+            label: "GitHub App, installation tokens renewed",
+        },
+    ],
     defaults: Defaults {
         url: Some("ghcr.io"),
         credential_kind: "basic",
@@ -268,6 +277,22 @@ const GHCR: Profile = Profile {
             "Personal Access Token",
             "A GitHub personal access token with the read:packages scope.",
         ),
+        field("app_id", "/credentials/app_id", "App ID")
+            .required()
+            .help("The GitHub App's App ID (the app's settings page, General → About).")
+            .placeholder("123456")
+            .of("github_app"),
+        field("installation_id", "/credentials/installation_id", "Installation ID")
+            .required()
+            .help("The installation on the owner: the number at the end of the installation's URL (…/settings/installations/<id>).")
+            .placeholder("7890")
+            .of("github_app"),
+        field("private_key", "/credentials/private_key", "Private key (PEM)")
+            .required()
+            .help("A private key of the app (its settings → Private keys → Generate), the .pem file's content; the app needs the Packages: read permission. imagelib exchanges it for one-hour installation tokens and renews them.")
+            .secret()
+            .multiline()
+            .of("github_app"),
     ],
 };
 

@@ -109,7 +109,7 @@ fn first_kind() -> &'static Kind {
 }
 
 /// The form's fields, every type's, in the order they are shown.
-const FORM_FIELDS: [&str; 15] = [
+const FORM_FIELDS: [&str; 18] = [
     "label",
     "url",
     "namespace",
@@ -125,6 +125,9 @@ const FORM_FIELDS: [&str; 15] = [
     "password",
     "key_json",
     "artifact_registry",
+    "app_id",
+    "installation_id",
+    "private_key",
 ];
 
 /// The fields of the add and rotate forms. Secrets are read, used once and dropped: they
@@ -161,6 +164,12 @@ pub(super) struct RegistryForm {
     pub role_arn: String,
     #[serde(default)]
     pub key_json: String,
+    #[serde(default)]
+    pub app_id: String,
+    #[serde(default)]
+    pub installation_id: String,
+    #[serde(default)]
+    pub private_key: String,
     /// The kind chosen for a type with several (empty: inferred from the fields filled in).
     #[serde(default)]
     pub credential_kind: String,
@@ -224,6 +233,11 @@ impl RegistryForm {
                 key_json: SecretString::from(self.key_json.trim().to_owned()),
             },
             "gcp_workload_identity" => Credentials::GcpWorkloadIdentity {},
+            "github_app" => Credentials::GithubApp {
+                app_id: t(&self.app_id),
+                installation_id: t(&self.installation_id),
+                private_key: SecretString::from(self.private_key.trim().to_owned()),
+            },
             _ => self.basic(),
         })
     }
@@ -285,6 +299,7 @@ impl RegistryForm {
             "aws_ecr" => return "secret_access_key",
             "azure_service_principal" => return "client_secret",
             "gcp_service_account" => return "key_json",
+            "github_app" => return "private_key",
             "basic" => return "password",
             "aws_web_identity" | "azure_workload_identity" | "gcp_workload_identity" => {
                 return "credential_kind";
@@ -310,6 +325,8 @@ impl RegistryForm {
             "tenant_id" => &self.tenant_id,
             "client_id" => &self.client_id,
             "role_arn" => &self.role_arn,
+            "app_id" => &self.app_id,
+            "installation_id" => &self.installation_id,
             "proxy_url" => &self.proxy_url,
             "no_proxy" => &self.no_proxy,
             "artifact_registry" => &self.artifact_registry,
