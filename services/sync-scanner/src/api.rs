@@ -55,6 +55,79 @@ pub struct RegistryStatus {
     /// The pull budget the registry announced to the last scan that was told one
     /// (Docker Hub's `ratelimit-limit` / `ratelimit-remaining`); absent when it never said.
     pub rate_limit: Option<RateLimitStatus>,
+    /// The vendor API budget the last repository listing saw (GitHub's
+    /// `x-ratelimit-*` for a `ghcr` registry's packages); absent when none was seen.
+    pub api_rate_limit: Option<ApiRateLimitStatus>,
+    /// The visibility of the packages the last GitHub packages listing found (`ghcr`).
+    pub package_visibility: Option<PackageVisibility>,
+}
+
+/// A vendor API's budget as its last answer announced it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct ApiRateLimitStatus {
+    /// Requests per window (`x-ratelimit-limit`).
+    pub limit: u64,
+    /// Requests left (`x-ratelimit-remaining`).
+    pub remaining: u64,
+    /// When the budget is full again (`x-ratelimit-reset`).
+    pub reset_at: Option<DateTime<Utc>>,
+    /// Which budget (`x-ratelimit-resource`: `core`, …).
+    pub resource: Option<String>,
+    /// When the API said so.
+    pub observed_at: DateTime<Utc>,
+}
+
+impl ApiRateLimitStatus {
+    pub fn new(
+        rl: &registry_client::vendor::ghcr::ApiRateLimit,
+        observed_at: DateTime<Utc>,
+    ) -> Self {
+        ApiRateLimitStatus {
+            limit: rl.limit,
+            remaining: rl.remaining,
+            reset_at: rl.reset.map(DateTime::<Utc>::from),
+            resource: rl.resource.clone(),
+            observed_at,
+        }
+    }
+}
+
+/// The visibility of a listing's packages (`public`, `private`, `internal`, as GitHub
+/// says; `unknown` when it did not), as many as the listing itself was allowed.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, ToSchema)]
+pub struct PackageVisibility {
+    /// Packages per visibility.
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// Each listed repository's visibility.
+    pub repositories: std::collections::BTreeMap<String, String>,
+    /// Whether the listing was cut (a cap, a rate limit): then these are not all.
+    pub complete: bool,
+    pub observed_at: DateTime<Utc>,
+}
+
+impl PackageVisibility {
+    pub fn of(
+        packages: &registry_client::vendor::ghcr::Packages,
+        observed_at: DateTime<Utc>,
+    ) -> Self {
+        let mut v = PackageVisibility {
+            complete: packages.listing.complete,
+            observed_at,
+            ..Default::default()
+        };
+        // Only the listed repositories (the listing's caps bound them).
+        for name in &packages.listing.items {
+            let visibility = packages
+                .visibility
+                .get(name)
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .unwrap_or_else(|| "unknown".to_owned());
+            *v.counts.entry(visibility.clone()).or_default() += 1;
+            v.repositories.insert(name.to_string(), visibility);
+        }
+        v
+    }
 }
 
 /// A registry's announced pull budget, as a scan left it.
@@ -152,6 +225,12 @@ async fn status(
                 known_tags: counts.get(&r.id).copied().unwrap_or(0),
                 rate_limit: scan
                     .and_then(|s| s.rate_limit.clone())
+                    .and_then(|v| serde_json::from_value(v).ok()),
+                api_rate_limit: scan
+                    .and_then(|s| s.api_rate_limit.clone())
+                    .and_then(|v| serde_json::from_value(v).ok()),
+                package_visibility: scan
+                    .and_then(|s| s.package_visibility.clone())
                     .and_then(|v| serde_json::from_value(v).ok()),
             }
         })

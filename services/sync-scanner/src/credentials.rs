@@ -43,10 +43,16 @@ impl From<imagelib_secrets::SecretsError> for CredentialError {
     }
 }
 
-/// The registry client's credential provider for a registry.
+/// The registry client's credential provider for a registry of `registry_type`. A GitHub
+/// App is refused for a registry that is not `ghcr` (registry-registry checks it at
+/// registration; this keeps its installation tokens off any other registry). The cloud
+/// kinds are not checked by type here: registries registered before types were recorded
+/// are `generic`, and their providers check the registry's host themselves.
+#[allow(clippy::too_many_arguments)]
 pub async fn provider(
     vault: &Vault,
     registry_id: RegistryId,
+    registry_type: &str,
     sealed: Option<&SealedCredential>,
     url: &RegistryUrl,
     guard: &NetworkGuard,
@@ -58,6 +64,18 @@ pub async fn provider(
     };
     let plain = vault.open_for(registry_id, sealed).await?;
     let stored = StoredCredentials::from_plaintext(plain.expose_secret())?;
+    if let Some(only @ "ghcr") = stored.only_for_registry_type()
+        && only != registry_type
+    {
+        return Err(CredentialError::Unusable(
+            registry_client::Error::HostNotAllowed {
+                host: url.host().to_owned(),
+                reason: format!(
+                    "these credentials are for `{only}` registries, and this one is `{registry_type}`"
+                ),
+            },
+        ));
+    }
     Ok(stored.provider(url, guard, endpoints, ca_pem)?)
 }
 

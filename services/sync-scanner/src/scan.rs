@@ -554,6 +554,7 @@ impl Inner {
         let provider = crate::credentials::provider(
             &self.vault,
             registry.id,
+            &registry.registry_type,
             registry.credential.as_ref(),
             &config.url,
             &self.guard,
@@ -661,6 +662,7 @@ impl Ctx<'_> {
         let provider = crate::credentials::provider(
             &s.vault,
             registry.id,
+            &registry.registry_type,
             Some(sealed),
             &self.client.config().url,
             &s.guard,
@@ -676,6 +678,27 @@ impl Ctx<'_> {
                 .map_err(|e| e.to_string())?
                 .credentials,
         ))
+    }
+
+    /// Keeps what a GitHub packages listing saw (the API budget, the packages'
+    /// visibility) for the status API; failing to keep it does not fail the scan.
+    async fn keep_api_listing(&self, packages: &registry_client::vendor::ghcr::Packages) {
+        let registry = self.registry;
+        let now = chrono::Utc::now();
+        let visibility = crate::api::PackageVisibility::of(packages, now);
+        tracing::info!(registry = %registry.id, by_visibility = ?visibility.counts, "ghcr packages listed through the GitHub API");
+        let budget = packages.rate_limit.as_ref().map(|rl| {
+            tracing::info!(registry = %registry.id, limit = rl.limit, remaining = rl.remaining, "the GitHub API budget");
+            serde_json::json!(crate::api::ApiRateLimitStatus::new(rl, now))
+        });
+        if let Err(e) = self
+            .scanner
+            .store
+            .record_api_listing(registry.id, budget, serde_json::json!(visibility))
+            .await
+        {
+            tracing::warn!(registry = %registry.id, error = %e, "could not keep the GitHub listing's budget and visibility");
+        }
     }
 
     /// The registry's repositories and whether that list is the whole truth.
@@ -739,19 +762,17 @@ impl Ctx<'_> {
                 .github_api()
                 .map_err(|e| format!("the GitHub API URL: {e}"))?;
             let login = self.api_login().await?;
-            registry_client::vendor::ghcr::owner_packages(
+            let listed = registry_client::vendor::ghcr::owner_packages(
                 self.client.config(),
                 &api,
                 owner,
                 login.as_ref(),
             )
-            .await
-            .map(|packages| {
-                let mut by_visibility = std::collections::BTreeMap::<&str, usize>::new();
-                for v in packages.visibility.values() {
-                    *by_visibility.entry(v.as_str()).or_default() += 1;
-                }
-                tracing::info!(registry = %registry.id, owner, ?by_visibility, "ghcr packages listed through the GitHub API");
+            .await;
+            if let Ok(packages) = &listed {
+                self.keep_api_listing(packages).await;
+            }
+            listed.map(|packages| {
                 let mut listing = packages.listing;
                 let prefix = format!("{}/", owner.to_ascii_lowercase());
                 for name in exact.iter().filter(|n| n.as_str().starts_with(&prefix)) {

@@ -88,6 +88,10 @@ pub struct ScanRecord {
     pub last_summary: Option<serde_json::Value>,
     /// The pull budget the registry announced last ([`crate::api::RateLimitStatus`]).
     pub rate_limit: Option<serde_json::Value>,
+    /// GitHub's API budget the last packages listing saw ([`crate::api::ApiRateLimitStatus`]).
+    pub api_rate_limit: Option<serde_json::Value>,
+    /// The visibility of the last packages listing ([`crate::api::PackageVisibility`]).
+    pub package_visibility: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +160,8 @@ impl ScanRecord {
             last_state: r.try_get("last_state")?,
             last_summary: r.try_get("last_summary")?,
             rate_limit: r.try_get("rate_limit")?,
+            api_rate_limit: r.try_get("api_rate_limit")?,
+            package_visibility: r.try_get("package_visibility")?,
         })
     }
 }
@@ -367,6 +373,26 @@ impl Store {
             .bind(rate_limit)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Keeps what a scan of `id`'s GitHub packages listing saw: the API budget (kept from
+    /// before when this listing was told none) and the packages' visibility.
+    pub async fn record_api_listing(
+        &self,
+        id: RegistryId,
+        api_rate_limit: Option<serde_json::Value>,
+        package_visibility: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE scans SET api_rate_limit = COALESCE($2, api_rate_limit), \
+             package_visibility = $3 WHERE registry_id = $1",
+        )
+        .bind(id.0)
+        .bind(api_rate_limit)
+        .bind(package_visibility)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
