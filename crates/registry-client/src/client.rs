@@ -83,6 +83,13 @@ impl RegistryClient {
         &self.t().config
     }
 
+    /// The client's credential provider: a vendor API that takes the registry's
+    /// credentials too (GitHub's, Docker Hub's) asks it, so an exchanged credential is
+    /// shared with the registry requests instead of exchanged again.
+    pub fn provider(&self) -> Arc<dyn CredentialProvider> {
+        self.t().provider.clone()
+    }
+
     /// HTTP requests made so far (redirect hops, retries and token requests included).
     pub fn requests(&self) -> u64 {
         self.t().stats().requests

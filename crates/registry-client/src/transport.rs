@@ -156,7 +156,7 @@ pub(crate) struct Transport {
     token_requests: AtomicU64,
     rate_limited: AtomicU64,
     retries: AtomicU64,
-    provider: Arc<dyn CredentialProvider>,
+    pub(crate) provider: Arc<dyn CredentialProvider>,
     credentials: tokio::sync::Mutex<Option<CachedCredentials>>,
     mode: RwLock<AuthMode>,
     tokens: TokenCache,

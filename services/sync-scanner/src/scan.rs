@@ -652,27 +652,16 @@ impl Ctx<'_> {
     }
 
     /// The registry's stored credentials, for a vendor API that takes them too (Docker
-    /// Hub's login, GitHub's PAT); `None` for an anonymous registry.
+    /// Hub's login, GitHub's PAT or installation token); `None` for an anonymous registry.
+    /// They come from the scan's client, so an exchanged credential (a GitHub App's
+    /// installation token) is the one the registry requests use, not a second exchange.
     async fn api_login(&self) -> Result<Option<registry_client::Credentials>, String> {
-        let registry = self.registry;
-        let Some(sealed) = registry.credential.as_ref() else {
+        if self.registry.credential.is_none() {
             return Ok(None);
-        };
-        let s = self.scanner;
-        let provider = crate::credentials::provider(
-            &s.vault,
-            registry.id,
-            &registry.registry_type,
-            Some(sealed),
-            &self.client.config().url,
-            &s.guard,
-            &s.endpoints,
-            registry.ca_pem.as_deref(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        }
         Ok(Some(
-            provider
+            self.client
+                .provider()
                 .credentials()
                 .await
                 .map_err(|e| e.to_string())?

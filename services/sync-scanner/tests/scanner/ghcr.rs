@@ -110,7 +110,11 @@ async fn a_github_app_scan_lists_and_scans_and_the_status_shows_the_budget_and_v
     // The installation token: exchanged with the app's JWT, then the API's bearer and the
     // registry's Basic login at its token realm; never the key anywhere.
     let issued = ghcr.installation_tokens();
-    assert!(!issued.is_empty());
+    assert_eq!(
+        issued.len(),
+        1,
+        "the listing and the registry share one exchange"
+    );
     let seen = ghcr.seen();
     assert!(
         seen.iter()
