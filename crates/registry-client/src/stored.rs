@@ -2,7 +2,7 @@
 //!
 //! registry-registry seals the JSON of [`StoredCredentials`]; sync-scanner opens it. Both
 //! turn it into a [`CredentialProvider`] here, so the two never disagree on what a form
-//! means, and the provider exchanges (ECR, ACR, Google) live in one place.
+//! means, and the provider exchanges (ECR, ACR, Google, GitHub Apps) live in one place.
 //!
 //! The workload identity kinds (`gcp_workload_identity`, `aws_web_identity`,
 //! `azure_workload_identity`) store no secret at all: what they present comes from the pod's

@@ -3,7 +3,7 @@
 //! registry-registry seals the JSON of `registry_client::StoredCredentials` with the
 //! registry's data key; the scanner opens it with the same key bucket and master key and
 //! turns it into the registry client's credential provider (static credentials, the
-//! ECR/ACR/Google exchangers, or the workload identities, which take what they present from
+//! ECR/ACR/Google/GitHub App exchangers, or the workload identities, which take what they present from
 //! this process's environment: projected token files, the metadata server, the Pod Identity
 //! agent), exactly as registry-registry's validation does. The plaintext lives only in
 //! `secrecy` types.
