@@ -1284,3 +1284,79 @@ async fn a_progress_stream_ends_its_consumer_when_the_browser_leaves() {
     }
     assert!(gone, "the consumer is gone once the browser left");
 }
+
+#[tokio::test]
+async fn a_github_app_is_chosen_in_the_ghcr_form_and_its_key_never_comes_back() {
+    let env = Env::new();
+    let svc = env.start().await;
+    let b = Browser::sign_in(&svc, ADMIN).await;
+    let form = b.get("/registries/new?type=ghcr").await;
+    for needle in [
+        r#"<select id="f-credential_kind-ghcr" name="credential_kind""#,
+        r#"<option value="github_app">"#,
+        r#"name="app_id""#,
+        r#"name="installation_id""#,
+        r#"<textarea"#,
+        r#"name="private_key""#,
+    ] {
+        assert!(form.body.contains(needle), "{needle}: {}", form.body);
+    }
+    let csrf = form.csrf();
+    let (private_key, _) = imagelib_testkit::github::app_key();
+    let key_line = private_key.lines().nth(1).unwrap().to_owned();
+    let post = |key: String| {
+        let b = &b;
+        let csrf = csrf.clone();
+        async move {
+            b.post(
+                "/registries",
+                Some(&csrf),
+                &[
+                    ("registry_type", "ghcr"),
+                    ("label", "Acme"),
+                    ("namespace", "acme"),
+                    ("credential_kind", "github_app"),
+                    ("app_id", "123456"),
+                    ("installation_id", "7890"),
+                    ("private_key", key.as_str()),
+                    ("skip_validation", "true"),
+                ],
+            )
+            .await
+        }
+    };
+    // Not a key: refused at its field, not shown back.
+    let secret = canary();
+    let res = post(format!(
+        "-----BEGIN RSA PRIVATE KEY-----\n{secret}\n-----END RSA PRIVATE KEY-----\n"
+    ))
+    .await;
+    assert_eq!(res.status, 422, "{}", res.body);
+    assert!(
+        res.body.contains(r#"id="f-private_key-error""#),
+        "{}",
+        res.body
+    );
+    assert!(!res.body.contains(&secret), "{}", res.body);
+
+    let res = post(private_key.clone()).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let id = res
+        .location()
+        .strip_prefix("/registries/")
+        .and_then(|l| l.strip_suffix("?done=added"))
+        .unwrap()
+        .to_owned();
+    let (_, r) = svc.get(&format!("/v1/registries/{id}")).await;
+    assert_eq!(r["auth_kind"], "github_app", "{r}");
+    assert_eq!(r["url"], "ghcr.io/acme", "{r}");
+    let detail = b.get(&format!("/registries/{id}")).await;
+    assert!(
+        detail
+            .body
+            .contains(r#"<option value="github_app" selected>"#),
+        "{}",
+        detail.body
+    );
+    assert!(!b.everything().contains(&key_line), "the key came back");
+}
