@@ -305,6 +305,20 @@ impl SearchNames {
             continue_after,
         }
     }
+
+    /// Adds the names [`search_names`] gave after `continue_after` (asked for inclusively,
+    /// so its first may be the last name already here), up to `n` in all.
+    pub fn add_from_index(&mut self, names: impl IntoIterator<Item = String>, n: i64) {
+        let n = usize::try_from(n).unwrap_or(0);
+        for name in names {
+            if self.names.len() >= n {
+                break;
+            }
+            if self.names.last() != Some(&name) {
+                self.names.push(name);
+            }
+        }
+    }
 }
 
 /// The `/v1/images` statement. A name-ordered search reads the matching names from the
@@ -595,6 +609,10 @@ mod tests {
         let found = SearchNames::from_scan(rows(&[("a", false), ("b", true), ("c", false)]), 5, 3);
         assert_eq!(found.names, ["b"]);
         assert_eq!(found.continue_after.as_deref(), Some("c"));
+        // The index goes on from `c` inclusively: `c` again is not added twice, nor past 5.
+        let mut found = found;
+        found.add_from_index(["c", "d", "d", "e", "f", "g"].map(String::from), 5);
+        assert_eq!(found.names, ["b", "c", "d", "e", "f"]);
         // The end of the table before the budget: nothing more to ask.
         let found = SearchNames::from_scan(rows(&[("a", false), ("b", true)]), 5, 3);
         assert_eq!(found.names, ["b"]);

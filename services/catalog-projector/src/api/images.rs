@@ -207,17 +207,16 @@ async fn next_search_names(
     let mut found = query::SearchNames::from_scan(scanned, n, budget);
     if let Some(after) = found.continue_after.take() {
         let more = n - found.names.len() as i64 + 1;
-        let rows = query::search_names(q, Some((&after, true)), more)
+        let names = query::search_names(q, Some((&after, true)), more)
             .query()
             .fetch_all(catalog.pool())
             .await
+            .map_err(|e| Problem::internal(&e))?
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Problem::internal(&e))?;
-        for row in rows {
-            let name: String = row.try_get(0).map_err(|e| Problem::internal(&e))?;
-            if found.names.last() != Some(&name) && (found.names.len() as i64) < n {
-                found.names.push(name);
-            }
-        }
+        found.add_from_index(names, n);
     }
     Ok(found.names)
 }

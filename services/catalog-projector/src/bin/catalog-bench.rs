@@ -1357,20 +1357,15 @@ async fn lists(args: &Args, pool: &sqlx::PgPool, mix: &Mix) -> anyhow::Result<Ve
         let budget = search_budget(search.fetch);
         let scan = search_scan(words, Some((at, true)), budget);
         let rows: Vec<(String, bool)> = sqlx::query_as(&scan.literal()).fetch_all(pool).await?;
-        let found = SearchNames::from_scan(rows, search.fetch, budget);
+        let mut found = SearchNames::from_scan(rows, search.fetch, budget);
         let mut first = scan.literal();
-        let mut names = found.names;
-        if let Some(after) = found.continue_after {
+        if let Some(after) = found.continue_after.take() {
             let more = search_names(words, Some((&after, true)), search.fetch);
             let rest: Vec<String> = sqlx::query_scalar(&more.literal()).fetch_all(pool).await?;
-            for n in rest {
-                if !names.contains(&n) {
-                    names.push(n);
-                }
-            }
-            names.truncate(usize::try_from(search.fetch).unwrap_or(0));
+            found.add_from_index(rest, search.fetch);
             first = format!("{first};\n{}", more.literal());
         }
+        let names = found.names;
         let page = catalog_projector::query::images_named(
             &ImageFilter {
                 after: Some(cursor_at(at)),

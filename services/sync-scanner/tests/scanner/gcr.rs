@@ -73,25 +73,7 @@ async fn a_named_repository_is_listed_through_the_api_and_the_token_goes_nowhere
     nothing_found(&env, id).await;
     assert_eq!(api.api_requests(), 0);
 
-    env.publish(RegistryUpdated {
-        registry_id: id,
-        label: None,
-        url: None,
-        insecure: None,
-        visibility: None,
-        ca_pem: None,
-        scan_interval_secs: None,
-        repositories: None,
-        auth_hosts: None,
-        registry_type: None,
-        report_pulls: None,
-        auth_kind: None,
-        credential: None,
-        proxy_url: None,
-        no_proxy: None,
-        artifact_registry: Some(Some(IMAGES.to_owned())),
-    })
-    .await;
+    set_artifact_registry(&env, id, Some(IMAGES)).await;
     let (done, events) = env.scan_ok(id, None).await;
     assert!(!done.partial, "{done:?}");
     assert_eq!(done.repositories, 2);
@@ -139,6 +121,16 @@ async fn a_named_repository_is_listed_through_the_api_and_the_token_goes_nowhere
     );
 
     // Cleared again: back to the address's (no) location.
+    set_artifact_registry(&env, id, None).await;
+    let before = api.api_requests();
+    nothing_found(&env, id).await;
+    assert_eq!(api.api_requests(), before);
+    scanner.stop().await;
+    Ok(())
+}
+
+/// `registry.updated` setting (or clearing) the registry's Artifact Registry repository.
+async fn set_artifact_registry(env: &Env, id: imagelib_events::RegistryId, resource: Option<&str>) {
     env.publish(RegistryUpdated {
         registry_id: id,
         label: None,
@@ -155,12 +147,7 @@ async fn a_named_repository_is_listed_through_the_api_and_the_token_goes_nowhere
         credential: None,
         proxy_url: None,
         no_proxy: None,
-        artifact_registry: Some(None),
+        artifact_registry: Some(resource.map(str::to_owned)),
     })
     .await;
-    let before = api.api_requests();
-    nothing_found(&env, id).await;
-    assert_eq!(api.api_requests(), before);
-    scanner.stop().await;
-    Ok(())
 }
