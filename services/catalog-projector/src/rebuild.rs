@@ -115,7 +115,15 @@ pub async fn rebuild(
             break;
         }
         if round == 0 {
-            bulk_replay(bus, &projection, settings, last, &mut report).await?;
+            bulk_replay(
+                bus,
+                &projection,
+                settings,
+                last,
+                DeferIndexes::default(),
+                &mut report,
+            )
+            .await?;
         } else {
             replay_into(bus, &projection, settings, last, &mut report).await?;
             projection.flush_deferred().await?;
@@ -181,14 +189,33 @@ pub async fn rebuild(
     Ok(report)
 }
 
-/// Replay into an empty schema: its non-unique indexes are dropped first and built again
-/// at the end (one sort each instead of a row-by-row maintenance), which is how a rebuild
-/// loads a large stream fast. Nothing reads the schema meanwhile.
+/// Which secondary indexes a bulk replay drops before the load and builds after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeferIndexes {
+    /// The large indexes of `tag_versions` (of every current version, or every version).
+    /// The partial ones on a trust or integrity flag (signed, SBOM, policy, severity,
+    /// mutated) hold the few current versions with the flag: they cost next to nothing
+    /// to keep during the load and would each cost a scan of the whole table to build
+    /// after it. The audit trail's are kept up by its own writer, beside the catalog's
+    /// load ([`crate::projection::audit::Writer`]).
+    #[default]
+    Large,
+    /// Every non-unique index.
+    All,
+    /// None: every index is kept up row by row, as the live consumer does.
+    None,
+}
+
+/// Replay into an empty schema: its large secondary indexes are dropped first and built
+/// again at the end (one sort each instead of a row-by-row maintenance; see
+/// [`DeferIndexes`]), which is how a rebuild loads a large stream fast. Nothing reads the
+/// schema meanwhile.
 pub async fn bulk_replay(
     bus: &EventBus,
     projection: &Projection,
     settings: &CatalogSettings,
     until: u64,
+    defer: DeferIndexes,
     report: &mut RebuildReport,
 ) -> Result<(), RebuildError> {
     let pool = projection.pool();
@@ -196,18 +223,31 @@ pub async fn bulk_replay(
         "SELECT c.relname::text, pg_get_indexdef(i.indexrelid)
          FROM pg_index i
          JOIN pg_class c ON c.oid = i.indexrelid
+         JOIN pg_class t ON t.oid = i.indrelid
          JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = current_schema() AND NOT i.indisunique
+           AND ($1 OR (t.relname = 'tag_versions' AND (i.indpred IS NULL
+                OR pg_get_expr(i.indpred, i.indrelid) = '(valid_to IS NULL)')))
          ORDER BY 1",
     )
+    .bind(matches!(defer, DeferIndexes::All))
     .fetch_all(pool)
     .await?;
+    let deferred = if matches!(defer, DeferIndexes::None) {
+        Vec::new()
+    } else {
+        deferred
+    };
     for (name, _) in &deferred {
         sqlx::query(&format!("DROP INDEX {}", quote_ident(name)))
             .execute(pool)
             .await?;
     }
-    replay_into(bus, projection, settings, until, report).await?;
+    projection.start_audit_writer().await?;
+    let replayed = replay_into(bus, projection, settings, until, report).await;
+    let written = projection.finish_audit_writer().await;
+    replayed?;
+    written?;
     projection.flush_deferred().await?;
     let t = std::time::Instant::now();
     // Build them back, two at a time (the large ones are on one table).

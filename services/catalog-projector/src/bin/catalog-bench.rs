@@ -44,7 +44,7 @@ use catalog_projector::copy::CopyBuf;
 use catalog_projector::projection::Projection;
 use catalog_projector::projection::images::{NewVersion, copy_statement, encode_version};
 use catalog_projector::query::{Cursor, ImageFilter, images};
-use catalog_projector::rebuild::{RebuildReport, bulk_replay, replay_into};
+use catalog_projector::rebuild::{DeferIndexes, RebuildReport, bulk_replay, replay_into};
 use catalog_projector::synth::{Generator, Mix, repo_kind, repo_name};
 use chrono::{DateTime, Utc};
 use clap::Parser;
@@ -127,6 +127,19 @@ struct Args {
     /// Print each list's `EXPLAIN (ANALYZE, BUFFERS)` (its first variant).
     #[arg(long)]
     explain: bool,
+    /// Which secondary indexes the replay builds after its load: `large` (what a rebuild
+    /// does), `all` or `none` (every index kept up row by row, as the live consumer does).
+    #[arg(long, default_value = "large", value_parser = parse_defer)]
+    defer_indexes: DeferIndexes,
+}
+
+fn parse_defer(s: &str) -> Result<DeferIndexes, String> {
+    match s {
+        "large" => Ok(DeferIndexes::Large),
+        "all" => Ok(DeferIndexes::All),
+        "none" => Ok(DeferIndexes::None),
+        other => Err(format!("`{other}`: expected large, all or none")),
+    }
 }
 
 fn with_database(url: &str, database: &str) -> String {
@@ -259,7 +272,15 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
     let rss_before = reset_peak_rss();
     let sampler = RssSampler::start();
     let started = Instant::now();
-    bulk_replay(bus, &projection, &settings, last, &mut report).await?;
+    bulk_replay(
+        bus,
+        &projection,
+        &settings,
+        last,
+        args.defer_indexes,
+        &mut report,
+    )
+    .await?;
     let replay = started.elapsed();
     let sampled = sampler.stop().await;
     let hwm = peak_rss_kb();
@@ -410,8 +431,8 @@ fn print_profile(what: &str, extra: &str) {
         .map(|a| a.swap(0, std::sync::atomic::Ordering::Relaxed) / 1000)
         .collect();
     println!(
-        "profile ms ({what}): lookup {} repos {} closes {} copy {} waiting for decode {} indexes {}{extra}",
-        p[0], p[1], p[2], p[3], p[4], p[5]
+        "profile ms ({what}): lookup {} repos {} closes {} copy {} after the copy {} begin and commit {} waiting for decode {} indexes {}{extra}",
+        p[0], p[1], p[2], p[3], p[6], p[7], p[4], p[5]
     );
 }
 
@@ -436,7 +457,15 @@ async fn replay_alone(
         elapsed: Duration::ZERO,
     };
     let started = Instant::now();
-    bulk_replay(bus, &projection, settings, last, &mut report).await?;
+    bulk_replay(
+        bus,
+        &projection,
+        settings,
+        last,
+        DeferIndexes::default(),
+        &mut report,
+    )
+    .await?;
     let took = started.elapsed();
     sqlx::query(&format!("DROP SCHEMA {alone} CASCADE"))
         .execute(&pool)

@@ -155,6 +155,79 @@ impl<'a> Trail<'a> {
     }
 }
 
+impl Trail<'_> {
+    /// The batch's rows as one binary `COPY` payload, for a writer of its own
+    /// ([`Writer`]); `Err(self)` when a row needs a lookup in the batch's transaction first
+    /// (a deployment event that does not name its image).
+    pub(crate) fn into_copy(self) -> Result<Vec<u8>, Self> {
+        if !self.pending.is_empty() {
+            return Err(self);
+        }
+        let t = std::time::Instant::now();
+        let mut buf = BinaryCopy::new(self.rows.len());
+        for (sequence, env, entry) in &self.rows {
+            encode(&mut buf, *sequence, env, entry);
+        }
+        let spent = self.spent + t.elapsed();
+        WRITE_MICROS.fetch_add(spent.as_micros() as u64, Ordering::Relaxed);
+        Ok(if buf.rows > 0 {
+            buf.finish().to_vec()
+        } else {
+            Vec::new()
+        })
+    }
+}
+
+/// The audit trail of a bulk replay, written on a connection of its own while the catalog's
+/// tables are written on another, so that PostgreSQL takes both at once. A bulk replay
+/// fills a schema nothing reads until the rebuild swaps it in, and that is started over
+/// should it fail, so the trail need not share the batches' transactions there; the live
+/// consumer writes it in them ([`Trail::write`]).
+#[derive(Debug)]
+pub(crate) struct Writer {
+    rows: tokio::sync::mpsc::Sender<Vec<u8>>,
+    task: tokio::task::JoinHandle<Result<(), sqlx::Error>>,
+}
+
+impl Writer {
+    pub(crate) async fn start(pool: &sqlx::PgPool) -> Result<Self, sqlx::Error> {
+        use sqlx::Connection;
+        let mut conn = pool.acquire().await?.detach();
+        sqlx::query("SET synchronous_commit = off")
+            .execute(&mut conn)
+            .await?;
+        // A few batches in flight at most: the replay waits rather than buffering the trail.
+        let (rows, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let task = tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                let t = std::time::Instant::now();
+                let mut copy = conn.copy_in_raw(COPY).await?;
+                copy.send(bytes).await?;
+                copy.finish().await?;
+                WRITE_MICROS.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }
+            conn.close().await
+        });
+        Ok(Writer { rows, task })
+    }
+
+    /// A sender of batches' rows; a send fails once the writer has failed.
+    pub(crate) fn sender(&self) -> tokio::sync::mpsc::Sender<Vec<u8>> {
+        self.rows.clone()
+    }
+
+    /// Wait until every batch sent is written; the writer's error, if it failed.
+    pub(crate) async fn finish(self) -> Result<(), sqlx::Error> {
+        drop(self.rows);
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(sqlx::Error::Io(std::io::Error::other(format!(
+                "the audit trail's writer stopped: {e}"
+            )))),
+        }
+    }
+}
+
 /// The deployment a deployment event names without its image.
 fn deployment_to_resolve(p: &EventPayload) -> Option<Uuid> {
     match p {

@@ -27,6 +27,9 @@ const VERSION_COLUMNS: &str = "repo_id, tag, sequence, registry_id, repository, 
      first_seen, last_seen, media_type, artifact_type, kind, model_type, archs, platforms, size, created, \
      labels, annotations, extensions, referrers, hm_tags, approval";
 
+/// Bytes of `COPY` data encoded before they are sent.
+const COPY_CHUNK: usize = 128 * 1024;
+
 /// A tag's current version, as far as folding needs it.
 #[derive(Debug, Clone)]
 pub(crate) struct Current {
@@ -191,6 +194,19 @@ pub(crate) async fn flush(
         Vec::with_capacity(events.len());
     let mut evidence: Vec<(u64, &Envelope)> = Vec::new();
     let mut integrity: Vec<(u64, &Envelope)> = Vec::new();
+    if let Some(memory) = rules.memory() {
+        let mut m = memory.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, env) in events {
+            match &env.payload {
+                EventPayload::TagDiscovered(_)
+                | EventPayload::TagMoved(_)
+                | EventPayload::TagRemoved(_) => {}
+                other => {
+                    m.evidence_repos.insert(other.aggregate_id());
+                }
+            }
+        }
+    }
     for (seq, env) in events {
         if super::trust::is_evidence(&env.payload) {
             evidence.push((*seq, *env));
@@ -449,27 +465,53 @@ async fn fold_and_write<'a>(
     let t = std::time::Instant::now();
     write_new(tx, &new).await?;
     prof(3, t);
-    let opened: Vec<(Uuid, &str)> = new
+    let t = std::time::Instant::now();
+    // In a bulk replay, only versions of repositories with evidence can have any, and
+    // only a digest listed before can have a list to replace.
+    let known: Option<(std::collections::HashSet<Uuid>, Vec<bool>)> =
+        rules.memory().map(|memory| {
+            let mut m = memory.lock().unwrap_or_else(|e| e.into_inner());
+            let repos = states
+                .iter()
+                .map(|s| s.repo_id)
+                .filter(|r| m.evidence_repos.contains(r))
+                .collect::<std::collections::HashSet<_>>();
+            let keep = referrer_lists
+                .iter()
+                .map(|(_, i, digest, list)| {
+                    let key = listed_key(states[*i].repo_id, digest);
+                    if list.is_empty() {
+                        m.listed.contains(&key) || repos.contains(&states[*i].repo_id)
+                    } else {
+                        m.listed.insert(key);
+                        true
+                    }
+                })
+                .collect();
+            (repos, keep)
+        });
+    let may_have = |repo: &Uuid| known.as_ref().is_none_or(|(e, _)| e.contains(repo));
+    let new_in: Vec<&NewVersion<'_>> = new
         .iter()
-        .filter(|v| v.valid_to.is_none())
-        .map(|v| (v.repo_id, v.tag))
+        .filter(|v| v.valid_to.is_none() && may_have(&v.repo_id))
         .collect();
+    let opened: Vec<(Uuid, &str)> = new_in.iter().map(|v| (v.repo_id, v.tag)).collect();
     super::integrity::mark_new(tx, &opened).await?;
-    let opened: Vec<(Uuid, &str, &str)> = new
+    let opened: Vec<(Uuid, &str, &str)> = new_in
         .iter()
-        .filter(|v| v.valid_to.is_none())
         .map(|v| (v.repo_id, v.tag, v.digest))
         .collect();
     super::integrity::pulls_new(tx, &opened).await?;
     let mut lists: Vec<(Uuid, &str, &[imagelib_events::model::Referrer], u64)> = Vec::new();
-    for (seq, i, digest, list) in referrer_lists {
-        lists.push((states[i].repo_id, digest, list, seq));
+    for (n, (seq, i, digest, list)) in referrer_lists.into_iter().enumerate() {
+        if known.as_ref().is_none_or(|(_, keep)| keep[n]) {
+            lists.push((states[i].repo_id, digest, list, seq));
+        }
     }
     // A bulk replay shows the recorded lists on its current versions once, at the end.
     super::trust::record_tag_referrers(tx, &lists, rules.memory().is_none()).await?;
-    let opened: Vec<super::trust::VersionKey> = new
+    let opened: Vec<super::trust::VersionKey> = new_in
         .iter()
-        .filter(|v| v.valid_to.is_none())
         .map(|v| super::trust::VersionKey {
             repo_id: v.repo_id,
             tag: v.tag.to_owned(),
@@ -483,7 +525,17 @@ async fn fold_and_write<'a>(
         })
         .collect();
     super::trust::refresh_new(tx, opened).await?;
+    prof(6, t);
     Ok(())
+}
+
+/// What [`super::Memory::listed`] keeps of a (repository, digest) pair.
+fn listed_key(repo: Uuid, digest: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    repo.hash(&mut h);
+    digest.hash(&mut h);
+    h.finish()
 }
 
 fn close(state: &mut TagState<'_>, new: &mut [NewVersion<'_>], origin: Origin, at: DateTime<Utc>) {
@@ -847,6 +899,9 @@ async fn write_new(
             .push(h.as_str());
     }
 
+    // The rows go out as they are encoded, so that PostgreSQL parses and inserts the first
+    // while the last are still being written here.
+    let mut copy = tx.copy_in_raw(&copy_statement()).await?;
     let mut buf = CopyBuf::new();
     let no_labels: Vec<&str> = Vec::new();
     for v in new {
@@ -861,15 +916,20 @@ async fn write_new(
             labels_of.get(&(v.repo_id, v.tag)).unwrap_or(&no_labels),
             approval,
         );
+        if buf.len() >= COPY_CHUNK {
+            copy.send(buf.as_bytes()).await?;
+            buf.clear();
+        }
     }
-    let mut copy = tx.copy_in_raw(&copy_statement()).await?;
-    copy.send(buf.as_bytes()).await?;
+    if !buf.is_empty() {
+        copy.send(buf.as_bytes()).await?;
+    }
     copy.finish().await?;
     Ok(())
 }
 
-pub static PROFILE: [std::sync::atomic::AtomicU64; 6] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; 6];
+pub static PROFILE: [std::sync::atomic::AtomicU64; 8] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 8];
 pub(crate) fn prof(i: usize, t: std::time::Instant) {
     PROFILE[i].fetch_add(
         t.elapsed().as_micros() as u64,

@@ -107,6 +107,8 @@ struct Inner {
     memory: Option<Mutex<Memory>>,
     /// Whether batches write the audit trail (always, but for the bench's comparison).
     audit: std::sync::atomic::AtomicBool,
+    /// In a bulk replay: the audit trail's own writer ([`audit::Writer`]).
+    audit_writer: Mutex<Option<audit::Writer>>,
 }
 
 /// A tag, as a batch's changes name it.
@@ -118,6 +120,15 @@ pub(crate) struct Memory {
     /// The current version of every tag ([`tags::TagMap`]).
     pub(crate) tags: tags::TagMap,
     pub(crate) repos: HashSet<uuid::Uuid>,
+    /// The repositories that any trust or integrity row may name (a superset: every
+    /// repository an image event other than a tag event was about). A version opened in
+    /// another repository has nothing to look up in those tables, so its batch skips the
+    /// lookups.
+    pub(crate) evidence_repos: HashSet<uuid::Uuid>,
+    /// Hashes of the (repository, digest) pairs a tag event listed referrers for: only
+    /// those (and the repositories above) may have a recorded list that an empty one
+    /// replaces. A collision costs a lookup, never a list.
+    pub(crate) listed: HashSet<u64>,
     /// Repository counters and details not written yet ([`Projection::flush_deferred`]).
     pub(crate) repos_updates: HashMap<uuid::Uuid, images::RepoUpdate>,
 }
@@ -237,6 +248,7 @@ impl Projection {
                 rules: Mutex::new(HashMap::new()),
                 memory: None,
                 audit: std::sync::atomic::AtomicBool::new(true),
+                audit_writer: Mutex::new(None),
             }),
         }
     }
@@ -253,8 +265,50 @@ impl Projection {
                 rules: Mutex::new(HashMap::new()),
                 memory: Some(Mutex::new(Memory::default())),
                 audit: std::sync::atomic::AtomicBool::new(true),
+                audit_writer: Mutex::new(None),
             }),
         }
+    }
+
+    /// Write the audit trail on a connection of its own from now on, beside the batches'
+    /// transactions instead of in them (a bulk replay: see [`audit::Writer`]), until
+    /// [`Projection::finish_audit_writer`].
+    pub async fn start_audit_writer(&self) -> Result<(), sqlx::Error> {
+        let writer = audit::Writer::start(&self.inner.pool).await?;
+        let old = self
+            .inner
+            .audit_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(writer);
+        if let Some(old) = old {
+            old.finish().await?;
+        }
+        Ok(())
+    }
+
+    /// Wait for the audit trail's own writer to write everything sent to it, and go back to
+    /// writing the trail in the batches' transactions.
+    pub async fn finish_audit_writer(&self) -> Result<(), sqlx::Error> {
+        let writer = self
+            .inner
+            .audit_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match writer {
+            Some(w) => w.finish().await,
+            None => Ok(()),
+        }
+    }
+
+    fn audit_sender(&self) -> Option<tokio::sync::mpsc::Sender<Vec<u8>>> {
+        self.inner
+            .audit_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(audit::Writer::sender)
     }
 
     /// Switch the audit trail off (`catalog-bench` measures the catalog with and without
@@ -347,6 +401,7 @@ impl Projection {
         expected: Option<u64>,
     ) -> Result<u64, ApplyError> {
         use sqlx::Connection;
+        let t = std::time::Instant::now();
         let mut tx = conn.begin().await?;
         // The batch statements join a few thousand keys (UNNEST) to large tables: index
         // lookups are right whatever the statistics say (a schema filled since its last
@@ -384,6 +439,7 @@ impl Projection {
         let Some(last) = fresh.iter().map(|i| i.sequence).max() else {
             return Ok(found);
         };
+        images::prof(7, t);
         let mut rules = RulesCtx::new(self);
         let mut trail = self
             .inner
@@ -410,8 +466,22 @@ impl Projection {
             images::flush(&mut tx, &segment, &mut rules).await?;
         }
         if let Some(trail) = trail {
-            trail.write(&mut tx).await?;
+            match self.audit_sender() {
+                Some(sender) => match trail.into_copy() {
+                    Ok(rows) if rows.is_empty() => {}
+                    Ok(rows) => {
+                        if sender.send(rows).await.is_err() {
+                            // The writer failed: its error says why.
+                            self.finish_audit_writer().await?;
+                            return Err(ApplyError::Sql(sqlx::Error::WorkerCrashed));
+                        }
+                    }
+                    Err(trail) => trail.write(&mut tx).await?,
+                },
+                None => trail.write(&mut tx).await?,
+            }
         }
+        let t = std::time::Instant::now();
         sqlx::query(
             "UPDATE stream_position SET sequence = $2, updated_at = now() WHERE consumer = $1",
         )
@@ -420,6 +490,7 @@ impl Projection {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        images::prof(7, t);
         rules.commit();
         Ok(last)
     }

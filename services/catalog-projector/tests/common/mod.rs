@@ -154,6 +154,44 @@ impl Env {
         out
     }
 
+    /// Replay the whole stream the way a rebuild loads it (in memory, indexes built after
+    /// the load, the audit trail on its own connection), but one event per batch, into a
+    /// fresh schema `schema`, and dump it: what the rebuild's memory carries from batch to
+    /// batch must give the rows a live consumer writes.
+    pub async fn bulk_replay_by_one(&self, schema: &str) -> String {
+        use catalog_projector::rebuild::{DeferIndexes, RebuildReport, bulk_replay};
+        let pool = imagelib_platform::db::connect(&self.db.url, schema, 4)
+            .await
+            .unwrap();
+        catalog_projector::startup::migrate(&pool).await.unwrap();
+        let settings = CatalogSettings {
+            batch_size: 1,
+            ..Default::default()
+        };
+        let mut report = RebuildReport {
+            position: 0,
+            events: 0,
+            skipped: 0,
+            old_schema: None,
+            elapsed: Duration::ZERO,
+        };
+        let last = self.bus.last_sequence().await.unwrap();
+        let projection = catalog_projector::projection::Projection::in_memory(pool.clone());
+        bulk_replay(
+            &self.bus,
+            &projection,
+            &settings,
+            last,
+            DeferIndexes::default(),
+            &mut report,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.position, last);
+        pool.close().await;
+        self.dump(schema).await
+    }
+
     /// The messages on the dead-letter subject, with their headers.
     pub async fn dead_letters(&self) -> Vec<(async_nats::HeaderMap, bytes::Bytes)> {
         let client = self.stream.client().await.unwrap();
