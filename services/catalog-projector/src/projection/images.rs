@@ -25,7 +25,7 @@ pub const DESCRIPTION_KEY: &str = "org.opencontainers.image.description";
 /// The columns `COPY` writes, in order.
 const VERSION_COLUMNS: &str = "repo_id, tag, sequence, registry_id, repository, digest, valid_from, valid_to, \
      first_seen, last_seen, media_type, artifact_type, kind, model_type, archs, platforms, size, created, \
-     labels, annotations, extensions, referrers, hm_tags, approval";
+     labels, annotations, extensions, referrers, hm_tags, approval, listed_referrers";
 
 /// Bytes of `COPY` data encoded before they are sent.
 const COPY_CHUNK: usize = 128 * 1024;
@@ -86,6 +86,12 @@ pub fn encode_version(
     approval: Option<&str>,
 ) {
     let d = v.details;
+    // A current version opened with a list shows it as recorded for its digest (the
+    // newest list of the digest in stream order); the other cases are set by the lists'
+    // sync (`trust::record_tag_referrers`), which then finds nothing left to write for
+    // most versions.
+    let listed = (v.valid_to.is_none() && !d.referrers.is_empty())
+        .then(|| super::trust::referrers_json(&d.referrers).to_string());
     buf.uuid(v.repo_id)
         .text(v.tag)
         .int(v.sequence as i64)
@@ -109,7 +115,8 @@ pub fn encode_version(
         .text(&json(&d.extensions))
         .text(&json(&d.referrers))
         .text_array(hm_tags)
-        .opt_text(approval);
+        .opt_text(approval)
+        .opt_text(listed.as_deref());
     buf.end_row();
 }
 

@@ -168,7 +168,7 @@ fn i64_of(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn referrers_json(list: &[Referrer]) -> serde_json::Value {
+pub(crate) fn referrers_json(list: &[Referrer]) -> serde_json::Value {
     serde_json::to_value(&list[..list.len().min(MAX_REFERRERS)])
         .unwrap_or_else(|_| serde_json::Value::Array(vec![]))
 }
