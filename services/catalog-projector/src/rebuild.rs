@@ -333,7 +333,7 @@ pub async fn replay_into(
         }
         report.events += items.iter().filter(|i| i.envelope.is_some()).count() as u64;
         report.position = projection
-            .apply_batch(&items, Some(report.position))
+            .apply_owned_batch(items, Some(report.position))
             .await?;
     }
     let _ = reader.await;

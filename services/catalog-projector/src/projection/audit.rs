@@ -26,7 +26,6 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use imagelib_events::{Digest, Envelope, EventPayload, RegistryId, RepositoryName};
-use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{enum_str, micros};
@@ -87,10 +86,7 @@ impl<'a> Trail<'a> {
     /// Write the batch's rows (within the batch's transaction). Rows already there are
     /// left alone: the position makes that impossible in a normal run, but a position set
     /// back by hand to re-apply events must not stop the projector on a duplicate key.
-    pub(crate) async fn write(
-        mut self,
-        tx: &mut Transaction<'_, Postgres>,
-    ) -> Result<(), sqlx::Error> {
+    pub(crate) async fn write(mut self, tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
         let t = std::time::Instant::now();
         let (Some(first), Some(last)) = (
             self.rows.iter().map(|r| r.0).min(),
@@ -104,7 +100,7 @@ impl<'a> Trail<'a> {
                 "SELECT id, registry_id, repository, tag, digest FROM deployments WHERE id = ANY($1)",
             )
             .bind(&ids)
-            .fetch_all(&mut **tx)
+            .fetch_all(&mut *tx)
             .await?;
             let found: HashMap<Uuid, (Uuid, String, String, String)> = rows
                 .into_iter()
@@ -124,14 +120,14 @@ impl<'a> Trail<'a> {
         }
         // One index probe in the normal case (the trail ends below the batch).
         let newest: Option<i64> = sqlx::query_scalar("SELECT max(sequence) FROM audit")
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *tx)
             .await?;
         let present: HashSet<i64> = match newest {
             Some(n) if n >= first as i64 => {
                 sqlx::query_scalar("SELECT sequence FROM audit WHERE sequence BETWEEN $1 AND $2")
                     .bind(first as i64)
                     .bind(last as i64)
-                    .fetch_all(&mut **tx)
+                    .fetch_all(&mut *tx)
                     .await?
                     .into_iter()
                     .collect()
@@ -155,37 +151,15 @@ impl<'a> Trail<'a> {
     }
 }
 
-impl Trail<'_> {
-    /// The batch's rows as one binary `COPY` payload, for a writer of its own
-    /// ([`Writer`]); `Err(self)` when a row needs a lookup in the batch's transaction first
-    /// (a deployment event that does not name its image).
-    pub(crate) fn into_copy(self) -> Result<Vec<u8>, Self> {
-        if !self.pending.is_empty() {
-            return Err(self);
-        }
-        let t = std::time::Instant::now();
-        let mut buf = BinaryCopy::new(self.rows.len());
-        for (sequence, env, entry) in &self.rows {
-            encode(&mut buf, *sequence, env, entry);
-        }
-        let spent = self.spent + t.elapsed();
-        WRITE_MICROS.fetch_add(spent.as_micros() as u64, Ordering::Relaxed);
-        Ok(if buf.rows > 0 {
-            buf.finish().to_vec()
-        } else {
-            Vec::new()
-        })
-    }
-}
-
-/// The audit trail of a bulk replay, written on a connection of its own while the catalog's
-/// tables are written on another, so that PostgreSQL takes both at once. A bulk replay
+/// The audit trail of a bulk replay, described and written by a task of its own on a
+/// connection of its own, batch by batch after each batch of the catalog commits, so that
+/// PostgreSQL takes both at once and the replay's loop does not wait for it. A bulk replay
 /// fills a schema nothing reads until the rebuild swaps it in, and that is started over
 /// should it fail, so the trail need not share the batches' transactions there; the live
 /// consumer writes it in them ([`Trail::write`]).
 #[derive(Debug)]
 pub(crate) struct Writer {
-    rows: tokio::sync::mpsc::Sender<Vec<u8>>,
+    batches: tokio::sync::mpsc::Sender<Vec<super::Item>>,
     task: tokio::task::JoinHandle<Result<(), sqlx::Error>>,
 }
 
@@ -197,28 +171,32 @@ impl Writer {
             .execute(&mut conn)
             .await?;
         // A few batches in flight at most: the replay waits rather than buffering the trail.
-        let (rows, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let (batches, mut rx) = tokio::sync::mpsc::channel::<Vec<super::Item>>(2);
         let task = tokio::spawn(async move {
-            while let Some(bytes) = rx.recv().await {
-                let t = std::time::Instant::now();
-                let mut copy = conn.copy_in_raw(COPY).await?;
-                copy.send(bytes).await?;
-                copy.finish().await?;
-                WRITE_MICROS.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+            while let Some(items) = rx.recv().await {
+                let mut trail = Trail::new();
+                for item in &items {
+                    if let Some(env) = &item.envelope {
+                        trail.push(item.sequence, env);
+                    }
+                }
+                let mut tx = conn.begin().await?;
+                trail.write(&mut tx).await?;
+                tx.commit().await?;
             }
             conn.close().await
         });
-        Ok(Writer { rows, task })
+        Ok(Writer { batches, task })
     }
 
-    /// A sender of batches' rows; a send fails once the writer has failed.
-    pub(crate) fn sender(&self) -> tokio::sync::mpsc::Sender<Vec<u8>> {
-        self.rows.clone()
+    /// A sender of committed batches; a send fails once the writer has failed.
+    pub(crate) fn sender(&self) -> tokio::sync::mpsc::Sender<Vec<super::Item>> {
+        self.batches.clone()
     }
 
     /// Wait until every batch sent is written; the writer's error, if it failed.
     pub(crate) async fn finish(self) -> Result<(), sqlx::Error> {
-        drop(self.rows);
+        drop(self.batches);
         match self.task.await {
             Ok(r) => r,
             Err(e) => Err(sqlx::Error::Io(std::io::Error::other(format!(

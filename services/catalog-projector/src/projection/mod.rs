@@ -302,7 +302,7 @@ impl Projection {
         }
     }
 
-    fn audit_sender(&self) -> Option<tokio::sync::mpsc::Sender<Vec<u8>>> {
+    fn audit_sender(&self) -> Option<tokio::sync::mpsc::Sender<Vec<Item>>> {
         self.inner
             .audit_writer
             .lock()
@@ -389,9 +389,38 @@ impl Projection {
         expected: Option<u64>,
     ) -> Result<u64, ApplyError> {
         let mut conn = Guarded::acquire(&self.inner.pool).await?;
-        let result = self.apply_batch_on(conn.get(), items, expected).await;
+        let result = self.apply_batch_on(conn.get(), items, expected, true).await;
         conn.settled();
         result
+    }
+
+    /// [`Projection::apply_batch`] of a batch the caller is done with: while the audit
+    /// trail has a writer of its own ([`Projection::start_audit_writer`]), the batch goes
+    /// to it once applied instead of being audited in the transaction.
+    pub async fn apply_owned_batch(
+        &self,
+        items: Vec<Item>,
+        expected: Option<u64>,
+    ) -> Result<u64, ApplyError> {
+        // Without an expected position the events skipped as already applied are not
+        // known here: those batches are audited in their transaction.
+        let (Some(sender), Some(_)) = (self.audit_sender(), expected) else {
+            return self.apply_batch(&items, expected).await;
+        };
+        let mut conn = Guarded::acquire(&self.inner.pool).await?;
+        let result = self
+            .apply_batch_on(conn.get(), &items, expected, false)
+            .await;
+        conn.settled();
+        let position = result?;
+        // The recorded position was the one expected, so every item after it was applied
+        // (and the writer leaves alone any sequence already in the trail).
+        if sender.send(items).await.is_err() {
+            // The writer failed: its error says why.
+            self.finish_audit_writer().await?;
+            return Err(ApplyError::Sql(sqlx::Error::WorkerCrashed));
+        }
+        Ok(position)
     }
 
     async fn apply_batch_on(
@@ -399,6 +428,7 @@ impl Projection {
         conn: &mut sqlx::PgConnection,
         items: &[Item],
         expected: Option<u64>,
+        audited_here: bool,
     ) -> Result<u64, ApplyError> {
         use sqlx::Connection;
         let t = std::time::Instant::now();
@@ -441,11 +471,9 @@ impl Projection {
         };
         images::prof(7, t);
         let mut rules = RulesCtx::new(self);
-        let mut trail = self
-            .inner
-            .audit
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .then(audit::Trail::new);
+        let mut trail = (audited_here
+            && self.inner.audit.load(std::sync::atomic::Ordering::Relaxed))
+        .then(audit::Trail::new);
         let mut segment: Vec<(u64, &Envelope)> = Vec::new();
         for item in fresh {
             let Some(env) = &item.envelope else { continue };
@@ -466,20 +494,7 @@ impl Projection {
             images::flush(&mut tx, &segment, &mut rules).await?;
         }
         if let Some(trail) = trail {
-            match self.audit_sender() {
-                Some(sender) => match trail.into_copy() {
-                    Ok(rows) if rows.is_empty() => {}
-                    Ok(rows) => {
-                        if sender.send(rows).await.is_err() {
-                            // The writer failed: its error says why.
-                            self.finish_audit_writer().await?;
-                            return Err(ApplyError::Sql(sqlx::Error::WorkerCrashed));
-                        }
-                    }
-                    Err(trail) => trail.write(&mut tx).await?,
-                },
-                None => trail.write(&mut tx).await?,
-            }
+            trail.write(&mut tx).await?;
         }
         let t = std::time::Instant::now();
         sqlx::query(
