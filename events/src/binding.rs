@@ -94,15 +94,7 @@ pub fn decode_cloudevent(
     headers: Option<&HeaderMap>,
     payload: &[u8],
 ) -> Result<cloudevents::Event, DecodeError> {
-    let content_type = headers.and_then(|h| header(h, HEADER_CONTENT_TYPE));
-    let structured = content_type
-        .map(|ct| {
-            ct.trim()
-                .to_ascii_lowercase()
-                .starts_with("application/cloudevents")
-        })
-        .unwrap_or(false);
-    if structured {
+    if is_structured(headers) {
         return decode_structured(payload);
     }
     match headers {
@@ -112,6 +104,18 @@ pub fn decode_cloudevent(
         _ if payload.first() == Some(&b'{') => decode_structured(payload),
         _ => Err(DecodeError::NotACloudEvent),
     }
+}
+
+/// Structured mode: the content type says the body is the whole CloudEvent.
+fn is_structured(headers: Option<&HeaderMap>) -> bool {
+    headers
+        .and_then(|h| header(h, HEADER_CONTENT_TYPE))
+        .map(|ct| {
+            ct.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/cloudevents")
+        })
+        .unwrap_or(false)
 }
 
 fn decode_structured(payload: &[u8]) -> Result<cloudevents::Event, DecodeError> {
@@ -139,6 +143,16 @@ fn decode_structured(payload: &[u8]) -> Result<cloudevents::Event, DecodeError> 
 }
 
 fn decode_binary(headers: &HeaderMap, payload: &[u8]) -> Result<cloudevents::Event, DecodeError> {
+    decode_binary_with(headers, payload, true).map(|(ev, _)| ev)
+}
+
+/// A binary-mode event; with `parse_json` false a JSON body is left to the caller (the
+/// event then carries empty data of its content type), which the `bool` says.
+fn decode_binary_with(
+    headers: &HeaderMap,
+    payload: &[u8],
+    parse_json: bool,
+) -> Result<(cloudevents::Event, bool), DecodeError> {
     let mut builder = EventBuilderV10::new();
     let mut spec_ok = false;
     for (name, values) in headers.iter() {
@@ -192,7 +206,10 @@ fn decode_binary(headers: &HeaderMap, payload: &[u8]) -> Result<cloudevents::Eve
         .to_owned();
     let schema = header(headers, "ce-dataschema")
         .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned());
-    let data = if is_json_content_type(&content_type) {
+    let json = is_json_content_type(&content_type);
+    let data = if json && !parse_json {
+        Data::Binary(Vec::new())
+    } else if json {
         let v: serde_json::Value =
             serde_json::from_slice(payload).map_err(|e| DecodeError::Json(e.to_string()))?;
         Data::Json(v)
@@ -203,10 +220,11 @@ fn decode_binary(headers: &HeaderMap, payload: &[u8]) -> Result<cloudevents::Eve
         Some(s) => builder.data_with_schema(content_type, s.as_str(), data),
         None => builder.data(content_type, data),
     };
-    builder.build().map_err(|e| DecodeError::Attribute {
+    let ev = builder.build().map_err(|e| DecodeError::Attribute {
         name: "(required)".into(),
         message: e.to_string(),
-    })
+    })?;
+    Ok((ev, json && !parse_json))
 }
 
 /// Decode a NATS message into an envelope of the contract.
@@ -214,6 +232,19 @@ pub fn decode_envelope(
     headers: Option<&HeaderMap>,
     payload: &[u8],
 ) -> Result<Envelope, DecodeError> {
+    // Binary mode with a JSON body (what the bus publishes): the body is read once, into
+    // the event type's own struct, not into a `serde_json::Value` first.
+    if let Some(h) = headers
+        && !is_structured(Some(h))
+        && header(h, "ce-specversion").is_some()
+    {
+        let (ce, json_left) = decode_binary_with(h, payload, false)?;
+        return if json_left {
+            Envelope::from_cloudevent_json(&ce, payload)
+        } else {
+            Envelope::from_cloudevent(&ce)
+        };
+    }
     let ce = decode_cloudevent(headers, payload)?;
     if ce.specversion().as_str() != "1.0" {
         return Err(DecodeError::SpecVersion(ce.specversion().to_string()));

@@ -114,13 +114,7 @@ impl Envelope {
 
     /// The envelope of a CloudEvent of the contract.
     pub fn from_cloudevent(ev: &cloudevents::Event) -> Result<Self, DecodeError> {
-        let id = ev
-            .id()
-            .parse::<EventId>()
-            .map_err(|e| DecodeError::Attribute {
-                name: "id".into(),
-                message: format!("not a UUID: {e}"),
-            })?;
+        let id = event_id(ev)?;
         let data = match ev.data() {
             Some(Data::Json(v)) => v.clone(),
             Some(Data::String(s)) => {
@@ -140,6 +134,28 @@ impl Envelope {
             });
         }
         let payload = EventPayload::decode(ev.ty(), data)?;
+        Self::with_payload(ev, id, payload)
+    }
+
+    /// The envelope of a CloudEvent whose data is the JSON text `json` (binary mode, the
+    /// bus's own): decoded once, straight into its event type.
+    pub(crate) fn from_cloudevent_json(
+        ev: &cloudevents::Event,
+        json: &[u8],
+    ) -> Result<Self, DecodeError> {
+        let id = event_id(ev)?;
+        let payload = EventPayload::decode_slice(ev.ty(), json).map_err(|e| match e {
+            Ok(syntax) => DecodeError::Json(syntax.to_string()),
+            Err(payload) => DecodeError::Payload(payload),
+        })?;
+        Self::with_payload(ev, id, payload)
+    }
+
+    fn with_payload(
+        ev: &cloudevents::Event,
+        id: EventId,
+        payload: EventPayload,
+    ) -> Result<Self, DecodeError> {
         let traceparent =
             match ev.extension("traceparent") {
                 Some(v) => Some(v.to_string().parse::<TraceParent>().map_err(|e| {
@@ -160,6 +176,15 @@ impl Envelope {
             payload,
         })
     }
+}
+
+fn event_id(ev: &cloudevents::Event) -> Result<EventId, DecodeError> {
+    ev.id()
+        .parse::<EventId>()
+        .map_err(|e| DecodeError::Attribute {
+            name: "id".into(),
+            message: format!("not a UUID: {e}"),
+        })
 }
 
 fn extension_string(v: &ExtensionValue) -> String {

@@ -2,8 +2,10 @@
 
 mod common;
 
-use imagelib_events::EventPayload;
-use imagelib_events::binding::{decode_envelope, encode_binary, encode_structured};
+use imagelib_events::binding::{
+    decode_cloudevent, decode_envelope, encode_binary, encode_structured,
+};
+use imagelib_events::{Envelope, EventPayload};
 use proptest::prelude::*;
 
 proptest! {
@@ -21,6 +23,37 @@ proptest! {
         let m = encode_binary(&env);
         let back = decode_envelope(Some(&m.headers), &m.payload).unwrap();
         prop_assert_eq!(back, env);
+    }
+
+    /// A binary-mode body is decoded straight into its event type; the CloudEvents SDK's
+    /// event (the body read into a `serde_json::Value` first) must give the same envelope,
+    /// and the same refusal for a damaged body.
+    #[test]
+    fn binary_mode_decodes_as_through_the_sdk_event(
+        env in common::envelope(),
+        cut in any::<prop::sample::Index>(),
+        flip in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let m = encode_binary(&env);
+        let body = m.payload.to_vec();
+        let mut short = body.clone();
+        short.truncate(cut.index(body.len().max(1)));
+        let mut flipped = body.clone();
+        if !flipped.is_empty() {
+            let i = flip.index(flipped.len());
+            flipped[i] = byte;
+        }
+        for body in [body, short, flipped] {
+            let direct = decode_envelope(Some(&m.headers), &body);
+            let sdk = decode_cloudevent(Some(&m.headers), &body)
+                .and_then(|ce| Envelope::from_cloudevent(&ce));
+            match (direct, sdk) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                (a, b) => prop_assert!(false, "direct {a:?}, through the SDK {b:?}"),
+            }
+        }
     }
 
     #[test]
