@@ -10,7 +10,9 @@
 //!   against the **minimal list** replayed by a plain HTTP client at the same concurrency
 //!   (the catalog pages, one `tags/list` per repository, one GET per unique manifest and
 //!   one per unique config: what any client must ask), with the requests per kind of
-//!   both; and the scanner's own time to `sync.completed` against the same list;
+//!   both; and the scanner's own time to `sync.completed` against the same list; the
+//!   registry's CPU per request, and the latency proxy's own (the minimal list once more,
+//!   straight to the registry: what this process spends more through the proxy);
 //! - warm re-sync (nothing changed): requests (catalog pages + one `tags/list` per
 //!   repository + one HEAD per mutable tag, nothing else) and time, against a raw sweep of
 //!   the catalog and every `tags/list` at the same concurrency;
@@ -223,6 +225,18 @@ async fn main() -> anyhow::Result<()> {
     let cpu0 = Cpu::now(&[&db.name, &catalog_db.name]);
     let raw_minimal = replay(&minimal, a.concurrency).await?;
     let raw_cpu = Cpu::now(&[&db.name, &catalog_db.name]).since(&cpu0);
+    // The latency proxy's own CPU: the same list again straight to the registry; what
+    // this process spent more through the proxy is the proxy's (the client is the same).
+    let direct_minimal: Vec<Req> = minimal
+        .iter()
+        .map(|r| Req {
+            url: r.url.replacen(&base, &direct, 1),
+            ..r.clone()
+        })
+        .collect();
+    let cpu0 = Cpu::now(&[&db.name, &catalog_db.name]);
+    let raw_direct = replay(&direct_minimal, a.concurrency).await?;
+    let direct_cpu = Cpu::now(&[&db.name, &catalog_db.name]).since(&cpu0);
     let raw_mix = if a.signed {
         Some(replay(&scanner_mix, a.concurrency).await?)
     } else {
@@ -305,6 +319,19 @@ async fn main() -> anyhow::Result<()> {
         projected_after.as_secs_f64()
     );
     println!("            CPU seconds, raw minimal list: {raw_cpu}");
+    println!(
+        "            the same list straight to the registry (no proxy, no added round trip): {:.2}s; CPU seconds: {direct_cpu}",
+        raw_direct.as_secs_f64()
+    );
+    println!(
+        "            registry CPU per request: scanner {:.2} ms, raw list {:.2} ms, raw list without the proxy {:.2} ms; the latency proxy's own CPU: {:.0} µs per request ({:.2}s through it against {:.2}s without, for this process)",
+        1e3 * cold_cpu.registry / (cold_lines.len().max(1) as f64),
+        1e3 * raw_cpu.registry / (minimal.len().max(1) as f64),
+        1e3 * direct_cpu.registry / (minimal.len().max(1) as f64),
+        1e6 * (raw_cpu.this - direct_cpu.this).max(0.0) / (minimal.len().max(1) as f64),
+        raw_cpu.this,
+        direct_cpu.this,
+    );
     println!(
         "            connections opened through the proxy so far: {}",
         latency.connections()
