@@ -40,6 +40,9 @@ pub struct CatalogSettings {
     /// `IMAGELIB_CATALOG__KEEP_OLD_SCHEMA`: keep the replaced schema (`catalog_old_<ts>`)
     /// after `catalog-projector rebuild` instead of dropping it.
     pub keep_old_schema: bool,
+    /// `IMAGELIB_CATALOG__PAGE_CACHE_MB`: memory for Image and Model Library pages kept
+    /// until the catalog changes (README, "Kept pages"); 0 reads every page afresh.
+    pub page_cache_mb: usize,
 }
 
 impl Default for CatalogSettings {
@@ -51,6 +54,7 @@ impl Default for CatalogSettings {
             apply_attempts: 5,
             retry_backoff_ms: 200,
             keep_old_schema: false,
+            page_cache_mb: 64,
         }
     }
 }
@@ -66,6 +70,9 @@ impl CatalogSettings {
         }
         if !(10..=60_000).contains(&self.fetch_wait_ms) {
             return invalid("IMAGELIB_CATALOG__FETCH_WAIT_MS must be between 10 and 60000");
+        }
+        if self.page_cache_mb > 4096 {
+            return invalid("IMAGELIB_CATALOG__PAGE_CACHE_MB must be at most 4096");
         }
         Ok(())
     }

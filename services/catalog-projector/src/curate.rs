@@ -17,7 +17,10 @@ use imagelib_platform::auth::{Caller, Tokens};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::api::cache::{Listener, PageCache};
+use crate::api::images::KeptPage;
 use crate::projection::Projection;
+use crate::query::ImageFilter;
 use crate::worker::Status;
 
 /// Largest README accepted, in bytes.
@@ -94,23 +97,47 @@ impl RepoRef {
     }
 }
 
-/// The catalog service's state: the projection, the stream, the tokens.
+/// The catalog service's state: the projection, the stream, the tokens, the kept pages.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     bus: EventBus,
     projection: Projection,
     tokens: Tokens,
     status: Option<Arc<Status>>,
+    images: Arc<PageCache<ImageFilter, KeptPage>>,
 }
 
 impl Catalog {
+    /// With the default page cache ([`crate::config::CatalogSettings::page_cache_mb`]).
     pub fn new(bus: EventBus, projection: Projection, tokens: Tokens) -> Self {
+        let mb = crate::config::CatalogSettings::default().page_cache_mb;
+        Self::with_page_cache(bus, projection, tokens, mb)
+    }
+
+    /// With a page cache of `mb` MiB (0: none).
+    pub fn with_page_cache(
+        bus: EventBus,
+        projection: Projection,
+        tokens: Tokens,
+        mb: usize,
+    ) -> Self {
+        let listener = Arc::new(Listener::new(projection.pool().clone()));
         Catalog {
             bus,
             projection,
             tokens,
             status: None,
+            images: Arc::new(PageCache::new(
+                "images",
+                mb.saturating_mul(1 << 20),
+                listener,
+            )),
         }
+    }
+
+    /// The Image and Model Library pages kept.
+    pub(crate) fn image_pages(&self) -> &PageCache<ImageFilter, KeptPage> {
+        &self.images
     }
 
     pub fn with_status(mut self, status: Arc<Status>) -> Self {

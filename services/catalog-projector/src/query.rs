@@ -74,7 +74,7 @@ fn quote(s: &str) -> String {
 }
 
 /// How `/v1/images` is ordered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Sort {
     /// Repository, then tag, then registry (ascending).
@@ -85,7 +85,7 @@ pub enum Sort {
 }
 
 /// Where the previous page ended. Opaque to clients (base64url JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "s", rename_all = "lowercase")]
 pub enum Cursor {
     Name {
@@ -121,7 +121,7 @@ impl Cursor {
 pub type Teams = Option<Vec<String>>;
 
 /// The filters of `/v1/images` and `/v1/models`.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ImageFilter {
     pub teams: Teams,
     pub registry: Option<Uuid>,

@@ -147,8 +147,10 @@ pub async fn rebuild(
     );
     let mut tx = admin.begin().await?;
     // No write transaction of the live service spans the rename (see `SWAP_LOCK`).
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+    // Readers in every process drop the pages they kept from the old schema.
+    sqlx::query("SELECT pg_advisory_xact_lock($1), pg_notify($2, '')")
         .bind(crate::projection::SWAP_LOCK)
+        .bind(crate::projection::changes::CHANNEL)
         .execute(&mut *tx)
         .await?;
     let live_exists: bool =
@@ -172,7 +174,9 @@ pub async fn rebuild(
     ))
     .execute(&mut *tx)
     .await?;
+    let counted = crate::projection::changes::committing();
     tx.commit().await?;
+    drop(counted);
     tracing::info!(position = report.position, replaced = %old, "rebuilt catalog swapped in");
     if live_exists {
         if settings.keep_old_schema {

@@ -57,7 +57,15 @@ pub async fn service_with(
         config.catalog.clone(),
         readiness.clone(),
     );
-    let catalog = Arc::new(Catalog::new(infra.bus.clone(), projection, tokens).with_status(status));
+    let catalog = Arc::new(
+        Catalog::with_page_cache(
+            infra.bus.clone(),
+            projection,
+            tokens,
+            config.catalog.page_cache_mb,
+        )
+        .with_status(status),
+    );
     Ok(Service {
         name: crate::NAME,
         router: crate::api::router(catalog.clone(), serve_registries)

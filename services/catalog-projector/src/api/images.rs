@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
 use imagelib_platform::Problem;
 use imagelib_platform::auth::Caller;
 use imagelib_platform::problem::ApiQuery;
@@ -12,6 +15,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::cache::Weighed;
 use super::params;
 use super::views::{ImagePage, ImageView};
 use crate::curate::Catalog;
@@ -100,8 +104,63 @@ impl ImagesQuery {
     }
 }
 
-/// Run an image query and cut the page.
+/// A page of images as the catalog keeps it ([`super::cache`]): the views for the console,
+/// the JSON and its entity tag for the API.
+#[derive(Debug)]
+pub(crate) struct KeptPage {
+    pub(crate) page: ImagePage,
+    json: bytes::Bytes,
+    etag: Option<HeaderValue>,
+}
+
+impl KeptPage {
+    fn new(page: ImagePage, teams: Option<&[String]>) -> Result<Self, Problem> {
+        let json =
+            bytes::Bytes::from(serde_json::to_vec(&page).map_err(|e| Problem::internal(&e))?);
+        let etag = super::entity_tag(teams, &json);
+        Ok(KeptPage { page, json, etag })
+    }
+
+    /// The API's answer: the JSON, tagged.
+    fn response(&self) -> Response {
+        let mut res = Response::new(Body::from(self.json.clone()));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(etag) = &self.etag {
+            res.headers_mut().insert(header::ETAG, etag.clone());
+        }
+        res
+    }
+}
+
+impl Weighed for KeptPage {
+    /// The JSON, and about as much again for the views.
+    fn bytes(&self) -> usize {
+        self.json.len().saturating_mul(2)
+    }
+}
+
+/// The page for `filter`: kept, or read and kept.
 pub(crate) async fn page(
+    catalog: &Catalog,
+    filter: &ImageFilter,
+    limit: i64,
+) -> Result<Arc<KeptPage>, Problem> {
+    let cache = catalog.image_pages();
+    let seen = cache.open();
+    if let Some(kept) = cache.get(seen, filter) {
+        return Ok(kept);
+    }
+    let page = read_page(catalog, filter, limit).await?;
+    let kept = Arc::new(KeptPage::new(page, filter.teams.as_deref())?);
+    cache.put(seen, filter.clone(), kept.clone());
+    Ok(kept)
+}
+
+/// Run an image query and cut the page.
+async fn read_page(
     catalog: &Catalog,
     filter: &ImageFilter,
     limit: i64,
@@ -232,9 +291,9 @@ async fn list_images(
     State(catalog): State<Arc<Catalog>>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ImagesQuery>,
-) -> Result<axum::Json<ImagePage>, Problem> {
+) -> Result<Response, Problem> {
     let (f, limit) = q.filter(&caller)?;
-    Ok(axum::Json(page(&catalog, &f, limit).await?))
+    Ok(page(&catalog, &f, limit).await?.response())
 }
 
 /// The Model Library: model images only (the same parameters; `kind` can only be `model`).
@@ -245,7 +304,7 @@ async fn list_models(
     State(catalog): State<Arc<Catalog>>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ImagesQuery>,
-) -> Result<axum::Json<ImagePage>, Problem> {
+) -> Result<Response, Problem> {
     let (mut f, limit) = q.filter(&caller)?;
     match f.kind.as_deref() {
         None | Some("model") => f.kind = Some("model".into()),
@@ -256,5 +315,5 @@ async fn list_models(
             ));
         }
     }
-    Ok(axum::Json(page(&catalog, &f, limit).await?))
+    Ok(page(&catalog, &f, limit).await?.response())
 }

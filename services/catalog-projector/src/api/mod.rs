@@ -2,6 +2,7 @@
 //! counters, the catalog view of registries, the curator commands, and the audit trail.
 
 pub(crate) mod audit;
+pub(crate) mod cache;
 pub(crate) mod images;
 mod lifecycle;
 pub(crate) mod params;
@@ -53,7 +54,8 @@ pub fn router(catalog: Arc<Catalog>, serve_registries: bool) -> OpenApiRouter {
 /// the stream sequence: it changes exactly when the body does (an upgrade that changes a
 /// view with no new event changes it too, an unrelated event does not), and two callers
 /// whose visibility differs never share a tag, so a tag seen by one team says nothing about
-/// what another sees. The query still runs; a `304` saves the body, not the work.
+/// what another sees. A kept page ([`cache`]) carries the tag it was given when read; for
+/// the rest the query still runs, and a `304` saves the body, not the work.
 async fn conditional_get(req: Request, next: Next) -> Response {
     if req.method() != Method::GET {
         return next.run(req).await;
@@ -70,13 +72,21 @@ async fn conditional_get(req: Request, next: Next) -> Response {
     };
     let if_none_match = probe.headers.get(header::IF_NONE_MATCH).cloned();
     let (mut parts, body) = res.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
-        return Problem::internal(&"a catalog response body could not be read").into_response();
-    };
-    // Hex in quotes is always a valid header value; should that ever not hold, the body goes
-    // out untagged rather than the request failing.
-    let Some(etag) = entity_tag(&caller, &bytes) else {
-        return Response::from_parts(parts, Body::from(bytes));
+    // A kept page comes with its tag, computed once the same way.
+    let (etag, body) = match parts.headers.get(header::ETAG).cloned() {
+        Some(etag) => (etag, body),
+        None => {
+            let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+                return Problem::internal(&"a catalog response body could not be read")
+                    .into_response();
+            };
+            // Hex in quotes is always a valid header value; should that ever not hold, the
+            // body goes out untagged rather than the request failing.
+            let Some(etag) = entity_tag(caller.team_filter(), &bytes) else {
+                return Response::from_parts(parts, Body::from(bytes));
+            };
+            (etag, Body::from(bytes))
+        }
     };
     parts.headers.insert(header::ETAG, etag.clone());
     parts
@@ -92,13 +102,14 @@ async fn conditional_get(req: Request, next: Next) -> Response {
         parts.headers.remove(header::CONTENT_LENGTH);
         return Response::from_parts(parts, Body::empty());
     }
-    Response::from_parts(parts, Body::from(bytes))
+    Response::from_parts(parts, body)
 }
 
-/// A strong tag: the first 128 bits of SHA-256 over the caller's visibility and the body.
-fn entity_tag(caller: &Caller, body: &[u8]) -> Option<HeaderValue> {
+/// A strong tag: the first 128 bits of SHA-256 over the caller's visibility (the teams it
+/// sees, or all) and the body.
+pub(crate) fn entity_tag(teams: Option<&[String]>, body: &[u8]) -> Option<HeaderValue> {
     let mut h = Sha256::new();
-    match caller.team_filter() {
+    match teams {
         None => h.update(b"all\0"),
         Some(teams) => {
             let mut teams = teams.to_vec();

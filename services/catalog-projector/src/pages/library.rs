@@ -204,8 +204,17 @@ async fn library(
             let (rows, around) =
                 tokio::join!(images::page(catalog, &f, limit), around.get(catalog, v));
             match (rows, around) {
-                (Ok(rows), Ok((c, r))) => {
-                    return render(v, p, lib, StatusCode::OK, Some(c), &r, Some(rows), &[]);
+                (Ok(kept), Ok((c, r))) => {
+                    return render(
+                        v,
+                        p,
+                        lib,
+                        StatusCode::OK,
+                        Some(c),
+                        &r,
+                        Some(&kept.page),
+                        &[],
+                    );
                 }
                 (Err(e), _) | (_, Err(e)) => return problem_page(v, &e),
             }
@@ -242,7 +251,7 @@ fn render(
     status: StatusCode,
     counters: Option<Counters>,
     registries: &[(Uuid, String)],
-    rows: Option<ImagePage>,
+    rows: Option<&ImagePage>,
     errors: &[(String, String)],
 ) -> Response {
     let mut registry_options: Vec<(String, String)> = vec![(String::new(), "Any".into())];
@@ -291,7 +300,7 @@ fn render(
                 a href=(lib.path()) { "Reset" }
             }
         }
-        @if let Some(page) = &rows {
+        @if let Some(page) = rows {
             @if page.items.is_empty() {
                 p { "No image matches." }
             } @else {

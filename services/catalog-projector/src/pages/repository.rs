@@ -26,9 +26,9 @@ use sqlx::Row;
 
 use super::markdown;
 use super::{Params, problem_page};
-use crate::api::images;
+use crate::api::images::{self, KeptPage};
 use crate::api::repositories::get_repository;
-use crate::api::views::{ImageView, RepositoryDetail, TagDetail};
+use crate::api::views::{RepositoryDetail, TagDetail};
 use crate::curate::{Catalog, CommandError, RepoRef};
 use crate::query::ImageFilter;
 
@@ -92,7 +92,7 @@ fn parse_as_of(s: &str) -> Result<DateTime<Utc>, String> {
 #[derive(Default)]
 struct Extra {
     history: Vec<Move>,
-    as_of: Option<(DateTime<Utc>, Vec<ImageView>)>,
+    as_of: Option<(DateTime<Utc>, Arc<KeptPage>)>,
     as_of_value: String,
     errors: Vec<(String, String)>,
     /// The form the errors belong to: its action and tag.
@@ -201,7 +201,7 @@ async fn render(
             ..Default::default()
         };
         match images::page(catalog, &f, AS_OF_ROWS).await {
-            Ok(page) => extra.as_of = Some((t, page.items)),
+            Ok(page) => extra.as_of = Some((t, page)),
             Err(p) => return problem_page(v, &p),
         }
     }
@@ -530,7 +530,8 @@ fn body(v: &Viewer, repo: &RepoRef, d: &RepositoryDetail, extra: &Extra) -> Mark
                     FieldAttrs { hint: Some("RFC 3339, e.g. 2025-01-31T12:00:00Z, or YYYY-MM-DDTHH:MM."), ..Default::default() }))
                 button type="submit" { "Show" }
             }
-            @if let Some((at, items)) = &extra.as_of {
+            @if let Some((at, kept)) = &extra.as_of {
+                @let items = &kept.page.items;
                 h3 { "Tags as of " (time(at)) }
                 @if items.is_empty() { p { "No tag then." } } @else {
                     div.table-wrap { table #as-of {

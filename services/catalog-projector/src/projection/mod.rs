@@ -18,6 +18,7 @@
 //! transaction, with one `COPY` per batch.
 
 pub mod audit;
+pub mod changes;
 pub mod images;
 pub mod integrity;
 mod other;
@@ -343,7 +344,9 @@ impl Projection {
         };
         let mut tx = self.inner.pool.begin().await?;
         trust::sync_all_listed(&mut tx).await?;
+        let counted = changes::committing();
         tx.commit().await?;
+        drop(counted);
         let updates: Vec<images::RepoUpdate> = {
             let m = memory.lock().unwrap_or_else(|e| e.into_inner());
             m.repos_updates.values().cloned().collect()
@@ -355,7 +358,9 @@ impl Projection {
         for chunk in updates.chunks(10_000) {
             images::update_repositories(&mut tx, chunk).await?;
         }
+        let counted = changes::committing();
         tx.commit().await?;
+        drop(counted);
         if let Ok(mut m) = memory.lock() {
             m.repos_updates.clear();
         }
@@ -445,9 +450,11 @@ impl Projection {
                     set_config('synchronous_commit', 'off', true), \
                     set_config('enable_hashjoin', 'off', true), \
                     set_config('enable_mergejoin', 'off', true), \
-                    set_config('enable_seqscan', 'off', true)",
+                    set_config('enable_seqscan', 'off', true), \
+                    pg_notify($2, '')",
         )
         .bind(SWAP_LOCK)
+        .bind(changes::CHANNEL)
         .execute(&mut *tx)
         .await?;
         // The position, locked for this transaction (one round trip).
@@ -504,7 +511,9 @@ impl Projection {
         .bind(last as i64)
         .execute(&mut *tx)
         .await?;
+        let counted = changes::committing();
         tx.commit().await?;
+        drop(counted);
         images::prof(7, t);
         rules.commit();
         Ok(last)
@@ -525,12 +534,14 @@ impl Projection {
         let result = async {
             use sqlx::Connection;
             let mut tx = conn.get().begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1), pg_notify($2, '')")
                 .bind(SWAP_LOCK)
+                .bind(changes::CHANNEL)
                 .execute(&mut *tx)
                 .await?;
             let mut rules = RulesCtx::new(self);
             other::apply(&mut tx, sequence, env, &mut rules).await?;
+            let _counted = changes::committing();
             tx.commit().await
         }
         .await;
