@@ -19,8 +19,9 @@ use uuid::Uuid;
 
 use crate::api::cache::{Listener, PageCache};
 use crate::api::images::KeptPage;
+use crate::api::repositories::KeptRepository;
 use crate::projection::Projection;
-use crate::query::ImageFilter;
+use crate::query::{ImageFilter, Teams};
 use crate::worker::Status;
 
 /// Largest README accepted, in bytes.
@@ -105,6 +106,7 @@ pub struct Catalog {
     tokens: Tokens,
     status: Option<Arc<Status>>,
     images: Arc<PageCache<ImageFilter, KeptPage>>,
+    repositories: Arc<PageCache<(Teams, Uuid), KeptRepository>>,
 }
 
 impl Catalog {
@@ -127,12 +129,23 @@ impl Catalog {
             projection,
             tokens,
             status: None,
+            // One budget shared: the image pages get three quarters.
             images: Arc::new(PageCache::new(
                 "images",
-                mb.saturating_mul(1 << 20),
+                mb.saturating_mul(3 << 18),
+                listener.clone(),
+            )),
+            repositories: Arc::new(PageCache::new(
+                "repositories",
+                mb.saturating_mul(1 << 18),
                 listener,
             )),
         }
+    }
+
+    /// The repositories' details kept.
+    pub(crate) fn repository_pages(&self) -> &PageCache<(Teams, Uuid), KeptRepository> {
+        &self.repositories
     }
 
     /// The Image and Model Library pages kept.

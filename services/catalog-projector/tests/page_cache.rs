@@ -1,6 +1,7 @@
-//! Kept pages: served until the catalog changes, dropped when it does (the process's own
-//! commits at once, another writer's on its `NOTIFY`), never shared between callers who
-//! see different registries, and not kept at all when turned off.
+//! Kept pages (the libraries' and a repository's detail): served until the catalog changes,
+//! dropped when it does (the process's own commits at once, another writer's on its
+//! `NOTIFY`), never shared between callers who see different registries, and not kept at
+//! all when turned off.
 
 mod common;
 
@@ -13,9 +14,11 @@ use imagelib_events::RegistryId;
 use imagelib_events::model::ImageKind;
 use serde_json::Value;
 
+/// The description on a page: its first image's, or the repository's on its detail.
 fn description(page: &Value) -> String {
-    page["items"][0]["description"]
-        .as_str()
+    page.pointer("/items/0/description")
+        .or_else(|| page.pointer("/description"))
+        .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned()
 }
@@ -111,6 +114,46 @@ async fn a_kept_page_is_served_until_the_catalog_changes() {
         .collect();
     assert_eq!(tags, ["16", "17"]);
     assert_eq!(description(&page), now);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_repository_detail_is_kept_and_a_command_reads_it_afresh() {
+    let env = Env::new().await;
+    let reg = one_registry(&env).await;
+    let svc = env.start().await;
+    env.caught_up().await;
+    let pool = env.catalog_pool().await;
+    let path = format!("/v1/repositories/{reg}/library/postgres");
+
+    let (kept, now) = until_kept(&svc, &pool, &path).await;
+    assert_ne!(kept, now);
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(&pool)
+        .await
+        .unwrap();
+    eventually("the notified change is shown", || async {
+        description(&svc.get(&path).await) == now
+    })
+    .await;
+
+    // A curator's command answers with the repository as it now is, and so does the next
+    // read, although a page from before it was kept.
+    let (_, now) = until_kept(&svc, &pool, &path).await;
+    let (status, body) = svc
+        .call(
+            reqwest::Method::PUT,
+            &format!("{path}/readme"),
+            Some(ADMIN),
+            Some(serde_json::json!({"readme": "# Postgres"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["readme"]["readme"], "# Postgres", "{body}");
+    assert_eq!(description(&body), now);
+    let read = svc.get(&path).await;
+    assert_eq!(read["readme"]["readme"], "# Postgres", "{read}");
     svc.stop().await;
 }
 

@@ -24,6 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use imagelib_platform::Problem;
 use opentelemetry::KeyValue;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -33,6 +37,47 @@ use crate::projection::changes;
 /// What a kept value weighs against the budget.
 pub(crate) trait Weighed {
     fn bytes(&self) -> usize;
+}
+
+/// A page as the catalog keeps it: the value for the console, its JSON and entity tag for
+/// the API.
+#[derive(Debug)]
+pub(crate) struct Kept<T> {
+    pub(crate) value: T,
+    json: bytes::Bytes,
+    etag: Option<HeaderValue>,
+}
+
+impl<T: serde::Serialize> Kept<T> {
+    /// `value` as read for a caller who sees `teams` (all when `None`).
+    pub(crate) fn new(value: T, teams: Option<&[String]>) -> Result<Self, Problem> {
+        let json =
+            bytes::Bytes::from(serde_json::to_vec(&value).map_err(|e| Problem::internal(&e))?);
+        let etag = super::entity_tag(teams, &json);
+        Ok(Kept { value, json, etag })
+    }
+}
+
+impl<T> Kept<T> {
+    /// The API's answer: the JSON, tagged.
+    pub(crate) fn response(&self) -> Response {
+        let mut res = Response::new(Body::from(self.json.clone()));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(etag) = &self.etag {
+            res.headers_mut().insert(header::ETAG, etag.clone());
+        }
+        res
+    }
+}
+
+impl<T> Weighed for Kept<T> {
+    /// The JSON, and about as much again for the value.
+    fn bytes(&self) -> usize {
+        self.json.len().saturating_mul(2)
+    }
 }
 
 /// Kept values by key, for one kind of page.

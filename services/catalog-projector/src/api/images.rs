@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use imagelib_platform::Problem;
 use imagelib_platform::auth::Caller;
@@ -15,7 +13,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::cache::Weighed;
+use super::cache::Kept;
 use super::params;
 use super::views::{ImagePage, ImageView};
 use crate::curate::Catalog;
@@ -104,43 +102,8 @@ impl ImagesQuery {
     }
 }
 
-/// A page of images as the catalog keeps it ([`super::cache`]): the views for the console,
-/// the JSON and its entity tag for the API.
-#[derive(Debug)]
-pub(crate) struct KeptPage {
-    pub(crate) page: ImagePage,
-    json: bytes::Bytes,
-    etag: Option<HeaderValue>,
-}
-
-impl KeptPage {
-    fn new(page: ImagePage, teams: Option<&[String]>) -> Result<Self, Problem> {
-        let json =
-            bytes::Bytes::from(serde_json::to_vec(&page).map_err(|e| Problem::internal(&e))?);
-        let etag = super::entity_tag(teams, &json);
-        Ok(KeptPage { page, json, etag })
-    }
-
-    /// The API's answer: the JSON, tagged.
-    fn response(&self) -> Response {
-        let mut res = Response::new(Body::from(self.json.clone()));
-        res.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(etag) = &self.etag {
-            res.headers_mut().insert(header::ETAG, etag.clone());
-        }
-        res
-    }
-}
-
-impl Weighed for KeptPage {
-    /// The JSON, and about as much again for the views.
-    fn bytes(&self) -> usize {
-        self.json.len().saturating_mul(2)
-    }
-}
+/// A page of images as the catalog keeps it ([`super::cache`]).
+pub(crate) type KeptPage = Kept<ImagePage>;
 
 /// The page for `filter`: kept, or read and kept.
 pub(crate) async fn page(
@@ -154,7 +117,7 @@ pub(crate) async fn page(
         return Ok(kept);
     }
     let page = read_page(catalog, filter, limit).await?;
-    let kept = Arc::new(KeptPage::new(page, filter.teams.as_deref())?);
+    let kept = Arc::new(Kept::new(page, filter.teams.as_deref())?);
     cache.put(seen, filter.clone(), kept.clone());
     Ok(kept)
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::MethodRouter;
 use imagelib_events::model::HmTag;
 use imagelib_events::{RegistryId, RepositoryName, Tag};
@@ -25,6 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::cache::Kept;
 use super::params;
 use super::views::{
     ApprovalView, DeploymentView, DigestReferrers, ImageView, MutationView, ReadmeView,
@@ -235,7 +236,7 @@ async fn dispatch(
                 registry_id: registry,
                 name,
             };
-            Ok(axum::Json(get_repository(&catalog, &caller, &repo).await?).into_response())
+            Ok(repository(&catalog, &caller, &repo).await?.response())
         }
         Target::HmTag(name, hm) => {
             let repo = RepoRef {
@@ -299,7 +300,29 @@ fn decision_body(headers: &HeaderMap, body: &Bytes) -> Result<DecisionRequest, P
 
 /// The repository after a command: what the caller just changed, read back.
 async fn answer(catalog: &Catalog, caller: &Caller, repo: &RepoRef) -> Result<Response, Problem> {
-    Ok(axum::Json(get_repository(catalog, caller, repo).await?).into_response())
+    Ok(repository(catalog, caller, repo).await?.response())
+}
+
+/// A repository's detail as the catalog keeps it ([`super::cache`]), by the teams the
+/// caller sees and the repository.
+pub(crate) type KeptRepository = Kept<RepositoryDetail>;
+
+/// [`get_repository`], kept until the catalog changes.
+pub(crate) async fn repository(
+    catalog: &Catalog,
+    caller: &Caller,
+    repo: &RepoRef,
+) -> Result<Arc<KeptRepository>, Problem> {
+    let key = (caller.team_filter().map(<[String]>::to_vec), repo.id());
+    let cache = catalog.repository_pages();
+    let seen = cache.open();
+    if let Some(kept) = cache.get(seen, &key) {
+        return Ok(kept);
+    }
+    let detail = get_repository(catalog, caller, repo).await?;
+    let kept = Arc::new(Kept::new(detail, key.0.as_deref())?);
+    cache.put(seen, key, kept.clone());
+    Ok(kept)
 }
 
 /// One repository: its tags, README, HM tags, approval and the deployments using it.

@@ -212,7 +212,7 @@ async fn library(
                         StatusCode::OK,
                         Some(c),
                         &r,
-                        Some(&kept.page),
+                        Some(&kept.value),
                         &[],
                     );
                 }

@@ -27,7 +27,7 @@ use sqlx::Row;
 use super::markdown;
 use super::{Params, problem_page};
 use crate::api::images::{self, KeptPage};
-use crate::api::repositories::get_repository;
+use crate::api::repositories::repository;
 use crate::api::views::{RepositoryDetail, TagDetail};
 use crate::curate::{Catalog, CommandError, RepoRef};
 use crate::query::ImageFilter;
@@ -172,7 +172,7 @@ async fn render(
     mut extra: Extra,
     as_of: Option<DateTime<Utc>>,
 ) -> Response {
-    let detail = match get_repository(catalog, &v.caller, repo).await {
+    let kept = match repository(catalog, &v.caller, repo).await {
         Ok(d) => d,
         Err(p) if p.status == 404 => {
             return error_page(
@@ -205,13 +205,14 @@ async fn render(
             Err(p) => return problem_page(v, &p),
         }
     }
+    let detail = &kept.value;
     let title = detail.repository.name.clone();
     page_with_status(
         status,
         v,
         Nav::Images,
         &title,
-        body(v, repo, &detail, &extra),
+        body(v, repo, detail, &extra),
     )
 }
 
@@ -531,7 +532,7 @@ fn body(v: &Viewer, repo: &RepoRef, d: &RepositoryDetail, extra: &Extra) -> Mark
                 button type="submit" { "Show" }
             }
             @if let Some((at, kept)) = &extra.as_of {
-                @let items = &kept.page.items;
+                @let items = &kept.value.items;
                 h3 { "Tags as of " (time(at)) }
                 @if items.is_empty() { p { "No tag then." } } @else {
                     div.table-wrap { table #as-of {
