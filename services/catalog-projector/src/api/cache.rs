@@ -46,6 +46,9 @@ pub(crate) struct Kept<T> {
     pub(crate) value: T,
     json: bytes::Bytes,
     etag: Option<HeaderValue>,
+    /// Fragments of HTML the console rendered from the value, by the variant it asked for
+    /// (a fragment that depends only on the value and that variant).
+    html: [OnceLock<String>; 4],
 }
 
 impl<T: serde::Serialize> Kept<T> {
@@ -54,7 +57,12 @@ impl<T: serde::Serialize> Kept<T> {
         let json =
             bytes::Bytes::from(serde_json::to_vec(&value).map_err(|e| Problem::internal(&e))?);
         let etag = super::entity_tag(teams, &json);
-        Ok(Kept { value, json, etag })
+        Ok(Kept {
+            value,
+            json,
+            etag,
+            html: Default::default(),
+        })
     }
 }
 
@@ -71,12 +79,20 @@ impl<T> Kept<T> {
         }
         res
     }
+
+    /// The HTML fragment `variant` (0–3) of the value, rendered once.
+    pub(crate) fn html(&self, variant: usize, render: impl FnOnce(&T) -> String) -> &str {
+        match self.html.get(variant) {
+            Some(slot) => slot.get_or_init(|| render(&self.value)),
+            None => "",
+        }
+    }
 }
 
 impl<T> Weighed for Kept<T> {
-    /// The JSON, and about as much again for the value.
+    /// The JSON, about as much again for the value, and as much for the console's HTML.
     fn bytes(&self) -> usize {
-        self.json.len().saturating_mul(2)
+        self.json.len().saturating_mul(3)
     }
 }
 

@@ -10,16 +10,16 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use imagelib_console::layout::{FieldAttrs, digest, next_link, text_field, time, with_query};
-use imagelib_console::{Markup, Nav, Viewer, html, page_with_status};
+use imagelib_console::{Markup, Nav, PreEscaped, Viewer, html, page_with_status};
 use imagelib_platform::Problem;
 use imagelib_platform::auth::Role;
 use sqlx::Row;
 use uuid::Uuid;
 
 use super::{Params, field_errors, form_errors, problem_page, select_field};
-use crate::api::images::{self, ImagesQuery};
+use crate::api::images::{self, ImagesQuery, KeptPage};
 use crate::api::stats::{self, Counters};
-use crate::api::views::{ImagePage, ImageView};
+use crate::api::views::ImageView;
 use crate::curate::Catalog;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,11 @@ impl Library {
             Library::Images => "/",
             Library::Models => "/models",
         }
+    }
+
+    /// Which of a kept page's HTML fragments its table is ([`crate::api::cache::Kept::html`]).
+    fn variant(self, may_deploy: bool) -> usize {
+        (self as usize) * 2 + usize::from(may_deploy)
     }
 
     fn title(self) -> &'static str {
@@ -205,16 +210,7 @@ async fn library(
                 tokio::join!(images::page(catalog, &f, limit), around.get(catalog, v));
             match (rows, around) {
                 (Ok(kept), Ok((c, r))) => {
-                    return render(
-                        v,
-                        p,
-                        lib,
-                        StatusCode::OK,
-                        Some(c),
-                        &r,
-                        Some(&kept.value),
-                        &[],
-                    );
+                    return render(v, p, lib, StatusCode::OK, Some(c), &r, Some(&kept), &[]);
                 }
                 (Err(e), _) | (_, Err(e)) => return problem_page(v, &e),
             }
@@ -251,7 +247,7 @@ fn render(
     status: StatusCode,
     counters: Option<Counters>,
     registries: &[(Uuid, String)],
-    rows: Option<&ImagePage>,
+    rows: Option<&KeptPage>,
     errors: &[(String, String)],
 ) -> Response {
     let mut registry_options: Vec<(String, String)> = vec![(String::new(), "Any".into())];
@@ -300,13 +296,15 @@ fn render(
                 a href=(lib.path()) { "Reset" }
             }
         }
-        @if let Some(page) = rows {
-            @if page.items.is_empty() {
+        @if let Some(kept) = rows {
+            @if kept.value.items.is_empty() {
                 p { "No image matches." }
             } @else {
-                (table(lib, &page.items, may_deploy))
+                (PreEscaped(kept.html(lib.variant(may_deploy), |page| {
+                    table(lib, &page.items, may_deploy).into_string()
+                })))
             }
-            (next_link(lib.path(), &keep, page.next_cursor.as_deref()))
+            (next_link(lib.path(), &keep, kept.value.next_cursor.as_deref()))
         }
     };
     page_with_status(
