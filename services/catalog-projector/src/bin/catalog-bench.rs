@@ -566,7 +566,7 @@ async fn raw_consume(bus: &EventBus, last: u64) -> anyhow::Result<Duration> {
         decoding += t.elapsed();
         decoded += usize::from(env.is_ok());
         std::hint::black_box(env.ok());
-        if decoded % 8 == 0 {
+        if decoded.is_multiple_of(8) {
             let t = Instant::now();
             let env = imagelib_events::binding::decode_cloudevent(m.headers.as_ref(), &m.payload)
                 .and_then(|ce| imagelib_events::Envelope::from_cloudevent(&ce));
