@@ -68,6 +68,19 @@ async fn until_kept(svc: &Service, pool: &sqlx::PgPool, path: &str) -> (String, 
     seen.into_inner().unwrap()
 }
 
+/// Notify as another writer would, then wait until `path` shows `now`.
+async fn notified_shows(svc: &Service, pool: &sqlx::PgPool, path: &str, now: &str) {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(pool)
+        .await
+        .unwrap();
+    eventually("the notified change is shown", || async {
+        description(&svc.get(path).await) == now
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_kept_page_is_served_until_the_catalog_changes() {
     let env = Env::new().await;
@@ -83,15 +96,7 @@ async fn a_kept_page_is_served_until_the_catalog_changes() {
     assert_eq!(other, now);
 
     // Another process's commit: its NOTIFY drops the kept pages.
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL)
-        .execute(&pool)
-        .await
-        .unwrap();
-    eventually("the notified change is shown", || async {
-        description(&svc.get("/v1/images").await) == now
-    })
-    .await;
+    notified_shows(&svc, &pool, "/v1/images", &now).await;
 
     // This process's own commit: shown by the first read after the projection applied it,
     // with no wait.
@@ -128,15 +133,7 @@ async fn a_repository_detail_is_kept_and_a_command_reads_it_afresh() {
 
     let (kept, now) = until_kept(&svc, &pool, &path).await;
     assert_ne!(kept, now);
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL)
-        .execute(&pool)
-        .await
-        .unwrap();
-    eventually("the notified change is shown", || async {
-        description(&svc.get(&path).await) == now
-    })
-    .await;
+    notified_shows(&svc, &pool, &path, &now).await;
 
     // A curator's command answers with the repository as it now is, and so does the next
     // read, although a page from before it was kept.
