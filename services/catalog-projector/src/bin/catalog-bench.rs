@@ -1635,20 +1635,28 @@ async fn floors(
                 println!("floorplan {:<10} {line}", list.name);
             }
         }
-        let urls: Arc<Vec<String>> = Arc::new(
-            list.variants
-                .iter()
-                .map(|v| format!("http://{}{}", service.addr, v.path))
-                .collect(),
-        );
-        let http = closed_loop(&client, urls, args.connections, args.query_seconds).await?;
-        let urls: Arc<Vec<String>> = Arc::new(
-            list.variants
-                .iter()
-                .map(|v| format!("http://{}{}", afresh.addr, v.path))
-                .collect(),
-        );
-        let cold = closed_loop(&client, urls, args.connections, args.query_seconds).await?;
+        let urls = |addr: SocketAddr| -> Arc<Vec<String>> {
+            Arc::new(
+                list.variants
+                    .iter()
+                    .map(|v| format!("http://{addr}{}", v.path))
+                    .collect(),
+            )
+        };
+        let http = closed_loop(
+            &client,
+            urls(service.addr),
+            args.connections,
+            args.query_seconds,
+        )
+        .await?;
+        let cold = closed_loop(
+            &client,
+            urls(afresh.addr),
+            args.connections,
+            args.query_seconds,
+        )
+        .await?;
         let own: Vec<String> = list.variants.iter().map(|v| v.own.clone()).collect();
         let floor: Vec<String> = list.variants.iter().map(|v| v.floor.clone()).collect();
         let own = pgbench_files(args, db_url, &own).await;
