@@ -110,13 +110,8 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// With the default page cache ([`crate::config::CatalogSettings::page_cache_mb`]).
-    pub fn new(bus: EventBus, projection: Projection, tokens: Tokens) -> Self {
-        let mb = crate::config::CatalogSettings::default().page_cache_mb;
-        Self::with_page_cache(bus, projection, tokens, mb)
-    }
-
-    /// With a page cache of `mb` MiB (0: none).
+    /// With a page cache of `mb` MiB (0: none; see
+    /// [`crate::config::CatalogSettings::page_cache_mb`]).
     pub fn with_page_cache(
         bus: EventBus,
         projection: Projection,
