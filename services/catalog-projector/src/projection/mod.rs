@@ -22,6 +22,7 @@ pub mod changes;
 pub mod images;
 pub mod integrity;
 mod other;
+mod statistics;
 mod tags;
 pub mod trust;
 
@@ -110,6 +111,9 @@ struct Inner {
     audit: std::sync::atomic::AtomicBool,
     /// In a bulk replay: the audit trail's own writer ([`audit::Writer`]).
     audit_writer: Mutex<Option<audit::Writer>>,
+    /// The live writer's: keeps the tables' statistics current while they fill (a bulk
+    /// replay analyzes once, after its load).
+    statistics: Option<statistics::Statistics>,
 }
 
 /// A tag, as a batch's changes name it.
@@ -250,6 +254,7 @@ impl Projection {
                 memory: None,
                 audit: std::sync::atomic::AtomicBool::new(true),
                 audit_writer: Mutex::new(None),
+                statistics: Some(statistics::Statistics::default()),
             }),
         }
     }
@@ -267,6 +272,7 @@ impl Projection {
                 memory: Some(Mutex::new(Memory::default())),
                 audit: std::sync::atomic::AtomicBool::new(true),
                 audit_writer: Mutex::new(None),
+                statistics: None,
             }),
         }
     }
@@ -440,7 +446,8 @@ impl Projection {
         let mut tx = conn.begin().await?;
         // The batch statements join a few thousand keys (UNNEST) to large tables: index
         // lookups are right whatever the statistics say (a schema filled since its last
-        // ANALYZE looks tiny to the planner and would get hash joins over full scans).
+        // ANALYZE looks tiny to the planner and would get hash joins over full scans; the
+        // join order is what [`statistics`] keeps right).
         // The swap lock first, before any table: see [`SWAP_LOCK`]. The commit need not
         // wait for the WAL flush: rows and position are one transaction, so a database
         // crash loses both together and the consumer resumes from the older position (it
@@ -482,12 +489,14 @@ impl Projection {
             && self.inner.audit.load(std::sync::atomic::Ordering::Relaxed))
         .then(audit::Trail::new);
         let mut segment: Vec<(u64, &Envelope)> = Vec::new();
+        let mut image_events = 0u64;
         for item in fresh {
             let Some(env) = &item.envelope else { continue };
             if let Some(trail) = trail.as_mut() {
                 trail.push(item.sequence, env);
             }
             if env.payload.aggregate() == Aggregate::Image {
+                image_events += 1;
                 segment.push((item.sequence, env));
                 continue;
             }
@@ -516,6 +525,9 @@ impl Projection {
         drop(counted);
         images::prof(7, t);
         rules.commit();
+        if let Some(statistics) = &self.inner.statistics {
+            statistics.applied(image_events, &self.inner.pool);
+        }
         Ok(last)
     }
 
