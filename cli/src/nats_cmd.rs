@@ -182,6 +182,8 @@ struct Layout<'a> {
     keys: String,
     jobs: String,
     leases: String,
+    /// What each registry's last scan published, beside its lease (sync-scanner).
+    marks: String,
     /// The integrity sweep's positions (sync-scanner).
     integrity: String,
     scanner_instances: Vec<String>,
@@ -270,6 +272,7 @@ impl Layout<'_> {
                 self.s.to_owned(),
                 self.jobs.clone(),
                 format!("KV_{}", self.leases),
+                format!("KV_{}", self.marks),
                 format!("KV_{}", self.integrity),
             ] {
                 v.push(format!("$JS.API.STREAM.PURGE.{stream}"));
@@ -329,6 +332,7 @@ impl Layout<'_> {
                 p.allow([format!("{}_jobs.>", self.p)]);
                 p.allow(self.durable(&self.jobs, sync_scanner::jobs::JOBS_CONSUMER));
                 p.allow(self.kv_write(&self.leases));
+                p.allow(self.kv_write(&self.marks));
                 // The integrity sweep's positions, beside the leases.
                 p.allow(self.kv_write(&self.integrity));
                 // Opens sealed credentials: reads data keys, never writes or erases them.
@@ -416,6 +420,7 @@ pub fn generate(args: &ConfigArgs) -> anyhow::Result<Generated> {
         keys,
         jobs: format!("{}_JOBS", args.stream),
         leases: format!("{}_LEASES", args.stream),
+        marks: format!("{}_SCANNED", args.stream),
         integrity: format!("{}_INTEGRITY", args.stream),
         scanner_instances: args.scanner_instances.clone(),
     };

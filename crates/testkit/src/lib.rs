@@ -129,6 +129,7 @@ impl Drop for TestStream {
                 name.clone(),
                 format!("{name}_JOBS"),
                 format!("KV_{name}_LEASES"),
+                format!("KV_{name}_SCANNED"),
                 format!("KV_{name}_INTEGRITY"),
                 format!("KV_{name}_KEYS"),
             ] {

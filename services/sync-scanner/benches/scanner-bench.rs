@@ -454,6 +454,7 @@ async fn delete_companions(bus: &EventBus, stream: &TestStream) {
     for name in [
         format!("{}_JOBS", stream.name),
         format!("KV_{}_LEASES", stream.name),
+        format!("KV_{}_SCANNED", stream.name),
         format!("KV_{}_KEYS", stream.name),
     ] {
         let _ = bus.jetstream().delete_stream(&name).await;

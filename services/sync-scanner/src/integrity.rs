@@ -877,7 +877,7 @@ impl Sweep {
         tag: &Tag,
         token: &CancellationToken,
     ) -> Result<bool, SweepError> {
-        if !runner.caught_up(id, token).await {
+        if !runner.caught_up(id, None, token).await {
             return Ok(false);
         }
         let request = ScanRequest {

@@ -16,6 +16,19 @@
 //! the scan. A job whose registry is leased by someone else goes back to the queue with a
 //! delay.
 //!
+//! Beside each lease, the KV bucket `<stream>_SCANNED` keeps the registry's **mark**: what
+//! the last holder of the lease said about the image events it published. A holder writes
+//! `open` when it takes the lease (before publishing anything), and on a clean finish the
+//! stream's last image sequence then (every event it published is at or below it). The
+//! next holder reads the mark and waits only until its projection holds that sequence,
+//! not every image event published since by scans of other registries
+//! ([`crate::runner::Runner::caught_up`]); `open` (a holder that died, failed or lost its
+//! lease) means it waits for all of them, as does a mark that could not be read. A
+//! registry without a mark was never leased, so no scan event of it exists. Marks are
+//! written by compare-and-set on their own revision, so a holder that lost its lease
+//! cannot overwrite the next holder's `open`. Replicas of a version without marks must
+//! not scan beside replicas of this one (their scans leave no `open`).
+//!
 //! No job is delivered forever: the consumer has a finite `max_deliver`, a job that fails
 //! (or panics) runs again after a doubling backoff, and after `job_max_failures` failures,
 //! on its last delivery, or when it cannot be read, it goes to the dead-letter subject
@@ -60,6 +73,7 @@ pub struct Jobs {
     stream_name: String,
     subject_root: String,
     leases: kv::Store,
+    marks: kv::Store,
     holder: String,
     ttl: Duration,
     max_deliver: i64,
@@ -79,6 +93,47 @@ impl std::fmt::Debug for Jobs {
 pub struct Lease {
     pub registry_id: RegistryId,
     revision: u64,
+    /// Every image event the registry's earlier holders published is at or below this
+    /// stream sequence (`None`: not known, wait for every image event).
+    pub mark: Option<u64>,
+    /// The revision of this holder's `open` mark.
+    mark_revision: u64,
+}
+
+/// A mark's value: `open`, or the stream sequence as decimal.
+const OPEN: &str = "open";
+
+/// What a stored mark says (`None`: open, or not a mark).
+fn parse_mark(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Creates (or finds) the marks bucket. Reads go to the stream's leader (no direct get):
+/// a replica's copy could be a write behind, and a mark read stale is a wait skipped.
+async fn open_marks(
+    js: &jetstream::Context,
+    stream: &str,
+    replicas: usize,
+) -> Result<kv::Store, JobsError> {
+    let bucket = format!("{stream}_SCANNED");
+    if let Ok(kv) = js.get_key_value(&bucket).await {
+        return Ok(kv);
+    }
+    let config = stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some("imagelib sync-scanner: what each registry's last scan published".into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        num_replicas: replicas.max(1),
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: false,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config).await.map_err(err)?;
+    js.get_key_value(&bucket).await.map_err(err)
 }
 
 /// The durable consumer every replica pulls jobs from.
@@ -129,11 +184,13 @@ impl Jobs {
                 js.get_key_value(&bucket).await.map_err(err)?
             }
         };
+        let marks = open_marks(&js, &settings.name, settings.replicas).await?;
         Ok(Jobs {
             js,
             stream_name,
             subject_root,
             leases,
+            marks,
             holder,
             ttl,
             max_deliver: crate::config::ScannerConfig::default().job_max_deliver,
@@ -214,19 +271,60 @@ impl Jobs {
         Ok(stream.info().await.map_err(err)?.state.last_sequence)
     }
 
-    /// Takes the registry's lease, or `None` when another scanner holds it.
+    /// Takes the registry's lease, or `None` when another scanner holds it. The lease
+    /// carries the registry's mark, now `open` until [`Self::release`] says otherwise.
     pub async fn acquire(&self, registry_id: RegistryId) -> Result<Option<Lease>, JobsError> {
-        match self
+        let revision = match self
             .leases
             .create(registry_id.to_string(), Bytes::from(self.holder.clone()))
             .await
         {
-            Ok(revision) => Ok(Some(Lease {
-                registry_id,
-                revision,
-            })),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
-            Err(e) => Err(err(e)),
+            Ok(revision) => revision,
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        let mut lease = Lease {
+            registry_id,
+            revision,
+            mark: None,
+            mark_revision: 0,
+        };
+        match self.open_mark(registry_id).await {
+            Ok((mark, mark_revision)) => {
+                lease.mark = mark;
+                lease.mark_revision = mark_revision;
+                Ok(Some(lease))
+            }
+            Err(e) => {
+                // Nothing may be published without an `open` mark: give the lease back.
+                self.release(lease, None).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the registry's mark and replaces it with `open`: (what it said, the
+    /// revision of `open`).
+    async fn open_mark(&self, registry_id: RegistryId) -> Result<(Option<u64>, u64), JobsError> {
+        let key = registry_id.to_string();
+        let entry = self.marks.entry(&key).await.map_err(err)?;
+        match entry.filter(|e| e.operation == kv::Operation::Put) {
+            None => {
+                let revision = self
+                    .marks
+                    .create(&key, Bytes::from_static(OPEN.as_bytes()))
+                    .await
+                    .map_err(err)?;
+                Ok((Some(0), revision))
+            }
+            Some(e) => {
+                let revision = self
+                    .marks
+                    .update(&key, Bytes::from_static(OPEN.as_bytes()), e.revision)
+                    .await
+                    .map_err(err)?;
+                Ok((parse_mark(&e.value), revision))
+            }
         }
     }
 
@@ -245,8 +343,24 @@ impl Jobs {
         Ok(())
     }
 
-    /// Gives the lease back (if it is still ours).
-    pub async fn release(&self, lease: Lease) {
+    /// Gives the lease back (if it is still ours). `published`: every image event this
+    /// holder published is at or below that stream sequence (a clean finish); `None`
+    /// leaves the mark `open`. A holder that published nothing passes the mark it found.
+    pub async fn release(&self, lease: Lease, published: Option<u64>) {
+        if let Some(sequence) = published
+            && lease.mark_revision > 0
+            && let Err(e) = self
+                .marks
+                .update(
+                    lease.registry_id.to_string(),
+                    Bytes::from(sequence.to_string()),
+                    lease.mark_revision,
+                )
+                .await
+        {
+            // Left `open` (or someone else's since): the next holder waits for everything.
+            tracing::debug!(registry = %lease.registry_id, error = %e, "scan mark not written");
+        }
         if let Err(e) = self
             .leases
             .delete_expect_revision(lease.registry_id.to_string(), Some(lease.revision))

@@ -239,13 +239,14 @@ impl Runner {
                 return;
             }
         };
-        if !self.caught_up(id, &cancel).await {
-            self.jobs.release(lease).await;
+        let found = lease.mark;
+        if !self.caught_up(id, found, &cancel).await {
+            self.jobs.release(lease, found).await;
             self.requeue(&msg, Some(Duration::from_secs(1))).await;
             return;
         }
         if self.served(&job).await {
-            self.jobs.release(lease).await;
+            self.jobs.release(lease, found).await;
             let _ = msg.ack().await;
             return;
         }
@@ -282,7 +283,9 @@ impl Runner {
             r
         };
         let (lease, result) = tokio::join!(renew, scan);
-        self.jobs.release(lease).await;
+        let clean = matches!(result, Ok(Ok(Outcome::Completed(_)))) && !scan_cancel.is_cancelled();
+        let published = if clean { self.published().await } else { None };
+        self.jobs.release(lease, published).await;
         let result = match result {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(panic) => {
@@ -388,9 +391,16 @@ impl Runner {
     }
 
     /// Waits (bounded) until the projections hold every event about the registry, its
-    /// rules and every image event published so far: the scan compares the registry
-    /// with that state, so it must not miss what another replica just emitted.
-    pub(crate) async fn caught_up(&self, id: RegistryId, cancel: &CancellationToken) -> bool {
+    /// rules and the image events its earlier scans published: the scan compares the
+    /// registry with that state, so it must not miss what another replica just emitted.
+    /// `mark` is the lease's ([`crate::jobs::Lease::mark`]): every image event of the
+    /// registry is at or below it; without one, every image event published so far.
+    pub(crate) async fn caught_up(
+        &self,
+        id: RegistryId,
+        mark: Option<u64>,
+        cancel: &CancellationToken,
+    ) -> bool {
         let s = self.bus.settings();
         let checks = [
             (
@@ -402,10 +412,13 @@ impl Runner {
         ];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         for (aggregate, filter) in checks {
-            let Ok(last) = self.bus.last_sequence_of(&filter).await else {
-                return false;
+            let last = match (aggregate, mark) {
+                (Aggregate::Image, Some(mark)) => mark,
+                _ => match self.bus.last_sequence_of(&filter).await {
+                    Ok(last) => last.unwrap_or(0),
+                    Err(_) => return false,
+                },
             };
-            let last = last.unwrap_or(0);
             let name = consumer_name(&self.config.instance, aggregate);
             loop {
                 match self.store.position(&name).await {
@@ -468,8 +481,22 @@ impl Runner {
             r
         };
         let (lease, result) = tokio::join!(renew, run);
-        self.jobs.release(lease).await;
+        // What `work` published is not known here: the mark stays `open`.
+        self.jobs.release(lease, None).await;
         Some(result)
+    }
+
+    /// The mark of a clean finish: the stream's last image event now, at or above every
+    /// one this holder published (all acknowledged). `None` when it cannot be read.
+    async fn published(&self) -> Option<u64> {
+        let filter = self.bus.settings().aggregate_type_filter(Aggregate::Image);
+        match self.bus.last_sequence_of(&filter).await {
+            Ok(last) => Some(last.unwrap_or(0)),
+            Err(e) => {
+                tracing::debug!(error = %e, "last image sequence not read; the scan mark stays open");
+                None
+            }
+        }
     }
 
     // ------------------------------------------------------------ trust re-evaluation
@@ -556,9 +583,10 @@ impl Runner {
         };
         // What was last said is read from the projections: let them catch up with the
         // trust events already published (a scan's, or the last re-evaluation's).
-        if !self.caught_up(id, cancel).await {
+        let found = lease.mark;
+        if !self.caught_up(id, found, cancel).await {
             tracing::warn!(registry = %id, "state behind the stream; re-evaluation retried");
-            self.jobs.release(lease).await;
+            self.jobs.release(lease, found).await;
             return false;
         }
         let done = CancellationToken::new();
@@ -586,7 +614,11 @@ impl Runner {
             r
         };
         let (lease, result) = tokio::join!(renew, work);
-        self.jobs.release(lease).await;
+        let published = match &result {
+            Ok(_) => self.published().await,
+            Err(_) => None,
+        };
+        self.jobs.release(lease, published).await;
         match result {
             Ok(n) => {
                 tracing::debug!(registry = %id, digests = n, "trust re-evaluated");

@@ -345,6 +345,7 @@ impl Drop for Env {
                 for s in [
                     format!("{name}_JOBS"),
                     format!("KV_{name}_LEASES"),
+                    format!("KV_{name}_SCANNED"),
                     format!("KV_{name}_KEYS"),
                     format!("KV_{name}_INTEGRITY"),
                 ] {

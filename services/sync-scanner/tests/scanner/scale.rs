@@ -129,3 +129,50 @@ async fn two_scanners_share_the_work_and_never_scan_a_registry_at_once() -> anyh
     }
     Ok(())
 }
+
+/// A registry's lease carries its mark: what the last holder published, so the next scan
+/// waits for that and not for every image event of other registries.
+#[tokio::test]
+async fn a_lease_carries_what_the_registrys_last_holder_published() -> anyhow::Result<()> {
+    let env = Env::new().await;
+    let ttl = Duration::from_secs(1);
+    let a = Jobs::open(&env.bus, "a".into(), ttl).await?;
+    let b = Jobs::open(&env.bus, "b".into(), ttl).await?;
+    let id = RegistryId::new();
+
+    // Never leased: no scan event of it exists.
+    let lease = a.acquire(id).await?.expect("a free lease");
+    assert_eq!(lease.mark, Some(0));
+    assert!(b.acquire(id).await?.is_none(), "the lease is held");
+    a.release(lease, Some(42)).await;
+    // A clean finish: the next holder waits for that sequence.
+    let lease = b.acquire(id).await?.expect("a free lease");
+    assert_eq!(lease.mark, Some(42));
+    // A holder that did not finish cleanly leaves it open: wait for every image event.
+    b.release(lease, None).await;
+    let lease = a.acquire(id).await?.expect("a free lease");
+    assert_eq!(lease.mark, None);
+    a.release(lease, Some(50)).await;
+
+    // A holder whose lease expired cannot write over the next holder's mark.
+    let stale = a.acquire(id).await?.expect("a free lease");
+    assert_eq!(stale.mark, Some(50));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let next = loop {
+        if let Some(lease) = b.acquire(id).await? {
+            break lease;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lease did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(next.mark, None, "the expired holder's mark is open");
+    a.release(stale, Some(99)).await;
+    b.release(next, Some(7)).await;
+    let lease = a.acquire(id).await?.expect("a free lease");
+    assert_eq!(lease.mark, Some(7), "the expired holder's 99 did not land");
+    a.release(lease, None).await;
+    Ok(())
+}

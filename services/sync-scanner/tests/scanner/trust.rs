@@ -221,7 +221,8 @@ async fn key_signatures_in_cosign_tags_decide_the_verdict() -> anyhow::Result<()
         0,
         "re-evaluated while the registry was leased"
     );
-    jobs.release(lease).await;
+    let found = lease.mark;
+    jobs.release(lease, found).await;
     let events = await_verdicts(
         &env,
         seq,
