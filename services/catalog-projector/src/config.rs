@@ -31,6 +31,9 @@ pub struct CatalogSettings {
     pub batch_size: usize,
     /// `IMAGELIB_CATALOG__FETCH_WAIT_MS`: how long one fetch waits for events when idle.
     pub fetch_wait_ms: u64,
+    /// `IMAGELIB_CATALOG__BATCH_LINGER_MS`: how long a batch that is not full waits for
+    /// more events before it is applied (0–1000; 0 applies what each fetch brought).
+    pub batch_linger_ms: u64,
     /// `IMAGELIB_CATALOG__APPLY_ATTEMPTS`: attempts for an event PostgreSQL refuses before
     /// the projector stops (and `/readyz` turns false).
     pub apply_attempts: u32,
@@ -51,6 +54,7 @@ impl Default for CatalogSettings {
             serve_registries: None,
             batch_size: 1000,
             fetch_wait_ms: 1000,
+            batch_linger_ms: 20,
             apply_attempts: 5,
             retry_backoff_ms: 200,
             keep_old_schema: false,
@@ -71,6 +75,9 @@ impl CatalogSettings {
         if !(10..=60_000).contains(&self.fetch_wait_ms) {
             return invalid("IMAGELIB_CATALOG__FETCH_WAIT_MS must be between 10 and 60000");
         }
+        if self.batch_linger_ms > 1000 {
+            return invalid("IMAGELIB_CATALOG__BATCH_LINGER_MS must be at most 1000");
+        }
         if self.page_cache_mb > 4096 {
             return invalid("IMAGELIB_CATALOG__PAGE_CACHE_MB must be at most 4096");
         }
@@ -79,6 +86,10 @@ impl CatalogSettings {
 
     pub fn fetch_wait(&self) -> Duration {
         Duration::from_millis(self.fetch_wait_ms)
+    }
+
+    pub fn batch_linger(&self) -> Duration {
+        Duration::from_millis(self.batch_linger_ms)
     }
 
     /// The delay before retry number `attempt` (1-based).
@@ -108,10 +119,12 @@ mod tests {
     fn nested_variables_reach_the_catalog_settings() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("IMAGELIB_CATALOG__BATCH_SIZE", "250");
+            jail.set_env("IMAGELIB_CATALOG__BATCH_LINGER_MS", "5");
             jail.set_env("IMAGELIB_CATALOG__SERVE_REGISTRIES", "false");
             jail.set_env("IMAGELIB_STREAM", "OTHER");
             let c = Config::load().map_err(|e| e.to_string())?;
             assert_eq!(c.catalog.batch_size, 250);
+            assert_eq!(c.catalog.batch_linger(), Duration::from_millis(5));
             assert_eq!(c.catalog.serve_registries, Some(false));
             assert_eq!(c.common.stream, "OTHER");
             assert_eq!(c.catalog.apply_attempts, 5);
@@ -128,6 +141,14 @@ mod tests {
         assert!(
             CatalogSettings {
                 batch_size: 0,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            CatalogSettings {
+                batch_linger_ms: 1001,
                 ..Default::default()
             }
             .validate()

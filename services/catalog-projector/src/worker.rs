@@ -377,14 +377,30 @@ impl Projector {
             }))
         };
         let dlq = self.bus.settings().clone();
+        let (max, linger) = (self.settings.batch_size, self.settings.batch_linger());
         loop {
-            let batch = tokio::select! {
+            let mut batch = tokio::select! {
                 _ = cancel.cancelled() => return Outcome::Cancelled,
                 b = rx.recv() => match b {
                     Some(b) => b,
                     None => return Outcome::Resync { allow_gap: false },
                 },
             };
+            // Group commit: a scan publishes its events one by one, and a transaction per
+            // fetch (a few events each) costs PostgreSQL more than the events themselves.
+            // What comes within the linger joins the batch (one fetch more at most past
+            // the batch size); a closed channel is seen at the next receive.
+            let deadline = tokio::time::Instant::now() + linger;
+            while batch.len() < max && !linger.is_zero() {
+                tokio::select! {
+                    _ = cancel.cancelled() => return Outcome::Cancelled,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    more = rx.recv() => match more {
+                        Some(more) => batch.extend(more),
+                        None => break,
+                    },
+                }
+            }
             let mut items: Vec<(Item, Option<Delivery>)> = Vec::with_capacity(batch.len());
             for (d, decoded) in batch {
                 if d.sequence <= position {
