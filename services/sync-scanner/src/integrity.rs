@@ -46,7 +46,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use async_nats::jetstream::{kv, stream};
+use async_nats::jetstream::kv;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use imagelib_events::bus::EventBus;
@@ -275,28 +275,16 @@ impl Positions {
     /// Finds or creates `<stream>_INTEGRITY` (by hand, as the lease bucket: NATS 2.9 does
     /// not answer what `create_key_value` asks first).
     pub async fn open(bus: &EventBus) -> Result<Self, SweepError> {
-        let js = bus.jetstream().clone();
         let settings = bus.settings();
-        let bucket = format!("{}_INTEGRITY", settings.name);
-        if let Ok(kv) = js.get_key_value(&bucket).await {
-            return Ok(Positions { kv });
-        }
-        let config = stream::Config {
-            name: format!("KV_{bucket}"),
-            description: Some("imagelib sync-scanner: integrity sweep positions".into()),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            storage: stream::StorageType::File,
-            num_replicas: settings.replicas.max(1),
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: stream::DiscardPolicy::New,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        };
-        js.get_or_create_stream(config).await.map_err(state_err)?;
-        let kv = js.get_key_value(&bucket).await.map_err(state_err)?;
+        let kv = crate::jobs::open_bucket(
+            bus.jetstream(),
+            &format!("{}_INTEGRITY", settings.name),
+            "integrity sweep positions",
+            settings.replicas,
+            |c| c.duplicate_window = Duration::from_secs(120),
+        )
+        .await
+        .map_err(state_err)?;
         Ok(Positions { kv })
     }
 

@@ -108,32 +108,37 @@ fn parse_mark(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
-/// Creates (or finds) the marks bucket. Reads go to the stream's leader (no direct get):
-/// a replica's copy could be a write behind, and a mark read stale is a wait skipped.
-async fn open_marks(
+/// Finds or creates the KV bucket `bucket` (one value per key, never deleted), its stream
+/// configured by `edit` beyond that. By hand: `create_key_value` needs an account-info
+/// reply that NATS 2.9 does not give.
+pub(crate) async fn open_bucket(
     js: &jetstream::Context,
-    stream: &str,
+    bucket: &str,
+    what: &str,
     replicas: usize,
-) -> Result<kv::Store, JobsError> {
-    let bucket = format!("{stream}_SCANNED");
-    if let Ok(kv) = js.get_key_value(&bucket).await {
+    edit: impl FnOnce(&mut stream::Config),
+) -> Result<kv::Store, String> {
+    if let Ok(kv) = js.get_key_value(bucket).await {
         return Ok(kv);
     }
-    let config = stream::Config {
+    let mut config = stream::Config {
         name: format!("KV_{bucket}"),
-        description: Some("imagelib sync-scanner: what each registry's last scan published".into()),
+        description: Some(format!("imagelib sync-scanner: {what}")),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
         storage: stream::StorageType::File,
         num_replicas: replicas.max(1),
         allow_rollup: true,
         deny_delete: true,
-        allow_direct: false,
+        allow_direct: true,
         discard: stream::DiscardPolicy::New,
         ..Default::default()
     };
-    js.get_or_create_stream(config).await.map_err(err)?;
-    js.get_key_value(&bucket).await.map_err(err)
+    edit(&mut config);
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    js.get_key_value(bucket).await.map_err(|e| e.to_string())
 }
 
 /// The durable consumer every replica pulls jobs from.
@@ -159,32 +164,29 @@ impl Jobs {
         };
         js.get_or_create_stream(config).await.map_err(err)?;
 
-        // The KV stream is created by hand: `create_key_value` needs an account-info reply
-        // that NATS 2.9 does not give.
-        let bucket = format!("{}_LEASES", settings.name);
-        let leases = match js.get_key_value(&bucket).await {
-            Ok(kv) => kv,
-            Err(_) => {
-                let config = stream::Config {
-                    name: format!("KV_{bucket}"),
-                    description: Some("imagelib sync-scanner: registry scan leases".into()),
-                    subjects: vec![format!("$KV.{bucket}.>")],
-                    max_messages_per_subject: 1,
-                    max_age: ttl,
-                    storage: stream::StorageType::File,
-                    num_replicas: settings.replicas.max(1),
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    discard: stream::DiscardPolicy::New,
-                    duplicate_window: ttl.min(Duration::from_secs(120)),
-                    ..Default::default()
-                };
-                js.get_or_create_stream(config).await.map_err(err)?;
-                js.get_key_value(&bucket).await.map_err(err)?
-            }
-        };
-        let marks = open_marks(&js, &settings.name, settings.replicas).await?;
+        let leases = open_bucket(
+            &js,
+            &format!("{}_LEASES", settings.name),
+            "registry scan leases",
+            settings.replicas,
+            |c| {
+                c.max_age = ttl;
+                c.duplicate_window = ttl.min(Duration::from_secs(120));
+            },
+        )
+        .await
+        .map_err(JobsError)?;
+        // Reads go to the stream's leader (no direct get): a replica's copy could be a
+        // write behind, and a mark read stale is a wait skipped.
+        let marks = open_bucket(
+            &js,
+            &format!("{}_SCANNED", settings.name),
+            "what each registry's last scan published",
+            settings.replicas,
+            |c| c.allow_direct = false,
+        )
+        .await
+        .map_err(JobsError)?;
         Ok(Jobs {
             js,
             stream_name,
