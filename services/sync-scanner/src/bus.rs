@@ -3,8 +3,10 @@
 //!
 //! One durable consumer per aggregate type (NATS 2.9 has one filter per consumer), named
 //! `sync-scanner[-<instance>]-<aggregate>`: replicas with their own instance names each
-//! project everything (into one shared schema, idempotently, or into schemas of their
-//! own). Each consumer resumes after the position its projection recorded. The image
+//! project the registries, rules and syncs (into one shared schema, idempotently, or into
+//! schemas of their own), and one replica per schema the image events (an advisory lock,
+//! [`image_lock`]). Each consumer resumes after the position its projection recorded (the
+//! image consumer after the schema's, [`Store::image_position`]). The image
 //! consumer applies what each fetch brings together, in one statement when it can (a
 //! scan publishes thousands of tag and trust events, and a transaction of five round
 //! trips each was most of the database's work); the others handle one event at a time,
@@ -198,7 +200,22 @@ pub fn projector(
         // update (which carries a new start sequence) is refused. Naks carry their own
         // exponential delays instead.
         settings.on_exhausted = Exhausted::Stop;
-        let position = store.position(&name).await.map_err(|e| e.to_string())?;
+        // One image projector per schema: the replicas sharing it wait while one applies.
+        let _lock = if aggregate == Aggregate::Image {
+            match image_lock(&store, &readiness, &check, &cancel).await {
+                Some(lock) => Some(lock),
+                None => return Ok(()),
+            }
+        } else {
+            None
+        };
+        let position = if aggregate == Aggregate::Image {
+            // Resume where the schema is, whichever replica brought it there.
+            store.image_position().await
+        } else {
+            store.position(&name).await
+        }
+        .map_err(|e| e.to_string())?;
         if position == 0 {
             // An empty projection replays from the start. `EventBus::consumer` compares the
             // server's ack floor with the position, and a consumer that never acked
@@ -264,6 +281,68 @@ pub fn projector(
             _ = watch => Ok(()),
         }
     })
+}
+
+/// The advisory lock of the schema's image projector (`'scanimg'` and a version byte).
+const IMAGE_PROJECTOR_LOCK: i64 = 0x7363_616e_696d_6701;
+
+/// Waits until this replica is the one projecting image events into the schema: holds
+/// [`IMAGE_PROJECTOR_LOCK`] on a connection of its own (closing it, or this process
+/// dying, releases it). Replicas sharing one schema would otherwise each apply every image
+/// event, thousands per scan, and each have NATS deliver and replicate its acks, for rows
+/// the first one already wrote. The others are ready meanwhile: what they need of the
+/// projection, [`crate::runner::Runner::caught_up`] reads from the schema whoever wrote
+/// it ([`Store::image_position`]). Losing the connection later is harmless: a second
+/// projector writes the same rows, as every replica did before this lock.
+async fn image_lock(
+    store: &Store,
+    readiness: &Readiness,
+    check: &str,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Option<sqlx::PgConnection> {
+    use sqlx::Connection;
+    let options = store.pool().connect_options();
+    let mut standby = false;
+    loop {
+        let attempt = async {
+            let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(IMAGE_PROJECTOR_LOCK)
+                .fetch_one(&mut conn)
+                .await?;
+            Ok::<_, sqlx::Error>(got.then_some(conn))
+        };
+        match attempt.await {
+            Ok(Some(conn)) => {
+                if standby {
+                    tracing::info!("the image projector of the shared schema moved here");
+                }
+                readiness.set(check, false, Some("catching up".into()));
+                return Some(conn);
+            }
+            Ok(None) => {
+                if !standby {
+                    tracing::info!(
+                        "another replica projects image events into the shared schema; standing by"
+                    );
+                    standby = true;
+                }
+                readiness.set(
+                    check,
+                    true,
+                    Some(
+                        "standby: another replica projects image events into the shared schema"
+                            .into(),
+                    ),
+                );
+            }
+            Err(e) => readiness.set(check, false, Some(format!("database unavailable: {e}"))),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
 }
 
 /// Whether the projections have caught up with the stream once (after a start).

@@ -421,7 +421,12 @@ impl Runner {
             };
             let name = consumer_name(&self.config.instance, aggregate);
             loop {
-                match self.store.position(&name).await {
+                let position = if aggregate == Aggregate::Image {
+                    self.store.image_position().await
+                } else {
+                    self.store.position(&name).await
+                };
+                match position {
                     Ok(p) if p >= last => break,
                     Ok(_) => {}
                     Err(_) => return false,

@@ -429,6 +429,22 @@ impl Store {
         Ok(v.unwrap_or(0).max(0) as u64)
     }
 
+    /// How far the schema's image projection is: the furthest position any replica's image
+    /// consumer recorded in it (0 when none). Each consumer applies in stream order and
+    /// records its position with the rows, and the rows are last-writer-wins by sequence,
+    /// so every image event at or below this is in the schema, whichever replica wrote it
+    /// ([`crate::bus::projector`] runs one image projector per schema).
+    pub async fn image_position(&self) -> Result<u64, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT max(sequence) FROM stream_position WHERE consumer LIKE $1 OR consumer = $2",
+        )
+        .bind(format!("{}-%-image", crate::NAME))
+        .bind(format!("{}-image", crate::NAME))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v.unwrap_or(0).max(0) as u64)
+    }
+
     /// Apply an event the scanner just published (read-your-writes). Consumer positions
     /// are left alone: events before it may not be applied yet.
     pub async fn apply(&self, seq: u64, env: &Envelope) -> Result<(), StoreError> {

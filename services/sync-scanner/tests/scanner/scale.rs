@@ -176,3 +176,127 @@ async fn a_lease_carries_what_the_registrys_last_holder_published() -> anyhow::R
     a.release(lease, None).await;
     Ok(())
 }
+
+/// A tag event as another scanner would publish it.
+fn discovered(registry: RegistryId, tag: &str) -> imagelib_events::event::TagDiscovered {
+    let details = serde_json::from_value(serde_json::json!({
+        "media_type": "application/vnd.oci.image.manifest.v1+json",
+        "platforms": [],
+        "size": 1,
+        "kind": "other",
+    }))
+    .expect("details");
+    imagelib_events::event::TagDiscovered {
+        registry_id: registry,
+        repository: "team/app".parse().expect("repository"),
+        tag: tag.parse().expect("tag"),
+        digest: format!("sha256:{:064x}", tag.len())
+            .parse()
+            .expect("digest"),
+        details,
+    }
+}
+
+/// The image consumers' recorded positions, by name.
+async fn image_positions(pool: &sqlx::PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT consumer, sequence FROM sync_scanner.stream_position
+         WHERE consumer LIKE '%-image' ORDER BY consumer",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Waits until the shared schema holds `tag` of `registry` (`team/app`).
+async fn projected(env: &Env, registry: RegistryId, tag: &str) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect(&env.db.url).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sync_scanner.known_tags
+             WHERE registry_id = $1 AND repository = 'team/app' AND tag = $2",
+        )
+        .bind(registry.0)
+        .bind(tag)
+        .fetch_one(&pool)
+        .await?;
+        if n == 1 {
+            pool.close().await;
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{tag} not projected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Replicas sharing one schema: one applies the image events, the other stands by (and
+/// is ready), and takes over from where the schema is when the first one stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_sharing_a_schema_project_image_events_once() -> anyhow::Result<()> {
+    let env = Env::new().await;
+    let mut a = env.config();
+    a.scanner.instance = "a".into();
+    let mut b = env.config();
+    b.scanner.instance = "b".into();
+    let a = env.start_with(a).await;
+    let b = env.start_with(b).await;
+    let (status, ready) = b.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert!(
+        ready.to_string().contains("standby"),
+        "b stands by: {ready}"
+    );
+
+    let registry = RegistryId::new();
+    let first = env.publish(discovered(registry, "1.0")).await;
+    projected(&env, registry, "1.0").await?;
+    let pool = sqlx::PgPool::connect(&env.db.url).await?;
+    assert_eq!(
+        image_positions(&pool).await?,
+        vec![("sync-scanner-a-image".to_owned(), first as i64)],
+        "only a applies image events"
+    );
+    let stream = env.bus.jetstream().get_stream(&env.stream.name).await?;
+    assert!(
+        stream.consumer_info("sync-scanner-b-image").await.is_err(),
+        "b has no image consumer while it stands by"
+    );
+
+    // a stops: b takes over where the schema is, not from the start of the stream.
+    a.stop().await;
+    let second = env.publish(discovered(registry, "2.0")).await;
+    projected(&env, registry, "2.0").await?;
+    let info = stream.consumer_info("sync-scanner-b-image").await?;
+    assert_eq!(
+        info.config.deliver_policy,
+        async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: first + 1
+        },
+        "b resumed after what a had applied"
+    );
+    assert_eq!(
+        image_positions(&pool).await?,
+        vec![
+            ("sync-scanner-a-image".to_owned(), first as i64),
+            ("sync-scanner-b-image".to_owned(), second as i64)
+        ]
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, ready) = b.get("/readyz").await;
+        if status == 200 && !ready.to_string().contains("standby") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b does not report itself the projector: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pool.close().await;
+    b.stop().await;
+    Ok(())
+}
