@@ -1036,3 +1036,72 @@ async fn two_replicas_deliver_each_event_once_and_take_over() {
     assert_eq!(ids.len(), 48, "no event twice");
     b.stop().await;
 }
+
+/// The ingest's consumer, once its filter is `want`.
+async fn ingest_filter_becomes(
+    stream: &async_nats::jetstream::stream::Stream,
+    want: &str,
+) -> async_nats::jetstream::consumer::Info {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(info) = stream
+            .consumer_info(registry_registry::subscriptions::DELIVERY_CONSUMER)
+            .await
+            && info.config.filter_subject == want
+        {
+            return info;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ingest's filter never became {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// With no subscription live, the ingest reads only `subscription.*` events (NATS delivers
+/// it nothing else); the first subscription turns it to the whole stream from the
+/// subscription's own event on, so what follows is delivered; removing the last one turns
+/// it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_subscriptions_the_ingest_reads_only_their_events() {
+    let env = Env::new();
+    let svc = env.start_with(config(&env, "100ms", 5)).await;
+    let bus = bus(&env).await;
+    let stream = bus.jetstream().get_stream(&env.stream.name).await.unwrap();
+    let only_subscriptions = format!("{}.subscription.>", env.stream.prefix);
+    let everything = format!("{}.>", env.stream.prefix);
+    let before = ingest_filter_becomes(&stream, &only_subscriptions).await;
+    for _ in 0..5 {
+        publish_sync(&bus, RegistryId::new()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = ingest_filter_becomes(&stream, &only_subscriptions).await;
+    assert_eq!(
+        after.delivered.consumer_sequence, before.delivered.consumer_sequence,
+        "nothing delivered to the ingest without a subscription"
+    );
+    assert_eq!(after.num_pending, 0);
+
+    // Subscribed: an event published right after the subscription is delivered.
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    let created = subscribe(&svc, &receiver.url(), json!(["*.sync.requested.v1"])).await;
+    let sent = publish_sync(&bus, RegistryId::new()).await;
+    ingest_filter_becomes(&stream, &everything).await;
+    let delivered = receiver.wait_delivered(1, Duration::from_secs(30)).await;
+    assert_eq!(delivered, vec![sent.id.to_string()]);
+
+    // The last subscription gone: back to its events alone.
+    let id = created["id"].as_str().unwrap();
+    let (s, _, _) = svc
+        .call(
+            Method::DELETE,
+            &format!("/v1/subscriptions/{id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    ingest_filter_becomes(&stream, &only_subscriptions).await;
+    svc.stop().await;
+}

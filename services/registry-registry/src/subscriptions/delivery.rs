@@ -1,7 +1,8 @@
 //! Delivery: from the stream to the subscribers' endpoints.
 //!
 //! - The **ingest** worker is a durable consumer of the whole stream
-//!   ([`super::DELIVERY_CONSUMER`]). For each event it finds the live subscriptions that
+//!   ([`super::DELIVERY_CONSUMER`]; of the `subscription.*` events alone while no
+//!   subscription is live, see [`Delivery::consumer`]). For each event it finds the live subscriptions that
 //!   want it (created before it, a type pattern matching) and writes one outbox row per
 //!   subscription, in one transaction with its own position; then it acks. It meets the
 //!   `subscription.*` events in stream order and applies them itself, so which
@@ -243,14 +244,6 @@ impl Delivery {
         lock: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
     ) -> Result<(), String> {
         let store = &self.subs.store;
-        let bus = &self.subs.bus;
-        let position = imagelib_platform::projection::position(store.pool(), DELIVERY_CONSUMER)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut settings = ConsumerSettings::new(DELIVERY_CONSUMER);
-        settings.resume_after = Some(position);
-        settings.max_ack_pending = (BATCH * 4) as i64;
-        let consumer = bus.consumer(settings).await.map_err(|e| e.to_string())?;
         let mut active: Vec<Active> = store
             .live()
             .await
@@ -258,6 +251,67 @@ impl Delivery {
             .iter()
             .map(Active::from)
             .collect();
+        loop {
+            let everything = !active.is_empty();
+            let consumer = self.consumer(everything).await?;
+            if !self
+                .ingest_with(&consumer, everything, &mut active, cancel, lock)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The ingest's durable consumer, resuming after the recorded position: of the whole
+    /// stream while a subscription is live, else of the `subscription.*` events alone.
+    /// Without a subscription no event is queued, so nothing else needs reading: NATS then
+    /// neither delivers every event to this consumer nor replicates its acknowledgements
+    /// (at R3, for each of the thousands of events a scan publishes). A subscription
+    /// created at sequence `s` wants what comes after `s`, which is where the whole-stream
+    /// consumer starts.
+    async fn consumer(&self, everything: bool) -> Result<imagelib_events::bus::Consumer, String> {
+        let bus = &self.subs.bus;
+        let position =
+            imagelib_platform::projection::position(self.subs.store.pool(), DELIVERY_CONSUMER)
+                .await
+                .map_err(|e| e.to_string())?;
+        let filter = if everything {
+            bus.settings().all_subjects()
+        } else {
+            bus.settings()
+                .aggregate_type_filter(Aggregate::Subscription)
+        };
+        // NATS 2.9 cannot change a consumer's filter: start it again from the position.
+        let stream = bus
+            .jetstream()
+            .get_stream(&bus.settings().name)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Ok(info) = stream.consumer_info(DELIVERY_CONSUMER).await
+            && info.config.filter_subject != filter
+        {
+            stream
+                .delete_consumer(DELIVERY_CONSUMER)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let mut settings = ConsumerSettings::new(DELIVERY_CONSUMER).filter(filter);
+        settings.resume_after = Some(position);
+        settings.max_ack_pending = (BATCH * 4) as i64;
+        bus.consumer(settings).await.map_err(|e| e.to_string())
+    }
+
+    /// Ingests from `consumer` until the filter it needs changes (true) or the worker
+    /// stops (false).
+    async fn ingest_with(
+        &self,
+        consumer: &imagelib_events::bus::Consumer,
+        everything: bool,
+        active: &mut Vec<Active>,
+        cancel: &CancellationToken,
+        lock: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+    ) -> Result<bool, String> {
         let mut observed: Option<Instant> = None;
         loop {
             if observed.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
@@ -272,7 +326,7 @@ impl Delivery {
                 }
             }
             let batch = tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
+                _ = cancel.cancelled() => return Ok(false),
                 b = consumer.fetch(BATCH, Duration::from_secs(1)) => b,
             };
             let batch = match batch {
@@ -280,7 +334,7 @@ impl Delivery {
                 Err(e) => {
                     tracing::warn!(error = %e, "delivery consumer fetch failed; retrying");
                     if !pause(cancel, Duration::from_millis(500)).await {
-                        return Ok(());
+                        return Ok(false);
                     }
                     continue;
                 }
@@ -288,23 +342,36 @@ impl Delivery {
             if batch.is_empty() {
                 continue;
             }
-            self.ingest_batch(&consumer, &mut active, batch, cancel)
-                .await?;
+            if !self
+                .ingest_batch(consumer, everything, active, batch, cancel)
+                .await?
+            {
+                return Ok(false);
+            }
+            if everything == active.is_empty() {
+                return Ok(true);
+            }
         }
     }
 
+    /// Queues what `batch` holds for the live subscriptions and acknowledges it; false when
+    /// cancelled first. Read with the `subscription.*` filter (`everything` false), the
+    /// batch ends at the first subscription that goes live: what follows it in the stream
+    /// is read again with the whole-stream filter.
     async fn ingest_batch(
         &self,
         consumer: &imagelib_events::bus::Consumer,
+        everything: bool,
         active: &mut Vec<Active>,
-        batch: Vec<Message>,
+        mut batch: Vec<Message>,
         cancel: &CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let settings = self.subs.bus.settings();
         let mut rows: Vec<NewPending> = Vec::new();
         let mut own: Vec<(u64, Envelope)> = Vec::new();
         let mut undecodable: Vec<(usize, String)> = Vec::new();
         let mut last = 0;
+        let mut cut = None;
         for (i, m) in batch.iter().enumerate() {
             last = last.max(m.sequence);
             if settings.is_dlq_subject(&m.subject) {
@@ -343,7 +410,14 @@ impl Delivery {
                     _ => {}
                 }
                 own.push((m.sequence, env));
+                if !everything && !active.is_empty() {
+                    cut = Some(i + 1);
+                    break;
+                }
             }
+        }
+        if let Some(n) = cut {
+            batch.truncate(n);
         }
         // The database part is retried until it lands (or the worker stops): the rows and
         // the position go together, so a retry after a half-failure repeats nothing.
@@ -356,7 +430,7 @@ impl Delivery {
                     tracing::warn!(error = %e, failures, "delivery outbox write failed; retrying");
                     let wait = Duration::from_millis(200 * u64::from(failures.min(25)));
                     if !pause(cancel, wait).await {
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
             }
@@ -380,7 +454,7 @@ impl Delivery {
         if !own.is_empty() {
             self.subs.changed.notify_one();
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn commit_batch(

@@ -8,7 +8,8 @@
 //! How it fits together:
 //! - [`api`]: `POST/GET/DELETE /v1/subscriptions`, dead letters and replay. Commands become
 //!   `subscription.*` events (the secret sealed) and are applied before the call returns.
-//! - [`delivery`]: a durable consumer of the whole stream (`registry-registry-delivery`)
+//! - [`delivery`]: a durable consumer of the whole stream (`registry-registry-delivery`;
+//!   of the `subscription.*` events alone while none is live)
 //!   puts every event a subscription wants into a PostgreSQL outbox, in the transaction
 //!   that records its position, so a restart neither loses nor repeats a row; one
 //!   dispatcher per subscription sends them (CloudEvents HTTP binding, structured mode,
