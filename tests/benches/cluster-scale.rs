@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p imagelib-e2e --bench cluster-scale -- [--registries 8]
 //! [--repositories 10] [--tags 20] [--concurrent-scans 1] [--rtt-ms 0]`. Not run by the
-//! tests.
+//! tests. With `CLUSTER_BENCH_LOGS=<dir>` each process's log of each round is kept there
+//! (`s<process>-<processes>.log`; `scan started` / `scan completed` time each scan).
 //!
 //! Each round starts a fresh stream and database, registers every registry through the
 //! first process and requests a scan of each; two times run until the catalog holds every
@@ -175,6 +176,11 @@ async fn round(
         .map(|(i, n)| format!("s{i} {}", n.log().matches("scan completed").count()))
         .collect();
     println!("  scans completed per process: {}", shares.join(", "));
+    if let Ok(dir) = std::env::var("CLUSTER_BENCH_LOGS") {
+        for (i, n) in nodes.iter().enumerate() {
+            let _ = std::fs::write(format!("{dir}/s{i}-{scanners}.log"), n.log());
+        }
+    }
     drop(nodes);
     Ok((elapsed, sync, expected))
 }
