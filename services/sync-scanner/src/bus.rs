@@ -303,24 +303,24 @@ async fn image_lock(
     use sqlx::Connection;
     let options = store.pool().connect_options();
     let mut standby = false;
+    // Kept between attempts: a standby tries every half second for as long as it waits.
+    let mut held: Option<sqlx::PgConnection> = None;
     loop {
         let attempt = async {
-            let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+            let mut conn = match held.take() {
+                Some(c) => c,
+                None => sqlx::PgConnection::connect_with(&options).await?,
+            };
             let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
                 .bind(IMAGE_PROJECTOR_LOCK)
                 .fetch_one(&mut conn)
                 .await?;
-            Ok::<_, sqlx::Error>(got.then_some(conn))
+            Ok::<_, sqlx::Error>((got, conn))
         };
-        match attempt.await {
-            Ok(Some(conn)) => {
-                if standby {
-                    tracing::info!("the image projector of the shared schema moved here");
-                }
-                readiness.set(check, false, Some("catching up".into()));
-                return Some(conn);
-            }
-            Ok(None) => {
+        let attempt = attempt.await;
+        match attempt {
+            Ok((false, conn)) => {
+                held = Some(conn);
                 if !standby {
                     tracing::info!(
                         "another replica projects image events into the shared schema; standing by"
@@ -335,6 +335,13 @@ async fn image_lock(
                             .into(),
                     ),
                 );
+            }
+            Ok((true, conn)) => {
+                if standby {
+                    tracing::info!("the image projector of the shared schema moved here");
+                }
+                readiness.set(check, false, Some("catching up".into()));
+                return Some(conn);
             }
             Err(e) => readiness.set(check, false, Some(format!("database unavailable: {e}"))),
         }
