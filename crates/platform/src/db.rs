@@ -93,3 +93,46 @@ pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Pg
 pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
+
+/// Tries a session-level advisory lock, for the replica that must be the only one doing
+/// something (writing the catalog, projecting the scanner's image events) while the
+/// others stand by. The lock lives on a connection of its own, outside any pool: closing
+/// it, or the process dying, releases it. A standby tries again and again, on the same
+/// connection: opening one per attempt would make PostgreSQL start a backend process
+/// each time (several a second per standby replica).
+#[derive(Debug)]
+pub struct AdvisoryLock {
+    options: PgConnectOptions,
+    key: i64,
+    conn: Option<sqlx::PgConnection>,
+}
+
+impl AdvisoryLock {
+    pub fn new(options: PgConnectOptions, key: i64) -> Self {
+        Self {
+            options,
+            key,
+            conn: None,
+        }
+    }
+
+    /// One attempt. `Some(connection)`: the lock is taken and held by that connection
+    /// for as long as it lives. `None`: another session holds it; the connection is kept
+    /// for the next attempt. An error drops the connection (the next attempt opens one).
+    pub async fn try_take(&mut self) -> Result<Option<sqlx::PgConnection>, sqlx::Error> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => sqlx::PgConnection::connect_with(&self.options).await?,
+        };
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(self.key)
+            .fetch_one(&mut conn)
+            .await?;
+        if got {
+            Ok(Some(conn))
+        } else {
+            self.conn = Some(conn);
+            Ok(None)
+        }
+    }
+}

@@ -22,7 +22,6 @@ use imagelib_events::bus::{
 };
 use imagelib_events::{DecodeError, Envelope};
 use imagelib_platform::{Readiness, Worker};
-use sqlx::Connection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -219,19 +218,15 @@ impl Projector {
         }
     }
 
-    /// Hold the writer lock on a connection of its own (closing it releases the lock).
+    /// Hold the writer lock on a connection of its own (closing it releases the lock); a
+    /// standby tries every 200 ms on one connection ([`imagelib_platform::db::AdvisoryLock`]).
     async fn writer_lock(&self, cancel: &CancellationToken) -> Option<sqlx::PgConnection> {
-        let options = self.projection.pool().connect_options();
+        let mut lock = imagelib_platform::db::AdvisoryLock::new(
+            (*self.projection.pool().connect_options()).clone(),
+            WRITER_LOCK,
+        );
         loop {
-            let attempt = async {
-                let mut conn = sqlx::PgConnection::connect_with(&options).await?;
-                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(WRITER_LOCK)
-                    .fetch_one(&mut conn)
-                    .await?;
-                Ok::<_, sqlx::Error>(got.then_some(conn))
-            };
-            match attempt.await {
+            match lock.try_take().await {
                 Ok(Some(conn)) => {
                     self.status.standby.store(false, Ordering::Relaxed);
                     self.status.set_degraded(None);

@@ -300,27 +300,14 @@ async fn image_lock(
     check: &str,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Option<sqlx::PgConnection> {
-    use sqlx::Connection;
-    let options = store.pool().connect_options();
+    let mut lock = imagelib_platform::db::AdvisoryLock::new(
+        (*store.pool().connect_options()).clone(),
+        IMAGE_PROJECTOR_LOCK,
+    );
     let mut standby = false;
-    // Kept between attempts: a standby tries every half second for as long as it waits.
-    let mut held: Option<sqlx::PgConnection> = None;
     loop {
-        let attempt = async {
-            let mut conn = match held.take() {
-                Some(c) => c,
-                None => sqlx::PgConnection::connect_with(&options).await?,
-            };
-            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(IMAGE_PROJECTOR_LOCK)
-                .fetch_one(&mut conn)
-                .await?;
-            Ok::<_, sqlx::Error>((got, conn))
-        };
-        let attempt = attempt.await;
-        match attempt {
-            Ok((false, conn)) => {
-                held = Some(conn);
+        match lock.try_take().await {
+            Ok(None) => {
                 if !standby {
                     tracing::info!(
                         "another replica projects image events into the shared schema; standing by"
@@ -336,7 +323,7 @@ async fn image_lock(
                     ),
                 );
             }
-            Ok((true, conn)) => {
+            Ok(Some(conn)) => {
                 if standby {
                     tracing::info!("the image projector of the shared schema moved here");
                 }
