@@ -233,6 +233,19 @@ async fn subscribe(svc: &common::Service, url: &str, types: Value) -> Value {
     b
 }
 
+/// `DELETE /v1/subscriptions/{id}` as an admin: the status.
+async fn unsubscribe(svc: &common::Service, id: &str) -> u16 {
+    let (s, _, _) = svc
+        .call(
+            Method::DELETE,
+            &format!("/v1/subscriptions/{id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    s
+}
+
 async fn show(svc: &common::Service, id: &str) -> Value {
     let (s, b) = svc.get(&format!("/v1/subscriptions/{id}")).await;
     assert_eq!(s, 200, "{b}");
@@ -740,14 +753,7 @@ async fn the_secret_is_never_in_the_clear() {
 
     // Removal destroys the subscription's data key.
     let gid = generated["id"].as_str().unwrap().to_owned();
-    let (s, _, _) = svc
-        .call(
-            Method::DELETE,
-            &format!("/v1/subscriptions/{gid}"),
-            Some(ADMIN),
-            None,
-        )
-        .await;
+    let s = unsubscribe(&svc, &gid).await;
     assert_eq!(s, 204);
     let js = async_nats::jetstream::new(env.stream.client().await.unwrap());
     let keys = imagelib_secrets::KeyStore::open(&js, &format!("{}_KEYS", env.stream.name), 1)
@@ -900,23 +906,9 @@ async fn bad_input_is_a_problem() {
         .await
         .unwrap();
     assert_eq!(res.status(), 412);
-    let (s, _, _) = svc
-        .call(
-            Method::DELETE,
-            &format!("/v1/subscriptions/{id}"),
-            Some(ADMIN),
-            None,
-        )
-        .await;
+    let s = unsubscribe(&svc, &id).await;
     assert_eq!(s, 204);
-    let (s, _, _) = svc
-        .call(
-            Method::DELETE,
-            &format!("/v1/subscriptions/{id}"),
-            Some(ADMIN),
-            None,
-        )
-        .await;
+    let s = unsubscribe(&svc, &id).await;
     assert_eq!(s, 404);
     let (_, list) = svc.get("/v1/subscriptions").await;
     assert_eq!(list["items"], json!([]), "{list}");
@@ -1093,14 +1085,7 @@ async fn without_subscriptions_the_ingest_reads_only_their_events() {
 
     // The last subscription gone: back to its events alone.
     let id = created["id"].as_str().unwrap();
-    let (s, _, _) = svc
-        .call(
-            Method::DELETE,
-            &format!("/v1/subscriptions/{id}"),
-            Some(ADMIN),
-            None,
-        )
-        .await;
+    let s = unsubscribe(&svc, id).await;
     assert_eq!(s, 204);
     ingest_filter_becomes(&stream, &only_subscriptions).await;
     svc.stop().await;
