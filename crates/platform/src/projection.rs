@@ -10,15 +10,19 @@ use std::future::Future;
 use std::time::Duration;
 
 use imagelib_events::bus::{
-    ConsumerSettings, EventBus, Exhausted, Handler, HandlerError, RecordedEvent,
+    BatchHandler, ConsumerSettings, EventBus, Exhausted, Handler, HandlerError, RecordedEvent,
 };
 use imagelib_events::{Aggregate, Envelope};
 use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::db::AdvisoryLock;
 use crate::service::{Readiness, Worker};
 
 /// A read model the projector can drive.
 pub trait Projection: Clone + Send + Sync + 'static {
+    /// How to open a connection of its own to the projection's database (the projector's
+    /// lock, see [`projector`]).
+    fn connect_options(&self) -> sqlx::postgres::PgConnectOptions;
     /// The last stream sequence `consumer` applied (0 when none).
     fn position(&self, consumer: &str) -> impl Future<Output = Result<u64, String>> + Send;
     /// Apply one event and record `consumer`'s position, atomically.
@@ -27,6 +31,18 @@ pub trait Projection: Clone + Send + Sync + 'static {
         consumer: &str,
         sequence: u64,
         envelope: &Envelope,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        async move {
+            self.apply_consumed_batch(consumer, &[(sequence, envelope)])
+                .await
+        }
+    }
+    /// Apply events delivered together (in stream order) and record `consumer`'s position
+    /// at the last, in one transaction: all of them or, on an error, none.
+    fn apply_consumed_batch(
+        &self,
+        consumer: &str,
+        events: &[(u64, &Envelope)],
     ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
@@ -81,6 +97,10 @@ pub async fn advance_watermark(
     Ok(r.rows_affected() == 1)
 }
 
+/// At most this many events per transaction. No event waits for others: a batch is what
+/// is already there when the consumer fetches.
+const BATCH: usize = 256;
+
 struct Apply<P> {
     projection: P,
     consumer: String,
@@ -95,9 +115,31 @@ impl<P: Projection> Handler for Apply<P> {
     }
 }
 
+impl<P: Projection> BatchHandler for Apply<P> {
+    /// What one fetch brought, in one transaction: a scan's image events come by the
+    /// thousand, and a transaction each cost every replica's projection a commit per event.
+    async fn handle_batch(&self, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        let events: Vec<(u64, &Envelope)> =
+            events.iter().map(|e| (e.sequence, &e.envelope)).collect();
+        self.projection
+            .apply_consumed_batch(&self.consumer, &events)
+            .await
+            .map_err(HandlerError::Transient)
+    }
+}
+
 /// A worker projecting one aggregate type (NATS 2.9 has one filter per consumer) into
 /// `projection`; the consumer is named `<service>-<aggregate>` and its readiness check
 /// `projection.<aggregate>`.
+///
+/// Replicas of a service share its schema and this durable consumer, so one of them
+/// applies at a time: the one holding the consumer's advisory lock ([`lock_key`]) on a
+/// connection of its own. Two appliers pulling from one consumer would each get part of
+/// the events and commit them in any order, and the per-aggregate watermarks would then
+/// skip an earlier event of an aggregate whose later one the other replica committed
+/// first. The others stand by (ready; the check says `standby: …`) and the first to take
+/// the lock when the holder stops, dies or loses its connection resumes after the
+/// position the schema records.
 pub fn projector<P: Projection>(
     bus: &EventBus,
     service: &str,
@@ -110,8 +152,116 @@ pub fn projector<P: Projection>(
     let check = format!("projection.{}", aggregate.as_str());
     readiness.set(&check, false, Some("catching up".into()));
     Worker::new(name.clone(), move |cancel| async move {
-        let mut settings = ConsumerSettings::new(name.clone())
-            .filter(bus.settings().aggregate_type_filter(aggregate));
+        let mut lock = AdvisoryLock::new(projection.connect_options(), lock_key(&name));
+        loop {
+            let Some(conn) = take_lock(&mut lock, &readiness, &check, &cancel).await else {
+                return Ok(());
+            };
+            let filter = bus.settings().aggregate_type_filter(aggregate);
+            let run = Run {
+                bus: &bus,
+                name: &name,
+                filter,
+                readiness: &readiness,
+                check: &check,
+                cancel: &cancel,
+            };
+            match run.apply_while_held(&projection, conn).await? {
+                Held::Cancelled => return Ok(()),
+                Held::Lost(e) => {
+                    tracing::warn!(consumer = %name, error = %e, "lost the projector's lock; taking it again");
+                    readiness.set(&check, false, Some(format!("lock lost: {e}")));
+                }
+            }
+        }
+    })
+}
+
+/// Why [`apply_while_held`] returned without an error.
+enum Held {
+    Cancelled,
+    Lost(sqlx::Error),
+}
+
+/// The advisory lock key of consumer `name`: a 64-bit FNV-1a hash of it, so that every
+/// replica derives the same key and consumers of different names (in one database) do
+/// not share one.
+pub fn lock_key(name: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"imagelib projector:".iter().chain(name.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+async fn take_lock(
+    lock: &mut AdvisoryLock,
+    readiness: &Readiness,
+    check: &str,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Option<sqlx::PgConnection> {
+    let mut standby = false;
+    loop {
+        match lock.try_take().await {
+            Ok(Some(conn)) => {
+                if standby {
+                    tracing::info!(check, "this replica applies the events now");
+                }
+                readiness.set(check, false, Some("catching up".into()));
+                return Some(conn);
+            }
+            Ok(None) => {
+                if !standby {
+                    tracing::info!(check, "another replica applies these events; standing by");
+                    standby = true;
+                }
+                readiness.set(
+                    check,
+                    true,
+                    Some(
+                        "standby: another replica applies these events to the shared schema".into(),
+                    ),
+                );
+            }
+            Err(e) => readiness.set(check, false, Some(format!("database unavailable: {e}"))),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(LOCK_RETRY) => {}
+        }
+    }
+}
+
+/// How often a standby tries the lock, and the holder checks that its connection lives.
+const LOCK_RETRY: Duration = Duration::from_millis(500);
+
+/// One projector's context while it holds the lock.
+struct Run<'a> {
+    bus: &'a EventBus,
+    name: &'a str,
+    filter: String,
+    readiness: &'a Readiness,
+    check: &'a str,
+    cancel: &'a tokio_util::sync::CancellationToken,
+}
+
+impl Run<'_> {
+    /// Applies the events until cancelled or until the lock's connection fails.
+    async fn apply_while_held<P: Projection>(
+        &self,
+        projection: &P,
+        mut lock: sqlx::PgConnection,
+    ) -> Result<Held, String> {
+        let Run {
+            bus,
+            name,
+            readiness,
+            check,
+            cancel,
+            ..
+        } = *self;
+        let mut settings = ConsumerSettings::new(name.to_owned()).filter(self.filter.clone());
         settings.max_deliver = 10;
         settings.backoff = vec![
             Duration::from_millis(200),
@@ -119,42 +269,62 @@ pub fn projector<P: Projection>(
             Duration::from_secs(5),
         ];
         settings.on_exhausted = Exhausted::Stop;
-        settings.resume_after = Some(projection.position(&name).await?);
+        settings.resume_after = Some(projection.position(name).await?);
         // A NATS cluster still electing leaders (a node just came back) times out or
         // refuses consumer creation for a while: wait for it instead of stopping.
         let consumer = loop {
             match bus.consumer(settings.clone()).await {
                 Ok(c) => break c,
                 Err(e) => {
-                    readiness.set(&check, false, Some(format!("waiting for the stream: {e}")));
+                    readiness.set(check, false, Some(format!("waiting for the stream: {e}")));
                     tokio::select! {
-                        _ = cancel.cancelled() => return Ok(()),
+                        _ = cancel.cancelled() => return Ok(Held::Cancelled),
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
             }
         };
         let handler = Apply {
-            projection,
-            consumer: name,
+            projection: projection.clone(),
+            consumer: name.to_owned(),
         };
         let watch = async {
             loop {
                 match consumer.pending().await {
                     Ok(0) => {
-                        readiness.set(&check, true, None);
+                        readiness.set(check, true, None);
                         break;
                     }
-                    Ok(n) => readiness.set(&check, false, Some(format!("{n} events to apply"))),
-                    Err(e) => readiness.set(&check, false, Some(e.to_string())),
+                    Ok(n) => readiness.set(check, false, Some(format!("{n} events to apply"))),
+                    Err(e) => readiness.set(check, false, Some(e.to_string())),
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            std::future::pending::<()>().await
+            std::future::pending::<Held>().await
         };
+        let held = async {
+            loop {
+                tokio::time::sleep(LOCK_RETRY).await;
+                if let Err(e) = sqlx::query("SELECT 1").execute(&mut lock).await {
+                    return e;
+                }
+            }
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let run = consumer.run_batched(&handler, BATCH, Duration::ZERO, stop.cancelled());
+        tokio::pin!(run);
         tokio::select! {
-            r = consumer.run(&handler, cancel.cancelled()) => r.map_err(|e| e.to_string()),
-            _ = watch => Ok(()),
+            r = &mut run => r.map(|()| Held::Cancelled).map_err(|e| e.to_string()),
+            _ = cancel.cancelled() => {
+                stop.cancel();
+                run.await.map(|()| Held::Cancelled).map_err(|e| e.to_string())
+            }
+            e = held => {
+                stop.cancel();
+                run.await.map_err(|e| e.to_string())?;
+                Ok(Held::Lost(e))
+            }
+            h = watch => Ok(h),
         }
-    })
+    }
 }

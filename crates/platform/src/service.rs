@@ -41,6 +41,11 @@ impl Worker {
             run: Box::new(move |t| Box::pin(run(t))),
         }
     }
+
+    /// Runs the worker until `cancel` (what [`serve`] does with each service's workers).
+    pub fn run(self, cancel: CancellationToken) -> impl Future<Output = Result<(), String>> {
+        (self.run)(cancel)
+    }
 }
 
 /// One check of `/readyz`.

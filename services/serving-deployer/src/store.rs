@@ -698,22 +698,38 @@ impl Store {
 }
 
 impl imagelib_platform::projection::Projection for Store {
+    fn connect_options(&self) -> sqlx::postgres::PgConnectOptions {
+        (*self.pool.connect_options()).clone()
+    }
+
     async fn position(&self, consumer: &str) -> Result<u64, String> {
         imagelib_platform::projection::position(&self.pool, consumer)
             .await
             .map_err(|e| e.to_string())
     }
 
-    async fn apply_consumed(&self, consumer: &str, seq: u64, env: &Envelope) -> Result<(), String> {
+    async fn apply_consumed_batch(
+        &self,
+        consumer: &str,
+        events: &[(u64, &Envelope)],
+    ) -> Result<(), String> {
+        let Some(last) = events.iter().map(|(seq, _)| *seq).max() else {
+            return Ok(());
+        };
         let run = async {
             let mut tx = self.pool.begin().await?;
-            apply_in(&mut tx, seq, env).await?;
-            imagelib_platform::projection::record_position(&mut tx, consumer, seq).await?;
+            for (seq, env) in events {
+                apply_in(&mut tx, *seq, env).await?;
+            }
+            imagelib_platform::projection::record_position(&mut tx, consumer, last).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(())
         };
         run.await.map_err(|e| e.to_string())?;
-        if matches!(env.payload, EventPayload::PolicyEvaluated(_)) {
+        if events
+            .iter()
+            .any(|(_, env)| matches!(env.payload, EventPayload::PolicyEvaluated(_)))
+        {
             self.verdicts_changed.notify_one();
         }
         Ok(())
