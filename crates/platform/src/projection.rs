@@ -20,11 +20,21 @@ use crate::service::{Readiness, Worker};
 
 /// A read model the projector can drive.
 pub trait Projection: Clone + Send + Sync + 'static {
+    /// The projection's database.
+    fn pool(&self) -> &PgPool;
     /// How to open a connection of its own to the projection's database (the projector's
     /// lock, see [`projector`]).
-    fn connect_options(&self) -> sqlx::postgres::PgConnectOptions;
+    fn connect_options(&self) -> sqlx::postgres::PgConnectOptions {
+        (*self.pool().connect_options()).clone()
+    }
     /// The last stream sequence `consumer` applied (0 when none).
-    fn position(&self, consumer: &str) -> impl Future<Output = Result<u64, String>> + Send;
+    fn position(&self, consumer: &str) -> impl Future<Output = Result<u64, String>> + Send {
+        async move {
+            position(self.pool(), consumer)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
     /// Apply one event and record `consumer`'s position, atomically.
     fn apply_consumed(
         &self,

@@ -235,14 +235,8 @@ impl Store {
 }
 
 impl imagelib_platform::projection::Projection for Store {
-    fn connect_options(&self) -> sqlx::postgres::PgConnectOptions {
-        (*self.pool.connect_options()).clone()
-    }
-
-    async fn position(&self, consumer: &str) -> Result<u64, String> {
-        imagelib_platform::projection::position(&self.pool, consumer)
-            .await
-            .map_err(|e| e.to_string())
+    fn pool(&self) -> &sqlx::PgPool {
+        &self.pool
     }
 
     async fn apply_consumed_batch(
