@@ -47,13 +47,41 @@ pub trait Projection: Clone + Send + Sync + 'static {
                 .await
         }
     }
+    /// Apply one event inside `tx` (idempotently: a redelivered event changes nothing).
+    fn apply_in(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        sequence: u64,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Called after `events` were committed (to wake what waits for them); nothing by
+    /// default.
+    fn applied(&self, events: &[(u64, &Envelope)]) {
+        let _ = events;
+    }
     /// Apply events delivered together (in stream order) and record `consumer`'s position
     /// at the last, in one transaction: all of them or, on an error, none.
     fn apply_consumed_batch(
         &self,
         consumer: &str,
         events: &[(u64, &Envelope)],
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        async move {
+            let Some(last) = events.iter().map(|(seq, _)| *seq).max() else {
+                return Ok(());
+            };
+            let mut tx = self.pool().begin().await.map_err(|e| e.to_string())?;
+            for (seq, env) in events {
+                self.apply_in(&mut tx, *seq, env).await?;
+            }
+            record_position(&mut tx, consumer, last)
+                .await
+                .map_err(|e| e.to_string())?;
+            tx.commit().await.map_err(|e| e.to_string())?;
+            self.applied(events);
+            Ok(())
+        }
+    }
 }
 
 /// The recorded position of `consumer` (table `stream_position`).

@@ -10,7 +10,7 @@ use imagelib_events::bus::{EventBus, StreamSettings};
 use imagelib_events::event::RegistryValidated;
 use imagelib_events::{Aggregate, Envelope, RegistryId};
 use imagelib_platform::Readiness;
-use imagelib_platform::projection::{Projection, projector, record_position};
+use imagelib_platform::projection::{Projection, projector};
 use imagelib_testkit::{TestDb, TestStream};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -28,29 +28,25 @@ impl Projection for Recorder {
         &self.pool
     }
 
-    async fn apply_consumed_batch(
+    async fn apply_in(
         &self,
-        consumer: &str,
-        events: &[(u64, &Envelope)],
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        seq: u64,
+        _: &Envelope,
     ) -> Result<(), String> {
-        let run = async {
-            let transaction = self.transactions.fetch_add(1, Ordering::SeqCst);
-            let mut tx = self.pool.begin().await?;
-            for (seq, _) in events {
-                sqlx::query("INSERT INTO applied (seq, replica, tx) VALUES ($1, $2, $3)")
-                    .bind(*seq as i64)
-                    .bind(self.replica)
-                    .bind(transaction)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some((last, _)) = events.last() {
-                record_position(&mut tx, consumer, *last).await?;
-            }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(())
-        };
-        run.await.map_err(|e| e.to_string())
+        sqlx::query("INSERT INTO applied (seq, replica, tx) VALUES ($1, $2, $3)")
+            .bind(seq as i64)
+            .bind(self.replica)
+            .bind(self.transactions.load(Ordering::SeqCst))
+            .execute(&mut **tx)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Each transaction gets a number of its own: the next one.
+    fn applied(&self, _: &[(u64, &Envelope)]) {
+        self.transactions.fetch_add(1, Ordering::SeqCst);
     }
 }
 

@@ -239,24 +239,13 @@ impl imagelib_platform::projection::Projection for Store {
         &self.pool
     }
 
-    async fn apply_consumed_batch(
+    async fn apply_in(
         &self,
-        consumer: &str,
-        events: &[(u64, &Envelope)],
+        tx: &mut Transaction<'static, Postgres>,
+        seq: u64,
+        env: &Envelope,
     ) -> Result<(), String> {
-        let Some(last) = events.iter().map(|(seq, _)| *seq).max() else {
-            return Ok(());
-        };
-        let run = async {
-            let mut tx = self.pool.begin().await?;
-            for (seq, env) in events {
-                apply_in(&mut tx, *seq, env).await?;
-            }
-            imagelib_platform::projection::record_position(&mut tx, consumer, last).await?;
-            tx.commit().await?;
-            Ok::<_, StoreError>(())
-        };
-        run.await.map_err(|e| e.to_string())
+        apply_in(tx, seq, env).await.map_err(|e| e.to_string())
     }
 }
 
