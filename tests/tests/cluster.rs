@@ -537,4 +537,37 @@ async fn two_processes_on_a_three_node_cluster_survive_killed_nodes_writers_and_
         live.keys().collect::<Vec<_>>(),
         replayed.keys().collect::<Vec<_>>()
     );
+
+    // serving-deployer's view, applied by whichever process held its consumers' locks
+    // through the kills, holds the same current tags as the catalog: none skipped.
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let tags = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (uuid::Uuid, String, String, String)>(sql)
+                .fetch_all(&pool)
+                .await
+                .expect("tags")
+        }
+    };
+    let current = tags(
+        "SELECT registry_id, repository, tag, digest FROM catalog.tag_versions \
+         WHERE valid_to IS NULL ORDER BY 1, 2, 3",
+    )
+    .await;
+    let deployer = "SELECT registry_id, repository, tag, digest FROM serving_deployer.tags \
+                    ORDER BY 1, 2, 3";
+    let seen = try_until(Duration::from_secs(30), || async {
+        let rows = tags(deployer).await;
+        (rows == current).then_some(rows)
+    })
+    .await;
+    if seen.is_none() {
+        assert_eq!(
+            tags(deployer).await,
+            current,
+            "serving-deployer's tags differ from the catalog's current ones"
+        );
+    }
+    pool.close().await;
 }
