@@ -284,7 +284,7 @@ pub fn projector(
 }
 
 /// The advisory lock of the schema's image projector (`'scanimg'` and a version byte).
-const IMAGE_PROJECTOR_LOCK: i64 = 0x7363_616e_696d_6701;
+pub const IMAGE_PROJECTOR_LOCK: i64 = 0x7363_616e_696d_6701;
 
 /// Waits until this replica is the one projecting image events into the schema: holds
 /// [`IMAGE_PROJECTOR_LOCK`] on a connection of its own (closing it, or this process

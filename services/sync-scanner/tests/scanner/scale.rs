@@ -300,3 +300,75 @@ async fn replicas_sharing_a_schema_project_image_events_once() -> anyhow::Result
     b.stop().await;
     Ok(())
 }
+
+/// A replica standing by for the image projection scans once the shared schema holds what
+/// came before: it waits for the furthest image position any replica recorded there, not
+/// for a consumer of its own, which a standby does not have (waiting for it would defer
+/// every scan it takes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_replica_scans_once_the_shared_schema_is_caught_up() -> anyhow::Result<()> {
+    let registry = TestRegistry::start().await?;
+    registry
+        .push_image("fleet/a", "1.0", &ImageSpec::linux_amd64())
+        .await?;
+    let env = Env::new().await;
+    // Another replica ("x", played by this test) projects the schema's image events: it
+    // holds the projector's lock and has applied the stream's image events so far.
+    env.db.create().await?.close().await;
+    let options: sqlx::postgres::PgConnectOptions = env.db.url.parse()?;
+    let mut lock =
+        imagelib_platform::db::AdvisoryLock::new(options, sync_scanner::bus::IMAGE_PROJECTOR_LOCK);
+    let _held = lock.try_take().await?.expect("the lock is free");
+    let mut b = env.config();
+    b.scanner.instance = "b".into();
+    let _b = env.start_with(b).await;
+    let elsewhere = env.publish(discovered(RegistryId::new(), "1.0")).await;
+    let pool = sqlx::PgPool::connect(&env.db.url).await?;
+    sqlx::query(
+        "INSERT INTO sync_scanner.stream_position (consumer, sequence) VALUES ('sync-scanner-x-image', $1)",
+    )
+    .bind(elsewhere as i64)
+    .execute(&pool)
+    .await?;
+    assert_eq!(
+        image_positions(&pool).await?,
+        vec![("sync-scanner-x-image".to_owned(), elsewhere as i64)],
+        "b stands by: it has no image consumer"
+    );
+
+    let id = env.register(&registry.host(), None).await;
+    env.rule(id, "fleet", &["fleet/*"], RuleKind::Auto).await;
+    // The first scan of a registry has nothing to wait for; it leaves the registry's
+    // mark at the stream's last image event, which "x" then applies.
+    completed(&env, id, env.request(id, None).await).await;
+    let last = env.bus.last_sequence().await?;
+    sqlx::query(
+        "UPDATE sync_scanner.stream_position SET sequence = $1 WHERE consumer = 'sync-scanner-x-image'",
+    )
+    .bind(last as i64)
+    .execute(&pool)
+    .await?;
+    // The next waits for the schema to reach the mark: "x"'s position says it has.
+    completed(&env, id, env.request(id, None).await).await;
+    pool.close().await;
+    Ok(())
+}
+
+/// Waits for the scan of `id` requested at `requested` to complete. A scan deferred for want
+/// of its replica's own image position would wait 20 s and then be deferred again.
+async fn completed(env: &Env, id: RegistryId, requested: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let done = env.events_after(requested).await.into_iter().any(
+            |(_, e)| matches!(&e.payload, EventPayload::SyncCompleted(c) if c.registry_id == id),
+        );
+        if done {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the standby's scan did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
