@@ -215,7 +215,7 @@ pub fn projector<P: Projection>(
     })
 }
 
-/// Why [`apply_while_held`] returned without an error.
+/// Why [`Run::apply_while_held`] returned without an error.
 enum Held {
     Cancelled,
     Lost(sqlx::Error),
