@@ -495,6 +495,10 @@ async fn pulls_are_summed_per_tag_and_digest_and_every_replay_counts_them_once()
     same(&env.dump(&report.old_schema.unwrap()).await, &live);
     // The rebuild's load one event per batch: the same rows.
     same(&env.bulk_replay_by_one("pulls_bulk_by_one").await, &live);
+    same(
+        &env.bulk_replay_in_batches("pulls_bulk_batched", 64).await,
+        &live,
+    );
 
     // Redelivery of everything after the registration, past the recorded position (a
     // consumer recreated from older state): nothing is counted twice, nothing marked twice.

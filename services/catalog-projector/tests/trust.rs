@@ -510,6 +510,56 @@ fn same(got: &str, want: &str) {
     panic!("dumps differ\nonly in the replay:\n{only_got:#?}\nonly live:\n{only_want:#?}");
 }
 
+/// A bulk replay in batches of several repositories, their events interleaved, with
+/// evidence, moves, removals and registry events between them, gives the live consumer's
+/// rows.
+#[tokio::test]
+async fn a_bulk_replay_of_many_repositories_in_batches_gives_the_live_rows() {
+    let env = Env::new().await;
+    let reg = RegistryId::new();
+    let other = RegistryId::new();
+    let repos: Vec<String> = (0..12).map(|i| format!("apps/svc-{i:02}")).collect();
+    let mut events = vec![registered(reg, "Acme", &[])];
+    for round in 0..3u64 {
+        for (i, repo) in repos.iter().enumerate() {
+            let d = 10 * i as u64 + round;
+            match round {
+                0 => {
+                    events.push(discovered(reg, repo, "1.0", d, single()));
+                    events.push(discovered(reg, repo, "latest", d, single()));
+                }
+                1 => {
+                    events.push(sig_verified(reg, repo, d - 1, 500 + d, "SHA256:key"));
+                    events.push(moved(reg, repo, "latest", d - 1, d, single()));
+                }
+                _ => {
+                    events.push(evaluated(reg, repo, d - 1, PolicyVerdict::Pass, &[]));
+                    if i % 3 == 0 {
+                        events.push(removed(reg, repo, "1.0", d - 2));
+                    }
+                }
+            }
+            if i == 5 {
+                // An event of another aggregate among the image events.
+                events.push(registered(other, &format!("Other {round}"), &[]));
+            }
+        }
+    }
+    env.publish(events).await;
+    let svc = env.start().await;
+    env.caught_up().await;
+    let live = env.dump("catalog").await;
+    svc.stop().await;
+    assert!(live.contains("apps/svc-11"), "{live}");
+    for batch in [7, 64] {
+        same(
+            &env.bulk_replay_in_batches(&format!("batched_bulk_{batch}"), batch)
+                .await,
+            &live,
+        );
+    }
+}
+
 #[tokio::test]
 async fn replays_in_any_batching_and_redelivery_give_the_same_trust_rows() {
     let env = Env::new().await;
@@ -604,6 +654,10 @@ async fn replays_in_any_batching_and_redelivery_give_the_same_trust_rows() {
     same(&env.dump(&report.old_schema.unwrap()).await, &live);
     // The rebuild's load one event per batch: the same rows.
     same(&env.bulk_replay_by_one("trust_bulk_by_one").await, &live);
+    same(
+        &env.bulk_replay_in_batches("trust_bulk_batched", 64).await,
+        &live,
+    );
 
     // Redelivery of the trust events, even past the recorded position (a consumer
     // recreated from older state), changes nothing.

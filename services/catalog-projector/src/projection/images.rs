@@ -273,9 +273,26 @@ async fn fold<'a>(
     // The current versions of those tags: from memory in a bulk replay, else the database.
     let t0 = std::time::Instant::now();
     if let Some(memory) = rules.memory() {
+        // Memory holds what committed batches left. What an earlier run of image events
+        // in this batch (before a registry or rule event) changed is merged into it only
+        // at the commit: it is read from the batch's pending changes, the last per tag.
+        let pending: HashMap<(Uuid, &str), &Option<Current>> = rules
+            .changes
+            .as_ref()
+            .map(|c| {
+                c.tags
+                    .iter()
+                    .map(|((repo, tag), current)| ((*repo, &**tag), current))
+                    .collect()
+            })
+            .unwrap_or_default();
         let m = memory.lock().unwrap_or_else(|e| e.into_inner());
         for st in states.iter_mut() {
-            if let Some(cur) = m.tags.get(st.repo_id, st.tag) {
+            let current = match pending.get(&(st.repo_id, st.tag)) {
+                Some(current) => (*current).clone(),
+                None => m.tags.get(st.repo_id, st.tag),
+            };
+            if let Some(cur) = current {
                 st.now = Some((Origin::Db, cur.digest.clone(), cur.first_seen));
                 st.before = Some(cur);
             }

@@ -159,13 +159,18 @@ impl Env {
     /// fresh schema `schema`, and dump it: what the rebuild's memory carries from batch to
     /// batch must give the rows a live consumer writes.
     pub async fn bulk_replay_by_one(&self, schema: &str) -> String {
+        self.bulk_replay_in_batches(schema, 1).await
+    }
+
+    /// The stream loaded the rebuild's way in batches of `batch`, then the schema dumped.
+    pub async fn bulk_replay_in_batches(&self, schema: &str, batch: usize) -> String {
         use catalog_projector::rebuild::{DeferIndexes, RebuildReport, bulk_replay};
         let pool = imagelib_platform::db::connect(&self.db.url, schema, 4)
             .await
             .unwrap();
         catalog_projector::startup::migrate(&pool).await.unwrap();
         let settings = CatalogSettings {
-            batch_size: 1,
+            batch_size: batch,
             ..Default::default()
         };
         let mut report = RebuildReport {
