@@ -43,15 +43,39 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Start three nodes and wait until a stream can be placed at R3.
+    ///
+    /// The ports are free when chosen, but a test running beside this one may bind one
+    /// before the node does (`address already in use`, the node exits): then the cluster
+    /// starts again on new ports, a few times.
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_nodes(3).await
+        Self::start_on(&mut crate::registry::free_port).await
     }
 
-    async fn start_nodes(count: usize) -> anyhow::Result<Self> {
+    /// [`NatsCluster::start`] with the ports `port` gives (a test of the retry hands it a
+    /// taken one first).
+    pub async fn start_on(
+        port: &mut (dyn FnMut() -> anyhow::Result<u16> + Send),
+    ) -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_nodes(3, port).await {
+                Err(e) if attempt < 5 && e.to_string().contains("address already in use") => {
+                    tracing::warn!(attempt, error = %e, "a port was taken before its node bound it; starting the cluster again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_nodes(
+        count: usize,
+        port: &mut (dyn FnMut() -> anyhow::Result<u16> + Send),
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut ports = Vec::with_capacity(count);
         for _ in 0..count {
-            ports.push((crate::registry::free_port()?, crate::registry::free_port()?));
+            ports.push((port()?, port()?));
         }
         let routes = ports
             .iter()
