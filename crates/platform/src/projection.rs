@@ -192,7 +192,8 @@ pub fn projector<P: Projection>(
     Worker::new(name.clone(), move |cancel| async move {
         let mut lock = AdvisoryLock::new(projection.connect_options(), lock_key(&name));
         loop {
-            let Some(conn) = take_lock(&mut lock, &readiness, &check, &cancel).await else {
+            let others = "another replica applies these events to the shared schema";
+            let Some(conn) = take_lock(&mut lock, &readiness, &check, others, &cancel).await else {
                 return Ok(());
             };
             let filter = bus.settings().aggregate_type_filter(aggregate);
@@ -233,10 +234,14 @@ pub fn lock_key(name: &str) -> i64 {
     h as i64
 }
 
-async fn take_lock(
+/// Waits until `lock` is taken, trying every [`LOCK_RETRY`] on one kept connection; until
+/// then the replica stands by: `check` is ready and reads `standby: <what_others_do>`.
+/// `None` when cancelled first.
+pub async fn take_lock(
     lock: &mut AdvisoryLock,
     readiness: &Readiness,
     check: &str,
+    what_others_do: &str,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Option<sqlx::PgConnection> {
     let mut standby = false;
@@ -244,23 +249,20 @@ async fn take_lock(
         match lock.try_take().await {
             Ok(Some(conn)) => {
                 if standby {
-                    tracing::info!(check, "this replica applies the events now");
+                    tracing::info!(
+                        check,
+                        "the lock is taken: this replica applies the events now"
+                    );
                 }
                 readiness.set(check, false, Some("catching up".into()));
                 return Some(conn);
             }
             Ok(None) => {
                 if !standby {
-                    tracing::info!(check, "another replica applies these events; standing by");
+                    tracing::info!(check, "{what_others_do}; standing by");
                     standby = true;
                 }
-                readiness.set(
-                    check,
-                    true,
-                    Some(
-                        "standby: another replica applies these events to the shared schema".into(),
-                    ),
-                );
+                readiness.set(check, true, Some(format!("standby: {what_others_do}")));
             }
             Err(e) => readiness.set(check, false, Some(format!("database unavailable: {e}"))),
         }

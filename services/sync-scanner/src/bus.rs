@@ -304,39 +304,14 @@ async fn image_lock(
         (*store.pool().connect_options()).clone(),
         IMAGE_PROJECTOR_LOCK,
     );
-    let mut standby = false;
-    loop {
-        match lock.try_take().await {
-            Ok(None) => {
-                if !standby {
-                    tracing::info!(
-                        "another replica projects image events into the shared schema; standing by"
-                    );
-                    standby = true;
-                }
-                readiness.set(
-                    check,
-                    true,
-                    Some(
-                        "standby: another replica projects image events into the shared schema"
-                            .into(),
-                    ),
-                );
-            }
-            Ok(Some(conn)) => {
-                if standby {
-                    tracing::info!("the image projector of the shared schema moved here");
-                }
-                readiness.set(check, false, Some("catching up".into()));
-                return Some(conn);
-            }
-            Err(e) => readiness.set(check, false, Some(format!("database unavailable: {e}"))),
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return None,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
+    imagelib_platform::projection::take_lock(
+        &mut lock,
+        readiness,
+        check,
+        "another replica projects image events into the shared schema",
+        cancel,
+    )
+    .await
 }
 
 /// Whether the projections have caught up with the stream once (after a start).

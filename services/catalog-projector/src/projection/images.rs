@@ -276,20 +276,12 @@ async fn fold<'a>(
         // Memory holds what committed batches left. What an earlier run of image events
         // in this batch (before a registry or rule event) changed is merged into it only
         // at the commit: it is read from the batch's pending changes, the last per tag.
-        let pending: HashMap<(Uuid, &str), &Option<Current>> = rules
-            .changes
-            .as_ref()
-            .map(|c| {
-                c.tags
-                    .iter()
-                    .map(|((repo, tag), current)| ((*repo, &**tag), current))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let pending = rules.changes.as_ref().filter(|c| !c.tags.is_empty());
         let m = memory.lock().unwrap_or_else(|e| e.into_inner());
         for st in states.iter_mut() {
-            let current = match pending.get(&(st.repo_id, st.tag)) {
-                Some(current) => (*current).clone(),
+            let changed = pending.and_then(|c| c.tags.get(&(st.repo_id, st.tag.into())));
+            let current = match changed {
+                Some(current) => current.clone(),
                 None => m.tags.get(st.repo_id, st.tag),
             };
             if let Some(cur) = current {
@@ -475,7 +467,7 @@ async fn fold_and_write<'a>(
                 }),
             };
             if after.is_some() || st.before.is_some() {
-                changes.tags.push(((st.repo_id, st.tag.into()), after));
+                changes.tags.insert((st.repo_id, st.tag.into()), after);
             }
         }
     }

@@ -141,7 +141,8 @@ pub(crate) struct Memory {
 /// What a batch changed in [`Memory`] terms, merged after its commit.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
-    pub(crate) tags: Vec<(TagKey, Option<images::Current>)>,
+    /// The current version each changed tag has now (`None`: none), the last change of it.
+    pub(crate) tags: HashMap<TagKey, Option<images::Current>>,
     pub(crate) repos: Vec<uuid::Uuid>,
     pub(crate) repos_updates: Vec<images::RepoUpdate>,
 }
