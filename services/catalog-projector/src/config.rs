@@ -46,6 +46,9 @@ pub struct CatalogSettings {
     /// `IMAGELIB_CATALOG__PAGE_CACHE_MB`: memory for Image and Model Library pages kept
     /// until the catalog changes (README, "Kept pages"); 0 reads every page afresh.
     pub page_cache_mb: usize,
+    /// `IMAGELIB_CATALOG__ROW_CACHE_MB`: memory for image rows kept rendered while they
+    /// are unchanged (README, "Kept rows"); 0 reads every page as one full statement.
+    pub row_cache_mb: usize,
 }
 
 impl Default for CatalogSettings {
@@ -59,6 +62,7 @@ impl Default for CatalogSettings {
             retry_backoff_ms: 200,
             keep_old_schema: false,
             page_cache_mb: 64,
+            row_cache_mb: 64,
         }
     }
 }
@@ -80,6 +84,9 @@ impl CatalogSettings {
         }
         if self.page_cache_mb > 4096 {
             return invalid("IMAGELIB_CATALOG__PAGE_CACHE_MB must be at most 4096");
+        }
+        if self.row_cache_mb > 4096 {
+            return invalid("IMAGELIB_CATALOG__ROW_CACHE_MB must be at most 4096");
         }
         Ok(())
     }

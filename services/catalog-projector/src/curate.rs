@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::api::cache::{Listener, PageCache};
 use crate::api::images::KeptPage;
 use crate::api::repositories::KeptRepository;
+use crate::api::rows::RowCache;
 use crate::projection::Projection;
 use crate::query::{ImageFilter, Teams};
 use crate::worker::Status;
@@ -106,17 +107,19 @@ pub struct Catalog {
     tokens: Tokens,
     status: Option<Arc<Status>>,
     images: Arc<PageCache<ImageFilter, KeptPage>>,
+    rows: Arc<RowCache>,
     repositories: Arc<PageCache<(Teams, Uuid), KeptRepository>>,
 }
 
 impl Catalog {
-    /// With a page cache of `mb` MiB (0: none; see
-    /// [`crate::config::CatalogSettings::page_cache_mb`]).
-    pub fn with_page_cache(
+    /// With a page cache of `mb` MiB and a row cache of `rows_mb` MiB (0: none; see
+    /// [`crate::config::CatalogSettings::page_cache_mb`] and `row_cache_mb`).
+    pub fn with_caches(
         bus: EventBus,
         projection: Projection,
         tokens: Tokens,
         mb: usize,
+        rows_mb: usize,
     ) -> Self {
         let listener = Arc::new(Listener::new(projection.pool().clone()));
         Catalog {
@@ -133,14 +136,20 @@ impl Catalog {
             repositories: Arc::new(PageCache::new(
                 "repositories",
                 mb.saturating_mul(1 << 18),
-                listener,
+                listener.clone(),
             )),
+            rows: Arc::new(RowCache::new(rows_mb.saturating_mul(1 << 20), listener)),
         }
     }
 
     /// The repositories' details kept.
     pub(crate) fn repository_pages(&self) -> &PageCache<(Teams, Uuid), KeptRepository> {
         &self.repositories
+    }
+
+    /// The image rows kept rendered.
+    pub(crate) fn image_rows(&self) -> &RowCache {
+        &self.rows
     }
 
     /// The Image and Model Library pages kept.

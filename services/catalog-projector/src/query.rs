@@ -166,6 +166,51 @@ pub const IMAGE_COLUMNS: &str = "t.registry_id AS c0, g.label AS c1, t.repositor
      t.tag_pulls AS c28, t.tag_last_pulled_at AS c29, t.digest_pulls AS c30, \
      t.digest_last_pulled_at AS c31";
 
+/// How many columns [`IMAGE_COLUMNS`] has.
+pub const IMAGE_COLUMN_COUNT: usize = 32;
+
+macro_rules! image_stamp {
+    () => {
+        "concat_ws(':', t.ctid, t.xmin, r.xmin, g.xmin, t.repo_id, t.tag)"
+    };
+}
+
+/// What identifies the content of a current image row ([`crate::api`]'s row cache): the
+/// version's tuple id (to read it back), the transactions that last wrote the version, its
+/// repository and its registry, and the version's identity. Every column of
+/// [`IMAGE_COLUMNS`] comes from those three rows.
+pub const IMAGE_STAMP: &str = image_stamp!();
+
+/// What a list's statement reads for each row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Every column of the page ([`IMAGE_COLUMNS`], or [`IMAGE_COLUMNS_AS_OF`]).
+    Full,
+    /// The row's stamp ([`IMAGE_STAMP`]) alone, then the name order's key (`c0`, `c2`,
+    /// `c3`). Only for the current catalog.
+    Stamps,
+}
+
+/// The columns [`Shape::Stamps`] reads.
+pub const STAMP_COLUMNS: &str = concat!(
+    image_stamp!(),
+    " AS s, t.registry_id AS c0, t.repository AS c2, t.tag AS c3"
+);
+
+/// The current image rows at the tuple ids `tids` (from stamps), each with its stamp after
+/// [`IMAGE_COLUMNS`]: a TID scan.
+pub fn image_rows_at(tids: &[String]) -> Sql {
+    let mut sql = Sql::default();
+    let p = sql.bind(Bind::TextArray(tids.to_vec()));
+    sql.text = format!(
+        "SELECT {IMAGE_COLUMNS}, {IMAGE_STAMP} AS s FROM tag_versions t \
+         LEFT JOIN registries g ON g.id = t.registry_id \
+         JOIN repositories r ON r.id = t.repo_id \
+         WHERE t.ctid = ANY({p}::tid[]) AND t.valid_to IS NULL"
+    );
+    sql
+}
+
 /// The same columns for any version (`as_of`): a closed version's pulls and listed referrers
 /// are looked up, as they are not kept on it (nor is its mutation mark, which only a current
 /// version shows).
@@ -325,17 +370,22 @@ impl SearchNames {
 /// search index here (every match, sorted); the API reads it as [`search_names`] and
 /// [`images_named`] instead.
 pub fn images(f: &ImageFilter) -> Sql {
-    images_of(f, None)
+    images_of(f, None, Shape::Full)
+}
+
+/// [`images`] or [`images_named`], read as `shape` (`Stamps` is ignored for `as_of`).
+pub fn images_shaped(f: &ImageFilter, names: Option<&[String]>, shape: Shape) -> Sql {
+    images_of(f, names, shape)
 }
 
 /// The page of a name-ordered search ([`by_name_search`]) among the repositories `names`
 /// (from [`search_names`], in order): each name's own range of the name index, in order and
 /// at most a page of it, until the page is full.
 pub fn images_named(f: &ImageFilter, names: &[String]) -> Sql {
-    images_of(f, Some(names))
+    images_of(f, Some(names), Shape::Full)
 }
 
-fn images_of(f: &ImageFilter, names: Option<&[String]>) -> Sql {
+fn images_of(f: &ImageFilter, names: Option<&[String]>, shape: Shape) -> Sql {
     let mut sql = Sql::default();
     let mut wh: Vec<String> = Vec::new();
     let as_of = f.as_of.map(|t| sql.bind(Bind::Time(t)));
@@ -450,9 +500,10 @@ fn images_of(f: &ImageFilter, names: Option<&[String]>) -> Sql {
         }
     };
     let limit = sql.bind(Bind::Int(f.fetch));
-    let (columns, lookups) = match f.as_of {
-        None => (IMAGE_COLUMNS, ""),
-        Some(_) => (IMAGE_COLUMNS_AS_OF, AS_OF_PULLS),
+    let (columns, lookups) = match (f.as_of, shape) {
+        (None, Shape::Full) => (IMAGE_COLUMNS, ""),
+        (None, Shape::Stamps) => (STAMP_COLUMNS, ""),
+        (Some(_), _) => (IMAGE_COLUMNS_AS_OF, AS_OF_PULLS),
     };
     if let Some(names) = names {
         // PostgreSQL 15 cannot read several ranges of one index as one ordered stream, so

@@ -58,11 +58,12 @@ pub async fn service_with(
         readiness.clone(),
     );
     let catalog = Arc::new(
-        Catalog::with_page_cache(
+        Catalog::with_caches(
             infra.bus.clone(),
             projection,
             tokens,
             config.catalog.page_cache_mb,
+            config.catalog.row_cache_mb,
         )
         .with_status(status),
     );

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -246,6 +246,9 @@ fn count(cache: &'static str, result: &'static str) {
 pub(crate) struct Listener {
     pool: PgPool,
     live: Arc<AtomicBool>,
+    /// How many times listening started: what a reader saw before a reconnection may
+    /// have been another database's.
+    connects: Arc<AtomicU64>,
     task: OnceLock<tokio::task::JoinHandle<()>>,
 }
 
@@ -254,6 +257,7 @@ impl Listener {
         Listener {
             pool,
             live: Arc::new(AtomicBool::new(false)),
+            connects: Arc::new(AtomicU64::new(0)),
             task: OnceLock::new(),
         }
     }
@@ -262,15 +266,37 @@ impl Listener {
         self.live.load(Ordering::Acquire)
     }
 
-    fn ensure_started(&self) {
+    /// The connection listening now (counted from 1), or `None` while none is.
+    pub(crate) fn epoch(&self) -> Option<u64> {
+        // Live first: a reconnection between the two loads gives the newer count.
+        self.live().then(|| self.connects.load(Ordering::Acquire))
+    }
+
+    /// As if (re)connected, with no task: for tests of what depends on the connection.
+    #[cfg(test)]
+    pub(crate) fn pretend_connected(&self) {
+        self.connects.fetch_add(1, Ordering::AcqRel);
+        self.live.store(true, Ordering::Release);
+        let _ = self.task.set(tokio::spawn(async {}));
+    }
+
+    /// As if the connection were lost.
+    #[cfg(test)]
+    pub(crate) fn pretend_lost(&self) {
+        self.live.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn ensure_started(&self) {
         if self.task.get().is_some() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (pool, live) = (self.pool.clone(), self.live.clone());
-        let _ = self.task.get_or_init(|| runtime.spawn(listen(pool, live)));
+        let (pool, live, connects) = (self.pool.clone(), self.live.clone(), self.connects.clone());
+        let _ = self
+            .task
+            .get_or_init(|| runtime.spawn(listen(pool, live, connects)));
     }
 }
 
@@ -285,7 +311,7 @@ impl Drop for Listener {
 /// Count every notification as a change; while not connected, say so (the cache stands
 /// aside) and try again, backing off to 5 s.
 #[tracing::instrument(name = "catalog_changes_listener", skip_all)]
-async fn listen(pool: PgPool, live: Arc<AtomicBool>) {
+async fn listen(pool: PgPool, live: Arc<AtomicBool>, connects: Arc<AtomicU64>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         match PgListener::connect_with(&pool).await {
@@ -293,6 +319,7 @@ async fn listen(pool: PgPool, live: Arc<AtomicBool>) {
                 Ok(()) => {
                     // What changed while nobody listened is unknown: all of it.
                     changes::committed();
+                    connects.fetch_add(1, Ordering::AcqRel);
                     live.store(true, Ordering::Release);
                     backoff = Duration::from_millis(100);
                     // `try_recv` says `None` when the connection was lost, before it

@@ -1,5 +1,6 @@
 //! `/v1/images` (the Image Library) and `/v1/models` (the Model Library).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -9,15 +10,17 @@ use imagelib_platform::auth::Caller;
 use imagelib_platform::problem::ApiQuery;
 use serde::Deserialize;
 use sqlx::Row;
+use sqlx::postgres::PgRow;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::cache::Kept;
 use super::params;
-use super::views::{ImagePage, ImageView};
+use super::rows::{self, ImageRows, Rendered};
+use super::views::ImagePage;
 use crate::curate::Catalog;
-use crate::query::{self, Cursor, ImageFilter, Sort};
+use crate::query::{self, Cursor, ImageFilter, Shape, Sort};
 
 pub fn router() -> OpenApiRouter<Arc<Catalog>> {
     OpenApiRouter::new()
@@ -103,7 +106,7 @@ impl ImagesQuery {
 }
 
 /// A page of images as the catalog keeps it ([`super::cache`]).
-pub(crate) type KeptPage = Kept<ImagePage>;
+pub(crate) type KeptPage = Kept<ImageRows>;
 
 /// The page for `filter`: kept, or read and kept.
 pub(crate) async fn page(
@@ -122,32 +125,112 @@ pub(crate) async fn page(
     Ok(kept)
 }
 
-/// Run an image query and cut the page.
+/// Read a page: by stamps when rows may be kept ([`super::rows`]), else (or when rows kept
+/// changing under it) as one statement.
 async fn read_page(
     catalog: &Catalog,
     filter: &ImageFilter,
     limit: i64,
-) -> Result<ImagePage, Problem> {
-    let rows = if query::by_name_search(filter) {
-        search_rows(catalog, filter).await?
-    } else {
-        query::images(filter)
-            .query()
-            .persistent(query::cacheable(filter))
-            .fetch_all(catalog.pool())
-            .await
-            .map_err(|e| Problem::internal(&e))?
-    };
-    let more = rows.len() as i64 > limit;
-    let mut items = Vec::with_capacity(rows.len().min(limit as usize));
-    let mut last_repo = None;
-    for row in rows.iter().take(limit as usize) {
-        let (view, repo_id) = ImageView::from_row(row).map_err(|e| Problem::internal(&e))?;
-        last_repo = Some(repo_id);
-        items.push(view);
+) -> Result<ImageRows, Problem> {
+    if filter.as_of.is_none()
+        && let Some(epoch) = catalog.image_rows().open()
+    {
+        for _ in 0..rows::ATTEMPTS {
+            if let Some(items) = read_by_stamps(catalog, filter, epoch).await? {
+                return Ok(cut(filter, limit, items));
+            }
+        }
     }
-    let next_cursor = match (more, items.last(), last_repo) {
-        (true, Some(last), Some(repo_id)) => Some(
+    let statement_rows = list_rows(catalog, filter, Shape::Full).await?;
+    let items = statement_rows
+        .iter()
+        .map(|row| Rendered::from_row(row).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(cut(filter, limit, items))
+}
+
+/// The rows of the page (and one more) by their stamps: the kept ones as kept, the others
+/// read by tuple id. `None` when one of them changed between the two statements.
+async fn read_by_stamps(
+    catalog: &Catalog,
+    filter: &ImageFilter,
+    epoch: u64,
+) -> Result<Option<Vec<Arc<Rendered>>>, Problem> {
+    let stamps = list_rows(catalog, filter, Shape::Stamps)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String, _>(0))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Problem::internal(&e))?;
+    let cache = catalog.image_rows();
+    let mut found = cache.get_all(epoch, &stamps);
+    let missing: Vec<String> = stamps
+        .iter()
+        .zip(&found)
+        .filter(|(_, kept)| kept.is_none())
+        .map(|(stamp, _)| {
+            rows::tuple_id(stamp)
+                .map(str::to_owned)
+                .ok_or_else(|| Problem::internal(&format!("unreadable row stamp {stamp:?}")))
+        })
+        .collect::<Result<_, _>>()?;
+    if missing.is_empty() {
+        return Ok(found.into_iter().collect());
+    }
+    let mut read: HashMap<String, Arc<Rendered>> = HashMap::with_capacity(missing.len());
+    for row in query::image_rows_at(&missing)
+        .query()
+        .persistent(true)
+        .fetch_all(catalog.pool())
+        .await
+        .map_err(|e| Problem::internal(&e))?
+    {
+        let stamp: String = row
+            .try_get(query::IMAGE_COLUMN_COUNT)
+            .map_err(|e| Problem::internal(&e))?;
+        let rendered = Rendered::from_row(&row).map_err(|e| Problem::internal(&e))?;
+        read.insert(stamp, Arc::new(rendered));
+    }
+    for (slot, stamp) in found.iter_mut().zip(&stamps) {
+        if slot.is_none() {
+            *slot = read.get(stamp).cloned();
+        }
+    }
+    let Some(items) = found.into_iter().collect::<Option<Vec<_>>>() else {
+        return Ok(None);
+    };
+    cache.put_all(
+        epoch,
+        read.into_iter().filter(|(stamp, _)| stamps.contains(stamp)),
+    );
+    Ok(Some(items))
+}
+
+/// The statement's rows for `filter` (page size plus one), read as `shape`.
+async fn list_rows(
+    catalog: &Catalog,
+    filter: &ImageFilter,
+    shape: Shape,
+) -> Result<Vec<PgRow>, Problem> {
+    if query::by_name_search(filter) {
+        return search_rows(catalog, filter, shape).await;
+    }
+    query::images_shaped(filter, None, shape)
+        .query()
+        .persistent(query::cacheable(filter))
+        .fetch_all(catalog.pool())
+        .await
+        .map_err(|e| Problem::internal(&e))
+}
+
+/// The page of `items` (the page size plus one when there is more) and its cursor.
+fn cut(filter: &ImageFilter, limit: i64, mut items: Vec<Arc<Rendered>>) -> ImageRows {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next_cursor = match (more, items.last()) {
+        (true, Some(last)) => Some(
             match filter.sort {
                 Sort::Name => Cursor::Name {
                     r: last.repository.clone(),
@@ -156,7 +239,7 @@ async fn read_page(
                 },
                 Sort::Updated => Cursor::Updated {
                     u: last.updated_at.timestamp_micros(),
-                    i: repo_id,
+                    i: last.repo_id(),
                     t: last.tag.clone(),
                 },
             }
@@ -164,7 +247,7 @@ async fn read_page(
         ),
         _ => None,
     };
-    Ok(ImagePage { items, next_cursor })
+    ImageRows { items, next_cursor }
 }
 
 /// The rows of a name-ordered search page: the next matching names, then the page from
@@ -173,7 +256,8 @@ async fn read_page(
 async fn search_rows(
     catalog: &Catalog,
     filter: &ImageFilter,
-) -> Result<Vec<sqlx::postgres::PgRow>, Problem> {
+    shape: Shape,
+) -> Result<Vec<PgRow>, Problem> {
     let q = filter.q.as_deref().unwrap_or_default();
     let mut from = match &filter.after {
         Some(Cursor::Name { r, .. }) => Some((r.clone(), true)),
@@ -192,7 +276,7 @@ async fn search_rows(
             ..filter.clone()
         };
         rows.extend(
-            query::images_named(&rest, &names)
+            query::images_shaped(&rest, Some(&names), shape)
                 .query()
                 .fetch_all(catalog.pool())
                 .await

@@ -8,6 +8,7 @@ mod lifecycle;
 pub(crate) mod params;
 mod registries;
 pub(crate) mod repositories;
+pub(crate) mod rows;
 pub(crate) mod stats;
 pub(crate) mod views;
 

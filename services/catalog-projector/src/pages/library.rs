@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::{Params, field_errors, form_errors, problem_page, select_field};
 use crate::api::images::{self, ImagesQuery, KeptPage};
+use crate::api::rows::Rendered;
 use crate::api::stats::{self, Counters};
-use crate::api::views::ImageView;
 use crate::curate::Catalog;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,7 +324,7 @@ pub(crate) fn repository_href(registry_id: &Uuid, repository: &str) -> String {
     format!("/repositories/{registry_id}/{repository}")
 }
 
-fn table(lib: Library, items: &[ImageView], may_deploy: bool) -> Markup {
+fn table(lib: Library, items: &[Arc<Rendered>], may_deploy: bool) -> Markup {
     let (id, caption) = match lib {
         Library::Images => ("images", "Images, one row per tag"),
         Library::Models => ("models", "Model images, one row per tag"),

@@ -1,0 +1,398 @@
+//! Image rows rendered once and kept while the catalog still holds them as they were.
+//!
+//! A page that is not kept ([`super::cache`]: the first read after each change, a cursor
+//! nobody asked for since) used to read 51 rows of 32 columns, turn seven `jsonb` columns
+//! into text in PostgreSQL, decode them into views and encode them again: most of what
+//! it cost, and mostly for rows that had not changed since they were last shown, as one
+//! batch of the projection touches few of the rows of any page.
+//!
+//! Here the page's statement reads each row's *stamp* only: the version's tuple id and the
+//! transactions that last wrote it, its repository and its registry, with the version's
+//! identity (repository id and tag), as [`crate::query::IMAGE_STAMP`] spells it. The rows
+//! whose stamp is kept are not read again; the others are read by tuple id in one more
+//! statement, rendered (view and JSON), and kept. A page costs one narrow index scan and,
+//! for the rows that changed, a TID scan.
+//!
+//! Why a stamp identifies what a row shows: every column of an image row comes from the
+//! version's tuple, its repository's and its registry's (`IMAGE_COLUMNS`); PostgreSQL never
+//! changes a tuple in place, an `UPDATE` writes a new one whose `xmin` is the writing
+//! transaction; and a transaction that wrote a row twice leaves only the last version
+//! visible to anyone else. Two visible versions of one identity with the same three `xmin`
+//! can therefore only come from a reused transaction id, which takes 2³² transactions:
+//! entries are dropped after [`MAX_AGE`], and whenever the change listener reconnects
+//! (a restarted or restored database starts counting anew).
+//!
+//! Between the two statements a row can change: its tuple id then reads nothing or another
+//! stamp, and the page is read again (at most [`ATTEMPTS`] times, then as one full
+//! statement). A page is thus always what one snapshot showed: the stamps' own.
+//!
+//! Bounded by `IMAGELIB_CATALOG__ROW_CACHE_MB` (0 turns it off: every page is one full
+//! statement); when full, entries are dropped to make room.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use serde::Serialize;
+use serde::ser::SerializeStruct;
+use serde_json::value::RawValue;
+use sqlx::postgres::PgRow;
+use uuid::Uuid;
+
+use super::cache::Listener;
+use super::views::ImageView;
+
+/// Tries to read a page by stamps before it is read as one full statement.
+pub(crate) const ATTEMPTS: usize = 3;
+
+/// The longest a rendered row is kept, unchanged or not (see the module documentation).
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// One image row: its view (for the console) and its JSON (for the API), rendered once.
+#[derive(Debug)]
+pub(crate) struct Rendered {
+    view: ImageView,
+    repo_id: Uuid,
+    json: Box<RawValue>,
+}
+
+impl Rendered {
+    /// From a row of [`crate::query::IMAGE_COLUMNS`].
+    pub(crate) fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        let (view, repo_id) = ImageView::from_row(row)?;
+        let json =
+            serde_json::value::to_raw_value(&view).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        Ok(Rendered {
+            view,
+            repo_id,
+            json,
+        })
+    }
+
+    pub(crate) fn repo_id(&self) -> Uuid {
+        self.repo_id
+    }
+
+    fn weight(&self) -> usize {
+        // The JSON, and about as much again for the view.
+        self.json.get().len().saturating_mul(2) + 256
+    }
+}
+
+impl Deref for Rendered {
+    type Target = ImageView;
+    fn deref(&self) -> &ImageView {
+        &self.view
+    }
+}
+
+/// A page of image rows: what `/v1/images` answers (the [`super::views::ImagePage`] of the
+/// API description, written from each row's JSON), and what the console shows.
+#[derive(Debug)]
+pub(crate) struct ImageRows {
+    pub(crate) items: Vec<Arc<Rendered>>,
+    pub(crate) next_cursor: Option<String>,
+}
+
+impl Serialize for ImageRows {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Items<'a>(&'a [Arc<Rendered>]);
+        impl Serialize for Items<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|r| &r.json))
+            }
+        }
+        let mut st = s.serialize_struct("ImagePage", 2)?;
+        st.serialize_field("items", &Items(&self.items))?;
+        st.serialize_field("next_cursor", &self.next_cursor)?;
+        st.end()
+    }
+}
+
+/// The tuple id a stamp starts with (`(page,item)`), as PostgreSQL writes a `tid`.
+pub(crate) fn tuple_id(stamp: &str) -> Option<&str> {
+    let end = stamp.find(')')?;
+    let tid = &stamp[..=end];
+    let inner = tid.strip_prefix('(')?.strip_suffix(')')?;
+    let (page, item) = inner.split_once(',')?;
+    (page.parse::<u32>().is_ok() && item.parse::<u16>().is_ok()).then_some(tid)
+}
+
+/// Rendered rows by stamp.
+pub(crate) struct RowCache {
+    budget: usize,
+    listener: Arc<Listener>,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for RowCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowCache")
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    /// The listener's connection the entries were kept under.
+    epoch: u64,
+    since: Instant,
+    bytes: usize,
+    map: HashMap<Box<str>, Arc<Rendered>>,
+}
+
+impl Inner {
+    fn forget_unless(&mut self, epoch: u64) {
+        if self.epoch != epoch || self.since.elapsed() > MAX_AGE {
+            self.map.clear();
+            self.bytes = 0;
+            self.epoch = epoch;
+            self.since = Instant::now();
+        }
+    }
+}
+
+impl RowCache {
+    pub(crate) fn new(budget: usize, listener: Arc<Listener>) -> Self {
+        RowCache {
+            budget,
+            listener,
+            inner: Mutex::new(Inner {
+                epoch: 0,
+                since: Instant::now(),
+                bytes: 0,
+                map: HashMap::new(),
+            }),
+        }
+    }
+
+    /// The epoch to read rows under, or `None` when no row may be kept now (off, or not
+    /// listening: a reconnection may mean another database).
+    pub(crate) fn open(&self) -> Option<u64> {
+        if self.budget == 0 {
+            return None;
+        }
+        self.listener.ensure_started();
+        self.listener.epoch()
+    }
+
+    /// The kept row of each stamp, in order (`None` where none is kept).
+    pub(crate) fn get_all(&self, epoch: u64, stamps: &[String]) -> Vec<Option<Arc<Rendered>>> {
+        let found: Vec<_> = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.forget_unless(epoch);
+            stamps
+                .iter()
+                .map(|s| inner.map.get(s.as_str()).cloned())
+                .collect()
+        };
+        let hits = found.iter().filter(|r| r.is_some()).count() as u64;
+        count("hit", hits);
+        count("miss", found.len() as u64 - hits);
+        found
+    }
+
+    /// Keep `rows`, read under `epoch`, unless the listener reconnected since.
+    pub(crate) fn put_all(
+        &self,
+        epoch: u64,
+        rows: impl IntoIterator<Item = (String, Arc<Rendered>)>,
+    ) {
+        if self.listener.epoch() != Some(epoch) {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.forget_unless(epoch);
+        for (stamp, row) in rows {
+            let key_len = stamp.len();
+            let weight = row.weight() + key_len;
+            if weight > self.budget / 64 {
+                continue;
+            }
+            while inner.bytes + weight > self.budget {
+                let Some(k) = inner.map.keys().next().cloned() else {
+                    break;
+                };
+                if let Some(old) = inner.map.remove(&k) {
+                    inner.bytes = inner.bytes.saturating_sub(old.weight() + k.len());
+                }
+            }
+            let key: Box<str> = stamp.into_boxed_str();
+            if let Some(old) = inner.map.insert(key, row) {
+                inner.bytes = inner.bytes.saturating_sub(old.weight() + key_len);
+            }
+            inner.bytes += weight;
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.lock().map(|i| i.map.len()).unwrap_or(0)
+    }
+}
+
+fn count(result: &'static str, n: u64) {
+    static C: OnceLock<opentelemetry::metrics::Counter<u64>> = OnceLock::new();
+    if n == 0 {
+        return;
+    }
+    C.get_or_init(|| {
+        opentelemetry::global::meter("imagelib")
+            .u64_counter("imagelib.catalog.row_cache")
+            .with_unit("{row}")
+            .with_description(
+                "Image rows of pages read afresh, by whether the row was kept rendered (hit) \
+                 or read and rendered (miss)",
+            )
+            .build()
+    })
+    .add(n, &[KeyValue::new("result", result)]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(tag: &str) -> Arc<Rendered> {
+        let raw = |s: &str| RawValue::from_string(s.to_owned()).expect("raw JSON");
+        let at = chrono::DateTime::UNIX_EPOCH;
+        let view = ImageView {
+            registry_id: Uuid::nil(),
+            registry: "r".into(),
+            repository: "a/b".into(),
+            tag: tag.into(),
+            reference: format!("x/a/b:{tag}"),
+            digest: "sha256:00".into(),
+            media_type: "m".into(),
+            artifact_type: None,
+            kind: "other".into(),
+            model_type: None,
+            architectures: vec!["amd64".into()],
+            platforms: raw("[]"),
+            size: 1,
+            created: None,
+            first_seen: at,
+            last_seen: at,
+            updated_at: at,
+            valid_to: None,
+            labels: raw("{}"),
+            annotations: raw("{}"),
+            extensions: raw("[]"),
+            referrers: raw("[]"),
+            hm_tags: vec![],
+            approval: None,
+            approved: false,
+            description: String::new(),
+            trust: Default::default(),
+            mutated: None,
+            pulls: 0,
+            last_pulled_at: None,
+            digest_pulls: 0,
+            digest_last_pulled_at: None,
+        };
+        let json = serde_json::value::to_raw_value(&view).expect("JSON");
+        Arc::new(Rendered {
+            view,
+            repo_id: Uuid::nil(),
+            json,
+        })
+    }
+
+    fn cache(budget: usize) -> RowCache {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("a lazy pool");
+        let listener = Arc::new(Listener::new(pool));
+        listener.pretend_connected();
+        RowCache::new(budget, listener)
+    }
+
+    #[test]
+    fn a_stamp_starts_with_its_tuple_id() {
+        assert_eq!(tuple_id("(12,3):745:700:690:uuid:16"), Some("(12,3)"));
+        assert_eq!(tuple_id("(0,1)"), Some("(0,1)"));
+        for bad in [
+            "",
+            "12,3",
+            "(12,3",
+            "(a,3):1",
+            "(1,99999):1",
+            "(1;2):3",
+            "(,):1",
+        ] {
+            assert_eq!(tuple_id(bad), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn kept_rows_are_found_by_stamp_until_the_listener_reconnects() {
+        let c = cache(1 << 20);
+        let epoch = c.open().expect("listening");
+        let stamps = vec!["(0,1):5:4:3:id:a".to_owned(), "(0,2):5:4:3:id:b".to_owned()];
+        assert!(c.get_all(epoch, &stamps).iter().all(Option::is_none));
+        c.put_all(epoch, [(stamps[0].clone(), rendered("a"))]);
+        let found = c.get_all(epoch, &stamps);
+        assert_eq!(found[0].as_ref().map(|r| r.tag.as_str()), Some("a"));
+        assert!(found[1].is_none());
+        // Another stamp of the same tuple (written again): not that row.
+        assert!(c.get_all(epoch, &["(0,1):6:4:3:id:a".to_owned()])[0].is_none());
+
+        // A reconnection: nothing from before is served, nor kept if read before it.
+        c.listener.pretend_connected();
+        let later = c.open().expect("listening");
+        assert_ne!(later, epoch);
+        assert!(c.get_all(later, &stamps)[0].is_none());
+        c.put_all(epoch, [(stamps[1].clone(), rendered("b"))]);
+        assert_eq!(c.len(), 0);
+        // Not listening: not kept at all.
+        c.listener.pretend_lost();
+        assert_eq!(c.open(), None);
+    }
+
+    #[tokio::test]
+    async fn the_budget_bounds_the_rows_kept() {
+        let one = rendered("t").weight() + "(0,0):1:1:1:id:t".len();
+        let c = cache(one * 64 * 3);
+        let epoch = c.open().expect("listening");
+        for i in 0..500u32 {
+            c.put_all(epoch, [(format!("(0,{i}):1:1:1:id:t"), rendered("t"))]);
+        }
+        let bytes = c.inner.lock().unwrap().bytes;
+        assert!(bytes <= one * 64 * 3, "{bytes}");
+        assert!(c.len() >= 64 * 3 - 4 && c.len() <= 64 * 3, "{}", c.len());
+        assert_eq!(cache(0).open(), None);
+    }
+
+    #[tokio::test]
+    async fn no_row_is_kept_longer_than_the_max_age() {
+        let c = cache(1 << 20);
+        let epoch = c.open().expect("listening");
+        let stamp = "(0,1):5:4:3:id:a".to_owned();
+        c.put_all(epoch, [(stamp.clone(), rendered("a"))]);
+        if let Some(long_ago) = Instant::now().checked_sub(MAX_AGE * 2) {
+            c.inner.lock().unwrap().since = long_ago;
+            assert!(c.get_all(epoch, &[stamp])[0].is_none());
+            assert_eq!(c.len(), 0);
+        }
+    }
+
+    #[test]
+    fn a_page_of_rows_is_the_api_page() {
+        let items = vec![rendered("a"), rendered("b")];
+        let views: Vec<serde_json::Value> = items
+            .iter()
+            .map(|r| serde_json::to_value(&r.view).unwrap())
+            .collect();
+        let page = ImageRows {
+            items,
+            next_cursor: Some("c".into()),
+        };
+        let json: serde_json::Value = serde_json::to_value(&page).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"items": views, "next_cursor": "c"})
+        );
+    }
+}
