@@ -67,6 +67,16 @@ impl<T: serde::Serialize> Kept<T> {
 }
 
 impl<T> Kept<T> {
+    /// `value` with its JSON and entity tag made already.
+    pub(crate) fn with_json(value: T, json: Vec<u8>, etag: Option<HeaderValue>) -> Self {
+        Kept {
+            value,
+            json: bytes::Bytes::from(json),
+            etag,
+            html: Default::default(),
+        }
+    }
+
     /// The API's answer: the JSON, tagged.
     pub(crate) fn response(&self) -> Response {
         let mut res = Response::new(Body::from(self.json.clone()));
@@ -78,6 +88,16 @@ impl<T> Kept<T> {
             res.headers_mut().insert(header::ETAG, etag.clone());
         }
         res
+    }
+
+    #[cfg(test)]
+    pub(crate) fn json(&self) -> &[u8] {
+        &self.json
+    }
+
+    #[cfg(test)]
+    pub(crate) fn etag(&self) -> Option<&HeaderValue> {
+        self.etag.as_ref()
     }
 
     /// The HTML fragment `variant` (0–3) of the value, rendered once.

@@ -120,7 +120,7 @@ pub(crate) async fn page(
         return Ok(kept);
     }
     let page = read_page(catalog, filter, limit).await?;
-    let kept = Arc::new(Kept::new(page, filter.teams.as_deref())?);
+    let kept = Arc::new(page.kept(filter.teams.as_deref())?);
     cache.put(seen, filter.clone(), kept.clone());
     Ok(kept)
 }

@@ -109,6 +109,19 @@ async fn conditional_get(req: Request, next: Next) -> Response {
 /// A strong tag: the first 128 bits of SHA-256 over the caller's visibility (the teams it
 /// sees, or all) and the body.
 pub(crate) fn entity_tag(teams: Option<&[String]>, body: &[u8]) -> Option<HeaderValue> {
+    entity_tag_of(teams, |h| {
+        h.update(b"\0body\0");
+        h.update(body);
+    })
+}
+
+/// The tag of a body made of parts whose own hashes are known: what `hash` feeds after the
+/// teams must determine the body exactly (and start with a label of its own, so that no
+/// two ways of tagging can give one tag for different bodies).
+pub(crate) fn entity_tag_of(
+    teams: Option<&[String]>,
+    hash: impl FnOnce(&mut Sha256),
+) -> Option<HeaderValue> {
     let mut h = Sha256::new();
     match teams {
         None => h.update(b"all\0"),
@@ -123,8 +136,7 @@ pub(crate) fn entity_tag(teams: Option<&[String]>, body: &[u8]) -> Option<Header
             }
         }
     }
-    h.update(b"\0body\0");
-    h.update(body);
+    hash(&mut h);
     let digest = h.finalize();
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     HeaderValue::from_str(&format!("\"{hex}\"")).ok()

@@ -41,7 +41,10 @@ use serde_json::value::RawValue;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use super::cache::Listener;
+use imagelib_platform::Problem;
+use sha2::{Digest, Sha256};
+
+use super::cache::{Kept, Listener};
 use super::views::ImageView;
 
 /// Tries to read a page by stamps before it is read as one full statement.
@@ -56,6 +59,8 @@ pub(crate) struct Rendered {
     view: ImageView,
     repo_id: Uuid,
     json: Box<RawValue>,
+    /// SHA-256 of `json`: a page's entity tag is made of its rows' (see [`ImageRows::kept`]).
+    digest: [u8; 32],
 }
 
 impl Rendered {
@@ -65,6 +70,7 @@ impl Rendered {
         let json =
             serde_json::value::to_raw_value(&view).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         Ok(Rendered {
+            digest: Sha256::digest(json.get().as_bytes()).into(),
             view,
             repo_id,
             json,
@@ -94,6 +100,37 @@ impl Deref for Rendered {
 pub(crate) struct ImageRows {
     pub(crate) items: Vec<Arc<Rendered>>,
     pub(crate) next_cursor: Option<String>,
+}
+
+impl ImageRows {
+    /// The page as the catalog keeps it for a caller who sees `teams`: its JSON written from
+    /// the rows' (what [`Serialize`] writes, without encoding anything again), and its entity
+    /// tag from the rows' digests and the cursor, which determine that JSON, rather than
+    /// from hashing the whole of it on every read.
+    pub(crate) fn kept(self, teams: Option<&[String]>) -> Result<Kept<ImageRows>, Problem> {
+        let cursor = serde_json::to_vec(&self.next_cursor).map_err(|e| Problem::internal(&e))?;
+        let size: usize = self.items.iter().map(|r| r.json.get().len() + 1).sum();
+        let mut json = Vec::with_capacity(size + cursor.len() + 32);
+        json.extend_from_slice(b"{\"items\":[");
+        for (i, row) in self.items.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(row.json.get().as_bytes());
+        }
+        json.extend_from_slice(b"],\"next_cursor\":");
+        json.extend_from_slice(&cursor);
+        json.push(b'}');
+        let etag = super::entity_tag_of(teams, |h| {
+            h.update(b"\0image rows\0");
+            h.update((self.items.len() as u64).to_be_bytes());
+            for row in &self.items {
+                h.update(row.digest);
+            }
+            h.update(&cursor);
+        });
+        Ok(Kept::with_json(self, json, etag))
+    }
 }
 
 impl Serialize for ImageRows {
@@ -294,6 +331,7 @@ mod tests {
         };
         let json = serde_json::value::to_raw_value(&view).expect("JSON");
         Arc::new(Rendered {
+            digest: Sha256::digest(json.get().as_bytes()).into(),
             view,
             repo_id: Uuid::nil(),
             json,
@@ -394,5 +432,35 @@ mod tests {
             json,
             serde_json::json!({"items": views, "next_cursor": "c"})
         );
+        // Kept, it is the same JSON, written from the rows.
+        let serialised = serde_json::to_vec(&page).unwrap();
+        assert_eq!(page.kept(None).unwrap().json(), serialised.as_slice());
+        let last = ImageRows {
+            items: vec![rendered("a")],
+            next_cursor: None,
+        };
+        let serialised = serde_json::to_vec(&last).unwrap();
+        assert_eq!(last.kept(None).unwrap().json(), serialised.as_slice());
+    }
+
+    #[test]
+    fn a_page_tag_changes_with_any_row_and_the_cursor_and_differs_by_teams() {
+        let tag = |tags: &[&str], cursor: Option<&str>, teams: Option<&[String]>| {
+            ImageRows {
+                items: tags.iter().map(|t| rendered(t)).collect(),
+                next_cursor: cursor.map(str::to_owned),
+            }
+            .kept(teams)
+            .unwrap()
+            .etag()
+            .cloned()
+            .expect("a tag")
+        };
+        let base = tag(&["a", "b"], Some("c"), None);
+        assert_eq!(base, tag(&["a", "b"], Some("c"), None));
+        assert_ne!(base, tag(&["a", "x"], Some("c"), None));
+        assert_ne!(base, tag(&["b", "a"], Some("c"), None));
+        assert_ne!(base, tag(&["a", "b"], None, None));
+        assert_ne!(base, tag(&["a", "b"], Some("c"), Some(&["db".to_owned()])));
     }
 }
