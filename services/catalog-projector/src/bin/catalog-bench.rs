@@ -129,6 +129,12 @@ struct Args {
     /// Print each list's `EXPLAIN (ANALYZE, BUFFERS)` (its first variant).
     #[arg(long)]
     explain: bool,
+    /// Internal: run as the lists' HTTP load generator against this address (the bench
+    /// starts itself so), reading the paths from `--http-load-paths`, and print the result.
+    #[arg(long, hide = true)]
+    http_load: Option<SocketAddr>,
+    #[arg(long, hide = true)]
+    http_load_paths: Option<std::path::PathBuf>,
     /// Which secondary indexes the replay builds after its load: `large` (what a rebuild
     /// does), `all` or `none` (every index kept up row by row, as the live consumer does).
     #[arg(long, default_value = "large", value_parser = parse_defer)]
@@ -177,6 +183,21 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let (Some(addr), Some(paths)) = (args.http_load, &args.http_load_paths) {
+        let paths: Vec<String> = std::fs::read_to_string(paths)?
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        let load = lean_load::run(addr, &paths, args.connections, args.query_seconds)?;
+        println!(
+            "{} {} {} {}",
+            load.requests,
+            load.elapsed.as_micros(),
+            load.p50.as_micros(),
+            load.p99.as_micros()
+        );
+        return Ok(());
+    }
     let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
     let mut stream = StreamSettings::new(format!("CATBENCH_{id}"), format!("catbench{id}"));
     // Room for the events and the query phase's top-up (about 1 KB each, generously): the
@@ -818,6 +839,182 @@ async fn closed_loop(
         p99: percentile(&lat, 0.99),
         requests: lat.len(),
     })
+}
+
+/// `paths` on `addr` at `connections` closed-loop connections for `secs` seconds (after 2 s
+/// of warm-up), from a process of its own: the lean HTTP/1.1 client of [`lean_load`], which
+/// does per request about what pgbench does per statement (write it, read the answer
+/// whole), so that the lists' HTTP figures and their floor's are measured alike.
+async fn lean_closed_loop(
+    addr: SocketAddr,
+    paths: &[String],
+    connections: usize,
+    secs: u64,
+) -> anyhow::Result<Load> {
+    let file = std::env::temp_dir().join(format!(
+        "catalog-bench-paths-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&file, paths.join("\n"))?;
+    let out = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("--http-load")
+        .arg(addr.to_string())
+        .arg("--http-load-paths")
+        .arg(&file)
+        .arg("--connections")
+        .arg(connections.to_string())
+        .arg("--query-seconds")
+        .arg(secs.to_string())
+        .output()
+        .await;
+    let _ = std::fs::remove_file(&file);
+    let out = out?;
+    if !out.status.success() {
+        bail!(
+            "the HTTP load generator failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<u128> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("the HTTP load generator said {text:?}"))?;
+    let [requests, elapsed, p50, p99] = f[..] else {
+        bail!("the HTTP load generator said {text:?}");
+    };
+    let us = |n: u128| Duration::from_micros(u64::try_from(n).unwrap_or(u64::MAX));
+    Ok(Load {
+        rps: rate(requests as usize, us(elapsed)),
+        p50: us(p50),
+        p99: us(p99),
+        requests: requests as usize,
+    })
+}
+
+/// A closed-loop HTTP/1.1 load generator on plain threads and blocking sockets: one
+/// keep-alive connection per thread, each request written whole and its answer read whole
+/// (headers, then exactly `Content-Length` bytes), its latency recorded.
+mod lean_load {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, bail};
+
+    pub struct Measured {
+        pub requests: usize,
+        pub elapsed: Duration,
+        pub p50: Duration,
+        pub p99: Duration,
+    }
+
+    pub fn run(
+        addr: SocketAddr,
+        paths: &[String],
+        connections: usize,
+        secs: u64,
+    ) -> anyhow::Result<Measured> {
+        if paths.is_empty() {
+            bail!("no path to ask for");
+        }
+        let round = |secs: u64| -> anyhow::Result<(Vec<Duration>, Duration)> {
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            let started = Instant::now();
+            let lat = std::thread::scope(|s| {
+                let threads: Vec<_> = (0..connections.max(1))
+                    .map(|c| s.spawn(move || one_connection(addr, paths, c, deadline)))
+                    .collect();
+                let mut all = Vec::new();
+                for t in threads {
+                    all.extend(
+                        t.join()
+                            .map_err(|_| anyhow::anyhow!("a load thread panicked"))??,
+                    );
+                }
+                Ok::<_, anyhow::Error>(all)
+            })?;
+            Ok((lat, started.elapsed()))
+        };
+        round(2)?;
+        let (mut lat, elapsed) = round(secs)?;
+        lat.sort_unstable();
+        Ok(Measured {
+            requests: lat.len(),
+            elapsed,
+            p50: super::percentile(&lat, 0.50),
+            p99: super::percentile(&lat, 0.99),
+        })
+    }
+
+    fn one_connection(
+        addr: SocketAddr,
+        paths: &[String],
+        first: usize,
+        deadline: Instant,
+    ) -> anyhow::Result<Vec<Duration>> {
+        let mut conn = TcpStream::connect(addr)?;
+        conn.set_nodelay(true)?;
+        let requests: Vec<Vec<u8>> = paths
+            .iter()
+            .map(|p| format!("GET {p} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes())
+            .collect();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut lat = Vec::with_capacity(100_000);
+        let mut i = first;
+        while Instant::now() < deadline {
+            let t = Instant::now();
+            conn.write_all(&requests[i % requests.len()])?;
+            read_response(&mut conn, &mut buf)
+                .with_context(|| format!("GET {}", paths[i % paths.len()]))?;
+            lat.push(t.elapsed());
+            i += 1;
+        }
+        Ok(lat)
+    }
+
+    /// Read one response: its head up to the blank line, then its `Content-Length` body.
+    fn read_response(conn: &mut TcpStream, buf: &mut [u8]) -> anyhow::Result<()> {
+        let mut have = 0;
+        let head_end = loop {
+            if have == buf.len() {
+                bail!("a response head over {} bytes", buf.len());
+            }
+            let n = conn.read(&mut buf[have..])?;
+            if n == 0 {
+                bail!("the connection closed mid-response");
+            }
+            have += n;
+            if let Some(end) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+        };
+        let head = std::str::from_utf8(&buf[..head_end]).context("a response head")?;
+        let status = head.split(' ').nth(1).unwrap_or_default();
+        if status != "200" {
+            bail!("HTTP {status}");
+        }
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())
+                    .flatten()
+            })
+            .context("a response without Content-Length")?;
+        let mut left = (head_end + length).saturating_sub(have);
+        while left > 0 {
+            let n = conn.read(&mut buf[..left.min(1 << 20)])?;
+            if n == 0 {
+                bail!("the connection closed mid-body");
+            }
+            left -= n;
+        }
+        Ok(())
+    }
 }
 
 /// Bytes on the wire of one response asked for with `Accept-Encoding: gzip`: the status
@@ -1645,35 +1842,11 @@ async fn floors(
                 println!("floorplan {:<10} {line}", list.name);
             }
         }
-        let urls = |addr: SocketAddr| -> Arc<Vec<String>> {
-            Arc::new(
-                list.variants
-                    .iter()
-                    .map(|v| format!("http://{addr}{}", v.path))
-                    .collect(),
-            )
-        };
-        let http = closed_loop(
-            &client,
-            urls(service.addr),
-            args.connections,
-            args.query_seconds,
-        )
-        .await?;
-        let rows_kept = closed_loop(
-            &client,
-            urls(afresh.addr),
-            args.connections,
-            args.query_seconds,
-        )
-        .await?;
-        let cold = closed_loop(
-            &client,
-            urls(nothing_kept.addr),
-            args.connections,
-            args.query_seconds,
-        )
-        .await?;
+        let paths: Vec<String> = list.variants.iter().map(|v| v.path.clone()).collect();
+        let load = |addr| lean_closed_loop(addr, &paths, args.connections, args.query_seconds);
+        let http = load(service.addr).await?;
+        let rows_kept = load(afresh.addr).await?;
+        let cold = load(nothing_kept.addr).await?;
         let own: Vec<String> = list.variants.iter().map(|v| v.own.clone()).collect();
         // The statement of a page not kept: the rows' stamps (the same plan, narrow rows).
         let stamps: Vec<String> = own
