@@ -182,7 +182,7 @@ async fn read_by_stamps(
     for row in query::image_rows_at(&missing)
         .query()
         .persistent(true)
-        .fetch_all(catalog.pool())
+        .fetch_all(catalog.list_pool())
         .await
         .map_err(|e| Problem::internal(&e))?
     {
@@ -216,10 +216,14 @@ async fn list_rows(
     if query::by_name_search(filter) {
         return search_rows(catalog, filter, shape).await;
     }
+    let (pool, prepared) = match query::cacheable(filter) {
+        true => (catalog.list_pool(), true),
+        false => (catalog.pool(), false),
+    };
     query::images_shaped(filter, None, shape)
         .query()
-        .persistent(query::cacheable(filter))
-        .fetch_all(catalog.pool())
+        .persistent(prepared)
+        .fetch_all(pool)
         .await
         .map_err(|e| Problem::internal(&e))
 }
@@ -278,7 +282,7 @@ async fn search_rows(
         rows.extend(
             query::images_shaped(&rest, Some(&names), shape)
                 .query()
-                .fetch_all(catalog.pool())
+                .fetch_all(catalog.list_pool())
                 .await
                 .map_err(|e| Problem::internal(&e))?,
         );
@@ -293,7 +297,7 @@ async fn search_rows(
 
 /// The next `n` names matching the search `q` from `from` on: read in order from the name
 /// index for a word in many repositories, from the search index for a rarer one (see
-/// [`query::search_scan`]). Both statements are prepared once.
+/// [`query::search_scan`]). Both statements are prepared once, with a generic plan.
 async fn next_search_names(
     catalog: &Catalog,
     q: &str,
@@ -303,7 +307,7 @@ async fn next_search_names(
     let budget = query::search_budget(n);
     let scanned = query::search_scan(q, from, budget)
         .query()
-        .fetch_all(catalog.pool())
+        .fetch_all(catalog.list_pool())
         .await
         .map_err(|e| Problem::internal(&e))?
         .iter()
@@ -315,7 +319,7 @@ async fn next_search_names(
         let more = n - found.names.len() as i64 + 1;
         let names = query::search_names(q, Some((&after, true)), more)
             .query()
-            .fetch_all(catalog.pool())
+            .fetch_all(catalog.list_pool())
             .await
             .map_err(|e| Problem::internal(&e))?
             .iter()

@@ -335,7 +335,8 @@ pub(crate) async fn get_repository(
     caller: &Caller,
     repo: &RepoRef,
 ) -> Result<RepositoryDetail, Problem> {
-    let pool = catalog.pool();
+    // Statements of fixed shape, by repository id: planned once ([`Catalog::list_pool`]).
+    let pool = catalog.list_pool();
     let repo_id = catalog.visible_repository(caller, repo).await?;
     let row = sqlx::query(&format!(
         "SELECT {}, r.rule_id, r.rule_hm_tags, r.curator_hm_tags FROM repositories r
