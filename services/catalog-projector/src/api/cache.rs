@@ -121,7 +121,7 @@ pub(crate) struct PageCache<K, V> {
     name: &'static str,
     budget: usize,
     listener: Arc<Listener>,
-    inner: Mutex<Inner<K, V>>,
+    inner: Mutex<Bounded<K, Arc<V>>>,
 }
 
 impl<K, V> std::fmt::Debug for PageCache<K, V> {
@@ -131,15 +131,6 @@ impl<K, V> std::fmt::Debug for PageCache<K, V> {
             .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
-}
-
-struct Inner<K, V> {
-    /// The change count every entry was read under.
-    generation: u64,
-    /// When the entries started to be kept: none is kept longer than [`MAX_AGE`].
-    since: Instant,
-    bytes: usize,
-    map: HashMap<K, Arc<V>>,
 }
 
 /// The longest a page is kept, changes or not: what a listener whose connection died
@@ -152,12 +143,7 @@ impl<K: Hash + Eq + Clone, V: Weighed> PageCache<K, V> {
             name,
             budget,
             listener,
-            inner: Mutex::new(Inner {
-                generation: 0,
-                since: Instant::now(),
-                bytes: 0,
-                map: HashMap::new(),
-            }),
+            inner: Mutex::new(Bounded::new()),
         }
     }
 
@@ -181,9 +167,8 @@ impl<K: Hash + Eq + Clone, V: Weighed> PageCache<K, V> {
         };
         let hit = {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            inner.forget_before(seen);
-            if inner.generation == seen {
-                inner.map.get(key).cloned()
+            if inner.current(seen, MAX_AGE) {
+                inner.get(key).cloned()
             } else {
                 None
             }
@@ -204,38 +189,88 @@ impl<K: Hash + Eq + Clone, V: Weighed> PageCache<K, V> {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.forget_before(seen);
-        if inner.generation != seen {
-            return;
+        if inner.current(seen, MAX_AGE) {
+            inner.insert(key, value, weight, self.budget);
         }
-        while inner.bytes + weight > self.budget {
-            let Some(k) = inner.map.keys().next().cloned() else {
-                break;
-            };
-            if let Some(old) = inner.map.remove(&k) {
-                inner.bytes -= old.bytes().max(1);
-            }
-        }
-        if let Some(old) = inner.map.insert(key, value) {
-            inner.bytes -= old.bytes().max(1);
-        }
-        inner.bytes += weight;
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.inner.lock().map(|i| i.map.len()).unwrap_or(0)
+        self.inner.lock().map(|i| i.len()).unwrap_or(0)
     }
 }
 
-impl<K, V> Inner<K, V> {
-    /// Drop every entry read before `seen` (all of them are, or none), or kept too long.
-    fn forget_before(&mut self, seen: u64) {
-        if self.generation < seen || self.since.elapsed() > MAX_AGE {
+/// Values by key within a byte budget, kept under a version (a count that only grows):
+/// all are dropped together when a newer version is seen or they were kept too long, and
+/// none is served to a reader of another version. When full, entries are dropped to make
+/// room. The bookkeeping of the kept pages and of the kept rows ([`super::rows`]).
+pub(crate) struct Bounded<K, V> {
+    version: u64,
+    since: Instant,
+    bytes: usize,
+    map: HashMap<K, (V, usize)>,
+}
+
+impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
+    pub(crate) fn new() -> Self {
+        Bounded {
+            version: 0,
+            since: Instant::now(),
+            bytes: 0,
+            map: HashMap::new(),
+        }
+    }
+
+    /// Whether what is kept may serve a reader of `version`: first drops everything when
+    /// `version` is newer or the entries are older than `max_age`.
+    pub(crate) fn current(&mut self, version: u64, max_age: Duration) -> bool {
+        if self.version < version || self.since.elapsed() > max_age {
             self.map.clear();
             self.bytes = 0;
-            self.generation = self.generation.max(seen);
+            self.version = self.version.max(version);
             self.since = Instant::now();
+        }
+        self.version == version
+    }
+
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get(key).map(|(v, _)| v)
+    }
+
+    /// Keep `value`, weighing `weight` bytes, within `budget`.
+    pub(crate) fn insert(&mut self, key: K, value: V, weight: usize, budget: usize) {
+        while self.bytes + weight > budget {
+            let Some(k) = self.map.keys().next().cloned() else {
+                break;
+            };
+            if let Some((_, w)) = self.map.remove(&k) {
+                self.bytes = self.bytes.saturating_sub(w);
+            }
+        }
+        if let Some((_, w)) = self.map.insert(key, (value, weight)) {
+            self.bytes = self.bytes.saturating_sub(w);
+        }
+        self.bytes += weight;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    #[cfg(test)]
+    pub(crate) fn age_by(&mut self, by: Duration) {
+        if let Some(then) = self.since.checked_sub(by) {
+            self.since = then;
         }
     }
 }
@@ -439,8 +474,8 @@ mod tests {
             return; // another test of this process counted a change: nothing to check
         }
         assert!(c.get(seen, &1).is_some());
-        if let Some(long_ago) = Instant::now().checked_sub(MAX_AGE * 2) {
-            c.inner.lock().unwrap().since = long_ago;
+        if Instant::now().checked_sub(MAX_AGE * 2).is_some() {
+            c.inner.lock().unwrap().age_by(MAX_AGE * 2);
             assert!(c.get(seen, &1).is_none());
             assert_eq!(c.len(), 0);
         }

@@ -29,10 +29,9 @@
 //! Bounded by `IMAGELIB_CATALOG__ROW_CACHE_MB` (0 turns it off: every page is one full
 //! statement); when full, entries are dropped to make room.
 
-use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use serde::Serialize;
@@ -44,7 +43,7 @@ use uuid::Uuid;
 use imagelib_platform::Problem;
 use sha2::{Digest, Sha256};
 
-use super::cache::{Kept, Listener};
+use super::cache::{Bounded, Kept, Listener};
 use super::views::ImageView;
 
 /// Tries to read a page by stamps before it is read as one full statement.
@@ -161,7 +160,7 @@ pub(crate) fn tuple_id(stamp: &str) -> Option<&str> {
 pub(crate) struct RowCache {
     budget: usize,
     listener: Arc<Listener>,
-    inner: Mutex<Inner>,
+    inner: Mutex<Bounded<Box<str>, Arc<Rendered>>>,
 }
 
 impl std::fmt::Debug for RowCache {
@@ -172,36 +171,12 @@ impl std::fmt::Debug for RowCache {
     }
 }
 
-struct Inner {
-    /// The listener's connection the entries were kept under.
-    epoch: u64,
-    since: Instant,
-    bytes: usize,
-    map: HashMap<Box<str>, Arc<Rendered>>,
-}
-
-impl Inner {
-    fn forget_unless(&mut self, epoch: u64) {
-        if self.epoch != epoch || self.since.elapsed() > MAX_AGE {
-            self.map.clear();
-            self.bytes = 0;
-            self.epoch = epoch;
-            self.since = Instant::now();
-        }
-    }
-}
-
 impl RowCache {
     pub(crate) fn new(budget: usize, listener: Arc<Listener>) -> Self {
         RowCache {
             budget,
             listener,
-            inner: Mutex::new(Inner {
-                epoch: 0,
-                since: Instant::now(),
-                bytes: 0,
-                map: HashMap::new(),
-            }),
+            inner: Mutex::new(Bounded::new()),
         }
     }
 
@@ -219,11 +194,14 @@ impl RowCache {
     pub(crate) fn get_all(&self, epoch: u64, stamps: &[String]) -> Vec<Option<Arc<Rendered>>> {
         let found: Vec<_> = {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            inner.forget_unless(epoch);
-            stamps
-                .iter()
-                .map(|s| inner.map.get(s.as_str()).cloned())
-                .collect()
+            if inner.current(epoch, MAX_AGE) {
+                stamps
+                    .iter()
+                    .map(|s| inner.get(s.as_str()).cloned())
+                    .collect()
+            } else {
+                vec![None; stamps.len()]
+            }
         };
         let hits = found.iter().filter(|r| r.is_some()).count() as u64;
         count("hit", hits);
@@ -241,32 +219,20 @@ impl RowCache {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.forget_unless(epoch);
+        if !inner.current(epoch, MAX_AGE) {
+            return;
+        }
         for (stamp, row) in rows {
-            let key_len = stamp.len();
-            let weight = row.weight() + key_len;
-            if weight > self.budget / 64 {
-                continue;
+            let weight = row.weight() + stamp.len();
+            if weight <= self.budget / 64 {
+                inner.insert(stamp.into_boxed_str(), row, weight, self.budget);
             }
-            while inner.bytes + weight > self.budget {
-                let Some(k) = inner.map.keys().next().cloned() else {
-                    break;
-                };
-                if let Some(old) = inner.map.remove(&k) {
-                    inner.bytes = inner.bytes.saturating_sub(old.weight() + k.len());
-                }
-            }
-            let key: Box<str> = stamp.into_boxed_str();
-            if let Some(old) = inner.map.insert(key, row) {
-                inner.bytes = inner.bytes.saturating_sub(old.weight() + key_len);
-            }
-            inner.bytes += weight;
         }
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.inner.lock().map(|i| i.map.len()).unwrap_or(0)
+        self.inner.lock().map(|i| i.len()).unwrap_or(0)
     }
 }
 
@@ -290,6 +256,8 @@ fn count(result: &'static str, n: u64) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     fn rendered(tag: &str) -> Arc<Rendered> {
@@ -397,7 +365,7 @@ mod tests {
         for i in 0..500u32 {
             c.put_all(epoch, [(format!("(0,{i}):1:1:1:id:t"), rendered("t"))]);
         }
-        let bytes = c.inner.lock().unwrap().bytes;
+        let bytes = c.inner.lock().unwrap().bytes();
         assert!(bytes <= one * 64 * 3, "{bytes}");
         assert!(c.len() >= 64 * 3 - 4 && c.len() <= 64 * 3, "{}", c.len());
         assert_eq!(cache(0).open(), None);
@@ -409,8 +377,8 @@ mod tests {
         let epoch = c.open().expect("listening");
         let stamp = "(0,1):5:4:3:id:a".to_owned();
         c.put_all(epoch, [(stamp.clone(), rendered("a"))]);
-        if let Some(long_ago) = Instant::now().checked_sub(MAX_AGE * 2) {
-            c.inner.lock().unwrap().since = long_ago;
+        if Instant::now().checked_sub(MAX_AGE * 2).is_some() {
+            c.inner.lock().unwrap().age_by(MAX_AGE * 2);
             assert!(c.get_all(epoch, &[stamp])[0].is_none());
             assert_eq!(c.len(), 0);
         }
