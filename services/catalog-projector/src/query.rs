@@ -195,13 +195,16 @@ pub const IMAGE_STAMP: &str = image_stamp!();
 pub enum Shape {
     /// Every column of the page ([`IMAGE_COLUMNS`], or [`IMAGE_COLUMNS_AS_OF`]).
     Full,
-    /// The row's stamp ([`IMAGE_STAMP`]) alone, then the name order's key (`c0`, `c2`,
-    /// `c3`). Only for the current catalog.
+    /// The row's stamp ([`IMAGE_STAMP`]) alone (and, for a search's names, the name
+    /// order's key its outer query sorts on). Only for the current catalog.
     Stamps,
 }
 
 /// The columns [`Shape::Stamps`] reads.
-pub const STAMP_COLUMNS: &str = concat!(
+pub const STAMP_COLUMNS: &str = concat!(image_stamp!(), " AS s");
+
+/// The columns [`Shape::Stamps`] reads for a search's names ([`images_named`]).
+pub const NAMED_STAMP_COLUMNS: &str = concat!(
     image_stamp!(),
     " AS s, t.registry_id AS c0, t.repository AS c2, t.tag AS c3"
 );
@@ -511,6 +514,7 @@ fn images_of(f: &ImageFilter, names: Option<&[String]>, shape: Shape) -> Sql {
     let limit = Sql::limit(f.fetch);
     let (columns, lookups) = match (f.as_of, shape) {
         (None, Shape::Full) => (IMAGE_COLUMNS, ""),
+        (None, Shape::Stamps) if names.is_some() => (NAMED_STAMP_COLUMNS, ""),
         (None, Shape::Stamps) => (STAMP_COLUMNS, ""),
         (Some(_), _) => (IMAGE_COLUMNS_AS_OF, AS_OF_PULLS),
     };

@@ -304,7 +304,12 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
             *what != "a repository's tags" && sql.text.contains(query::IMAGE_COLUMNS)
         })
         .map(|(what, sql, indexes)| {
-            let text = sql.text.replace(query::IMAGE_COLUMNS, query::STAMP_COLUMNS);
+            // As `query::images_shaped` writes it: a search's names keep their sort key.
+            let columns = match *what {
+                "search" => query::NAMED_STAMP_COLUMNS,
+                _ => query::STAMP_COLUMNS,
+            };
+            let text = sql.text.replace(query::IMAGE_COLUMNS, columns);
             (
                 format!("{what} (stamps)"),
                 query::Sql {

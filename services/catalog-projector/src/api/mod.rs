@@ -67,16 +67,17 @@ async fn conditional_get(req: Request, next: Next) -> Response {
     if res.status() != StatusCode::OK {
         return res;
     }
-    // Only after the handler accepted the caller: a refused token is audited once, by it.
-    let Ok(caller) = Caller::from_request_parts(&mut probe, &()).await else {
-        return res;
-    };
     let if_none_match = probe.headers.get(header::IF_NONE_MATCH).cloned();
     let (mut parts, body) = res.into_parts();
     // A kept page comes with its tag, computed once the same way.
     let (etag, body) = match parts.headers.get(header::ETAG).cloned() {
         Some(etag) => (etag, body),
         None => {
+            // Only after the handler accepted the caller: a refused token is audited once,
+            // by it.
+            let Ok(caller) = Caller::from_request_parts(&mut probe, &()).await else {
+                return Response::from_parts(parts, body);
+            };
             let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
                 return Problem::internal(&"a catalog response body could not be read")
                     .into_response();

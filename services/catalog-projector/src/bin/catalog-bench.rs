@@ -45,7 +45,7 @@ use catalog_projector::config::{CatalogSettings, Config};
 use catalog_projector::copy::CopyBuf;
 use catalog_projector::projection::Projection;
 use catalog_projector::projection::images::{NewVersion, copy_statement, encode_version};
-use catalog_projector::query::{Cursor, IMAGE_COLUMNS, ImageFilter, STAMP_COLUMNS, images};
+use catalog_projector::query::{Cursor, IMAGE_COLUMNS, ImageFilter, NAMED_STAMP_COLUMNS, images};
 use catalog_projector::rebuild::{DeferIndexes, RebuildReport, bulk_replay, replay_into};
 use catalog_projector::synth::{Generator, Mix, repo_kind, repo_name};
 use chrono::{DateTime, Utc};
@@ -1851,7 +1851,7 @@ async fn floors(
         // The statement of a page not kept: the rows' stamps (the same plan, narrow rows).
         let stamps: Vec<String> = own
             .iter()
-            .map(|sql| sql.replace(IMAGE_COLUMNS, STAMP_COLUMNS))
+            .map(|sql| sql.replace(IMAGE_COLUMNS, NAMED_STAMP_COLUMNS))
             .collect();
         let floor: Vec<String> = list.variants.iter().map(|v| v.floor.clone()).collect();
         let own = pgbench_files(args, db_url, &own).await;
