@@ -1,6 +1,6 @@
 //! `/v1/images` (the Image Library) and `/v1/models` (the Model Library).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -200,9 +200,12 @@ async fn read_by_stamps(
     let Some(items) = found.into_iter().collect::<Option<Vec<_>>>() else {
         return Ok(None);
     };
+    // Only rows read at the stamp asked for (a tuple id may hold a newer version by now).
+    let asked: HashSet<&str> = stamps.iter().map(String::as_str).collect();
     cache.put_all(
         epoch,
-        read.into_iter().filter(|(stamp, _)| stamps.contains(stamp)),
+        read.into_iter()
+            .filter(|(stamp, _)| asked.contains(stamp.as_str())),
     );
     Ok(Some(items))
 }
