@@ -54,15 +54,9 @@ pub(crate) struct Kept<T> {
 impl<T: serde::Serialize> Kept<T> {
     /// `value` as read for a caller who sees `teams` (all when `None`).
     pub(crate) fn new(value: T, teams: Option<&[String]>) -> Result<Self, Problem> {
-        let json =
-            bytes::Bytes::from(serde_json::to_vec(&value).map_err(|e| Problem::internal(&e))?);
+        let json = serde_json::to_vec(&value).map_err(|e| Problem::internal(&e))?;
         let etag = super::entity_tag(teams, &json);
-        Ok(Kept {
-            value,
-            json,
-            etag,
-            html: Default::default(),
-        })
+        Ok(Kept::with_json(value, json, etag))
     }
 }
 
