@@ -24,6 +24,7 @@ pub mod pages;
 pub mod projection;
 pub mod query;
 pub mod rebuild;
+pub mod search;
 pub mod startup;
 pub mod synth;
 pub mod worker;

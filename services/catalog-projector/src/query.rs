@@ -28,7 +28,7 @@ pub struct Sql {
 }
 
 impl Sql {
-    fn bind(&mut self, b: Bind) -> String {
+    pub(crate) fn bind(&mut self, b: Bind) -> String {
         self.binds.push(b);
         format!("${}", self.binds.len())
     }

@@ -297,6 +297,38 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
         all.iter().any(|n| n["Index Name"] == "repositories_name"),
         "search names: {plan:#}"
     );
+    // By word: the term's words by one probe each, then each word's names from the
+    // cursor on, a range of `search_words`' key; nothing else is read.
+    let plan = explain_without_scans_of_everything(
+        &pool,
+        &catalog_projector::search::search_words(
+            &words,
+            "cnpg",
+            false,
+            Some(("postgres/cnpg", true)),
+            51,
+        ),
+    )
+    .await;
+    let mut all = Vec::new();
+    nodes(&plan[0]["Plan"], &mut all);
+    let scans: Vec<_> = all
+        .iter()
+        .filter(|n| n["Relation Name"].is_string())
+        .map(|n| {
+            (
+                n["Node Type"].as_str().unwrap(),
+                n["Index Name"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(!scans.is_empty(), "{plan:#}");
+    assert!(
+        scans
+            .iter()
+            .all(|s| s.0.starts_with("Index") && s.1 == "search_words_pkey"),
+        "by word: {scans:?} {plan:#}"
+    );
     // A page not kept reads its rows' stamps by the same plan first (`api::rows`).
     let stamps: Vec<(String, query::Sql, &[&str])> = lists
         .iter()
@@ -410,17 +442,27 @@ async fn search_pages_read_name_by_name_and_hold_every_match_once_in_order() {
     };
     // With another filter, the first names a page reads may hold none of its rows: the
     // page reads the names after them, in larger rounds, until it is full or none is left.
-    let searches = ["cnpg", "model", "nim", "postgres", "00003"]
-        .into_iter()
-        .map(|q| q.to_owned())
-        .chain(
-            [
-                "model&kind=database",
-                "cnpg&signed=true",
-                "00003&kind=model",
-            ]
-            .map(String::from),
-        );
+    // Read by word (`cnpg`, `model`, `mod`: one word each; several terms checked against
+    // the whole search), by name (`0` stands for hundreds of words) and by the search index
+    // (a term with other characters), each with other filters.
+    let searches = [
+        "cnpg",
+        "model",
+        "mod",
+        "nim",
+        "postgres",
+        "00003",
+        "0",
+        "cnpg%2000",
+        "postgres%20cnpg%20001",
+        "nvidia%20nim%200002",
+        "%C3%BCber",
+        "model&kind=database",
+        "cnpg&signed=true",
+        "00003&kind=model",
+        "postgres%2000&kind=database",
+    ]
+    .map(String::from);
     for q in searches {
         // Small pages, so that pages start and end inside a name's range and across names.
         let paged: Vec<_> = svc
@@ -440,15 +482,169 @@ async fn search_pages_read_name_by_name_and_hold_every_match_once_in_order() {
             .map(key)
             .collect();
         other.sort();
-        if !q.contains('&') {
+        if !q.contains('&') && !q.starts_with("%C3") {
             assert!(!other.is_empty(), "{q} matches something");
         }
         assert_eq!(paged, other, "q={q}: every match once, in name order");
     }
+    // Which way each found its names: a word's range, the names in order, the search index.
+    let pool = env.catalog_pool().await;
+    let mut ways = Vec::new();
+    for q in ["cnpg", "cnpg 00", "postgres 00003", "0", "über"] {
+        let mut ran = Vec::new();
+        let names = catalog_projector::search::next_names(
+            &pool,
+            &query::tsquery(q).unwrap(),
+            None,
+            51,
+            Some(&mut ran),
+        )
+        .await
+        .unwrap();
+        match q {
+            "über" => assert!(names.is_empty()),
+            // Each name read for the longest term is checked against the others.
+            "postgres 00003" => assert_eq!(names, ["postgres/cnpg-00003"]),
+            _ => assert_eq!(names.len(), 51, "{q}"),
+        }
+        let way: Vec<&str> = ran
+            .iter()
+            .map(|s| {
+                if s.text.contains("search_words") {
+                    "word"
+                } else if s.text.contains("ORDER BY s.name LIMIT")
+                    && s.text.contains(", s.search @@")
+                {
+                    "name"
+                } else {
+                    "index"
+                }
+            })
+            .collect();
+        ways.push((q, way));
+    }
+    assert_eq!(
+        ways,
+        vec![
+            ("cnpg", vec!["word"]),
+            ("cnpg 00", vec!["word"]),
+            ("postgres 00003", vec!["word"]),
+            // `0` begins hundreds of words: the names in order find it at once.
+            ("0", vec!["word", "name"]),
+            ("über", vec!["name", "index"]),
+        ]
+    );
     // A word that matches no repository: an empty page, not an error.
     let none: Vec<Value> = svc
         .all_pages(Some(ADMIN), "/v1/images?q=no-such-word&limit=7")
         .await;
     assert!(none.is_empty());
+    svc.stop().await;
+}
+
+/// The words of every repository's search vector, as migration `0012` defines them.
+async fn words_from_search_vectors(pool: &sqlx::PgPool) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT DISTINCT substring(l FROM '^[a-z0-9]+'), r.name
+         FROM repositories r, unnest(tsvector_to_array(r.search)) AS l
+         WHERE l ~ '^[a-z0-9]' ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn search_words(pool: &sqlx::PgPool) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT word, name FROM search_words ORDER BY 1, 2")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn search_words_follow_every_change_of_a_repositorys_search_vector() {
+    use imagelib_events::RegistryId;
+    let env = Env::new().await;
+    let (a, b) = (RegistryId::new(), RegistryId::new());
+    let described = |text: &str| {
+        let mut d = database();
+        d.annotations.insert(
+            catalog_projector::projection::images::DESCRIPTION_KEY.into(),
+            text.into(),
+        );
+        d
+    };
+    env.publish([
+        registered(a, "A", &[]),
+        registered(b, "B", &[]),
+        discovered(a, "team/ledger-db", "1", 1, described("Quantum ledger")),
+        // The same name in another registry, with words of its own.
+        discovered(b, "team/ledger-db", "1", 2, described("Nebula archive")),
+    ])
+    .await;
+    let svc = env.start().await;
+    env.caught_up().await;
+    let pool = env.catalog_pool().await;
+    let repos = |path: &'static str| {
+        let svc = &svc;
+        async move {
+            let mut by_name: Vec<(String, String)> = svc
+                .all_pages(Some(ADMIN), path)
+                .await
+                .iter()
+                .map(|i| {
+                    (
+                        i["repository"].as_str().unwrap().to_owned(),
+                        i["registry"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            by_name.dedup();
+            by_name
+        }
+    };
+    let ledger = |label: &str| vec![("team/ledger-db".to_owned(), label.to_owned())];
+    assert_eq!(
+        search_words(&pool).await,
+        words_from_search_vectors(&pool).await
+    );
+    assert_eq!(repos("/v1/images?q=quantum").await, ledger("A"));
+    assert_eq!(repos("/v1/images?q=nebula%20ledger").await, ledger("B"));
+
+    // A new OCI description replaces the words of registry A's repository only.
+    env.publish([moved(
+        a,
+        "team/ledger-db",
+        "1",
+        1,
+        3,
+        described("Photon store"),
+    )])
+    .await;
+    env.caught_up().await;
+    assert_eq!(
+        search_words(&pool).await,
+        words_from_search_vectors(&pool).await
+    );
+    assert_eq!(repos("/v1/images?q=photon").await, ledger("A"));
+    assert!(repos("/v1/images?q=quantum").await.is_empty());
+    assert_eq!(repos("/v1/images?q=nebula").await, ledger("B"));
+
+    // A rule's description wins over the OCI description.
+    env.publish([rule(a, "ledgers", "team/*", "Zephyr inference", &[])])
+        .await;
+    env.caught_up().await;
+    assert_eq!(
+        search_words(&pool).await,
+        words_from_search_vectors(&pool).await
+    );
+    assert_eq!(repos("/v1/images?q=zephyr").await, ledger("A"));
+    assert_eq!(repos("/v1/images?q=zeph%20infer").await, ledger("A"));
+    assert!(repos("/v1/images?q=photon").await.is_empty());
+    assert!(
+        search_words(&pool)
+            .await
+            .contains(&("zephyr".to_owned(), "team/ledger-db".to_owned()))
+    );
     svc.stop().await;
 }

@@ -273,8 +273,15 @@ async fn search_rows(
     let mut n = filter.fetch.max(1);
     let mut rows = Vec::new();
     loop {
-        let names =
-            next_search_names(catalog, q, from.as_ref().map(|(r, i)| (r.as_str(), *i)), n).await?;
+        let names = crate::search::next_names(
+            catalog.list_pool(),
+            q,
+            from.as_ref().map(|(r, i)| (r.as_str(), *i)),
+            n,
+            None,
+        )
+        .await
+        .map_err(|e| Problem::internal(&e))?;
         let Some(last) = names.last().cloned() else {
             break;
         };
@@ -296,42 +303,6 @@ async fn search_rows(
         n = n.saturating_mul(4).min(MAX_SEARCH_NAMES);
     }
     Ok(rows)
-}
-
-/// The next `n` names matching the search `q` from `from` on: read in order from the name
-/// index for a word in many repositories, from the search index for a rarer one (see
-/// [`query::search_scan`]). Both statements are prepared once, with a generic plan.
-async fn next_search_names(
-    catalog: &Catalog,
-    q: &str,
-    from: Option<(&str, bool)>,
-    n: i64,
-) -> Result<Vec<String>, Problem> {
-    let budget = query::search_budget(n);
-    let scanned = query::search_scan(q, from, budget)
-        .query()
-        .fetch_all(catalog.list_pool())
-        .await
-        .map_err(|e| Problem::internal(&e))?
-        .iter()
-        .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<bool, _>(1)?)))
-        .collect::<Result<Vec<_>, sqlx::Error>>()
-        .map_err(|e| Problem::internal(&e))?;
-    let mut found = query::SearchNames::from_scan(scanned, n, budget);
-    if let Some(after) = found.continue_after.take() {
-        let more = n - found.names.len() as i64 + 1;
-        let names = query::search_names(q, Some((&after, true)), more)
-            .query()
-            .fetch_all(catalog.list_pool())
-            .await
-            .map_err(|e| Problem::internal(&e))?
-            .iter()
-            .map(|row| row.try_get::<String, _>(0))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Problem::internal(&e))?;
-        found.add_from_index(names, n);
-    }
-    Ok(found.names)
 }
 
 /// The most names one round of a search page asks for.

@@ -1639,24 +1639,25 @@ async fn lists(args: &Args, pool: &sqlx::PgPool, mix: &Mix) -> anyhow::Result<Ve
         ..anonymous()
     };
     let mut list = cursor_list("search", "/v1/images", "q=cnpg", search.clone(), &spread);
-    // What the API runs for a search page: the next matching names (the scan of the name
-    // index, and the search index after it when the scan's budget ran out), then the page
-    // from their ranges (one round: the unfiltered search fills its page in one).
+    // What the API runs for a search page: the next matching names (by word, or the scan
+    // of the name index and the search index after it), then the page from their ranges
+    // (one round: the unfiltered search fills its page in one).
     for (v, at) in list.variants.iter_mut().zip(&spread) {
-        use catalog_projector::query::{SearchNames, search_budget, search_names, search_scan};
         let words = search.q.as_deref().unwrap_or_default();
-        let budget = search_budget(search.fetch);
-        let scan = search_scan(words, Some((at, true)), budget);
-        let rows: Vec<(String, bool)> = sqlx::query_as(&scan.literal()).fetch_all(pool).await?;
-        let mut found = SearchNames::from_scan(rows, search.fetch, budget);
-        let mut first = scan.literal();
-        if let Some(after) = found.continue_after.take() {
-            let more = search_names(words, Some((&after, true)), search.fetch);
-            let rest: Vec<String> = sqlx::query_scalar(&more.literal()).fetch_all(pool).await?;
-            found.add_from_index(rest, search.fetch);
-            first = format!("{first};\n{}", more.literal());
-        }
-        let names = found.names;
+        let mut ran = Vec::new();
+        let names = catalog_projector::search::next_names(
+            pool,
+            words,
+            Some((at, true)),
+            search.fetch,
+            Some(&mut ran),
+        )
+        .await?;
+        let first = ran
+            .iter()
+            .map(|s| s.literal())
+            .collect::<Vec<_>>()
+            .join(";\n");
         let page = catalog_projector::query::images_named(
             &ImageFilter {
                 after: Some(cursor_at(at)),
