@@ -550,10 +550,19 @@ fn images_of(f: &ImageFilter, names: Option<&[String]>, shape: Shape) -> Sql {
 /// A repository's current tags in tag order (its detail and console page): one range of
 /// `tag_versions_current`.
 pub fn repository_tags(repo_id: Uuid) -> Sql {
+    repository_tags_shaped(repo_id, Shape::Full)
+}
+
+/// [`repository_tags`] read as `shape`.
+pub fn repository_tags_shaped(repo_id: Uuid, shape: Shape) -> Sql {
     let mut sql = Sql::default();
     let p = sql.bind(Bind::Uuid(repo_id));
+    let columns = match shape {
+        Shape::Full => IMAGE_COLUMNS,
+        Shape::Stamps => STAMP_COLUMNS,
+    };
     sql.text = format!(
-        "SELECT {IMAGE_COLUMNS} FROM tag_versions t \
+        "SELECT {columns} FROM tag_versions t \
          JOIN registries g ON g.id = t.registry_id \
          JOIN repositories r ON r.id = t.repo_id \
          WHERE t.repo_id = {p} AND t.valid_to IS NULL ORDER BY t.tag"

@@ -45,6 +45,31 @@ async fn same_answers(rows_kept: &Service, afresh: &Service, when: &str) {
             assert_eq!(k, f, "{when}: {list}");
         }
     }
+    // Every repository's detail: its tags are kept rows too, with the tag's own members.
+    let mut repositories: Vec<(String, String)> = afresh
+        .all_pages(Some(ADMIN), "/v1/images?limit=500")
+        .await
+        .iter()
+        .map(|i| {
+            (
+                i["registry_id"].as_str().unwrap().to_owned(),
+                i["repository"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    repositories.sort();
+    repositories.dedup();
+    assert!(repositories.len() > 10, "{when}: {repositories:?}");
+    for (registry, name) in &repositories {
+        let path = format!("/v1/repositories/{registry}/{name}");
+        let kept = rows_kept.get_as(Some(ADMIN), &path).await;
+        let fresh = afresh.get_as(Some(ADMIN), &path).await;
+        assert!(
+            fresh["tags"].as_array().is_some_and(|t| !t.is_empty()),
+            "{when}: {path}: {fresh}"
+        );
+        assert_eq!(kept, fresh, "{when}: {path}");
+    }
     // A team's view too: rows are shared between callers, their visibility is not.
     let kept = rows_kept
         .all_pages(Some(VIEWER_DB), "/v1/images?limit=50")

@@ -157,14 +157,27 @@ async fn read_by_stamps(
     filter: &ImageFilter,
     epoch: u64,
 ) -> Result<Option<Vec<Arc<Rendered>>>, Problem> {
-    let stamps = list_rows(catalog, filter, Shape::Stamps)
-        .await?
-        .iter()
+    let stamps = stamps_of(&list_rows(catalog, filter, Shape::Stamps).await?)?;
+    by_stamps(catalog, &stamps, epoch).await
+}
+
+/// The stamps (first column) of a statement's rows.
+pub(crate) fn stamps_of(rows: &[PgRow]) -> Result<Vec<String>, Problem> {
+    rows.iter()
         .map(|row| row.try_get::<String, _>(0))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Problem::internal(&e))?;
+        .map_err(|e| Problem::internal(&e))
+}
+
+/// The rows of `stamps`, in order: the kept ones as kept, the others read by tuple id (and
+/// kept). `None` when one of them changed since its stamp was read.
+pub(crate) async fn by_stamps(
+    catalog: &Catalog,
+    stamps: &[String],
+    epoch: u64,
+) -> Result<Option<Vec<Arc<Rendered>>>, Problem> {
     let cache = catalog.image_rows();
-    let mut found = cache.get_all(epoch, &stamps);
+    let mut found = cache.get_all(epoch, stamps);
     let missing: Vec<String> = stamps
         .iter()
         .zip(&found)
@@ -192,7 +205,7 @@ async fn read_by_stamps(
         let rendered = Rendered::from_row(&row).map_err(|e| Problem::internal(&e))?;
         read.insert(stamp, Arc::new(rendered));
     }
-    for (slot, stamp) in found.iter_mut().zip(&stamps) {
+    for (slot, stamp) in found.iter_mut().zip(stamps) {
         if slot.is_none() {
             *slot = read.get(stamp).cloned();
         }

@@ -27,15 +27,16 @@ use uuid::Uuid;
 
 use super::cache::Kept;
 use super::params;
+use super::rows::{Rendered, TagRow};
 use super::views::{
     ApprovalView, DeploymentView, DigestReferrers, ImageView, MutationView, ReadmeView,
-    ReferrerView, RepositoryDetail, RepositoryPage, RepositoryView, TagDetail,
+    ReferrerView, RepositoryDetail, RepositoryPage, RepositoryView,
 };
 
 /// The mutations listed per tag in a repository's detail (its newest).
 const MAX_MUTATIONS_SHOWN: i64 = 100;
 use crate::curate::{Catalog, RepoRef};
-use crate::query::{self, Cursor, RepositoryFilter};
+use crate::query::{self, Cursor, RepositoryFilter, Shape};
 use imagelib_events::model::Referrer;
 
 #[derive(OpenApi)]
@@ -355,11 +356,7 @@ pub(crate) async fn get_repository(
     let rule_hm_tags: Vec<String> = row.try_get(18).map_err(internal)?;
     let curator_hm_tags: Vec<String> = row.try_get(19).map_err(internal)?;
 
-    let tag_rows = query::repository_tags(repo_id)
-        .query()
-        .fetch_all(pool)
-        .await
-        .map_err(internal)?;
+    let tag_rows = repository_rows(catalog, repo_id).await?;
 
     let readmes: Vec<(
         String,
@@ -476,15 +473,14 @@ pub(crate) async fn get_repository(
     }
     let mut tags = Vec::with_capacity(tag_rows.len());
     let mut by_digest: BTreeMap<String, DigestReferrers> = BTreeMap::new();
-    for row in &tag_rows {
-        let (image, _): (ImageView, Uuid) = ImageView::from_row(row).map_err(internal)?;
+    for image in tag_rows {
         let used_by = deployments
             .iter()
             .filter(|d| d.tag == image.tag)
             .cloned()
             .collect();
         digest_referrers(&mut by_digest, &image, &lists);
-        tags.push(TagDetail {
+        tags.push(TagRow {
             tag_approval: decision_of.remove(&image.tag),
             mutations: mutations_of.remove(&image.tag).unwrap_or_default(),
             readme: readme_of.remove(&image.tag),
@@ -502,6 +498,35 @@ pub(crate) async fn get_repository(
         used_by: deployments,
         referrers: by_digest.into_values().collect(),
     })
+}
+
+/// A repository's current tags in tag order: by their stamps when rows may be kept
+/// ([`super::rows`]), else (or when they kept changing under it) as one statement.
+async fn repository_rows(catalog: &Catalog, repo_id: Uuid) -> Result<Vec<Arc<Rendered>>, Problem> {
+    let pool = catalog.list_pool();
+    let internal = |e: sqlx::Error| Problem::internal(&e);
+    if let Some(epoch) = catalog.image_rows().open() {
+        for _ in 0..super::rows::ATTEMPTS {
+            let stamps = query::repository_tags_shaped(repo_id, Shape::Stamps)
+                .query()
+                .fetch_all(pool)
+                .await
+                .map_err(internal)?;
+            let stamps = super::images::stamps_of(&stamps)?;
+            if let Some(rows) = super::images::by_stamps(catalog, &stamps, epoch).await? {
+                return Ok(rows);
+            }
+        }
+    }
+    query::repository_tags(repo_id)
+        .query()
+        .fetch_all(pool)
+        .await
+        .map_err(internal)?
+        .iter()
+        .map(|row| Rendered::from_row(row).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(internal)
 }
 
 /// Add a tag's digest and its platform manifests to the repository's referrer listing.

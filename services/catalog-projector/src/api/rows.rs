@@ -93,6 +93,48 @@ impl Deref for Rendered {
     }
 }
 
+/// One tag of a repository's detail ([`super::views::TagDetail`] in the API description):
+/// its image row, kept and written as rendered, and what the repository keeps about the tag.
+#[derive(Debug)]
+pub(crate) struct TagRow {
+    pub(crate) image: Arc<Rendered>,
+    pub(crate) tag_approval: Option<super::views::ApprovalView>,
+    pub(crate) mutations: Vec<super::views::MutationView>,
+    pub(crate) readme: Option<super::views::ReadmeView>,
+    pub(crate) used_by: Vec<super::views::DeploymentView>,
+}
+
+impl Serialize for TagRow {
+    /// The image row's JSON object with the tag's own members after its own (what
+    /// `#[serde(flatten)]` would write, without encoding the row again).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let row = self.image.json.get();
+        let Some(members) = row.strip_suffix('}') else {
+            return Err(S::Error::custom("an image row is not a JSON object"));
+        };
+        let mut json = String::with_capacity(row.len() + 96);
+        json.push_str(members);
+        let mut member = |name: &str, value: Result<String, serde_json::Error>| {
+            value.map(|value| {
+                json.push_str(",\"");
+                json.push_str(name);
+                json.push_str("\":");
+                json.push_str(&value);
+            })
+        };
+        member("tag_approval", serde_json::to_string(&self.tag_approval))
+            .and_then(|()| member("mutations", serde_json::to_string(&self.mutations)))
+            .and_then(|()| member("readme", serde_json::to_string(&self.readme)))
+            .and_then(|()| member("used_by", serde_json::to_string(&self.used_by)))
+            .map_err(S::Error::custom)?;
+        json.push('}');
+        RawValue::from_string(json)
+            .map_err(S::Error::custom)?
+            .serialize(s)
+    }
+}
+
 /// A page of image rows: what `/v1/images` answers (the [`super::views::ImagePage`] of the
 /// API description, written from each row's JSON), and what the console shows.
 #[derive(Debug)]
@@ -261,9 +303,20 @@ mod tests {
     use super::*;
 
     fn rendered(tag: &str) -> Arc<Rendered> {
+        let view = view(tag);
+        let json = serde_json::value::to_raw_value(&view).expect("JSON");
+        Arc::new(Rendered {
+            digest: Sha256::digest(json.get().as_bytes()).into(),
+            view,
+            repo_id: Uuid::nil(),
+            json,
+        })
+    }
+
+    fn view(tag: &str) -> ImageView {
         let raw = |s: &str| RawValue::from_string(s.to_owned()).expect("raw JSON");
         let at = chrono::DateTime::UNIX_EPOCH;
-        let view = ImageView {
+        ImageView {
             registry_id: Uuid::nil(),
             registry: "r".into(),
             repository: "a/b".into(),
@@ -296,14 +349,67 @@ mod tests {
             last_pulled_at: None,
             digest_pulls: 0,
             digest_last_pulled_at: None,
+        }
+    }
+
+    #[test]
+    fn a_tag_row_writes_what_the_tag_detail_describes() {
+        use crate::api::views::{ApprovalView, MutationView, ReadmeView, TagDetail};
+        let at = chrono::DateTime::UNIX_EPOCH;
+        let approval = || {
+            Some(ApprovalView {
+                decision: "approved".into(),
+                reason: "\"quoted\" reason".into(),
+                by: Some("ci".into()),
+                at,
+                digest: Some("sha256:00".into()),
+            })
         };
-        let json = serde_json::value::to_raw_value(&view).expect("JSON");
-        Arc::new(Rendered {
-            digest: Sha256::digest(json.get().as_bytes()).into(),
-            view,
-            repo_id: Uuid::nil(),
-            json,
-        })
+        let mutations = || {
+            vec![MutationView {
+                old_digest: "sha256:01".into(),
+                new_digest: "sha256:00".into(),
+                found_by: "scan".into(),
+                seen_at: None,
+                at,
+            }]
+        };
+        let readme = || {
+            Some(ReadmeView {
+                readme: "# Hi\n".into(),
+                updated_by: None,
+                updated_at: at,
+            })
+        };
+        let row = TagRow {
+            image: rendered("1"),
+            tag_approval: approval(),
+            mutations: mutations(),
+            readme: readme(),
+            used_by: vec![],
+        };
+        let detail = TagDetail {
+            image: view("1"),
+            tag_approval: approval(),
+            mutations: mutations(),
+            readme: readme(),
+            used_by: vec![],
+        };
+        let written = serde_json::to_string(&row).expect("a tag row");
+        let expected = serde_json::to_string(&detail).expect("a tag detail");
+        assert_eq!(written, expected);
+        let bare = TagRow {
+            image: rendered("2"),
+            tag_approval: None,
+            mutations: vec![],
+            readme: None,
+            used_by: vec![],
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&bare).expect("a tag row")).expect("JSON");
+        assert_eq!(value["tag"], "2");
+        assert_eq!(value["tag_approval"], serde_json::Value::Null);
+        assert_eq!(value["mutations"], serde_json::json!([]));
     }
 
     fn cache(budget: usize) -> RowCache {

@@ -311,7 +311,9 @@ pub struct ReferrerView {
     pub artifact_type: Option<String>,
 }
 
-/// One tag in a repository's detail.
+/// One tag in a repository's detail: the API description's shape of what
+/// [`super::rows::TagRow`] writes (its image row's JSON, then the tag's own fields).
+#[allow(dead_code)]
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TagDetail {
     #[serde(flatten)]
@@ -336,7 +338,8 @@ pub struct RepositoryDetail {
     /// HM tags curators put on the repository.
     pub curator_hm_tags: Vec<String>,
     pub readme: Option<ReadmeView>,
-    pub tags: Vec<TagDetail>,
+    #[schema(value_type = Vec<TagDetail>)]
+    pub(crate) tags: Vec<super::rows::TagRow>,
     pub used_by: Vec<DeploymentView>,
     /// The referrers of each digest its tags point at (and of their platform manifests).
     pub referrers: Vec<DigestReferrers>,

@@ -28,7 +28,8 @@ use super::markdown;
 use super::{Params, problem_page};
 use crate::api::images::{self, KeptPage};
 use crate::api::repositories::repository;
-use crate::api::views::{RepositoryDetail, TagDetail};
+use crate::api::rows::TagRow;
+use crate::api::views::RepositoryDetail;
 use crate::curate::{Catalog, CommandError, RepoRef};
 use crate::query::ImageFilter;
 
@@ -266,7 +267,7 @@ fn extensions(json: &str) -> Markup {
     }
 }
 
-fn trust(t: &TagDetail) -> Markup {
+fn trust(t: &TagRow) -> Markup {
     let tr = &t.image.trust;
     html! {
         @if tr.signed { span.badge.ok { "signed" } } @else { span.badge { "unsigned" } }
@@ -586,7 +587,7 @@ fn body(v: &Viewer, repo: &RepoRef, d: &RepositoryDetail, extra: &Extra) -> Mark
 }
 
 /// A tag's labels, annotations, extensions, signatures and mutations.
-fn tag_section(n: usize, t: &TagDetail) -> Markup {
+fn tag_section(n: usize, t: &TagRow) -> Markup {
     let i = &t.image;
     html! {
         section.tag id={ "tag-" (n) } aria-labelledby={ "tag-h-" (n) } {
