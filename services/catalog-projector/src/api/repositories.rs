@@ -337,80 +337,65 @@ pub(crate) async fn get_repository(
     repo: &RepoRef,
 ) -> Result<RepositoryDetail, Problem> {
     // Statements of fixed shape, by repository id: planned once ([`Catalog::list_pool`]).
+    // The repository, whether the caller sees it, and what it keeps per tag (READMEs,
+    // decisions, referrer lists, mutations) in one statement; its tags and its deployments
+    // in one each.
     let pool = catalog.list_pool();
-    let repo_id = catalog.visible_repository(caller, repo).await?;
+    let internal = |e: sqlx::Error| Problem::internal(&e);
     let row = sqlx::query(&format!(
-        "SELECT {}, r.rule_id, r.rule_hm_tags, r.curator_hm_tags FROM repositories r
+        "SELECT {}, r.rule_id, r.rule_hm_tags, r.curator_hm_tags,
+            (SELECT json_agg(json_build_object('tag', x.tag, 'readme', x.readme,
+                    'updated_by', x.actor, 'updated_at', x.at))
+             FROM readmes x WHERE x.repo_id = r.id)::text,
+            (SELECT json_agg(json_build_object('tag', x.tag, 'decision', x.decision,
+                    'digest', x.digest, 'reason', x.reason, 'by', x.actor, 'at', x.at))
+             FROM approvals x WHERE x.repo_id = r.id AND x.tag <> '')::text,
+            (SELECT json_agg(json_build_array(x.digest, x.referrers))
+             FROM trust_referrers x WHERE x.repo_id = r.id)::text,
+            (SELECT json_agg(json_build_object('tag', m.tag, 'old_digest', m.old_digest,
+                    'new_digest', m.new_digest, 'found_by', m.found_by, 'seen_at', m.seen_at,
+                    'at', m.at) ORDER BY m.tag, m.sequence DESC)
+             FROM (SELECT x.*, row_number() OVER (PARTITION BY x.tag ORDER BY x.sequence DESC) AS n
+                   FROM tag_mutations x WHERE x.repo_id = r.id) m
+             WHERE m.n <= {MAX_MUTATIONS_SHOWN})::text
+         FROM repositories r
          JOIN registries g ON g.id = r.registry_id
          LEFT JOIN approvals a ON a.repo_id = r.id AND a.tag = ''
-         WHERE r.id = $1",
+         WHERE r.id = $1 AND g.removed_at IS NULL
+           AND ($2::text[] IS NULL OR cardinality(g.visibility) = 0 OR g.visibility && $2)",
         query::REPOSITORY_COLUMNS
     ))
-    .bind(repo_id)
-    .fetch_one(pool)
+    .bind(repo.id())
+    .bind(caller.team_filter())
+    .fetch_optional(pool)
     .await
-    .map_err(|e| Problem::internal(&e))?;
-    let view = RepositoryView::from_row(&row).map_err(|e| Problem::internal(&e))?;
-    let internal = |e: sqlx::Error| Problem::internal(&e);
+    .map_err(internal)?
+    .ok_or_else(|| {
+        Problem::from(crate::curate::CommandError::NotFound(format!(
+            "repository `{}` of registry {} not found",
+            repo.name, repo.registry_id
+        )))
+    })?;
+    let view = RepositoryView::from_row(&row).map_err(internal)?;
+    let repo_id = repo.id();
     let rule_id: Option<String> = row.try_get(17).map_err(internal)?;
     let rule_hm_tags: Vec<String> = row.try_get(18).map_err(internal)?;
     let curator_hm_tags: Vec<String> = row.try_get(19).map_err(internal)?;
+    let listed = |i: usize| -> Result<Option<String>, Problem> { row.try_get(i).map_err(internal) };
+    let mut readme_of: HashMap<String, ReadmeView> = by_tag(listed(20)?)?;
+    let mut decision_of: HashMap<String, ApprovalView> = by_tag(listed(21)?)?;
+    let lists: BTreeMap<String, Vec<Referrer>> =
+        json_list::<(String, serde_json::Value)>(listed(22)?)?
+            .into_iter()
+            .map(|(digest, list)| (digest, serde_json::from_value(list).unwrap_or_default()))
+            .collect();
+    let mut mutations_of: HashMap<String, Vec<MutationView>> = HashMap::new();
+    for Tagged { tag, view } in json_list::<Tagged<MutationView>>(listed(23)?)? {
+        mutations_of.entry(tag).or_default().push(view);
+    }
 
     let tag_rows = repository_rows(catalog, repo_id).await?;
 
-    let readmes: Vec<(
-        String,
-        String,
-        Option<String>,
-        chrono::DateTime<chrono::Utc>,
-    )> = sqlx::query_as("SELECT tag, readme, actor, at FROM readmes WHERE repo_id = $1")
-        .bind(repo_id)
-        .fetch_all(pool)
-        .await
-        .map_err(internal)?;
-    let mut readme_of: HashMap<String, ReadmeView> = readmes
-        .into_iter()
-        .map(|(tag, readme, by, at)| {
-            (
-                tag,
-                ReadmeView {
-                    readme,
-                    updated_by: by,
-                    updated_at: at,
-                },
-            )
-        })
-        .collect();
-    type Decision = (
-        String,
-        String,
-        Option<String>,
-        String,
-        Option<String>,
-        chrono::DateTime<chrono::Utc>,
-    );
-    let decisions: Vec<Decision> = sqlx::query_as(
-        "SELECT tag, decision, digest, reason, actor, at FROM approvals WHERE repo_id = $1 AND tag <> ''",
-    )
-    .bind(repo_id)
-    .fetch_all(pool)
-    .await
-    .map_err(internal)?;
-    let mut decision_of: HashMap<String, ApprovalView> = decisions
-        .into_iter()
-        .map(|(tag, decision, digest, reason, by, at)| {
-            (
-                tag,
-                ApprovalView {
-                    decision,
-                    reason,
-                    by,
-                    at,
-                    digest,
-                },
-            )
-        })
-        .collect();
     let deployments = sqlx::query(
         "SELECT id, name, namespace, tag, digest, workload, target, replicas, status, status_detail,
                 revision, requested_by, requested_at, updated_at, policy_violation
@@ -445,32 +430,6 @@ pub(crate) async fn get_repository(
     .collect::<Result<Vec<_>, sqlx::Error>>()
     .map_err(internal)?;
 
-    let lists = crate::projection::trust::referrers_of(pool, repo_id)
-        .await
-        .map_err(internal)?;
-    let mut mutations_of: HashMap<String, Vec<MutationView>> = HashMap::new();
-    for r in sqlx::query(
-        "SELECT tag, old_digest, new_digest, found_by, seen_at, at FROM (
-            SELECT m.*, row_number() OVER (PARTITION BY tag ORDER BY sequence DESC) AS n
-            FROM tag_mutations m WHERE repo_id = $1) x
-         WHERE n <= $2 ORDER BY tag, sequence DESC",
-    )
-    .bind(repo_id)
-    .bind(MAX_MUTATIONS_SHOWN)
-    .fetch_all(pool)
-    .await
-    .map_err(internal)?
-    {
-        let tag: String = r.try_get(0).map_err(internal)?;
-        let m = MutationView {
-            old_digest: r.try_get(1).map_err(internal)?,
-            new_digest: r.try_get(2).map_err(internal)?,
-            found_by: r.try_get(3).map_err(internal)?,
-            seen_at: r.try_get(4).map_err(internal)?,
-            at: r.try_get(5).map_err(internal)?,
-        };
-        mutations_of.entry(tag).or_default().push(m);
-    }
     let mut tags = Vec::with_capacity(tag_rows.len());
     let mut by_digest: BTreeMap<String, DigestReferrers> = BTreeMap::new();
     for image in tag_rows {
@@ -498,6 +457,32 @@ pub(crate) async fn get_repository(
         used_by: deployments,
         referrers: by_digest.into_values().collect(),
     })
+}
+
+/// A view listed with the tag it belongs to (a JSON object with `tag` beside its members).
+#[derive(Deserialize)]
+struct Tagged<T> {
+    tag: String,
+    #[serde(flatten)]
+    view: T,
+}
+
+/// The elements of a JSON array PostgreSQL aggregated (`NULL` when there were none).
+fn json_list<T: serde::de::DeserializeOwned>(json: Option<String>) -> Result<Vec<T>, Problem> {
+    match json {
+        Some(json) => serde_json::from_str(&json).map_err(|e| Problem::internal(&e)),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// [`json_list`] of [`Tagged`] views, by tag.
+fn by_tag<T: serde::de::DeserializeOwned>(
+    json: Option<String>,
+) -> Result<HashMap<String, T>, Problem> {
+    Ok(json_list::<Tagged<T>>(json)?
+        .into_iter()
+        .map(|t| (t.tag, t.view))
+        .collect())
 }
 
 /// A repository's current tags in tag order: by their stamps when rows may be kept

@@ -174,7 +174,7 @@ pub struct ImagePage {
 }
 
 /// A curator's approval decision.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct ApprovalView {
     /// `approved` or `rejected`.
     pub decision: String,
@@ -245,7 +245,7 @@ pub struct RepositoryPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct ReadmeView {
     /// Markdown.
     pub readme: String,
