@@ -14,7 +14,7 @@
 //! events' referrer lists go through the same sequence-guarded table as
 //! `image.referrers_changed`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use imagelib_events::model::{PolicyFinding, Referrer, SeverityCounts};
@@ -831,22 +831,6 @@ async fn compose(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// The referrers of a repository's digests, for its detail view.
-pub async fn referrers_of(
-    pool: &sqlx::PgPool,
-    repo_id: Uuid,
-) -> Result<BTreeMap<String, Vec<Referrer>>, sqlx::Error> {
-    let rows: Vec<(String, serde_json::Value)> =
-        sqlx::query_as("SELECT digest, referrers FROM trust_referrers WHERE repo_id = $1")
-            .bind(repo_id)
-            .fetch_all(pool)
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(d, v)| (d, serde_json::from_value(v).unwrap_or_default()))
-        .collect())
 }
 
 #[cfg(test)]
