@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use imagelib_platform::Problem;
 use opentelemetry::KeyValue;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -49,15 +48,6 @@ pub(crate) struct Kept<T> {
     /// Fragments of HTML the console rendered from the value, by the variant it asked for
     /// (a fragment that depends only on the value and that variant).
     html: [OnceLock<String>; 4],
-}
-
-impl<T: serde::Serialize> Kept<T> {
-    /// `value` as read for a caller who sees `teams` (all when `None`).
-    pub(crate) fn new(value: T, teams: Option<&[String]>) -> Result<Self, Problem> {
-        let json = serde_json::to_vec(&value).map_err(|e| Problem::internal(&e))?;
-        let etag = super::entity_tag(teams, &json);
-        Ok(Kept::with_json(value, json, etag))
-    }
 }
 
 impl<T> Kept<T> {

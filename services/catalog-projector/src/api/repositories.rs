@@ -29,8 +29,8 @@ use super::cache::Kept;
 use super::params;
 use super::rows::{Rendered, TagRow};
 use super::views::{
-    ApprovalView, DeploymentView, DigestReferrers, ImageView, MutationView, ReadmeView,
-    ReferrerView, RepositoryDetail, RepositoryPage, RepositoryView,
+    ApprovalView, DeploymentView, DigestReferrers, MutationView, ReadmeView, ReferrerView,
+    RepositoryDetail, RepositoryPage, RepositoryView,
 };
 
 /// The mutations listed per tag in a repository's detail (its newest).
@@ -321,7 +321,7 @@ pub(crate) async fn repository(
         return Ok(kept);
     }
     let detail = get_repository(catalog, caller, repo).await?;
-    let kept = Arc::new(Kept::new(detail, key.0.as_deref())?);
+    let kept = Arc::new(detail.kept(key.0.as_deref())?);
     cache.put(seen, key, kept.clone());
     Ok(kept)
 }
@@ -384,10 +384,13 @@ pub(crate) async fn get_repository(
     let listed = |i: usize| -> Result<Option<String>, Problem> { row.try_get(i).map_err(internal) };
     let mut readme_of: HashMap<String, ReadmeView> = by_tag(listed(20)?)?;
     let mut decision_of: HashMap<String, ApprovalView> = by_tag(listed(21)?)?;
-    let lists: BTreeMap<String, Vec<Referrer>> =
+    let lists: BTreeMap<String, Vec<ReferrerView>> =
         json_list::<(String, serde_json::Value)>(listed(22)?)?
             .into_iter()
-            .map(|(digest, list)| (digest, serde_json::from_value(list).unwrap_or_default()))
+            .map(|(digest, list)| {
+                let list: Vec<Referrer> = serde_json::from_value(list).unwrap_or_default();
+                (digest, super::rows::referrer_views(&list))
+            })
             .collect();
     let mut mutations_of: HashMap<String, Vec<MutationView>> = HashMap::new();
     for Tagged { tag, view } in json_list::<Tagged<MutationView>>(listed(23)?)? {
@@ -517,52 +520,26 @@ async fn repository_rows(catalog: &Catalog, repo_id: Uuid) -> Result<Vec<Arc<Ren
 /// Add a tag's digest and its platform manifests to the repository's referrer listing.
 fn digest_referrers(
     by_digest: &mut BTreeMap<String, DigestReferrers>,
-    image: &ImageView,
-    lists: &BTreeMap<String, Vec<Referrer>>,
+    image: &Rendered,
+    lists: &BTreeMap<String, Vec<ReferrerView>>,
 ) {
-    #[derive(Deserialize)]
-    struct P {
-        os: String,
-        architecture: String,
-        variant: Option<String>,
-        digest: Option<String>,
-    }
-    let view = |list: Option<&Vec<Referrer>>| -> Vec<ReferrerView> {
-        list.map(|l| {
-            l.iter()
-                .map(|r| ReferrerView {
-                    digest: r.digest.as_str().to_owned(),
-                    kind: crate::projection::enum_str(&r.kind),
-                    artifact_type: r.artifact_type.clone(),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-    };
-    let mut add = |digest: &str, platform: Option<String>, fallback: Option<Vec<Referrer>>| {
+    let links = image.links();
+    let mut add = |digest: &str, platform: Option<&str>, own: Option<&Vec<ReferrerView>>| {
         let entry = by_digest
             .entry(digest.to_owned())
             .or_insert_with(|| DigestReferrers {
                 digest: digest.to_owned(),
                 tags: Vec::new(),
-                platform: platform.clone(),
-                referrers: view(lists.get(digest).or(fallback.as_ref())),
+                platform: platform.map(str::to_owned),
+                referrers: lists.get(digest).or(own).cloned().unwrap_or_default(),
             });
         if !entry.tags.contains(&image.tag) {
             entry.tags.push(image.tag.clone());
         }
     };
-    let own: Option<Vec<Referrer>> = serde_json::from_str(image.referrers.get()).ok();
-    add(&image.digest, None, own);
-    let platforms: Vec<P> = serde_json::from_str(image.platforms.get()).unwrap_or_default();
-    for p in platforms {
-        if let Some(d) = p.digest {
-            let name = match &p.variant {
-                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-                None => format!("{}/{}", p.os, p.architecture),
-            };
-            add(&d, Some(name), None);
-        }
+    add(&image.digest, None, links.referrers.as_ref());
+    for (digest, platform) in &links.platforms {
+        add(digest, Some(platform), None);
     }
 }
 

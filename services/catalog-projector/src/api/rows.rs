@@ -33,9 +33,10 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use imagelib_events::model::Referrer;
 use opentelemetry::KeyValue;
-use serde::Serialize;
 use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
@@ -44,7 +45,7 @@ use imagelib_platform::Problem;
 use sha2::{Digest, Sha256};
 
 use super::cache::{Bounded, Kept, Listener};
-use super::views::ImageView;
+use super::views::{ImageView, ReferrerView, RepositoryDetail};
 
 /// Tries to read a page by stamps before it is read as one full statement.
 pub(crate) const ATTEMPTS: usize = 3;
@@ -60,6 +61,59 @@ pub(crate) struct Rendered {
     json: Box<RawValue>,
     /// SHA-256 of `json`: a page's entity tag is made of its rows' (see [`ImageRows::kept`]).
     digest: [u8; 32],
+    /// What a repository's detail lists for the row's digests, read from its JSON columns
+    /// the first time a detail shows the row (lists never ask for it).
+    links: OnceLock<Links>,
+}
+
+/// The digests an image row points at, as a repository's detail lists them.
+#[derive(Debug)]
+pub(crate) struct Links {
+    /// The referrers the version itself lists (`None`: no readable list).
+    pub(crate) referrers: Option<Vec<ReferrerView>>,
+    /// Each platform manifest of an index: its digest and `os/architecture[/variant]`.
+    pub(crate) platforms: Vec<(String, String)>,
+}
+
+impl Links {
+    fn of(view: &ImageView) -> Self {
+        #[derive(Deserialize)]
+        struct Platform {
+            os: String,
+            architecture: String,
+            variant: Option<String>,
+            digest: Option<String>,
+        }
+        let referrers = serde_json::from_str::<Vec<Referrer>>(view.referrers.get())
+            .ok()
+            .map(|list| referrer_views(&list));
+        let platforms = serde_json::from_str::<Vec<Platform>>(view.platforms.get())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| {
+                let name = match &p.variant {
+                    Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                    None => format!("{}/{}", p.os, p.architecture),
+                };
+                Some((p.digest?, name))
+            })
+            .collect();
+        Links {
+            referrers,
+            platforms,
+        }
+    }
+}
+
+/// A referrer list as the API shows it.
+pub(crate) fn referrer_views(list: &[Referrer]) -> Vec<ReferrerView> {
+    list.iter()
+        .map(|r| ReferrerView {
+            digest: r.digest.as_str().to_owned(),
+            kind: crate::projection::enum_str(&r.kind),
+            artifact_type: r.artifact_type.clone(),
+        })
+        .collect()
 }
 
 impl Rendered {
@@ -73,11 +127,17 @@ impl Rendered {
             view,
             repo_id,
             json,
+            links: OnceLock::new(),
         })
     }
 
     pub(crate) fn repo_id(&self) -> Uuid {
         self.repo_id
+    }
+
+    /// The digests the row points at, read once.
+    pub(crate) fn links(&self) -> &Links {
+        self.links.get_or_init(|| Links::of(&self.view))
     }
 
     fn weight(&self) -> usize {
@@ -104,34 +164,120 @@ pub(crate) struct TagRow {
     pub(crate) used_by: Vec<super::views::DeploymentView>,
 }
 
-impl Serialize for TagRow {
+impl TagRow {
     /// The image row's JSON object with the tag's own members after its own (what
-    /// `#[serde(flatten)]` would write, without encoding the row again).
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+    /// `#[serde(flatten)]` would write, without encoding the row again), appended to `out`.
+    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         use serde::ser::Error;
         let row = self.image.json.get();
         let Some(members) = row.strip_suffix('}') else {
-            return Err(S::Error::custom("an image row is not a JSON object"));
+            return Err(serde_json::Error::custom(
+                "an image row is not a JSON object",
+            ));
         };
-        let mut json = String::with_capacity(row.len() + 96);
-        json.push_str(members);
-        let mut member = |name: &str, value: Result<String, serde_json::Error>| {
-            value.map(|value| {
-                json.push_str(",\"");
-                json.push_str(name);
-                json.push_str("\":");
-                json.push_str(&value);
-            })
-        };
-        member("tag_approval", serde_json::to_string(&self.tag_approval))
-            .and_then(|()| member("mutations", serde_json::to_string(&self.mutations)))
-            .and_then(|()| member("readme", serde_json::to_string(&self.readme)))
-            .and_then(|()| member("used_by", serde_json::to_string(&self.used_by)))
-            .map_err(S::Error::custom)?;
-        json.push('}');
+        out.extend_from_slice(members.as_bytes());
+        out.extend_from_slice(b",\"tag_approval\":");
+        serde_json::to_writer(&mut *out, &self.tag_approval)?;
+        out.extend_from_slice(b",\"mutations\":");
+        serde_json::to_writer(&mut *out, &self.mutations)?;
+        out.extend_from_slice(b",\"readme\":");
+        serde_json::to_writer(&mut *out, &self.readme)?;
+        out.extend_from_slice(b",\"used_by\":");
+        serde_json::to_writer(&mut *out, &self.used_by)?;
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+impl Serialize for TagRow {
+    /// What [`TagRow::write_json`] writes, checked as JSON again: the API writes a detail
+    /// with [`RepositoryDetail::kept`], which does not check it again.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut json = Vec::with_capacity(self.image.json.get().len() + 96);
+        self.write_json(&mut json).map_err(S::Error::custom)?;
+        let json = String::from_utf8(json).map_err(S::Error::custom)?;
         RawValue::from_string(json)
             .map_err(S::Error::custom)?
             .serialize(s)
+    }
+}
+
+impl RepositoryDetail {
+    /// The detail as the catalog keeps it for a caller who sees `teams`: its JSON written
+    /// around its tags' kept rows (what [`Serialize`] writes, without parsing each row
+    /// again as a [`RawValue`] would), and its entity tag from the rows' digests and the
+    /// rest of the JSON, rather than from hashing every row's bytes on every read.
+    pub(crate) fn kept(self, teams: Option<&[String]>) -> Result<Kept<RepositoryDetail>, Problem> {
+        #[derive(Serialize)]
+        struct Head<'a> {
+            #[serde(flatten)]
+            repository: &'a super::views::RepositoryView,
+            rule_id: &'a Option<String>,
+            rule_hm_tags: &'a [String],
+            curator_hm_tags: &'a [String],
+            readme: &'a Option<super::views::ReadmeView>,
+        }
+        #[derive(Serialize)]
+        struct Tail<'a> {
+            used_by: &'a [super::views::DeploymentView],
+            referrers: &'a [super::views::DigestReferrers],
+        }
+        let internal = |e: serde_json::Error| Problem::internal(&e);
+        let head = serde_json::to_vec(&Head {
+            repository: &self.repository,
+            rule_id: &self.rule_id,
+            rule_hm_tags: &self.rule_hm_tags,
+            curator_hm_tags: &self.curator_hm_tags,
+            readme: &self.readme,
+        })
+        .map_err(internal)?;
+        let tail = serde_json::to_vec(&Tail {
+            used_by: &self.used_by,
+            referrers: &self.referrers,
+        })
+        .map_err(internal)?;
+        let (Some(head), Some(tail)) = (head.strip_suffix(b"}"), tail.strip_prefix(b"{")) else {
+            return Err(Problem::internal(
+                &"a repository detail is not a JSON object",
+            ));
+        };
+        let size: usize = self
+            .tags
+            .iter()
+            .map(|t| t.image.json.get().len() + 96)
+            .sum();
+        let mut json = Vec::with_capacity(head.len() + size + tail.len() + 16);
+        json.extend_from_slice(head);
+        json.extend_from_slice(b",\"tags\":[");
+        // Where each tag's own members are in `json`: what the entity tag hashes besides
+        // the rows' digests.
+        let mut members = Vec::with_capacity(self.tags.len());
+        for (i, tag) in self.tags.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            let start = json.len() + tag.image.json.get().len() - 1;
+            tag.write_json(&mut json).map_err(internal)?;
+            members.push(start..json.len());
+        }
+        json.extend_from_slice(b"],");
+        let rest = json.len();
+        json.extend_from_slice(tail);
+        let etag = super::entity_tag_of(teams, |h| {
+            let mut part = |bytes: &[u8]| {
+                h.update((bytes.len() as u64).to_be_bytes());
+                h.update(bytes);
+            };
+            part(b"repository detail");
+            part(head);
+            for (tag, range) in self.tags.iter().zip(&members) {
+                part(&tag.image.digest);
+                part(&json[range.clone()]);
+            }
+            part(&json[rest..]);
+        });
+        Ok(Kept::with_json(self, json, etag))
     }
 }
 
@@ -310,6 +456,7 @@ mod tests {
             view,
             repo_id: Uuid::nil(),
             json,
+            links: OnceLock::new(),
         })
     }
 
@@ -410,6 +557,172 @@ mod tests {
         assert_eq!(value["tag"], "2");
         assert_eq!(value["tag_approval"], serde_json::Value::Null);
         assert_eq!(value["mutations"], serde_json::json!([]));
+    }
+
+    fn detail(second: &str, readme: &str, referrers: &str) -> RepositoryDetail {
+        use crate::api::views::{
+            ApprovalView, DeploymentView, DigestReferrers, ReadmeView, RepositoryView,
+        };
+        let at = chrono::DateTime::UNIX_EPOCH;
+        let deployment = DeploymentView {
+            deployment_id: Uuid::nil(),
+            name: "d".into(),
+            namespace: "ns".into(),
+            tag: "1".into(),
+            digest: "sha256:00".into(),
+            workload: "postgres_cluster".into(),
+            target: "gitops".into(),
+            replicas: 1,
+            status: "applied".into(),
+            status_detail: None,
+            revision: None,
+            requested_by: Some("ci".into()),
+            requested_at: at,
+            updated_at: at,
+            policy_violation: None,
+        };
+        RepositoryDetail {
+            repository: RepositoryView {
+                registry_id: Uuid::nil(),
+                registry: "r".into(),
+                name: "a/b".into(),
+                kind: "database".into(),
+                model_type: None,
+                description: "a \"quoted\" description".into(),
+                hm_tags: vec!["gold".into()],
+                tag_count: 2,
+                database_tags: 2,
+                model_tags: 0,
+                first_seen: at,
+                updated_at: at,
+                approval: None,
+            },
+            rule_id: Some("rule".into()),
+            rule_hm_tags: vec![],
+            curator_hm_tags: vec!["gold".into()],
+            readme: Some(ReadmeView {
+                readme: readme.into(),
+                updated_by: None,
+                updated_at: at,
+            }),
+            tags: vec![
+                TagRow {
+                    image: rendered("1"),
+                    tag_approval: Some(ApprovalView {
+                        decision: "approved".into(),
+                        reason: "ok".into(),
+                        by: None,
+                        at,
+                        digest: Some("sha256:00".into()),
+                    }),
+                    mutations: vec![],
+                    readme: None,
+                    used_by: vec![deployment.clone()],
+                },
+                TagRow {
+                    image: rendered(second),
+                    tag_approval: None,
+                    mutations: vec![],
+                    readme: Some(ReadmeView {
+                        readme: readme.into(),
+                        updated_by: None,
+                        updated_at: at,
+                    }),
+                    used_by: vec![],
+                },
+            ],
+            used_by: vec![deployment],
+            referrers: vec![DigestReferrers {
+                digest: "sha256:00".into(),
+                tags: vec!["1".into(), second.into()],
+                platform: None,
+                referrers: vec![ReferrerView {
+                    digest: referrers.into(),
+                    kind: "signature".into(),
+                    artifact_type: None,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_detail_is_written_around_its_rows_as_serde_writes_it() {
+        let expected = serde_json::to_vec(&detail("2", "# Hi\n", "sha256:aa")).expect("JSON");
+        let kept = detail("2", "# Hi\n", "sha256:aa").kept(None).expect("kept");
+        assert_eq!(
+            String::from_utf8_lossy(kept.json()),
+            String::from_utf8_lossy(&expected)
+        );
+        let etag = |d: RepositoryDetail, teams: Option<&[String]>| {
+            d.kept(teams)
+                .expect("kept")
+                .etag()
+                .cloned()
+                .expect("an entity tag")
+        };
+        let base = etag(detail("2", "# Hi\n", "sha256:aa"), None);
+        assert_eq!(base, etag(detail("2", "# Hi\n", "sha256:aa"), None));
+        // Any part of the body changes the tag: a row, a tag's own member, the head, the
+        // tail, and the teams of the caller.
+        assert_ne!(base, etag(detail("3", "# Hi\n", "sha256:aa"), None));
+        let mut member = detail("2", "# Hi\n", "sha256:aa");
+        member.tags[1].readme = None;
+        assert_ne!(base, etag(member, None));
+        let mut head = detail("2", "# Hi\n", "sha256:aa");
+        head.readme = None;
+        assert_ne!(base, etag(head, None));
+        assert_ne!(base, etag(detail("2", "# Hi\n", "sha256:bb"), None));
+        assert_ne!(
+            base,
+            etag(detail("2", "# Hi\n", "sha256:aa"), Some(&["t".into()]))
+        );
+    }
+
+    #[test]
+    fn links_read_a_rows_referrers_and_platform_manifests() {
+        let raw = |s: &str| RawValue::from_string(s.to_owned()).expect("raw JSON");
+        let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let mut v = view("1");
+        v.platforms = raw(&format!(
+            r#"[{{"os":"linux","architecture":"arm64","variant":"v8","digest":"{}"}},
+                {{"os":"linux","architecture":"amd64","digest":"{}"}},
+                {{"os":"linux","architecture":"s390x"}}]"#,
+            digest('a'),
+            digest('b')
+        ));
+        v.referrers = raw(&format!(
+            r#"[{{"digest":"{}","kind":"sbom","artifact_type":"application/spdx+json"}}]"#,
+            digest('c')
+        ));
+        let row = Rendered {
+            digest: [0; 32],
+            view: v,
+            repo_id: Uuid::nil(),
+            json: raw("{}"),
+            links: OnceLock::new(),
+        };
+        let links = row.links();
+        assert_eq!(
+            links.platforms,
+            vec![
+                (digest('a'), "linux/arm64/v8".to_owned()),
+                (digest('b'), "linux/amd64".to_owned()),
+            ]
+        );
+        let referrers = links.referrers.as_ref().expect("a list");
+        assert_eq!(referrers.len(), 1);
+        assert_eq!(referrers[0].digest, digest('c'));
+        assert_eq!(referrers[0].kind, "sbom");
+        assert_eq!(
+            referrers[0].artifact_type.as_deref(),
+            Some("application/spdx+json")
+        );
+        // A list that does not read is no list, not an error.
+        let mut v = view("2");
+        v.referrers = raw(r#"[{"digest":"nope"}]"#);
+        let links = Links::of(&v);
+        assert!(links.referrers.is_none());
+        assert!(links.platforms.is_empty());
     }
 
     fn cache(budget: usize) -> RowCache {
