@@ -470,12 +470,17 @@ fn images_of(f: &ImageFilter, names: Option<&[String]>, shape: Shape) -> Sql {
         None => {}
     }
     let names = names.filter(|_| by_name_search(f));
+    // For a search's names: the condition on each repository of a name (a name can be in
+    // several registries, and match in one only), and the first tag read of each name.
+    let mut search = String::new();
+    let mut from_tag = "''::text".to_owned();
     if let Some(q) = &f.q {
         let p = sql.bind(Bind::Text(q.clone()));
-        // The condition on the row's own repository stays: a name can be in several
-        // registries, and match in one only.
-        wh.push(format!("r.search @@ to_tsquery('simple', {p})"));
-        if names.is_none() {
+        let matches = format!("r.search @@ to_tsquery('simple', {p})");
+        if names.is_some() {
+            search = format!(" AND {matches}");
+        } else {
+            wh.push(matches);
             wh.push(format!(
                 "t.repository = ANY(ARRAY(SELECT s.name FROM repositories s \
                  WHERE s.search @@ to_tsquery('simple', {p})))"
@@ -490,9 +495,18 @@ fn images_of(f: &ImageFilter, names: Option<&[String]>, shape: Shape) -> Sql {
                     sql.bind(Bind::Text(t.clone())),
                     sql.bind(Bind::Uuid(*g)),
                 );
-                wh.push(format!(
-                    "(t.repository, t.tag, t.registry_id) > ({a}, {b}, {c})"
-                ));
+                if names.is_some() {
+                    // Each repository is read by `tag_versions_current` from its first tag
+                    // after the cursor: the cursor's tag in the cursor's name, else the first.
+                    from_tag = format!("CASE WHEN u.name = {a} THEN {b} ELSE ''::text END");
+                    wh.push(format!(
+                        "t.tag >= s.from_tag AND (s.name > {a} OR (t.tag, t.registry_id) > ({b}, {c}))"
+                    ));
+                } else {
+                    wh.push(format!(
+                        "(t.repository, t.tag, t.registry_id) > ({a}, {b}, {c})"
+                    ));
+                }
             }
             "t.repository, t.tag, t.registry_id"
         }
@@ -521,17 +535,22 @@ fn images_of(f: &ImageFilter, names: Option<&[String]>, shape: Shape) -> Sql {
     if let Some(names) = names {
         // PostgreSQL 15 cannot read several ranges of one index as one ordered stream, so
         // `repository = ANY(names)` would read every tag of the names and sort them. Here
-        // the names (a page's worth, sorted here) are read in order, each name's range in
-        // order after it, and the page is an incremental sort on the name that stops once
-        // it has `limit` rows.
+        // the names (a page's worth, sorted here) are read in order; each name's
+        // repositories are checked against the search once (not once per row), each one's
+        // tags read in order from the cursor by `tag_versions_current`, at most a page of
+        // them; and the page is an incremental sort on the name (merging a name's
+        // registries) that stops once it has `limit` rows. (`OFFSET 0` keeps each name's
+        // rows a subquery of their own: joined with the names as a whole, a small catalog
+        // may be hashed, and the name order lost.)
         let n = sql.bind(Bind::TextArray(names.to_vec()));
         sql.text = format!(
-            "SELECT x.* FROM (SELECT u.name FROM unnest({n}::text[]) AS u(name) ORDER BY u.name) s \
-             CROSS JOIN LATERAL (SELECT {columns} FROM tag_versions t \
-               LEFT JOIN registries g ON g.id = t.registry_id \
-               JOIN repositories r ON r.id = t.repo_id \
-               WHERE t.repository = s.name AND {} \
-               ORDER BY t.tag, t.registry_id LIMIT {limit}) x \
+            "SELECT x.* FROM (SELECT u.name, {from_tag} AS from_tag \
+               FROM unnest({n}::text[]) AS u(name) ORDER BY u.name) s \
+             CROSS JOIN LATERAL (SELECT y.* FROM repositories r \
+               LEFT JOIN registries g ON g.id = r.registry_id \
+               CROSS JOIN LATERAL (SELECT {columns} FROM tag_versions t \
+                 WHERE t.repo_id = r.id AND {} ORDER BY t.tag LIMIT {limit}) y \
+               WHERE r.name = s.name{search} OFFSET 0) x \
              ORDER BY s.name, x.c3, x.c0 LIMIT {limit}",
             wh.join(" AND ")
         );

@@ -260,7 +260,23 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
                 },
                 &names,
             ),
-            &["tag_versions_name"],
+            &["tag_versions_current"],
+        ),
+        (
+            "search, next page",
+            query::images_named(
+                &ImageFilter {
+                    q: Some(words.clone()),
+                    after: Some(Cursor::Name {
+                        r: names[1].clone(),
+                        t: "1".into(),
+                        g: uuid::Uuid::nil(),
+                    }),
+                    ..anon.clone()
+                },
+                &names[1..],
+            ),
+            &["tag_versions_current"],
         ),
         (
             "most recently changed",
@@ -338,7 +354,7 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
         .map(|(what, sql, indexes)| {
             // As `query::images_shaped` writes it: a search's names keep their sort key.
             let columns = match *what {
-                "search" => query::NAMED_STAMP_COLUMNS,
+                "search" | "search, next page" => query::NAMED_STAMP_COLUMNS,
                 _ => query::STAMP_COLUMNS,
             };
             let text = sql.text.replace(query::IMAGE_COLUMNS, columns);
@@ -405,6 +421,27 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
                 .any(|n| n["Relation Name"] == "pulls" || n["Relation Name"] == "tag_mutations"),
             "{what} looks up pulls or mutations per row: {plan:#}"
         );
+        if what.starts_with("search") {
+            // A name's repositories are checked against the search once each (not probed
+            // again for each tag), and each one's tags read from its own range, after the
+            // cursor.
+            let repositories: Vec<&&Value> = all
+                .iter()
+                .filter(|n| n["Relation Name"] == "repositories")
+                .collect();
+            assert_eq!(repositories.len(), 1, "{what}: {plan:#}");
+            assert!(
+                repositories[0]["Filter"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("@@")),
+                "{what}: {plan:#}"
+            );
+            let cond = scans[0]["Index Cond"].as_str().unwrap_or_default();
+            assert!(cond.contains("repo_id = r.id"), "{what}: {plan:#}");
+            if what.contains("next page") {
+                assert!(cond.contains("tag >= "), "{what}: {plan:#}");
+            }
+        }
     }
     // Then the rows it does not keep, by tuple id.
     let sql = query::image_rows_at(&["(0,1)".to_owned(), "(7,3)".to_owned()]);
