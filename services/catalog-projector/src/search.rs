@@ -53,9 +53,6 @@ pub fn word_terms(q: &str) -> Option<Vec<&str>> {
 /// order from `from` on, at most `limit`; each with whether its repository matches the whole
 /// search `q` (always, when `check` is false: `term` is the only term). One row with no
 /// name instead when `term` stands for more than [`WORDS_MAX`] words.
-///
-/// The words are found by skipping through the index from `term` to `term || U+10FFFF`
-/// (byte order), one probe each, so a term costs its words, not its names.
 pub fn search_words(
     q: &str,
     term: &str,
@@ -64,15 +61,7 @@ pub fn search_words(
     limit: i64,
 ) -> Sql {
     let mut sql = Sql::default();
-    let t = sql.bind(Bind::Text(term.to_owned()));
-    let end = sql.bind(Bind::Text(format!("{term}\u{10FFFF}")));
-    let from = match from {
-        Some((name, inclusive)) => {
-            let a = sql.bind(Bind::Text(name.to_owned()));
-            format!(" AND x.name {} {a}", if inclusive { ">=" } else { ">" })
-        }
-        None => String::new(),
-    };
+    let cte = words_cte(&mut sql, term, from, limit);
     let matches = if check {
         let p = sql.bind(Bind::Text(q.to_owned()));
         format!(
@@ -82,9 +71,40 @@ pub fn search_words(
     } else {
         "true".to_owned()
     };
-    let limit = Sql::limit(limit);
     sql.text = format!(
-        "WITH RECURSIVE w(word, k) AS (\
+        "WITH RECURSIVE {cte} \
+         (SELECT c.name, {matches} FROM c ORDER BY c.name) \
+         UNION ALL (SELECT NULL, false FROM v WHERE v.n > {WORDS_MAX})"
+    );
+    sql
+}
+
+/// The common table expressions of a term's names, binding into `sql`: `w`, the words
+/// `term` begins (at most [`WORDS_MAX`] and one more); `v`, how many; and `c(name)`, their
+/// names merged in name order from `from` on, at most `limit`, none when `term` stands for
+/// more than [`WORDS_MAX`] words. [`search_words`] reads them, and so does a search page
+/// that finds its names in the same statement ([`crate::query::images_by_word`]).
+///
+/// The words are found by skipping through the index from `term` to `term || U+10FFFF`
+/// (byte order), one probe each, so a term costs its words, not its names.
+pub(crate) fn words_cte(
+    sql: &mut Sql,
+    term: &str,
+    from: Option<(&str, bool)>,
+    limit: i64,
+) -> String {
+    let t = sql.bind(Bind::Text(term.to_owned()));
+    let end = sql.bind(Bind::Text(format!("{term}\u{10FFFF}")));
+    let from = match from {
+        Some((name, inclusive)) => {
+            let a = sql.bind(Bind::Text(name.to_owned()));
+            format!(" AND x.name {} {a}", if inclusive { ">=" } else { ">" })
+        }
+        None => String::new(),
+    };
+    let limit = Sql::limit(limit);
+    format!(
+        "w(word, k) AS (\
             (SELECT x.word, 1 FROM search_words x WHERE x.word >= {t} AND x.word < {end} \
              ORDER BY x.word LIMIT 1) \
           UNION ALL \
@@ -96,11 +116,8 @@ pub fn search_words(
                  SELECT x.name FROM search_words x WHERE x.word = w.word{from} \
                  ORDER BY x.name LIMIT {limit}) m \
                WHERE w.word IS NOT NULL AND (SELECT v.n FROM v) <= {WORDS_MAX} \
-               GROUP BY m.name ORDER BY m.name LIMIT {limit}) \
-         (SELECT c.name, {matches} FROM c ORDER BY c.name) \
-         UNION ALL (SELECT NULL, false FROM v WHERE v.n > {WORDS_MAX})"
-    );
-    sql
+               GROUP BY m.name ORDER BY m.name LIMIT {limit})"
+    )
 }
 
 /// The next `n` names matching the search `q` from `from` on (`(name, inclusive)`), and

@@ -263,6 +263,35 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
             &["tag_versions_current"],
         ),
         (
+            "search by word",
+            query::images_by_word(
+                &ImageFilter {
+                    q: Some(words.clone()),
+                    ..anon.clone()
+                },
+                "cnpg",
+                query::Shape::Full,
+            ),
+            &["tag_versions_current"],
+        ),
+        (
+            "search by word, next page",
+            query::images_by_word(
+                &ImageFilter {
+                    q: Some(words.clone()),
+                    after: Some(Cursor::Name {
+                        r: names[1].clone(),
+                        t: "1".into(),
+                        g: uuid::Uuid::nil(),
+                    }),
+                    ..anon.clone()
+                },
+                "cnpg",
+                query::Shape::Full,
+            ),
+            &["tag_versions_current"],
+        ),
+        (
             "search, next page",
             query::images_named(
                 &ImageFilter {
@@ -354,7 +383,7 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
         .map(|(what, sql, indexes)| {
             // As `query::images_shaped` writes it: a search's names keep their sort key.
             let columns = match *what {
-                "search" | "search, next page" => query::NAMED_STAMP_COLUMNS,
+                w if w.starts_with("search") => query::NAMED_STAMP_COLUMNS,
                 _ => query::STAMP_COLUMNS,
             };
             let text = sql.text.replace(query::IMAGE_COLUMNS, columns);
@@ -385,13 +414,18 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
         // A search reads each matching name's range in order: the page is an incremental
         // sort on the name (each name's rows come sorted), never a sort of every match.
         let merged = |n: &Value| {
+            let mut below = Vec::new();
+            nodes(n, &mut below);
             what.starts_with("search")
                 && (n["Node Type"] == "Incremental Sort"
                     && n["Presorted Key"][0].as_str() == Some("u.name")
                     // The page's names, given, put in order.
                     || n["Node Type"] == "Sort"
                         && n["Plans"][0]["Node Type"] == "Function Scan"
-                        && n["Plans"][0]["Function Name"] == "unnest")
+                        && n["Plans"][0]["Function Name"] == "unnest"
+                    // The names found by word in the same statement, merged and put in
+                    // order: the words' names, never a tag.
+                    || !below.iter().any(|b| b["Relation Name"] == "tag_versions"))
         };
         assert!(
             !all.iter().any(|n| !merged(n)
@@ -571,6 +605,52 @@ async fn search_pages_read_name_by_name_and_hold_every_match_once_in_order() {
             ("über", vec!["name", "index"]),
         ]
     );
+    // A page of one term finds its names in the statement that reads it, and holds what
+    // the names found beforehand give (from the start, and from inside a name's range).
+    let words = query::tsquery("cnpg").unwrap();
+    for after in [
+        None,
+        Some(Cursor::Name {
+            r: "postgres/cnpg-00003".into(),
+            t: "1".into(),
+            g: uuid::Uuid::nil(),
+        }),
+    ] {
+        let f = ImageFilter {
+            q: Some(words.clone()),
+            after: after.clone(),
+            fetch: 8,
+            ..Default::default()
+        };
+        let keys = |rows: Vec<sqlx::postgres::PgRow>| -> Vec<(String, String, uuid::Uuid)> {
+            rows.iter()
+                .map(|r| (r.get("c2"), r.get("c3"), r.get("c0")))
+                .collect()
+        };
+        let one = keys(
+            query::images_by_word(&f, "cnpg", query::Shape::Full)
+                .query()
+                .fetch_all(&pool)
+                .await
+                .unwrap(),
+        );
+        let from = match &after {
+            Some(Cursor::Name { r, .. }) => Some((r.as_str(), true)),
+            _ => None,
+        };
+        let names = catalog_projector::search::next_names(&pool, &words, from, 8, None)
+            .await
+            .unwrap();
+        let two = keys(
+            query::images_named(&f, &names)
+                .query()
+                .fetch_all(&pool)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(one.len(), 8, "{after:?}");
+        assert_eq!(one, two, "{after:?}");
+    }
     // A word that matches no repository: an empty page, not an error.
     let none: Vec<Value> = svc
         .all_pages(Some(ADMIN), "/v1/images?q=no-such-word&limit=7")

@@ -279,6 +279,19 @@ async fn search_rows(
     shape: Shape,
 ) -> Result<Vec<PgRow>, Problem> {
     let q = filter.q.as_deref().unwrap_or_default();
+    // One term of ASCII letters and digits: the names and the page in one statement. Only
+    // when that page comes back short (the term stands for too many words, a last page, or
+    // filters that hide the names' rows) are the names looked for the other ways.
+    if let Some([term]) = crate::search::word_terms(q).as_deref() {
+        let rows = query::images_by_word(filter, term, shape)
+            .query()
+            .fetch_all(catalog.list_pool())
+            .await
+            .map_err(|e| Problem::internal(&e))?;
+        if rows.len() as i64 >= filter.fetch {
+            return Ok(rows);
+        }
+    }
     let mut from = match &filter.after {
         Some(Cursor::Name { r, .. }) => Some((r.clone(), true)),
         _ => None,
@@ -303,7 +316,7 @@ async fn search_rows(
             ..filter.clone()
         };
         rows.extend(
-            query::images_shaped(&rest, Some(&names), shape)
+            query::images_shaped(&rest, Some(query::Names::Given(&names)), shape)
                 .query()
                 .fetch_all(catalog.list_pool())
                 .await

@@ -1639,11 +1639,27 @@ async fn lists(args: &Args, pool: &sqlx::PgPool, mix: &Mix) -> anyhow::Result<Ve
         ..anonymous()
     };
     let mut list = cursor_list("search", "/v1/images", "q=cnpg", search.clone(), &spread);
-    // What the API runs for a search page: the next matching names (by word, or the scan
-    // of the name index and the search index after it), then the page from their ranges
-    // (one round: the unfiltered search fills its page in one).
+    // What the API runs for a search page: for one term of letters and digits, the names
+    // and the page in one statement when that fills the page; else the next matching
+    // names (by word, or the scan of the name index and the search index after it), then
+    // the page from their ranges (one round: the unfiltered search fills its page in one).
     for (v, at) in list.variants.iter_mut().zip(&spread) {
         let words = search.q.as_deref().unwrap_or_default();
+        if let Some([term]) = catalog_projector::search::word_terms(words).as_deref() {
+            let page = catalog_projector::query::images_by_word(
+                &ImageFilter {
+                    after: Some(cursor_at(at)),
+                    ..search.clone()
+                },
+                term,
+                catalog_projector::query::Shape::Full,
+            );
+            let rows = page.query().fetch_all(pool).await?;
+            if rows.len() as i64 >= search.fetch {
+                v.own = page.literal();
+                continue;
+            }
+        }
         let mut ran = Vec::new();
         let names = catalog_projector::search::next_names(
             pool,
