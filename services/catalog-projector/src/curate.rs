@@ -14,6 +14,7 @@ use imagelib_events::{
 };
 use imagelib_platform::Problem;
 use imagelib_platform::auth::{Caller, Tokens};
+use imagelib_platform::connections::Connections;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -110,6 +111,8 @@ pub struct Catalog {
     rows: Arc<RowCache>,
     /// Connections that plan prepared statements once ([`Catalog::list_pool`]).
     lists: PgPool,
+    /// The same, handed back without a round trip ([`Catalog::lists`]).
+    reads: Arc<Connections>,
     repositories: Arc<PageCache<(Teams, Uuid), KeptRepository>>,
 }
 
@@ -125,16 +128,21 @@ impl Catalog {
     ) -> Self {
         let listener = Arc::new(Listener::new(projection.pool().clone()));
         let pool = projection.pool();
+        let generic = pool
+            .connect_options()
+            .as_ref()
+            .clone()
+            .options([("plan_cache_mode", "force_generic_plan")]);
         let lists = sqlx::postgres::PgPoolOptions::new()
             .max_connections(pool.options().get_max_connections())
             .test_before_acquire(false)
             .acquire_timeout(pool.options().get_acquire_timeout())
-            .connect_lazy_with(
-                pool.connect_options()
-                    .as_ref()
-                    .clone()
-                    .options([("plan_cache_mode", "force_generic_plan")]),
-            );
+            .connect_lazy_with(generic.clone());
+        let reads = Arc::new(Connections::new(
+            generic,
+            pool.options().get_max_connections(),
+            pool.options().get_acquire_timeout(),
+        ));
         Catalog {
             bus,
             projection,
@@ -153,6 +161,7 @@ impl Catalog {
             )),
             rows: Arc::new(RowCache::new(rows_mb.saturating_mul(1 << 20), listener)),
             lists,
+            reads,
         }
     }
 
@@ -169,6 +178,13 @@ impl Catalog {
     /// must see its values (a search ordered otherwise than by name) runs on [`Self::pool`].
     pub(crate) fn list_pool(&self) -> &PgPool {
         &self.lists
+    }
+
+    /// [`Self::list_pool`]'s connections for the statements of a page read by the API:
+    /// taken back without the round trip sqlx's pool makes on each release
+    /// ([`imagelib_platform::connections`]).
+    pub(crate) fn lists(&self) -> &Connections {
+        &self.reads
     }
 
     /// The image rows kept rendered.

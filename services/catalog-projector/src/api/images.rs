@@ -192,10 +192,10 @@ pub(crate) async fn by_stamps(
         return Ok(found.into_iter().collect());
     }
     let mut read: HashMap<String, Arc<Rendered>> = HashMap::with_capacity(missing.len());
-    for row in query::image_rows_at(&missing)
-        .query()
-        .persistent(true)
-        .fetch_all(catalog.list_pool())
+    let sql = query::image_rows_at(&missing);
+    for row in catalog
+        .lists()
+        .fetch_all(sql.query().persistent(true))
         .await
         .map_err(|e| Problem::internal(&e))?
     {
@@ -232,16 +232,17 @@ async fn list_rows(
     if query::by_name_search(filter) {
         return search_rows(catalog, filter, shape).await;
     }
-    let (pool, prepared) = match query::cacheable(filter) {
-        true => (catalog.list_pool(), true),
-        false => (catalog.pool(), false),
-    };
-    query::images_shaped(filter, None, shape)
-        .query()
-        .persistent(prepared)
-        .fetch_all(pool)
-        .await
-        .map_err(|e| Problem::internal(&e))
+    let sql = query::images_shaped(filter, None, shape);
+    match query::cacheable(filter) {
+        true => catalog.lists().fetch_all(sql.query()).await,
+        false => {
+            sql.query()
+                .persistent(false)
+                .fetch_all(catalog.pool())
+                .await
+        }
+    }
+    .map_err(|e| Problem::internal(&e))
 }
 
 /// The page of `items` (the page size plus one when there is more) and its cursor.
@@ -283,9 +284,10 @@ async fn search_rows(
     // when that page comes back short (the term stands for too many words, a last page, or
     // filters that hide the names' rows) are the names looked for the other ways.
     if let Some([term]) = crate::search::word_terms(q).as_deref() {
-        let rows = query::images_by_word(filter, term, shape)
-            .query()
-            .fetch_all(catalog.list_pool())
+        let sql = query::images_by_word(filter, term, shape);
+        let rows = catalog
+            .lists()
+            .fetch_all(sql.query())
             .await
             .map_err(|e| Problem::internal(&e))?;
         if rows.len() as i64 >= filter.fetch {
@@ -315,10 +317,11 @@ async fn search_rows(
             fetch: filter.fetch - rows.len() as i64,
             ..filter.clone()
         };
+        let sql = query::images_shaped(&rest, Some(query::Names::Given(&names)), shape);
         rows.extend(
-            query::images_shaped(&rest, Some(query::Names::Given(&names)), shape)
-                .query()
-                .fetch_all(catalog.list_pool())
+            catalog
+                .lists()
+                .fetch_all(sql.query())
                 .await
                 .map_err(|e| Problem::internal(&e))?,
         );

@@ -340,9 +340,9 @@ pub(crate) async fn get_repository(
     // The repository, whether the caller sees it, and what it keeps per tag (READMEs,
     // decisions, referrer lists, mutations) in one statement; its tags and its deployments
     // in one each.
-    let pool = catalog.list_pool();
+    let reads = catalog.lists();
     let internal = |e: sqlx::Error| Problem::internal(&e);
-    let row = sqlx::query(&format!(
+    let detail = format!(
         "SELECT {}, r.rule_id, r.rule_hm_tags, r.curator_hm_tags,
             (SELECT json_agg(json_build_object('tag', x.tag, 'readme', x.readme,
                     'updated_by', x.actor, 'updated_at', x.at))
@@ -364,18 +364,21 @@ pub(crate) async fn get_repository(
          WHERE r.id = $1 AND g.removed_at IS NULL
            AND ($2::text[] IS NULL OR cardinality(g.visibility) = 0 OR g.visibility && $2)",
         query::REPOSITORY_COLUMNS
-    ))
-    .bind(repo.id())
-    .bind(caller.team_filter())
-    .fetch_optional(pool)
-    .await
-    .map_err(internal)?
-    .ok_or_else(|| {
-        Problem::from(crate::curate::CommandError::NotFound(format!(
-            "repository `{}` of registry {} not found",
-            repo.name, repo.registry_id
-        )))
-    })?;
+    );
+    let row = reads
+        .fetch_optional(
+            sqlx::query(&detail)
+                .bind(repo.id())
+                .bind(caller.team_filter()),
+        )
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Problem::from(crate::curate::CommandError::NotFound(format!(
+                "repository `{}` of registry {} not found",
+                repo.name, repo.registry_id
+            )))
+        })?;
     let view = RepositoryView::from_row(&row).map_err(internal)?;
     let repo_id = repo.id();
     let rule_id: Option<String> = row.try_get(17).map_err(internal)?;
@@ -399,39 +402,43 @@ pub(crate) async fn get_repository(
 
     let tag_rows = repository_rows(catalog, repo_id).await?;
 
-    let deployments = sqlx::query(
-        "SELECT id, name, namespace, tag, digest, workload, target, replicas, status, status_detail,
-                revision, requested_by, requested_at, updated_at, policy_violation
-         FROM deployments WHERE repo_id = $1 AND status <> 'deleted' ORDER BY requested_at, id",
-    )
-    .bind(repo_id)
-    .fetch_all(pool)
-    .await
-    .map_err(internal)?
-    .iter()
-    .map(|r| {
-        Ok(DeploymentView {
-            deployment_id: r.try_get(0)?,
-            name: r.try_get(1)?,
-            namespace: r.try_get(2)?,
-            tag: r.try_get(3)?,
-            digest: r.try_get(4)?,
-            workload: r.try_get(5)?,
-            target: r.try_get(6)?,
-            replicas: r.try_get(7)?,
-            status: r.try_get(8)?,
-            status_detail: r.try_get(9)?,
-            revision: r.try_get(10)?,
-            requested_by: r.try_get(11)?,
-            requested_at: r.try_get(12)?,
-            updated_at: r.try_get(13)?,
-            policy_violation: r
-                .try_get::<Option<serde_json::Value>, _>(14)?
-                .and_then(|v| serde_json::from_value(v).ok()),
+    let deployments = reads
+        .fetch_all(
+            sqlx::query(
+                "SELECT id, name, namespace, tag, digest, workload, target, replicas, status,
+                    status_detail, revision, requested_by, requested_at, updated_at,
+                    policy_violation
+                 FROM deployments WHERE repo_id = $1 AND status <> 'deleted'
+                 ORDER BY requested_at, id",
+            )
+            .bind(repo_id),
+        )
+        .await
+        .map_err(internal)?
+        .iter()
+        .map(|r| {
+            Ok(DeploymentView {
+                deployment_id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                namespace: r.try_get(2)?,
+                tag: r.try_get(3)?,
+                digest: r.try_get(4)?,
+                workload: r.try_get(5)?,
+                target: r.try_get(6)?,
+                replicas: r.try_get(7)?,
+                status: r.try_get(8)?,
+                status_detail: r.try_get(9)?,
+                revision: r.try_get(10)?,
+                requested_by: r.try_get(11)?,
+                requested_at: r.try_get(12)?,
+                updated_at: r.try_get(13)?,
+                policy_violation: r
+                    .try_get::<Option<serde_json::Value>, _>(14)?
+                    .and_then(|v| serde_json::from_value(v).ok()),
+            })
         })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()
-    .map_err(internal)?;
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(internal)?;
 
     let mut tags = Vec::with_capacity(tag_rows.len());
     let mut by_digest: BTreeMap<String, DigestReferrers> = BTreeMap::new();
@@ -491,24 +498,21 @@ fn by_tag<T: serde::de::DeserializeOwned>(
 /// A repository's current tags in tag order: by their stamps when rows may be kept
 /// ([`super::rows`]), else (or when they kept changing under it) as one statement.
 async fn repository_rows(catalog: &Catalog, repo_id: Uuid) -> Result<Vec<Arc<Rendered>>, Problem> {
-    let pool = catalog.list_pool();
+    let lists = catalog.lists();
     let internal = |e: sqlx::Error| Problem::internal(&e);
     if let Some(epoch) = catalog.image_rows().open() {
         for _ in 0..super::rows::ATTEMPTS {
-            let stamps = query::repository_tags_shaped(repo_id, Shape::Stamps)
-                .query()
-                .fetch_all(pool)
-                .await
-                .map_err(internal)?;
+            let sql = query::repository_tags_shaped(repo_id, Shape::Stamps);
+            let stamps = lists.fetch_all(sql.query()).await.map_err(internal)?;
             let stamps = super::images::stamps_of(&stamps)?;
             if let Some(rows) = super::images::by_stamps(catalog, &stamps, epoch).await? {
                 return Ok(rows);
             }
         }
     }
-    query::repository_tags(repo_id)
-        .query()
-        .fetch_all(pool)
+    let sql = query::repository_tags(repo_id);
+    lists
+        .fetch_all(sql.query())
         .await
         .map_err(internal)?
         .iter()
