@@ -111,7 +111,7 @@ pub struct Catalog {
     rows: Arc<RowCache>,
     /// Connections that plan prepared statements once ([`Catalog::list_pool`]).
     lists: PgPool,
-    /// The same, handed back without a round trip ([`Catalog::lists`]).
+    /// The same, handed back without a round trip ([`Catalog::reads`]).
     reads: Arc<Connections>,
     repositories: Arc<PageCache<(Teams, Uuid), KeptRepository>>,
 }
@@ -183,7 +183,7 @@ impl Catalog {
     /// [`Self::list_pool`]'s connections for the statements of a page read by the API:
     /// taken back without the round trip sqlx's pool makes on each release
     /// ([`imagelib_platform::connections`]).
-    pub(crate) fn lists(&self) -> &Connections {
+    pub(crate) fn reads(&self) -> &Connections {
         &self.reads
     }
 

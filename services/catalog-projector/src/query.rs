@@ -157,6 +157,17 @@ pub struct ImageFilter {
     pub fetch: i64,
 }
 
+impl ImageFilter {
+    /// The repository a name-ordered page goes on from (itself included: the cursor's
+    /// repository may have more tags), if it has a cursor.
+    pub fn name_from(&self) -> Option<(&str, bool)> {
+        match &self.after {
+            Some(Cursor::Name { r, .. }) => Some((r.as_str(), true)),
+            _ => None,
+        }
+    }
+}
+
 /// The columns of an image row, in the order `api` reads them, for the current catalog:
 /// every one is read from the row the page scans, its registry and its repository. The
 /// projection keeps on the current version what would otherwise be looked up per row: the
@@ -575,11 +586,7 @@ fn images_of(f: &ImageFilter, names: Option<Names<'_>>, shape: Shape) -> Sql {
                 (String::new(), format!("unnest({n}::text[]) AS u(name)"))
             }
             Names::ByWord { term, n } => {
-                let from = match &f.after {
-                    Some(Cursor::Name { r, .. }) => Some((r.as_str(), true)),
-                    _ => None,
-                };
-                let cte = crate::search::words_cte(&mut sql, term, from, n);
+                let cte = crate::search::words_cte(&mut sql, term, f.name_from(), n);
                 // As an array, like given names: read from `c` itself, the planner expects
                 // one name, and sorts every row of all of them rather than stopping after
                 // the page (18 ms instead of 0.8 on the bench's catalog).

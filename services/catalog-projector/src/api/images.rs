@@ -194,7 +194,7 @@ pub(crate) async fn by_stamps(
     let mut read: HashMap<String, Arc<Rendered>> = HashMap::with_capacity(missing.len());
     let sql = query::image_rows_at(&missing);
     for row in catalog
-        .lists()
+        .reads()
         .fetch_all(sql.query().persistent(true))
         .await
         .map_err(|e| Problem::internal(&e))?
@@ -234,7 +234,7 @@ async fn list_rows(
     }
     let sql = query::images_shaped(filter, None, shape);
     match query::cacheable(filter) {
-        true => catalog.lists().fetch_all(sql.query()).await,
+        true => catalog.reads().fetch_all(sql.query()).await,
         false => {
             sql.query()
                 .persistent(false)
@@ -286,7 +286,7 @@ async fn search_rows(
     if let Some([term]) = crate::search::word_terms(q).as_deref() {
         let sql = query::images_by_word(filter, term, shape);
         let rows = catalog
-            .lists()
+            .reads()
             .fetch_all(sql.query())
             .await
             .map_err(|e| Problem::internal(&e))?;
@@ -294,10 +294,9 @@ async fn search_rows(
             return Ok(rows);
         }
     }
-    let mut from = match &filter.after {
-        Some(Cursor::Name { r, .. }) => Some((r.clone(), true)),
-        _ => None,
-    };
+    let mut from = filter
+        .name_from()
+        .map(|(r, inclusive)| (r.to_owned(), inclusive));
     let mut n = filter.fetch.max(1);
     let mut rows = Vec::new();
     loop {
@@ -320,7 +319,7 @@ async fn search_rows(
         let sql = query::images_shaped(&rest, Some(query::Names::Given(&names)), shape);
         rows.extend(
             catalog
-                .lists()
+                .reads()
                 .fetch_all(sql.query())
                 .await
                 .map_err(|e| Problem::internal(&e))?,

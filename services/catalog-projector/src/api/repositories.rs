@@ -340,7 +340,7 @@ pub(crate) async fn get_repository(
     // The repository, whether the caller sees it, and what it keeps per tag (READMEs,
     // decisions, referrer lists, mutations) in one statement; its tags and its deployments
     // in one each.
-    let reads = catalog.lists();
+    let reads = catalog.reads();
     let internal = |e: sqlx::Error| Problem::internal(&e);
     let detail = format!(
         "SELECT {}, r.rule_id, r.rule_hm_tags, r.curator_hm_tags,
@@ -498,12 +498,12 @@ fn by_tag<T: serde::de::DeserializeOwned>(
 /// A repository's current tags in tag order: by their stamps when rows may be kept
 /// ([`super::rows`]), else (or when they kept changing under it) as one statement.
 async fn repository_rows(catalog: &Catalog, repo_id: Uuid) -> Result<Vec<Arc<Rendered>>, Problem> {
-    let lists = catalog.lists();
+    let reads = catalog.reads();
     let internal = |e: sqlx::Error| Problem::internal(&e);
     if let Some(epoch) = catalog.image_rows().open() {
         for _ in 0..super::rows::ATTEMPTS {
             let sql = query::repository_tags_shaped(repo_id, Shape::Stamps);
-            let stamps = lists.fetch_all(sql.query()).await.map_err(internal)?;
+            let stamps = reads.fetch_all(sql.query()).await.map_err(internal)?;
             let stamps = super::images::stamps_of(&stamps)?;
             if let Some(rows) = super::images::by_stamps(catalog, &stamps, epoch).await? {
                 return Ok(rows);
@@ -511,7 +511,7 @@ async fn repository_rows(catalog: &Catalog, repo_id: Uuid) -> Result<Vec<Arc<Ren
         }
     }
     let sql = query::repository_tags(repo_id);
-    lists
+    reads
         .fetch_all(sql.query())
         .await
         .map_err(internal)?
