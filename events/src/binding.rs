@@ -142,6 +142,113 @@ fn decode_structured(payload: &[u8]) -> Result<cloudevents::Event, DecodeError> 
     serde_json::from_value(value).map_err(|e| DecodeError::Json(e.to_string()))
 }
 
+/// A structured-mode event read as its attributes and the text of its data.
+struct StructuredParts<'a> {
+    attributes: Vec<(String, serde_json::Value)>,
+    data: Option<&'a serde_json::value::RawValue>,
+    base64: bool,
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for StructuredParts<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = StructuredParts<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a CloudEvent as a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut parts = StructuredParts {
+                    attributes: Vec::with_capacity(8),
+                    data: None,
+                    base64: false,
+                };
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "data" => parts.data = Some(map.next_value()?),
+                        "data_base64" => {
+                            parts.base64 = true;
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                        _ => parts.attributes.push((key.into_owned(), map.next_value()?)),
+                    }
+                }
+                Ok(parts)
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+/// [`decode_envelope`] of a structured-mode body without the SDK's event: `None` when the
+/// body is one the SDK must judge (anything but string attributes and JSON data given
+/// once each).
+fn decode_structured_direct(payload: &[u8]) -> Option<Result<Envelope, DecodeError>> {
+    let parts: StructuredParts<'_> = serde_json::from_slice(payload).ok()?;
+    let data = parts.data?;
+    if parts.base64 {
+        return None;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(parts.attributes.len());
+    let mut spec = None;
+    let mut builder = EventBuilderV10::new();
+    let (mut content_type, mut schema) = (None, None);
+    for (name, value) in &parts.attributes {
+        let serde_json::Value::String(value) = value else {
+            return None;
+        };
+        if !seen.insert(name.as_str()) {
+            return None;
+        }
+        if !valid_attribute_name(name) {
+            return Some(Err(DecodeError::AttributeName(name.clone())));
+        }
+        builder = match name.as_str() {
+            "specversion" => {
+                spec = Some(value.as_str());
+                builder
+            }
+            "id" => builder.id(value.as_str()),
+            "source" => builder.source(value.as_str()),
+            "type" => builder.ty(value.as_str()),
+            "subject" => builder.subject(value.as_str()),
+            "time" => builder.time(
+                chrono::DateTime::parse_from_rfc3339(value)
+                    .ok()?
+                    .with_timezone(&chrono::Utc),
+            ),
+            "datacontenttype" => {
+                content_type = Some(value.as_str());
+                builder
+            }
+            "dataschema" => {
+                schema = Some(value.as_str());
+                builder
+            }
+            ext => builder.extension(ext, value.as_str()),
+        };
+    }
+    match spec {
+        Some("1.0") => {}
+        Some(other) => return Some(Err(DecodeError::SpecVersion(other.to_owned()))),
+        None => return None,
+    }
+    let content_type = content_type.unwrap_or("application/json");
+    if !is_json_content_type(content_type) {
+        return None;
+    }
+    let empty = Data::Binary(Vec::new());
+    builder = match schema {
+        Some(s) => builder.data_with_schema(content_type, s, empty),
+        None => builder.data(content_type, empty),
+    };
+    let ev = builder.build().ok()?;
+    Some(Envelope::from_cloudevent_json(&ev, data.get().as_bytes()))
+}
+
 fn decode_binary(headers: &HeaderMap, payload: &[u8]) -> Result<cloudevents::Event, DecodeError> {
     decode_binary_with(headers, payload, true).map(|(ev, _)| ev)
 }
@@ -244,6 +351,15 @@ pub fn decode_envelope(
         } else {
             Envelope::from_cloudevent(&ce)
         };
+    }
+    // Structured mode (what imagelib's producers publish): the attributes read as JSON
+    // values, the data left as text and decoded once, straight into its type. Anything
+    // unusual (non-string attributes, `data_base64`, a content type that is not JSON) is
+    // left to the SDK's decoding below.
+    if is_structured(headers)
+        && let Some(decoded) = decode_structured_direct(payload)
+    {
+        return decoded;
     }
     let ce = decode_cloudevent(headers, payload)?;
     if ce.specversion().as_str() != "1.0" {

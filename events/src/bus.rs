@@ -811,6 +811,12 @@ impl Replay {
 
     /// The next message, `None` once `until` is reached. Dead letters are skipped.
     pub async fn next(&mut self) -> Option<Result<ReplayItem, BusError>> {
+        Some(self.next_undecoded().await?.map(ReplayMessage::decode))
+    }
+
+    /// [`Replay::next`] without decoding the event: for a caller that decodes on other
+    /// threads (decoding costs far more than receiving).
+    pub async fn next_undecoded(&mut self) -> Option<Result<ReplayMessage, BusError>> {
         loop {
             let messages = self.messages.as_mut()?;
             let msg = match messages.next().await? {
@@ -834,12 +840,33 @@ impl Replay {
             if self.settings.is_dlq_subject(&subject) {
                 continue;
             }
-            let event = binding::decode_envelope(msg.headers.as_ref(), &msg.payload);
-            return Some(Ok(ReplayItem {
+            let msg = msg.split().0;
+            return Some(Ok(ReplayMessage {
                 sequence,
                 subject,
-                event,
+                headers: msg.headers,
+                payload: msg.payload,
             }));
+        }
+    }
+}
+
+/// A message of a replay, not decoded yet ([`Replay::next_undecoded`]).
+#[derive(Debug)]
+pub struct ReplayMessage {
+    pub sequence: u64,
+    pub subject: String,
+    headers: Option<HeaderMap>,
+    payload: Bytes,
+}
+
+impl ReplayMessage {
+    pub fn decode(self) -> ReplayItem {
+        let event = binding::decode_envelope(self.headers.as_ref(), &self.payload);
+        ReplayItem {
+            sequence: self.sequence,
+            subject: self.subject,
+            event,
         }
     }
 }

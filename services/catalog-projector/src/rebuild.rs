@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use imagelib_events::bus::EventBus;
+use imagelib_events::bus::{EventBus, ReplayMessage};
 use imagelib_platform::db::quote_ident;
 use sqlx::{Connection, PgPool};
 use tokio::sync::mpsc;
@@ -212,8 +212,9 @@ pub enum DeferIndexes {
 
 /// Replay into an empty schema: its large secondary indexes are dropped first and built
 /// again at the end (one sort each instead of a row-by-row maintenance; see
-/// [`DeferIndexes`]), which is how a rebuild loads a large stream fast. Nothing reads the
-/// schema meanwhile.
+/// [`DeferIndexes`]), and the tag versions are held back and written once, each with its
+/// end, after the replay ([`Projection::start_holding`]), which is how a rebuild loads a
+/// large stream fast. Nothing reads the schema meanwhile.
 pub async fn bulk_replay(
     bus: &EventBus,
     projection: &Projection,
@@ -248,9 +249,20 @@ pub async fn bulk_replay(
             .await?;
     }
     projection.start_audit_writer().await?;
+    projection.start_holding(report.position + 1).await?;
     let replayed = replay_into(bus, projection, settings, until, report).await;
-    let written = projection.finish_audit_writer().await;
+    // The held versions and the trail's last batches go in at once, on two connections.
+    let (held, written) = tokio::join!(
+        async {
+            let t = std::time::Instant::now();
+            let held = projection.finish_holding().await;
+            crate::projection::images::prof(3, t);
+            held
+        },
+        projection.finish_audit_writer()
+    );
     replayed?;
+    held?;
     written?;
     projection.flush_deferred().await?;
     let t = std::time::Instant::now();
@@ -282,7 +294,8 @@ pub async fn bulk_replay(
 }
 
 /// Replay `(report.position, until]` into `projection`, in batches, decoding ahead of the
-/// writes.
+/// writes: each batch's messages are decoded on every core at once (decoding costs more
+/// than anything else the loop does per event) while the previous batch is applied.
 pub async fn replay_into(
     bus: &EventBus,
     projection: &Projection,
@@ -292,42 +305,38 @@ pub async fn replay_into(
 ) -> Result<(), RebuildError> {
     let mut replay = bus.replay(report.position + 1, Some(until), None).await?;
     let batch_size = settings.batch_size;
-    let (tx, mut rx) = mpsc::channel::<Result<(Vec<Item>, u64), RebuildError>>(4);
+    let (raw_tx, mut raw_rx) = mpsc::channel::<Result<Vec<ReplayMessage>, RebuildError>>(2);
     let reader = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(batch_size);
-        let mut skipped = 0u64;
-        while let Some(item) = replay.next().await {
-            let item = match item {
-                Ok(i) => i,
+        while let Some(message) = replay.next_undecoded().await {
+            match message {
+                Ok(m) => batch.push(m),
                 Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
+                    let _ = raw_tx.send(Err(e.into())).await;
                     return;
                 }
-            };
-            let envelope = match item.event {
-                Ok(env) => Some(env),
-                Err(e) => {
-                    tracing::warn!(sequence = item.sequence, error = %e, "not an event of the contract; skipped");
-                    skipped += 1;
-                    None
-                }
-            };
-            batch.push(Item {
-                sequence: item.sequence,
-                envelope,
-            });
+            }
             if batch.len() >= batch_size {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
-                if tx
-                    .send(Ok((full, std::mem::take(&mut skipped))))
-                    .await
-                    .is_err()
-                {
+                if raw_tx.send(Ok(full)).await.is_err() {
                     return;
                 }
             }
         }
-        let _ = tx.send(Ok((batch, skipped))).await;
+        let _ = raw_tx.send(Ok(batch)).await;
+    });
+    let (tx, mut rx) = mpsc::channel::<Result<(Vec<Item>, u64), RebuildError>>(2);
+    let decoder = tokio::spawn(async move {
+        while let Some(raw) = raw_rx.recv().await {
+            let decoded = match raw {
+                Ok(raw) => decode_batch(raw).await,
+                Err(e) => Err(e),
+            };
+            let failed = decoded.is_err();
+            if tx.send(decoded).await.is_err() || failed {
+                return;
+            }
+        }
     });
     loop {
         let t = std::time::Instant::now();
@@ -344,6 +353,7 @@ pub async fn replay_into(
             .await?;
     }
     let _ = reader.await;
+    let _ = decoder.await;
     // Dead letters at the end (which a replay skips) still move the position.
     if report.position < until {
         report.position = projection
@@ -357,6 +367,50 @@ pub async fn replay_into(
             .await?;
     }
     Ok(())
+}
+
+/// Decode a batch's messages, split across the machine's cores: the items in stream order,
+/// and how many messages were skipped as not events of the contract.
+async fn decode_batch(raw: Vec<ReplayMessage>) -> Result<(Vec<Item>, u64), RebuildError> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = raw.len().div_ceil(cores).max(1);
+    let mut parts = Vec::with_capacity(cores);
+    let mut messages = raw.into_iter();
+    loop {
+        let part: Vec<ReplayMessage> = messages.by_ref().take(chunk).collect();
+        if part.is_empty() {
+            break;
+        }
+        parts.push(tokio::task::spawn_blocking(move || {
+            part.into_iter()
+                .map(|m| {
+                    let item = m.decode();
+                    let envelope = match item.event {
+                        Ok(env) => Some(env),
+                        Err(e) => {
+                            tracing::warn!(sequence = item.sequence, error = %e, "not an event of the contract; skipped");
+                            None
+                        }
+                    };
+                    Item {
+                        sequence: item.sequence,
+                        envelope,
+                    }
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut items = Vec::new();
+    for part in parts {
+        let part = part.await.map_err(|e| {
+            RebuildError::Sql(sqlx::Error::Io(std::io::Error::other(format!(
+                "a decoding thread stopped: {e}"
+            ))))
+        })?;
+        items.extend(part);
+    }
+    let skipped = items.iter().filter(|i| i.envelope.is_none()).count() as u64;
+    Ok((items, skipped))
 }
 
 /// The schemas a rebuild left behind (`<schema>_old_*`), newest first.

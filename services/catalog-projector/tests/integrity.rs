@@ -357,18 +357,6 @@ async fn an_approval_names_the_digest_it_was_reviewed_at() {
     svc.stop().await;
 }
 
-/// Equal dumps, or the lines that differ.
-fn same(got: &str, want: &str) {
-    if got == want {
-        return;
-    }
-    let g: std::collections::BTreeSet<&str> = got.lines().collect();
-    let w: std::collections::BTreeSet<&str> = want.lines().collect();
-    let only_got: Vec<&&str> = g.difference(&w).collect();
-    let only_want: Vec<&&str> = w.difference(&g).collect();
-    panic!("dumps differ\nonly in the replay:\n{only_got:#?}\nonly live:\n{only_want:#?}");
-}
-
 #[tokio::test]
 async fn pulls_are_summed_per_tag_and_digest_and_every_replay_counts_them_once() {
     let env = Env::new().await;

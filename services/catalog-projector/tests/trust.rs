@@ -498,18 +498,6 @@ async fn newest_report_wins_referrers_replace_the_list_policies_flip_and_moves_f
     svc.stop().await;
 }
 
-/// Equal dumps, or the lines that differ.
-fn same(got: &str, want: &str) {
-    if got == want {
-        return;
-    }
-    let g: std::collections::BTreeSet<&str> = got.lines().collect();
-    let w: std::collections::BTreeSet<&str> = want.lines().collect();
-    let only_got: Vec<&&str> = g.difference(&w).collect();
-    let only_want: Vec<&&str> = w.difference(&g).collect();
-    panic!("dumps differ\nonly in the replay:\n{only_got:#?}\nonly live:\n{only_want:#?}");
-}
-
 /// A bulk replay in batches of several repositories, their events interleaved, with
 /// evidence, moves, removals and registry events between them, gives the live consumer's
 /// rows.

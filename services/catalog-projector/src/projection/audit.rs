@@ -20,7 +20,6 @@
 //! (one query per batch that has any). `catalog-bench` prints the replay rate with and
 //! without the trail side by side.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +28,7 @@ use imagelib_events::{Digest, Envelope, EventPayload, RegistryId, RepositoryName
 use uuid::Uuid;
 
 use super::{enum_str, micros};
+use crate::copy::BinaryRows;
 
 /// Microseconds spent encoding and writing audit rows (the bench prints it).
 pub static WRITE_MICROS: AtomicU64 = AtomicU64::new(0);
@@ -134,13 +134,13 @@ impl<'a> Trail<'a> {
             }
             _ => HashSet::new(),
         };
-        let mut buf = BinaryCopy::new(self.rows.len());
+        let mut buf = BinaryRows::new();
         for (sequence, env, entry) in &self.rows {
             if !present.contains(&(*sequence as i64)) {
                 encode(&mut buf, *sequence, env, entry);
             }
         }
-        if buf.rows > 0 {
+        if buf.rows() > 0 {
             let mut copy = tx.copy_in_raw(COPY).await?;
             copy.send(buf.finish()).await?;
             copy.finish().await?;
@@ -218,77 +218,8 @@ fn deployment_to_resolve(p: &EventPayload) -> Option<Uuid> {
     }
 }
 
-/// A `COPY … (FORMAT binary)` payload: no escaping here and no text parsing of ids, times
-/// and numbers on the server.
-#[derive(Debug)]
-struct BinaryCopy {
-    buf: Vec<u8>,
-    rows: usize,
-}
-
-/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-
-impl BinaryCopy {
-    fn new(rows: usize) -> Self {
-        let mut buf = Vec::with_capacity(64 + rows * 512);
-        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-        buf.extend_from_slice(&0i32.to_be_bytes()); // flags
-        buf.extend_from_slice(&0i32.to_be_bytes()); // header extension length
-        BinaryCopy { buf, rows: 0 }
-    }
-
-    fn row(&mut self) {
-        self.buf.extend_from_slice(&COLUMNS.to_be_bytes());
-        self.rows += 1;
-    }
-
-    fn null(&mut self) {
-        self.buf.extend_from_slice(&(-1i32).to_be_bytes());
-    }
-
-    fn int8(&mut self, v: i64) {
-        self.buf.extend_from_slice(&8i32.to_be_bytes());
-        self.buf.extend_from_slice(&v.to_be_bytes());
-    }
-
-    fn uuid(&mut self, u: Uuid) {
-        self.buf.extend_from_slice(&16i32.to_be_bytes());
-        self.buf.extend_from_slice(u.as_bytes());
-    }
-
-    fn time(&mut self, t: chrono::DateTime<chrono::Utc>) {
-        self.int8(t.timestamp_micros() - PG_EPOCH_MICROS);
-    }
-
-    /// UTF-8 text; NUL, which PostgreSQL text cannot hold, is replaced (an event carrying
-    /// one — a CloudEvent extension is any string — must not stop the projector).
-    fn text(&mut self, s: &str) {
-        let s: Cow<'_, str> = if s.contains('\0') {
-            Cow::Owned(s.replace('\0', "\u{fffd}"))
-        } else {
-            Cow::Borrowed(s)
-        };
-        let len = i32::try_from(s.len()).unwrap_or(i32::MAX);
-        self.buf.extend_from_slice(&len.to_be_bytes());
-        self.buf.extend_from_slice(&s.as_bytes()[..len as usize]);
-    }
-
-    fn opt_text(&mut self, s: Option<&str>) {
-        match s {
-            Some(s) => self.text(s),
-            None => self.null(),
-        }
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
-        self.buf
-    }
-}
-
-fn encode(buf: &mut BinaryCopy, sequence: u64, env: &Envelope, e: &Entry) {
-    buf.row();
+fn encode(buf: &mut BinaryRows, sequence: u64, env: &Envelope, e: &Entry) {
+    buf.row(COLUMNS);
     buf.int8(sequence as i64);
     buf.uuid(env.id.0);
     buf.time(micros(env.time));
@@ -300,11 +231,11 @@ fn encode(buf: &mut BinaryCopy, sequence: u64, env: &Envelope, e: &Entry) {
     match &env.traceparent {
         Some(tp) => buf.text(&tp.trace_id_hex()),
         None => buf.null(),
-    }
+    };
     match e.registry_id {
         Some(g) => buf.uuid(g),
         None => buf.null(),
-    }
+    };
     buf.opt_text(e.repository.as_deref());
     buf.opt_text(e.tag.as_deref());
     buf.opt_text(e.digest.as_deref());
@@ -989,27 +920,6 @@ mod tests {
             None
         );
         assert_eq!(link("other", "x", Some(g), None), None);
-    }
-
-    #[test]
-    fn the_binary_copy_is_postgresql_s_format() {
-        let mut b = BinaryCopy::new(1);
-        b.row();
-        b.int8(3);
-        b.null();
-        b.text("a\0b");
-        b.time(chrono::DateTime::from_timestamp(946_684_801, 0).unwrap());
-        let bytes = b.finish();
-        let mut want = b"PGCOPY\n\xff\r\n\0".to_vec();
-        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
-        want.extend_from_slice(&COLUMNS.to_be_bytes());
-        want.extend_from_slice(&[0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 3]);
-        want.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
-        want.extend_from_slice(&[0, 0, 0, 5, b'a', 0xef, 0xbf, 0xbd, b'b']);
-        want.extend_from_slice(&[0, 0, 0, 8]);
-        want.extend_from_slice(&1_000_000i64.to_be_bytes());
-        want.extend_from_slice(&[0xff, 0xff]);
-        assert_eq!(bytes, want);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{RulesCtx, micros};
-use crate::copy::{CopyBuf, array_literal};
+use crate::copy::{BinaryRows, CopyBuf, array_literal};
 
 /// The OCI annotation (or label) a repository's fallback description comes from.
 pub const DESCRIPTION_KEY: &str = "org.opencontainers.image.description";
@@ -30,9 +30,22 @@ const VERSION_COLUMNS: &str = "repo_id, tag, sequence, registry_id, repository, 
 /// Bytes of `COPY` data encoded before they are sent.
 const COPY_CHUNK: usize = 128 * 1024;
 
+/// The registry and repository of a tag event (discovered, moved, removed); `None` for
+/// any other event.
+pub(crate) fn tag_event_repository(p: &EventPayload) -> Option<(RegistryId, &RepositoryName)> {
+    match p {
+        EventPayload::TagDiscovered(e) => Some((e.registry_id, &e.repository)),
+        EventPayload::TagMoved(e) => Some((e.registry_id, &e.repository)),
+        EventPayload::TagRemoved(e) => Some((e.registry_id, &e.repository)),
+        _ => None,
+    }
+}
+
 /// A tag's current version, as far as folding needs it.
 #[derive(Debug, Clone)]
 pub(crate) struct Current {
+    /// The stream sequence of the event that opened it.
+    pub(crate) sequence: u64,
     pub(crate) digest: String,
     pub(crate) kind: String,
     pub(crate) first_seen: DateTime<Utc>,
@@ -118,6 +131,68 @@ pub fn encode_version(
         .opt_text(approval)
         .opt_text(listed.as_deref());
     buf.end_row();
+}
+
+/// Fields of a `tag_versions` row as [`encode_version_binary`] writes it.
+const VERSION_FIELDS: i16 = 25;
+
+/// `COPY tag_versions (…) FROM STDIN (FORMAT binary)`, the columns
+/// [`encode_version_binary`] writes.
+pub fn binary_copy_statement() -> String {
+    format!("COPY tag_versions ({VERSION_COLUMNS}) FROM STDIN (FORMAT binary)")
+}
+
+/// Where a row's fields that a later close changes lie in the buffer it was written to:
+/// `valid_to` and `listed_referrers` (the last field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseFields {
+    pub valid_to: (usize, usize),
+    pub listed: usize,
+}
+
+/// One `tag_versions` row in binary COPY format: the same values as [`encode_version`].
+pub fn encode_version_binary(
+    buf: &mut BinaryRows,
+    v: &NewVersion<'_>,
+    hm_tags: &[&str],
+    approval: Option<&str>,
+) -> CloseFields {
+    let d = v.details;
+    let listed = (v.valid_to.is_none() && !d.referrers.is_empty())
+        .then(|| super::trust::referrers_json(&d.referrers).to_string());
+    buf.row(VERSION_FIELDS)
+        .uuid(v.repo_id)
+        .text(v.tag)
+        .int8(v.sequence as i64)
+        .uuid(v.registry_id.0)
+        .text(v.repository.as_str())
+        .text(v.digest)
+        .time(v.valid_from);
+    let valid_to_at = buf.len();
+    buf.opt_time(v.valid_to);
+    let valid_to = (valid_to_at, buf.len());
+    buf.time(v.first_seen)
+        .time(v.last_seen)
+        .text(&d.media_type)
+        .opt_text(d.artifact_type.as_deref())
+        .text(d.kind.as_str())
+        .opt_text(d.model_type.map(|m| m.as_str()))
+        .text_array(&archs_of(d))
+        .jsonb(&json(&d.platforms))
+        .int8(i64::try_from(d.size).unwrap_or(i64::MAX))
+        .opt_time(d.created.map(micros))
+        .jsonb(&json(&d.labels))
+        .jsonb(&json(&d.annotations))
+        .jsonb(&json(&d.extensions))
+        .jsonb(&json(&d.referrers))
+        .text_array(hm_tags)
+        .opt_text(approval);
+    let listed_at = buf.len();
+    buf.opt_jsonb(listed.as_deref());
+    CloseFields {
+        valid_to,
+        listed: listed_at,
+    }
 }
 
 #[derive(Default)]
@@ -304,7 +379,7 @@ async fn lookup<'a>(
     let ids: Vec<Uuid> = states.iter().map(|s| s.repo_id).collect();
     let tags: Vec<&str> = states.iter().map(|s| s.tag).collect();
     let rows = sqlx::query(
-        "SELECT t.repo_id, t.tag, t.digest, t.kind, t.first_seen
+        "SELECT t.repo_id, t.tag, t.digest, t.kind, t.first_seen, t.sequence
          FROM UNNEST($1::uuid[], $2::text[]) AS k(repo_id, tag)
          JOIN tag_versions t ON t.repo_id = k.repo_id AND t.tag = k.tag AND t.valid_to IS NULL",
     )
@@ -317,6 +392,7 @@ async fn lookup<'a>(
         let tag: String = row.try_get(1)?;
         if let Some(&i) = index.get(&(repo_id, tag.as_str())) {
             let cur = Current {
+                sequence: row.try_get::<i64, _>(5)? as u64,
                 digest: row.try_get(2)?,
                 kind: row.try_get(3)?,
                 first_seen: row.try_get(4)?,
@@ -334,6 +410,7 @@ async fn fold_and_write<'a>(
     mut states: Vec<TagState<'a>>,
     rules: &mut RulesCtx<'_>,
 ) -> Result<(), sqlx::Error> {
+    let last = keyed.iter().map(|(seq, ..)| *seq).max().unwrap_or(0);
     // Fold.
     let mut new: Vec<NewVersion<'_>> = Vec::new();
     let mut repos: HashMap<Uuid, RepoAgg<'_>> = HashMap::new();
@@ -449,6 +526,7 @@ async fn fold_and_write<'a>(
             let after = match &st.now {
                 None => None,
                 Some((Origin::Db, digest, first_seen)) => Some(Current {
+                    sequence: st.before.as_ref().map_or(0, |b| b.sequence),
                     digest: digest.clone(),
                     kind: match st.touch {
                         Some((_, d)) => d.kind.as_str().to_owned(),
@@ -461,6 +539,7 @@ async fn fold_and_write<'a>(
                     first_seen: *first_seen,
                 }),
                 Some((Origin::New(n), digest, first_seen)) => Some(Current {
+                    sequence: new[*n].sequence,
                     digest: digest.clone(),
                     kind: new[*n].details.kind.as_str().to_owned(),
                     first_seen: *first_seen,
@@ -475,11 +554,16 @@ async fn fold_and_write<'a>(
     write_repositories(tx, &repos, rules).await?;
     prof(1, t);
     let t = std::time::Instant::now();
+    let hold = rules.hold && hold_closes(tx, &mut states, rules, last).await?;
     write_touches(tx, &states).await?;
     write_closes(tx, &states).await?;
     prof(2, t);
     let t = std::time::Instant::now();
-    write_new(tx, &new).await?;
+    if hold {
+        hold_new(tx, &new, rules).await?;
+    } else {
+        write_new(tx, &new).await?;
+    }
     prof(3, t);
     let t = std::time::Instant::now();
     // In a bulk replay, only versions of repositories with evidence can have any, and
@@ -879,6 +963,66 @@ async fn write_closes(
     Ok(())
 }
 
+/// What curators decided for the tags of new versions (usually nothing): the decisions
+/// and the tag-level HM tags a version opens with.
+struct Curation {
+    decisions: HashMap<Uuid, HashMap<String, (String, Option<String>)>>,
+    labels: HashMap<Uuid, HashMap<String, Vec<String>>>,
+}
+
+impl Curation {
+    async fn read(
+        tx: &mut Transaction<'_, Postgres>,
+        new: &[NewVersion<'_>],
+    ) -> Result<Self, sqlx::Error> {
+        let mut repo_ids: Vec<Uuid> = new.iter().map(|v| v.repo_id).collect();
+        repo_ids.sort_unstable();
+        repo_ids.dedup();
+        let decisions: Vec<(Uuid, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT repo_id, tag, decision, digest FROM approvals WHERE repo_id = ANY($1)",
+        )
+        .bind(&repo_ids)
+        .fetch_all(&mut **tx)
+        .await?;
+        let labels: Vec<(Uuid, String, String)> = sqlx::query_as(
+            "SELECT repo_id, tag, hm_tag FROM hm_labels
+             WHERE repo_id = ANY($1) AND tag <> '' AND present ORDER BY hm_tag",
+        )
+        .bind(&repo_ids)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut c = Curation {
+            decisions: HashMap::new(),
+            labels: HashMap::new(),
+        };
+        for (r, t, d, g) in decisions {
+            c.decisions.entry(r).or_default().insert(t, (d, g));
+        }
+        for (r, t, h) in labels {
+            c.labels.entry(r).or_default().entry(t).or_default().push(h);
+        }
+        Ok(c)
+    }
+
+    /// A new version's tag-level HM tags and effective decision.
+    fn of(&self, v: &NewVersion<'_>) -> (Vec<&str>, Option<&str>) {
+        let decisions = self.decisions.get(&v.repo_id);
+        let decision = |tag: &str| {
+            decisions
+                .and_then(|d| d.get(tag))
+                .map(|(d, g)| (d.as_str(), g.as_deref()))
+        };
+        let approval = effective_approval(decision(v.tag), decision("").map(|(d, _)| d), v.digest);
+        let labels = self
+            .labels
+            .get(&v.repo_id)
+            .and_then(|l| l.get(v.tag))
+            .map(|l| l.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        (labels, approval)
+    }
+}
+
 async fn write_new(
     tx: &mut Transaction<'_, Postgres>,
     new: &[NewVersion<'_>],
@@ -886,61 +1030,80 @@ async fn write_new(
     if new.is_empty() {
         return Ok(());
     }
-    // Curation that already applies to these tags (usually none).
-    let mut repo_ids: Vec<Uuid> = new.iter().map(|v| v.repo_id).collect();
-    repo_ids.sort_unstable();
-    repo_ids.dedup();
-    let decisions: Vec<(Uuid, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT repo_id, tag, decision, digest FROM approvals WHERE repo_id = ANY($1)",
-    )
-    .bind(&repo_ids)
-    .fetch_all(&mut **tx)
-    .await?;
-    let labels: Vec<(Uuid, String, String)> = sqlx::query_as(
-        "SELECT repo_id, tag, hm_tag FROM hm_labels
-         WHERE repo_id = ANY($1) AND tag <> '' AND present ORDER BY hm_tag",
-    )
-    .bind(&repo_ids)
-    .fetch_all(&mut **tx)
-    .await?;
-    let decision_of: HashMap<(Uuid, &str), (&str, Option<&str>)> = decisions
-        .iter()
-        .map(|(r, t, d, g)| ((*r, t.as_str()), (d.as_str(), g.as_deref())))
-        .collect();
-    let mut labels_of: HashMap<(Uuid, &str), Vec<&str>> = HashMap::new();
-    for (r, t, h) in &labels {
-        labels_of
-            .entry((*r, t.as_str()))
-            .or_default()
-            .push(h.as_str());
-    }
-
+    let curation = Curation::read(tx, new).await?;
     // The rows go out as they are encoded, so that PostgreSQL parses and inserts the first
     // while the last are still being written here.
-    let mut copy = tx.copy_in_raw(&copy_statement()).await?;
-    let mut buf = CopyBuf::new();
-    let no_labels: Vec<&str> = Vec::new();
+    let mut copy = tx.copy_in_raw(&binary_copy_statement()).await?;
+    let mut buf = BinaryRows::new();
     for v in new {
-        let approval = effective_approval(
-            decision_of.get(&(v.repo_id, v.tag)).copied(),
-            decision_of.get(&(v.repo_id, "")).map(|(d, _)| *d),
-            v.digest,
-        );
-        encode_version(
-            &mut buf,
-            v,
-            labels_of.get(&(v.repo_id, v.tag)).unwrap_or(&no_labels),
-            approval,
-        );
+        let (labels, approval) = curation.of(v);
+        encode_version_binary(&mut buf, v, &labels, approval);
         if buf.len() >= COPY_CHUNK {
             copy.send(buf.as_bytes()).await?;
             buf.clear();
         }
     }
-    if !buf.is_empty() {
-        copy.send(buf.as_bytes()).await?;
-    }
+    buf.end();
+    copy.send(buf.as_bytes()).await?;
     copy.finish().await?;
+    Ok(())
+}
+
+/// While this batch holds ([`super::held`]): the ends of held versions are noted instead of
+/// written (and taken off `states`), unless a held version is refreshed (its details change),
+/// which writes what is held first. Whether the batch still holds its new versions.
+async fn hold_closes(
+    tx: &mut Transaction<'_, Postgres>,
+    states: &mut [TagState<'_>],
+    rules: &RulesCtx<'_>,
+    last: u64,
+) -> Result<bool, sqlx::Error> {
+    let Some(memory) = rules.memory() else {
+        return Ok(false);
+    };
+    let Some(mut held) = memory.lock().unwrap_or_else(|e| e.into_inner()).held.take() else {
+        return Ok(false);
+    };
+    let refreshed = states
+        .iter()
+        .any(|s| s.touch.is_some() && s.before.as_ref().is_some_and(|b| held.holds(b.sequence)));
+    let result = if refreshed {
+        held.flush(tx, last.saturating_add(1)).await.map(|_| false)
+    } else {
+        for s in states.iter_mut() {
+            if let (Some(at), Some(b)) = (s.close, &s.before)
+                && held.holds(b.sequence)
+            {
+                held.close(b.sequence, at);
+                s.close = None;
+            }
+        }
+        Ok(true)
+    };
+    memory.lock().unwrap_or_else(|e| e.into_inner()).held = Some(held);
+    result
+}
+
+/// Hold this batch's new versions ([`super::held`]).
+async fn hold_new(
+    tx: &mut Transaction<'_, Postgres>,
+    new: &[NewVersion<'_>],
+    rules: &RulesCtx<'_>,
+) -> Result<(), sqlx::Error> {
+    let Some(memory) = rules.memory().filter(|_| !new.is_empty()) else {
+        return Ok(());
+    };
+    let curation = Curation::read(tx, new).await?;
+    let mut m = memory.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(held) = m.held.as_mut() else {
+        return Err(sqlx::Error::Protocol(
+            "a batch held its versions with nothing to hold them".into(),
+        ));
+    };
+    for v in new {
+        let (labels, approval) = curation.of(v);
+        held.push(v, &labels, approval)?;
+    }
     Ok(())
 }
 

@@ -19,6 +19,7 @@
 
 pub mod audit;
 pub mod changes;
+mod held;
 pub mod images;
 pub mod integrity;
 mod other;
@@ -136,6 +137,8 @@ pub(crate) struct Memory {
     pub(crate) listed: HashSet<u64>,
     /// Repository counters and details not written yet ([`Projection::flush_deferred`]).
     pub(crate) repos_updates: HashMap<uuid::Uuid, images::RepoUpdate>,
+    /// The versions held back while [`Projection::start_holding`] is in effect.
+    pub(crate) held: Option<held::Held>,
 }
 
 /// What a batch changed in [`Memory`] terms, merged after its commit.
@@ -155,6 +158,8 @@ pub(crate) struct RulesCtx<'p> {
     changed: HashSet<RegistryId>,
     /// With [`Memory`]: what this batch changed.
     pub(crate) changes: Option<Changes>,
+    /// This batch holds its new versions back ([`held`]).
+    pub(crate) hold: bool,
 }
 
 impl<'p> RulesCtx<'p> {
@@ -164,6 +169,7 @@ impl<'p> RulesCtx<'p> {
             local: HashMap::new(),
             changed: HashSet::new(),
             changes: projection.inner.memory.as_ref().map(|_| Changes::default()),
+            hold: false,
         }
     }
 
@@ -308,6 +314,84 @@ impl Projection {
             Some(w) => w.finish().await,
             None => Ok(()),
         }
+    }
+
+    /// Hold back the versions opened from sequence `from` on ([`held`]) until
+    /// [`Projection::finish_holding`]. Only for a bulk replay ([`Projection::in_memory`]).
+    pub async fn start_holding(&self, from: u64) -> Result<(), sqlx::Error> {
+        let Some(memory) = &self.inner.memory else {
+            return Ok(());
+        };
+        let held = held::Held::new(from)?;
+        let old = memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .held
+            .replace(held);
+        if let Some(old) = old {
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            old.flush_all(&self.inner.pool, cores).await?;
+        }
+        Ok(())
+    }
+
+    /// Write what is held into the table, each version with its end, and hold no more:
+    /// with one `COPY` per core at once, each in a transaction of its own (a bulk replay's
+    /// schema is not read before it ends). The versions written.
+    pub async fn finish_holding(&self) -> Result<u64, sqlx::Error> {
+        let held = self
+            .inner
+            .memory
+            .as_ref()
+            .and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).held.take());
+        match held {
+            Some(held) => {
+                let cores = std::thread::available_parallelism().map_or(1, usize::from);
+                held.flush_all(&self.inner.pool, cores).await
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// While holding: whether this batch may hold its new versions (tag events alone, none
+    /// of a repository a trust or integrity event named); if not, what is held is written
+    /// first, within `tx`.
+    async fn hold_or_flush(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        fresh: &[&Item],
+        last: u64,
+    ) -> Result<bool, sqlx::Error> {
+        let Some(memory) = &self.inner.memory else {
+            return Ok(false);
+        };
+        let mut held = {
+            let mut m = memory.lock().unwrap_or_else(|e| e.into_inner());
+            if m.held.is_none() {
+                return Ok(false);
+            }
+            let may_hold = fresh.iter().all(|i| {
+                i.envelope.as_ref().is_none_or(|e| {
+                    images::tag_event_repository(&e.payload).is_some_and(|(g, r)| {
+                        m.evidence_repos.is_empty()
+                            || !m
+                                .evidence_repos
+                                .contains(&imagelib_events::ImageId::derive(g, r).0)
+                    })
+                })
+            });
+            if may_hold {
+                return Ok(true);
+            }
+            match m.held.take() {
+                Some(h) => h,
+                None => return Ok(false),
+            }
+        };
+        let flushed = held.flush(tx, last.saturating_add(1)).await;
+        memory.lock().unwrap_or_else(|e| e.into_inner()).held = Some(held);
+        flushed?;
+        Ok(false)
     }
 
     fn audit_sender(&self) -> Option<tokio::sync::mpsc::Sender<Vec<Item>>> {
@@ -486,6 +570,7 @@ impl Projection {
         };
         images::prof(7, t);
         let mut rules = RulesCtx::new(self);
+        rules.hold = self.hold_or_flush(&mut tx, &fresh, last).await?;
         let mut trail = (audited_here
             && self.inner.audit.load(std::sync::atomic::Ordering::Relaxed))
         .then(audit::Trail::new);

@@ -5,7 +5,7 @@
 //! (one table of a million entries doubles to 2^21 slots and holds both copies while it
 //! does: that transient was most of the replay's peak), and the key is the tag alone. An
 //! entry is the tag inline (up to 22 bytes, almost every tag) and the version packed: the
-//! sha256 digest as its 32 bytes, the time as microseconds (what PostgreSQL keeps, so what the live path reads back), the
+//! sha256 digest as its 32 bytes, the opening sequence in 5 bytes, the time as microseconds (what PostgreSQL keeps, so what the live path reads back), the
 //! kind as an index into the few kinds there are. A version that does not pack (another
 //! digest algorithm, a long tag) is kept as it is, beside.
 
@@ -61,11 +61,14 @@ impl std::hash::Hash for TagBuf {
     }
 }
 
-/// A current version that packs: a lower-case sha256 digest and a known kind.
+/// A current version that packs: a lower-case sha256 digest, a known kind and an opening
+/// sequence below 2^40 (in what the alignment leaves unused).
 #[derive(Debug, Clone, Copy)]
 struct Packed {
     sha256: [u8; 32],
     first_seen_us: i64,
+    sequence_low: u32,
+    sequence_high: u8,
     kind: u8,
 }
 
@@ -83,6 +86,7 @@ impl TagMap {
         if let Some(p) = self.repos.get(&repo).and_then(|r| r.get(&TagBuf::new(tag))) {
             let first_seen = DateTime::from_timestamp_micros(p.first_seen_us)?;
             return Some(Current {
+                sequence: u64::from(p.sequence_high) << 32 | u64::from(p.sequence_low),
                 digest: unhex(&p.sha256),
                 kind: self.kinds.get(usize::from(p.kind))?.to_string(),
                 first_seen,
@@ -125,6 +129,7 @@ impl TagMap {
 
     fn pack(&mut self, c: &Current) -> Option<Packed> {
         let sha256 = dehex(c.digest.strip_prefix("sha256:")?)?;
+        let sequence_high = u8::try_from(c.sequence >> 32).ok()?;
         // Microseconds, as PostgreSQL keeps it: what the live path reads back from the
         // table it wrote, so a rebuild folds with the same times.
         let first_seen_us = c.first_seen.timestamp_micros();
@@ -139,6 +144,8 @@ impl TagMap {
         Some(Packed {
             sha256,
             first_seen_us,
+            sequence_low: c.sequence as u32,
+            sequence_high,
             kind: u8::try_from(kind).ok()?,
         })
     }
@@ -175,6 +182,7 @@ mod tests {
 
     fn current(digest: &str, kind: &str, micros: i64) -> Current {
         Current {
+            sequence: micros as u64 % (1 << 40),
             digest: digest.to_owned(),
             kind: kind.to_owned(),
             first_seen: DateTime::from_timestamp_micros(micros).unwrap(),
@@ -227,6 +235,7 @@ mod tests {
                 c.first_seen.timestamp_micros(),
                 1_764_000_000_123_456 + i as i64
             );
+            assert_eq!(c.sequence, (1_764_000_000_123_456 + i as u64) % (1 << 40));
             assert!(map.get(other, tag).is_none(), "another repository's");
         }
         assert_eq!(map.kinds.len(), 2, "kinds are shared");
@@ -246,6 +255,17 @@ mod tests {
             assert!(map.get(repo, tag).is_none(), "{tag}");
         }
         assert!(map.spill.is_empty());
+
+        // An opening sequence past 2^40 does not pack: kept beside, whole.
+        let mut far = current(&format!("sha256:{}", "c".repeat(64)), "model", 5);
+        far.sequence = (1 << 40) + 3;
+        map.insert(repo, "far", &far);
+        assert_eq!(map.get(repo, "far").unwrap().sequence, (1 << 40) + 3);
+        assert_eq!(map.spill.len(), 1);
+        far.sequence = (1 << 40) - 1;
+        map.insert(repo, "far", &far);
+        assert_eq!(map.get(repo, "far").unwrap().sequence, (1 << 40) - 1);
+        assert!(map.spill.is_empty());
     }
 
     #[test]
@@ -254,6 +274,7 @@ mod tests {
         let repo = Uuid::now_v7();
         let at = DateTime::from_timestamp(1_764_000_000, 123_456_789).unwrap();
         let c = Current {
+            sequence: 1,
             digest: format!("sha256:{}", "a".repeat(64)),
             kind: "model".into(),
             first_seen: at,

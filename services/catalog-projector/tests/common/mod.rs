@@ -228,6 +228,18 @@ impl Env {
     }
 }
 
+/// Equal dumps, or the lines that differ.
+pub fn same(got: &str, want: &str) {
+    if got == want {
+        return;
+    }
+    let g: std::collections::BTreeSet<&str> = got.lines().collect();
+    let w: std::collections::BTreeSet<&str> = want.lines().collect();
+    let only_got: Vec<&&str> = g.difference(&w).collect();
+    let only_want: Vec<&&str> = w.difference(&g).collect();
+    panic!("dumps differ\nonly in the replay:\n{only_got:#?}\nonly live:\n{only_want:#?}");
+}
+
 pub async fn dump_schema(pool: &sqlx::PgPool, schema: &str) -> String {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables
