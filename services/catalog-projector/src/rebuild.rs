@@ -305,7 +305,7 @@ pub async fn replay_into(
 ) -> Result<(), RebuildError> {
     let mut replay = bus.replay(report.position + 1, Some(until), None).await?;
     let batch_size = settings.batch_size;
-    let (raw_tx, mut raw_rx) = mpsc::channel::<Result<Vec<ReplayMessage>, RebuildError>>(2);
+    let (raw_tx, mut raw_rx) = mpsc::channel::<Result<Vec<ReplayMessage>, RebuildError>>(1);
     let reader = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(batch_size);
         while let Some(message) = replay.next_undecoded().await {
@@ -325,7 +325,7 @@ pub async fn replay_into(
         }
         let _ = raw_tx.send(Ok(batch)).await;
     });
-    let (tx, mut rx) = mpsc::channel::<Result<(Vec<Item>, u64), RebuildError>>(2);
+    let (tx, mut rx) = mpsc::channel::<Result<(Vec<Item>, u64), RebuildError>>(1);
     let decoder = tokio::spawn(async move {
         while let Some(raw) = raw_rx.recv().await {
             let decoded = match raw {
@@ -369,39 +369,25 @@ pub async fn replay_into(
     Ok(())
 }
 
-/// Decode a batch's messages, split across the machine's cores: the items in stream order,
-/// and how many messages were skipped as not events of the contract.
+/// Decode a batch's messages, split across the machine's cores (this task's thread takes
+/// the first part, blocking threads the others: each thread that allocates keeps an
+/// allocator arena of its own, so as few as the cores): the items in stream order, and how
+/// many messages were skipped as not events of the contract.
 async fn decode_batch(raw: Vec<ReplayMessage>) -> Result<(Vec<Item>, u64), RebuildError> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let chunk = raw.len().div_ceil(cores).max(1);
-    let mut parts = Vec::with_capacity(cores);
     let mut messages = raw.into_iter();
+    let first: Vec<ReplayMessage> = messages.by_ref().take(chunk).collect();
+    let mut others = Vec::with_capacity(cores);
     loop {
         let part: Vec<ReplayMessage> = messages.by_ref().take(chunk).collect();
         if part.is_empty() {
             break;
         }
-        parts.push(tokio::task::spawn_blocking(move || {
-            part.into_iter()
-                .map(|m| {
-                    let item = m.decode();
-                    let envelope = match item.event {
-                        Ok(env) => Some(env),
-                        Err(e) => {
-                            tracing::warn!(sequence = item.sequence, error = %e, "not an event of the contract; skipped");
-                            None
-                        }
-                    };
-                    Item {
-                        sequence: item.sequence,
-                        envelope,
-                    }
-                })
-                .collect::<Vec<_>>()
-        }));
+        others.push(tokio::task::spawn_blocking(move || decode_items(part)));
     }
-    let mut items = Vec::new();
-    for part in parts {
+    let mut items = decode_items(first);
+    for part in others {
         let part = part.await.map_err(|e| {
             RebuildError::Sql(sqlx::Error::Io(std::io::Error::other(format!(
                 "a decoding thread stopped: {e}"
@@ -411,6 +397,26 @@ async fn decode_batch(raw: Vec<ReplayMessage>) -> Result<(Vec<Item>, u64), Rebui
     }
     let skipped = items.iter().filter(|i| i.envelope.is_none()).count() as u64;
     Ok((items, skipped))
+}
+
+fn decode_items(messages: Vec<ReplayMessage>) -> Vec<Item> {
+    messages
+        .into_iter()
+        .map(|m| {
+            let item = m.decode();
+            let envelope = match item.event {
+                Ok(env) => Some(env),
+                Err(e) => {
+                    tracing::warn!(sequence = item.sequence, error = %e, "not an event of the contract; skipped");
+                    None
+                }
+            };
+            Item {
+                sequence: item.sequence,
+                envelope,
+            }
+        })
+        .collect()
 }
 
 /// The schemas a rebuild left behind (`<schema>_old_*`), newest first.

@@ -170,8 +170,8 @@ impl Writer {
         sqlx::query("SET synchronous_commit = off")
             .execute(&mut conn)
             .await?;
-        // A few batches in flight at most: the replay waits rather than buffering the trail.
-        let (batches, mut rx) = tokio::sync::mpsc::channel::<Vec<super::Item>>(2);
+        // One batch in flight at most: the replay waits rather than buffering the trail.
+        let (batches, mut rx) = tokio::sync::mpsc::channel::<Vec<super::Item>>(1);
         let task = tokio::spawn(async move {
             while let Some(items) = rx.recv().await {
                 let mut trail = Trail::new();
