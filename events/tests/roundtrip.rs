@@ -36,15 +36,7 @@ proptest! {
         byte in any::<u8>(),
     ) {
         let m = encode_binary(&env);
-        let body = m.payload.to_vec();
-        let mut short = body.clone();
-        short.truncate(cut.index(body.len().max(1)));
-        let mut flipped = body.clone();
-        if !flipped.is_empty() {
-            let i = flip.index(flipped.len());
-            flipped[i] = byte;
-        }
-        for body in [body, short, flipped] {
+        for body in damaged(&m.payload, cut, flip, byte) {
             let direct = decode_envelope(Some(&m.headers), &body);
             let sdk = decode_cloudevent(Some(&m.headers), &body)
                 .and_then(|ce| Envelope::from_cloudevent(&ce));
@@ -78,20 +70,14 @@ proptest! {
         ],
     ) {
         let m = encode_structured(&env);
-        let body = m.payload.to_vec();
-        let mut short = body.clone();
-        short.truncate(cut.index(body.len().max(1)));
-        let mut flipped = body.clone();
-        if !flipped.is_empty() {
-            let i = flip.index(flipped.len());
-            flipped[i] = byte;
-        }
-        let mut added = body.clone();
+        let mut bodies = damaged(&m.payload, cut, flip, byte);
         if let Some(member) = extension {
+            let mut added = m.payload.to_vec();
             added.pop();
             added.extend_from_slice(format!(",{member}}}").as_bytes());
+            bodies.push(added);
         }
-        for body in [body, short, flipped, added] {
+        for body in bodies {
             let direct = decode_envelope(Some(&m.headers), &body);
             let sdk = decode_cloudevent(Some(&m.headers), &body)
                 .and_then(|ce| Envelope::from_cloudevent(&ce));
@@ -120,6 +106,23 @@ proptest! {
             }
         }
     }
+}
+
+/// A body as sent, cut short, and with one byte replaced.
+fn damaged(
+    body: &[u8],
+    cut: prop::sample::Index,
+    flip: prop::sample::Index,
+    byte: u8,
+) -> Vec<Vec<u8>> {
+    let mut short = body.to_vec();
+    short.truncate(cut.index(body.len().max(1)));
+    let mut flipped = body.to_vec();
+    if !flipped.is_empty() {
+        let i = flip.index(flipped.len());
+        flipped[i] = byte;
+    }
+    vec![body.to_vec(), short, flipped]
 }
 
 #[test]

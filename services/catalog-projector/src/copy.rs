@@ -307,6 +307,98 @@ impl BinaryRows {
     }
 }
 
+/// A row being written in either format: what one encoder of a table's rows writes to, so
+/// that the text and binary rows of a table cannot differ.
+pub trait CopyRow {
+    fn begin_row(&mut self, fields: i16);
+    fn finish_row(&mut self);
+    /// Bytes written so far.
+    fn written(&self) -> usize;
+    fn put_uuid(&mut self, u: Uuid);
+    fn put_text(&mut self, s: &str);
+    fn put_opt_text(&mut self, s: Option<&str>);
+    fn put_int8(&mut self, v: i64);
+    fn put_time(&mut self, t: DateTime<Utc>);
+    fn put_opt_time(&mut self, t: Option<DateTime<Utc>>);
+    fn put_jsonb(&mut self, json: &str);
+    fn put_opt_jsonb(&mut self, json: Option<&str>);
+    fn put_text_array(&mut self, items: &[&str]);
+}
+
+impl CopyRow for CopyBuf {
+    fn begin_row(&mut self, _fields: i16) {}
+    fn finish_row(&mut self) {
+        self.end_row();
+    }
+    fn written(&self) -> usize {
+        self.len()
+    }
+    fn put_uuid(&mut self, u: Uuid) {
+        self.uuid(u);
+    }
+    fn put_text(&mut self, s: &str) {
+        self.text(s);
+    }
+    fn put_opt_text(&mut self, s: Option<&str>) {
+        self.opt_text(s);
+    }
+    fn put_int8(&mut self, v: i64) {
+        self.int(v);
+    }
+    fn put_time(&mut self, t: DateTime<Utc>) {
+        self.time(t);
+    }
+    fn put_opt_time(&mut self, t: Option<DateTime<Utc>>) {
+        self.opt_time(t);
+    }
+    fn put_jsonb(&mut self, json: &str) {
+        self.text(json);
+    }
+    fn put_opt_jsonb(&mut self, json: Option<&str>) {
+        self.opt_text(json);
+    }
+    fn put_text_array(&mut self, items: &[&str]) {
+        self.text_array(items);
+    }
+}
+
+impl CopyRow for BinaryRows {
+    fn begin_row(&mut self, fields: i16) {
+        self.row(fields);
+    }
+    fn finish_row(&mut self) {}
+    fn written(&self) -> usize {
+        self.len()
+    }
+    fn put_uuid(&mut self, u: Uuid) {
+        self.uuid(u);
+    }
+    fn put_text(&mut self, s: &str) {
+        self.text(s);
+    }
+    fn put_opt_text(&mut self, s: Option<&str>) {
+        self.opt_text(s);
+    }
+    fn put_int8(&mut self, v: i64) {
+        self.int8(v);
+    }
+    fn put_time(&mut self, t: DateTime<Utc>) {
+        self.time(t);
+    }
+    fn put_opt_time(&mut self, t: Option<DateTime<Utc>>) {
+        self.opt_time(t);
+    }
+    fn put_jsonb(&mut self, json: &str) {
+        self.jsonb(json);
+    }
+    fn put_opt_jsonb(&mut self, json: Option<&str>) {
+        self.opt_jsonb(json);
+    }
+    fn put_text_array(&mut self, items: &[&str]) {
+        self.text_array(items);
+    }
+}
+
 fn without_nul(s: &str) -> Cow<'_, str> {
     if s.contains('\0') {
         Cow::Owned(s.replace('\0', "\u{fffd}"))

@@ -17,7 +17,7 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{RulesCtx, micros};
-use crate::copy::{BinaryRows, CopyBuf, array_literal};
+use crate::copy::{BinaryRows, CopyBuf, CopyRow, array_literal};
 
 /// The OCI annotation (or label) a repository's fallback description comes from.
 pub const DESCRIPTION_KEY: &str = "org.opencontainers.image.description";
@@ -98,42 +98,10 @@ pub fn encode_version(
     hm_tags: &[&str],
     approval: Option<&str>,
 ) {
-    let d = v.details;
-    // A current version opened with a list shows it as recorded for its digest (the
-    // newest list of the digest in stream order); the other cases are set by the lists'
-    // sync (`trust::record_tag_referrers`), which then finds nothing left to write for
-    // most versions.
-    let listed = (v.valid_to.is_none() && !d.referrers.is_empty())
-        .then(|| super::trust::referrers_json(&d.referrers).to_string());
-    buf.uuid(v.repo_id)
-        .text(v.tag)
-        .int(v.sequence as i64)
-        .uuid(v.registry_id.0)
-        .text(v.repository.as_str())
-        .text(v.digest)
-        .time(v.valid_from)
-        .opt_time(v.valid_to)
-        .time(v.first_seen)
-        .time(v.last_seen)
-        .text(&d.media_type)
-        .opt_text(d.artifact_type.as_deref())
-        .text(d.kind.as_str())
-        .opt_text(d.model_type.map(|m| m.as_str()))
-        .text_array(&archs_of(d))
-        .text(&json(&d.platforms))
-        .int(i64::try_from(d.size).unwrap_or(i64::MAX))
-        .opt_time(d.created.map(micros))
-        .text(&json(&d.labels))
-        .text(&json(&d.annotations))
-        .text(&json(&d.extensions))
-        .text(&json(&d.referrers))
-        .text_array(hm_tags)
-        .opt_text(approval)
-        .opt_text(listed.as_deref());
-    buf.end_row();
+    encode_version_into(buf, v, hm_tags, approval);
 }
 
-/// Fields of a `tag_versions` row as [`encode_version_binary`] writes it.
+/// Fields of a `tag_versions` row as [`encode_version_into`] writes it.
 const VERSION_FIELDS: i16 = 25;
 
 /// `COPY tag_versions (…) FROM STDIN (FORMAT binary)`, the columns
@@ -157,38 +125,54 @@ pub fn encode_version_binary(
     hm_tags: &[&str],
     approval: Option<&str>,
 ) -> CloseFields {
+    encode_version_into(buf, v, hm_tags, approval)
+}
+
+/// The columns of [`VERSION_COLUMNS`], in either format.
+fn encode_version_into<R: CopyRow>(
+    buf: &mut R,
+    v: &NewVersion<'_>,
+    hm_tags: &[&str],
+    approval: Option<&str>,
+) -> CloseFields {
     let d = v.details;
+    // A current version opened with a list shows it as recorded for its digest (the
+    // newest list of the digest in stream order); the other cases are set by the lists'
+    // sync (`trust::record_tag_referrers`), which then finds nothing left to write for
+    // most versions.
     let listed = (v.valid_to.is_none() && !d.referrers.is_empty())
         .then(|| super::trust::referrers_json(&d.referrers).to_string());
-    buf.row(VERSION_FIELDS)
-        .uuid(v.repo_id)
-        .text(v.tag)
-        .int8(v.sequence as i64)
-        .uuid(v.registry_id.0)
-        .text(v.repository.as_str())
-        .text(v.digest)
-        .time(v.valid_from);
-    let valid_to_at = buf.len();
-    buf.opt_time(v.valid_to);
-    let valid_to = (valid_to_at, buf.len());
-    buf.time(v.first_seen)
-        .time(v.last_seen)
-        .text(&d.media_type)
-        .opt_text(d.artifact_type.as_deref())
-        .text(d.kind.as_str())
-        .opt_text(d.model_type.map(|m| m.as_str()))
-        .text_array(&archs_of(d))
-        .jsonb(&json(&d.platforms))
-        .int8(i64::try_from(d.size).unwrap_or(i64::MAX))
-        .opt_time(d.created.map(micros))
-        .jsonb(&json(&d.labels))
-        .jsonb(&json(&d.annotations))
-        .jsonb(&json(&d.extensions))
-        .jsonb(&json(&d.referrers))
-        .text_array(hm_tags)
-        .opt_text(approval);
-    let listed_at = buf.len();
-    buf.opt_jsonb(listed.as_deref());
+    buf.begin_row(VERSION_FIELDS);
+    buf.put_uuid(v.repo_id);
+    buf.put_text(v.tag);
+    buf.put_int8(v.sequence as i64);
+    buf.put_uuid(v.registry_id.0);
+    buf.put_text(v.repository.as_str());
+    buf.put_text(v.digest);
+    buf.put_time(v.valid_from);
+    let valid_to_at = buf.written();
+    buf.put_opt_time(v.valid_to);
+    let valid_to = (valid_to_at, buf.written());
+    buf.put_time(v.first_seen);
+    buf.put_time(v.last_seen);
+    buf.put_text(&d.media_type);
+    buf.put_opt_text(d.artifact_type.as_deref());
+    buf.put_text(d.kind.as_str());
+    buf.put_opt_text(d.model_type.map(|m| m.as_str()));
+    let archs = archs_of(d);
+    buf.put_text_array(&archs.iter().map(String::as_str).collect::<Vec<_>>());
+    buf.put_jsonb(&json(&d.platforms));
+    buf.put_int8(i64::try_from(d.size).unwrap_or(i64::MAX));
+    buf.put_opt_time(d.created.map(micros));
+    buf.put_jsonb(&json(&d.labels));
+    buf.put_jsonb(&json(&d.annotations));
+    buf.put_jsonb(&json(&d.extensions));
+    buf.put_jsonb(&json(&d.referrers));
+    buf.put_text_array(hm_tags);
+    buf.put_opt_text(approval);
+    let listed_at = buf.written();
+    buf.put_opt_jsonb(listed.as_deref());
+    buf.finish_row();
     CloseFields {
         valid_to,
         listed: listed_at,
