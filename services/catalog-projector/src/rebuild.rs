@@ -224,24 +224,10 @@ pub async fn bulk_replay(
     report: &mut RebuildReport,
 ) -> Result<(), RebuildError> {
     let pool = projection.pool();
-    let deferred: Vec<(String, String)> = sqlx::query_as(
-        "SELECT c.relname::text, pg_get_indexdef(i.indexrelid)
-         FROM pg_index i
-         JOIN pg_class c ON c.oid = i.indexrelid
-         JOIN pg_class t ON t.oid = i.indrelid
-         JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = current_schema() AND NOT i.indisunique
-           AND ($1 OR (t.relname = 'tag_versions' AND (i.indpred IS NULL
-                OR pg_get_expr(i.indpred, i.indrelid) = '(valid_to IS NULL)')))
-         ORDER BY 1",
-    )
-    .bind(matches!(defer, DeferIndexes::All))
-    .fetch_all(pool)
-    .await?;
-    let deferred = if matches!(defer, DeferIndexes::None) {
-        Vec::new()
-    } else {
-        deferred
+    let deferred: Vec<(String, String)> = match defer {
+        DeferIndexes::None => Vec::new(),
+        DeferIndexes::All => indexes(pool, IndexSet::NonUnique).await?,
+        DeferIndexes::Large => indexes(pool, IndexSet::LargeOfVersions).await?,
     };
     for (name, _) in &deferred {
         sqlx::query(&format!("DROP INDEX {}", quote_ident(name)))
@@ -251,13 +237,26 @@ pub async fn bulk_replay(
     projection.start_audit_writer().await?;
     projection.start_holding(report.position + 1).await?;
     let replayed = replay_into(bus, projection, settings, until, report).await;
-    // The held versions and the trail's last batches go in at once, on two connections.
+    // The held versions and the trail's last batches go in at once, on two connections;
+    // the unique current-version indexes, which the replay's own statements used, are
+    // built after the held versions rather than kept up row by row.
+    let unique = if defer == DeferIndexes::None || replayed.is_err() {
+        Vec::new()
+    } else {
+        indexes(pool, IndexSet::UniqueOfVersions).await?
+    };
     let (held, written) = tokio::join!(
         async {
             let t = std::time::Instant::now();
-            let held = projection.finish_holding().await;
+            for (name, _) in &unique {
+                sqlx::query(&format!("DROP INDEX {}", quote_ident(name)))
+                    .execute(pool)
+                    .await?;
+            }
+            let held = projection.finish_holding().await?;
+            build_indexes(pool, unique.into_iter().map(|(_, def)| def).collect()).await?;
             crate::projection::images::prof(3, t);
-            held
+            Ok::<_, sqlx::Error>(held)
         },
         projection.finish_audit_writer()
     );
@@ -266,8 +265,55 @@ pub async fn bulk_replay(
     written?;
     projection.flush_deferred().await?;
     let t = std::time::Instant::now();
-    // Build them back, two at a time (the large ones are on one table).
-    let mut pending = deferred.into_iter().map(|(_, def)| def).collect::<Vec<_>>();
+    build_indexes(pool, deferred.into_iter().map(|(_, def)| def).collect()).await?;
+    sqlx::query("ANALYZE").execute(pool).await?;
+    // Its visibility map, so that a search reads a word's names by an index-only scan in
+    // name order from the start (migration `0012`).
+    sqlx::query("VACUUM search_words").execute(pool).await?;
+    crate::projection::images::prof(5, t);
+    Ok(())
+}
+
+/// Which indexes of the schema [`indexes`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IndexSet {
+    /// Every non-unique index.
+    NonUnique,
+    /// The large non-unique indexes of `tag_versions` ([`DeferIndexes::Large`]).
+    LargeOfVersions,
+    /// The unique indexes of `tag_versions` (its current version per tag, per digest).
+    UniqueOfVersions,
+}
+
+/// The names and definitions of a set of the schema's indexes.
+async fn indexes(pool: &PgPool, set: IndexSet) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.relname::text, pg_get_indexdef(i.indexrelid)
+         FROM pg_index i
+         JOIN pg_class c ON c.oid = i.indexrelid
+         JOIN pg_class t ON t.oid = i.indrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = current_schema()
+           AND CASE $1
+               WHEN 'non-unique' THEN NOT i.indisunique
+               WHEN 'large' THEN NOT i.indisunique AND t.relname = 'tag_versions'
+                   AND (i.indpred IS NULL
+                        OR pg_get_expr(i.indpred, i.indrelid) = '(valid_to IS NULL)')
+               ELSE i.indisunique AND t.relname = 'tag_versions'
+           END
+         ORDER BY 1",
+    )
+    .bind(match set {
+        IndexSet::NonUnique => "non-unique",
+        IndexSet::LargeOfVersions => "large",
+        IndexSet::UniqueOfVersions => "unique",
+    })
+    .fetch_all(pool)
+    .await
+}
+
+/// Build indexes from their definitions, two at a time (the large ones are on one table).
+async fn build_indexes(pool: &PgPool, mut pending: Vec<String>) -> Result<(), sqlx::Error> {
     while !pending.is_empty() {
         let chunk: Vec<String> = pending.drain(..pending.len().min(2)).collect();
         let builds = chunk.iter().map(|def| async move {
@@ -285,11 +331,6 @@ pub async fn bulk_replay(
             r?;
         }
     }
-    sqlx::query("ANALYZE").execute(pool).await?;
-    // Its visibility map, so that a search reads a word's names by an index-only scan in
-    // name order from the start (migration `0012`).
-    sqlx::query("VACUUM search_words").execute(pool).await?;
-    crate::projection::images::prof(5, t);
     Ok(())
 }
 

@@ -77,4 +77,29 @@ async fn held_versions_end_as_the_live_consumer_ends_them() {
             &live,
         );
     }
+    // Every index the replay dropped (the large ones, the unique current-version ones
+    // while the held versions went in) is back, as the migrations define it.
+    let pool = sqlx::PgPool::connect(&env.db.url).await.unwrap();
+    let indexes = |schema: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT indexname || ': ' || replace(indexdef, schemaname || '.', '')
+                 FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname",
+            )
+            .bind(schema)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let live_indexes = indexes("catalog").await;
+    assert!(
+        live_indexes
+            .iter()
+            .any(|i| i.starts_with("tag_versions_current: CREATE UNIQUE INDEX")),
+        "{live_indexes:#?}"
+    );
+    assert_eq!(indexes("held_64").await, live_indexes);
+    pool.close().await;
 }
