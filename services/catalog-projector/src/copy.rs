@@ -64,57 +64,6 @@ impl CopyBuf {
         self.first_in_row = true;
         self.rows += 1;
     }
-
-    pub fn null(&mut self) -> &mut Self {
-        self.sep();
-        self.buf.push_str("\\N");
-        self
-    }
-
-    pub fn text(&mut self, s: &str) -> &mut Self {
-        self.sep();
-        escape_into(&mut self.buf, s);
-        self
-    }
-
-    pub fn opt_text(&mut self, s: Option<&str>) -> &mut Self {
-        match s {
-            Some(s) => self.text(s),
-            None => self.null(),
-        }
-    }
-
-    pub fn uuid(&mut self, u: Uuid) -> &mut Self {
-        self.sep();
-        let _ = write!(self.buf, "{}", u.hyphenated());
-        self
-    }
-
-    pub fn int(&mut self, v: i64) -> &mut Self {
-        self.sep();
-        let _ = write!(self.buf, "{v}");
-        self
-    }
-
-    pub fn time(&mut self, t: DateTime<Utc>) -> &mut Self {
-        self.sep();
-        self.buf
-            .push_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true));
-        self
-    }
-
-    pub fn opt_time(&mut self, t: Option<DateTime<Utc>>) -> &mut Self {
-        match t {
-            Some(t) => self.time(t),
-            None => self.null(),
-        }
-    }
-
-    /// A `text[]` value.
-    pub fn text_array<S: AsRef<str>>(&mut self, items: &[S]) -> &mut Self {
-        let literal = array_literal(items);
-        self.text(&literal)
-    }
 }
 
 /// Escape a value for the COPY text format: backslash, tab, newline and carriage return.
@@ -202,97 +151,9 @@ impl BinaryRows {
         self.rows = 0;
     }
 
-    /// Start a row of `columns` fields.
-    pub fn row(&mut self, columns: i16) -> &mut Self {
-        self.buf.extend_from_slice(&columns.to_be_bytes());
-        self.rows += 1;
-        self
-    }
-
     fn len_prefix(&mut self, len: usize) {
         let len = i32::try_from(len).unwrap_or(i32::MAX);
         self.buf.extend_from_slice(&len.to_be_bytes());
-    }
-
-    pub fn null(&mut self) -> &mut Self {
-        self.buf.extend_from_slice(&(-1i32).to_be_bytes());
-        self
-    }
-
-    pub fn int8(&mut self, v: i64) -> &mut Self {
-        self.buf.extend_from_slice(&8i32.to_be_bytes());
-        self.buf.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-
-    pub fn uuid(&mut self, u: Uuid) -> &mut Self {
-        self.buf.extend_from_slice(&16i32.to_be_bytes());
-        self.buf.extend_from_slice(u.as_bytes());
-        self
-    }
-
-    /// A `timestamptz`, to the microsecond (what PostgreSQL keeps; finer is truncated).
-    pub fn time(&mut self, t: DateTime<Utc>) -> &mut Self {
-        self.int8(t.timestamp_micros() - PG_EPOCH_MICROS)
-    }
-
-    pub fn opt_time(&mut self, t: Option<DateTime<Utc>>) -> &mut Self {
-        match t {
-            Some(t) => self.time(t),
-            None => self.null(),
-        }
-    }
-
-    /// UTF-8 text; NUL, which PostgreSQL text cannot hold, is replaced (an event carrying
-    /// one must not stop the projector).
-    pub fn text(&mut self, s: &str) -> &mut Self {
-        let s = without_nul(s);
-        self.len_prefix(s.len());
-        self.buf.extend_from_slice(s.as_bytes());
-        self
-    }
-
-    pub fn opt_text(&mut self, s: Option<&str>) -> &mut Self {
-        match s {
-            Some(s) => self.text(s),
-            None => self.null(),
-        }
-    }
-
-    /// A `jsonb` value from its JSON text (format version 1: the text itself).
-    pub fn jsonb(&mut self, json: &str) -> &mut Self {
-        self.len_prefix(json.len() + 1);
-        self.buf.push(1);
-        self.buf.extend_from_slice(json.as_bytes());
-        self
-    }
-
-    pub fn opt_jsonb(&mut self, json: Option<&str>) -> &mut Self {
-        match json {
-            Some(j) => self.jsonb(j),
-            None => self.null(),
-        }
-    }
-
-    /// A one-dimensional `text[]` (empty: no dimension, as PostgreSQL writes `'{}'`).
-    pub fn text_array<S: AsRef<str>>(&mut self, items: &[S]) -> &mut Self {
-        let items: Vec<Cow<'_, str>> = items.iter().map(|s| without_nul(s.as_ref())).collect();
-        let dims = usize::from(!items.is_empty());
-        let len = 12 + dims * 8 + items.iter().map(|s| 4 + s.len()).sum::<usize>();
-        self.len_prefix(len);
-        self.buf.extend_from_slice(&(dims as i32).to_be_bytes());
-        self.buf.extend_from_slice(&0i32.to_be_bytes()); // no NULL element
-        self.buf.extend_from_slice(&TEXT_OID.to_be_bytes());
-        if dims == 1 {
-            let n = i32::try_from(items.len()).unwrap_or(i32::MAX);
-            self.buf.extend_from_slice(&n.to_be_bytes());
-            self.buf.extend_from_slice(&1i32.to_be_bytes()); // lower bound
-        }
-        for s in &items {
-            self.len_prefix(s.len());
-            self.buf.extend_from_slice(s.as_bytes());
-        }
-        self
     }
 
     /// End the payload (its trailer).
@@ -314,88 +175,149 @@ pub trait CopyRow {
     fn finish_row(&mut self);
     /// Bytes written so far.
     fn written(&self) -> usize;
+    fn put_null(&mut self);
     fn put_uuid(&mut self, u: Uuid);
+    /// UTF-8 text; NUL, which PostgreSQL text cannot hold, is replaced in binary rows (an
+    /// event carrying one must not stop the projector).
     fn put_text(&mut self, s: &str);
-    fn put_opt_text(&mut self, s: Option<&str>);
     fn put_int8(&mut self, v: i64);
+    /// A `timestamptz`, to the microsecond (what PostgreSQL keeps).
     fn put_time(&mut self, t: DateTime<Utc>);
-    fn put_opt_time(&mut self, t: Option<DateTime<Utc>>);
+    /// A `jsonb` value from its JSON text.
     fn put_jsonb(&mut self, json: &str);
-    fn put_opt_jsonb(&mut self, json: Option<&str>);
+    /// A one-dimensional `text[]`.
     fn put_text_array(&mut self, items: &[&str]);
+
+    fn put_opt_text(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => self.put_text(s),
+            None => self.put_null(),
+        }
+    }
+
+    fn put_opt_time(&mut self, t: Option<DateTime<Utc>>) {
+        match t {
+            Some(t) => self.put_time(t),
+            None => self.put_null(),
+        }
+    }
+
+    fn put_opt_jsonb(&mut self, json: Option<&str>) {
+        match json {
+            Some(j) => self.put_jsonb(j),
+            None => self.put_null(),
+        }
+    }
 }
 
 impl CopyRow for CopyBuf {
     fn begin_row(&mut self, _fields: i16) {}
+
     fn finish_row(&mut self) {
         self.end_row();
     }
+
     fn written(&self) -> usize {
         self.len()
     }
+
+    fn put_null(&mut self) {
+        self.sep();
+        self.buf.push_str("\\N");
+    }
+
     fn put_uuid(&mut self, u: Uuid) {
-        self.uuid(u);
+        self.sep();
+        let _ = write!(self.buf, "{}", u.hyphenated());
     }
+
     fn put_text(&mut self, s: &str) {
-        self.text(s);
+        self.sep();
+        escape_into(&mut self.buf, s);
     }
-    fn put_opt_text(&mut self, s: Option<&str>) {
-        self.opt_text(s);
-    }
+
     fn put_int8(&mut self, v: i64) {
-        self.int(v);
+        self.sep();
+        let _ = write!(self.buf, "{v}");
     }
+
     fn put_time(&mut self, t: DateTime<Utc>) {
-        self.time(t);
+        self.sep();
+        self.buf
+            .push_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true));
     }
-    fn put_opt_time(&mut self, t: Option<DateTime<Utc>>) {
-        self.opt_time(t);
-    }
+
     fn put_jsonb(&mut self, json: &str) {
-        self.text(json);
+        self.put_text(json);
     }
-    fn put_opt_jsonb(&mut self, json: Option<&str>) {
-        self.opt_text(json);
-    }
+
     fn put_text_array(&mut self, items: &[&str]) {
-        self.text_array(items);
+        let literal = array_literal(items);
+        self.put_text(&literal);
     }
 }
 
 impl CopyRow for BinaryRows {
     fn begin_row(&mut self, fields: i16) {
-        self.row(fields);
+        self.buf.extend_from_slice(&fields.to_be_bytes());
+        self.rows += 1;
     }
+
     fn finish_row(&mut self) {}
+
     fn written(&self) -> usize {
         self.len()
     }
+
+    fn put_null(&mut self) {
+        self.buf.extend_from_slice(&(-1i32).to_be_bytes());
+    }
+
     fn put_uuid(&mut self, u: Uuid) {
-        self.uuid(u);
+        self.buf.extend_from_slice(&16i32.to_be_bytes());
+        self.buf.extend_from_slice(u.as_bytes());
     }
+
     fn put_text(&mut self, s: &str) {
-        self.text(s);
+        let s = without_nul(s);
+        self.len_prefix(s.len());
+        self.buf.extend_from_slice(s.as_bytes());
     }
-    fn put_opt_text(&mut self, s: Option<&str>) {
-        self.opt_text(s);
-    }
+
     fn put_int8(&mut self, v: i64) {
-        self.int8(v);
+        self.buf.extend_from_slice(&8i32.to_be_bytes());
+        self.buf.extend_from_slice(&v.to_be_bytes());
     }
+
     fn put_time(&mut self, t: DateTime<Utc>) {
-        self.time(t);
+        self.put_int8(t.timestamp_micros() - PG_EPOCH_MICROS);
     }
-    fn put_opt_time(&mut self, t: Option<DateTime<Utc>>) {
-        self.opt_time(t);
-    }
+
+    /// Format version 1: the text itself.
     fn put_jsonb(&mut self, json: &str) {
-        self.jsonb(json);
+        self.len_prefix(json.len() + 1);
+        self.buf.push(1);
+        self.buf.extend_from_slice(json.as_bytes());
     }
-    fn put_opt_jsonb(&mut self, json: Option<&str>) {
-        self.opt_jsonb(json);
-    }
+
+    /// Empty: no dimension, as PostgreSQL writes `'{}'`.
     fn put_text_array(&mut self, items: &[&str]) {
-        self.text_array(items);
+        let items: Vec<Cow<'_, str>> = items.iter().map(|s| without_nul(s)).collect();
+        let dims = usize::from(!items.is_empty());
+        let len = 12 + dims * 8 + items.iter().map(|s| 4 + s.len()).sum::<usize>();
+        self.len_prefix(len);
+        self.buf.extend_from_slice(&(dims as i32).to_be_bytes());
+        self.buf.extend_from_slice(&0i32.to_be_bytes()); // no NULL element
+        self.buf.extend_from_slice(&TEXT_OID.to_be_bytes());
+        if dims == 1 {
+            let n = i32::try_from(items.len()).unwrap_or(i32::MAX);
+            self.buf.extend_from_slice(&n.to_be_bytes());
+            self.buf.extend_from_slice(&1i32.to_be_bytes()); // lower bound
+        }
+        for s in &items {
+            self.len_prefix(s.len());
+            self.buf.extend_from_slice(s.as_bytes());
+        }
     }
 }
 
@@ -414,14 +336,15 @@ mod tests {
     #[test]
     fn binary_rows_are_postgresql_s_format() {
         let mut b = BinaryRows::new();
-        b.row(6)
-            .int8(3)
-            .null()
-            .text("a\0b")
-            .time(DateTime::from_timestamp(946_684_801, 0).unwrap())
-            .jsonb("{}")
-            .text_array(&["x"]);
-        b.row(1).text_array::<&str>(&[]);
+        b.begin_row(6);
+        b.put_int8(3);
+        b.put_null();
+        b.put_text("a\0b");
+        b.put_time(DateTime::from_timestamp(946_684_801, 0).unwrap());
+        b.put_jsonb("{}");
+        b.put_text_array(&["x"]);
+        b.begin_row(1);
+        b.put_text_array(&[]);
         assert_eq!(b.rows(), 2);
         let bytes = b.finish();
         let mut want = b"PGCOPY\n\xff\r\n\0".to_vec();
@@ -443,10 +366,10 @@ mod tests {
     #[test]
     fn rows_are_tab_separated_and_escaped() {
         let mut b = CopyBuf::new();
-        b.text("a\tb\\c\nd")
-            .null()
-            .int(-3)
-            .text_array(&["x", "y\"z"]);
+        b.put_text("a\tb\\c\nd");
+        b.put_null();
+        b.put_int8(-3);
+        b.put_text_array(&["x", "y\"z"]);
         b.end_row();
         assert_eq!(
             std::str::from_utf8(b.as_bytes()).unwrap(),
@@ -461,7 +384,7 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         let mut b = CopyBuf::new();
-        b.time(t);
+        b.put_time(t);
         assert_eq!(
             std::str::from_utf8(b.as_bytes()).unwrap(),
             "2025-01-02T03:04:05.123456Z"

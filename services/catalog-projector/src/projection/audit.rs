@@ -28,7 +28,7 @@ use imagelib_events::{Digest, Envelope, EventPayload, RegistryId, RepositoryName
 use uuid::Uuid;
 
 use super::{enum_str, micros};
-use crate::copy::BinaryRows;
+use crate::copy::{BinaryRows, CopyRow};
 
 /// Microseconds spent encoding and writing audit rows (the bench prints it).
 pub static WRITE_MICROS: AtomicU64 = AtomicU64::new(0);
@@ -219,26 +219,28 @@ fn deployment_to_resolve(p: &EventPayload) -> Option<Uuid> {
 }
 
 fn encode(buf: &mut BinaryRows, sequence: u64, env: &Envelope, e: &Entry) {
-    buf.row(COLUMNS);
-    buf.int8(sequence as i64);
-    buf.uuid(env.id.0);
-    buf.time(micros(env.time));
-    buf.opt_text(env.actor.as_deref());
-    buf.text(&env.source);
-    buf.text(env.event_type());
-    buf.text(&env.payload.subject());
-    buf.text(&e.summary);
-    match &env.traceparent {
-        Some(tp) => buf.text(&tp.trace_id_hex()),
-        None => buf.null(),
-    };
+    buf.begin_row(COLUMNS);
+    buf.put_int8(sequence as i64);
+    buf.put_uuid(env.id.0);
+    buf.put_time(micros(env.time));
+    buf.put_opt_text(env.actor.as_deref());
+    buf.put_text(&env.source);
+    buf.put_text(env.event_type());
+    buf.put_text(&env.payload.subject());
+    buf.put_text(&e.summary);
+    buf.put_opt_text(
+        env.traceparent
+            .as_ref()
+            .map(|tp| tp.trace_id_hex())
+            .as_deref(),
+    );
     match e.registry_id {
-        Some(g) => buf.uuid(g),
-        None => buf.null(),
-    };
-    buf.opt_text(e.repository.as_deref());
-    buf.opt_text(e.tag.as_deref());
-    buf.opt_text(e.digest.as_deref());
+        Some(g) => buf.put_uuid(g),
+        None => buf.put_null(),
+    }
+    buf.put_opt_text(e.repository.as_deref());
+    buf.put_opt_text(e.tag.as_deref());
+    buf.put_opt_text(e.digest.as_deref());
 }
 
 /// The API path of what an entry is about: the registry (registry and sync events), the

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 
 use super::images::{NewVersion, binary_copy_statement, encode_version_binary};
-use crate::copy::{BINARY_HEADER, BINARY_TRAILER, BinaryRows};
+use crate::copy::{BINARY_HEADER, BINARY_TRAILER, BinaryRows, CopyRow};
 
 /// A record's header: row length, opening sequence, `valid_from` (µs), where `valid_to`
 /// starts and ends in the row, where `listed_referrers` starts.
@@ -250,7 +250,7 @@ impl Rows<'_> {
                 Some(&end) => {
                     out.extend_from_slice(&self.row[..to_start]);
                     let mut field = BinaryRows::bare();
-                    field.time(
+                    field.put_time(
                         DateTime::from_timestamp_micros(end.max(valid_from)).unwrap_or_default(),
                     );
                     out.extend_from_slice(field.as_bytes());
