@@ -237,7 +237,9 @@ fn decode_structured_direct(payload: &[u8]) -> Option<Result<Envelope, DecodeErr
         None => return None,
     }
     let content_type = content_type.unwrap_or("application/json");
-    if !is_json_content_type(content_type) {
+    // The SDK reads `data` as JSON by its own, case-sensitive prefix rule; where it and
+    // ours disagree ("Application/JSON", "application/jsonx") the SDK judges the event.
+    if !is_json_content_type(content_type) || !sdk_reads_data_as_json(content_type) {
         return None;
     }
     let empty = Data::Binary(Vec::new());
@@ -247,6 +249,11 @@ fn decode_structured_direct(payload: &[u8]) -> Option<Result<Envelope, DecodeErr
     };
     let ev = builder.build().ok()?;
     Some(Envelope::from_cloudevent_json(&ev, data.get().as_bytes()))
+}
+
+/// The rule by which `cloudevents-sdk` 0.9 decodes a structured event's `data` as JSON.
+fn sdk_reads_data_as_json(ct: &str) -> bool {
+    ct.starts_with("application/json") || ct.starts_with("text/json") || ct.ends_with("+json")
 }
 
 fn decode_binary(headers: &HeaderMap, payload: &[u8]) -> Result<cloudevents::Event, DecodeError> {

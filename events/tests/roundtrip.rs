@@ -144,3 +144,44 @@ fn every_type_is_generated() {
         EventPayload::TYPES.iter().map(|t| t.type_name).collect();
     assert_eq!(seen, all);
 }
+
+/// Content types the SDK's case-sensitive prefix rule and the envelope's rule judge
+/// differently: the direct structured-mode decoding must agree with the SDK on each.
+#[test]
+fn structured_content_types_are_judged_as_by_the_sdk() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let env = common::envelope().new_tree(&mut runner).unwrap().current();
+    let m = encode_structured(&env);
+    let text = std::str::from_utf8(&m.payload).unwrap();
+    assert!(
+        text.contains(r#""datacontenttype":"application/json""#),
+        "{text}"
+    );
+    for ct in [
+        "application/json",
+        "applicAtion/json",
+        "Application/JSON",
+        "application/jsonx",
+        "application/json; charset=utf-8",
+        "text/json",
+        "TEXT/JSON",
+        "application/cloudevents+json",
+        "application/x+JSON",
+        "text/plain",
+    ] {
+        let body = text.replace(
+            r#""datacontenttype":"application/json""#,
+            &format!(r#""datacontenttype":"{ct}""#),
+        );
+        let direct = decode_envelope(Some(&m.headers), body.as_bytes());
+        let sdk = decode_cloudevent(Some(&m.headers), body.as_bytes())
+            .and_then(|ce| Envelope::from_cloudevent(&ce));
+        match (direct, sdk) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{ct}"),
+            (Err(_), Err(_)) => {}
+            (a, b) => panic!("{ct}: direct {a:?}, through the SDK {b:?}"),
+        }
+    }
+}
