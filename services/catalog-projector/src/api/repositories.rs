@@ -29,8 +29,8 @@ use super::cache::Kept;
 use super::params;
 use super::rows::{Rendered, TagRow};
 use super::views::{
-    ApprovalView, DeploymentView, DigestReferrers, MutationView, ReadmeView, ReferrerView,
-    RepositoryDetail, RepositoryPage, RepositoryView,
+    ApprovalView, DeploymentView, MutationView, ReadmeView, ReferrerView, RepositoryDetail,
+    RepositoryPage, RepositoryView,
 };
 
 /// The mutations listed per tag in a repository's detail (its newest).
@@ -336,12 +336,22 @@ pub(crate) async fn get_repository(
     caller: &Caller,
     repo: &RepoRef,
 ) -> Result<RepositoryDetail, Problem> {
-    // Statements of fixed shape, by repository id: planned once ([`Catalog::list_pool`]).
-    // The repository, whether the caller sees it, and what it keeps per tag (READMEs,
-    // decisions, referrer lists, mutations) in one statement; its tags and its deployments
-    // in one each.
+    // One statement of fixed shape, by repository id, planned once
+    // ([`Catalog::list_pool`]): the repository, whether the caller sees it, what it keeps
+    // per tag (READMEs, decisions, referrer lists, mutations), its deployments, and, when
+    // rows may be kept, its current tags' stamps in tag order ([`super::rows`]).
     let reads = catalog.reads();
     let internal = |e: sqlx::Error| Problem::internal(&e);
+    let epoch = catalog.image_rows().open();
+    let stamps = if epoch.is_some() {
+        format!(
+            "ARRAY(SELECT {} FROM tag_versions t
+                   WHERE t.repo_id = r.id AND t.valid_to IS NULL ORDER BY t.tag)",
+            query::IMAGE_STAMP
+        )
+    } else {
+        "NULL::text[]".to_owned()
+    };
     let detail = format!(
         "SELECT {}, r.rule_id, r.rule_hm_tags, r.curator_hm_tags,
             (SELECT json_agg(json_build_object('tag', x.tag, 'readme', x.readme,
@@ -357,7 +367,16 @@ pub(crate) async fn get_repository(
                     'at', m.at) ORDER BY m.tag, m.sequence DESC)
              FROM (SELECT x.*, row_number() OVER (PARTITION BY x.tag ORDER BY x.sequence DESC) AS n
                    FROM tag_mutations x WHERE x.repo_id = r.id) m
-             WHERE m.n <= {MAX_MUTATIONS_SHOWN})::text
+             WHERE m.n <= {MAX_MUTATIONS_SHOWN})::text,
+            (SELECT json_agg(json_build_object('deployment_id', x.id, 'name', x.name,
+                    'namespace', x.namespace, 'tag', x.tag, 'digest', x.digest,
+                    'workload', x.workload, 'target', x.target, 'replicas', x.replicas,
+                    'status', x.status, 'status_detail', x.status_detail,
+                    'revision', x.revision, 'requested_by', x.requested_by,
+                    'requested_at', x.requested_at, 'updated_at', x.updated_at,
+                    'policy_violation', x.policy_violation) ORDER BY x.requested_at, x.id)
+             FROM deployments x WHERE x.repo_id = r.id AND x.status <> 'deleted')::text,
+            {stamps}
          FROM repositories r
          JOIN registries g ON g.id = r.registry_id
          LEFT JOIN approvals a ON a.repo_id = r.id AND a.tag = ''
@@ -388,10 +407,10 @@ pub(crate) async fn get_repository(
     let mut readme_of: HashMap<String, ReadmeView> = by_tag(listed(20)?)?;
     let mut decision_of: HashMap<String, ApprovalView> = by_tag(listed(21)?)?;
     let lists: BTreeMap<String, Vec<ReferrerView>> =
-        json_list::<(String, serde_json::Value)>(listed(22)?)?
+        json_list::<(String, Box<serde_json::value::RawValue>)>(listed(22)?)?
             .into_iter()
             .map(|(digest, list)| {
-                let list: Vec<Referrer> = serde_json::from_value(list).unwrap_or_default();
+                let list: Vec<Referrer> = serde_json::from_str(list.get()).unwrap_or_default();
                 (digest, super::rows::referrer_views(&list))
             })
             .collect();
@@ -399,56 +418,19 @@ pub(crate) async fn get_repository(
     for Tagged { tag, view } in json_list::<Tagged<MutationView>>(listed(23)?)? {
         mutations_of.entry(tag).or_default().push(view);
     }
+    let deployments: Vec<DeploymentView> = json_list(listed(24)?)?;
+    let stamps: Option<Vec<String>> = row.try_get(25).map_err(internal)?;
 
-    let tag_rows = repository_rows(catalog, repo_id).await?;
+    let tag_rows = repository_rows(catalog, repo_id, epoch.zip(stamps)).await?;
 
-    let deployments = reads
-        .fetch_all(
-            sqlx::query(
-                "SELECT id, name, namespace, tag, digest, workload, target, replicas, status,
-                    status_detail, revision, requested_by, requested_at, updated_at,
-                    policy_violation
-                 FROM deployments WHERE repo_id = $1 AND status <> 'deleted'
-                 ORDER BY requested_at, id",
-            )
-            .bind(repo_id),
-        )
-        .await
-        .map_err(internal)?
-        .iter()
-        .map(|r| {
-            Ok(DeploymentView {
-                deployment_id: r.try_get(0)?,
-                name: r.try_get(1)?,
-                namespace: r.try_get(2)?,
-                tag: r.try_get(3)?,
-                digest: r.try_get(4)?,
-                workload: r.try_get(5)?,
-                target: r.try_get(6)?,
-                replicas: r.try_get(7)?,
-                status: r.try_get(8)?,
-                status_detail: r.try_get(9)?,
-                revision: r.try_get(10)?,
-                requested_by: r.try_get(11)?,
-                requested_at: r.try_get(12)?,
-                updated_at: r.try_get(13)?,
-                policy_violation: r
-                    .try_get::<Option<serde_json::Value>, _>(14)?
-                    .and_then(|v| serde_json::from_value(v).ok()),
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()
-        .map_err(internal)?;
-
+    let referrers = super::rows::listing(&tag_rows, &lists);
     let mut tags = Vec::with_capacity(tag_rows.len());
-    let mut by_digest: BTreeMap<String, DigestReferrers> = BTreeMap::new();
     for image in tag_rows {
         let used_by = deployments
             .iter()
             .filter(|d| d.tag == image.tag)
             .cloned()
             .collect();
-        digest_referrers(&mut by_digest, &image, &lists);
         tags.push(TagRow {
             tag_approval: decision_of.remove(&image.tag),
             mutations: mutations_of.remove(&image.tag).unwrap_or_default(),
@@ -465,7 +447,7 @@ pub(crate) async fn get_repository(
         readme: readme_of.remove(""),
         tags,
         used_by: deployments,
-        referrers: by_digest.into_values().collect(),
+        referrers,
     })
 }
 
@@ -496,12 +478,23 @@ fn by_tag<T: serde::de::DeserializeOwned>(
 }
 
 /// A repository's current tags in tag order: by their stamps when rows may be kept
-/// ([`super::rows`]), else (or when they kept changing under it) as one statement.
-async fn repository_rows(catalog: &Catalog, repo_id: Uuid) -> Result<Vec<Arc<Rendered>>, Problem> {
+/// ([`super::rows`]; `read` is the epoch and the stamps the detail's statement read under
+/// it), else (or when they kept changing under it) as one statement.
+async fn repository_rows(
+    catalog: &Catalog,
+    repo_id: Uuid,
+    read: Option<(u64, Vec<String>)>,
+) -> Result<Vec<Arc<Rendered>>, Problem> {
     let reads = catalog.reads();
     let internal = |e: sqlx::Error| Problem::internal(&e);
-    if let Some(epoch) = catalog.image_rows().open() {
-        for _ in 0..super::rows::ATTEMPTS {
+    if let Some((epoch, stamps)) = read {
+        if let Some(rows) = super::images::by_stamps(catalog, &stamps, epoch).await? {
+            return Ok(rows);
+        }
+        for _ in 1..super::rows::ATTEMPTS {
+            let Some(epoch) = catalog.image_rows().open() else {
+                break;
+            };
             let sql = query::repository_tags_shaped(repo_id, Shape::Stamps);
             let stamps = reads.fetch_all(sql.query()).await.map_err(internal)?;
             let stamps = super::images::stamps_of(&stamps)?;
@@ -519,32 +512,6 @@ async fn repository_rows(catalog: &Catalog, repo_id: Uuid) -> Result<Vec<Arc<Ren
         .map(|row| Rendered::from_row(row).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()
         .map_err(internal)
-}
-
-/// Add a tag's digest and its platform manifests to the repository's referrer listing.
-fn digest_referrers(
-    by_digest: &mut BTreeMap<String, DigestReferrers>,
-    image: &Rendered,
-    lists: &BTreeMap<String, Vec<ReferrerView>>,
-) {
-    let links = image.links();
-    let mut add = |digest: &str, platform: Option<&str>, own: Option<&Vec<ReferrerView>>| {
-        let entry = by_digest
-            .entry(digest.to_owned())
-            .or_insert_with(|| DigestReferrers {
-                digest: digest.to_owned(),
-                tags: Vec::new(),
-                platform: platform.map(str::to_owned),
-                referrers: lists.get(digest).or(own).cloned().unwrap_or_default(),
-            });
-        if !entry.tags.contains(&image.tag) {
-            entry.tags.push(image.tag.clone());
-        }
-    };
-    add(&image.digest, None, links.referrers.as_ref());
-    for (digest, platform) in &links.platforms {
-        add(digest, Some(platform), None);
-    }
 }
 
 fn hm(s: &str) -> Result<HmTag, Problem> {

@@ -45,7 +45,7 @@ use imagelib_platform::Problem;
 use sha2::{Digest, Sha256};
 
 use super::cache::{Bounded, Kept, Listener};
-use super::views::{ImageView, ReferrerView, RepositoryDetail};
+use super::views::{DigestReferrers, ImageView, ReferrerView, RepositoryDetail};
 
 /// Tries to read a page by stamps before it is read as one full statement.
 pub(crate) const ATTEMPTS: usize = 3;
@@ -69,14 +69,90 @@ pub(crate) struct Rendered {
 /// The digests an image row points at, as a repository's detail lists them.
 #[derive(Debug)]
 pub(crate) struct Links {
-    /// The referrers the version itself lists (`None`: no readable list).
-    pub(crate) referrers: Option<Vec<ReferrerView>>,
-    /// Each platform manifest of an index: its digest and `os/architecture[/variant]`.
-    pub(crate) platforms: Vec<(String, String)>,
+    /// The row's entries of a referrer listing: its digest (with the referrers the
+    /// version lists, none when its list does not read), then each platform manifest of
+    /// an index (`os/architecture[/variant]`). What a detail lists for them when no other
+    /// tag shares a digest and the repository keeps no list of its own for it, written
+    /// once rather than on every read.
+    pub(crate) listed: Vec<Arc<Listed>>,
+}
+
+/// An entry of a repository's referrer listing with its JSON.
+#[derive(Debug)]
+pub(crate) struct Listed {
+    entry: DigestReferrers,
+    json: Box<RawValue>,
+}
+
+impl Listed {
+    pub(crate) fn new(entry: DigestReferrers) -> Self {
+        let json = serde_json::value::to_raw_value(&entry)
+            .unwrap_or_else(|_| RawValue::from_string("null".to_owned()).expect("JSON null"));
+        Listed { entry, json }
+    }
+}
+
+impl Deref for Listed {
+    type Target = DigestReferrers;
+    fn deref(&self) -> &DigestReferrers {
+        &self.entry
+    }
+}
+
+impl Serialize for Listed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.json.serialize(s)
+    }
+}
+
+/// [`Listed`] entries as a JSON array (for `#[serde(serialize_with)]`).
+pub(crate) fn listed_seq<S: serde::Serializer>(
+    listed: &[Arc<Listed>],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(listed.iter().map(|l| &**l))
+}
+
+/// A repository's referrer listing: each digest its tags point at (and their platform
+/// manifests), in digest order, with the tags pointing at it in tag order and the list the
+/// repository keeps for it in `lists` (else the first row's own). An entry no other row
+/// shares and `lists` does not name is the row's, as kept.
+pub(crate) fn listing(
+    rows: &[Arc<Rendered>],
+    lists: &std::collections::BTreeMap<String, Vec<ReferrerView>>,
+) -> Vec<Arc<Listed>> {
+    let mut all: Vec<(&Arc<Listed>, &str)> = rows
+        .iter()
+        .flat_map(|row| row.links().listed.iter().map(|l| (l, row.tag.as_str())))
+        .collect();
+    // Stable: a digest's entries stay in row (tag) order, the first one decides.
+    all.sort_by(|a, b| a.0.digest.cmp(&b.0.digest));
+    let mut out = Vec::with_capacity(all.len());
+    for group in all.chunk_by(|a, b| a.0.digest == b.0.digest) {
+        let first = group[0].0;
+        let kept_list = lists.get(&first.digest);
+        if group.len() == 1 && kept_list.is_none() {
+            out.push(Arc::clone(first));
+            continue;
+        }
+        let mut tags: Vec<String> = Vec::with_capacity(group.len());
+        for (_, tag) in group {
+            if !tags.iter().any(|t| t == tag) {
+                tags.push((*tag).to_owned());
+            }
+        }
+        out.push(Arc::new(Listed::new(DigestReferrers {
+            digest: first.digest.clone(),
+            tags,
+            platform: first.platform.clone(),
+            referrers: kept_list.unwrap_or(&first.referrers).clone(),
+        })));
+    }
+    out
 }
 
 impl Links {
-    fn of(view: &ImageView) -> Self {
+    pub(crate) fn of(view: &ImageView) -> Self {
         #[derive(Deserialize)]
         struct Platform {
             os: String,
@@ -85,8 +161,8 @@ impl Links {
             digest: Option<String>,
         }
         let referrers = serde_json::from_str::<Vec<Referrer>>(view.referrers.get())
-            .ok()
-            .map(|list| referrer_views(&list));
+            .map(|list| referrer_views(&list))
+            .unwrap_or_default();
         let platforms = serde_json::from_str::<Vec<Platform>>(view.platforms.get())
             .unwrap_or_default()
             .into_iter()
@@ -96,12 +172,18 @@ impl Links {
                     None => format!("{}/{}", p.os, p.architecture),
                 };
                 Some((p.digest?, name))
-            })
-            .collect();
-        Links {
-            referrers,
-            platforms,
-        }
+            });
+        let own = |digest: String, platform: Option<String>, referrers: Vec<ReferrerView>| {
+            Arc::new(Listed::new(DigestReferrers {
+                digest,
+                tags: vec![view.tag.clone()],
+                platform,
+                referrers,
+            }))
+        };
+        let mut listed = vec![own(view.digest.clone(), None, referrers)];
+        listed.extend(platforms.map(|(digest, platform)| own(digest, Some(platform), Vec::new())));
+        Links { listed }
     }
 }
 
@@ -221,7 +303,8 @@ impl RepositoryDetail {
         #[derive(Serialize)]
         struct Tail<'a> {
             used_by: &'a [super::views::DeploymentView],
-            referrers: &'a [super::views::DigestReferrers],
+            #[serde(serialize_with = "listed_seq")]
+            referrers: &'a [Arc<Listed>],
         }
         let internal = |e: serde_json::Error| Problem::internal(&e);
         let head = serde_json::to_vec(&Head {
@@ -632,7 +715,7 @@ mod tests {
                 },
             ],
             used_by: vec![deployment],
-            referrers: vec![DigestReferrers {
+            referrers: vec![Arc::new(Listed::new(DigestReferrers {
                 digest: "sha256:00".into(),
                 tags: vec!["1".into(), second.into()],
                 platform: None,
@@ -641,7 +724,7 @@ mod tests {
                     kind: "signature".into(),
                     artifact_type: None,
                 }],
-            }],
+            }))],
         }
     }
 
@@ -701,28 +784,144 @@ mod tests {
             json: raw("{}"),
             links: OnceLock::new(),
         };
-        let links = row.links();
+        let listed = &row.links().listed;
+        let entry = |l: &Listed| {
+            (
+                l.digest.clone(),
+                l.tags.clone(),
+                l.platform.clone(),
+                l.referrers
+                    .iter()
+                    .map(|r| r.digest.clone())
+                    .collect::<Vec<_>>(),
+            )
+        };
         assert_eq!(
-            links.platforms,
+            listed.iter().map(|l| entry(l)).collect::<Vec<_>>(),
             vec![
-                (digest('a'), "linux/arm64/v8".to_owned()),
-                (digest('b'), "linux/amd64".to_owned()),
+                (
+                    "sha256:00".to_owned(),
+                    vec!["1".to_owned()],
+                    None,
+                    vec![digest('c')]
+                ),
+                (
+                    digest('a'),
+                    vec!["1".into()],
+                    Some("linux/arm64/v8".into()),
+                    vec![]
+                ),
+                (
+                    digest('b'),
+                    vec!["1".into()],
+                    Some("linux/amd64".into()),
+                    vec![]
+                ),
             ]
         );
-        let referrers = links.referrers.as_ref().expect("a list");
-        assert_eq!(referrers.len(), 1);
-        assert_eq!(referrers[0].digest, digest('c'));
-        assert_eq!(referrers[0].kind, "sbom");
+        assert_eq!(listed[0].referrers[0].kind, "sbom");
         assert_eq!(
-            referrers[0].artifact_type.as_deref(),
+            listed[0].referrers[0].artifact_type.as_deref(),
             Some("application/spdx+json")
         );
+        // Each entry's JSON is the entry's.
+        for l in listed {
+            assert_eq!(
+                serde_json::to_string(&**l).expect("JSON"),
+                serde_json::to_string(&l.entry).expect("JSON")
+            );
+        }
         // A list that does not read is no list, not an error.
         let mut v = view("2");
         v.referrers = raw(r#"[{"digest":"nope"}]"#);
         let links = Links::of(&v);
-        assert!(links.referrers.is_none());
-        assert!(links.platforms.is_empty());
+        assert_eq!(links.listed.len(), 1);
+        assert!(links.listed[0].referrers.is_empty());
+    }
+
+    #[test]
+    fn a_listing_merges_shared_digests_and_takes_the_repositorys_lists() {
+        let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let row = |tag: &str, own: char, platforms: &[char]| {
+            let mut v = view(tag);
+            v.digest = digest(own);
+            let list: Vec<String> = platforms
+                .iter()
+                .map(|p| {
+                    format!(
+                        r#"{{"os":"linux","architecture":"{p}","digest":"{}"}}"#,
+                        digest(*p)
+                    )
+                })
+                .collect();
+            v.platforms = RawValue::from_string(format!("[{}]", list.join(","))).expect("JSON");
+            Arc::new(Rendered {
+                digest: [0; 32],
+                json: RawValue::from_string("{}".to_owned()).expect("JSON"),
+                view: v,
+                repo_id: Uuid::nil(),
+                links: OnceLock::new(),
+            })
+        };
+        // Tags in tag order: `1` and `3` share their index `f`; `2`'s index shares the
+        // platform manifest `a` with `1`'s.
+        let rows = vec![
+            row("1", 'f', &['a', 'b']),
+            row("2", 'e', &['a']),
+            row("3", 'f', &['a', 'b']),
+            row("4", 'd', &[]),
+        ];
+        let kept = ReferrerView {
+            digest: digest('9'),
+            kind: "signature".into(),
+            artifact_type: None,
+        };
+        let lists = std::collections::BTreeMap::from([
+            (digest('b'), vec![kept.clone()]),
+            (digest('e'), vec![kept]),
+        ]);
+        let listing = listing(&rows, &lists);
+        let shown: Vec<(String, Vec<String>, Option<String>, usize)> = listing
+            .iter()
+            .map(|l| {
+                (
+                    l.digest.clone(),
+                    l.tags.clone(),
+                    l.platform.clone(),
+                    l.referrers.len(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                (
+                    digest('a'),
+                    vec!["1".into(), "2".into(), "3".into()],
+                    Some("linux/a".into()),
+                    0
+                ),
+                (
+                    digest('b'),
+                    vec!["1".into(), "3".into()],
+                    Some("linux/b".into()),
+                    1
+                ),
+                (digest('d'), vec!["4".into()], None, 0),
+                (digest('e'), vec!["2".into()], None, 1),
+                (digest('f'), vec!["1".into(), "3".into()], None, 0),
+            ]
+        );
+        // An entry no other row shares and no list names is the row's own, as kept.
+        assert!(Arc::ptr_eq(&listing[2], &rows[3].links().listed[0]));
+        assert!(!Arc::ptr_eq(&listing[3], &rows[1].links().listed[0]));
+        // Merged entries are written as their entry.
+        for l in &listing {
+            assert_eq!(
+                serde_json::to_string(&**l).expect("JSON"),
+                serde_json::to_string(&l.entry).expect("JSON")
+            );
+        }
     }
 
     fn cache(budget: usize) -> RowCache {

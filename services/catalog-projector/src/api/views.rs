@@ -254,7 +254,7 @@ pub struct ReadmeView {
 }
 
 /// A deployment using an image ("used by").
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct DeploymentView {
     pub deployment_id: Uuid,
     pub name: String,
@@ -275,7 +275,19 @@ pub struct DeploymentView {
     pub updated_at: DateTime<Utc>,
     /// The latest trust policy violation recorded on it (audited at deploy, or found
     /// while running).
+    #[serde(default, deserialize_with = "unless_unreadable")]
     pub policy_violation: Option<PolicyViolationView>,
+}
+
+/// A value read back from the catalog's JSON, or `None` where it is not one (a record
+/// written by an older version): one unreadable member does not hide the rest.
+fn unless_unreadable<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
@@ -342,5 +354,43 @@ pub struct RepositoryDetail {
     pub(crate) tags: Vec<super::rows::TagRow>,
     pub used_by: Vec<DeploymentView>,
     /// The referrers of each digest its tags point at (and of their platform manifests).
-    pub referrers: Vec<DigestReferrers>,
+    #[schema(value_type = Vec<DigestReferrers>)]
+    #[serde(serialize_with = "super::rows::listed_seq")]
+    pub(crate) referrers: Vec<std::sync::Arc<super::rows::Listed>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deployment_reads_back_without_an_unreadable_violation() {
+        let deployment = |violation: &str| {
+            format!(
+                r#"{{"deployment_id":"00000000-0000-0000-0000-000000000001","name":"d",
+                "namespace":"ns","tag":"1","digest":"sha256:00","workload":"postgres_cluster",
+                "target":"gitops","replicas":2,"status":"applied","status_detail":null,
+                "revision":null,"requested_by":"ci",
+                "requested_at":"2026-12-05T22:17:29.123456+00:00",
+                "updated_at":"2026-12-05T22:17:30+00:00"{violation}}}"#
+            )
+        };
+        let read = |json: String| serde_json::from_str::<DeploymentView>(&json).expect("a view");
+        let ok = read(deployment(
+            r#","policy_violation":{"digest":"sha256:00","stage":"audited","reasons":["unsigned"],
+            "findings":[],"rule":null,"at":"2026-12-05T22:17:29+00:00"}"#,
+        ));
+        assert_eq!(ok.replicas, 2);
+        assert_eq!(ok.requested_at.timestamp_subsec_micros(), 123_456);
+        assert_eq!(ok.policy_violation.expect("a violation").stage, "audited");
+        let unreadable = read(deployment(r#","policy_violation":{"stage":7}"#));
+        assert!(unreadable.policy_violation.is_none());
+        assert_eq!(unreadable.name, "d");
+        assert!(
+            read(deployment(r#","policy_violation":null"#))
+                .policy_violation
+                .is_none()
+        );
+        assert!(read(deployment("")).policy_violation.is_none());
+    }
 }
