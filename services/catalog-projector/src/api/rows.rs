@@ -86,8 +86,9 @@ pub(crate) struct Listed {
 
 impl Listed {
     pub(crate) fn new(entry: DigestReferrers) -> Self {
-        let json = serde_json::value::to_raw_value(&entry)
-            .unwrap_or_else(|_| RawValue::from_string("null".to_owned()).expect("JSON null"));
+        // Strings and lists of them always serialize; `null` would only stand for a bug.
+        let json =
+            serde_json::value::to_raw_value(&entry).unwrap_or_else(|_| RawValue::NULL.to_owned());
         Listed { entry, json }
     }
 }
