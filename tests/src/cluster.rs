@@ -1,7 +1,8 @@
 //! imagelib as real child processes (`imagelib-node`, which is `imagelib serve`) on a NATS
-//! cluster, for the cluster test and the scale-out bench: each process has a fixed HTTP
-//! port (so a restarted one is found where it was), its own scanner instance name and log
-//! file, and shares the stream, the database and the master key with the others.
+//! cluster, for the cluster test and the scale-out bench: each process keeps its HTTP port
+//! across restarts (so a restarted one is found where it was) unless another process took
+//! the port while it was down, has its own scanner instance name and log file, and shares
+//! the stream, the database and the master key with the others.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +12,9 @@ use anyhow::{Context, bail};
 
 /// How often [`Node::wait_ready`] starts a process that exits while starting.
 pub const START_ATTEMPTS: u32 = 3;
+
+/// What the process logs when its HTTP port is in use (`std::io::ErrorKind::AddrInUse`).
+const PORT_TAKEN: &str = "Address already in use";
 
 /// The admin token every process accepts.
 pub const ADMIN_TOKEN: &str = "cluster-admin-token";
@@ -99,6 +103,23 @@ impl Node {
         })
     }
 
+    /// Listen on a fresh port from now on: while the process was down, the kernel may have
+    /// handed its old one to another test's outgoing connection as a source port.
+    fn move_port(&mut self) -> anyhow::Result<()> {
+        let port = imagelib_testkit::registry::free_port()?;
+        eprintln!(
+            "{}: port {} was taken; moving to {port}",
+            self.instance, self.port
+        );
+        self.port = port;
+        for (k, v) in &mut self.env {
+            if k == "IMAGELIB_HTTP_ADDR" {
+                *v = format!("127.0.0.1:{port}");
+            }
+        }
+        Ok(())
+    }
+
     /// Start the process (its output goes to `<dir>/<instance>-<n>.log`).
     pub fn start(&mut self) -> anyhow::Result<()> {
         self.starts += 1;
@@ -184,6 +205,9 @@ impl Node {
                     tail(&log, 600)
                 );
                 attempts += 1;
+                if log.contains(PORT_TAKEN) {
+                    self.move_port()?;
+                }
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 self.start()?;
                 continue;

@@ -571,3 +571,38 @@ async fn two_processes_on_a_three_node_cluster_survive_killed_nodes_writers_and_
     }
     pool.close().await;
 }
+
+/// A process whose HTTP port another one took while it was down (the kernel hands a freed
+/// port to any outgoing connection as its source port) comes up on a fresh port instead of
+/// failing its start three times over.
+#[tokio::test]
+async fn a_process_whose_port_was_taken_starts_on_another() {
+    imagelib_testkit::init_tracing();
+    let stream = imagelib_testkit::TestStream::new();
+    let db = TestDb::new();
+    db.create()
+        .await
+        .expect("the shared database")
+        .close()
+        .await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let shared = Shared {
+        database_url: db.url.clone(),
+        stream: stream.name.clone(),
+        subject_prefix: stream.prefix.clone(),
+        replicas: 1,
+        master_key_file: dir.path().join("master.key"),
+        extra: vec![("IMAGELIB_SCANNER__SCHEDULE".into(), "false".into())],
+    };
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_imagelib-node"));
+    let mut node = Node::new(&bin, "solo", &stream.nats_url, &shared, dir.path()).expect("a node");
+    let taken = node.port;
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", taken)).expect("take its port");
+    node.start().expect("start");
+    let ready = node.wait_ready(Duration::from_secs(60)).await;
+    let log = node.log();
+    node.kill().expect("kill");
+    drop(squatter);
+    ready.unwrap_or_else(|e| panic!("not ready on another port: {e:#}\n{}", tail(&log, 2000)));
+    assert_ne!(node.port, taken, "it still claims the taken port");
+}
