@@ -160,3 +160,56 @@ async fn rebuild_swaps_in_a_fresh_catalog_while_reads_and_writes_go_on() {
     assert_eq!(env.dump(&old).await, dump);
     Arc::into_inner(svc).unwrap().stop().await;
 }
+
+/// When each table of `schema` was last analyzed by hand (`ANALYZE`, not autovacuum).
+async fn hand_analyzed(pool: &sqlx::PgPool, schema: &str) -> Vec<(String, bool)> {
+    sqlx::query_as(
+        "SELECT relname::text, last_analyze IS NOT NULL FROM pg_stat_user_tables
+         WHERE schemaname = $1 ORDER BY 1",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// A rebuild analyzes the tables it filled, and only those: not the database's other
+/// schemas (the live catalog it replaces, other services' tables), each of which would
+/// cost the rebuild a sample of its rows.
+#[tokio::test]
+async fn a_rebuild_analyzes_its_own_tables_and_no_others() {
+    let env = Env::new().await;
+    env.publish(Generator::new(Mix {
+        registries: 1,
+        repositories: 10,
+        events: 300,
+        seed: 5,
+        ..Default::default()
+    }))
+    .await;
+    let bystander = imagelib_platform::db::connect(&env.db.url, "bystander", 1)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE rows AS SELECT g AS n FROM generate_series(1, 1000) g")
+        .execute(&bystander)
+        .await
+        .unwrap();
+    let settings = CatalogSettings {
+        batch_size: 100,
+        ..Default::default()
+    };
+    let report = rebuild(&env.bus, &env.db.url, catalog_projector::SCHEMA, &settings)
+        .await
+        .unwrap();
+    assert!(report.events >= 300, "{report:?}");
+    eventually("every table of the rebuilt catalog analyzed", || async {
+        let tables = hand_analyzed(&bystander, catalog_projector::SCHEMA).await;
+        tables.len() > 10 && tables.iter().all(|(_, analyzed)| *analyzed)
+    })
+    .await;
+    assert_eq!(
+        hand_analyzed(&bystander, "bystander").await,
+        vec![("rows".to_owned(), false)]
+    );
+    bystander.close().await;
+}
