@@ -1,11 +1,15 @@
 //! Connections taken back without a round trip, against a real PostgreSQL: reused after a
 //! completed statement, closed after a failed or abandoned one, bounded.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use imagelib_platform::connections::Connections;
 use imagelib_testkit::TestDb;
 use sqlx::Row;
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
 
 async fn backend(c: &Connections) -> anyhow::Result<i32> {
     let row = c
@@ -82,5 +86,70 @@ async fn no_more_connections_than_the_bound_and_a_caller_waits_at_most_the_timeo
     busy.await??;
     backend(&c).await?;
     assert_eq!(c.idle(), 1);
+    Ok(())
+}
+
+/// Counts span entries and the warnings of `imagelib_platform::connections`.
+#[derive(Clone, Default)]
+struct Counts {
+    enters: Arc<AtomicUsize>,
+    warnings: Arc<AtomicUsize>,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Counts {
+    fn on_enter(&self, _: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+        self.enters.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let meta = event.metadata();
+        if *meta.level() == tracing::Level::WARN
+            && meta.target() == "imagelib_platform::connections"
+        {
+            self.warnings.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// sqlx enters the span current when a statement starts once for every row it yields;
+/// here the statement runs outside it (each entry goes through every layer, OpenTelemetry's
+/// reading the clock), and a slow statement is still logged, by `Connections` itself.
+#[tokio::test(flavor = "current_thread")]
+async fn rows_do_not_enter_the_callers_span_each_and_slow_statements_are_logged()
+-> anyhow::Result<()> {
+    let db = TestDb::new();
+    let _pool = db.create().await?;
+    let c = Connections::new(db.url.parse()?, 1, Duration::from_secs(5))
+        .slow_after(Duration::from_millis(100));
+    let counts = Counts::default();
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(counts.clone()));
+    let rows = c
+        .fetch_all(sqlx::query("SELECT generate_series(1, 1000)"))
+        .instrument(tracing::info_span!("caller"))
+        .await?;
+    assert_eq!(rows.len(), 1000);
+    let enters = counts.enters.load(Ordering::Relaxed);
+    assert!(
+        enters < 100,
+        "the caller's span entered {enters} times for 1,000 rows"
+    );
+    assert_eq!(counts.warnings.load(Ordering::Relaxed), 0);
+
+    c.fetch_optional(sqlx::query("SELECT pg_sleep(0.3)"))
+        .await?;
+    assert_eq!(
+        counts.warnings.load(Ordering::Relaxed),
+        1,
+        "a slow statement"
+    );
+    c.fetch_all(sqlx::query("SELECT pg_sleep(0.3)")).await?;
+    assert_eq!(
+        counts.warnings.load(Ordering::Relaxed),
+        2,
+        "a slow statement"
+    );
+    c.fetch_optional(sqlx::query("SELECT 1")).await?;
+    assert_eq!(counts.warnings.load(Ordering::Relaxed), 2);
     Ok(())
 }
