@@ -52,6 +52,9 @@ pub struct RebuildReport {
     /// The replaced schema, when kept.
     pub old_schema: Option<String>,
     pub elapsed: Duration,
+    /// The indexes a bulk replay dropped before its load and built after it, by name
+    /// ([`DeferIndexes`]).
+    pub indexes_built_after: Vec<String>,
 }
 
 /// This process's peak resident memory so far, in KiB (`VmHWM`; `None` off Linux): what a
@@ -107,6 +110,7 @@ pub async fn rebuild(
         skipped: 0,
         old_schema: None,
         elapsed: Duration::ZERO,
+        indexes_built_after: Vec::new(),
     };
     // Replay until what is left is at most a batch (appends keep coming meanwhile); the
     // first round into the empty schema with its secondary indexes built afterwards.
@@ -197,12 +201,14 @@ pub async fn rebuild(
 /// Which secondary indexes a bulk replay drops before the load and builds after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeferIndexes {
-    /// The large indexes of `tag_versions` (of every current version, or every version).
-    /// The partial ones on a trust or integrity flag (signed, SBOM, policy, severity,
-    /// mutated) hold the few current versions with the flag: they cost next to nothing
-    /// to keep during the load and would each cost a scan of the whole table to build
-    /// after it. The audit trail's are kept up by its own writer, beside the catalog's
-    /// load ([`crate::projection::audit::Writer`]).
+    /// The large indexes of `tag_versions` (of every current version, or every version)
+    /// and of the audit trail (its B-trees on almost every row: by registry, by
+    /// repository). The partial ones on a trust or integrity flag (signed, SBOM, policy,
+    /// severity, mutated) hold the few current versions with the flag, and the trail's by
+    /// actor and by type leave out the scanner's events: they cost next to nothing to keep
+    /// during the load and would each cost a scan of the whole table to build after it.
+    /// The trail's own writer ([`crate::projection::audit::Writer`]) needs only its
+    /// primary key.
     #[default]
     Large,
     /// Every non-unique index.
@@ -228,12 +234,13 @@ pub async fn bulk_replay(
     let deferred: Vec<(String, String)> = match defer {
         DeferIndexes::None => Vec::new(),
         DeferIndexes::All => indexes(pool, IndexSet::NonUnique).await?,
-        DeferIndexes::Large => indexes(pool, IndexSet::LargeOfVersions).await?,
+        DeferIndexes::Large => indexes(pool, IndexSet::Large).await?,
     };
     for (name, _) in &deferred {
         sqlx::query(&format!("DROP INDEX {}", quote_ident(name)))
             .execute(pool)
             .await?;
+        report.indexes_built_after.push(name.clone());
     }
     projection.start_audit_writer().await?;
     projection.start_holding(report.position + 1).await?;
@@ -246,6 +253,9 @@ pub async fn bulk_replay(
     } else {
         indexes(pool, IndexSet::UniqueOfVersions).await?
     };
+    report
+        .indexes_built_after
+        .extend(unique.iter().map(|(name, _)| name.clone()));
     let (held, written) = tokio::join!(
         async {
             let t = std::time::Instant::now();
@@ -280,8 +290,9 @@ pub async fn bulk_replay(
 enum IndexSet {
     /// Every non-unique index.
     NonUnique,
-    /// The large non-unique indexes of `tag_versions` ([`DeferIndexes::Large`]).
-    LargeOfVersions,
+    /// The large non-unique indexes of `tag_versions` and of the audit trail
+    /// ([`DeferIndexes::Large`]).
+    Large,
     /// The unique indexes of `tag_versions` (its current version per tag, per digest).
     UniqueOfVersions,
 }
@@ -294,19 +305,24 @@ async fn indexes(pool: &PgPool, set: IndexSet) -> Result<Vec<(String, String)>, 
          JOIN pg_class c ON c.oid = i.indexrelid
          JOIN pg_class t ON t.oid = i.indrelid
          JOIN pg_namespace n ON n.oid = c.relnamespace
+         JOIN pg_am m ON m.oid = c.relam
          WHERE n.nspname = current_schema()
            AND CASE $1
                WHEN 'non-unique' THEN NOT i.indisunique
-               WHEN 'large' THEN NOT i.indisunique AND t.relname = 'tag_versions'
-                   AND (i.indpred IS NULL
-                        OR pg_get_expr(i.indpred, i.indrelid) = '(valid_to IS NULL)')
+               WHEN 'large' THEN NOT i.indisunique AND (
+                   (t.relname = 'tag_versions'
+                    AND (i.indpred IS NULL
+                         OR pg_get_expr(i.indpred, i.indrelid) = '(valid_to IS NULL)'))
+                   OR (t.relname = 'audit' AND m.amname = 'btree'
+                       AND (i.indpred IS NULL
+                            OR pg_get_expr(i.indpred, i.indrelid) LIKE '(% IS NOT NULL)')))
                ELSE i.indisunique AND t.relname = 'tag_versions'
            END
          ORDER BY 1",
     )
     .bind(match set {
         IndexSet::NonUnique => "non-unique",
-        IndexSet::LargeOfVersions => "large",
+        IndexSet::Large => "large",
         IndexSet::UniqueOfVersions => "unique",
     })
     .fetch_all(pool)

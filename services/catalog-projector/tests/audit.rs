@@ -615,6 +615,7 @@ async fn the_trail_is_filtered_paged_limited_to_what_the_caller_sees_and_replaya
         skipped: 0,
         old_schema: None,
         elapsed: Duration::ZERO,
+        indexes_built_after: Vec::new(),
     };
     let last = env.bus.last_sequence().await.unwrap();
     let settings = CatalogSettings {

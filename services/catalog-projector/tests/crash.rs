@@ -134,6 +134,7 @@ async fn a_projector_killed_mid_batch_converges_to_a_clean_replay() {
         skipped: 0,
         old_schema: None,
         elapsed: Duration::ZERO,
+        indexes_built_after: Vec::new(),
     };
     replay_into(
         &env.bus,

@@ -458,6 +458,7 @@ async fn pulls_are_summed_per_tag_and_digest_and_every_replay_counts_them_once()
         skipped: 0,
         old_schema: None,
         elapsed: Duration::ZERO,
+        indexes_built_after: Vec::new(),
     };
     let last = env.bus.last_sequence().await.unwrap();
     replay_into(

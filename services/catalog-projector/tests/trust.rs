@@ -617,6 +617,7 @@ async fn replays_in_any_batching_and_redelivery_give_the_same_trust_rows() {
         skipped: 0,
         old_schema: None,
         elapsed: Duration::ZERO,
+        indexes_built_after: Vec::new(),
     };
     let last = env.bus.last_sequence().await.unwrap();
     replay_into(

@@ -299,6 +299,7 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
         skipped: 0,
         old_schema: None,
         elapsed: Duration::ZERO,
+        indexes_built_after: Vec::new(),
     };
     catalog_projector::projection::audit::WRITE_MICROS
         .store(0, std::sync::atomic::Ordering::Relaxed);
@@ -322,6 +323,11 @@ async fn run(args: &Args, bus: &EventBus, db_url: &str) -> anyhow::Result<()> {
         .load(std::sync::atomic::Ordering::Relaxed)
         / 1000;
     print_profile("with the audit trail", &format!(" audit rows {audit_ms}"));
+    println!(
+        "built after the load ({}): {}",
+        report.indexes_built_after.len(),
+        report.indexes_built_after.join(", ")
+    );
     if compare && args.audit_first {
         without = Some(replay_alone(bus, db_url, &settings, last).await?);
     }
@@ -493,6 +499,7 @@ async fn replay_alone(
         skipped: 0,
         old_schema: None,
         elapsed: Duration::ZERO,
+        indexes_built_after: Vec::new(),
     };
     let started = Instant::now();
     bulk_replay(

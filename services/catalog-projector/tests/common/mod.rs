@@ -179,6 +179,7 @@ impl Env {
             skipped: 0,
             old_schema: None,
             elapsed: Duration::ZERO,
+            indexes_built_after: Vec::new(),
         };
         let last = self.bus.last_sequence().await.unwrap();
         let projection = catalog_projector::projection::Projection::in_memory(pool.clone());
