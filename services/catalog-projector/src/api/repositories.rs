@@ -5,7 +5,7 @@
 //! `PUT|DELETE …/{name}/hm-tags/{hm_tag}`, `PUT …/{name}/readme` and
 //! `POST …/{name}/approve|reject` are the commands.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -29,15 +29,14 @@ use super::cache::Kept;
 use super::params;
 use super::rows::{Rendered, TagRow};
 use super::views::{
-    ApprovalView, DeploymentView, MutationView, ReadmeView, ReferrerView, RepositoryDetail,
-    RepositoryPage, RepositoryView,
+    ApprovalView, DeploymentView, MutationView, ReadmeView, RepositoryDetail, RepositoryPage,
+    RepositoryView,
 };
 
 /// The mutations listed per tag in a repository's detail (its newest).
 const MAX_MUTATIONS_SHOWN: i64 = 100;
 use crate::curate::{Catalog, RepoRef};
 use crate::query::{self, Cursor, RepositoryFilter, Shape};
-use imagelib_events::model::Referrer;
 
 #[derive(OpenApi)]
 #[openapi(paths(get_repository, put_hm_tag, delete_hm_tag, put_readme, approve, reject))]
@@ -360,7 +359,7 @@ pub(crate) async fn get_repository(
             (SELECT json_agg(json_build_object('tag', x.tag, 'decision', x.decision,
                     'digest', x.digest, 'reason', x.reason, 'by', x.actor, 'at', x.at))
              FROM approvals x WHERE x.repo_id = r.id AND x.tag <> '')::text,
-            (SELECT json_agg(json_build_array(x.digest, x.referrers))
+            (SELECT json_agg(json_build_array(x.digest, x.referrers) ORDER BY x.digest COLLATE \"C\")
              FROM trust_referrers x WHERE x.repo_id = r.id)::text,
             (SELECT json_agg(json_build_object('tag', m.tag, 'old_digest', m.old_digest,
                     'new_digest', m.new_digest, 'found_by', m.found_by, 'seen_at', m.seen_at,
@@ -406,14 +405,7 @@ pub(crate) async fn get_repository(
     let listed = |i: usize| -> Result<Option<String>, Problem> { row.try_get(i).map_err(internal) };
     let mut readme_of: HashMap<String, ReadmeView> = by_tag(listed(20)?)?;
     let mut decision_of: HashMap<String, ApprovalView> = by_tag(listed(21)?)?;
-    let lists: BTreeMap<String, Vec<ReferrerView>> =
-        json_list::<(String, Box<serde_json::value::RawValue>)>(listed(22)?)?
-            .into_iter()
-            .map(|(digest, list)| {
-                let list: Vec<Referrer> = serde_json::from_str(list.get()).unwrap_or_default();
-                (digest, super::rows::referrer_views(&list))
-            })
-            .collect();
+    let lists = super::rows::KeptLists::new(json_list(listed(22)?)?);
     let mut mutations_of: HashMap<String, Vec<MutationView>> = HashMap::new();
     for Tagged { tag, view } in json_list::<Tagged<MutationView>>(listed(23)?)? {
         mutations_of.entry(tag).or_default().push(view);

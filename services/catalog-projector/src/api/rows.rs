@@ -81,7 +81,11 @@ pub(crate) struct Links {
 #[derive(Debug)]
 pub(crate) struct Listed {
     entry: DigestReferrers,
+    /// [`sort_key`] of the digest: a listing sorts by it without reading the digest.
+    key: u128,
     json: Box<RawValue>,
+    /// SHA-256 of `json`: what a detail's entity tag takes for the entry.
+    sha256: [u8; 32],
 }
 
 impl Listed {
@@ -89,7 +93,12 @@ impl Listed {
         // Strings and lists of them always serialize; `null` would only stand for a bug.
         let json =
             serde_json::value::to_raw_value(&entry).unwrap_or_else(|_| RawValue::NULL.to_owned());
-        Listed { entry, json }
+        Listed {
+            sha256: Sha256::digest(json.get().as_bytes()).into(),
+            key: sort_key(&entry.digest),
+            entry,
+            json,
+        }
     }
 }
 
@@ -114,42 +123,81 @@ pub(crate) fn listed_seq<S: serde::Serializer>(
     s.collect_seq(listed.iter().map(|l| &**l))
 }
 
+/// The referrer lists a repository keeps for its digests (`trust_referrers`) as PostgreSQL
+/// wrote them, in byte order of digest: read into views only where a listing shows one
+/// that is not already the row's own (most are: a version carries its digest's list as last
+/// synced), and found by merging with the listing's own order rather than by hashing.
+#[derive(Debug, Default)]
+pub(crate) struct KeptLists(Vec<(String, Box<RawValue>)>);
+
+impl KeptLists {
+    pub(crate) fn new(mut lists: Vec<(String, Box<RawValue>)>) -> Self {
+        if !lists.is_sorted_by(|a, b| a.0 <= b.0) {
+            lists.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        KeptLists(lists)
+    }
+}
+
 /// A repository's referrer listing: each digest its tags point at (and their platform
 /// manifests), in digest order, with the tags pointing at it in tag order and the list the
 /// repository keeps for it in `lists` (else the first row's own). An entry no other row
-/// shares and `lists` does not name is the row's, as kept.
-pub(crate) fn listing(
-    rows: &[Arc<Rendered>],
-    lists: &std::collections::BTreeMap<String, Vec<ReferrerView>>,
-) -> Vec<Arc<Listed>> {
-    let mut all: Vec<(&Arc<Listed>, &str)> = rows
-        .iter()
-        .flat_map(|row| row.links().listed.iter().map(|l| (l, row.tag.as_str())))
-        .collect();
+/// shares, for which `lists` names no other list than the row's, is the row's, as kept.
+pub(crate) fn listing(rows: &[Arc<Rendered>], lists: &KeptLists) -> Vec<Arc<Listed>> {
+    // Each entry with an order-preserving key of its digest's first bytes, and the text of
+    // the list it shows (a tag's own as read; a platform manifest's, none), so that
+    // neither the sort nor the comparison with `lists` follows a pointer per entry.
+    let mut all: Vec<(u128, &Arc<Listed>, &str, &str)> =
+        Vec::with_capacity(rows.iter().map(|row| row.links().listed.len()).sum());
+    for row in rows {
+        for (i, l) in row.links().listed.iter().enumerate() {
+            let own = if i == 0 { row.referrers.get() } else { "[]" };
+            all.push((l.key, l, row.tag.as_str(), own));
+        }
+    }
     // Stable: a digest's entries stay in row (tag) order, the first one decides.
-    all.sort_by(|a, b| a.0.digest.cmp(&b.0.digest));
+    all.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.digest.cmp(&b.1.digest)));
     let mut out = Vec::with_capacity(all.len());
-    for group in all.chunk_by(|a, b| a.0.digest == b.0.digest) {
-        let first = group[0].0;
-        let kept_list = lists.get(&first.digest);
+    let mut kept = lists.0.iter().peekable();
+    for group in all.chunk_by(|a, b| a.0 == b.0 && a.1.digest == b.1.digest) {
+        let (_, first, _, own) = group[0];
+        while kept.next_if(|(d, _)| *d < first.digest).is_some() {}
+        let kept_list = kept
+            .next_if(|(d, _)| *d == first.digest)
+            .map(|(_, list)| list)
+            .filter(|list| list.get() != own);
         if group.len() == 1 && kept_list.is_none() {
             out.push(Arc::clone(first));
             continue;
         }
         let mut tags: Vec<String> = Vec::with_capacity(group.len());
-        for (_, tag) in group {
+        for (_, _, tag, _) in group {
             if !tags.iter().any(|t| t == tag) {
                 tags.push((*tag).to_owned());
             }
         }
+        let referrers = match kept_list {
+            Some(kept) => serde_json::from_str::<Vec<Referrer>>(kept.get())
+                .map(|list| referrer_views(&list))
+                .unwrap_or_default(),
+            None => first.referrers.clone(),
+        };
         out.push(Arc::new(Listed::new(DigestReferrers {
             digest: first.digest.clone(),
             tags,
             platform: first.platform.clone(),
-            referrers: kept_list.unwrap_or(&first.referrers).clone(),
+            referrers,
         })));
     }
     out
+}
+
+/// The first 16 bytes of `s` as a number: ordered as `s` is, byte-wise, up to them.
+fn sort_key(s: &str) -> u128 {
+    let mut key = [0u8; 16];
+    let n = s.len().min(16);
+    key[..n].copy_from_slice(&s.as_bytes()[..n]);
+    u128::from_be_bytes(key)
 }
 
 impl Links {
@@ -288,9 +336,10 @@ impl Serialize for TagRow {
 
 impl RepositoryDetail {
     /// The detail as the catalog keeps it for a caller who sees `teams`: its JSON written
-    /// around its tags' kept rows (what [`Serialize`] writes, without parsing each row
-    /// again as a [`RawValue`] would), and its entity tag from the rows' digests and the
-    /// rest of the JSON, rather than from hashing every row's bytes on every read.
+    /// around its tags' kept rows and listing entries (what [`Serialize`] writes, without
+    /// parsing each again as a [`RawValue`] would), and its entity tag from the rows' and
+    /// the entries' digests and the rest of the JSON, rather than from hashing every row's
+    /// bytes on every read.
     pub(crate) fn kept(self, teams: Option<&[String]>) -> Result<Kept<RepositoryDetail>, Problem> {
         #[derive(Serialize)]
         struct Head<'a> {
@@ -301,12 +350,6 @@ impl RepositoryDetail {
             curator_hm_tags: &'a [String],
             readme: &'a Option<super::views::ReadmeView>,
         }
-        #[derive(Serialize)]
-        struct Tail<'a> {
-            used_by: &'a [super::views::DeploymentView],
-            #[serde(serialize_with = "listed_seq")]
-            referrers: &'a [Arc<Listed>],
-        }
         let internal = |e: serde_json::Error| Problem::internal(&e);
         let head = serde_json::to_vec(&Head {
             repository: &self.repository,
@@ -316,12 +359,8 @@ impl RepositoryDetail {
             readme: &self.readme,
         })
         .map_err(internal)?;
-        let tail = serde_json::to_vec(&Tail {
-            used_by: &self.used_by,
-            referrers: &self.referrers,
-        })
-        .map_err(internal)?;
-        let (Some(head), Some(tail)) = (head.strip_suffix(b"}"), tail.strip_prefix(b"{")) else {
+        let used_by = serde_json::to_vec(&self.used_by).map_err(internal)?;
+        let Some(head) = head.strip_suffix(b"}") else {
             return Err(Problem::internal(
                 &"a repository detail is not a JSON object",
             ));
@@ -330,8 +369,9 @@ impl RepositoryDetail {
             .tags
             .iter()
             .map(|t| t.image.json.get().len() + 96)
+            .chain(self.referrers.iter().map(|l| l.json.get().len() + 1))
             .sum();
-        let mut json = Vec::with_capacity(head.len() + size + tail.len() + 16);
+        let mut json = Vec::with_capacity(head.len() + size + used_by.len() + 48);
         json.extend_from_slice(head);
         json.extend_from_slice(b",\"tags\":[");
         // Where each tag's own members are in `json`: what the entity tag hashes besides
@@ -345,9 +385,16 @@ impl RepositoryDetail {
             tag.write_json(&mut json).map_err(internal)?;
             members.push(start..json.len());
         }
-        json.extend_from_slice(b"],");
-        let rest = json.len();
-        json.extend_from_slice(tail);
+        json.extend_from_slice(b"],\"used_by\":");
+        json.extend_from_slice(&used_by);
+        json.extend_from_slice(b",\"referrers\":[");
+        for (i, listed) in self.referrers.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(listed.json.get().as_bytes());
+        }
+        json.extend_from_slice(b"]}");
         let etag = super::entity_tag_of(teams, |h| {
             let mut part = |bytes: &[u8]| {
                 h.update((bytes.len() as u64).to_be_bytes());
@@ -359,7 +406,11 @@ impl RepositoryDetail {
                 part(&tag.image.digest);
                 part(&json[range.clone()]);
             }
-            part(&json[rest..]);
+            part(&used_by);
+            part(&(self.referrers.len() as u64).to_be_bytes());
+            for listed in &self.referrers {
+                part(&listed.sha256);
+            }
         });
         Ok(Kept::with_json(self, json, etag))
     }
@@ -756,6 +807,12 @@ mod tests {
         head.readme = None;
         assert_ne!(base, etag(head, None));
         assert_ne!(base, etag(detail("2", "# Hi\n", "sha256:bb"), None));
+        let mut used = detail("2", "# Hi\n", "sha256:aa");
+        used.used_by.clear();
+        assert_ne!(base, etag(used, None));
+        let mut listing = detail("2", "# Hi\n", "sha256:aa");
+        listing.referrers.push(listing.referrers[0].clone());
+        assert_ne!(base, etag(listing, None));
         assert_ne!(
             base,
             etag(detail("2", "# Hi\n", "sha256:aa"), Some(&["t".into()]))
@@ -843,9 +900,11 @@ mod tests {
     #[test]
     fn a_listing_merges_shared_digests_and_takes_the_repositorys_lists() {
         let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
-        let row = |tag: &str, own: char, platforms: &[char]| {
+        // The first 16 bytes of `f`'s, then smaller: listed before it, apart from it.
+        let near_f = format!("sha256:{}0", "f".repeat(63));
+        let row = |tag: &str, own: &str, platforms: &[char], referrers: &str| {
             let mut v = view(tag);
-            v.digest = digest(own);
+            v.digest = own.to_owned();
             let list: Vec<String> = platforms
                 .iter()
                 .map(|p| {
@@ -856,6 +915,7 @@ mod tests {
                 })
                 .collect();
             v.platforms = RawValue::from_string(format!("[{}]", list.join(","))).expect("JSON");
+            v.referrers = RawValue::from_string(referrers.to_owned()).expect("JSON");
             Arc::new(Rendered {
                 digest: [0; 32],
                 json: RawValue::from_string("{}".to_owned()).expect("JSON"),
@@ -864,32 +924,41 @@ mod tests {
                 links: OnceLock::new(),
             })
         };
-        // Tags in tag order: `1` and `3` share their index `f`; `2`'s index shares the
-        // platform manifest `a` with `1`'s.
-        let rows = vec![
-            row("1", 'f', &['a', 'b']),
-            row("2", 'e', &['a']),
-            row("3", 'f', &['a', 'b']),
-            row("4", 'd', &[]),
-        ];
-        let kept = ReferrerView {
-            digest: digest('9'),
-            kind: "signature".into(),
-            artifact_type: None,
+        let signature = |d: char| {
+            serde_json::to_string(&[Referrer {
+                digest: digest(d).parse().expect("a digest"),
+                kind: imagelib_events::model::ReferrerKind::Signature,
+                artifact_type: None,
+            }])
+            .expect("JSON")
         };
-        let lists = std::collections::BTreeMap::from([
-            (digest('b'), vec![kept.clone()]),
-            (digest('e'), vec![kept]),
+        // Tags in tag order: `1` and `3` share their index `f`; `2`'s index shares the
+        // platform manifest `a` with `1`'s; `4` and `5` list a signature of their own.
+        let rows = vec![
+            row("1", &digest('f'), &['a', 'b'], "[]"),
+            row("2", &digest('e'), &['a'], "[]"),
+            row("3", &digest('f'), &['a', 'b'], "[]"),
+            row("4", &digest('d'), &[], &signature('8')),
+            row("5", &near_f, &[], &signature('7')),
+        ];
+        let raw = |s: String| RawValue::from_string(s).expect("JSON");
+        // Out of order, as a caller may give them: `b` and `e` list what no row does, `d`
+        // and `near_f` what their row already does.
+        let lists = KeptLists::new(vec![
+            (digest('e'), raw(signature('9'))),
+            (near_f.clone(), raw(signature('7'))),
+            (digest('b'), raw(signature('9'))),
+            (digest('d'), raw(signature('8'))),
         ]);
         let listing = listing(&rows, &lists);
-        let shown: Vec<(String, Vec<String>, Option<String>, usize)> = listing
+        let shown: Vec<(String, Vec<String>, Option<String>, Vec<String>)> = listing
             .iter()
             .map(|l| {
                 (
                     l.digest.clone(),
                     l.tags.clone(),
                     l.platform.clone(),
-                    l.referrers.len(),
+                    l.referrers.iter().map(|r| r.digest.clone()).collect(),
                 )
             })
             .collect();
@@ -900,21 +969,24 @@ mod tests {
                     digest('a'),
                     vec!["1".into(), "2".into(), "3".into()],
                     Some("linux/a".into()),
-                    0
+                    vec![]
                 ),
                 (
                     digest('b'),
                     vec!["1".into(), "3".into()],
                     Some("linux/b".into()),
-                    1
+                    vec![digest('9')]
                 ),
-                (digest('d'), vec!["4".into()], None, 0),
-                (digest('e'), vec!["2".into()], None, 1),
-                (digest('f'), vec!["1".into(), "3".into()], None, 0),
+                (digest('d'), vec!["4".into()], None, vec![digest('8')]),
+                (digest('e'), vec!["2".into()], None, vec![digest('9')]),
+                (near_f, vec!["5".into()], None, vec![digest('7')]),
+                (digest('f'), vec!["1".into(), "3".into()], None, vec![]),
             ]
         );
-        // An entry no other row shares and no list names is the row's own, as kept.
+        // An entry no other row shares, whose list is the row's own, is the row's, as kept;
+        // one the repository lists otherwise is made anew.
         assert!(Arc::ptr_eq(&listing[2], &rows[3].links().listed[0]));
+        assert!(Arc::ptr_eq(&listing[4], &rows[4].links().listed[0]));
         assert!(!Arc::ptr_eq(&listing[3], &rows[1].links().listed[0]));
         // Merged entries are written as their entry.
         for l in &listing {
