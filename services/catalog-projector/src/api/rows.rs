@@ -951,7 +951,8 @@ mod tests {
             (digest('d'), raw(signature('8'))),
         ]);
         let listing = listing(&rows, &lists);
-        let shown: Vec<(String, Vec<String>, Option<String>, Vec<String>)> = listing
+        type Shown = (String, Vec<String>, Option<String>, Vec<String>);
+        let shown: Vec<Shown> = listing
             .iter()
             .map(|l| {
                 (
