@@ -174,20 +174,36 @@ async fn hand_analyzed(pool: &sqlx::PgPool, schema: &str) -> Vec<(String, bool)>
     .unwrap()
 }
 
-/// A rebuild analyzes the tables it filled, and only those: not the database's other
-/// schemas (the live catalog it replaces, other services' tables), each of which would
-/// cost the rebuild a sample of its rows.
-#[tokio::test]
-async fn a_rebuild_analyzes_its_own_tables_and_no_others() {
+/// A stream of 300 events over ten repositories of one registry.
+async fn small_stream(seed: u64) -> Env {
     let env = Env::new().await;
     env.publish(Generator::new(Mix {
         registries: 1,
         repositories: 10,
         events: 300,
-        seed: 5,
+        seed,
         ..Default::default()
     }))
     .await;
+    env
+}
+
+async fn rebuilt_in_batches_of_100(env: &Env) -> RebuildReport {
+    let settings = CatalogSettings {
+        batch_size: 100,
+        ..Default::default()
+    };
+    rebuild(&env.bus, &env.db.url, catalog_projector::SCHEMA, &settings)
+        .await
+        .unwrap()
+}
+
+/// A rebuild analyzes the tables it filled, and only those: not the database's other
+/// schemas (the live catalog it replaces, other services' tables), each of which would
+/// cost the rebuild a sample of its rows.
+#[tokio::test]
+async fn a_rebuild_analyzes_its_own_tables_and_no_others() {
+    let env = small_stream(5).await;
     let bystander = imagelib_platform::db::connect(&env.db.url, "bystander", 1)
         .await
         .unwrap();
@@ -195,13 +211,7 @@ async fn a_rebuild_analyzes_its_own_tables_and_no_others() {
         .execute(&bystander)
         .await
         .unwrap();
-    let settings = CatalogSettings {
-        batch_size: 100,
-        ..Default::default()
-    };
-    let report = rebuild(&env.bus, &env.db.url, catalog_projector::SCHEMA, &settings)
-        .await
-        .unwrap();
+    let report = rebuilt_in_batches_of_100(&env).await;
     assert!(report.events >= 300, "{report:?}");
     eventually("every table of the rebuilt catalog analyzed", || async {
         let tables = hand_analyzed(&bystander, catalog_projector::SCHEMA).await;
@@ -221,15 +231,7 @@ async fn a_rebuild_analyzes_its_own_tables_and_no_others() {
 /// build), and leaves every index as the migrations define it.
 #[tokio::test]
 async fn a_rebuild_builds_the_large_indexes_after_its_load_and_keeps_up_the_small_ones() {
-    let env = Env::new().await;
-    env.publish(Generator::new(Mix {
-        registries: 1,
-        repositories: 10,
-        events: 300,
-        seed: 6,
-        ..Default::default()
-    }))
-    .await;
+    let env = small_stream(6).await;
     let pool = imagelib_platform::db::connect(&env.db.url, catalog_projector::SCHEMA, 1)
         .await
         .unwrap();
@@ -244,13 +246,7 @@ async fn a_rebuild_builds_the_large_indexes_after_its_load_and_keeps_up_the_smal
         .unwrap()
     };
     let migrated = defined(pool.clone()).await;
-    let settings = CatalogSettings {
-        batch_size: 100,
-        ..Default::default()
-    };
-    let report = rebuild(&env.bus, &env.db.url, catalog_projector::SCHEMA, &settings)
-        .await
-        .unwrap();
+    let report = rebuilt_in_batches_of_100(&env).await;
     let after: Vec<&str> = report
         .indexes_built_after
         .iter()
