@@ -387,14 +387,9 @@ impl RepositoryDetail {
         }
         json.extend_from_slice(b"],\"used_by\":");
         json.extend_from_slice(&used_by);
-        json.extend_from_slice(b",\"referrers\":[");
-        for (i, listed) in self.referrers.iter().enumerate() {
-            if i > 0 {
-                json.push(b',');
-            }
-            json.extend_from_slice(listed.json.get().as_bytes());
-        }
-        json.extend_from_slice(b"]}");
+        json.extend_from_slice(b",\"referrers\":");
+        push_array(&mut json, self.referrers.iter().map(|l| &l.json));
+        json.push(b'}');
         let etag = super::entity_tag_of(teams, |h| {
             let mut part = |bytes: &[u8]| {
                 h.update((bytes.len() as u64).to_be_bytes());
@@ -416,6 +411,18 @@ impl RepositoryDetail {
     }
 }
 
+/// Append a JSON array of values already written as JSON.
+fn push_array<'a>(out: &mut Vec<u8>, values: impl Iterator<Item = &'a Box<RawValue>>) {
+    out.push(b'[');
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(value.get().as_bytes());
+    }
+    out.push(b']');
+}
+
 /// A page of image rows: what `/v1/images` answers (the [`super::views::ImagePage`] of the
 /// API description, written from each row's JSON), and what the console shows.
 #[derive(Debug)]
@@ -433,14 +440,9 @@ impl ImageRows {
         let cursor = serde_json::to_vec(&self.next_cursor).map_err(|e| Problem::internal(&e))?;
         let size: usize = self.items.iter().map(|r| r.json.get().len() + 1).sum();
         let mut json = Vec::with_capacity(size + cursor.len() + 32);
-        json.extend_from_slice(b"{\"items\":[");
-        for (i, row) in self.items.iter().enumerate() {
-            if i > 0 {
-                json.push(b',');
-            }
-            json.extend_from_slice(row.json.get().as_bytes());
-        }
-        json.extend_from_slice(b"],\"next_cursor\":");
+        json.extend_from_slice(b"{\"items\":");
+        push_array(&mut json, self.items.iter().map(|r| &r.json));
+        json.extend_from_slice(b",\"next_cursor\":");
         json.extend_from_slice(&cursor);
         json.push(b'}');
         let etag = super::entity_tag_of(teams, |h| {
