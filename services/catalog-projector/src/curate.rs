@@ -128,11 +128,12 @@ impl Catalog {
     ) -> Self {
         let listener = Arc::new(Listener::new(projection.pool().clone()));
         let pool = projection.pool();
-        let generic = pool
-            .connect_options()
-            .as_ref()
-            .clone()
-            .options([("plan_cache_mode", "force_generic_plan")]);
+        let generic = pool.connect_options().as_ref().clone().options([
+            ("plan_cache_mode", "force_generic_plan"),
+            // A page is a few index ranges: a parallel plan never pays, and a search
+            // page relies on its nested loop's order (`query::images_named`).
+            ("max_parallel_workers_per_gather", "0"),
+        ]);
         let lists = sqlx::postgres::PgPoolOptions::new()
             .max_connections(pool.options().get_max_connections())
             .test_before_acquire(false)

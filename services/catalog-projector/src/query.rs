@@ -168,6 +168,31 @@ impl ImageFilter {
     }
 }
 
+/// [`IMAGE_COLUMNS`] with the registry's label, the repository's HM tags and its description
+/// read from where a statement has them.
+macro_rules! image_columns {
+    ($label:literal, $repository_hm_tags:literal, $description:literal) => {
+        concat!(
+            "t.registry_id AS c0, ",
+            $label,
+            " AS c1, t.repository AS c2, t.tag AS c3, \
+     t.digest AS c4, t.media_type AS c5, t.artifact_type AS c6, t.kind AS c7, t.model_type AS c8, \
+     t.archs AS c9, t.platforms::text AS c10, t.size AS c11, t.created AS c12, t.first_seen AS c13, \
+     t.last_seen AS c14, t.valid_from AS c15, t.valid_to AS c16, t.labels::text AS c17, \
+     t.annotations::text AS c18, t.extensions::text AS c19, \
+     COALESCE(t.listed_referrers, t.referrers)::text AS c20, \
+     t.hm_tags AS c21, ",
+            $repository_hm_tags,
+            " AS c22, t.approval AS c23, ",
+            $description,
+            " AS c24, t.repo_id AS c25, \
+     t.trust::text AS c26, CASE WHEN t.mutated THEN t.mutation::text END AS c27, \
+     t.tag_pulls AS c28, t.tag_last_pulled_at AS c29, t.digest_pulls AS c30, \
+     t.digest_last_pulled_at AS c31"
+        )
+    };
+}
+
 /// The columns of an image row, in the order `api` reads them, for the current catalog:
 /// every one is read from the row the page scans, its registry and its repository. The
 /// projection keeps on the current version what would otherwise be looked up per row: the
@@ -175,23 +200,35 @@ impl ImageFilter {
 /// referrers as last listed for the digest (`trust_referrers`; else as the tag event carried
 /// them). Each column is named (`c0`…) so that the bench can load a page's rows into a flat
 /// table.
-pub const IMAGE_COLUMNS: &str = "t.registry_id AS c0, g.label AS c1, t.repository AS c2, t.tag AS c3, \
-     t.digest AS c4, t.media_type AS c5, t.artifact_type AS c6, t.kind AS c7, t.model_type AS c8, \
-     t.archs AS c9, t.platforms::text AS c10, t.size AS c11, t.created AS c12, t.first_seen AS c13, \
-     t.last_seen AS c14, t.valid_from AS c15, t.valid_to AS c16, t.labels::text AS c17, \
-     t.annotations::text AS c18, t.extensions::text AS c19, \
-     COALESCE(t.listed_referrers, t.referrers)::text AS c20, \
-     t.hm_tags AS c21, r.hm_tags AS c22, t.approval AS c23, r.description AS c24, t.repo_id AS c25, \
-     t.trust::text AS c26, CASE WHEN t.mutated THEN t.mutation::text END AS c27, \
-     t.tag_pulls AS c28, t.tag_last_pulled_at AS c29, t.digest_pulls AS c30, \
-     t.digest_last_pulled_at AS c31";
+pub const IMAGE_COLUMNS: &str = image_columns!("g.label", "r.hm_tags", "r.description");
+
+/// [`IMAGE_COLUMNS`] with each image's repository and registry read from a search name's
+/// matching repositories (`m`: arrays in the order of `m.ids`), not joined per row
+/// ([`images_of`]).
+const NAMED_IMAGE_COLUMNS: &str = image_columns!(
+    "m.gl[array_position(m.ids, t.repo_id)]",
+    "m.rh[array_position(m.ids, t.repo_id)]::text[]",
+    "m.rd[array_position(m.ids, t.repo_id)]"
+);
+
+/// Before every row of a name: no tag is empty.
+const NIL_UUID: &str = "'00000000-0000-0000-0000-000000000000'::uuid";
 
 /// How many columns [`IMAGE_COLUMNS`] has.
 pub const IMAGE_COLUMN_COUNT: usize = 32;
 
 macro_rules! image_stamp {
     () => {
-        "concat_ws(':', t.ctid, t.xmin, r.xmin, g.xmin, t.repo_id, t.tag)"
+        image_stamp!("r.xmin", "g.xmin")
+    };
+    ($repository_xmin:literal, $registry_xmin:literal) => {
+        concat!(
+            "concat_ws(':', t.ctid, t.xmin, ",
+            $repository_xmin,
+            ", ",
+            $registry_xmin,
+            ", t.repo_id, t.tag)"
+        )
     };
 }
 
@@ -214,9 +251,14 @@ pub enum Shape {
 /// The columns [`Shape::Stamps`] reads.
 pub const STAMP_COLUMNS: &str = concat!(image_stamp!(), " AS s");
 
-/// The columns [`Shape::Stamps`] reads for a search's names ([`images_named`]).
+/// The columns [`Shape::Stamps`] reads for a search's names ([`images_named`]): the same
+/// stamp, its repository's and registry's `xmin` from the name's matching repositories
+/// (`m`, as [`NAMED_IMAGE_COLUMNS`]).
 pub const NAMED_STAMP_COLUMNS: &str = concat!(
-    image_stamp!(),
+    image_stamp!(
+        "m.rx[array_position(m.ids, t.repo_id)]",
+        "m.gx[array_position(m.ids, t.repo_id)]"
+    ),
     " AS s, t.registry_id AS c0, t.repository AS c2, t.tag AS c3"
 );
 
@@ -414,8 +456,9 @@ pub fn images_shaped(f: &ImageFilter, names: Option<Names<'_>>, shape: Shape) ->
 }
 
 /// The page of a name-ordered search ([`by_name_search`]) among the repositories `names`
-/// (from [`search_names`], in order): each name's repositories that match, each one's tags
-/// in order from the cursor, at most a page of them, until the page is full.
+/// (from [`search_names`], in order): each name's repositories that match and the caller
+/// sees, then the name's rows of those repositories in order from the cursor (a range of
+/// `tag_versions_name`), name after name until the page is full.
 pub fn images_named(f: &ImageFilter, names: &[String]) -> Sql {
     images_of(f, Some(Names::Given(names)), Shape::Full)
 }
@@ -448,8 +491,15 @@ fn images_of(f: &ImageFilter, names: Option<Names<'_>>, shape: Shape) -> Sql {
     // Visibility as one opaque condition on the outer join's registry: the registries can
     // only be matched to the rows the scan yields, never drive the scan (once per registry,
     // then a sort). A tag without a registry row is not shown, as with an inner join.
+    let names = names.filter(|_| by_name_search(f));
     let visible = visibility(&mut sql, &f.teams, as_of.as_deref());
-    wh.push(format!("COALESCE(g.id IS NOT NULL AND {visible}, false)"));
+    let visible = format!("COALESCE(g.id IS NOT NULL AND {visible}, false)");
+    // A search's names check each repository once (below), not each row.
+    if names.is_none() {
+        wh.push(visible.clone());
+    }
+    // What a search's names aggregate of their matching repositories beside their ids.
+    let mut repos = Vec::new();
     if let Some(r) = f.registry {
         let p = sql.bind(Bind::Uuid(r));
         wh.push(format!("t.registry_id = {p}"));
@@ -468,7 +518,14 @@ fn images_of(f: &ImageFilter, names: Option<Names<'_>>, shape: Shape) -> Sql {
     }
     if let Some(h) = &f.hm_tag {
         let p = sql.bind(Bind::TextArray(vec![h.clone()]));
-        wh.push(format!("(t.hm_tags @> {p} OR r.hm_tags @> {p})"));
+        if names.is_some() {
+            repos.push(format!(
+                "array_agg(r.id) FILTER (WHERE r.hm_tags @> {p}) AS hm"
+            ));
+            wh.push(format!("(t.hm_tags @> {p} OR t.repo_id = ANY(m.hm))"));
+        } else {
+            wh.push(format!("(t.hm_tags @> {p} OR r.hm_tags @> {p})"));
+        }
     }
     if let Some(a) = &f.arch {
         let p = sql.bind(Bind::TextArray(vec![a.clone()]));
@@ -507,11 +564,10 @@ fn images_of(f: &ImageFilter, names: Option<Names<'_>>, shape: Shape) -> Sql {
         Some(false) => wh.push("NOT t.mutated".into()),
         None => {}
     }
-    let names = names.filter(|_| by_name_search(f));
     // For a search's names: the condition on each repository of a name (a name can be in
-    // several registries, and match in one only), and the first tag read of each name.
+    // several registries, and match in one only), and where each name's rows begin.
     let mut search = String::new();
-    let mut from_tag = "''::text".to_owned();
+    let mut from_row = format!("''::text AS ft, {NIL_UUID} AS fg");
     if let Some(q) = &f.q {
         let p = sql.bind(Bind::Text(q.clone()));
         let matches = format!("r.search @@ to_tsquery('simple', {p})");
@@ -534,12 +590,12 @@ fn images_of(f: &ImageFilter, names: Option<Names<'_>>, shape: Shape) -> Sql {
                     sql.bind(Bind::Uuid(*g)),
                 );
                 if names.is_some() {
-                    // Each repository is read by `tag_versions_current` from its first tag
-                    // after the cursor: the cursor's tag in the cursor's name, else the first.
-                    from_tag = format!("CASE WHEN u.name = {a} THEN {b} ELSE ''::text END");
-                    wh.push(format!(
-                        "t.tag >= s.from_tag AND (s.name > {a} OR (t.tag, t.registry_id) > ({b}, {c}))"
-                    ));
+                    // Each name is read from after the cursor's tag and registry in the
+                    // cursor's name, else from its first row.
+                    from_row = format!(
+                        "CASE WHEN u.name = {a} THEN {b} ELSE ''::text END AS ft, \
+                         CASE WHEN u.name = {a} THEN {c} ELSE {NIL_UUID} END AS fg"
+                    );
                 } else {
                     wh.push(format!(
                         "(t.repository, t.tag, t.registry_id) > ({a}, {b}, {c})"
@@ -565,6 +621,7 @@ fn images_of(f: &ImageFilter, names: Option<Names<'_>>, shape: Shape) -> Sql {
     };
     let limit = Sql::limit(f.fetch);
     let (columns, lookups) = match (f.as_of, shape) {
+        (None, Shape::Full) if names.is_some() => (NAMED_IMAGE_COLUMNS, ""),
         (None, Shape::Full) => (IMAGE_COLUMNS, ""),
         (None, Shape::Stamps) if names.is_some() => (NAMED_STAMP_COLUMNS, ""),
         (None, Shape::Stamps) => (STAMP_COLUMNS, ""),
@@ -573,13 +630,14 @@ fn images_of(f: &ImageFilter, names: Option<Names<'_>>, shape: Shape) -> Sql {
     if let Some(names) = names {
         // PostgreSQL 15 cannot read several ranges of one index as one ordered stream, so
         // `repository = ANY(names)` would read every tag of the names and sort them. Here
-        // the names (a page's worth, sorted here) are read in order; each name's
-        // repositories are checked against the search once (not once per row), each one's
-        // tags read in order from the cursor by `tag_versions_current`, at most a page of
-        // them; and the page is an incremental sort on the name (merging a name's
-        // registries) that stops once it has `limit` rows. (`OFFSET 0` keeps each name's
-        // rows a subquery of their own: joined with the names as a whole, a small catalog
-        // may be hashed, and the name order lost.)
+        // the names (a page's worth, sorted here) are read in order: for each, its
+        // repositories that match the search and that the caller sees, checked once and
+        // aggregated (`m`: a name can be in several registries and match in one only),
+        // then its rows after the cursor from `tag_versions_name`, already in the page's
+        // order, at most a page of them. Each name's rows follow the previous name's (a
+        // nested loop over lateral subqueries keeps its outer order, and the read
+        // connections never plan a parallel scan), so the page stops at `limit` rows
+        // without a sort, which would read every row of the name the page ends in.
         let (with, source) = match names {
             Names::Given(names) => {
                 let n = sql.bind(Bind::TextArray(names.to_vec()));
@@ -596,15 +654,30 @@ fn images_of(f: &ImageFilter, names: Option<Names<'_>>, shape: Shape) -> Sql {
                 )
             }
         };
+        repos.extend(
+            match shape {
+                Shape::Stamps => ["array_agg(r.xmin) AS rx", "array_agg(g.xmin) AS gx"].as_slice(),
+                Shape::Full => [
+                    "array_agg(g.label) AS gl",
+                    "array_agg(r.hm_tags::text) AS rh",
+                    "array_agg(r.description) AS rd",
+                ]
+                .as_slice(),
+            }
+            .iter()
+            .map(|c| (*c).to_owned()),
+        );
+        wh.push("(t.tag, t.registry_id) > (s.ft, s.fg)".into());
         sql.text = format!(
-            "{with}SELECT x.* FROM (SELECT u.name, {from_tag} AS from_tag \
-               FROM {source} ORDER BY u.name) s \
-             CROSS JOIN LATERAL (SELECT y.* FROM repositories r \
+            "{with}SELECT x.* FROM (SELECT u.name, {from_row} FROM {source} ORDER BY u.name) s \
+             CROSS JOIN LATERAL (SELECT array_agg(r.id) AS ids, {} FROM repositories r \
                LEFT JOIN registries g ON g.id = r.registry_id \
-               CROSS JOIN LATERAL (SELECT {columns} FROM tag_versions t \
-                 WHERE t.repo_id = r.id AND {} ORDER BY t.tag LIMIT {limit}) y \
-               WHERE r.name = s.name{search} OFFSET 0) x \
-             ORDER BY s.name, x.c3, x.c0 LIMIT {limit}",
+               WHERE r.name = s.name{search} AND {visible}) m \
+             CROSS JOIN LATERAL (SELECT {columns} FROM tag_versions t \
+               WHERE t.repository = s.name AND t.repo_id = ANY(m.ids) AND {} \
+               ORDER BY t.tag, t.registry_id LIMIT {limit}) x \
+             LIMIT {limit}",
+            repos.join(", "),
             wh.join(" AND ")
         );
         return sql;

@@ -10,6 +10,7 @@ use catalog_projector::query::{self, Cursor, ImageFilter, Sort};
 use catalog_projector::synth::{Generator, Mix};
 use chrono::SecondsFormat;
 use common::*;
+use imagelib_events::RegistryId;
 use serde_json::Value;
 use sqlx::Row;
 
@@ -150,6 +151,18 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
         .map(|r| r.get(0))
         .collect();
     assert!(names.len() > 1, "cnpg matches several repositories");
+    let search = ImageFilter {
+        q: Some(words.clone()),
+        ..anon.clone()
+    };
+    let search_next = ImageFilter {
+        after: Some(Cursor::Name {
+            r: names[1].clone(),
+            t: "1".into(),
+            g: uuid::Uuid::nil(),
+        }),
+        ..search.clone()
+    };
     let lists: Vec<(&str, query::Sql, &[&str])> = vec![
         ("default", query::images(&anon), &["tag_versions_name"]),
         (
@@ -253,59 +266,23 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
         ),
         (
             "search",
-            query::images_named(
-                &ImageFilter {
-                    q: Some(words.clone()),
-                    ..anon.clone()
-                },
-                &names,
-            ),
-            &["tag_versions_current"],
+            query::images_named(&search, &names),
+            &["tag_versions_name"],
         ),
         (
             "search by word",
-            query::images_by_word(
-                &ImageFilter {
-                    q: Some(words.clone()),
-                    ..anon.clone()
-                },
-                "cnpg",
-                query::Shape::Full,
-            ),
-            &["tag_versions_current"],
+            query::images_by_word(&search, "cnpg", query::Shape::Full),
+            &["tag_versions_name"],
         ),
         (
             "search by word, next page",
-            query::images_by_word(
-                &ImageFilter {
-                    q: Some(words.clone()),
-                    after: Some(Cursor::Name {
-                        r: names[1].clone(),
-                        t: "1".into(),
-                        g: uuid::Uuid::nil(),
-                    }),
-                    ..anon.clone()
-                },
-                "cnpg",
-                query::Shape::Full,
-            ),
-            &["tag_versions_current"],
+            query::images_by_word(&search_next, "cnpg", query::Shape::Full),
+            &["tag_versions_name"],
         ),
         (
             "search, next page",
-            query::images_named(
-                &ImageFilter {
-                    q: Some(words.clone()),
-                    after: Some(Cursor::Name {
-                        r: names[1].clone(),
-                        t: "1".into(),
-                        g: uuid::Uuid::nil(),
-                    }),
-                    ..anon.clone()
-                },
-                &names[1..],
-            ),
-            &["tag_versions_current"],
+            query::images_named(&search_next, &names[1..]),
+            &["tag_versions_name"],
         ),
         (
             "most recently changed",
@@ -375,18 +352,16 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
         "by word: {scans:?} {plan:#}"
     );
     // A page not kept reads its rows' stamps by the same plan first (`api::rows`).
-    let stamps: Vec<(String, query::Sql, &[&str])> = lists
+    let stamped = |f: &ImageFilter, names: Option<query::Names<'_>>| {
+        query::images_shaped(f, names, query::Shape::Stamps)
+    };
+    let mut stamps: Vec<(String, query::Sql, &[&str])> = lists
         .iter()
         .filter(|(what, sql, _)| {
             *what != "a repository's tags" && sql.text.contains(query::IMAGE_COLUMNS)
         })
         .map(|(what, sql, indexes)| {
-            // As `query::images_shaped` writes it: a search's names keep their sort key.
-            let columns = match *what {
-                w if w.starts_with("search") => query::NAMED_STAMP_COLUMNS,
-                _ => query::STAMP_COLUMNS,
-            };
-            let text = sql.text.replace(query::IMAGE_COLUMNS, columns);
+            let text = sql.text.replace(query::IMAGE_COLUMNS, query::STAMP_COLUMNS);
             (
                 format!("{what} (stamps)"),
                 query::Sql {
@@ -397,6 +372,36 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
             )
         })
         .collect();
+    // A search's, as `api::images` asks for them.
+    stamps.extend(
+        [
+            (
+                "search",
+                stamped(&search, Some(query::Names::Given(&names))),
+            ),
+            (
+                "search by word",
+                query::images_by_word(&search, "cnpg", query::Shape::Stamps),
+            ),
+            (
+                "search by word, next page",
+                query::images_by_word(&search_next, "cnpg", query::Shape::Stamps),
+            ),
+            (
+                "search, next page",
+                stamped(&search_next, Some(query::Names::Given(&names[1..]))),
+            ),
+        ]
+        .into_iter()
+        .map(|(what, sql)| {
+            assert!(sql.text.contains(query::NAMED_STAMP_COLUMNS), "{what}");
+            (
+                format!("{what} (stamps)"),
+                sql,
+                ["tag_versions_name"].as_slice(),
+            )
+        }),
+    );
     assert_eq!(stamps.len(), lists.len() - 1);
     let lists = lists
         .into_iter()
@@ -411,21 +416,21 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
         if what != "a repository's tags" {
             assert_eq!(root["Node Type"], "Limit", "{what}: {plan:#}");
         }
-        // A search reads each matching name's range in order: the page is an incremental
-        // sort on the name (each name's rows come sorted), never a sort of every match.
+        // A search reads each matching name's range in order, one name after the other:
+        // nothing sorts or aggregates a tag, only the names.
         let merged = |n: &Value| {
             let mut below = Vec::new();
             nodes(n, &mut below);
             what.starts_with("search")
-                && (n["Node Type"] == "Incremental Sort"
-                    && n["Presorted Key"][0].as_str() == Some("u.name")
+                && (
                     // The page's names, given, put in order.
-                    || n["Node Type"] == "Sort"
+                    n["Node Type"] == "Sort"
                         && n["Plans"][0]["Node Type"] == "Function Scan"
                         && n["Plans"][0]["Function Name"] == "unnest"
                     // The names found by word in the same statement, merged and put in
-                    // order: the words' names, never a tag.
-                    || !below.iter().any(|b| b["Relation Name"] == "tag_versions"))
+                    // order, and each name's matching repositories: never a tag.
+                    || !below.iter().any(|b| b["Relation Name"] == "tag_versions")
+                )
         };
         assert!(
             !all.iter().any(|n| !merged(n)
@@ -456,9 +461,18 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
             "{what} looks up pulls or mutations per row: {plan:#}"
         );
         if what.starts_with("search") {
+            // The page is the names' rows one name after the other, cut at the page: no
+            // sort between the rows and the limit.
+            let below = root["Plans"]
+                .as_array()
+                .and_then(|p| p.iter().find(|n| n["Parent Relationship"] == "Outer"));
+            assert!(
+                below.is_some_and(|n| n["Node Type"] == "Nested Loop"),
+                "{what}: {plan:#}"
+            );
             // A name's repositories are checked against the search once each (not probed
-            // again for each tag), and each one's tags read from its own range, after the
-            // cursor.
+            // again for each tag), and its rows read from its own range of the name index,
+            // after the cursor, those of its matching repositories only.
             let repositories: Vec<&&Value> = all
                 .iter()
                 .filter(|n| n["Relation Name"] == "repositories")
@@ -471,10 +485,17 @@ async fn every_list_is_one_ordered_index_range_scan_that_stops_after_the_page() 
                 "{what}: {plan:#}"
             );
             let cond = scans[0]["Index Cond"].as_str().unwrap_or_default();
-            assert!(cond.contains("repo_id = r.id"), "{what}: {plan:#}");
-            if what.contains("next page") {
-                assert!(cond.contains("tag >= "), "{what}: {plan:#}");
-            }
+            assert!(cond.contains("repository = u.name"), "{what}: {plan:#}");
+            assert!(
+                cond.contains("ROW(tag, registry_id) > ROW("),
+                "{what}: {plan:#}"
+            );
+            assert!(
+                scans[0]["Filter"]
+                    .as_str()
+                    .is_some_and(|f| f.contains("repo_id = ANY")),
+                "{what}: {plan:#}"
+            );
         }
     }
     // Then the rows it does not keep, by tuple id.
@@ -501,6 +522,41 @@ async fn search_pages_read_name_by_name_and_hold_every_match_once_in_order() {
         ..mix()
     }))
     .await;
+    // One name in three registries, their tags interleaved (a page of a name merges its
+    // registries' rows by tag, then registry), the second seen by the `ml` team only, and
+    // the name's first repository alone described as `kestrel` (a name matching in one
+    // registry only).
+    let shared: Vec<RegistryId> = (1..=3)
+        .map(|i| RegistryId(uuid::Uuid::from_u128(0x5eed_0000 + i)))
+        .collect();
+    let mut events = vec![
+        registered(shared[0], "Shared A", &[]),
+        registered(shared[1], "Shared B", &["ml"]),
+        registered(shared[2], "Shared C", &[]),
+    ];
+    for (k, registry) in shared.iter().enumerate() {
+        for tag in 1..=9u64 {
+            if k == 2 && tag % 2 == 0 {
+                continue;
+            }
+            let mut d = database();
+            if k == 0 {
+                d.annotations.insert(
+                    "org.opencontainers.image.description".into(),
+                    "kestrel".into(),
+                );
+            }
+            let name = "team/shared-db";
+            events.push(discovered(
+                *registry,
+                name,
+                &format!("v{tag}"),
+                900 + tag,
+                d,
+            ));
+        }
+    }
+    env.publish(events).await;
     let svc = env.start().await;
     env.caught_up().await;
 
@@ -532,6 +588,9 @@ async fn search_pages_read_name_by_name_and_hold_every_match_once_in_order() {
         "cnpg&signed=true",
         "00003&kind=model",
         "postgres%2000&kind=database",
+        "shared",
+        "kestrel",
+        "shared&kind=database",
     ]
     .map(String::from);
     for q in searches {
@@ -557,6 +616,40 @@ async fn search_pages_read_name_by_name_and_hold_every_match_once_in_order() {
             assert!(!other.is_empty(), "{q} matches something");
         }
         assert_eq!(paged, other, "q={q}: every match once, in name order");
+    }
+    // The shared name: each registry's rows that match and that the caller sees, merged by
+    // tag then registry, pages of two cutting across registries.
+    let ids: Vec<String> = shared.iter().map(|g| g.0.to_string()).collect();
+    let rows = |registries: &[usize], tags: &[u64]| {
+        let mut want = Vec::new();
+        for tag in tags {
+            for &k in registries {
+                if !(k == 2 && tag % 2 == 0) {
+                    want.push((
+                        "team/shared-db".to_owned(),
+                        format!("v{tag}"),
+                        ids[k].clone(),
+                    ));
+                }
+            }
+        }
+        want.sort();
+        want
+    };
+    let all: Vec<u64> = (1..=9).collect();
+    for (token, q, want) in [
+        (ADMIN, "shared", rows(&[0, 1, 2], &all)),
+        (VIEWER_DB, "shared", rows(&[0, 2], &all)),
+        (ADMIN, "kestrel", rows(&[0], &all)),
+        (VIEWER_DB, "shared%20db", rows(&[0, 2], &all)),
+    ] {
+        let paged: Vec<_> = svc
+            .all_pages(Some(token), &format!("/v1/images?q={q}&limit=2"))
+            .await
+            .iter()
+            .map(key)
+            .collect();
+        assert_eq!(paged, want, "q={q} as {token}");
     }
     // Which way each found its names: a word's range, the names in order, the search index.
     let pool = env.catalog_pool().await;

@@ -47,7 +47,7 @@ use catalog_projector::projection::Projection;
 use catalog_projector::projection::images::{
     NewVersion, binary_copy_statement, copy_statement, encode_version, encode_version_binary,
 };
-use catalog_projector::query::{Cursor, IMAGE_COLUMNS, ImageFilter, NAMED_STAMP_COLUMNS, images};
+use catalog_projector::query::{Cursor, IMAGE_COLUMNS, ImageFilter, STAMP_COLUMNS, images};
 use catalog_projector::rebuild::{DeferIndexes, RebuildReport, bulk_replay, replay_into};
 use catalog_projector::synth::{Generator, Mix, repo_kind, repo_name};
 use chrono::{DateTime, Utc};
@@ -1431,6 +1431,9 @@ impl RssSampler {
 struct Variant {
     path: String,
     own: String,
+    /// What a page not kept runs instead of `own` (its rows' stamps), when not `own` with
+    /// the stamp for the columns.
+    stamps: Option<String>,
     floor: String,
 }
 
@@ -1510,6 +1513,7 @@ fn cursor_list(
             Variant {
                 path: format!("{base}?{query}{sep}limit=50&cursor={}", c.encode()),
                 own,
+                stamps: None,
                 floor: floor_sql(&table, &[cursor_cond(at)], PAGE_ORDER, Some(51)),
             }
         })
@@ -1567,6 +1571,7 @@ async fn lists(args: &Args, pool: &sqlx::PgPool, mix: &Mix) -> anyhow::Result<Ve
                         ..fixed.clone()
                     })
                     .literal(),
+                    stamps: None,
                     floor: floor_sql(&table, &[format!("c2 = {}", lit(&r))], PAGE_ORDER, Some(51)),
                 }
             })
@@ -1613,6 +1618,7 @@ async fn lists(args: &Args, pool: &sqlx::PgPool, mix: &Mix) -> anyhow::Result<Ve
                     ..anonymous()
                 })
                 .literal(),
+                stamps: None,
                 floor: floor_sql(
                     "floor_registry",
                     &[format!("c0 = '{g}'::uuid"), cursor_cond(at)],
@@ -1705,6 +1711,17 @@ async fn lists(args: &Args, pool: &sqlx::PgPool, mix: &Mix) -> anyhow::Result<Ve
             let rows = page.query().fetch_all(pool).await?;
             if rows.len() as i64 >= search.fetch {
                 v.own = page.literal();
+                v.stamps = Some(
+                    catalog_projector::query::images_by_word(
+                        &ImageFilter {
+                            after: Some(cursor_at(at)),
+                            ..search.clone()
+                        },
+                        term,
+                        catalog_projector::query::Shape::Stamps,
+                    )
+                    .literal(),
+                );
                 continue;
             }
         }
@@ -1722,14 +1739,18 @@ async fn lists(args: &Args, pool: &sqlx::PgPool, mix: &Mix) -> anyhow::Result<Ve
             .map(|s| s.literal())
             .collect::<Vec<_>>()
             .join(";\n");
-        let page = catalog_projector::query::images_named(
-            &ImageFilter {
-                after: Some(cursor_at(at)),
-                ..search.clone()
-            },
-            &names,
-        );
+        let filter = ImageFilter {
+            after: Some(cursor_at(at)),
+            ..search.clone()
+        };
+        let page = catalog_projector::query::images_named(&filter, &names);
         v.own = format!("{first};\n{}", page.literal());
+        let stamps = catalog_projector::query::images_shaped(
+            &filter,
+            Some(catalog_projector::query::Names::Given(&names)),
+            catalog_projector::query::Shape::Stamps,
+        );
+        v.stamps = Some(format!("{first};\n{}", stamps.literal()));
     }
     out.push(list);
     // A repository's tags: its detail (`/v1/repositories/{registry}/{name}`), whose list
@@ -1748,6 +1769,7 @@ async fn lists(args: &Args, pool: &sqlx::PgPool, mix: &Mix) -> anyhow::Result<Ve
         variants.push(Variant {
             path: format!("/v1/repositories/{g}/{r}"),
             own: catalog_projector::query::repository_tags(id).literal(),
+            stamps: None,
             floor: floor_sql(
                 "floor_tags",
                 &[format!("c0 = '{g}'::uuid"), format!("c2 = {}", lit(&r))],
@@ -1914,9 +1936,14 @@ async fn floors(
         let cold = load(nothing_kept.addr).await?;
         let own: Vec<String> = list.variants.iter().map(|v| v.own.clone()).collect();
         // The statement of a page not kept: the rows' stamps (the same plan, narrow rows).
-        let stamps: Vec<String> = own
+        let stamps: Vec<String> = list
+            .variants
             .iter()
-            .map(|sql| sql.replace(IMAGE_COLUMNS, NAMED_STAMP_COLUMNS))
+            .map(|v| {
+                v.stamps
+                    .clone()
+                    .unwrap_or_else(|| v.own.replace(IMAGE_COLUMNS, STAMP_COLUMNS))
+            })
             .collect();
         let floor: Vec<String> = list.variants.iter().map(|v| v.floor.clone()).collect();
         let own = pgbench_files(args, db_url, &own).await;
