@@ -231,12 +231,12 @@ pub async fn bulk_replay(
     report: &mut RebuildReport,
 ) -> Result<(), RebuildError> {
     let pool = projection.pool();
-    let deferred: Vec<(String, String)> = match defer {
+    let deferred: Vec<Index> = match defer {
         DeferIndexes::None => Vec::new(),
         DeferIndexes::All => indexes(pool, IndexSet::NonUnique).await?,
         DeferIndexes::Large => indexes(pool, IndexSet::Large).await?,
     };
-    for (name, _) in &deferred {
+    for (name, ..) in &deferred {
         sqlx::query(&format!("DROP INDEX {}", quote_ident(name)))
             .execute(pool)
             .await?;
@@ -255,17 +255,17 @@ pub async fn bulk_replay(
     };
     report
         .indexes_built_after
-        .extend(unique.iter().map(|(name, _)| name.clone()));
+        .extend(unique.iter().map(|(name, ..)| name.clone()));
     let (held, written) = tokio::join!(
         async {
             let t = std::time::Instant::now();
-            for (name, _) in &unique {
+            for (name, ..) in &unique {
                 sqlx::query(&format!("DROP INDEX {}", quote_ident(name)))
                     .execute(pool)
                     .await?;
             }
             let held = projection.finish_holding().await?;
-            build_indexes(pool, unique.into_iter().map(|(_, def)| def).collect()).await?;
+            build_indexes(pool, unique.into_iter().map(|(_, def, _)| def).collect()).await?;
             crate::projection::images::prof(3, t);
             Ok::<_, sqlx::Error>(held)
         },
@@ -274,9 +274,19 @@ pub async fn bulk_replay(
     replayed?;
     held?;
     written?;
-    projection.flush_deferred().await?;
     let t = std::time::Instant::now();
-    build_indexes(pool, deferred.into_iter().map(|(_, def)| def).collect()).await?;
+    // What was deferred is written to the versions and the repositories while the audit
+    // trail's indexes, on a table it does not touch, are built beside it.
+    let (beside, after): (Vec<Index>, Vec<Index>) = deferred
+        .into_iter()
+        .partition(|(_, _, table)| table == "audit");
+    let (flushed, built) = tokio::join!(
+        projection.flush_deferred(),
+        build_indexes(pool, beside.into_iter().map(|(_, def, _)| def).collect())
+    );
+    flushed?;
+    built?;
+    build_indexes(pool, after.into_iter().map(|(_, def, _)| def).collect()).await?;
     analyze_schema(pool).await?;
     // Its visibility map, so that a search reads a word's names by an index-only scan in
     // name order from the start (migration `0012`).
@@ -297,10 +307,13 @@ enum IndexSet {
     UniqueOfVersions,
 }
 
-/// The names and definitions of a set of the schema's indexes.
-async fn indexes(pool: &PgPool, set: IndexSet) -> Result<Vec<(String, String)>, sqlx::Error> {
+/// An index's name, definition and table.
+type Index = (String, String, String);
+
+/// The names, definitions and tables of a set of the schema's indexes.
+async fn indexes(pool: &PgPool, set: IndexSet) -> Result<Vec<Index>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT c.relname::text, pg_get_indexdef(i.indexrelid)
+        "SELECT c.relname::text, pg_get_indexdef(i.indexrelid), t.relname::text
          FROM pg_index i
          JOIN pg_class c ON c.oid = i.indexrelid
          JOIN pg_class t ON t.oid = i.indrelid
@@ -354,26 +367,24 @@ async fn analyze_schema(pool: &PgPool) -> Result<(), sqlx::Error> {
         .await
 }
 
-/// Build indexes from their definitions, two at a time (the large ones are on one table).
-async fn build_indexes(pool: &PgPool, mut pending: Vec<String>) -> Result<(), sqlx::Error> {
-    while !pending.is_empty() {
-        let chunk: Vec<String> = pending.drain(..pending.len().min(2)).collect();
-        let builds = chunk.iter().map(|def| async move {
+/// Build indexes from their definitions, two at a time (the large ones are on one table),
+/// each as soon as a build is done.
+async fn build_indexes(pool: &PgPool, pending: Vec<String>) -> Result<(), sqlx::Error> {
+    futures::stream::iter(pending)
+        .map(|def| async move {
             let mut conn = pool.acquire().await?;
             sqlx::query("SET maintenance_work_mem = '256MB'")
                 .execute(&mut *conn)
                 .await?;
-            sqlx::query(def).execute(&mut *conn).await?;
+            sqlx::query(&def).execute(&mut *conn).await?;
             sqlx::query("RESET maintenance_work_mem")
                 .execute(&mut *conn)
                 .await?;
             Ok::<_, sqlx::Error>(())
-        });
-        for r in futures::future::join_all(builds).await {
-            r?;
-        }
-    }
-    Ok(())
+        })
+        .buffer_unordered(2)
+        .try_collect::<()>()
+        .await
 }
 
 /// Replay `(report.position, until]` into `projection`, in batches, decoding ahead of the
