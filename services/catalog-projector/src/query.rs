@@ -654,19 +654,15 @@ fn images_of(f: &ImageFilter, names: Option<Names<'_>>, shape: Shape) -> Sql {
                 )
             }
         };
-        repos.extend(
-            match shape {
-                Shape::Stamps => ["array_agg(r.xmin) AS rx", "array_agg(g.xmin) AS gx"].as_slice(),
-                Shape::Full => [
-                    "array_agg(g.label) AS gl",
-                    "array_agg(r.hm_tags::text) AS rh",
-                    "array_agg(r.description) AS rd",
-                ]
-                .as_slice(),
-            }
-            .iter()
-            .map(|c| (*c).to_owned()),
-        );
+        let shown: &[&str] = match shape {
+            Shape::Stamps => &["array_agg(r.xmin) AS rx", "array_agg(g.xmin) AS gx"],
+            Shape::Full => &[
+                "array_agg(g.label) AS gl",
+                "array_agg(r.hm_tags::text) AS rh",
+                "array_agg(r.description) AS rd",
+            ],
+        };
+        repos.extend(shown.iter().map(|c| c.to_string()));
         wh.push("(t.tag, t.registry_id) > (s.ft, s.fg)".into());
         sql.text = format!(
             "{with}SELECT x.* FROM (SELECT u.name, {from_row} FROM {source} ORDER BY u.name) s \

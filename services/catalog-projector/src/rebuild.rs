@@ -236,11 +236,11 @@ pub async fn bulk_replay(
         DeferIndexes::All => indexes(pool, IndexSet::NonUnique).await?,
         DeferIndexes::Large => indexes(pool, IndexSet::Large).await?,
     };
-    for (name, ..) in &deferred {
-        sqlx::query(&format!("DROP INDEX {}", quote_ident(name)))
+    for index in &deferred {
+        sqlx::query(&format!("DROP INDEX {}", quote_ident(&index.name)))
             .execute(pool)
             .await?;
-        report.indexes_built_after.push(name.clone());
+        report.indexes_built_after.push(index.name.clone());
     }
     projection.start_audit_writer().await?;
     projection.start_holding(report.position + 1).await?;
@@ -255,17 +255,17 @@ pub async fn bulk_replay(
     };
     report
         .indexes_built_after
-        .extend(unique.iter().map(|(name, ..)| name.clone()));
+        .extend(unique.iter().map(|index| index.name.clone()));
     let (held, written) = tokio::join!(
         async {
             let t = std::time::Instant::now();
-            for (name, ..) in &unique {
-                sqlx::query(&format!("DROP INDEX {}", quote_ident(name)))
+            for index in &unique {
+                sqlx::query(&format!("DROP INDEX {}", quote_ident(&index.name)))
                     .execute(pool)
                     .await?;
             }
             let held = projection.finish_holding().await?;
-            build_indexes(pool, unique.into_iter().map(|(_, def, _)| def).collect()).await?;
+            build_indexes(pool, unique).await?;
             crate::projection::images::prof(3, t);
             Ok::<_, sqlx::Error>(held)
         },
@@ -279,14 +279,11 @@ pub async fn bulk_replay(
     // trail's indexes, on a table it does not touch, are built beside it.
     let (beside, after): (Vec<Index>, Vec<Index>) = deferred
         .into_iter()
-        .partition(|(_, _, table)| table == "audit");
-    let (flushed, built) = tokio::join!(
-        projection.flush_deferred(),
-        build_indexes(pool, beside.into_iter().map(|(_, def, _)| def).collect())
-    );
+        .partition(|index| index.table == "audit");
+    let (flushed, built) = tokio::join!(projection.flush_deferred(), build_indexes(pool, beside));
     flushed?;
     built?;
-    build_indexes(pool, after.into_iter().map(|(_, def, _)| def).collect()).await?;
+    build_indexes(pool, after).await?;
     analyze_schema(pool).await?;
     // Its visibility map, so that a search reads a word's names by an index-only scan in
     // name order from the start (migration `0012`).
@@ -307,13 +304,19 @@ enum IndexSet {
     UniqueOfVersions,
 }
 
-/// An index's name, definition and table.
-type Index = (String, String, String);
+/// One of the schema's indexes.
+#[derive(Debug, sqlx::FromRow)]
+struct Index {
+    name: String,
+    definition: String,
+    table: String,
+}
 
 /// The names, definitions and tables of a set of the schema's indexes.
 async fn indexes(pool: &PgPool, set: IndexSet) -> Result<Vec<Index>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT c.relname::text, pg_get_indexdef(i.indexrelid), t.relname::text
+        "SELECT c.relname::text AS name, pg_get_indexdef(i.indexrelid) AS definition,
+                t.relname::text AS \"table\"
          FROM pg_index i
          JOIN pg_class c ON c.oid = i.indexrelid
          JOIN pg_class t ON t.oid = i.indrelid
@@ -369,14 +372,14 @@ async fn analyze_schema(pool: &PgPool) -> Result<(), sqlx::Error> {
 
 /// Build indexes from their definitions, two at a time (the large ones are on one table),
 /// each as soon as a build is done.
-async fn build_indexes(pool: &PgPool, pending: Vec<String>) -> Result<(), sqlx::Error> {
+async fn build_indexes(pool: &PgPool, pending: Vec<Index>) -> Result<(), sqlx::Error> {
     futures::stream::iter(pending)
-        .map(|def| async move {
+        .map(|index| async move {
             let mut conn = pool.acquire().await?;
             sqlx::query("SET maintenance_work_mem = '256MB'")
                 .execute(&mut *conn)
                 .await?;
-            sqlx::query(&def).execute(&mut *conn).await?;
+            sqlx::query(&index.definition).execute(&mut *conn).await?;
             sqlx::query("RESET maintenance_work_mem")
                 .execute(&mut *conn)
                 .await?;
