@@ -111,9 +111,11 @@ fn is_structured(headers: Option<&HeaderMap>) -> bool {
     headers
         .and_then(|h| header(h, HEADER_CONTENT_TYPE))
         .map(|ct| {
-            ct.trim()
-                .to_ascii_lowercase()
-                .starts_with("application/cloudevents")
+            const PREFIX: &str = "application/cloudevents";
+            ct.trim_start()
+                .as_bytes()
+                .get(..PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX.as_bytes()))
         })
         .unwrap_or(false)
 }
@@ -244,11 +246,32 @@ fn decode_structured_direct(payload: &[u8]) -> Option<Result<Envelope, DecodeErr
     }
     let empty = Data::Binary(Vec::new());
     builder = match schema {
-        Some(s) => builder.data_with_schema(content_type, s, empty),
+        Some(s) => match schema_url(s) {
+            Some(url) => builder.data_with_schema(content_type, url, empty),
+            None => builder.data_with_schema(content_type, s, empty),
+        },
         None => builder.data(content_type, empty),
     };
     let ev = builder.build().ok()?;
     Some(Envelope::from_cloudevent_json(&ev, data.get().as_bytes()))
+}
+
+/// `dataschema` as a URL, kept per thread for the last text read: a stream's events name a
+/// handful of schemas, and parsing the URL anew was a twentieth of decoding an event.
+/// `None` when it is not a URL (the builder then reports it as the SDK does).
+fn schema_url(text: &str) -> Option<url::Url> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<url::Url>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some(url) = last.as_ref().filter(|u| u.as_str() == text) {
+            return Some(url.clone());
+        }
+        let url = url::Url::parse(text).ok()?;
+        *last = Some(url.clone());
+        Some(url)
+    })
 }
 
 /// The rule by which `cloudevents-sdk` 0.9 decodes a structured event's `data` as JSON.
@@ -348,8 +371,9 @@ pub fn decode_envelope(
 ) -> Result<Envelope, DecodeError> {
     // Binary mode with a JSON body (what the bus publishes): the body is read once, into
     // the event type's own struct, not into a `serde_json::Value` first.
+    let structured = is_structured(headers);
     if let Some(h) = headers
-        && !is_structured(Some(h))
+        && !structured
         && header(h, "ce-specversion").is_some()
     {
         let (ce, json_left) = decode_binary_with(h, payload, false)?;
@@ -363,9 +387,7 @@ pub fn decode_envelope(
     // values, the data left as text and decoded once, straight into its type. Anything
     // unusual (non-string attributes, `data_base64`, a content type that is not JSON) is
     // left to the SDK's decoding below.
-    if is_structured(headers)
-        && let Some(decoded) = decode_structured_direct(payload)
-    {
+    if structured && let Some(decoded) = decode_structured_direct(payload) {
         return decoded;
     }
     let ce = decode_cloudevent(headers, payload)?;

@@ -313,7 +313,8 @@ pub struct SyncFailed {
 
 // ---------------------------------------------------------------- image
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+// `Deserialize` is written by hand (`crate::flatten`): the details are read in one pass.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct TagDiscovered {
     pub registry_id: RegistryId,
     pub repository: RepositoryName,
@@ -323,7 +324,8 @@ pub struct TagDiscovered {
     pub details: ImageDetails,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+// `Deserialize` is written by hand (`crate::flatten`): the details are read in one pass.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct TagMoved {
     pub registry_id: RegistryId,
     pub repository: RepositoryName,

@@ -11,6 +11,7 @@ pub mod bus;
 pub mod connect;
 pub mod envelope;
 pub mod event;
+mod flatten;
 pub mod ids;
 pub mod model;
 pub mod oci;
