@@ -129,72 +129,48 @@ fn read_with_details<'de, A: MapAccess<'de>>(
     details.finish()
 }
 
-impl<'de> Deserialize<'de> for TagDiscovered {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> Visitor<'de> for Visit {
-            type Value = TagDiscovered;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("struct TagDiscovered")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TagDiscovered, A::Error> {
-                let (mut registry_id, mut repository, mut tag, mut digest) =
-                    (None, None, None, None);
-                let details = read_with_details(map, |key, map| {
-                    match key {
-                        "registry_id" => member(&mut registry_id, "registry_id", map)?,
-                        "repository" => member(&mut repository, "repository", map)?,
-                        "tag" => member(&mut tag, "tag", map)?,
-                        "digest" => member(&mut digest, "digest", map)?,
-                        _ => return Ok(false),
+/// `Deserialize` for an event made of its own members (named here) and the details.
+macro_rules! with_details {
+    ($event:ident { $($member:ident),+ }) => {
+        impl<'de> Deserialize<'de> for $event {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visit;
+                impl<'de> Visitor<'de> for Visit {
+                    type Value = $event;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(concat!("struct ", stringify!($event)))
                     }
-                    Ok(true)
-                })?;
-                Ok(TagDiscovered {
-                    registry_id: required(registry_id, "registry_id")?,
-                    repository: required(repository, "repository")?,
-                    tag: required(tag, "tag")?,
-                    digest: required(digest, "digest")?,
-                    details,
-                })
+                    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<$event, A::Error> {
+                        $( let mut $member = None; )+
+                        let details = read_with_details(map, |key, map| {
+                            match key {
+                                $( stringify!($member) => member(&mut $member, stringify!($member), map)?, )+
+                                _ => return Ok(false),
+                            }
+                            Ok(true)
+                        })?;
+                        Ok($event {
+                            $( $member: required($member, stringify!($member))?, )+
+                            details,
+                        })
+                    }
+                }
+                d.deserialize_map(Visit)
             }
         }
-        d.deserialize_map(Visit)
-    }
+    };
 }
 
-impl<'de> Deserialize<'de> for TagMoved {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> Visitor<'de> for Visit {
-            type Value = TagMoved;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("struct TagMoved")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TagMoved, A::Error> {
-                let (mut registry_id, mut repository, mut tag) = (None, None, None);
-                let (mut old_digest, mut new_digest) = (None, None);
-                let details = read_with_details(map, |key, map| {
-                    match key {
-                        "registry_id" => member(&mut registry_id, "registry_id", map)?,
-                        "repository" => member(&mut repository, "repository", map)?,
-                        "tag" => member(&mut tag, "tag", map)?,
-                        "old_digest" => member(&mut old_digest, "old_digest", map)?,
-                        "new_digest" => member(&mut new_digest, "new_digest", map)?,
-                        _ => return Ok(false),
-                    }
-                    Ok(true)
-                })?;
-                Ok(TagMoved {
-                    registry_id: required(registry_id, "registry_id")?,
-                    repository: required(repository, "repository")?,
-                    tag: required(tag, "tag")?,
-                    old_digest: required(old_digest, "old_digest")?,
-                    new_digest: required(new_digest, "new_digest")?,
-                    details,
-                })
-            }
-        }
-        d.deserialize_map(Visit)
-    }
-}
+with_details!(TagDiscovered {
+    registry_id,
+    repository,
+    tag,
+    digest
+});
+with_details!(TagMoved {
+    registry_id,
+    repository,
+    tag,
+    old_digest,
+    new_digest
+});
